@@ -1,0 +1,188 @@
+//! [`MemoryResultBackend`]: results in a map with a TTL, waiters woken by writes.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use tokio::{sync::Notify, time::Instant};
+
+use super::{ResultBackend, DEFAULT_RESULT_TTL};
+use crate::{Result, TaskId, TaskResult};
+
+/// Settings of a [`MemoryResultBackend`].
+///
+/// ```
+/// use std::time::Duration;
+/// use taskq_core::{MemoryResultBackend, MemoryResultBackendConfig};
+/// let backend = MemoryResultBackend::with_config(
+///     MemoryResultBackendConfig::default().with_ttl(Duration::from_secs(60)),
+/// );
+/// # let _ = backend;
+/// ```
+#[derive(Clone, Debug)]
+pub struct MemoryResultBackendConfig {
+    ttl: Duration,
+}
+
+impl MemoryResultBackendConfig {
+    /// How long a result is kept after its last write.
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+}
+
+impl Default for MemoryResultBackendConfig {
+    /// Results kept for [`DEFAULT_RESULT_TTL`].
+    fn default() -> Self {
+        Self {
+            ttl: DEFAULT_RESULT_TTL,
+        }
+    }
+}
+
+/// The in-process result backend.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq_core::Result<()> {
+/// use taskq_core::{MemoryResultBackend, ResultBackend, TaskId, TaskResult, TaskState};
+/// let backend = MemoryResultBackend::new();
+/// let id = TaskId::new();
+/// backend.store(&TaskResult::new(id, "t", TaskState::Success, chrono::Utc::now())).await?;
+/// assert_eq!(backend.get(id).await?.unwrap().state, TaskState::Success);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct MemoryResultBackend {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    config: MemoryResultBackendConfig,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    results: HashMap<TaskId, (TaskResult, Instant)>,
+    /// Write order with expiry times; the TTL is uniform, so the front expires first.
+    expiry: VecDeque<(Instant, TaskId)>,
+    waiters: HashMap<TaskId, Arc<Notify>>,
+}
+
+impl MemoryResultBackend {
+    /// A backend keeping results for [`DEFAULT_RESULT_TTL`].
+    pub fn new() -> Self {
+        Self::with_config(MemoryResultBackendConfig::default())
+    }
+
+    /// A backend with the given settings.
+    pub fn with_config(config: MemoryResultBackendConfig) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                config,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every mutation is a single map operation; a poisoned lock holds consistent data.
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn current(state: &State, id: TaskId) -> Option<TaskResult> {
+        state
+            .results
+            .get(&id)
+            .filter(|(_, expires)| *expires > Instant::now())
+            .map(|(result, _)| result.clone())
+    }
+
+    /// Drops a waiter entry nobody else holds any more.
+    fn release_waiter(&self, id: TaskId, notify: &Arc<Notify>) {
+        let mut state = self.lock();
+        if Arc::strong_count(notify) <= 2 {
+            state.waiters.remove(&id);
+        }
+    }
+}
+
+impl Default for MemoryResultBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl State {
+    fn sweep(&mut self, now: Instant) {
+        while let Some(&(expires, id)) = self.expiry.front() {
+            if expires > now {
+                break;
+            }
+            self.expiry.pop_front();
+            if self.results.get(&id).is_some_and(|(_, e)| *e <= now) {
+                self.results.remove(&id);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ResultBackend for MemoryResultBackend {
+    async fn store(&self, result: &TaskResult) -> Result<()> {
+        self.store_many(std::slice::from_ref(result)).await
+    }
+
+    async fn store_many(&self, results: &[TaskResult]) -> Result<()> {
+        let now = Instant::now();
+        let expires = now + self.shared.config.ttl;
+        let mut wake = Vec::new();
+        {
+            let mut state = self.lock();
+            state.sweep(now);
+            for result in results {
+                state.results.insert(result.id, (result.clone(), expires));
+                state.expiry.push_back((expires, result.id));
+                if let Some(notify) = state.waiters.get(&result.id) {
+                    wake.push(notify.clone());
+                }
+            }
+        }
+        for notify in wake {
+            notify.notify_waiters();
+        }
+        Ok(())
+    }
+
+    async fn get(&self, id: TaskId) -> Result<Option<TaskResult>> {
+        Ok(Self::current(&self.lock(), id))
+    }
+
+    async fn wait(&self, id: TaskId, timeout: Duration) -> Result<Option<TaskResult>> {
+        let deadline = Instant::now() + timeout;
+        let notify = self.lock().waiters.entry(id).or_default().clone();
+        let outcome = loop {
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let current = Self::current(&self.lock(), id);
+            if current.as_ref().is_some_and(|r| r.state.is_ready()) || Instant::now() >= deadline {
+                break current;
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        };
+        self.release_waiter(id, &notify);
+        Ok(outcome)
+    }
+}

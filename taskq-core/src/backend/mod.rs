@@ -1,0 +1,42 @@
+//! The [`ResultBackend`] trait: where task outcomes are stored and waited for.
+
+mod memory;
+
+pub use memory::{MemoryResultBackend, MemoryResultBackendConfig};
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::{Result, TaskId, TaskResult};
+
+/// Default time a result is kept (24 hours).
+pub const DEFAULT_RESULT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Stores [`TaskResult`]s by task id with a time to live and wakes waiters on writes.
+///
+/// Implementations: [`MemoryResultBackend`] and the Redis backend.
+#[async_trait]
+pub trait ResultBackend: Send + Sync + std::fmt::Debug {
+    /// Writes (replaces) the record of `result.id`.
+    async fn store(&self, result: &TaskResult) -> Result<()>;
+
+    /// Writes several records; implementations batch them into one round trip.
+    async fn store_many(&self, results: &[TaskResult]) -> Result<()> {
+        for result in results {
+            self.store(result).await?;
+        }
+        Ok(())
+    }
+
+    /// The current record of `id`, or `None` if nothing is known (PENDING) or it expired.
+    async fn get(&self, id: TaskId) -> Result<Option<TaskResult>>;
+
+    /// Waits up to `timeout` for `id` to reach a final state, woken by the write (not by
+    /// polling); returns the latest record either way.
+    async fn wait(&self, id: TaskId, timeout: Duration) -> Result<Option<TaskResult>>;
+}
+
+/// Compile-time check that [`ResultBackend`] stays object safe.
+#[allow(dead_code)]
+fn assert_object_safe(_: &dyn ResultBackend) {}

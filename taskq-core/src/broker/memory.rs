@@ -1,0 +1,552 @@
+//! [`MemoryBroker`]: the in-process broker, with the same semantics as Redis inside one process.
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::{sync::Notify, time::Instant};
+
+use super::{
+    Broker, DeadLetter, DeadReason, Delivery, OutboundMessage, QueueStats, RecoveryReport, WorkerId,
+};
+use crate::{Clock, Error, Result, TaskId};
+
+/// Number of priority levels (0..=9).
+const LEVELS: usize = 10;
+
+/// Limits of a [`MemoryBroker`].
+///
+/// ```
+/// use taskq_core::{MemoryBroker, MemoryBrokerConfig};
+/// let broker = MemoryBroker::with_config(MemoryBrokerConfig::default().with_capacity(10));
+/// # let _ = broker;
+/// ```
+#[derive(Clone, Debug)]
+pub struct MemoryBrokerConfig {
+    capacity: usize,
+    max_dead_letters: usize,
+}
+
+impl MemoryBrokerConfig {
+    /// Most messages (pending plus scheduled) one queue holds before enqueue fails with
+    /// [`Error::QueueFull`].
+    pub fn with_capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.max(1);
+        self
+    }
+
+    /// Dead letters kept per queue; the oldest are dropped past it.
+    pub fn with_max_dead_letters(mut self, max: usize) -> Self {
+        self.max_dead_letters = max;
+        self
+    }
+}
+
+impl Default for MemoryBrokerConfig {
+    /// 100,000 messages per queue, 10,000 dead letters per queue.
+    fn default() -> Self {
+        Self {
+            capacity: 100_000,
+            max_dead_letters: 10_000,
+        }
+    }
+}
+
+/// The in-process broker: the embedded default for tests and single-process apps.
+///
+/// Queues are FIFO per priority level, scheduled messages wait in a time-ordered map, fetched
+/// messages sit in the fetching worker's processing set until acked, and waiting fetches sleep
+/// on a [`Notify`] instead of polling. Time follows [`Clock::monotonic`], so tests can drive it
+/// with tokio's paused clock.
+///
+/// ```
+/// use std::sync::Arc;
+/// use taskq_core::{Broker, MemoryBroker};
+/// let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
+/// # let _ = broker;
+/// ```
+#[derive(Clone, Debug)]
+pub struct MemoryBroker {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    /// Woken whenever messages become ready.
+    ready: Notify,
+    clock: Clock,
+    config: MemoryBrokerConfig,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queues: HashMap<String, QueueState>,
+    workers: HashMap<WorkerId, WorkerState>,
+    next_tag: u64,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    /// Ready messages per priority level, FIFO within a level.
+    levels: [VecDeque<Message>; LEVELS],
+    pending: usize,
+    /// Due time and insertion sequence -> message.
+    scheduled: BTreeMap<(DateTime<Utc>, u64), Message>,
+    /// Newest at the front.
+    dead: VecDeque<DeadLetter>,
+    /// Times each message was recovered from a lost worker.
+    redeliveries: HashMap<TaskId, u32>,
+}
+
+#[derive(Clone, Debug)]
+struct Message {
+    id: TaskId,
+    priority: u8,
+    payload: Arc<str>,
+}
+
+#[derive(Debug, Default)]
+struct WorkerState {
+    /// `None` until the first heartbeat: such a worker is never considered lost.
+    deadline: Option<DateTime<Utc>>,
+    processing: HashMap<u64, (Arc<str>, Message)>,
+}
+
+impl MemoryBroker {
+    /// A broker with [`MemoryBrokerConfig::default`].
+    pub fn new() -> Self {
+        Self::with_config(MemoryBrokerConfig::default())
+    }
+
+    /// A broker with the given limits.
+    pub fn with_config(config: MemoryBrokerConfig) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                ready: Notify::new(),
+                clock: Clock::monotonic(),
+                config,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the maps half-updated in a way that
+        // loses messages (every method mutates with single calls), so poisoning is ignored.
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Takes up to `max` ready messages after promoting due ones; returns them and the next
+    /// time a scheduled message becomes due.
+    fn take_ready(
+        &self,
+        worker: &WorkerId,
+        queues: &[String],
+        max: usize,
+    ) -> (Vec<Delivery>, Option<DateTime<Utc>>) {
+        let now = self.shared.clock.now();
+        let mut state = self.lock();
+        let state = &mut *state;
+        let mut taken = Vec::new();
+        let mut next_due: Option<DateTime<Utc>> = None;
+        for name in queues {
+            let Some(queue) = state.queues.get_mut(name) else {
+                continue;
+            };
+            queue.promote_due(now, usize::MAX);
+            if let Some(((due, _), _)) = queue.scheduled.first_key_value() {
+                next_due = Some(next_due.map_or(*due, |n| n.min(*due)));
+            }
+            let queue_name: Arc<str> = Arc::from(name.as_str());
+            while taken.len() < max {
+                let Some(message) = queue.pop_ready() else {
+                    break;
+                };
+                state.next_tag += 1;
+                let tag = state.next_tag;
+                taken.push(Delivery::new(
+                    queue_name.clone(),
+                    message.priority,
+                    message.payload.clone(),
+                    tag,
+                ));
+                state
+                    .workers
+                    .entry(worker.clone())
+                    .or_default()
+                    .processing
+                    .insert(tag, (queue_name.clone(), message));
+            }
+            if taken.len() >= max {
+                break;
+            }
+        }
+        (taken, next_due)
+    }
+
+    /// Removes a delivery from `worker`'s processing set (the fence of every transition).
+    fn take_processing(
+        state: &mut State,
+        worker: &WorkerId,
+        delivery: &Delivery,
+    ) -> Option<Message> {
+        let held = state.workers.get_mut(worker)?;
+        held.processing.remove(&delivery.tag()).map(|(_, m)| m)
+    }
+}
+
+impl Default for MemoryBroker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl QueueState {
+    fn pop_ready(&mut self) -> Option<Message> {
+        let message = self.levels.iter_mut().rev().find_map(VecDeque::pop_front)?;
+        self.pending -= 1;
+        Some(message)
+    }
+
+    fn push_back(&mut self, message: Message) {
+        self.levels[usize::from(message.priority.min(9))].push_back(message);
+        self.pending += 1;
+    }
+
+    fn push_front(&mut self, message: Message) {
+        self.levels[usize::from(message.priority.min(9))].push_front(message);
+        self.pending += 1;
+    }
+
+    fn promote_due(&mut self, now: DateTime<Utc>, limit: usize) -> usize {
+        let mut moved = 0;
+        while moved < limit {
+            match self.scheduled.first_entry() {
+                Some(entry) if entry.key().0 <= now => {
+                    let message = entry.remove();
+                    self.push_back(message);
+                    moved += 1;
+                }
+                _ => break,
+            }
+        }
+        moved
+    }
+
+    fn add_dead(&mut self, letter: DeadLetter, max: usize) {
+        self.dead.push_front(letter);
+        self.dead.truncate(max);
+    }
+}
+
+#[async_trait]
+impl Broker for MemoryBroker {
+    fn clock(&self) -> Clock {
+        self.shared.clock
+    }
+
+    async fn enqueue(&self, messages: Vec<OutboundMessage>) -> Result<()> {
+        let now = self.shared.clock.now();
+        let capacity = self.shared.config.capacity;
+        let mut state = self.lock();
+        let mut added: HashMap<&str, usize> = HashMap::new();
+        for message in &messages {
+            *added.entry(message.queue.as_str()).or_default() += 1;
+        }
+        for (queue, count) in &added {
+            let held = state
+                .queues
+                .get(*queue)
+                .map_or(0, |q| q.pending + q.scheduled.len());
+            if held + count > capacity {
+                return Err(Error::QueueFull {
+                    queue: (*queue).to_owned(),
+                    capacity,
+                });
+            }
+        }
+        for out in messages {
+            let seq = state.next_tag;
+            state.next_tag += 1;
+            let queue = state.queues.entry(out.queue).or_default();
+            let message = Message {
+                id: out.id,
+                priority: out.priority,
+                payload: Arc::from(out.payload),
+            };
+            match out.eta {
+                Some(eta) if eta > now => {
+                    queue.scheduled.insert((eta, seq), message);
+                }
+                _ => {
+                    queue.push_back(message);
+                }
+            }
+        }
+        drop(state);
+        // Scheduled messages also wake fetchers, so that they re-arm their timers.
+        self.shared.ready.notify_waiters();
+        Ok(())
+    }
+
+    async fn fetch(
+        &self,
+        worker: &WorkerId,
+        queues: &[String],
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>> {
+        let max = max.max(1);
+        let deadline = Instant::now() + wait;
+        loop {
+            let notified = self.shared.ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (taken, next_due) = self.take_ready(worker, queues, max);
+            if !taken.is_empty() || Instant::now() >= deadline {
+                return Ok(taken);
+            }
+            let wake_at = next_due
+                .map(|due| self.shared.clock.instant_at(due).min(deadline))
+                .unwrap_or(deadline);
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(wake_at) => {}
+            }
+        }
+    }
+
+    async fn ack(&self, worker: &WorkerId, deliveries: &[Delivery]) -> Result<usize> {
+        let mut state = self.lock();
+        let mut acked = 0;
+        for delivery in deliveries {
+            if let Some(message) = Self::take_processing(&mut state, worker, delivery) {
+                acked += 1;
+                if let Some(queue) = state.queues.get_mut(delivery.queue()) {
+                    queue.redeliveries.remove(&message.id);
+                }
+            }
+        }
+        Ok(acked)
+    }
+
+    async fn retry(
+        &self,
+        worker: &WorkerId,
+        delivery: &Delivery,
+        next: OutboundMessage,
+    ) -> Result<bool> {
+        let now = self.shared.clock.now();
+        let mut state = self.lock();
+        if Self::take_processing(&mut state, worker, delivery).is_none() {
+            return Ok(false);
+        }
+        let seq = state.next_tag;
+        state.next_tag += 1;
+        let queue = state.queues.entry(next.queue).or_default();
+        let message = Message {
+            id: next.id,
+            priority: next.priority,
+            payload: Arc::from(next.payload),
+        };
+        match next.eta {
+            Some(eta) if eta > now => {
+                queue.scheduled.insert((eta, seq), message);
+            }
+            _ => queue.push_back(message),
+        }
+        drop(state);
+        self.shared.ready.notify_waiters();
+        Ok(true)
+    }
+
+    async fn requeue(&self, worker: &WorkerId, deliveries: &[Delivery]) -> Result<usize> {
+        let mut state = self.lock();
+        let mut requeued = 0;
+        // Reverse order so the first delivery ends up first at the head.
+        for delivery in deliveries.iter().rev() {
+            if let Some(message) = Self::take_processing(&mut state, worker, delivery) {
+                state
+                    .queues
+                    .entry(delivery.queue().to_owned())
+                    .or_default()
+                    .push_front(message);
+                requeued += 1;
+            }
+        }
+        drop(state);
+        if requeued > 0 {
+            self.shared.ready.notify_waiters();
+        }
+        Ok(requeued)
+    }
+
+    async fn dead_letter(
+        &self,
+        worker: &WorkerId,
+        delivery: &Delivery,
+        reason: DeadReason,
+        error: Option<String>,
+    ) -> Result<bool> {
+        let now = self.shared.clock.now();
+        let max = self.shared.config.max_dead_letters;
+        let mut state = self.lock();
+        if Self::take_processing(&mut state, worker, delivery).is_none() {
+            return Ok(false);
+        }
+        let letter = DeadLetter::new(
+            delivery.queue(),
+            delivery.payload(),
+            reason,
+            error,
+            Some(worker.to_string()),
+            now,
+        );
+        state
+            .queues
+            .entry(delivery.queue().to_owned())
+            .or_default()
+            .add_dead(letter, max);
+        Ok(true)
+    }
+
+    async fn promote_scheduled(&self, queues: &[String], limit: usize) -> Result<usize> {
+        let now = self.shared.clock.now();
+        let mut state = self.lock();
+        let mut moved = 0;
+        for name in queues {
+            if let Some(queue) = state.queues.get_mut(name) {
+                moved += queue.promote_due(now, limit - moved);
+            }
+        }
+        drop(state);
+        if moved > 0 {
+            self.shared.ready.notify_waiters();
+        }
+        Ok(moved)
+    }
+
+    async fn heartbeat(&self, worker: &WorkerId, _queues: &[String], ttl: Duration) -> Result<()> {
+        let deadline = self.shared.clock.now()
+            + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+        self.lock()
+            .workers
+            .entry(worker.clone())
+            .or_default()
+            .deadline = Some(deadline);
+        Ok(())
+    }
+
+    async fn recover_lost_workers(
+        &self,
+        _queues: &[String],
+        max_redeliveries: u32,
+    ) -> Result<RecoveryReport> {
+        let now = self.shared.clock.now();
+        let max_dead = self.shared.config.max_dead_letters;
+        let mut state = self.lock();
+        let lost: Vec<WorkerId> = state
+            .workers
+            .iter()
+            .filter(|(_, w)| w.deadline.is_some_and(|d| d < now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut report = RecoveryReport::default();
+        for worker in lost {
+            let Some(held) = state.workers.remove(&worker) else {
+                continue;
+            };
+            let mut held: Vec<_> = held.processing.into_iter().collect();
+            held.sort_by_key(|(tag, _)| std::cmp::Reverse(*tag));
+            for (_, (queue_name, message)) in held {
+                let queue = state.queues.entry(queue_name.to_string()).or_default();
+                let count = queue.redeliveries.entry(message.id).or_default();
+                *count += 1;
+                let count = *count;
+                if count > max_redeliveries {
+                    queue.redeliveries.remove(&message.id);
+                    let letter = DeadLetter::new(
+                        &*queue_name,
+                        &*message.payload,
+                        DeadReason::WorkerLost,
+                        Some(format!("recovered from lost workers {count} times")),
+                        Some(worker.to_string()),
+                        now,
+                    );
+                    queue.add_dead(letter, max_dead);
+                    report.dead_lettered += 1;
+                } else {
+                    queue.push_front(message);
+                    report.requeued += 1;
+                }
+            }
+            report.workers.push(worker);
+        }
+        drop(state);
+        if report.requeued > 0 {
+            self.shared.ready.notify_waiters();
+        }
+        Ok(report)
+    }
+
+    async fn deregister(&self, worker: &WorkerId, _queues: &[String]) -> Result<()> {
+        let mut state = self.lock();
+        let Some(held) = state.workers.remove(worker) else {
+            return Ok(());
+        };
+        let mut held: Vec<_> = held.processing.into_iter().collect();
+        held.sort_by_key(|(tag, _)| std::cmp::Reverse(*tag));
+        let requeued = !held.is_empty();
+        for (_, (queue, message)) in held {
+            state
+                .queues
+                .entry(queue.to_string())
+                .or_default()
+                .push_front(message);
+        }
+        drop(state);
+        if requeued {
+            self.shared.ready.notify_waiters();
+        }
+        Ok(())
+    }
+
+    async fn stats(&self, queue: &str) -> Result<QueueStats> {
+        let state = self.lock();
+        let processing = state
+            .workers
+            .values()
+            .flat_map(|w| w.processing.values())
+            .filter(|(q, _)| &**q == queue)
+            .count();
+        Ok(state.queues.get(queue).map_or(
+            QueueStats {
+                processing,
+                ..QueueStats::default()
+            },
+            |q| QueueStats {
+                pending: q.pending,
+                scheduled: q.scheduled.len(),
+                processing,
+                dead: q.dead.len(),
+            },
+        ))
+    }
+
+    async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<DeadLetter>> {
+        let state = self.lock();
+        Ok(state
+            .queues
+            .get(queue)
+            .map(|q| q.dead.iter().take(limit).cloned().collect())
+            .unwrap_or_default())
+    }
+}

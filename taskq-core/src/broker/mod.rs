@@ -1,0 +1,117 @@
+//! The [`Broker`] trait: the queue operations a worker and a client need, and the types they
+//! exchange.
+//!
+//! A message's life, in broker terms:
+//!
+//! ```text
+//! enqueue ──► pending ──fetch──► processing(worker) ──ack──► gone
+//!    │           ▲                 │   │   │
+//!    │ (eta)     │ promote         │   │   └─dead_letter──► dead
+//!    ▼           │                 │   └─retry(at)──► scheduled
+//! scheduled ─────┘                 └─requeue / recover_lost_workers──► pending (head)
+//! ```
+//!
+//! Every transition out of `processing` is *fenced*: it happens only if the message is still in
+//! the calling worker's processing set, and reports whether it did. A worker whose messages were
+//! already recovered by another worker's reaper therefore changes nothing.
+
+mod memory;
+mod types;
+
+pub use memory::{MemoryBroker, MemoryBrokerConfig};
+pub use types::{
+    DeadLetter, DeadReason, Delivery, OutboundMessage, QueueStats, RecoveryReport, WorkerId,
+};
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::{Clock, Result};
+
+/// A message transport with at-least-once delivery into per-worker processing sets.
+///
+/// Implementations: [`MemoryBroker`] (in-process) and the Redis broker. All methods are
+/// cancel-safe in the sense that a dropped call leaves every message in exactly one place.
+#[async_trait]
+pub trait Broker: Send + Sync + std::fmt::Debug {
+    /// The clock this broker schedules by (ETA, expiry, backoff).
+    fn clock(&self) -> Clock;
+
+    /// Adds messages: those with a future `eta` to `scheduled`, the rest to `pending`.
+    ///
+    /// All or nothing per call where the transport allows; [`crate::Error::QueueFull`] when a
+    /// bounded queue has no room.
+    async fn enqueue(&self, messages: Vec<OutboundMessage>) -> Result<()>;
+
+    /// Moves up to `max` ready messages from `queues` (in that order of preference, highest
+    /// priority first within a queue) into `worker`'s processing set and returns them.
+    ///
+    /// Waits up to `wait` for the first message when none is ready; returns an empty batch
+    /// after that.
+    async fn fetch(
+        &self,
+        worker: &WorkerId,
+        queues: &[String],
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>>;
+
+    /// Removes finished messages from `worker`'s processing set; returns how many were still
+    /// there (fenced).
+    async fn ack(&self, worker: &WorkerId, deliveries: &[Delivery]) -> Result<usize>;
+
+    /// Replaces a failed message by `next` (its next attempt) in `scheduled`, due at `next.eta`
+    /// (or at once); false when `worker` no longer held it.
+    async fn retry(
+        &self,
+        worker: &WorkerId,
+        delivery: &Delivery,
+        next: OutboundMessage,
+    ) -> Result<bool>;
+
+    /// Puts messages back at the head of `pending` unchanged (no retry spent), e.g. work a
+    /// shutting-down worker did not finish; returns how many it still held.
+    async fn requeue(&self, worker: &WorkerId, deliveries: &[Delivery]) -> Result<usize>;
+
+    /// Moves a message to the queue's dead letters with `reason` and `error`; false when
+    /// `worker` no longer held it.
+    async fn dead_letter(
+        &self,
+        worker: &WorkerId,
+        delivery: &Delivery,
+        reason: DeadReason,
+        error: Option<String>,
+    ) -> Result<bool>;
+
+    /// Moves up to `limit` due messages of `queues` from `scheduled` to `pending`; returns how
+    /// many moved. Safe to run from every worker at once.
+    async fn promote_scheduled(&self, queues: &[String], limit: usize) -> Result<usize>;
+
+    /// Registers `worker` as alive on `queues` until `ttl` from now.
+    async fn heartbeat(&self, worker: &WorkerId, queues: &[String], ttl: Duration) -> Result<()>;
+
+    /// Returns the processing sets of workers on `queues` whose liveness deadline passed to the
+    /// head of `pending`; a message recovered more than `max_redeliveries` times goes to dead
+    /// letters with [`DeadReason::WorkerLost`]. Each lost worker is recovered exactly once even
+    /// when many callers race.
+    async fn recover_lost_workers(
+        &self,
+        queues: &[String],
+        max_redeliveries: u32,
+    ) -> Result<RecoveryReport>;
+
+    /// Returns whatever is still in `worker`'s processing set to the head of `pending` and
+    /// removes the worker from the live set; the last call of a worker shutting down.
+    async fn deregister(&self, worker: &WorkerId, queues: &[String]) -> Result<()>;
+
+    /// Message counts of one queue.
+    async fn stats(&self, queue: &str) -> Result<QueueStats>;
+
+    /// The newest `limit` dead letters of `queue`, newest first.
+    async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<DeadLetter>>;
+}
+
+/// Compile-time check that [`Broker`] stays object safe.
+#[allow(dead_code)]
+fn assert_object_safe(_: &dyn Broker) {}

@@ -1,0 +1,249 @@
+//! Values exchanged with a [`Broker`](super::Broker).
+
+use std::{fmt, sync::Arc};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{Envelope, Result, TaskId};
+
+/// Identity of one worker process start: `host:pid:random`, never reused after a restart.
+///
+/// ```
+/// use taskq_core::WorkerId;
+/// let a = WorkerId::generate();
+/// let b = WorkerId::generate();
+/// assert_ne!(a, b);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct WorkerId(Arc<str>);
+
+impl WorkerId {
+    /// A fresh id for this process start.
+    pub fn generate() -> Self {
+        let host = hostname();
+        let suffix = fastrand::u32(..);
+        Self(format!("{host}:{}:{suffix:08x}", std::process::id()).into())
+    }
+
+    /// Wraps an id read back from a broker.
+    pub fn from_string(id: impl Into<Arc<str>>) -> Self {
+        Self(id.into())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for WorkerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().replace(':', "_"))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// An encoded envelope on its way into a broker, with the routing fields the broker needs.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct OutboundMessage {
+    /// The invocation's id.
+    pub id: TaskId,
+    /// Destination queue.
+    pub queue: String,
+    /// Priority 0..=9 within the queue.
+    pub priority: u8,
+    /// Deliver no earlier than this.
+    pub eta: Option<DateTime<Utc>>,
+    /// The encoded envelope.
+    pub payload: String,
+}
+
+impl OutboundMessage {
+    /// Encodes `envelope`, refusing payloads over `max_payload_bytes`.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::PayloadTooLarge`] or [`crate::Error::Serialize`].
+    pub fn from_envelope(envelope: &Envelope, max_payload_bytes: usize) -> Result<Self> {
+        Ok(Self {
+            id: envelope.id,
+            queue: envelope.queue.clone(),
+            priority: envelope.priority.min(9),
+            eta: envelope.eta,
+            payload: envelope.encode(max_payload_bytes)?,
+        })
+    }
+}
+
+/// A message handed to a worker; it stays in the worker's processing set until the worker
+/// acks, retries, requeues or dead-letters it.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    queue: Arc<str>,
+    priority: u8,
+    payload: Arc<str>,
+    tag: u64,
+}
+
+impl Delivery {
+    /// Built by brokers; `tag` is an opaque broker-specific handle.
+    pub fn new(queue: Arc<str>, priority: u8, payload: Arc<str>, tag: u64) -> Self {
+        Self {
+            queue,
+            priority,
+            payload,
+            tag,
+        }
+    }
+
+    /// The queue it came from.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// Its priority level.
+    pub fn priority(&self) -> u8 {
+        self.priority
+    }
+
+    /// The raw bytes as stored, exactly (the worker decodes them).
+    pub fn payload(&self) -> &str {
+        &self.payload
+    }
+
+    /// The broker's handle for this delivery.
+    pub fn tag(&self) -> u64 {
+        self.tag
+    }
+}
+
+/// Why a message ended in dead letters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DeadReason {
+    /// The bytes are not a valid envelope.
+    Malformed,
+    /// No worker registered the task name.
+    UnknownTask,
+    /// The envelope exceeds the payload limit.
+    Oversized,
+    /// The task failed with a permanent error.
+    Failed,
+    /// Every allowed retry failed.
+    RetriesExhausted,
+    /// Recovered from lost workers too many times (poison message).
+    WorkerLost,
+}
+
+impl DeadReason {
+    /// The wire spelling, e.g. `"unknown_task"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadReason::Malformed => "malformed",
+            DeadReason::UnknownTask => "unknown_task",
+            DeadReason::Oversized => "oversized",
+            DeadReason::Failed => "failed",
+            DeadReason::RetriesExhausted => "retries_exhausted",
+            DeadReason::WorkerLost => "worker_lost",
+        }
+    }
+}
+
+impl fmt::Display for DeadReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One dead letter: the raw message and why it stopped.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct DeadLetter {
+    /// The task id, when the payload could be read far enough.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<TaskId>,
+    /// Queue it came from.
+    pub queue: String,
+    /// Why it is here.
+    pub reason: DeadReason,
+    /// The last error, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The worker that gave up on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// When it was dead-lettered.
+    pub at: DateTime<Utc>,
+    /// The message exactly as it was stored.
+    pub payload: String,
+}
+
+impl DeadLetter {
+    /// A dead letter for `payload`; the id is read from the payload when possible.
+    pub fn new(
+        queue: impl Into<String>,
+        payload: impl Into<String>,
+        reason: DeadReason,
+        error: Option<String>,
+        worker: Option<String>,
+        at: DateTime<Utc>,
+    ) -> Self {
+        let payload = payload.into();
+        Self {
+            id: sniff_id(&payload),
+            queue: queue.into(),
+            reason,
+            error,
+            worker,
+            at,
+            payload,
+        }
+    }
+}
+
+/// Reads just the `id` field of a payload that may not be a valid envelope.
+pub(crate) fn sniff_id(payload: &str) -> Option<TaskId> {
+    #[derive(Deserialize)]
+    struct IdOnly {
+        id: TaskId,
+    }
+    serde_json::from_str::<IdOnly>(payload).ok().map(|x| x.id)
+}
+
+/// Message counts of one queue.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct QueueStats {
+    /// Ready to run.
+    pub pending: usize,
+    /// Due later (ETA, countdown, retry backoff).
+    pub scheduled: usize,
+    /// Held by workers.
+    pub processing: usize,
+    /// Dead letters.
+    pub dead: usize,
+}
+
+/// What one [`recover_lost_workers`](super::Broker::recover_lost_workers) call did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoveryReport {
+    /// Workers whose processing sets were recovered by this call.
+    pub workers: Vec<WorkerId>,
+    /// Messages returned to `pending`.
+    pub requeued: usize,
+    /// Messages dead-lettered as poison.
+    pub dead_lettered: usize,
+}

@@ -1,0 +1,90 @@
+//! The one error type of taskq-core.
+
+use std::time::Duration;
+
+use crate::{result::TaskState, TaskId};
+
+/// Everything that can go wrong talking to a broker or result backend, or waiting for a result.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Task arguments or a result could not be turned into JSON.
+    #[error("failed to serialize {what}")]
+    Serialize {
+        /// What was being serialized.
+        what: &'static str,
+        /// The serde error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A stored envelope or result could not be read back.
+    #[error("failed to deserialize {what}")]
+    Deserialize {
+        /// What was being deserialized.
+        what: &'static str,
+        /// The serde error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An encoded envelope is larger than the configured limit.
+    #[error("payload of {size} bytes exceeds the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// Size of the encoded envelope.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The queue holds as many messages as its capacity allows; retry later (flow control).
+    #[error("queue `{queue}` is full ({capacity} messages)")]
+    QueueFull {
+        /// The queue that is full.
+        queue: String,
+        /// Its capacity.
+        capacity: usize,
+    },
+    /// An option or argument is out of range.
+    #[error("invalid {what}: {reason}")]
+    Invalid {
+        /// What was invalid.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// Waiting for a result ran out of time; the task may still finish later.
+    #[error("timed out after {0:?} waiting for the result")]
+    Timeout(Duration),
+    /// The task reached a final state other than success.
+    #[error("task {id} ended in state {state}: {message}")]
+    TaskFailed {
+        /// The task.
+        id: TaskId,
+        /// Its final state (FAILURE, REVOKED or EXPIRED).
+        state: TaskState,
+        /// The last error the task reported.
+        message: String,
+    },
+    /// The broker or backend was shut down.
+    #[error("broker is closed")]
+    Closed,
+    /// A Redis command failed.
+    #[error("redis command failed")]
+    Redis(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+}
+
+impl Error {
+    /// True when trying the same call again later may succeed (lost connection, full queue).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::QueueFull { .. } | Error::Redis(_) | Error::Timeout(_)
+        )
+    }
+
+    /// True when the task itself failed, was revoked or expired (as opposed to taskq failing).
+    pub fn is_task_failure(&self) -> bool {
+        matches!(self, Error::TaskFailed { .. })
+    }
+}
+
+/// `Result` with taskq-core's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,137 @@
+//! Task states and the stored outcome of one invocation.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::TaskId;
+
+/// Where an invocation is in its life, as recorded in the result backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[non_exhaustive]
+pub enum TaskState {
+    /// Nothing is known about the id (not enqueued, not started, or the result expired).
+    Pending,
+    /// A worker has taken the message.
+    Received,
+    /// The task is running.
+    Started,
+    /// An attempt failed and another is scheduled.
+    Retry,
+    /// Finished with a result.
+    Success,
+    /// Failed for good (permanent error or retries exhausted).
+    Failure,
+    /// Revoked before it ran.
+    Revoked,
+    /// Its `expires` passed before it ran.
+    Expired,
+}
+
+impl TaskState {
+    /// True for the final states: SUCCESS, FAILURE, REVOKED and EXPIRED.
+    pub fn is_ready(self) -> bool {
+        matches!(
+            self,
+            TaskState::Success | TaskState::Failure | TaskState::Revoked | TaskState::Expired
+        )
+    }
+
+    /// The wire spelling, e.g. `"SUCCESS"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Pending => "PENDING",
+            TaskState::Received => "RECEIVED",
+            TaskState::Started => "STARTED",
+            TaskState::Retry => "RETRY",
+            TaskState::Success => "SUCCESS",
+            TaskState::Failure => "FAILURE",
+            TaskState::Revoked => "REVOKED",
+            TaskState::Expired => "EXPIRED",
+        }
+    }
+}
+
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The stored record of one invocation, as JSON in the result backend.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct TaskResult {
+    /// The invocation.
+    pub id: TaskId,
+    /// Registered task name.
+    pub task: String,
+    /// Current state.
+    pub state: TaskState,
+    /// The task's output as JSON, on SUCCESS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Box<RawValue>>,
+    /// The last error, on RETRY, FAILURE, REVOKED and EXPIRED.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Attempts made so far (1 after the first run).
+    pub attempts: u32,
+    /// Id of the worker that wrote this record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// When the current attempt started, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When this record was written.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl TaskResult {
+    /// A record for `id` in `state`, written at `now`.
+    pub fn new(id: TaskId, task: impl Into<String>, state: TaskState, now: DateTime<Utc>) -> Self {
+        Self {
+            id,
+            task: task.into(),
+            state,
+            result: None,
+            error: None,
+            attempts: 0,
+            worker: None,
+            started_at: None,
+            updated_at: now,
+        }
+    }
+
+    /// Sets the output (builder style).
+    pub fn with_result(mut self, result: Box<RawValue>) -> Self {
+        self.result = Some(result);
+        self
+    }
+
+    /// Sets the error (builder style).
+    pub fn with_error(mut self, error: impl Into<String>) -> Self {
+        self.error = Some(error.into());
+        self
+    }
+
+    /// Sets the number of attempts (builder style).
+    pub fn with_attempts(mut self, attempts: u32) -> Self {
+        self.attempts = attempts;
+        self
+    }
+
+    /// Sets the worker id (builder style).
+    pub fn with_worker(mut self, worker: impl Into<String>) -> Self {
+        self.worker = Some(worker.into());
+        self
+    }
+
+    /// Sets when the attempt started (builder style).
+    pub fn with_started_at(mut self, started_at: DateTime<Utc>) -> Self {
+        self.started_at = Some(started_at);
+        self
+    }
+}

@@ -1,0 +1,182 @@
+//! Parsing of the `#[task(...)]` attribute into [`TaskAttrs`].
+
+use std::time::Duration;
+
+use syn::{spanned::Spanned, Attribute, Expr, ExprLit, Lit, LitStr, Path};
+
+/// Every key `#[task(...)]` accepts, listed in error messages.
+const KEYS: &str = "name, queue, max_retries, timeout, priority, expires, ignore_result, crate";
+
+/// The highest priority level a task may declare.
+const MAX_PRIORITY: u8 = 9;
+
+/// What the user wrote in `#[task(...)]`, validated.
+pub(crate) struct TaskAttrs {
+    pub(crate) name: LitStr,
+    pub(crate) queue: Option<LitStr>,
+    pub(crate) max_retries: Option<u32>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) priority: Option<u8>,
+    pub(crate) expires: Option<Duration>,
+    pub(crate) ignore_result: bool,
+    pub(crate) krate: Option<Path>,
+}
+
+impl TaskAttrs {
+    /// Reads every `#[task(...)]` on the item; `name` is required.
+    pub(crate) fn from_attributes(
+        attrs: &[Attribute],
+        item_span: proc_macro2::Span,
+    ) -> syn::Result<Self> {
+        let mut name = None;
+        let mut queue = None;
+        let mut max_retries = None;
+        let mut timeout = None;
+        let mut priority = None;
+        let mut expires = None;
+        let mut ignore_result = false;
+        let mut krate = None;
+
+        for attr in attrs.iter().filter(|a| a.path().is_ident("task")) {
+            attr.parse_nested_meta(|meta| {
+                let key = meta
+                    .path
+                    .get_ident()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                match key.as_str() {
+                    "name" => set_once(&mut name, non_empty(string(&meta)?)?, &meta),
+                    "queue" => set_once(&mut queue, non_empty(string(&meta)?)?, &meta),
+                    "max_retries" => set_once(&mut max_retries, integer::<u32>(&meta)?, &meta),
+                    "timeout" => set_once(&mut timeout, duration(&meta)?, &meta),
+                    "expires" => set_once(&mut expires, duration(&meta)?, &meta),
+                    "priority" => {
+                        let value = integer::<u8>(&meta)?;
+                        if value > MAX_PRIORITY {
+                            return Err(meta
+                                .error(format!("priority must be between 0 and {MAX_PRIORITY}")));
+                        }
+                        set_once(&mut priority, value, &meta)
+                    }
+                    "ignore_result" => {
+                        ignore_result = if meta.input.peek(syn::Token![=]) {
+                            boolean(&meta)?
+                        } else {
+                            true
+                        };
+                        Ok(())
+                    }
+                    "crate" => {
+                        let lit = string(&meta)?;
+                        set_once(&mut krate, lit.parse::<Path>()?, &meta)
+                    }
+                    _ => Err(meta.error(format!(
+                        "unknown task attribute `{}`; expected one of: {KEYS}",
+                        meta.path.to_token_stream_string()
+                    ))),
+                }
+            })?;
+        }
+
+        let name = name.ok_or_else(|| {
+            syn::Error::new(
+                item_span,
+                "missing task name: add #[task(name = \"...\")] with a stable wire name",
+            )
+        })?;
+        Ok(Self {
+            name,
+            queue,
+            max_retries,
+            timeout,
+            priority,
+            expires,
+            ignore_result,
+            krate,
+        })
+    }
+}
+
+trait PathString {
+    fn to_token_stream_string(&self) -> String;
+}
+
+impl PathString for Path {
+    fn to_token_stream_string(&self) -> String {
+        quote::ToTokens::to_token_stream(self)
+            .to_string()
+            .replace(' ', "")
+    }
+}
+
+fn set_once<T>(
+    slot: &mut Option<T>,
+    value: T,
+    meta: &syn::meta::ParseNestedMeta<'_>,
+) -> syn::Result<()> {
+    if slot.is_some() {
+        return Err(meta.error("duplicate task attribute"));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+fn literal(meta: &syn::meta::ParseNestedMeta<'_>) -> syn::Result<Lit> {
+    let expr: Expr = meta.value()?.parse()?;
+    match expr {
+        Expr::Lit(ExprLit { lit, .. }) => Ok(lit),
+        other => Err(syn::Error::new(other.span(), "expected a literal")),
+    }
+}
+
+fn string(meta: &syn::meta::ParseNestedMeta<'_>) -> syn::Result<LitStr> {
+    match literal(meta)? {
+        Lit::Str(s) => Ok(s),
+        other => Err(syn::Error::new(other.span(), "expected a string literal")),
+    }
+}
+
+fn non_empty(lit: LitStr) -> syn::Result<LitStr> {
+    if lit.value().trim().is_empty() {
+        return Err(syn::Error::new(lit.span(), "must not be empty"));
+    }
+    Ok(lit)
+}
+
+fn integer<T>(meta: &syn::meta::ParseNestedMeta<'_>) -> syn::Result<T>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    match literal(meta)? {
+        Lit::Int(i) => i.base10_parse::<T>(),
+        other => Err(syn::Error::new(other.span(), "expected an integer literal")),
+    }
+}
+
+fn boolean(meta: &syn::meta::ParseNestedMeta<'_>) -> syn::Result<bool> {
+    match literal(meta)? {
+        Lit::Bool(b) => Ok(b.value),
+        other => Err(syn::Error::new(other.span(), "expected `true` or `false`")),
+    }
+}
+
+fn duration(meta: &syn::meta::ParseNestedMeta<'_>) -> syn::Result<Duration> {
+    let lit = string(meta)?;
+    let parsed = humantime::parse_duration(&lit.value()).map_err(|err| {
+        syn::Error::new(
+            lit.span(),
+            format!(
+                "invalid duration `{}`: {err}; write it like \"30s\", \"5m\" or \"1h 30m\"",
+                lit.value()
+            ),
+        )
+    })?;
+    if parsed.is_zero() {
+        return Err(syn::Error::new(
+            lit.span(),
+            "duration must be greater than zero",
+        ));
+    }
+    Ok(parsed)
+}

@@ -1,0 +1,63 @@
+//! Code generation for `#[derive(Task)]`.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+use syn::{spanned::Spanned, DeriveInput};
+
+use crate::attr::TaskAttrs;
+
+/// Expands to `impl Task for <type>` with the options from `#[task(...)]`.
+pub(crate) fn derive_task(input: &DeriveInput) -> syn::Result<TokenStream> {
+    if !input.generics.params.is_empty() {
+        return Err(syn::Error::new(
+            input.generics.span(),
+            "a task type cannot be generic: its wire name must name exactly one type",
+        ));
+    }
+    let attrs = TaskAttrs::from_attributes(&input.attrs, input.ident.span())?;
+    let krate = attrs
+        .krate
+        .as_ref()
+        .map(|path| quote!(#path))
+        .unwrap_or_else(|| quote!(::taskq_core));
+    let private = quote!(#krate::__private);
+    let ident = &input.ident;
+    let name = &attrs.name;
+
+    let mut setters = Vec::new();
+    if let Some(queue) = &attrs.queue {
+        setters.push(quote!(.with_queue(#queue)));
+    }
+    if let Some(max_retries) = attrs.max_retries {
+        setters.push(quote!(.with_max_retries(#max_retries)));
+    }
+    if let Some(timeout) = attrs.timeout {
+        let millis = millis(timeout);
+        setters.push(quote!(.with_timeout(#private::Duration::from_millis(#millis))));
+    }
+    if let Some(expires) = attrs.expires {
+        let millis = millis(expires);
+        setters.push(quote!(.with_expires(#private::Duration::from_millis(#millis))));
+    }
+    if let Some(priority) = attrs.priority {
+        setters.push(quote!(.with_priority(#priority)));
+    }
+    if attrs.ignore_result {
+        setters.push(quote!(.with_ignore_result(true)));
+    }
+
+    Ok(quote! {
+        #[automatically_derived]
+        impl #krate::Task for #ident {
+            const NAME: &'static str = #name;
+
+            fn options() -> #krate::TaskOptions {
+                #krate::TaskOptions::new() #(#setters)*
+            }
+        }
+    })
+}
+
+fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}

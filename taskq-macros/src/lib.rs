@@ -1,0 +1,29 @@
+//! The proc-macro crate behind `#[derive(Task)]`.
+//!
+//! Use it through `taskq_core::Task`; this crate only holds the entry point. Parsing of
+//! `#[task(...)]` lives in `attr.rs`, code generation in `expand.rs`.
+
+mod attr;
+mod expand;
+
+use proc_macro::TokenStream;
+use syn::{parse_macro_input, DeriveInput};
+
+/// Implements `taskq_core::Task` for a struct of task arguments.
+///
+/// ```ignore
+/// #[derive(Task, Serialize, Deserialize)]
+/// #[task(name = "emails.send", queue = "emails", max_retries = 5, timeout = "30s")]
+/// struct SendEmail { to: String }
+/// ```
+///
+/// Keys: `name` (required, the stable wire name), `queue`, `max_retries`, `timeout`,
+/// `priority` (0..=9), `expires` (default time to live of an invocation), `ignore_result`,
+/// `crate` (path to taskq-core when it is re-exported under another name).
+#[proc_macro_derive(Task, attributes(task))]
+pub fn derive_task(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    expand::derive_task(&input)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}

@@ -1,0 +1,143 @@
+//! [`WorkerBuilder`]: registers tasks and sets options, then builds a [`Worker`].
+
+use std::time::Duration;
+
+use taskq_core::{Client, Run, WorkerId};
+
+use crate::{registry::Registry, Error, Result, Worker, WorkerConfig};
+
+/// Builds a [`Worker`]; start with [`Worker::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use serde::{Deserialize, Serialize};
+/// use taskq_core::{Client, Run, Task, TaskContext, TaskError};
+/// use taskq_worker::Worker;
+///
+/// #[derive(Task, Serialize, Deserialize)]
+/// #[task(name = "math.add")]
+/// struct Add { a: i64, b: i64 }
+///
+/// impl Run for Add {
+///     type Output = i64;
+///     async fn run(self, _ctx: TaskContext) -> Result<i64, TaskError> { Ok(self.a + self.b) }
+/// }
+///
+/// let worker = Worker::builder(Client::in_memory())
+///     .register::<Add>()
+///     .concurrency(8)
+///     .shutdown_grace(Duration::from_secs(10))
+///     .build()?;
+/// assert_eq!(worker.queues(), ["default"]);
+/// # Ok::<(), taskq_worker::Error>(())
+/// ```
+#[derive(Debug)]
+#[must_use = "call build() to get a Worker"]
+pub struct WorkerBuilder {
+    client: Client,
+    registry: Registry,
+    config: WorkerConfig,
+    error: Option<Error>,
+}
+
+impl WorkerBuilder {
+    pub(crate) fn new(client: Client) -> Self {
+        Self {
+            client,
+            registry: Registry::default(),
+            config: WorkerConfig::default(),
+            error: None,
+        }
+    }
+
+    /// Registers the handler of task `T` under `T::NAME`.
+    pub fn register<T: Run>(mut self) -> Self {
+        if let Err(err) = self.registry.register::<T>() {
+            self.error.get_or_insert(err);
+        }
+        self
+    }
+
+    /// Consumes `queues` in this order of preference instead of the tasks' default queues.
+    pub fn queues<I, S>(mut self, queues: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config.queues = queues.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Most executions at once (default 32).
+    pub fn concurrency(mut self, concurrency: usize) -> Self {
+        self.config.concurrency = concurrency;
+        self
+    }
+
+    /// Messages held ahead of a free execution slot (default 32).
+    pub fn prefetch(mut self, prefetch: usize) -> Self {
+        self.config.prefetch = prefetch;
+        self
+    }
+
+    /// Time in-flight runs get to finish on shutdown before they are stopped and requeued
+    /// (default 30 s).
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.config.shutdown_grace = grace;
+        self
+    }
+
+    /// Hard time limit for tasks that set none (default: none).
+    pub fn default_timeout(mut self, timeout: Duration) -> Self {
+        self.config.default_timeout = Some(timeout);
+        self
+    }
+
+    /// Heartbeat period and the liveness deadline after which others recover this worker's
+    /// messages (defaults 1 s and 5 s).
+    pub fn liveness(mut self, heartbeat_interval: Duration, ttl: Duration) -> Self {
+        self.config.heartbeat_interval = heartbeat_interval;
+        self.config.liveness_ttl = ttl;
+        self
+    }
+
+    /// Replaces the whole configuration.
+    pub fn config(mut self, config: WorkerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Validates the configuration and builds the worker.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DuplicateTask`] or [`Error::Config`] (no tasks, zero concurrency, a liveness
+    /// TTL not longer than the heartbeat interval).
+    pub fn build(self) -> Result<Worker> {
+        if let Some(err) = self.error {
+            return Err(err);
+        }
+        let mut config = self.config;
+        if self.registry.is_empty() {
+            return Err(Error::Config("no tasks registered".into()));
+        }
+        if config.concurrency == 0 {
+            return Err(Error::Config("concurrency must be at least 1".into()));
+        }
+        if config.liveness_ttl <= config.heartbeat_interval {
+            return Err(Error::Config(
+                "liveness ttl must be longer than the heartbeat interval".into(),
+            ));
+        }
+        if config.queues.is_empty() {
+            config.queues = self.registry.default_queues();
+        }
+        config.fetch_batch = config.fetch_batch.max(1);
+        Ok(Worker::new(
+            self.client,
+            self.registry,
+            config,
+            WorkerId::generate(),
+        ))
+    }
+}

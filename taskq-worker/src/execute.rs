@@ -1,0 +1,335 @@
+//! One message's way through the worker: decode, route, run, record, acknowledge.
+
+use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
+
+use futures_util::FutureExt;
+use serde_json::value::RawValue;
+use taskq_core::{
+    DeadReason, DecodeError, Delivery, Envelope, OutboundMessage, TaskContext, TaskError,
+    TaskResult, TaskState,
+};
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument;
+
+use crate::{
+    maintenance::broker_backoff,
+    registry::Registered,
+    runtime::{Counters, Runtime},
+};
+
+/// Attempts at a broker or backend call before the worker gives up on one message.
+const BROKER_ATTEMPTS: u32 = 5;
+
+/// Runs one delivery to a final broker transition; never panics, never returns an error.
+pub(crate) async fn execute(runtime: Arc<Runtime>, delivery: Delivery, held: OwnedSemaphorePermit) {
+    let _held = held;
+    let slot = tokio::select! {
+        biased;
+        _ = runtime.stopping.cancelled() => None,
+        slot = runtime.slots.clone().acquire_owned() => slot.ok(),
+    };
+    let Some(_slot) = slot else {
+        requeue(&runtime, &delivery).await;
+        return;
+    };
+    let envelope = match Envelope::decode(delivery.payload(), runtime.config.max_payload_bytes) {
+        Ok(envelope) => envelope,
+        Err(err) => {
+            let reason = match err {
+                DecodeError::TooLarge { .. } => DeadReason::Oversized,
+                _ => DeadReason::Malformed,
+            };
+            tracing::error!(queue = delivery.queue(), error = %error_chain(&err), "undecodable message");
+            dead_letter(&runtime, &delivery, reason, error_chain(&err)).await;
+            return;
+        }
+    };
+    let span = tracing::info_span!(
+        "task",
+        task.id = %envelope.id,
+        task.name = %envelope.task,
+        queue = %envelope.queue,
+        attempt = envelope.attempt,
+    );
+    Execution {
+        runtime: &runtime,
+        delivery: &delivery,
+        envelope: &envelope,
+    }
+    .run()
+    .instrument(span)
+    .await;
+}
+
+/// The state of one decoded message's execution.
+struct Execution<'a> {
+    runtime: &'a Runtime,
+    delivery: &'a Delivery,
+    envelope: &'a Envelope,
+}
+
+/// How one attempt ended.
+enum Attempt {
+    Succeeded(Box<RawValue>),
+    Failed(TaskError),
+    /// Shutdown's grace period ended first; the message goes back unchanged.
+    Interrupted,
+}
+
+impl Execution<'_> {
+    async fn run(self) {
+        let runtime = self.runtime;
+        let Some(task) = runtime.registry.get(&self.envelope.task).cloned() else {
+            let error = format!(
+                "no task named `{}` is registered on this worker",
+                self.envelope.task
+            );
+            tracing::error!("{error}");
+            dead_letter(runtime, self.delivery, DeadReason::UnknownTask, error).await;
+            return;
+        };
+        let now = runtime.client.clock().now();
+        if self.envelope.is_expired(now) {
+            tracing::info!("expired before it could run");
+            Counters::bump(&runtime.counters.expired);
+            let record = self
+                .record(&task, TaskState::Expired)
+                .with_error("expired before it could run");
+            self.finish(&task, record).await;
+            return;
+        }
+        if runtime.config.track_started && !task.options.ignore_result() {
+            let record = self.record(&task, TaskState::Started).with_started_at(now);
+            if let Err(err) = runtime.client.backend().store(&record).await {
+                tracing::warn!(error = %err, "failed to record STARTED");
+            }
+        }
+        match self.attempt(&task).await {
+            Attempt::Succeeded(output) => {
+                tracing::debug!("succeeded");
+                Counters::bump(&runtime.counters.succeeded);
+                let record = self.record(&task, TaskState::Success).with_result(output);
+                self.finish(&task, record).await;
+            }
+            Attempt::Failed(error) => self.fail(&task, error).await,
+            Attempt::Interrupted => requeue(runtime, self.delivery).await,
+        }
+    }
+
+    /// Runs the handler once, under the hard time limit, catching panics.
+    async fn attempt(&self, task: &Registered) -> Attempt {
+        let runtime = self.runtime;
+        let max_retries = self.max_retries(task);
+        let ctx = TaskContext::new(self.envelope, max_retries, runtime.stopping.child_token());
+        let running = match task.start(&self.envelope.args, ctx) {
+            Ok(running) => running,
+            Err(err) => {
+                return Attempt::Failed(TaskError::permanent(format!(
+                    "invalid arguments for `{}`: {err}",
+                    self.envelope.task
+                )))
+            }
+        };
+        let limit = task.options.timeout().or(runtime.config.default_timeout);
+        let guarded = AssertUnwindSafe(running).catch_unwind();
+        let outcome = async {
+            match limit {
+                Some(limit) => tokio::time::timeout(limit, guarded)
+                    .await
+                    .map_err(|_| limit),
+                None => Ok(guarded.await),
+            }
+        };
+        tokio::select! {
+            biased;
+            outcome = outcome => match outcome {
+                Ok(Ok(Ok(output))) => Attempt::Succeeded(output),
+                Ok(Ok(Err(error))) => Attempt::Failed(error),
+                Ok(Err(panic)) => Attempt::Failed(TaskError::retryable(format!(
+                    "task panicked: {}",
+                    panic_message(&*panic)
+                ))),
+                Err(limit) => Attempt::Failed(TaskError::retryable(format!(
+                    "time limit of {} exceeded",
+                    humanize(limit)
+                ))),
+            },
+            _ = runtime.hard_stop.cancelled() => Attempt::Interrupted,
+        }
+    }
+
+    /// Schedules the next attempt, or records FAILURE and dead-letters the message.
+    async fn fail(&self, task: &Registered, error: TaskError) {
+        let runtime = self.runtime;
+        let max_retries = self.max_retries(task);
+        let attempts = self.envelope.attempt + 1;
+        if error.is_retryable() && self.envelope.attempt < max_retries {
+            let delay = error
+                .retry_delay()
+                .unwrap_or_else(|| task.options.retry_policy().delay(self.envelope.attempt));
+            tracing::warn!(error = %error, ?delay, attempts, max_retries, "attempt failed; retrying");
+            Counters::bump(&runtime.counters.retried);
+            let mut next = self.envelope.clone();
+            next.attempt = attempts;
+            next.eta = Some(
+                runtime.client.clock().now()
+                    + chrono::Duration::from_std(delay).unwrap_or_default(),
+            );
+            next.last_error = Some(error.message().to_owned());
+            let record = self
+                .record(task, TaskState::Retry)
+                .with_error(error.message());
+            self.store(task, &record).await;
+            let message = match OutboundMessage::from_envelope(&next, usize::MAX) {
+                Ok(message) => message,
+                Err(err) => {
+                    dead_letter(
+                        runtime,
+                        self.delivery,
+                        DeadReason::Failed,
+                        error_chain(&err),
+                    )
+                    .await;
+                    return;
+                }
+            };
+            let moved = with_retries("retry", || {
+                runtime
+                    .client
+                    .broker()
+                    .retry(&runtime.worker, self.delivery, message.clone())
+            })
+            .await;
+            if moved == Some(false) {
+                tracing::warn!("message was recovered by another worker; retry not scheduled");
+            }
+            return;
+        }
+        let reason = if error.is_retryable() {
+            DeadReason::RetriesExhausted
+        } else {
+            DeadReason::Failed
+        };
+        tracing::error!(error = %error, attempts, %reason, "task failed");
+        Counters::bump(&runtime.counters.failed);
+        let record = self
+            .record(task, TaskState::Failure)
+            .with_error(error.message());
+        self.store(task, &record).await;
+        dead_letter(runtime, self.delivery, reason, error.message().to_owned()).await;
+    }
+
+    /// Stores the final record, then acknowledges (results are written before the ack).
+    async fn finish(&self, task: &Registered, record: TaskResult) {
+        self.store(task, &record).await;
+        let runtime = self.runtime;
+        let acked = with_retries("ack", || {
+            runtime
+                .client
+                .broker()
+                .ack(&runtime.worker, std::slice::from_ref(self.delivery))
+        })
+        .await;
+        if acked == Some(0) {
+            tracing::warn!("message was recovered by another worker before the ack");
+        }
+    }
+
+    async fn store(&self, task: &Registered, record: &TaskResult) {
+        if task.options.ignore_result() {
+            return;
+        }
+        let backend = self.runtime.client.backend();
+        with_retries("store result", || backend.store(record)).await;
+    }
+
+    fn record(&self, _task: &Registered, state: TaskState) -> TaskResult {
+        let now = self.runtime.client.clock().now();
+        let attempts = match state {
+            TaskState::Expired => self.envelope.attempt,
+            _ => self.envelope.attempt + 1,
+        };
+        TaskResult::new(self.envelope.id, &self.envelope.task, state, now)
+            .with_attempts(attempts)
+            .with_worker(self.runtime.worker.as_str())
+    }
+
+    fn max_retries(&self, task: &Registered) -> u32 {
+        self.envelope
+            .max_retries
+            .unwrap_or_else(|| task.options.max_retries())
+    }
+}
+
+async fn dead_letter(runtime: &Runtime, delivery: &Delivery, reason: DeadReason, error: String) {
+    let moved = with_retries("dead-letter", || {
+        runtime
+            .client
+            .broker()
+            .dead_letter(&runtime.worker, delivery, reason, Some(error.clone()))
+    })
+    .await;
+    if moved == Some(true) {
+        Counters::bump(&runtime.counters.dead_lettered);
+    }
+}
+
+async fn requeue(runtime: &Runtime, delivery: &Delivery) {
+    let requeued = with_retries("requeue", || {
+        runtime
+            .client
+            .broker()
+            .requeue(&runtime.worker, std::slice::from_ref(delivery))
+    })
+    .await;
+    if requeued == Some(1) {
+        Counters::bump(&runtime.counters.requeued);
+    }
+}
+
+/// Calls a broker operation until it succeeds, up to [`BROKER_ATTEMPTS`] times with backoff.
+///
+/// On giving up the message stays in this worker's processing set, where deregistration or
+/// the reaper of another worker returns it to its queue.
+async fn with_retries<T, F, Fut>(what: &str, mut op: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = taskq_core::Result<T>>,
+{
+    for failures in 1..=BROKER_ATTEMPTS {
+        match op().await {
+            Ok(value) => return Some(value),
+            Err(err) if failures < BROKER_ATTEMPTS => {
+                let delay = broker_backoff(failures);
+                tracing::warn!(error = %error_chain(&err), ?delay, "{what} failed; retrying");
+                tokio::time::sleep(delay).await;
+            }
+            Err(err) => tracing::error!(error = %error_chain(&err), "{what} failed; giving up"),
+        }
+    }
+    None
+}
+
+/// An error with its sources, joined by `: `.
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("non-string panic payload")
+}
+
+fn humanize(duration: Duration) -> String {
+    format!("{:?}", duration)
+}

@@ -1,0 +1,56 @@
+//! Background duties of every worker: heartbeat, reaping lost workers, promoting due messages.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::runtime::Runtime;
+
+/// Scheduled messages promoted per round; more wait for the next round.
+const PROMOTE_BATCH: usize = 1000;
+
+/// Runs one round at once, then every heartbeat interval, until `stop` fires.
+pub(crate) async fn run(runtime: Arc<Runtime>, stop: CancellationToken) {
+    let interval = runtime.config.heartbeat_interval;
+    loop {
+        round(&runtime).await;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// One heartbeat, one reaper pass and one promotion pass; failures are logged, not fatal.
+pub(crate) async fn round(runtime: &Runtime) {
+    let broker = runtime.client.broker();
+    let queues = &runtime.config.queues;
+    if let Err(err) = broker
+        .heartbeat(&runtime.worker, queues, runtime.config.liveness_ttl)
+        .await
+    {
+        tracing::warn!(error = %err, "heartbeat failed");
+    }
+    match broker
+        .recover_lost_workers(queues, runtime.config.max_redeliveries)
+        .await
+    {
+        Ok(report) if !report.workers.is_empty() => tracing::warn!(
+            workers = ?report.workers,
+            requeued = report.requeued,
+            dead_lettered = report.dead_lettered,
+            "recovered messages of lost workers"
+        ),
+        Ok(_) => {}
+        Err(err) => tracing::warn!(error = %err, "reaper pass failed"),
+    }
+    if let Err(err) = broker.promote_scheduled(queues, PROMOTE_BATCH).await {
+        tracing::warn!(error = %err, "promoting scheduled messages failed");
+    }
+}
+
+/// Capped exponential backoff with full jitter for broker errors: 50 ms doubling to 5 s.
+pub(crate) fn broker_backoff(failures: u32) -> Duration {
+    let ceiling = 50u64.saturating_mul(1 << failures.min(7)).min(5_000);
+    Duration::from_millis(fastrand::u64(ceiling / 2..=ceiling))
+}

@@ -1,0 +1,203 @@
+//! The run loop: fetch into free slots, spawn executions, shut down warm.
+
+use std::{
+    future::Future,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+};
+
+use taskq_core::{Client, WorkerId};
+use tokio::{sync::Semaphore, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::{execute, maintenance, registry::Registry, Result, Worker, WorkerConfig};
+
+/// What a worker did between start and shutdown.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerReport {
+    /// Runs that succeeded.
+    pub succeeded: u64,
+    /// Attempts that failed and were scheduled again.
+    pub retried: u64,
+    /// Invocations that ended as FAILURE.
+    pub failed: u64,
+    /// Messages moved to dead letters (failures, malformed, unknown tasks).
+    pub dead_lettered: u64,
+    /// Invocations that ended as EXPIRED without running.
+    pub expired: u64,
+    /// Messages put back unfinished on shutdown.
+    pub requeued: u64,
+}
+
+/// Counters behind [`WorkerReport`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) succeeded: AtomicU64,
+    pub(crate) retried: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) dead_lettered: AtomicU64,
+    pub(crate) expired: AtomicU64,
+    pub(crate) requeued: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn report(&self) -> WorkerReport {
+        WorkerReport {
+            succeeded: self.succeeded.load(Ordering::Relaxed),
+            retried: self.retried.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+            expired: self.expired.load(Ordering::Relaxed),
+            requeued: self.requeued.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// State shared by the run loop and every execution.
+#[derive(Debug)]
+pub(crate) struct Runtime {
+    pub(crate) client: Client,
+    pub(crate) registry: Registry,
+    pub(crate) config: WorkerConfig,
+    pub(crate) worker: WorkerId,
+    /// Execution slots (concurrency).
+    pub(crate) slots: Arc<Semaphore>,
+    /// Fires when shutdown starts: no more fetching, unstarted messages go back.
+    pub(crate) stopping: CancellationToken,
+    /// Fires when the grace period ends: running executions are stopped and requeued.
+    pub(crate) hard_stop: CancellationToken,
+    pub(crate) counters: Counters,
+}
+
+pub(crate) async fn run(
+    worker: Worker,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<WorkerReport> {
+    let Worker {
+        client,
+        registry,
+        config,
+        id,
+    } = worker;
+    let held_limit = config.concurrency + config.prefetch;
+    let runtime = Arc::new(Runtime {
+        slots: Arc::new(Semaphore::new(config.concurrency)),
+        client,
+        registry,
+        config,
+        worker: id,
+        stopping: CancellationToken::new(),
+        hard_stop: CancellationToken::new(),
+        counters: Counters::default(),
+    });
+    let span = tracing::info_span!("worker", worker = %runtime.worker);
+    async move {
+        tracing::info!(queues = ?runtime.config.queues, concurrency = runtime.config.concurrency, "worker started");
+        maintenance::round(&runtime).await;
+        let maintenance_stop = CancellationToken::new();
+        let maintenance = tokio::spawn(
+            maintenance::run(runtime.clone(), maintenance_stop.clone()).in_current_span(),
+        );
+
+        let held = Arc::new(Semaphore::new(held_limit));
+        let mut executions = JoinSet::new();
+        fetch_loop(&runtime, &held, &mut executions, shutdown).await;
+
+        tracing::info!(in_flight = executions.len(), "shutting down");
+        runtime.stopping.cancel();
+        let grace = runtime.config.shutdown_grace;
+        let drained = tokio::time::timeout(grace, drain(&mut executions)).await;
+        if drained.is_err() {
+            tracing::warn!(remaining = executions.len(), ?grace, "grace period over; stopping runs");
+            runtime.hard_stop.cancel();
+            drain(&mut executions).await;
+        }
+        maintenance_stop.cancel();
+        let _ = maintenance.await;
+        runtime
+            .client
+            .broker()
+            .deregister(&runtime.worker, &runtime.config.queues)
+            .await?;
+        let report = runtime.counters.report();
+        tracing::info!(?report, "worker stopped");
+        Ok(report)
+    }
+    .instrument(span)
+    .await
+}
+
+async fn drain(executions: &mut JoinSet<()>) {
+    while let Some(joined) = executions.join_next().await {
+        if let Err(err) = joined {
+            // Executions catch task panics themselves; this is a bug in the worker.
+            tracing::error!(error = %err, "execution task failed");
+        }
+    }
+}
+
+/// Fetches into free holding slots and spawns one execution per message until `shutdown`.
+async fn fetch_loop(
+    runtime: &Arc<Runtime>,
+    held: &Arc<Semaphore>,
+    executions: &mut JoinSet<()>,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    tokio::pin!(shutdown);
+    let broker = runtime.client.broker();
+    let mut failures = 0u32;
+    loop {
+        let mut permits = tokio::select! {
+            biased;
+            _ = &mut shutdown => return,
+            permit = held.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return, // the semaphore is never closed
+            },
+        };
+        let extra = held.available_permits().min(runtime.config.fetch_batch - 1);
+        if extra > 0 {
+            if let Ok(more) = held.clone().try_acquire_many_owned(extra as u32) {
+                permits.merge(more);
+            }
+        }
+        let wanted = permits.num_permits();
+        // Dropping a fetch mid-flight is safe: deregistration returns whatever reached this
+        // worker's processing set.
+        let fetched = tokio::select! {
+            biased;
+            _ = &mut shutdown => return,
+            fetched = broker.fetch(&runtime.worker, &runtime.config.queues, wanted, runtime.config.fetch_wait) => fetched,
+        };
+        while executions.try_join_next().is_some() {}
+        let deliveries = match fetched {
+            Ok(deliveries) => {
+                failures = 0;
+                deliveries
+            }
+            Err(err) => {
+                failures += 1;
+                let delay = maintenance::broker_backoff(failures);
+                tracing::warn!(error = %err, ?delay, "fetch failed; backing off");
+                tokio::select! {
+                    _ = &mut shutdown => return,
+                    _ = tokio::time::sleep(delay) => continue,
+                }
+            }
+        };
+        for delivery in deliveries {
+            let Some(permit) = permits.split(1) else {
+                break; // a broker returned more than asked for; the rest stays held
+            };
+            executions.spawn(execute::execute(runtime.clone(), delivery, permit));
+        }
+    }
+}
