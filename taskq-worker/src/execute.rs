@@ -20,8 +20,18 @@ use crate::{
 /// Attempts at a broker or backend call before the worker gives up on one message.
 const BROKER_ATTEMPTS: u32 = 5;
 
-/// Runs one delivery to a final broker transition; never panics, never returns an error.
-pub(crate) async fn execute(runtime: Arc<Runtime>, delivery: Delivery, held: OwnedSemaphorePermit) {
+/// A message this worker gives back on shutdown, with its fetch sequence number so that
+/// everything given back keeps its original order.
+pub(crate) type Leftover = (u64, Delivery);
+
+/// Runs one delivery to a final broker transition, or hands it back as a [`Leftover`] when
+/// shutdown stops it first. Never panics, never returns an error.
+pub(crate) async fn execute(
+    runtime: Arc<Runtime>,
+    seq: u64,
+    delivery: Delivery,
+    held: OwnedSemaphorePermit,
+) -> Option<Leftover> {
     let _held = held;
     let slot = tokio::select! {
         biased;
@@ -29,8 +39,7 @@ pub(crate) async fn execute(runtime: Arc<Runtime>, delivery: Delivery, held: Own
         slot = runtime.slots.clone().acquire_owned() => slot.ok(),
     };
     let Some(_slot) = slot else {
-        requeue(&runtime, &delivery).await;
-        return;
+        return Some((seq, delivery));
     };
     let envelope = match Envelope::decode(delivery.payload(), runtime.config.max_payload_bytes) {
         Ok(envelope) => envelope,
@@ -41,7 +50,7 @@ pub(crate) async fn execute(runtime: Arc<Runtime>, delivery: Delivery, held: Own
             };
             tracing::error!(queue = delivery.queue(), error = %error_chain(&err), "undecodable message");
             dead_letter(&runtime, &delivery, reason, error_chain(&err)).await;
-            return;
+            return None;
         }
     };
     let span = tracing::info_span!(
@@ -58,7 +67,8 @@ pub(crate) async fn execute(runtime: Arc<Runtime>, delivery: Delivery, held: Own
     }
     .run()
     .instrument(span)
-    .await;
+    .await
+    .then_some((seq, delivery))
 }
 
 /// The state of one decoded message's execution.
@@ -72,12 +82,15 @@ struct Execution<'a> {
 enum Attempt {
     Succeeded(Box<RawValue>),
     Failed(TaskError),
+    /// The arguments do not decode into the task's type: no attempt can ever succeed.
+    Rejected(String),
     /// Shutdown's grace period ended first; the message goes back unchanged.
     Interrupted,
 }
 
 impl Execution<'_> {
-    async fn run(self) {
+    /// Returns true when shutdown interrupted the run and the message must go back.
+    async fn run(self) -> bool {
         let runtime = self.runtime;
         let Some(task) = runtime.registry.get(&self.envelope.task).cloned() else {
             let error = format!(
@@ -86,7 +99,7 @@ impl Execution<'_> {
             );
             tracing::error!("{error}");
             dead_letter(runtime, self.delivery, DeadReason::UnknownTask, error).await;
-            return;
+            return false;
         };
         let now = runtime.client.clock().now();
         if self.envelope.is_expired(now) {
@@ -96,7 +109,7 @@ impl Execution<'_> {
                 .record(&task, TaskState::Expired)
                 .with_error("expired before it could run");
             self.finish(&task, record).await;
-            return;
+            return false;
         }
         if runtime.config.track_started && !task.options.ignore_result() {
             let record = self.record(&task, TaskState::Started).with_started_at(now);
@@ -112,8 +125,16 @@ impl Execution<'_> {
                 self.finish(&task, record).await;
             }
             Attempt::Failed(error) => self.fail(&task, error).await,
-            Attempt::Interrupted => requeue(runtime, self.delivery).await,
+            Attempt::Rejected(error) => {
+                tracing::error!(%error, "message rejected");
+                Counters::bump(&runtime.counters.failed);
+                let record = self.record(&task, TaskState::Failure).with_error(&error);
+                self.store(&task, &record).await;
+                dead_letter(runtime, self.delivery, DeadReason::Malformed, error).await;
+            }
+            Attempt::Interrupted => return true,
         }
+        false
     }
 
     /// Runs the handler once, under the hard time limit, catching panics.
@@ -124,10 +145,10 @@ impl Execution<'_> {
         let running = match task.start(&self.envelope.args, ctx) {
             Ok(running) => running,
             Err(err) => {
-                return Attempt::Failed(TaskError::permanent(format!(
+                return Attempt::Rejected(format!(
                     "invalid arguments for `{}`: {err}",
                     self.envelope.task
-                )))
+                ))
             }
         };
         let limit = task.options.timeout().or(runtime.config.default_timeout);
@@ -271,19 +292,6 @@ async fn dead_letter(runtime: &Runtime, delivery: &Delivery, reason: DeadReason,
     .await;
     if moved == Some(true) {
         Counters::bump(&runtime.counters.dead_lettered);
-    }
-}
-
-async fn requeue(runtime: &Runtime, delivery: &Delivery) {
-    let requeued = with_retries("requeue", || {
-        runtime
-            .client
-            .broker()
-            .requeue(&runtime.worker, std::slice::from_ref(delivery))
-    })
-    .await;
-    if requeued == Some(1) {
-        Counters::bump(&runtime.counters.requeued);
     }
 }
 

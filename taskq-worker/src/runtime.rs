@@ -13,7 +13,12 @@ use tokio::{sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::{execute, maintenance, registry::Registry, Result, Worker, WorkerConfig};
+use crate::{
+    execute::{self, Leftover},
+    maintenance,
+    registry::Registry,
+    Result, Worker, WorkerConfig,
+};
 
 /// What a worker did between start and shutdown.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -109,17 +114,19 @@ pub(crate) async fn run(
 
         let held = Arc::new(Semaphore::new(held_limit));
         let mut executions = JoinSet::new();
-        fetch_loop(&runtime, &held, &mut executions, shutdown).await;
+        let mut leftovers = Vec::new();
+        fetch_loop(&runtime, &held, &mut executions, &mut leftovers, shutdown).await;
 
         tracing::info!(in_flight = executions.len(), "shutting down");
         runtime.stopping.cancel();
         let grace = runtime.config.shutdown_grace;
-        let drained = tokio::time::timeout(grace, drain(&mut executions)).await;
+        let drained = tokio::time::timeout(grace, drain(&mut executions, &mut leftovers)).await;
         if drained.is_err() {
             tracing::warn!(remaining = executions.len(), ?grace, "grace period over; stopping runs");
             runtime.hard_stop.cancel();
-            drain(&mut executions).await;
+            drain(&mut executions, &mut leftovers).await;
         }
+        give_back(&runtime, leftovers).await;
         maintenance_stop.cancel();
         let _ = maintenance.await;
         runtime
@@ -135,12 +142,47 @@ pub(crate) async fn run(
     .await
 }
 
-async fn drain(executions: &mut JoinSet<()>) {
+async fn drain(executions: &mut JoinSet<Option<Leftover>>, leftovers: &mut Vec<Leftover>) {
     while let Some(joined) = executions.join_next().await {
-        if let Err(err) = joined {
-            // Executions catch task panics themselves; this is a bug in the worker.
-            tracing::error!(error = %err, "execution task failed");
+        collect(joined, leftovers);
+    }
+}
+
+fn collect(
+    joined: Result<Option<Leftover>, tokio::task::JoinError>,
+    leftovers: &mut Vec<Leftover>,
+) {
+    match joined {
+        Ok(Some(leftover)) => leftovers.push(leftover),
+        Ok(None) => {}
+        // Executions catch task panics themselves; reaching this is a bug in the worker. The
+        // message stays in the processing set, which deregistration gives back.
+        Err(err) => tracing::error!(error = %err, "execution task failed"),
+    }
+}
+
+/// Puts unstarted and interrupted messages back at the head of their queues, in fetch order,
+/// without spending a retry.
+async fn give_back(runtime: &Runtime, mut leftovers: Vec<Leftover>) {
+    if leftovers.is_empty() {
+        return;
+    }
+    leftovers.sort_by_key(|(seq, _)| *seq);
+    let deliveries: Vec<_> = leftovers.into_iter().map(|(_, d)| d).collect();
+    match runtime
+        .client
+        .broker()
+        .requeue(&runtime.worker, &deliveries)
+        .await
+    {
+        Ok(requeued) => {
+            runtime
+                .counters
+                .requeued
+                .fetch_add(requeued as u64, Ordering::Relaxed);
         }
+        // Deregistration, or else another worker's reaper, returns them.
+        Err(err) => tracing::warn!(error = %err, "requeue on shutdown failed"),
     }
 }
 
@@ -148,12 +190,14 @@ async fn drain(executions: &mut JoinSet<()>) {
 async fn fetch_loop(
     runtime: &Arc<Runtime>,
     held: &Arc<Semaphore>,
-    executions: &mut JoinSet<()>,
+    executions: &mut JoinSet<Option<Leftover>>,
+    leftovers: &mut Vec<Leftover>,
     shutdown: impl Future<Output = ()> + Send,
 ) {
     tokio::pin!(shutdown);
     let broker = runtime.client.broker();
     let mut failures = 0u32;
+    let mut seq = 0u64;
     loop {
         let mut permits = tokio::select! {
             biased;
@@ -177,7 +221,9 @@ async fn fetch_loop(
             _ = &mut shutdown => return,
             fetched = broker.fetch(&runtime.worker, &runtime.config.queues, wanted, runtime.config.fetch_wait) => fetched,
         };
-        while executions.try_join_next().is_some() {}
+        while let Some(joined) = executions.try_join_next() {
+            collect(joined, leftovers);
+        }
         let deliveries = match fetched {
             Ok(deliveries) => {
                 failures = 0;
@@ -194,10 +240,14 @@ async fn fetch_loop(
             }
         };
         for delivery in deliveries {
-            let Some(permit) = permits.split(1) else {
-                break; // a broker returned more than asked for; the rest stays held
-            };
-            executions.spawn(execute::execute(runtime.clone(), delivery, permit));
+            seq += 1;
+            match permits.split(1) {
+                Some(permit) => {
+                    executions.spawn(execute::execute(runtime.clone(), seq, delivery, permit));
+                }
+                // A broker returned more than asked for: give the surplus back at shutdown.
+                None => leftovers.push((seq, delivery)),
+            }
         }
     }
 }

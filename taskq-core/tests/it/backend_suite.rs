@@ -1,0 +1,168 @@
+//! Result backend behaviour every implementation must show, written once.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::Utc;
+use taskq_core::{ResultBackend, TaskId, TaskResult, TaskState};
+
+/// Expands to one test per suite function for the backend made by `$make(ttl)`.
+#[macro_export]
+macro_rules! backend_conformance {
+    (#[$attr:meta] $name:ident => $make:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::backend_conformance!(@tests [$attr] $make;
+                unknown_id_is_none,
+                stored_record_round_trips,
+                later_write_replaces_earlier,
+                wait_is_woken_by_the_write,
+                wait_returns_latest_on_timeout,
+                many_waiters_on_many_ids,
+                records_expire_after_ttl,
+            );
+        }
+    };
+    (@tests [$attr:meta] $make:expr; $($test:ident),* $(,)?) => {
+        $(
+            #[$attr]
+            async fn $test() {
+                let make = $make;
+                $crate::backend_suite::$test(&make).await;
+            }
+        )*
+    };
+}
+
+/// Builds a backend whose results live for the given time.
+pub(crate) type Factory = dyn Fn(Duration) -> Arc<dyn ResultBackend>;
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+fn success(id: TaskId, value: serde_json::Value) -> TaskResult {
+    TaskResult::new(id, "suite.task", TaskState::Success, Utc::now())
+        .with_result(serde_json::value::to_raw_value(&value).unwrap())
+        .with_attempts(1)
+}
+
+pub(crate) async fn unknown_id_is_none(make: &Factory) {
+    let backend = make(DAY);
+    assert!(backend.get(TaskId::new()).await.unwrap().is_none());
+}
+
+pub(crate) async fn stored_record_round_trips(make: &Factory) {
+    let backend = make(DAY);
+    let id = TaskId::new();
+    let failed = TaskResult::new(id, "suite.task", TaskState::Failure, Utc::now())
+        .with_error("boom")
+        .with_attempts(4)
+        .with_worker("w1");
+    backend.store(&failed).await.unwrap();
+    let got = backend.get(id).await.unwrap().unwrap();
+    assert_eq!(got.state, TaskState::Failure);
+    assert_eq!(got.error.as_deref(), Some("boom"));
+    assert_eq!(got.attempts, 4);
+    assert_eq!(got.worker.as_deref(), Some("w1"));
+    assert_eq!(got.task, "suite.task");
+
+    let id = TaskId::new();
+    backend
+        .store(&success(id, serde_json::json!({"x": [1, 2]})))
+        .await
+        .unwrap();
+    let got = backend.get(id).await.unwrap().unwrap();
+    assert_eq!(got.result.unwrap().get(), r#"{"x":[1,2]}"#);
+}
+
+pub(crate) async fn later_write_replaces_earlier(make: &Factory) {
+    let backend = make(DAY);
+    let id = TaskId::new();
+    let retry = TaskResult::new(id, "suite.task", TaskState::Retry, Utc::now()).with_error("once");
+    backend.store(&retry).await.unwrap();
+    backend
+        .store(&success(id, serde_json::json!(7)))
+        .await
+        .unwrap();
+    assert_eq!(
+        backend.get(id).await.unwrap().unwrap().state,
+        TaskState::Success
+    );
+}
+
+pub(crate) async fn wait_is_woken_by_the_write(make: &Factory) {
+    let backend = make(DAY);
+    let id = TaskId::new();
+    let waiter = {
+        let backend = backend.clone();
+        tokio::spawn(async move { backend.wait(id, Duration::from_secs(30)).await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = TaskResult::new(id, "suite.task", TaskState::Started, Utc::now());
+    backend.store(&started).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    backend
+        .store(&success(id, serde_json::json!("done")))
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("a waiter must wake on the write, not at its timeout")
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.state, TaskState::Success);
+}
+
+pub(crate) async fn wait_returns_latest_on_timeout(make: &Factory) {
+    let backend = make(DAY);
+    let id = TaskId::new();
+    assert!(backend
+        .wait(id, Duration::from_millis(100))
+        .await
+        .unwrap()
+        .is_none());
+    let started = TaskResult::new(id, "suite.task", TaskState::Started, Utc::now());
+    backend.store(&started).await.unwrap();
+    let got = backend
+        .wait(id, Duration::from_millis(100))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.state, TaskState::Started);
+}
+
+pub(crate) async fn many_waiters_on_many_ids(make: &Factory) {
+    let backend = make(DAY);
+    let ids: Vec<TaskId> = (0..500).map(|_| TaskId::new()).collect();
+    let waiters: Vec<_> = ids
+        .iter()
+        .map(|&id| {
+            let backend = backend.clone();
+            tokio::spawn(async move { backend.wait(id, Duration::from_secs(30)).await.unwrap() })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let records: Vec<_> = ids
+        .iter()
+        .map(|&id| success(id, serde_json::json!(1)))
+        .collect();
+    backend.store_many(&records).await.unwrap();
+    for waiter in waiters {
+        let got = tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("every waiter wakes")
+            .unwrap();
+        assert_eq!(got.unwrap().state, TaskState::Success);
+    }
+}
+
+pub(crate) async fn records_expire_after_ttl(make: &Factory) {
+    let backend = make(Duration::from_secs(1));
+    let id = TaskId::new();
+    backend
+        .store(&success(id, serde_json::json!(1)))
+        .await
+        .unwrap();
+    assert!(backend.get(id).await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(backend.get(id).await.unwrap().is_none());
+}

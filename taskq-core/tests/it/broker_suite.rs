@@ -1,0 +1,462 @@
+//! Broker behaviour every implementation must show, written once.
+//!
+//! Each test gets a fresh broker handle and uses fresh uuid queue names, so implementations
+//! backed by one shared server run the suite in parallel. Waiting uses `tokio::time::sleep`,
+//! which the memory instance runs on a paused clock.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::Utc;
+use taskq_core::{Broker, DeadReason, Delivery, Envelope, OutboundMessage, TaskId, WorkerId};
+
+/// Expands to one `#[test]` per suite function for the broker made by `$make`.
+#[macro_export]
+macro_rules! broker_conformance {
+    (#[$attr:meta] $name:ident => $make:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::broker_conformance!(@tests [$attr] $make;
+                fifo_within_a_level,
+                higher_priority_first,
+                queues_in_order_of_preference,
+                fetch_returns_empty_after_waiting,
+                fetch_is_woken_by_enqueue,
+                ack_is_fenced,
+                eta_is_not_fetched_early,
+                retry_reschedules_the_next_attempt,
+                retry_by_another_worker_changes_nothing,
+                requeue_returns_to_the_head,
+                dead_letter_keeps_payload_and_reason,
+                dead_letter_by_another_worker_changes_nothing,
+                lost_worker_is_recovered,
+                live_worker_is_not_recovered,
+                racing_reapers_recover_once,
+                poison_message_is_dead_lettered,
+                deregister_returns_held_messages,
+                stats_count_every_place,
+            );
+        }
+    };
+    (@tests [$attr:meta] $make:expr; $($test:ident),* $(,)?) => {
+        $(
+            #[$attr]
+            async fn $test() {
+                let broker = $make;
+                $crate::broker_suite::$test(broker).await;
+            }
+        )*
+    };
+}
+
+pub(crate) type Shared = Arc<dyn Broker>;
+
+fn queue() -> String {
+    format!("q-{}", uuid::Uuid::new_v4())
+}
+
+pub(crate) fn message(queue: &str, priority: u8) -> OutboundMessage {
+    let mut envelope = Envelope::new(
+        "suite.task",
+        &serde_json::json!({"n": 1}),
+        queue,
+        Utc::now(),
+    )
+    .unwrap();
+    envelope.priority = priority;
+    OutboundMessage::from_envelope(&envelope, 1 << 20).unwrap()
+}
+
+fn ids(deliveries: &[Delivery]) -> Vec<TaskId> {
+    deliveries
+        .iter()
+        .map(|d| Envelope::decode(d.payload(), 1 << 20).unwrap().id)
+        .collect()
+}
+
+const NO_WAIT: Duration = Duration::from_millis(0);
+
+pub(crate) async fn fifo_within_a_level(broker: Shared) {
+    let q = queue();
+    let messages: Vec<_> = (0..5).map(|_| message(&q, 0)).collect();
+    let expected: Vec<_> = messages.iter().map(|m| m.id).collect();
+    broker.enqueue(messages).await.unwrap();
+    let got = broker
+        .fetch(&WorkerId::generate(), &[q], 10, NO_WAIT)
+        .await
+        .unwrap();
+    assert_eq!(ids(&got), expected);
+}
+
+pub(crate) async fn higher_priority_first(broker: Shared) {
+    let q = queue();
+    let (low, high, mid, high2) = (
+        message(&q, 0),
+        message(&q, 9),
+        message(&q, 5),
+        message(&q, 9),
+    );
+    let expected = vec![high.id, high2.id, mid.id, low.id];
+    broker.enqueue(vec![low, high, mid, high2]).await.unwrap();
+    let worker = WorkerId::generate();
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.extend(
+            broker
+                .fetch(&worker, &[q.clone()], 1, NO_WAIT)
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(ids(&got), expected);
+}
+
+pub(crate) async fn queues_in_order_of_preference(broker: Shared) {
+    let (first, second) = (queue(), queue());
+    let later = message(&second, 9);
+    let sooner = message(&first, 0);
+    let expected = vec![sooner.id, later.id];
+    broker.enqueue(vec![later, sooner]).await.unwrap();
+    let worker = WorkerId::generate();
+    let queues = [first, second];
+    let mut got = broker.fetch(&worker, &queues, 1, NO_WAIT).await.unwrap();
+    got.extend(broker.fetch(&worker, &queues, 1, NO_WAIT).await.unwrap());
+    assert_eq!(ids(&got), expected);
+}
+
+pub(crate) async fn fetch_returns_empty_after_waiting(broker: Shared) {
+    let got = broker
+        .fetch(
+            &WorkerId::generate(),
+            &[queue()],
+            5,
+            Duration::from_millis(200),
+        )
+        .await
+        .unwrap();
+    assert!(got.is_empty());
+}
+
+pub(crate) async fn fetch_is_woken_by_enqueue(broker: Shared) {
+    let q = queue();
+    let waiting = {
+        let (broker, q) = (broker.clone(), q.clone());
+        tokio::spawn(async move {
+            broker
+                .fetch(&WorkerId::generate(), &[q], 5, Duration::from_secs(30))
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let sent = message(&q, 0);
+    let id = sent.id;
+    broker.enqueue(vec![sent]).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("a waiting fetch must wake on enqueue, not at its timeout")
+        .unwrap();
+    assert_eq!(ids(&got), vec![id]);
+}
+
+pub(crate) async fn ack_is_fenced(broker: Shared) {
+    let q = queue();
+    broker
+        .enqueue(vec![message(&q, 0), message(&q, 0)])
+        .await
+        .unwrap();
+    let worker = WorkerId::generate();
+    let got = broker
+        .fetch(&worker, &[q.clone()], 2, NO_WAIT)
+        .await
+        .unwrap();
+    assert_eq!(broker.ack(&WorkerId::generate(), &got).await.unwrap(), 0);
+    assert_eq!(broker.ack(&worker, &got).await.unwrap(), 2);
+    assert_eq!(broker.ack(&worker, &got).await.unwrap(), 0);
+    assert_eq!(broker.stats(&q).await.unwrap().processing, 0);
+}
+
+pub(crate) async fn eta_is_not_fetched_early(broker: Shared) {
+    let q = queue();
+    let mut later = message(&q, 0);
+    later.eta = Some(broker.clock().now() + chrono::Duration::milliseconds(500));
+    let id = later.id;
+    broker.enqueue(vec![later]).await.unwrap();
+    let worker = WorkerId::generate();
+    assert!(broker
+        .fetch(&worker, &[q.clone()], 1, NO_WAIT)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(broker.stats(&q).await.unwrap().scheduled, 1);
+    assert_eq!(
+        broker.promote_scheduled(&[q.clone()], 100).await.unwrap(),
+        0
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    broker.promote_scheduled(&[q.clone()], 100).await.unwrap();
+    let got = broker
+        .fetch(&worker, &[q.clone()], 1, NO_WAIT)
+        .await
+        .unwrap();
+    assert_eq!(ids(&got), vec![id]);
+    assert_eq!(
+        broker.promote_scheduled(&[q.clone()], 100).await.unwrap(),
+        0
+    );
+}
+
+pub(crate) async fn retry_reschedules_the_next_attempt(broker: Shared) {
+    let q = queue();
+    broker.enqueue(vec![message(&q, 0)]).await.unwrap();
+    let worker = WorkerId::generate();
+    let got = broker
+        .fetch(&worker, &[q.clone()], 1, NO_WAIT)
+        .await
+        .unwrap();
+    let mut next = Envelope::decode(got[0].payload(), 1 << 20).unwrap();
+    next.attempt = 1;
+    next.eta = Some(broker.clock().now() + chrono::Duration::milliseconds(300));
+    let next = OutboundMessage::from_envelope(&next, 1 << 20).unwrap();
+    assert!(broker.retry(&worker, &got[0], next.clone()).await.unwrap());
+    let stats = broker.stats(&q).await.unwrap();
+    assert_eq!((stats.processing, stats.scheduled), (0, 1));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    broker.promote_scheduled(&[q.clone()], 100).await.unwrap();
+    let again = broker.fetch(&worker, &[q], 1, NO_WAIT).await.unwrap();
+    assert_eq!(again[0].payload(), next.payload);
+}
+
+pub(crate) async fn retry_by_another_worker_changes_nothing(broker: Shared) {
+    let q = queue();
+    broker.enqueue(vec![message(&q, 0)]).await.unwrap();
+    let worker = WorkerId::generate();
+    let got = broker
+        .fetch(&worker, &[q.clone()], 1, NO_WAIT)
+        .await
+        .unwrap();
+    let stranger = WorkerId::generate();
+    assert!(!broker
+        .retry(&stranger, &got[0], message(&q, 0))
+        .await
+        .unwrap());
+    let stats = broker.stats(&q).await.unwrap();
+    assert_eq!(
+        (stats.processing, stats.scheduled, stats.pending),
+        (1, 0, 0)
+    );
+}
+
+pub(crate) async fn requeue_returns_to_the_head(broker: Shared) {
+    let q = queue();
+    let (first, second) = (message(&q, 0), message(&q, 0));
+    let expected = vec![first.id, second.id];
+    broker.enqueue(vec![first, second]).await.unwrap();
+    let worker = WorkerId::generate();
+    let got = broker
+        .fetch(&worker, &[q.clone()], 1, NO_WAIT)
+        .await
+        .unwrap();
+    assert_eq!(broker.requeue(&worker, &got).await.unwrap(), 1);
+    assert_eq!(broker.requeue(&worker, &got).await.unwrap(), 0);
+    let again = broker.fetch(&worker, &[q], 2, NO_WAIT).await.unwrap();
+    assert_eq!(ids(&again), expected);
+}
+
+pub(crate) async fn dead_letter_keeps_payload_and_reason(broker: Shared) {
+    let q = queue();
+    let sent = message(&q, 0);
+    broker.enqueue(vec![sent.clone()]).await.unwrap();
+    let worker = WorkerId::generate();
+    let got = broker
+        .fetch(&worker, &[q.clone()], 1, NO_WAIT)
+        .await
+        .unwrap();
+    let moved = broker
+        .dead_letter(
+            &worker,
+            &got[0],
+            DeadReason::UnknownTask,
+            Some("nobody".into()),
+        )
+        .await
+        .unwrap();
+    assert!(moved);
+    let dead = broker.dead_letters(&q, 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].id, Some(sent.id));
+    assert_eq!(dead[0].reason, DeadReason::UnknownTask);
+    assert_eq!(dead[0].payload, sent.payload);
+    assert_eq!(dead[0].error.as_deref(), Some("nobody"));
+    assert_eq!(dead[0].worker.as_deref(), Some(worker.as_str()));
+    let stats = broker.stats(&q).await.unwrap();
+    assert_eq!((stats.processing, stats.dead), (0, 1));
+}
+
+pub(crate) async fn dead_letter_by_another_worker_changes_nothing(broker: Shared) {
+    let q = queue();
+    broker.enqueue(vec![message(&q, 0)]).await.unwrap();
+    let got = broker
+        .fetch(&WorkerId::generate(), &[q.clone()], 1, NO_WAIT)
+        .await
+        .unwrap();
+    let moved = broker
+        .dead_letter(&WorkerId::generate(), &got[0], DeadReason::Failed, None)
+        .await
+        .unwrap();
+    assert!(!moved);
+    assert_eq!(broker.stats(&q).await.unwrap().dead, 0);
+}
+
+pub(crate) async fn lost_worker_is_recovered(broker: Shared) {
+    let q = queue();
+    let sent = vec![message(&q, 0), message(&q, 0)];
+    let expected: Vec<_> = sent.iter().map(|m| m.id).collect();
+    broker.enqueue(sent).await.unwrap();
+    let lost = WorkerId::generate();
+    let queues = [q.clone()];
+    broker
+        .heartbeat(&lost, &queues, Duration::from_millis(200))
+        .await
+        .unwrap();
+    let held = broker.fetch(&lost, &queues, 2, NO_WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let report = broker.recover_lost_workers(&queues, 3).await.unwrap();
+    assert_eq!(report.workers, vec![lost.clone()]);
+    assert_eq!(report.requeued, 2);
+    // The lost worker's late ack is fenced off: the messages now belong to someone else.
+    assert_eq!(broker.ack(&lost, &held).await.unwrap(), 0);
+    let again = broker
+        .fetch(&WorkerId::generate(), &queues, 2, NO_WAIT)
+        .await
+        .unwrap();
+    assert_eq!(ids(&again), expected);
+}
+
+pub(crate) async fn live_worker_is_not_recovered(broker: Shared) {
+    let q = queue();
+    broker.enqueue(vec![message(&q, 0)]).await.unwrap();
+    let live = WorkerId::generate();
+    let queues = [q.clone()];
+    broker
+        .heartbeat(&live, &queues, Duration::from_secs(30))
+        .await
+        .unwrap();
+    broker.fetch(&live, &queues, 1, NO_WAIT).await.unwrap();
+    let report = broker.recover_lost_workers(&queues, 3).await.unwrap();
+    assert!(report.workers.iter().all(|w| *w != live));
+    assert_eq!(broker.stats(&q).await.unwrap().processing, 1);
+}
+
+pub(crate) async fn racing_reapers_recover_once(broker: Shared) {
+    let q = queue();
+    broker
+        .enqueue((0..20).map(|_| message(&q, 0)).collect())
+        .await
+        .unwrap();
+    let lost = WorkerId::generate();
+    let queues = vec![q.clone()];
+    broker
+        .heartbeat(&lost, &queues, Duration::from_millis(100))
+        .await
+        .unwrap();
+    broker.fetch(&lost, &queues, 20, NO_WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let reapers: Vec<_> = (0..4)
+        .map(|_| {
+            let (broker, queues) = (broker.clone(), queues.clone());
+            tokio::spawn(async move { broker.recover_lost_workers(&queues, 3).await.unwrap() })
+        })
+        .collect();
+    let mut requeued = 0;
+    for reaper in reapers {
+        requeued += reaper.await.unwrap().requeued;
+    }
+    assert_eq!(requeued, 20);
+    let stats = broker.stats(&q).await.unwrap();
+    assert_eq!((stats.pending, stats.processing), (20, 0));
+}
+
+pub(crate) async fn poison_message_is_dead_lettered(broker: Shared) {
+    let q = queue();
+    let sent = message(&q, 0);
+    broker.enqueue(vec![sent.clone()]).await.unwrap();
+    let queues = [q.clone()];
+    for round in 1..=3 {
+        let lost = WorkerId::generate();
+        broker
+            .heartbeat(&lost, &queues, Duration::from_millis(100))
+            .await
+            .unwrap();
+        assert_eq!(
+            broker
+                .fetch(&lost, &queues, 1, NO_WAIT)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let report = broker.recover_lost_workers(&queues, 2).await.unwrap();
+        if round <= 2 {
+            assert_eq!(
+                (report.requeued, report.dead_lettered),
+                (1, 0),
+                "round {round}"
+            );
+        } else {
+            assert_eq!(
+                (report.requeued, report.dead_lettered),
+                (0, 1),
+                "round {round}"
+            );
+        }
+    }
+    let dead = broker.dead_letters(&q, 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].reason, DeadReason::WorkerLost);
+    assert_eq!(dead[0].id, Some(sent.id));
+    assert_eq!(broker.stats(&q).await.unwrap().pending, 0);
+}
+
+pub(crate) async fn deregister_returns_held_messages(broker: Shared) {
+    let q = queue();
+    broker
+        .enqueue(vec![message(&q, 0), message(&q, 0)])
+        .await
+        .unwrap();
+    let worker = WorkerId::generate();
+    let queues = [q.clone()];
+    broker
+        .heartbeat(&worker, &queues, Duration::from_secs(30))
+        .await
+        .unwrap();
+    broker.fetch(&worker, &queues, 2, NO_WAIT).await.unwrap();
+    broker.deregister(&worker, &queues).await.unwrap();
+    let stats = broker.stats(&q).await.unwrap();
+    assert_eq!((stats.pending, stats.processing), (2, 0));
+}
+
+pub(crate) async fn stats_count_every_place(broker: Shared) {
+    let q = queue();
+    let mut later = message(&q, 0);
+    later.eta = Some(broker.clock().now() + chrono::Duration::hours(1));
+    broker
+        .enqueue(vec![message(&q, 0), message(&q, 0), message(&q, 0), later])
+        .await
+        .unwrap();
+    let worker = WorkerId::generate();
+    let got = broker
+        .fetch(&worker, &[q.clone()], 2, NO_WAIT)
+        .await
+        .unwrap();
+    broker
+        .dead_letter(&worker, &got[0], DeadReason::Failed, None)
+        .await
+        .unwrap();
+    let stats = broker.stats(&q).await.unwrap();
+    assert_eq!(
+        (stats.pending, stats.scheduled, stats.processing, stats.dead),
+        (1, 1, 1, 1)
+    );
+}

@@ -1,0 +1,67 @@
+//! The conformance suites on the in-memory implementations (paused clock), and what only the
+//! memory broker promises (bounded capacity).
+
+use std::{sync::Arc, time::Duration};
+
+use taskq_core::{
+    Broker, Error, MemoryBroker, MemoryBrokerConfig, MemoryResultBackend,
+    MemoryResultBackendConfig, ResultBackend,
+};
+
+use crate::broker_suite::message;
+
+fn memory_broker() -> Arc<dyn Broker> {
+    Arc::new(MemoryBroker::new())
+}
+
+fn memory_backend(ttl: Duration) -> Arc<dyn ResultBackend> {
+    Arc::new(MemoryResultBackend::with_config(
+        MemoryResultBackendConfig::default().with_ttl(ttl),
+    ))
+}
+
+crate::broker_conformance!(#[tokio::test(start_paused = true)] broker => memory_broker());
+crate::backend_conformance!(#[tokio::test(start_paused = true)] backend => memory_backend);
+
+#[tokio::test]
+async fn full_queue_refuses_enqueue_and_keeps_what_it_has() {
+    let broker = MemoryBroker::with_config(MemoryBrokerConfig::default().with_capacity(2));
+    broker
+        .enqueue(vec![message("q", 0), message("q", 0)])
+        .await
+        .unwrap();
+    let err = broker.enqueue(vec![message("q", 0)]).await.unwrap_err();
+    assert!(
+        matches!(err, Error::QueueFull { capacity: 2, .. }),
+        "{err:?}"
+    );
+    assert!(err.is_transient());
+    assert_eq!(err.to_string(), "queue `q` is full (2 messages)");
+    // A batch that does not fit is refused as a whole.
+    let other = broker.enqueue(vec![message("r", 0), message("r", 0), message("r", 0)]);
+    assert!(other.await.is_err());
+    assert_eq!(broker.stats("q").await.unwrap().pending, 2);
+    assert_eq!(broker.stats("r").await.unwrap().pending, 0);
+}
+
+#[tokio::test]
+async fn dead_letters_are_capped_newest_first() {
+    let broker = MemoryBroker::with_config(MemoryBrokerConfig::default().with_max_dead_letters(2));
+    let worker = taskq_core::WorkerId::generate();
+    let sent: Vec<_> = (0..3).map(|_| message("q", 0)).collect();
+    let ids: Vec<_> = sent.iter().map(|m| m.id).collect();
+    broker.enqueue(sent).await.unwrap();
+    let got = broker
+        .fetch(&worker, &["q".into()], 3, Duration::ZERO)
+        .await
+        .unwrap();
+    for delivery in &got {
+        broker
+            .dead_letter(&worker, delivery, taskq_core::DeadReason::Failed, None)
+            .await
+            .unwrap();
+    }
+    let dead = broker.dead_letters("q", 10).await.unwrap();
+    let dead_ids: Vec<_> = dead.iter().map(|d| d.id.unwrap()).collect();
+    assert_eq!(dead_ids, vec![ids[2], ids[1]]);
+}

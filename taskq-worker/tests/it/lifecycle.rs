@@ -1,0 +1,134 @@
+//! Worker lifecycle: graceful shutdown, recovery of a lost worker's messages, configuration.
+
+use std::time::Duration;
+
+use taskq_core::{Broker, Client, TaskId, WorkerId};
+use taskq_worker::{Error, Worker};
+
+use crate::support::{all_tasks, builder, log, Record, Running};
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_finishes_in_flight_work_within_grace() {
+    let client = Client::in_memory();
+    let mut rx = log("grace-");
+    let worker =
+        Running::start(all_tasks(builder(&client)).shutdown_grace(Duration::from_secs(10)));
+    let handle = client
+        .enqueue(Record {
+            label: "grace-1".into(),
+            ms: 2_000,
+        })
+        .await
+        .unwrap();
+    rx.recv().await.unwrap();
+    let report = worker.stop().await;
+    assert_eq!((report.succeeded, report.requeued), (1, 0));
+    assert_eq!(handle.wait(Duration::ZERO).await.unwrap(), "grace-1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_requeues_unstarted_and_unfinished_work() {
+    let client = Client::in_memory();
+    let mut rx = log("requeue-");
+    let ids: Vec<TaskId> = client
+        .enqueue_many((0..4).map(|i| Record {
+            label: format!("requeue-{i}"),
+            ms: 60_000,
+        }))
+        .await
+        .unwrap()
+        .iter()
+        .map(|h| h.id())
+        .collect();
+    let worker = Running::start(
+        all_tasks(builder(&client))
+            .concurrency(1)
+            .prefetch(8)
+            .shutdown_grace(Duration::from_secs(1)),
+    );
+    assert_eq!(rx.recv().await.unwrap(), "requeue-0");
+    let report = worker.stop().await;
+    assert_eq!((report.succeeded, report.requeued), (0, 4));
+    let stats = client.broker().stats("default").await.unwrap();
+    assert_eq!((stats.pending, stats.processing), (4, 0));
+    // Back at the head, in their original order, without a retry spent.
+    let again = client
+        .broker()
+        .fetch(
+            &WorkerId::generate(),
+            &["default".into()],
+            10,
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
+    let envelopes: Vec<_> = again
+        .iter()
+        .map(|d| taskq_core::Envelope::decode(d.payload(), 1 << 20).unwrap())
+        .collect();
+    assert_eq!(envelopes.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
+    assert!(envelopes.iter().all(|e| e.attempt == 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn messages_of_a_lost_worker_are_run_by_a_live_one() {
+    let client = Client::in_memory();
+    let handles = client
+        .enqueue_many((0..3).map(|i| Record {
+            label: format!("lost-{i}"),
+            ms: 0,
+        }))
+        .await
+        .unwrap();
+    // A worker that took the messages and then vanished without a trace.
+    let lost = WorkerId::generate();
+    let queues = ["default".to_owned()];
+    let broker: &dyn Broker = client.broker().as_ref();
+    broker
+        .heartbeat(&lost, &queues, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        broker
+            .fetch(&lost, &queues, 10, Duration::ZERO)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+
+    let worker = Running::start(all_tasks(builder(&client)));
+    for handle in &handles {
+        handle.wait(Duration::from_secs(30)).await.unwrap();
+    }
+    assert_eq!(worker.stop().await.succeeded, 3);
+}
+
+#[test]
+fn invalid_configurations_are_refused() {
+    let client = Client::in_memory();
+    let err = Worker::builder(client.clone()).build().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid worker configuration: no tasks registered"
+    );
+    let err = all_tasks(Worker::builder(client.clone()))
+        .concurrency(0)
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, Error::Config(_)));
+    let err = Worker::builder(client.clone())
+        .register::<Record>()
+        .register::<Record>()
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "task name `test.record` is registered twice"
+    );
+    let err = all_tasks(Worker::builder(client))
+        .liveness(Duration::from_secs(5), Duration::from_secs(5))
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, Error::Config(_)));
+}

@@ -1,0 +1,8 @@
+//! Worker behaviour on the in-memory broker with tokio's paused clock.
+
+mod support;
+
+mod failures;
+mod lifecycle;
+mod ordering;
+mod success;
