@@ -72,7 +72,7 @@ impl TaskAttrs {
                     }
                     _ => Err(meta.error(format!(
                         "unknown task attribute `{}`; expected one of: {KEYS}",
-                        meta.path.to_token_stream_string()
+                        path_text(&meta.path)
                     ))),
                 }
             })?;
@@ -97,16 +97,11 @@ impl TaskAttrs {
     }
 }
 
-trait PathString {
-    fn to_token_stream_string(&self) -> String;
-}
-
-impl PathString for Path {
-    fn to_token_stream_string(&self) -> String {
-        quote::ToTokens::to_token_stream(self)
-            .to_string()
-            .replace(' ', "")
-    }
+/// The attribute key as written, for error messages.
+fn path_text(path: &Path) -> String {
+    quote::ToTokens::to_token_stream(path)
+        .to_string()
+        .replace(' ', "")
 }
 
 fn set_once<T>(
@@ -115,7 +110,10 @@ fn set_once<T>(
     meta: &syn::meta::ParseNestedMeta<'_>,
 ) -> syn::Result<()> {
     if slot.is_some() {
-        return Err(meta.error("duplicate task attribute"));
+        return Err(meta.error(format!(
+            "duplicate task attribute `{}`",
+            path_text(&meta.path)
+        )));
     }
     *slot = Some(value);
     Ok(())

@@ -11,10 +11,15 @@ use syn::{parse_macro_input, DeriveInput};
 
 /// Implements `taskq_core::Task` for a struct of task arguments.
 ///
-/// ```ignore
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use taskq_core::Task;
+///
 /// #[derive(Task, Serialize, Deserialize)]
 /// #[task(name = "emails.send", queue = "emails", max_retries = 5, timeout = "30s")]
 /// struct SendEmail { to: String }
+///
+/// assert_eq!(SendEmail::NAME, "emails.send");
 /// ```
 ///
 /// Keys: `name` (required, the stable wire name), `queue`, `max_retries`, `timeout`,

@@ -103,7 +103,7 @@ pub(crate) async fn higher_priority_first(broker: Shared) {
     for _ in 0..4 {
         got.extend(
             broker
-                .fetch(&worker, &[q.clone()], 1, NO_WAIT)
+                .fetch(&worker, std::slice::from_ref(&q), 1, NO_WAIT)
                 .await
                 .unwrap(),
         );
@@ -167,7 +167,7 @@ pub(crate) async fn ack_is_fenced(broker: Shared) {
         .unwrap();
     let worker = WorkerId::generate();
     let got = broker
-        .fetch(&worker, &[q.clone()], 2, NO_WAIT)
+        .fetch(&worker, std::slice::from_ref(&q), 2, NO_WAIT)
         .await
         .unwrap();
     assert_eq!(broker.ack(&WorkerId::generate(), &got).await.unwrap(), 0);
@@ -184,24 +184,33 @@ pub(crate) async fn eta_is_not_fetched_early(broker: Shared) {
     broker.enqueue(vec![later]).await.unwrap();
     let worker = WorkerId::generate();
     assert!(broker
-        .fetch(&worker, &[q.clone()], 1, NO_WAIT)
+        .fetch(&worker, std::slice::from_ref(&q), 1, NO_WAIT)
         .await
         .unwrap()
         .is_empty());
     assert_eq!(broker.stats(&q).await.unwrap().scheduled, 1);
     assert_eq!(
-        broker.promote_scheduled(&[q.clone()], 100).await.unwrap(),
+        broker
+            .promote_scheduled(std::slice::from_ref(&q), 100)
+            .await
+            .unwrap(),
         0
     );
     tokio::time::sleep(Duration::from_millis(600)).await;
-    broker.promote_scheduled(&[q.clone()], 100).await.unwrap();
+    broker
+        .promote_scheduled(std::slice::from_ref(&q), 100)
+        .await
+        .unwrap();
     let got = broker
-        .fetch(&worker, &[q.clone()], 1, NO_WAIT)
+        .fetch(&worker, std::slice::from_ref(&q), 1, NO_WAIT)
         .await
         .unwrap();
     assert_eq!(ids(&got), vec![id]);
     assert_eq!(
-        broker.promote_scheduled(&[q.clone()], 100).await.unwrap(),
+        broker
+            .promote_scheduled(std::slice::from_ref(&q), 100)
+            .await
+            .unwrap(),
         0
     );
 }
@@ -211,7 +220,7 @@ pub(crate) async fn retry_reschedules_the_next_attempt(broker: Shared) {
     broker.enqueue(vec![message(&q, 0)]).await.unwrap();
     let worker = WorkerId::generate();
     let got = broker
-        .fetch(&worker, &[q.clone()], 1, NO_WAIT)
+        .fetch(&worker, std::slice::from_ref(&q), 1, NO_WAIT)
         .await
         .unwrap();
     let mut next = Envelope::decode(got[0].payload(), 1 << 20).unwrap();
@@ -222,7 +231,10 @@ pub(crate) async fn retry_reschedules_the_next_attempt(broker: Shared) {
     let stats = broker.stats(&q).await.unwrap();
     assert_eq!((stats.processing, stats.scheduled), (0, 1));
     tokio::time::sleep(Duration::from_millis(400)).await;
-    broker.promote_scheduled(&[q.clone()], 100).await.unwrap();
+    broker
+        .promote_scheduled(std::slice::from_ref(&q), 100)
+        .await
+        .unwrap();
     let again = broker.fetch(&worker, &[q], 1, NO_WAIT).await.unwrap();
     assert_eq!(again[0].payload(), next.payload);
 }
@@ -232,7 +244,7 @@ pub(crate) async fn retry_by_another_worker_changes_nothing(broker: Shared) {
     broker.enqueue(vec![message(&q, 0)]).await.unwrap();
     let worker = WorkerId::generate();
     let got = broker
-        .fetch(&worker, &[q.clone()], 1, NO_WAIT)
+        .fetch(&worker, std::slice::from_ref(&q), 1, NO_WAIT)
         .await
         .unwrap();
     let stranger = WorkerId::generate();
@@ -254,7 +266,7 @@ pub(crate) async fn requeue_returns_to_the_head(broker: Shared) {
     broker.enqueue(vec![first, second]).await.unwrap();
     let worker = WorkerId::generate();
     let got = broker
-        .fetch(&worker, &[q.clone()], 1, NO_WAIT)
+        .fetch(&worker, std::slice::from_ref(&q), 1, NO_WAIT)
         .await
         .unwrap();
     assert_eq!(broker.requeue(&worker, &got).await.unwrap(), 1);
@@ -269,7 +281,7 @@ pub(crate) async fn dead_letter_keeps_payload_and_reason(broker: Shared) {
     broker.enqueue(vec![sent.clone()]).await.unwrap();
     let worker = WorkerId::generate();
     let got = broker
-        .fetch(&worker, &[q.clone()], 1, NO_WAIT)
+        .fetch(&worker, std::slice::from_ref(&q), 1, NO_WAIT)
         .await
         .unwrap();
     let moved = broker
@@ -297,7 +309,7 @@ pub(crate) async fn dead_letter_by_another_worker_changes_nothing(broker: Shared
     let q = queue();
     broker.enqueue(vec![message(&q, 0)]).await.unwrap();
     let got = broker
-        .fetch(&WorkerId::generate(), &[q.clone()], 1, NO_WAIT)
+        .fetch(&WorkerId::generate(), std::slice::from_ref(&q), 1, NO_WAIT)
         .await
         .unwrap();
     let moved = broker
@@ -447,7 +459,7 @@ pub(crate) async fn stats_count_every_place(broker: Shared) {
         .unwrap();
     let worker = WorkerId::generate();
     let got = broker
-        .fetch(&worker, &[q.clone()], 2, NO_WAIT)
+        .fetch(&worker, std::slice::from_ref(&q), 2, NO_WAIT)
         .await
         .unwrap();
     broker

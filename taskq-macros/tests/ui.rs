@@ -1,0 +1,54 @@
+//! Compile-time diagnostics of `#[derive(Task)]`, and the behaviour of what it generates.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use taskq_core::Task;
+
+#[test]
+fn ui() {
+    let t = trybuild::TestCases::new();
+    t.pass("tests/ui/pass/*.rs");
+    t.compile_fail("tests/ui/fail/*.rs");
+}
+
+#[derive(Task, Serialize, Deserialize)]
+#[task(
+    name = "reports.build",
+    queue = "reports",
+    max_retries = 9,
+    timeout = "1m 30s",
+    priority = 7,
+    expires = "2h",
+    ignore_result
+)]
+struct Everything {
+    day: String,
+}
+
+#[derive(Task, Serialize, Deserialize)]
+#[task(name = "plain")]
+struct Plain;
+
+#[test]
+fn attributes_become_options() {
+    assert_eq!(Everything::NAME, "reports.build");
+    let options = Everything::options();
+    assert_eq!(options.queue(), "reports");
+    assert_eq!(options.max_retries(), 9);
+    assert_eq!(options.timeout(), Some(Duration::from_secs(90)));
+    assert_eq!(options.priority(), 7);
+    assert_eq!(options.expires(), Some(Duration::from_secs(7200)));
+    assert!(options.ignore_result());
+}
+
+#[test]
+fn omitted_attributes_take_defaults() {
+    let options = Plain::options();
+    assert_eq!(Plain::NAME, "plain");
+    assert_eq!(options.queue(), taskq_core::DEFAULT_QUEUE);
+    assert_eq!(options.max_retries(), taskq_core::DEFAULT_MAX_RETRIES);
+    assert_eq!(options.timeout(), None);
+    assert_eq!(options.priority(), 0);
+    assert!(!options.ignore_result());
+}
