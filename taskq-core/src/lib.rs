@@ -39,16 +39,15 @@ mod client;
 mod clock;
 mod envelope;
 mod error;
+mod redis;
 mod result;
 mod retry;
 mod task;
 
-pub use backend::{
-    MemoryResultBackend, MemoryResultBackendConfig, ResultBackend, DEFAULT_RESULT_TTL,
-};
+pub use backend::{MemoryResultBackend, RedisResultBackend, ResultBackend, DEFAULT_RESULT_TTL};
 pub use broker::{
     Broker, DeadLetter, DeadReason, Delivery, MemoryBroker, MemoryBrokerConfig, OutboundMessage,
-    QueueStats, RecoveryReport, WorkerId,
+    QueueStats, RecoveryReport, RedisBroker, RedisConfig, WorkerId, FETCH_LEASE,
 };
 pub use client::{AsyncResult, Client, Enqueue};
 pub use clock::Clock;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use taskq_core::DEFAULT_MAX_PAYLOAD_BYTES;
+use taskq_core::{DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_RESULT_TTL};
 
 /// Tunables of a [`Worker`](crate::Worker); set through [`WorkerBuilder`](crate::WorkerBuilder).
 #[derive(Clone, Debug)]
@@ -33,6 +33,8 @@ pub struct WorkerConfig {
     pub max_payload_bytes: usize,
     /// Writes a STARTED record before each run (one extra backend write per task).
     pub track_started: bool,
+    /// How long results are kept after their last write.
+    pub result_ttl: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -50,6 +52,7 @@ impl Default for WorkerConfig {
             default_timeout: None,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             track_started: false,
+            result_ttl: DEFAULT_RESULT_TTL,
         }
     }
 }

@@ -113,7 +113,12 @@ impl Execution<'_> {
         }
         if runtime.config.track_started && !task.options.ignore_result() {
             let record = self.record(&task, TaskState::Started).with_started_at(now);
-            if let Err(err) = runtime.client.backend().store(&record).await {
+            if let Err(err) = runtime
+                .client
+                .backend()
+                .store(&record, runtime.config.result_ttl)
+                .await
+            {
                 tracing::warn!(error = %err, "failed to record STARTED");
             }
         }
@@ -261,7 +266,8 @@ impl Execution<'_> {
             return;
         }
         let backend = self.runtime.client.backend();
-        with_retries("store result", || backend.store(record)).await;
+        let ttl = self.runtime.config.result_ttl;
+        with_retries("store result", || backend.store(record, ttl)).await;
     }
 
     fn record(&self, _task: &Registered, state: TaskState) -> TaskResult {

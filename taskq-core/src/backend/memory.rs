@@ -1,7 +1,7 @@
 //! [`MemoryResultBackend`]: results in a map with a TTL, waiters woken by writes.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{BTreeSet, HashMap},
     sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
@@ -9,40 +9,8 @@ use std::{
 use async_trait::async_trait;
 use tokio::{sync::Notify, time::Instant};
 
-use super::{ResultBackend, DEFAULT_RESULT_TTL};
+use super::ResultBackend;
 use crate::{Result, TaskId, TaskResult};
-
-/// Settings of a [`MemoryResultBackend`].
-///
-/// ```
-/// use std::time::Duration;
-/// use taskq_core::{MemoryResultBackend, MemoryResultBackendConfig};
-/// let backend = MemoryResultBackend::with_config(
-///     MemoryResultBackendConfig::default().with_ttl(Duration::from_secs(60)),
-/// );
-/// # let _ = backend;
-/// ```
-#[derive(Clone, Debug)]
-pub struct MemoryResultBackendConfig {
-    ttl: Duration,
-}
-
-impl MemoryResultBackendConfig {
-    /// How long a result is kept after its last write.
-    pub fn with_ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = ttl;
-        self
-    }
-}
-
-impl Default for MemoryResultBackendConfig {
-    /// Results kept for [`DEFAULT_RESULT_TTL`].
-    fn default() -> Self {
-        Self {
-            ttl: DEFAULT_RESULT_TTL,
-        }
-    }
-}
 
 /// The in-process result backend.
 ///
@@ -51,7 +19,8 @@ impl Default for MemoryResultBackendConfig {
 /// use taskq_core::{MemoryResultBackend, ResultBackend, TaskId, TaskResult, TaskState};
 /// let backend = MemoryResultBackend::new();
 /// let id = TaskId::new();
-/// backend.store(&TaskResult::new(id, "t", TaskState::Success, chrono::Utc::now())).await?;
+/// let record = TaskResult::new(id, "t", TaskState::Success, chrono::Utc::now());
+/// backend.store(&record, std::time::Duration::from_secs(60)).await?;
 /// assert_eq!(backend.get(id).await?.unwrap().state, TaskState::Success);
 /// # Ok(()) }
 /// ```
@@ -60,33 +29,24 @@ pub struct MemoryResultBackend {
     shared: Arc<Shared>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Shared {
     state: Mutex<State>,
-    config: MemoryResultBackendConfig,
 }
 
 #[derive(Debug, Default)]
 struct State {
     results: HashMap<TaskId, (TaskResult, Instant)>,
-    /// Write order with expiry times; the TTL is uniform, so the front expires first.
-    expiry: VecDeque<(Instant, TaskId)>,
+    /// Expiry times in order; swept as they pass.
+    expiry: BTreeSet<(Instant, TaskId)>,
     waiters: HashMap<TaskId, Arc<Notify>>,
 }
 
 impl MemoryResultBackend {
-    /// A backend keeping results for [`DEFAULT_RESULT_TTL`].
+    /// An empty backend.
     pub fn new() -> Self {
-        Self::with_config(MemoryResultBackendConfig::default())
-    }
-
-    /// A backend with the given settings.
-    pub fn with_config(config: MemoryResultBackendConfig) -> Self {
         Self {
-            shared: Arc::new(Shared {
-                state: Mutex::new(State::default()),
-                config,
-            }),
+            shared: Arc::new(Shared::default()),
         }
     }
 
@@ -123,11 +83,11 @@ impl Default for MemoryResultBackend {
 
 impl State {
     fn sweep(&mut self, now: Instant) {
-        while let Some(&(expires, id)) = self.expiry.front() {
+        while let Some(&(expires, id)) = self.expiry.first() {
             if expires > now {
                 break;
             }
-            self.expiry.pop_front();
+            self.expiry.pop_first();
             if self.results.get(&id).is_some_and(|(_, e)| *e <= now) {
                 self.results.remove(&id);
             }
@@ -137,20 +97,22 @@ impl State {
 
 #[async_trait]
 impl ResultBackend for MemoryResultBackend {
-    async fn store(&self, result: &TaskResult) -> Result<()> {
-        self.store_many(std::slice::from_ref(result)).await
+    async fn store(&self, result: &TaskResult, ttl: Duration) -> Result<()> {
+        self.store_many(std::slice::from_ref(result), ttl).await
     }
 
-    async fn store_many(&self, results: &[TaskResult]) -> Result<()> {
+    async fn store_many(&self, results: &[TaskResult], ttl: Duration) -> Result<()> {
         let now = Instant::now();
-        let expires = now + self.shared.config.ttl;
+        let expires = now + ttl;
         let mut wake = Vec::new();
         {
             let mut state = self.lock();
             state.sweep(now);
             for result in results {
-                state.results.insert(result.id, (result.clone(), expires));
-                state.expiry.push_back((expires, result.id));
+                if let Some((_, old)) = state.results.insert(result.id, (result.clone(), expires)) {
+                    state.expiry.remove(&(old, result.id));
+                }
+                state.expiry.insert((expires, result.id));
                 if let Some(notify) = state.waiters.get(&result.id) {
                     wake.push(notify.clone());
                 }

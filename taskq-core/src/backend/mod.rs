@@ -2,7 +2,10 @@
 
 mod memory;
 
-pub use memory::{MemoryResultBackend, MemoryResultBackendConfig};
+mod redis;
+
+pub use memory::MemoryResultBackend;
+pub use redis::RedisResultBackend;
 
 use std::time::Duration;
 
@@ -18,13 +21,13 @@ pub const DEFAULT_RESULT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// Implementations: [`MemoryResultBackend`] and the Redis backend.
 #[async_trait]
 pub trait ResultBackend: Send + Sync + std::fmt::Debug {
-    /// Writes (replaces) the record of `result.id`.
-    async fn store(&self, result: &TaskResult) -> Result<()>;
+    /// Writes (replaces) the record of `result.id`, kept for `ttl` after this write.
+    async fn store(&self, result: &TaskResult, ttl: Duration) -> Result<()>;
 
     /// Writes several records; implementations batch them into one round trip.
-    async fn store_many(&self, results: &[TaskResult]) -> Result<()> {
+    async fn store_many(&self, results: &[TaskResult], ttl: Duration) -> Result<()> {
         for result in results {
-            self.store(result).await?;
+            self.store(result, ttl).await?;
         }
         Ok(())
     }

@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 use tokio::{sync::Notify, time::Instant};
 
 use super::{
-    Broker, DeadLetter, DeadReason, Delivery, OutboundMessage, QueueStats, RecoveryReport, WorkerId,
+    Broker, DeadLetter, DeadReason, Delivery, OutboundMessage, QueueStats, RecoveryReport,
+    WorkerId, FETCH_LEASE,
 };
 use crate::{Clock, Error, Result, TaskId};
 
@@ -112,7 +113,7 @@ struct Message {
 
 #[derive(Debug, Default)]
 struct WorkerState {
-    /// `None` until the first heartbeat: such a worker is never considered lost.
+    /// Liveness deadline: set by heartbeats, or by the first fetch to [`FETCH_LEASE`] from then.
     deadline: Option<DateTime<Utc>>,
     processing: HashMap<u64, (Arc<str>, Message)>,
 }
@@ -153,6 +154,7 @@ impl MemoryBroker {
         max: usize,
     ) -> (Vec<Delivery>, Option<DateTime<Utc>>) {
         let now = self.shared.clock.now();
+        let lease = chrono::Duration::from_std(FETCH_LEASE).unwrap_or(chrono::Duration::MAX);
         let mut state = self.lock();
         let state = &mut *state;
         let mut taken = Vec::new();
@@ -178,12 +180,9 @@ impl MemoryBroker {
                     message.payload.clone(),
                     tag,
                 ));
-                state
-                    .workers
-                    .entry(worker.clone())
-                    .or_default()
-                    .processing
-                    .insert(tag, (queue_name.clone(), message));
+                let held = state.workers.entry(worker.clone()).or_default();
+                held.deadline.get_or_insert(now + lease);
+                held.processing.insert(tag, (queue_name.clone(), message));
             }
             if taken.len() >= max {
                 break;

@@ -16,9 +16,11 @@
 //! already recovered by another worker's reaper therefore changes nothing.
 
 mod memory;
+mod redis;
 mod types;
 
 pub use memory::{MemoryBroker, MemoryBrokerConfig};
+pub use redis::{RedisBroker, RedisConfig};
 pub use types::{
     DeadLetter, DeadReason, Delivery, OutboundMessage, QueueStats, RecoveryReport, WorkerId,
 };
@@ -28,6 +30,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::{Clock, Result};
+
+/// Liveness granted to a worker that fetches before its first heartbeat: its messages are
+/// recovered if no heartbeat follows within this time.
+pub const FETCH_LEASE: Duration = Duration::from_secs(30);
 
 /// A message transport with at-least-once delivery into per-worker processing sets.
 ///
@@ -104,6 +110,11 @@ pub trait Broker: Send + Sync + std::fmt::Debug {
     /// Returns whatever is still in `worker`'s processing set to the head of `pending` and
     /// removes the worker from the live set; the last call of a worker shutting down.
     async fn deregister(&self, worker: &WorkerId, queues: &[String]) -> Result<()>;
+
+    /// Server settings that can lose acknowledged tasks, as warnings a worker logs at start.
+    async fn durability_warnings(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
 
     /// Message counts of one queue.
     async fn stats(&self, queue: &str) -> Result<QueueStats>;

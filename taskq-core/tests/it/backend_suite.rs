@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use chrono::Utc;
 use taskq_core::{ResultBackend, TaskId, TaskResult, TaskState};
 
-/// Expands to one test per suite function for the backend made by `$make(ttl)`.
+/// Expands to one test per suite function; `$make` is a future of `(backend, guard)`.
 #[macro_export]
 macro_rules! backend_conformance {
     (#[$attr:meta] $name:ident => $make:expr) => {
@@ -27,15 +27,14 @@ macro_rules! backend_conformance {
         $(
             #[$attr]
             async fn $test() {
-                let make = $make;
-                $crate::backend_suite::$test(&make).await;
+                let (backend, _guard) = $make.await;
+                $crate::backend_suite::$test(backend).await;
             }
         )*
     };
 }
 
-/// Builds a backend whose results live for the given time.
-pub(crate) type Factory = dyn Fn(Duration) -> Arc<dyn ResultBackend>;
+pub(crate) type Shared = Arc<dyn ResultBackend>;
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -45,19 +44,17 @@ fn success(id: TaskId, value: serde_json::Value) -> TaskResult {
         .with_attempts(1)
 }
 
-pub(crate) async fn unknown_id_is_none(make: &Factory) {
-    let backend = make(DAY);
+pub(crate) async fn unknown_id_is_none(backend: Shared) {
     assert!(backend.get(TaskId::new()).await.unwrap().is_none());
 }
 
-pub(crate) async fn stored_record_round_trips(make: &Factory) {
-    let backend = make(DAY);
+pub(crate) async fn stored_record_round_trips(backend: Shared) {
     let id = TaskId::new();
     let failed = TaskResult::new(id, "suite.task", TaskState::Failure, Utc::now())
         .with_error("boom")
         .with_attempts(4)
         .with_worker("w1");
-    backend.store(&failed).await.unwrap();
+    backend.store(&failed, DAY).await.unwrap();
     let got = backend.get(id).await.unwrap().unwrap();
     assert_eq!(got.state, TaskState::Failure);
     assert_eq!(got.error.as_deref(), Some("boom"));
@@ -67,20 +64,19 @@ pub(crate) async fn stored_record_round_trips(make: &Factory) {
 
     let id = TaskId::new();
     backend
-        .store(&success(id, serde_json::json!({"x": [1, 2]})))
+        .store(&success(id, serde_json::json!({"x": [1, 2]})), DAY)
         .await
         .unwrap();
     let got = backend.get(id).await.unwrap().unwrap();
     assert_eq!(got.result.unwrap().get(), r#"{"x":[1,2]}"#);
 }
 
-pub(crate) async fn later_write_replaces_earlier(make: &Factory) {
-    let backend = make(DAY);
+pub(crate) async fn later_write_replaces_earlier(backend: Shared) {
     let id = TaskId::new();
     let retry = TaskResult::new(id, "suite.task", TaskState::Retry, Utc::now()).with_error("once");
-    backend.store(&retry).await.unwrap();
+    backend.store(&retry, DAY).await.unwrap();
     backend
-        .store(&success(id, serde_json::json!(7)))
+        .store(&success(id, serde_json::json!(7)), DAY)
         .await
         .unwrap();
     assert_eq!(
@@ -89,8 +85,7 @@ pub(crate) async fn later_write_replaces_earlier(make: &Factory) {
     );
 }
 
-pub(crate) async fn wait_is_woken_by_the_write(make: &Factory) {
-    let backend = make(DAY);
+pub(crate) async fn wait_is_woken_by_the_write(backend: Shared) {
     let id = TaskId::new();
     let waiter = {
         let backend = backend.clone();
@@ -98,10 +93,10 @@ pub(crate) async fn wait_is_woken_by_the_write(make: &Factory) {
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = TaskResult::new(id, "suite.task", TaskState::Started, Utc::now());
-    backend.store(&started).await.unwrap();
+    backend.store(&started, DAY).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     backend
-        .store(&success(id, serde_json::json!("done")))
+        .store(&success(id, serde_json::json!("done")), DAY)
         .await
         .unwrap();
     let got = tokio::time::timeout(Duration::from_secs(10), waiter)
@@ -112,8 +107,7 @@ pub(crate) async fn wait_is_woken_by_the_write(make: &Factory) {
     assert_eq!(got.state, TaskState::Success);
 }
 
-pub(crate) async fn wait_returns_latest_on_timeout(make: &Factory) {
-    let backend = make(DAY);
+pub(crate) async fn wait_returns_latest_on_timeout(backend: Shared) {
     let id = TaskId::new();
     assert!(backend
         .wait(id, Duration::from_millis(100))
@@ -121,7 +115,7 @@ pub(crate) async fn wait_returns_latest_on_timeout(make: &Factory) {
         .unwrap()
         .is_none());
     let started = TaskResult::new(id, "suite.task", TaskState::Started, Utc::now());
-    backend.store(&started).await.unwrap();
+    backend.store(&started, DAY).await.unwrap();
     let got = backend
         .wait(id, Duration::from_millis(100))
         .await
@@ -130,8 +124,7 @@ pub(crate) async fn wait_returns_latest_on_timeout(make: &Factory) {
     assert_eq!(got.state, TaskState::Started);
 }
 
-pub(crate) async fn many_waiters_on_many_ids(make: &Factory) {
-    let backend = make(DAY);
+pub(crate) async fn many_waiters_on_many_ids(backend: Shared) {
     let ids: Vec<TaskId> = (0..500).map(|_| TaskId::new()).collect();
     let waiters: Vec<_> = ids
         .iter()
@@ -145,7 +138,7 @@ pub(crate) async fn many_waiters_on_many_ids(make: &Factory) {
         .iter()
         .map(|&id| success(id, serde_json::json!(1)))
         .collect();
-    backend.store_many(&records).await.unwrap();
+    backend.store_many(&records, DAY).await.unwrap();
     for waiter in waiters {
         let got = tokio::time::timeout(Duration::from_secs(10), waiter)
             .await
@@ -155,14 +148,14 @@ pub(crate) async fn many_waiters_on_many_ids(make: &Factory) {
     }
 }
 
-pub(crate) async fn records_expire_after_ttl(make: &Factory) {
-    let backend = make(Duration::from_secs(1));
+pub(crate) async fn records_expire_after_ttl(backend: Shared) {
     let id = TaskId::new();
+    let record = success(id, serde_json::json!(1));
     backend
-        .store(&success(id, serde_json::json!(1)))
+        .store(&record, Duration::from_secs(1))
         .await
         .unwrap();
     assert!(backend.get(id).await.unwrap().is_some());
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(backend.get(id).await.unwrap().is_none());
 }

@@ -9,7 +9,8 @@ use std::{sync::Arc, time::Duration};
 use chrono::Utc;
 use taskq_core::{Broker, DeadReason, Delivery, Envelope, OutboundMessage, TaskId, WorkerId};
 
-/// Expands to one `#[test]` per suite function for the broker made by `$make`.
+/// Expands to one test per suite function; `$make` is a future of `(broker, guard)`, where the
+/// guard keeps whatever backs the broker (a redis-server) alive for the test.
 #[macro_export]
 macro_rules! broker_conformance {
     (#[$attr:meta] $name:ident => $make:expr) => {
@@ -42,7 +43,7 @@ macro_rules! broker_conformance {
         $(
             #[$attr]
             async fn $test() {
-                let broker = $make;
+                let (broker, _guard) = $make.await;
                 $crate::broker_suite::$test(broker).await;
             }
         )*

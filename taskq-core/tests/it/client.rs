@@ -161,7 +161,11 @@ async fn wait_returns_typed_output_and_failure_states() {
     let ok = client.result_handle::<Vec<u32>>(TaskId::new());
     let record = TaskResult::new(ok.id(), "t", TaskState::Success, client.clock().now())
         .with_result(serde_json::value::to_raw_value(&vec![1, 2, 3]).unwrap());
-    client.backend().store(&record).await.unwrap();
+    client
+        .backend()
+        .store(&record, Duration::from_secs(60))
+        .await
+        .unwrap();
     assert_eq!(
         ok.wait(Duration::from_secs(1)).await.unwrap(),
         vec![1, 2, 3]
@@ -176,7 +180,11 @@ async fn wait_returns_typed_output_and_failure_states() {
     let failed = client.result_handle::<u32>(TaskId::new());
     let record = TaskResult::new(failed.id(), "t", TaskState::Failure, client.clock().now())
         .with_error("boom");
-    client.backend().store(&record).await.unwrap();
+    client
+        .backend()
+        .store(&record, Duration::from_secs(60))
+        .await
+        .unwrap();
     let err = failed.wait(Duration::from_secs(1)).await.unwrap_err();
     assert!(err.is_task_failure());
     assert!(

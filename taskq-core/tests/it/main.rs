@@ -5,3 +5,4 @@ mod backend_suite;
 mod broker_suite;
 mod client;
 mod memory;
+mod redis;

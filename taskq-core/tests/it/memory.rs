@@ -4,24 +4,21 @@
 use std::{sync::Arc, time::Duration};
 
 use taskq_core::{
-    Broker, Error, MemoryBroker, MemoryBrokerConfig, MemoryResultBackend,
-    MemoryResultBackendConfig, ResultBackend,
+    Broker, Error, MemoryBroker, MemoryBrokerConfig, MemoryResultBackend, ResultBackend,
 };
 
 use crate::broker_suite::message;
 
-fn memory_broker() -> Arc<dyn Broker> {
-    Arc::new(MemoryBroker::new())
+async fn memory_broker() -> (Arc<dyn Broker>, ()) {
+    (Arc::new(MemoryBroker::new()), ())
 }
 
-fn memory_backend(ttl: Duration) -> Arc<dyn ResultBackend> {
-    Arc::new(MemoryResultBackend::with_config(
-        MemoryResultBackendConfig::default().with_ttl(ttl),
-    ))
+async fn memory_backend() -> (Arc<dyn ResultBackend>, ()) {
+    (Arc::new(MemoryResultBackend::new()), ())
 }
 
 crate::broker_conformance!(#[tokio::test(start_paused = true)] broker => memory_broker());
-crate::backend_conformance!(#[tokio::test(start_paused = true)] backend => memory_backend);
+crate::backend_conformance!(#[tokio::test(start_paused = true)] backend => memory_backend());
 
 #[tokio::test]
 async fn full_queue_refuses_enqueue_and_keeps_what_it_has() {

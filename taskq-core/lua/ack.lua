@@ -1,0 +1,17 @@
+-- Removes finished messages from a worker's processing list. Fenced: a message that is no
+-- longer there (recovered by a reaper) is not counted and nothing else changes.
+--
+-- KEYS[1]      taskq:{q}:processing:<worker>
+-- KEYS[2]      taskq:{q}:redeliveries
+-- ARGV         pairs: payload, task id ('' when unknown)
+-- returns      number of messages that were still held
+local acked = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('LREM', KEYS[1], 1, ARGV[i]) == 1 then
+    acked = acked + 1
+    if ARGV[i + 1] ~= '' then
+      redis.call('HDEL', KEYS[2], ARGV[i + 1])
+    end
+  end
+end
+return acked

@@ -1,0 +1,14 @@
+-- Moves a held message to the queue's capped dead-letter list. Fenced on it still being held.
+--
+-- KEYS[1]      taskq:{q}:processing:<worker>
+-- KEYS[2]      taskq:{q}:dead
+-- ARGV[1]      payload (as held)
+-- ARGV[2]      dead letter record (JSON)
+-- ARGV[3]      most dead letters kept
+-- returns      1 when moved, 0 when this worker no longer held the message
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then
+  return 0
+end
+redis.call('LPUSH', KEYS[2], ARGV[2])
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
+return 1

@@ -1,0 +1,15 @@
+-- Moves due scheduled messages (score <= now) to the tail of their pending level, at most
+-- ARGV[2] per call. Atomic, so concurrent promoters never move one message twice.
+--
+-- KEYS[1]      taskq:{q}:scheduled (members: one-digit level followed by the payload)
+-- KEYS[2..11]  taskq:{q}:pending:0 .. taskq:{q}:pending:9
+-- ARGV[1]      now, ms since the epoch
+-- ARGV[2]      most messages to move
+-- returns      number of messages moved
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, member in ipairs(due) do
+  local level = tonumber(string.sub(member, 1, 1)) or 0
+  redis.call('LPUSH', KEYS[2 + level], string.sub(member, 2))
+  redis.call('ZREM', KEYS[1], member)
+end
+return #due

@@ -1,0 +1,53 @@
+-- Recovers one lost worker's processing list of one queue, if and only if its liveness deadline
+-- has passed and nobody recovered it yet (the ZREM is the claim). Messages go back to the head
+-- of their pending level, oldest fetched first; one recovered more than ARGV[3] times goes to
+-- dead letters as `worker_lost` (poison message).
+--
+-- KEYS[1]      taskq:{q}:workers (worker -> liveness deadline, ms)
+-- KEYS[2]      taskq:{q}:processing:<worker>
+-- KEYS[3]      taskq:{q}:redeliveries (task id -> times recovered)
+-- KEYS[4]      taskq:{q}:dead
+-- KEYS[5..14]  taskq:{q}:pending:0 .. taskq:{q}:pending:9
+-- ARGV[1]      worker id
+-- ARGV[2]      now, ms since the epoch
+-- ARGV[3]      most recoveries before a message is dead-lettered
+-- ARGV[4]      most dead letters kept
+-- ARGV[5]      now, RFC 3339 (for dead letter records)
+-- ARGV[6]      queue name
+-- ARGV[7]      '1' to skip the deadline check and the counting (a worker deregistering itself)
+-- returns      {requeued, dead_lettered}, or {-1, 0} when the worker is alive or already recovered
+local force = ARGV[7] == '1'
+local deadline = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not force then
+  if not deadline or tonumber(deadline) >= tonumber(ARGV[2]) then
+    return {-1, 0}
+  end
+end
+redis.call('ZREM', KEYS[1], ARGV[1])
+local held = redis.call('LRANGE', KEYS[2], 0, -1)
+local requeued, dead = 0, 0
+for _, payload in ipairs(held) do
+  local ok, message = pcall(cjson.decode, payload)
+  if not ok or type(message) ~= 'table' then message = {} end
+  local id = type(message.id) == 'string' and message.id or nil
+  local level = math.floor(tonumber(message.priority) or 0)
+  if level < 0 then level = 0 elseif level > 9 then level = 9 end
+  local count = 0
+  if not force then
+    count = redis.call('HINCRBY', KEYS[3], id or redis.sha1hex(payload), 1)
+  end
+  if count > tonumber(ARGV[3]) then
+    redis.call('HDEL', KEYS[3], id or redis.sha1hex(payload))
+    local letter = {queue = ARGV[6], reason = 'worker_lost', worker = ARGV[1], at = ARGV[5],
+      error = 'recovered from lost workers ' .. count .. ' times', payload = payload}
+    if id then letter.id = id end
+    redis.call('LPUSH', KEYS[4], cjson.encode(letter))
+    redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[4]) - 1)
+    dead = dead + 1
+  else
+    redis.call('RPUSH', KEYS[5 + level], payload)
+    requeued = requeued + 1
+  end
+end
+redis.call('DEL', KEYS[2])
+return {requeued, dead}

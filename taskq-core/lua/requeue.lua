@@ -1,0 +1,15 @@
+-- Puts held messages back at the head of their pending levels, unchanged (no retry spent), so
+-- that they run next and in the given order. Fenced per message.
+--
+-- KEYS[1]      taskq:{q}:processing:<worker>
+-- KEYS[2..11]  taskq:{q}:pending:0 .. taskq:{q}:pending:9
+-- ARGV         pairs: level, payload, in the order they should run
+-- returns      number of messages that were still held
+local requeued = 0
+for i = #ARGV - 1, 1, -2 do
+  if redis.call('LREM', KEYS[1], 1, ARGV[i + 1]) == 1 then
+    redis.call('RPUSH', KEYS[2 + tonumber(ARGV[i])], ARGV[i + 1])
+    requeued = requeued + 1
+  end
+end
+return requeued

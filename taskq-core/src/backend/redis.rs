@@ -1,0 +1,320 @@
+//! [`RedisResultBackend`]: results as JSON strings with a TTL; waiters woken through pub/sub.
+//!
+//! Each final write also publishes on the task's channel. One subscriber connection per
+//! backend serves every waiter of the process: a waiter registers its id, the subscriber task
+//! subscribes to that id's channel, and a message wakes exactly the waiters of that id. A
+//! waiter re-reads the key once subscribed (so a write that happened before cannot be missed)
+//! and every poll interval as a fallback (so a lost connection delays, never strands, it).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use redis::aio::ConnectionManager;
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use super::ResultBackend;
+use crate::{
+    redis::{
+        connection::{self, redis_error},
+        keys,
+    },
+    Error, RedisConfig, Result, TaskId, TaskResult,
+};
+
+/// The Redis result backend.
+///
+/// ```no_run
+/// # #[tokio::main] async fn main() -> taskq_core::Result<()> {
+/// use std::time::Duration;
+/// use taskq_core::{RedisConfig, RedisResultBackend, ResultBackend, TaskId};
+/// let backend = RedisResultBackend::connect(RedisConfig::new("redis://127.0.0.1:6379")).await?;
+/// let outcome = backend.wait(TaskId::new(), Duration::from_secs(1)).await?;
+/// assert!(outcome.is_none());
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct RedisResultBackend {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    conn: ConnectionManager,
+    client: redis::Client,
+    poll_interval: Duration,
+    waiters: Arc<Waiters>,
+    /// Requests to the subscriber task; started on the first wait.
+    commands: Mutex<Option<mpsc::UnboundedSender<Command>>>,
+}
+
+/// Waiters per task id, shared with the subscriber task.
+#[derive(Debug, Default)]
+struct Waiters {
+    by_id: Mutex<HashMap<TaskId, (Arc<Notify>, usize)>>,
+}
+
+impl Waiters {
+    fn lock(&self) -> MutexGuard<'_, HashMap<TaskId, (Arc<Notify>, usize)>> {
+        self.by_id.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wake(&self, id: &TaskId) {
+        if let Some((notify, _)) = self.lock().get(id) {
+            notify.notify_waiters();
+        }
+    }
+
+    fn wake_all(&self) {
+        for (notify, _) in self.lock().values() {
+            notify.notify_waiters();
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Command {
+    Subscribe(TaskId, oneshot::Sender<()>),
+    Unsubscribe(TaskId),
+}
+
+/// Unregisters a waiter when its wait ends or is dropped.
+struct Registration<'a> {
+    backend: &'a RedisResultBackend,
+    id: TaskId,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        let mut waiters = self.backend.shared.waiters.lock();
+        let last = match waiters.get_mut(&self.id) {
+            Some((_, count)) => {
+                *count -= 1;
+                *count == 0
+            }
+            None => false,
+        };
+        if last {
+            waiters.remove(&self.id);
+            drop(waiters);
+            self.backend.send(Command::Unsubscribe(self.id));
+        }
+    }
+}
+
+impl RedisResultBackend {
+    /// Connects to the server in `config`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] for a bad URL, [`Error::Redis`] when the server cannot be reached.
+    pub async fn connect(config: RedisConfig) -> Result<Self> {
+        let client = connection::client(config.url())?;
+        let conn = connection::manager(&client, config.response_timeout()).await?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                conn,
+                client,
+                poll_interval: config.result_poll_interval(),
+                waiters: Arc::new(Waiters::default()),
+                commands: Mutex::new(None),
+            }),
+        })
+    }
+
+    fn send(&self, command: Command) {
+        let mut commands = self
+            .shared
+            .commands
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let alive = commands.as_ref().is_some_and(|tx| !tx.is_closed());
+        if !alive {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(subscriber(
+                self.shared.client.clone(),
+                Arc::downgrade(&self.shared.waiters),
+                rx,
+            ));
+            *commands = Some(tx);
+        }
+        if let Some(tx) = commands.as_ref() {
+            let _ = tx.send(command);
+        }
+    }
+
+    /// Registers a waiter for `id`; the returned receiver fires once the channel is subscribed.
+    fn register(
+        &self,
+        id: TaskId,
+    ) -> (Arc<Notify>, Registration<'_>, Option<oneshot::Receiver<()>>) {
+        let mut waiters = self.shared.waiters.lock();
+        let entry = waiters
+            .entry(id)
+            .or_insert_with(|| (Arc::new(Notify::new()), 0));
+        entry.1 += 1;
+        let notify = entry.0.clone();
+        let first = entry.1 == 1;
+        drop(waiters);
+        let subscribed = first.then(|| {
+            let (tx, rx) = oneshot::channel();
+            self.send(Command::Subscribe(id, tx));
+            rx
+        });
+        (notify, Registration { backend: self, id }, subscribed)
+    }
+
+    fn decode(raw: Option<String>) -> Result<Option<TaskResult>> {
+        raw.map(|raw| {
+            serde_json::from_str(&raw).map_err(|source| Error::Deserialize {
+                what: "task result",
+                source,
+            })
+        })
+        .transpose()
+    }
+}
+
+#[async_trait]
+impl ResultBackend for RedisResultBackend {
+    async fn store(&self, result: &TaskResult, ttl: Duration) -> Result<()> {
+        self.store_many(std::slice::from_ref(result), ttl).await
+    }
+
+    async fn store_many(&self, results: &[TaskResult], ttl: Duration) -> Result<()> {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut pipe = redis::pipe();
+        for result in results {
+            let id = result.id.to_string();
+            let json = serde_json::to_string(result).map_err(|source| Error::Serialize {
+                what: "task result",
+                source,
+            })?;
+            pipe.cmd("SET")
+                .arg(keys::result(&id))
+                .arg(json)
+                .arg("PX")
+                .arg(ttl_ms)
+                .ignore();
+            if result.state.is_ready() {
+                pipe.publish(keys::result_channel(&id), 1).ignore();
+            }
+        }
+        pipe.query_async::<()>(&mut self.shared.conn.clone())
+            .await
+            .map_err(redis_error)
+    }
+
+    async fn get(&self, id: TaskId) -> Result<Option<TaskResult>> {
+        let raw: Option<String> = redis::cmd("GET")
+            .arg(keys::result(&id.to_string()))
+            .query_async(&mut self.shared.conn.clone())
+            .await
+            .map_err(redis_error)?;
+        Self::decode(raw)
+    }
+
+    async fn wait(&self, id: TaskId, timeout: Duration) -> Result<Option<TaskResult>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let (notify, _registration, subscribed) = self.register(id);
+        if let Some(subscribed) = subscribed {
+            // Without a subscription the fallback poll still finds the result.
+            let _ = tokio::time::timeout_at(
+                deadline.min(tokio::time::Instant::now() + self.shared.poll_interval),
+                subscribed,
+            )
+            .await;
+        }
+        loop {
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let current = self.get(id).await?;
+            let now = tokio::time::Instant::now();
+            if current.as_ref().is_some_and(|r| r.state.is_ready()) || now >= deadline {
+                return Ok(current);
+            }
+            let poll_at = (now + self.shared.poll_interval).min(deadline);
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(poll_at) => {}
+            }
+        }
+    }
+}
+
+/// Owns the pub/sub connection: applies (un)subscribe requests and wakes waiters on messages.
+/// Reconnects with backoff, resubscribing every registered id; ends when the backend is gone.
+async fn subscriber(
+    client: redis::Client,
+    waiters: std::sync::Weak<Waiters>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let mut failures = 0u32;
+    loop {
+        let pubsub = match client.get_async_pubsub().await {
+            Ok(pubsub) => pubsub,
+            Err(err) => {
+                failures += 1;
+                tracing::warn!(error = %err, "result subscriber cannot connect; retrying");
+                tokio::time::sleep(Duration::from_millis(50 * 2u64.pow(failures.min(6)))).await;
+                continue;
+            }
+        };
+        failures = 0;
+        let (mut sink, mut stream) = pubsub.split();
+        let Some(registered) = waiters.upgrade() else {
+            return;
+        };
+        let channels: Vec<String> = registered
+            .lock()
+            .keys()
+            .map(|id| keys::result_channel(&id.to_string()))
+            .collect();
+        drop(registered);
+        if !channels.is_empty() && sink.subscribe(channels).await.is_err() {
+            continue;
+        }
+        // A write may have happened while we were disconnected: let every waiter re-read.
+        if let Some(registered) = waiters.upgrade() {
+            registered.wake_all();
+        }
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    None => return,
+                    Some(Command::Subscribe(id, done)) => {
+                        if sink.subscribe(keys::result_channel(&id.to_string())).await.is_err() {
+                            break;
+                        }
+                        let _ = done.send(());
+                    }
+                    Some(Command::Unsubscribe(id)) => {
+                        if sink.unsubscribe(keys::result_channel(&id.to_string())).await.is_err() {
+                            break;
+                        }
+                    }
+                },
+                message = stream.next() => match message {
+                    None => break,
+                    Some(message) => {
+                        let Some(registered) = waiters.upgrade() else { return };
+                        let id = message
+                            .get_channel_name()
+                            .rsplit(':')
+                            .next()
+                            .and_then(|id| id.parse::<TaskId>().ok());
+                        if let Some(id) = id {
+                            registered.wake(&id);
+                        }
+                    }
+                },
+            }
+        }
+        tracing::warn!("result subscriber lost its connection; reconnecting");
+    }
+}

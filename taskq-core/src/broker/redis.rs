@@ -1,0 +1,721 @@
+//! [`RedisBroker`]: the production broker, on Redis lists with per-worker processing lists.
+//!
+//! The key layout and the guarantees are described in `docs/redis.md`; key names live in
+//! `crate::redis::keys` and every multi-step transition is one Lua script in `lua/`.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use redis::aio::ConnectionManager;
+use serde::Deserialize;
+use tokio::sync::OnceCell;
+
+use super::{
+    Broker, DeadLetter, DeadReason, Delivery, OutboundMessage, QueueStats, RecoveryReport, WorkerId,
+};
+use crate::{
+    redis::{
+        connection::{self, redis_error},
+        keys::{self, QueueKeys},
+        scripts,
+    },
+    Clock, Error, Result,
+};
+
+use super::FETCH_LEASE;
+
+/// Connection and retention settings of the Redis broker and result backend.
+///
+/// ```
+/// use std::time::Duration;
+/// use taskq_core::RedisConfig;
+/// let config = RedisConfig::new("redis://127.0.0.1:6379").with_block_timeout(Duration::from_secs(1));
+/// assert_eq!(config.url(), "redis://127.0.0.1:6379");
+/// ```
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    url: String,
+    block_timeout: Duration,
+    response_timeout: Duration,
+    max_dead_letters: usize,
+    result_poll_interval: Duration,
+}
+
+impl RedisConfig {
+    /// Settings for the server at `url` (`redis://`, `rediss://`, with `user:password@` for ACL).
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            block_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(5),
+            max_dead_letters: 10_000,
+            result_poll_interval: Duration::from_secs(1),
+        }
+    }
+
+    /// Longest single blocking wait for work on an idle queue (default 2 s).
+    pub fn with_block_timeout(mut self, timeout: Duration) -> Self {
+        self.block_timeout = timeout.max(Duration::from_millis(10));
+        self
+    }
+
+    /// How long any ordinary command may take before it counts as failed (default 5 s).
+    pub fn with_response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// Dead letters kept per queue (default 10,000).
+    pub fn with_max_dead_letters(mut self, max: usize) -> Self {
+        self.max_dead_letters = max.max(1);
+        self
+    }
+
+    /// How often a result waiter re-reads the key in case a notification was lost (default 1 s).
+    pub fn with_result_poll_interval(mut self, interval: Duration) -> Self {
+        self.result_poll_interval = interval;
+        self
+    }
+
+    /// The server URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub(crate) fn response_timeout(&self) -> Duration {
+        self.response_timeout
+    }
+
+    pub(crate) fn result_poll_interval(&self) -> Duration {
+        self.result_poll_interval
+    }
+}
+
+/// The Redis broker: at-least-once delivery through per-worker processing lists.
+///
+/// ```no_run
+/// # #[tokio::main] async fn main() -> taskq_core::Result<()> {
+/// use std::sync::Arc;
+/// use taskq_core::{Client, RedisBroker, RedisConfig, RedisResultBackend};
+/// let config = RedisConfig::new("redis://127.0.0.1:6379");
+/// let client = Client::new(
+///     Arc::new(RedisBroker::connect(config.clone()).await?),
+///     Arc::new(RedisResultBackend::connect(config).await?),
+/// );
+/// # let _ = client;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct RedisBroker {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: RedisConfig,
+    client: redis::Client,
+    /// Ordinary commands and scripts, multiplexed.
+    conn: ConnectionManager,
+    /// Blocking waits only, opened on first use; its response timeout exceeds the block.
+    blocking: OnceCell<tokio::sync::Mutex<ConnectionManager>>,
+    /// What this process handed to each worker and not yet released, per queue, so that a
+    /// fetch whose reply was lost can be reconciled with the processing list.
+    held: Mutex<Held>,
+    /// Workers whose last fetch failed: their processing lists may hold unreported messages.
+    unreconciled: Mutex<HashSet<WorkerId>>,
+}
+
+/// Payloads handed out and not yet released, with multiplicity, per (worker, queue).
+type Held = HashMap<(WorkerId, Arc<str>), HashMap<Arc<str>, usize>>;
+
+/// Milliseconds since the epoch, the unit of every score and deadline in Redis.
+fn millis(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+/// Reads the fields a broker needs from a payload that may not be a valid envelope.
+#[derive(Deserialize, Default)]
+struct Routing {
+    id: Option<String>,
+    #[serde(default)]
+    priority: u8,
+}
+
+fn routing(payload: &str) -> Routing {
+    serde_json::from_str(payload).unwrap_or_default()
+}
+
+impl RedisBroker {
+    /// Connects to the server in `config`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] for a bad URL, [`Error::Redis`] when the server cannot be reached.
+    pub async fn connect(config: RedisConfig) -> Result<Self> {
+        let client = connection::client(&config.url)?;
+        let conn = connection::manager(&client, config.response_timeout).await?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                config,
+                client,
+                conn,
+                blocking: OnceCell::new(),
+                held: Mutex::new(HashMap::new()),
+                unreconciled: Mutex::new(HashSet::new()),
+            }),
+        })
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.shared.conn.clone()
+    }
+
+    fn held(&self) -> MutexGuard<'_, Held> {
+        // Entries are only inserted and removed whole; a poisoned map is still consistent.
+        self.shared.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn hold(&self, worker: &WorkerId, deliveries: &[Delivery]) {
+        let mut held = self.held();
+        for delivery in deliveries {
+            let key = (worker.clone(), Arc::from(delivery.queue()));
+            *held
+                .entry(key)
+                .or_default()
+                .entry(Arc::from(delivery.payload()))
+                .or_default() += 1;
+        }
+    }
+
+    fn release(&self, worker: &WorkerId, deliveries: &[Delivery]) {
+        let mut held = self.held();
+        for delivery in deliveries {
+            let key = (worker.clone(), Arc::from(delivery.queue()));
+            if let Some(payloads) = held.get_mut(&key) {
+                if let Some(count) = payloads.get_mut(delivery.payload()) {
+                    *count -= 1;
+                    if *count == 0 {
+                        payloads.remove(delivery.payload());
+                    }
+                }
+                if payloads.is_empty() {
+                    held.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn mark_unreconciled(&self, worker: &WorkerId) {
+        self.shared
+            .unreconciled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(worker.clone());
+    }
+
+    /// After a failed fetch: adopts messages that reached `worker`'s processing lists without
+    /// their reply reaching us, so nothing is stranded while the worker lives.
+    async fn reconcile(&self, worker: &WorkerId, queues: &[String]) -> Result<Vec<Delivery>> {
+        let pending = self
+            .shared
+            .unreconciled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(worker);
+        if !pending {
+            return Ok(Vec::new());
+        }
+        let mut adopted = Vec::new();
+        for queue in queues {
+            let key = QueueKeys::new(queue).processing(worker.as_str());
+            let listed: Vec<String> = redis::cmd("LRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(redis_error)?;
+            let mut known = self
+                .held()
+                .get(&(worker.clone(), Arc::from(queue.as_str())))
+                .cloned()
+                .unwrap_or_default();
+            let queue_name: Arc<str> = Arc::from(queue.as_str());
+            // The list is newest first; adopt oldest first.
+            for payload in listed.into_iter().rev() {
+                match known.get_mut(payload.as_str()) {
+                    Some(count) if *count > 0 => *count -= 1,
+                    _ => {
+                        let level = routing(&payload).priority.min(9);
+                        adopted.push(Delivery::new(
+                            queue_name.clone(),
+                            level,
+                            Arc::from(payload),
+                            0,
+                        ));
+                    }
+                }
+            }
+        }
+        if !adopted.is_empty() {
+            tracing::warn!(worker = %worker, count = adopted.len(), "adopted messages whose fetch reply was lost");
+        }
+        self.hold(worker, &adopted);
+        self.shared
+            .unreconciled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(worker);
+        Ok(adopted)
+    }
+
+    /// One non-blocking pass over `queues` in order, up to `max` messages (`max == 0` only
+    /// registers the worker on the first queue).
+    async fn fetch_ready(
+        &self,
+        worker: &WorkerId,
+        queues: &[String],
+        max: usize,
+    ) -> Result<Vec<Delivery>> {
+        let mut out = Vec::new();
+        for (index, queue) in queues.iter().enumerate() {
+            if out.len() >= max && index > 0 {
+                break;
+            }
+            let keys = QueueKeys::new(queue);
+            let mut invocation = scripts::FETCH.prepare_invoke();
+            for key in keys.pending_descending() {
+                invocation.key(key);
+            }
+            invocation
+                .key(keys.processing(worker.as_str()))
+                .key(keys.workers())
+                .arg(max - out.len())
+                .arg(worker.as_str())
+                .arg(millis(Utc::now()) + FETCH_LEASE.as_millis() as i64);
+            let (payloads, levels): (Vec<String>, Vec<u8>) = invocation
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(redis_error)?;
+            let queue_name: Arc<str> = Arc::from(queue.as_str());
+            out.extend(payloads.into_iter().zip(levels).map(|(payload, level)| {
+                Delivery::new(queue_name.clone(), level, Arc::from(payload), 0)
+            }));
+        }
+        Ok(out)
+    }
+
+    /// Blocks up to `wait` for one message on the first queue's default level.
+    async fn fetch_blocking(
+        &self,
+        worker: &WorkerId,
+        queue: &str,
+        wait: Duration,
+    ) -> Result<Option<Delivery>> {
+        let config = &self.shared.config;
+        let blocking = self
+            .shared
+            .blocking
+            .get_or_try_init(|| async {
+                let timeout = config.block_timeout + config.response_timeout;
+                connection::manager(&self.shared.client, timeout)
+                    .await
+                    .map(tokio::sync::Mutex::new)
+            })
+            .await?;
+        let mut conn = blocking.lock().await;
+        let keys = QueueKeys::new(queue);
+        let wait = wait.min(config.block_timeout);
+        let payload: Option<String> = redis::cmd("BLMOVE")
+            .arg(keys.pending(0))
+            .arg(keys.processing(worker.as_str()))
+            .arg("RIGHT")
+            .arg("LEFT")
+            .arg(wait.as_secs_f64())
+            .query_async(&mut *conn)
+            .await
+            .map_err(redis_error)?;
+        Ok(payload.map(|p| Delivery::new(Arc::from(queue), 0, Arc::from(p), 0)))
+    }
+
+    async fn fetch_inner(
+        &self,
+        worker: &WorkerId,
+        queues: &[String],
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>> {
+        let mut out = self.reconcile(worker, queues).await?;
+        if out.len() < max {
+            let ready = self.fetch_ready(worker, queues, max - out.len()).await?;
+            self.hold(worker, &ready);
+            out.extend(ready);
+        }
+        if out.is_empty() && !wait.is_zero() {
+            if let Some(first) = queues.first() {
+                if let Some(delivery) = self.fetch_blocking(worker, first, wait).await? {
+                    self.hold(worker, std::slice::from_ref(&delivery));
+                    out.push(delivery);
+                    // Also registers the worker, should the blocking move be its first fetch.
+                    let more = self
+                        .fetch_ready(worker, queues, max.saturating_sub(1))
+                        .await?;
+                    self.hold(worker, &more);
+                    out.extend(more);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Groups deliveries by queue, keeping their order within each queue.
+    fn by_queue(deliveries: &[Delivery]) -> Vec<(&str, Vec<&Delivery>)> {
+        let mut groups: Vec<(&str, Vec<&Delivery>)> = Vec::new();
+        for delivery in deliveries {
+            match groups.iter_mut().find(|(q, _)| *q == delivery.queue()) {
+                Some((_, group)) => group.push(delivery),
+                None => groups.push((delivery.queue(), vec![delivery])),
+            }
+        }
+        groups
+    }
+
+    async fn recover(
+        &self,
+        queue: &str,
+        worker: &str,
+        max_redeliveries: u32,
+        force: bool,
+    ) -> Result<(i64, i64)> {
+        let keys = QueueKeys::new(queue);
+        let now = Utc::now();
+        let mut invocation = scripts::RECOVER.prepare_invoke();
+        invocation
+            .key(keys.workers())
+            .key(keys.processing(worker))
+            .key(keys.redeliveries())
+            .key(keys.dead());
+        for key in keys.pending_ascending() {
+            invocation.key(key);
+        }
+        invocation
+            .arg(worker)
+            .arg(millis(now))
+            .arg(max_redeliveries)
+            .arg(self.shared.config.max_dead_letters)
+            .arg(now.to_rfc3339())
+            .arg(queue)
+            .arg(if force { "1" } else { "0" });
+        invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(redis_error)
+    }
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    fn clock(&self) -> Clock {
+        Clock::system()
+    }
+
+    async fn enqueue(&self, messages: Vec<OutboundMessage>) -> Result<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let now = Utc::now();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let mut queues: Vec<&str> = Vec::new();
+        for message in &messages {
+            let keys = QueueKeys::new(&message.queue);
+            let level = message.priority.min(9);
+            match message.eta {
+                Some(eta) if eta > now => {
+                    pipe.zadd(
+                        keys.scheduled(),
+                        format!("{level}{}", message.payload),
+                        millis(eta),
+                    )
+                    .ignore();
+                }
+                _ => {
+                    pipe.lpush(keys.pending(level), &message.payload).ignore();
+                }
+            }
+            if !queues.contains(&message.queue.as_str()) {
+                queues.push(&message.queue);
+            }
+        }
+        pipe.sadd(keys::QUEUES, queues).ignore();
+        pipe.query_async::<()>(&mut self.conn())
+            .await
+            .map_err(redis_error)
+    }
+
+    async fn fetch(
+        &self,
+        worker: &WorkerId,
+        queues: &[String],
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>> {
+        let result = self.fetch_inner(worker, queues, max.max(1), wait).await;
+        if result.is_err() {
+            // The reply may have been lost after the server moved messages: look next time.
+            self.mark_unreconciled(worker);
+        }
+        result
+    }
+
+    async fn ack(&self, worker: &WorkerId, deliveries: &[Delivery]) -> Result<usize> {
+        let mut acked = 0;
+        for (queue, group) in Self::by_queue(deliveries) {
+            let keys = QueueKeys::new(queue);
+            let mut invocation = scripts::ACK.prepare_invoke();
+            invocation
+                .key(keys.processing(worker.as_str()))
+                .key(keys.redeliveries());
+            for delivery in &group {
+                invocation
+                    .arg(delivery.payload())
+                    .arg(routing(delivery.payload()).id.unwrap_or_default());
+            }
+            let count: usize = invocation
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(redis_error)?;
+            acked += count;
+        }
+        self.release(worker, deliveries);
+        Ok(acked)
+    }
+
+    async fn retry(
+        &self,
+        worker: &WorkerId,
+        delivery: &Delivery,
+        next: OutboundMessage,
+    ) -> Result<bool> {
+        let now = Utc::now();
+        let held = QueueKeys::new(delivery.queue());
+        let target = QueueKeys::new(&next.queue);
+        let level = next.priority.min(9);
+        let due = next.eta.map_or(millis(now), millis);
+        let moved: i64 = scripts::RETRY
+            .key(held.processing(worker.as_str()))
+            .key(target.scheduled())
+            .key(target.pending(level))
+            .arg(delivery.payload())
+            .arg(&next.payload)
+            .arg(due)
+            .arg(millis(now))
+            .arg(level)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        self.release(worker, std::slice::from_ref(delivery));
+        Ok(moved == 1)
+    }
+
+    async fn requeue(&self, worker: &WorkerId, deliveries: &[Delivery]) -> Result<usize> {
+        let mut requeued = 0;
+        for (queue, group) in Self::by_queue(deliveries) {
+            let keys = QueueKeys::new(queue);
+            let mut invocation = scripts::REQUEUE.prepare_invoke();
+            invocation.key(keys.processing(worker.as_str()));
+            for key in keys.pending_ascending() {
+                invocation.key(key);
+            }
+            for delivery in &group {
+                invocation
+                    .arg(delivery.priority().min(9))
+                    .arg(delivery.payload());
+            }
+            let count: usize = invocation
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(redis_error)?;
+            requeued += count;
+        }
+        self.release(worker, deliveries);
+        Ok(requeued)
+    }
+
+    async fn dead_letter(
+        &self,
+        worker: &WorkerId,
+        delivery: &Delivery,
+        reason: DeadReason,
+        error: Option<String>,
+    ) -> Result<bool> {
+        let letter = DeadLetter::new(
+            delivery.queue(),
+            delivery.payload(),
+            reason,
+            error,
+            Some(worker.to_string()),
+            Utc::now(),
+        );
+        let record = serde_json::to_string(&letter).map_err(|source| Error::Serialize {
+            what: "dead letter",
+            source,
+        })?;
+        let keys = QueueKeys::new(delivery.queue());
+        let moved: i64 = scripts::DEAD_LETTER
+            .key(keys.processing(worker.as_str()))
+            .key(keys.dead())
+            .arg(delivery.payload())
+            .arg(record)
+            .arg(self.shared.config.max_dead_letters)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        self.release(worker, std::slice::from_ref(delivery));
+        Ok(moved == 1)
+    }
+
+    async fn promote_scheduled(&self, queues: &[String], limit: usize) -> Result<usize> {
+        let now = millis(Utc::now());
+        let mut moved = 0;
+        for queue in queues {
+            if moved >= limit {
+                break;
+            }
+            let keys = QueueKeys::new(queue);
+            let mut invocation = scripts::PROMOTE_SCHEDULED.prepare_invoke();
+            invocation.key(keys.scheduled());
+            for key in keys.pending_ascending() {
+                invocation.key(key);
+            }
+            invocation.arg(now).arg(limit - moved);
+            let count: usize = invocation
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(redis_error)?;
+            moved += count;
+        }
+        Ok(moved)
+    }
+
+    async fn heartbeat(&self, worker: &WorkerId, queues: &[String], ttl: Duration) -> Result<()> {
+        let deadline = millis(Utc::now()) + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+        let mut pipe = redis::pipe();
+        for queue in queues {
+            pipe.zadd(QueueKeys::new(queue).workers(), worker.as_str(), deadline)
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut self.conn())
+            .await
+            .map_err(redis_error)
+    }
+
+    async fn recover_lost_workers(
+        &self,
+        queues: &[String],
+        max_redeliveries: u32,
+    ) -> Result<RecoveryReport> {
+        let now = millis(Utc::now());
+        let mut report = RecoveryReport::default();
+        for queue in queues {
+            let lost: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+                .arg(QueueKeys::new(queue).workers())
+                .arg("-inf")
+                .arg(format!("({now}"))
+                .query_async(&mut self.conn())
+                .await
+                .map_err(redis_error)?;
+            for worker in lost {
+                let (requeued, dead) = self
+                    .recover(queue, &worker, max_redeliveries, false)
+                    .await?;
+                if requeued < 0 {
+                    continue; // alive after all, or another reaper won
+                }
+                report.requeued += requeued as usize;
+                report.dead_lettered += dead as usize;
+                let worker = WorkerId::from_string(worker);
+                if !report.workers.contains(&worker) {
+                    report.workers.push(worker);
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    async fn deregister(&self, worker: &WorkerId, queues: &[String]) -> Result<()> {
+        for queue in queues {
+            self.recover(queue, worker.as_str(), 0, true).await?;
+        }
+        self.held().retain(|(w, _), _| w != worker);
+        Ok(())
+    }
+
+    async fn durability_warnings(&self) -> Result<Vec<String>> {
+        connection::durability_warnings(&mut self.conn()).await
+    }
+
+    async fn stats(&self, queue: &str) -> Result<QueueStats> {
+        let keys = QueueKeys::new(queue);
+        let mut pipe = redis::pipe();
+        for key in keys.pending_ascending() {
+            pipe.llen(key);
+        }
+        let levels: Vec<usize> = pipe
+            .query_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        let (scheduled, dead, workers): (usize, usize, Vec<String>) = redis::pipe()
+            .zcard(keys.scheduled())
+            .llen(keys.dead())
+            .zrange(keys.workers(), 0, -1)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        let mut processing = 0;
+        if !workers.is_empty() {
+            let mut pipe = redis::pipe();
+            for worker in &workers {
+                pipe.llen(keys.processing(worker));
+            }
+            let lengths: Vec<usize> = pipe
+                .query_async(&mut self.conn())
+                .await
+                .map_err(redis_error)?;
+            processing = lengths.iter().sum();
+        }
+        Ok(QueueStats {
+            pending: levels.iter().sum(),
+            scheduled,
+            processing,
+            dead,
+        })
+    }
+
+    async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<DeadLetter>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let records: Vec<String> = redis::cmd("LRANGE")
+            .arg(QueueKeys::new(queue).dead())
+            .arg(0)
+            .arg(limit - 1)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        records
+            .iter()
+            .map(|record| {
+                serde_json::from_str(record).map_err(|source| Error::Deserialize {
+                    what: "dead letter",
+                    source,
+                })
+            })
+            .collect()
+    }
+}

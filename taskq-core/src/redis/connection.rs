@@ -1,0 +1,83 @@
+//! Opening Redis connections and checking the server's settings.
+
+use std::time::Duration;
+
+use redis::{
+    aio::{ConnectionManager, ConnectionManagerConfig},
+    Client, IntoConnectionInfo,
+};
+
+use crate::{Error, Result};
+
+/// Wraps a redis-rs error.
+pub(crate) fn redis_error(err: redis::RedisError) -> Error {
+    Error::Redis(Box::new(err))
+}
+
+/// Parses `url` (`redis://`, `rediss://` for TLS, `redis://user:password@host:port/db` for ACL
+/// users) into a client.
+pub(crate) fn client(url: &str) -> Result<Client> {
+    let info = url.into_connection_info().map_err(|err| Error::Invalid {
+        what: "redis url",
+        reason: err.to_string(),
+    })?;
+    if url.starts_with("rediss://") {
+        // rustls needs a process-wide crypto provider; another part of the program may already
+        // have installed one, which is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    Client::open(info).map_err(redis_error)
+}
+
+/// A self-reconnecting multiplexed connection whose calls time out after `response_timeout`.
+///
+/// Reconnection backs off exponentially from 50 ms up to 2 s; calls made while the server is
+/// unreachable fail fast with a connection error, so callers' own backoff decides pacing.
+pub(crate) async fn manager(
+    client: &Client,
+    response_timeout: Duration,
+) -> Result<ConnectionManager> {
+    let config = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(response_timeout))
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_secs(2))
+        .set_number_of_retries(3);
+    client
+        .get_connection_manager_with_config(config)
+        .await
+        .map_err(redis_error)
+}
+
+/// Settings of the server that can lose acknowledged tasks, as human-readable warnings.
+///
+/// `maxmemory-policy` other than `noeviction` lets Redis evict queue keys under memory
+/// pressure; without AOF (`appendonly no`) a restart loses everything since the last RDB save.
+pub(crate) async fn durability_warnings(conn: &mut ConnectionManager) -> Result<Vec<String>> {
+    let mut warnings = Vec::new();
+    let policy: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query_async(conn)
+        .await
+        .map_err(redis_error)?;
+    if let Some(policy) = policy.get(1) {
+        if policy != "noeviction" {
+            warnings.push(format!(
+                "redis maxmemory-policy is `{policy}`: under memory pressure Redis may evict queued tasks; set it to `noeviction`"
+            ));
+        }
+    }
+    let aof: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("appendonly")
+        .query_async(conn)
+        .await
+        .map_err(redis_error)?;
+    if aof.get(1).map(String::as_str) != Some("yes") {
+        warnings.push(
+            "redis persistence without AOF (`appendonly no`): a Redis restart loses tasks enqueued since the last snapshot; set `appendonly yes`".to_owned(),
+        );
+    }
+    Ok(warnings)
+}

@@ -1,0 +1,97 @@
+//! Every Redis key taskq uses, built in one place.
+//!
+//! All keys of one queue share the hash tag `{<queue>}`, so every script touches one slot and
+//! the layout runs unchanged on Redis Cluster.
+
+/// Number of priority levels; level `n` has its own pending list.
+pub(crate) const LEVELS: u8 = 10;
+
+/// Keys of one queue.
+#[derive(Clone, Debug)]
+pub(crate) struct QueueKeys {
+    prefix: String,
+}
+
+impl QueueKeys {
+    pub(crate) fn new(queue: &str) -> Self {
+        Self {
+            prefix: format!("taskq:{{{queue}}}"),
+        }
+    }
+
+    /// Ready messages of one priority level (LIST; producers push left, consumers take right).
+    pub(crate) fn pending(&self, level: u8) -> String {
+        format!("{}:pending:{}", self.prefix, level.min(LEVELS - 1))
+    }
+
+    /// All pending levels, lowest first (`pending:0 .. pending:9`).
+    pub(crate) fn pending_ascending(&self) -> Vec<String> {
+        (0..LEVELS).map(|level| self.pending(level)).collect()
+    }
+
+    /// All pending levels, highest first (fetch order).
+    pub(crate) fn pending_descending(&self) -> Vec<String> {
+        (0..LEVELS).rev().map(|level| self.pending(level)).collect()
+    }
+
+    /// Messages a worker holds (LIST).
+    pub(crate) fn processing(&self, worker: &str) -> String {
+        format!("{}:processing:{}", self.prefix, worker)
+    }
+
+    /// Live workers of this queue -> liveness deadline in ms (ZSET).
+    pub(crate) fn workers(&self) -> String {
+        format!("{}:workers", self.prefix)
+    }
+
+    /// Messages due later, scored by due time in ms (ZSET).
+    pub(crate) fn scheduled(&self) -> String {
+        format!("{}:scheduled", self.prefix)
+    }
+
+    /// Dead letters, newest first (capped LIST of JSON records).
+    pub(crate) fn dead(&self) -> String {
+        format!("{}:dead", self.prefix)
+    }
+
+    /// Task id -> times recovered from lost workers (HASH).
+    pub(crate) fn redeliveries(&self) -> String {
+        format!("{}:redeliveries", self.prefix)
+    }
+}
+
+/// Names of every queue that ever received a message (SET), for operators.
+pub(crate) const QUEUES: &str = "taskq:queues";
+
+/// The stored result of one task (STRING with TTL).
+pub(crate) fn result(id: &str) -> String {
+    format!("taskq:result:{id}")
+}
+
+/// The pub/sub channel on which a final result of one task is announced.
+pub(crate) fn result_channel(id: &str) -> String {
+    format!("taskq:result-ready:{id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_of_a_queue_share_one_hash_tag() {
+        let keys = QueueKeys::new("emails");
+        assert_eq!(keys.pending(3), "taskq:{emails}:pending:3");
+        assert_eq!(keys.pending(42), "taskq:{emails}:pending:9");
+        assert_eq!(keys.processing("w1"), "taskq:{emails}:processing:w1");
+        for key in [
+            keys.workers(),
+            keys.scheduled(),
+            keys.dead(),
+            keys.redeliveries(),
+        ] {
+            assert!(key.starts_with("taskq:{emails}:"), "{key}");
+        }
+        assert_eq!(keys.pending_descending()[0], "taskq:{emails}:pending:9");
+        assert_eq!(keys.pending_ascending()[0], "taskq:{emails}:pending:0");
+    }
+}

@@ -1,0 +1,21 @@
+//! The Lua scripts, one per state transition, loaded once and invoked through EVALSHA.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+macro_rules! script {
+    ($name:ident, $file:literal) => {
+        #[doc = concat!("`lua/", $file, "`")]
+        pub(crate) static $name: LazyLock<Script> =
+            LazyLock::new(|| Script::new(include_str!(concat!("../../lua/", $file))));
+    };
+}
+
+script!(FETCH, "fetch.lua");
+script!(ACK, "ack.lua");
+script!(RETRY, "retry.lua");
+script!(REQUEUE, "requeue.lua");
+script!(DEAD_LETTER, "dead_letter.lua");
+script!(PROMOTE_SCHEDULED, "promote_scheduled.lua");
+script!(RECOVER, "recover.lua");

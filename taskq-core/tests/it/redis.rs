@@ -1,0 +1,165 @@
+//! The conformance suites on Redis, each test against its own real redis-server, plus what
+//! only a networked broker must survive: server restarts, lost replies, bad URLs.
+
+use std::{sync::Arc, time::Duration};
+
+use taskq_core::{
+    Broker, Error, RedisBroker, RedisConfig, RedisResultBackend, ResultBackend, WorkerId,
+};
+use taskq_testkit::RedisServer;
+
+use crate::broker_suite::message;
+
+pub(crate) fn config(server: &RedisServer) -> RedisConfig {
+    RedisConfig::new(server.url())
+        .with_block_timeout(Duration::from_millis(500))
+        .with_result_poll_interval(Duration::from_millis(200))
+}
+
+async fn redis_broker() -> (Arc<dyn Broker>, RedisServer) {
+    let server = RedisServer::start();
+    let broker = RedisBroker::connect(config(&server))
+        .await
+        .expect("connect");
+    (Arc::new(broker), server)
+}
+
+async fn redis_backend() -> (Arc<dyn ResultBackend>, RedisServer) {
+    let server = RedisServer::start();
+    let backend = RedisResultBackend::connect(config(&server))
+        .await
+        .expect("connect");
+    (Arc::new(backend), server)
+}
+
+crate::broker_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] broker => redis_broker());
+crate::backend_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] backend => redis_backend());
+
+#[tokio::test]
+async fn unreachable_server_is_a_clear_error() {
+    let port = {
+        let server = RedisServer::start();
+        server.port()
+    };
+    let err = RedisBroker::connect(RedisConfig::new(format!("redis://127.0.0.1:{port}")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Redis(_)), "{err:?}");
+    assert!(err.is_transient());
+    let err = RedisBroker::connect(RedisConfig::new("http://nope"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Invalid {
+                what: "redis url",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn broker_resumes_after_the_server_restarts() {
+    let mut server = RedisServer::start();
+    let broker = RedisBroker::connect(config(&server)).await.unwrap();
+    let q = format!("q-{}", uuid::Uuid::new_v4());
+    broker.enqueue(vec![message(&q, 0)]).await.unwrap();
+    server.kill();
+    let err = broker.enqueue(vec![message(&q, 0)]).await.unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    server.restart();
+    // The connection manager reconnects by itself; allow it a few attempts.
+    let mut resumed = false;
+    for _ in 0..50 {
+        if broker.enqueue(vec![message(&q, 0)]).await.is_ok() {
+            resumed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(resumed, "broker did not resume after redis came back");
+    let got = broker
+        .fetch(&WorkerId::generate(), &[q], 10, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(
+        got.len(),
+        1,
+        "data before the restart is gone (no persistence in tests)"
+    );
+}
+
+#[tokio::test]
+async fn durability_warnings_name_the_risky_settings() {
+    let server = RedisServer::start();
+    let broker = RedisBroker::connect(config(&server)).await.unwrap();
+    let warnings = broker.durability_warnings().await.unwrap();
+    assert!(
+        warnings.iter().any(|w| w.contains("appendonly")),
+        "{warnings:?}"
+    );
+    assert!(
+        !warnings.iter().any(|w| w.contains("maxmemory-policy")),
+        "{warnings:?}"
+    );
+}
+
+#[tokio::test]
+async fn messages_of_a_fetch_whose_reply_was_lost_are_adopted() {
+    let server = RedisServer::start();
+    let broker =
+        RedisBroker::connect(config(&server).with_response_timeout(Duration::from_millis(150)))
+            .await
+            .unwrap();
+    let q = format!("q-{}", uuid::Uuid::new_v4());
+    let sent: Vec<_> = (0..3).map(|_| message(&q, 0)).collect();
+    let mut expected: Vec<_> = sent.iter().map(|m| m.id).collect();
+    broker.enqueue(sent).await.unwrap();
+
+    // Load the fetch script first: a paused EVALSHA of an unknown script would fail, not run.
+    let worker = WorkerId::generate();
+    let queues = [q.clone()];
+    broker
+        .fetch(&worker, &["warm-up".to_owned()], 1, Duration::ZERO)
+        .await
+        .unwrap();
+
+    // Pause the server so that the fetch times out on our side but still runs afterwards.
+    let admin = redis::Client::open(server.url()).unwrap();
+    let mut admin = admin.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(600)
+        .arg("ALL")
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+    let lost = broker.fetch(&worker, &queues, 10, Duration::ZERO).await;
+    assert!(lost.is_err(), "the reply should have timed out: {lost:?}");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    let adopted = broker
+        .fetch(&worker, &queues, 10, Duration::ZERO)
+        .await
+        .unwrap();
+    let mut got: Vec<_> = adopted
+        .iter()
+        .map(|d| {
+            taskq_core::Envelope::decode(d.payload(), 1 << 20)
+                .unwrap()
+                .id
+        })
+        .collect();
+    got.sort();
+    expected.sort();
+    assert_eq!(
+        got, expected,
+        "every message moved by the lost fetch is handed out"
+    );
+    assert_eq!(broker.ack(&worker, &adopted).await.unwrap(), 3);
+    let stats = broker.stats(&q).await.unwrap();
+    assert_eq!((stats.pending, stats.processing), (0, 0));
+}
