@@ -13,8 +13,8 @@ use serde::de::DeserializeOwned;
 
 use crate::{
     envelope::DEFAULT_MAX_PAYLOAD_BYTES, Broker, Clock, Envelope, Error, MemoryBroker,
-    MemoryResultBackend, OutboundMessage, Result, ResultBackend, Run, Task, TaskId, TaskOptions,
-    TaskResult, TaskState,
+    MemoryResultBackend, OutboundMessage, RedisBroker, RedisConfig, RedisResultBackend, Result,
+    ResultBackend, Run, Task, TaskId, TaskOptions, TaskResult, TaskState,
 };
 
 /// The handle applications use to enqueue tasks and read results; cheap to clone.
@@ -59,6 +59,49 @@ impl Client {
             Arc::new(MemoryBroker::new()),
             Arc::new(MemoryResultBackend::new()),
         )
+    }
+
+    /// A client for the broker at `url`: `memory://` for a fresh in-memory pair, `redis://` or
+    /// `rediss://` (TLS) for the Redis broker and result backend with default settings.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq_core::Result<()> {
+    /// let client = taskq_core::Client::connect("memory://").await?;
+    /// assert!(taskq_core::Client::connect("amqp://localhost").await.is_err());
+    /// # let _ = client;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] for an unsupported scheme or bad URL, [`Error::Redis`] when Redis
+    /// cannot be reached.
+    pub async fn connect(url: &str) -> Result<Self> {
+        if url == "memory://" || url == "memory" {
+            return Ok(Self::in_memory());
+        }
+        if url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("redis+unix://")
+        {
+            let config = RedisConfig::new(url);
+            return Self::connect_redis(config).await;
+        }
+        Err(Error::Invalid {
+            what: "broker url",
+            reason: format!("`{url}`: expected memory://, redis:// or rediss://"),
+        })
+    }
+
+    /// A client on the Redis broker and result backend described by `config`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] for a bad URL, [`Error::Redis`] when Redis cannot be reached.
+    pub async fn connect_redis(config: RedisConfig) -> Result<Self> {
+        let broker = RedisBroker::connect(config.clone()).await?;
+        let backend = RedisResultBackend::connect(config).await?;
+        Ok(Self::new(Arc::new(broker), Arc::new(backend)))
     }
 
     /// A client on the given broker and result backend.
@@ -124,6 +167,43 @@ impl Client {
         let options = TaskOptions::new();
         let envelope = Envelope::new(name, args, options.queue(), self.clock().now());
         Enqueue::new(self, envelope, options)
+    }
+
+    /// Enqueues one invocation of the task named `name` per element of `args`, in one broker
+    /// call, with default options; returns their ids in order.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq_core::Result<()> {
+    /// let client = taskq_core::Client::in_memory();
+    /// let ids = client
+    ///     .enqueue_many_by_name("demo.add", (0..3).map(|i| serde_json::json!({"a": i, "b": 1})))
+    ///     .await?;
+    /// assert_eq!(ids.len(), 3);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::enqueue_many`].
+    pub async fn enqueue_many_by_name(
+        &self,
+        name: &str,
+        args: impl IntoIterator<Item = serde_json::Value>,
+    ) -> Result<Vec<TaskId>> {
+        let options = TaskOptions::new();
+        let now = self.clock().now();
+        let mut messages = Vec::new();
+        for args in args {
+            let mut envelope = Envelope::new(name, &args, options.queue(), now)?;
+            envelope.priority = options.priority();
+            messages.push(OutboundMessage::from_envelope(
+                &envelope,
+                self.max_payload_bytes(),
+            )?);
+        }
+        let ids = messages.iter().map(|m| m.id).collect();
+        self.broker().enqueue(messages).await?;
+        Ok(ids)
     }
 
     /// Enqueues many invocations of one task in one broker call.

@@ -282,6 +282,7 @@ pub struct TaskContext {
     max_retries: u32,
     headers: Arc<BTreeMap<String, String>>,
     cancellation: CancellationToken,
+    worker: Option<Arc<str>>,
 }
 
 impl TaskContext {
@@ -297,7 +298,19 @@ impl TaskContext {
             max_retries,
             headers: Arc::new(envelope.headers.clone()),
             cancellation,
+            worker: None,
         }
+    }
+
+    /// Names the worker running this attempt (builder style).
+    pub fn with_worker(mut self, worker: impl Into<Arc<str>>) -> Self {
+        self.worker = Some(worker.into());
+        self
+    }
+
+    /// Id of the worker running this attempt, when run by a worker.
+    pub fn worker(&self) -> Option<&str> {
+        self.worker.as_deref()
     }
 
     /// The invocation's id.

@@ -17,9 +17,6 @@ use crate::{
     runtime::{Counters, Runtime},
 };
 
-/// Attempts at a broker or backend call before the worker gives up on one message.
-const BROKER_ATTEMPTS: u32 = 5;
-
 /// A message this worker gives back on shutdown, with its fetch sequence number so that
 /// everything given back keeps its original order.
 pub(crate) type Leftover = (u64, Delivery);
@@ -146,7 +143,8 @@ impl Execution<'_> {
     async fn attempt(&self, task: &Registered) -> Attempt {
         let runtime = self.runtime;
         let max_retries = self.max_retries(task);
-        let ctx = TaskContext::new(self.envelope, max_retries, runtime.stopping.child_token());
+        let ctx = TaskContext::new(self.envelope, max_retries, runtime.stopping.child_token())
+            .with_worker(runtime.worker.as_str());
         let running = match task.start(&self.envelope.args, ctx) {
             Ok(running) => running,
             Err(err) => {
@@ -219,7 +217,7 @@ impl Execution<'_> {
                     return;
                 }
             };
-            let moved = with_retries("retry", || {
+            let moved = with_retries(runtime, "retry", || {
                 runtime
                     .client
                     .broker()
@@ -249,7 +247,7 @@ impl Execution<'_> {
     async fn finish(&self, task: &Registered, record: TaskResult) {
         self.store(task, &record).await;
         let runtime = self.runtime;
-        let acked = with_retries("ack", || {
+        let acked = with_retries(runtime, "ack", || {
             runtime
                 .client
                 .broker()
@@ -267,7 +265,7 @@ impl Execution<'_> {
         }
         let backend = self.runtime.client.backend();
         let ttl = self.runtime.config.result_ttl;
-        with_retries("store result", || backend.store(record, ttl)).await;
+        with_retries(self.runtime, "store result", || backend.store(record, ttl)).await;
     }
 
     fn record(&self, _task: &Registered, state: TaskState) -> TaskResult {
@@ -289,7 +287,7 @@ impl Execution<'_> {
 }
 
 async fn dead_letter(runtime: &Runtime, delivery: &Delivery, reason: DeadReason, error: String) {
-    let moved = with_retries("dead-letter", || {
+    let moved = with_retries(runtime, "dead-letter", || {
         runtime
             .client
             .broker()
@@ -301,27 +299,34 @@ async fn dead_letter(runtime: &Runtime, delivery: &Delivery, reason: DeadReason,
     }
 }
 
-/// Calls a broker operation until it succeeds, up to [`BROKER_ATTEMPTS`] times with backoff.
+/// Calls a broker operation until it succeeds, backing off between failures, so that an
+/// outage of the broker delays a message's final transition instead of stranding it.
 ///
-/// On giving up the message stays in this worker's processing set, where deregistration or
-/// the reaper of another worker returns it to its queue.
-async fn with_retries<T, F, Fut>(what: &str, mut op: F) -> Option<T>
+/// Gives up only when shutdown's grace period is over: the message then stays in this worker's
+/// processing set, where deregistration or the reaper of another worker returns it.
+async fn with_retries<T, F, Fut>(runtime: &Runtime, what: &str, mut op: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = taskq_core::Result<T>>,
 {
-    for failures in 1..=BROKER_ATTEMPTS {
+    let mut failures = 0;
+    loop {
         match op().await {
             Ok(value) => return Some(value),
-            Err(err) if failures < BROKER_ATTEMPTS => {
+            Err(err) => {
+                failures += 1;
                 let delay = broker_backoff(failures);
-                tracing::warn!(error = %error_chain(&err), ?delay, "{what} failed; retrying");
-                tokio::time::sleep(delay).await;
+                tracing::warn!(error = %error_chain(&err), ?delay, failures, "{what} failed; retrying");
+                tokio::select! {
+                    _ = runtime.hard_stop.cancelled() => {
+                        tracing::error!("{what} abandoned at shutdown; the message will be recovered");
+                        return None;
+                    }
+                    _ = tokio::time::sleep(delay) => {}
+                }
             }
-            Err(err) => tracing::error!(error = %error_chain(&err), "{what} failed; giving up"),
         }
     }
-    None
 }
 
 /// An error with its sources, joined by `: `.

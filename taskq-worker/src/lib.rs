@@ -37,6 +37,7 @@
 //! ```
 
 mod builder;
+pub mod cli;
 mod config;
 mod error;
 mod execute;

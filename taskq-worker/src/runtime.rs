@@ -106,6 +106,7 @@ pub(crate) async fn run(
     let span = tracing::info_span!("worker", worker = %runtime.worker);
     async move {
         tracing::info!(queues = ?runtime.config.queues, concurrency = runtime.config.concurrency, "worker started");
+        log_durability_warnings(&runtime).await;
         maintenance::round(&runtime).await;
         let maintenance_stop = CancellationToken::new();
         let maintenance = tokio::spawn(
@@ -140,6 +141,20 @@ pub(crate) async fn run(
     }
     .instrument(span)
     .await
+}
+
+/// Says loudly when the broker's settings can lose acknowledged tasks.
+async fn log_durability_warnings(runtime: &Runtime) {
+    match runtime.client.broker().durability_warnings().await {
+        Ok(warnings) => {
+            for warning in warnings {
+                tracing::warn!("{warning}");
+            }
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "could not check the broker's durability settings")
+        }
+    }
 }
 
 async fn drain(executions: &mut JoinSet<Option<Leftover>>, leftovers: &mut Vec<Leftover>) {

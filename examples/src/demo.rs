@@ -1,0 +1,125 @@
+//! The demo tasks: `demo.add`, `demo.sleep`, `demo.fail`, `demo.panic`, and a worker `main`.
+
+use std::{io::Write, time::Duration};
+
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+use taskq_core::{Run, Task, TaskContext, TaskError};
+use taskq_worker::{cli::WorkerArgs, WorkerBuilder};
+
+/// `demo.add {a, b}` returns `a + b`.
+#[derive(Debug, Task, Serialize, Deserialize)]
+#[task(name = "demo.add")]
+pub struct Add {
+    /// First addend.
+    pub a: i64,
+    /// Second addend.
+    pub b: i64,
+}
+
+impl Run for Add {
+    type Output = i64;
+
+    async fn run(self, _ctx: TaskContext) -> Result<i64, TaskError> {
+        Ok(self.a + self.b)
+    }
+}
+
+/// `demo.sleep {ms, ledger?}` sleeps `ms` milliseconds; with `ledger`, appends one line
+/// `<task-id> <worker-id>` to that file per execution (fault tests count these lines).
+#[derive(Debug, Task, Serialize, Deserialize)]
+#[task(name = "demo.sleep")]
+pub struct Sleep {
+    /// How long to sleep.
+    pub ms: u64,
+    /// File to append an execution record to.
+    #[serde(default)]
+    pub ledger: Option<String>,
+}
+
+impl Run for Sleep {
+    type Output = u64;
+
+    async fn run(self, ctx: TaskContext) -> Result<u64, TaskError> {
+        tokio::time::sleep(Duration::from_millis(self.ms)).await;
+        if let Some(path) = &self.ledger {
+            let line = format!("{} {}\n", ctx.id(), ctx.worker().unwrap_or("-"));
+            // One write of one short line to a file opened for appending is atomic on Linux.
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?
+                .write_all(line.as_bytes())?;
+        }
+        Ok(self.ms)
+    }
+}
+
+/// `demo.fail {times}` fails its first `times` attempts, then returns the attempt number.
+#[derive(Debug, Task, Serialize, Deserialize)]
+#[task(name = "demo.fail", max_retries = 10)]
+pub struct Fail {
+    /// Attempts that fail before one succeeds.
+    pub times: u32,
+}
+
+impl Run for Fail {
+    type Output = u32;
+
+    async fn run(self, ctx: TaskContext) -> Result<u32, TaskError> {
+        if ctx.attempt() < self.times {
+            return Err(TaskError::retry_after(
+                Duration::from_millis(100),
+                format!("demo failure {} of {}", ctx.attempt() + 1, self.times),
+            ));
+        }
+        Ok(ctx.attempt())
+    }
+}
+
+/// `demo.panic {}` panics; the worker records a failed attempt and carries on.
+#[derive(Debug, Task, Serialize, Deserialize)]
+#[task(name = "demo.panic", max_retries = 0)]
+pub struct Panic {}
+
+impl Run for Panic {
+    type Output = ();
+
+    async fn run(self, _ctx: TaskContext) -> Result<(), TaskError> {
+        panic!("demo.panic was asked to panic")
+    }
+}
+
+/// Registers every demo task.
+pub fn register(builder: WorkerBuilder) -> WorkerBuilder {
+    builder
+        .register::<Add>()
+        .register::<Sleep>()
+        .register::<Fail>()
+        .register::<Panic>()
+}
+
+/// Flags of the demo worker.
+#[derive(Debug, Parser)]
+#[command(about = "A taskq worker with the demo tasks registered")]
+pub struct DemoWorkerCli {
+    /// Worker flags.
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+}
+
+/// `main` of the demo worker: parse flags, run until SIGINT/SIGTERM, print the report.
+pub async fn worker_main() -> std::process::ExitCode {
+    crate::init_logging();
+    let cli = DemoWorkerCli::parse();
+    match cli.worker.run(register).await {
+        Ok(report) => {
+            tracing::info!(?report, "stopped");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("taskq worker: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

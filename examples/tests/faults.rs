@@ -1,0 +1,263 @@
+//! Fault tests with real processes: demo workers (`taskq-demo-worker`) against a real
+//! redis-server, killed with SIGKILL, paused with SIGSTOP and stopped with SIGTERM. Every
+//! enqueued task id is counted in the workers' ledger: lost must be zero; duplicates (possible
+//! only after a worker is lost) are reported.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use taskq_core::{Client, TaskId, TaskState};
+use taskq_examples::demo::Sleep;
+use taskq_testkit::RedisServer;
+
+/// A demo worker process.
+struct WorkerProcess {
+    child: Child,
+}
+
+impl WorkerProcess {
+    fn start(server: &RedisServer, extra: &[&str]) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_taskq-demo-worker"))
+            .args([
+                "--broker",
+                &server.url(),
+                "--heartbeat",
+                "200ms",
+                "--liveness-ttl",
+                "1s",
+            ])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start taskq-demo-worker");
+        Self { child }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for worker") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "worker did not exit within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ledger_path(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("taskq-ledger-{name}-{}", TaskId::new()))
+}
+
+/// Executions per task id, from the ledger.
+fn executions(ledger: &Path) -> HashMap<TaskId, usize> {
+    let text = std::fs::read_to_string(ledger).unwrap_or_default();
+    let mut counts = HashMap::new();
+    for line in text.lines() {
+        let id = line.split_whitespace().next().expect("ledger line");
+        *counts
+            .entry(id.parse::<TaskId>().expect("task id"))
+            .or_default() += 1;
+    }
+    counts
+}
+
+async fn enqueue_sleeps(client: &Client, n: usize, ms: u64, ledger: &Path) -> Vec<TaskId> {
+    let tasks = (0..n).map(|_| Sleep {
+        ms,
+        ledger: Some(ledger.display().to_string()),
+    });
+    client
+        .enqueue_many(tasks)
+        .await
+        .expect("enqueue")
+        .iter()
+        .map(|h| h.id())
+        .collect()
+}
+
+async fn wait_until(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Asserts every id ran at least once and succeeded; returns the number of duplicate runs.
+async fn assert_none_lost(client: &Client, ids: &[TaskId], ledger: &Path) -> usize {
+    let counts = executions(ledger);
+    let lost: Vec<_> = ids.iter().filter(|id| !counts.contains_key(id)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} tasks never ran: {lost:?}",
+        lost.len(),
+        ids.len()
+    );
+    for id in ids {
+        let record = client
+            .result(*id)
+            .await
+            .unwrap()
+            .expect("a result for every task");
+        assert_eq!(record.state, TaskState::Success, "{id}");
+    }
+    let stats = client.broker().stats("default").await.unwrap();
+    assert_eq!(
+        (stats.pending, stats.scheduled, stats.dead),
+        (0, 0, 0),
+        "{stats:?}"
+    );
+    counts.values().map(|n| n - 1).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_task_is_lost_when_a_worker_is_killed() {
+    let server = RedisServer::start();
+    let client = Client::connect(&server.url()).await.unwrap();
+    let ledger = ledger_path("kill");
+    let ids = enqueue_sleeps(&client, 300, 20, &ledger).await;
+
+    let mut victim = WorkerProcess::start(&server, &["--concurrency", "16"]);
+    let mut survivor = WorkerProcess::start(&server, &["--concurrency", "16"]);
+    wait_until("some progress", Duration::from_secs(30), async || {
+        executions(&ledger).len() >= 60
+    })
+    .await;
+    victim.signal("KILL");
+    victim.wait_exit(Duration::from_secs(5));
+
+    wait_until("every task to run", Duration::from_secs(60), async || {
+        executions(&ledger).len() == ids.len()
+    })
+    .await;
+    wait_until("the queue to drain", Duration::from_secs(10), async || {
+        client.broker().stats("default").await.unwrap().processing == 0
+    })
+    .await;
+    let duplicates = assert_none_lost(&client, &ids, &ledger).await;
+    eprintln!(
+        "killed worker: 0 lost, {duplicates} duplicate executions of {} tasks",
+        ids.len()
+    );
+
+    survivor.signal("TERM");
+    assert!(survivor.wait_exit(Duration::from_secs(10)).success());
+    let _ = std::fs::remove_file(&ledger);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_worker_cannot_duplicate_recovered_work_after_it_resumes() {
+    let server = RedisServer::start();
+    let client = Client::connect(&server.url()).await.unwrap();
+    let ledger = ledger_path("pause");
+    let ids = enqueue_sleeps(&client, 100, 300, &ledger).await;
+
+    let mut paused = WorkerProcess::start(&server, &["--concurrency", "20"]);
+    wait_until(
+        "the first worker to hold tasks",
+        Duration::from_secs(30),
+        async || client.broker().stats("default").await.unwrap().processing >= 20,
+    )
+    .await;
+    paused.signal("STOP");
+    let mut other = WorkerProcess::start(&server, &["--concurrency", "20"]);
+    // Past the paused worker's liveness deadline, its tasks are recovered and run by the other.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    paused.signal("CONT");
+
+    wait_until("every task to run", Duration::from_secs(60), async || {
+        executions(&ledger).len() == ids.len()
+    })
+    .await;
+    wait_until("the queue to drain", Duration::from_secs(10), async || {
+        client.broker().stats("default").await.unwrap().processing == 0
+    })
+    .await;
+    let duplicates = assert_none_lost(&client, &ids, &ledger).await;
+    // The paused worker's in-flight runs finish after resuming (at most its concurrency), but
+    // their acks are fenced: nothing it held goes back to the queue a second time.
+    assert!(duplicates <= 20, "{duplicates} duplicates");
+    eprintln!(
+        "paused worker: 0 lost, {duplicates} duplicate executions of {} tasks",
+        ids.len()
+    );
+
+    paused.signal("TERM");
+    other.signal("TERM");
+    assert!(paused.wait_exit(Duration::from_secs(10)).success());
+    assert!(other.wait_exit(Duration::from_secs(10)).success());
+    let _ = std::fs::remove_file(&ledger);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_requeues_unfinished_work_and_a_new_worker_completes_it() {
+    let server = RedisServer::start();
+    let client = Client::connect(&server.url()).await.unwrap();
+    let ledger = ledger_path("term");
+    let ids = enqueue_sleeps(&client, 20, 5_000, &ledger).await;
+
+    let mut first = WorkerProcess::start(
+        &server,
+        &["--concurrency", "4", "--shutdown-grace", "300ms"],
+    );
+    wait_until(
+        "the worker to start tasks",
+        Duration::from_secs(30),
+        async || client.broker().stats("default").await.unwrap().processing >= 4,
+    )
+    .await;
+    first.signal("TERM");
+    let status = first.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{status}");
+    let stats = client.broker().stats("default").await.unwrap();
+    assert_eq!(
+        (stats.pending, stats.processing),
+        (20, 0),
+        "everything went back: {stats:?}"
+    );
+    assert!(
+        executions(&ledger).is_empty(),
+        "nothing finished within the grace period"
+    );
+
+    let mut second = WorkerProcess::start(&server, &["--concurrency", "20"]);
+    wait_until("every task to run", Duration::from_secs(60), async || {
+        executions(&ledger).len() == ids.len()
+    })
+    .await;
+    wait_until("the queue to drain", Duration::from_secs(10), async || {
+        client.broker().stats("default").await.unwrap().processing == 0
+    })
+    .await;
+    let duplicates = assert_none_lost(&client, &ids, &ledger).await;
+    assert_eq!(duplicates, 0, "a warm shutdown causes no duplicates");
+    second.signal("TERM");
+    assert!(second.wait_exit(Duration::from_secs(10)).success());
+    let _ = std::fs::remove_file(&ledger);
+}

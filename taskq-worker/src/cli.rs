@@ -1,0 +1,123 @@
+//! The flags and signal handling every worker binary needs, so that users' own binaries (which
+//! link their tasks) get the same command line as taskq's demo worker.
+
+use std::time::Duration;
+
+use taskq_core::Client;
+
+use crate::{Worker, WorkerBuilder, WorkerReport};
+
+/// Command-line flags of a worker process; flatten them into your own clap parser.
+///
+/// ```
+/// use clap::Parser;
+/// use taskq_worker::cli::WorkerArgs;
+///
+/// #[derive(Parser)]
+/// struct Cli {
+///     #[command(flatten)]
+///     worker: WorkerArgs,
+/// }
+///
+/// let cli = Cli::parse_from(["my-worker", "--broker", "redis://127.0.0.1:6379", "--queues", "a,b"]);
+/// assert_eq!(cli.worker.queues, ["a", "b"]);
+/// ```
+#[derive(Clone, Debug, clap::Args)]
+#[non_exhaustive]
+pub struct WorkerArgs {
+    /// Broker URL: redis://HOST:PORT[/DB], rediss:// for TLS, or memory:// (in-process).
+    #[arg(long, env = "TASKQ_BROKER", default_value = "redis://127.0.0.1:6379")]
+    pub broker: String,
+    /// Queues to consume, in order of preference (default: the registered tasks' queues).
+    #[arg(long, value_delimiter = ',')]
+    pub queues: Vec<String>,
+    /// Most tasks running at once.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Messages fetched ahead of a free slot (default: equal to concurrency).
+    #[arg(long)]
+    pub prefetch: Option<usize>,
+    /// Time running tasks get to finish after SIGTERM/SIGINT.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    pub shutdown_grace: Duration,
+    /// How often liveness is renewed.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    pub heartbeat: Duration,
+    /// How long after its last heartbeat this worker's tasks are recovered by others.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    pub liveness_ttl: Duration,
+}
+
+impl WorkerArgs {
+    /// Connects to `--broker`.
+    ///
+    /// # Errors
+    ///
+    /// An unsupported URL or an unreachable broker.
+    pub async fn connect(&self) -> taskq_core::Result<Client> {
+        Client::connect(&self.broker).await
+    }
+
+    /// Applies the flags to a builder.
+    pub fn configure(&self, builder: WorkerBuilder) -> WorkerBuilder {
+        let mut builder = builder
+            .concurrency(self.concurrency)
+            .prefetch(self.prefetch.unwrap_or(self.concurrency))
+            .shutdown_grace(self.shutdown_grace)
+            .liveness(self.heartbeat, self.liveness_ttl);
+        if !self.queues.is_empty() {
+            builder = builder.queues(self.queues.clone());
+        }
+        builder
+    }
+
+    /// Connects, builds a worker with the tasks `register` adds, and runs it until SIGINT or
+    /// SIGTERM (see [`shutdown_signal`]).
+    ///
+    /// # Errors
+    ///
+    /// Connection, configuration or deregistration failures.
+    pub async fn run(
+        &self,
+        register: impl FnOnce(WorkerBuilder) -> WorkerBuilder,
+    ) -> Result<WorkerReport, Box<dyn std::error::Error + Send + Sync>> {
+        let client = self.connect().await?;
+        let worker = self.configure(register(Worker::builder(client))).build()?;
+        tracing::info!(worker = %worker.id(), queues = ?worker.queues(), "starting");
+        Ok(worker.run(shutdown_signal()).await?)
+    }
+}
+
+/// Completes on the first SIGINT or SIGTERM; a second signal exits the process at once (status
+/// 130), leaving unfinished work to the reaper of another worker.
+pub async fn shutdown_signal() {
+    wait_for_signal().await;
+    tracing::info!("shutdown requested; finishing running tasks (signal again to exit at once)");
+    tokio::spawn(async {
+        wait_for_signal().await;
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(130);
+    });
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
