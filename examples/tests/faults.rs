@@ -261,3 +261,41 @@ async fn sigterm_requeues_unfinished_work_and_a_new_worker_completes_it() {
     assert!(second.wait_exit(Duration::from_secs(10)).success());
     let _ = std::fs::remove_file(&ledger);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_resumes_by_itself_after_redis_restarts() {
+    let mut server = RedisServer::start();
+    let ledger = ledger_path("restart");
+    let mut worker = WorkerProcess::start(&server, &["--concurrency", "8"]);
+    {
+        let client = Client::connect(&server.url()).await.unwrap();
+        let before = enqueue_sleeps(&client, 10, 10, &ledger).await;
+        wait_until(
+            "tasks before the restart",
+            Duration::from_secs(30),
+            async || executions(&ledger).len() == before.len(),
+        )
+        .await;
+    }
+    server.restart();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let client = Client::connect(&server.url()).await.unwrap();
+    let after = enqueue_sleeps(&client, 10, 10, &ledger).await;
+    wait_until(
+        "tasks after the restart",
+        Duration::from_secs(30),
+        async || {
+            let counts = executions(&ledger);
+            after.iter().all(|id| counts.contains_key(id))
+        },
+    )
+    .await;
+    wait_until("the queue to drain", Duration::from_secs(10), async || {
+        client.broker().stats("default").await.unwrap().processing == 0
+    })
+    .await;
+    assert_none_lost(&client, &after, &ledger).await;
+    worker.signal("TERM");
+    assert!(worker.wait_exit(Duration::from_secs(10)).success());
+    let _ = std::fs::remove_file(&ledger);
+}

@@ -33,6 +33,7 @@ macro_rules! broker_conformance {
                 lost_worker_is_recovered,
                 live_worker_is_not_recovered,
                 racing_reapers_recover_once,
+                racing_promoters_promote_once,
                 poison_message_is_dead_lettered,
                 deregister_returns_held_messages,
                 stats_count_every_place,
@@ -388,6 +389,34 @@ pub(crate) async fn racing_reapers_recover_once(broker: Shared) {
     assert_eq!(requeued, 20);
     let stats = broker.stats(&q).await.unwrap();
     assert_eq!((stats.pending, stats.processing), (20, 0));
+}
+
+pub(crate) async fn racing_promoters_promote_once(broker: Shared) {
+    let q = queue();
+    let due = broker.clock().now() + chrono::Duration::milliseconds(200);
+    let messages: Vec<_> = (0..50)
+        .map(|_| {
+            let mut m = message(&q, 0);
+            m.eta = Some(due);
+            m
+        })
+        .collect();
+    broker.enqueue(messages).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let promoters: Vec<_> = (0..4)
+        .map(|_| {
+            let (broker, q) = (broker.clone(), q.clone());
+            tokio::spawn(async move { broker.promote_scheduled(&[q], 1000).await.unwrap() })
+        })
+        .collect();
+    let mut promoted = 0;
+    for promoter in promoters {
+        promoted += promoter.await.unwrap();
+    }
+    // The memory broker also promotes inside fetch, so count what is pending, not only calls.
+    assert!(promoted <= 50);
+    let stats = broker.stats(&q).await.unwrap();
+    assert_eq!((stats.pending, stats.scheduled), (50, 0));
 }
 
 pub(crate) async fn poison_message_is_dead_lettered(broker: Shared) {

@@ -163,3 +163,31 @@ async fn messages_of_a_fetch_whose_reply_was_lost_are_adopted() {
     let stats = broker.stats(&q).await.unwrap();
     assert_eq!((stats.pending, stats.processing), (0, 0));
 }
+
+#[tokio::test]
+async fn acl_user_and_password_in_the_url() {
+    let server = RedisServer::start();
+    let admin = redis::Client::open(server.url()).unwrap();
+    let mut admin = admin.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("taskq")
+        .arg("on")
+        .arg(">s3cret")
+        .arg("~taskq:*")
+        .arg("&*")
+        .arg("+@all")
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+    let url = format!("redis://taskq:s3cret@127.0.0.1:{}", server.port());
+    let broker = RedisBroker::connect(RedisConfig::new(&url)).await.unwrap();
+    broker.enqueue(vec![message("acl", 0)]).await.unwrap();
+    assert_eq!(broker.stats("acl").await.unwrap().pending, 1);
+
+    let wrong = format!("redis://taskq:wrong@127.0.0.1:{}", server.port());
+    let err = RedisBroker::connect(RedisConfig::new(&wrong))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Redis(_)), "{err:?}");
+}

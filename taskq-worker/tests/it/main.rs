@@ -5,4 +5,5 @@ mod support;
 mod failures;
 mod lifecycle;
 mod ordering;
+mod redis;
 mod success;
