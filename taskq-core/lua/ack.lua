@@ -1,5 +1,6 @@
 -- Removes finished messages from a worker's processing list. Fenced: a message that is no
--- longer there (recovered by a reaper) is not counted and nothing else changes.
+-- longer there (recovered by a reaper) is not counted and nothing else changes. LREM scans from
+-- the tail, where the oldest fetched messages (the ones that usually finish first) sit.
 --
 -- KEYS[1]      taskq:{q}:processing:<worker>
 -- KEYS[2]      taskq:{q}:redeliveries
@@ -7,7 +8,7 @@
 -- returns      number of messages that were still held
 local acked = 0
 for i = 1, #ARGV, 2 do
-  if redis.call('LREM', KEYS[1], 1, ARGV[i]) == 1 then
+  if redis.call('LREM', KEYS[1], -1, ARGV[i]) == 1 then
     acked = acked + 1
     if ARGV[i + 1] ~= '' then
       redis.call('HDEL', KEYS[2], ARGV[i + 1])

@@ -12,6 +12,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use crate::{
+    acker::Completion,
     maintenance::broker_backoff,
     registry::Registered,
     runtime::{Counters, Runtime},
@@ -29,7 +30,6 @@ pub(crate) async fn execute(
     delivery: Delivery,
     held: OwnedSemaphorePermit,
 ) -> Option<Leftover> {
-    let _held = held;
     let slot = tokio::select! {
         biased;
         _ = runtime.stopping.cancelled() => None,
@@ -57,15 +57,34 @@ pub(crate) async fn execute(
         queue = %envelope.queue,
         attempt = envelope.attempt,
     );
-    Execution {
+    let outcome = Execution {
         runtime: &runtime,
         delivery: &delivery,
         envelope: &envelope,
     }
     .run()
     .instrument(span)
-    .await
-    .then_some((seq, delivery))
+    .await;
+    match outcome {
+        Outcome::Settled => None,
+        Outcome::Interrupted => Some((seq, delivery)),
+        Outcome::Complete(record) => {
+            runtime
+                .acker
+                .complete(Completion::new(delivery, record, held));
+            None
+        }
+    }
+}
+
+/// Where a message stands when its execution ends.
+enum Outcome {
+    /// Retried or dead-lettered already.
+    Settled,
+    /// Shutdown stopped it; it goes back to the queue unchanged.
+    Interrupted,
+    /// Finished (success or expiry): store this record, if any, then acknowledge.
+    Complete(Option<TaskResult>),
 }
 
 /// The state of one decoded message's execution.
@@ -86,8 +105,7 @@ enum Attempt {
 }
 
 impl Execution<'_> {
-    /// Returns true when shutdown interrupted the run and the message must go back.
-    async fn run(self) -> bool {
+    async fn run(self) -> Outcome {
         let runtime = self.runtime;
         let Some(task) = runtime.registry.get(&self.envelope.task).cloned() else {
             let error = format!(
@@ -96,7 +114,7 @@ impl Execution<'_> {
             );
             tracing::error!("{error}");
             dead_letter(runtime, self.delivery, DeadReason::UnknownTask, error).await;
-            return false;
+            return Outcome::Settled;
         };
         let now = runtime.client.clock().now();
         if self.envelope.is_expired(now) {
@@ -105,8 +123,7 @@ impl Execution<'_> {
             let record = self
                 .record(&task, TaskState::Expired)
                 .with_error("expired before it could run");
-            self.finish(&task, record).await;
-            return false;
+            return self.finish(&task, record);
         }
         if runtime.config.track_started && !task.options.ignore_result() {
             let record = self.record(&task, TaskState::Started).with_started_at(now);
@@ -124,7 +141,7 @@ impl Execution<'_> {
                 tracing::debug!("succeeded");
                 Counters::bump(&runtime.counters.succeeded);
                 let record = self.record(&task, TaskState::Success).with_result(output);
-                self.finish(&task, record).await;
+                return self.finish(&task, record);
             }
             Attempt::Failed(error) => self.fail(&task, error).await,
             Attempt::Rejected(error) => {
@@ -134,9 +151,9 @@ impl Execution<'_> {
                 self.store(&task, &record).await;
                 dead_letter(runtime, self.delivery, DeadReason::Malformed, error).await;
             }
-            Attempt::Interrupted => return true,
+            Attempt::Interrupted => return Outcome::Interrupted,
         }
-        false
+        Outcome::Settled
     }
 
     /// Runs the handler once, under the hard time limit, catching panics.
@@ -243,20 +260,9 @@ impl Execution<'_> {
         dead_letter(runtime, self.delivery, reason, error.message().to_owned()).await;
     }
 
-    /// Stores the final record, then acknowledges (results are written before the ack).
-    async fn finish(&self, task: &Registered, record: TaskResult) {
-        self.store(task, &record).await;
-        let runtime = self.runtime;
-        let acked = with_retries(runtime, "ack", || {
-            runtime
-                .client
-                .broker()
-                .ack(&runtime.worker, std::slice::from_ref(self.delivery))
-        })
-        .await;
-        if acked == Some(0) {
-            tracing::warn!("message was recovered by another worker before the ack");
-        }
+    /// Hands the final record to the acker, which writes results before acknowledging.
+    fn finish(&self, task: &Registered, record: TaskResult) -> Outcome {
+        Outcome::Complete((!task.options.ignore_result()).then_some(record))
     }
 
     async fn store(&self, task: &Registered, record: &TaskResult) {
@@ -304,7 +310,7 @@ async fn dead_letter(runtime: &Runtime, delivery: &Delivery, reason: DeadReason,
 ///
 /// Gives up only when shutdown's grace period is over: the message then stays in this worker's
 /// processing set, where deregistration or the reaper of another worker returns it.
-async fn with_retries<T, F, Fut>(runtime: &Runtime, what: &str, mut op: F) -> Option<T>
+pub(crate) async fn with_retries<T, F, Fut>(runtime: &Runtime, what: &str, mut op: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = taskq_core::Result<T>>,

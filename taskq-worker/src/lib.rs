@@ -36,6 +36,7 @@
 //! # Ok(()) }
 //! ```
 
+mod acker;
 mod builder;
 pub mod cli;
 mod config;

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{
+    acker::Acker,
     execute::{self, Leftover},
     maintenance,
     registry::Registry,
@@ -80,6 +81,8 @@ pub(crate) struct Runtime {
     /// Fires when the grace period ends: running executions are stopped and requeued.
     pub(crate) hard_stop: CancellationToken,
     pub(crate) counters: Counters,
+    /// Writes results and acknowledges finished messages in batches.
+    pub(crate) acker: Acker,
 }
 
 pub(crate) async fn run(
@@ -102,11 +105,13 @@ pub(crate) async fn run(
         stopping: CancellationToken::new(),
         hard_stop: CancellationToken::new(),
         counters: Counters::default(),
+        acker: Acker::new(),
     });
     let span = tracing::info_span!("worker", worker = %runtime.worker);
     async move {
         tracing::info!(queues = ?runtime.config.queues, concurrency = runtime.config.concurrency, "worker started");
         log_durability_warnings(&runtime).await;
+        let acker = Acker::start(&runtime);
         maintenance::round(&runtime).await;
         let maintenance_stop = CancellationToken::new();
         let maintenance = tokio::spawn(
@@ -126,6 +131,10 @@ pub(crate) async fn run(
             tracing::warn!(remaining = executions.len(), ?grace, "grace period over; stopping runs");
             runtime.hard_stop.cancel();
             drain(&mut executions, &mut leftovers).await;
+        }
+        runtime.acker.close();
+        if let Err(err) = acker.await {
+            tracing::error!(error = %err, "acker task failed");
         }
         give_back(&runtime, leftovers).await;
         maintenance_stop.cancel();

@@ -128,6 +128,8 @@ struct Shared {
     held: Mutex<Held>,
     /// Workers whose last fetch failed: their processing lists may hold unreported messages.
     unreconciled: Mutex<HashSet<WorkerId>>,
+    /// Queues this process already added to `taskq:queues`.
+    known_queues: Mutex<HashSet<String>>,
 }
 
 /// Payloads handed out and not yet released, with multiplicity, per (worker, queue).
@@ -167,8 +169,26 @@ impl RedisBroker {
                 blocking: OnceCell::new(),
                 held: Mutex::new(HashMap::new()),
                 unreconciled: Mutex::new(HashSet::new()),
+                known_queues: Mutex::new(HashSet::new()),
             }),
         })
+    }
+
+    fn knows_queue(&self, queue: &str) -> bool {
+        self.shared
+            .known_queues
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(queue)
+    }
+
+    fn remember_queues(&self, queues: &[&str]) {
+        let mut known = self
+            .shared
+            .known_queues
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        known.extend(queues.iter().map(|q| (*q).to_owned()));
     }
 
     fn conn(&self) -> ConnectionManager {
@@ -358,15 +378,10 @@ impl RedisBroker {
         }
         if out.is_empty() && !wait.is_zero() {
             if let Some(first) = queues.first() {
+                // One message at once for low latency; the caller's next fetch takes the rest.
                 if let Some(delivery) = self.fetch_blocking(worker, first, wait).await? {
                     self.hold(worker, std::slice::from_ref(&delivery));
                     out.push(delivery);
-                    // Also registers the worker, should the blocking move be its first fetch.
-                    let more = self
-                        .fetch_ready(worker, queues, max.saturating_sub(1))
-                        .await?;
-                    self.hold(worker, &more);
-                    out.extend(more);
                 }
             }
         }
@@ -429,33 +444,54 @@ impl Broker for RedisBroker {
             return Ok(());
         }
         let now = Utc::now();
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        let mut queues: Vec<&str> = Vec::new();
+        // Ready messages grouped per (queue, level) into one variadic LPUSH each, in order.
+        let mut ready: Vec<(String, Vec<&str>)> = Vec::new();
+        let mut scheduled: Vec<(String, Vec<(i64, String)>)> = Vec::new();
+        let mut new_queues: Vec<&str> = Vec::new();
         for message in &messages {
             let keys = QueueKeys::new(&message.queue);
             let level = message.priority.min(9);
             match message.eta {
                 Some(eta) if eta > now => {
-                    pipe.zadd(
-                        keys.scheduled(),
-                        format!("{level}{}", message.payload),
-                        millis(eta),
-                    )
-                    .ignore();
+                    let key = keys.scheduled();
+                    let member = (millis(eta), format!("{level}{}", message.payload));
+                    match scheduled.iter_mut().find(|(k, _)| *k == key) {
+                        Some((_, members)) => members.push(member),
+                        None => scheduled.push((key, vec![member])),
+                    }
                 }
                 _ => {
-                    pipe.lpush(keys.pending(level), &message.payload).ignore();
+                    let key = keys.pending(level);
+                    match ready.iter_mut().find(|(k, _)| *k == key) {
+                        Some((_, payloads)) => payloads.push(&message.payload),
+                        None => ready.push((key, vec![&message.payload])),
+                    }
                 }
             }
-            if !queues.contains(&message.queue.as_str()) {
-                queues.push(&message.queue);
+            if !new_queues.contains(&message.queue.as_str()) && !self.knows_queue(&message.queue) {
+                new_queues.push(&message.queue);
             }
         }
-        pipe.sadd(keys::QUEUES, queues).ignore();
+        let mut pipe = redis::pipe();
+        let commands = ready.len() + scheduled.len() + usize::from(!new_queues.is_empty());
+        if commands > 1 {
+            // All or nothing: a batch never lands half-way.
+            pipe.atomic();
+        }
+        for (key, payloads) in &ready {
+            pipe.lpush(key, payloads).ignore();
+        }
+        for (key, members) in &scheduled {
+            pipe.zadd_multiple(key, members).ignore();
+        }
+        if !new_queues.is_empty() {
+            pipe.sadd(keys::QUEUES, &new_queues).ignore();
+        }
         pipe.query_async::<()>(&mut self.conn())
             .await
-            .map_err(redis_error)
+            .map_err(redis_error)?;
+        self.remember_queues(&new_queues);
+        Ok(())
     }
 
     async fn fetch(
