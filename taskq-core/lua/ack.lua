@@ -7,12 +7,17 @@
 -- ARGV         pairs: payload, task id ('' when unknown)
 -- returns      number of messages that were still held
 local acked = 0
+local ids = {}
 for i = 1, #ARGV, 2 do
   if redis.call('LREM', KEYS[1], -1, ARGV[i]) == 1 then
     acked = acked + 1
     if ARGV[i + 1] ~= '' then
-      redis.call('HDEL', KEYS[2], ARGV[i + 1])
+      ids[#ids + 1] = ARGV[i + 1]
     end
   end
+end
+-- One call for the whole batch: the redelivery counts of finished messages are obsolete.
+if #ids > 0 then
+  redis.call('HDEL', KEYS[2], unpack(ids))
 end
 return acked

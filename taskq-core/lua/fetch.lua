@@ -2,26 +2,40 @@
 -- priority level first, oldest first within a level. Atomic: a message is either still pending
 -- or in exactly this worker's processing list.
 --
+-- Cost is independent of the batch size: EXISTS answers "anything at all?" for every level in
+-- one call, and each level is taken with LRANGE + LTRIM + LPUSH instead of one LMOVE per message.
+--
 -- KEYS[1..10]  taskq:{q}:pending:9 .. taskq:{q}:pending:0 (highest level first)
 -- KEYS[11]     taskq:{q}:processing:<worker>
 -- KEYS[12]     taskq:{q}:workers
 -- ARGV[1]      most messages to move (0 only registers the worker)
 -- ARGV[2]      worker id
 -- ARGV[3]      lease deadline (ms) for a worker not yet registered by a heartbeat
--- returns      {payloads, levels}: two arrays of equal length, in fetch order
+-- returns      {payloads, levels}: two arrays of equal length, oldest first
 local max = tonumber(ARGV[1])
 -- A worker holding messages must be known to reapers even before its first heartbeat.
 redis.call('ZADD', KEYS[12], 'NX', ARGV[3], ARGV[2])
 local payloads, levels = {}, {}
-local moved = 0
+if max <= 0 or redis.call('EXISTS', unpack(KEYS, 1, 10)) == 0 then
+  return {payloads, levels}
+end
 for i = 1, 10 do
-  while moved < max do
-    local payload = redis.call('LMOVE', KEYS[i], KEYS[11], 'RIGHT', 'LEFT')
-    if not payload then break end
-    moved = moved + 1
-    payloads[moved] = payload
-    levels[moved] = 10 - i
+  local want = max - #payloads
+  if want <= 0 then break end
+  -- Producers push left, so the oldest messages are at the right end.
+  local taken = redis.call('LRANGE', KEYS[i], -want, -1)
+  local n = #taken
+  if n > 0 then
+    redis.call('LTRIM', KEYS[i], 0, -n - 1)
+    -- taken is newest..oldest; report oldest first, and push oldest first so that the
+    -- processing list keeps the newest at its head, like LMOVE would.
+    local oldest_first = {}
+    for j = n, 1, -1 do
+      oldest_first[#oldest_first + 1] = taken[j]
+      payloads[#payloads + 1] = taken[j]
+      levels[#levels + 1] = 10 - i
+    end
+    redis.call('LPUSH', KEYS[11], unpack(oldest_first))
   end
-  if moved >= max then break end
 end
 return {payloads, levels}

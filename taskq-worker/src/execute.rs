@@ -160,7 +160,9 @@ impl Execution<'_> {
     async fn attempt(&self, task: &Registered) -> Attempt {
         let runtime = self.runtime;
         let max_retries = self.max_retries(task);
-        let ctx = TaskContext::new(self.envelope, max_retries, runtime.stopping.child_token())
+        // The shutdown token itself, not a child: a child token costs a lock and an allocation
+        // per task, and nothing cancels a single run yet.
+        let ctx = TaskContext::new(self.envelope, max_retries, runtime.stopping.clone())
             .with_worker(runtime.worker.as_str());
         let running = match task.start(&self.envelope.args, ctx) {
             Ok(running) => running,

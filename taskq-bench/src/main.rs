@@ -1,0 +1,164 @@
+//! taskq-bench: measures enqueue throughput, drain throughput, round-trip latency and the CPU,
+//! memory and Redis commands they cost, for no-op tasks with one small integer argument.
+//!
+//! `cargo run --release -p taskq-bench -- --broker redis://127.0.0.1:6379` (spawns nothing; uses
+//! the given Redis) or `--broker memory://`. See `docs/performance.md`.
+
+mod measure;
+mod tasks;
+mod workloads;
+
+use clap::{Parser, ValueEnum};
+use serde::Serialize;
+
+/// Command line of the benchmark.
+#[derive(Debug, Parser)]
+#[command(about = "Benchmark taskq against a broker")]
+struct Cli {
+    /// Broker URL: redis://HOST:PORT or memory://.
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    broker: String,
+    /// Workloads to run (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    workload: Vec<Workload>,
+    /// Tasks per throughput workload.
+    #[arg(long, default_value_t = 20_000)]
+    n: usize,
+    /// Round trips for the latency workload.
+    #[arg(long, default_value_t = 1_000)]
+    round_trips: usize,
+    /// Worker concurrency for the drain workloads.
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+    /// Seconds the idle workload observes an idle worker.
+    #[arg(long, default_value_t = 5)]
+    idle_seconds: u64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One measured scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Workload {
+    /// One producer, one awaited enqueue at a time.
+    W1,
+    /// 64 concurrent producers sharing one client.
+    W1c,
+    /// The bulk enqueue API.
+    W1bulk,
+    /// Drain N queued tasks, results off.
+    W2,
+    /// Drain N queued tasks, results stored.
+    W2b,
+    /// Enqueue then wait for the result, sequentially.
+    W3,
+    /// Redis commands per second of an idle worker.
+    Idle,
+}
+
+/// Everything measured for one workload.
+#[derive(Debug, Default, Serialize)]
+struct Row {
+    workload: String,
+    tasks: usize,
+    seconds: f64,
+    tasks_per_second: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    p50_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    p99_ms: Option<f64>,
+    /// CPU of this process (producer and/or worker) per task.
+    process_cpu_us_per_task: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis_cpu_us_per_task: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis_commands_per_second: Option<f64>,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "error".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let cli = Cli::parse();
+    let workloads = if cli.workload.is_empty() {
+        Workload::value_variants().to_vec()
+    } else {
+        cli.workload.clone()
+    };
+    let bench = workloads::Bench::connect(&cli).await?;
+    let json = cli.json;
+    // Run on a runtime worker thread, where applications' own tasks run, rather than on the
+    // thread blocked in `main`: every await would otherwise hop between threads.
+    let rows = tokio::spawn(async move {
+        let mut rows = Vec::new();
+        for workload in workloads {
+            if workload == Workload::Idle && bench.redis().is_none() {
+                continue;
+            }
+            let row = bench.run(workload).await?;
+            if !json {
+                eprintln!("{}", table_row(&row));
+            }
+            rows.push(row);
+        }
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(rows)
+    })
+    .await??;
+    let report = serde_json::json!({
+        "broker": cli.broker,
+        "n": cli.n,
+        "concurrency": cli.concurrency,
+        "peak_rss_mib": measure::peak_rss_kib().map(|k| k as f64 / 1024.0),
+        "rows": rows,
+    });
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{}", table_header());
+        for row in &rows {
+            println!("{}", table_row(row));
+        }
+        if let Some(rss) = report["peak_rss_mib"].as_f64() {
+            println!("peak RSS of the benchmark process (producer + worker): {rss:.1} MiB");
+        }
+    }
+    Ok(())
+}
+
+fn table_header() -> String {
+    format!(
+        "{:<8} {:>7} {:>9} {:>11} {:>8} {:>8} {:>10} {:>10} {:>9}",
+        "workload",
+        "tasks",
+        "seconds",
+        "tasks/s",
+        "p50 ms",
+        "p99 ms",
+        "cpu us/t",
+        "redis us/t",
+        "redis c/s"
+    )
+}
+
+fn table_row(row: &Row) -> String {
+    let opt = |v: Option<f64>, digits: usize| v.map_or("-".to_owned(), |v| format!("{v:.digits$}"));
+    format!(
+        "{:<8} {:>7} {:>9.3} {:>11.0} {:>8} {:>8} {:>10.2} {:>10} {:>9}",
+        row.workload,
+        row.tasks,
+        row.seconds,
+        row.tasks_per_second,
+        opt(row.p50_ms, 3),
+        opt(row.p99_ms, 3),
+        row.process_cpu_us_per_task,
+        opt(row.redis_cpu_us_per_task, 2),
+        opt(row.redis_commands_per_second, 1),
+    )
+}

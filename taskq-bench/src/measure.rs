@@ -1,0 +1,61 @@
+//! Reading costs: this process's CPU and peak RSS from /proc, Redis's CPU and command count
+//! from INFO.
+
+use std::time::Duration;
+
+/// CPU time (user + system) this process has used.
+pub(crate) fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the name.
+    let total = ticks(11) + ticks(12);
+    Duration::from_secs_f64(total as f64 / clock_ticks_per_second())
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // USER_HZ is 100 on every Linux configuration that matters.
+    100.0
+}
+
+/// Peak resident set size of this process (VmHWM), in KiB.
+pub(crate) fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+}
+
+/// CPU seconds Redis has used and commands it has processed.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RedisCounters {
+    pub(crate) cpu: f64,
+    pub(crate) commands: u64,
+}
+
+pub(crate) async fn redis_counters(
+    conn: &mut redis::aio::MultiplexedConnection,
+) -> redis::RedisResult<RedisCounters> {
+    let info: String = redis::cmd("INFO").arg("all").query_async(conn).await?;
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|line| line.strip_prefix(name).and_then(|v| v.strip_prefix(':')))
+            .map(str::trim)
+            .unwrap_or("0")
+            .to_owned()
+    };
+    Ok(RedisCounters {
+        cpu: field("used_cpu_user").parse::<f64>().unwrap_or(0.0)
+            + field("used_cpu_sys").parse::<f64>().unwrap_or(0.0),
+        commands: field("total_commands_processed").parse().unwrap_or(0),
+    })
+}

@@ -1,0 +1,329 @@
+//! The workloads: each runs on a fresh queue and returns one [`Row`].
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use taskq_core::{Client, TaskId};
+use taskq_worker::{Worker, WorkerReport};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    measure::{self, RedisCounters},
+    tasks::{self, Noop, QuietNoop},
+    Cli, Row, Workload,
+};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Concurrent producers in W1c.
+const PRODUCERS: usize = 64;
+/// Tasks per bulk call.
+const BULK: usize = 1_000;
+
+pub(crate) struct Bench {
+    client: Client,
+    redis: Option<redis::aio::MultiplexedConnection>,
+    n: usize,
+    round_trips: usize,
+    concurrency: usize,
+    idle_seconds: u64,
+}
+
+/// Costs observed across one measured stretch.
+struct Costs {
+    started: Instant,
+    cpu: Duration,
+    redis: Option<RedisCounters>,
+}
+
+impl Bench {
+    pub(crate) async fn connect(cli: &Cli) -> Result<Self, BoxError> {
+        let client = if cli.broker.starts_with("memory") {
+            // Room for the largest --n, so the bounded queue never refuses the benchmark.
+            let broker = taskq_core::MemoryBroker::with_config(
+                taskq_core::MemoryBrokerConfig::default().with_capacity(cli.n.max(100_000) * 2),
+            );
+            Client::new(
+                Arc::new(broker),
+                Arc::new(taskq_core::MemoryResultBackend::new()),
+            )
+        } else {
+            Client::connect(&cli.broker).await?
+        };
+        let redis = if cli.broker.starts_with("redis") {
+            let admin = redis::Client::open(cli.broker.as_str())?;
+            Some(admin.get_multiplexed_async_connection().await?)
+        } else {
+            None
+        };
+        Ok(Self {
+            client,
+            redis,
+            n: cli.n,
+            round_trips: cli.round_trips,
+            concurrency: cli.concurrency,
+            idle_seconds: cli.idle_seconds,
+        })
+    }
+
+    pub(crate) fn redis(&self) -> Option<&redis::aio::MultiplexedConnection> {
+        self.redis.as_ref()
+    }
+
+    pub(crate) async fn run(&self, workload: Workload) -> Result<Row, BoxError> {
+        let queue = format!("bench-{}", TaskId::new());
+        let name = serde_json::to_value(workload)?
+            .as_str()
+            .unwrap_or("?")
+            .to_owned();
+        let mut row = match workload {
+            Workload::W1 => self.w1(&queue).await?,
+            Workload::W1c => self.w1c(&queue).await?,
+            Workload::W1bulk => self.w1_bulk(&queue).await?,
+            Workload::W2 => self.drain::<QuietNoop>(&queue).await?,
+            Workload::W2b => self.drain::<Noop>(&queue).await?,
+            Workload::W3 => self.w3(&queue).await?,
+            Workload::Idle => self.idle(&queue).await?,
+        };
+        row.workload = name;
+        Ok(row)
+    }
+
+    async fn costs(&self) -> Result<Costs, BoxError> {
+        let redis = match self.redis.clone() {
+            Some(mut conn) => Some(measure::redis_counters(&mut conn).await?),
+            None => None,
+        };
+        Ok(Costs {
+            started: Instant::now(),
+            cpu: measure::process_cpu(),
+            redis,
+        })
+    }
+
+    async fn row(&self, before: Costs, tasks: usize) -> Result<Row, BoxError> {
+        let seconds = before.started.elapsed().as_secs_f64();
+        let cpu = measure::process_cpu().saturating_sub(before.cpu);
+        let per_task = |seconds: f64| seconds * 1e6 / tasks.max(1) as f64;
+        let mut row = Row {
+            tasks,
+            seconds,
+            tasks_per_second: tasks as f64 / seconds,
+            process_cpu_us_per_task: per_task(cpu.as_secs_f64()),
+            ..Row::default()
+        };
+        if let (Some(mut conn), Some(start)) = (self.redis.clone(), before.redis) {
+            let end = measure::redis_counters(&mut conn).await?;
+            row.redis_cpu_us_per_task = Some(per_task(end.cpu - start.cpu));
+            row.redis_commands_per_second = Some((end.commands - start.commands) as f64 / seconds);
+        }
+        Ok(row)
+    }
+
+    async fn w1(&self, queue: &str) -> Result<Row, BoxError> {
+        let before = self.costs().await?;
+        for n in 0..self.n {
+            self.client
+                .enqueue(QuietNoop { n: n as u64 })
+                .queue(queue)
+                .await?;
+        }
+        let row = self.row(before, self.n).await?;
+        self.purge(queue).await?;
+        Ok(row)
+    }
+
+    async fn w1c(&self, queue: &str) -> Result<Row, BoxError> {
+        let per_producer = self.n / PRODUCERS;
+        let before = self.costs().await?;
+        let producers: Vec<_> = (0..PRODUCERS)
+            .map(|p| {
+                let (client, queue) = (self.client.clone(), queue.to_owned());
+                tokio::spawn(async move {
+                    for i in 0..per_producer {
+                        client
+                            .enqueue(QuietNoop {
+                                n: (p * per_producer + i) as u64,
+                            })
+                            .queue(queue.clone())
+                            .await?;
+                    }
+                    Ok::<_, taskq_core::Error>(())
+                })
+            })
+            .collect();
+        for producer in producers {
+            producer.await??;
+        }
+        let row = self.row(before, per_producer * PRODUCERS).await?;
+        self.purge(queue).await?;
+        Ok(row)
+    }
+
+    async fn w1_bulk(&self, queue: &str) -> Result<Row, BoxError> {
+        let before = self.costs().await?;
+        self.fill(queue, self.n).await?;
+        let row = self.row(before, self.n).await?;
+        self.purge(queue).await?;
+        Ok(row)
+    }
+
+    /// Enqueues `n` quiet no-ops in bulk calls.
+    async fn fill(&self, queue: &str, n: usize) -> Result<(), BoxError> {
+        let args = serde_json::json!({"n": 1});
+        let mut sent = 0;
+        while sent < n {
+            let batch = BULK.min(n - sent);
+            self.enqueue_bulk(queue, &args, batch).await?;
+            sent += batch;
+        }
+        Ok(())
+    }
+
+    async fn enqueue_bulk(
+        &self,
+        queue: &str,
+        args: &serde_json::Value,
+        n: usize,
+    ) -> Result<(), BoxError> {
+        // The typed bulk API routes by the task's queue; the benchmark needs its own queue.
+        let now = self.client.clock().now();
+        let mut messages = Vec::with_capacity(n);
+        for _ in 0..n {
+            let envelope = taskq_core::Envelope::new("bench.noop_quiet", args, queue, now)?;
+            messages.push(taskq_core::OutboundMessage::from_envelope(
+                &envelope,
+                self.client.max_payload_bytes(),
+            )?);
+        }
+        self.client.broker().enqueue(messages).await?;
+        Ok(())
+    }
+
+    async fn drain<T: taskq_core::Run>(&self, queue: &str) -> Result<Row, BoxError> {
+        let args = serde_json::json!({"n": 1});
+        let name = T::NAME;
+        let now = self.client.clock().now();
+        let mut sent = 0;
+        while sent < self.n {
+            let batch = BULK.min(self.n - sent);
+            let mut messages = Vec::with_capacity(batch);
+            for _ in 0..batch {
+                let envelope = taskq_core::Envelope::new(name, &args, queue, now)?;
+                messages.push(taskq_core::OutboundMessage::from_envelope(
+                    &envelope,
+                    1 << 20,
+                )?);
+            }
+            self.client.broker().enqueue(messages).await?;
+            sent += batch;
+        }
+        tasks::reset(self.n);
+        let before = self.costs().await?;
+        let (stop, running) = self.start_worker(queue)?;
+        tasks::finished().await;
+        // Wait for the last acks too: the drain is done when nothing is held any more.
+        loop {
+            let stats = self.client.broker().stats(queue).await?;
+            if stats.pending + stats.processing == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let row = self.row(before, self.n).await?;
+        stop.cancel();
+        running.await??;
+        Ok(row)
+    }
+
+    async fn w3(&self, queue: &str) -> Result<Row, BoxError> {
+        let (stop, running) = self.start_worker(queue)?;
+        // Warm up connections and scripts.
+        for n in 0..20 {
+            let handle = self.client.enqueue(Noop { n }).queue(queue).await?;
+            handle.wait(Duration::from_secs(10)).await?;
+        }
+        let before = self.costs().await?;
+        let mut latencies = Vec::with_capacity(self.round_trips);
+        for n in 0..self.round_trips {
+            let started = Instant::now();
+            let handle = self
+                .client
+                .enqueue(Noop { n: n as u64 })
+                .queue(queue)
+                .await?;
+            handle.wait(Duration::from_secs(10)).await?;
+            latencies.push(started.elapsed());
+        }
+        let mut row = self.row(before, self.round_trips).await?;
+        latencies.sort();
+        let at =
+            |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
+        row.p50_ms = Some(at(0.50));
+        row.p99_ms = Some(at(0.99));
+        stop.cancel();
+        running.await??;
+        Ok(row)
+    }
+
+    async fn idle(&self, queue: &str) -> Result<Row, BoxError> {
+        let (stop, running) = self.start_worker(queue)?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let before = self.costs().await?;
+        tokio::time::sleep(Duration::from_secs(self.idle_seconds)).await;
+        let mut row = self.row(before, 0).await?;
+        // The two INFO calls of the measurement itself are not the worker's.
+        if let Some(rate) = row.redis_commands_per_second.as_mut() {
+            *rate -= 2.0 / row.seconds;
+        }
+        row.tasks_per_second = 0.0;
+        row.process_cpu_us_per_task = 0.0;
+        row.redis_cpu_us_per_task = None;
+        stop.cancel();
+        running.await??;
+        Ok(row)
+    }
+
+    fn start_worker(
+        &self,
+        queue: &str,
+    ) -> Result<
+        (
+            CancellationToken,
+            tokio::task::JoinHandle<taskq_worker::Result<WorkerReport>>,
+        ),
+        BoxError,
+    > {
+        let worker = Worker::builder(self.client.clone())
+            .register::<Noop>()
+            .register::<QuietNoop>()
+            .queues([queue])
+            .concurrency(self.concurrency)
+            .prefetch(self.concurrency)
+            .shutdown_grace(Duration::from_secs(5))
+            .build()?;
+        let stop = CancellationToken::new();
+        let running = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
+        Ok((stop, running))
+    }
+
+    /// Removes what a producer-only workload left behind.
+    async fn purge(&self, queue: &str) -> Result<(), BoxError> {
+        let Some(mut conn) = self.redis.clone() else {
+            return Ok(());
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("taskq:{{{queue}}}:*"))
+            .query_async(&mut conn)
+            .await?;
+        if !keys.is_empty() {
+            redis::cmd("DEL")
+                .arg(keys)
+                .query_async::<()>(&mut conn)
+                .await?;
+        }
+        Ok(())
+    }
+}
