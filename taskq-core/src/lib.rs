@@ -42,6 +42,7 @@ mod error;
 mod redis;
 mod result;
 mod retry;
+mod shutdown;
 mod task;
 
 pub use backend::{MemoryResultBackend, RedisResultBackend, ResultBackend, DEFAULT_RESULT_TTL};
@@ -57,6 +58,7 @@ pub use envelope::{
 pub use error::{Error, Result};
 pub use result::{TaskResult, TaskState};
 pub use retry::RetryPolicy;
+pub use shutdown::shutdown_signal;
 pub use task::{Run, Task, TaskContext, TaskError, TaskOptions, DEFAULT_MAX_RETRIES};
 /// `#[derive(Task)]`: see [`Task`].
 pub use taskq_macros::Task;

@@ -102,6 +102,8 @@ struct QueueState {
     dead: VecDeque<DeadLetter>,
     /// Times each message was recovered from a lost worker.
     redeliveries: HashMap<TaskId, u32>,
+    /// Claimed uniqueness keys and when each claim expires.
+    unique: HashMap<String, DateTime<Utc>>,
 }
 
 #[derive(Clone, Debug)]
@@ -294,6 +296,33 @@ impl Broker for MemoryBroker {
         // Scheduled messages also wake fetchers, so that they re-arm their timers.
         self.shared.ready.notify_waiters();
         Ok(())
+    }
+
+    async fn enqueue_unique(
+        &self,
+        message: OutboundMessage,
+        unique_key: &str,
+        ttl: Duration,
+    ) -> Result<bool> {
+        let now = self.shared.clock.now();
+        let expires = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+        {
+            let mut state = self.lock();
+            let queue = state.queues.entry(message.queue.clone()).or_default();
+            queue.unique.retain(|_, until| *until > now);
+            if queue.unique.contains_key(unique_key) {
+                return Ok(false);
+            }
+            queue.unique.insert(unique_key.to_owned(), expires);
+        }
+        if let Err(err) = self.enqueue(vec![message.clone()]).await {
+            // Not enqueued (queue full): release the claim so a later attempt can succeed.
+            if let Some(queue) = self.lock().queues.get_mut(&message.queue) {
+                queue.unique.remove(unique_key);
+            }
+            return Err(err);
+        }
+        Ok(true)
     }
 
     async fn fetch(

@@ -50,6 +50,16 @@ pub trait Broker: Send + Sync + std::fmt::Debug {
     /// bounded queue has no room.
     async fn enqueue(&self, messages: Vec<OutboundMessage>) -> Result<()>;
 
+    /// Enqueues `message` only if no message claimed `unique_key` on its queue within `ttl`;
+    /// returns whether it was enqueued. Claim and enqueue are one atomic step, so racing
+    /// producers (several beat replicas firing one slot) enqueue it exactly once.
+    async fn enqueue_unique(
+        &self,
+        message: OutboundMessage,
+        unique_key: &str,
+        ttl: Duration,
+    ) -> Result<bool>;
+
     /// Moves up to `max` ready messages from `queues` (in that order of preference, highest
     /// priority first within a queue) into `worker`'s processing set and returns them.
     ///

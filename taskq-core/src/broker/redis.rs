@@ -494,6 +494,42 @@ impl Broker for RedisBroker {
         Ok(())
     }
 
+    async fn enqueue_unique(
+        &self,
+        message: OutboundMessage,
+        unique_key: &str,
+        ttl: Duration,
+    ) -> Result<bool> {
+        let now = Utc::now();
+        let keys = QueueKeys::new(&message.queue);
+        let level = message.priority.min(9);
+        let due = message.eta.filter(|eta| *eta > now).map_or(0, millis);
+        let enqueued: i64 = scripts::ENQUEUE_UNIQUE
+            .key(keys.unique(unique_key))
+            .key(keys.pending(level))
+            .key(keys.scheduled())
+            .arg(&message.payload)
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+            .arg(due)
+            .arg(millis(now))
+            .arg(level)
+            .arg(message.id.to_string())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        if enqueued == 1 && !self.knows_queue(&message.queue) {
+            let mut conn = self.conn();
+            redis::cmd("SADD")
+                .arg(keys::QUEUES)
+                .arg(&message.queue)
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(redis_error)?;
+            self.remember_queues(&[&message.queue]);
+        }
+        Ok(enqueued == 1)
+    }
+
     async fn fetch(
         &self,
         worker: &WorkerId,

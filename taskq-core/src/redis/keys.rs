@@ -54,6 +54,11 @@ impl QueueKeys {
         format!("{}:dead", self.prefix)
     }
 
+    /// Marker of a unique enqueue; holds the task id that claimed `key` (STRING with TTL).
+    pub(crate) fn unique(&self, key: &str) -> String {
+        format!("{}:unique:{}", self.prefix, key)
+    }
+
     /// Task id -> times recovered from lost workers (HASH).
     pub(crate) fn redeliveries(&self) -> String {
         format!("{}:redeliveries", self.prefix)

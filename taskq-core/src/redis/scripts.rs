@@ -19,3 +19,4 @@ script!(REQUEUE, "requeue.lua");
 script!(DEAD_LETTER, "dead_letter.lua");
 script!(PROMOTE_SCHEDULED, "promote_scheduled.lua");
 script!(RECOVER, "recover.lua");
+script!(ENQUEUE_UNIQUE, "enqueue_unique.lua");

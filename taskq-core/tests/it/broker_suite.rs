@@ -37,6 +37,7 @@ macro_rules! broker_conformance {
                 poison_message_is_dead_lettered,
                 deregister_returns_held_messages,
                 stats_count_every_place,
+                unique_enqueue_happens_once_per_key,
             );
         }
     };
@@ -501,4 +502,35 @@ pub(crate) async fn stats_count_every_place(broker: Shared) {
         (stats.pending, stats.scheduled, stats.processing, stats.dead),
         (1, 1, 1, 1)
     );
+}
+
+pub(crate) async fn unique_enqueue_happens_once_per_key(broker: Shared) {
+    let q = queue();
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            let (broker, q) = (broker.clone(), q.clone());
+            tokio::spawn(async move {
+                broker
+                    .enqueue_unique(message(&q, 0), "slot-1", Duration::from_secs(60))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut enqueued = 0;
+    for racer in racers {
+        enqueued += usize::from(racer.await.unwrap());
+    }
+    assert_eq!(enqueued, 1);
+    assert!(broker
+        .enqueue_unique(message(&q, 0), "slot-2", Duration::from_millis(200))
+        .await
+        .unwrap());
+    assert_eq!(broker.stats(&q).await.unwrap().pending, 2);
+    // The claim expires with its ttl.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(broker
+        .enqueue_unique(message(&q, 0), "slot-2", Duration::from_secs(1))
+        .await
+        .unwrap());
 }

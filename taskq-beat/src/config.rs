@@ -1,0 +1,188 @@
+//! The schedule file (TOML): parsing and validation with errors that name the entry and line.
+//!
+//! ```toml
+//! [[entry]]
+//! name = "report"              # unique
+//! task = "reports.build"       # registered task name
+//! args = { day = "today" }     # JSON-compatible arguments (default {})
+//! cron = "0 30 9 * * MON-FRI"  # 5 or 6 fields (seconds first), or @hourly-style
+//! timezone = "Europe/Berlin"   # IANA name (default UTC)
+//! queue = "reports"            # optional: queue, priority (0..=9), expires ("10m"), headers
+//! catch_up = "once"            # skip | once (default) | all (with backfill = N, default 10)
+//! start = 2026-01-01T00:00:00Z # optional bounds
+//! end = 2026-12-31T23:59:59Z
+//!
+//! [[entry]]
+//! name = "heartbeat"
+//! task = "ops.ping"
+//! every = "30s"                # instead of cron
+//! ```
+
+use std::{collections::BTreeMap, path::Path};
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use crate::{Bounded, CatchUp, CronSchedule, Entry, Error, Every, Result, Schedule};
+
+/// Default cap of [`CatchUp::All`] when `backfill` is not given.
+const DEFAULT_BACKFILL: usize = 10;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    entry: Vec<toml::Spanned<RawEntry>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEntry {
+    name: String,
+    task: String,
+    #[serde(default)]
+    args: Option<toml::Value>,
+    cron: Option<String>,
+    every: Option<String>,
+    timezone: Option<String>,
+    queue: Option<String>,
+    priority: Option<u8>,
+    expires: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    catch_up: Option<String>,
+    backfill: Option<usize>,
+    start: Option<toml::value::Datetime>,
+    end: Option<toml::value::Datetime>,
+}
+
+/// Reads and validates a schedule file.
+///
+/// # Errors
+///
+/// [`Error::Config`] naming the file, line and entry: unreadable file, TOML syntax, unknown
+/// keys, bad cron lines, unknown time zones, bad intervals, duplicate names.
+pub fn load(path: &Path) -> Result<Vec<Entry>> {
+    let text = std::fs::read_to_string(path).map_err(|err| Error::Config {
+        path: path.display().to_string(),
+        message: format!("cannot read: {err}"),
+    })?;
+    parse(&text).map_err(|message| Error::Config {
+        path: path.display().to_string(),
+        message,
+    })
+}
+
+/// Parses schedule file text; the error is a one-line message naming line and entry.
+///
+/// ```
+/// let entries = taskq_beat::parse_schedule("[[entry]]\nname = \"t\"\ntask = \"demo.add\"\nevery = \"5s\"\n")?;
+/// assert_eq!(entries[0].name(), "t");
+/// let err = taskq_beat::parse_schedule("[[entry]]\nname = \"t\"\ntask = \"x\"\ncron = \"bad\"\n").unwrap_err();
+/// assert!(err.starts_with("line 1, entry `t`: invalid cron expression `bad`"), "{err}");
+/// # Ok::<(), String>(())
+/// ```
+pub fn parse(text: &str) -> std::result::Result<Vec<Entry>, String> {
+    let file: File = toml::from_str(text).map_err(|err| {
+        let line = err.span().map(|span| line_of(text, span.start));
+        match line {
+            Some(line) => format!("line {line}: {}", err.message()),
+            None => err.message().to_owned(),
+        }
+    })?;
+    let mut names: BTreeMap<String, usize> = BTreeMap::new();
+    let mut entries = Vec::with_capacity(file.entry.len());
+    for spanned in file.entry {
+        let line = line_of(text, spanned.span().start);
+        let raw = spanned.into_inner();
+        let context = |message: String| format!("line {line}, entry `{}`: {message}", raw.name);
+        if let Some(first) = names.insert(raw.name.clone(), line) {
+            return Err(context(format!(
+                "duplicate entry name (first defined on line {first})"
+            )));
+        }
+        entries.push(build(&raw).map_err(context)?);
+    }
+    Ok(entries)
+}
+
+fn build(raw: &RawEntry) -> std::result::Result<Entry, String> {
+    let timezone = raw.timezone.as_deref().unwrap_or("UTC");
+    let schedule: Box<dyn Schedule> = match (&raw.cron, &raw.every) {
+        (Some(cron), None) => {
+            Box::new(CronSchedule::parse(cron, timezone).map_err(|e| e.to_string())?)
+        }
+        (None, Some(every)) => {
+            if raw.timezone.is_some() {
+                return Err(
+                    "`timezone` applies to `cron` only; intervals are time-zone free".into(),
+                );
+            }
+            Box::new(Every::parse(every).map_err(|e| e.to_string())?)
+        }
+        (Some(_), Some(_)) => return Err("give either `cron` or `every`, not both".into()),
+        (None, None) => return Err("missing schedule: give `cron` or `every`".into()),
+    };
+    let start = raw.start.as_ref().map(datetime).transpose()?;
+    let end = raw.end.as_ref().map(datetime).transpose()?;
+    if let (Some(start), Some(end)) = (start, end) {
+        if end < start {
+            return Err(format!("`end` ({end}) is before `start` ({start})"));
+        }
+    }
+    let schedule: Box<dyn Schedule> = if start.is_some() || end.is_some() {
+        Box::new(Bounded::new(schedule, start, end))
+    } else {
+        schedule
+    };
+    let catch_up = match raw.catch_up.as_deref() {
+        None | Some("once") => CatchUp::Once,
+        Some("skip") => CatchUp::Skip,
+        Some("all") => CatchUp::All {
+            backfill: raw.backfill.unwrap_or(DEFAULT_BACKFILL),
+        },
+        Some(other) => {
+            return Err(format!(
+                "unknown catch_up `{other}`: expected skip, once or all"
+            ))
+        }
+    };
+    if raw.backfill.is_some() && !matches!(catch_up, CatchUp::All { .. }) {
+        return Err("`backfill` applies to catch_up = \"all\" only".into());
+    }
+    if raw.priority.is_some_and(|p| p > 9) {
+        return Err("priority must be between 0 and 9".into());
+    }
+    let args = match &raw.args {
+        Some(value) => serde_json::to_value(value).map_err(|e| format!("invalid args: {e}"))?,
+        None => serde_json::json!({}),
+    };
+    let mut entry = Entry::new(&raw.name, &raw.task, schedule)
+        .with_args(args)
+        .with_catch_up(catch_up);
+    if let Some(queue) = &raw.queue {
+        entry = entry.with_queue(queue);
+    }
+    if let Some(priority) = raw.priority {
+        entry = entry.with_priority(priority);
+    }
+    if let Some(expires) = &raw.expires {
+        let ttl = humantime::parse_duration(expires)
+            .map_err(|e| format!("invalid expires `{expires}`: {e}"))?;
+        entry = entry.with_expires(ttl);
+    }
+    for (key, value) in &raw.headers {
+        entry = entry.with_header(key, value);
+    }
+    Ok(entry)
+}
+
+fn datetime(value: &toml::value::Datetime) -> std::result::Result<DateTime<Utc>, String> {
+    value.to_string().parse::<DateTime<Utc>>().map_err(|_| {
+        format!("`{value}` is not a date-time with an offset (write 2026-01-01T00:00:00Z)")
+    })
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}

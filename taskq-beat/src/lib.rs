@@ -1,0 +1,27 @@
+//! taskq-beat: periodic tasks for taskq.
+//!
+//! Terminology: a [`Schedule`] names *slots* (instants); an [`Entry`] pairs a schedule with a
+//! task to enqueue; a [`Beat`] *fires* an entry's due slots by enqueueing the task through the
+//! normal client path. Schedules and the catch-up [`plan`] are pure functions of (last fire,
+//! now), so they are tested without a clock.
+//!
+//! Several beats may run against one Redis: one leads through a lock with an owner token
+//! ([`BeatStore`]); every fire has a deterministic task id ([`fire_id`]) and is enqueued only if
+//! the slot's uniqueness key was not claimed, atomically, so a slot is never enqueued twice, not
+//! even by two beats that both believe they lead.
+
+mod beat;
+mod config;
+mod entry;
+mod error;
+mod plan;
+mod schedule;
+mod store;
+
+pub use beat::{fire_id, preview, Beat, BeatConfig, BeatReport};
+pub use config::{load as load_schedule, parse as parse_schedule};
+pub use entry::Entry;
+pub use error::{Error, Result, ScheduleError};
+pub use plan::{plan, CatchUp, Plan};
+pub use schedule::{Bounded, CronSchedule, Every, Schedule};
+pub use store::{BeatStore, MemoryBeatStore, RedisBeatStore};

@@ -1,0 +1,92 @@
+//! `taskq-beat`: fires the periodic tasks of a schedule file. Thin: parse flags, validate the
+//! schedule before touching Redis, install signal handling, run the library's [`Beat`].
+
+use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use clap::Parser;
+use taskq_beat::{Beat, BeatConfig, BeatStore, MemoryBeatStore, RedisBeatStore};
+use taskq_core::Client;
+
+/// Fire periodic taskq tasks from a schedule file.
+#[derive(Debug, Parser)]
+#[command(name = "taskq-beat", version)]
+struct Cli {
+    /// Broker URL: redis://HOST:PORT, rediss://, or memory:// (in-process, for trying it out).
+    #[arg(long, env = "TASKQ_BROKER", default_value = "redis://127.0.0.1:6379")]
+    broker: String,
+    /// The schedule file (TOML, see examples/beat.toml).
+    #[arg(long)]
+    schedule: PathBuf,
+    /// Print the next fire times of every entry and exit; needs no broker.
+    #[arg(long)]
+    dry_run: bool,
+    /// With --dry-run: list fires after this instant (RFC 3339; default now).
+    #[arg(long)]
+    from: Option<DateTime<Utc>>,
+    /// With --dry-run: fires per entry.
+    #[arg(long, default_value_t = 5)]
+    count: usize,
+    /// Leader lock time to live: a dead leader is replaced within about this.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    lock_ttl: Duration,
+    /// Longest sleep between two looks at the schedule.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    tick: Duration,
+    /// How late a fire may be and still count as on time.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+    grace: Duration,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let cli = Cli::parse();
+    let entries = match taskq_beat::load_schedule(&cli.schedule) {
+        Ok(entries) => entries,
+        Err(err) => {
+            eprintln!("taskq-beat: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.dry_run {
+        let from = cli.from.unwrap_or_else(Utc::now);
+        for (name, slots) in taskq_beat::preview(&entries, from, cli.count) {
+            println!("{name}");
+            for slot in slots {
+                println!("  {}", slot.to_rfc3339());
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    match run(&cli, entries).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("taskq-beat: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: &Cli, entries: Vec<taskq_beat::Entry>) -> Result<(), Box<dyn std::error::Error>> {
+    let client = Client::connect(&cli.broker).await?;
+    let store: Arc<dyn BeatStore> = if cli.broker.starts_with("memory") {
+        Arc::new(MemoryBeatStore::new())
+    } else {
+        Arc::new(RedisBeatStore::connect(&cli.broker).await?)
+    };
+    let mut config = BeatConfig::default();
+    config.lock_ttl = cli.lock_ttl;
+    config.tick = cli.tick;
+    config.grace = cli.grace;
+    let beat = Beat::new(client, store, entries)?.with_config(config);
+    tracing::info!(owner = %beat.owner(), "taskq-beat starting");
+    let report = beat.run(taskq_core::shutdown_signal()).await?;
+    tracing::info!(?report, "taskq-beat stopped");
+    Ok(())
+}
