@@ -242,6 +242,26 @@ impl Client {
         self.backend().get(id).await
     }
 
+    /// Revokes `id` for a day: workers skip it and record REVOKED; with `terminate`, a running
+    /// execution is stopped too (its future is dropped). Persisted, so workers that were not
+    /// listening at the time still honour it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq_core::Result<()> {
+    /// let client = taskq_core::Client::in_memory();
+    /// let id = taskq_core::TaskId::new();
+    /// client.revoke(id, false).await?;
+    /// assert_eq!(client.broker().revoked().await?, vec![id]);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The broker's error.
+    pub async fn revoke(&self, id: TaskId, terminate: bool) -> Result<()> {
+        self.broker().revoke(id, terminate, REVOCATION_TTL).await
+    }
+
     /// A typed handle for a task id obtained elsewhere.
     pub fn result_handle<T>(&self, id: TaskId) -> AsyncResult<T> {
         AsyncResult {
@@ -255,6 +275,9 @@ impl Client {
         Envelope::new(T::NAME, task, T::options().queue(), self.clock().now())
     }
 }
+
+/// How long a revocation is remembered.
+const REVOCATION_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 fn apply_defaults(envelope: &mut Envelope, options: &TaskOptions, now: DateTime<Utc>) {
     envelope.priority = options.priority();

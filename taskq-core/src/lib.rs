@@ -47,8 +47,9 @@ mod task;
 
 pub use backend::{MemoryResultBackend, RedisResultBackend, ResultBackend, DEFAULT_RESULT_TTL};
 pub use broker::{
-    Broker, DeadLetter, DeadReason, Delivery, MemoryBroker, MemoryBrokerConfig, OutboundMessage,
-    QueueStats, RecoveryReport, RedisBroker, RedisConfig, WorkerId, FETCH_LEASE,
+    Broker, ControlMessage, DeadLetter, DeadReason, Delivery, MemoryBroker, MemoryBrokerConfig,
+    OutboundMessage, QueueStats, RecoveryReport, RedisBroker, RedisConfig, WorkerId, WorkerInfo,
+    FETCH_LEASE,
 };
 pub use client::{AsyncResult, Client, Enqueue};
 pub use clock::Clock;

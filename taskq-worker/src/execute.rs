@@ -102,6 +102,8 @@ enum Attempt {
     Rejected(String),
     /// Shutdown's grace period ended first; the message goes back unchanged.
     Interrupted,
+    /// Revoked with `terminate` while running: the run was dropped.
+    Revoked,
 }
 
 impl Execution<'_> {
@@ -117,6 +119,12 @@ impl Execution<'_> {
             return Outcome::Settled;
         };
         let now = runtime.client.clock().now();
+        if runtime.revocations.is_revoked(&self.envelope.id) {
+            tracing::info!("revoked before it ran");
+            Counters::bump(&runtime.counters.revoked);
+            let record = self.record(&task, TaskState::Revoked).with_error("revoked");
+            return self.finish(&task, record);
+        }
         if self.envelope.is_expired(now) {
             tracing::info!("expired before it could run");
             Counters::bump(&runtime.counters.expired);
@@ -152,6 +160,14 @@ impl Execution<'_> {
                 dead_letter(runtime, self.delivery, DeadReason::Malformed, error).await;
             }
             Attempt::Interrupted => return Outcome::Interrupted,
+            Attempt::Revoked => {
+                tracing::info!("revoked and stopped while running");
+                Counters::bump(&runtime.counters.revoked);
+                let record = self
+                    .record(&task, TaskState::Revoked)
+                    .with_error("revoked while running");
+                return self.finish(&task, record);
+            }
         }
         Outcome::Settled
     }
@@ -183,8 +199,10 @@ impl Execution<'_> {
                 None => Ok(guarded.await),
             }
         };
-        tokio::select! {
+        let terminate = runtime.revocations.start(self.envelope.id);
+        let attempt = tokio::select! {
             biased;
+            _ = terminate.cancelled() => Attempt::Revoked,
             outcome = outcome => match outcome {
                 Ok(Ok(Ok(output))) => Attempt::Succeeded(output),
                 Ok(Ok(Err(error))) => Attempt::Failed(error),
@@ -198,7 +216,9 @@ impl Execution<'_> {
                 ))),
             },
             _ = runtime.hard_stop.cancelled() => Attempt::Interrupted,
-        }
+        };
+        runtime.revocations.finish(&self.envelope.id);
+        attempt
     }
 
     /// Schedules the next attempt, or records FAILURE and dead-letters the message.

@@ -40,6 +40,7 @@ mod acker;
 mod builder;
 pub mod cli;
 mod config;
+mod control;
 mod error;
 mod execute;
 mod maintenance;

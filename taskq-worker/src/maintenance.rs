@@ -2,6 +2,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use taskq_core::WorkerInfo;
 use tokio_util::sync::CancellationToken;
 
 use crate::runtime::Runtime;
@@ -46,6 +47,24 @@ pub(crate) async fn round(runtime: &Runtime) {
     }
     if let Err(err) = broker.promote_scheduled(queues, PROMOTE_BATCH).await {
         tracing::warn!(error = %err, "promoting scheduled messages failed");
+    }
+    let mut info = WorkerInfo::new(
+        runtime.worker.as_str(),
+        queues.clone(),
+        runtime.config.concurrency,
+        runtime.started_at,
+    );
+    info.in_flight = runtime.config.concurrency - runtime.slots.available_permits();
+    info.last_heartbeat = chrono::Utc::now();
+    if let Err(err) = broker
+        .publish_worker_info(&info, runtime.config.liveness_ttl)
+        .await
+    {
+        tracing::warn!(error = %err, "publishing worker info failed");
+    }
+    match broker.revoked().await {
+        Ok(ids) => runtime.revocations.refresh(ids),
+        Err(err) => tracing::warn!(error = %err, "reading revocations failed"),
     }
 }
 

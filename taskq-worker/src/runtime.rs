@@ -15,6 +15,7 @@ use tracing::Instrument;
 
 use crate::{
     acker::Acker,
+    control::{self, Revocations},
     execute::{self, Leftover},
     maintenance,
     registry::Registry,
@@ -35,6 +36,8 @@ pub struct WorkerReport {
     pub dead_lettered: u64,
     /// Invocations that ended as EXPIRED without running.
     pub expired: u64,
+    /// Invocations that ended as REVOKED (skipped, or stopped while running).
+    pub revoked: u64,
     /// Messages put back unfinished on shutdown.
     pub requeued: u64,
 }
@@ -47,6 +50,7 @@ pub(crate) struct Counters {
     pub(crate) failed: AtomicU64,
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) expired: AtomicU64,
+    pub(crate) revoked: AtomicU64,
     pub(crate) requeued: AtomicU64,
 }
 
@@ -62,6 +66,7 @@ impl Counters {
             failed: self.failed.load(Ordering::Relaxed),
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
             expired: self.expired.load(Ordering::Relaxed),
+            revoked: self.revoked.load(Ordering::Relaxed),
             requeued: self.requeued.load(Ordering::Relaxed),
         }
     }
@@ -83,6 +88,10 @@ pub(crate) struct Runtime {
     pub(crate) counters: Counters,
     /// Writes results and acknowledges finished messages in batches.
     pub(crate) acker: Acker,
+    /// Revoked ids and running executions that a revocation may stop.
+    pub(crate) revocations: Revocations,
+    /// When this worker started, for its published info.
+    pub(crate) started_at: chrono::DateTime<chrono::Utc>,
 }
 
 pub(crate) async fn run(
@@ -106,6 +115,8 @@ pub(crate) async fn run(
         hard_stop: CancellationToken::new(),
         counters: Counters::default(),
         acker: Acker::new(),
+        revocations: Revocations::default(),
+        started_at: chrono::Utc::now(),
     });
     let span = tracing::info_span!("worker", worker = %runtime.worker);
     async move {
@@ -116,6 +127,9 @@ pub(crate) async fn run(
         let maintenance_stop = CancellationToken::new();
         let maintenance = tokio::spawn(
             maintenance::run(runtime.clone(), maintenance_stop.clone()).in_current_span(),
+        );
+        let control = tokio::spawn(
+            control::listen(runtime.clone(), maintenance_stop.clone()).in_current_span(),
         );
 
         let held = Arc::new(Semaphore::new(held_limit));
@@ -139,6 +153,7 @@ pub(crate) async fn run(
         give_back(&runtime, leftovers).await;
         maintenance_stop.cancel();
         let _ = maintenance.await;
+        let _ = control.await;
         runtime
             .client
             .broker()

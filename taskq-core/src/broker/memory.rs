@@ -8,13 +8,16 @@ use std::{
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use tokio::{sync::Notify, time::Instant};
+use tokio::{
+    sync::{mpsc, Notify},
+    time::Instant,
+};
 
 use super::{
     Broker, DeadLetter, DeadReason, Delivery, OutboundMessage, QueueStats, RecoveryReport,
     WorkerId, FETCH_LEASE,
 };
-use crate::{Clock, Error, Result, TaskId};
+use crate::{Clock, ControlMessage, Error, Result, TaskId, WorkerInfo};
 
 /// Number of priority levels (0..=9).
 const LEVELS: usize = 10;
@@ -82,6 +85,8 @@ struct Shared {
     ready: Notify,
     clock: Clock,
     config: MemoryBrokerConfig,
+    /// Control channel subscribers.
+    control: Mutex<Vec<mpsc::UnboundedSender<ControlMessage>>>,
 }
 
 #[derive(Debug, Default)]
@@ -89,6 +94,10 @@ struct State {
     queues: HashMap<String, QueueState>,
     workers: HashMap<WorkerId, WorkerState>,
     next_tag: u64,
+    /// Worker reports and when they expire.
+    infos: HashMap<String, (WorkerInfo, DateTime<Utc>)>,
+    /// Revoked ids and when the revocation expires.
+    revoked: HashMap<TaskId, DateTime<Utc>>,
 }
 
 #[derive(Debug, Default)]
@@ -134,6 +143,7 @@ impl MemoryBroker {
                 ready: Notify::new(),
                 clock: Clock::monotonic(),
                 config,
+                control: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -545,6 +555,59 @@ impl Broker for MemoryBroker {
             self.shared.ready.notify_waiters();
         }
         Ok(())
+    }
+
+    async fn publish_worker_info(&self, info: &WorkerInfo, ttl: Duration) -> Result<()> {
+        let until = self.shared.clock.now()
+            + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+        self.lock()
+            .infos
+            .insert(info.id.clone(), (info.clone(), until));
+        Ok(())
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerInfo>> {
+        let now = self.shared.clock.now();
+        let mut state = self.lock();
+        state.infos.retain(|_, (_, until)| *until > now);
+        let mut infos: Vec<_> = state.infos.values().map(|(info, _)| info.clone()).collect();
+        infos.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(infos)
+    }
+
+    async fn revoke(&self, id: TaskId, terminate: bool, ttl: Duration) -> Result<()> {
+        let until = self.shared.clock.now()
+            + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+        self.lock().revoked.insert(id, until);
+        self.broadcast(&ControlMessage::Revoke { id, terminate })
+            .await
+    }
+
+    async fn revoked(&self) -> Result<Vec<TaskId>> {
+        let now = self.shared.clock.now();
+        let mut state = self.lock();
+        state.revoked.retain(|_, until| *until > now);
+        Ok(state.revoked.keys().copied().collect())
+    }
+
+    async fn broadcast(&self, message: &ControlMessage) -> Result<()> {
+        let mut subscribers = self
+            .shared
+            .control
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        subscribers.retain(|tx| tx.send(message.clone()).is_ok());
+        Ok(())
+    }
+
+    async fn subscribe_control(&self) -> Result<mpsc::UnboundedReceiver<ControlMessage>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.shared
+            .control
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(tx);
+        Ok(rx)
     }
 
     async fn stats(&self, queue: &str) -> Result<QueueStats> {

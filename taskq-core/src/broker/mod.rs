@@ -15,10 +15,12 @@
 //! the calling worker's processing set, and reports whether it did. A worker whose messages were
 //! already recovered by another worker's reaper therefore changes nothing.
 
+mod control;
 mod memory;
 mod redis;
 mod types;
 
+pub use control::{ControlMessage, WorkerInfo};
 pub use memory::{MemoryBroker, MemoryBrokerConfig};
 pub use redis::{RedisBroker, RedisConfig};
 pub use types::{
@@ -120,6 +122,27 @@ pub trait Broker: Send + Sync + std::fmt::Debug {
     /// Returns whatever is still in `worker`'s processing set to the head of `pending` and
     /// removes the worker from the live set; the last call of a worker shutting down.
     async fn deregister(&self, worker: &WorkerId, queues: &[String]) -> Result<()>;
+
+    /// Publishes what a worker reports about itself for operators, kept for `ttl`.
+    async fn publish_worker_info(&self, info: &WorkerInfo, ttl: Duration) -> Result<()>;
+
+    /// Live workers' latest reports.
+    async fn workers(&self) -> Result<Vec<WorkerInfo>>;
+
+    /// Marks `id` revoked for `ttl` (persisted, so workers that were not listening still skip
+    /// it) and broadcasts the revocation.
+    async fn revoke(&self, id: crate::TaskId, terminate: bool, ttl: Duration) -> Result<()>;
+
+    /// Ids revoked and not yet expired.
+    async fn revoked(&self) -> Result<Vec<crate::TaskId>>;
+
+    /// Sends `message` to every subscriber of the control channel.
+    async fn broadcast(&self, message: &ControlMessage) -> Result<()>;
+
+    /// Subscribes to the control channel; messages sent after this returns are received.
+    async fn subscribe_control(
+        &self,
+    ) -> Result<tokio::sync::mpsc::UnboundedReceiver<ControlMessage>>;
 
     /// Server settings that can lose acknowledged tasks, as warnings a worker logs at start.
     async fn durability_warnings(&self) -> Result<Vec<String>> {

@@ -16,7 +16,8 @@ use serde::Deserialize;
 use tokio::sync::OnceCell;
 
 use super::{
-    Broker, DeadLetter, DeadReason, Delivery, OutboundMessage, QueueStats, RecoveryReport, WorkerId,
+    Broker, ControlMessage, DeadLetter, DeadReason, Delivery, OutboundMessage, QueueStats,
+    RecoveryReport, WorkerId, WorkerInfo,
 };
 use crate::{
     redis::{
@@ -134,6 +135,58 @@ struct Shared {
 
 /// Payloads handed out and not yet released, with multiplicity, per (worker, queue).
 type Held = HashMap<(WorkerId, Arc<str>), HashMap<Arc<str>, usize>>;
+
+/// Forwards control messages into `tx` until its receiver is dropped, reconnecting (and
+/// resubscribing) with backoff when the connection is lost.
+async fn forward_control(
+    client: redis::Client,
+    mut pubsub: redis::aio::PubSub,
+    tx: tokio::sync::mpsc::UnboundedSender<ControlMessage>,
+) {
+    use futures_util::StreamExt;
+    loop {
+        {
+            let mut messages = pubsub.on_message();
+            loop {
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    message = messages.next() => match message {
+                        None => break,
+                        Some(message) => {
+                            let parsed = message
+                                .get_payload::<String>()
+                                .ok()
+                                .and_then(|p| serde_json::from_str::<ControlMessage>(&p).ok());
+                            match parsed {
+                                Some(parsed) => {
+                                    if tx.send(parsed).is_err() {
+                                        return;
+                                    }
+                                }
+                                None => tracing::warn!("ignoring an unreadable control message"),
+                            }
+                        }
+                    },
+                }
+            }
+        }
+        tracing::warn!("control channel connection lost; reconnecting");
+        let mut delay = Duration::from_millis(50);
+        pubsub = loop {
+            if tx.is_closed() {
+                return;
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+            let Ok(mut fresh) = client.get_async_pubsub().await else {
+                continue;
+            };
+            if fresh.subscribe(keys::CONTROL).await.is_ok() {
+                break fresh;
+            }
+        };
+    }
+}
 
 /// Milliseconds since the epoch, the unit of every score and deadline in Redis.
 fn millis(at: DateTime<Utc>) -> i64 {
@@ -726,6 +779,124 @@ impl Broker for RedisBroker {
         }
         self.held().retain(|(w, _), _| w != worker);
         Ok(())
+    }
+
+    async fn publish_worker_info(&self, info: &WorkerInfo, ttl: Duration) -> Result<()> {
+        let json = serde_json::to_string(info).map_err(|source| Error::Serialize {
+            what: "worker info",
+            source,
+        })?;
+        let ttl_ms = i64::try_from(ttl.as_millis())
+            .unwrap_or(i64::MAX / 2)
+            .max(1);
+        redis::pipe()
+            .cmd("SET")
+            .arg(keys::worker_info(&info.id))
+            .arg(json)
+            .arg("PX")
+            .arg(ttl_ms)
+            .ignore()
+            .zadd(keys::WORKERS, &info.id, millis(Utc::now()) + ttl_ms)
+            .ignore()
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(redis_error)
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerInfo>> {
+        let now = millis(Utc::now());
+        let (ids,): (Vec<String>,) = redis::pipe()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(keys::WORKERS)
+            .arg("-inf")
+            .arg(format!("({now}"))
+            .ignore()
+            .cmd("ZRANGE")
+            .arg(keys::WORKERS)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|id| keys::worker_info(id)).collect();
+        let records: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(keys)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        Ok(records
+            .into_iter()
+            .flatten()
+            .filter_map(|record| serde_json::from_str(&record).ok())
+            .collect())
+    }
+
+    async fn revoke(&self, id: crate::TaskId, terminate: bool, ttl: Duration) -> Result<()> {
+        let until = millis(Utc::now()) + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+        let message =
+            serde_json::to_string(&ControlMessage::Revoke { id, terminate }).map_err(|source| {
+                Error::Serialize {
+                    what: "control message",
+                    source,
+                }
+            })?;
+        redis::pipe()
+            .zadd(keys::REVOKED, id.to_string(), until)
+            .ignore()
+            .publish(keys::CONTROL, message)
+            .ignore()
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(redis_error)
+    }
+
+    async fn revoked(&self) -> Result<Vec<crate::TaskId>> {
+        let now = millis(Utc::now());
+        let (ids,): (Vec<String>,) = redis::pipe()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(keys::REVOKED)
+            .arg("-inf")
+            .arg(now)
+            .ignore()
+            .cmd("ZRANGE")
+            .arg(keys::REVOKED)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        Ok(ids.iter().filter_map(|id| id.parse().ok()).collect())
+    }
+
+    async fn broadcast(&self, message: &ControlMessage) -> Result<()> {
+        let json = serde_json::to_string(message).map_err(|source| Error::Serialize {
+            what: "control message",
+            source,
+        })?;
+        redis::cmd("PUBLISH")
+            .arg(keys::CONTROL)
+            .arg(json)
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(redis_error)
+    }
+
+    async fn subscribe_control(
+        &self,
+    ) -> Result<tokio::sync::mpsc::UnboundedReceiver<ControlMessage>> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut pubsub = self
+            .shared
+            .client
+            .get_async_pubsub()
+            .await
+            .map_err(redis_error)?;
+        pubsub.subscribe(keys::CONTROL).await.map_err(redis_error)?;
+        tokio::spawn(forward_control(self.shared.client.clone(), pubsub, tx));
+        Ok(rx)
     }
 
     async fn durability_warnings(&self) -> Result<Vec<String>> {

@@ -68,6 +68,20 @@ impl QueueKeys {
 /// Names of every queue that ever received a message (SET), for operators.
 pub(crate) const QUEUES: &str = "taskq:queues";
 
+/// Live workers of every queue -> deadline of their info record, ms (ZSET).
+pub(crate) const WORKERS: &str = "taskq:workers";
+
+/// Revoked task ids -> expiry, ms (ZSET).
+pub(crate) const REVOKED: &str = "taskq:revoked";
+
+/// The control pub/sub channel (ping, revoke).
+pub(crate) const CONTROL: &str = "taskq:control";
+
+/// What a worker reports about itself (STRING with TTL, JSON).
+pub(crate) fn worker_info(id: &str) -> String {
+    format!("taskq:worker:{id}")
+}
+
 /// The stored result of one task (STRING with TTL).
 pub(crate) fn result(id: &str) -> String {
     format!("taskq:result:{id}")

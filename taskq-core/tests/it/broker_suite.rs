@@ -38,6 +38,9 @@ macro_rules! broker_conformance {
                 deregister_returns_held_messages,
                 stats_count_every_place,
                 unique_enqueue_happens_once_per_key,
+                revocations_expire,
+                control_messages_reach_subscribers,
+                worker_info_expires,
             );
         }
     };
@@ -533,4 +536,66 @@ pub(crate) async fn unique_enqueue_happens_once_per_key(broker: Shared) {
         .enqueue_unique(message(&q, 0), "slot-2", Duration::from_secs(1))
         .await
         .unwrap());
+}
+
+pub(crate) async fn revocations_expire(broker: Shared) {
+    let id = TaskId::new();
+    broker
+        .revoke(id, false, Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert!(broker.revoked().await.unwrap().contains(&id));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!broker.revoked().await.unwrap().contains(&id));
+}
+
+pub(crate) async fn control_messages_reach_subscribers(broker: Shared) {
+    let mut first = broker.subscribe_control().await.unwrap();
+    let mut second = broker.subscribe_control().await.unwrap();
+    let ping = taskq_core::ControlMessage::Ping { nonce: queue() };
+    broker.broadcast(&ping).await.unwrap();
+    let id = TaskId::new();
+    broker
+        .revoke(id, true, Duration::from_secs(60))
+        .await
+        .unwrap();
+    for rx in [&mut first, &mut second] {
+        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap();
+        assert_eq!(got, Some(ping.clone()));
+        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap();
+        assert_eq!(
+            got,
+            Some(taskq_core::ControlMessage::Revoke {
+                id,
+                terminate: true
+            })
+        );
+    }
+}
+
+pub(crate) async fn worker_info_expires(broker: Shared) {
+    let id = WorkerId::generate();
+    let info = taskq_core::WorkerInfo::new(id.as_str(), vec![queue()], 4, broker.clock().now());
+    broker
+        .publish_worker_info(&info, Duration::from_millis(300))
+        .await
+        .unwrap();
+    let workers = broker.workers().await.unwrap();
+    assert!(
+        workers
+            .iter()
+            .any(|w| w.id == id.as_str() && w.concurrency == 4),
+        "{workers:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!broker
+        .workers()
+        .await
+        .unwrap()
+        .iter()
+        .any(|w| w.id == id.as_str()));
 }

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod control;
 mod failures;
 mod lifecycle;
 mod ordering;
