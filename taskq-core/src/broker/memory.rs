@@ -13,6 +13,7 @@ use tokio::{
     time::Instant,
 };
 
+use super::types::sniff_created_at;
 use super::{
     Broker, DeadLetter, DeadReason, Delivery, OutboundMessage, QueueStats, RecoveryReport,
     WorkerId, FETCH_LEASE,
@@ -610,6 +611,64 @@ impl Broker for MemoryBroker {
         Ok(rx)
     }
 
+    async fn queues(&self) -> Result<Vec<String>> {
+        let mut queues: Vec<String> = self.lock().queues.keys().cloned().collect();
+        queues.sort();
+        Ok(queues)
+    }
+
+    async fn requeue_dead(&self, queue: &str, ids: Option<&[TaskId]>) -> Result<usize> {
+        let mut state = self.lock();
+        let Some(q) = state.queues.get_mut(queue) else {
+            return Ok(0);
+        };
+        let (chosen, kept): (VecDeque<DeadLetter>, VecDeque<DeadLetter>) =
+            std::mem::take(&mut q.dead).into_iter().partition(|letter| {
+                ids.is_none_or(|ids| letter.id.is_some_and(|id| ids.contains(&id)))
+            });
+        q.dead = kept;
+        let moved = chosen.len();
+        for letter in chosen {
+            let payload = letter.requeue_payload();
+            let id = letter.id.unwrap_or_default();
+            q.push_back(Message {
+                id,
+                priority: letter.priority(),
+                payload: Arc::from(payload),
+            });
+        }
+        drop(state);
+        if moved > 0 {
+            self.shared.ready.notify_waiters();
+        }
+        Ok(moved)
+    }
+
+    async fn purge_dead(&self, queue: &str, older_than: Option<DateTime<Utc>>) -> Result<usize> {
+        let mut state = self.lock();
+        let Some(q) = state.queues.get_mut(queue) else {
+            return Ok(0);
+        };
+        let before = q.dead.len();
+        q.dead
+            .retain(|letter| older_than.is_some_and(|cutoff| letter.at >= cutoff));
+        Ok(before - q.dead.len())
+    }
+
+    async fn purge_queue(&self, queue: &str) -> Result<usize> {
+        let mut state = self.lock();
+        let Some(q) = state.queues.get_mut(queue) else {
+            return Ok(0);
+        };
+        let purged = q.pending + q.scheduled.len();
+        for level in &mut q.levels {
+            level.clear();
+        }
+        q.pending = 0;
+        q.scheduled.clear();
+        Ok(purged)
+    }
+
     async fn stats(&self, queue: &str) -> Result<QueueStats> {
         let state = self.lock();
         let processing = state
@@ -628,6 +687,12 @@ impl Broker for MemoryBroker {
                 scheduled: q.scheduled.len(),
                 processing,
                 dead: q.dead.len(),
+                oldest_pending: q
+                    .levels
+                    .iter()
+                    .filter_map(|level| level.front())
+                    .filter_map(|m| sniff_created_at(&m.payload))
+                    .min(),
             },
         ))
     }

@@ -144,6 +144,25 @@ pub trait Broker: Send + Sync + std::fmt::Debug {
         &self,
     ) -> Result<tokio::sync::mpsc::UnboundedReceiver<ControlMessage>>;
 
+    /// Every queue that has received a message, sorted.
+    async fn queues(&self) -> Result<Vec<String>>;
+
+    /// Moves dead letters of `queue` back to its pending list (all of them, or those with the
+    /// given ids), each atomically, with their attempt count reset; returns how many moved.
+    async fn requeue_dead(&self, queue: &str, ids: Option<&[crate::TaskId]>) -> Result<usize>;
+
+    /// Deletes dead letters of `queue` (all, or those dead-lettered before `older_than`);
+    /// returns how many.
+    async fn purge_dead(
+        &self,
+        queue: &str,
+        older_than: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<usize>;
+
+    /// Deletes every pending and scheduled message of `queue` (not those held by workers, not
+    /// dead letters); returns how many.
+    async fn purge_queue(&self, queue: &str) -> Result<usize>;
+
     /// Server settings that can lose acknowledged tasks, as warnings a worker logs at start.
     async fn durability_warnings(&self) -> Result<Vec<String>> {
         Ok(Vec::new())

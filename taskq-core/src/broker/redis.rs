@@ -899,6 +899,106 @@ impl Broker for RedisBroker {
         Ok(rx)
     }
 
+    async fn queues(&self) -> Result<Vec<String>> {
+        let mut queues: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(keys::QUEUES)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        queues.sort();
+        Ok(queues)
+    }
+
+    async fn requeue_dead(&self, queue: &str, ids: Option<&[crate::TaskId]>) -> Result<usize> {
+        let keys = QueueKeys::new(queue);
+        let records: Vec<String> = redis::cmd("LRANGE")
+            .arg(keys.dead())
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        let mut moved = 0;
+        // Oldest first, so requeued messages keep their original order.
+        for record in records.iter().rev() {
+            let Ok(letter) = serde_json::from_str::<DeadLetter>(record) else {
+                continue;
+            };
+            if let Some(ids) = ids {
+                if !letter.id.is_some_and(|id| ids.contains(&id)) {
+                    continue;
+                }
+            }
+            let requeued: i64 = scripts::REQUEUE_DEAD
+                .key(keys.dead())
+                .key(keys.pending(letter.priority()))
+                .arg(record)
+                .arg(letter.requeue_payload())
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(redis_error)?;
+            moved += requeued as usize;
+        }
+        Ok(moved)
+    }
+
+    async fn purge_dead(&self, queue: &str, older_than: Option<DateTime<Utc>>) -> Result<usize> {
+        let keys = QueueKeys::new(queue);
+        let Some(cutoff) = older_than else {
+            let (count, _): (usize, ()) = redis::pipe()
+                .atomic()
+                .llen(keys.dead())
+                .del(keys.dead())
+                .ignore()
+                .query_async::<(usize,)>(&mut self.conn())
+                .await
+                .map(|(count,)| (count, ()))
+                .map_err(redis_error)?;
+            return Ok(count);
+        };
+        let records: Vec<String> = redis::cmd("LRANGE")
+            .arg(keys.dead())
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        let mut purged = 0;
+        for record in records {
+            let old =
+                serde_json::from_str::<DeadLetter>(&record).is_ok_and(|letter| letter.at < cutoff);
+            if old {
+                let removed: usize = redis::cmd("LREM")
+                    .arg(keys.dead())
+                    .arg(1)
+                    .arg(&record)
+                    .query_async(&mut self.conn())
+                    .await
+                    .map_err(redis_error)?;
+                purged += removed;
+            }
+        }
+        Ok(purged)
+    }
+
+    async fn purge_queue(&self, queue: &str) -> Result<usize> {
+        let keys = QueueKeys::new(queue);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for key in keys.pending_ascending() {
+            pipe.llen(&key);
+        }
+        pipe.zcard(keys.scheduled());
+        let mut doomed = keys.pending_ascending();
+        doomed.push(keys.scheduled());
+        pipe.del(doomed).ignore();
+        let counts: Vec<usize> = pipe
+            .query_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        Ok(counts.iter().sum())
+    }
+
     async fn durability_warnings(&self) -> Result<Vec<String>> {
         connection::durability_warnings(&mut self.conn()).await
     }
@@ -913,6 +1013,19 @@ impl Broker for RedisBroker {
             .query_async(&mut self.conn())
             .await
             .map_err(redis_error)?;
+        let mut pipe = redis::pipe();
+        for key in keys.pending_ascending() {
+            pipe.cmd("LINDEX").arg(key).arg(-1);
+        }
+        let oldest: Vec<Option<String>> = pipe
+            .query_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        let oldest_pending = oldest
+            .iter()
+            .flatten()
+            .filter_map(|payload| super::types::sniff_created_at(payload))
+            .min();
         let (scheduled, dead, workers): (usize, usize, Vec<String>) = redis::pipe()
             .zcard(keys.scheduled())
             .llen(keys.dead())
@@ -937,6 +1050,7 @@ impl Broker for RedisBroker {
             scheduled,
             processing,
             dead,
+            oldest_pending,
         })
     }
 

@@ -191,6 +191,29 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
+    /// The payload to enqueue again: the same invocation with its attempt count reset, or the
+    /// raw payload unchanged when it is not a readable envelope.
+    pub fn requeue_payload(&self) -> String {
+        match serde_json::from_str::<crate::Envelope>(&self.payload) {
+            Ok(mut envelope) => {
+                envelope.attempt = 0;
+                envelope.last_error = None;
+                serde_json::to_string(&envelope).unwrap_or_else(|_| self.payload.clone())
+            }
+            Err(_) => self.payload.clone(),
+        }
+    }
+
+    /// Priority level of the payload (0 when unreadable).
+    pub fn priority(&self) -> u8 {
+        #[derive(Deserialize)]
+        struct Level {
+            #[serde(default)]
+            priority: u8,
+        }
+        serde_json::from_str::<Level>(&self.payload).map_or(0, |l| l.priority.min(9))
+    }
+
     /// A dead letter for `payload`; the id is read from the payload when possible.
     pub fn new(
         queue: impl Into<String>,
@@ -211,6 +234,17 @@ impl DeadLetter {
             payload,
         }
     }
+}
+
+/// Reads just the `created_at` field of a payload.
+pub(crate) fn sniff_created_at(payload: &str) -> Option<DateTime<Utc>> {
+    #[derive(Deserialize)]
+    struct CreatedAt {
+        created_at: DateTime<Utc>,
+    }
+    serde_json::from_str::<CreatedAt>(payload)
+        .ok()
+        .map(|x| x.created_at)
 }
 
 /// Reads just the `id` field of a payload that may not be a valid envelope.
@@ -234,6 +268,9 @@ pub struct QueueStats {
     pub processing: usize,
     /// Dead letters.
     pub dead: usize,
+    /// Creation time of the oldest ready message, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_pending: Option<DateTime<Utc>>,
 }
 
 /// What one [`recover_lost_workers`](super::Broker::recover_lost_workers) call did.

@@ -20,3 +20,4 @@ script!(DEAD_LETTER, "dead_letter.lua");
 script!(PROMOTE_SCHEDULED, "promote_scheduled.lua");
 script!(RECOVER, "recover.lua");
 script!(ENQUEUE_UNIQUE, "enqueue_unique.lua");
+script!(REQUEUE_DEAD, "requeue_dead.lua");

@@ -41,6 +41,9 @@ macro_rules! broker_conformance {
                 revocations_expire,
                 control_messages_reach_subscribers,
                 worker_info_expires,
+                dead_letters_requeue_atomically_with_attempts_reset,
+                dead_letters_purge_by_age,
+                queue_purge_removes_waiting_messages_only,
             );
         }
     };
@@ -598,4 +601,122 @@ pub(crate) async fn worker_info_expires(broker: Shared) {
         .unwrap()
         .iter()
         .any(|w| w.id == id.as_str()));
+}
+
+/// Fetches `n` messages of `q` with a new worker and dead-letters them; returns their ids.
+async fn kill(broker: &Shared, q: &str, n: usize) -> Vec<TaskId> {
+    let worker = WorkerId::generate();
+    let got = broker
+        .fetch(&worker, &[q.to_owned()], n, NO_WAIT)
+        .await
+        .unwrap();
+    for delivery in &got {
+        broker
+            .dead_letter(
+                &worker,
+                delivery,
+                DeadReason::RetriesExhausted,
+                Some("boom".into()),
+            )
+            .await
+            .unwrap();
+    }
+    ids(&got)
+}
+
+pub(crate) async fn dead_letters_requeue_atomically_with_attempts_reset(broker: Shared) {
+    let q = queue();
+    let mut tired = message(&q, 0);
+    let mut envelope = Envelope::decode(&tired.payload, 1 << 20).unwrap();
+    envelope.attempt = 3;
+    tired.payload = envelope.encode(1 << 20).unwrap();
+    broker
+        .enqueue(vec![tired, message(&q, 0), message(&q, 0)])
+        .await
+        .unwrap();
+    let dead = kill(&broker, &q, 3).await;
+    assert!(broker.queues().await.unwrap().contains(&q));
+
+    assert_eq!(broker.requeue_dead(&q, Some(&dead[..1])).await.unwrap(), 1);
+    assert_eq!(
+        broker.requeue_dead(&q, Some(&dead[..1])).await.unwrap(),
+        0,
+        "never doubled"
+    );
+    let stats = broker.stats(&q).await.unwrap();
+    assert_eq!((stats.pending, stats.dead), (1, 2));
+    let back = broker
+        .fetch(&WorkerId::generate(), std::slice::from_ref(&q), 10, NO_WAIT)
+        .await
+        .unwrap();
+    let envelope = Envelope::decode(back[0].payload(), 1 << 20).unwrap();
+    assert_eq!((envelope.id, envelope.attempt), (dead[0], 0));
+
+    // Racing requeues of everything move each letter exactly once.
+    let racers: Vec<_> = (0..3)
+        .map(|_| {
+            let (broker, q) = (broker.clone(), q.clone());
+            tokio::spawn(async move { broker.requeue_dead(&q, None).await.unwrap() })
+        })
+        .collect();
+    let mut moved = 0;
+    for racer in racers {
+        moved += racer.await.unwrap();
+    }
+    assert_eq!(moved, 2);
+    let stats = broker.stats(&q).await.unwrap();
+    assert_eq!((stats.pending, stats.dead), (2, 0));
+}
+
+pub(crate) async fn dead_letters_purge_by_age(broker: Shared) {
+    let q = queue();
+    broker
+        .enqueue(vec![message(&q, 0), message(&q, 0)])
+        .await
+        .unwrap();
+    kill(&broker, &q, 2).await;
+    let cutoff = broker.clock().now() - chrono::Duration::hours(1);
+    assert_eq!(
+        broker.purge_dead(&q, Some(cutoff)).await.unwrap(),
+        0,
+        "none are that old"
+    );
+    let cutoff = broker.clock().now() + chrono::Duration::seconds(1);
+    assert_eq!(broker.purge_dead(&q, Some(cutoff)).await.unwrap(), 2);
+    broker.enqueue(vec![message(&q, 0)]).await.unwrap();
+    kill(&broker, &q, 1).await;
+    assert_eq!(broker.purge_dead(&q, None).await.unwrap(), 1);
+    assert_eq!(broker.stats(&q).await.unwrap().dead, 0);
+}
+
+pub(crate) async fn queue_purge_removes_waiting_messages_only(broker: Shared) {
+    let q = queue();
+    let mut later = message(&q, 0);
+    later.eta = Some(broker.clock().now() + chrono::Duration::hours(1));
+    let first = message(&q, 3);
+    let created = Envelope::decode(&first.payload, 1 << 20)
+        .unwrap()
+        .created_at;
+    broker
+        .enqueue(vec![first, message(&q, 0), later, message(&q, 0)])
+        .await
+        .unwrap();
+    assert!(broker
+        .stats(&q)
+        .await
+        .unwrap()
+        .oldest_pending
+        .is_some_and(|t| t <= created + chrono::Duration::seconds(1)));
+    let held = broker
+        .fetch(&WorkerId::generate(), std::slice::from_ref(&q), 1, NO_WAIT)
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 1);
+    assert_eq!(broker.purge_queue(&q).await.unwrap(), 3);
+    let stats = broker.stats(&q).await.unwrap();
+    assert_eq!(
+        (stats.pending, stats.scheduled, stats.processing),
+        (0, 0, 1)
+    );
+    assert_eq!(stats.oldest_pending, None);
 }

@@ -1,0 +1,13 @@
+-- Moves one dead letter back to its queue: removes the record and pushes the (reset) payload
+-- in one step, so a message is never lost or doubled even when two operators race.
+--
+-- KEYS[1]      taskq:{q}:dead
+-- KEYS[2]      taskq:{q}:pending:<level>
+-- ARGV[1]      the dead letter record, exactly as stored
+-- ARGV[2]      the payload to enqueue
+-- returns      1 when requeued, 0 when the record was no longer there
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then
+  return 0
+end
+redis.call('LPUSH', KEYS[2], ARGV[2])
+return 1
