@@ -1,0 +1,155 @@
+//! Command-line grammar.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// See and fix a running taskq deployment.
+#[derive(Debug, Parser)]
+#[command(name = "taskq", version)]
+pub struct Cli {
+    /// Broker URL: redis://HOST:PORT[/DB] or rediss://.
+    #[arg(
+        long,
+        env = "TASKQ_BROKER",
+        default_value = "redis://127.0.0.1:6379",
+        global = true
+    )]
+    pub broker: String,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Per-queue counts, oldest pending age and live workers.
+    Status {
+        /// Refresh every INTERVAL until interrupted (default 2s).
+        #[arg(long, value_name = "INTERVAL", num_args = 0..=1, default_missing_value = "2s", value_parser = humantime::parse_duration)]
+        watch: Option<Duration>,
+    },
+    /// Live workers.
+    Workers,
+    /// Enqueue a task by name with JSON arguments; prints its id.
+    Enqueue(EnqueueArgs),
+    /// State, result or error, and attempts of a task.
+    Result {
+        /// Task id.
+        id: String,
+        /// Wait up to this long for a final state.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        wait: Option<Duration>,
+    },
+    /// Dead letters.
+    Dead {
+        /// What to do with them.
+        #[command(subcommand)]
+        command: DeadCommand,
+    },
+    /// Queue maintenance.
+    Queue {
+        /// What to do.
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
+    /// Revoke a task: workers skip it (REVOKED); with --terminate, stop it if running.
+    Revoke {
+        /// Task id.
+        id: String,
+        /// Also stop a running execution.
+        #[arg(long)]
+        terminate: bool,
+    },
+    /// Ask every live worker to answer; prints who did and how fast.
+    Ping {
+        /// How long to collect answers.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+}
+
+/// `taskq enqueue`.
+#[derive(Debug, Args)]
+pub struct EnqueueArgs {
+    /// Registered task name.
+    pub name: String,
+    /// Arguments as JSON.
+    #[arg(long, default_value = "{}")]
+    pub args: String,
+    /// Queue (default: `default`).
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// Run no earlier than this from now, e.g. 10s.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub countdown: Option<Duration>,
+    /// Run no earlier than this instant (RFC 3339).
+    #[arg(long)]
+    pub eta: Option<chrono::DateTime<chrono::Utc>>,
+    /// Priority 0..=9 (higher first).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=9))]
+    pub priority: Option<u8>,
+    /// Expire if not started by then: a duration from now (1h) or an RFC 3339 instant.
+    #[arg(long)]
+    pub expires: Option<String>,
+}
+
+/// `taskq dead ...`.
+#[derive(Debug, Subcommand)]
+pub enum DeadCommand {
+    /// List dead letters, newest first.
+    List {
+        /// Only this queue (default: all).
+        #[arg(long)]
+        queue: Option<String>,
+        /// At most this many per queue.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Show one dead letter in full.
+    Show {
+        /// Task id.
+        id: String,
+        /// Only look in this queue.
+        #[arg(long)]
+        queue: Option<String>,
+    },
+    /// Put dead letters back in their queue (atomically, attempts reset).
+    Requeue {
+        /// Task ids.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<String>,
+        /// Every dead letter (of --queue, or of all queues).
+        #[arg(long)]
+        all: bool,
+        /// Only this queue.
+        #[arg(long)]
+        queue: Option<String>,
+    },
+    /// Delete dead letters.
+    Purge {
+        /// Only this queue.
+        #[arg(long)]
+        queue: Option<String>,
+        /// Only those dead-lettered longer ago than this, e.g. 7d.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        older_than: Option<Duration>,
+    },
+}
+
+/// `taskq queue ...`.
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Delete every waiting (pending and scheduled) message of a queue.
+    Purge {
+        /// The queue.
+        queue: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+}

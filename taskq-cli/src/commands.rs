@@ -1,0 +1,376 @@
+//! What each subcommand does.
+
+use std::{io::Write, time::Duration};
+
+use chrono::Utc;
+use serde_json::json;
+use taskq_core::{Client, ControlMessage, DeadLetter, TaskId};
+
+use crate::{
+    args::{Cli, Command, DeadCommand, EnqueueArgs, QueueCommand},
+    table, Failure,
+};
+
+pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
+    let client = Client::connect(&cli.broker)
+        .await
+        .map_err(|err| format!("cannot reach the broker at {}: {}", cli.broker, chain(&err)))?;
+    let json = cli.json;
+    match cli.command {
+        Command::Status { watch: None } => println!("{}", status(&client, json).await?),
+        Command::Status { watch: Some(every) } => loop {
+            let text = status(&client, json).await?;
+            print!("\x1b[2J\x1b[H{text}\n");
+            std::io::stdout().flush()?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = tokio::time::sleep(every) => {}
+            }
+        },
+        Command::Workers => println!("{}", workers(&client, json).await?),
+        Command::Enqueue(args) => println!("{}", enqueue(&client, args, json).await?),
+        Command::Result { id, wait } => {
+            println!("{}", result(&client, &parse_id(&id)?, wait, json).await?)
+        }
+        Command::Dead { command } => println!("{}", dead(&client, command, json).await?),
+        Command::Queue {
+            command: QueueCommand::Purge { queue, yes },
+        } => println!("{}", purge_queue(&client, &queue, yes, json).await?),
+        Command::Revoke { id, terminate } => {
+            let id = parse_id(&id)?;
+            client.revoke(id, terminate).await?;
+            println!(
+                "{}",
+                if json {
+                    json!({"revoked": id, "terminate": terminate}).to_string()
+                } else {
+                    format!("revoked {id}")
+                }
+            );
+        }
+        Command::Ping { timeout } => println!("{}", ping(&client, timeout, json).await?),
+    }
+    Ok(())
+}
+
+/// An error with its causes, on one line.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn parse_id(text: &str) -> Result<TaskId, Failure> {
+    text.parse()
+        .map_err(|_| format!("`{text}` is not a task id (a UUID)").into())
+}
+
+async fn status(client: &Client, json: bool) -> Result<String, Failure> {
+    let broker = client.broker();
+    let now = Utc::now();
+    let mut rows = Vec::new();
+    let mut stats = Vec::new();
+    for queue in broker.queues().await? {
+        let s = broker.stats(&queue).await?;
+        let oldest = s.oldest_pending.map(|t| (now - t).num_seconds());
+        rows.push(vec![
+            queue.clone(),
+            s.pending.to_string(),
+            s.scheduled.to_string(),
+            s.processing.to_string(),
+            s.dead.to_string(),
+            oldest.map_or("-".into(), table::age),
+        ]);
+        stats.push(
+            json!({"queue": queue, "pending": s.pending, "scheduled": s.scheduled,
+            "processing": s.processing, "dead": s.dead, "oldest_pending_seconds": oldest}),
+        );
+    }
+    let workers = broker.workers().await?.len();
+    if json {
+        return Ok(json!({"queues": stats, "live_workers": workers}).to_string());
+    }
+    let header = [
+        "QUEUE",
+        "PENDING",
+        "SCHEDULED",
+        "PROCESSING",
+        "DEAD",
+        "OLDEST",
+    ];
+    Ok(format!(
+        "{}\n\n{workers} live worker(s)",
+        table::render(&header, &rows)
+    ))
+}
+
+async fn workers(client: &Client, json: bool) -> Result<String, Failure> {
+    let workers = client.broker().workers().await?;
+    if json {
+        return Ok(serde_json::to_string(&workers)?);
+    }
+    let now = Utc::now();
+    let rows: Vec<_> = workers
+        .iter()
+        .map(|w| {
+            vec![
+                w.id.clone(),
+                w.host.clone(),
+                w.pid.to_string(),
+                w.queues.join(","),
+                w.concurrency.to_string(),
+                w.in_flight.to_string(),
+                w.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                format!("{} ago", table::age((now - w.last_heartbeat).num_seconds())),
+            ]
+        })
+        .collect();
+    let header = [
+        "ID",
+        "HOST",
+        "PID",
+        "QUEUES",
+        "CONCURRENCY",
+        "IN-FLIGHT",
+        "STARTED",
+        "LAST HEARTBEAT",
+    ];
+    Ok(table::render(&header, &rows))
+}
+
+async fn enqueue(client: &Client, args: EnqueueArgs, json: bool) -> Result<String, Failure> {
+    let values: serde_json::Value = serde_json::from_str(&args.args)
+        .map_err(|err| format!("--args is not valid JSON: {err}"))?;
+    let mut call = client.enqueue_by_name(&args.name, &values);
+    if let Some(queue) = args.queue {
+        call = call.queue(queue);
+    }
+    if let Some(delay) = args.countdown {
+        call = call.countdown(delay);
+    }
+    if let Some(at) = args.eta {
+        call = call.eta(at);
+    }
+    if let Some(priority) = args.priority {
+        call = call.priority(priority);
+    }
+    if let Some(expires) = args.expires {
+        call = match expires.parse::<chrono::DateTime<Utc>>() {
+            Ok(at) => call.expires_at(at),
+            Err(_) => call.expires_in(humantime::parse_duration(&expires).map_err(|_| {
+                format!("--expires `{expires}` is neither a duration (1h) nor an RFC 3339 instant")
+            })?),
+        };
+    }
+    let handle = call.await?;
+    Ok(if json {
+        json!({"id": handle.id()}).to_string()
+    } else {
+        handle.id().to_string()
+    })
+}
+
+async fn result(
+    client: &Client,
+    id: &TaskId,
+    wait: Option<Duration>,
+    json: bool,
+) -> Result<String, Failure> {
+    let record = match wait {
+        Some(timeout) => client.backend().wait(*id, timeout).await?,
+        None => client.result(*id).await?,
+    };
+    let Some(record) = record else {
+        return Err(format!("no result for {id}: unknown, not finished yet, or expired").into());
+    };
+    if wait.is_some() && !record.state.is_ready() {
+        return Err(format!("timed out waiting for {id}: still {}", record.state).into());
+    }
+    if json {
+        return Ok(serde_json::to_string(&record)?);
+    }
+    let mut lines = vec![
+        format!("state     {}", record.state),
+        format!("attempts  {}", record.attempts),
+    ];
+    if let Some(result) = &record.result {
+        lines.push(format!("result    {}", result.get()));
+    }
+    if let Some(error) = &record.error {
+        lines.push(format!("error     {error}"));
+    }
+    if let Some(worker) = &record.worker {
+        lines.push(format!("worker    {worker}"));
+    }
+    lines.push(format!("updated   {}", record.updated_at.to_rfc3339()));
+    Ok(lines.join("\n"))
+}
+
+/// The queues a command applies to: the one named, or all.
+async fn target_queues(client: &Client, queue: Option<String>) -> Result<Vec<String>, Failure> {
+    Ok(match queue {
+        Some(queue) => vec![queue],
+        None => client.broker().queues().await?,
+    })
+}
+
+async fn dead(client: &Client, command: DeadCommand, json: bool) -> Result<String, Failure> {
+    let broker = client.broker();
+    match command {
+        DeadCommand::List { queue, limit } => {
+            let mut letters: Vec<DeadLetter> = Vec::new();
+            for queue in target_queues(client, queue).await? {
+                letters.extend(broker.dead_letters(&queue, limit).await?);
+            }
+            if json {
+                return Ok(serde_json::to_string(&letters)?);
+            }
+            let rows: Vec<_> = letters
+                .iter()
+                .map(|d| {
+                    vec![
+                        d.id.map_or("-".into(), |id| id.to_string()),
+                        d.queue.clone(),
+                        d.reason.to_string(),
+                        d.at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                        d.error
+                            .clone()
+                            .unwrap_or_default()
+                            .chars()
+                            .take(60)
+                            .collect(),
+                    ]
+                })
+                .collect();
+            Ok(table::render(
+                &["ID", "QUEUE", "REASON", "AT", "ERROR"],
+                &rows,
+            ))
+        }
+        DeadCommand::Show { id, queue } => {
+            let id = parse_id(&id)?;
+            for queue in target_queues(client, queue).await? {
+                let letters = broker.dead_letters(&queue, usize::MAX >> 1).await?;
+                if let Some(letter) = letters.into_iter().find(|d| d.id == Some(id)) {
+                    return Ok(serde_json::to_string_pretty(&letter)?);
+                }
+            }
+            Err(format!("no dead letter with id {id}").into())
+        }
+        DeadCommand::Requeue { ids, all, queue } => {
+            let ids = ids
+                .iter()
+                .map(|id| parse_id(id))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut moved = 0;
+            for queue in target_queues(client, queue).await? {
+                moved += broker
+                    .requeue_dead(&queue, if all { None } else { Some(&ids) })
+                    .await?;
+            }
+            if !all && moved < ids.len() {
+                return Err(format!(
+                    "requeued {moved} of {}: the others are not dead letters",
+                    ids.len()
+                )
+                .into());
+            }
+            Ok(if json {
+                json!({"requeued": moved}).to_string()
+            } else {
+                format!("requeued {moved}")
+            })
+        }
+        DeadCommand::Purge { queue, older_than } => {
+            let cutoff = older_than.map(|age| {
+                Utc::now() - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX)
+            });
+            let mut purged = 0;
+            for queue in target_queues(client, queue).await? {
+                purged += broker.purge_dead(&queue, cutoff).await?;
+            }
+            Ok(if json {
+                json!({"purged": purged}).to_string()
+            } else {
+                format!("purged {purged}")
+            })
+        }
+    }
+}
+
+async fn purge_queue(
+    client: &Client,
+    queue: &str,
+    yes: bool,
+    json: bool,
+) -> Result<String, Failure> {
+    let stats = client.broker().stats(queue).await?;
+    let waiting = stats.pending + stats.scheduled;
+    if !yes {
+        eprint!("purge {waiting} waiting message(s) from `{queue}`? [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Err("not purged".into());
+        }
+    }
+    let purged = client.broker().purge_queue(queue).await?;
+    Ok(if json {
+        json!({"purged": purged}).to_string()
+    } else {
+        format!("purged {purged}")
+    })
+}
+
+async fn ping(client: &Client, timeout: Duration, json: bool) -> Result<String, Failure> {
+    let broker = client.broker();
+    let mut replies = broker.subscribe_control().await?;
+    let nonce = TaskId::new().to_string();
+    let sent = tokio::time::Instant::now();
+    broker
+        .broadcast(&ControlMessage::Ping {
+            nonce: nonce.clone(),
+        })
+        .await?;
+    let deadline = sent + timeout;
+    let mut answers = Vec::new();
+    while let Ok(Some(message)) = tokio::time::timeout_at(deadline, replies.recv()).await {
+        if let ControlMessage::Pong {
+            nonce: n, worker, ..
+        } = message
+        {
+            if n == nonce {
+                answers.push((worker, sent.elapsed()));
+            }
+        }
+    }
+    if answers.is_empty() {
+        return Err(format!(
+            "no worker answered within {}",
+            humantime::format_duration(timeout)
+        )
+        .into());
+    }
+    if json {
+        let list: Vec<_> = answers
+            .iter()
+            .map(|(worker, latency)| json!({"worker": worker, "latency_ms": latency.as_secs_f64() * 1e3}))
+            .collect();
+        return Ok(serde_json::to_string(&list)?);
+    }
+    let rows: Vec<_> = answers
+        .iter()
+        .map(|(worker, latency)| {
+            vec![
+                worker.clone(),
+                format!("{:.2}", latency.as_secs_f64() * 1e3),
+            ]
+        })
+        .collect();
+    Ok(table::render(&["WORKER", "LATENCY MS"], &rows))
+}

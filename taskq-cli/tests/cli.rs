@@ -1,0 +1,307 @@
+//! The real `taskq` binary against a real redis-server: each subcommand's happy path and its
+//! error paths.
+
+use std::{
+    io::Write,
+    process::{Command, Output, Stdio},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+use taskq_core::{Client, DeadReason, Run, Task, TaskContext, TaskError, WorkerId};
+use taskq_testkit::RedisServer;
+use taskq_worker::Worker;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Task, Serialize, Deserialize)]
+#[task(name = "cli.add", queue = "cli")]
+struct Add {
+    a: i64,
+    b: i64,
+}
+
+impl Run for Add {
+    type Output = i64;
+    async fn run(self, _ctx: TaskContext) -> Result<i64, TaskError> {
+        Ok(self.a + self.b)
+    }
+}
+
+fn taskq(server: &RedisServer, args: &[&str]) -> Output {
+    taskq_with_input(&server.url(), args, "")
+}
+
+fn taskq_with_input(url: &str, args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_taskq"))
+        .args(["--broker", url])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run taskq");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone())
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+fn failure(out: &Output) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected failure, got {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8(out.stderr.clone()).unwrap();
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    err.trim().to_owned()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_str(&stdout(out)).expect("valid JSON")
+}
+
+struct RunningWorker {
+    stop: CancellationToken,
+    handle: tokio::task::JoinHandle<taskq_worker::Result<taskq_worker::WorkerReport>>,
+    id: String,
+}
+
+async fn start_worker(client: &Client) -> RunningWorker {
+    let worker = Worker::builder(client.clone())
+        .register::<Add>()
+        .queues(["cli"])
+        .liveness(Duration::from_millis(200), Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let id = worker.id().to_string();
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
+    RunningWorker { stop, handle, id }
+}
+
+impl RunningWorker {
+    async fn stop(self) {
+        self.stop.cancel();
+        self.handle.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_status_and_result() {
+    let server = RedisServer::start();
+    let id = stdout(&taskq(
+        &server,
+        &[
+            "enqueue",
+            "cli.add",
+            "--args",
+            r#"{"a":1,"b":2}"#,
+            "--queue",
+            "cli",
+        ],
+    ));
+    let pending = stdout(&taskq(
+        &server,
+        &[
+            "enqueue",
+            "cli.add",
+            "--args",
+            r#"{"a":5,"b":5}"#,
+            "--queue",
+            "cli",
+            "--countdown",
+            "1h",
+            "--priority",
+            "7",
+        ],
+    ));
+    assert_ne!(id, pending);
+
+    let status = json(&taskq(&server, &["status", "--json"]));
+    let cli = status["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == "cli")
+        .unwrap();
+    assert_eq!(
+        (cli["pending"].as_u64(), cli["scheduled"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let table = stdout(&taskq(&server, &["status"]));
+    assert!(table.starts_with("QUEUE"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.split_whitespace().take(3).collect::<Vec<_>>() == ["cli", "1", "1"]),
+        "{table}"
+    );
+
+    let client = Client::connect(&server.url()).await.unwrap();
+    let worker = start_worker(&client).await;
+    let record = json(&taskq(&server, &["result", &id, "--wait", "10s", "--json"]));
+    assert_eq!(record["state"], "SUCCESS");
+    assert_eq!(record["result"], 3);
+    let text = stdout(&taskq(&server, &["result", &id]));
+    assert!(
+        text.contains("state     SUCCESS") && text.contains("result    3"),
+        "{text}"
+    );
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_and_ping() {
+    let server = RedisServer::start();
+    let client = Client::connect(&server.url()).await.unwrap();
+    let worker = start_worker(&client).await;
+    let mut listed = serde_json::Value::Null;
+    for _ in 0..50 {
+        listed = json(&taskq(&server, &["workers", "--json"]));
+        if listed.as_array().is_some_and(|w| !w.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(listed[0]["id"], worker.id.as_str());
+    assert_eq!(listed[0]["queues"], serde_json::json!(["cli"]));
+    let table = stdout(&taskq(&server, &["workers"]));
+    assert!(table.contains(&worker.id), "{table}");
+
+    let answers = json(&taskq(&server, &["ping", "--json", "--timeout", "2s"]));
+    assert_eq!(answers[0]["worker"], worker.id.as_str());
+    assert!(answers[0]["latency_ms"].as_f64().unwrap() < 2_000.0);
+    worker.stop().await;
+    // Nobody left to answer.
+    let err = failure(&taskq(&server, &["ping", "--timeout", "300ms"]));
+    assert!(err.contains("no worker answered"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_list_show_requeue_purge() {
+    let server = RedisServer::start();
+    let client = Client::connect(&server.url()).await.unwrap();
+    let ids: Vec<_> = client
+        .enqueue_many((0..3).map(|i| Add { a: i, b: 0 }))
+        .await
+        .unwrap()
+        .iter()
+        .map(|h| h.id())
+        .collect();
+    let worker = WorkerId::generate();
+    let held = client
+        .broker()
+        .fetch(&worker, &["cli".into()], 3, Duration::ZERO)
+        .await
+        .unwrap();
+    for delivery in &held {
+        client
+            .broker()
+            .dead_letter(
+                &worker,
+                delivery,
+                DeadReason::RetriesExhausted,
+                Some("boom".into()),
+            )
+            .await
+            .unwrap();
+    }
+
+    let listed = json(&taskq(&server, &["dead", "list", "--json"]));
+    assert_eq!(listed.as_array().unwrap().len(), 3);
+    let table = stdout(&taskq(&server, &["dead", "list", "--queue", "cli"]));
+    assert!(
+        table.contains("retries_exhausted") && table.contains("boom"),
+        "{table}"
+    );
+    let shown = json(&taskq(&server, &["dead", "show", &ids[0].to_string()]));
+    assert_eq!(shown["id"], ids[0].to_string());
+    assert_eq!(shown["reason"], "retries_exhausted");
+
+    assert_eq!(
+        stdout(&taskq(&server, &["dead", "requeue", &ids[0].to_string()])),
+        "requeued 1"
+    );
+    let err = failure(&taskq(&server, &["dead", "requeue", &ids[0].to_string()]));
+    assert!(err.contains("requeued 0 of 1"), "{err}");
+    let stats = client.broker().stats("cli").await.unwrap();
+    assert_eq!((stats.pending, stats.dead), (1, 2));
+    assert_eq!(
+        stdout(&taskq(&server, &["dead", "purge", "--older-than", "1h"])),
+        "purged 0"
+    );
+    assert_eq!(
+        stdout(&taskq(&server, &["dead", "purge", "--queue", "cli"])),
+        "purged 2"
+    );
+
+    let err = failure(&taskq(&server, &["dead", "show", &ids[1].to_string()]));
+    assert!(err.contains("no dead letter"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_purge_asks_first_and_revoke_persists() {
+    let server = RedisServer::start();
+    let client = Client::connect(&server.url()).await.unwrap();
+    client
+        .enqueue_many((0..4).map(|i| Add { a: i, b: 0 }))
+        .await
+        .unwrap();
+    let refused = taskq_with_input(&server.url(), &["queue", "purge", "cli"], "n\n");
+    assert!(failure(&refused).contains("not purged"));
+    assert_eq!(client.broker().stats("cli").await.unwrap().pending, 4);
+    let confirmed = taskq_with_input(&server.url(), &["queue", "purge", "cli"], "y\n");
+    assert_eq!(stdout(&confirmed), "purged 4");
+    client.enqueue(Add { a: 1, b: 1 }).await.unwrap();
+    assert_eq!(
+        stdout(&taskq(&server, &["queue", "purge", "cli", "--yes"])),
+        "purged 1"
+    );
+
+    let id = taskq_core::TaskId::new();
+    assert_eq!(
+        stdout(&taskq(&server, &["revoke", &id.to_string(), "--terminate"])),
+        format!("revoked {id}")
+    );
+    assert!(client.broker().revoked().await.unwrap().contains(&id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_one_clear_line() {
+    let server = RedisServer::start();
+    let port = {
+        let gone = RedisServer::start();
+        gone.port()
+    };
+    let unreachable = taskq_with_input(&format!("redis://127.0.0.1:{port}"), &["status"], "");
+    assert!(
+        failure(&unreachable).starts_with("taskq: cannot reach the broker at redis://127.0.0.1:")
+    );
+
+    let unknown = taskq_core::TaskId::new().to_string();
+    let err = failure(&taskq(&server, &["result", &unknown]));
+    assert!(err.contains("no result for"), "{err}");
+    let err = failure(&taskq(&server, &["result", "not-a-uuid"]));
+    assert!(err.contains("is not a task id"), "{err}");
+    let err = failure(&taskq(&server, &["enqueue", "cli.add", "--args", "{a:1"]));
+    assert!(err.contains("--args is not valid JSON"), "{err}");
+    let err = failure(&taskq(&server, &["result", &unknown, "--wait", "200ms"]));
+    assert!(err.contains("no result for"), "{err}");
+}
