@@ -20,7 +20,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Status { watch: None } => println!("{}", status(&client, json).await?),
         Command::Status { watch: Some(every) } => loop {
             let text = status(&client, json).await?;
-            print!("\x1b[2J\x1b[H{text}\n");
+            println!("\x1b[2J\x1b[H{text}");
             std::io::stdout().flush()?;
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break,
