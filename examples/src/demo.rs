@@ -110,8 +110,8 @@ pub struct DemoWorkerCli {
 
 /// `main` of the demo worker: parse flags, run until SIGINT/SIGTERM, print the report.
 pub async fn worker_main() -> std::process::ExitCode {
-    crate::init_logging();
     let cli = DemoWorkerCli::parse();
+    cli.worker.init_logging();
     match cli.worker.run(register).await {
         Ok(report) => {
             tracing::info!(?report, "stopped");

@@ -201,8 +201,9 @@ impl Client {
                 self.max_payload_bytes(),
             )?);
         }
-        let ids = messages.iter().map(|m| m.id).collect();
+        let ids: Vec<TaskId> = messages.iter().map(|m| m.id).collect();
         self.broker().enqueue(messages).await?;
+        enqueued(name, options.queue(), ids.len() as u64);
         Ok(ids)
     }
 
@@ -229,7 +230,9 @@ impl Client {
             )?);
         }
         let handles = messages.iter().map(|m| self.result_handle(m.id)).collect();
+        let count = messages.len() as u64;
         self.broker().enqueue(messages).await?;
+        enqueued(T::NAME, options.queue(), count);
         Ok(handles)
     }
 
@@ -274,6 +277,12 @@ impl Client {
     fn envelope_for<T: Task>(&self, task: &T) -> Result<Envelope> {
         Envelope::new(T::NAME, task, T::options().queue(), self.clock().now())
     }
+}
+
+/// Counts enqueues in `taskq_tasks_enqueued_total{task,queue}` (a no-op without a recorder).
+fn enqueued(task: &str, queue: &str, count: u64) {
+    metrics::counter!("taskq_tasks_enqueued_total", "task" => task.to_owned(), "queue" => queue.to_owned())
+        .increment(count);
 }
 
 /// How long a revocation is remembered.
@@ -420,6 +429,7 @@ impl<'a, O> Enqueue<'a, O> {
         }
         let message = OutboundMessage::from_envelope(&envelope, self.client.max_payload_bytes())?;
         self.client.broker().enqueue(vec![message]).await?;
+        enqueued(&envelope.task, &envelope.queue, 1);
         Ok(self.client.result_handle(envelope.id))
     }
 }

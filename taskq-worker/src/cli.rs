@@ -46,9 +46,57 @@ pub struct WorkerArgs {
     /// How long after its last heartbeat this worker's tasks are recovered by others.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
     pub liveness_ttl: Duration,
+    /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9090 (path /metrics).
+    #[arg(long)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Log format on stderr; `RUST_LOG` sets the level (default info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How a worker binary writes its logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, with span fields (task id, name, queue, attempt, worker).
+    Json,
 }
 
 impl WorkerArgs {
+    /// Installs the `tracing` subscriber for `--log-format`, honouring `RUST_LOG`.
+    pub fn init_logging(&self) {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
+        let _ = match self.log_format {
+            LogFormat::Text => builder.try_init(),
+            LogFormat::Json => builder
+                .json()
+                .with_current_span(true)
+                .with_span_list(true)
+                .try_init(),
+        };
+    }
+
+    /// Starts the Prometheus endpoint if `--metrics-addr` was given.
+    ///
+    /// # Errors
+    ///
+    /// When the address cannot be bound or a recorder is already installed.
+    pub fn install_metrics(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if let Some(addr) = self.metrics_addr {
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .with_http_listener(addr)
+                .install()
+                .map_err(|err| format!("cannot serve metrics on {addr}: {err}"))?;
+            tracing::info!(%addr, "serving Prometheus metrics");
+        }
+        Ok(())
+    }
+
     /// Connects to `--broker`.
     ///
     /// # Errors
@@ -81,6 +129,7 @@ impl WorkerArgs {
         &self,
         register: impl FnOnce(WorkerBuilder) -> WorkerBuilder,
     ) -> Result<WorkerReport, Box<dyn std::error::Error + Send + Sync>> {
+        self.install_metrics()?;
         let client = self.connect().await?;
         let worker = self.configure(register(Worker::builder(client))).build()?;
         tracing::info!(worker = %worker.id(), queues = ?worker.queues(), "starting");

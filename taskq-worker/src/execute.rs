@@ -14,6 +14,7 @@ use tracing::Instrument;
 use crate::{
     acker::Completion,
     maintenance::broker_backoff,
+    metrics::{self, Event},
     registry::Registered,
     runtime::{Counters, Runtime},
 };
@@ -122,12 +123,14 @@ impl Execution<'_> {
         if runtime.revocations.is_revoked(&self.envelope.id) {
             tracing::info!("revoked before it ran");
             Counters::bump(&runtime.counters.revoked);
+            metrics::count(Event::Revoked, self.envelope);
             let record = self.record(&task, TaskState::Revoked).with_error("revoked");
             return self.finish(&task, record);
         }
         if self.envelope.is_expired(now) {
             tracing::info!("expired before it could run");
             Counters::bump(&runtime.counters.expired);
+            metrics::count(Event::Expired, self.envelope);
             let record = self
                 .record(&task, TaskState::Expired)
                 .with_error("expired before it could run");
@@ -144,10 +147,16 @@ impl Execution<'_> {
                 tracing::warn!(error = %err, "failed to record STARTED");
             }
         }
-        match self.attempt(&task).await {
+        metrics::count(Event::Started, self.envelope);
+        metrics::queue_wait(self.envelope, now);
+        let started = tokio::time::Instant::now();
+        let attempt = self.attempt(&task).await;
+        metrics::run_time(self.envelope, started.elapsed());
+        match attempt {
             Attempt::Succeeded(output) => {
                 tracing::debug!("succeeded");
                 Counters::bump(&runtime.counters.succeeded);
+                metrics::count(Event::Succeeded, self.envelope);
                 let record = self.record(&task, TaskState::Success).with_result(output);
                 return self.finish(&task, record);
             }
@@ -155,6 +164,7 @@ impl Execution<'_> {
             Attempt::Rejected(error) => {
                 tracing::error!(%error, "message rejected");
                 Counters::bump(&runtime.counters.failed);
+                metrics::count(Event::Failed, self.envelope);
                 let record = self.record(&task, TaskState::Failure).with_error(&error);
                 self.store(&task, &record).await;
                 dead_letter(runtime, self.delivery, DeadReason::Malformed, error).await;
@@ -163,6 +173,7 @@ impl Execution<'_> {
             Attempt::Revoked => {
                 tracing::info!("revoked and stopped while running");
                 Counters::bump(&runtime.counters.revoked);
+                metrics::count(Event::Revoked, self.envelope);
                 let record = self
                     .record(&task, TaskState::Revoked)
                     .with_error("revoked while running");
@@ -232,6 +243,7 @@ impl Execution<'_> {
                 .unwrap_or_else(|| task.options.retry_policy().delay(self.envelope.attempt));
             tracing::warn!(error = %error, ?delay, attempts, max_retries, "attempt failed; retrying");
             Counters::bump(&runtime.counters.retried);
+            metrics::count(Event::Retried, self.envelope);
             let mut next = self.envelope.clone();
             next.attempt = attempts;
             next.eta = Some(
@@ -275,6 +287,7 @@ impl Execution<'_> {
         };
         tracing::error!(error = %error, attempts, %reason, "task failed");
         Counters::bump(&runtime.counters.failed);
+        metrics::count(Event::Failed, self.envelope);
         let record = self
             .record(task, TaskState::Failure)
             .with_error(error.message());
@@ -324,6 +337,7 @@ async fn dead_letter(runtime: &Runtime, delivery: &Delivery, reason: DeadReason,
     .await;
     if moved == Some(true) {
         Counters::bump(&runtime.counters.dead_lettered);
+        metrics::dead_lettered(delivery.queue(), reason);
     }
 }
 

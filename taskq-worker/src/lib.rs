@@ -44,6 +44,7 @@ mod control;
 mod error;
 mod execute;
 mod maintenance;
+mod metrics;
 mod registry;
 mod runtime;
 

@@ -36,12 +36,15 @@ pub(crate) async fn round(runtime: &Runtime) {
         .recover_lost_workers(queues, runtime.config.max_redeliveries)
         .await
     {
-        Ok(report) if !report.workers.is_empty() => tracing::warn!(
-            workers = ?report.workers,
-            requeued = report.requeued,
-            dead_lettered = report.dead_lettered,
-            "recovered messages of lost workers"
-        ),
+        Ok(report) if !report.workers.is_empty() => {
+            crate::metrics::recovered(report.requeued + report.dead_lettered);
+            tracing::warn!(
+                workers = ?report.workers,
+                requeued = report.requeued,
+                dead_lettered = report.dead_lettered,
+                "recovered messages of lost workers"
+            );
+        }
         Ok(_) => {}
         Err(err) => tracing::warn!(error = %err, "reaper pass failed"),
     }
@@ -55,6 +58,7 @@ pub(crate) async fn round(runtime: &Runtime) {
         runtime.started_at,
     );
     info.in_flight = runtime.config.concurrency - runtime.slots.available_permits();
+    crate::metrics::in_flight(info.in_flight);
     info.last_heartbeat = chrono::Utc::now();
     if let Err(err) = broker
         .publish_worker_info(&info, runtime.config.liveness_ttl)
