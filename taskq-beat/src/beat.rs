@@ -254,7 +254,8 @@ impl Beat {
             .client
             .broker()
             .enqueue_unique(message, &key, self.config.marker_ttl)
-            .await?;
+            .await?
+            .is_none();
         if enqueued {
             tracing::info!(entry = %entry.name, %slot, task.id = %id, "fired");
         } else {

@@ -10,13 +10,13 @@
 -- ARGV[4]      now, ms since the epoch
 -- ARGV[5]      level (one digit, prefixed to scheduled members)
 -- ARGV[6]      value stored under the key (the task id)
--- returns      1 when enqueued, 0 when the key already existed
+-- returns      '' when enqueued, else the id of the task holding the key
 if not redis.call('SET', KEYS[1], ARGV[6], 'NX', 'PX', ARGV[2]) then
-  return 0
+  return redis.call('GET', KEYS[1]) or '?'
 end
 if tonumber(ARGV[3]) > tonumber(ARGV[4]) then
   redis.call('ZADD', KEYS[3], ARGV[3], ARGV[5] .. ARGV[1])
 else
   redis.call('LPUSH', KEYS[2], ARGV[1])
 end
-return 1
+return ''

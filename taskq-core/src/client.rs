@@ -279,6 +279,12 @@ impl Client {
     }
 }
 
+/// Task name plus a stable digest (UUID v5) of the encoded arguments.
+fn default_unique_key(envelope: &Envelope) -> String {
+    let digest = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, envelope.args.get().as_bytes());
+    format!("{}:{digest}", envelope.task)
+}
+
 /// Counts enqueues in `taskq_tasks_enqueued_total{task,queue}` (a no-op without a recorder).
 fn enqueued(task: &str, queue: &str, count: u64) {
     metrics::counter!("taskq_tasks_enqueued_total", "task" => task.to_owned(), "queue" => queue.to_owned())
@@ -328,8 +334,12 @@ pub struct Enqueue<'a, O> {
     countdown: Option<Duration>,
     expires_in: Option<Duration>,
     priority: Option<u8>,
+    unique_key: Option<String>,
     _output: PhantomData<fn() -> O>,
 }
+
+/// Header carrying the uniqueness key, so the worker can release it when the task finishes.
+pub const UNIQUE_KEY_HEADER: &str = "taskq-unique-key";
 
 impl<'a, O> Enqueue<'a, O> {
     fn new(client: &'a Client, envelope: Result<Envelope>, options: TaskOptions) -> Self {
@@ -340,8 +350,22 @@ impl<'a, O> Enqueue<'a, O> {
             countdown: None,
             expires_in: None,
             priority: None,
+            unique_key: None,
             _output: PhantomData,
         }
+    }
+
+    /// Makes this enqueue unique for `window`: while an earlier invocation with the same key
+    /// (default: task name and arguments) has not finished, return its handle instead.
+    pub fn unique_for(mut self, window: Duration) -> Self {
+        self.options = self.options.with_unique_for(window);
+        self
+    }
+
+    /// Uses `key` instead of the task name and arguments to decide what counts as a duplicate.
+    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
+        self.unique_key = Some(key.into());
+        self
     }
 
     fn edit(mut self, f: impl FnOnce(&mut Envelope)) -> Self {
@@ -426,6 +450,28 @@ impl<'a, O> Enqueue<'a, O> {
                 what: "queue",
                 reason: "queue name must not be empty".into(),
             });
+        }
+        if let Some(window) = self.options.unique_for() {
+            let key = self
+                .unique_key
+                .unwrap_or_else(|| default_unique_key(&envelope));
+            envelope
+                .headers
+                .insert(UNIQUE_KEY_HEADER.to_owned(), key.clone());
+            let message =
+                OutboundMessage::from_envelope(&envelope, self.client.max_payload_bytes())?;
+            return match self
+                .client
+                .broker()
+                .enqueue_unique(message, &key, window)
+                .await?
+            {
+                None => {
+                    enqueued(&envelope.task, &envelope.queue, 1);
+                    Ok(self.client.result_handle(envelope.id))
+                }
+                Some(existing) => Ok(self.client.result_handle(existing)),
+            };
         }
         let message = OutboundMessage::from_envelope(&envelope, self.client.max_payload_bytes())?;
         self.client.broker().enqueue(vec![message]).await?;

@@ -51,7 +51,7 @@ pub use broker::{
     OutboundMessage, QueueStats, RecoveryReport, RedisBroker, RedisConfig, WorkerId, WorkerInfo,
     FETCH_LEASE,
 };
-pub use client::{AsyncResult, Client, Enqueue};
+pub use client::{AsyncResult, Client, Enqueue, UNIQUE_KEY_HEADER};
 pub use clock::Clock;
 pub use envelope::{
     DecodeError, Envelope, TaskId, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_QUEUE, PROTOCOL_VERSION,
@@ -60,7 +60,7 @@ pub use error::{Error, Result};
 pub use result::{TaskResult, TaskState};
 pub use retry::RetryPolicy;
 pub use shutdown::shutdown_signal;
-pub use task::{Run, Task, TaskContext, TaskError, TaskOptions, DEFAULT_MAX_RETRIES};
+pub use task::{RateLimit, Run, Task, TaskContext, TaskError, TaskOptions, DEFAULT_MAX_RETRIES};
 /// `#[derive(Task)]`: see [`Task`].
 pub use taskq_macros::Task;
 

@@ -79,6 +79,9 @@ pub struct TaskResult {
     pub error: Option<String>,
     /// Attempts made so far (1 after the first run).
     pub attempts: u32,
+    /// Progress reported by the running task (`TaskContext::set_progress`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<serde_json::Value>,
     /// Id of the worker that wrote this record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
@@ -99,6 +102,7 @@ impl TaskResult {
             result: None,
             error: None,
             attempts: 0,
+            progress: None,
             worker: None,
             started_at: None,
             updated_at: now,

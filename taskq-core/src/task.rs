@@ -79,6 +79,10 @@ pub struct TaskOptions {
     expires: Option<Duration>,
     ignore_result: bool,
     retry_policy: RetryPolicy,
+    soft_timeout: Option<Duration>,
+    at_most_once: bool,
+    unique_for: Option<Duration>,
+    rate_limit: Option<RateLimit>,
 }
 
 impl TaskOptions {
@@ -92,7 +96,59 @@ impl TaskOptions {
             expires: None,
             ignore_result: false,
             retry_policy: RetryPolicy::default(),
+            soft_timeout: None,
+            at_most_once: false,
+            unique_for: None,
+            rate_limit: None,
         }
+    }
+
+    /// Soft time limit per attempt: the task's cancellation signal fires so it can clean up;
+    /// the hard limit ([`TaskOptions::with_timeout`]) still applies.
+    pub fn with_soft_timeout(mut self, soft: Duration) -> Self {
+        self.soft_timeout = Some(soft);
+        self
+    }
+
+    /// Acknowledges before running: a worker crash loses the run instead of repeating it.
+    /// Such tasks are not retried.
+    pub fn with_at_most_once(mut self, at_most_once: bool) -> Self {
+        self.at_most_once = at_most_once;
+        self
+    }
+
+    /// An enqueue with the same task name and arguments within `window` of an earlier one
+    /// (that has not finished) returns the earlier task's id instead of enqueueing again.
+    pub fn with_unique_for(mut self, window: Duration) -> Self {
+        self.unique_for = Some(window);
+        self
+    }
+
+    /// At most this many starts per period across all workers; limited runs wait in the
+    /// scheduled set.
+    pub fn with_rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+
+    /// The soft time limit, if any.
+    pub fn soft_timeout(&self) -> Option<Duration> {
+        self.soft_timeout
+    }
+
+    /// True when the task is acknowledged before it runs.
+    pub fn at_most_once(&self) -> bool {
+        self.at_most_once
+    }
+
+    /// The uniqueness window, if any.
+    pub fn unique_for(&self) -> Option<Duration> {
+        self.unique_for
+    }
+
+    /// The rate limit, if any.
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        self.rate_limit
     }
 
     /// Routes invocations to `queue`.
@@ -176,6 +232,59 @@ impl TaskOptions {
 impl Default for TaskOptions {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// A rate: `count` starts per `period`, e.g. `"100/s"`, `"10/m"`, `"5/30s"`.
+///
+/// ```
+/// use std::time::Duration;
+/// use taskq_core::RateLimit;
+/// let limit: RateLimit = "100/s".parse()?;
+/// assert_eq!(limit.interval(), Duration::from_millis(10));
+/// assert!("ten per day".parse::<RateLimit>().is_err());
+/// # Ok::<(), String>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    count: u32,
+    period: Duration,
+}
+
+impl RateLimit {
+    /// `count` starts per `period` (count at least 1).
+    pub fn new(count: u32, period: Duration) -> Self {
+        Self {
+            count: count.max(1),
+            period,
+        }
+    }
+
+    /// The spacing between two starts.
+    pub fn interval(&self) -> Duration {
+        self.period / self.count
+    }
+}
+
+impl std::str::FromStr for RateLimit {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let invalid = || {
+            format!("invalid rate limit `{text}`: write it like \"100/s\", \"10/m\" or \"5/30s\"")
+        };
+        let (count, per) = text.split_once('/').ok_or_else(invalid)?;
+        let count: u32 = count.trim().parse().map_err(|_| invalid())?;
+        let period = match per.trim() {
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            other => humantime::parse_duration(other).map_err(|_| invalid())?,
+        };
+        if count == 0 || period.is_zero() {
+            return Err(invalid());
+        }
+        Ok(Self::new(count, period))
     }
 }
 
@@ -282,7 +391,23 @@ pub struct TaskContext {
     max_retries: u32,
     headers: Arc<BTreeMap<String, String>>,
     cancellation: CancellationToken,
+    run: Option<CancellationToken>,
     worker: Option<Arc<str>>,
+    progress: Option<Arc<ProgressSink>>,
+}
+
+/// Where [`TaskContext::set_progress`] writes.
+struct ProgressSink {
+    backend: Arc<dyn crate::ResultBackend>,
+    ttl: Duration,
+}
+
+impl fmt::Debug for ProgressSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProgressSink")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TaskContext {
@@ -298,8 +423,53 @@ impl TaskContext {
             max_retries,
             headers: Arc::new(envelope.headers.clone()),
             cancellation,
+            run: None,
             worker: None,
+            progress: None,
         }
+    }
+
+    /// Adds a signal for this run alone (soft time limit, revocation), on top of the worker's
+    /// shutdown signal (builder style; worker runtimes call this).
+    pub fn with_run_cancellation(mut self, token: CancellationToken) -> Self {
+        self.run = Some(token);
+        self
+    }
+
+    /// Lets [`TaskContext::set_progress`] write to `backend`, kept for `ttl` (builder style;
+    /// worker runtimes call this).
+    pub fn with_progress(mut self, backend: Arc<dyn crate::ResultBackend>, ttl: Duration) -> Self {
+        self.progress = Some(Arc::new(ProgressSink { backend, ttl }));
+        self
+    }
+
+    /// Records progress (any JSON value) readable through the result handle while the task
+    /// runs (state STARTED). A no-op for tasks that ignore results.
+    ///
+    /// # Errors
+    ///
+    /// When the value cannot be encoded or the backend write fails.
+    pub async fn set_progress<P: Serialize + ?Sized>(&self, progress: &P) -> crate::Result<()> {
+        let Some(sink) = &self.progress else {
+            return Ok(());
+        };
+        let value = serde_json::to_value(progress).map_err(|source| crate::Error::Serialize {
+            what: "progress",
+            source,
+        })?;
+        let now = chrono::Utc::now();
+        let mut record =
+            crate::TaskResult::new(self.id, &*self.name, crate::TaskState::Started, now)
+                .with_attempts(self.attempt + 1);
+        record.progress = Some(value);
+        record.worker = self.worker.as_deref().map(str::to_owned);
+        sink.backend.store(&record, sink.ttl).await
+    }
+
+    /// A retryable error asking for the next attempt after exactly `delay`: `return
+    /// Err(ctx.retry_after(delay, "busy"))`.
+    pub fn retry_after(&self, delay: Duration, message: impl fmt::Display) -> TaskError {
+        TaskError::retry_after(delay, message)
     }
 
     /// Names the worker running this attempt (builder style).
@@ -350,11 +520,19 @@ impl TaskContext {
 
     /// True once the worker asked this run to stop (shutdown, soft limit, revoke).
     pub fn is_cancelled(&self) -> bool {
-        self.cancellation.is_cancelled()
+        self.cancellation.is_cancelled() || self.run.as_ref().is_some_and(|t| t.is_cancelled())
     }
 
     /// Completes when the worker asks this run to stop; select on it in long loops.
     pub async fn cancelled(&self) {
-        self.cancellation.cancelled().await;
+        match &self.run {
+            Some(run) => {
+                tokio::select! {
+                    _ = self.cancellation.cancelled() => {}
+                    _ = run.cancelled() => {}
+                }
+            }
+            None => self.cancellation.cancelled().await,
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use syn::{spanned::Spanned, Attribute, Expr, ExprLit, Lit, LitStr, Path};
 
 /// Every key `#[task(...)]` accepts, listed in error messages.
-const KEYS: &str = "name, queue, max_retries, timeout, priority, expires, ignore_result, crate";
+const KEYS: &str = "name, queue, max_retries, timeout, soft_timeout, priority, expires, ignore_result, at_most_once, unique_for, rate_limit, crate";
 
 /// The highest priority level a task may declare.
 const MAX_PRIORITY: u8 = 9;
@@ -19,6 +19,11 @@ pub(crate) struct TaskAttrs {
     pub(crate) priority: Option<u8>,
     pub(crate) expires: Option<Duration>,
     pub(crate) ignore_result: bool,
+    pub(crate) soft_timeout: Option<Duration>,
+    pub(crate) at_most_once: bool,
+    pub(crate) unique_for: Option<Duration>,
+    /// Starts per period: (count, period).
+    pub(crate) rate_limit: Option<(u32, Duration)>,
     pub(crate) krate: Option<Path>,
 }
 
@@ -35,6 +40,10 @@ impl TaskAttrs {
         let mut priority = None;
         let mut expires = None;
         let mut ignore_result = false;
+        let mut soft_timeout = None;
+        let mut at_most_once = false;
+        let mut unique_for = None;
+        let mut rate_limit = None;
         let mut krate = None;
 
         for attr in attrs.iter().filter(|a| a.path().is_ident("task")) {
@@ -50,6 +59,13 @@ impl TaskAttrs {
                     "max_retries" => set_once(&mut max_retries, integer::<u32>(&meta)?, &meta),
                     "timeout" => set_once(&mut timeout, duration(&meta)?, &meta),
                     "expires" => set_once(&mut expires, duration(&meta)?, &meta),
+                    "soft_timeout" => set_once(&mut soft_timeout, duration(&meta)?, &meta),
+                    "unique_for" => set_once(&mut unique_for, duration(&meta)?, &meta),
+                    "rate_limit" => set_once(&mut rate_limit, rate(&meta)?, &meta),
+                    "at_most_once" => {
+                        at_most_once = flag(&meta)?;
+                        Ok(())
+                    }
                     "priority" => {
                         let value = integer::<u8>(&meta)?;
                         if value > MAX_PRIORITY {
@@ -59,11 +75,7 @@ impl TaskAttrs {
                         set_once(&mut priority, value, &meta)
                     }
                     "ignore_result" => {
-                        ignore_result = if meta.input.peek(syn::Token![=]) {
-                            boolean(&meta)?
-                        } else {
-                            true
-                        };
+                        ignore_result = flag(&meta)?;
                         Ok(())
                     }
                     "crate" => {
@@ -92,6 +104,10 @@ impl TaskAttrs {
             priority,
             expires,
             ignore_result,
+            soft_timeout,
+            at_most_once,
+            unique_for,
+            rate_limit,
             krate,
         })
     }
@@ -157,6 +173,39 @@ fn boolean(meta: &syn::meta::ParseNestedMeta<'_>) -> syn::Result<bool> {
         Lit::Bool(b) => Ok(b.value),
         other => Err(syn::Error::new(other.span(), "expected `true` or `false`")),
     }
+}
+
+/// A bare `key` (true) or `key = true|false`.
+fn flag(meta: &syn::meta::ParseNestedMeta<'_>) -> syn::Result<bool> {
+    if meta.input.peek(syn::Token![=]) {
+        boolean(meta)
+    } else {
+        Ok(true)
+    }
+}
+
+/// `"100/s"`, `"10/m"`, `"1/h"` or `"5/30s"`.
+fn rate(meta: &syn::meta::ParseNestedMeta<'_>) -> syn::Result<(u32, Duration)> {
+    let lit = string(meta)?;
+    let text = lit.value();
+    let invalid = || {
+        syn::Error::new(
+            lit.span(),
+            format!("invalid rate limit `{text}`: write it like \"100/s\", \"10/m\" or \"5/30s\""),
+        )
+    };
+    let (count, per) = text.split_once('/').ok_or_else(invalid)?;
+    let count: u32 = count.trim().parse().map_err(|_| invalid())?;
+    let period = match per.trim() {
+        "s" => Duration::from_secs(1),
+        "m" => Duration::from_secs(60),
+        "h" => Duration::from_secs(3600),
+        other => humantime::parse_duration(other).map_err(|_| invalid())?,
+    };
+    if count == 0 || period.is_zero() {
+        return Err(invalid());
+    }
+    Ok((count, period))
 }
 
 fn duration(meta: &syn::meta::ParseNestedMeta<'_>) -> syn::Result<Duration> {

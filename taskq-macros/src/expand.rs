@@ -45,6 +45,21 @@ pub(crate) fn derive_task(input: &DeriveInput) -> syn::Result<TokenStream> {
     if attrs.ignore_result {
         setters.push(quote!(.with_ignore_result(true)));
     }
+    if let Some(soft) = attrs.soft_timeout {
+        let millis = millis(soft);
+        setters.push(quote!(.with_soft_timeout(#private::Duration::from_millis(#millis))));
+    }
+    if attrs.at_most_once {
+        setters.push(quote!(.with_at_most_once(true)));
+    }
+    if let Some(window) = attrs.unique_for {
+        let millis = millis(window);
+        setters.push(quote!(.with_unique_for(#private::Duration::from_millis(#millis))));
+    }
+    if let Some((count, period)) = attrs.rate_limit {
+        let millis = millis(period);
+        setters.push(quote!(.with_rate_limit(#krate::RateLimit::new(#count, #private::Duration::from_millis(#millis)))));
+    }
 
     Ok(quote! {
         #[automatically_derived]

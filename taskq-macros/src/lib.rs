@@ -22,8 +22,9 @@ use syn::{parse_macro_input, DeriveInput};
 /// assert_eq!(SendEmail::NAME, "emails.send");
 /// ```
 ///
-/// Keys: `name` (required, the stable wire name), `queue`, `max_retries`, `timeout`,
-/// `priority` (0..=9), `expires` (default time to live of an invocation), `ignore_result`,
+/// Keys: `name` (required, the stable wire name), `queue`, `max_retries`, `timeout` (hard
+/// limit), `soft_timeout`, `priority` (0..=9), `expires` (default time to live of an
+/// invocation), `ignore_result`, `at_most_once`, `unique_for`, `rate_limit` (`"100/s"`),
 /// `crate` (path to taskq-core when it is re-exported under another name).
 #[proc_macro_derive(Task, attributes(task))]
 pub fn derive_task(input: TokenStream) -> TokenStream {

@@ -20,7 +20,11 @@ fn ui() {
     timeout = "1m 30s",
     priority = 7,
     expires = "2h",
-    ignore_result
+    ignore_result,
+    soft_timeout = "1m",
+    at_most_once,
+    unique_for = "10m",
+    rate_limit = "120/m"
 )]
 struct Everything {
     day: String,
@@ -40,6 +44,13 @@ fn attributes_become_options() {
     assert_eq!(options.priority(), 7);
     assert_eq!(options.expires(), Some(Duration::from_secs(7200)));
     assert!(options.ignore_result());
+    assert_eq!(options.soft_timeout(), Some(Duration::from_secs(60)));
+    assert!(options.at_most_once());
+    assert_eq!(options.unique_for(), Some(Duration::from_secs(600)));
+    assert_eq!(
+        options.rate_limit().unwrap().interval(),
+        Duration::from_millis(500)
+    );
 }
 
 #[test]
@@ -51,4 +62,7 @@ fn omitted_attributes_take_defaults() {
     assert_eq!(options.timeout(), None);
     assert_eq!(options.priority(), 0);
     assert!(!options.ignore_result());
+    assert!(!options.at_most_once());
+    assert_eq!((options.soft_timeout(), options.unique_for()), (None, None));
+    assert!(options.rate_limit().is_none());
 }

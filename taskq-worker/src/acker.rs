@@ -24,6 +24,8 @@ const MAX_BATCH: usize = 256;
 pub(crate) struct Completion {
     delivery: Delivery,
     record: Option<TaskResult>,
+    /// Acknowledged before running (at-most-once): only the result is written.
+    acked: bool,
     /// Keeps the message counted against the prefetch limit until it is acknowledged.
     _held: OwnedSemaphorePermit,
 }
@@ -32,11 +34,13 @@ impl Completion {
     pub(crate) fn new(
         delivery: Delivery,
         record: Option<TaskResult>,
+        acked: bool,
         held: OwnedSemaphorePermit,
     ) -> Self {
         Self {
             delivery,
             record,
+            acked,
             _held: held,
         }
     }
@@ -131,7 +135,9 @@ async fn flush(runtime: &Runtime, batch: Vec<Completion>) {
     let mut permits = Vec::with_capacity(batch.len());
     for completion in batch {
         records.extend(completion.record);
-        deliveries.push(completion.delivery);
+        if !completion.acked {
+            deliveries.push(completion.delivery);
+        }
         permits.push(completion._held);
     }
     if !records.is_empty() {
@@ -141,6 +147,9 @@ async fn flush(runtime: &Runtime, batch: Vec<Completion>) {
             backend.store_many(&records, ttl)
         })
         .await;
+    }
+    if deliveries.is_empty() {
+        return;
     }
     let broker = runtime.client.broker();
     let acked = with_retries(runtime, "ack", || broker.ack(&runtime.worker, &deliveries)).await;

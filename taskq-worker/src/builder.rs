@@ -4,7 +4,11 @@ use std::time::Duration;
 
 use taskq_core::{Client, Run, WorkerId};
 
-use crate::{registry::Registry, Error, Result, Worker, WorkerConfig};
+use crate::{
+    hooks::{Hooks, On},
+    registry::Registry,
+    Error, HookError, Result, TaskEvent, Worker, WorkerConfig,
+};
 
 /// Builds a [`Worker`]; start with [`Worker::builder`].
 ///
@@ -37,6 +41,7 @@ pub struct WorkerBuilder {
     client: Client,
     registry: Registry,
     config: WorkerConfig,
+    hooks: Hooks,
     error: Option<Error>,
 }
 
@@ -46,8 +51,62 @@ impl WorkerBuilder {
             client,
             registry: Registry::default(),
             config: WorkerConfig::default(),
+            hooks: Hooks::default(),
             error: None,
         }
+    }
+
+    /// Calls `hook` after each success (result stored). Errors and panics are logged.
+    pub fn on_success(
+        mut self,
+        hook: impl Fn(&TaskEvent<'_>) -> Result<(), HookError> + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.add(On::Success, hook);
+        self
+    }
+
+    /// Calls `hook` when a task ends as FAILURE.
+    pub fn on_failure(
+        mut self,
+        hook: impl Fn(&TaskEvent<'_>) -> Result<(), HookError> + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.add(On::Failure, hook);
+        self
+    }
+
+    /// Calls `hook` when a failed attempt is scheduled again.
+    pub fn on_retry(
+        mut self,
+        hook: impl Fn(&TaskEvent<'_>) -> Result<(), HookError> + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.add(On::Retry, hook);
+        self
+    }
+
+    /// Calls `hook` when a message goes to dead letters (any reason).
+    pub fn on_dead_letter(
+        mut self,
+        hook: impl Fn(&TaskEvent<'_>) -> Result<(), HookError> + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.add(On::DeadLetter, hook);
+        self
+    }
+
+    /// Consumes queues by weight instead of strict order: each fetch starts with the queue a
+    /// smooth weighted round robin picks (weights 3 and 1 give the first queue three fetches
+    /// in four), then takes the others in their listed order. Replaces [`Self::queues`].
+    pub fn queue_weights<I, S>(mut self, weights: I) -> Self
+    where
+        I: IntoIterator<Item = (S, u32)>,
+        S: Into<String>,
+    {
+        let (queues, weights): (Vec<String>, Vec<u32>) = weights
+            .into_iter()
+            .map(|(q, w)| (q.into(), w.max(1)))
+            .unzip();
+        self.config.queues = queues;
+        self.config.queue_weights = Some(weights);
+        self
     }
 
     /// Registers the handler of task `T` under `T::NAME`.
@@ -93,6 +152,23 @@ impl WorkerBuilder {
         self
     }
 
+    /// Time a running task gets to react to a revocation with terminate (its cancellation
+    /// signal) before it is stopped (default 5 s).
+    pub fn revoke_grace(mut self, grace: Duration) -> Self {
+        self.config.revoke_grace = grace;
+        self
+    }
+
+    /// Records metrics (`taskq_*`, see the README) through the `metrics` facade; install a
+    /// recorder such as `metrics-exporter-prometheus` to export them. Off by default: labels
+    /// cost a few allocations per task.
+    pub fn metrics(self, enabled: bool) -> Self {
+        if enabled {
+            crate::metrics::enable();
+        }
+        self
+    }
+
     /// Heartbeat period and the liveness deadline after which others recover this worker's
     /// messages (defaults 1 s and 5 s).
     pub fn liveness(mut self, heartbeat_interval: Duration, ttl: Duration) -> Self {
@@ -133,11 +209,19 @@ impl WorkerBuilder {
             config.queues = self.registry.default_queues();
         }
         config.fetch_batch = config.fetch_batch.max(1);
+        if config
+            .queue_weights
+            .as_ref()
+            .is_some_and(|w| w.len() != config.queues.len())
+        {
+            return Err(Error::Config("one weight per queue".into()));
+        }
         Ok(Worker::new(
             self.client,
             self.registry,
             config,
             WorkerId::generate(),
+            self.hooks,
         ))
     }
 }

@@ -131,7 +131,10 @@ impl WorkerArgs {
     ) -> Result<WorkerReport, Box<dyn std::error::Error + Send + Sync>> {
         self.install_metrics()?;
         let client = self.connect().await?;
-        let worker = self.configure(register(Worker::builder(client))).build()?;
+        let worker = self
+            .configure(register(Worker::builder(client)))
+            .metrics(self.metrics_addr.is_some())
+            .build()?;
         tracing::info!(worker = %worker.id(), queues = ?worker.queues(), "starting");
         Ok(worker.run(shutdown_signal()).await?)
     }

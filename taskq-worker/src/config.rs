@@ -35,6 +35,11 @@ pub struct WorkerConfig {
     pub track_started: bool,
     /// How long results are kept after their last write.
     pub result_ttl: Duration,
+    /// Weights per queue (same order as `queues`) for weighted instead of strict order.
+    pub queue_weights: Option<Vec<u32>>,
+    /// Time a running task gets between a revocation with terminate (its cancellation signal)
+    /// and being stopped.
+    pub revoke_grace: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -53,6 +58,8 @@ impl Default for WorkerConfig {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             track_started: false,
             result_ttl: DEFAULT_RESULT_TTL,
+            queue_weights: None,
+            revoke_grace: Duration::from_secs(5),
         }
     }
 }

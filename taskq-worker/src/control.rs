@@ -12,7 +12,16 @@ use crate::runtime::Runtime;
 #[derive(Debug, Default)]
 pub(crate) struct Revocations {
     revoked: std::sync::Mutex<HashSet<TaskId>>,
-    running: std::sync::Mutex<std::collections::HashMap<TaskId, CancellationToken>>,
+    running: std::sync::Mutex<std::collections::HashMap<TaskId, RunTokens>>,
+}
+
+/// The signals of one running execution.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RunTokens {
+    /// The task's own cancellation signal (soft limit, revocation): it may clean up.
+    pub(crate) soft: CancellationToken,
+    /// Stops the run: its future is dropped.
+    pub(crate) kill: CancellationToken,
 }
 
 impl Revocations {
@@ -28,38 +37,53 @@ impl Revocations {
         *self.revoked.lock().unwrap_or_else(|p| p.into_inner()) = ids.into_iter().collect();
     }
 
-    fn revoke(&self, id: TaskId, terminate: bool) {
+    /// Revokes `id`; with `terminate`, signals a running execution at once and stops it after
+    /// `grace`.
+    fn revoke(&self, id: TaskId, terminate: bool, grace: std::time::Duration) {
         self.revoked
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id);
-        if terminate {
-            if let Some(token) = self
-                .running
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&id)
-            {
-                token.cancel();
-            }
+        if !terminate {
+            return;
+        }
+        let tokens = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned();
+        if let Some(tokens) = tokens {
+            tokens.soft.cancel();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = tokens.kill.cancelled() => {}
+                    _ = tokio::time::sleep(grace) => tokens.kill.cancel(),
+                }
+            });
         }
     }
 
-    /// Registers a running execution; the token fires if it is revoked with `terminate`.
-    pub(crate) fn start(&self, id: TaskId) -> CancellationToken {
-        let token = CancellationToken::new();
+    /// Registers a running execution and returns its signals.
+    pub(crate) fn start(&self, id: TaskId) -> RunTokens {
+        let tokens = RunTokens::default();
         self.running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id, token.clone());
-        token
+            .insert(id, tokens.clone());
+        tokens
     }
 
     pub(crate) fn finish(&self, id: &TaskId) {
-        self.running
+        if let Some(tokens) = self
+            .running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+            .remove(id)
+        {
+            // Ends a pending grace timer.
+            tokens.kill.cancel();
+        }
     }
 }
 
@@ -94,7 +118,9 @@ pub(crate) async fn listen(runtime: Arc<Runtime>, stop: CancellationToken) {
             }
             ControlMessage::Revoke { id, terminate } => {
                 tracing::info!(task.id = %id, terminate, "revoked");
-                runtime.revocations.revoke(id, terminate);
+                runtime
+                    .revocations
+                    .revoke(id, terminate, runtime.config.revoke_grace);
             }
             _ => {}
         }

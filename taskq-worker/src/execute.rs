@@ -6,17 +6,19 @@ use futures_util::FutureExt;
 use serde_json::value::RawValue;
 use taskq_core::{
     DeadReason, DecodeError, Delivery, Envelope, OutboundMessage, TaskContext, TaskError,
-    TaskResult, TaskState,
+    TaskResult, TaskState, UNIQUE_KEY_HEADER,
 };
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use crate::{
     acker::Completion,
+    hooks::On,
     maintenance::broker_backoff,
     metrics::{self, Event},
     registry::Registered,
     runtime::{Counters, Runtime},
+    TaskEvent,
 };
 
 /// A message this worker gives back on shutdown, with its fetch sequence number so that
@@ -62,6 +64,7 @@ pub(crate) async fn execute(
         runtime: &runtime,
         delivery: &delivery,
         envelope: &envelope,
+        acked: std::sync::atomic::AtomicBool::new(false),
     }
     .run()
     .instrument(span)
@@ -69,10 +72,10 @@ pub(crate) async fn execute(
     match outcome {
         Outcome::Settled => None,
         Outcome::Interrupted => Some((seq, delivery)),
-        Outcome::Complete(record) => {
+        Outcome::Complete { record, acked } => {
             runtime
                 .acker
-                .complete(Completion::new(delivery, record, held));
+                .complete(Completion::new(delivery, record, acked, held));
             None
         }
     }
@@ -84,8 +87,12 @@ enum Outcome {
     Settled,
     /// Shutdown stopped it; it goes back to the queue unchanged.
     Interrupted,
-    /// Finished (success or expiry): store this record, if any, then acknowledge.
-    Complete(Option<TaskResult>),
+    /// Finished (success, expiry, revocation): store this record, if any, then acknowledge
+    /// unless `acked` already (at-most-once tasks).
+    Complete {
+        record: Option<TaskResult>,
+        acked: bool,
+    },
 }
 
 /// The state of one decoded message's execution.
@@ -93,6 +100,8 @@ struct Execution<'a> {
     runtime: &'a Runtime,
     delivery: &'a Delivery,
     envelope: &'a Envelope,
+    /// Set once an at-most-once task was acknowledged before running.
+    acked: std::sync::atomic::AtomicBool,
 }
 
 /// How one attempt ended.
@@ -116,6 +125,7 @@ impl Execution<'_> {
                 self.envelope.task
             );
             tracing::error!("{error}");
+            self.release_unique().await;
             dead_letter(runtime, self.delivery, DeadReason::UnknownTask, error).await;
             return Outcome::Settled;
         };
@@ -125,7 +135,7 @@ impl Execution<'_> {
             Counters::bump(&runtime.counters.revoked);
             metrics::count(Event::Revoked, self.envelope);
             let record = self.record(&task, TaskState::Revoked).with_error("revoked");
-            return self.finish(&task, record);
+            return self.finish(&task, record).await;
         }
         if self.envelope.is_expired(now) {
             tracing::info!("expired before it could run");
@@ -134,7 +144,38 @@ impl Execution<'_> {
             let record = self
                 .record(&task, TaskState::Expired)
                 .with_error("expired before it could run");
-            return self.finish(&task, record);
+            return self.finish(&task, record).await;
+        }
+        if let Some(limit) = task.options.rate_limit() {
+            let broker = runtime.client.broker();
+            let admitted = broker
+                .rate_limit(&self.envelope.queue, &self.envelope.task, limit)
+                .await;
+            let wait = match admitted {
+                Ok(None) => None,
+                Ok(Some(wait)) => Some(wait),
+                Err(err) => {
+                    tracing::warn!(error = %err, "rate limiter unavailable; postponing");
+                    Some(Duration::from_secs(1))
+                }
+            };
+            if let Some(wait) = wait {
+                tracing::debug!(?wait, "rate limited; postponed");
+                self.postpone(wait).await;
+                return Outcome::Settled;
+            }
+        }
+        if task.options.at_most_once() {
+            let broker = runtime.client.broker();
+            let acked = with_retries(runtime, "ack", || {
+                broker.ack(&runtime.worker, std::slice::from_ref(self.delivery))
+            })
+            .await;
+            if acked != Some(1) {
+                tracing::warn!("at-most-once task no longer held; not running it");
+                return Outcome::Settled;
+            }
+            self.acked.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         if runtime.config.track_started && !task.options.ignore_result() {
             let record = self.record(&task, TaskState::Started).with_started_at(now);
@@ -157,8 +198,9 @@ impl Execution<'_> {
                 tracing::debug!("succeeded");
                 Counters::bump(&runtime.counters.succeeded);
                 metrics::count(Event::Succeeded, self.envelope);
+                self.hook(On::Success, None, None);
                 let record = self.record(&task, TaskState::Success).with_result(output);
-                return self.finish(&task, record);
+                return self.finish(&task, record).await;
             }
             Attempt::Failed(error) => self.fail(&task, error).await,
             Attempt::Rejected(error) => {
@@ -167,7 +209,15 @@ impl Execution<'_> {
                 metrics::count(Event::Failed, self.envelope);
                 let record = self.record(&task, TaskState::Failure).with_error(&error);
                 self.store(&task, &record).await;
-                dead_letter(runtime, self.delivery, DeadReason::Malformed, error).await;
+                self.hook(On::Failure, Some(&error), None);
+                self.release_unique().await;
+                if !self.acked.load(std::sync::atomic::Ordering::Relaxed) {
+                    self.hook(On::DeadLetter, Some(&error), Some(DeadReason::Malformed));
+                    dead_letter(runtime, self.delivery, DeadReason::Malformed, error).await;
+                }
+            }
+            Attempt::Interrupted if self.acked.load(std::sync::atomic::Ordering::Relaxed) => {
+                tracing::warn!("at-most-once task stopped by shutdown; it will not run again");
             }
             Attempt::Interrupted => return Outcome::Interrupted,
             Attempt::Revoked => {
@@ -177,7 +227,7 @@ impl Execution<'_> {
                 let record = self
                     .record(&task, TaskState::Revoked)
                     .with_error("revoked while running");
-                return self.finish(&task, record);
+                return self.finish(&task, record).await;
             }
         }
         Outcome::Settled
@@ -187,17 +237,21 @@ impl Execution<'_> {
     async fn attempt(&self, task: &Registered) -> Attempt {
         let runtime = self.runtime;
         let max_retries = self.max_retries(task);
-        // The shutdown token itself, not a child: a child token costs a lock and an allocation
-        // per task, and nothing cancels a single run yet.
-        let ctx = TaskContext::new(self.envelope, max_retries, runtime.stopping.clone())
-            .with_worker(runtime.worker.as_str());
+        let tokens = runtime.revocations.start(self.envelope.id);
+        let mut ctx = TaskContext::new(self.envelope, max_retries, runtime.stopping.clone())
+            .with_worker(runtime.worker.as_str())
+            .with_run_cancellation(tokens.soft.clone());
+        if !task.options.ignore_result() {
+            ctx = ctx.with_progress(runtime.client.backend().clone(), runtime.config.result_ttl);
+        }
         let running = match task.start(&self.envelope.args, ctx) {
             Ok(running) => running,
             Err(err) => {
+                runtime.revocations.finish(&self.envelope.id);
                 return Attempt::Rejected(format!(
                     "invalid arguments for `{}`: {err}",
                     self.envelope.task
-                ))
+                ));
             }
         };
         let limit = task.options.timeout().or(runtime.config.default_timeout);
@@ -210,26 +264,48 @@ impl Execution<'_> {
                 None => Ok(guarded.await),
             }
         };
-        let terminate = runtime.revocations.start(self.envelope.id);
-        let attempt = tokio::select! {
-            biased;
-            _ = terminate.cancelled() => Attempt::Revoked,
-            outcome = outcome => match outcome {
-                Ok(Ok(Ok(output))) => Attempt::Succeeded(output),
-                Ok(Ok(Err(error))) => Attempt::Failed(error),
-                Ok(Err(panic)) => Attempt::Failed(TaskError::retryable(format!(
-                    "task panicked: {}",
-                    panic_message(&*panic)
-                ))),
-                Err(limit) => Attempt::Failed(TaskError::retryable(format!(
-                    "time limit of {} exceeded",
-                    humanize(limit)
-                ))),
-            },
-            _ = runtime.hard_stop.cancelled() => Attempt::Interrupted,
+        tokio::pin!(outcome);
+        // The soft limit only signals the task; the hard limit above drops it.
+        let soft_limit = async {
+            match task.options.soft_timeout() {
+                Some(soft) => tokio::time::sleep(soft).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(soft_limit);
+        let mut soft_armed = true;
+        let attempt = loop {
+            tokio::select! {
+                biased;
+                _ = tokens.kill.cancelled() => break Attempt::Revoked,
+                _ = runtime.hard_stop.cancelled() => break Attempt::Interrupted,
+                outcome = &mut outcome => break match outcome {
+                    Ok(Ok(Ok(output))) => Attempt::Succeeded(output),
+                    Ok(Ok(Err(error))) => Attempt::Failed(error),
+                    Ok(Err(panic)) => Attempt::Failed(TaskError::retryable(format!(
+                        "task panicked: {}",
+                        panic_message(&*panic)
+                    ))),
+                    Err(limit) => Attempt::Failed(TaskError::retryable(format!(
+                        "time limit of {} exceeded",
+                        humanize(limit)
+                    ))),
+                },
+                _ = &mut soft_limit, if soft_armed => {
+                    tracing::warn!("soft time limit reached; signalling the task");
+                    soft_armed = false;
+                    tokens.soft.cancel();
+                }
+            }
         };
         runtime.revocations.finish(&self.envelope.id);
-        attempt
+        // A run told to stop by a revocation ends REVOKED, however it returned.
+        let told_to_stop =
+            tokens.soft.is_cancelled() && runtime.revocations.is_revoked(&self.envelope.id);
+        match attempt {
+            Attempt::Succeeded(_) | Attempt::Failed(_) if told_to_stop => Attempt::Revoked,
+            other => other,
+        }
     }
 
     /// Schedules the next attempt, or records FAILURE and dead-letters the message.
@@ -237,13 +313,15 @@ impl Execution<'_> {
         let runtime = self.runtime;
         let max_retries = self.max_retries(task);
         let attempts = self.envelope.attempt + 1;
-        if error.is_retryable() && self.envelope.attempt < max_retries {
+        let may_retry = !self.acked.load(std::sync::atomic::Ordering::Relaxed);
+        if may_retry && error.is_retryable() && self.envelope.attempt < max_retries {
             let delay = error
                 .retry_delay()
                 .unwrap_or_else(|| task.options.retry_policy().delay(self.envelope.attempt));
             tracing::warn!(error = %error, ?delay, attempts, max_retries, "attempt failed; retrying");
             Counters::bump(&runtime.counters.retried);
             metrics::count(Event::Retried, self.envelope);
+            self.hook(On::Retry, Some(error.message()), None);
             let mut next = self.envelope.clone();
             next.attempt = attempts;
             next.eta = Some(
@@ -292,12 +370,73 @@ impl Execution<'_> {
             .record(task, TaskState::Failure)
             .with_error(error.message());
         self.store(task, &record).await;
+        self.hook(On::Failure, Some(error.message()), None);
+        self.release_unique().await;
+        if self.acked.load(std::sync::atomic::Ordering::Relaxed) {
+            return; // at-most-once: the message is gone already
+        }
+        self.hook(On::DeadLetter, Some(error.message()), Some(reason));
         dead_letter(runtime, self.delivery, reason, error.message().to_owned()).await;
     }
 
+    /// Puts the message back into the scheduled set, due after `wait`, without spending an
+    /// attempt (rate limiting).
+    async fn postpone(&self, wait: Duration) {
+        let runtime = self.runtime;
+        let mut next = self.envelope.clone();
+        next.eta = Some(
+            runtime.client.clock().now() + chrono::Duration::from_std(wait).unwrap_or_default(),
+        );
+        let Ok(message) = OutboundMessage::from_envelope(&next, usize::MAX) else {
+            return;
+        };
+        with_retries(runtime, "postpone", || {
+            runtime
+                .client
+                .broker()
+                .retry(&runtime.worker, self.delivery, message.clone())
+        })
+        .await;
+    }
+
+    /// Calls the user's hooks for `on`.
+    fn hook(&self, on: On, error: Option<&str>, reason: Option<DeadReason>) {
+        self.runtime.hooks.fire(
+            on,
+            &TaskEvent {
+                id: Some(self.envelope.id),
+                task: &self.envelope.task,
+                queue: &self.envelope.queue,
+                attempt: self.envelope.attempt,
+                error,
+                reason,
+            },
+        );
+    }
+
+    /// Lets the next enqueue with this task's uniqueness key through (it finished).
+    async fn release_unique(&self) {
+        let Some(key) = self.envelope.headers.get(UNIQUE_KEY_HEADER) else {
+            return;
+        };
+        let released = self
+            .runtime
+            .client
+            .broker()
+            .release_unique(&self.envelope.queue, key, self.envelope.id)
+            .await;
+        if let Err(err) = released {
+            tracing::warn!(error = %err, "could not release the uniqueness key; it expires by itself");
+        }
+    }
+
     /// Hands the final record to the acker, which writes results before acknowledging.
-    fn finish(&self, task: &Registered, record: TaskResult) -> Outcome {
-        Outcome::Complete((!task.options.ignore_result()).then_some(record))
+    async fn finish(&self, task: &Registered, record: TaskResult) -> Outcome {
+        self.release_unique().await;
+        Outcome::Complete {
+            record: (!task.options.ignore_result()).then_some(record),
+            acked: self.acked.load(std::sync::atomic::Ordering::Relaxed),
+        }
     }
 
     async fn store(&self, task: &Registered, record: &TaskResult) {

@@ -43,6 +43,7 @@ mod config;
 mod control;
 mod error;
 mod execute;
+mod hooks;
 mod maintenance;
 mod metrics;
 mod registry;
@@ -51,6 +52,7 @@ mod runtime;
 pub use builder::WorkerBuilder;
 pub use config::WorkerConfig;
 pub use error::{Error, Result};
+pub use hooks::{HookError, TaskEvent};
 pub use runtime::WorkerReport;
 
 use std::future::Future;
@@ -66,6 +68,7 @@ pub struct Worker {
     registry: Registry,
     config: WorkerConfig,
     id: WorkerId,
+    hooks: hooks::Hooks,
 }
 
 impl Worker {
@@ -74,12 +77,19 @@ impl Worker {
         WorkerBuilder::new(client)
     }
 
-    fn new(client: Client, registry: Registry, config: WorkerConfig, id: WorkerId) -> Self {
+    fn new(
+        client: Client,
+        registry: Registry,
+        config: WorkerConfig,
+        id: WorkerId,
+        hooks: hooks::Hooks,
+    ) -> Self {
         Self {
             client,
             registry,
             config,
             id,
+            hooks,
         }
     }
 

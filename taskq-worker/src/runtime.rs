@@ -17,6 +17,7 @@ use crate::{
     acker::Acker,
     control::{self, Revocations},
     execute::{self, Leftover},
+    hooks::Hooks,
     maintenance,
     registry::Registry,
     Result, Worker, WorkerConfig,
@@ -90,6 +91,8 @@ pub(crate) struct Runtime {
     pub(crate) acker: Acker,
     /// Revoked ids and running executions that a revocation may stop.
     pub(crate) revocations: Revocations,
+    /// User callbacks on outcomes.
+    pub(crate) hooks: Hooks,
     /// When this worker started, for its published info.
     pub(crate) started_at: chrono::DateTime<chrono::Utc>,
 }
@@ -103,6 +106,7 @@ pub(crate) async fn run(
         registry,
         config,
         id,
+        hooks,
     } = worker;
     let held_limit = config.concurrency + config.prefetch;
     let runtime = Arc::new(Runtime {
@@ -116,6 +120,7 @@ pub(crate) async fn run(
         counters: Counters::default(),
         acker: Acker::new(),
         revocations: Revocations::default(),
+        hooks,
         started_at: chrono::Utc::now(),
     });
     let span = tracing::info_span!("worker", worker = %runtime.worker);
@@ -237,6 +242,10 @@ async fn fetch_loop(
     let broker = runtime.client.broker();
     let mut failures = 0u32;
     let mut seq = 0u64;
+    let mut order = QueueOrder::new(
+        &runtime.config.queues,
+        runtime.config.queue_weights.as_deref(),
+    );
     loop {
         let mut permits = tokio::select! {
             biased;
@@ -258,7 +267,7 @@ async fn fetch_loop(
         let fetched = tokio::select! {
             biased;
             _ = &mut shutdown => return,
-            fetched = broker.fetch(&runtime.worker, &runtime.config.queues, wanted, runtime.config.fetch_wait) => fetched,
+            fetched = broker.fetch(&runtime.worker, order.next(), wanted, runtime.config.fetch_wait) => fetched,
         };
         while let Some(joined) = executions.try_join_next() {
             collect(joined, leftovers);
@@ -288,5 +297,73 @@ async fn fetch_loop(
                 None => leftovers.push((seq, delivery)),
             }
         }
+    }
+}
+
+/// The queue order of each fetch: fixed (strict priority), or led by the queue a smooth
+/// weighted round robin picks (nginx's algorithm: deterministic, and over any window of
+/// `sum(weights)` fetches each queue leads exactly its weight's share).
+#[derive(Debug)]
+pub(crate) struct QueueOrder {
+    queues: Vec<String>,
+    weights: Option<Vec<i64>>,
+    current: Vec<i64>,
+    ordered: Vec<String>,
+}
+
+impl QueueOrder {
+    pub(crate) fn new(queues: &[String], weights: Option<&[u32]>) -> Self {
+        Self {
+            queues: queues.to_vec(),
+            weights: weights.map(|w| w.iter().map(|&w| i64::from(w)).collect()),
+            current: vec![0; queues.len()],
+            ordered: queues.to_vec(),
+        }
+    }
+
+    pub(crate) fn next(&mut self) -> &[String] {
+        let Some(weights) = &self.weights else {
+            return &self.queues;
+        };
+        let total: i64 = weights.iter().sum();
+        for (current, weight) in self.current.iter_mut().zip(weights) {
+            *current += weight;
+        }
+        let lead = (0..self.current.len())
+            .max_by_key(|&i| (self.current[i], std::cmp::Reverse(i)))
+            .unwrap_or(0);
+        self.current[lead] -= total;
+        self.ordered.clear();
+        self.ordered.push(self.queues[lead].clone());
+        self.ordered.extend(
+            self.queues
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != lead)
+                .map(|(_, q)| q.clone()),
+        );
+        &self.ordered
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::QueueOrder;
+
+    #[test]
+    fn weighted_order_leads_by_weight_deterministically() {
+        let queues = vec!["a".to_owned(), "b".to_owned()];
+        let mut order = QueueOrder::new(&queues, Some(&[3, 1]));
+        let leads: String = (0..8).map(|_| order.next()[0].clone()).collect();
+        assert_eq!(leads, "aabaaaba");
+        assert_eq!(order.next(), ["a", "b"]);
+    }
+
+    #[test]
+    fn strict_order_is_the_listed_order() {
+        let queues = vec!["a".to_owned(), "b".to_owned()];
+        let mut order = QueueOrder::new(&queues, None);
+        assert_eq!(order.next(), ["a", "b"]);
+        assert_eq!(order.next(), ["a", "b"]);
     }
 }

@@ -112,8 +112,10 @@ struct QueueState {
     dead: VecDeque<DeadLetter>,
     /// Times each message was recovered from a lost worker.
     redeliveries: HashMap<TaskId, u32>,
-    /// Claimed uniqueness keys and when each claim expires.
-    unique: HashMap<String, DateTime<Utc>>,
+    /// Claimed uniqueness keys: when each claim expires and which task holds it.
+    unique: HashMap<String, (DateTime<Utc>, TaskId)>,
+    /// Rate limiter state per task name: theoretical arrival time of the next start.
+    rates: HashMap<String, DateTime<Utc>>,
 }
 
 #[derive(Clone, Debug)]
@@ -314,17 +316,19 @@ impl Broker for MemoryBroker {
         message: OutboundMessage,
         unique_key: &str,
         ttl: Duration,
-    ) -> Result<bool> {
+    ) -> Result<Option<TaskId>> {
         let now = self.shared.clock.now();
         let expires = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
         {
             let mut state = self.lock();
             let queue = state.queues.entry(message.queue.clone()).or_default();
-            queue.unique.retain(|_, until| *until > now);
-            if queue.unique.contains_key(unique_key) {
-                return Ok(false);
+            queue.unique.retain(|_, (until, _)| *until > now);
+            if let Some((_, holder)) = queue.unique.get(unique_key) {
+                return Ok(Some(*holder));
             }
-            queue.unique.insert(unique_key.to_owned(), expires);
+            queue
+                .unique
+                .insert(unique_key.to_owned(), (expires, message.id));
         }
         if let Err(err) = self.enqueue(vec![message.clone()]).await {
             // Not enqueued (queue full): release the claim so a later attempt can succeed.
@@ -333,7 +337,43 @@ impl Broker for MemoryBroker {
             }
             return Err(err);
         }
-        Ok(true)
+        Ok(None)
+    }
+
+    async fn release_unique(&self, queue: &str, unique_key: &str, id: TaskId) -> Result<()> {
+        if let Some(q) = self.lock().queues.get_mut(queue) {
+            if q.unique
+                .get(unique_key)
+                .is_some_and(|(_, holder)| *holder == id)
+            {
+                q.unique.remove(unique_key);
+            }
+        }
+        Ok(())
+    }
+
+    async fn rate_limit(
+        &self,
+        queue: &str,
+        task: &str,
+        limit: crate::RateLimit,
+    ) -> Result<Option<Duration>> {
+        let now = self.shared.clock.now();
+        let interval =
+            chrono::Duration::from_std(limit.interval()).unwrap_or(chrono::Duration::MAX);
+        let mut state = self.lock();
+        let tat = state
+            .queues
+            .entry(queue.to_owned())
+            .or_default()
+            .rates
+            .entry(task.to_owned())
+            .or_insert(now);
+        if *tat > now {
+            return Ok(Some((*tat - now).to_std().unwrap_or_default()));
+        }
+        *tat = now + interval;
+        Ok(None)
     }
 
     async fn fetch(

@@ -53,14 +53,27 @@ pub trait Broker: Send + Sync + std::fmt::Debug {
     async fn enqueue(&self, messages: Vec<OutboundMessage>) -> Result<()>;
 
     /// Enqueues `message` only if no message claimed `unique_key` on its queue within `ttl`;
-    /// returns whether it was enqueued. Claim and enqueue are one atomic step, so racing
-    /// producers (several beat replicas firing one slot) enqueue it exactly once.
+    /// returns `None` when it was enqueued, or the id of the task holding the key. Claim and
+    /// enqueue are one atomic step, so racing producers (several beat replicas firing one slot)
+    /// enqueue it exactly once.
     async fn enqueue_unique(
         &self,
         message: OutboundMessage,
         unique_key: &str,
         ttl: Duration,
-    ) -> Result<bool>;
+    ) -> Result<Option<crate::TaskId>>;
+
+    /// Releases `unique_key` of `queue` if task `id` holds it (the task finished).
+    async fn release_unique(&self, queue: &str, unique_key: &str, id: crate::TaskId) -> Result<()>;
+
+    /// Admits one start of `task` under `limit`, shared by all workers; returns `None` when
+    /// admitted, or how long to wait before the next start may be admitted.
+    async fn rate_limit(
+        &self,
+        queue: &str,
+        task: &str,
+        limit: crate::RateLimit,
+    ) -> Result<Option<Duration>>;
 
     /// Moves up to `max` ready messages from `queues` (in that order of preference, highest
     /// priority first within a queue) into `worker`'s processing set and returns them.

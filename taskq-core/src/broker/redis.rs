@@ -552,12 +552,12 @@ impl Broker for RedisBroker {
         message: OutboundMessage,
         unique_key: &str,
         ttl: Duration,
-    ) -> Result<bool> {
+    ) -> Result<Option<crate::TaskId>> {
         let now = Utc::now();
         let keys = QueueKeys::new(&message.queue);
         let level = message.priority.min(9);
         let due = message.eta.filter(|eta| *eta > now).map_or(0, millis);
-        let enqueued: i64 = scripts::ENQUEUE_UNIQUE
+        let holder: String = scripts::ENQUEUE_UNIQUE
             .key(keys.unique(unique_key))
             .key(keys.pending(level))
             .key(keys.scheduled())
@@ -570,7 +570,10 @@ impl Broker for RedisBroker {
             .invoke_async(&mut self.conn())
             .await
             .map_err(redis_error)?;
-        if enqueued == 1 && !self.knows_queue(&message.queue) {
+        if !holder.is_empty() {
+            return Ok(Some(holder.parse().unwrap_or_default()));
+        }
+        if !self.knows_queue(&message.queue) {
             let mut conn = self.conn();
             redis::cmd("SADD")
                 .arg(keys::QUEUES)
@@ -580,7 +583,36 @@ impl Broker for RedisBroker {
                 .map_err(redis_error)?;
             self.remember_queues(&[&message.queue]);
         }
-        Ok(enqueued == 1)
+        Ok(None)
+    }
+
+    async fn release_unique(&self, queue: &str, unique_key: &str, id: crate::TaskId) -> Result<()> {
+        let _: i64 = scripts::RELEASE_UNIQUE
+            .key(QueueKeys::new(queue).unique(unique_key))
+            .arg(id.to_string())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        Ok(())
+    }
+
+    async fn rate_limit(
+        &self,
+        queue: &str,
+        task: &str,
+        limit: crate::RateLimit,
+    ) -> Result<Option<Duration>> {
+        let interval = u64::try_from(limit.interval().as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let wait: u64 = scripts::RATE_LIMIT
+            .key(QueueKeys::new(queue).rate(task))
+            .arg(millis(Utc::now()))
+            .arg(interval)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        Ok((wait > 0).then(|| Duration::from_millis(wait)))
     }
 
     async fn fetch(

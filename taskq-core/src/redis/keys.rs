@@ -59,6 +59,11 @@ impl QueueKeys {
         format!("{}:unique:{}", self.prefix, key)
     }
 
+    /// Rate limiter state of one task name: its theoretical arrival time, ms (STRING).
+    pub(crate) fn rate(&self, task: &str) -> String {
+        format!("{}:rate:{}", self.prefix, task)
+    }
+
     /// Task id -> times recovered from lost workers (HASH).
     pub(crate) fn redeliveries(&self) -> String {
         format!("{}:redeliveries", self.prefix)

@@ -21,3 +21,5 @@ script!(PROMOTE_SCHEDULED, "promote_scheduled.lua");
 script!(RECOVER, "recover.lua");
 script!(ENQUEUE_UNIQUE, "enqueue_unique.lua");
 script!(REQUEUE_DEAD, "requeue_dead.lua");
+script!(RELEASE_UNIQUE, "release_unique.lua");
+script!(RATE_LIMIT, "rate_limit.lua");

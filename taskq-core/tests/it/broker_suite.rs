@@ -38,6 +38,7 @@ macro_rules! broker_conformance {
                 deregister_returns_held_messages,
                 stats_count_every_place,
                 unique_enqueue_happens_once_per_key,
+                rate_limit_spaces_starts,
                 revocations_expire,
                 control_messages_reach_subscribers,
                 worker_info_expires,
@@ -525,20 +526,65 @@ pub(crate) async fn unique_enqueue_happens_once_per_key(broker: Shared) {
         .collect();
     let mut enqueued = 0;
     for racer in racers {
-        enqueued += usize::from(racer.await.unwrap());
+        enqueued += usize::from(racer.await.unwrap().is_none());
     }
     assert_eq!(enqueued, 1);
-    assert!(broker
-        .enqueue_unique(message(&q, 0), "slot-2", Duration::from_millis(200))
-        .await
-        .unwrap());
+    let first = message(&q, 0);
+    let first_id = first.id;
+    let claim = broker.enqueue_unique(first, "slot-2", Duration::from_millis(200));
+    assert_eq!(claim.await.unwrap(), None);
+    let duplicate = broker.enqueue_unique(message(&q, 0), "slot-2", Duration::from_secs(1));
+    assert_eq!(
+        duplicate.await.unwrap(),
+        Some(first_id),
+        "a duplicate learns who holds the key"
+    );
     assert_eq!(broker.stats(&q).await.unwrap().pending, 2);
     // The claim expires with its ttl.
     tokio::time::sleep(Duration::from_millis(400)).await;
+    let third = message(&q, 0);
+    let third_id = third.id;
+    let ttl = Duration::from_secs(60);
     assert!(broker
-        .enqueue_unique(message(&q, 0), "slot-2", Duration::from_secs(1))
+        .enqueue_unique(third, "slot-2", ttl)
         .await
-        .unwrap());
+        .unwrap()
+        .is_none());
+    // Released only by its holder.
+    broker.release_unique(&q, "slot-2", first_id).await.unwrap();
+    assert!(broker
+        .enqueue_unique(message(&q, 0), "slot-2", ttl)
+        .await
+        .unwrap()
+        .is_some());
+    broker.release_unique(&q, "slot-2", third_id).await.unwrap();
+    assert!(broker
+        .enqueue_unique(message(&q, 0), "slot-2", ttl)
+        .await
+        .unwrap()
+        .is_none());
+}
+
+pub(crate) async fn rate_limit_spaces_starts(broker: Shared) {
+    let q = queue();
+    let limit: taskq_core::RateLimit = "5/s".parse().unwrap();
+    assert_eq!(broker.rate_limit(&q, "t", limit).await.unwrap(), None);
+    let wait = broker
+        .rate_limit(&q, "t", limit)
+        .await
+        .unwrap()
+        .expect("limited");
+    assert!(
+        wait <= Duration::from_millis(200) && wait > Duration::ZERO,
+        "{wait:?}"
+    );
+    assert_eq!(
+        broker.rate_limit(&q, "other", limit).await.unwrap(),
+        None,
+        "per task name"
+    );
+    tokio::time::sleep(wait + Duration::from_millis(5)).await;
+    assert_eq!(broker.rate_limit(&q, "t", limit).await.unwrap(), None);
 }
 
 pub(crate) async fn revocations_expire(broker: Shared) {

@@ -7,4 +7,5 @@ mod failures;
 mod lifecycle;
 mod ordering;
 mod redis;
+mod semantics;
 mod success;

@@ -128,3 +128,39 @@ async fn an_envelope_written_by_hand_per_the_protocol_doc_runs() {
     assert_eq!(summary.count, 3);
     worker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unique_and_rate_limited_tasks_on_redis() {
+    use crate::semantics::{Limited, Unique};
+    let server = RedisServer::start();
+    let client = redis_client(&server).await;
+    let first = client.enqueue(Unique { account: 1 }).await.unwrap();
+    let again = client.enqueue(Unique { account: 1 }).await.unwrap();
+    assert_eq!(first.id(), again.id());
+    let limited = client.enqueue_many((0..4).map(|_| Limited)).await.unwrap();
+
+    let worker = Running::start(
+        builder(&client)
+            .register::<Unique>()
+            .register::<Limited>()
+            .concurrency(8),
+    );
+    first.wait(Duration::from_secs(10)).await.unwrap();
+    assert_ne!(
+        client.enqueue(Unique { account: 1 }).await.unwrap().id(),
+        first.id(),
+        "released"
+    );
+    let mut started = Vec::new();
+    for handle in &limited {
+        handle.wait(Duration::from_secs(20)).await.unwrap();
+        started.push(handle.info().await.unwrap().unwrap().updated_at);
+    }
+    started.sort();
+    let span = *started.last().unwrap() - started[0];
+    assert!(
+        span >= chrono::Duration::milliseconds(1_400),
+        "4 starts at 2/s took only {span}"
+    );
+    worker.stop().await;
+}

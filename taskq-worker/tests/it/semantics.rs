@@ -1,0 +1,427 @@
+//! Celery-style task semantics on the memory broker with the paused clock: soft time limits,
+//! manual retry delays, at-most-once, unique tasks, progress, hooks, rate limits, weighted
+//! queues and terminate with a grace period.
+
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+use taskq_core::{Client, DeadReason, Error, Run, Task, TaskContext, TaskError, TaskState};
+
+use crate::support::{all_tasks, builder, log, report, Record, Running};
+
+#[derive(Task, Serialize, Deserialize)]
+#[task(name = "sem.polite", soft_timeout = "1s", timeout = "10s")]
+struct Polite;
+
+impl Run for Polite {
+    type Output = String;
+    async fn run(self, ctx: TaskContext) -> Result<String, TaskError> {
+        tokio::select! {
+            _ = ctx.cancelled() => Ok("cleaned up".into()),
+            _ = tokio::time::sleep(Duration::from_secs(60)) => Ok("finished".into()),
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn soft_time_limit_signals_the_task_which_can_clean_up() {
+    let client = Client::in_memory();
+    let worker = Running::start(builder(&client).register::<Polite>());
+    let start = client.clock().now();
+    let handle = client.enqueue(Polite).await.unwrap();
+    assert_eq!(
+        handle.wait(Duration::from_secs(30)).await.unwrap(),
+        "cleaned up"
+    );
+    let took = handle.info().await.unwrap().unwrap().updated_at - start;
+    assert!(
+        took >= chrono::Duration::seconds(1) && took < chrono::Duration::seconds(2),
+        "{took}"
+    );
+    worker.stop().await;
+}
+
+#[derive(Task, Serialize, Deserialize)]
+#[task(name = "sem.later", max_retries = 1)]
+struct Later;
+
+impl Run for Later {
+    type Output = u32;
+    async fn run(self, ctx: TaskContext) -> Result<u32, TaskError> {
+        if ctx.attempt() == 0 {
+            return Err(ctx.retry_after(Duration::from_secs(30), "not yet"));
+        }
+        Ok(ctx.attempt())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn manual_retry_waits_exactly_as_asked() {
+    let client = Client::in_memory();
+    let worker = Running::start(builder(&client).register::<Later>());
+    let start = client.clock().now();
+    let handle = client.enqueue(Later).await.unwrap();
+    assert_eq!(handle.wait(Duration::from_secs(120)).await.unwrap(), 1);
+    let took = handle.info().await.unwrap().unwrap().updated_at - start;
+    assert!(
+        took >= chrono::Duration::seconds(30),
+        "retried after {took}"
+    );
+    worker.stop().await;
+}
+
+#[derive(Task, Serialize, Deserialize)]
+#[task(name = "sem.once", at_most_once, max_retries = 5)]
+struct Once {
+    label: String,
+    fail: bool,
+}
+
+impl Run for Once {
+    type Output = ();
+    async fn run(self, _ctx: TaskContext) -> Result<(), TaskError> {
+        report(&self.label);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if self.fail {
+            return Err(TaskError::retryable("would normally retry"));
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_most_once_acks_before_running_and_never_retries() {
+    let client = Client::in_memory();
+    let prefix = format!("once-{}", taskq_core::TaskId::new());
+    let mut rx = log(&prefix);
+    let worker = Running::start(builder(&client).register::<Once>());
+    let ok = client
+        .enqueue(Once {
+            label: format!("{prefix}-ok"),
+            fail: false,
+        })
+        .await
+        .unwrap();
+    rx.recv().await.unwrap();
+    let stats = client.broker().stats("default").await.unwrap();
+    assert_eq!(stats.processing, 0, "acknowledged before it ran");
+    ok.wait(Duration::from_secs(10)).await.unwrap();
+
+    let bad = client
+        .enqueue(Once {
+            label: format!("{prefix}-bad"),
+            fail: true,
+        })
+        .await
+        .unwrap();
+    let err = bad.wait(Duration::from_secs(10)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::TaskFailed {
+                state: TaskState::Failure,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(bad.info().await.unwrap().unwrap().attempts, 1, "no retry");
+    let stats = client.broker().stats("default").await.unwrap();
+    assert_eq!(
+        (stats.pending, stats.scheduled, stats.processing, stats.dead),
+        (0, 0, 0, 0)
+    );
+    assert_eq!(worker.stop().await.retried, 0);
+}
+
+#[derive(Task, Serialize, Deserialize)]
+#[task(name = "sem.unique", unique_for = "10m")]
+pub(crate) struct Unique {
+    pub(crate) account: u32,
+}
+
+impl Run for Unique {
+    type Output = u32;
+    async fn run(self, _ctx: TaskContext) -> Result<u32, TaskError> {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok(self.account)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn unique_tasks_return_the_existing_id_until_it_finishes() {
+    let client = Client::in_memory();
+    let first = client.enqueue(Unique { account: 7 }).await.unwrap();
+    let again = client.enqueue(Unique { account: 7 }).await.unwrap();
+    let other = client.enqueue(Unique { account: 8 }).await.unwrap();
+    assert_eq!(first.id(), again.id());
+    assert_ne!(first.id(), other.id());
+    let keyed = client
+        .enqueue(Unique { account: 9 })
+        .unique_key("account-7")
+        .await
+        .unwrap();
+    let keyed_again = client
+        .enqueue(Unique { account: 10 })
+        .unique_key("account-7")
+        .await
+        .unwrap();
+    assert_eq!(
+        keyed.id(),
+        keyed_again.id(),
+        "a custom key decides what is a duplicate"
+    );
+    assert_eq!(client.broker().stats("default").await.unwrap().pending, 3);
+
+    let worker = Running::start(builder(&client).register::<Unique>());
+    assert_eq!(first.wait(Duration::from_secs(10)).await.unwrap(), 7);
+    // Finished: the lock is released and a new enqueue creates a new task.
+    let later = client.enqueue(Unique { account: 7 }).await.unwrap();
+    assert_ne!(later.id(), first.id());
+    later.wait(Duration::from_secs(10)).await.unwrap();
+    worker.stop().await;
+}
+
+#[derive(Task, Serialize, Deserialize)]
+#[task(name = "sem.progress")]
+struct Progress;
+
+impl Run for Progress {
+    type Output = ();
+    async fn run(self, ctx: TaskContext) -> Result<(), TaskError> {
+        ctx.set_progress(&serde_json::json!({"done": 5, "total": 10}))
+            .await?;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn progress_is_visible_while_running() {
+    let client = Client::in_memory();
+    let worker = Running::start(builder(&client).register::<Progress>());
+    let handle = client.enqueue(Progress).await.unwrap();
+    crate::support::eventually("progress", || async {
+        handle
+            .info()
+            .await
+            .unwrap()
+            .is_some_and(|r| r.progress.is_some())
+    })
+    .await;
+    let record = handle.info().await.unwrap().unwrap();
+    assert_eq!(record.state, TaskState::Started);
+    assert_eq!(
+        record.progress,
+        Some(serde_json::json!({"done": 5, "total": 10}))
+    );
+    handle.wait(Duration::from_secs(30)).await.unwrap();
+    worker.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn hooks_see_outcomes_and_cannot_hurt_the_worker() {
+    let client = Client::in_memory();
+    let counts: Arc<[AtomicUsize; 4]> = Arc::new(Default::default());
+    let c = counts.clone();
+    let worker = Running::start(
+        all_tasks(builder(&client))
+            .on_success(move |_| {
+                c[0].fetch_add(1, Ordering::SeqCst);
+                Err("alerting is down".into())
+            })
+            .on_retry({
+                let c = counts.clone();
+                move |event| {
+                    assert!(event.error.is_some());
+                    c[1].fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                }
+            })
+            .on_failure({
+                let c = counts.clone();
+                move |_| {
+                    c[2].fetch_add(1, Ordering::SeqCst);
+                    panic!("a hook that panics")
+                }
+            })
+            .on_dead_letter({
+                let c = counts.clone();
+                move |event| {
+                    assert_eq!(event.reason, Some(DeadReason::RetriesExhausted));
+                    c[3].fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                }
+            }),
+    );
+    let ok = client
+        .enqueue(crate::support::Flaky { fail_times: 1 })
+        .await
+        .unwrap();
+    ok.wait(Duration::from_secs(60)).await.unwrap();
+    let bad = client
+        .enqueue(crate::support::Flaky { fail_times: 10 })
+        .await
+        .unwrap();
+    bad.wait(Duration::from_secs(600)).await.unwrap_err();
+    let load = |i: usize| counts[i].load(Ordering::SeqCst);
+    assert_eq!((load(0), load(1), load(2), load(3)), (1, 1 + 3, 1, 1));
+    // Still working after a failing and a panicking hook.
+    let again = client
+        .enqueue(Record {
+            label: "after-hooks".into(),
+            ms: 0,
+        })
+        .await
+        .unwrap();
+    again.wait(Duration::from_secs(10)).await.unwrap();
+    worker.stop().await;
+}
+
+#[derive(Task, Serialize, Deserialize)]
+#[task(name = "sem.limited", rate_limit = "2/s")]
+pub(crate) struct Limited;
+
+impl Run for Limited {
+    type Output = chrono::DateTime<chrono::Utc>;
+    async fn run(self, _ctx: TaskContext) -> Result<Self::Output, TaskError> {
+        Ok(chrono::Utc::now())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_limit_spaces_starts_without_dropping_any() {
+    let client = Client::in_memory();
+    let handles = client.enqueue_many((0..6).map(|_| Limited)).await.unwrap();
+    let worker = Running::start(builder(&client).register::<Limited>().concurrency(8));
+    let mut started = Vec::new();
+    for handle in &handles {
+        handle.wait(Duration::from_secs(60)).await.unwrap();
+        started.push(handle.info().await.unwrap().unwrap().updated_at);
+    }
+    started.sort();
+    let span = *started.last().unwrap() - started[0];
+    assert!(
+        span >= chrono::Duration::milliseconds(2_500),
+        "6 starts at 2/s took only {span}"
+    );
+    assert_eq!(
+        worker.stop().await.retried,
+        0,
+        "waiting for the limiter spends no retry"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn weighted_queues_lead_by_weight() {
+    let client = Client::in_memory();
+    let prefix = format!("w-{}", taskq_core::TaskId::new());
+    let mut rx = log(&prefix);
+    for _ in 0..6 {
+        for queue in ["a", "b"] {
+            let label = format!("{prefix}-{queue}");
+            client
+                .enqueue(Record { label, ms: 0 })
+                .queue(queue)
+                .await
+                .unwrap();
+        }
+    }
+    let worker = Running::start(
+        all_tasks(builder(&client))
+            .queue_weights([("a", 3), ("b", 1)])
+            .concurrency(1)
+            .prefetch(0),
+    );
+    let mut order = String::new();
+    for _ in 0..8 {
+        let label = rx.recv().await.unwrap();
+        order.push_str(label.rsplit('-').next().unwrap());
+    }
+    assert_eq!(order, "aabaaaba");
+    worker.stop().await;
+}
+
+#[derive(Task, Serialize, Deserialize)]
+#[task(name = "sem.stubborn")]
+struct Stubborn {
+    label: String,
+}
+
+impl Run for Stubborn {
+    type Output = ();
+    async fn run(self, _ctx: TaskContext) -> Result<(), TaskError> {
+        report(&self.label);
+        // Ignores its cancellation signal: only the hard stop after the grace ends it.
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn terminate_signals_then_stops_after_the_grace() {
+    let client = Client::in_memory();
+    let prefix = format!("stubborn-{}", taskq_core::TaskId::new());
+    let mut rx = log(&prefix);
+    let worker = Running::start(
+        builder(&client)
+            .register::<Stubborn>()
+            .register::<Polite>()
+            .revoke_grace(Duration::from_secs(3)),
+    );
+    let stubborn = client
+        .enqueue(Stubborn {
+            label: prefix.clone(),
+        })
+        .await
+        .unwrap();
+    rx.recv().await.unwrap();
+    let revoked_at = client.clock().now();
+    client.revoke(stubborn.id(), true).await.unwrap();
+    let err = stubborn.wait(Duration::from_secs(30)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::TaskFailed {
+                state: TaskState::Revoked,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let stopped = stubborn.info().await.unwrap().unwrap().updated_at - revoked_at;
+    assert!(
+        stopped >= chrono::Duration::seconds(3),
+        "stopped after {stopped}, before the grace"
+    );
+
+    // A task that listens stops as soon as it is told, well before the grace, and ends
+    // REVOKED although it returned normally.
+    let polite = client.enqueue(Polite).await.unwrap();
+    crate::support::eventually("polite running", || async {
+        client.broker().stats("default").await.unwrap().processing == 1
+    })
+    .await;
+    let revoked_at = client.clock().now();
+    client.revoke(polite.id(), true).await.unwrap();
+    let err = polite.wait(Duration::from_secs(30)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::TaskFailed {
+                state: TaskState::Revoked,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let stopped = polite.info().await.unwrap().unwrap().updated_at - revoked_at;
+    assert!(stopped < chrono::Duration::seconds(1), "took {stopped}");
+    worker.stop().await;
+}
