@@ -4,7 +4,7 @@ use std::{io::Write, time::Duration};
 
 use chrono::Utc;
 use serde_json::json;
-use taskq_core::{Client, ControlMessage, DeadLetter, TaskId};
+use taskq_core::{error_chain, Client, ControlMessage, DeadLetter, TaskId};
 
 use crate::{
     args::{Cli, Command, DeadCommand, EnqueueArgs, QueueCommand},
@@ -12,9 +12,13 @@ use crate::{
 };
 
 pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
-    let client = Client::connect(&cli.broker)
-        .await
-        .map_err(|err| format!("cannot reach the broker at {}: {}", cli.broker, chain(&err)))?;
+    let client = Client::connect(&cli.broker).await.map_err(|err| {
+        format!(
+            "cannot reach the broker at {}: {}",
+            cli.broker,
+            error_chain(&err)
+        )
+    })?;
     let json = cli.json;
     match cli.command {
         Command::Status { watch: None } => println!("{}", status(&client, json).await?),
@@ -51,18 +55,6 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Ping { timeout } => println!("{}", ping(&client, timeout, json).await?),
     }
     Ok(())
-}
-
-/// An error with its causes, on one line.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn parse_id(text: &str) -> Result<TaskId, Failure> {

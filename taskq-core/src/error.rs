@@ -88,3 +88,23 @@ impl Error {
 
 /// `Result` with taskq-core's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error and its causes on one line, joined by `: ` (for logs and one-line CLI errors).
+///
+/// ```
+/// let err = taskq_core::Error::Deserialize {
+///     what: "task result",
+///     source: serde_json::from_str::<u8>("x").unwrap_err(),
+/// };
+/// assert!(taskq_core::error_chain(&err).starts_with("failed to deserialize task result: expected value"));
+/// ```
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -56,7 +56,7 @@ pub use clock::Clock;
 pub use envelope::{
     DecodeError, Envelope, TaskId, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_QUEUE, PROTOCOL_VERSION,
 };
-pub use error::{Error, Result};
+pub use error::{error_chain, Error, Result};
 pub use result::{TaskResult, TaskState};
 pub use retry::RetryPolicy;
 pub use shutdown::shutdown_signal;

@@ -5,8 +5,8 @@ use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
 use futures_util::FutureExt;
 use serde_json::value::RawValue;
 use taskq_core::{
-    DeadReason, DecodeError, Delivery, Envelope, OutboundMessage, TaskContext, TaskError,
-    TaskResult, TaskState, UNIQUE_KEY_HEADER,
+    error_chain, DeadReason, DecodeError, Delivery, Envelope, OutboundMessage, TaskContext,
+    TaskError, TaskResult, TaskState, UNIQUE_KEY_HEADER,
 };
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
@@ -508,18 +508,6 @@ where
             }
         }
     }
-}
-
-/// An error with its sources, joined by `: `.
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut message = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {

@@ -223,6 +223,26 @@ impl Default for MemoryBroker {
     }
 }
 
+impl State {
+    /// Adds a message to its queue: scheduled when due later, at the tail of its level if not.
+    fn place(&mut self, out: OutboundMessage, now: DateTime<Utc>) {
+        let seq = self.next_tag;
+        self.next_tag += 1;
+        let queue = self.queues.entry(out.queue).or_default();
+        let message = Message {
+            id: out.id,
+            priority: out.priority,
+            payload: Arc::from(out.payload),
+        };
+        match out.eta {
+            Some(eta) if eta > now => {
+                queue.scheduled.insert((eta, seq), message);
+            }
+            _ => queue.push_back(message),
+        }
+    }
+}
+
 impl QueueState {
     fn pop_ready(&mut self) -> Option<Message> {
         let message = self.levels.iter_mut().rev().find_map(VecDeque::pop_front)?;
@@ -288,22 +308,7 @@ impl Broker for MemoryBroker {
             }
         }
         for out in messages {
-            let seq = state.next_tag;
-            state.next_tag += 1;
-            let queue = state.queues.entry(out.queue).or_default();
-            let message = Message {
-                id: out.id,
-                priority: out.priority,
-                payload: Arc::from(out.payload),
-            };
-            match out.eta {
-                Some(eta) if eta > now => {
-                    queue.scheduled.insert((eta, seq), message);
-                }
-                _ => {
-                    queue.push_back(message);
-                }
-            }
+            state.place(out, now);
         }
         drop(state);
         // Scheduled messages also wake fetchers, so that they re-arm their timers.
@@ -428,20 +433,7 @@ impl Broker for MemoryBroker {
         if Self::take_processing(&mut state, worker, delivery).is_none() {
             return Ok(false);
         }
-        let seq = state.next_tag;
-        state.next_tag += 1;
-        let queue = state.queues.entry(next.queue).or_default();
-        let message = Message {
-            id: next.id,
-            priority: next.priority,
-            payload: Arc::from(next.payload),
-        };
-        match next.eta {
-            Some(eta) if eta > now => {
-                queue.scheduled.insert((eta, seq), message);
-            }
-            _ => queue.push_back(message),
-        }
+        state.place(next, now);
         drop(state);
         self.shared.ready.notify_waiters();
         Ok(true)
