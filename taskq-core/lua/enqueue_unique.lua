@@ -4,6 +4,7 @@
 -- KEYS[1]      taskq:{q}:unique:<key>
 -- KEYS[2]      taskq:{q}:pending:<level> (used when due now)
 -- KEYS[3]      taskq:{q}:scheduled (used when due later)
+-- KEYS[4]      taskq:{q}:wake (a token for one idle worker)
 -- ARGV[1]      payload
 -- ARGV[2]      how long the key lives, ms
 -- ARGV[3]      due time, ms since the epoch (0: now)
@@ -18,5 +19,7 @@ if tonumber(ARGV[3]) > tonumber(ARGV[4]) then
   redis.call('ZADD', KEYS[3], ARGV[3], ARGV[5] .. ARGV[1])
 else
   redis.call('LPUSH', KEYS[2], ARGV[1])
+  redis.call('LPUSH', KEYS[4], '1')
+  redis.call('LTRIM', KEYS[4], 0, 0)
 end
 return ''

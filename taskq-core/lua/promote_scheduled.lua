@@ -3,6 +3,7 @@
 --
 -- KEYS[1]      taskq:{q}:scheduled (members: one-digit level followed by the payload)
 -- KEYS[2..11]  taskq:{q}:pending:0 .. taskq:{q}:pending:9
+-- KEYS[12]     taskq:{q}:wake (a token for one idle worker)
 -- ARGV[1]      now, ms since the epoch
 -- ARGV[2]      most messages to move
 -- returns      number of messages moved
@@ -11,5 +12,9 @@ for _, member in ipairs(due) do
   local level = tonumber(string.sub(member, 1, 1)) or 0
   redis.call('LPUSH', KEYS[2 + level], string.sub(member, 2))
   redis.call('ZREM', KEYS[1], member)
+end
+if #due > 0 then
+  redis.call('LPUSH', KEYS[12], '1')
+  redis.call('LTRIM', KEYS[12], 0, 0)
 end
 return #due

@@ -8,6 +8,7 @@
 -- KEYS[3]      taskq:{q}:redeliveries (task id -> times recovered)
 -- KEYS[4]      taskq:{q}:dead
 -- KEYS[5..14]  taskq:{q}:pending:0 .. taskq:{q}:pending:9
+-- KEYS[15]     taskq:{q}:wake (a token for one idle worker)
 -- ARGV[1]      worker id
 -- ARGV[2]      now, ms since the epoch
 -- ARGV[3]      most recoveries before a message is dead-lettered
@@ -50,4 +51,8 @@ for _, payload in ipairs(held) do
   end
 end
 redis.call('DEL', KEYS[2])
+if requeued > 0 then
+  redis.call('LPUSH', KEYS[15], '1')
+  redis.call('LTRIM', KEYS[15], 0, 0)
+end
 return {requeued, dead}

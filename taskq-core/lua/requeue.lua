@@ -3,6 +3,7 @@
 --
 -- KEYS[1]      taskq:{q}:processing:<worker>
 -- KEYS[2..11]  taskq:{q}:pending:0 .. taskq:{q}:pending:9
+-- KEYS[12]     taskq:{q}:wake (a token for one idle worker)
 -- ARGV         pairs: level, payload, in the order they should run
 -- returns      number of messages that were still held
 local requeued = 0
@@ -11,5 +12,9 @@ for i = #ARGV - 1, 1, -2 do
     redis.call('RPUSH', KEYS[2 + tonumber(ARGV[i])], ARGV[i + 1])
     requeued = requeued + 1
   end
+end
+if requeued > 0 then
+  redis.call('LPUSH', KEYS[12], '1')
+  redis.call('LTRIM', KEYS[12], 0, 0)
 end
 return requeued

@@ -4,6 +4,7 @@
 -- KEYS[1]      taskq:{q}:processing:<worker>
 -- KEYS[2]      taskq:{q}:scheduled
 -- KEYS[3]      taskq:{q}:pending:<level of the next attempt>
+-- KEYS[4]      taskq:{q}:wake (a token for one idle worker)
 -- ARGV[1]      current payload (as held)
 -- ARGV[2]      next attempt's payload
 -- ARGV[3]      due time, ms since the epoch
@@ -15,6 +16,8 @@ if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then
 end
 if tonumber(ARGV[3]) <= tonumber(ARGV[4]) then
   redis.call('LPUSH', KEYS[3], ARGV[2])
+  redis.call('LPUSH', KEYS[4], '1')
+  redis.call('LTRIM', KEYS[4], 0, 0)
 else
   redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5] .. ARGV[2])
 end

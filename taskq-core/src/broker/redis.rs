@@ -383,13 +383,12 @@ impl RedisBroker {
         Ok(out)
     }
 
-    /// Blocks up to `wait` for one message on the first queue's default level.
-    async fn fetch_blocking(
-        &self,
-        worker: &WorkerId,
-        queue: &str,
-        wait: Duration,
-    ) -> Result<Option<Delivery>> {
+    /// Waits up to `wait` for a wake-up token of any of `queues` on the dedicated blocking
+    /// connection; true when one arrived (messages became ready somewhere).
+    ///
+    /// One `BLPOP` watches every queue and priority level at once, and wakes exactly one idle
+    /// worker per token, so an idle fleet neither polls nor stampedes.
+    async fn wait_for_wake(&self, queues: &[String], wait: Duration) -> Result<bool> {
         let config = &self.shared.config;
         let blocking = self
             .shared
@@ -402,18 +401,28 @@ impl RedisBroker {
             })
             .await?;
         let mut conn = blocking.lock().await;
-        let keys = QueueKeys::new(queue);
         let wait = wait.min(config.block_timeout);
-        let payload: Option<String> = redis::cmd("BLMOVE")
-            .arg(keys.pending(0))
-            .arg(keys.processing(worker.as_str()))
-            .arg("RIGHT")
-            .arg("LEFT")
+        let keys: Vec<String> = queues.iter().map(|q| QueueKeys::new(q).wake()).collect();
+        let token: Option<(String, String)> = redis::cmd("BLPOP")
+            .arg(keys)
             .arg(wait.as_secs_f64())
             .query_async(&mut *conn)
             .await
             .map_err(redis_error)?;
-        Ok(payload.map(|p| Delivery::new(Arc::from(queue), 0, Arc::from(p), 0)))
+        Ok(token.is_some())
+    }
+
+    /// Passes a wake-up on to another idle worker (this one took a full batch; more may wait).
+    async fn pass_wake(&self, queue: &str) -> Result<()> {
+        let wake = QueueKeys::new(queue).wake();
+        redis::pipe()
+            .lpush(&wake, 1)
+            .ignore()
+            .ltrim(&wake, 0, 0)
+            .ignore()
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(redis_error)
     }
 
     async fn fetch_inner(
@@ -429,14 +438,15 @@ impl RedisBroker {
             self.hold(worker, &ready);
             out.extend(ready);
         }
-        if out.is_empty() && !wait.is_zero() {
-            if let Some(first) = queues.first() {
-                // One message at once for low latency; the caller's next fetch takes the rest.
-                if let Some(delivery) = self.fetch_blocking(worker, first, wait).await? {
-                    self.hold(worker, std::slice::from_ref(&delivery));
-                    out.push(delivery);
+        if out.is_empty() && !wait.is_zero() && self.wait_for_wake(queues, wait).await? {
+            let ready = self.fetch_ready(worker, queues, max).await?;
+            self.hold(worker, &ready);
+            if ready.len() == max {
+                if let Some(first) = ready.first() {
+                    self.pass_wake(first.queue()).await?;
                 }
             }
+            out.extend(ready);
         }
         Ok(out)
     }
@@ -471,6 +481,7 @@ impl RedisBroker {
         for key in keys.pending_ascending() {
             invocation.key(key);
         }
+        invocation.key(keys.wake());
         invocation
             .arg(worker)
             .arg(millis(now))
@@ -534,6 +545,16 @@ impl Broker for RedisBroker {
         for (key, payloads) in &ready {
             pipe.lpush(key, payloads).ignore();
         }
+        // Wake one idle worker per queue that received ready messages.
+        let mut woken: Vec<&str> = Vec::new();
+        for message in &messages {
+            let ready_now = message.eta.is_none_or(|eta| eta <= now);
+            if ready_now && !woken.contains(&message.queue.as_str()) {
+                woken.push(&message.queue);
+                let wake = QueueKeys::new(&message.queue).wake();
+                pipe.lpush(&wake, 1).ignore().ltrim(&wake, 0, 0).ignore();
+            }
+        }
         for (key, members) in &scheduled {
             pipe.zadd_multiple(key, members).ignore();
         }
@@ -561,6 +582,7 @@ impl Broker for RedisBroker {
             .key(keys.unique(unique_key))
             .key(keys.pending(level))
             .key(keys.scheduled())
+            .key(keys.wake())
             .arg(&message.payload)
             .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
             .arg(due)
@@ -668,6 +690,7 @@ impl Broker for RedisBroker {
             .key(held.processing(worker.as_str()))
             .key(target.scheduled())
             .key(target.pending(level))
+            .key(target.wake())
             .arg(delivery.payload())
             .arg(&next.payload)
             .arg(due)
@@ -689,6 +712,7 @@ impl Broker for RedisBroker {
             for key in keys.pending_ascending() {
                 invocation.key(key);
             }
+            invocation.key(keys.wake());
             for delivery in &group {
                 invocation
                     .arg(delivery.priority().min(9))
@@ -750,6 +774,7 @@ impl Broker for RedisBroker {
             for key in keys.pending_ascending() {
                 invocation.key(key);
             }
+            invocation.key(keys.wake());
             invocation.arg(now).arg(limit - moved);
             let count: usize = invocation
                 .invoke_async(&mut self.conn())
@@ -964,6 +989,7 @@ impl Broker for RedisBroker {
             let requeued: i64 = scripts::REQUEUE_DEAD
                 .key(keys.dead())
                 .key(keys.pending(letter.priority()))
+                .key(keys.wake())
                 .arg(record)
                 .arg(letter.requeue_payload())
                 .invoke_async(&mut self.conn())

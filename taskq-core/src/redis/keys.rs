@@ -34,6 +34,12 @@ impl QueueKeys {
         (0..LEVELS).rev().map(|level| self.pending(level)).collect()
     }
 
+    /// Wake-up token for idle workers: at most one element, pushed whenever messages become
+    /// ready, popped by one blocked worker (LIST).
+    pub(crate) fn wake(&self) -> String {
+        format!("{}:wake", self.prefix)
+    }
+
     /// Messages a worker holds (LIST).
     pub(crate) fn processing(&self, worker: &str) -> String {
         format!("{}:processing:{}", self.prefix, worker)

@@ -23,6 +23,8 @@ macro_rules! broker_conformance {
                 queues_in_order_of_preference,
                 fetch_returns_empty_after_waiting,
                 fetch_is_woken_by_enqueue,
+                fetch_is_woken_for_any_queue_and_level,
+                fetch_is_woken_by_promotion,
                 ack_is_fenced,
                 eta_is_not_fetched_early,
                 retry_reschedules_the_next_attempt,
@@ -165,6 +167,80 @@ pub(crate) async fn fetch_is_woken_by_enqueue(broker: Shared) {
     let got = tokio::time::timeout(Duration::from_secs(10), waiting)
         .await
         .expect("a waiting fetch must wake on enqueue, not at its timeout")
+        .unwrap();
+    assert_eq!(ids(&got), vec![id]);
+}
+
+pub(crate) async fn fetch_is_woken_for_any_queue_and_level(broker: Shared) {
+    let (first, second) = (queue(), queue());
+    let waiting = {
+        let (broker, queues) = (broker.clone(), vec![first.clone(), second.clone()]);
+        tokio::spawn(async move {
+            let worker = WorkerId::generate();
+            // Keep waiting across empty rounds, as a worker's fetch loop does.
+            loop {
+                let got = broker
+                    .fetch(&worker, &queues, 5, Duration::from_secs(30))
+                    .await
+                    .unwrap();
+                if !got.is_empty() {
+                    return (got, tokio::time::Instant::now());
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let sent = message(&second, 5);
+    let id = sent.id;
+    let enqueued_at = tokio::time::Instant::now();
+    broker.enqueue(vec![sent]).await.unwrap();
+    let (got, woke_at) = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("woken")
+        .unwrap();
+    assert_eq!(ids(&got), vec![id]);
+    // Woken by the enqueue, not by a timeout or a polling round.
+    assert!(
+        woke_at - enqueued_at < Duration::from_millis(300),
+        "took {:?}",
+        woke_at - enqueued_at
+    );
+}
+
+pub(crate) async fn fetch_is_woken_by_promotion(broker: Shared) {
+    let q = queue();
+    let mut later = message(&q, 0);
+    later.eta = Some(broker.clock().now() + chrono::Duration::milliseconds(300));
+    let id = later.id;
+    broker.enqueue(vec![later]).await.unwrap();
+    let waiting = {
+        let (broker, q) = (broker.clone(), q.clone());
+        tokio::spawn(async move {
+            let worker = WorkerId::generate();
+            loop {
+                let got = broker
+                    .fetch(
+                        &worker,
+                        std::slice::from_ref(&q),
+                        5,
+                        Duration::from_secs(30),
+                    )
+                    .await
+                    .unwrap();
+                if !got.is_empty() {
+                    return got;
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    broker
+        .promote_scheduled(std::slice::from_ref(&q), 100)
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("woken")
         .unwrap();
     assert_eq!(ids(&got), vec![id]);
 }
