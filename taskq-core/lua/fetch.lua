@@ -10,11 +10,14 @@
 -- KEYS[12]     taskq:{q}:workers
 -- ARGV[1]      most messages to move (0 only registers the worker)
 -- ARGV[2]      worker id
--- ARGV[3]      lease deadline (ms) for a worker not yet registered by a heartbeat
+-- ARGV[3]      lease deadline (ms) for a worker not yet registered by a heartbeat; 0 when
+--              it has sent one (no registration needed)
 -- returns      {payloads, levels}: two arrays of equal length, oldest first
 local max = tonumber(ARGV[1])
 -- A worker holding messages must be known to reapers even before its first heartbeat.
-redis.call('ZADD', KEYS[12], 'NX', ARGV[3], ARGV[2])
+if ARGV[3] ~= '0' then
+  redis.call('ZADD', KEYS[12], 'NX', ARGV[3], ARGV[2])
+end
 local payloads, levels = {}, {}
 if max <= 0 or redis.call('EXISTS', unpack(KEYS, 1, 10)) == 0 then
   return {payloads, levels}

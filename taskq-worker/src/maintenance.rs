@@ -10,11 +10,21 @@ use crate::runtime::Runtime;
 /// Scheduled messages promoted per round; more wait for the next round.
 const PROMOTE_BATCH: usize = 1000;
 
+/// Rounds between two publications of the worker's info and refreshes of the revoked set:
+/// both have faster paths (pub/sub) or tolerate a few seconds, and an idle worker should cost
+/// only a few Redis commands per second.
+const SLOW_EVERY: u64 = 5;
+
 /// Runs one round at once, then every heartbeat interval, until `stop` fires.
 pub(crate) async fn run(runtime: Arc<Runtime>, stop: CancellationToken) {
     let interval = runtime.config.heartbeat_interval;
+    let mut rounds = 0u64;
     loop {
         round(&runtime).await;
+        rounds += 1;
+        if rounds % SLOW_EVERY == 0 {
+            slow_round(&runtime).await;
+        }
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
@@ -51,6 +61,13 @@ pub(crate) async fn round(runtime: &Runtime) {
     if let Err(err) = broker.promote_scheduled(queues, PROMOTE_BATCH).await {
         tracing::warn!(error = %err, "promoting scheduled messages failed");
     }
+}
+
+/// Publishes the worker's info and refreshes the revoked set (every [`SLOW_EVERY`] rounds, and
+/// once at start).
+pub(crate) async fn slow_round(runtime: &Runtime) {
+    let broker = runtime.client.broker();
+    let queues = &runtime.config.queues;
     let mut info = WorkerInfo::new(
         runtime.worker.as_str(),
         queues.clone(),

@@ -129,6 +129,7 @@ pub(crate) async fn run(
         log_durability_warnings(&runtime).await;
         let acker = Acker::start(&runtime);
         maintenance::round(&runtime).await;
+        maintenance::slow_round(&runtime).await;
         let maintenance_stop = CancellationToken::new();
         let maintenance = tokio::spawn(
             maintenance::run(runtime.clone(), maintenance_stop.clone()).in_current_span(),

@@ -131,6 +131,8 @@ struct Shared {
     unreconciled: Mutex<HashSet<WorkerId>>,
     /// Queues this process already added to `taskq:queues`.
     known_queues: Mutex<HashSet<String>>,
+    /// Workers of this process that sent a heartbeat (fetches need not register them).
+    heartbeating: Mutex<HashSet<WorkerId>>,
 }
 
 /// Payloads handed out and not yet released, with multiplicity, per (worker, queue).
@@ -223,8 +225,17 @@ impl RedisBroker {
                 held: Mutex::new(HashMap::new()),
                 unreconciled: Mutex::new(HashSet::new()),
                 known_queues: Mutex::new(HashSet::new()),
+                heartbeating: Mutex::new(HashSet::new()),
             }),
         })
+    }
+
+    fn has_heartbeat(&self, worker: &WorkerId) -> bool {
+        self.shared
+            .heartbeating
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(worker)
     }
 
     fn knows_queue(&self, queue: &str) -> bool {
@@ -370,7 +381,11 @@ impl RedisBroker {
                 .key(keys.workers())
                 .arg(max - out.len())
                 .arg(worker.as_str())
-                .arg(millis(Utc::now()) + FETCH_LEASE.as_millis() as i64);
+                .arg(if self.has_heartbeat(worker) {
+                    0
+                } else {
+                    millis(Utc::now()) + FETCH_LEASE.as_millis() as i64
+                });
             let (payloads, levels): (Vec<String>, Vec<u8>) = invocation
                 .invoke_async(&mut self.conn())
                 .await
@@ -794,7 +809,13 @@ impl Broker for RedisBroker {
         }
         pipe.query_async::<()>(&mut self.conn())
             .await
-            .map_err(redis_error)
+            .map_err(redis_error)?;
+        self.shared
+            .heartbeating
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(worker.clone());
+        Ok(())
     }
 
     async fn recover_lost_workers(
@@ -835,6 +856,11 @@ impl Broker for RedisBroker {
             self.recover(queue, worker.as_str(), 0, true).await?;
         }
         self.held().retain(|(w, _), _| w != worker);
+        self.shared
+            .heartbeating
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(worker);
         Ok(())
     }
 
