@@ -171,69 +171,54 @@ pub(crate) async fn fetch_is_woken_by_enqueue(broker: Shared) {
     assert_eq!(ids(&got), vec![id]);
 }
 
+/// One waiting fetch (not a polling loop) must see a message that arrives on any of its
+/// queues, at any priority. The Redis suite's block timeout is shorter than the wait, so a fetch
+/// that only watched its first queue's default level would come back empty.
 pub(crate) async fn fetch_is_woken_for_any_queue_and_level(broker: Shared) {
     let (first, second) = (queue(), queue());
     let waiting = {
         let (broker, queues) = (broker.clone(), vec![first.clone(), second.clone()]);
         tokio::spawn(async move {
-            let worker = WorkerId::generate();
-            // Keep waiting across empty rounds, as a worker's fetch loop does.
-            loop {
-                let got = broker
-                    .fetch(&worker, &queues, 5, Duration::from_secs(30))
-                    .await
-                    .unwrap();
-                if !got.is_empty() {
-                    return (got, tokio::time::Instant::now());
-                }
-            }
+            broker
+                .fetch(&WorkerId::generate(), &queues, 5, Duration::from_secs(30))
+                .await
+                .unwrap()
         })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     let sent = message(&second, 5);
     let id = sent.id;
-    let enqueued_at = tokio::time::Instant::now();
     broker.enqueue(vec![sent]).await.unwrap();
-    let (got, woke_at) = tokio::time::timeout(Duration::from_secs(10), waiting)
+    let got = tokio::time::timeout(Duration::from_secs(10), waiting)
         .await
         .expect("woken")
         .unwrap();
     assert_eq!(ids(&got), vec![id]);
-    // Woken by the enqueue, not by a timeout or a polling round.
-    assert!(
-        woke_at - enqueued_at < Duration::from_millis(300),
-        "took {:?}",
-        woke_at - enqueued_at
-    );
 }
 
+/// A waiting fetch also wakes when scheduled messages are promoted.
 pub(crate) async fn fetch_is_woken_by_promotion(broker: Shared) {
     let q = queue();
     let mut later = message(&q, 0);
-    later.eta = Some(broker.clock().now() + chrono::Duration::milliseconds(300));
+    later.eta = Some(broker.clock().now() + chrono::Duration::milliseconds(200));
     let id = later.id;
     broker.enqueue(vec![later]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
     let waiting = {
         let (broker, q) = (broker.clone(), q.clone());
         tokio::spawn(async move {
-            let worker = WorkerId::generate();
-            loop {
-                let got = broker
-                    .fetch(
-                        &worker,
-                        std::slice::from_ref(&q),
-                        5,
-                        Duration::from_secs(30),
-                    )
-                    .await
-                    .unwrap();
-                if !got.is_empty() {
-                    return got;
-                }
-            }
+            broker
+                .fetch(
+                    &WorkerId::generate(),
+                    std::slice::from_ref(&q),
+                    5,
+                    Duration::from_secs(30),
+                )
+                .await
+                .unwrap()
         })
     };
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     broker
         .promote_scheduled(std::slice::from_ref(&q), 100)
         .await
