@@ -72,6 +72,16 @@ impl FromStr for TaskId {
 /// Fields are public for reading; build one through [`Client`](crate::Client) or
 /// [`Envelope::new`]. Unknown fields are ignored when reading, so producers may add fields;
 /// a different `v` is rejected.
+///
+/// ```
+/// use taskq_core::{DecodeError, Envelope};
+/// let envelope = Envelope::new("demo.add", &serde_json::json!({"a": 1, "b": 2}), "default", chrono::Utc::now())?;
+/// let wire = envelope.encode(1 << 20)?;
+/// assert!(wire.starts_with(r#"{"v":1,"#));
+/// assert_eq!(Envelope::decode(&wire, 1 << 20).unwrap().id, envelope.id);
+/// assert!(matches!(Envelope::decode("{}", 1 << 20), Err(DecodeError::Malformed(_))));
+/// # Ok::<(), taskq_core::Error>(())
+/// ```
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Envelope {

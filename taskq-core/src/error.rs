@@ -5,6 +5,18 @@ use std::time::Duration;
 use crate::{result::TaskState, TaskId};
 
 /// Everything that can go wrong talking to a broker or result backend, or waiting for a result.
+///
+/// Decide with the predicates, never with the message text:
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use std::time::Duration;
+/// let client = taskq_core::Client::in_memory();
+/// let err = client.result_handle::<u8>(taskq_core::TaskId::new()).wait(Duration::ZERO).await.unwrap_err();
+/// assert!(err.is_transient() && !err.is_task_failure());
+/// assert_eq!(err.to_string(), "timed out after 0ns waiting for the result");
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

@@ -9,6 +9,13 @@ use serde_json::value::RawValue;
 use crate::TaskId;
 
 /// Where an invocation is in its life, as recorded in the result backend.
+///
+/// ```
+/// use taskq_core::TaskState;
+/// assert!(TaskState::Success.is_ready() && !TaskState::Retry.is_ready());
+/// assert_eq!(serde_json::to_string(&TaskState::Expired)?, r#""EXPIRED""#);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 #[non_exhaustive]
@@ -62,6 +69,17 @@ impl fmt::Display for TaskState {
 }
 
 /// The stored record of one invocation, as JSON in the result backend.
+///
+/// ```
+/// use taskq_core::{TaskId, TaskResult, TaskState};
+/// let record = TaskResult::new(TaskId::new(), "demo.add", TaskState::Failure, chrono::Utc::now())
+///     .with_error("boom")
+///     .with_attempts(4);
+/// let json = serde_json::to_value(&record)?;
+/// assert_eq!(json["state"], "FAILURE");
+/// assert_eq!(json["attempts"], 4);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct TaskResult {

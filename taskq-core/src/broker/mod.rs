@@ -39,8 +39,29 @@ pub const FETCH_LEASE: Duration = Duration::from_secs(30);
 
 /// A message transport with at-least-once delivery into per-worker processing sets.
 ///
-/// Implementations: [`MemoryBroker`] (in-process) and the Redis broker. All methods are
+/// Implementations: [`MemoryBroker`] (in-process) and [`RedisBroker`]. All methods are
 /// cancel-safe in the sense that a dropped call leaves every message in exactly one place.
+///
+/// A message's round trip, as a worker drives it:
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq_core::Result<()> {
+/// use std::time::Duration;
+/// use taskq_core::{Broker, Envelope, MemoryBroker, OutboundMessage, WorkerId};
+///
+/// let broker = MemoryBroker::new();
+/// let envelope = Envelope::new("demo.add", &serde_json::json!({"a": 1}), "default", broker.clock().now())?;
+/// broker.enqueue(vec![OutboundMessage::from_envelope(&envelope, 1 << 20)?]).await?;
+///
+/// let worker = WorkerId::generate();
+/// let queues = ["default".to_owned()];
+/// broker.heartbeat(&worker, &queues, Duration::from_secs(5)).await?;
+/// let held = broker.fetch(&worker, &queues, 10, Duration::ZERO).await?;
+/// assert_eq!(broker.stats("default").await?.processing, 1);
+/// assert_eq!(broker.ack(&worker, &held).await?, 1);
+/// assert_eq!(broker.ack(&worker, &held).await?, 0, "fenced: already gone");
+/// # Ok(()) }
+/// ```
 #[async_trait]
 pub trait Broker: Send + Sync + std::fmt::Debug {
     /// The clock this broker schedules by (ETA, expiry, backoff).

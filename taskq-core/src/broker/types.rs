@@ -168,6 +168,18 @@ impl fmt::Display for DeadReason {
 }
 
 /// One dead letter: the raw message and why it stopped.
+///
+/// ```
+/// use taskq_core::{DeadLetter, DeadReason, Envelope};
+/// let mut envelope = Envelope::new("demo.add", &(), "default", chrono::Utc::now())?;
+/// envelope.attempt = 3;
+/// let letter = DeadLetter::new("default", envelope.encode(1 << 20)?, DeadReason::RetriesExhausted,
+///     Some("boom".into()), None, chrono::Utc::now());
+/// assert_eq!(letter.id, Some(envelope.id));
+/// let again = Envelope::decode(&letter.requeue_payload(), 1 << 20).unwrap();
+/// assert_eq!(again.attempt, 0, "a requeued dead letter starts over");
+/// # Ok::<(), taskq_core::Error>(())
+/// ```
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct DeadLetter {
@@ -257,6 +269,15 @@ pub(crate) fn sniff_id(payload: &str) -> Option<TaskId> {
 }
 
 /// Message counts of one queue.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq_core::Result<()> {
+/// let client = taskq_core::Client::in_memory();
+/// client.enqueue_by_name("demo.add", &serde_json::json!({})).await?;
+/// let stats = client.broker().stats("default").await?;
+/// assert_eq!((stats.pending, stats.scheduled, stats.processing, stats.dead), (1, 0, 0, 0));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct QueueStats {
