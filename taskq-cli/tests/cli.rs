@@ -305,3 +305,37 @@ async fn errors_are_one_clear_line() {
     let err = failure(&taskq(&server, &["result", &unknown, "--wait", "200ms"]));
     assert!(err.contains("no result for"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_watch_refreshes_until_interrupted() {
+    use std::io::Read;
+    let server = RedisServer::start();
+    let client = Client::connect(&server.url()).await.unwrap();
+    client.enqueue(Add { a: 1, b: 1 }).await.unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_taskq"))
+        .args(["--broker", &server.url(), "status", "--watch", "100ms"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let status = Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        child.wait().unwrap().success(),
+        "Ctrl-C ends the watch cleanly"
+    );
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let frames = out.matches("QUEUE").count();
+    assert!(frames >= 2, "refreshed {frames} time(s): {out}");
+    assert!(out.contains("\x1b[2J"), "clears the screen between frames");
+}

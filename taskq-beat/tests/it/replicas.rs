@@ -192,3 +192,33 @@ async fn split_brain_beats_on_redis_fire_each_slot_once() {
         "the other beats found the slots taken: {already} vs {fired}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_releases_the_lock_for_a_fast_takeover() {
+    let server = RedisServer::start();
+    let schedule = std::env::temp_dir().join(format!(
+        "taskq-beat-term-{}.toml",
+        taskq_core::TaskId::new()
+    ));
+    std::fs::write(
+        &schedule,
+        "[[entry]]\nname = \"t\"\ntask = \"demo.add\"\nevery = \"1s\"\n",
+    )
+    .unwrap();
+    let mut conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let mut beat = BeatProcess::start(&server.url(), &schedule);
+    assert_eq!(leader_pid(&mut conn).await, beat.pid());
+    signal(beat.pid(), "TERM");
+    assert!(beat.0.wait().unwrap().success());
+    let owner: Option<String> = redis::cmd("GET")
+        .arg("taskq:beat:leader")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(owner, None, "released on shutdown, not left to expire");
+    let _ = std::fs::remove_file(schedule);
+}
