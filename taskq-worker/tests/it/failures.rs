@@ -161,3 +161,30 @@ async fn arguments_of_the_wrong_shape_are_dead_lettered() {
     still_works(&client).await;
     worker.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn oversized_payload_is_dead_lettered_not_run() {
+    let client = Client::in_memory();
+    let mut config = taskq_worker::WorkerConfig::default();
+    config.max_payload_bytes = 500;
+    config.liveness_ttl = Duration::from_millis(500);
+    config.heartbeat_interval = Duration::from_millis(100);
+    let worker =
+        Running::start(all_tasks(taskq_worker::Worker::builder(client.clone())).config(config));
+    let big = client
+        .enqueue(Record {
+            label: "x".repeat(1_000),
+            ms: 0,
+        })
+        .await
+        .unwrap();
+    still_works(&client).await;
+    let dead = only_dead_letter(&client).await;
+    assert_eq!(dead.reason, DeadReason::Oversized);
+    assert_eq!(dead.id, Some(big.id()));
+    assert!(dead
+        .error
+        .unwrap()
+        .contains("exceeds the limit of 500 bytes"));
+    worker.stop().await;
+}
