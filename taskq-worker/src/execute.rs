@@ -53,6 +53,8 @@ pub(crate) async fn execute(
             return None;
         }
     };
+    // Brokers acknowledge by id too; spare them parsing the payload again.
+    let delivery = delivery.with_id(envelope.id);
     let span = tracing::info_span!(
         "task",
         task.id = %envelope.id,

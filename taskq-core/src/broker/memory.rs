@@ -13,7 +13,7 @@ use tokio::{
     time::Instant,
 };
 
-use super::types::sniff_created_at;
+use super::types::PayloadFields;
 use super::{
     Broker, DeadLetter, DeadReason, Delivery, OutboundMessage, QueueStats, RecoveryReport,
     WorkerId, FETCH_LEASE,
@@ -723,7 +723,7 @@ impl Broker for MemoryBroker {
                     .levels
                     .iter()
                     .filter_map(|level| level.front())
-                    .filter_map(|m| sniff_created_at(&m.payload))
+                    .filter_map(|m| PayloadFields::read(&m.payload).created_at)
                     .min(),
             },
         ))

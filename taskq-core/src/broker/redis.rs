@@ -12,12 +12,11 @@ use std::{
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
-use serde::Deserialize;
 use tokio::sync::OnceCell;
 
 use super::{
-    Broker, ControlMessage, DeadLetter, DeadReason, Delivery, OutboundMessage, QueueStats,
-    RecoveryReport, WorkerId, WorkerInfo,
+    types::PayloadFields, Broker, ControlMessage, DeadLetter, DeadReason, Delivery,
+    OutboundMessage, QueueStats, RecoveryReport, WorkerId, WorkerInfo,
 };
 use crate::{
     redis::{
@@ -136,7 +135,9 @@ struct Shared {
 }
 
 /// Payloads handed out and not yet released, with multiplicity, per (worker, queue).
-type Held = HashMap<(WorkerId, Arc<str>), HashMap<Arc<str>, usize>>;
+/// worker -> queue -> payload -> count. Keys share the deliveries' `Arc`s, so holding a
+/// message copies no bytes.
+type Held = HashMap<WorkerId, HashMap<Arc<str>, HashMap<Arc<str>, usize>>>;
 
 /// Forwards control messages into `tx` until its receiver is dropped, reconnecting (and
 /// resubscribing) with backoff when the connection is lost.
@@ -193,18 +194,6 @@ async fn forward_control(
 /// Milliseconds since the epoch, the unit of every score and deadline in Redis.
 fn millis(at: DateTime<Utc>) -> i64 {
     at.timestamp_millis()
-}
-
-/// Reads the fields a broker needs from a payload that may not be a valid envelope.
-#[derive(Deserialize, Default)]
-struct Routing {
-    id: Option<String>,
-    #[serde(default)]
-    priority: u8,
-}
-
-fn routing(payload: &str) -> Routing {
-    serde_json::from_str(payload).unwrap_or_default()
 }
 
 impl RedisBroker {
@@ -265,32 +254,41 @@ impl RedisBroker {
     }
 
     fn hold(&self, worker: &WorkerId, deliveries: &[Delivery]) {
+        if deliveries.is_empty() {
+            return;
+        }
         let mut held = self.held();
+        let queues = held.entry(worker.clone()).or_default();
         for delivery in deliveries {
-            let key = (worker.clone(), Arc::from(delivery.queue()));
-            *held
-                .entry(key)
+            *queues
+                .entry(delivery.shared_queue().clone())
                 .or_default()
-                .entry(Arc::from(delivery.payload()))
+                .entry(delivery.shared_payload().clone())
                 .or_default() += 1;
         }
     }
 
     fn release(&self, worker: &WorkerId, deliveries: &[Delivery]) {
         let mut held = self.held();
+        let Some(queues) = held.get_mut(worker) else {
+            return;
+        };
         for delivery in deliveries {
-            let key = (worker.clone(), Arc::from(delivery.queue()));
-            if let Some(payloads) = held.get_mut(&key) {
-                if let Some(count) = payloads.get_mut(delivery.payload()) {
-                    *count -= 1;
-                    if *count == 0 {
-                        payloads.remove(delivery.payload());
-                    }
-                }
-                if payloads.is_empty() {
-                    held.remove(&key);
+            let Some(payloads) = queues.get_mut(delivery.queue()) else {
+                continue;
+            };
+            if let Some(count) = payloads.get_mut(delivery.payload()) {
+                *count -= 1;
+                if *count == 0 {
+                    payloads.remove(delivery.payload());
                 }
             }
+            if payloads.is_empty() {
+                queues.remove(delivery.queue());
+            }
+        }
+        if queues.is_empty() {
+            held.remove(worker);
         }
     }
 
@@ -326,7 +324,8 @@ impl RedisBroker {
                 .map_err(redis_error)?;
             let mut known = self
                 .held()
-                .get(&(worker.clone(), Arc::from(queue.as_str())))
+                .get(worker)
+                .and_then(|queues| queues.get(queue.as_str()))
                 .cloned()
                 .unwrap_or_default();
             let queue_name: Arc<str> = Arc::from(queue.as_str());
@@ -335,7 +334,7 @@ impl RedisBroker {
                 match known.get_mut(payload.as_str()) {
                     Some(count) if *count > 0 => *count -= 1,
                     _ => {
-                        let level = routing(&payload).priority.min(9);
+                        let level = PayloadFields::read(&payload).priority;
                         adopted.push(Delivery::new(
                             queue_name.clone(),
                             level,
@@ -678,7 +677,7 @@ impl Broker for RedisBroker {
             for delivery in &group {
                 invocation
                     .arg(delivery.payload())
-                    .arg(routing(delivery.payload()).id.unwrap_or_default());
+                    .arg(delivery.id().map(|id| id.to_string()).unwrap_or_default());
             }
             let count: usize = invocation
                 .invoke_async(&mut self.conn())
@@ -855,7 +854,7 @@ impl Broker for RedisBroker {
         for queue in queues {
             self.recover(queue, worker.as_str(), 0, true).await?;
         }
-        self.held().retain(|(w, _), _| w != worker);
+        self.held().remove(worker);
         self.shared
             .heartbeating
             .lock()
@@ -1108,7 +1107,7 @@ impl Broker for RedisBroker {
         let oldest_pending = oldest
             .iter()
             .flatten()
-            .filter_map(|payload| super::types::sniff_created_at(payload))
+            .filter_map(|payload| PayloadFields::read(payload).created_at)
             .min();
         let (scheduled, dead, workers): (usize, usize, Vec<String>) = redis::pipe()
             .zcard(keys.scheduled())

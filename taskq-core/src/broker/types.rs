@@ -94,6 +94,7 @@ pub struct Delivery {
     priority: u8,
     payload: Arc<str>,
     tag: u64,
+    id: Option<TaskId>,
 }
 
 impl Delivery {
@@ -104,7 +105,30 @@ impl Delivery {
             priority,
             payload,
             tag,
+            id: None,
         }
+    }
+
+    /// Records the task id once the worker has decoded the payload, so that brokers need not
+    /// parse the payload again to acknowledge it.
+    pub fn with_id(mut self, id: TaskId) -> Self {
+        self.id = Some(id);
+        self
+    }
+
+    /// The task id, read from the payload (by the worker, or here as a fallback).
+    pub fn id(&self) -> Option<TaskId> {
+        self.id.or_else(|| PayloadFields::read(&self.payload).id)
+    }
+
+    /// The queue name, shared (no copy).
+    pub(crate) fn shared_queue(&self) -> &Arc<str> {
+        &self.queue
+    }
+
+    /// The payload, shared (no copy).
+    pub(crate) fn shared_payload(&self) -> &Arc<str> {
+        &self.payload
     }
 
     /// The queue it came from.
@@ -218,12 +242,7 @@ impl DeadLetter {
 
     /// Priority level of the payload (0 when unreadable).
     pub fn priority(&self) -> u8 {
-        #[derive(Deserialize)]
-        struct Level {
-            #[serde(default)]
-            priority: u8,
-        }
-        serde_json::from_str::<Level>(&self.payload).map_or(0, |l| l.priority.min(9))
+        PayloadFields::read(&self.payload).priority
     }
 
     /// A dead letter for `payload`; the id is read from the payload when possible.
@@ -237,7 +256,7 @@ impl DeadLetter {
     ) -> Self {
         let payload = payload.into();
         Self {
-            id: sniff_id(&payload),
+            id: PayloadFields::read(&payload).id,
             queue: queue.into(),
             reason,
             error,
@@ -248,24 +267,24 @@ impl DeadLetter {
     }
 }
 
-/// Reads just the `created_at` field of a payload.
-pub(crate) fn sniff_created_at(payload: &str) -> Option<DateTime<Utc>> {
-    #[derive(Deserialize)]
-    struct CreatedAt {
-        created_at: DateTime<Utc>,
-    }
-    serde_json::from_str::<CreatedAt>(payload)
-        .ok()
-        .map(|x| x.created_at)
+/// The few envelope fields brokers route by, read from a payload that may not be a valid
+/// envelope (missing or unreadable fields come back empty).
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct PayloadFields {
+    #[serde(default)]
+    pub(crate) id: Option<TaskId>,
+    #[serde(default)]
+    pub(crate) priority: u8,
+    #[serde(default)]
+    pub(crate) created_at: Option<DateTime<Utc>>,
 }
 
-/// Reads just the `id` field of a payload that may not be a valid envelope.
-pub(crate) fn sniff_id(payload: &str) -> Option<TaskId> {
-    #[derive(Deserialize)]
-    struct IdOnly {
-        id: TaskId,
+impl PayloadFields {
+    pub(crate) fn read(payload: &str) -> Self {
+        let mut fields: Self = serde_json::from_str(payload).unwrap_or_default();
+        fields.priority = fields.priority.min(9);
+        fields
     }
-    serde_json::from_str::<IdOnly>(payload).ok().map(|x| x.id)
 }
 
 /// Message counts of one queue.
