@@ -25,6 +25,7 @@ macro_rules! broker_conformance {
                 fetch_is_woken_by_enqueue,
                 fetch_is_woken_for_any_queue_and_level,
                 fetch_is_woken_by_promotion,
+                a_burst_wakes_enough_waiting_fetches,
                 ack_is_fenced,
                 eta_is_not_fetched_early,
                 retry_reschedules_the_next_attempt,
@@ -87,6 +88,29 @@ fn ids(deliveries: &[Delivery]) -> Vec<TaskId> {
 }
 
 const NO_WAIT: Duration = Duration::from_millis(0);
+
+/// One fetch by a new worker that waits (up to 30 s) for up to `max` messages, in the background.
+fn waiting_fetch(
+    broker: &Shared,
+    queues: &[String],
+    max: usize,
+) -> tokio::task::JoinHandle<Vec<Delivery>> {
+    let (broker, queues) = (broker.clone(), queues.to_vec());
+    tokio::spawn(async move {
+        broker
+            .fetch(&WorkerId::generate(), &queues, max, Duration::from_secs(30))
+            .await
+            .unwrap()
+    })
+}
+
+/// What a waiting fetch returned, failing if it did not return within 10 s.
+async fn woken(fetch: tokio::task::JoinHandle<Vec<Delivery>>) -> Vec<Delivery> {
+    tokio::time::timeout(Duration::from_secs(10), fetch)
+        .await
+        .expect("a waiting fetch must wake on new work, not at its timeout")
+        .unwrap()
+}
 
 pub(crate) async fn fifo_within_a_level(broker: Shared) {
     let q = queue();
@@ -151,24 +175,12 @@ pub(crate) async fn fetch_returns_empty_after_waiting(broker: Shared) {
 
 pub(crate) async fn fetch_is_woken_by_enqueue(broker: Shared) {
     let q = queue();
-    let waiting = {
-        let (broker, q) = (broker.clone(), q.clone());
-        tokio::spawn(async move {
-            broker
-                .fetch(&WorkerId::generate(), &[q], 5, Duration::from_secs(30))
-                .await
-                .unwrap()
-        })
-    };
+    let waiting = waiting_fetch(&broker, std::slice::from_ref(&q), 5);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let sent = message(&q, 0);
     let id = sent.id;
     broker.enqueue(vec![sent]).await.unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(10), waiting)
-        .await
-        .expect("a waiting fetch must wake on enqueue, not at its timeout")
-        .unwrap();
-    assert_eq!(ids(&got), vec![id]);
+    assert_eq!(ids(&woken(waiting).await), vec![id]);
 }
 
 /// One waiting fetch (not a polling loop) must see a message that arrives on any of its
@@ -176,24 +188,12 @@ pub(crate) async fn fetch_is_woken_by_enqueue(broker: Shared) {
 /// that only watched its first queue's default level would come back empty.
 pub(crate) async fn fetch_is_woken_for_any_queue_and_level(broker: Shared) {
     let (first, second) = (queue(), queue());
-    let waiting = {
-        let (broker, queues) = (broker.clone(), vec![first.clone(), second.clone()]);
-        tokio::spawn(async move {
-            broker
-                .fetch(&WorkerId::generate(), &queues, 5, Duration::from_secs(30))
-                .await
-                .unwrap()
-        })
-    };
+    let waiting = waiting_fetch(&broker, &[first, second.clone()], 5);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let sent = message(&second, 5);
     let id = sent.id;
     broker.enqueue(vec![sent]).await.unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(10), waiting)
-        .await
-        .expect("woken")
-        .unwrap();
-    assert_eq!(ids(&got), vec![id]);
+    assert_eq!(ids(&woken(waiting).await), vec![id]);
 }
 
 /// A waiting fetch also wakes when scheduled messages are promoted.
@@ -204,30 +204,30 @@ pub(crate) async fn fetch_is_woken_by_promotion(broker: Shared) {
     let id = later.id;
     broker.enqueue(vec![later]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(250)).await;
-    let waiting = {
-        let (broker, q) = (broker.clone(), q.clone());
-        tokio::spawn(async move {
-            broker
-                .fetch(
-                    &WorkerId::generate(),
-                    std::slice::from_ref(&q),
-                    5,
-                    Duration::from_secs(30),
-                )
-                .await
-                .unwrap()
-        })
-    };
+    let waiting = waiting_fetch(&broker, std::slice::from_ref(&q), 5);
     tokio::time::sleep(Duration::from_millis(100)).await;
     broker
         .promote_scheduled(std::slice::from_ref(&q), 100)
         .await
         .unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(10), waiting)
-        .await
-        .expect("woken")
-        .unwrap();
-    assert_eq!(ids(&got), vec![id]);
+    assert_eq!(ids(&woken(waiting).await), vec![id]);
+}
+
+/// A burst larger than one waiter's batch wakes further waiters: none of the messages waits
+/// for a timeout while a worker is idle.
+pub(crate) async fn a_burst_wakes_enough_waiting_fetches(broker: Shared) {
+    let q = queue();
+    let first = waiting_fetch(&broker, std::slice::from_ref(&q), 1);
+    let second = waiting_fetch(&broker, std::slice::from_ref(&q), 1);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let burst = vec![message(&q, 0), message(&q, 0)];
+    let mut expected: Vec<_> = burst.iter().map(|m| m.id).collect();
+    broker.enqueue(burst).await.unwrap();
+    let mut got = ids(&woken(first).await);
+    got.extend(ids(&woken(second).await));
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected);
 }
 
 pub(crate) async fn ack_is_fenced(broker: Shared) {
