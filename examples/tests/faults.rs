@@ -109,8 +109,18 @@ async fn wait_until(what: &str, within: Duration, mut check: impl AsyncFnMut() -
     }
 }
 
-/// Asserts every id ran at least once and succeeded; returns the number of duplicate runs.
+/// Waits until every id ran and nothing is held any more, then asserts every id succeeded;
+/// returns the number of duplicate runs. Fails (rather than hangs) if an id never runs.
 async fn assert_none_lost(client: &Client, ids: &[TaskId], ledger: &Path) -> usize {
+    wait_until("every task to run", Duration::from_secs(60), async || {
+        let counts = executions(ledger);
+        ids.iter().all(|id| counts.contains_key(id))
+    })
+    .await;
+    wait_until("the queue to drain", Duration::from_secs(10), async || {
+        client.broker().stats("default").await.unwrap().processing == 0
+    })
+    .await;
     let counts = executions(ledger);
     let lost: Vec<_> = ids.iter().filter(|id| !counts.contains_key(id)).collect();
     assert!(
@@ -152,14 +162,6 @@ async fn no_task_is_lost_when_a_worker_is_killed() {
     victim.signal("KILL");
     victim.wait_exit(Duration::from_secs(5));
 
-    wait_until("every task to run", Duration::from_secs(60), async || {
-        executions(&ledger).len() == ids.len()
-    })
-    .await;
-    wait_until("the queue to drain", Duration::from_secs(10), async || {
-        client.broker().stats("default").await.unwrap().processing == 0
-    })
-    .await;
     let duplicates = assert_none_lost(&client, &ids, &ledger).await;
     eprintln!(
         "killed worker: 0 lost, {duplicates} duplicate executions of {} tasks",
@@ -191,14 +193,6 @@ async fn a_paused_worker_cannot_duplicate_recovered_work_after_it_resumes() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     paused.signal("CONT");
 
-    wait_until("every task to run", Duration::from_secs(60), async || {
-        executions(&ledger).len() == ids.len()
-    })
-    .await;
-    wait_until("the queue to drain", Duration::from_secs(10), async || {
-        client.broker().stats("default").await.unwrap().processing == 0
-    })
-    .await;
     let duplicates = assert_none_lost(&client, &ids, &ledger).await;
     // The paused worker's in-flight runs finish after resuming (at most its concurrency), but
     // their acks are fenced: nothing it held goes back to the queue a second time.
@@ -247,14 +241,6 @@ async fn sigterm_requeues_unfinished_work_and_a_new_worker_completes_it() {
     );
 
     let mut second = WorkerProcess::start(&server, &["--concurrency", "20"]);
-    wait_until("every task to run", Duration::from_secs(60), async || {
-        executions(&ledger).len() == ids.len()
-    })
-    .await;
-    wait_until("the queue to drain", Duration::from_secs(10), async || {
-        client.broker().stats("default").await.unwrap().processing == 0
-    })
-    .await;
     let duplicates = assert_none_lost(&client, &ids, &ledger).await;
     assert_eq!(duplicates, 0, "a warm shutdown causes no duplicates");
     second.signal("TERM");
@@ -281,19 +267,6 @@ async fn worker_resumes_by_itself_after_redis_restarts() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let client = Client::connect(&server.url()).await.unwrap();
     let after = enqueue_sleeps(&client, 10, 10, &ledger).await;
-    wait_until(
-        "tasks after the restart",
-        Duration::from_secs(30),
-        async || {
-            let counts = executions(&ledger);
-            after.iter().all(|id| counts.contains_key(id))
-        },
-    )
-    .await;
-    wait_until("the queue to drain", Duration::from_secs(10), async || {
-        client.broker().stats("default").await.unwrap().processing == 0
-    })
-    .await;
     assert_none_lost(&client, &after, &ledger).await;
     worker.signal("TERM");
     assert!(worker.wait_exit(Duration::from_secs(10)).success());

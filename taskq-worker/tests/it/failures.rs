@@ -3,9 +3,11 @@
 
 use std::time::Duration;
 
-use taskq_core::{Client, DeadReason, Envelope, Error, OutboundMessage, TaskState, DEFAULT_QUEUE};
+use taskq_core::{Client, DeadReason, Envelope, OutboundMessage, TaskState, DEFAULT_QUEUE};
 
-use crate::support::{all_tasks, builder, Flaky, Panic, Record, Reject, Running, Slow};
+use crate::support::{
+    all_tasks, assert_ended_in, builder, Flaky, Panic, Record, Reject, Running, Slow,
+};
 
 /// Asserts the worker still runs tasks after whatever the test threw at it.
 async fn still_works(client: &Client) {
@@ -39,16 +41,9 @@ async fn exhausted_retries_fail_and_dead_letter() {
     let client = Client::in_memory();
     let worker = Running::start(all_tasks(builder(&client)));
     let handle = client.enqueue(Flaky { fail_times: 10 }).await.unwrap();
-    let err = handle.wait(Duration::from_secs(600)).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::TaskFailed {
-                state: TaskState::Failure,
-                ..
-            }
-        ),
-        "{err:?}"
+    assert_ended_in(
+        handle.wait(Duration::from_secs(600)).await,
+        TaskState::Failure,
     );
     let record = handle.info().await.unwrap().unwrap();
     assert_eq!(record.attempts, 4, "first attempt plus max_retries = 3");

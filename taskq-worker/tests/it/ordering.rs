@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use taskq_core::{Client, Error, TaskState};
+use taskq_core::{Client, TaskState};
 
-use crate::support::{all_tasks, builder, log, Record, Running};
+use crate::support::{all_tasks, assert_ended_in, builder, log, Record, Running};
 
 async fn collect(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>, n: usize) -> Vec<String> {
     let mut seen = Vec::new();
@@ -81,16 +81,9 @@ async fn expired_task_is_not_run() {
         .await
         .unwrap();
     let worker = Running::start(all_tasks(builder(&client)));
-    let err = stale.wait(Duration::from_secs(30)).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::TaskFailed {
-                state: TaskState::Expired,
-                ..
-            }
-        ),
-        "{err:?}"
+    assert_ended_in(
+        stale.wait(Duration::from_secs(30)).await,
+        TaskState::Expired,
     );
     let fresh = client
         .enqueue(Record {

@@ -11,9 +11,9 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use taskq_core::{Client, DeadReason, Error, Run, Task, TaskContext, TaskError, TaskState};
+use taskq_core::{Client, DeadReason, Run, Task, TaskContext, TaskError, TaskState};
 
-use crate::support::{all_tasks, builder, log, report, Record, Running};
+use crate::support::{all_tasks, assert_ended_in, builder, log, report, Record, Running};
 
 #[derive(Task, Serialize, Deserialize)]
 #[task(name = "sem.polite", soft_timeout = "1s", timeout = "10s")]
@@ -120,17 +120,7 @@ async fn at_most_once_acks_before_running_and_never_retries() {
         })
         .await
         .unwrap();
-    let err = bad.wait(Duration::from_secs(10)).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::TaskFailed {
-                state: TaskState::Failure,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert_ended_in(bad.wait(Duration::from_secs(10)).await, TaskState::Failure);
     assert_eq!(bad.info().await.unwrap().unwrap().attempts, 1, "no retry");
     let stats = client.broker().stats("default").await.unwrap();
     assert_eq!(
@@ -384,16 +374,9 @@ async fn terminate_signals_then_stops_after_the_grace() {
     rx.recv().await.unwrap();
     let revoked_at = client.clock().now();
     client.revoke(stubborn.id(), true).await.unwrap();
-    let err = stubborn.wait(Duration::from_secs(30)).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::TaskFailed {
-                state: TaskState::Revoked,
-                ..
-            }
-        ),
-        "{err:?}"
+    assert_ended_in(
+        stubborn.wait(Duration::from_secs(30)).await,
+        TaskState::Revoked,
     );
     let stopped = stubborn.info().await.unwrap().unwrap().updated_at - revoked_at;
     assert!(
@@ -410,16 +393,9 @@ async fn terminate_signals_then_stops_after_the_grace() {
     .await;
     let revoked_at = client.clock().now();
     client.revoke(polite.id(), true).await.unwrap();
-    let err = polite.wait(Duration::from_secs(30)).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::TaskFailed {
-                state: TaskState::Revoked,
-                ..
-            }
-        ),
-        "{err:?}"
+    assert_ended_in(
+        polite.wait(Duration::from_secs(30)).await,
+        TaskState::Revoked,
     );
     let stopped = polite.info().await.unwrap().unwrap().updated_at - revoked_at;
     assert!(stopped < chrono::Duration::seconds(1), "took {stopped}");

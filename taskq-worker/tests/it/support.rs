@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use taskq_core::{Client, Run, Task, TaskContext, TaskError};
+use taskq_core::{Client, Error, Run, Task, TaskContext, TaskError, TaskState};
 use taskq_worker::{Worker, WorkerBuilder, WorkerReport};
 use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -179,4 +179,13 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("timed out waiting for {what}");
+}
+
+/// Asserts that waiting for a task failed because it ended in `state` (FAILURE, REVOKED,
+/// EXPIRED), not because of a timeout or a broker error.
+pub(crate) fn assert_ended_in<T: std::fmt::Debug>(waited: Result<T, Error>, state: TaskState) {
+    match waited {
+        Err(Error::TaskFailed { state: ended, .. }) if ended == state => {}
+        other => panic!("expected the task to end {state}, got {other:?}"),
+    }
 }
