@@ -191,6 +191,31 @@ async fn forward_control(
     }
 }
 
+/// The messages of one enqueue call that go to one queue.
+struct QueueBatch<'a> {
+    queue: &'a str,
+    /// Ready payloads per priority level.
+    ready: [Vec<&'a str>; 10],
+    /// Scheduled members (level-prefixed payloads) with their due times.
+    scheduled: Vec<(i64, String)>,
+}
+
+impl<'a> QueueBatch<'a> {
+    fn new(queue: &'a str) -> Self {
+        Self {
+            queue,
+            ready: Default::default(),
+            scheduled: Vec::new(),
+        }
+    }
+
+    /// Data commands this batch needs (not counting the wake-up token).
+    fn commands(&self) -> usize {
+        self.ready.iter().filter(|p| !p.is_empty()).count()
+            + usize::from(!self.scheduled.is_empty())
+    }
+}
+
 /// Milliseconds since the epoch, the unit of every score and deadline in Redis.
 fn millis(at: DateTime<Utc>) -> i64 {
     at.timestamp_millis()
@@ -522,55 +547,53 @@ impl Broker for RedisBroker {
             return Ok(());
         }
         let now = Utc::now();
-        // Ready messages grouped per (queue, level) into one variadic LPUSH each, in order.
-        let mut ready: Vec<(String, Vec<&str>)> = Vec::new();
-        let mut scheduled: Vec<(String, Vec<(i64, String)>)> = Vec::new();
-        let mut new_queues: Vec<&str> = Vec::new();
+        // Per queue: ready payloads by level (one variadic LPUSH each, in order) and scheduled
+        // members. Keys are built once per queue, not per message.
+        let mut batches: Vec<QueueBatch<'_>> = Vec::new();
         for message in &messages {
-            let keys = QueueKeys::new(&message.queue);
+            let index = match batches.iter().position(|b| b.queue == message.queue) {
+                Some(index) => index,
+                None => {
+                    batches.push(QueueBatch::new(&message.queue));
+                    batches.len() - 1
+                }
+            };
+            let batch = &mut batches[index];
             let level = message.priority.min(9);
             match message.eta {
-                Some(eta) if eta > now => {
-                    let key = keys.scheduled();
-                    let member = (millis(eta), format!("{level}{}", message.payload));
-                    match scheduled.iter_mut().find(|(k, _)| *k == key) {
-                        Some((_, members)) => members.push(member),
-                        None => scheduled.push((key, vec![member])),
-                    }
-                }
-                _ => {
-                    let key = keys.pending(level);
-                    match ready.iter_mut().find(|(k, _)| *k == key) {
-                        Some((_, payloads)) => payloads.push(&message.payload),
-                        None => ready.push((key, vec![&message.payload])),
-                    }
-                }
-            }
-            if !new_queues.contains(&message.queue.as_str()) && !self.knows_queue(&message.queue) {
-                new_queues.push(&message.queue);
+                Some(eta) if eta > now => batch
+                    .scheduled
+                    .push((millis(eta), format!("{level}{}", message.payload))),
+                _ => batch.ready[usize::from(level)].push(&message.payload),
             }
         }
+        let new_queues: Vec<&str> = batches
+            .iter()
+            .map(|b| b.queue)
+            .filter(|q| !self.knows_queue(q))
+            .collect();
         let mut pipe = redis::pipe();
-        let commands = ready.len() + scheduled.len() + usize::from(!new_queues.is_empty());
-        if commands > 1 {
+        let data_commands: usize = batches.iter().map(QueueBatch::commands).sum();
+        if data_commands + usize::from(!new_queues.is_empty()) > 1 {
             // All or nothing: a batch never lands half-way.
             pipe.atomic();
         }
-        for (key, payloads) in &ready {
-            pipe.lpush(key, payloads).ignore();
-        }
-        // Wake one idle worker per queue that received ready messages.
-        let mut woken: Vec<&str> = Vec::new();
-        for message in &messages {
-            let ready_now = message.eta.is_none_or(|eta| eta <= now);
-            if ready_now && !woken.contains(&message.queue.as_str()) {
-                woken.push(&message.queue);
-                let wake = QueueKeys::new(&message.queue).wake();
+        for batch in &batches {
+            let keys = QueueKeys::new(batch.queue);
+            for (level, payloads) in batch.ready.iter().enumerate() {
+                if !payloads.is_empty() {
+                    pipe.lpush(keys.pending(level as u8), payloads).ignore();
+                }
+            }
+            if !batch.scheduled.is_empty() {
+                pipe.zadd_multiple(keys.scheduled(), &batch.scheduled)
+                    .ignore();
+            }
+            if batch.ready.iter().any(|p| !p.is_empty()) {
+                // Wake one idle worker of this queue.
+                let wake = keys.wake();
                 pipe.lpush(&wake, 1).ignore().ltrim(&wake, 0, 0).ignore();
             }
-        }
-        for (key, members) in &scheduled {
-            pipe.zadd_multiple(key, members).ignore();
         }
         if !new_queues.is_empty() {
             pipe.sadd(keys::QUEUES, &new_queues).ignore();
