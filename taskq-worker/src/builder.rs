@@ -162,10 +162,8 @@ impl WorkerBuilder {
     /// Records metrics (`taskq_*`, see the README) through the `metrics` facade; install a
     /// recorder such as `metrics-exporter-prometheus` to export them. Off by default: labels
     /// cost a few allocations per task.
-    pub fn metrics(self, enabled: bool) -> Self {
-        if enabled {
-            crate::metrics::enable();
-        }
+    pub fn metrics(mut self, enabled: bool) -> Self {
+        self.config.metrics = enabled;
         self
     }
 

@@ -40,6 +40,8 @@ pub struct WorkerConfig {
     /// Time a running task gets between a revocation with terminate (its cancellation signal)
     /// and being stopped.
     pub revoke_grace: Duration,
+    /// Records `taskq_*` metrics through the `metrics` facade.
+    pub metrics: bool,
 }
 
 impl Default for WorkerConfig {
@@ -60,6 +62,7 @@ impl Default for WorkerConfig {
             result_ttl: DEFAULT_RESULT_TTL,
             queue_weights: None,
             revoke_grace: Duration::from_secs(5),
+            metrics: false,
         }
     }
 }

@@ -12,13 +12,8 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use crate::{
-    acker::Completion,
-    hooks::On,
-    maintenance::broker_backoff,
-    metrics::{self, Event},
-    registry::Registered,
-    runtime::{Counters, Runtime},
-    TaskEvent,
+    acker::Completion, hooks::On, maintenance::broker_backoff, metrics::Event,
+    registry::Registered, runtime::Runtime, TaskEvent,
 };
 
 /// A message this worker gives back on shutdown, with its fetch sequence number so that
@@ -134,15 +129,13 @@ impl Execution<'_> {
         let now = runtime.client.clock().now();
         if runtime.revocations.is_revoked(&self.envelope.id) {
             tracing::info!("revoked before it ran");
-            Counters::bump(&runtime.counters.revoked);
-            metrics::count(Event::Revoked, self.envelope);
+            runtime.record(Event::Revoked, self.envelope);
             let record = self.record(&task, TaskState::Revoked).with_error("revoked");
             return self.finish(&task, record).await;
         }
         if self.envelope.is_expired(now) {
             tracing::info!("expired before it could run");
-            Counters::bump(&runtime.counters.expired);
-            metrics::count(Event::Expired, self.envelope);
+            runtime.record(Event::Expired, self.envelope);
             let record = self
                 .record(&task, TaskState::Expired)
                 .with_error("expired before it could run");
@@ -190,16 +183,15 @@ impl Execution<'_> {
                 tracing::warn!(error = %err, "failed to record STARTED");
             }
         }
-        metrics::count(Event::Started, self.envelope);
-        metrics::queue_wait(self.envelope, now);
+        runtime.record(Event::Started, self.envelope);
+        runtime.record_queue_wait(self.envelope, now);
         let started = tokio::time::Instant::now();
         let attempt = self.attempt(&task).await;
-        metrics::run_time(self.envelope, started.elapsed());
+        runtime.record_run_time(self.envelope, started.elapsed());
         match attempt {
             Attempt::Succeeded(output) => {
                 tracing::debug!("succeeded");
-                Counters::bump(&runtime.counters.succeeded);
-                metrics::count(Event::Succeeded, self.envelope);
+                runtime.record(Event::Succeeded, self.envelope);
                 self.hook(On::Success, None, None);
                 let record = self.record(&task, TaskState::Success).with_result(output);
                 return self.finish(&task, record).await;
@@ -207,8 +199,7 @@ impl Execution<'_> {
             Attempt::Failed(error) => self.fail(&task, error).await,
             Attempt::Rejected(error) => {
                 tracing::error!(%error, "message rejected");
-                Counters::bump(&runtime.counters.failed);
-                metrics::count(Event::Failed, self.envelope);
+                runtime.record(Event::Failed, self.envelope);
                 let record = self.record(&task, TaskState::Failure).with_error(&error);
                 self.store(&task, &record).await;
                 self.hook(On::Failure, Some(&error), None);
@@ -224,8 +215,7 @@ impl Execution<'_> {
             Attempt::Interrupted => return Outcome::Interrupted,
             Attempt::Revoked => {
                 tracing::info!("revoked and stopped while running");
-                Counters::bump(&runtime.counters.revoked);
-                metrics::count(Event::Revoked, self.envelope);
+                runtime.record(Event::Revoked, self.envelope);
                 let record = self
                     .record(&task, TaskState::Revoked)
                     .with_error("revoked while running");
@@ -321,8 +311,7 @@ impl Execution<'_> {
                 .retry_delay()
                 .unwrap_or_else(|| task.options.retry_policy().delay(self.envelope.attempt));
             tracing::warn!(error = %error, ?delay, attempts, max_retries, "attempt failed; retrying");
-            Counters::bump(&runtime.counters.retried);
-            metrics::count(Event::Retried, self.envelope);
+            runtime.record(Event::Retried, self.envelope);
             self.hook(On::Retry, Some(error.message()), None);
             let mut next = self.envelope.clone();
             next.attempt = attempts;
@@ -366,8 +355,7 @@ impl Execution<'_> {
             DeadReason::Failed
         };
         tracing::error!(error = %error, attempts, %reason, "task failed");
-        Counters::bump(&runtime.counters.failed);
-        metrics::count(Event::Failed, self.envelope);
+        runtime.record(Event::Failed, self.envelope);
         let record = self
             .record(task, TaskState::Failure)
             .with_error(error.message());
@@ -477,8 +465,7 @@ async fn dead_letter(runtime: &Runtime, delivery: &Delivery, reason: DeadReason,
     })
     .await;
     if moved == Some(true) {
-        Counters::bump(&runtime.counters.dead_lettered);
-        metrics::dead_lettered(delivery.queue(), reason);
+        runtime.record_dead_letter(delivery.queue(), reason);
     }
 }
 

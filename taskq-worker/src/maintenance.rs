@@ -47,7 +47,9 @@ pub(crate) async fn round(runtime: &Runtime) {
         .await
     {
         Ok(report) if !report.workers.is_empty() => {
-            crate::metrics::recovered(report.requeued + report.dead_lettered);
+            if runtime.config.metrics {
+                crate::metrics::recovered(report.requeued + report.dead_lettered);
+            }
             tracing::warn!(
                 workers = ?report.workers,
                 requeued = report.requeued,
@@ -75,7 +77,9 @@ pub(crate) async fn slow_round(runtime: &Runtime) {
         runtime.started_at,
     );
     info.in_flight = runtime.config.concurrency - runtime.slots.available_permits();
-    crate::metrics::in_flight(info.in_flight);
+    if runtime.config.metrics {
+        crate::metrics::in_flight(info.in_flight);
+    }
     info.last_heartbeat = chrono::Utc::now();
     if let Err(err) = broker
         .publish_worker_info(&info, runtime.config.liveness_ttl)

@@ -1,7 +1,7 @@
 //! Worker metrics through the `metrics` facade; exported in Prometheus format when the binary
-//! installs a recorder (`--metrics-addr`). Recording is off unless enabled
-//! ([`crate::WorkerBuilder::metrics`]), because building labels costs allocations per task
-//! even when no recorder listens.
+//! installs a recorder (`--metrics-addr`). The runtime calls these only when the worker
+//! was built with [`crate::WorkerBuilder::metrics`]: building labels costs allocations per
+//! task even when no recorder listens.
 //!
 //! | name | type | labels |
 //! |---|---|---|
@@ -19,22 +19,7 @@
 //!
 //! `taskq_tasks_enqueued_total{task,queue}` is recorded by the client (taskq-core).
 
-use std::{
-    sync::atomic::{AtomicBool, Ordering},
-    time::Duration,
-};
-
-/// Whether any worker of this process records metrics.
-static ENABLED: AtomicBool = AtomicBool::new(false);
-
-/// Turns recording on for this process.
-pub(crate) fn enable() {
-    ENABLED.store(true, Ordering::Relaxed);
-}
-
-fn enabled() -> bool {
-    ENABLED.load(Ordering::Relaxed)
-}
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use taskq_core::{DeadReason, Envelope};
@@ -64,40 +49,25 @@ impl Event {
 }
 
 pub(crate) fn count(event: Event, envelope: &Envelope) {
-    if !enabled() {
-        return;
-    }
     metrics::counter!(event.name(), "task" => envelope.task.clone(), "queue" => envelope.queue.clone())
         .increment(1);
 }
 
 pub(crate) fn dead_lettered(queue: &str, reason: DeadReason) {
-    if !enabled() {
-        return;
-    }
     metrics::counter!("taskq_tasks_dead_lettered_total", "queue" => queue.to_owned(), "reason" => reason.as_str())
         .increment(1);
 }
 
 pub(crate) fn recovered(count: usize) {
-    if !enabled() {
-        return;
-    }
     metrics::counter!("taskq_tasks_recovered_total").increment(count as u64);
 }
 
 pub(crate) fn run_time(envelope: &Envelope, took: Duration) {
-    if !enabled() {
-        return;
-    }
     metrics::histogram!("taskq_task_run_seconds", "task" => envelope.task.clone(), "queue" => envelope.queue.clone())
         .record(took.as_secs_f64());
 }
 
 pub(crate) fn queue_wait(envelope: &Envelope, now: DateTime<Utc>) {
-    if !enabled() {
-        return;
-    }
     let since = envelope
         .eta
         .unwrap_or(envelope.created_at)
@@ -108,8 +78,5 @@ pub(crate) fn queue_wait(envelope: &Envelope, now: DateTime<Utc>) {
 }
 
 pub(crate) fn in_flight(running: usize) {
-    if !enabled() {
-        return;
-    }
     metrics::gauge!("taskq_tasks_in_flight").set(running as f64);
 }

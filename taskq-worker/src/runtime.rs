@@ -8,7 +8,7 @@ use std::{
     },
 };
 
-use taskq_core::{Client, WorkerId};
+use taskq_core::{Client, DeadReason, Envelope, WorkerId};
 use tokio::{sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -19,6 +19,7 @@ use crate::{
     execute::{self, Leftover},
     hooks::Hooks,
     maintenance,
+    metrics::{self, Event},
     registry::Registry,
     Result, Worker, WorkerConfig,
 };
@@ -56,7 +57,7 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    pub(crate) fn bump(counter: &AtomicU64) {
+    fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -95,6 +96,52 @@ pub(crate) struct Runtime {
     pub(crate) hooks: Hooks,
     /// When this worker started, for its published info.
     pub(crate) started_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl Runtime {
+    /// Counts one outcome in the worker's report and, if enabled, in its metrics.
+    pub(crate) fn record(&self, event: Event, envelope: &Envelope) {
+        let counter = match event {
+            Event::Started => None,
+            Event::Succeeded => Some(&self.counters.succeeded),
+            Event::Failed => Some(&self.counters.failed),
+            Event::Retried => Some(&self.counters.retried),
+            Event::Revoked => Some(&self.counters.revoked),
+            Event::Expired => Some(&self.counters.expired),
+        };
+        if let Some(counter) = counter {
+            Counters::bump(counter);
+        }
+        if self.config.metrics {
+            metrics::count(event, envelope);
+        }
+    }
+
+    /// Counts a dead letter.
+    pub(crate) fn record_dead_letter(&self, queue: &str, reason: DeadReason) {
+        Counters::bump(&self.counters.dead_lettered);
+        if self.config.metrics {
+            metrics::dead_lettered(queue, reason);
+        }
+    }
+
+    /// Records how long a message waited before it started, if metrics are on.
+    pub(crate) fn record_queue_wait(
+        &self,
+        envelope: &Envelope,
+        now: chrono::DateTime<chrono::Utc>,
+    ) {
+        if self.config.metrics {
+            metrics::queue_wait(envelope, now);
+        }
+    }
+
+    /// Records how long an attempt ran, if metrics are on.
+    pub(crate) fn record_run_time(&self, envelope: &Envelope, took: std::time::Duration) {
+        if self.config.metrics {
+            metrics::run_time(envelope, took);
+        }
+    }
 }
 
 pub(crate) async fn run(
