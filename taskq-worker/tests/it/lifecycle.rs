@@ -132,3 +132,64 @@ fn invalid_configurations_are_refused() {
         .unwrap_err();
     assert!(matches!(err, Error::Config(_)));
 }
+
+/// A result backend that notes, at every final write, whether the message was still held:
+/// the worker must store results before it acknowledges.
+#[derive(Debug)]
+struct HeldAtWrite {
+    inner: taskq_core::MemoryResultBackend,
+    broker: std::sync::Arc<dyn Broker>,
+    held: std::sync::Mutex<Vec<usize>>,
+}
+
+#[async_trait::async_trait]
+impl taskq_core::ResultBackend for HeldAtWrite {
+    async fn store(
+        &self,
+        result: &taskq_core::TaskResult,
+        ttl: Duration,
+    ) -> taskq_core::Result<()> {
+        if result.state.is_ready() {
+            let processing = self.broker.stats("default").await?.processing;
+            self.held.lock().unwrap().push(processing);
+        }
+        self.inner.store(result, ttl).await
+    }
+
+    async fn get(&self, id: TaskId) -> taskq_core::Result<Option<taskq_core::TaskResult>> {
+        self.inner.get(id).await
+    }
+
+    async fn wait(
+        &self,
+        id: TaskId,
+        timeout: Duration,
+    ) -> taskq_core::Result<Option<taskq_core::TaskResult>> {
+        self.inner.wait(id, timeout).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn results_are_written_before_the_ack() {
+    let broker: std::sync::Arc<dyn Broker> = std::sync::Arc::new(taskq_core::MemoryBroker::new());
+    let backend = std::sync::Arc::new(HeldAtWrite {
+        inner: taskq_core::MemoryResultBackend::new(),
+        broker: broker.clone(),
+        held: std::sync::Mutex::new(Vec::new()),
+    });
+    let client = Client::new(broker, backend.clone());
+    let worker = Running::start(all_tasks(builder(&client)));
+    for i in 0..3 {
+        let handle = client
+            .enqueue(Record {
+                label: format!("ordered-{i}"),
+                ms: 0,
+            })
+            .await
+            .unwrap();
+        handle.wait(Duration::from_secs(10)).await.unwrap();
+    }
+    worker.stop().await;
+    // One task at a time: at each final write the message was still in the processing set.
+    assert_eq!(*backend.held.lock().unwrap(), vec![1, 1, 1]);
+}
