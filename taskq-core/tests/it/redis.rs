@@ -191,3 +191,34 @@ async fn acl_user_and_password_in_the_url() {
         .unwrap_err();
     assert!(matches!(err, Error::Redis(_)), "{err:?}");
 }
+
+#[tokio::test]
+async fn dead_letters_are_capped_newest_first_on_redis() {
+    let server = RedisServer::start();
+    let broker = RedisBroker::connect(config(&server).with_max_dead_letters(2))
+        .await
+        .unwrap();
+    let q = format!("q-{}", uuid::Uuid::new_v4());
+    let sent: Vec<_> = (0..3).map(|_| message(&q, 0)).collect();
+    let ids: Vec<_> = sent.iter().map(|m| m.id).collect();
+    broker.enqueue(sent).await.unwrap();
+    let worker = WorkerId::generate();
+    let held = broker
+        .fetch(&worker, std::slice::from_ref(&q), 3, Duration::ZERO)
+        .await
+        .unwrap();
+    for delivery in &held {
+        broker
+            .dead_letter(&worker, delivery, taskq_core::DeadReason::Failed, None)
+            .await
+            .unwrap();
+    }
+    let dead: Vec<_> = broker
+        .dead_letters(&q, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id.unwrap())
+        .collect();
+    assert_eq!(dead, vec![ids[2], ids[1]]);
+}
