@@ -5,7 +5,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use taskq_core::{Client, TaskId};
+use taskq_core::{Client, Task, TaskId};
 use taskq_worker::{Worker, WorkerReport};
 use tokio_util::sync::CancellationToken;
 
@@ -164,62 +164,39 @@ impl Bench {
 
     async fn w1_bulk(&self, queue: &str) -> Result<Row, BoxError> {
         let before = self.costs().await?;
-        self.fill(queue, self.n).await?;
+        self.fill(queue, QuietNoop::NAME, self.n).await?;
         let row = self.row(before, self.n).await?;
         self.purge(queue).await?;
         Ok(row)
     }
 
     /// Enqueues `n` quiet no-ops in bulk calls.
-    async fn fill(&self, queue: &str, n: usize) -> Result<(), BoxError> {
+    /// Enqueues `n` invocations of `task` (argument `{"n": 1}`) on `queue`, in bulk calls.
+    ///
+    /// The typed bulk API routes by the task's own queue; the benchmark needs a fresh queue per
+    /// workload, so it builds the envelopes itself.
+    async fn fill(&self, queue: &str, task: &str, n: usize) -> Result<(), BoxError> {
         let args = serde_json::json!({"n": 1});
+        let now = self.client.clock().now();
         let mut sent = 0;
         while sent < n {
             let batch = BULK.min(n - sent);
-            self.enqueue_bulk(queue, &args, batch).await?;
-            sent += batch;
-        }
-        Ok(())
-    }
-
-    async fn enqueue_bulk(
-        &self,
-        queue: &str,
-        args: &serde_json::Value,
-        n: usize,
-    ) -> Result<(), BoxError> {
-        // The typed bulk API routes by the task's queue; the benchmark needs its own queue.
-        let now = self.client.clock().now();
-        let mut messages = Vec::with_capacity(n);
-        for _ in 0..n {
-            let envelope = taskq_core::Envelope::new("bench.noop_quiet", args, queue, now)?;
-            messages.push(taskq_core::OutboundMessage::from_envelope(
-                &envelope,
-                self.client.max_payload_bytes(),
-            )?);
-        }
-        self.client.broker().enqueue(messages).await?;
-        Ok(())
-    }
-
-    async fn drain<T: taskq_core::Run>(&self, queue: &str) -> Result<Row, BoxError> {
-        let args = serde_json::json!({"n": 1});
-        let name = T::NAME;
-        let now = self.client.clock().now();
-        let mut sent = 0;
-        while sent < self.n {
-            let batch = BULK.min(self.n - sent);
             let mut messages = Vec::with_capacity(batch);
             for _ in 0..batch {
-                let envelope = taskq_core::Envelope::new(name, &args, queue, now)?;
+                let envelope = taskq_core::Envelope::new(task, &args, queue, now)?;
                 messages.push(taskq_core::OutboundMessage::from_envelope(
                     &envelope,
-                    1 << 20,
+                    self.client.max_payload_bytes(),
                 )?);
             }
             self.client.broker().enqueue(messages).await?;
             sent += batch;
         }
+        Ok(())
+    }
+
+    async fn drain<T: taskq_core::Run>(&self, queue: &str) -> Result<Row, BoxError> {
+        self.fill(queue, T::NAME, self.n).await?;
         tasks::reset(self.n);
         let before = self.costs().await?;
         let (stop, running) = self.start_worker(queue)?;
