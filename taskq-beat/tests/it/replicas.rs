@@ -58,6 +58,26 @@ fn signal(pid: u32, name: &str) {
     assert!(status.success(), "kill -{name} {pid}");
 }
 
+/// A fresh redis-server, a schedule file with `text`, and an admin connection.
+async fn setup(
+    text: &str,
+) -> (
+    RedisServer,
+    std::path::PathBuf,
+    redis::aio::MultiplexedConnection,
+) {
+    let server = RedisServer::start();
+    let schedule =
+        std::env::temp_dir().join(format!("taskq-beat-{}.toml", taskq_core::TaskId::new()));
+    std::fs::write(&schedule, text).unwrap();
+    let conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    (server, schedule, conn)
+}
+
 async fn leader_pid(conn: &mut redis::aio::MultiplexedConnection) -> u32 {
     for _ in 0..100 {
         let owner: Option<String> = redis::cmd("GET")
@@ -79,21 +99,7 @@ async fn leader_pid(conn: &mut redis::aio::MultiplexedConnection) -> u32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_slot_is_enqueued_exactly_once_across_replicas_and_failures() {
-    let server = RedisServer::start();
-    let schedule = std::env::temp_dir().join(format!(
-        "taskq-beat-replicas-{}.toml",
-        taskq_core::TaskId::new()
-    ));
-    std::fs::write(
-        &schedule,
-        "[[entry]]\nname = \"tick\"\ntask = \"demo.add\"\nargs = { a = 1, b = 1 }\nevery = \"1s\"\nqueue = \"beat\"\ncatch_up = \"all\"\nbackfill = 30\n",
-    )
-    .unwrap();
-    let mut conn = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let (server, schedule, mut conn) = setup("[[entry]]\nname = \"tick\"\ntask = \"demo.add\"\nargs = { a = 1, b = 1 }\nevery = \"1s\"\nqueue = \"beat\"\ncatch_up = \"all\"\nbackfill = 30\n").await;
 
     let mut beats: Vec<BeatProcess> = (0..3)
         .map(|_| BeatProcess::start(&server.url(), &schedule))
@@ -195,21 +201,8 @@ async fn split_brain_beats_on_redis_fire_each_slot_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_releases_the_lock_for_a_fast_takeover() {
-    let server = RedisServer::start();
-    let schedule = std::env::temp_dir().join(format!(
-        "taskq-beat-term-{}.toml",
-        taskq_core::TaskId::new()
-    ));
-    std::fs::write(
-        &schedule,
-        "[[entry]]\nname = \"t\"\ntask = \"demo.add\"\nevery = \"1s\"\n",
-    )
-    .unwrap();
-    let mut conn = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let (server, schedule, mut conn) =
+        setup("[[entry]]\nname = \"t\"\ntask = \"demo.add\"\nevery = \"1s\"\n").await;
     let mut beat = BeatProcess::start(&server.url(), &schedule);
     assert_eq!(leader_pid(&mut conn).await, beat.pid());
     signal(beat.pid(), "TERM");
