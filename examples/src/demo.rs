@@ -4,8 +4,9 @@ use std::{io::Write, time::Duration};
 
 use clap::Parser;
 use serde::{Deserialize, Serialize};
+use taskq::cli::WorkerArgs;
 use taskq_core::{Run, Task, TaskContext, TaskError};
-use taskq_worker::{cli::WorkerArgs, WorkerBuilder};
+use taskq_worker::WorkerBuilder;
 
 /// `demo.add {a, b}` returns `a + b`.
 #[derive(Debug, Task, Serialize, Deserialize)]

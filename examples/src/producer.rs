@@ -3,7 +3,6 @@
 use std::{io::Write, path::PathBuf};
 
 use clap::Parser;
-use taskq_core::Client;
 
 /// Flags of the producer.
 #[derive(Debug, Parser)]
@@ -48,7 +47,7 @@ pub async fn producer_main() -> std::process::ExitCode {
 async fn produce(cli: &ProducerCli) -> Result<usize, Box<dyn std::error::Error>> {
     let args: serde_json::Value = serde_json::from_str(&cli.args)
         .map_err(|err| format!("--args is not valid JSON: {err}"))?;
-    let client = Client::connect(&cli.broker).await?;
+    let client = taskq::connect(&cli.broker).await?;
     let mut out = match &cli.ids_out {
         Some(path) => Some(std::io::BufWriter::new(std::fs::File::create(path)?)),
         None => None,

@@ -149,7 +149,9 @@ async fn assert_none_lost(client: &Client, ids: &[TaskId], ledger: &Path) -> usi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_task_is_lost_when_a_worker_is_killed() {
     let server = RedisServer::start();
-    let client = Client::connect(&server.url()).await.unwrap();
+    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
+        .await
+        .unwrap();
     let ledger = ledger_path("kill");
     let ids = enqueue_sleeps(&client, 300, 20, &ledger).await;
 
@@ -176,7 +178,9 @@ async fn no_task_is_lost_when_a_worker_is_killed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_worker_cannot_duplicate_recovered_work_after_it_resumes() {
     let server = RedisServer::start();
-    let client = Client::connect(&server.url()).await.unwrap();
+    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
+        .await
+        .unwrap();
     let ledger = ledger_path("pause");
     let ids = enqueue_sleeps(&client, 100, 300, &ledger).await;
 
@@ -212,7 +216,9 @@ async fn a_paused_worker_cannot_duplicate_recovered_work_after_it_resumes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_requeues_unfinished_work_and_a_new_worker_completes_it() {
     let server = RedisServer::start();
-    let client = Client::connect(&server.url()).await.unwrap();
+    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
+        .await
+        .unwrap();
     let ledger = ledger_path("term");
     let ids = enqueue_sleeps(&client, 20, 5_000, &ledger).await;
 
@@ -254,7 +260,9 @@ async fn worker_resumes_by_itself_after_redis_restarts() {
     let ledger = ledger_path("restart");
     let mut worker = WorkerProcess::start(&server, &["--concurrency", "8"]);
     {
-        let client = Client::connect(&server.url()).await.unwrap();
+        let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
+            .await
+            .unwrap();
         let before = enqueue_sleeps(&client, 10, 10, &ledger).await;
         wait_until(
             "tasks before the restart",
@@ -265,7 +273,9 @@ async fn worker_resumes_by_itself_after_redis_restarts() {
     }
     server.restart();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let client = Client::connect(&server.url()).await.unwrap();
+    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
+        .await
+        .unwrap();
     let after = enqueue_sleeps(&client, 10, 10, &ledger).await;
     assert_none_lost(&client, &after, &ledger).await;
     worker.signal("TERM");

@@ -7,7 +7,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use taskq_core::Client;
 use taskq_examples::demo::{Add, Fail};
 use taskq_testkit::RedisServer;
 
@@ -69,7 +68,9 @@ async fn counters_move_on_the_metrics_endpoint() {
             .spawn()
             .unwrap(),
     );
-    let client = Client::connect(&server.url()).await.unwrap();
+    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
+        .await
+        .unwrap();
     let handles = client
         .enqueue_many((0..5).map(|a| Add { a, b: 1 }))
         .await

@@ -6,7 +6,9 @@ use chrono::{DateTime, Utc};
 use taskq_core::{Client, Envelope, OutboundMessage, TaskId, DEFAULT_QUEUE};
 use tokio::time::Instant;
 
-use crate::{plan, BeatStore, Entry, Error, Result};
+use taskq_core::BeatStore;
+
+use crate::{plan, Entry, Error, Result};
 
 /// Namespace of the deterministic task ids of fires (UUID v5 of `"<entry>@<slot ms>"`).
 const FIRE_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x7a5b_8a41_3c1e_4f0a_9d6e_2b7c_1f0e_5a93);
@@ -57,7 +59,8 @@ pub struct BeatReport {
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use std::{sync::Arc, time::Duration};
-/// use taskq_beat::{Beat, Entry, Every, MemoryBeatStore};
+/// use taskq_beat::{Beat, Entry, Every};
+/// use taskq_core::MemoryBeatStore;
 /// use taskq_core::Client;
 ///
 /// let client = Client::in_memory();
@@ -197,10 +200,18 @@ impl Beat {
     /// Plans and fires one entry.
     async fn step(&self, entry: &Entry, report: &mut BeatReport) -> Result<()> {
         let now = self.client.clock().now();
-        let Some(last) = self.store.last_fire(&entry.name).await? else {
+        let Some(last) = self
+            .store
+            .last_fire(&entry.name)
+            .await
+            .map_err(Error::Store)?
+        else {
             // First sight of this entry: start from now, do not fire the past.
             let baseline = entry.schedule.last_at_or_before(now).unwrap_or(now);
-            self.store.set_last_fire(&entry.name, baseline).await?;
+            self.store
+                .set_last_fire(&entry.name, baseline)
+                .await
+                .map_err(Error::Store)?;
             return Ok(());
         };
         let step = plan(
@@ -226,7 +237,10 @@ impl Beat {
             }
         }
         if let Some(latest) = step.last {
-            self.store.set_last_fire(&entry.name, latest).await?;
+            self.store
+                .set_last_fire(&entry.name, latest)
+                .await
+                .map_err(Error::Store)?;
         }
         Ok(())
     }

@@ -34,7 +34,7 @@ pub enum Error {
     },
     /// A coordination (lock, state) command failed.
     #[error("beat store failed")]
-    Store(#[source] Box<dyn std::error::Error + Send + Sync>),
+    Store(#[source] taskq_core::Error),
     /// The broker refused an enqueue.
     #[error("broker failed")]
     Broker(#[from] taskq_core::Error),

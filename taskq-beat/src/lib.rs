@@ -6,7 +6,7 @@
 //! now), so they are tested without a clock.
 //!
 //! Several beats may run against one Redis: one leads through a lock with an owner token
-//! ([`BeatStore`]); every fire has a deterministic task id ([`fire_id`]) and is enqueued only if
+//! ([`BeatStore`], in Redis: `taskq_redis::RedisBeatStore`); every fire has a deterministic task id ([`fire_id`]) and is enqueued only if
 //! the slot's uniqueness key was not claimed, atomically, so a slot is never enqueued twice, not
 //! even by two beats that both believe they lead.
 
@@ -16,7 +16,6 @@ mod entry;
 mod error;
 mod plan;
 mod schedule;
-mod store;
 
 pub use beat::{fire_id, preview, Beat, BeatConfig, BeatReport};
 pub use config::{load as load_schedule, parse as parse_schedule};
@@ -24,4 +23,4 @@ pub use entry::Entry;
 pub use error::{Error, Result, ScheduleError};
 pub use plan::{plan, CatchUp, Plan};
 pub use schedule::{Bounded, CronSchedule, Every, Schedule};
-pub use store::{BeatStore, MemoryBeatStore, RedisBeatStore};
+pub use taskq_core::{BeatStore, MemoryBeatStore};

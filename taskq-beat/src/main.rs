@@ -1,12 +1,11 @@
 //! `taskq-beat`: fires the periodic tasks of a schedule file. Thin: parse flags, validate the
 //! schedule before touching Redis, install signal handling, run the library's [`Beat`].
 
-use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use chrono::{DateTime, Utc};
 use clap::Parser;
-use taskq_beat::{Beat, BeatConfig, BeatStore, MemoryBeatStore, RedisBeatStore};
-use taskq_core::Client;
+use taskq_beat::{Beat, BeatConfig};
 
 /// Fire periodic taskq tasks from a schedule file.
 #[derive(Debug, Parser)]
@@ -74,12 +73,8 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: &Cli, entries: Vec<taskq_beat::Entry>) -> Result<(), Box<dyn std::error::Error>> {
-    let client = Client::connect(&cli.broker).await?;
-    let store: Arc<dyn BeatStore> = if cli.broker.starts_with("memory") {
-        Arc::new(MemoryBeatStore::new())
-    } else {
-        Arc::new(RedisBeatStore::connect(&cli.broker).await?)
-    };
+    let client = taskq::connect(&cli.broker).await?;
+    let store = taskq::connect_beat_store(&cli.broker).await?;
     let mut config = BeatConfig::default();
     config.lock_ttl = cli.lock_ttl;
     config.tick = cli.tick;

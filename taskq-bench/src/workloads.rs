@@ -50,7 +50,7 @@ impl Bench {
                 Arc::new(taskq_core::MemoryResultBackend::new()),
             )
         } else {
-            Client::connect(&cli.broker).await?
+            taskq::connect(&cli.broker).await?
         };
         let redis = if cli.broker.starts_with("redis") {
             let admin = redis::Client::open(cli.broker.as_str())?;

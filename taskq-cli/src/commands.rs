@@ -12,7 +12,7 @@ use crate::{
 };
 
 pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
-    let client = Client::connect(&cli.broker).await.map_err(|err| {
+    let client = taskq::connect(&cli.broker).await.map_err(|err| {
         format!(
             "cannot reach the broker at {}: {}",
             cli.broker,

@@ -154,7 +154,9 @@ async fn enqueue_status_and_result() {
         "{table}"
     );
 
-    let client = Client::connect(&server.url()).await.unwrap();
+    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
+        .await
+        .unwrap();
     let worker = start_worker(&client).await;
     let record = json(&taskq(&server, &["result", &id, "--wait", "10s", "--json"]));
     assert_eq!(record["state"], "SUCCESS");
@@ -170,7 +172,9 @@ async fn enqueue_status_and_result() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_and_ping() {
     let server = RedisServer::start();
-    let client = Client::connect(&server.url()).await.unwrap();
+    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
+        .await
+        .unwrap();
     let worker = start_worker(&client).await;
     let mut listed = serde_json::Value::Null;
     for _ in 0..50 {
@@ -197,7 +201,9 @@ async fn workers_and_ping() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_list_show_requeue_purge() {
     let server = RedisServer::start();
-    let client = Client::connect(&server.url()).await.unwrap();
+    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
+        .await
+        .unwrap();
     let ids: Vec<_> = client
         .enqueue_many((0..3).map(|i| Add { a: i, b: 0 }))
         .await
@@ -259,7 +265,9 @@ async fn dead_letters_list_show_requeue_purge() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_purge_asks_first_and_revoke_persists() {
     let server = RedisServer::start();
-    let client = Client::connect(&server.url()).await.unwrap();
+    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
+        .await
+        .unwrap();
     client
         .enqueue_many((0..4).map(|i| Add { a: i, b: 0 }))
         .await
@@ -310,7 +318,9 @@ async fn errors_are_one_clear_line() {
 async fn status_watch_refreshes_until_interrupted() {
     use std::io::Read;
     let server = RedisServer::start();
-    let client = Client::connect(&server.url()).await.unwrap();
+    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
+        .await
+        .unwrap();
     client.enqueue(Add { a: 1, b: 1 }).await.unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_taskq"))
         .args(["--broker", &server.url(), "status", "--watch", "100ms"])

@@ -13,8 +13,8 @@ use serde::de::DeserializeOwned;
 
 use crate::{
     envelope::DEFAULT_MAX_PAYLOAD_BYTES, Broker, Clock, Envelope, Error, MemoryBroker,
-    MemoryResultBackend, OutboundMessage, RedisBroker, RedisConfig, RedisResultBackend, Result,
-    ResultBackend, Run, Task, TaskId, TaskOptions, TaskResult, TaskState,
+    MemoryResultBackend, OutboundMessage, Result, ResultBackend, Run, Task, TaskId, TaskOptions,
+    TaskResult, TaskState,
 };
 
 /// The handle applications use to enqueue tasks and read results; cheap to clone.
@@ -59,49 +59,6 @@ impl Client {
             Arc::new(MemoryBroker::new()),
             Arc::new(MemoryResultBackend::new()),
         )
-    }
-
-    /// A client for the broker at `url`: `memory://` for a fresh in-memory pair, `redis://` or
-    /// `rediss://` (TLS) for the Redis broker and result backend with default settings.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq_core::Result<()> {
-    /// let client = taskq_core::Client::connect("memory://").await?;
-    /// assert!(taskq_core::Client::connect("amqp://localhost").await.is_err());
-    /// # let _ = client;
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Invalid`] for an unsupported scheme or bad URL, [`Error::Redis`] when Redis
-    /// cannot be reached.
-    pub async fn connect(url: &str) -> Result<Self> {
-        if url == "memory://" || url == "memory" {
-            return Ok(Self::in_memory());
-        }
-        if url.starts_with("redis://")
-            || url.starts_with("rediss://")
-            || url.starts_with("redis+unix://")
-        {
-            let config = RedisConfig::new(url);
-            return Self::connect_redis(config).await;
-        }
-        Err(Error::Invalid {
-            what: "broker url",
-            reason: format!("`{url}`: expected memory://, redis:// or rediss://"),
-        })
-    }
-
-    /// A client on the Redis broker and result backend described by `config`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Invalid`] for a bad URL, [`Error::Redis`] when Redis cannot be reached.
-    pub async fn connect_redis(config: RedisConfig) -> Result<Self> {
-        let broker = RedisBroker::connect(config.clone()).await?;
-        let backend = RedisResultBackend::connect(config).await?;
-        Ok(Self::new(Arc::new(broker), Arc::new(backend)))
     }
 
     /// A client on the given broker and result backend.

@@ -78,18 +78,28 @@ pub enum Error {
     /// The broker or backend was shut down.
     #[error("broker is closed")]
     Closed,
-    /// A Redis command failed.
-    #[error("redis command failed")]
-    Redis(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// A command to the broker or result store failed (the source names the server's error).
+    #[error("{transport} command failed")]
+    Broker {
+        /// Which transport, e.g. `"redis"`.
+        transport: &'static str,
+        /// True for failures a later retry may fix (lost connection, timeout, failover); false
+        /// for ones it cannot (a script or permission error).
+        transient: bool,
+        /// The client library's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
 }
 
 impl Error {
     /// True when trying the same call again later may succeed (lost connection, full queue).
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            Error::QueueFull { .. } | Error::Redis(_) | Error::Timeout(_)
-        )
+        match self {
+            Error::QueueFull { .. } | Error::Timeout(_) => true,
+            Error::Broker { transient, .. } => *transient,
+            _ => false,
+        }
     }
 
     /// True when the task itself failed, was revoked or expired (as opposed to taskq failing).

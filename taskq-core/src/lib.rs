@@ -5,7 +5,8 @@
 //! - [`Client`] enqueues invocations and hands back [`AsyncResult`]s.
 //! - [`Broker`] moves messages ([`MemoryBroker`] in-process); [`ResultBackend`] stores
 //!   outcomes ([`MemoryResultBackend`]).
-//! - Workers live in the `taskq-worker` crate.
+//! - Workers live in the `taskq-worker` crate, the Redis implementations in `taskq-redis`;
+//!   the `taskq` crate puts them behind one import.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq_core::Result<()> {
@@ -34,22 +35,22 @@
 //! ```
 
 mod backend;
+mod beat_store;
 mod broker;
 mod client;
 mod clock;
 mod envelope;
 mod error;
-mod redis;
 mod result;
 mod retry;
 mod shutdown;
 mod task;
 
-pub use backend::{MemoryResultBackend, RedisResultBackend, ResultBackend, DEFAULT_RESULT_TTL};
+pub use backend::{MemoryResultBackend, ResultBackend, DEFAULT_RESULT_TTL};
+pub use beat_store::{BeatStore, MemoryBeatStore};
 pub use broker::{
     Broker, ControlMessage, DeadLetter, DeadReason, Delivery, MemoryBroker, MemoryBrokerConfig,
-    OutboundMessage, QueueStats, RecoveryReport, RedisBroker, RedisConfig, WorkerId, WorkerInfo,
-    FETCH_LEASE,
+    OutboundMessage, PayloadFields, QueueStats, RecoveryReport, WorkerId, WorkerInfo, FETCH_LEASE,
 };
 pub use client::{AsyncResult, Client, Enqueue, UNIQUE_KEY_HEADER};
 pub use clock::Clock;

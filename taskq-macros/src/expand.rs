@@ -6,6 +6,23 @@ use syn::{spanned::Spanned, DeriveInput};
 
 use crate::attr::TaskAttrs;
 
+/// Where the generated code finds taskq: `::taskq` when the user's package depends on the
+/// facade crate, else `::taskq_core`. A package's own tests, examples and doc tests name it by
+/// its crate name too, so "found itself" also maps to the name.
+fn default_crate_path() -> TokenStream {
+    use proc_macro_crate::{crate_name, FoundCrate};
+    if crate_name("taskq").is_ok() {
+        return quote!(::taskq);
+    }
+    match crate_name("taskq-core") {
+        Ok(FoundCrate::Name(name)) => {
+            let ident = proc_macro2::Ident::new(&name, proc_macro2::Span::call_site());
+            quote!(::#ident)
+        }
+        _ => quote!(::taskq_core),
+    }
+}
+
 /// Expands to `impl Task for <type>` with the options from `#[task(...)]`.
 pub(crate) fn derive_task(input: &DeriveInput) -> syn::Result<TokenStream> {
     if !input.generics.params.is_empty() {
@@ -19,7 +36,7 @@ pub(crate) fn derive_task(input: &DeriveInput) -> syn::Result<TokenStream> {
         .krate
         .as_ref()
         .map(|path| quote!(#path))
-        .unwrap_or_else(|| quote!(::taskq_core));
+        .unwrap_or_else(default_crate_path);
     let private = quote!(#krate::__private);
     let ident = &input.ident;
     let name = &attrs.name;

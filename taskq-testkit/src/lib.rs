@@ -3,6 +3,15 @@
 //! [`RedisServer`] starts a real `redis-server` on a free port in a temporary directory, with
 //! persistence off, and kills it on drop. Set `TASKQ_REDIS_SERVER` to use another binary. A
 //! missing binary fails the test loudly: Redis tests never skip.
+//!
+//! [`broker_conformance!`] and [`backend_conformance!`] expand the conformance suites (one
+//! test per behaviour every implementation must show) for one implementation; taskq-core runs
+//! them on the memory implementations, taskq-redis on Redis.
+
+#[allow(missing_docs)]
+pub mod backend_suite;
+#[allow(missing_docs)]
+pub mod broker_suite;
 
 use std::{
     io::{Read, Write},

@@ -38,7 +38,6 @@
 
 mod acker;
 mod builder;
-pub mod cli;
 mod config;
 mod control;
 mod error;

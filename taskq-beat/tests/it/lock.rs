@@ -3,7 +3,8 @@
 
 use std::{sync::Arc, time::Duration};
 
-use taskq_beat::{BeatStore, MemoryBeatStore, RedisBeatStore};
+use taskq_beat::{BeatStore, MemoryBeatStore};
+use taskq_redis::RedisBeatStore;
 use taskq_testkit::RedisServer;
 
 async fn lock_behaviour(store: Arc<dyn BeatStore>) {
@@ -37,7 +38,9 @@ async fn memory_lock() {
 async fn redis_lock() {
     let server = RedisServer::start();
     lock_behaviour(Arc::new(
-        RedisBeatStore::connect(&server.url()).await.unwrap(),
+        RedisBeatStore::connect(&taskq_redis::RedisConfig::new(server.url()))
+            .await
+            .unwrap(),
     ))
     .await;
 }
@@ -45,7 +48,9 @@ async fn redis_lock() {
 #[tokio::test]
 async fn redis_last_fire_never_moves_backwards() {
     let server = RedisServer::start();
-    let store = RedisBeatStore::connect(&server.url()).await.unwrap();
+    let store = RedisBeatStore::connect(&taskq_redis::RedisConfig::new(server.url()))
+        .await
+        .unwrap();
     let later: chrono::DateTime<chrono::Utc> = "2026-01-01T00:00:10Z".parse().unwrap();
     let earlier: chrono::DateTime<chrono::Utc> = "2026-01-01T00:00:05Z".parse().unwrap();
     assert_eq!(store.last_fire("e").await.unwrap(), None);

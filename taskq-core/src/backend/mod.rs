@@ -2,10 +2,7 @@
 
 mod memory;
 
-mod redis;
-
 pub use memory::MemoryResultBackend;
-pub use redis::RedisResultBackend;
 
 use std::time::Duration;
 
@@ -18,7 +15,7 @@ pub const DEFAULT_RESULT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Stores [`TaskResult`]s by task id with a time to live and wakes waiters on writes.
 ///
-/// Implementations: [`MemoryResultBackend`] and the Redis backend.
+/// Implementations: [`MemoryResultBackend`] and `taskq_redis::RedisResultBackend`.
 #[async_trait]
 pub trait ResultBackend: Send + Sync + std::fmt::Debug {
     /// Writes (replaces) the record of `result.id`, kept for `ttl` after this write.

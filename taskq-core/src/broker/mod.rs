@@ -17,14 +17,13 @@
 
 mod control;
 mod memory;
-mod redis;
 mod types;
 
 pub use control::{ControlMessage, WorkerInfo};
 pub use memory::{MemoryBroker, MemoryBrokerConfig};
-pub use redis::{RedisBroker, RedisConfig};
 pub use types::{
-    DeadLetter, DeadReason, Delivery, OutboundMessage, QueueStats, RecoveryReport, WorkerId,
+    DeadLetter, DeadReason, Delivery, OutboundMessage, PayloadFields, QueueStats, RecoveryReport,
+    WorkerId,
 };
 
 use std::time::Duration;
@@ -39,7 +38,7 @@ pub const FETCH_LEASE: Duration = Duration::from_secs(30);
 
 /// A message transport with at-least-once delivery into per-worker processing sets.
 ///
-/// Implementations: [`MemoryBroker`] (in-process) and [`RedisBroker`]. All methods are
+/// Implementations: [`MemoryBroker`] (in-process) and `taskq_redis::RedisBroker`. All methods are
 /// cancel-safe in the sense that a dropped call leaves every message in exactly one place.
 ///
 /// A message's round trip, as a worker drives it:

@@ -121,13 +121,13 @@ impl Delivery {
         self.id.or_else(|| PayloadFields::read(&self.payload).id)
     }
 
-    /// The queue name, shared (no copy).
-    pub(crate) fn shared_queue(&self) -> &Arc<str> {
+    /// The queue name, shared (no copy), for brokers that keep per-queue bookkeeping.
+    pub fn shared_queue(&self) -> &Arc<str> {
         &self.queue
     }
 
-    /// The payload, shared (no copy).
-    pub(crate) fn shared_payload(&self) -> &Arc<str> {
+    /// The payload, shared (no copy), for brokers that keep per-payload bookkeeping.
+    pub fn shared_payload(&self) -> &Arc<str> {
         &self.payload
     }
 
@@ -269,18 +269,28 @@ impl DeadLetter {
 
 /// The few envelope fields brokers route by, read from a payload that may not be a valid
 /// envelope (missing or unreadable fields come back empty).
-#[derive(Debug, Default, Deserialize)]
-pub(crate) struct PayloadFields {
+///
+/// ```
+/// let fields = taskq_core::PayloadFields::read(r#"{"priority": 42, "junk": true}"#);
+/// assert_eq!((fields.id, fields.priority), (None, 9));
+/// ```
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[non_exhaustive]
+pub struct PayloadFields {
+    /// The task id.
     #[serde(default)]
-    pub(crate) id: Option<TaskId>,
+    pub id: Option<TaskId>,
+    /// The priority, clamped to 0..=9.
     #[serde(default)]
-    pub(crate) priority: u8,
+    pub priority: u8,
+    /// When the invocation was created.
     #[serde(default)]
-    pub(crate) created_at: Option<DateTime<Utc>>,
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 impl PayloadFields {
-    pub(crate) fn read(payload: &str) -> Self {
+    /// Reads what it can of `payload`; never fails.
+    pub fn read(payload: &str) -> Self {
         let mut fields: Self = serde_json::from_str(payload).unwrap_or_default();
         fields.priority = fields.priority.min(9);
         fields

@@ -7,7 +7,7 @@ use taskq_core::{
     Broker, Error, MemoryBroker, MemoryBrokerConfig, MemoryResultBackend, ResultBackend,
 };
 
-use crate::broker_suite::message;
+use taskq_testkit::broker_suite::message;
 
 async fn memory_broker() -> (Arc<dyn Broker>, ()) {
     (Arc::new(MemoryBroker::new()), ())
@@ -17,8 +17,8 @@ async fn memory_backend() -> (Arc<dyn ResultBackend>, ()) {
     (Arc::new(MemoryResultBackend::new()), ())
 }
 
-crate::broker_conformance!(#[tokio::test(start_paused = true)] broker => memory_broker());
-crate::backend_conformance!(#[tokio::test(start_paused = true)] backend => memory_backend());
+taskq_testkit::broker_conformance!(#[tokio::test(start_paused = true)] broker => memory_broker());
+taskq_testkit::backend_conformance!(#[tokio::test(start_paused = true)] backend => memory_backend());
 
 #[tokio::test]
 async fn full_queue_refuses_enqueue_and_keeps_what_it_has() {

@@ -8,7 +8,9 @@ use taskq_testkit::RedisServer;
 use crate::support::{all_tasks, builder, Flaky, Running, Stats, Summary};
 
 async fn redis_client(server: &RedisServer) -> Client {
-    Client::connect(&server.url()).await.expect("connect")
+    taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
+        .await
+        .expect("connect")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,14 +4,13 @@
 use std::time::Duration;
 
 use taskq_core::Client;
-
-use crate::{Worker, WorkerBuilder, WorkerReport};
+use taskq_worker::{Worker, WorkerBuilder, WorkerReport};
 
 /// Command-line flags of a worker process; flatten them into your own clap parser.
 ///
 /// ```
 /// use clap::Parser;
-/// use taskq_worker::cli::WorkerArgs;
+/// use taskq::cli::WorkerArgs;
 ///
 /// #[derive(Parser)]
 /// struct Cli {
@@ -64,7 +63,8 @@ pub enum LogFormat {
 }
 
 impl WorkerArgs {
-    /// Installs the `tracing` subscriber for `--log-format`, honouring `RUST_LOG`.
+    /// Installs the `tracing` subscriber for `--log-format`, honouring `RUST_LOG`; does
+    /// nothing when the program already installed one.
     pub fn init_logging(&self) {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -103,7 +103,7 @@ impl WorkerArgs {
     ///
     /// An unsupported URL or an unreachable broker.
     pub async fn connect(&self) -> taskq_core::Result<Client> {
-        Client::connect(&self.broker).await
+        crate::connect(&self.broker).await
     }
 
     /// Applies the flags to a builder.
@@ -119,8 +119,9 @@ impl WorkerArgs {
         builder
     }
 
-    /// Connects, builds a worker with the tasks `register` adds, and runs it until SIGINT or
-    /// SIGTERM (see [`shutdown_signal`]).
+    /// Installs logging (`--log-format`, `RUST_LOG`) and the metrics endpoint, connects,
+    /// builds a worker with the tasks `register` adds, and runs it until SIGINT or SIGTERM
+    /// (see [`shutdown_signal`]).
     ///
     /// # Errors
     ///
@@ -129,6 +130,7 @@ impl WorkerArgs {
         &self,
         register: impl FnOnce(WorkerBuilder) -> WorkerBuilder,
     ) -> Result<WorkerReport, Box<dyn std::error::Error + Send + Sync>> {
+        self.init_logging();
         self.install_metrics()?;
         let client = self.connect().await?;
         let worker = self

@@ -62,13 +62,13 @@ macro_rules! broker_conformance {
     };
 }
 
-pub(crate) type Shared = Arc<dyn Broker>;
+pub type Shared = Arc<dyn Broker>;
 
 fn queue() -> String {
     format!("q-{}", uuid::Uuid::new_v4())
 }
 
-pub(crate) fn message(queue: &str, priority: u8) -> OutboundMessage {
+pub fn message(queue: &str, priority: u8) -> OutboundMessage {
     let mut envelope = Envelope::new(
         "suite.task",
         &serde_json::json!({"n": 1}),
@@ -112,7 +112,7 @@ async fn woken(fetch: tokio::task::JoinHandle<Vec<Delivery>>) -> Vec<Delivery> {
         .unwrap()
 }
 
-pub(crate) async fn fifo_within_a_level(broker: Shared) {
+pub async fn fifo_within_a_level(broker: Shared) {
     let q = queue();
     let messages: Vec<_> = (0..5).map(|_| message(&q, 0)).collect();
     let expected: Vec<_> = messages.iter().map(|m| m.id).collect();
@@ -124,7 +124,7 @@ pub(crate) async fn fifo_within_a_level(broker: Shared) {
     assert_eq!(ids(&got), expected);
 }
 
-pub(crate) async fn higher_priority_first(broker: Shared) {
+pub async fn higher_priority_first(broker: Shared) {
     let q = queue();
     let (low, high, mid, high2) = (
         message(&q, 0),
@@ -147,7 +147,7 @@ pub(crate) async fn higher_priority_first(broker: Shared) {
     assert_eq!(ids(&got), expected);
 }
 
-pub(crate) async fn queues_in_order_of_preference(broker: Shared) {
+pub async fn queues_in_order_of_preference(broker: Shared) {
     let (first, second) = (queue(), queue());
     let later = message(&second, 9);
     let sooner = message(&first, 0);
@@ -160,7 +160,7 @@ pub(crate) async fn queues_in_order_of_preference(broker: Shared) {
     assert_eq!(ids(&got), expected);
 }
 
-pub(crate) async fn fetch_returns_empty_after_waiting(broker: Shared) {
+pub async fn fetch_returns_empty_after_waiting(broker: Shared) {
     let got = broker
         .fetch(
             &WorkerId::generate(),
@@ -173,7 +173,7 @@ pub(crate) async fn fetch_returns_empty_after_waiting(broker: Shared) {
     assert!(got.is_empty());
 }
 
-pub(crate) async fn fetch_is_woken_by_enqueue(broker: Shared) {
+pub async fn fetch_is_woken_by_enqueue(broker: Shared) {
     let q = queue();
     let waiting = waiting_fetch(&broker, std::slice::from_ref(&q), 5);
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -186,7 +186,7 @@ pub(crate) async fn fetch_is_woken_by_enqueue(broker: Shared) {
 /// One waiting fetch (not a polling loop) must see a message that arrives on any of its
 /// queues, at any priority. The Redis suite's block timeout is shorter than the wait, so a fetch
 /// that only watched its first queue's default level would come back empty.
-pub(crate) async fn fetch_is_woken_for_any_queue_and_level(broker: Shared) {
+pub async fn fetch_is_woken_for_any_queue_and_level(broker: Shared) {
     let (first, second) = (queue(), queue());
     let waiting = waiting_fetch(&broker, &[first, second.clone()], 5);
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -197,7 +197,7 @@ pub(crate) async fn fetch_is_woken_for_any_queue_and_level(broker: Shared) {
 }
 
 /// A waiting fetch also wakes when scheduled messages are promoted.
-pub(crate) async fn fetch_is_woken_by_promotion(broker: Shared) {
+pub async fn fetch_is_woken_by_promotion(broker: Shared) {
     let q = queue();
     let mut later = message(&q, 0);
     later.eta = Some(broker.clock().now() + chrono::Duration::milliseconds(200));
@@ -215,7 +215,7 @@ pub(crate) async fn fetch_is_woken_by_promotion(broker: Shared) {
 
 /// A burst larger than one waiter's batch wakes further waiters: none of the messages waits
 /// for a timeout while a worker is idle.
-pub(crate) async fn a_burst_wakes_enough_waiting_fetches(broker: Shared) {
+pub async fn a_burst_wakes_enough_waiting_fetches(broker: Shared) {
     let q = queue();
     let first = waiting_fetch(&broker, std::slice::from_ref(&q), 1);
     let second = waiting_fetch(&broker, std::slice::from_ref(&q), 1);
@@ -230,7 +230,7 @@ pub(crate) async fn a_burst_wakes_enough_waiting_fetches(broker: Shared) {
     assert_eq!(got, expected);
 }
 
-pub(crate) async fn ack_is_fenced(broker: Shared) {
+pub async fn ack_is_fenced(broker: Shared) {
     let q = queue();
     broker
         .enqueue(vec![message(&q, 0), message(&q, 0)])
@@ -247,7 +247,7 @@ pub(crate) async fn ack_is_fenced(broker: Shared) {
     assert_eq!(broker.stats(&q).await.unwrap().processing, 0);
 }
 
-pub(crate) async fn eta_is_not_fetched_early(broker: Shared) {
+pub async fn eta_is_not_fetched_early(broker: Shared) {
     let q = queue();
     let mut later = message(&q, 0);
     later.eta = Some(broker.clock().now() + chrono::Duration::milliseconds(500));
@@ -286,7 +286,7 @@ pub(crate) async fn eta_is_not_fetched_early(broker: Shared) {
     );
 }
 
-pub(crate) async fn retry_reschedules_the_next_attempt(broker: Shared) {
+pub async fn retry_reschedules_the_next_attempt(broker: Shared) {
     let q = queue();
     broker.enqueue(vec![message(&q, 0)]).await.unwrap();
     let worker = WorkerId::generate();
@@ -310,7 +310,7 @@ pub(crate) async fn retry_reschedules_the_next_attempt(broker: Shared) {
     assert_eq!(again[0].payload(), next.payload);
 }
 
-pub(crate) async fn retry_by_another_worker_changes_nothing(broker: Shared) {
+pub async fn retry_by_another_worker_changes_nothing(broker: Shared) {
     let q = queue();
     broker.enqueue(vec![message(&q, 0)]).await.unwrap();
     let worker = WorkerId::generate();
@@ -330,7 +330,7 @@ pub(crate) async fn retry_by_another_worker_changes_nothing(broker: Shared) {
     );
 }
 
-pub(crate) async fn requeue_returns_to_the_head(broker: Shared) {
+pub async fn requeue_returns_to_the_head(broker: Shared) {
     let q = queue();
     let (first, second) = (message(&q, 0), message(&q, 0));
     let expected = vec![first.id, second.id];
@@ -346,7 +346,7 @@ pub(crate) async fn requeue_returns_to_the_head(broker: Shared) {
     assert_eq!(ids(&again), expected);
 }
 
-pub(crate) async fn dead_letter_keeps_payload_and_reason(broker: Shared) {
+pub async fn dead_letter_keeps_payload_and_reason(broker: Shared) {
     let q = queue();
     let sent = message(&q, 0);
     broker.enqueue(vec![sent.clone()]).await.unwrap();
@@ -376,7 +376,7 @@ pub(crate) async fn dead_letter_keeps_payload_and_reason(broker: Shared) {
     assert_eq!((stats.processing, stats.dead), (0, 1));
 }
 
-pub(crate) async fn dead_letter_by_another_worker_changes_nothing(broker: Shared) {
+pub async fn dead_letter_by_another_worker_changes_nothing(broker: Shared) {
     let q = queue();
     broker.enqueue(vec![message(&q, 0)]).await.unwrap();
     let got = broker
@@ -391,7 +391,7 @@ pub(crate) async fn dead_letter_by_another_worker_changes_nothing(broker: Shared
     assert_eq!(broker.stats(&q).await.unwrap().dead, 0);
 }
 
-pub(crate) async fn lost_worker_is_recovered(broker: Shared) {
+pub async fn lost_worker_is_recovered(broker: Shared) {
     let q = queue();
     let sent = vec![message(&q, 0), message(&q, 0)];
     let expected: Vec<_> = sent.iter().map(|m| m.id).collect();
@@ -416,7 +416,7 @@ pub(crate) async fn lost_worker_is_recovered(broker: Shared) {
     assert_eq!(ids(&again), expected);
 }
 
-pub(crate) async fn live_worker_is_not_recovered(broker: Shared) {
+pub async fn live_worker_is_not_recovered(broker: Shared) {
     let q = queue();
     broker.enqueue(vec![message(&q, 0)]).await.unwrap();
     let live = WorkerId::generate();
@@ -431,7 +431,7 @@ pub(crate) async fn live_worker_is_not_recovered(broker: Shared) {
     assert_eq!(broker.stats(&q).await.unwrap().processing, 1);
 }
 
-pub(crate) async fn racing_reapers_recover_once(broker: Shared) {
+pub async fn racing_reapers_recover_once(broker: Shared) {
     let q = queue();
     broker
         .enqueue((0..20).map(|_| message(&q, 0)).collect())
@@ -460,7 +460,7 @@ pub(crate) async fn racing_reapers_recover_once(broker: Shared) {
     assert_eq!((stats.pending, stats.processing), (20, 0));
 }
 
-pub(crate) async fn racing_promoters_promote_once(broker: Shared) {
+pub async fn racing_promoters_promote_once(broker: Shared) {
     let q = queue();
     let due = broker.clock().now() + chrono::Duration::milliseconds(200);
     let messages: Vec<_> = (0..50)
@@ -488,7 +488,7 @@ pub(crate) async fn racing_promoters_promote_once(broker: Shared) {
     assert_eq!((stats.pending, stats.scheduled), (50, 0));
 }
 
-pub(crate) async fn poison_message_is_dead_lettered(broker: Shared) {
+pub async fn poison_message_is_dead_lettered(broker: Shared) {
     let q = queue();
     let sent = message(&q, 0);
     broker.enqueue(vec![sent.clone()]).await.unwrap();
@@ -530,7 +530,7 @@ pub(crate) async fn poison_message_is_dead_lettered(broker: Shared) {
     assert_eq!(broker.stats(&q).await.unwrap().pending, 0);
 }
 
-pub(crate) async fn deregister_returns_held_messages(broker: Shared) {
+pub async fn deregister_returns_held_messages(broker: Shared) {
     let q = queue();
     broker
         .enqueue(vec![message(&q, 0), message(&q, 0)])
@@ -548,7 +548,7 @@ pub(crate) async fn deregister_returns_held_messages(broker: Shared) {
     assert_eq!((stats.pending, stats.processing), (2, 0));
 }
 
-pub(crate) async fn stats_count_every_place(broker: Shared) {
+pub async fn stats_count_every_place(broker: Shared) {
     let q = queue();
     let mut later = message(&q, 0);
     later.eta = Some(broker.clock().now() + chrono::Duration::hours(1));
@@ -572,7 +572,7 @@ pub(crate) async fn stats_count_every_place(broker: Shared) {
     );
 }
 
-pub(crate) async fn unique_enqueue_happens_once_per_key(broker: Shared) {
+pub async fn unique_enqueue_happens_once_per_key(broker: Shared) {
     let q = queue();
     let racers: Vec<_> = (0..8)
         .map(|_| {
@@ -626,7 +626,7 @@ pub(crate) async fn unique_enqueue_happens_once_per_key(broker: Shared) {
         .is_none());
 }
 
-pub(crate) async fn rate_limit_spaces_starts(broker: Shared) {
+pub async fn rate_limit_spaces_starts(broker: Shared) {
     let q = queue();
     let limit: taskq_core::RateLimit = "5/s".parse().unwrap();
     assert_eq!(broker.rate_limit(&q, "t", limit).await.unwrap(), None);
@@ -648,7 +648,7 @@ pub(crate) async fn rate_limit_spaces_starts(broker: Shared) {
     assert_eq!(broker.rate_limit(&q, "t", limit).await.unwrap(), None);
 }
 
-pub(crate) async fn revocations_expire(broker: Shared) {
+pub async fn revocations_expire(broker: Shared) {
     let id = TaskId::new();
     broker
         .revoke(id, false, Duration::from_millis(300))
@@ -659,7 +659,7 @@ pub(crate) async fn revocations_expire(broker: Shared) {
     assert!(!broker.revoked().await.unwrap().contains(&id));
 }
 
-pub(crate) async fn control_messages_reach_subscribers(broker: Shared) {
+pub async fn control_messages_reach_subscribers(broker: Shared) {
     let mut first = broker.subscribe_control().await.unwrap();
     let mut second = broker.subscribe_control().await.unwrap();
     let ping = taskq_core::ControlMessage::Ping { nonce: queue() };
@@ -687,7 +687,7 @@ pub(crate) async fn control_messages_reach_subscribers(broker: Shared) {
     }
 }
 
-pub(crate) async fn worker_info_expires(broker: Shared) {
+pub async fn worker_info_expires(broker: Shared) {
     let id = WorkerId::generate();
     let info = taskq_core::WorkerInfo::new(id.as_str(), vec![queue()], 4, broker.clock().now());
     broker
@@ -731,7 +731,7 @@ async fn kill(broker: &Shared, q: &str, n: usize) -> Vec<TaskId> {
     ids(&got)
 }
 
-pub(crate) async fn dead_letters_requeue_atomically_with_attempts_reset(broker: Shared) {
+pub async fn dead_letters_requeue_atomically_with_attempts_reset(broker: Shared) {
     let q = queue();
     let mut tired = message(&q, 0);
     let mut envelope = Envelope::decode(&tired.payload, 1 << 20).unwrap();
@@ -775,7 +775,7 @@ pub(crate) async fn dead_letters_requeue_atomically_with_attempts_reset(broker: 
     assert_eq!((stats.pending, stats.dead), (2, 0));
 }
 
-pub(crate) async fn dead_letters_purge_by_age(broker: Shared) {
+pub async fn dead_letters_purge_by_age(broker: Shared) {
     let q = queue();
     broker
         .enqueue(vec![message(&q, 0), message(&q, 0)])
@@ -796,7 +796,7 @@ pub(crate) async fn dead_letters_purge_by_age(broker: Shared) {
     assert_eq!(broker.stats(&q).await.unwrap().dead, 0);
 }
 
-pub(crate) async fn queue_purge_removes_waiting_messages_only(broker: Shared) {
+pub async fn queue_purge_removes_waiting_messages_only(broker: Shared) {
     let q = queue();
     let mut later = message(&q, 0);
     later.eta = Some(broker.clock().now() + chrono::Duration::hours(1));

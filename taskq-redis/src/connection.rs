@@ -7,11 +7,18 @@ use redis::{
     Client, IntoConnectionInfo,
 };
 
-use crate::{Error, Result};
+use taskq_core::{Error, Result};
 
-/// Wraps a redis-rs error.
+/// Wraps a redis-rs error, transient unless redis-rs says retrying cannot help (a script
+/// error, a wrong type, a refused password).
 pub(crate) fn redis_error(err: redis::RedisError) -> Error {
-    Error::Redis(Box::new(err))
+    let transient = !matches!(err.retry_method(), redis::RetryMethod::NoRetry)
+        && err.kind() != redis::ErrorKind::AuthenticationFailed;
+    Error::Broker {
+        transport: "redis",
+        transient,
+        source: Box::new(err),
+    }
 }
 
 /// Parses `url` (`redis://`, `rediss://` for TLS, `redis://user:password@host:port/db` for ACL

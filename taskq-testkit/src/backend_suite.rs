@@ -34,7 +34,7 @@ macro_rules! backend_conformance {
     };
 }
 
-pub(crate) type Shared = Arc<dyn ResultBackend>;
+pub type Shared = Arc<dyn ResultBackend>;
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -44,11 +44,11 @@ fn success(id: TaskId, value: serde_json::Value) -> TaskResult {
         .with_attempts(1)
 }
 
-pub(crate) async fn unknown_id_is_none(backend: Shared) {
+pub async fn unknown_id_is_none(backend: Shared) {
     assert!(backend.get(TaskId::new()).await.unwrap().is_none());
 }
 
-pub(crate) async fn stored_record_round_trips(backend: Shared) {
+pub async fn stored_record_round_trips(backend: Shared) {
     let id = TaskId::new();
     let failed = TaskResult::new(id, "suite.task", TaskState::Failure, Utc::now())
         .with_error("boom")
@@ -71,7 +71,7 @@ pub(crate) async fn stored_record_round_trips(backend: Shared) {
     assert_eq!(got.result.unwrap().get(), r#"{"x":[1,2]}"#);
 }
 
-pub(crate) async fn later_write_replaces_earlier(backend: Shared) {
+pub async fn later_write_replaces_earlier(backend: Shared) {
     let id = TaskId::new();
     let retry = TaskResult::new(id, "suite.task", TaskState::Retry, Utc::now()).with_error("once");
     backend.store(&retry, DAY).await.unwrap();
@@ -85,7 +85,7 @@ pub(crate) async fn later_write_replaces_earlier(backend: Shared) {
     );
 }
 
-pub(crate) async fn wait_is_woken_by_the_write(backend: Shared) {
+pub async fn wait_is_woken_by_the_write(backend: Shared) {
     let id = TaskId::new();
     let waiter = {
         let backend = backend.clone();
@@ -107,7 +107,7 @@ pub(crate) async fn wait_is_woken_by_the_write(backend: Shared) {
     assert_eq!(got.state, TaskState::Success);
 }
 
-pub(crate) async fn wait_returns_latest_on_timeout(backend: Shared) {
+pub async fn wait_returns_latest_on_timeout(backend: Shared) {
     let id = TaskId::new();
     assert!(backend
         .wait(id, Duration::from_millis(100))
@@ -124,7 +124,7 @@ pub(crate) async fn wait_returns_latest_on_timeout(backend: Shared) {
     assert_eq!(got.state, TaskState::Started);
 }
 
-pub(crate) async fn many_waiters_on_many_ids(backend: Shared) {
+pub async fn many_waiters_on_many_ids(backend: Shared) {
     let ids: Vec<TaskId> = (0..500).map(|_| TaskId::new()).collect();
     let waiters: Vec<_> = ids
         .iter()
@@ -148,7 +148,7 @@ pub(crate) async fn many_waiters_on_many_ids(backend: Shared) {
     }
 }
 
-pub(crate) async fn records_expire_after_ttl(backend: Shared) {
+pub async fn records_expire_after_ttl(backend: Shared) {
     let id = TaskId::new();
     let record = success(id, serde_json::json!(1));
     backend

@@ -93,6 +93,12 @@ pub(crate) fn worker_info(id: &str) -> String {
     format!("taskq:worker:{id}")
 }
 
+/// The beat leader lock: the owner token of the leading beat (STRING with TTL).
+pub(crate) const BEAT_LEADER: &str = "taskq:beat:leader";
+
+/// Beat entry name -> last fired slot, ms since the epoch (HASH).
+pub(crate) const BEAT_LAST_FIRE: &str = "taskq:beat:last-fire";
+
 /// The stored result of one task (STRING with TTL).
 pub(crate) fn result(id: &str) -> String {
     format!("taskq:result:{id}")

@@ -3,12 +3,9 @@
 
 use std::{sync::Arc, time::Duration};
 
-use taskq_core::{
-    Broker, Error, RedisBroker, RedisConfig, RedisResultBackend, ResultBackend, WorkerId,
-};
-use taskq_testkit::RedisServer;
-
-use crate::broker_suite::message;
+use taskq_core::{Broker, Error, ResultBackend, WorkerId};
+use taskq_redis::{RedisBroker, RedisConfig, RedisResultBackend};
+use taskq_testkit::{broker_suite::message, RedisServer};
 
 pub(crate) fn config(server: &RedisServer) -> RedisConfig {
     RedisConfig::new(server.url())
@@ -32,8 +29,8 @@ async fn redis_backend() -> (Arc<dyn ResultBackend>, RedisServer) {
     (Arc::new(backend), server)
 }
 
-crate::broker_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] broker => redis_broker());
-crate::backend_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] backend => redis_backend());
+taskq_testkit::broker_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] broker => redis_broker());
+taskq_testkit::backend_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] backend => redis_backend());
 
 #[tokio::test]
 async fn unreachable_server_is_a_clear_error() {
@@ -44,7 +41,7 @@ async fn unreachable_server_is_a_clear_error() {
     let err = RedisBroker::connect(RedisConfig::new(format!("redis://127.0.0.1:{port}")))
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Redis(_)), "{err:?}");
+    assert!(matches!(err, Error::Broker { .. }), "{err:?}");
     assert!(err.is_transient());
     let err = RedisBroker::connect(RedisConfig::new("http://nope"))
         .await
@@ -189,7 +186,7 @@ async fn acl_user_and_password_in_the_url() {
     let err = RedisBroker::connect(RedisConfig::new(&wrong))
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Redis(_)), "{err:?}");
+    assert!(matches!(err, Error::Broker { .. }), "{err:?}");
 }
 
 #[tokio::test]

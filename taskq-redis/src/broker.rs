@@ -1,7 +1,7 @@
 //! [`RedisBroker`]: the production broker, on Redis lists with per-worker processing lists.
 //!
 //! The key layout and the guarantees are described in `docs/redis.md`; key names live in
-//! `crate::redis::keys` and every multi-step transition is one Lua script in `lua/`.
+//! `keys` and every multi-step transition is one Lua script in `lua/`.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -14,26 +14,22 @@ use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
 use tokio::sync::OnceCell;
 
-use super::{
-    types::PayloadFields, Broker, ControlMessage, DeadLetter, DeadReason, Delivery,
-    OutboundMessage, QueueStats, RecoveryReport, WorkerId, WorkerInfo,
-};
-use crate::{
-    redis::{
-        connection::{self, redis_error},
-        keys::{self, QueueKeys},
-        scripts,
-    },
-    Clock, Error, Result,
+use taskq_core::{
+    Broker, Clock, ControlMessage, DeadLetter, DeadReason, Delivery, Error, OutboundMessage,
+    PayloadFields, QueueStats, RecoveryReport, Result, WorkerId, WorkerInfo, FETCH_LEASE,
 };
 
-use super::FETCH_LEASE;
+use crate::{
+    connection::{self, redis_error},
+    keys::{self, QueueKeys},
+    scripts,
+};
 
 /// Connection and retention settings of the Redis broker and result backend.
 ///
 /// ```
 /// use std::time::Duration;
-/// use taskq_core::RedisConfig;
+/// use taskq_redis::RedisConfig;
 /// let config = RedisConfig::new("redis://127.0.0.1:6379").with_block_timeout(Duration::from_secs(1));
 /// assert_eq!(config.url(), "redis://127.0.0.1:6379");
 /// ```
@@ -87,11 +83,13 @@ impl RedisConfig {
         &self.url
     }
 
-    pub(crate) fn response_timeout(&self) -> Duration {
+    /// How long an ordinary command may take.
+    pub fn response_timeout(&self) -> Duration {
         self.response_timeout
     }
 
-    pub(crate) fn result_poll_interval(&self) -> Duration {
+    /// How often a result waiter re-reads its key.
+    pub fn result_poll_interval(&self) -> Duration {
         self.result_poll_interval
     }
 }
@@ -101,7 +99,8 @@ impl RedisConfig {
 /// ```no_run
 /// # #[tokio::main] async fn main() -> taskq_core::Result<()> {
 /// use std::sync::Arc;
-/// use taskq_core::{Client, RedisBroker, RedisConfig, RedisResultBackend};
+/// use taskq_core::Client;
+/// use taskq_redis::{RedisBroker, RedisConfig, RedisResultBackend};
 /// let config = RedisConfig::new("redis://127.0.0.1:6379");
 /// let client = Client::new(
 ///     Arc::new(RedisBroker::connect(config.clone()).await?),
@@ -226,7 +225,7 @@ impl RedisBroker {
     ///
     /// # Errors
     ///
-    /// [`Error::Invalid`] for a bad URL, [`Error::Redis`] when the server cannot be reached.
+    /// [`Error::Invalid`] for a bad URL, [`Error::Broker`] when the server cannot be reached.
     pub async fn connect(config: RedisConfig) -> Result<Self> {
         let client = connection::client(&config.url)?;
         let conn = connection::manager(&client, config.response_timeout).await?;
@@ -610,7 +609,7 @@ impl Broker for RedisBroker {
         message: OutboundMessage,
         unique_key: &str,
         ttl: Duration,
-    ) -> Result<Option<crate::TaskId>> {
+    ) -> Result<Option<taskq_core::TaskId>> {
         let now = Utc::now();
         let keys = QueueKeys::new(&message.queue);
         let level = message.priority.min(9);
@@ -645,7 +644,12 @@ impl Broker for RedisBroker {
         Ok(None)
     }
 
-    async fn release_unique(&self, queue: &str, unique_key: &str, id: crate::TaskId) -> Result<()> {
+    async fn release_unique(
+        &self,
+        queue: &str,
+        unique_key: &str,
+        id: taskq_core::TaskId,
+    ) -> Result<()> {
         let _: i64 = scripts::RELEASE_UNIQUE
             .key(QueueKeys::new(queue).unique(unique_key))
             .arg(id.to_string())
@@ -659,7 +663,7 @@ impl Broker for RedisBroker {
         &self,
         queue: &str,
         task: &str,
-        limit: crate::RateLimit,
+        limit: taskq_core::RateLimit,
     ) -> Result<Option<Duration>> {
         let interval = u64::try_from(limit.interval().as_millis())
             .unwrap_or(u64::MAX)
@@ -939,7 +943,7 @@ impl Broker for RedisBroker {
             .collect())
     }
 
-    async fn revoke(&self, id: crate::TaskId, terminate: bool, ttl: Duration) -> Result<()> {
+    async fn revoke(&self, id: taskq_core::TaskId, terminate: bool, ttl: Duration) -> Result<()> {
         let until = millis(Utc::now()) + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
         let message =
             serde_json::to_string(&ControlMessage::Revoke { id, terminate }).map_err(|source| {
@@ -958,7 +962,7 @@ impl Broker for RedisBroker {
             .map_err(redis_error)
     }
 
-    async fn revoked(&self) -> Result<Vec<crate::TaskId>> {
+    async fn revoked(&self) -> Result<Vec<taskq_core::TaskId>> {
         let now = millis(Utc::now());
         let (ids,): (Vec<String>,) = redis::pipe()
             .cmd("ZREMRANGEBYSCORE")
@@ -1014,7 +1018,7 @@ impl Broker for RedisBroker {
         Ok(queues)
     }
 
-    async fn requeue_dead(&self, queue: &str, ids: Option<&[crate::TaskId]>) -> Result<usize> {
+    async fn requeue_dead(&self, queue: &str, ids: Option<&[taskq_core::TaskId]>) -> Result<usize> {
         let keys = QueueKeys::new(queue);
         let records: Vec<String> = redis::cmd("LRANGE")
             .arg(keys.dead())
@@ -1151,13 +1155,13 @@ impl Broker for RedisBroker {
                 .map_err(redis_error)?;
             processing = lengths.iter().sum();
         }
-        Ok(QueueStats {
-            pending: levels.iter().sum(),
-            scheduled,
-            processing,
-            dead,
-            oldest_pending,
-        })
+        let mut stats = QueueStats::default();
+        stats.pending = levels.iter().sum();
+        stats.scheduled = scheduled;
+        stats.processing = processing;
+        stats.dead = dead;
+        stats.oldest_pending = oldest_pending;
+        Ok(stats)
     }
 
     async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<DeadLetter>> {

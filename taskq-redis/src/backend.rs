@@ -17,13 +17,11 @@ use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::ResultBackend;
+use taskq_core::{Error, Result, ResultBackend, TaskId, TaskResult};
+
 use crate::{
-    redis::{
-        connection::{self, redis_error},
-        keys,
-    },
-    Error, RedisConfig, Result, TaskId, TaskResult,
+    connection::{self, redis_error},
+    keys, RedisConfig,
 };
 
 /// The Redis result backend.
@@ -31,7 +29,8 @@ use crate::{
 /// ```no_run
 /// # #[tokio::main] async fn main() -> taskq_core::Result<()> {
 /// use std::time::Duration;
-/// use taskq_core::{RedisConfig, RedisResultBackend, ResultBackend, TaskId};
+/// use taskq_core::{ResultBackend, TaskId};
+/// use taskq_redis::{RedisConfig, RedisResultBackend};
 /// let backend = RedisResultBackend::connect(RedisConfig::new("redis://127.0.0.1:6379")).await?;
 /// let outcome = backend.wait(TaskId::new(), Duration::from_secs(1)).await?;
 /// assert!(outcome.is_none());
@@ -111,7 +110,7 @@ impl RedisResultBackend {
     ///
     /// # Errors
     ///
-    /// [`Error::Invalid`] for a bad URL, [`Error::Redis`] when the server cannot be reached.
+    /// [`Error::Invalid`] for a bad URL, [`Error::Broker`] when the server cannot be reached.
     pub async fn connect(config: RedisConfig) -> Result<Self> {
         let client = connection::client(config.url())?;
         let conn = connection::manager(&client, config.response_timeout()).await?;

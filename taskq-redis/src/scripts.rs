@@ -8,7 +8,7 @@ macro_rules! script {
     ($name:ident, $file:literal) => {
         #[doc = concat!("`lua/", $file, "`")]
         pub(crate) static $name: LazyLock<Script> =
-            LazyLock::new(|| Script::new(include_str!(concat!("../../lua/", $file))));
+            LazyLock::new(|| Script::new(include_str!(concat!("../lua/", $file))));
     };
 }
 
@@ -23,3 +23,6 @@ script!(ENQUEUE_UNIQUE, "enqueue_unique.lua");
 script!(REQUEUE_DEAD, "requeue_dead.lua");
 script!(RELEASE_UNIQUE, "release_unique.lua");
 script!(RATE_LIMIT, "rate_limit.lua");
+script!(EXTEND_LOCK, "extend_lock.lua");
+script!(RELEASE_LOCK, "release_lock.lua");
+script!(SET_LAST_FIRE, "set_last_fire.lua");

@@ -1,0 +1,1 @@
+//! The quickstart package: see `quickstart.rs` (`cargo run --example quickstart`).

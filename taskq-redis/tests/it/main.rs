@@ -1,0 +1,4 @@
+//! Integration tests of taskq-redis: the broker and backend conformance suites on a real
+//! redis-server, plus what only the Redis implementations promise.
+
+mod conformance;

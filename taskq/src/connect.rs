@@ -1,0 +1,98 @@
+//! From a broker URL to a client or a beat store, whichever transports are compiled in.
+
+use std::{future::Future, sync::Arc};
+
+use taskq_core::{BeatStore, Client, Error, MemoryBeatStore, Result};
+
+/// `Client::connect(url)`: a client for the broker at `url` (see [`connect`]).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq::Result<()> {
+/// use taskq::prelude::*;
+/// let client = Client::connect("memory://").await?;
+/// # let _ = client;
+/// # Ok(()) }
+/// ```
+pub trait Connect: Sized {
+    /// Connects to the broker and result backend at `url`.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`].
+    fn connect(url: &str) -> impl Future<Output = Result<Self>> + Send;
+}
+
+impl Connect for Client {
+    fn connect(url: &str) -> impl Future<Output = Result<Self>> + Send {
+        connect(url)
+    }
+}
+
+/// A client for the broker at `url`: `memory://` for a fresh in-memory broker and result
+/// backend; with the `redis` feature, `redis://`, `rediss://` (TLS) and `redis+unix://` for the
+/// Redis broker and result backend with default settings.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq::Result<()> {
+/// let client = taskq::connect("memory://").await?;
+/// assert!(taskq::connect("amqp://localhost").await.is_err());
+/// # let _ = client;
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// [`Error::Invalid`] for an unsupported scheme or a bad URL, [`Error::Broker`] when the
+/// server cannot be reached.
+pub async fn connect(url: &str) -> Result<Client> {
+    if is_memory(url) {
+        return Ok(Client::in_memory());
+    }
+    #[cfg(feature = "redis")]
+    if taskq_redis::handles_url(url) {
+        return taskq_redis::client(taskq_redis::RedisConfig::new(url)).await;
+    }
+    Err(unsupported(url))
+}
+
+/// The beat store at `url`: an in-process one for `memory://`, Redis for Redis URLs.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq::Result<()> {
+/// let store = taskq::connect_beat_store("memory://").await?;
+/// assert!(store.try_acquire("me", std::time::Duration::from_secs(5)).await?);
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// As [`connect`].
+pub async fn connect_beat_store(url: &str) -> Result<Arc<dyn BeatStore>> {
+    if is_memory(url) {
+        return Ok(Arc::new(MemoryBeatStore::new()));
+    }
+    #[cfg(feature = "redis")]
+    if taskq_redis::handles_url(url) {
+        let config = taskq_redis::RedisConfig::new(url);
+        return Ok(Arc::new(
+            taskq_redis::RedisBeatStore::connect(&config).await?,
+        ));
+    }
+    Err(unsupported(url))
+}
+
+fn is_memory(url: &str) -> bool {
+    url == "memory://" || url == "memory"
+}
+
+fn unsupported(url: &str) -> Error {
+    let schemes = if cfg!(feature = "redis") {
+        "memory://, redis://, rediss:// or redis+unix://"
+    } else {
+        "memory:// (build with the `redis` feature for Redis)"
+    };
+    Error::Invalid {
+        what: "broker url",
+        reason: format!("`{url}`: expected {schemes}"),
+    }
+}

@@ -1,0 +1,62 @@
+//! taskq: a distributed task queue for Rust in the spirit of Celery.
+//!
+//! This crate is the one import path: it re-exports the task model and client of
+//! `taskq-core`, the worker of `taskq-worker`, and (feature `redis`, on by default) the Redis
+//! broker of `taskq-redis`, and it turns a broker URL into a [`Client`].
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use serde::{Deserialize, Serialize};
+//! use taskq::prelude::*;
+//!
+//! #[derive(Task, Serialize, Deserialize)]
+//! #[task(name = "math.add")]
+//! struct Add { a: i64, b: i64 }
+//!
+//! impl Run for Add {
+//!     type Output = i64;
+//!     async fn run(self, _ctx: TaskContext) -> Result<i64, TaskError> { Ok(self.a + self.b) }
+//! }
+//!
+//! let client = Client::connect("memory://").await?;   // or "redis://127.0.0.1:6379"
+//! let worker = Worker::builder(client.clone()).register::<Add>().build()?;
+//! let stop = tokio_util::sync::CancellationToken::new();
+//! let running = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
+//! assert_eq!(client.enqueue(Add { a: 2, b: 3 }).await?.wait(Duration::from_secs(5)).await?, 5);
+//! stop.cancel();
+//! running.await??;
+//! # Ok(()) }
+//! ```
+//!
+//! Features: `redis` (default) adds `redis://`, `rediss://` and `redis+unix://` URLs and the
+//! [`redis`] module; `cli` adds [`cli::WorkerArgs`], the flags, logging and metrics endpoint
+//! of a worker binary.
+
+#[cfg(feature = "cli")]
+pub mod cli;
+mod connect;
+
+pub use connect::{connect, connect_beat_store, Connect};
+pub use taskq_core::*;
+pub use taskq_worker::{TaskEvent, Worker, WorkerBuilder, WorkerConfig, WorkerReport};
+
+/// The worker runtime (`taskq-worker`), including its own error type.
+pub mod worker {
+    pub use taskq_worker::*;
+}
+
+/// The Redis broker, result backend and beat store (`taskq-redis`).
+#[cfg(feature = "redis")]
+pub mod redis {
+    pub use taskq_redis::*;
+}
+
+/// What most programs need, in one `use taskq::prelude::*;`.
+pub mod prelude {
+    pub use crate::Connect;
+    pub use taskq_core::{
+        AsyncResult, Client, Run, Task, TaskContext, TaskError, TaskId, TaskState,
+    };
+    pub use taskq_worker::Worker;
+}
