@@ -109,6 +109,9 @@ pub enum DeadCommand {
         /// At most this many per queue.
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// Skip this many of the newest per queue (the next page starts at offset + limit).
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
     },
     /// Show one dead letter in full.
     Show {

@@ -3,8 +3,9 @@
 use std::{io::Write, time::Duration};
 
 use chrono::Utc;
+use futures_util::StreamExt;
 use serde_json::json;
-use taskq_core::{error_chain, Client, ControlMessage, DeadLetter, TaskId};
+use taskq_core::{error_chain, Client, ControlMessage, DeadLetter, Page, TaskId};
 
 use crate::{
     args::{Cli, Command, DeadCommand, EnqueueArgs, QueueCommand},
@@ -212,12 +213,20 @@ async fn target_queues(client: &Client, queue: Option<String>) -> Result<Vec<Str
 }
 
 async fn dead(client: &Client, command: DeadCommand, json: bool) -> Result<String, Failure> {
-    let broker = client.broker();
+    let inspector = client.inspector();
     match command {
-        DeadCommand::List { queue, limit } => {
+        DeadCommand::List {
+            queue,
+            limit,
+            offset,
+        } => {
             let mut letters: Vec<DeadLetter> = Vec::new();
             for queue in target_queues(client, queue).await? {
-                letters.extend(broker.dead_letters(&queue, limit).await?);
+                letters.extend(
+                    inspector
+                        .dead_letters(&queue, Page::new(offset, limit))
+                        .await?,
+                );
             }
             if json {
                 return Ok(serde_json::to_string(&letters)?);
@@ -247,8 +256,7 @@ async fn dead(client: &Client, command: DeadCommand, json: bool) -> Result<Strin
         DeadCommand::Show { id, queue } => {
             let id = parse_id(&id)?;
             for queue in target_queues(client, queue).await? {
-                let letters = broker.dead_letters(&queue, usize::MAX >> 1).await?;
-                if let Some(letter) = letters.into_iter().find(|d| d.id == Some(id)) {
+                if let Some(letter) = inspector.find_dead_letter(&queue, id).await? {
                     return Ok(serde_json::to_string_pretty(&letter)?);
                 }
             }
@@ -261,7 +269,7 @@ async fn dead(client: &Client, command: DeadCommand, json: bool) -> Result<Strin
                 .collect::<Result<Vec<_>, _>>()?;
             let mut moved = 0;
             for queue in target_queues(client, queue).await? {
-                moved += broker
+                moved += inspector
                     .requeue_dead(&queue, if all { None } else { Some(&ids) })
                     .await?;
             }
@@ -284,7 +292,7 @@ async fn dead(client: &Client, command: DeadCommand, json: bool) -> Result<Strin
             });
             let mut purged = 0;
             for queue in target_queues(client, queue).await? {
-                purged += broker.purge_dead(&queue, cutoff).await?;
+                purged += inspector.purge_dead(&queue, cutoff).await?;
             }
             Ok(if json {
                 json!({"purged": purged}).to_string()
@@ -331,7 +339,7 @@ async fn ping(client: &Client, timeout: Duration, json: bool) -> Result<String, 
         .await?;
     let deadline = sent + timeout;
     let mut answers = Vec::new();
-    while let Ok(Some(message)) = tokio::time::timeout_at(deadline, replies.recv()).await {
+    while let Ok(Some(message)) = tokio::time::timeout_at(deadline, replies.next()).await {
         if let ControlMessage::Pong {
             nonce: n, worker, ..
         } = message

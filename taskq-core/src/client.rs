@@ -91,6 +91,11 @@ impl Client {
         &self.inner.broker
     }
 
+    /// The broker's operator queries (counts, dead letters, workers, requeue, purge).
+    pub fn inspector(&self) -> Arc<dyn crate::Inspector> {
+        self.inner.broker.clone()
+    }
+
     /// The result backend.
     pub fn backend(&self) -> &Arc<dyn ResultBackend> {
         &self.inner.backend

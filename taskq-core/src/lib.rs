@@ -3,8 +3,10 @@
 //!
 //! - [`Task`] (derived) names a task and its defaults; [`Run`] is its handler.
 //! - [`Client`] enqueues invocations and hands back [`AsyncResult`]s.
-//! - [`Broker`] moves messages ([`MemoryBroker`] in-process); [`ResultBackend`] stores
-//!   outcomes ([`MemoryResultBackend`]).
+//! - A [`Broker`] plays the roles [`Transport`] (moves messages), [`Membership`] (worker
+//!   leases), [`ControlChannel`] (broadcasts) and [`Inspector`] (operators);
+//!   [`MemoryBroker`] plays them in-process. [`ResultBackend`] stores outcomes
+//!   ([`MemoryResultBackend`]).
 //! - Workers live in the `taskq-worker` crate, the Redis implementations in `taskq-redis`;
 //!   the `taskq` crate puts them behind one import.
 //!
@@ -49,8 +51,10 @@ mod task;
 pub use backend::{MemoryResultBackend, ResultBackend, DEFAULT_RESULT_TTL};
 pub use beat_store::{BeatStore, MemoryBeatStore};
 pub use broker::{
-    Broker, ControlMessage, DeadLetter, DeadReason, Delivery, MemoryBroker, MemoryBrokerConfig,
-    OutboundMessage, PayloadFields, QueueStats, RecoveryReport, WorkerId, WorkerInfo, FETCH_LEASE,
+    local_hostname, Broker, ControlChannel, ControlMessage, ControlStream, DeadLetter, DeadReason,
+    Delivery, Inspector, Membership, MemoryBroker, MemoryBrokerConfig, OutboundMessage, Page,
+    PayloadFields, QueueStats, RateLimiter, Receipt, RecoveryReport, Transport, WorkerId,
+    WorkerInfo, FETCH_LEASE,
 };
 pub use client::{AsyncResult, Client, Enqueue, UNIQUE_KEY_HEADER};
 pub use clock::Clock;

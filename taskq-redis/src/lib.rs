@@ -20,6 +20,7 @@
 mod backend;
 mod beat_store;
 mod broker;
+mod config;
 mod connection;
 mod keys;
 mod scripts;
@@ -28,7 +29,8 @@ use std::sync::Arc;
 
 pub use backend::RedisResultBackend;
 pub use beat_store::RedisBeatStore;
-pub use broker::{RedisBroker, RedisConfig};
+pub use broker::RedisBroker;
+pub use config::RedisConfig;
 
 /// A [`taskq_core::Client`] on the Redis broker and result backend described by `config`.
 ///

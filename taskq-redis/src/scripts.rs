@@ -26,3 +26,4 @@ script!(RATE_LIMIT, "rate_limit.lua");
 script!(EXTEND_LOCK, "extend_lock.lua");
 script!(RELEASE_LOCK, "release_lock.lua");
 script!(SET_LAST_FIRE, "set_last_fire.lua");
+script!(FIND_DEAD, "find_dead.lua");

@@ -4,14 +4,16 @@
 //! persistence off, and kills it on drop. Set `TASKQ_REDIS_SERVER` to use another binary. A
 //! missing binary fails the test loudly: Redis tests never skip.
 //!
-//! [`broker_conformance!`] and [`backend_conformance!`] expand the conformance suites (one
-//! test per behaviour every implementation must show) for one implementation; taskq-core runs
-//! them on the memory implementations, taskq-redis on Redis.
+//! The conformance suites (one test per behaviour every implementation must show), one per
+//! broker role plus the result backend's, are expanded for one implementation by
+//! [`transport_conformance!`], [`membership_conformance!`], [`control_conformance!`],
+//! [`inspector_conformance!`] and [`backend_conformance!`]; taskq-core runs them on the memory
+//! implementations, taskq-redis on Redis.
 
 #[allow(missing_docs)]
 pub mod backend_suite;
 #[allow(missing_docs)]
-pub mod broker_suite;
+pub mod suite;
 
 use std::{
     io::{Read, Write},

@@ -3,6 +3,7 @@
 use std::{collections::HashSet, sync::Arc};
 
 use chrono::Utc;
+use futures_util::StreamExt;
 use taskq_core::{ControlMessage, TaskId};
 use tokio_util::sync::CancellationToken;
 
@@ -100,7 +101,7 @@ pub(crate) async fn listen(runtime: Arc<Runtime>, stop: CancellationToken) {
     loop {
         let message = tokio::select! {
             _ = stop.cancelled() => return,
-            message = messages.recv() => match message {
+            message = messages.next() => match message {
                 Some(message) => message,
                 None => return,
             },

@@ -2,7 +2,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use taskq_core::WorkerInfo;
+use taskq_core::{Membership, WorkerInfo};
 use tokio_util::sync::CancellationToken;
 
 use crate::runtime::Runtime;
@@ -22,7 +22,7 @@ pub(crate) async fn run(runtime: Arc<Runtime>, stop: CancellationToken) {
     loop {
         round(&runtime).await;
         rounds += 1;
-        if rounds % SLOW_EVERY == 0 {
+        if rounds.is_multiple_of(SLOW_EVERY) {
             slow_round(&runtime).await;
         }
         tokio::select! {
@@ -32,17 +32,28 @@ pub(crate) async fn run(runtime: Arc<Runtime>, stop: CancellationToken) {
     }
 }
 
-/// One heartbeat, one reaper pass and one promotion pass; failures are logged, not fatal.
+/// One heartbeat, one reaper pass (for brokers with a [`Membership`] role) and one promotion
+/// pass; failures are logged, not fatal.
 pub(crate) async fn round(runtime: &Runtime) {
     let broker = runtime.client.broker();
     let queues = &runtime.config.queues;
-    if let Err(err) = broker
+    if let Some(membership) = broker.membership() {
+        heartbeat_and_reap(runtime, membership).await;
+    }
+    if let Err(err) = broker.promote_scheduled(queues, PROMOTE_BATCH).await {
+        tracing::warn!(error = %err, "promoting scheduled messages failed");
+    }
+}
+
+async fn heartbeat_and_reap(runtime: &Runtime, membership: &dyn Membership) {
+    let queues = &runtime.config.queues;
+    if let Err(err) = membership
         .heartbeat(&runtime.worker, queues, runtime.config.liveness_ttl)
         .await
     {
         tracing::warn!(error = %err, "heartbeat failed");
     }
-    match broker
+    match membership
         .recover_lost_workers(queues, runtime.config.max_redeliveries)
         .await
     {
@@ -60,9 +71,6 @@ pub(crate) async fn round(runtime: &Runtime) {
         Ok(_) => {}
         Err(err) => tracing::warn!(error = %err, "reaper pass failed"),
     }
-    if let Err(err) = broker.promote_scheduled(queues, PROMOTE_BATCH).await {
-        tracing::warn!(error = %err, "promoting scheduled messages failed");
-    }
 }
 
 /// Publishes the worker's info and refreshes the revoked set (every [`SLOW_EVERY`] rounds, and
@@ -72,6 +80,7 @@ pub(crate) async fn slow_round(runtime: &Runtime) {
     let queues = &runtime.config.queues;
     let mut info = WorkerInfo::new(
         runtime.worker.as_str(),
+        &runtime.host,
         queues.clone(),
         runtime.config.concurrency,
         runtime.started_at,
@@ -81,11 +90,13 @@ pub(crate) async fn slow_round(runtime: &Runtime) {
         crate::metrics::in_flight(info.in_flight);
     }
     info.last_heartbeat = chrono::Utc::now();
-    if let Err(err) = broker
-        .publish_worker_info(&info, runtime.config.liveness_ttl)
-        .await
-    {
-        tracing::warn!(error = %err, "publishing worker info failed");
+    if let Some(membership) = broker.membership() {
+        if let Err(err) = membership
+            .publish_worker_info(&info, runtime.config.liveness_ttl)
+            .await
+        {
+            tracing::warn!(error = %err, "publishing worker info failed");
+        }
     }
     match broker.revoked().await {
         Ok(ids) => runtime.revocations.refresh(ids),

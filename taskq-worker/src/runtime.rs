@@ -96,6 +96,8 @@ pub(crate) struct Runtime {
     pub(crate) hooks: Hooks,
     /// When this worker started, for its published info.
     pub(crate) started_at: chrono::DateTime<chrono::Utc>,
+    /// This host's name, for its published info.
+    pub(crate) host: String,
 }
 
 impl Runtime {
@@ -169,6 +171,7 @@ pub(crate) async fn run(
         revocations: Revocations::default(),
         hooks,
         started_at: chrono::Utc::now(),
+        host: taskq_core::local_hostname(),
     });
     let span = tracing::info_span!("worker", worker = %runtime.worker);
     async move {
@@ -207,11 +210,11 @@ pub(crate) async fn run(
         maintenance_stop.cancel();
         let _ = maintenance.await;
         let _ = control.await;
-        runtime
-            .client
-            .broker()
-            .deregister(&runtime.worker, &runtime.config.queues)
-            .await?;
+        if let Some(membership) = runtime.client.broker().membership() {
+            membership
+                .deregister(&runtime.worker, &runtime.config.queues)
+                .await?;
+        }
         let report = runtime.counters.report();
         tracing::info!(?report, "worker stopped");
         Ok(report)

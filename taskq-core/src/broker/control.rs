@@ -1,9 +1,51 @@
-//! Control messages: broadcast to every worker rather than delivered to one.
+//! [`ControlChannel`]: messages broadcast to every worker rather than delivered to one, and
+//! the persisted revocations that back them.
 
+use std::time::Duration;
+
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures_util::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
-use crate::TaskId;
+use crate::{Result, TaskId};
+
+/// A subscription to the control channel: every message broadcast after it was opened, until
+/// it is dropped.
+pub type ControlStream = BoxStream<'static, ControlMessage>;
+
+/// Broadcast to every listening worker (ping, revoke), and revocations persisted so that a
+/// worker that was not listening still honours them.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq_core::Result<()> {
+/// use futures_util::StreamExt;
+/// use taskq_core::{ControlChannel, ControlMessage, MemoryBroker};
+/// let broker = MemoryBroker::new();
+/// let mut control = broker.subscribe_control().await?;
+/// broker.broadcast(&ControlMessage::Ping { nonce: "n1".into() }).await?;
+/// assert_eq!(control.next().await, Some(ControlMessage::Ping { nonce: "n1".into() }));
+/// # Ok(()) }
+/// ```
+#[async_trait]
+pub trait ControlChannel: Send + Sync + std::fmt::Debug {
+    /// Sends `message` to every subscriber of the control channel.
+    async fn broadcast(&self, message: &ControlMessage) -> Result<()>;
+
+    /// Subscribes to the control channel; messages sent after this returns are received.
+    async fn subscribe_control(&self) -> Result<ControlStream>;
+
+    /// Marks `id` revoked for `ttl` (persisted, so workers that were not listening still skip
+    /// it) and broadcasts the revocation.
+    async fn revoke(&self, id: TaskId, terminate: bool, ttl: Duration) -> Result<()>;
+
+    /// Ids revoked and not yet expired.
+    async fn revoked(&self) -> Result<Vec<TaskId>>;
+}
+
+/// Compile-time check that [`ControlChannel`] stays object safe.
+#[allow(dead_code)]
+fn assert_object_safe(_: &dyn ControlChannel) {}
 
 /// A message on the control channel (Redis pub/sub `taskq:control`, an in-process broadcast
 /// channel for the memory broker). Workers act on `Ping` and `Revoke`; everyone may listen.
@@ -57,16 +99,17 @@ pub struct WorkerInfo {
 }
 
 impl WorkerInfo {
-    /// A record for worker `id` of this process.
+    /// A record for worker `id` of this process on `host`.
     pub fn new(
         id: &str,
+        host: &str,
         queues: Vec<String>,
         concurrency: usize,
         started_at: DateTime<Utc>,
     ) -> Self {
         Self {
             id: id.to_owned(),
-            host: id.split(':').next().unwrap_or_default().to_owned(),
+            host: host.to_owned(),
             pid: std::process::id(),
             queues,
             concurrency,

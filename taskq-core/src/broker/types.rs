@@ -22,7 +22,7 @@ pub struct WorkerId(Arc<str>);
 impl WorkerId {
     /// A fresh id for this process start.
     pub fn generate() -> Self {
-        let host = hostname();
+        let host = local_hostname();
         let suffix = fastrand::u32(..);
         Self(format!("{host}:{}:{suffix:08x}", std::process::id()).into())
     }
@@ -44,7 +44,13 @@ impl fmt::Display for WorkerId {
     }
 }
 
-fn hostname() -> String {
+/// This host's name as workers report it (`$HOSTNAME`, else the kernel's, else `localhost`),
+/// with `:` replaced so that it can be part of a [`WorkerId`].
+///
+/// ```
+/// assert!(!taskq_core::local_hostname().is_empty());
+/// ```
+pub fn local_hostname() -> String {
     std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
@@ -86,25 +92,48 @@ impl OutboundMessage {
     }
 }
 
-/// A message handed to a worker; it stays in the worker's processing set until the worker
-/// acks, retries, requeues or dead-letters it.
+/// A broker's own handle on one delivery (the memory broker's hand-out number, an AMQP
+/// delivery tag); everyone else only passes it back. Brokers that fence by other means leave it
+/// at its default.
+///
+/// ```
+/// use taskq_core::Receipt;
+/// assert_eq!(Receipt::new(7).raw(), 7);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Receipt(u64);
+
+impl Receipt {
+    /// Wraps a broker's handle.
+    pub fn new(raw: u64) -> Self {
+        Self(raw)
+    }
+
+    /// The handle, for the broker that made it.
+    pub fn raw(self) -> u64 {
+        self.0
+    }
+}
+
+/// A message handed to a worker; it stays in the worker's hands until the worker acks,
+/// retries, requeues or dead-letters it.
 #[derive(Clone, Debug)]
 pub struct Delivery {
     queue: Arc<str>,
     priority: u8,
     payload: Arc<str>,
-    tag: u64,
+    receipt: Receipt,
     id: Option<TaskId>,
 }
 
 impl Delivery {
-    /// Built by brokers; `tag` is an opaque broker-specific handle.
-    pub fn new(queue: Arc<str>, priority: u8, payload: Arc<str>, tag: u64) -> Self {
+    /// Built by brokers, with the broker's own `receipt` for this delivery.
+    pub fn new(queue: Arc<str>, priority: u8, payload: Arc<str>, receipt: Receipt) -> Self {
         Self {
             queue,
             priority,
             payload,
-            tag,
+            receipt,
             id: None,
         }
     }
@@ -147,8 +176,8 @@ impl Delivery {
     }
 
     /// The broker's handle for this delivery.
-    pub fn tag(&self) -> u64 {
-        self.tag
+    pub fn receipt(&self) -> Receipt {
+        self.receipt
     }
 }
 
@@ -323,7 +352,7 @@ pub struct QueueStats {
     pub oldest_pending: Option<DateTime<Utc>>,
 }
 
-/// What one [`recover_lost_workers`](super::Broker::recover_lost_workers) call did.
+/// What one [`recover_lost_workers`](super::Membership::recover_lost_workers) call did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RecoveryReport {

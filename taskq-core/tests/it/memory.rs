@@ -4,10 +4,11 @@
 use std::{sync::Arc, time::Duration};
 
 use taskq_core::{
-    Broker, Error, MemoryBroker, MemoryBrokerConfig, MemoryResultBackend, ResultBackend,
+    Broker, Error, Inspector, MemoryBroker, MemoryBrokerConfig, MemoryResultBackend, ResultBackend,
+    Transport,
 };
 
-use taskq_testkit::broker_suite::message;
+use taskq_testkit::suite::message;
 
 async fn memory_broker() -> (Arc<dyn Broker>, ()) {
     (Arc::new(MemoryBroker::new()), ())
@@ -17,7 +18,10 @@ async fn memory_backend() -> (Arc<dyn ResultBackend>, ()) {
     (Arc::new(MemoryResultBackend::new()), ())
 }
 
-taskq_testkit::broker_conformance!(#[tokio::test(start_paused = true)] broker => memory_broker());
+taskq_testkit::transport_conformance!(#[tokio::test(start_paused = true)] transport => memory_broker());
+taskq_testkit::membership_conformance!(#[tokio::test(start_paused = true)] membership => memory_broker());
+taskq_testkit::control_conformance!(#[tokio::test(start_paused = true)] control => memory_broker());
+taskq_testkit::inspector_conformance!(#[tokio::test(start_paused = true)] inspector => memory_broker());
 taskq_testkit::backend_conformance!(#[tokio::test(start_paused = true)] backend => memory_backend());
 
 #[tokio::test]
@@ -58,7 +62,10 @@ async fn dead_letters_are_capped_newest_first() {
             .await
             .unwrap();
     }
-    let dead = broker.dead_letters("q", 10).await.unwrap();
+    let dead = broker
+        .dead_letters("q", taskq_core::Page::first(10))
+        .await
+        .unwrap();
     let dead_ids: Vec<_> = dead.iter().map(|d| d.id.unwrap()).collect();
     assert_eq!(dead_ids, vec![ids[2], ids[1]]);
 }

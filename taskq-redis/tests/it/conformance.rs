@@ -3,9 +3,9 @@
 
 use std::{sync::Arc, time::Duration};
 
-use taskq_core::{Broker, Error, ResultBackend, WorkerId};
+use taskq_core::{Broker, Error, Inspector, Page, ResultBackend, Transport, WorkerId};
 use taskq_redis::{RedisBroker, RedisConfig, RedisResultBackend};
-use taskq_testkit::{broker_suite::message, RedisServer};
+use taskq_testkit::{suite::message, RedisServer};
 
 pub(crate) fn config(server: &RedisServer) -> RedisConfig {
     RedisConfig::new(server.url())
@@ -29,7 +29,10 @@ async fn redis_backend() -> (Arc<dyn ResultBackend>, RedisServer) {
     (Arc::new(backend), server)
 }
 
-taskq_testkit::broker_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] broker => redis_broker());
+taskq_testkit::transport_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] transport => redis_broker());
+taskq_testkit::membership_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] membership => redis_broker());
+taskq_testkit::control_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] control => redis_broker());
+taskq_testkit::inspector_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] inspector => redis_broker());
 taskq_testkit::backend_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] backend => redis_backend());
 
 #[tokio::test]
@@ -211,7 +214,7 @@ async fn dead_letters_are_capped_newest_first_on_redis() {
             .unwrap();
     }
     let dead: Vec<_> = broker
-        .dead_letters(&q, 10)
+        .dead_letters(&q, Page::first(10))
         .await
         .unwrap()
         .iter()

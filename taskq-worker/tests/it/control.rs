@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use taskq_core::{Client, ControlMessage, TaskState};
 use taskq_testkit::RedisServer;
 
@@ -95,7 +96,7 @@ async fn workers_answer_pings_and_publish_their_info_on_redis() {
             .await
             .unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
-        while let Ok(Some(message)) = tokio::time::timeout_at(deadline, control.recv()).await {
+        while let Ok(Some(message)) = tokio::time::timeout_at(deadline, control.next()).await {
             if let ControlMessage::Pong {
                 nonce: n, worker, ..
             } = message

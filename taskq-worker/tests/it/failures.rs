@@ -29,7 +29,7 @@ fn uuid_like() -> String {
 async fn only_dead_letter(client: &Client) -> taskq_core::DeadLetter {
     let dead = client
         .broker()
-        .dead_letters(DEFAULT_QUEUE, 10)
+        .dead_letters(DEFAULT_QUEUE, taskq_core::Page::first(10))
         .await
         .unwrap();
     assert_eq!(dead.len(), 1, "{dead:?}");

@@ -85,6 +85,8 @@ async fn messages_of_a_lost_worker_are_run_by_a_live_one() {
     let queues = ["default".to_owned()];
     let broker: &dyn Broker = client.broker().as_ref();
     broker
+        .membership()
+        .unwrap()
         .heartbeat(&lost, &queues, Duration::from_secs(1))
         .await
         .unwrap();

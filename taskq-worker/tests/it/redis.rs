@@ -48,7 +48,7 @@ async fn typed_results_retries_and_dead_letters_on_redis() {
     for _ in 0..100 {
         dead = client
             .broker()
-            .dead_letters(DEFAULT_QUEUE, 10)
+            .dead_letters(DEFAULT_QUEUE, taskq_core::Page::first(10))
             .await
             .unwrap();
         if !dead.is_empty() {

@@ -1,0 +1,92 @@
+//! [`Inspector`]: what operators (the `taskq` CLI, a dashboard) ask of a deployment.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::{DeadLetter, QueueStats, WorkerInfo};
+use crate::{Result, TaskId};
+
+/// A window of a list, newest first: skip `offset` entries, return at most `limit`.
+///
+/// ```
+/// use taskq_core::Page;
+/// let second = Page::first(50).next();
+/// assert_eq!((second.offset, second.limit), (50, 50));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Page {
+    /// Entries skipped.
+    pub offset: usize,
+    /// Most entries returned.
+    pub limit: usize,
+}
+
+impl Page {
+    /// The first `limit` entries.
+    pub fn first(limit: usize) -> Self {
+        Self { offset: 0, limit }
+    }
+
+    /// `limit` entries after skipping `offset`.
+    pub fn new(offset: usize, limit: usize) -> Self {
+        Self { offset, limit }
+    }
+
+    /// The page after this one.
+    pub fn next(self) -> Self {
+        Self {
+            offset: self.offset.saturating_add(self.limit),
+            limit: self.limit,
+        }
+    }
+}
+
+/// Operator queries and repairs, kept apart from the hot path: counts, dead letters, workers,
+/// requeue and purge. Every call is bounded by its arguments (a page, one id, one queue), and
+/// every repair moves each message atomically.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq_core::Result<()> {
+/// use taskq_core::{Client, Inspector, Page};
+/// let client = Client::in_memory();
+/// client.enqueue_by_name("demo.add", &serde_json::json!({})).await?;
+/// let inspector = client.inspector();
+/// assert_eq!(inspector.queues().await?, ["default"]);
+/// assert_eq!(inspector.stats("default").await?.pending, 1);
+/// assert!(inspector.dead_letters("default", Page::first(20)).await?.is_empty());
+/// # Ok(()) }
+/// ```
+#[async_trait]
+pub trait Inspector: Send + Sync + std::fmt::Debug {
+    /// Every queue that has received a message, sorted.
+    async fn queues(&self) -> Result<Vec<String>>;
+
+    /// Message counts of one queue, taken as one consistent snapshot.
+    async fn stats(&self, queue: &str) -> Result<QueueStats>;
+
+    /// One page of the dead letters of `queue`, newest first.
+    async fn dead_letters(&self, queue: &str, page: Page) -> Result<Vec<DeadLetter>>;
+
+    /// The dead letter of task `id` in `queue`, if there is one.
+    async fn find_dead_letter(&self, queue: &str, id: TaskId) -> Result<Option<DeadLetter>>;
+
+    /// Moves dead letters of `queue` back to its pending list (all of them, or those with the
+    /// given ids), each atomically, with their attempt count reset; returns how many moved.
+    async fn requeue_dead(&self, queue: &str, ids: Option<&[TaskId]>) -> Result<usize>;
+
+    /// Deletes dead letters of `queue` (all, or those dead-lettered before `older_than`) in
+    /// one atomic step; returns how many.
+    async fn purge_dead(&self, queue: &str, older_than: Option<DateTime<Utc>>) -> Result<usize>;
+
+    /// Deletes every pending and scheduled message of `queue` (not those held by workers, not
+    /// dead letters); returns how many.
+    async fn purge_queue(&self, queue: &str) -> Result<usize>;
+
+    /// Live workers' latest reports.
+    async fn workers(&self) -> Result<Vec<WorkerInfo>>;
+}
+
+/// Compile-time check that [`Inspector`] stays object safe.
+#[allow(dead_code)]
+fn assert_object_safe(_: &dyn Inspector) {}

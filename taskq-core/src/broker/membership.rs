@@ -1,0 +1,60 @@
+//! [`Membership`]: worker leases and the reaper, for transports that need one.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{RecoveryReport, WorkerId, WorkerInfo};
+use crate::Result;
+
+/// Worker liveness: who holds which messages, and recovering the messages of workers that
+/// stopped renewing their lease.
+///
+/// Transports that keep fetched messages in per-worker lists (memory, Redis) implement it and
+/// every worker runs a heartbeat and a reaper against it. Transports whose server redelivers a
+/// lost consumer's messages by itself (AMQP) return `None` from
+/// [`Broker::membership`](super::Broker::membership), and workers skip both.
+///
+/// Lifecycle of one worker: `heartbeat` (renewed every interval) → fetches under that lease →
+/// `deregister` at a clean exit; if the lease lapses instead, any caller of
+/// `recover_lost_workers` returns the worker's messages to their queues, exactly once.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq_core::Result<()> {
+/// use std::time::Duration;
+/// use taskq_core::{Membership, MemoryBroker, WorkerId};
+/// let broker = MemoryBroker::new();
+/// let worker = WorkerId::generate();
+/// let queues = ["default".to_owned()];
+/// broker.heartbeat(&worker, &queues, Duration::from_secs(5)).await?;
+/// assert!(broker.recover_lost_workers(&queues, 3).await?.workers.is_empty());
+/// broker.deregister(&worker, &queues).await?;
+/// # Ok(()) }
+/// ```
+#[async_trait]
+pub trait Membership: Send + Sync + std::fmt::Debug {
+    /// Registers `worker` as alive on `queues` until `ttl` from now.
+    async fn heartbeat(&self, worker: &WorkerId, queues: &[String], ttl: Duration) -> Result<()>;
+
+    /// Returns the held messages of workers on `queues` whose liveness deadline passed to the
+    /// head of `pending`; a message recovered more than `max_redeliveries` times goes to dead
+    /// letters with [`DeadReason::WorkerLost`](super::DeadReason::WorkerLost). Each lost worker
+    /// is recovered exactly once even when many callers race. Workers registered only on other
+    /// queues are left to the reapers of those queues.
+    async fn recover_lost_workers(
+        &self,
+        queues: &[String],
+        max_redeliveries: u32,
+    ) -> Result<RecoveryReport>;
+
+    /// Returns whatever `worker` still holds on `queues` to the head of `pending` and removes
+    /// the worker from the live set of those queues; the last call of a worker shutting down.
+    async fn deregister(&self, worker: &WorkerId, queues: &[String]) -> Result<()>;
+
+    /// Publishes what a worker reports about itself for operators, kept for `ttl`.
+    async fn publish_worker_info(&self, info: &WorkerInfo, ttl: Duration) -> Result<()>;
+}
+
+/// Compile-time check that [`Membership`] stays object safe.
+#[allow(dead_code)]
+fn assert_object_safe(_: &dyn Membership) {}

@@ -1,0 +1,134 @@
+//! The memory broker's operator queries ([`Inspector`]).
+
+use chrono::{DateTime, Utc};
+use std::{collections::VecDeque, sync::Arc};
+
+use async_trait::async_trait;
+
+use super::{MemoryBroker, Message};
+use crate::{
+    broker::{DeadLetter, Inspector, Page, PayloadFields, QueueStats, WorkerInfo},
+    Result, TaskId,
+};
+
+#[async_trait]
+impl Inspector for MemoryBroker {
+    async fn workers(&self) -> Result<Vec<WorkerInfo>> {
+        let now = self.shared.clock.now();
+        let mut state = self.lock();
+        state.infos.retain(|_, (_, until)| *until > now);
+        let mut infos: Vec<_> = state.infos.values().map(|(info, _)| info.clone()).collect();
+        infos.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(infos)
+    }
+
+    async fn queues(&self) -> Result<Vec<String>> {
+        let mut queues: Vec<String> = self.lock().queues.keys().cloned().collect();
+        queues.sort();
+        Ok(queues)
+    }
+
+    async fn requeue_dead(&self, queue: &str, ids: Option<&[TaskId]>) -> Result<usize> {
+        let mut state = self.lock();
+        let Some(q) = state.queues.get_mut(queue) else {
+            return Ok(0);
+        };
+        let (chosen, kept): (VecDeque<DeadLetter>, VecDeque<DeadLetter>) =
+            std::mem::take(&mut q.dead).into_iter().partition(|letter| {
+                ids.is_none_or(|ids| letter.id.is_some_and(|id| ids.contains(&id)))
+            });
+        q.dead = kept;
+        let moved = chosen.len();
+        for letter in chosen {
+            let payload = letter.requeue_payload();
+            let id = letter.id.unwrap_or_default();
+            q.push_back(Message {
+                id,
+                priority: letter.priority(),
+                payload: Arc::from(payload),
+            });
+        }
+        drop(state);
+        if moved > 0 {
+            self.shared.ready.notify_waiters();
+        }
+        Ok(moved)
+    }
+
+    async fn purge_dead(&self, queue: &str, older_than: Option<DateTime<Utc>>) -> Result<usize> {
+        let mut state = self.lock();
+        let Some(q) = state.queues.get_mut(queue) else {
+            return Ok(0);
+        };
+        let before = q.dead.len();
+        q.dead
+            .retain(|letter| older_than.is_some_and(|cutoff| letter.at >= cutoff));
+        Ok(before - q.dead.len())
+    }
+
+    async fn purge_queue(&self, queue: &str) -> Result<usize> {
+        let mut state = self.lock();
+        let Some(q) = state.queues.get_mut(queue) else {
+            return Ok(0);
+        };
+        let purged = q.pending + q.scheduled.len();
+        for level in &mut q.levels {
+            level.clear();
+        }
+        q.pending = 0;
+        q.scheduled.clear();
+        Ok(purged)
+    }
+
+    async fn stats(&self, queue: &str) -> Result<QueueStats> {
+        let state = self.lock();
+        let processing = state
+            .workers
+            .values()
+            .flat_map(|w| w.processing.values())
+            .filter(|(q, _)| &**q == queue)
+            .count();
+        Ok(state.queues.get(queue).map_or(
+            QueueStats {
+                processing,
+                ..QueueStats::default()
+            },
+            |q| QueueStats {
+                pending: q.pending,
+                scheduled: q.scheduled.len(),
+                processing,
+                dead: q.dead.len(),
+                oldest_pending: q
+                    .levels
+                    .iter()
+                    .filter_map(|level| level.front())
+                    .filter_map(|m| PayloadFields::read(&m.payload).created_at)
+                    .min(),
+            },
+        ))
+    }
+
+    async fn dead_letters(&self, queue: &str, page: Page) -> Result<Vec<DeadLetter>> {
+        let state = self.lock();
+        Ok(state
+            .queues
+            .get(queue)
+            .map(|q| {
+                q.dead
+                    .iter()
+                    .skip(page.offset)
+                    .take(page.limit)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn find_dead_letter(&self, queue: &str, id: TaskId) -> Result<Option<DeadLetter>> {
+        let state = self.lock();
+        Ok(state
+            .queues
+            .get(queue)
+            .and_then(|q| q.dead.iter().find(|letter| letter.id == Some(id)).cloned()))
+    }
+}

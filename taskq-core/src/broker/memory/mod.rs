@@ -1,0 +1,283 @@
+//! [`MemoryBroker`]: the in-process broker, with the same semantics as Redis inside one process.
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, Notify};
+
+use super::{
+    Broker, DeadLetter, Delivery, Membership, OutboundMessage, Receipt, WorkerId, FETCH_LEASE,
+};
+use crate::{Clock, ControlMessage, TaskId, WorkerInfo};
+
+mod control;
+mod inspector;
+mod membership;
+mod rate_limiter;
+mod transport;
+
+/// Number of priority levels (0..=9).
+const LEVELS: usize = 10;
+
+/// Limits of a [`MemoryBroker`].
+///
+/// ```
+/// use taskq_core::{MemoryBroker, MemoryBrokerConfig};
+/// let broker = MemoryBroker::with_config(MemoryBrokerConfig::default().with_capacity(10));
+/// # let _ = broker;
+/// ```
+#[derive(Clone, Debug)]
+pub struct MemoryBrokerConfig {
+    capacity: usize,
+    max_dead_letters: usize,
+}
+
+impl MemoryBrokerConfig {
+    /// Most messages (pending plus scheduled) one queue holds before enqueue fails with
+    /// [`Error::QueueFull`].
+    pub fn with_capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.max(1);
+        self
+    }
+
+    /// Dead letters kept per queue; the oldest are dropped past it.
+    pub fn with_max_dead_letters(mut self, max: usize) -> Self {
+        self.max_dead_letters = max;
+        self
+    }
+}
+
+impl Default for MemoryBrokerConfig {
+    /// 100,000 messages per queue, 10,000 dead letters per queue.
+    fn default() -> Self {
+        Self {
+            capacity: 100_000,
+            max_dead_letters: 10_000,
+        }
+    }
+}
+
+/// The in-process broker: the embedded default for tests and single-process apps.
+///
+/// Queues are FIFO per priority level, scheduled messages wait in a time-ordered map, fetched
+/// messages sit in the fetching worker's processing set until acked, and waiting fetches sleep
+/// on a [`Notify`] instead of polling. Time follows [`Clock::monotonic`], so tests can drive it
+/// with tokio's paused clock.
+///
+/// ```
+/// use std::sync::Arc;
+/// use taskq_core::{Broker, MemoryBroker};
+/// let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
+/// # let _ = broker;
+/// ```
+#[derive(Clone, Debug)]
+pub struct MemoryBroker {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    /// Woken whenever messages become ready.
+    ready: Notify,
+    clock: Clock,
+    config: MemoryBrokerConfig,
+    /// Control channel subscribers.
+    control: Mutex<Vec<mpsc::UnboundedSender<ControlMessage>>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queues: HashMap<String, QueueState>,
+    workers: HashMap<WorkerId, WorkerState>,
+    next_tag: u64,
+    /// Worker reports and when they expire.
+    infos: HashMap<String, (WorkerInfo, DateTime<Utc>)>,
+    /// Revoked ids and when the revocation expires.
+    revoked: HashMap<TaskId, DateTime<Utc>>,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    /// Ready messages per priority level, FIFO within a level.
+    levels: [VecDeque<Message>; LEVELS],
+    pending: usize,
+    /// Due time and insertion sequence -> message.
+    scheduled: BTreeMap<(DateTime<Utc>, u64), Message>,
+    /// Newest at the front.
+    dead: VecDeque<DeadLetter>,
+    /// Times each message was recovered from a lost worker.
+    redeliveries: HashMap<TaskId, u32>,
+    /// Claimed uniqueness keys: when each claim expires and which task holds it.
+    unique: HashMap<String, (DateTime<Utc>, TaskId)>,
+    /// Rate limiter state per task name: theoretical arrival time of the next start.
+    rates: HashMap<String, DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug)]
+struct Message {
+    id: TaskId,
+    priority: u8,
+    payload: Arc<str>,
+}
+
+#[derive(Debug, Default)]
+struct WorkerState {
+    /// Liveness deadline per queue: set by heartbeats, or by the first fetch from a queue to
+    /// [`FETCH_LEASE`] from then.
+    leases: HashMap<String, DateTime<Utc>>,
+    /// Hand-out number -> (queue, message).
+    processing: HashMap<u64, (Arc<str>, Message)>,
+}
+
+impl MemoryBroker {
+    /// A broker with [`MemoryBrokerConfig::default`].
+    pub fn new() -> Self {
+        Self::with_config(MemoryBrokerConfig::default())
+    }
+
+    /// A broker with the given limits.
+    pub fn with_config(config: MemoryBrokerConfig) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                ready: Notify::new(),
+                clock: Clock::monotonic(),
+                config,
+                control: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the maps half-updated in a way that
+        // loses messages (every method mutates with single calls), so poisoning is ignored.
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Takes up to `max` ready messages into `worker`'s hands (due scheduled messages wait
+    /// for [`Transport::promote_scheduled`], as on every broker).
+    fn take_ready(&self, worker: &WorkerId, queues: &[String], max: usize) -> Vec<Delivery> {
+        let now = self.shared.clock.now();
+        let lease = chrono::Duration::from_std(FETCH_LEASE).unwrap_or(chrono::Duration::MAX);
+        let mut state = self.lock();
+        let state = &mut *state;
+        let mut taken = Vec::new();
+        for name in queues {
+            let Some(queue) = state.queues.get_mut(name) else {
+                continue;
+            };
+            let queue_name: Arc<str> = Arc::from(name.as_str());
+            while taken.len() < max {
+                let Some(message) = queue.pop_ready() else {
+                    break;
+                };
+                state.next_tag += 1;
+                let tag = state.next_tag;
+                taken.push(Delivery::new(
+                    queue_name.clone(),
+                    message.priority,
+                    message.payload.clone(),
+                    Receipt::new(tag),
+                ));
+                let held = state.workers.entry(worker.clone()).or_default();
+                if !held.leases.contains_key(name) {
+                    held.leases.insert(name.clone(), now + lease);
+                }
+                held.processing.insert(tag, (queue_name.clone(), message));
+            }
+            if taken.len() >= max {
+                break;
+            }
+        }
+        taken
+    }
+
+    /// Removes a delivery from `worker`'s processing set (the fence of every transition).
+    fn take_processing(
+        state: &mut State,
+        worker: &WorkerId,
+        delivery: &Delivery,
+    ) -> Option<Message> {
+        let held = state.workers.get_mut(worker)?;
+        held.processing
+            .remove(&delivery.receipt().raw())
+            .map(|(_, m)| m)
+    }
+}
+
+impl Broker for MemoryBroker {
+    fn membership(&self) -> Option<&dyn Membership> {
+        Some(self)
+    }
+}
+
+impl Default for MemoryBroker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl State {
+    /// Adds a message to its queue: scheduled when due later, at the tail of its level if not.
+    fn place(&mut self, out: OutboundMessage, now: DateTime<Utc>) {
+        let seq = self.next_tag;
+        self.next_tag += 1;
+        let queue = self.queues.entry(out.queue).or_default();
+        let message = Message {
+            id: out.id,
+            priority: out.priority,
+            payload: Arc::from(out.payload),
+        };
+        match out.eta {
+            Some(eta) if eta > now => {
+                queue.scheduled.insert((eta, seq), message);
+            }
+            _ => queue.push_back(message),
+        }
+    }
+}
+
+impl QueueState {
+    fn pop_ready(&mut self) -> Option<Message> {
+        let message = self.levels.iter_mut().rev().find_map(VecDeque::pop_front)?;
+        self.pending -= 1;
+        Some(message)
+    }
+
+    fn push_back(&mut self, message: Message) {
+        self.levels[usize::from(message.priority.min(9))].push_back(message);
+        self.pending += 1;
+    }
+
+    fn push_front(&mut self, message: Message) {
+        self.levels[usize::from(message.priority.min(9))].push_front(message);
+        self.pending += 1;
+    }
+
+    fn promote_due(&mut self, now: DateTime<Utc>, limit: usize) -> usize {
+        let mut moved = 0;
+        while moved < limit {
+            match self.scheduled.first_entry() {
+                Some(entry) if entry.key().0 <= now => {
+                    let message = entry.remove();
+                    self.push_back(message);
+                    moved += 1;
+                }
+                _ => break,
+            }
+        }
+        moved
+    }
+
+    fn add_dead(&mut self, letter: DeadLetter, max: usize) {
+        self.dead.push_front(letter);
+        self.dead.truncate(max);
+    }
+}

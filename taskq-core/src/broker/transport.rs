@@ -1,0 +1,122 @@
+//! [`Transport`]: the role that moves messages.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{DeadReason, Delivery, OutboundMessage, WorkerId};
+use crate::{Clock, Result, TaskId};
+
+/// Moves messages: enqueue, fetch into a worker's hands, settle (ack, retry, requeue,
+/// dead-letter), promote due scheduled messages.
+///
+/// Lifecycle of one message:
+///
+/// ```text
+/// enqueue ──► pending ──fetch──► held by a worker ──ack──► gone
+///    │           ▲                 │   │   │
+///    │ (eta)     │ promote         │   │   └─dead_letter──► dead
+///    ▼           │                 │   └─retry(next)──► scheduled
+/// scheduled ─────┘                 └─requeue──► pending (head)
+/// ```
+///
+/// Every settle is *fenced*: it happens only if the message is still held by the calling
+/// worker, and reports whether it did, so a worker whose messages were handed to someone else
+/// (recovered by a reaper, redelivered by the server) changes nothing. Uniqueness lives here
+/// because its claim must be atomic with the enqueue it guards.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq_core::Result<()> {
+/// use std::time::Duration;
+/// use taskq_core::{Envelope, Inspector, MemoryBroker, OutboundMessage, Transport, WorkerId};
+///
+/// let broker = MemoryBroker::new();
+/// let envelope = Envelope::new("demo.add", &serde_json::json!({"a": 1}), "default", broker.clock().now())?;
+/// broker.enqueue(vec![OutboundMessage::from_envelope(&envelope, 1 << 20)?]).await?;
+///
+/// let worker = WorkerId::generate();
+/// let held = broker.fetch(&worker, &["default".to_owned()], 10, Duration::ZERO).await?;
+/// assert_eq!(broker.stats("default").await?.processing, 1);
+/// assert_eq!(broker.ack(&worker, &held).await?, 1);
+/// assert_eq!(broker.ack(&worker, &held).await?, 0, "fenced: already gone");
+/// # Ok(()) }
+/// ```
+#[async_trait]
+pub trait Transport: Send + Sync + std::fmt::Debug {
+    /// The clock this transport schedules by (ETA, expiry, backoff).
+    fn clock(&self) -> Clock;
+
+    /// Adds messages: those with a future `eta` to `scheduled`, the rest to `pending`.
+    ///
+    /// All or nothing per call where the transport allows; [`crate::Error::QueueFull`] when a
+    /// bounded queue has no room.
+    async fn enqueue(&self, messages: Vec<OutboundMessage>) -> Result<()>;
+
+    /// Enqueues `message` only if no message claimed `unique_key` on its queue within `ttl`;
+    /// returns `None` when it was enqueued, or the id of the task holding the key. Claim and
+    /// enqueue are one atomic step, so racing producers (several beat replicas firing one slot)
+    /// enqueue it exactly once.
+    async fn enqueue_unique(
+        &self,
+        message: OutboundMessage,
+        unique_key: &str,
+        ttl: Duration,
+    ) -> Result<Option<TaskId>>;
+
+    /// Releases `unique_key` of `queue` if task `id` holds it (the task finished).
+    async fn release_unique(&self, queue: &str, unique_key: &str, id: TaskId) -> Result<()>;
+
+    /// Moves up to `max` ready messages from `queues` (in that order of preference, highest
+    /// priority first within a queue) into `worker`'s hands and returns them.
+    ///
+    /// When none is ready, waits for one up to `wait` (an implementation may return an empty
+    /// batch earlier, after its own longest blocking wait; callers loop). Fetch does not
+    /// promote due scheduled messages: [`Transport::promote_scheduled`] does, and wakes
+    /// waiting fetches when it does.
+    async fn fetch(
+        &self,
+        worker: &WorkerId,
+        queues: &[String],
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>>;
+
+    /// Removes finished messages; returns how many `worker` still held (fenced).
+    async fn ack(&self, worker: &WorkerId, deliveries: &[Delivery]) -> Result<usize>;
+
+    /// Replaces a failed message by `next` (its next attempt) in `scheduled`, due at `next.eta`
+    /// (or at once); false when `worker` no longer held it.
+    async fn retry(
+        &self,
+        worker: &WorkerId,
+        delivery: &Delivery,
+        next: OutboundMessage,
+    ) -> Result<bool>;
+
+    /// Puts messages back at the head of `pending` unchanged (no retry spent), e.g. work a
+    /// shutting-down worker did not finish; returns how many it still held.
+    async fn requeue(&self, worker: &WorkerId, deliveries: &[Delivery]) -> Result<usize>;
+
+    /// Moves a message to the queue's dead letters with `reason` and `error`; false when
+    /// `worker` no longer held it.
+    async fn dead_letter(
+        &self,
+        worker: &WorkerId,
+        delivery: &Delivery,
+        reason: DeadReason,
+        error: Option<String>,
+    ) -> Result<bool>;
+
+    /// Moves up to `limit` due messages of `queues` from `scheduled` to `pending`; returns how
+    /// many moved. Safe to run from every worker at once.
+    async fn promote_scheduled(&self, queues: &[String], limit: usize) -> Result<usize>;
+
+    /// Server settings that can lose acknowledged tasks, as warnings a worker logs at start.
+    async fn durability_warnings(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+}
+
+/// Compile-time check that [`Transport`] stays object safe.
+#[allow(dead_code)]
+fn assert_object_safe(_: &dyn Transport) {}

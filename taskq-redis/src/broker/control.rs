@@ -1,0 +1,131 @@
+//! The Redis broker's control channel: pub/sub on `taskq:control`, revocations in a ZSET.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use futures_util::StreamExt;
+use taskq_core::{ControlChannel, ControlMessage, ControlStream, Error, Result, TaskId};
+
+use super::{millis, RedisBroker};
+use crate::{connection::redis_error, keys};
+
+#[async_trait]
+impl ControlChannel for RedisBroker {
+    async fn revoke(&self, id: TaskId, terminate: bool, ttl: Duration) -> Result<()> {
+        let until = millis(Utc::now()) + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+        let message =
+            serde_json::to_string(&ControlMessage::Revoke { id, terminate }).map_err(|source| {
+                Error::Serialize {
+                    what: "control message",
+                    source,
+                }
+            })?;
+        redis::pipe()
+            .zadd(keys::REVOKED, id.to_string(), until)
+            .ignore()
+            .publish(keys::CONTROL, message)
+            .ignore()
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(redis_error)
+    }
+
+    async fn revoked(&self) -> Result<Vec<TaskId>> {
+        let now = millis(Utc::now());
+        let (ids,): (Vec<String>,) = redis::pipe()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(keys::REVOKED)
+            .arg("-inf")
+            .arg(now)
+            .ignore()
+            .cmd("ZRANGE")
+            .arg(keys::REVOKED)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        Ok(ids.iter().filter_map(|id| id.parse().ok()).collect())
+    }
+
+    async fn broadcast(&self, message: &ControlMessage) -> Result<()> {
+        let json = serde_json::to_string(message).map_err(|source| Error::Serialize {
+            what: "control message",
+            source,
+        })?;
+        redis::cmd("PUBLISH")
+            .arg(keys::CONTROL)
+            .arg(json)
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(redis_error)
+    }
+
+    async fn subscribe_control(&self) -> Result<ControlStream> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut pubsub = self
+            .shared
+            .client
+            .get_async_pubsub()
+            .await
+            .map_err(redis_error)?;
+        pubsub.subscribe(keys::CONTROL).await.map_err(redis_error)?;
+        tokio::spawn(forward_control(self.shared.client.clone(), pubsub, tx));
+        Ok(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|message| (message, rx))
+        })
+        .boxed())
+    }
+}
+
+/// Forwards control messages into `tx` until its receiver is dropped, reconnecting (and
+/// resubscribing) with backoff when the connection is lost.
+async fn forward_control(
+    client: redis::Client,
+    mut pubsub: redis::aio::PubSub,
+    tx: tokio::sync::mpsc::UnboundedSender<ControlMessage>,
+) {
+    loop {
+        {
+            let mut messages = pubsub.on_message();
+            loop {
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    message = messages.next() => match message {
+                        None => break,
+                        Some(message) => {
+                            let parsed = message
+                                .get_payload::<String>()
+                                .ok()
+                                .and_then(|p| serde_json::from_str::<ControlMessage>(&p).ok());
+                            match parsed {
+                                Some(parsed) => {
+                                    if tx.send(parsed).is_err() {
+                                        return;
+                                    }
+                                }
+                                None => tracing::warn!("ignoring an unreadable control message"),
+                            }
+                        }
+                    },
+                }
+            }
+        }
+        tracing::warn!("control channel connection lost; reconnecting");
+        let mut delay = Duration::from_millis(50);
+        pubsub = loop {
+            if tx.is_closed() {
+                return;
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+            let Ok(mut fresh) = client.get_async_pubsub().await else {
+                continue;
+            };
+            if fresh.subscribe(keys::CONTROL).await.is_ok() {
+                break fresh;
+            }
+        };
+    }
+}

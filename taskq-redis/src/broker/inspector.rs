@@ -1,0 +1,234 @@
+//! The Redis broker's operator queries ([`Inspector`]).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use taskq_core::{
+    DeadLetter, Error, Inspector, Page, PayloadFields, QueueStats, Result, TaskId, WorkerInfo,
+};
+
+use super::{millis, RedisBroker};
+use crate::{
+    connection::redis_error,
+    keys::{self, QueueKeys},
+    scripts,
+};
+
+#[async_trait]
+impl Inspector for RedisBroker {
+    async fn workers(&self) -> Result<Vec<WorkerInfo>> {
+        let now = millis(Utc::now());
+        let (ids,): (Vec<String>,) = redis::pipe()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(keys::WORKERS)
+            .arg("-inf")
+            .arg(format!("({now}"))
+            .ignore()
+            .cmd("ZRANGE")
+            .arg(keys::WORKERS)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|id| keys::worker_info(id)).collect();
+        let records: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(keys)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        Ok(records
+            .into_iter()
+            .flatten()
+            .filter_map(|record| serde_json::from_str(&record).ok())
+            .collect())
+    }
+
+    async fn queues(&self) -> Result<Vec<String>> {
+        let mut queues: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(keys::QUEUES)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        queues.sort();
+        Ok(queues)
+    }
+
+    async fn requeue_dead(&self, queue: &str, ids: Option<&[TaskId]>) -> Result<usize> {
+        let keys = QueueKeys::new(queue);
+        let records: Vec<String> = redis::cmd("LRANGE")
+            .arg(keys.dead())
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        let mut moved = 0;
+        // Oldest first, so requeued messages keep their original order.
+        for record in records.iter().rev() {
+            let Ok(letter) = serde_json::from_str::<DeadLetter>(record) else {
+                continue;
+            };
+            if let Some(ids) = ids {
+                if !letter.id.is_some_and(|id| ids.contains(&id)) {
+                    continue;
+                }
+            }
+            let requeued: i64 = scripts::REQUEUE_DEAD
+                .key(keys.dead())
+                .key(keys.pending(letter.priority()))
+                .key(keys.wake())
+                .arg(record)
+                .arg(letter.requeue_payload())
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(redis_error)?;
+            moved += requeued as usize;
+        }
+        Ok(moved)
+    }
+
+    async fn purge_dead(&self, queue: &str, older_than: Option<DateTime<Utc>>) -> Result<usize> {
+        let keys = QueueKeys::new(queue);
+        let Some(cutoff) = older_than else {
+            let (count, _): (usize, ()) = redis::pipe()
+                .atomic()
+                .llen(keys.dead())
+                .del(keys.dead())
+                .ignore()
+                .query_async::<(usize,)>(&mut self.conn())
+                .await
+                .map(|(count,)| (count, ()))
+                .map_err(redis_error)?;
+            return Ok(count);
+        };
+        let records: Vec<String> = redis::cmd("LRANGE")
+            .arg(keys.dead())
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        let mut purged = 0;
+        for record in records {
+            let old =
+                serde_json::from_str::<DeadLetter>(&record).is_ok_and(|letter| letter.at < cutoff);
+            if old {
+                let removed: usize = redis::cmd("LREM")
+                    .arg(keys.dead())
+                    .arg(1)
+                    .arg(&record)
+                    .query_async(&mut self.conn())
+                    .await
+                    .map_err(redis_error)?;
+                purged += removed;
+            }
+        }
+        Ok(purged)
+    }
+
+    async fn purge_queue(&self, queue: &str) -> Result<usize> {
+        let keys = QueueKeys::new(queue);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for key in keys.pending_ascending() {
+            pipe.llen(&key);
+        }
+        pipe.zcard(keys.scheduled());
+        let mut doomed = keys.pending_ascending();
+        doomed.push(keys.scheduled());
+        pipe.del(doomed).ignore();
+        let counts: Vec<usize> = pipe
+            .query_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        Ok(counts.iter().sum())
+    }
+
+    async fn stats(&self, queue: &str) -> Result<QueueStats> {
+        let keys = QueueKeys::new(queue);
+        let mut pipe = redis::pipe();
+        for key in keys.pending_ascending() {
+            pipe.llen(key);
+        }
+        let levels: Vec<usize> = pipe
+            .query_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        let mut pipe = redis::pipe();
+        for key in keys.pending_ascending() {
+            pipe.cmd("LINDEX").arg(key).arg(-1);
+        }
+        let oldest: Vec<Option<String>> = pipe
+            .query_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        let oldest_pending = oldest
+            .iter()
+            .flatten()
+            .filter_map(|payload| PayloadFields::read(payload).created_at)
+            .min();
+        let (scheduled, dead, workers): (usize, usize, Vec<String>) = redis::pipe()
+            .zcard(keys.scheduled())
+            .llen(keys.dead())
+            .zrange(keys.workers(), 0, -1)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        let mut processing = 0;
+        if !workers.is_empty() {
+            let mut pipe = redis::pipe();
+            for worker in &workers {
+                pipe.llen(keys.processing(worker));
+            }
+            let lengths: Vec<usize> = pipe
+                .query_async(&mut self.conn())
+                .await
+                .map_err(redis_error)?;
+            processing = lengths.iter().sum();
+        }
+        let mut stats = QueueStats::default();
+        stats.pending = levels.iter().sum();
+        stats.scheduled = scheduled;
+        stats.processing = processing;
+        stats.dead = dead;
+        stats.oldest_pending = oldest_pending;
+        Ok(stats)
+    }
+
+    async fn find_dead_letter(&self, queue: &str, id: TaskId) -> Result<Option<DeadLetter>> {
+        let record: Option<String> = scripts::FIND_DEAD
+            .key(QueueKeys::new(queue).dead())
+            .arg(id.to_string())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        record.as_deref().map(decode_dead_letter).transpose()
+    }
+
+    async fn dead_letters(&self, queue: &str, page: Page) -> Result<Vec<DeadLetter>> {
+        if page.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let records: Vec<String> = redis::cmd("LRANGE")
+            .arg(QueueKeys::new(queue).dead())
+            .arg(page.offset)
+            .arg(page.offset.saturating_add(page.limit - 1))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        records
+            .iter()
+            .map(|record| decode_dead_letter(record))
+            .collect()
+    }
+}
+
+fn decode_dead_letter(record: &str) -> Result<DeadLetter> {
+    serde_json::from_str(record).map_err(|source| Error::Deserialize {
+        what: "dead letter",
+        source,
+    })
+}

@@ -1,0 +1,102 @@
+//! The Redis broker's worker leases and reaper ([`Membership`]).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use taskq_core::{Error, Membership, RecoveryReport, Result, WorkerId, WorkerInfo};
+
+use super::{millis, RedisBroker};
+use crate::{
+    connection::redis_error,
+    keys::{self, QueueKeys},
+};
+
+#[async_trait]
+impl Membership for RedisBroker {
+    async fn heartbeat(&self, worker: &WorkerId, queues: &[String], ttl: Duration) -> Result<()> {
+        let deadline = millis(Utc::now()) + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+        let mut pipe = redis::pipe();
+        for queue in queues {
+            pipe.zadd(QueueKeys::new(queue).workers(), worker.as_str(), deadline)
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        self.shared
+            .heartbeating
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(worker.clone());
+        Ok(())
+    }
+
+    async fn recover_lost_workers(
+        &self,
+        queues: &[String],
+        max_redeliveries: u32,
+    ) -> Result<RecoveryReport> {
+        let now = millis(Utc::now());
+        let mut report = RecoveryReport::default();
+        for queue in queues {
+            let lost: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+                .arg(QueueKeys::new(queue).workers())
+                .arg("-inf")
+                .arg(format!("({now}"))
+                .query_async(&mut self.conn())
+                .await
+                .map_err(redis_error)?;
+            for worker in lost {
+                let (requeued, dead) = self
+                    .recover(queue, &worker, max_redeliveries, false)
+                    .await?;
+                if requeued < 0 {
+                    continue; // alive after all, or another reaper won
+                }
+                report.requeued += requeued as usize;
+                report.dead_lettered += dead as usize;
+                let worker = WorkerId::from_string(worker);
+                if !report.workers.contains(&worker) {
+                    report.workers.push(worker);
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    async fn deregister(&self, worker: &WorkerId, queues: &[String]) -> Result<()> {
+        for queue in queues {
+            self.recover(queue, worker.as_str(), 0, true).await?;
+        }
+        self.held().remove(worker);
+        self.shared
+            .heartbeating
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(worker);
+        Ok(())
+    }
+
+    async fn publish_worker_info(&self, info: &WorkerInfo, ttl: Duration) -> Result<()> {
+        let json = serde_json::to_string(info).map_err(|source| Error::Serialize {
+            what: "worker info",
+            source,
+        })?;
+        let ttl_ms = i64::try_from(ttl.as_millis())
+            .unwrap_or(i64::MAX / 2)
+            .max(1);
+        redis::pipe()
+            .cmd("SET")
+            .arg(keys::worker_info(&info.id))
+            .arg(json)
+            .arg("PX")
+            .arg(ttl_ms)
+            .ignore()
+            .zadd(keys::WORKERS, &info.id, millis(Utc::now()) + ttl_ms)
+            .ignore()
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(redis_error)
+    }
+}

@@ -1,0 +1,430 @@
+//! [`RedisBroker`]: the production broker, on Redis lists with per-worker processing lists.
+//!
+//! The key layout and the guarantees are described in `docs/redis.md`; key names live in
+//! `keys` and every multi-step transition is one Lua script in `lua/`.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use redis::aio::ConnectionManager;
+use tokio::sync::OnceCell;
+
+use taskq_core::{
+    Broker, Delivery, Membership, PayloadFields, Receipt, Result, WorkerId, FETCH_LEASE,
+};
+
+use crate::{
+    connection::{self, redis_error},
+    keys::QueueKeys,
+    scripts, RedisConfig,
+};
+
+mod control;
+mod inspector;
+mod membership;
+mod rate_limiter;
+mod transport;
+
+/// The Redis broker: at-least-once delivery through per-worker processing lists.
+///
+/// ```no_run
+/// # #[tokio::main] async fn main() -> taskq_core::Result<()> {
+/// use std::sync::Arc;
+/// use taskq_core::Client;
+/// use taskq_redis::{RedisBroker, RedisConfig, RedisResultBackend};
+/// let config = RedisConfig::new("redis://127.0.0.1:6379");
+/// let client = Client::new(
+///     Arc::new(RedisBroker::connect(config.clone()).await?),
+///     Arc::new(RedisResultBackend::connect(config).await?),
+/// );
+/// # let _ = client;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct RedisBroker {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: RedisConfig,
+    client: redis::Client,
+    /// Ordinary commands and scripts, multiplexed.
+    conn: ConnectionManager,
+    /// Blocking waits only, opened on first use; its response timeout exceeds the block.
+    blocking: OnceCell<tokio::sync::Mutex<ConnectionManager>>,
+    /// What this process handed to each worker and not yet released, per queue, so that a
+    /// fetch whose reply was lost can be reconciled with the processing list.
+    held: Mutex<Held>,
+    /// Workers whose last fetch failed: their processing lists may hold unreported messages.
+    unreconciled: Mutex<HashSet<WorkerId>>,
+    /// Queues this process already added to `taskq:queues`.
+    known_queues: Mutex<HashSet<String>>,
+    /// Workers of this process that sent a heartbeat (fetches need not register them).
+    heartbeating: Mutex<HashSet<WorkerId>>,
+}
+
+/// Payloads handed out and not yet released, with multiplicity, per (worker, queue).
+/// worker -> queue -> payload -> count. Keys share the deliveries' `Arc`s, so holding a
+/// message copies no bytes.
+type Held = HashMap<WorkerId, HashMap<Arc<str>, HashMap<Arc<str>, usize>>>;
+
+/// The messages of one enqueue call that go to one queue.
+struct QueueBatch<'a> {
+    queue: &'a str,
+    /// Ready payloads per priority level.
+    ready: [Vec<&'a str>; 10],
+    /// Scheduled members (level-prefixed payloads) with their due times.
+    scheduled: Vec<(i64, String)>,
+}
+
+impl<'a> QueueBatch<'a> {
+    fn new(queue: &'a str) -> Self {
+        Self {
+            queue,
+            ready: Default::default(),
+            scheduled: Vec::new(),
+        }
+    }
+
+    /// Data commands this batch needs (not counting the wake-up token).
+    fn commands(&self) -> usize {
+        self.ready.iter().filter(|p| !p.is_empty()).count()
+            + usize::from(!self.scheduled.is_empty())
+    }
+}
+
+/// Milliseconds since the epoch, the unit of every score and deadline in Redis.
+fn millis(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+impl Broker for RedisBroker {
+    fn membership(&self) -> Option<&dyn Membership> {
+        Some(self)
+    }
+}
+
+impl RedisBroker {
+    /// Connects to the server in `config`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] for a bad URL, [`Error::Broker`] when the server cannot be reached.
+    pub async fn connect(config: RedisConfig) -> Result<Self> {
+        let client = connection::client(config.url())?;
+        let conn = connection::manager(&client, config.response_timeout()).await?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                config,
+                client,
+                conn,
+                blocking: OnceCell::new(),
+                held: Mutex::new(HashMap::new()),
+                unreconciled: Mutex::new(HashSet::new()),
+                known_queues: Mutex::new(HashSet::new()),
+                heartbeating: Mutex::new(HashSet::new()),
+            }),
+        })
+    }
+
+    fn has_heartbeat(&self, worker: &WorkerId) -> bool {
+        self.shared
+            .heartbeating
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(worker)
+    }
+
+    fn knows_queue(&self, queue: &str) -> bool {
+        self.shared
+            .known_queues
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(queue)
+    }
+
+    fn remember_queues(&self, queues: &[&str]) {
+        let mut known = self
+            .shared
+            .known_queues
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        known.extend(queues.iter().map(|q| (*q).to_owned()));
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.shared.conn.clone()
+    }
+
+    fn held(&self) -> MutexGuard<'_, Held> {
+        // Entries are only inserted and removed whole; a poisoned map is still consistent.
+        self.shared.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn hold(&self, worker: &WorkerId, deliveries: &[Delivery]) {
+        if deliveries.is_empty() {
+            return;
+        }
+        let mut held = self.held();
+        let queues = held.entry(worker.clone()).or_default();
+        for delivery in deliveries {
+            *queues
+                .entry(delivery.shared_queue().clone())
+                .or_default()
+                .entry(delivery.shared_payload().clone())
+                .or_default() += 1;
+        }
+    }
+
+    fn release(&self, worker: &WorkerId, deliveries: &[Delivery]) {
+        let mut held = self.held();
+        let Some(queues) = held.get_mut(worker) else {
+            return;
+        };
+        for delivery in deliveries {
+            let Some(payloads) = queues.get_mut(delivery.queue()) else {
+                continue;
+            };
+            if let Some(count) = payloads.get_mut(delivery.payload()) {
+                *count -= 1;
+                if *count == 0 {
+                    payloads.remove(delivery.payload());
+                }
+            }
+            if payloads.is_empty() {
+                queues.remove(delivery.queue());
+            }
+        }
+        if queues.is_empty() {
+            held.remove(worker);
+        }
+    }
+
+    fn mark_unreconciled(&self, worker: &WorkerId) {
+        self.shared
+            .unreconciled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(worker.clone());
+    }
+
+    /// After a failed fetch: adopts messages that reached `worker`'s processing lists without
+    /// their reply reaching us, so nothing is stranded while the worker lives.
+    async fn reconcile(&self, worker: &WorkerId, queues: &[String]) -> Result<Vec<Delivery>> {
+        let pending = self
+            .shared
+            .unreconciled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(worker);
+        if !pending {
+            return Ok(Vec::new());
+        }
+        let mut adopted = Vec::new();
+        for queue in queues {
+            let key = QueueKeys::new(queue).processing(worker.as_str());
+            let listed: Vec<String> = redis::cmd("LRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(redis_error)?;
+            let mut known = self
+                .held()
+                .get(worker)
+                .and_then(|queues| queues.get(queue.as_str()))
+                .cloned()
+                .unwrap_or_default();
+            let queue_name: Arc<str> = Arc::from(queue.as_str());
+            // The list is newest first; adopt oldest first.
+            for payload in listed.into_iter().rev() {
+                match known.get_mut(payload.as_str()) {
+                    Some(count) if *count > 0 => *count -= 1,
+                    _ => {
+                        let level = PayloadFields::read(&payload).priority;
+                        adopted.push(Delivery::new(
+                            queue_name.clone(),
+                            level,
+                            Arc::from(payload),
+                            Receipt::default(),
+                        ));
+                    }
+                }
+            }
+        }
+        if !adopted.is_empty() {
+            tracing::warn!(worker = %worker, count = adopted.len(), "adopted messages whose fetch reply was lost");
+        }
+        self.hold(worker, &adopted);
+        self.shared
+            .unreconciled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(worker);
+        Ok(adopted)
+    }
+
+    /// One non-blocking pass over `queues` in order, up to `max` messages (`max == 0` only
+    /// registers the worker on the first queue).
+    async fn fetch_ready(
+        &self,
+        worker: &WorkerId,
+        queues: &[String],
+        max: usize,
+    ) -> Result<Vec<Delivery>> {
+        let mut out = Vec::new();
+        for (index, queue) in queues.iter().enumerate() {
+            if out.len() >= max && index > 0 {
+                break;
+            }
+            let keys = QueueKeys::new(queue);
+            let mut invocation = scripts::FETCH.prepare_invoke();
+            for key in keys.pending_descending() {
+                invocation.key(key);
+            }
+            invocation
+                .key(keys.processing(worker.as_str()))
+                .key(keys.workers())
+                .arg(max - out.len())
+                .arg(worker.as_str())
+                .arg(if self.has_heartbeat(worker) {
+                    0
+                } else {
+                    millis(Utc::now()) + FETCH_LEASE.as_millis() as i64
+                });
+            let (payloads, levels): (Vec<String>, Vec<u8>) = invocation
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(redis_error)?;
+            let queue_name: Arc<str> = Arc::from(queue.as_str());
+            out.extend(payloads.into_iter().zip(levels).map(|(payload, level)| {
+                Delivery::new(
+                    queue_name.clone(),
+                    level,
+                    Arc::from(payload),
+                    Receipt::default(),
+                )
+            }));
+        }
+        Ok(out)
+    }
+
+    /// Waits up to `wait` for a wake-up token of any of `queues` on the dedicated blocking
+    /// connection; true when one arrived (messages became ready somewhere).
+    ///
+    /// One `BLPOP` watches every queue and priority level at once, and wakes exactly one idle
+    /// worker per token, so an idle fleet neither polls nor stampedes.
+    async fn wait_for_wake(&self, queues: &[String], wait: Duration) -> Result<bool> {
+        let config = &self.shared.config;
+        let blocking = self
+            .shared
+            .blocking
+            .get_or_try_init(|| async {
+                let timeout = config.block_timeout() + config.response_timeout();
+                connection::manager(&self.shared.client, timeout)
+                    .await
+                    .map(tokio::sync::Mutex::new)
+            })
+            .await?;
+        let mut conn = blocking.lock().await;
+        let wait = wait.min(config.block_timeout());
+        let keys: Vec<String> = queues.iter().map(|q| QueueKeys::new(q).wake()).collect();
+        let token: Option<(String, String)> = redis::cmd("BLPOP")
+            .arg(keys)
+            .arg(wait.as_secs_f64())
+            .query_async(&mut *conn)
+            .await
+            .map_err(redis_error)?;
+        Ok(token.is_some())
+    }
+
+    /// Passes a wake-up on to another idle worker (this one took a full batch; more may wait).
+    async fn pass_wake(&self, queue: &str) -> Result<()> {
+        let wake = QueueKeys::new(queue).wake();
+        redis::pipe()
+            .lpush(&wake, 1)
+            .ignore()
+            .ltrim(&wake, 0, 0)
+            .ignore()
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(redis_error)
+    }
+
+    async fn fetch_inner(
+        &self,
+        worker: &WorkerId,
+        queues: &[String],
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>> {
+        let mut out = self.reconcile(worker, queues).await?;
+        if out.len() < max {
+            let ready = self.fetch_ready(worker, queues, max - out.len()).await?;
+            self.hold(worker, &ready);
+            out.extend(ready);
+        }
+        if out.is_empty() && !wait.is_zero() && self.wait_for_wake(queues, wait).await? {
+            let ready = self.fetch_ready(worker, queues, max).await?;
+            self.hold(worker, &ready);
+            if ready.len() == max {
+                if let Some(first) = ready.first() {
+                    self.pass_wake(first.queue()).await?;
+                }
+            }
+            out.extend(ready);
+        }
+        Ok(out)
+    }
+
+    /// Groups deliveries by queue, keeping their order within each queue.
+    fn by_queue(deliveries: &[Delivery]) -> Vec<(&str, Vec<&Delivery>)> {
+        let mut groups: Vec<(&str, Vec<&Delivery>)> = Vec::new();
+        for delivery in deliveries {
+            match groups.iter_mut().find(|(q, _)| *q == delivery.queue()) {
+                Some((_, group)) => group.push(delivery),
+                None => groups.push((delivery.queue(), vec![delivery])),
+            }
+        }
+        groups
+    }
+
+    async fn recover(
+        &self,
+        queue: &str,
+        worker: &str,
+        max_redeliveries: u32,
+        force: bool,
+    ) -> Result<(i64, i64)> {
+        let keys = QueueKeys::new(queue);
+        let now = Utc::now();
+        let mut invocation = scripts::RECOVER.prepare_invoke();
+        invocation
+            .key(keys.workers())
+            .key(keys.processing(worker))
+            .key(keys.redeliveries())
+            .key(keys.dead());
+        for key in keys.pending_ascending() {
+            invocation.key(key);
+        }
+        invocation.key(keys.wake());
+        invocation
+            .arg(worker)
+            .arg(millis(now))
+            .arg(max_redeliveries)
+            .arg(self.shared.config.max_dead_letters())
+            .arg(now.to_rfc3339())
+            .arg(queue)
+            .arg(if force { "1" } else { "0" });
+        invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(redis_error)
+    }
+}

@@ -1,0 +1,290 @@
+//! The Redis broker as a [`Transport`]: enqueue, fetch, settle and promote, each one script or
+//! one command.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use taskq_core::{
+    Clock, DeadLetter, DeadReason, Delivery, Error, OutboundMessage, Result, TaskId, Transport,
+    WorkerId,
+};
+
+use super::{millis, QueueBatch, RedisBroker};
+use crate::{
+    connection::redis_error,
+    keys::{self, QueueKeys},
+    scripts,
+};
+
+#[async_trait]
+impl Transport for RedisBroker {
+    fn clock(&self) -> Clock {
+        Clock::system()
+    }
+
+    async fn enqueue(&self, messages: Vec<OutboundMessage>) -> Result<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let now = Utc::now();
+        // Per queue: ready payloads by level (one variadic LPUSH each, in order) and scheduled
+        // members. Keys are built once per queue, not per message.
+        let mut batches: Vec<QueueBatch<'_>> = Vec::new();
+        for message in &messages {
+            let index = match batches.iter().position(|b| b.queue == message.queue) {
+                Some(index) => index,
+                None => {
+                    batches.push(QueueBatch::new(&message.queue));
+                    batches.len() - 1
+                }
+            };
+            let batch = &mut batches[index];
+            let level = message.priority.min(9);
+            match message.eta {
+                Some(eta) if eta > now => batch
+                    .scheduled
+                    .push((millis(eta), format!("{level}{}", message.payload))),
+                _ => batch.ready[usize::from(level)].push(&message.payload),
+            }
+        }
+        let new_queues: Vec<&str> = batches
+            .iter()
+            .map(|b| b.queue)
+            .filter(|q| !self.knows_queue(q))
+            .collect();
+        let mut pipe = redis::pipe();
+        let data_commands: usize = batches.iter().map(QueueBatch::commands).sum();
+        if data_commands + usize::from(!new_queues.is_empty()) > 1 {
+            // All or nothing: a batch never lands half-way.
+            pipe.atomic();
+        }
+        for batch in &batches {
+            let keys = QueueKeys::new(batch.queue);
+            for (level, payloads) in batch.ready.iter().enumerate() {
+                if !payloads.is_empty() {
+                    pipe.lpush(keys.pending(level as u8), payloads).ignore();
+                }
+            }
+            if !batch.scheduled.is_empty() {
+                pipe.zadd_multiple(keys.scheduled(), &batch.scheduled)
+                    .ignore();
+            }
+            if batch.ready.iter().any(|p| !p.is_empty()) {
+                // Wake one idle worker of this queue.
+                let wake = keys.wake();
+                pipe.lpush(&wake, 1).ignore().ltrim(&wake, 0, 0).ignore();
+            }
+        }
+        if !new_queues.is_empty() {
+            pipe.sadd(keys::QUEUES, &new_queues).ignore();
+        }
+        pipe.query_async::<()>(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        self.remember_queues(&new_queues);
+        Ok(())
+    }
+
+    async fn enqueue_unique(
+        &self,
+        message: OutboundMessage,
+        unique_key: &str,
+        ttl: Duration,
+    ) -> Result<Option<TaskId>> {
+        let now = Utc::now();
+        let keys = QueueKeys::new(&message.queue);
+        let level = message.priority.min(9);
+        let due = message.eta.filter(|eta| *eta > now).map_or(0, millis);
+        let holder: String = scripts::ENQUEUE_UNIQUE
+            .key(keys.unique(unique_key))
+            .key(keys.pending(level))
+            .key(keys.scheduled())
+            .key(keys.wake())
+            .arg(&message.payload)
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+            .arg(due)
+            .arg(millis(now))
+            .arg(level)
+            .arg(message.id.to_string())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        if !holder.is_empty() {
+            return Ok(Some(holder.parse().unwrap_or_default()));
+        }
+        if !self.knows_queue(&message.queue) {
+            let mut conn = self.conn();
+            redis::cmd("SADD")
+                .arg(keys::QUEUES)
+                .arg(&message.queue)
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(redis_error)?;
+            self.remember_queues(&[&message.queue]);
+        }
+        Ok(None)
+    }
+
+    async fn release_unique(&self, queue: &str, unique_key: &str, id: TaskId) -> Result<()> {
+        let _: i64 = scripts::RELEASE_UNIQUE
+            .key(QueueKeys::new(queue).unique(unique_key))
+            .arg(id.to_string())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        Ok(())
+    }
+
+    async fn fetch(
+        &self,
+        worker: &WorkerId,
+        queues: &[String],
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>> {
+        let result = self.fetch_inner(worker, queues, max.max(1), wait).await;
+        if result.is_err() {
+            // The reply may have been lost after the server moved messages: look next time.
+            self.mark_unreconciled(worker);
+        }
+        result
+    }
+
+    async fn ack(&self, worker: &WorkerId, deliveries: &[Delivery]) -> Result<usize> {
+        let mut acked = 0;
+        for (queue, group) in Self::by_queue(deliveries) {
+            let keys = QueueKeys::new(queue);
+            let mut invocation = scripts::ACK.prepare_invoke();
+            invocation
+                .key(keys.processing(worker.as_str()))
+                .key(keys.redeliveries());
+            for delivery in &group {
+                invocation
+                    .arg(delivery.payload())
+                    .arg(delivery.id().map(|id| id.to_string()).unwrap_or_default());
+            }
+            let count: usize = invocation
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(redis_error)?;
+            acked += count;
+        }
+        self.release(worker, deliveries);
+        Ok(acked)
+    }
+
+    async fn retry(
+        &self,
+        worker: &WorkerId,
+        delivery: &Delivery,
+        next: OutboundMessage,
+    ) -> Result<bool> {
+        let now = Utc::now();
+        let held = QueueKeys::new(delivery.queue());
+        let target = QueueKeys::new(&next.queue);
+        let level = next.priority.min(9);
+        let due = next.eta.map_or(millis(now), millis);
+        let moved: i64 = scripts::RETRY
+            .key(held.processing(worker.as_str()))
+            .key(target.scheduled())
+            .key(target.pending(level))
+            .key(target.wake())
+            .arg(delivery.payload())
+            .arg(&next.payload)
+            .arg(due)
+            .arg(millis(now))
+            .arg(level)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        self.release(worker, std::slice::from_ref(delivery));
+        Ok(moved == 1)
+    }
+
+    async fn requeue(&self, worker: &WorkerId, deliveries: &[Delivery]) -> Result<usize> {
+        let mut requeued = 0;
+        for (queue, group) in Self::by_queue(deliveries) {
+            let keys = QueueKeys::new(queue);
+            let mut invocation = scripts::REQUEUE.prepare_invoke();
+            invocation.key(keys.processing(worker.as_str()));
+            for key in keys.pending_ascending() {
+                invocation.key(key);
+            }
+            invocation.key(keys.wake());
+            for delivery in &group {
+                invocation
+                    .arg(delivery.priority().min(9))
+                    .arg(delivery.payload());
+            }
+            let count: usize = invocation
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(redis_error)?;
+            requeued += count;
+        }
+        self.release(worker, deliveries);
+        Ok(requeued)
+    }
+
+    async fn dead_letter(
+        &self,
+        worker: &WorkerId,
+        delivery: &Delivery,
+        reason: DeadReason,
+        error: Option<String>,
+    ) -> Result<bool> {
+        let letter = DeadLetter::new(
+            delivery.queue(),
+            delivery.payload(),
+            reason,
+            error,
+            Some(worker.to_string()),
+            Utc::now(),
+        );
+        let record = serde_json::to_string(&letter).map_err(|source| Error::Serialize {
+            what: "dead letter",
+            source,
+        })?;
+        let keys = QueueKeys::new(delivery.queue());
+        let moved: i64 = scripts::DEAD_LETTER
+            .key(keys.processing(worker.as_str()))
+            .key(keys.dead())
+            .arg(delivery.payload())
+            .arg(record)
+            .arg(self.shared.config.max_dead_letters())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        self.release(worker, std::slice::from_ref(delivery));
+        Ok(moved == 1)
+    }
+
+    async fn promote_scheduled(&self, queues: &[String], limit: usize) -> Result<usize> {
+        let now = millis(Utc::now());
+        let mut moved = 0;
+        for queue in queues {
+            if moved >= limit {
+                break;
+            }
+            let keys = QueueKeys::new(queue);
+            let mut invocation = scripts::PROMOTE_SCHEDULED.prepare_invoke();
+            invocation.key(keys.scheduled());
+            for key in keys.pending_ascending() {
+                invocation.key(key);
+            }
+            invocation.key(keys.wake());
+            invocation.arg(now).arg(limit - moved);
+            let count: usize = invocation
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(redis_error)?;
+            moved += count;
+        }
+        Ok(moved)
+    }
+
+    async fn durability_warnings(&self) -> Result<Vec<String>> {
+        crate::connection::durability_warnings(&mut self.conn()).await
+    }
+}

@@ -1,0 +1,82 @@
+//! [`RedisConfig`]: where the Redis server is and how long to wait for it.
+
+use std::time::Duration;
+
+/// Connection and retention settings of the Redis broker and result backend.
+///
+/// ```
+/// use std::time::Duration;
+/// use taskq_redis::RedisConfig;
+/// let config = RedisConfig::new("redis://127.0.0.1:6379").with_block_timeout(Duration::from_secs(1));
+/// assert_eq!(config.url(), "redis://127.0.0.1:6379");
+/// ```
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    url: String,
+    block_timeout: Duration,
+    response_timeout: Duration,
+    max_dead_letters: usize,
+    result_poll_interval: Duration,
+}
+
+impl RedisConfig {
+    /// Settings for the server at `url` (`redis://`, `rediss://`, with `user:password@` for ACL).
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            block_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(5),
+            max_dead_letters: 10_000,
+            result_poll_interval: Duration::from_secs(1),
+        }
+    }
+
+    /// Longest single blocking wait for work on an idle queue (default 2 s).
+    pub fn with_block_timeout(mut self, timeout: Duration) -> Self {
+        self.block_timeout = timeout.max(Duration::from_millis(10));
+        self
+    }
+
+    /// How long any ordinary command may take before it counts as failed (default 5 s).
+    pub fn with_response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// Dead letters kept per queue (default 10,000).
+    pub fn with_max_dead_letters(mut self, max: usize) -> Self {
+        self.max_dead_letters = max.max(1);
+        self
+    }
+
+    /// How often a result waiter re-reads the key in case a notification was lost (default 1 s).
+    pub fn with_result_poll_interval(mut self, interval: Duration) -> Self {
+        self.result_poll_interval = interval;
+        self
+    }
+
+    /// The server URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// How long an ordinary command may take.
+    pub fn response_timeout(&self) -> Duration {
+        self.response_timeout
+    }
+
+    /// How often a result waiter re-reads its key.
+    pub fn result_poll_interval(&self) -> Duration {
+        self.result_poll_interval
+    }
+
+    /// Longest single blocking wait for work on an idle queue.
+    pub fn block_timeout(&self) -> Duration {
+        self.block_timeout
+    }
+
+    /// Dead letters kept per queue.
+    pub fn max_dead_letters(&self) -> usize {
+        self.max_dead_letters
+    }
+}

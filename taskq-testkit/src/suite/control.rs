@@ -1,0 +1,63 @@
+//! The [`ControlChannel`](taskq_core) suite: broadcasts reach every subscriber, revocations persist and expire.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use taskq_core::TaskId;
+
+use super::*;
+
+/// Expands the control suite: one test per behaviour, each on a broker made by `$make` (a future
+/// of `(broker, guard)`), under the test attribute `$attr`.
+#[macro_export]
+macro_rules! control_conformance {
+    (#[$attr:meta] $name:ident => $make:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::__suite_tests!(control [$attr] $make;
+                revocations_expire,
+                control_messages_reach_subscribers,
+            );
+        }
+    };
+}
+
+pub async fn revocations_expire(broker: Shared) {
+    let id = TaskId::new();
+    broker
+        .revoke(id, false, Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert!(broker.revoked().await.unwrap().contains(&id));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!broker.revoked().await.unwrap().contains(&id));
+}
+
+pub async fn control_messages_reach_subscribers(broker: Shared) {
+    let mut first = broker.subscribe_control().await.unwrap();
+    let mut second = broker.subscribe_control().await.unwrap();
+    let ping = taskq_core::ControlMessage::Ping { nonce: queue() };
+    broker.broadcast(&ping).await.unwrap();
+    let id = TaskId::new();
+    broker
+        .revoke(id, true, Duration::from_secs(60))
+        .await
+        .unwrap();
+    for rx in [&mut first, &mut second] {
+        let got = tokio::time::timeout(Duration::from_secs(5), rx.next())
+            .await
+            .unwrap();
+        assert_eq!(got, Some(ping.clone()));
+        let got = tokio::time::timeout(Duration::from_secs(5), rx.next())
+            .await
+            .unwrap();
+        assert_eq!(
+            got,
+            Some(taskq_core::ControlMessage::Revoke {
+                id,
+                terminate: true
+            })
+        );
+    }
+}

@@ -1,0 +1,188 @@
+//! The [`Inspector`](taskq_core) suite: counts, dead-letter paging and lookup, requeue and purge.
+
+use taskq_core::{DeadReason, Page, TaskId, WorkerId};
+
+use super::*;
+
+/// Expands the inspector suite: one test per behaviour, each on a broker made by `$make` (a future
+/// of `(broker, guard)`), under the test attribute `$attr`.
+#[macro_export]
+macro_rules! inspector_conformance {
+    (#[$attr:meta] $name:ident => $make:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::__suite_tests!(inspector [$attr] $make;
+                stats_count_every_place,
+                dead_letters_requeue_atomically_with_attempts_reset,
+                dead_letters_purge_by_age,
+                queue_purge_removes_waiting_messages_only,
+                dead_letters_are_paged_and_found_by_id,
+            );
+        }
+    };
+}
+
+pub async fn stats_count_every_place(broker: Shared) {
+    let q = queue();
+    let mut later = message(&q, 0);
+    later.eta = Some(broker.clock().now() + chrono::Duration::hours(1));
+    broker
+        .enqueue(vec![message(&q, 0), message(&q, 0), message(&q, 0), later])
+        .await
+        .unwrap();
+    let worker = WorkerId::generate();
+    let got = broker
+        .fetch(&worker, std::slice::from_ref(&q), 2, NO_WAIT)
+        .await
+        .unwrap();
+    broker
+        .dead_letter(&worker, &got[0], DeadReason::Failed, None)
+        .await
+        .unwrap();
+    let stats = broker.stats(&q).await.unwrap();
+    assert_eq!(
+        (stats.pending, stats.scheduled, stats.processing, stats.dead),
+        (1, 1, 1, 1)
+    );
+}
+
+pub async fn dead_letters_requeue_atomically_with_attempts_reset(broker: Shared) {
+    let q = queue();
+    let mut tired = message(&q, 0);
+    let mut envelope = Envelope::decode(&tired.payload, 1 << 20).unwrap();
+    envelope.attempt = 3;
+    tired.payload = envelope.encode(1 << 20).unwrap();
+    broker
+        .enqueue(vec![tired, message(&q, 0), message(&q, 0)])
+        .await
+        .unwrap();
+    let dead = kill(&broker, &q, 3).await;
+    assert!(broker.queues().await.unwrap().contains(&q));
+
+    assert_eq!(broker.requeue_dead(&q, Some(&dead[..1])).await.unwrap(), 1);
+    assert_eq!(
+        broker.requeue_dead(&q, Some(&dead[..1])).await.unwrap(),
+        0,
+        "never doubled"
+    );
+    let stats = broker.stats(&q).await.unwrap();
+    assert_eq!((stats.pending, stats.dead), (1, 2));
+    let back = broker
+        .fetch(&WorkerId::generate(), std::slice::from_ref(&q), 10, NO_WAIT)
+        .await
+        .unwrap();
+    let envelope = Envelope::decode(back[0].payload(), 1 << 20).unwrap();
+    assert_eq!((envelope.id, envelope.attempt), (dead[0], 0));
+
+    // Racing requeues of everything move each letter exactly once.
+    let racers: Vec<_> = (0..3)
+        .map(|_| {
+            let (broker, q) = (broker.clone(), q.clone());
+            tokio::spawn(async move { broker.requeue_dead(&q, None).await.unwrap() })
+        })
+        .collect();
+    let mut moved = 0;
+    for racer in racers {
+        moved += racer.await.unwrap();
+    }
+    assert_eq!(moved, 2);
+    let stats = broker.stats(&q).await.unwrap();
+    assert_eq!((stats.pending, stats.dead), (2, 0));
+}
+
+pub async fn dead_letters_purge_by_age(broker: Shared) {
+    let q = queue();
+    broker
+        .enqueue(vec![message(&q, 0), message(&q, 0)])
+        .await
+        .unwrap();
+    kill(&broker, &q, 2).await;
+    let cutoff = broker.clock().now() - chrono::Duration::hours(1);
+    assert_eq!(
+        broker.purge_dead(&q, Some(cutoff)).await.unwrap(),
+        0,
+        "none are that old"
+    );
+    let cutoff = broker.clock().now() + chrono::Duration::seconds(1);
+    assert_eq!(broker.purge_dead(&q, Some(cutoff)).await.unwrap(), 2);
+    broker.enqueue(vec![message(&q, 0)]).await.unwrap();
+    kill(&broker, &q, 1).await;
+    assert_eq!(broker.purge_dead(&q, None).await.unwrap(), 1);
+    assert_eq!(broker.stats(&q).await.unwrap().dead, 0);
+}
+
+pub async fn queue_purge_removes_waiting_messages_only(broker: Shared) {
+    let q = queue();
+    let mut later = message(&q, 0);
+    later.eta = Some(broker.clock().now() + chrono::Duration::hours(1));
+    let first = message(&q, 3);
+    let created = Envelope::decode(&first.payload, 1 << 20)
+        .unwrap()
+        .created_at;
+    broker
+        .enqueue(vec![first, message(&q, 0), later, message(&q, 0)])
+        .await
+        .unwrap();
+    assert!(broker
+        .stats(&q)
+        .await
+        .unwrap()
+        .oldest_pending
+        .is_some_and(|t| t <= created + chrono::Duration::seconds(1)));
+    let held = broker
+        .fetch(&WorkerId::generate(), std::slice::from_ref(&q), 1, NO_WAIT)
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 1);
+    assert_eq!(broker.purge_queue(&q).await.unwrap(), 3);
+    let stats = broker.stats(&q).await.unwrap();
+    assert_eq!(
+        (stats.pending, stats.scheduled, stats.processing),
+        (0, 0, 1)
+    );
+    assert_eq!(stats.oldest_pending, None);
+}
+
+pub async fn dead_letters_are_paged_and_found_by_id(broker: Shared) {
+    let q = queue();
+    let sent: Vec<_> = (0..5).map(|_| message(&q, 0)).collect();
+    broker.enqueue(sent).await.unwrap();
+    // Dead-lettered one at a time, so "newest first" is the reverse of `ids`.
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.extend(kill(&broker, &q, 1).await);
+    }
+    ids.reverse();
+    let mut paged = Vec::new();
+    let mut page = Page::first(2);
+    loop {
+        let letters = broker.dead_letters(&q, page).await.unwrap();
+        assert!(letters.len() <= 2);
+        if letters.is_empty() {
+            break;
+        }
+        paged.extend(letters.into_iter().map(|letter| letter.id.unwrap()));
+        page = page.next();
+    }
+    assert_eq!(
+        paged, ids,
+        "pages cover every dead letter once, newest first"
+    );
+    let wanted = ids[3];
+    let found = broker.find_dead_letter(&q, wanted).await.unwrap().unwrap();
+    assert_eq!(
+        (found.id, found.reason),
+        (Some(wanted), DeadReason::RetriesExhausted)
+    );
+    assert!(broker
+        .find_dead_letter(&q, TaskId::new())
+        .await
+        .unwrap()
+        .is_none());
+    assert!(broker
+        .find_dead_letter(&queue(), wanted)
+        .await
+        .unwrap()
+        .is_none());
+}

@@ -1,0 +1,235 @@
+//! The [`Membership`](taskq_core) suite: leases, recovery of lost workers, poison messages, deregistration, worker reports.
+
+use std::time::Duration;
+
+use taskq_core::{DeadReason, Page, WorkerId};
+
+use super::*;
+
+/// Expands the membership suite: one test per behaviour, each on a broker made by `$make` (a future
+/// of `(broker, guard)`), under the test attribute `$attr`.
+#[macro_export]
+macro_rules! membership_conformance {
+    (#[$attr:meta] $name:ident => $make:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::__suite_tests!(membership [$attr] $make;
+                lost_worker_is_recovered,
+                live_worker_is_not_recovered,
+                racing_reapers_recover_once,
+                poison_message_is_dead_lettered,
+                deregister_returns_held_messages,
+                worker_info_expires,
+                recovery_is_per_queue,
+            );
+        }
+    };
+}
+
+pub async fn lost_worker_is_recovered(broker: Shared) {
+    let q = queue();
+    let sent = vec![message(&q, 0), message(&q, 0)];
+    let expected: Vec<_> = sent.iter().map(|m| m.id).collect();
+    broker.enqueue(sent).await.unwrap();
+    let lost = WorkerId::generate();
+    let queues = [q.clone()];
+    members(&broker)
+        .heartbeat(&lost, &queues, Duration::from_millis(200))
+        .await
+        .unwrap();
+    let held = broker.fetch(&lost, &queues, 2, NO_WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let report = members(&broker)
+        .recover_lost_workers(&queues, 3)
+        .await
+        .unwrap();
+    assert_eq!(report.workers, vec![lost.clone()]);
+    assert_eq!(report.requeued, 2);
+    // The lost worker's late ack is fenced off: the messages now belong to someone else.
+    assert_eq!(broker.ack(&lost, &held).await.unwrap(), 0);
+    let again = broker
+        .fetch(&WorkerId::generate(), &queues, 2, NO_WAIT)
+        .await
+        .unwrap();
+    assert_eq!(ids(&again), expected);
+}
+
+pub async fn live_worker_is_not_recovered(broker: Shared) {
+    let q = queue();
+    broker.enqueue(vec![message(&q, 0)]).await.unwrap();
+    let live = WorkerId::generate();
+    let queues = [q.clone()];
+    members(&broker)
+        .heartbeat(&live, &queues, Duration::from_secs(30))
+        .await
+        .unwrap();
+    broker.fetch(&live, &queues, 1, NO_WAIT).await.unwrap();
+    let report = members(&broker)
+        .recover_lost_workers(&queues, 3)
+        .await
+        .unwrap();
+    assert!(report.workers.iter().all(|w| *w != live));
+    assert_eq!(broker.stats(&q).await.unwrap().processing, 1);
+}
+
+pub async fn racing_reapers_recover_once(broker: Shared) {
+    let q = queue();
+    broker
+        .enqueue((0..20).map(|_| message(&q, 0)).collect())
+        .await
+        .unwrap();
+    let lost = WorkerId::generate();
+    let queues = vec![q.clone()];
+    members(&broker)
+        .heartbeat(&lost, &queues, Duration::from_millis(100))
+        .await
+        .unwrap();
+    broker.fetch(&lost, &queues, 20, NO_WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let reapers: Vec<_> = (0..4)
+        .map(|_| {
+            let (broker, queues) = (broker.clone(), queues.clone());
+            tokio::spawn(async move {
+                members(&broker)
+                    .recover_lost_workers(&queues, 3)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut requeued = 0;
+    for reaper in reapers {
+        requeued += reaper.await.unwrap().requeued;
+    }
+    assert_eq!(requeued, 20);
+    let stats = broker.stats(&q).await.unwrap();
+    assert_eq!((stats.pending, stats.processing), (20, 0));
+}
+
+pub async fn poison_message_is_dead_lettered(broker: Shared) {
+    let q = queue();
+    let sent = message(&q, 0);
+    broker.enqueue(vec![sent.clone()]).await.unwrap();
+    let queues = [q.clone()];
+    for round in 1..=3 {
+        let lost = WorkerId::generate();
+        members(&broker)
+            .heartbeat(&lost, &queues, Duration::from_millis(100))
+            .await
+            .unwrap();
+        assert_eq!(
+            broker
+                .fetch(&lost, &queues, 1, NO_WAIT)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let report = members(&broker)
+            .recover_lost_workers(&queues, 2)
+            .await
+            .unwrap();
+        if round <= 2 {
+            assert_eq!(
+                (report.requeued, report.dead_lettered),
+                (1, 0),
+                "round {round}"
+            );
+        } else {
+            assert_eq!(
+                (report.requeued, report.dead_lettered),
+                (0, 1),
+                "round {round}"
+            );
+        }
+    }
+    let dead = broker.dead_letters(&q, Page::first(10)).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].reason, DeadReason::WorkerLost);
+    assert_eq!(dead[0].id, Some(sent.id));
+    assert_eq!(broker.stats(&q).await.unwrap().pending, 0);
+}
+
+pub async fn deregister_returns_held_messages(broker: Shared) {
+    let q = queue();
+    broker
+        .enqueue(vec![message(&q, 0), message(&q, 0)])
+        .await
+        .unwrap();
+    let worker = WorkerId::generate();
+    let queues = [q.clone()];
+    members(&broker)
+        .heartbeat(&worker, &queues, Duration::from_secs(30))
+        .await
+        .unwrap();
+    broker.fetch(&worker, &queues, 2, NO_WAIT).await.unwrap();
+    members(&broker).deregister(&worker, &queues).await.unwrap();
+    let stats = broker.stats(&q).await.unwrap();
+    assert_eq!((stats.pending, stats.processing), (2, 0));
+}
+
+pub async fn worker_info_expires(broker: Shared) {
+    let id = WorkerId::generate();
+    let info = taskq_core::WorkerInfo::new(
+        id.as_str(),
+        "suite-host",
+        vec![queue()],
+        4,
+        broker.clock().now(),
+    );
+    members(&broker)
+        .publish_worker_info(&info, Duration::from_millis(300))
+        .await
+        .unwrap();
+    let workers = broker.workers().await.unwrap();
+    assert!(
+        workers
+            .iter()
+            .any(|w| w.id == id.as_str() && w.concurrency == 4),
+        "{workers:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!broker
+        .workers()
+        .await
+        .unwrap()
+        .iter()
+        .any(|w| w.id == id.as_str()));
+}
+
+pub async fn recovery_is_per_queue(broker: Shared) {
+    let (a, b) = (queue(), queue());
+    broker
+        .enqueue(vec![message(&a, 0), message(&b, 0)])
+        .await
+        .unwrap();
+    let lost = WorkerId::generate();
+    let queues = [a.clone(), b.clone()];
+    members(&broker)
+        .heartbeat(&lost, &queues, Duration::from_millis(200))
+        .await
+        .unwrap();
+    let held = broker.fetch(&lost, &queues, 2, NO_WAIT).await.unwrap();
+    assert_eq!(held.len(), 2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A reaper of `a` recovers what the lost worker held from `a`, and nothing of `b`.
+    let report = members(&broker)
+        .recover_lost_workers(std::slice::from_ref(&a), 3)
+        .await
+        .unwrap();
+    assert_eq!((report.workers, report.requeued), (vec![lost.clone()], 1));
+    let (stats_a, stats_b) = (
+        broker.stats(&a).await.unwrap(),
+        broker.stats(&b).await.unwrap(),
+    );
+    assert_eq!((stats_a.pending, stats_b.pending), (1, 0));
+    assert_eq!(stats_b.processing, 1, "b's message waits for b's reaper");
+    let report = members(&broker)
+        .recover_lost_workers(std::slice::from_ref(&b), 3)
+        .await
+        .unwrap();
+    assert_eq!((report.workers, report.requeued), (vec![lost], 1));
+    assert_eq!(broker.stats(&b).await.unwrap().pending, 1);
+}

@@ -1,0 +1,116 @@
+//! The broker conformance suites, one per role: behaviour every implementation must show,
+//! written once and expanded per implementation by [`transport_conformance!`](crate::transport_conformance),
+//! [`membership_conformance!`](crate::membership_conformance),
+//! [`control_conformance!`](crate::control_conformance) and
+//! [`inspector_conformance!`](crate::inspector_conformance).
+//!
+//! Each test gets a fresh broker handle and uses fresh uuid queue names, so implementations
+//! backed by one shared server run the suites in parallel. Waiting uses `tokio::time::sleep`,
+//! which the memory instance runs on a paused clock.
+
+pub mod control;
+pub mod inspector;
+pub mod membership;
+pub mod transport;
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::Utc;
+use taskq_core::{
+    Broker, DeadReason, Delivery, Envelope, Membership, OutboundMessage, TaskId, WorkerId,
+};
+
+/// Expands one test per listed suite function of `$module`; `$make` is a future of
+/// `(broker, guard)`, where the guard keeps whatever backs the broker alive for the test.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __suite_tests {
+    ($module:ident [$attr:meta] $make:expr; $($test:ident),* $(,)?) => {
+        $(
+            #[$attr]
+            async fn $test() {
+                let (broker, _guard) = $make.await;
+                $crate::suite::$module::$test(broker).await;
+            }
+        )*
+    };
+}
+
+/// The membership role of `broker`, which the membership suite requires.
+pub fn members(broker: &Shared) -> &dyn Membership {
+    broker
+        .membership()
+        .expect("the membership suite runs only on brokers with a Membership role")
+}
+
+/// The broker under test.
+pub type Shared = Arc<dyn Broker>;
+
+pub fn queue() -> String {
+    format!("q-{}", uuid::Uuid::new_v4())
+}
+
+pub fn message(queue: &str, priority: u8) -> OutboundMessage {
+    let mut envelope = Envelope::new(
+        "suite.task",
+        &serde_json::json!({"n": 1}),
+        queue,
+        Utc::now(),
+    )
+    .unwrap();
+    envelope.priority = priority;
+    OutboundMessage::from_envelope(&envelope, 1 << 20).unwrap()
+}
+
+pub fn ids(deliveries: &[Delivery]) -> Vec<TaskId> {
+    deliveries
+        .iter()
+        .map(|d| Envelope::decode(d.payload(), 1 << 20).unwrap().id)
+        .collect()
+}
+
+pub const NO_WAIT: Duration = Duration::from_millis(0);
+
+/// One fetch by a new worker that waits (up to 30 s) for up to `max` messages, in the background.
+pub fn waiting_fetch(
+    broker: &Shared,
+    queues: &[String],
+    max: usize,
+) -> tokio::task::JoinHandle<Vec<Delivery>> {
+    let (broker, queues) = (broker.clone(), queues.to_vec());
+    tokio::spawn(async move {
+        broker
+            .fetch(&WorkerId::generate(), &queues, max, Duration::from_secs(30))
+            .await
+            .unwrap()
+    })
+}
+
+/// What a waiting fetch returned, failing if it did not return within 10 s.
+pub async fn woken(fetch: tokio::task::JoinHandle<Vec<Delivery>>) -> Vec<Delivery> {
+    tokio::time::timeout(Duration::from_secs(10), fetch)
+        .await
+        .expect("a waiting fetch must wake on new work, not at its timeout")
+        .unwrap()
+}
+
+/// Fetches `n` messages of `q` with a new worker and dead-letters them; returns their ids.
+pub async fn kill(broker: &Shared, q: &str, n: usize) -> Vec<TaskId> {
+    let worker = WorkerId::generate();
+    let got = broker
+        .fetch(&worker, &[q.to_owned()], n, NO_WAIT)
+        .await
+        .unwrap();
+    for delivery in &got {
+        broker
+            .dead_letter(
+                &worker,
+                delivery,
+                DeadReason::RetriesExhausted,
+                Some("boom".into()),
+            )
+            .await
+            .unwrap();
+    }
+    ids(&got)
+}

@@ -1,0 +1,424 @@
+//! The [`Transport (and rate limiter)`](taskq_core) suite: enqueue, fetch order, waking, settling and its fences, promotion, uniqueness, rate limits.
+
+use std::time::Duration;
+
+use taskq_core::{DeadReason, Page, WorkerId};
+
+use super::*;
+
+/// Expands the transport suite: one test per behaviour, each on a broker made by `$make` (a future
+/// of `(broker, guard)`), under the test attribute `$attr`.
+#[macro_export]
+macro_rules! transport_conformance {
+    (#[$attr:meta] $name:ident => $make:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::__suite_tests!(transport [$attr] $make;
+                fifo_within_a_level,
+                higher_priority_first,
+                queues_in_order_of_preference,
+                fetch_returns_empty_after_waiting,
+                fetch_is_woken_by_enqueue,
+                fetch_is_woken_for_any_queue_and_level,
+                fetch_is_woken_by_promotion,
+                a_burst_wakes_enough_waiting_fetches,
+                ack_is_fenced,
+                eta_is_not_fetched_early,
+                retry_reschedules_the_next_attempt,
+                retry_by_another_worker_changes_nothing,
+                requeue_returns_to_the_head,
+                dead_letter_keeps_payload_and_reason,
+                dead_letter_by_another_worker_changes_nothing,
+                racing_promoters_promote_once,
+                unique_enqueue_happens_once_per_key,
+                rate_limit_spaces_starts,
+            );
+        }
+    };
+}
+
+pub async fn fifo_within_a_level(broker: Shared) {
+    let q = queue();
+    let messages: Vec<_> = (0..5).map(|_| message(&q, 0)).collect();
+    let expected: Vec<_> = messages.iter().map(|m| m.id).collect();
+    broker.enqueue(messages).await.unwrap();
+    let got = broker
+        .fetch(&WorkerId::generate(), &[q], 10, NO_WAIT)
+        .await
+        .unwrap();
+    assert_eq!(ids(&got), expected);
+}
+
+pub async fn higher_priority_first(broker: Shared) {
+    let q = queue();
+    let (low, high, mid, high2) = (
+        message(&q, 0),
+        message(&q, 9),
+        message(&q, 5),
+        message(&q, 9),
+    );
+    let expected = vec![high.id, high2.id, mid.id, low.id];
+    broker.enqueue(vec![low, high, mid, high2]).await.unwrap();
+    let worker = WorkerId::generate();
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.extend(
+            broker
+                .fetch(&worker, std::slice::from_ref(&q), 1, NO_WAIT)
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(ids(&got), expected);
+}
+
+pub async fn queues_in_order_of_preference(broker: Shared) {
+    let (first, second) = (queue(), queue());
+    let later = message(&second, 9);
+    let sooner = message(&first, 0);
+    let expected = vec![sooner.id, later.id];
+    broker.enqueue(vec![later, sooner]).await.unwrap();
+    let worker = WorkerId::generate();
+    let queues = [first, second];
+    let mut got = broker.fetch(&worker, &queues, 1, NO_WAIT).await.unwrap();
+    got.extend(broker.fetch(&worker, &queues, 1, NO_WAIT).await.unwrap());
+    assert_eq!(ids(&got), expected);
+}
+
+pub async fn fetch_returns_empty_after_waiting(broker: Shared) {
+    let got = broker
+        .fetch(
+            &WorkerId::generate(),
+            &[queue()],
+            5,
+            Duration::from_millis(200),
+        )
+        .await
+        .unwrap();
+    assert!(got.is_empty());
+}
+
+pub async fn fetch_is_woken_by_enqueue(broker: Shared) {
+    let q = queue();
+    let waiting = waiting_fetch(&broker, std::slice::from_ref(&q), 5);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let sent = message(&q, 0);
+    let id = sent.id;
+    broker.enqueue(vec![sent]).await.unwrap();
+    assert_eq!(ids(&woken(waiting).await), vec![id]);
+}
+
+/// One waiting fetch (not a polling loop) must see a message that arrives on any of its
+/// queues, at any priority. The Redis suite's block timeout is shorter than the wait, so a fetch
+/// that only watched its first queue's default level would come back empty.
+pub async fn fetch_is_woken_for_any_queue_and_level(broker: Shared) {
+    let (first, second) = (queue(), queue());
+    let waiting = waiting_fetch(&broker, &[first, second.clone()], 5);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let sent = message(&second, 5);
+    let id = sent.id;
+    broker.enqueue(vec![sent]).await.unwrap();
+    assert_eq!(ids(&woken(waiting).await), vec![id]);
+}
+
+/// A waiting fetch also wakes when scheduled messages are promoted.
+pub async fn fetch_is_woken_by_promotion(broker: Shared) {
+    let q = queue();
+    let mut later = message(&q, 0);
+    later.eta = Some(broker.clock().now() + chrono::Duration::milliseconds(200));
+    let id = later.id;
+    broker.enqueue(vec![later]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let waiting = waiting_fetch(&broker, std::slice::from_ref(&q), 5);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    broker
+        .promote_scheduled(std::slice::from_ref(&q), 100)
+        .await
+        .unwrap();
+    assert_eq!(ids(&woken(waiting).await), vec![id]);
+}
+
+/// A burst larger than one waiter's batch wakes further waiters: none of the messages waits
+/// for a timeout while a worker is idle.
+pub async fn a_burst_wakes_enough_waiting_fetches(broker: Shared) {
+    let q = queue();
+    let first = waiting_fetch(&broker, std::slice::from_ref(&q), 1);
+    let second = waiting_fetch(&broker, std::slice::from_ref(&q), 1);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let burst = vec![message(&q, 0), message(&q, 0)];
+    let mut expected: Vec<_> = burst.iter().map(|m| m.id).collect();
+    broker.enqueue(burst).await.unwrap();
+    let mut got = ids(&woken(first).await);
+    got.extend(ids(&woken(second).await));
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected);
+}
+
+pub async fn ack_is_fenced(broker: Shared) {
+    let q = queue();
+    broker
+        .enqueue(vec![message(&q, 0), message(&q, 0)])
+        .await
+        .unwrap();
+    let worker = WorkerId::generate();
+    let got = broker
+        .fetch(&worker, std::slice::from_ref(&q), 2, NO_WAIT)
+        .await
+        .unwrap();
+    assert_eq!(broker.ack(&WorkerId::generate(), &got).await.unwrap(), 0);
+    assert_eq!(broker.ack(&worker, &got).await.unwrap(), 2);
+    assert_eq!(broker.ack(&worker, &got).await.unwrap(), 0);
+    assert_eq!(broker.stats(&q).await.unwrap().processing, 0);
+}
+
+pub async fn eta_is_not_fetched_early(broker: Shared) {
+    let q = queue();
+    let mut later = message(&q, 0);
+    later.eta = Some(broker.clock().now() + chrono::Duration::milliseconds(500));
+    let id = later.id;
+    broker.enqueue(vec![later]).await.unwrap();
+    let worker = WorkerId::generate();
+    assert!(broker
+        .fetch(&worker, std::slice::from_ref(&q), 1, NO_WAIT)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(broker.stats(&q).await.unwrap().scheduled, 1);
+    assert_eq!(
+        broker
+            .promote_scheduled(std::slice::from_ref(&q), 100)
+            .await
+            .unwrap(),
+        0
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    broker
+        .promote_scheduled(std::slice::from_ref(&q), 100)
+        .await
+        .unwrap();
+    let got = broker
+        .fetch(&worker, std::slice::from_ref(&q), 1, NO_WAIT)
+        .await
+        .unwrap();
+    assert_eq!(ids(&got), vec![id]);
+    assert_eq!(
+        broker
+            .promote_scheduled(std::slice::from_ref(&q), 100)
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+pub async fn retry_reschedules_the_next_attempt(broker: Shared) {
+    let q = queue();
+    broker.enqueue(vec![message(&q, 0)]).await.unwrap();
+    let worker = WorkerId::generate();
+    let got = broker
+        .fetch(&worker, std::slice::from_ref(&q), 1, NO_WAIT)
+        .await
+        .unwrap();
+    let mut next = Envelope::decode(got[0].payload(), 1 << 20).unwrap();
+    next.attempt = 1;
+    next.eta = Some(broker.clock().now() + chrono::Duration::milliseconds(300));
+    let next = OutboundMessage::from_envelope(&next, 1 << 20).unwrap();
+    assert!(broker.retry(&worker, &got[0], next.clone()).await.unwrap());
+    let stats = broker.stats(&q).await.unwrap();
+    assert_eq!((stats.processing, stats.scheduled), (0, 1));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    broker
+        .promote_scheduled(std::slice::from_ref(&q), 100)
+        .await
+        .unwrap();
+    let again = broker.fetch(&worker, &[q], 1, NO_WAIT).await.unwrap();
+    assert_eq!(again[0].payload(), next.payload);
+}
+
+pub async fn retry_by_another_worker_changes_nothing(broker: Shared) {
+    let q = queue();
+    broker.enqueue(vec![message(&q, 0)]).await.unwrap();
+    let worker = WorkerId::generate();
+    let got = broker
+        .fetch(&worker, std::slice::from_ref(&q), 1, NO_WAIT)
+        .await
+        .unwrap();
+    let stranger = WorkerId::generate();
+    assert!(!broker
+        .retry(&stranger, &got[0], message(&q, 0))
+        .await
+        .unwrap());
+    let stats = broker.stats(&q).await.unwrap();
+    assert_eq!(
+        (stats.processing, stats.scheduled, stats.pending),
+        (1, 0, 0)
+    );
+}
+
+pub async fn requeue_returns_to_the_head(broker: Shared) {
+    let q = queue();
+    let (first, second) = (message(&q, 0), message(&q, 0));
+    let expected = vec![first.id, second.id];
+    broker.enqueue(vec![first, second]).await.unwrap();
+    let worker = WorkerId::generate();
+    let got = broker
+        .fetch(&worker, std::slice::from_ref(&q), 1, NO_WAIT)
+        .await
+        .unwrap();
+    assert_eq!(broker.requeue(&worker, &got).await.unwrap(), 1);
+    assert_eq!(broker.requeue(&worker, &got).await.unwrap(), 0);
+    let again = broker.fetch(&worker, &[q], 2, NO_WAIT).await.unwrap();
+    assert_eq!(ids(&again), expected);
+}
+
+pub async fn dead_letter_keeps_payload_and_reason(broker: Shared) {
+    let q = queue();
+    let sent = message(&q, 0);
+    broker.enqueue(vec![sent.clone()]).await.unwrap();
+    let worker = WorkerId::generate();
+    let got = broker
+        .fetch(&worker, std::slice::from_ref(&q), 1, NO_WAIT)
+        .await
+        .unwrap();
+    let moved = broker
+        .dead_letter(
+            &worker,
+            &got[0],
+            DeadReason::UnknownTask,
+            Some("nobody".into()),
+        )
+        .await
+        .unwrap();
+    assert!(moved);
+    let dead = broker.dead_letters(&q, Page::first(10)).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].id, Some(sent.id));
+    assert_eq!(dead[0].reason, DeadReason::UnknownTask);
+    assert_eq!(dead[0].payload, sent.payload);
+    assert_eq!(dead[0].error.as_deref(), Some("nobody"));
+    assert_eq!(dead[0].worker.as_deref(), Some(worker.as_str()));
+    let stats = broker.stats(&q).await.unwrap();
+    assert_eq!((stats.processing, stats.dead), (0, 1));
+}
+
+pub async fn dead_letter_by_another_worker_changes_nothing(broker: Shared) {
+    let q = queue();
+    broker.enqueue(vec![message(&q, 0)]).await.unwrap();
+    let got = broker
+        .fetch(&WorkerId::generate(), std::slice::from_ref(&q), 1, NO_WAIT)
+        .await
+        .unwrap();
+    let moved = broker
+        .dead_letter(&WorkerId::generate(), &got[0], DeadReason::Failed, None)
+        .await
+        .unwrap();
+    assert!(!moved);
+    assert_eq!(broker.stats(&q).await.unwrap().dead, 0);
+}
+
+pub async fn racing_promoters_promote_once(broker: Shared) {
+    let q = queue();
+    let due = broker.clock().now() + chrono::Duration::milliseconds(200);
+    let messages: Vec<_> = (0..50)
+        .map(|_| {
+            let mut m = message(&q, 0);
+            m.eta = Some(due);
+            m
+        })
+        .collect();
+    broker.enqueue(messages).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let promoters: Vec<_> = (0..4)
+        .map(|_| {
+            let (broker, q) = (broker.clone(), q.clone());
+            tokio::spawn(async move { broker.promote_scheduled(&[q], 1000).await.unwrap() })
+        })
+        .collect();
+    let mut promoted = 0;
+    for promoter in promoters {
+        promoted += promoter.await.unwrap();
+    }
+    assert_eq!(
+        promoted, 50,
+        "each due message is promoted by exactly one promoter"
+    );
+    let stats = broker.stats(&q).await.unwrap();
+    assert_eq!((stats.pending, stats.scheduled), (50, 0));
+}
+
+pub async fn unique_enqueue_happens_once_per_key(broker: Shared) {
+    let q = queue();
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            let (broker, q) = (broker.clone(), q.clone());
+            tokio::spawn(async move {
+                broker
+                    .enqueue_unique(message(&q, 0), "slot-1", Duration::from_secs(60))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut enqueued = 0;
+    for racer in racers {
+        enqueued += usize::from(racer.await.unwrap().is_none());
+    }
+    assert_eq!(enqueued, 1);
+    let first = message(&q, 0);
+    let first_id = first.id;
+    let claim = broker.enqueue_unique(first, "slot-2", Duration::from_millis(200));
+    assert_eq!(claim.await.unwrap(), None);
+    let duplicate = broker.enqueue_unique(message(&q, 0), "slot-2", Duration::from_secs(1));
+    assert_eq!(
+        duplicate.await.unwrap(),
+        Some(first_id),
+        "a duplicate learns who holds the key"
+    );
+    assert_eq!(broker.stats(&q).await.unwrap().pending, 2);
+    // The claim expires with its ttl.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let third = message(&q, 0);
+    let third_id = third.id;
+    let ttl = Duration::from_secs(60);
+    assert!(broker
+        .enqueue_unique(third, "slot-2", ttl)
+        .await
+        .unwrap()
+        .is_none());
+    // Released only by its holder.
+    broker.release_unique(&q, "slot-2", first_id).await.unwrap();
+    assert!(broker
+        .enqueue_unique(message(&q, 0), "slot-2", ttl)
+        .await
+        .unwrap()
+        .is_some());
+    broker.release_unique(&q, "slot-2", third_id).await.unwrap();
+    assert!(broker
+        .enqueue_unique(message(&q, 0), "slot-2", ttl)
+        .await
+        .unwrap()
+        .is_none());
+}
+
+pub async fn rate_limit_spaces_starts(broker: Shared) {
+    let q = queue();
+    let limit: taskq_core::RateLimit = "5/s".parse().unwrap();
+    assert_eq!(broker.rate_limit(&q, "t", limit).await.unwrap(), None);
+    let wait = broker
+        .rate_limit(&q, "t", limit)
+        .await
+        .unwrap()
+        .expect("limited");
+    assert!(
+        wait <= Duration::from_millis(200) && wait > Duration::ZERO,
+        "{wait:?}"
+    );
+    assert_eq!(
+        broker.rate_limit(&q, "other", limit).await.unwrap(),
+        None,
+        "per task name"
+    );
+    tokio::time::sleep(wait + Duration::from_millis(5)).await;
+    assert_eq!(broker.rate_limit(&q, "t", limit).await.unwrap(), None);
+}
