@@ -37,7 +37,7 @@ pub struct MemoryBrokerConfig {
 
 impl MemoryBrokerConfig {
     /// Most messages (pending plus scheduled) one queue holds before enqueue fails with
-    /// [`Error::QueueFull`].
+    /// [`Error::QueueFull`](crate::Error::QueueFull).
     pub fn with_capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity.max(1);
         self
