@@ -114,7 +114,7 @@ impl RedisBroker {
     ///
     /// # Errors
     ///
-    /// [`Error::Invalid`] for a bad URL, [`Error::Broker`] when the server cannot be reached.
+    /// [`Error::Invalid`](taskq_core::Error::Invalid) for a bad URL, [`Error::Broker`](taskq_core::Error::Broker) when the server cannot be reached.
     pub async fn connect(config: RedisConfig) -> Result<Self> {
         let client = connection::client(config.url())?;
         let conn = connection::manager(&client, config.response_timeout()).await?;
