@@ -45,6 +45,12 @@ impl QueueKeys {
         format!("{}:processing:{}", self.prefix, worker)
     }
 
+    /// The prefix of every processing list of this queue (for the stats script, which names
+    /// the lists of the workers it finds).
+    pub(crate) fn processing_prefix(&self) -> String {
+        format!("{}:processing:", self.prefix)
+    }
+
     /// Live workers of this queue -> liveness deadline in ms (ZSET).
     pub(crate) fn workers(&self) -> String {
         format!("{}:workers", self.prefix)

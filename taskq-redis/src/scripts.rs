@@ -27,3 +27,5 @@ script!(EXTEND_LOCK, "extend_lock.lua");
 script!(RELEASE_LOCK, "release_lock.lua");
 script!(SET_LAST_FIRE, "set_last_fire.lua");
 script!(FIND_DEAD, "find_dead.lua");
+script!(STATS, "stats.lua");
+script!(PURGE_DEAD, "purge_dead.lua");

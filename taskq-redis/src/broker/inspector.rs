@@ -92,41 +92,19 @@ impl Inspector for RedisBroker {
 
     async fn purge_dead(&self, queue: &str, older_than: Option<DateTime<Utc>>) -> Result<usize> {
         let keys = QueueKeys::new(queue);
-        let Some(cutoff) = older_than else {
-            let (count, _): (usize, ()) = redis::pipe()
-                .atomic()
-                .llen(keys.dead())
-                .del(keys.dead())
-                .ignore()
-                .query_async::<(usize,)>(&mut self.conn())
-                .await
-                .map(|(count,)| (count, ()))
-                .map_err(redis_error)?;
-            return Ok(count);
-        };
-        let records: Vec<String> = redis::cmd("LRANGE")
-            .arg(keys.dead())
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut self.conn())
+        let cutoff = older_than.map_or_else(String::new, |cutoff| {
+            format!(
+                "{}{:09}",
+                cutoff.format("%Y-%m-%dT%H:%M:%S"),
+                cutoff.timestamp_subsec_nanos().min(999_999_999)
+            )
+        });
+        scripts::PURGE_DEAD
+            .key(keys.dead())
+            .arg(cutoff)
+            .invoke_async(&mut self.conn())
             .await
-            .map_err(redis_error)?;
-        let mut purged = 0;
-        for record in records {
-            let old =
-                serde_json::from_str::<DeadLetter>(&record).is_ok_and(|letter| letter.at < cutoff);
-            if old {
-                let removed: usize = redis::cmd("LREM")
-                    .arg(keys.dead())
-                    .arg(1)
-                    .arg(&record)
-                    .query_async(&mut self.conn())
-                    .await
-                    .map_err(redis_error)?;
-                purged += removed;
-            }
-        }
-        Ok(purged)
+            .map_err(redis_error)
     }
 
     async fn purge_queue(&self, queue: &str) -> Result<usize> {
@@ -149,52 +127,34 @@ impl Inspector for RedisBroker {
 
     async fn stats(&self, queue: &str) -> Result<QueueStats> {
         let keys = QueueKeys::new(queue);
-        let mut pipe = redis::pipe();
+        let mut script = scripts::STATS.prepare_invoke();
         for key in keys.pending_ascending() {
-            pipe.llen(key);
+            script.key(key);
         }
-        let levels: Vec<usize> = pipe
-            .query_async(&mut self.conn())
+        script
+            .key(keys.scheduled())
+            .key(keys.dead())
+            .key(keys.workers())
+            .arg(keys.processing_prefix());
+        let (pending, scheduled, processing, dead, oldest): (
+            usize,
+            usize,
+            usize,
+            usize,
+            Vec<String>,
+        ) = script
+            .invoke_async(&mut self.conn())
             .await
             .map_err(redis_error)?;
-        let mut pipe = redis::pipe();
-        for key in keys.pending_ascending() {
-            pipe.cmd("LINDEX").arg(key).arg(-1);
-        }
-        let oldest: Vec<Option<String>> = pipe
-            .query_async(&mut self.conn())
-            .await
-            .map_err(redis_error)?;
-        let oldest_pending = oldest
-            .iter()
-            .flatten()
-            .filter_map(|payload| PayloadFields::read(payload).created_at)
-            .min();
-        let (scheduled, dead, workers): (usize, usize, Vec<String>) = redis::pipe()
-            .zcard(keys.scheduled())
-            .llen(keys.dead())
-            .zrange(keys.workers(), 0, -1)
-            .query_async(&mut self.conn())
-            .await
-            .map_err(redis_error)?;
-        let mut processing = 0;
-        if !workers.is_empty() {
-            let mut pipe = redis::pipe();
-            for worker in &workers {
-                pipe.llen(keys.processing(worker));
-            }
-            let lengths: Vec<usize> = pipe
-                .query_async(&mut self.conn())
-                .await
-                .map_err(redis_error)?;
-            processing = lengths.iter().sum();
-        }
         let mut stats = QueueStats::default();
-        stats.pending = levels.iter().sum();
+        stats.pending = pending;
         stats.scheduled = scheduled;
         stats.processing = processing;
         stats.dead = dead;
-        stats.oldest_pending = oldest_pending;
+        stats.oldest_pending = oldest
+            .iter()
+            .filter_map(|payload| PayloadFields::read(payload).created_at)
+            .min();
         Ok(stats)
     }
 
