@@ -3,10 +3,8 @@
 use std::{collections::HashSet, future::Future, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use taskq_core::{Client, Envelope, OutboundMessage, TaskId, DEFAULT_QUEUE};
+use taskq_core::{BeatStore, Client, Sent, TaskId};
 use tokio::time::Instant;
-
-use taskq_core::BeatStore;
 
 use crate::{plan, Entry, Error, Result};
 
@@ -230,7 +228,7 @@ impl Beat {
             {
                 tracing::warn!(entry = %entry.name, %slot, late_ms = late.num_milliseconds(), "firing late");
             }
-            if self.fire(entry, *slot, now).await? {
+            if self.fire(entry, *slot).await? {
                 report.fired += 1;
             } else {
                 report.already_fired += 1;
@@ -246,30 +244,29 @@ impl Beat {
     }
 
     /// Enqueues the fire of `slot` unless it was enqueued already; true when this call did.
-    async fn fire(&self, entry: &Entry, slot: DateTime<Utc>, now: DateTime<Utc>) -> Result<bool> {
+    async fn fire(&self, entry: &Entry, slot: DateTime<Utc>) -> Result<bool> {
         let id = fire_id(&entry.name, slot);
-        let queue = entry.queue.as_deref().unwrap_or(DEFAULT_QUEUE);
-        let mut envelope = Envelope::new(&entry.task, &entry.args, queue, now)?;
-        envelope.id = id;
-        envelope.priority = entry.priority.unwrap_or(0);
-        envelope.expires = entry
-            .expires
-            .map(|ttl| slot + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX));
-        envelope.headers = entry.headers.clone();
-        envelope
-            .headers
-            .insert("taskq-beat-entry".into(), entry.name.clone());
-        envelope
-            .headers
-            .insert("taskq-beat-slot".into(), slot.to_rfc3339());
-        let message = OutboundMessage::from_envelope(&envelope, self.client.max_payload_bytes())?;
-        let key = format!("beat:{}:{}", entry.name, slot.timestamp_millis());
-        let enqueued = self
+        let mut call = self
             .client
-            .broker()
-            .enqueue_unique(message, &key, self.config.marker_ttl)
-            .await?
-            .is_none();
+            .enqueue_by_name(&entry.task, &entry.args)
+            .id(id)
+            .header("taskq-beat-entry", entry.name.clone())
+            .header("taskq-beat-slot", slot.to_rfc3339())
+            .unique_key(format!("beat:{}:{}", entry.name, slot.timestamp_millis()))
+            .unique_for(self.config.marker_ttl);
+        for (key, value) in &entry.headers {
+            call = call.header(key.clone(), value.clone());
+        }
+        if let Some(queue) = &entry.queue {
+            call = call.queue(queue.clone());
+        }
+        if let Some(priority) = entry.priority {
+            call = call.priority(priority);
+        }
+        if let Some(ttl) = entry.expires {
+            call = call.expires_at(slot + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX));
+        }
+        let enqueued = matches!(call.send().await?, Sent::Enqueued(_));
         if enqueued {
             tracing::info!(entry = %entry.name, %slot, task.id = %id, "fired");
         } else {

@@ -1,21 +1,18 @@
 //! [`Client`]: enqueue typed tasks and get their results.
 
-use std::{
-    future::{Future, IntoFuture},
-    marker::PhantomData,
-    pin::Pin,
-    sync::Arc,
-    time::Duration,
-};
+use std::{marker::PhantomData, sync::Arc, time::Duration};
 
-use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 
 use crate::{
-    envelope::DEFAULT_MAX_PAYLOAD_BYTES, Broker, Clock, Envelope, Error, MemoryBroker,
-    MemoryResultBackend, OutboundMessage, Result, ResultBackend, Run, Task, TaskId, TaskOptions,
-    TaskResult, TaskState,
+    enqueue::{count_enqueued, encode_args, plan, CallOptions, Planned},
+    envelope::DEFAULT_MAX_PAYLOAD_BYTES,
+    Broker, Clock, Enqueue, Error, MemoryBroker, MemoryResultBackend, OutboundMessage, Result,
+    ResultBackend, Run, Sent, TaskId, TaskOptions, TaskResult, TaskState,
 };
+
+/// How long a revocation is remembered.
+const REVOCATION_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The handle applications use to enqueue tasks and read results; cheap to clone.
 ///
@@ -111,28 +108,39 @@ impl Client {
         self.inner.max_payload_bytes
     }
 
-    /// Starts an enqueue of `task` with its default options; `.await` it to send.
+    /// Starts an enqueue of `task` with its declared options; `.await` it to send.
     ///
-    /// See [`Enqueue`] for per-call options (countdown, ETA, expiry, priority, queue, id).
+    /// See [`Enqueue`] for per-call options (countdown, ETA, expiry, priority, queue, id) and
+    /// the [`enqueue`](crate::enqueue) module for how they combine with the declared ones.
     pub fn enqueue<T: Run>(&self, task: T) -> Enqueue<'_, T::Output> {
-        let envelope = self.envelope_for(&task);
-        Enqueue::new(self, envelope, T::options())
+        Enqueue::typed(self, T::NAME, encode_args(&task), T::options())
     }
 
     /// Starts an enqueue by task name with JSON arguments, for producers that do not link the
-    /// task's Rust type (CLI, beat, other services).
+    /// task's Rust type (CLI, beat, other services). The options the task declares are looked
+    /// up in the broker's [`TaskCatalog`](crate::TaskCatalog) when it is sent.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq_core::Result<()> {
+    /// use taskq_core::{Client, TaskCatalog, TaskDeclaration, TaskOptions};
+    /// let client = Client::in_memory();
+    /// let declared = TaskOptions::new().with_queue("emails").with_max_retries(5);
+    /// // What a worker registering `emails.send` publishes at start:
+    /// client.broker().publish_tasks(&[TaskDeclaration::new("emails.send", &declared)]).await?;
+    /// client.enqueue_by_name("emails.send", &serde_json::json!({"to": "a@b.c"})).await?;
+    /// assert_eq!(client.inspector().stats("emails").await?.pending, 1);
+    /// # Ok(()) }
+    /// ```
     pub fn enqueue_by_name(
         &self,
         name: &str,
         args: &serde_json::Value,
     ) -> Enqueue<'_, serde_json::Value> {
-        let options = TaskOptions::new();
-        let envelope = Envelope::new(name, args, options.queue(), self.clock().now());
-        Enqueue::new(self, envelope, options)
+        Enqueue::by_name(self, name, encode_args(args))
     }
 
     /// Enqueues one invocation of the task named `name` per element of `args`, in one broker
-    /// call, with default options; returns their ids in order.
+    /// call, with the task's declared options; returns their ids in order.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq_core::Result<()> {
@@ -152,24 +160,16 @@ impl Client {
         name: &str,
         args: impl IntoIterator<Item = serde_json::Value>,
     ) -> Result<Vec<TaskId>> {
-        let options = TaskOptions::new();
-        let now = self.clock().now();
-        let mut messages = Vec::new();
-        for args in args {
-            let mut envelope = Envelope::new(name, &args, options.queue(), now)?;
-            envelope.priority = options.priority();
-            messages.push(OutboundMessage::from_envelope(
-                &envelope,
-                self.max_payload_bytes(),
-            )?);
-        }
-        let ids: Vec<TaskId> = messages.iter().map(|m| m.id).collect();
-        self.broker().enqueue(messages).await?;
-        enqueued(name, options.queue(), ids.len() as u64);
-        Ok(ids)
+        let declared = self.declared_options(name).await?;
+        let planned = args
+            .into_iter()
+            .map(|args| encode_args(&args))
+            .collect::<Result<Vec<_>>>()?;
+        self.send_many(name, planned, declared.as_ref()).await
     }
 
-    /// Enqueues many invocations of one task in one broker call.
+    /// Enqueues many invocations of one task in one broker call, each with the task's declared
+    /// options.
     ///
     /// # Errors
     ///
@@ -180,22 +180,75 @@ impl Client {
         &self,
         tasks: impl IntoIterator<Item = T>,
     ) -> Result<Vec<AsyncResult<T::Output>>> {
-        let options = T::options();
+        let args = tasks
+            .into_iter()
+            .map(|task| encode_args(&task))
+            .collect::<Result<Vec<_>>>()?;
+        let ids = self.send_many(T::NAME, args, Some(&T::options())).await?;
+        Ok(ids.into_iter().map(|id| self.result_handle(id)).collect())
+    }
+
+    /// The options task `name` declared, as published in the broker's catalog.
+    pub(crate) async fn declared_options(&self, name: &str) -> Result<Option<TaskOptions>> {
+        Ok(self
+            .broker()
+            .task_declaration(name)
+            .await?
+            .map(|declared| declared.to_options()))
+    }
+
+    /// Plans and sends one enqueue per element of `args`, in one broker call; invocations of
+    /// a task that declares uniqueness each go through their own guarded enqueue instead.
+    async fn send_many(
+        &self,
+        name: &str,
+        args: Vec<Box<serde_json::value::RawValue>>,
+        declared: Option<&TaskOptions>,
+    ) -> Result<Vec<TaskId>> {
         let now = self.clock().now();
-        let mut messages = Vec::new();
-        for task in tasks {
-            let mut envelope = self.envelope_for(&task)?;
-            apply_defaults(&mut envelope, &options, now);
+        let call = CallOptions::default();
+        let mut messages = Vec::with_capacity(args.len());
+        let mut queues = Vec::new();
+        let mut ids = Vec::with_capacity(args.len());
+        for args in args {
+            let planned = plan(name, args, declared, &call, now)?;
+            if planned.unique.is_some() {
+                ids.push(self.send_planned::<()>(planned).await?.into_handle().id());
+                continue;
+            }
+            if !queues.contains(&planned.envelope.queue) {
+                queues.push(planned.envelope.queue.clone());
+            }
             messages.push(OutboundMessage::from_envelope(
-                &envelope,
+                &planned.envelope,
                 self.max_payload_bytes(),
             )?);
         }
-        let handles = messages.iter().map(|m| self.result_handle(m.id)).collect();
+        if messages.is_empty() {
+            return Ok(ids);
+        }
         let count = messages.len() as u64;
+        ids.extend(messages.iter().map(|m| m.id));
         self.broker().enqueue(messages).await?;
-        enqueued(T::NAME, options.queue(), count);
-        Ok(handles)
+        if let [queue] = queues.as_slice() {
+            count_enqueued(name, queue, count);
+        }
+        Ok(ids)
+    }
+
+    /// Sends one planned enqueue: guarded by its uniqueness claim if it has one.
+    pub(crate) async fn send_planned<O>(&self, planned: Planned) -> Result<Sent<O>> {
+        let Planned { envelope, unique } = planned;
+        let message = OutboundMessage::from_envelope(&envelope, self.max_payload_bytes())?;
+        if let Some((key, window)) = unique {
+            if let Some(holder) = self.broker().enqueue_unique(message, &key, window).await? {
+                return Ok(Sent::Duplicate(self.result_handle(holder)));
+            }
+        } else {
+            self.broker().enqueue(vec![message]).await?;
+        }
+        count_enqueued(&envelope.task, &envelope.queue, 1);
+        Ok(Sent::Enqueued(self.result_handle(envelope.id)))
     }
 
     /// The stored record of any task, untyped; `None` while nothing is known (PENDING).
@@ -236,219 +289,6 @@ impl Client {
         }
     }
 
-    fn envelope_for<T: Task>(&self, task: &T) -> Result<Envelope> {
-        Envelope::new(T::NAME, task, T::options().queue(), self.clock().now())
-    }
-}
-
-/// Task name plus a stable digest (UUID v5) of the encoded arguments.
-fn default_unique_key(envelope: &Envelope) -> String {
-    let digest = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, envelope.args.get().as_bytes());
-    format!("{}:{digest}", envelope.task)
-}
-
-/// Counts enqueues in `taskq_tasks_enqueued_total{task,queue}` (a no-op without a recorder).
-fn enqueued(task: &str, queue: &str, count: u64) {
-    metrics::counter!("taskq_tasks_enqueued_total", "task" => task.to_owned(), "queue" => queue.to_owned())
-        .increment(count);
-}
-
-/// How long a revocation is remembered.
-const REVOCATION_TTL: Duration = Duration::from_secs(24 * 60 * 60);
-
-fn apply_defaults(envelope: &mut Envelope, options: &TaskOptions, now: DateTime<Utc>) {
-    envelope.priority = options.priority();
-    envelope.max_retries = Some(options.max_retries());
-    if let Some(ttl) = options.expires() {
-        envelope.expires = Some(now + to_chrono(ttl));
-    }
-}
-
-fn to_chrono(duration: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
-}
-
-/// One pending enqueue with per-call options; `.await` sends it and yields an [`AsyncResult`].
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq_core::Result<()> {
-/// use std::time::Duration;
-/// use taskq_core::Client;
-/// let client = Client::in_memory();
-/// let handle = client
-///     .enqueue_by_name("reports.build", &serde_json::json!({"day": "2026-11-22"}))
-///     .queue("reports")
-///     .priority(7)
-///     .countdown(Duration::from_secs(60))
-///     .expires_in(Duration::from_secs(3600))
-///     .header("tenant", "acme")
-///     .await?;
-/// assert_eq!(client.broker().stats("reports").await?.scheduled, 1);
-/// # let _ = handle;
-/// # Ok(()) }
-/// ```
-#[must_use = "an enqueue does nothing until it is awaited"]
-#[derive(Debug)]
-pub struct Enqueue<'a, O> {
-    client: &'a Client,
-    envelope: Result<Envelope>,
-    options: TaskOptions,
-    countdown: Option<Duration>,
-    expires_in: Option<Duration>,
-    priority: Option<u8>,
-    unique_key: Option<String>,
-    _output: PhantomData<fn() -> O>,
-}
-
-/// Header carrying the uniqueness key, so the worker can release it when the task finishes.
-pub const UNIQUE_KEY_HEADER: &str = "taskq-unique-key";
-
-impl<'a, O> Enqueue<'a, O> {
-    fn new(client: &'a Client, envelope: Result<Envelope>, options: TaskOptions) -> Self {
-        Self {
-            client,
-            envelope,
-            options,
-            countdown: None,
-            expires_in: None,
-            priority: None,
-            unique_key: None,
-            _output: PhantomData,
-        }
-    }
-
-    /// Makes this enqueue unique for `window`: while an earlier invocation with the same key
-    /// (default: task name and arguments) has not finished, return its handle instead.
-    pub fn unique_for(mut self, window: Duration) -> Self {
-        self.options = self.options.with_unique_for(window);
-        self
-    }
-
-    /// Uses `key` instead of the task name and arguments to decide what counts as a duplicate.
-    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
-        self.unique_key = Some(key.into());
-        self
-    }
-
-    fn edit(mut self, f: impl FnOnce(&mut Envelope)) -> Self {
-        if let Ok(envelope) = &mut self.envelope {
-            f(envelope);
-        }
-        self
-    }
-
-    /// Runs no earlier than `delay` from now.
-    pub fn countdown(mut self, delay: Duration) -> Self {
-        self.countdown = Some(delay);
-        self
-    }
-
-    /// Runs no earlier than `at`.
-    pub fn eta(self, at: DateTime<Utc>) -> Self {
-        self.edit(|e| e.eta = Some(at))
-    }
-
-    /// Ends as EXPIRED instead of running if not started within `ttl` from now.
-    pub fn expires_in(mut self, ttl: Duration) -> Self {
-        self.expires_in = Some(ttl);
-        self
-    }
-
-    /// Ends as EXPIRED instead of running if not started by `at`.
-    pub fn expires_at(self, at: DateTime<Utc>) -> Self {
-        self.edit(|e| e.expires = Some(at))
-    }
-
-    /// Priority 0 (lowest) to 9 (highest) within the queue; larger values are clamped to 9.
-    pub fn priority(mut self, priority: u8) -> Self {
-        self.priority = Some(priority.min(9));
-        self
-    }
-
-    /// Routes this invocation to `queue` instead of the task's default.
-    pub fn queue(self, queue: impl Into<String>) -> Self {
-        let queue = queue.into();
-        self.edit(|e| e.queue = queue)
-    }
-
-    /// Uses `id` instead of a random one (e.g. to make a retried enqueue idempotent).
-    pub fn id(self, id: TaskId) -> Self {
-        self.edit(|e| e.id = id)
-    }
-
-    /// Adds a header the task can read from its context.
-    pub fn header(self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        let (key, value) = (key.into(), value.into());
-        self.edit(|e| {
-            e.headers.insert(key, value);
-        })
-    }
-
-    /// Allows `max_retries` retries for this invocation.
-    pub fn max_retries(mut self, max_retries: u32) -> Self {
-        self.options = self.options.with_max_retries(max_retries);
-        self
-    }
-
-    async fn send(self) -> Result<AsyncResult<O>> {
-        let mut envelope = self.envelope?;
-        let now = self.client.clock().now();
-        let expires = envelope.expires;
-        apply_defaults(&mut envelope, &self.options, now);
-        if let Some(at) = expires {
-            envelope.expires = Some(at);
-        }
-        if let Some(ttl) = self.expires_in {
-            envelope.expires = Some(now + to_chrono(ttl));
-        }
-        if let Some(priority) = self.priority {
-            envelope.priority = priority;
-        }
-        if let Some(delay) = self.countdown {
-            envelope.eta = Some(now + to_chrono(delay));
-        }
-        if envelope.queue.is_empty() {
-            return Err(Error::Invalid {
-                what: "queue",
-                reason: "queue name must not be empty".into(),
-            });
-        }
-        if let Some(window) = self.options.unique_for() {
-            let key = self
-                .unique_key
-                .unwrap_or_else(|| default_unique_key(&envelope));
-            envelope
-                .headers
-                .insert(UNIQUE_KEY_HEADER.to_owned(), key.clone());
-            let message =
-                OutboundMessage::from_envelope(&envelope, self.client.max_payload_bytes())?;
-            return match self
-                .client
-                .broker()
-                .enqueue_unique(message, &key, window)
-                .await?
-            {
-                None => {
-                    enqueued(&envelope.task, &envelope.queue, 1);
-                    Ok(self.client.result_handle(envelope.id))
-                }
-                Some(existing) => Ok(self.client.result_handle(existing)),
-            };
-        }
-        let message = OutboundMessage::from_envelope(&envelope, self.client.max_payload_bytes())?;
-        self.client.broker().enqueue(vec![message]).await?;
-        enqueued(&envelope.task, &envelope.queue, 1);
-        Ok(self.client.result_handle(envelope.id))
-    }
-}
-
-impl<'a, O: Send + 'a> IntoFuture for Enqueue<'a, O> {
-    type Output = Result<AsyncResult<O>>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
-
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.send())
-    }
 }
 
 /// A typed handle on one invocation's result.

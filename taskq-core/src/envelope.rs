@@ -136,7 +136,17 @@ impl Envelope {
             what: "task arguments",
             source,
         })?;
-        Ok(Self {
+        Ok(Self::from_raw_args(task, args, queue, now))
+    }
+
+    /// A first attempt of `task` with arguments already encoded.
+    pub(crate) fn from_raw_args(
+        task: impl Into<String>,
+        args: Box<RawValue>,
+        queue: impl Into<String>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
             v: PROTOCOL_VERSION,
             id: TaskId::new(),
             task: task.into(),
@@ -150,7 +160,7 @@ impl Envelope {
             created_at: now,
             headers: BTreeMap::new(),
             last_error: None,
-        })
+        }
     }
 
     /// Encodes the envelope, refusing results larger than `limit` bytes.

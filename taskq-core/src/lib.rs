@@ -41,6 +41,7 @@ mod beat_store;
 mod broker;
 mod client;
 mod clock;
+pub mod enqueue;
 mod envelope;
 mod error;
 mod result;
@@ -53,10 +54,12 @@ pub use beat_store::{BeatStore, MemoryBeatStore};
 pub use broker::{
     local_hostname, Broker, ControlChannel, ControlMessage, ControlStream, DeadLetter, DeadReason,
     Delivery, Inspector, Membership, MemoryBroker, MemoryBrokerConfig, OutboundMessage, Page,
-    PayloadFields, QueueStats, RateLimiter, Receipt, RecoveryReport, Transport, WorkerId,
+    PayloadFields, QueueStats, RateLimiter, Receipt, RecoveryReport, TaskCatalog, TaskDeclaration,
+    Transport, WorkerId,
     WorkerInfo, FETCH_LEASE,
 };
-pub use client::{AsyncResult, Client, Enqueue, UNIQUE_KEY_HEADER};
+pub use client::{AsyncResult, Client};
+pub use enqueue::{Enqueue, Sent, UNIQUE_KEY_HEADER};
 pub use clock::Clock;
 pub use envelope::{
     DecodeError, Envelope, TaskId, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_QUEUE, PROTOCOL_VERSION,

@@ -85,6 +85,9 @@ impl QueueKeys {
 /// Names of every queue that ever received a message (SET), for operators.
 pub(crate) const QUEUES: &str = "taskq:queues";
 
+/// Task name -> its declared options, JSON, as the latest worker published them (HASH).
+pub(crate) const TASKS: &str = "taskq:tasks";
+
 /// Live workers of every queue -> deadline of their info record, ms (ZSET).
 pub(crate) const WORKERS: &str = "taskq:workers";
 

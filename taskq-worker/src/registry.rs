@@ -4,7 +4,7 @@ use std::{collections::HashMap, fmt, sync::Arc};
 
 use futures_util::future::BoxFuture;
 use serde_json::value::RawValue;
-use taskq_core::{Run, TaskContext, TaskError, TaskOptions};
+use taskq_core::{Run, TaskContext, TaskDeclaration, TaskError, TaskOptions};
 
 use crate::{Error, Result};
 
@@ -71,6 +71,17 @@ impl Registry {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.tasks.is_empty()
+    }
+
+    /// What each registered task declares, sorted by name, for the broker's task catalog.
+    pub(crate) fn declarations(&self) -> Vec<TaskDeclaration> {
+        let mut declared: Vec<_> = self
+            .tasks
+            .iter()
+            .map(|(name, task)| TaskDeclaration::new(*name, &task.options))
+            .collect();
+        declared.sort_by(|a, b| a.name.cmp(&b.name));
+        declared
     }
 
     /// The default queues of all registered tasks, sorted and deduplicated.

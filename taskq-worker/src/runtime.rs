@@ -177,6 +177,7 @@ pub(crate) async fn run(
     async move {
         tracing::info!(queues = ?runtime.config.queues, concurrency = runtime.config.concurrency, "worker started");
         log_durability_warnings(&runtime).await;
+        publish_declarations(&runtime).await;
         let acker = Acker::start(&runtime);
         maintenance::round(&runtime).await;
         maintenance::slow_round(&runtime).await;
@@ -221,6 +222,16 @@ pub(crate) async fn run(
     }
     .instrument(span)
     .await
+}
+
+/// Publishes what the registered tasks declare, so that producers enqueueing by name (CLI,
+/// beat, other services) route and retry them as declared. A failure is logged: by-name
+/// producers then fall back to the defaults, and this worker still runs what it receives.
+async fn publish_declarations(runtime: &Runtime) {
+    let declarations = runtime.registry.declarations();
+    if let Err(err) = runtime.client.broker().publish_tasks(&declarations).await {
+        tracing::warn!(error = %err, "publishing task declarations failed");
+    }
 }
 
 /// Says loudly when the broker's settings can lose acknowledged tasks.

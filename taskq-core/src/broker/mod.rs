@@ -10,7 +10,9 @@
 //! | [`ControlChannel`] | client, CLI, worker | broadcast ping and revoke as a stream, persisted revocations |
 //! | [`Inspector`] | CLI, dashboard | stats snapshot, paged dead letters, lookup by id, requeue, purge, workers |
 //!
-//! plus [`RateLimiter`], the state shared by workers for global rate limits. Implementations:
+//! plus [`RateLimiter`], the state shared by workers for global rate limits, and
+//! [`TaskCatalog`], the tasks' declared options for producers that enqueue by name.
+//! Implementations:
 //! [`MemoryBroker`] here, `RedisBroker` in `taskq-redis`.
 //!
 //! ```
@@ -24,6 +26,7 @@
 //! # Ok(()) }
 //! ```
 
+mod catalog;
 mod control;
 mod inspector;
 mod membership;
@@ -32,6 +35,7 @@ mod rate_limiter;
 mod transport;
 mod types;
 
+pub use catalog::{TaskCatalog, TaskDeclaration};
 pub use control::{ControlChannel, ControlMessage, ControlStream, WorkerInfo};
 pub use inspector::{Inspector, Page};
 pub use membership::Membership;
@@ -49,12 +53,13 @@ use std::time::Duration;
 /// recovered if no heartbeat follows within this time.
 pub const FETCH_LEASE: Duration = Duration::from_secs(30);
 
-/// A broker: a [`Transport`] with its control channel, inspector and rate limiter, and the
+/// A broker: a [`Transport`] with its control channel, inspector, rate limiter and task
+/// catalog, and the
 /// membership role when its transport needs a reaper.
 ///
 /// Held as `Arc<dyn Broker>` by clients and workers; any role can be taken from it as its own
 /// trait object (`let inspector: Arc<dyn Inspector> = broker;`).
-pub trait Broker: Transport + ControlChannel + Inspector + RateLimiter {
+pub trait Broker: Transport + ControlChannel + Inspector + RateLimiter + TaskCatalog {
     /// Worker leases and recovery, or `None` when the server redelivers a lost consumer's
     /// messages by itself (no heartbeat, no reaper needed).
     fn membership(&self) -> Option<&dyn Membership>;

@@ -23,6 +23,7 @@ use crate::{
     scripts, RedisConfig,
 };
 
+mod catalog;
 mod control;
 mod inspector;
 mod membership;

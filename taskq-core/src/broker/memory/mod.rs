@@ -13,6 +13,7 @@ use super::{
 };
 use crate::{Clock, ControlMessage, TaskId, WorkerInfo};
 
+mod catalog;
 mod control;
 mod inspector;
 mod membership;
@@ -98,6 +99,8 @@ struct State {
     infos: HashMap<String, (WorkerInfo, DateTime<Utc>)>,
     /// Revoked ids and when the revocation expires.
     revoked: HashMap<TaskId, DateTime<Utc>>,
+    /// Task name -> its latest published declaration.
+    declarations: HashMap<String, super::TaskDeclaration>,
 }
 
 #[derive(Debug, Default)]
