@@ -264,7 +264,9 @@ impl Beat {
             call = call.priority(priority);
         }
         if let Some(ttl) = entry.expires {
-            call = call.expires_at(slot + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX));
+            call = call.expires_at(
+                slot + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX),
+            );
         }
         let enqueued = matches!(call.send().await?, Sent::Enqueued(_));
         if enqueued {

@@ -288,7 +288,6 @@ impl Client {
             _output: PhantomData,
         }
     }
-
 }
 
 /// A typed handle on one invocation's result.

@@ -1,5 +1,5 @@
 //! The one enqueue path: typed, bulk, by-name and beat enqueues all turn (task name, arguments,
-//! the task's declared options, per-call options) into an envelope in [`plan`], and send it
+//! the task's declared options, per-call options) into an envelope in one function (`plan`), and send it
 //! through [`Enqueue`] or [`Client::enqueue_many`](crate::Client::enqueue_many).
 //!
 //! Precedence, for every option: a per-call setting wins over what the task declares

@@ -55,12 +55,11 @@ pub use broker::{
     local_hostname, Broker, ControlChannel, ControlMessage, ControlStream, DeadLetter, DeadReason,
     Delivery, Inspector, Membership, MemoryBroker, MemoryBrokerConfig, OutboundMessage, Page,
     PayloadFields, QueueStats, RateLimiter, Receipt, RecoveryReport, TaskCatalog, TaskDeclaration,
-    Transport, WorkerId,
-    WorkerInfo, FETCH_LEASE,
+    Transport, WorkerId, WorkerInfo, FETCH_LEASE,
 };
 pub use client::{AsyncResult, Client};
-pub use enqueue::{Enqueue, Sent, UNIQUE_KEY_HEADER};
 pub use clock::Clock;
+pub use enqueue::{Enqueue, Sent, UNIQUE_KEY_HEADER};
 pub use envelope::{
     DecodeError, Envelope, TaskId, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_QUEUE, PROTOCOL_VERSION,
 };

@@ -7,7 +7,7 @@
 //! The conformance suites (one test per behaviour every implementation must show), one per
 //! broker role plus the result backend's, are expanded for one implementation by
 //! [`transport_conformance!`], [`membership_conformance!`], [`control_conformance!`],
-//! [`inspector_conformance!`] and [`backend_conformance!`]; taskq-core runs them on the memory
+//! [`inspector_conformance!`], [`catalog_conformance!`] and [`backend_conformance!`]; taskq-core runs them on the memory
 //! implementations, taskq-redis on Redis.
 
 #[allow(missing_docs)]

@@ -222,3 +222,55 @@ async fn two_beats_that_both_lead_still_fire_each_slot_once() {
     );
     assert_eq!(slots, expected_slots(start, Duration::from_millis(4_500)));
 }
+
+/// Fires of `reports.build`, declared by a worker with queue `reports`, priority 2 and 9
+/// retries, then fetched from `queue`.
+async fn fires_of_declared_task(entry: Entry, queue: &str) -> Vec<Envelope> {
+    use taskq_core::{TaskDeclaration, TaskOptions};
+    let client = Client::in_memory();
+    let declared = TaskOptions::new()
+        .with_queue("reports")
+        .with_priority(2)
+        .with_max_retries(9);
+    client
+        .broker()
+        .publish_tasks(&[TaskDeclaration::new("reports.build", &declared)])
+        .await
+        .unwrap();
+    let beat = Beat::new(
+        client.clone(),
+        Arc::new(MemoryBeatStore::new()),
+        vec![entry],
+    )
+    .unwrap();
+    beat.run(tokio::time::sleep(Duration::from_millis(2_500)))
+        .await
+        .unwrap();
+    client
+        .broker()
+        .fetch(&WorkerId::generate(), &[queue.into()], 100, Duration::ZERO)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| Envelope::decode(d.payload(), 1 << 20).unwrap())
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn fires_take_the_task_declaration_and_the_entry_wins_over_it() {
+    let plain = Entry::new("report", "reports.build", every_second());
+    let fired = fires_of_declared_task(plain, "reports").await;
+    assert!(!fired.is_empty(), "fires go to the declared queue");
+    for envelope in &fired {
+        assert_eq!((envelope.priority, envelope.max_retries), (2, Some(9)));
+    }
+
+    let routed = Entry::new("report", "reports.build", every_second())
+        .with_queue("elsewhere")
+        .with_priority(7);
+    let fired = fires_of_declared_task(routed, "elsewhere").await;
+    assert!(!fired.is_empty(), "the entry's queue wins");
+    for envelope in &fired {
+        assert_eq!((envelope.priority, envelope.max_retries), (7, Some(9)));
+    }
+}

@@ -2,4 +2,5 @@
 //! every implementation, plus client behaviour.
 
 mod client;
+mod enqueue_paths;
 mod memory;

@@ -22,6 +22,7 @@ taskq_testkit::transport_conformance!(#[tokio::test(start_paused = true)] transp
 taskq_testkit::membership_conformance!(#[tokio::test(start_paused = true)] membership => memory_broker());
 taskq_testkit::control_conformance!(#[tokio::test(start_paused = true)] control => memory_broker());
 taskq_testkit::inspector_conformance!(#[tokio::test(start_paused = true)] inspector => memory_broker());
+taskq_testkit::catalog_conformance!(#[tokio::test(start_paused = true)] catalog => memory_broker());
 taskq_testkit::backend_conformance!(#[tokio::test(start_paused = true)] backend => memory_backend());
 
 #[tokio::test]

@@ -2,12 +2,14 @@
 //! written once and expanded per implementation by [`transport_conformance!`](crate::transport_conformance),
 //! [`membership_conformance!`](crate::membership_conformance),
 //! [`control_conformance!`](crate::control_conformance) and
-//! [`inspector_conformance!`](crate::inspector_conformance).
+//! [`inspector_conformance!`](crate::inspector_conformance) and
+//! [`catalog_conformance!`](crate::catalog_conformance).
 //!
 //! Each test gets a fresh broker handle and uses fresh uuid queue names, so implementations
 //! backed by one shared server run the suites in parallel. Waiting uses `tokio::time::sleep`,
 //! which the memory instance runs on a paused clock.
 
+pub mod catalog;
 pub mod control;
 pub mod inspector;
 pub mod membership;

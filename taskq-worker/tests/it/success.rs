@@ -84,3 +84,44 @@ async fn ignore_result_writes_nothing() {
     assert_eq!(worker.stop().await.succeeded, 1);
     assert_eq!(handle.state().await.unwrap(), TaskState::Pending);
 }
+
+/// Declares a queue of its own and no retries; always fails retryably.
+#[derive(Task, serde::Serialize, serde::Deserialize)]
+#[task(name = "test.routed", queue = "routed", max_retries = 0)]
+struct Routed;
+
+impl Run for Routed {
+    type Output = ();
+    async fn run(self, _ctx: TaskContext) -> Result<(), TaskError> {
+        Err(TaskError::retryable("always"))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn by_name_enqueue_follows_what_the_worker_declared() {
+    let client = Client::in_memory();
+    let worker = Running::start(builder(&client).register::<Routed>());
+    crate::support::eventually("declarations published", || async {
+        client
+            .broker()
+            .task_declaration(Routed::NAME)
+            .await
+            .unwrap()
+            .is_some()
+    })
+    .await;
+    // No queue and no retries given: the declared queue `routed` (the only one the worker
+    // consumes) and the declared 0 retries (not the default 3) apply.
+    let handle = client
+        .enqueue_by_name(Routed::NAME, &serde_json::json!(null))
+        .await
+        .unwrap();
+    crate::support::assert_ended_in(
+        handle.wait(Duration::from_secs(60)).await,
+        TaskState::Failure,
+    );
+    let record = handle.info().await.unwrap().unwrap();
+    assert_eq!(record.attempts, 1, "declared max_retries = 0: one attempt");
+    let report = worker.stop().await;
+    assert_eq!((report.retried, report.failed), (0, 1));
+}

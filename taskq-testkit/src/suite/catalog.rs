@@ -1,0 +1,56 @@
+//! The [`TaskCatalog`](taskq_core::TaskCatalog) suite: declarations published by workers are
+//! what by-name producers read, the latest publication of a name winning.
+
+use std::time::Duration;
+
+use taskq_core::{TaskDeclaration, TaskOptions};
+
+use super::*;
+
+/// Expands the catalog suite: one test per behaviour, each on a broker made by `$make` (a
+/// future of `(broker, guard)`), under the test attribute `$attr`.
+#[macro_export]
+macro_rules! catalog_conformance {
+    (#[$attr:meta] $name:ident => $make:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::__suite_tests!(catalog [$attr] $make;
+                declarations_round_trip_and_the_latest_wins,
+            );
+        }
+    };
+}
+
+pub async fn declarations_round_trip_and_the_latest_wins(broker: Shared) {
+    let name = format!("suite.{}", queue());
+    assert_eq!(broker.task_declaration(&name).await.unwrap(), None);
+    let first = TaskDeclaration::new(
+        &name,
+        &TaskOptions::new()
+            .with_queue("a")
+            .with_max_retries(0)
+            .with_expires(Duration::from_secs(90))
+            .with_timeout(Duration::from_millis(1500)),
+    );
+    let other = TaskDeclaration::new(format!("{name}.other"), &TaskOptions::new());
+    broker
+        .publish_tasks(&[first.clone(), other.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        broker.task_declaration(&name).await.unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(
+        broker.task_declaration(&other.name).await.unwrap(),
+        Some(other)
+    );
+    let second = TaskDeclaration::new(&name, &TaskOptions::new().with_queue("b"));
+    broker
+        .publish_tasks(std::slice::from_ref(&second))
+        .await
+        .unwrap();
+    assert_eq!(broker.task_declaration(&name).await.unwrap(), Some(second));
+    broker.publish_tasks(&[]).await.unwrap();
+}
