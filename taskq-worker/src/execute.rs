@@ -1,20 +1,63 @@
-//! One message's way through the worker: decode, route, run, record, acknowledge.
+//! One message's way through the worker: decode, route, run, then hand the outcome to the
+//! settler. Data flows one way: the run loop fetches, [`Executor::execute`] runs, the
+//! [`Settler`] settles, the [`Recorder`] reports.
 
 use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
 use futures_util::FutureExt;
 use serde_json::value::RawValue;
 use taskq_core::{
-    error_chain, DeadReason, DecodeError, Delivery, Envelope, OutboundMessage, TaskContext,
-    TaskError, TaskResult, TaskState, UNIQUE_KEY_HEADER,
+    error_chain, Clock, DeadReason, DecodeError, Delivery, Envelope, OutboundMessage, RateLimiter,
+    ResultBackend, TaskContext, TaskError, TaskResult, TaskState, WorkerId, UNIQUE_KEY_HEADER,
 };
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{
-    acker::Completion, hooks::On, maintenance::broker_backoff, metrics::Event,
-    registry::Registered, runtime::Runtime, TaskEvent,
+    hooks::{Hooks, On},
+    metrics::Event,
+    registry::{Registered, Registry},
+    report::Recorder,
+    revocations::Revocations,
+    settle::{Completion, Settler},
+    TaskEvent,
 };
+
+/// The settings an execution reads.
+#[derive(Clone, Debug)]
+pub(crate) struct ExecutionSettings {
+    /// Largest envelope accepted.
+    pub(crate) max_payload_bytes: usize,
+    /// Write a STARTED record before each run.
+    pub(crate) track_started: bool,
+    /// How long results (and progress) are kept.
+    pub(crate) result_ttl: Duration,
+    /// Hard time limit of tasks that set none.
+    pub(crate) default_timeout: Option<Duration>,
+}
+
+/// Everything an execution needs, and nothing else.
+#[derive(Debug)]
+pub(crate) struct Executor {
+    pub(crate) registry: Registry,
+    pub(crate) settings: ExecutionSettings,
+    pub(crate) worker: WorkerId,
+    pub(crate) clock: Clock,
+    /// Execution slots (concurrency).
+    pub(crate) slots: Arc<Semaphore>,
+    /// Fires when shutdown starts: unstarted messages go back; tasks see it in their context.
+    pub(crate) stopping: CancellationToken,
+    /// Fires when the grace period ends: running executions are stopped and requeued.
+    pub(crate) hard_stop: CancellationToken,
+    pub(crate) revocations: Arc<Revocations>,
+    pub(crate) rate_limiter: Arc<dyn RateLimiter>,
+    /// Where tasks report progress.
+    pub(crate) progress: Arc<dyn ResultBackend>,
+    pub(crate) settler: Arc<Settler>,
+    pub(crate) recorder: Arc<Recorder>,
+    pub(crate) hooks: Hooks,
+}
 
 /// A message this worker gives back on shutdown, with its fetch sequence number so that
 /// everything given back keeps its original order.
@@ -23,20 +66,20 @@ pub(crate) type Leftover = (u64, Delivery);
 /// Runs one delivery to a final broker transition, or hands it back as a [`Leftover`] when
 /// shutdown stops it first. Never panics, never returns an error.
 pub(crate) async fn execute(
-    runtime: Arc<Runtime>,
+    executor: Arc<Executor>,
     seq: u64,
     delivery: Delivery,
     held: OwnedSemaphorePermit,
 ) -> Option<Leftover> {
     let slot = tokio::select! {
         biased;
-        _ = runtime.stopping.cancelled() => None,
-        slot = runtime.slots.clone().acquire_owned() => slot.ok(),
+        _ = executor.stopping.cancelled() => None,
+        slot = executor.slots.clone().acquire_owned() => slot.ok(),
     };
     let Some(_slot) = slot else {
         return Some((seq, delivery));
     };
-    let envelope = match Envelope::decode(delivery.payload(), runtime.config.max_payload_bytes) {
+    let envelope = match Envelope::decode(delivery.payload(), executor.settings.max_payload_bytes) {
         Ok(envelope) => envelope,
         Err(err) => {
             let reason = match err {
@@ -44,7 +87,10 @@ pub(crate) async fn execute(
                 _ => DeadReason::Malformed,
             };
             tracing::error!(queue = delivery.queue(), error = %error_chain(&err), "undecodable message");
-            dead_letter(&runtime, &delivery, reason, error_chain(&err)).await;
+            executor
+                .settler
+                .dead_letter(&delivery, reason, error_chain(&err))
+                .await;
             return None;
         }
     };
@@ -58,7 +104,7 @@ pub(crate) async fn execute(
         attempt = envelope.attempt,
     );
     let outcome = Execution {
-        runtime: &runtime,
+        executor: &executor,
         delivery: &delivery,
         envelope: &envelope,
         acked: std::sync::atomic::AtomicBool::new(false),
@@ -70,8 +116,8 @@ pub(crate) async fn execute(
         Outcome::Settled => None,
         Outcome::Interrupted => Some((seq, delivery)),
         Outcome::Complete { record, acked } => {
-            runtime
-                .acker
+            executor
+                .settler
                 .complete(Completion::new(delivery, record, acked, held));
             None
         }
@@ -94,7 +140,7 @@ enum Outcome {
 
 /// The state of one decoded message's execution.
 struct Execution<'a> {
-    runtime: &'a Runtime,
+    executor: &'a Executor,
     delivery: &'a Delivery,
     envelope: &'a Envelope,
     /// Set once an at-most-once task was acknowledged before running.
@@ -115,35 +161,38 @@ enum Attempt {
 
 impl Execution<'_> {
     async fn run(self) -> Outcome {
-        let runtime = self.runtime;
-        let Some(task) = runtime.registry.get(&self.envelope.task).cloned() else {
+        let executor = self.executor;
+        let Some(task) = executor.registry.get(&self.envelope.task).cloned() else {
             let error = format!(
                 "no task named `{}` is registered on this worker",
                 self.envelope.task
             );
             tracing::error!("{error}");
             self.release_unique().await;
-            dead_letter(runtime, self.delivery, DeadReason::UnknownTask, error).await;
+            executor
+                .settler
+                .dead_letter(self.delivery, DeadReason::UnknownTask, error)
+                .await;
             return Outcome::Settled;
         };
-        let now = runtime.client.clock().now();
-        if runtime.revocations.is_revoked(&self.envelope.id) {
+        let now = executor.clock.now();
+        if executor.revocations.is_revoked(&self.envelope.id) {
             tracing::info!("revoked before it ran");
-            runtime.record(Event::Revoked, self.envelope);
+            executor.recorder.record(Event::Revoked, self.envelope);
             let record = self.record(&task, TaskState::Revoked).with_error("revoked");
             return self.finish(&task, record).await;
         }
         if self.envelope.is_expired(now) {
             tracing::info!("expired before it could run");
-            runtime.record(Event::Expired, self.envelope);
+            executor.recorder.record(Event::Expired, self.envelope);
             let record = self
                 .record(&task, TaskState::Expired)
                 .with_error("expired before it could run");
             return self.finish(&task, record).await;
         }
         if let Some(limit) = task.options.rate_limit() {
-            let broker = runtime.client.broker();
-            let admitted = broker
+            let admitted = executor
+                .rate_limiter
                 .rate_limit(&self.envelope.queue, &self.envelope.task, limit)
                 .await;
             let wait = match admitted {
@@ -161,37 +210,31 @@ impl Execution<'_> {
             }
         }
         if task.options.at_most_once() {
-            let broker = runtime.client.broker();
-            let acked = with_retries(runtime, "ack", || {
-                broker.ack(&runtime.worker, std::slice::from_ref(self.delivery))
-            })
-            .await;
-            if acked != Some(1) {
+            if !executor.settler.ack_now(self.delivery).await {
                 tracing::warn!("at-most-once task no longer held; not running it");
                 return Outcome::Settled;
             }
             self.acked.store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        if runtime.config.track_started && !task.options.ignore_result() {
+        if executor.settings.track_started && !task.options.ignore_result() {
             let record = self.record(&task, TaskState::Started).with_started_at(now);
-            if let Err(err) = runtime
-                .client
-                .backend()
-                .store(&record, runtime.config.result_ttl)
+            if let Err(err) = executor
+                .progress
+                .store(&record, executor.settings.result_ttl)
                 .await
             {
                 tracing::warn!(error = %err, "failed to record STARTED");
             }
         }
-        runtime.record(Event::Started, self.envelope);
-        runtime.record_queue_wait(self.envelope, now);
+        executor.recorder.record(Event::Started, self.envelope);
+        executor.recorder.queue_wait(self.envelope, now);
         let started = tokio::time::Instant::now();
         let attempt = self.attempt(&task).await;
-        runtime.record_run_time(self.envelope, started.elapsed());
+        executor.recorder.run_time(self.envelope, started.elapsed());
         match attempt {
             Attempt::Succeeded(output) => {
                 tracing::debug!("succeeded");
-                runtime.record(Event::Succeeded, self.envelope);
+                executor.recorder.record(Event::Succeeded, self.envelope);
                 self.hook(On::Success, None, None);
                 let record = self.record(&task, TaskState::Success).with_result(output);
                 return self.finish(&task, record).await;
@@ -199,14 +242,17 @@ impl Execution<'_> {
             Attempt::Failed(error) => self.fail(&task, error).await,
             Attempt::Rejected(error) => {
                 tracing::error!(%error, "message rejected");
-                runtime.record(Event::Failed, self.envelope);
+                executor.recorder.record(Event::Failed, self.envelope);
                 let record = self.record(&task, TaskState::Failure).with_error(&error);
                 self.store(&task, &record).await;
                 self.hook(On::Failure, Some(&error), None);
                 self.release_unique().await;
                 if !self.acked.load(std::sync::atomic::Ordering::Relaxed) {
                     self.hook(On::DeadLetter, Some(&error), Some(DeadReason::Malformed));
-                    dead_letter(runtime, self.delivery, DeadReason::Malformed, error).await;
+                    executor
+                        .settler
+                        .dead_letter(self.delivery, DeadReason::Malformed, error)
+                        .await;
                 }
             }
             Attempt::Interrupted if self.acked.load(std::sync::atomic::Ordering::Relaxed) => {
@@ -215,7 +261,7 @@ impl Execution<'_> {
             Attempt::Interrupted => return Outcome::Interrupted,
             Attempt::Revoked => {
                 tracing::info!("revoked and stopped while running");
-                runtime.record(Event::Revoked, self.envelope);
+                executor.recorder.record(Event::Revoked, self.envelope);
                 let record = self
                     .record(&task, TaskState::Revoked)
                     .with_error("revoked while running");
@@ -227,26 +273,26 @@ impl Execution<'_> {
 
     /// Runs the handler once, under the hard time limit, catching panics.
     async fn attempt(&self, task: &Registered) -> Attempt {
-        let runtime = self.runtime;
+        let executor = self.executor;
         let max_retries = self.max_retries(task);
-        let tokens = runtime.revocations.start(self.envelope.id);
-        let mut ctx = TaskContext::new(self.envelope, max_retries, runtime.stopping.clone())
-            .with_worker(runtime.worker.as_str())
+        let tokens = executor.revocations.start(self.envelope.id);
+        let mut ctx = TaskContext::new(self.envelope, max_retries, executor.stopping.clone())
+            .with_worker(executor.worker.as_str())
             .with_run_cancellation(tokens.soft.clone());
         if !task.options.ignore_result() {
-            ctx = ctx.with_progress(runtime.client.backend().clone(), runtime.config.result_ttl);
+            ctx = ctx.with_progress(executor.progress.clone(), executor.settings.result_ttl);
         }
         let running = match task.start(&self.envelope.args, ctx) {
             Ok(running) => running,
             Err(err) => {
-                runtime.revocations.finish(&self.envelope.id);
+                executor.revocations.finish(&self.envelope.id);
                 return Attempt::Rejected(format!(
                     "invalid arguments for `{}`: {err}",
                     self.envelope.task
                 ));
             }
         };
-        let limit = task.options.timeout().or(runtime.config.default_timeout);
+        let limit = task.options.timeout().or(executor.settings.default_timeout);
         let guarded = AssertUnwindSafe(running).catch_unwind();
         let outcome = async {
             match limit {
@@ -270,7 +316,7 @@ impl Execution<'_> {
             tokio::select! {
                 biased;
                 _ = tokens.kill.cancelled() => break Attempt::Revoked,
-                _ = runtime.hard_stop.cancelled() => break Attempt::Interrupted,
+                _ = executor.hard_stop.cancelled() => break Attempt::Interrupted,
                 outcome = &mut outcome => break match outcome {
                     Ok(Ok(Ok(output))) => Attempt::Succeeded(output),
                     Ok(Ok(Err(error))) => Attempt::Failed(error),
@@ -290,10 +336,10 @@ impl Execution<'_> {
                 }
             }
         };
-        runtime.revocations.finish(&self.envelope.id);
+        executor.revocations.finish(&self.envelope.id);
         // A run told to stop by a revocation ends REVOKED, however it returned.
         let told_to_stop =
-            tokens.soft.is_cancelled() && runtime.revocations.is_revoked(&self.envelope.id);
+            tokens.soft.is_cancelled() && executor.revocations.is_revoked(&self.envelope.id);
         match attempt {
             Attempt::Succeeded(_) | Attempt::Failed(_) if told_to_stop => Attempt::Revoked,
             other => other,
@@ -302,7 +348,7 @@ impl Execution<'_> {
 
     /// Schedules the next attempt, or records FAILURE and dead-letters the message.
     async fn fail(&self, task: &Registered, error: TaskError) {
-        let runtime = self.runtime;
+        let executor = self.executor;
         let max_retries = self.max_retries(task);
         let attempts = self.envelope.attempt + 1;
         let may_retry = !self.acked.load(std::sync::atomic::Ordering::Relaxed);
@@ -311,14 +357,12 @@ impl Execution<'_> {
                 .retry_delay()
                 .unwrap_or_else(|| task.options.retry_policy().delay(self.envelope.attempt));
             tracing::warn!(error = %error, ?delay, attempts, max_retries, "attempt failed; retrying");
-            runtime.record(Event::Retried, self.envelope);
+            executor.recorder.record(Event::Retried, self.envelope);
             self.hook(On::Retry, Some(error.message()), None);
             let mut next = self.envelope.clone();
             next.attempt = attempts;
-            next.eta = Some(
-                runtime.client.clock().now()
-                    + chrono::Duration::from_std(delay).unwrap_or_default(),
-            );
+            next.eta =
+                Some(executor.clock.now() + chrono::Duration::from_std(delay).unwrap_or_default());
             next.last_error = Some(error.message().to_owned());
             let record = self
                 .record(task, TaskState::Retry)
@@ -327,23 +371,14 @@ impl Execution<'_> {
             let message = match OutboundMessage::from_envelope(&next, usize::MAX) {
                 Ok(message) => message,
                 Err(err) => {
-                    dead_letter(
-                        runtime,
-                        self.delivery,
-                        DeadReason::Failed,
-                        error_chain(&err),
-                    )
-                    .await;
+                    executor
+                        .settler
+                        .dead_letter(self.delivery, DeadReason::Failed, error_chain(&err))
+                        .await;
                     return;
                 }
             };
-            let moved = with_retries(runtime, "retry", || {
-                runtime
-                    .client
-                    .broker()
-                    .retry(&runtime.worker, self.delivery, message.clone())
-            })
-            .await;
+            let moved = executor.settler.reschedule(self.delivery, message).await;
             if moved == Some(false) {
                 tracing::warn!("message was recovered by another worker; retry not scheduled");
             }
@@ -355,7 +390,7 @@ impl Execution<'_> {
             DeadReason::Failed
         };
         tracing::error!(error = %error, attempts, %reason, "task failed");
-        runtime.record(Event::Failed, self.envelope);
+        executor.recorder.record(Event::Failed, self.envelope);
         let record = self
             .record(task, TaskState::Failure)
             .with_error(error.message());
@@ -366,32 +401,28 @@ impl Execution<'_> {
             return; // at-most-once: the message is gone already
         }
         self.hook(On::DeadLetter, Some(error.message()), Some(reason));
-        dead_letter(runtime, self.delivery, reason, error.message().to_owned()).await;
+        executor
+            .settler
+            .dead_letter(self.delivery, reason, error.message().to_owned())
+            .await;
     }
 
     /// Puts the message back into the scheduled set, due after `wait`, without spending an
     /// attempt (rate limiting).
     async fn postpone(&self, wait: Duration) {
-        let runtime = self.runtime;
+        let executor = self.executor;
         let mut next = self.envelope.clone();
-        next.eta = Some(
-            runtime.client.clock().now() + chrono::Duration::from_std(wait).unwrap_or_default(),
-        );
+        next.eta =
+            Some(executor.clock.now() + chrono::Duration::from_std(wait).unwrap_or_default());
         let Ok(message) = OutboundMessage::from_envelope(&next, usize::MAX) else {
             return;
         };
-        with_retries(runtime, "postpone", || {
-            runtime
-                .client
-                .broker()
-                .retry(&runtime.worker, self.delivery, message.clone())
-        })
-        .await;
+        executor.settler.reschedule(self.delivery, message).await;
     }
 
     /// Calls the user's hooks for `on`.
     fn hook(&self, on: On, error: Option<&str>, reason: Option<DeadReason>) {
-        self.runtime.hooks.fire(
+        self.executor.hooks.fire(
             on,
             &TaskEvent {
                 id: Some(self.envelope.id),
@@ -409,15 +440,10 @@ impl Execution<'_> {
         let Some(key) = self.envelope.headers.get(UNIQUE_KEY_HEADER) else {
             return;
         };
-        let released = self
-            .runtime
-            .client
-            .broker()
+        self.executor
+            .settler
             .release_unique(&self.envelope.queue, key, self.envelope.id)
             .await;
-        if let Err(err) = released {
-            tracing::warn!(error = %err, "could not release the uniqueness key; it expires by itself");
-        }
     }
 
     /// Hands the final record to the acker, which writes results before acknowledging.
@@ -433,69 +459,24 @@ impl Execution<'_> {
         if task.options.ignore_result() {
             return;
         }
-        let backend = self.runtime.client.backend();
-        let ttl = self.runtime.config.result_ttl;
-        with_retries(self.runtime, "store result", || backend.store(record, ttl)).await;
+        self.executor.settler.store(record).await;
     }
 
     fn record(&self, _task: &Registered, state: TaskState) -> TaskResult {
-        let now = self.runtime.client.clock().now();
+        let now = self.executor.clock.now();
         let attempts = match state {
             TaskState::Expired => self.envelope.attempt,
             _ => self.envelope.attempt + 1,
         };
         TaskResult::new(self.envelope.id, &self.envelope.task, state, now)
             .with_attempts(attempts)
-            .with_worker(self.runtime.worker.as_str())
+            .with_worker(self.executor.worker.as_str())
     }
 
     fn max_retries(&self, task: &Registered) -> u32 {
         self.envelope
             .max_retries
             .unwrap_or_else(|| task.options.max_retries())
-    }
-}
-
-async fn dead_letter(runtime: &Runtime, delivery: &Delivery, reason: DeadReason, error: String) {
-    let moved = with_retries(runtime, "dead-letter", || {
-        runtime
-            .client
-            .broker()
-            .dead_letter(&runtime.worker, delivery, reason, Some(error.clone()))
-    })
-    .await;
-    if moved == Some(true) {
-        runtime.record_dead_letter(delivery.queue(), reason);
-    }
-}
-
-/// Calls a broker operation until it succeeds, backing off between failures, so that an
-/// outage of the broker delays a message's final transition instead of stranding it.
-///
-/// Gives up only when shutdown's grace period is over: the message then stays in this worker's
-/// processing set, where deregistration or the reaper of another worker returns it.
-pub(crate) async fn with_retries<T, F, Fut>(runtime: &Runtime, what: &str, mut op: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = taskq_core::Result<T>>,
-{
-    let mut failures = 0;
-    loop {
-        match op().await {
-            Ok(value) => return Some(value),
-            Err(err) => {
-                failures += 1;
-                let delay = broker_backoff(failures);
-                tracing::warn!(error = %error_chain(&err), ?delay, failures, "{what} failed; retrying");
-                tokio::select! {
-                    _ = runtime.hard_stop.cancelled() => {
-                        tracing::error!("{what} abandoned at shutdown; the message will be recovered");
-                        return None;
-                    }
-                    _ = tokio::time::sleep(delay) => {}
-                }
-            }
-        }
     }
 }
 

@@ -36,7 +36,7 @@
 //! # Ok(()) }
 //! ```
 
-mod acker;
+mod broker_call;
 mod builder;
 mod config;
 mod control;
@@ -46,13 +46,16 @@ mod hooks;
 mod maintenance;
 mod metrics;
 mod registry;
+mod report;
+mod revocations;
 mod runtime;
+mod settle;
 
 pub use builder::WorkerBuilder;
 pub use config::WorkerConfig;
 pub use error::{Error, Result};
 pub use hooks::{HookError, TaskEvent};
-pub use runtime::WorkerReport;
+pub use report::WorkerReport;
 
 use std::future::Future;
 

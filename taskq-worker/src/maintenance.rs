@@ -1,111 +1,132 @@
-//! Background duties of every worker: heartbeat, reaping lost workers, promoting due messages.
+//! Background duties of every worker: heartbeat, reaping lost workers, promoting due messages,
+//! publishing the worker's info, refreshing revocations.
 
 use std::{sync::Arc, time::Duration};
 
-use taskq_core::{Membership, WorkerInfo};
+use chrono::{DateTime, Utc};
+use taskq_core::{Broker, Membership, WorkerId, WorkerInfo};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::runtime::Runtime;
+use crate::{report::Recorder, revocations::Revocations};
 
 /// Scheduled messages promoted per round; more wait for the next round.
 const PROMOTE_BATCH: usize = 1000;
 
 /// Rounds between two publications of the worker's info and refreshes of the revoked set:
 /// both have faster paths (pub/sub) or tolerate a few seconds, and an idle worker should cost
-/// only a few Redis commands per second.
+/// only a few broker commands per second.
 const SLOW_EVERY: u64 = 5;
 
-/// Runs one round at once, then every heartbeat interval, until `stop` fires.
-pub(crate) async fn run(runtime: Arc<Runtime>, stop: CancellationToken) {
-    let interval = runtime.config.heartbeat_interval;
-    let mut rounds = 0u64;
-    loop {
-        round(&runtime).await;
-        rounds += 1;
-        if rounds.is_multiple_of(SLOW_EVERY) {
-            slow_round(&runtime).await;
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-    }
+/// What the background duties need.
+#[derive(Debug)]
+pub(crate) struct Maintenance {
+    pub(crate) broker: Arc<dyn Broker>,
+    pub(crate) worker: WorkerId,
+    /// What the worker publishes about itself (queues, concurrency, host, start).
+    pub(crate) info: WorkerInfo,
+    pub(crate) heartbeat_interval: Duration,
+    pub(crate) liveness_ttl: Duration,
+    pub(crate) max_redeliveries: u32,
+    /// Execution slots, to report how many are in use.
+    pub(crate) slots: Arc<Semaphore>,
+    pub(crate) revocations: Arc<Revocations>,
+    pub(crate) recorder: Arc<Recorder>,
 }
 
-/// One heartbeat, one reaper pass (for brokers with a [`Membership`] role) and one promotion
-/// pass; failures are logged, not fatal.
-pub(crate) async fn round(runtime: &Runtime) {
-    let broker = runtime.client.broker();
-    let queues = &runtime.config.queues;
-    if let Some(membership) = broker.membership() {
-        heartbeat_and_reap(runtime, membership).await;
-    }
-    if let Err(err) = broker.promote_scheduled(queues, PROMOTE_BATCH).await {
-        tracing::warn!(error = %err, "promoting scheduled messages failed");
-    }
-}
-
-async fn heartbeat_and_reap(runtime: &Runtime, membership: &dyn Membership) {
-    let queues = &runtime.config.queues;
-    if let Err(err) = membership
-        .heartbeat(&runtime.worker, queues, runtime.config.liveness_ttl)
-        .await
-    {
-        tracing::warn!(error = %err, "heartbeat failed");
-    }
-    match membership
-        .recover_lost_workers(queues, runtime.config.max_redeliveries)
-        .await
-    {
-        Ok(report) if !report.workers.is_empty() => {
-            if runtime.config.metrics {
-                crate::metrics::recovered(report.requeued + report.dead_lettered);
+impl Maintenance {
+    /// Runs one round at once, then every heartbeat interval, until `stop` fires.
+    pub(crate) async fn run(self, stop: CancellationToken) {
+        let mut rounds = 0u64;
+        loop {
+            self.round().await;
+            rounds += 1;
+            if rounds.is_multiple_of(SLOW_EVERY) {
+                self.slow_round().await;
             }
-            tracing::warn!(
-                workers = ?report.workers,
-                requeued = report.requeued,
-                dead_lettered = report.dead_lettered,
-                "recovered messages of lost workers"
-            );
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(self.heartbeat_interval) => {}
+            }
         }
-        Ok(_) => {}
-        Err(err) => tracing::warn!(error = %err, "reaper pass failed"),
     }
-}
 
-/// Publishes the worker's info and refreshes the revoked set (every [`SLOW_EVERY`] rounds, and
-/// once at start).
-pub(crate) async fn slow_round(runtime: &Runtime) {
-    let broker = runtime.client.broker();
-    let queues = &runtime.config.queues;
-    let mut info = WorkerInfo::new(
-        runtime.worker.as_str(),
-        &runtime.host,
-        queues.clone(),
-        runtime.config.concurrency,
-        runtime.started_at,
-    );
-    info.in_flight = runtime.config.concurrency - runtime.slots.available_permits();
-    if runtime.config.metrics {
-        crate::metrics::in_flight(info.in_flight);
-    }
-    info.last_heartbeat = chrono::Utc::now();
-    if let Some(membership) = broker.membership() {
-        if let Err(err) = membership
-            .publish_worker_info(&info, runtime.config.liveness_ttl)
+    /// One heartbeat, one reaper pass (for brokers with a [`Membership`] role) and one
+    /// promotion pass; failures are logged, not fatal.
+    pub(crate) async fn round(&self) {
+        if let Some(membership) = self.broker.membership() {
+            self.heartbeat_and_reap(membership).await;
+        }
+        if let Err(err) = self
+            .broker
+            .promote_scheduled(&self.info.queues, PROMOTE_BATCH)
             .await
         {
-            tracing::warn!(error = %err, "publishing worker info failed");
+            tracing::warn!(error = %err, "promoting scheduled messages failed");
         }
     }
-    match broker.revoked().await {
-        Ok(ids) => runtime.revocations.refresh(ids),
-        Err(err) => tracing::warn!(error = %err, "reading revocations failed"),
+
+    async fn heartbeat_and_reap(&self, membership: &dyn Membership) {
+        let queues = &self.info.queues;
+        if let Err(err) = membership
+            .heartbeat(&self.worker, queues, self.liveness_ttl)
+            .await
+        {
+            tracing::warn!(error = %err, "heartbeat failed");
+        }
+        match membership
+            .recover_lost_workers(queues, self.max_redeliveries)
+            .await
+        {
+            Ok(report) if !report.workers.is_empty() => {
+                self.recorder
+                    .recovered(report.requeued + report.dead_lettered);
+                tracing::warn!(
+                    workers = ?report.workers,
+                    requeued = report.requeued,
+                    dead_lettered = report.dead_lettered,
+                    "recovered messages of lost workers"
+                );
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "reaper pass failed"),
+        }
+    }
+
+    /// Publishes the worker's info and refreshes the revoked set (every [`SLOW_EVERY`] rounds,
+    /// and once at start).
+    pub(crate) async fn slow_round(&self) {
+        let mut info = self.info.clone();
+        info.in_flight = info.concurrency - self.slots.available_permits().min(info.concurrency);
+        self.recorder.in_flight(info.in_flight);
+        info.last_heartbeat = Utc::now();
+        if let Some(membership) = self.broker.membership() {
+            if let Err(err) = membership
+                .publish_worker_info(&info, self.liveness_ttl)
+                .await
+            {
+                tracing::warn!(error = %err, "publishing worker info failed");
+            }
+        }
+        match self.broker.revoked().await {
+            Ok(ids) => self.revocations.refresh(ids),
+            Err(err) => tracing::warn!(error = %err, "reading revocations failed"),
+        }
     }
 }
 
-/// Capped exponential backoff with full jitter for broker errors: 50 ms doubling to 5 s.
-pub(crate) fn broker_backoff(failures: u32) -> Duration {
-    let ceiling = 50u64.saturating_mul(1 << failures.min(7)).min(5_000);
-    Duration::from_millis(fastrand::u64(ceiling / 2..=ceiling))
+/// What worker `id` publishes about itself.
+pub(crate) fn worker_info(
+    id: &WorkerId,
+    queues: &[String],
+    concurrency: usize,
+    started_at: DateTime<Utc>,
+) -> WorkerInfo {
+    WorkerInfo::new(
+        id.as_str(),
+        &taskq_core::local_hostname(),
+        queues.to_vec(),
+        concurrency,
+        started_at,
+    )
 }
