@@ -39,12 +39,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    taskq::cli::init_logging(taskq::cli::LogFormat::Text);
     let cli = Cli::parse();
     let entries = match taskq_beat::load_schedule(&cli.schedule) {
         Ok(entries) => entries,
@@ -81,7 +76,11 @@ async fn run(cli: &Cli, entries: Vec<taskq_beat::Entry>) -> Result<(), Box<dyn s
     config.grace = cli.grace;
     let beat = Beat::new(client, store, entries)?.with_config(config);
     tracing::info!(owner = %beat.owner(), "taskq-beat starting");
-    let report = beat.run(taskq_core::shutdown_signal()).await?;
+    let signals = taskq::signal::Shutdown::listen();
+    let report = tokio::select! {
+        report = beat.run(signals.requested()) => report?,
+        _ = signals.forced() => return Err("stopped at once by a second signal".into()),
+    };
     tracing::info!(?report, "taskq-beat stopped");
     Ok(())
 }

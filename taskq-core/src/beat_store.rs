@@ -2,14 +2,11 @@
 //! entry), and its in-process implementation. The Redis one lives in `taskq-redis`; the beat
 //! loop itself lives in `taskq-beat`.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use parking_lot::{Mutex, MutexGuard};
 use tokio::time::Instant;
 
 use crate::Result;
@@ -55,8 +52,8 @@ impl MemoryBeatStore {
         Self::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, MemoryState> {
+        self.state.lock()
     }
 }
 

@@ -46,7 +46,6 @@ mod envelope;
 mod error;
 mod result;
 mod retry;
-mod shutdown;
 mod task;
 
 pub use backend::{MemoryResultBackend, ResultBackend, DEFAULT_RESULT_TTL};
@@ -66,7 +65,6 @@ pub use envelope::{
 pub use error::{error_chain, Error, Result};
 pub use result::{TaskResult, TaskState};
 pub use retry::RetryPolicy;
-pub use shutdown::shutdown_signal;
 pub use task::{RateLimit, Run, Task, TaskContext, TaskError, TaskOptions, DEFAULT_MAX_RETRIES};
 /// `#[derive(Task)]`: see [`Task`].
 pub use taskq_macros::Task;

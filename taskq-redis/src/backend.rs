@@ -6,14 +6,11 @@
 //! waiter re-reads the key once subscribed (so a write that happened before cannot be missed)
 //! and every poll interval as a fallback (so a lost connection delays, never strands, it).
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard},
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
+use parking_lot::{Mutex, MutexGuard};
 use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot, Notify};
 
@@ -59,7 +56,7 @@ struct Waiters {
 
 impl Waiters {
     fn lock(&self) -> MutexGuard<'_, HashMap<TaskId, (Arc<Notify>, usize)>> {
-        self.by_id.lock().unwrap_or_else(|p| p.into_inner())
+        self.by_id.lock()
     }
 
     fn wake(&self, id: &TaskId) {
@@ -126,11 +123,7 @@ impl RedisResultBackend {
     }
 
     fn send(&self, command: Command) {
-        let mut commands = self
-            .shared
-            .commands
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut commands = self.shared.commands.lock();
         let alive = commands.as_ref().is_some_and(|tx| !tx.is_closed());
         if !alive {
             let (tx, rx) = mpsc::unbounded_channel();
@@ -260,7 +253,7 @@ async fn subscriber(
             Err(err) => {
                 failures += 1;
                 tracing::warn!(error = %err, "result subscriber cannot connect; retrying");
-                tokio::time::sleep(Duration::from_millis(50 * 2u64.pow(failures.min(6)))).await;
+                tokio::time::sleep(connection::reconnect_backoff().delay(failures)).await;
                 continue;
             }
         };

@@ -56,6 +56,12 @@ pub(crate) async fn manager(
         .map_err(redis_error)
 }
 
+/// Backoff between attempts to reconnect a subscriber (control channel, result waits): 50 ms
+/// doubling up to 2 s, full jitter.
+pub(crate) fn reconnect_backoff() -> taskq_core::RetryPolicy {
+    taskq_core::RetryPolicy::exponential(Duration::from_millis(50), Duration::from_secs(2))
+}
+
 /// Settings of the server that can lose acknowledged tasks, as human-readable warnings.
 ///
 /// `maxmemory-policy` other than `noeviction` lets Redis evict queue keys under memory

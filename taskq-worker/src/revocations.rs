@@ -1,20 +1,10 @@
 //! [`Revocations`]: the ids this worker must not run, and the signals that stop a running one.
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::{Mutex, MutexGuard},
-};
+use std::collections::{HashMap, HashSet};
 
+use parking_lot::Mutex;
 use taskq_core::TaskId;
 use tokio_util::sync::CancellationToken;
-
-/// Locks `mutex`, recovering the data if a holder panicked: every critical section here
-/// replaces or updates one entry whole, so the data is consistent either way.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// Revoked ids and the cancellation handles of running executions.
 #[derive(Debug, Default)]
@@ -34,22 +24,22 @@ pub(crate) struct RunTokens {
 
 impl Revocations {
     pub(crate) fn is_revoked(&self, id: &TaskId) -> bool {
-        lock(&self.revoked).contains(id)
+        self.revoked.lock().contains(id)
     }
 
     /// Replaces the local copy with the broker's persisted set (which expires entries).
     pub(crate) fn refresh(&self, ids: Vec<TaskId>) {
-        *lock(&self.revoked) = ids.into_iter().collect();
+        *self.revoked.lock() = ids.into_iter().collect();
     }
 
     /// Revokes `id`; with `terminate`, signals a running execution at once and stops it after
     /// `grace`.
     pub(crate) fn revoke(&self, id: TaskId, terminate: bool, grace: std::time::Duration) {
-        lock(&self.revoked).insert(id);
+        self.revoked.lock().insert(id);
         if !terminate {
             return;
         }
-        let tokens = lock(&self.running).get(&id).cloned();
+        let tokens = self.running.lock().get(&id).cloned();
         if let Some(tokens) = tokens {
             tokens.soft.cancel();
             tokio::spawn(async move {
@@ -64,12 +54,12 @@ impl Revocations {
     /// Registers a running execution and returns its signals.
     pub(crate) fn start(&self, id: TaskId) -> RunTokens {
         let tokens = RunTokens::default();
-        lock(&self.running).insert(id, tokens.clone());
+        self.running.lock().insert(id, tokens.clone());
         tokens
     }
 
     pub(crate) fn finish(&self, id: &TaskId) {
-        if let Some(tokens) = lock(&self.running).remove(id) {
+        if let Some(tokens) = self.running.lock().remove(id) {
             // Ends a pending grace timer.
             tokens.kill.cancel();
         }

@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use taskq_core::Client;
+
+use crate::signal::Shutdown;
 use taskq_worker::{Worker, WorkerBuilder, WorkerReport};
 
 /// Command-line flags of a worker process; flatten them into your own clap parser.
@@ -66,19 +68,7 @@ impl WorkerArgs {
     /// Installs the `tracing` subscriber for `--log-format`, honouring `RUST_LOG`; does
     /// nothing when the program already installed one.
     pub fn init_logging(&self) {
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-        let builder = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr);
-        let _ = match self.log_format {
-            LogFormat::Text => builder.try_init(),
-            LogFormat::Json => builder
-                .json()
-                .with_current_span(true)
-                .with_span_list(true)
-                .try_init(),
-        };
+        init_logging(self.log_format);
     }
 
     /// Starts the Prometheus endpoint if `--metrics-addr` was given.
@@ -121,7 +111,8 @@ impl WorkerArgs {
 
     /// Installs logging (`--log-format`, `RUST_LOG`) and the metrics endpoint, connects,
     /// builds a worker with the tasks `register` adds, and runs it until SIGINT or SIGTERM
-    /// (see [`shutdown_signal`]).
+    /// (see [`Shutdown`]); a second signal stops it at once, leaving unfinished work to the
+    /// reaper of another worker.
     ///
     /// # Errors
     ///
@@ -138,8 +129,33 @@ impl WorkerArgs {
             .metrics(self.metrics_addr.is_some())
             .build()?;
         tracing::info!(worker = %worker.id(), queues = ?worker.queues(), "starting");
-        Ok(worker.run(shutdown_signal()).await?)
+        let signals = Shutdown::listen();
+        tokio::select! {
+            report = worker.run(signals.requested()) => Ok(report?),
+            _ = signals.forced() => Err("stopped at once by a second signal".into()),
+        }
     }
 }
 
-pub use taskq_core::shutdown_signal;
+/// Installs the `tracing` subscriber of taskq's binaries on stderr: `format` lines, level from
+/// `RUST_LOG` (default `info`). Does nothing when the program already installed one.
+///
+/// ```
+/// taskq::cli::init_logging(taskq::cli::LogFormat::Text);
+/// tracing::info!("visible on stderr");
+/// ```
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .try_init(),
+    };
+}

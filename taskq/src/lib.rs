@@ -36,6 +36,7 @@
 #[cfg(feature = "cli")]
 pub mod cli;
 mod connect;
+pub mod signal;
 
 pub use connect::{connect, connect_beat_store, Connect};
 pub use taskq_core::*;

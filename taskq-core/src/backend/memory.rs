@@ -2,11 +2,12 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
-    sync::{Arc, Mutex, MutexGuard},
+    sync::Arc,
     time::Duration,
 };
 
 use async_trait::async_trait;
+use parking_lot::{Mutex, MutexGuard};
 use tokio::{sync::Notify, time::Instant};
 
 use super::ResultBackend;
@@ -51,11 +52,7 @@ impl MemoryResultBackend {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // Every mutation is a single map operation; a poisoned lock holds consistent data.
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.shared.state.lock()
     }
 
     fn current(state: &State, id: TaskId) -> Option<TaskResult> {

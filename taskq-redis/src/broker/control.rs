@@ -113,13 +113,13 @@ async fn forward_control(
             }
         }
         tracing::warn!("control channel connection lost; reconnecting");
-        let mut delay = Duration::from_millis(50);
+        let mut failures = 0;
         pubsub = loop {
             if tx.is_closed() {
                 return;
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(2));
+            tokio::time::sleep(crate::connection::reconnect_backoff().delay(failures)).await;
+            failures += 1;
             let Ok(mut fresh) = client.get_async_pubsub().await else {
                 continue;
             };

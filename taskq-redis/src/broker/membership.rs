@@ -24,11 +24,7 @@ impl Membership for RedisBroker {
         pipe.query_async::<()>(&mut self.conn())
             .await
             .map_err(redis_error)?;
-        self.shared
-            .heartbeating
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(worker.clone());
+        self.shared.heartbeating.lock().insert(worker.clone());
         Ok(())
     }
 
@@ -70,11 +66,7 @@ impl Membership for RedisBroker {
             self.recover(queue, worker.as_str(), 0, true).await?;
         }
         self.held().remove(worker);
-        self.shared
-            .heartbeating
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(worker);
+        self.shared.heartbeating.lock().remove(worker);
         Ok(())
     }
 

@@ -5,11 +5,12 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex, MutexGuard},
+    sync::Arc,
     time::Duration,
 };
 
 use chrono::{DateTime, Utc};
+use parking_lot::{Mutex, MutexGuard};
 use redis::aio::ConnectionManager;
 use tokio::sync::OnceCell;
 
@@ -134,27 +135,15 @@ impl RedisBroker {
     }
 
     fn has_heartbeat(&self, worker: &WorkerId) -> bool {
-        self.shared
-            .heartbeating
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(worker)
+        self.shared.heartbeating.lock().contains(worker)
     }
 
     fn knows_queue(&self, queue: &str) -> bool {
-        self.shared
-            .known_queues
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(queue)
+        self.shared.known_queues.lock().contains(queue)
     }
 
     fn remember_queues(&self, queues: &[&str]) {
-        let mut known = self
-            .shared
-            .known_queues
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut known = self.shared.known_queues.lock();
         known.extend(queues.iter().map(|q| (*q).to_owned()));
     }
 
@@ -163,8 +152,7 @@ impl RedisBroker {
     }
 
     fn held(&self) -> MutexGuard<'_, Held> {
-        // Entries are only inserted and removed whole; a poisoned map is still consistent.
-        self.shared.held.lock().unwrap_or_else(|p| p.into_inner())
+        self.shared.held.lock()
     }
 
     fn hold(&self, worker: &WorkerId, deliveries: &[Delivery]) {
@@ -207,22 +195,13 @@ impl RedisBroker {
     }
 
     fn mark_unreconciled(&self, worker: &WorkerId) {
-        self.shared
-            .unreconciled
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(worker.clone());
+        self.shared.unreconciled.lock().insert(worker.clone());
     }
 
     /// After a failed fetch: adopts messages that reached `worker`'s processing lists without
     /// their reply reaching us, so nothing is stranded while the worker lives.
     async fn reconcile(&self, worker: &WorkerId, queues: &[String]) -> Result<Vec<Delivery>> {
-        let pending = self
-            .shared
-            .unreconciled
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(worker);
+        let pending = self.shared.unreconciled.lock().contains(worker);
         if !pending {
             return Ok(Vec::new());
         }
@@ -263,11 +242,7 @@ impl RedisBroker {
             tracing::warn!(worker = %worker, count = adopted.len(), "adopted messages whose fetch reply was lost");
         }
         self.hold(worker, &adopted);
-        self.shared
-            .unreconciled
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(worker);
+        self.shared.unreconciled.lock().remove(worker);
         Ok(adopted)
     }
 

@@ -30,22 +30,14 @@ impl ControlChannel for MemoryBroker {
     }
 
     async fn broadcast(&self, message: &ControlMessage) -> Result<()> {
-        let mut subscribers = self
-            .shared
-            .control
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut subscribers = self.shared.control.lock();
         subscribers.retain(|tx| tx.send(message.clone()).is_ok());
         Ok(())
     }
 
     async fn subscribe_control(&self) -> Result<ControlStream> {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.shared
-            .control
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(tx);
+        self.shared.control.lock().push(tx);
         Ok(futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|message| (message, rx))
         })
