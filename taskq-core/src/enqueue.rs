@@ -20,7 +20,7 @@ use std::{
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 
-use crate::{AsyncResult, Client, Envelope, Error, Result, TaskId, TaskOptions};
+use crate::{AsyncResult, Client, Envelope, Error, Priority, Result, TaskId, TaskOptions};
 
 /// Header carrying the uniqueness key, so the worker can release it when the task finishes.
 pub const UNIQUE_KEY_HEADER: &str = "taskq-unique-key";
@@ -89,8 +89,8 @@ pub(crate) fn plan(
     envelope.priority = call
         .priority
         .or_else(|| declared.map(TaskOptions::priority))
-        .unwrap_or(0)
-        .min(9);
+        .map_or(Priority::LOWEST, Priority::new)
+        .get();
     envelope.max_retries = call
         .max_retries
         .or_else(|| declared.map(TaskOptions::max_retries));
@@ -268,8 +268,8 @@ impl<'a, O> Enqueue<'a, O> {
     }
 
     /// Priority 0 (lowest) to 9 (highest) within the queue; larger values are clamped to 9.
-    pub fn priority(mut self, priority: u8) -> Self {
-        self.call.priority = Some(priority.min(9));
+    pub fn priority(mut self, priority: impl Into<Priority>) -> Self {
+        self.call.priority = Some(priority.into().get());
         self
     }
 

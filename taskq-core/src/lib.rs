@@ -44,6 +44,7 @@ mod clock;
 pub mod enqueue;
 mod envelope;
 mod error;
+mod priority;
 mod result;
 mod retry;
 mod task;
@@ -63,6 +64,7 @@ pub use envelope::{
     DecodeError, Envelope, TaskId, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_QUEUE, PROTOCOL_VERSION,
 };
 pub use error::{error_chain, Error, Result};
+pub use priority::Priority;
 pub use result::{TaskResult, TaskState};
 pub use retry::RetryPolicy;
 pub use task::{RateLimit, Run, Task, TaskContext, TaskError, TaskOptions, DEFAULT_MAX_RETRIES};
@@ -73,4 +75,7 @@ pub use taskq_macros::Task;
 #[doc(hidden)]
 pub mod __private {
     pub use std::time::Duration;
+
+    /// How worker runtimes build a [`TaskContext`](crate::TaskContext).
+    pub use crate::task::RunParts;
 }

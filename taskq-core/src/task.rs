@@ -171,7 +171,7 @@ impl TaskOptions {
 
     /// Priority 0 (lowest, default) to 9 (highest); values above 9 are clamped.
     pub fn with_priority(mut self, priority: u8) -> Self {
-        self.priority = priority.min(9);
+        self.priority = crate::Priority::new(priority).get();
         self
     }
 
@@ -370,7 +370,7 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for TaskError {
 /// ```
 /// use taskq_core::{Envelope, TaskContext};
 /// let envelope = Envelope::new("t", &(), "default", chrono::Utc::now())?;
-/// let ctx = TaskContext::new(&envelope, 3, Default::default());
+/// let ctx = TaskContext::detached(&envelope);
 /// assert_eq!(ctx.attempt(), 0);
 /// assert!(!ctx.is_cancelled());
 /// # Ok::<(), taskq_core::Error>(())
@@ -395,6 +395,32 @@ struct ProgressSink {
     ttl: Duration,
 }
 
+/// What a worker runtime knows about one attempt; built through `__private` by the worker
+/// crate, not a public API.
+#[doc(hidden)]
+#[allow(missing_debug_implementations)]
+pub struct RunParts<'a> {
+    /// The message being run.
+    pub envelope: &'a Envelope,
+    /// Retries allowed (the envelope's, else the task's).
+    pub max_retries: u32,
+    /// Fires when the worker shuts down.
+    pub shutdown: CancellationToken,
+    /// Fires for this run alone (soft time limit, revocation).
+    pub run: Option<CancellationToken>,
+    /// The worker running it.
+    pub worker: Option<Arc<str>>,
+    /// Where progress goes, and for how long it is kept.
+    pub progress: Option<(Arc<dyn crate::ResultBackend>, Duration)>,
+}
+
+impl RunParts<'_> {
+    /// The task's context.
+    pub fn into_context(self) -> TaskContext {
+        TaskContext::for_run(self)
+    }
+}
+
 impl fmt::Debug for ProgressSink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProgressSink")
@@ -404,36 +430,36 @@ impl fmt::Debug for ProgressSink {
 }
 
 impl TaskContext {
-    /// The context of running `envelope`; `cancellation` fires when the run should stop.
-    ///
-    /// Worker runtimes call this; tasks receive it.
-    pub fn new(envelope: &Envelope, max_retries: u32, cancellation: CancellationToken) -> Self {
+    /// A context for running `envelope`'s task outside a worker, e.g. to unit-test a handler:
+    /// never cancelled, no progress sink, the envelope's retry limit (or the default).
+    pub fn detached(envelope: &Envelope) -> Self {
+        Self::for_run(RunParts {
+            envelope,
+            max_retries: envelope.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
+            shutdown: CancellationToken::new(),
+            run: None,
+            worker: None,
+            progress: None,
+        })
+    }
+
+    /// The context a worker runtime builds for one attempt.
+    pub(crate) fn for_run(parts: RunParts<'_>) -> Self {
+        let envelope = parts.envelope;
         Self {
             id: envelope.id,
             name: Arc::from(envelope.task.as_str()),
             queue: Arc::from(envelope.queue.as_str()),
             attempt: envelope.attempt,
-            max_retries,
+            max_retries: parts.max_retries,
             headers: Arc::new(envelope.headers.clone()),
-            cancellation,
-            run: None,
-            worker: None,
-            progress: None,
+            cancellation: parts.shutdown,
+            run: parts.run,
+            worker: parts.worker,
+            progress: parts
+                .progress
+                .map(|(backend, ttl)| Arc::new(ProgressSink { backend, ttl })),
         }
-    }
-
-    /// Adds a signal for this run alone (soft time limit, revocation), on top of the worker's
-    /// shutdown signal (builder style; worker runtimes call this).
-    pub fn with_run_cancellation(mut self, token: CancellationToken) -> Self {
-        self.run = Some(token);
-        self
-    }
-
-    /// Lets [`TaskContext::set_progress`] write to `backend`, kept for `ttl` (builder style;
-    /// worker runtimes call this).
-    pub fn with_progress(mut self, backend: Arc<dyn crate::ResultBackend>, ttl: Duration) -> Self {
-        self.progress = Some(Arc::new(ProgressSink { backend, ttl }));
-        self
     }
 
     /// Records progress (any JSON value) readable through the result handle while the task
@@ -463,12 +489,6 @@ impl TaskContext {
     /// Err(ctx.retry_after(delay, "busy"))`.
     pub fn retry_after(&self, delay: Duration, message: impl fmt::Display) -> TaskError {
         TaskError::retry_after(delay, message)
-    }
-
-    /// Names the worker running this attempt (builder style).
-    pub fn with_worker(mut self, worker: impl Into<Arc<str>>) -> Self {
-        self.worker = Some(worker.into());
-        self
     }
 
     /// Id of the worker running this attempt, when run by a worker.

@@ -5,24 +5,27 @@
 -- Cost is independent of the batch size: EXISTS answers "anything at all?" for every level in
 -- one call, and each level is taken with LRANGE + LTRIM + LPUSH instead of one LMOVE per message.
 --
--- KEYS[1..10]  taskq:{q}:pending:9 .. taskq:{q}:pending:0 (highest level first)
--- KEYS[11]     taskq:{q}:processing:<worker>
--- KEYS[12]     taskq:{q}:workers
+-- KEYS[1..L]   taskq:{q}:pending:<L-1> .. taskq:{q}:pending:0 (highest level first; L, the
+--              number of priority levels, is #KEYS - 2)
+-- KEYS[L+1]    taskq:{q}:processing:<worker>
+-- KEYS[L+2]    taskq:{q}:workers
 -- ARGV[1]      most messages to move (0 only registers the worker)
 -- ARGV[2]      worker id
 -- ARGV[3]      lease deadline (ms) for a worker not yet registered by a heartbeat; 0 when
 --              it has sent one (no registration needed)
 -- returns      {payloads, levels}: two arrays of equal length, oldest first
+local levels_count = #KEYS - 2
+local processing, workers = KEYS[levels_count + 1], KEYS[levels_count + 2]
 local max = tonumber(ARGV[1])
 -- A worker holding messages must be known to reapers even before its first heartbeat.
 if ARGV[3] ~= '0' then
-  redis.call('ZADD', KEYS[12], 'NX', ARGV[3], ARGV[2])
+  redis.call('ZADD', workers, 'NX', ARGV[3], ARGV[2])
 end
 local payloads, levels = {}, {}
-if max <= 0 or redis.call('EXISTS', unpack(KEYS, 1, 10)) == 0 then
+if max <= 0 or redis.call('EXISTS', unpack(KEYS, 1, levels_count)) == 0 then
   return {payloads, levels}
 end
-for i = 1, 10 do
+for i = 1, levels_count do
   local want = max - #payloads
   if want <= 0 then break end
   -- Producers push left, so the oldest messages are at the right end.
@@ -36,9 +39,9 @@ for i = 1, 10 do
     for j = n, 1, -1 do
       oldest_first[#oldest_first + 1] = taken[j]
       payloads[#payloads + 1] = taken[j]
-      levels[#levels + 1] = 10 - i
+      levels[#levels + 1] = levels_count - i
     end
-    redis.call('LPUSH', KEYS[11], unpack(oldest_first))
+    redis.call('LPUSH', processing, unpack(oldest_first))
   end
 end
 return {payloads, levels}

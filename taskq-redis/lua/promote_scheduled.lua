@@ -2,11 +2,12 @@
 -- ARGV[2] per call. Atomic, so concurrent promoters never move one message twice.
 --
 -- KEYS[1]      taskq:{q}:scheduled (members: one-digit level followed by the payload)
--- KEYS[2..11]  taskq:{q}:pending:0 .. taskq:{q}:pending:9
--- KEYS[12]     taskq:{q}:wake (a token for one idle worker)
+-- KEYS[2..]    taskq:{q}:pending:0 .. taskq:{q}:pending:<L-1> (L priority levels: #KEYS - 2)
+-- KEYS[#KEYS]  taskq:{q}:wake (a token for one idle worker)
 -- ARGV[1]      now, ms since the epoch
 -- ARGV[2]      most messages to move
 -- returns      number of messages moved
+local wake = KEYS[#KEYS]
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, member in ipairs(due) do
   local level = tonumber(string.sub(member, 1, 1)) or 0
@@ -14,7 +15,7 @@ for _, member in ipairs(due) do
   redis.call('ZREM', KEYS[1], member)
 end
 if #due > 0 then
-  redis.call('LPUSH', KEYS[12], '1')
-  redis.call('LTRIM', KEYS[12], 0, 0)
+  redis.call('LPUSH', wake, '1')
+  redis.call('LTRIM', wake, 0, 0)
 end
 return #due

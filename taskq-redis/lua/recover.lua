@@ -7,8 +7,8 @@
 -- KEYS[2]      taskq:{q}:processing:<worker>
 -- KEYS[3]      taskq:{q}:redeliveries (task id -> times recovered)
 -- KEYS[4]      taskq:{q}:dead
--- KEYS[5..14]  taskq:{q}:pending:0 .. taskq:{q}:pending:9
--- KEYS[15]     taskq:{q}:wake (a token for one idle worker)
+-- KEYS[5..]    taskq:{q}:pending:0 .. taskq:{q}:pending:<L-1> (L priority levels: #KEYS - 5)
+-- KEYS[#KEYS]  taskq:{q}:wake (a token for one idle worker)
 -- ARGV[1]      worker id
 -- ARGV[2]      now, ms since the epoch
 -- ARGV[3]      most recoveries before a message is dead-lettered
@@ -17,6 +17,8 @@
 -- ARGV[6]      queue name
 -- ARGV[7]      '1' to skip the deadline check and the counting (a worker deregistering itself)
 -- returns      {requeued, dead_lettered}, or {-1, 0} when the worker is alive or already recovered
+local top_level = #KEYS - 6
+local wake = KEYS[#KEYS]
 local force = ARGV[7] == '1'
 local deadline = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not force then
@@ -32,7 +34,7 @@ for _, payload in ipairs(held) do
   if not ok or type(message) ~= 'table' then message = {} end
   local id = type(message.id) == 'string' and message.id or nil
   local level = math.floor(tonumber(message.priority) or 0)
-  if level < 0 then level = 0 elseif level > 9 then level = 9 end
+  if level < 0 then level = 0 elseif level > top_level then level = top_level end
   local count = 0
   if not force then
     count = redis.call('HINCRBY', KEYS[3], id or redis.sha1hex(payload), 1)
@@ -52,7 +54,7 @@ for _, payload in ipairs(held) do
 end
 redis.call('DEL', KEYS[2])
 if requeued > 0 then
-  redis.call('LPUSH', KEYS[15], '1')
-  redis.call('LTRIM', KEYS[15], 0, 0)
+  redis.call('LPUSH', wake, '1')
+  redis.call('LTRIM', wake, 0, 0)
 end
 return {requeued, dead}

@@ -2,10 +2,11 @@
 -- that they run next and in the given order. Fenced per message.
 --
 -- KEYS[1]      taskq:{q}:processing:<worker>
--- KEYS[2..11]  taskq:{q}:pending:0 .. taskq:{q}:pending:9
--- KEYS[12]     taskq:{q}:wake (a token for one idle worker)
+-- KEYS[2..]    taskq:{q}:pending:0 .. taskq:{q}:pending:<L-1> (L priority levels: #KEYS - 2)
+-- KEYS[#KEYS]  taskq:{q}:wake (a token for one idle worker)
 -- ARGV         pairs: level, payload, in the order they should run
 -- returns      number of messages that were still held
+local wake = KEYS[#KEYS]
 local requeued = 0
 for i = #ARGV - 1, 1, -2 do
   if redis.call('LREM', KEYS[1], 1, ARGV[i + 1]) == 1 then
@@ -14,7 +15,7 @@ for i = #ARGV - 1, 1, -2 do
   end
 end
 if requeued > 0 then
-  redis.call('LPUSH', KEYS[12], '1')
-  redis.call('LTRIM', KEYS[12], 0, 0)
+  redis.call('LPUSH', wake, '1')
+  redis.call('LTRIM', wake, 0, 0)
 end
 return requeued

@@ -1,18 +1,19 @@
 -- stats: one queue's counts as one consistent snapshot, in one round trip.
 --
--- KEYS[1..10]  taskq:{q}:pending:0 .. taskq:{q}:pending:9
--- KEYS[11]     taskq:{q}:scheduled
--- KEYS[12]     taskq:{q}:dead
--- KEYS[13]     taskq:{q}:workers (worker -> liveness deadline)
+-- KEYS[1..L]   taskq:{q}:pending:0 .. taskq:{q}:pending:<L-1> (L priority levels: #KEYS - 3)
+-- KEYS[L+1]    taskq:{q}:scheduled
+-- KEYS[L+2]    taskq:{q}:dead
+-- KEYS[L+3]    taskq:{q}:workers (worker -> liveness deadline)
 -- ARGV[1]      the queue's processing key prefix, `taskq:{q}:processing:`
 -- returns      {pending, scheduled, processing, dead, {oldest payload of each non-empty level}}
 --
--- The processing lists are named by the workers in KEYS[13], so they cannot be listed in KEYS
+-- The processing lists are named by the workers in KEYS[L+3], so they cannot be listed in KEYS
 -- up front; the script builds their names from ARGV[1], which carries the same hash tag as
 -- every KEYS entry, and only reads them. That keeps it in one slot on a cluster (the same
 -- pattern asynq uses for per-task keys).
+local levels_count = #KEYS - 3
 local pending, oldest = 0, {}
-for level = 1, 10 do
+for level = 1, levels_count do
   local length = redis.call('LLEN', KEYS[level])
   if length > 0 then
     pending = pending + length
@@ -20,7 +21,8 @@ for level = 1, 10 do
   end
 end
 local processing = 0
-for _, worker in ipairs(redis.call('ZRANGE', KEYS[13], 0, -1)) do
+for _, worker in ipairs(redis.call('ZRANGE', KEYS[levels_count + 3], 0, -1)) do
   processing = processing + redis.call('LLEN', ARGV[1] .. worker)
 end
-return {pending, redis.call('ZCARD', KEYS[11]), processing, redis.call('LLEN', KEYS[12]), oldest}
+return {pending, redis.call('ZCARD', KEYS[levels_count + 1]), processing,
+  redis.call('LLEN', KEYS[levels_count + 2]), oldest}

@@ -3,8 +3,10 @@
 //! All keys of one queue share the hash tag `{<queue>}`, so every script touches one slot and
 //! the layout runs unchanged on Redis Cluster.
 
+use taskq_core::Priority;
+
 /// Number of priority levels; level `n` has its own pending list.
-pub(crate) const LEVELS: u8 = 10;
+const LEVELS: u8 = Priority::LEVELS;
 
 /// Keys of one queue.
 #[derive(Clone, Debug)]

@@ -175,9 +175,28 @@ impl WorkerBuilder {
         self
     }
 
-    /// Replaces the whole configuration.
-    pub fn config(mut self, config: WorkerConfig) -> Self {
-        self.config = config;
+    /// Edits the configuration in place, for the settings without a builder method of their
+    /// own; what earlier calls set is kept.
+    ///
+    /// ```
+    /// # use taskq_worker::Worker;
+    /// # #[derive(taskq_core::Task, serde::Serialize, serde::Deserialize)]
+    /// # #[task(name = "noop")] struct Noop;
+    /// # impl taskq_core::Run for Noop {
+    /// #     type Output = ();
+    /// #     async fn run(self, _: taskq_core::TaskContext) -> Result<(), taskq_core::TaskError> { Ok(()) }
+    /// # }
+    /// let worker = Worker::builder(taskq_core::Client::in_memory())
+    ///     .register::<Noop>()
+    ///     .concurrency(4)
+    ///     .configure(|config| config.track_started = true)
+    ///     .build()?;
+    /// assert!(worker.config().track_started);
+    /// assert_eq!(worker.config().concurrency, 4, "earlier settings are kept");
+    /// # Ok::<(), taskq_worker::Error>(())
+    /// ```
+    pub fn configure(mut self, edit: impl FnOnce(&mut WorkerConfig)) -> Self {
+        edit(&mut self.config);
         self
     }
 

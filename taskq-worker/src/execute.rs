@@ -7,8 +7,9 @@ use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
 use futures_util::FutureExt;
 use serde_json::value::RawValue;
 use taskq_core::{
-    error_chain, Clock, DeadReason, DecodeError, Delivery, Envelope, OutboundMessage, RateLimiter,
-    ResultBackend, TaskContext, TaskError, TaskResult, TaskState, WorkerId, UNIQUE_KEY_HEADER,
+    __private::RunParts, error_chain, Clock, DeadReason, DecodeError, Delivery, Envelope,
+    OutboundMessage, RateLimiter, ResultBackend, TaskError, TaskResult, TaskState, WorkerId,
+    UNIQUE_KEY_HEADER,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -276,12 +277,16 @@ impl Execution<'_> {
         let executor = self.executor;
         let max_retries = self.max_retries(task);
         let tokens = executor.revocations.start(self.envelope.id);
-        let mut ctx = TaskContext::new(self.envelope, max_retries, executor.stopping.clone())
-            .with_worker(executor.worker.as_str())
-            .with_run_cancellation(tokens.soft.clone());
-        if !task.options.ignore_result() {
-            ctx = ctx.with_progress(executor.progress.clone(), executor.settings.result_ttl);
+        let ctx = RunParts {
+            envelope: self.envelope,
+            max_retries,
+            shutdown: executor.stopping.clone(),
+            run: Some(tokens.soft.clone()),
+            worker: Some(Arc::from(executor.worker.as_str())),
+            progress: (!task.options.ignore_result())
+                .then(|| (executor.progress.clone(), executor.settings.result_ttl)),
         }
+        .into_context();
         let running = match task.start(&self.envelope.args, ctx) {
             Ok(running) => running,
             Err(err) => {

@@ -100,6 +100,11 @@ impl Worker {
         &self.id
     }
 
+    /// The settings it runs with.
+    pub fn config(&self) -> &WorkerConfig {
+        &self.config
+    }
+
     /// The queues consumed, in order of preference.
     pub fn queues(&self) -> &[String] {
         &self.config.queues

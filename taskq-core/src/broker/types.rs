@@ -85,7 +85,7 @@ impl OutboundMessage {
         Ok(Self {
             id: envelope.id,
             queue: envelope.queue.clone(),
-            priority: envelope.priority.min(9),
+            priority: crate::Priority::new(envelope.priority).get(),
             eta: envelope.eta,
             payload: envelope.encode(max_payload_bytes)?,
         })
@@ -321,7 +321,7 @@ impl PayloadFields {
     /// Reads what it can of `payload`; never fails.
     pub fn read(payload: &str) -> Self {
         let mut fields: Self = serde_json::from_str(payload).unwrap_or_default();
-        fields.priority = fields.priority.min(9);
+        fields.priority = crate::Priority::new(fields.priority).get();
         fields
     }
 }

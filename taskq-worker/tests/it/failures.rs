@@ -160,12 +160,13 @@ async fn arguments_of_the_wrong_shape_are_dead_lettered() {
 #[tokio::test(start_paused = true)]
 async fn oversized_payload_is_dead_lettered_not_run() {
     let client = Client::in_memory();
-    let mut config = taskq_worker::WorkerConfig::default();
-    config.max_payload_bytes = 500;
-    config.liveness_ttl = Duration::from_millis(500);
-    config.heartbeat_interval = Duration::from_millis(100);
-    let worker =
-        Running::start(all_tasks(taskq_worker::Worker::builder(client.clone())).config(config));
+    let worker = Running::start(
+        all_tasks(taskq_worker::Worker::builder(client.clone())).configure(|config| {
+            config.max_payload_bytes = 500;
+            config.liveness_ttl = Duration::from_millis(500);
+            config.heartbeat_interval = Duration::from_millis(100);
+        }),
+    );
     let big = client
         .enqueue(Record {
             label: "x".repeat(1_000),

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, Notify};
 use super::{
     Broker, DeadLetter, Delivery, Membership, OutboundMessage, Receipt, WorkerId, FETCH_LEASE,
 };
-use crate::{Clock, ControlMessage, TaskId, WorkerInfo};
+use crate::{Clock, ControlMessage, Priority, TaskId, WorkerInfo};
 
 mod catalog;
 mod control;
@@ -20,9 +20,6 @@ mod inspector;
 mod membership;
 mod rate_limiter;
 mod transport;
-
-/// Number of priority levels (0..=9).
-const LEVELS: usize = 10;
 
 /// Limits of a [`MemoryBroker`].
 ///
@@ -107,7 +104,7 @@ struct State {
 #[derive(Debug, Default)]
 struct QueueState {
     /// Ready messages per priority level, FIFO within a level.
-    levels: [VecDeque<Message>; LEVELS],
+    levels: [VecDeque<Message>; Priority::LEVELS as usize],
     pending: usize,
     /// Due time and insertion sequence -> message.
     scheduled: BTreeMap<(DateTime<Utc>, u64), Message>,
@@ -251,12 +248,12 @@ impl QueueState {
     }
 
     fn push_back(&mut self, message: Message) {
-        self.levels[usize::from(message.priority.min(9))].push_back(message);
+        self.levels[Priority::new(message.priority).index()].push_back(message);
         self.pending += 1;
     }
 
     fn push_front(&mut self, message: Message) {
-        self.levels[usize::from(message.priority.min(9))].push_front(message);
+        self.levels[Priority::new(message.priority).index()].push_front(message);
         self.pending += 1;
     }
 
