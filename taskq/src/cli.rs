@@ -24,6 +24,8 @@ use taskq_worker::{Worker, WorkerBuilder, WorkerReport};
 /// assert_eq!(cli.worker.queues, ["a", "b"]);
 /// ```
 #[derive(Clone, Debug, clap::Args)]
+// Without these, a binary whose parser has no doc comment shows this rustdoc as its help.
+#[command(about = None, long_about = None)]
 #[non_exhaustive]
 pub struct WorkerArgs {
     /// Broker URL: redis://HOST:PORT[/DB], rediss:// for TLS, or memory:// (in-process).
@@ -158,4 +160,37 @@ pub fn init_logging(format: LogFormat) {
             .with_span_list(true)
             .try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    // A binary built as the README shows: no doc comment of its own.
+    #[derive(Parser)]
+    struct ReadmeWorker {
+        #[command(flatten)]
+        worker: WorkerArgs,
+    }
+
+    #[test]
+    fn help_of_a_binary_flattening_the_args_shows_flags_not_rustdoc() {
+        let help = ReadmeWorker::command().render_long_help().to_string();
+        assert!(help.contains("--broker"), "{help}");
+        assert!(!help.contains("```"), "rustdoc leaked into --help:\n{help}");
+        assert!(
+            !help.contains("flatten them"),
+            "rustdoc leaked into --help:\n{help}"
+        );
+    }
+
+    #[test]
+    fn flags_parse_with_defaults() {
+        let cli = ReadmeWorker::parse_from(["w", "--queues", "a,b", "--log-format", "json"]);
+        assert_eq!(cli.worker.queues, ["a", "b"]);
+        assert_eq!(cli.worker.log_format, LogFormat::Json);
+        assert_eq!(cli.worker.concurrency, 32);
+    }
 }
