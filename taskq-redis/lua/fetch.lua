@@ -9,14 +9,15 @@
 --              number of priority levels, is #KEYS - 2)
 -- KEYS[L+1]    taskq:{q}:processing:<worker>
 -- KEYS[L+2]    taskq:{q}:workers
--- ARGV[1]      most messages to move (0 only registers the worker)
+-- ARGV[1]      most messages to move (0 only registers the worker); capped at 1000 per call,
+--              because unpack() fails near 8000 values and the LTRIM comes before the LPUSH
 -- ARGV[2]      worker id
 -- ARGV[3]      lease deadline (ms) for a worker not yet registered by a heartbeat; 0 when
 --              it has sent one (no registration needed)
 -- returns      {payloads, levels}: two arrays of equal length, oldest first
 local levels_count = #KEYS - 2
 local processing, workers = KEYS[levels_count + 1], KEYS[levels_count + 2]
-local max = tonumber(ARGV[1])
+local max = math.min(tonumber(ARGV[1]) or 0, 1000)
 -- A worker holding messages must be known to reapers even before its first heartbeat.
 if ARGV[3] ~= '0' then
   redis.call('ZADD', workers, 'NX', ARGV[3], ARGV[2])

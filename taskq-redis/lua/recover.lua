@@ -34,7 +34,9 @@ for _, payload in ipairs(held) do
   if not ok or type(message) ~= 'table' then message = {} end
   local id = type(message.id) == 'string' and message.id or nil
   local level = math.floor(tonumber(message.priority) or 0)
-  if level < 0 then level = 0 elseif level > top_level then level = top_level end
+  -- NaN (cjson reads `NaN`) compares false with everything: without this check it would reach
+  -- KEYS[5 + NaN] and fail the script after its first writes, stranding the rest.
+  if level ~= level or level < 0 then level = 0 elseif level > top_level then level = top_level end
   local count = 0
   if not force then
     count = redis.call('HINCRBY', KEYS[3], id or redis.sha1hex(payload), 1)

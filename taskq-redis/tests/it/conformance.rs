@@ -223,3 +223,43 @@ async fn dead_letters_are_capped_newest_first_on_redis() {
         .collect();
     assert_eq!(dead, vec![ids[2], ids[1]]);
 }
+
+/// A held message whose priority is NaN must not make recovery fail halfway: every held message
+/// goes back, none stays stranded in the lost worker's processing list.
+#[tokio::test]
+async fn recovery_survives_a_held_message_with_a_nan_priority() {
+    use taskq_core::Membership;
+    let server = RedisServer::start();
+    let broker = RedisBroker::connect(config(&server)).await.unwrap();
+    let q = format!("q-{}", uuid::Uuid::new_v4());
+    let worker = WorkerId::generate();
+    let queues = [q.clone()];
+    broker
+        .enqueue(vec![message(&q, 3), message(&q, 0)])
+        .await
+        .unwrap();
+    broker
+        .heartbeat(&worker, &queues, Duration::from_millis(100))
+        .await
+        .unwrap();
+    let held = broker
+        .fetch(&worker, &queues, 2, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 2);
+    // A third message reaches the processing list with a priority cjson reads as NaN.
+    let admin = redis::Client::open(server.url()).unwrap();
+    let mut conn = admin.get_multiplexed_async_connection().await.unwrap();
+    let poisoned = r#"{"v":1,"id":"5b0f8a3e-7d3c-4a5e-9a51-3d2f1b0c9e11","task":"t","args":{},"queue":"x","priority":NaN}"#;
+    redis::cmd("LPUSH")
+        .arg(format!("taskq:{{{q}}}:processing:{worker}"))
+        .arg(poisoned)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let report = broker.recover_lost_workers(&queues, 3).await.unwrap();
+    assert_eq!(report.requeued, 3, "{report:?}");
+    let stats = broker.stats(&q).await.unwrap();
+    assert_eq!((stats.pending, stats.processing), (3, 0), "{stats:?}");
+}

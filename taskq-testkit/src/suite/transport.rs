@@ -33,6 +33,7 @@ macro_rules! transport_conformance {
                 racing_promoters_promote_once,
                 unique_enqueue_happens_once_per_key,
                 rate_limit_spaces_starts,
+                a_huge_fetch_loses_nothing,
             );
         }
     };
@@ -421,4 +422,22 @@ pub async fn rate_limit_spaces_starts(broker: Shared) {
     );
     tokio::time::sleep(wait + Duration::from_millis(5)).await;
     assert_eq!(broker.rate_limit(&q, "t", limit).await.unwrap(), None);
+}
+
+/// A fetch asking for more than a broker moves at once returns a part and loses nothing (on
+/// Redis, a fetch of 8,000 or more used to trim pending and then fail to push them).
+pub async fn a_huge_fetch_loses_nothing(broker: Shared) {
+    let q = queue();
+    let total = 9_000;
+    let sent: Vec<_> = (0..total).map(|_| message(&q, 0)).collect();
+    broker.enqueue(sent).await.unwrap();
+    let worker = WorkerId::generate();
+    let got = broker
+        .fetch(&worker, std::slice::from_ref(&q), total, NO_WAIT)
+        .await
+        .unwrap();
+    assert!(!got.is_empty());
+    let stats = broker.stats(&q).await.unwrap();
+    assert_eq!(stats.processing, got.len());
+    assert_eq!(stats.pending + stats.processing, total, "{stats:?}");
 }
