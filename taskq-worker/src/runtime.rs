@@ -118,7 +118,9 @@ pub(crate) async fn run(
         tracing::info!(in_flight = executions.len(), "shutting down");
         executor.stopping.cancel();
         let grace = config.shutdown_grace;
-        let drained = tokio::time::timeout(grace, drain(&mut executions, &mut leftovers)).await;
+        let grace_ends = tokio::time::Instant::now() + grace;
+        let drained =
+            tokio::time::timeout_at(grace_ends, drain(&mut executions, &mut leftovers)).await;
         if drained.is_err() {
             tracing::warn!(
                 remaining = executions.len(),
@@ -128,8 +130,22 @@ pub(crate) async fn run(
             hard_stop.cancel();
             drain(&mut executions, &mut leftovers).await;
         }
+        // The acker's last flush also ends with the grace period: a broker that stays down
+        // must not hold the shutdown forever (what it could not settle is recovered).
         settler.close();
-        if let Err(err) = acker.await {
+        let mut acker = acker;
+        let settled = match tokio::time::timeout_at(grace_ends, &mut acker).await {
+            Ok(settled) => settled,
+            Err(_) => {
+                tracing::warn!(
+                    ?grace,
+                    "grace period over while settling; leaving the rest to recovery"
+                );
+                hard_stop.cancel();
+                acker.await
+            }
+        };
+        if let Err(err) = settled {
             tracing::error!(error = %err, "acker task failed");
         }
         settler.requeue(&in_fetch_order(leftovers)).await;

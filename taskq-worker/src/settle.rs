@@ -213,7 +213,9 @@ impl Settler {
         }
     }
 
-    /// Writes the batch's results, then acknowledges it: results always land before the ack.
+    /// Writes the batch's results, then acknowledges it: results always land before the ack,
+    /// and a batch whose result write was abandoned is not acknowledged at all (recovery runs
+    /// it again rather than lose its result).
     async fn flush(&self, batch: Vec<Completion>) {
         let mut records = Vec::new();
         let mut deliveries = Vec::with_capacity(batch.len());
@@ -227,10 +229,17 @@ impl Settler {
         }
         if !records.is_empty() {
             let (backend, ttl) = (&self.backend, self.result_ttl);
-            insist("store results", &self.hard_stop, || {
+            let stored = insist("store results", &self.hard_stop, || {
                 backend.store_many(&records, ttl)
             })
             .await;
+            if stored.is_none() {
+                tracing::error!(
+                    messages = deliveries.len(),
+                    "results not written; leaving the messages unacknowledged for recovery"
+                );
+                return;
+            }
         }
         if !deliveries.is_empty() {
             let acked = insist("ack", &self.hard_stop, || {

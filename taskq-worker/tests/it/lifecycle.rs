@@ -195,3 +195,53 @@ async fn results_are_written_before_the_ack() {
     // One task at a time: at each final write the message was still in the processing set.
     assert_eq!(*backend.held.lock().unwrap(), vec![1, 1, 1]);
 }
+
+/// A result backend that is down: every write fails with a transient error.
+#[derive(Debug)]
+struct DownBackend;
+
+#[async_trait::async_trait]
+impl taskq_core::ResultBackend for DownBackend {
+    async fn store(&self, _: &taskq_core::TaskResult, _: Duration) -> taskq_core::Result<()> {
+        Err(taskq_core::Error::Timeout(Duration::from_secs(1)))
+    }
+    async fn get(&self, _: TaskId) -> taskq_core::Result<Option<taskq_core::TaskResult>> {
+        Ok(None)
+    }
+    async fn wait(
+        &self,
+        _: TaskId,
+        _: Duration,
+    ) -> taskq_core::Result<Option<taskq_core::TaskResult>> {
+        Ok(None)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_ack_without_a_written_result_and_shutdown_ends_with_the_grace_period() {
+    let broker = std::sync::Arc::new(taskq_core::MemoryBroker::new());
+    let client = Client::new(broker.clone(), std::sync::Arc::new(DownBackend));
+    let mut rx = log("unwritten-");
+    let worker = Running::start(all_tasks(builder(&client)).shutdown_grace(Duration::from_secs(5)));
+    client
+        .enqueue(Record {
+            label: "unwritten-1".into(),
+            ms: 0,
+        })
+        .await
+        .unwrap();
+    rx.recv().await.unwrap();
+    // The run finished; its result cannot be written. Shutdown must end with the grace
+    // period instead of waiting for the backend forever, and must not ack the message.
+    let stopped = tokio::time::timeout(Duration::from_secs(60), worker.stop()).await;
+    let report = stopped.expect("shutdown waited past its grace period");
+    assert_eq!(report.succeeded, 1);
+    let stats = taskq_core::Inspector::stats(broker.as_ref(), "default")
+        .await
+        .unwrap();
+    assert_eq!(
+        (stats.pending, stats.processing),
+        (1, 0),
+        "the unacknowledged message is given back, not lost with its result"
+    );
+}
