@@ -65,7 +65,7 @@ fn parse_id(text: &str) -> Result<TaskId, Failure> {
 
 async fn status(client: &Client, json: bool) -> Result<String, Failure> {
     let broker = client.broker();
-    let now = Utc::now();
+    let now = client.clock().now();
     let mut rows = Vec::new();
     let mut stats = Vec::new();
     for queue in broker.queues().await? {
@@ -107,7 +107,7 @@ async fn workers(client: &Client, json: bool) -> Result<String, Failure> {
     if json {
         return Ok(serde_json::to_string(&workers)?);
     }
-    let now = Utc::now();
+    let now = client.clock().now();
     let rows: Vec<_> = workers
         .iter()
         .map(|w| {
@@ -120,6 +120,10 @@ async fn workers(client: &Client, json: bool) -> Result<String, Failure> {
                 w.in_flight.to_string(),
                 w.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                 format!("{} ago", table::age((now - w.last_heartbeat).num_seconds())),
+                w.clock_skew_ms.map_or_else(
+                    || "-".to_owned(),
+                    |ms| format!("{:+.1}s", ms as f64 / 1000.0),
+                ),
             ]
         })
         .collect();
@@ -132,6 +136,7 @@ async fn workers(client: &Client, json: bool) -> Result<String, Failure> {
         "IN-FLIGHT",
         "STARTED",
         "LAST HEARTBEAT",
+        "CLOCK SKEW",
     ];
     Ok(table::render(&header, &rows))
 }
@@ -288,7 +293,8 @@ async fn dead(client: &Client, command: DeadCommand, json: bool) -> Result<Strin
         }
         DeadCommand::Purge { queue, older_than } => {
             let cutoff = older_than.map(|age| {
-                Utc::now() - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX)
+                client.clock().now()
+                    - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX)
             });
             let mut purged = 0;
             for queue in target_queues(client, queue).await? {

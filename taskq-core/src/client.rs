@@ -77,7 +77,7 @@ impl Client {
             inner: Arc::new(Inner {
                 broker: self.inner.broker.clone(),
                 backend: self.inner.backend.clone(),
-                clock: self.inner.clock,
+                clock: self.inner.clock.clone(),
                 max_payload_bytes: limit,
             }),
         }
@@ -100,7 +100,7 @@ impl Client {
 
     /// The broker's clock.
     pub fn clock(&self) -> Clock {
-        self.inner.clock
+        self.inner.clock.clone()
     }
 
     /// The payload limit in bytes.

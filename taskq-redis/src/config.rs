@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use taskq_core::Clock;
+
 /// Connection and retention settings of the Redis broker and result backend.
 ///
 /// ```
@@ -17,6 +19,7 @@ pub struct RedisConfig {
     response_timeout: Duration,
     max_dead_letters: usize,
     result_poll_interval: Duration,
+    host_clock: Clock,
 }
 
 impl RedisConfig {
@@ -28,6 +31,7 @@ impl RedisConfig {
             response_timeout: Duration::from_secs(5),
             max_dead_letters: 10_000,
             result_poll_interval: Duration::from_secs(1),
+            host_clock: Clock::system(),
         }
     }
 
@@ -53,6 +57,19 @@ impl RedisConfig {
     pub fn with_result_poll_interval(mut self, interval: Duration) -> Self {
         self.result_poll_interval = interval;
         self
+    }
+
+    /// The clock of this host as the broker reads it before correcting it against the
+    /// server's `TIME` (default: the system clock). Tests inject a skewed one to show that
+    /// decisions do not depend on it.
+    pub fn with_host_clock(mut self, clock: Clock) -> Self {
+        self.host_clock = clock;
+        self
+    }
+
+    /// The host clock the broker corrects.
+    pub fn host_clock(&self) -> &Clock {
+        &self.host_clock
     }
 
     /// The server URL.

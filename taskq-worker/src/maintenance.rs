@@ -93,13 +93,14 @@ impl Maintenance {
         }
     }
 
-    /// Publishes the worker's info and refreshes the revoked set (every [`SLOW_EVERY`] rounds,
-    /// and once at start).
+    /// Measures the host's clock against the broker's, publishes the worker's info and
+    /// refreshes the revoked set (every [`SLOW_EVERY`] rounds, and once at start).
     pub(crate) async fn slow_round(&self) {
         let mut info = self.info.clone();
+        info.clock_skew_ms = self.measure_clock().await;
         info.in_flight = info.concurrency - self.slots.available_permits().min(info.concurrency);
         self.recorder.in_flight(info.in_flight);
-        info.last_heartbeat = Utc::now();
+        info.last_heartbeat = self.broker.clock().now();
         if let Some(membership) = self.broker.membership() {
             if let Err(err) = membership
                 .publish_worker_info(&info, self.liveness_ttl)
@@ -114,6 +115,30 @@ impl Maintenance {
         }
     }
 }
+
+impl Maintenance {
+    /// The host's clock skew against the broker's, ms; warns when it is over
+    /// [`SKEW_WARNING`] (decisions use the broker's clock anyway, but the host's logs and any
+    /// code reading the host clock are off by that much).
+    async fn measure_clock(&self) -> Option<i64> {
+        match self.broker.measure_clock().await {
+            Ok(skew) => {
+                let skew_ms = skew?.num_milliseconds();
+                if skew_ms.unsigned_abs() > SKEW_WARNING.as_millis() as u64 {
+                    tracing::warn!(skew_ms, "this host's clock is off from the broker's; fix its time sync (decisions use the broker's clock)");
+                }
+                Some(skew_ms)
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "measuring the clock skew failed");
+                None
+            }
+        }
+    }
+}
+
+/// Skew above which a worker warns about its host's clock.
+const SKEW_WARNING: Duration = Duration::from_secs(1);
 
 /// What worker `id` publishes about itself.
 pub(crate) fn worker_info(

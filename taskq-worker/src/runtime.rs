@@ -71,7 +71,12 @@ pub(crate) async fn run(
     let maintenance = Maintenance {
         broker: broker.clone(),
         worker: id.clone(),
-        info: maintenance::worker_info(&id, &config.queues, config.concurrency, chrono::Utc::now()),
+        info: maintenance::worker_info(
+            &id,
+            &config.queues,
+            config.concurrency,
+            broker.clock().now(),
+        ),
         heartbeat_interval: config.heartbeat_interval,
         liveness_ttl: config.liveness_ttl,
         max_redeliveries: config.max_redeliveries,

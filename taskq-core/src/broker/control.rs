@@ -96,6 +96,10 @@ pub struct WorkerInfo {
     pub started_at: DateTime<Utc>,
     /// When this record was written.
     pub last_heartbeat: DateTime<Utc>,
+    /// How far this host's clock is ahead of the broker's (negative: behind), ms, as last
+    /// measured; absent for brokers without a clock of their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_skew_ms: Option<i64>,
 }
 
 impl WorkerInfo {
@@ -116,6 +120,7 @@ impl WorkerInfo {
             in_flight: 0,
             started_at,
             last_heartbeat: started_at,
+            clock_skew_ms: None,
         }
     }
 }

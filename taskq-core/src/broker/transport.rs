@@ -111,6 +111,13 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
     /// many moved. Safe to run from every worker at once.
     async fn promote_scheduled(&self, queues: &[String], limit: usize) -> Result<usize>;
 
+    /// Measures this host's clock against the broker's and corrects [`Transport::clock`] by
+    /// the difference; returns how far the host's clock is ahead (negative: behind), or `None`
+    /// for a broker without a clock of its own (in-process). Workers call it periodically.
+    async fn measure_clock(&self) -> Result<Option<chrono::Duration>> {
+        Ok(None)
+    }
+
     /// Server settings that can lose acknowledged tasks, as warnings a worker logs at start.
     async fn durability_warnings(&self) -> Result<Vec<String>> {
         Ok(Vec::new())

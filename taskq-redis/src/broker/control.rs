@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::Utc;
 use futures_util::StreamExt;
 use taskq_core::{ControlChannel, ControlMessage, ControlStream, Error, Result, TaskId};
 
@@ -13,7 +12,7 @@ use crate::{connection::redis_error, keys};
 #[async_trait]
 impl ControlChannel for RedisBroker {
     async fn revoke(&self, id: TaskId, terminate: bool, ttl: Duration) -> Result<()> {
-        let until = millis(Utc::now()) + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+        let until = millis(self.now()) + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
         let message =
             serde_json::to_string(&ControlMessage::Revoke { id, terminate }).map_err(|source| {
                 Error::Serialize {
@@ -32,7 +31,7 @@ impl ControlChannel for RedisBroker {
     }
 
     async fn revoked(&self) -> Result<Vec<TaskId>> {
-        let now = millis(Utc::now());
+        let now = millis(self.now());
         let (ids,): (Vec<String>,) = redis::pipe()
             .cmd("ZREMRANGEBYSCORE")
             .arg(keys::REVOKED)

@@ -16,7 +16,7 @@ use crate::{
 #[async_trait]
 impl Inspector for RedisBroker {
     async fn workers(&self) -> Result<Vec<WorkerInfo>> {
-        let now = millis(Utc::now());
+        let now = millis(self.now());
         let (ids,): (Vec<String>,) = redis::pipe()
             .cmd("ZREMRANGEBYSCORE")
             .arg(keys::WORKERS)

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::Utc;
 use taskq_core::{Error, Membership, RecoveryReport, Result, WorkerId, WorkerInfo};
 
 use super::{millis, RedisBroker};
@@ -15,7 +14,7 @@ use crate::{
 #[async_trait]
 impl Membership for RedisBroker {
     async fn heartbeat(&self, worker: &WorkerId, queues: &[String], ttl: Duration) -> Result<()> {
-        let deadline = millis(Utc::now()) + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+        let deadline = millis(self.now()) + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
         let mut pipe = redis::pipe();
         for queue in queues {
             pipe.zadd(QueueKeys::new(queue).workers(), worker.as_str(), deadline)
@@ -33,7 +32,7 @@ impl Membership for RedisBroker {
         queues: &[String],
         max_redeliveries: u32,
     ) -> Result<RecoveryReport> {
-        let now = millis(Utc::now());
+        let now = millis(self.now());
         let mut report = RecoveryReport::default();
         for queue in queues {
             let lost: Vec<String> = redis::cmd("ZRANGEBYSCORE")
@@ -85,7 +84,7 @@ impl Membership for RedisBroker {
             .arg("PX")
             .arg(ttl_ms)
             .ignore()
-            .zadd(keys::WORKERS, &info.id, millis(Utc::now()) + ttl_ms)
+            .zadd(keys::WORKERS, &info.id, millis(self.now()) + ttl_ms)
             .ignore()
             .query_async::<()>(&mut self.conn())
             .await

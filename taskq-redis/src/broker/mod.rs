@@ -5,7 +5,10 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::Arc,
+    sync::{
+        atomic::{AtomicI64, Ordering},
+        Arc,
+    },
     time::Duration,
 };
 
@@ -15,7 +18,7 @@ use redis::aio::ConnectionManager;
 use tokio::sync::OnceCell;
 
 use taskq_core::{
-    Broker, Delivery, Membership, PayloadFields, Receipt, Result, WorkerId, FETCH_LEASE,
+    Broker, Clock, Delivery, Membership, PayloadFields, Receipt, Result, WorkerId, FETCH_LEASE,
 };
 
 use crate::{
@@ -68,6 +71,13 @@ struct Shared {
     known_queues: Mutex<HashSet<String>>,
     /// Workers of this process that sent a heartbeat (fetches need not register them).
     heartbeating: Mutex<HashSet<WorkerId>>,
+    /// The host clock corrected by the offset last measured against the server's `TIME`:
+    /// every time this broker computes (due times, deadlines, expiries) comes from it.
+    clock: Clock,
+    /// The host clock alone, to measure the offset against.
+    host_clock: Clock,
+    /// Server minus host, ms.
+    correction: Arc<AtomicI64>,
 }
 
 /// Payloads handed out and not yet released, with multiplicity, per (worker, queue).
@@ -120,7 +130,9 @@ impl RedisBroker {
     pub async fn connect(config: RedisConfig) -> Result<Self> {
         let client = connection::client(config.url())?;
         let conn = connection::manager(&client, config.response_timeout()).await?;
-        Ok(Self {
+        let host_clock = config.host_clock().clone();
+        let correction = Arc::new(AtomicI64::new(0));
+        let broker = Self {
             shared: Arc::new(Shared {
                 config,
                 client,
@@ -130,8 +142,36 @@ impl RedisBroker {
                 unreconciled: Mutex::new(HashSet::new()),
                 known_queues: Mutex::new(HashSet::new()),
                 heartbeating: Mutex::new(HashSet::new()),
+                clock: host_clock.clone().corrected(correction.clone()),
+                host_clock,
+                correction,
             }),
-        })
+        };
+        broker.sync_clock().await?;
+        Ok(broker)
+    }
+
+    /// Measures how far the host clock is from the server's (`TIME`, taken as read halfway
+    /// through the round trip), stores the correction and returns the host's skew (positive:
+    /// the host is ahead).
+    pub(crate) async fn sync_clock(&self) -> Result<chrono::Duration> {
+        let host = &self.shared.host_clock;
+        let before = host.now();
+        let (seconds, micros): (i64, i64) = redis::cmd("TIME")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        let after = host.now();
+        let server_ms = seconds * 1000 + micros / 1000;
+        let host_ms = before.timestamp_millis() + (after - before).num_milliseconds() / 2;
+        let correction = server_ms - host_ms;
+        self.shared.correction.store(correction, Ordering::Relaxed);
+        Ok(chrono::Duration::milliseconds(-correction))
+    }
+
+    /// Now, by the server's clock (as corrected at the last measurement).
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        self.shared.clock.now()
     }
 
     fn has_heartbeat(&self, worker: &WorkerId) -> bool {
@@ -272,7 +312,7 @@ impl RedisBroker {
                 .arg(if self.has_heartbeat(worker) {
                     0
                 } else {
-                    millis(Utc::now()) + FETCH_LEASE.as_millis() as i64
+                    millis(self.now()) + FETCH_LEASE.as_millis() as i64
                 });
             let (payloads, levels): (Vec<String>, Vec<u8>) = invocation
                 .invoke_async(&mut self.conn())
@@ -379,7 +419,7 @@ impl RedisBroker {
         force: bool,
     ) -> Result<(i64, i64)> {
         let keys = QueueKeys::new(queue);
-        let now = Utc::now();
+        let now = self.now();
         let mut invocation = scripts::RECOVER.prepare_invoke();
         invocation
             .key(keys.workers())

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::Utc;
 use taskq_core::{RateLimit, RateLimiter, Result};
 
 use super::{millis, RedisBroker};
@@ -22,7 +21,7 @@ impl RateLimiter for RedisBroker {
             .max(1);
         let wait: u64 = scripts::RATE_LIMIT
             .key(QueueKeys::new(queue).rate(task))
-            .arg(millis(Utc::now()))
+            .arg(millis(self.now()))
             .arg(interval)
             .invoke_async(&mut self.conn())
             .await

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::Utc;
 use taskq_core::{
     Clock, DeadLetter, DeadReason, Delivery, Error, OutboundMessage, Result, TaskId, Transport,
     WorkerId,
@@ -20,14 +19,18 @@ use crate::{
 #[async_trait]
 impl Transport for RedisBroker {
     fn clock(&self) -> Clock {
-        Clock::system()
+        self.shared.clock.clone()
+    }
+
+    async fn measure_clock(&self) -> Result<Option<chrono::Duration>> {
+        self.sync_clock().await.map(Some)
     }
 
     async fn enqueue(&self, messages: Vec<OutboundMessage>) -> Result<()> {
         if messages.is_empty() {
             return Ok(());
         }
-        let now = Utc::now();
+        let now = self.now();
         // Per queue: ready payloads by level (one variadic LPUSH each, in order) and scheduled
         // members. Keys are built once per queue, not per message.
         let mut batches: Vec<QueueBatch<'_>> = Vec::new();
@@ -92,7 +95,7 @@ impl Transport for RedisBroker {
         unique_key: &str,
         ttl: Duration,
     ) -> Result<Option<TaskId>> {
-        let now = Utc::now();
+        let now = self.now();
         let keys = QueueKeys::new(&message.queue);
         let level = message.priority.min(9);
         let due = message.eta.filter(|eta| *eta > now).map_or(0, millis);
@@ -180,7 +183,7 @@ impl Transport for RedisBroker {
         delivery: &Delivery,
         next: OutboundMessage,
     ) -> Result<bool> {
-        let now = Utc::now();
+        let now = self.now();
         let held = QueueKeys::new(delivery.queue());
         let target = QueueKeys::new(&next.queue);
         let level = next.priority.min(9);
@@ -240,7 +243,7 @@ impl Transport for RedisBroker {
             reason,
             error,
             Some(worker.to_string()),
-            Utc::now(),
+            self.now(),
         );
         let record = serde_json::to_string(&letter).map_err(|source| Error::Serialize {
             what: "dead letter",
@@ -261,7 +264,7 @@ impl Transport for RedisBroker {
     }
 
     async fn promote_scheduled(&self, queues: &[String], limit: usize) -> Result<usize> {
-        let now = millis(Utc::now());
+        let now = millis(self.now());
         let mut moved = 0;
         for queue in queues {
             if moved >= limit {

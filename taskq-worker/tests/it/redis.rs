@@ -166,3 +166,77 @@ async fn unique_and_rate_limited_tasks_on_redis() {
     );
     worker.stop().await;
 }
+
+async fn client_with_clock_off_by(server: &RedisServer, seconds: i64) -> Client {
+    let host = taskq_core::Clock::system().skewed(chrono::Duration::seconds(seconds));
+    taskq_redis::client(taskq_redis::RedisConfig::new(server.url()).with_host_clock(host))
+        .await
+        .expect("connect")
+}
+
+/// Three workers, one whose host clock is 30 s ahead, and a producer 30 s behind: every
+/// deadline, due time and lease is decided by the server's clock, so nobody's messages are
+/// taken over, nothing runs twice, and countdowns do not start early.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clock_skew_between_hosts_changes_nothing() {
+    use std::collections::HashMap;
+
+    use crate::support::{log, Record};
+
+    let server = RedisServer::start();
+    let (a, b) = (redis_client(&server).await, redis_client(&server).await);
+    let ahead = client_with_clock_off_by(&server, 30).await;
+    let behind = client_with_clock_off_by(&server, -30).await;
+    let mut labels = log("skew-");
+    let workers = [
+        Running::start(all_tasks(builder(&a)).concurrency(4)),
+        Running::start(all_tasks(builder(&b)).concurrency(4)),
+        Running::start(all_tasks(builder(&ahead)).concurrency(4)),
+    ];
+    let tasks = 36;
+    let handles = a
+        .enqueue_many((0..tasks).map(|i| Record {
+            label: format!("skew-{i}"),
+            ms: 300,
+        }))
+        .await
+        .unwrap();
+    // A producer 30 s behind: without the server's clock its countdown would be due at once.
+    let countdown = behind
+        .enqueue(Record {
+            label: "skew-countdown".into(),
+            ms: 0,
+        })
+        .countdown(Duration::from_secs(3))
+        .await
+        .unwrap();
+    let enqueued_at = tokio::time::Instant::now();
+    for handle in &handles {
+        handle.wait(Duration::from_secs(60)).await.unwrap();
+    }
+    countdown.wait(Duration::from_secs(60)).await.unwrap();
+    let countdown_ran_after = enqueued_at.elapsed();
+    let mut reports = Vec::new();
+    for worker in workers {
+        reports.push(worker.stop().await);
+    }
+
+    let mut runs: HashMap<String, usize> = HashMap::new();
+    while let Ok(label) = labels.try_recv() {
+        *runs.entry(label).or_default() += 1;
+    }
+    assert_eq!(runs.len(), tasks + 1, "every task ran: {runs:?}");
+    let twice: Vec<_> = runs.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "ran more than once: {twice:?}");
+    assert!(
+        countdown_ran_after >= Duration::from_millis(2_900),
+        "a countdown of 3 s started after {countdown_ran_after:?}"
+    );
+    let stats = a.broker().stats(DEFAULT_QUEUE).await.unwrap();
+    assert_eq!(
+        (stats.pending, stats.scheduled, stats.processing, stats.dead),
+        (0, 0, 0, 0)
+    );
+    let dead_lettered: u64 = reports.iter().map(|r| r.dead_lettered).sum();
+    assert_eq!(dead_lettered, 0);
+}

@@ -14,7 +14,7 @@ use crate::{
 #[async_trait]
 impl Transport for MemoryBroker {
     fn clock(&self) -> Clock {
-        self.shared.clock
+        self.shared.clock.clone()
     }
 
     async fn enqueue(&self, messages: Vec<OutboundMessage>) -> Result<()> {
