@@ -78,6 +78,14 @@ pub enum Error {
     /// The broker or backend was shut down.
     #[error("broker is closed")]
     Closed,
+    /// The worker's lease is gone: it was presumed dead (paused or cut off for longer than
+    /// its liveness TTL) and its messages were recovered by another worker. It must stop
+    /// working under this identity; nothing was fetched or renewed.
+    #[error("worker {worker} lost its lease: its messages were recovered by another worker")]
+    LeaseLost {
+        /// The worker's id.
+        worker: String,
+    },
     /// A command to the broker or result store failed (the source names the server's error).
     #[error("{transport} command failed")]
     Broker {

@@ -13,18 +13,22 @@
 --              because unpack() fails near 8000 values and the LTRIM comes before the LPUSH
 -- ARGV[2]      worker id
 -- ARGV[3]      lease deadline (ms) for a worker not yet registered by a heartbeat; 0 when
---              it has sent one (no registration needed)
--- returns      {payloads, levels}: two arrays of equal length, oldest first
+--              it has sent one: then its lease must still be there
+-- returns      {payloads, levels, lost}: two arrays of equal length, oldest first, and 1 when
+--              the worker's lease was gone (a reaper recovered it), in which case nothing moved
 local levels_count = #KEYS - 2
 local processing, workers = KEYS[levels_count + 1], KEYS[levels_count + 2]
 local max = math.min(tonumber(ARGV[1]) or 0, 1000)
--- A worker holding messages must be known to reapers even before its first heartbeat.
+local payloads, levels = {}, {}
+-- A worker holding messages must be known to reapers even before its first heartbeat, and one
+-- whose lease was recovered must not take more: nothing is fetched into a list no reaper sees.
 if ARGV[3] ~= '0' then
   redis.call('ZADD', workers, 'NX', ARGV[3], ARGV[2])
+elseif not redis.call('ZSCORE', workers, ARGV[2]) then
+  return {payloads, levels, 1}
 end
-local payloads, levels = {}, {}
 if max <= 0 or redis.call('EXISTS', unpack(KEYS, 1, levels_count)) == 0 then
-  return {payloads, levels}
+  return {payloads, levels, 0}
 end
 for i = 1, levels_count do
   local want = max - #payloads
@@ -45,4 +49,4 @@ for i = 1, levels_count do
     redis.call('LPUSH', processing, unpack(oldest_first))
   end
 end
-return {payloads, levels}
+return {payloads, levels, 0}

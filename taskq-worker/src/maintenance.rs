@@ -32,6 +32,8 @@ pub(crate) struct Maintenance {
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) revocations: Arc<Revocations>,
     pub(crate) recorder: Arc<Recorder>,
+    /// Fired when a heartbeat learns the lease is gone: the run loop stops this incarnation.
+    pub(crate) lease_lost: CancellationToken,
 }
 
 impl Maintenance {
@@ -68,11 +70,18 @@ impl Maintenance {
 
     async fn heartbeat_and_reap(&self, membership: &dyn Membership) {
         let queues = &self.info.queues;
-        if let Err(err) = membership
+        match membership
             .heartbeat(&self.worker, queues, self.liveness_ttl)
             .await
         {
-            tracing::warn!(error = %err, "heartbeat failed");
+            Ok(()) => {}
+            Err(taskq_core::Error::LeaseLost { .. }) => {
+                self.lease_lost.cancel();
+                return;
+            }
+            // A failing heartbeat is not a lost lease: the worker keeps working, and the
+            // reaper of another worker decides if it is gone.
+            Err(err) => tracing::warn!(error = %err, "heartbeat failed"),
         }
         match membership
             .recover_lost_workers(queues, self.max_redeliveries)

@@ -26,6 +26,9 @@ pub struct WorkerReport {
     pub revoked: u64,
     /// Messages put back unfinished on shutdown.
     pub requeued: u64,
+    /// Times the worker learned its lease was gone (it was presumed dead) and rejoined under a
+    /// fresh identity.
+    pub lease_losses: u64,
 }
 
 /// Counts outcomes for the report and, if enabled, in metrics.
@@ -39,6 +42,7 @@ pub(crate) struct Recorder {
     expired: AtomicU64,
     revoked: AtomicU64,
     requeued: AtomicU64,
+    lease_losses: AtomicU64,
 }
 
 impl Recorder {
@@ -81,6 +85,11 @@ impl Recorder {
         self.requeued.fetch_add(count as u64, Ordering::Relaxed);
     }
 
+    /// Counts a lost lease.
+    pub(crate) fn lease_lost(&self) {
+        self.lease_losses.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts messages this worker's reaper recovered from lost workers.
     pub(crate) fn recovered(&self, count: usize) {
         if self.metrics {
@@ -118,6 +127,7 @@ impl Recorder {
             expired: self.expired.load(Ordering::Relaxed),
             revoked: self.revoked.load(Ordering::Relaxed),
             requeued: self.requeued.load(Ordering::Relaxed),
+            lease_losses: self.lease_losses.load(Ordering::Relaxed),
         }
     }
 }

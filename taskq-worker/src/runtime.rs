@@ -5,7 +5,7 @@
 //! duties ([`Maintenance`]) and the control [`Listener`] run beside them. This module builds
 //! all of them from the [`Worker`] and is the only one that knows them all.
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use taskq_core::{Broker, Delivery, WorkerId};
 use tokio::{sync::Semaphore, task::JoinSet};
@@ -34,67 +34,126 @@ pub(crate) async fn run(
         id,
         hooks,
     } = worker;
-    let broker = client.broker().clone();
-    let recorder = Arc::new(Recorder::new(config.metrics));
-    let revocations = Arc::new(Revocations::default());
-    let slots = Arc::new(Semaphore::new(config.concurrency));
-    let hard_stop = CancellationToken::new();
-    let settler = Arc::new(Settler::new(
-        broker.clone(),
-        client.backend().clone(),
-        id.clone(),
-        config.result_ttl,
-        hard_stop.clone(),
-        recorder.clone(),
-    ));
-    let declarations = registry.declarations();
-    let executor = Arc::new(Executor {
+    let shared = Shared {
+        recorder: Arc::new(Recorder::new(config.metrics)),
+        revocations: Arc::new(Revocations::default()),
+        client,
         registry,
-        settings: ExecutionSettings {
-            max_payload_bytes: config.max_payload_bytes,
-            track_started: config.track_started,
-            result_ttl: config.result_ttl,
-            default_timeout: config.default_timeout,
-        },
-        worker: id.clone(),
-        clock: client.clock(),
-        slots: slots.clone(),
-        stopping: CancellationToken::new(),
-        hard_stop: hard_stop.clone(),
-        revocations: revocations.clone(),
-        rate_limiter: broker.clone(),
-        progress: client.backend().clone(),
-        settler: settler.clone(),
-        recorder: recorder.clone(),
+        config,
         hooks,
-    });
-    let maintenance = Maintenance {
-        broker: broker.clone(),
-        worker: id.clone(),
-        info: maintenance::worker_info(
-            &id,
-            &config.queues,
-            config.concurrency,
-            broker.clock().now(),
-        ),
-        heartbeat_interval: config.heartbeat_interval,
-        liveness_ttl: config.liveness_ttl,
-        max_redeliveries: config.max_redeliveries,
-        slots,
-        revocations: revocations.clone(),
-        recorder: recorder.clone(),
     };
-    let listener = Listener {
-        channel: broker.clone(),
-        worker: id.clone(),
-        revocations,
-        revoke_grace: config.revoke_grace,
-    };
-    let span = tracing::info_span!("worker", worker = %id);
-    async move {
+    tokio::pin!(shutdown);
+    let mut id = id;
+    loop {
+        let span = tracing::info_span!("worker", worker = %id);
+        let ended = shared
+            .incarnation(id.clone(), shutdown.as_mut())
+            .instrument(span)
+            .await?;
+        match ended {
+            Ended::Shutdown => break,
+            Ended::LeaseLost => {
+                let fresh = WorkerId::generate();
+                tracing::warn!(
+                    worker = %id,
+                    rejoining_as = %fresh,
+                    "this worker lost its lease (paused or cut off longer than its liveness TTL; another worker recovered its messages): its runs were stopped, it rejoins under a fresh identity"
+                );
+                shared.recorder.lease_lost();
+                id = fresh;
+            }
+        }
+    }
+    let report = shared.recorder.report();
+    tracing::info!(?report, "worker stopped");
+    Ok(report)
+}
+
+/// What every incarnation of a worker shares: its tasks, settings and counters.
+struct Shared {
+    client: taskq_core::Client,
+    registry: crate::registry::Registry,
+    config: WorkerConfig,
+    hooks: crate::hooks::Hooks,
+    recorder: Arc<Recorder>,
+    revocations: Arc<Revocations>,
+}
+
+/// Why an incarnation ended.
+enum Ended {
+    /// The shutdown future completed: the worker stops.
+    Shutdown,
+    /// The worker's lease was recovered by another worker: it rejoins under a fresh identity.
+    LeaseLost,
+}
+
+impl Shared {
+    /// Runs the worker under identity `id` until shutdown or until it learns it lost its lease.
+    async fn incarnation(
+        &self,
+        id: WorkerId,
+        shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<Ended> {
+        let (client, config) = (&self.client, &self.config);
+        let broker = client.broker().clone();
+        let recorder = &self.recorder;
+        let slots = Arc::new(Semaphore::new(config.concurrency));
+        let hard_stop = CancellationToken::new();
+        let lease_lost = CancellationToken::new();
+        let settler = Arc::new(Settler::new(
+            broker.clone(),
+            client.backend().clone(),
+            id.clone(),
+            config.result_ttl,
+            hard_stop.clone(),
+            recorder.clone(),
+        ));
+        let executor = Arc::new(Executor {
+            registry: self.registry.clone(),
+            settings: ExecutionSettings {
+                max_payload_bytes: config.max_payload_bytes,
+                track_started: config.track_started,
+                result_ttl: config.result_ttl,
+                default_timeout: config.default_timeout,
+            },
+            worker: id.clone(),
+            clock: client.clock(),
+            slots: slots.clone(),
+            stopping: CancellationToken::new(),
+            hard_stop: hard_stop.clone(),
+            revocations: self.revocations.clone(),
+            rate_limiter: broker.clone(),
+            progress: client.backend().clone(),
+            settler: settler.clone(),
+            recorder: recorder.clone(),
+            hooks: self.hooks.clone(),
+        });
+        let maintenance = Maintenance {
+            broker: broker.clone(),
+            worker: id.clone(),
+            info: maintenance::worker_info(
+                &id,
+                &config.queues,
+                config.concurrency,
+                broker.clock().now(),
+            ),
+            heartbeat_interval: config.heartbeat_interval,
+            liveness_ttl: config.liveness_ttl,
+            max_redeliveries: config.max_redeliveries,
+            slots,
+            revocations: self.revocations.clone(),
+            recorder: recorder.clone(),
+            lease_lost: lease_lost.clone(),
+        };
+        let listener = Listener {
+            channel: broker.clone(),
+            worker: id.clone(),
+            revocations: self.revocations.clone(),
+            revoke_grace: config.revoke_grace,
+        };
         tracing::info!(queues = ?config.queues, concurrency = config.concurrency, "worker started");
         log_durability_warnings(broker.as_ref()).await;
-        if let Err(err) = broker.publish_tasks(&declarations).await {
+        if let Err(err) = broker.publish_tasks(&self.registry.declarations()).await {
             // By-name producers then fall back to defaults; this worker still runs its tasks.
             tracing::warn!(error = %err, "publishing task declarations failed");
         }
@@ -114,24 +173,34 @@ pub(crate) async fn run(
             broker: broker.as_ref(),
             executor: &executor,
             worker: &id,
-            config: &config,
+            config,
+            lease_lost: &lease_lost,
         };
-        fetcher
+        let ended = fetcher
             .run(&held, &mut executions, &mut leftovers, shutdown)
             .await;
 
-        tracing::info!(in_flight = executions.len(), "shutting down");
         executor.stopping.cancel();
-        let grace = config.shutdown_grace;
+        let grace = match ended {
+            Ended::Shutdown => {
+                tracing::info!(in_flight = executions.len(), "shutting down");
+                config.shutdown_grace
+            }
+            // Its messages belong to other workers now: stop at once (every outcome they
+            // would settle is fenced anyway).
+            Ended::LeaseLost => Duration::ZERO,
+        };
         let grace_ends = tokio::time::Instant::now() + grace;
         let drained =
             tokio::time::timeout_at(grace_ends, drain(&mut executions, &mut leftovers)).await;
         if drained.is_err() {
-            tracing::warn!(
-                remaining = executions.len(),
-                ?grace,
-                "grace period over; stopping runs"
-            );
+            if matches!(ended, Ended::Shutdown) {
+                tracing::warn!(
+                    remaining = executions.len(),
+                    ?grace,
+                    "grace period over; stopping runs"
+                );
+            }
             hard_stop.cancel();
             drain(&mut executions, &mut leftovers).await;
         }
@@ -142,10 +211,12 @@ pub(crate) async fn run(
         let settled = match tokio::time::timeout_at(grace_ends, &mut acker).await {
             Ok(settled) => settled,
             Err(_) => {
-                tracing::warn!(
-                    ?grace,
-                    "grace period over while settling; leaving the rest to recovery"
-                );
+                if matches!(ended, Ended::Shutdown) {
+                    tracing::warn!(
+                        ?grace,
+                        "grace period over while settling; leaving the rest to recovery"
+                    );
+                }
                 hard_stop.cancel();
                 acker.await
             }
@@ -158,15 +229,13 @@ pub(crate) async fn run(
         for task in background {
             let _ = task.await;
         }
+        // After a lost lease this returns what the worker still held on queues whose lease it
+        // kept (a lease is per queue).
         if let Some(membership) = broker.membership() {
             membership.deregister(&id, &config.queues).await?;
         }
-        let report = recorder.report();
-        tracing::info!(?report, "worker stopped");
-        Ok(report)
+        Ok(ended)
     }
-    .instrument(span)
-    .await
 }
 
 /// Says loudly when the broker's settings can lose acknowledged tasks.
@@ -218,18 +287,20 @@ struct Fetcher<'a> {
     executor: &'a Arc<Executor>,
     worker: &'a WorkerId,
     config: &'a WorkerConfig,
+    /// Fires when a heartbeat learns the lease is gone.
+    lease_lost: &'a CancellationToken,
 }
 
 impl Fetcher<'_> {
-    /// Fetches into free holding slots and spawns one execution per message until `shutdown`.
+    /// Fetches into free holding slots and spawns one execution per message until `shutdown`
+    /// or until the worker learns (from a fetch or a heartbeat) that its lease is gone.
     async fn run(
         &self,
         held: &Arc<Semaphore>,
         executions: &mut JoinSet<Option<Leftover>>,
         leftovers: &mut Vec<Leftover>,
-        shutdown: impl Future<Output = ()> + Send,
-    ) {
-        tokio::pin!(shutdown);
+        mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Ended {
         let config = self.config;
         let mut backoff = Backoff::new(broker_backoff());
         let mut seq = 0u64;
@@ -237,10 +308,11 @@ impl Fetcher<'_> {
         loop {
             let mut permits = tokio::select! {
                 biased;
-                _ = &mut shutdown => return,
+                _ = &mut shutdown => return Ended::Shutdown,
+                _ = self.lease_lost.cancelled() => return Ended::LeaseLost,
                 permit = held.clone().acquire_owned() => match permit {
                     Ok(permit) => permit,
-                    Err(_) => return, // the semaphore is never closed
+                    Err(_) => return Ended::Shutdown, // the semaphore is never closed
                 },
             };
             let extra = held.available_permits().min(config.fetch_batch - 1);
@@ -254,7 +326,8 @@ impl Fetcher<'_> {
             // worker's processing set.
             let fetched = tokio::select! {
                 biased;
-                _ = &mut shutdown => return,
+                _ = &mut shutdown => return Ended::Shutdown,
+                _ = self.lease_lost.cancelled() => return Ended::LeaseLost,
                 fetched = self.broker.fetch(self.worker, order.next(), wanted, config.fetch_wait) => fetched,
             };
             while let Some(joined) = executions.try_join_next() {
@@ -265,12 +338,15 @@ impl Fetcher<'_> {
                     backoff.reset();
                     deliveries
                 }
-                // The worker never gives up fetching, whatever the error: it waits longer.
+                Err(taskq_core::Error::LeaseLost { .. }) => return Ended::LeaseLost,
+                // The worker never gives up fetching otherwise, whatever the error: it waits
+                // longer.
                 Err(err) => {
                     let delay = backoff.next_delay();
                     tracing::warn!(error = %err, ?delay, "fetch failed; backing off");
                     tokio::select! {
-                        _ = &mut shutdown => return,
+                        _ = &mut shutdown => return Ended::Shutdown,
+                        _ = self.lease_lost.cancelled() => return Ended::LeaseLost,
                         _ = tokio::time::sleep(delay) => continue,
                     }
                 }

@@ -33,7 +33,15 @@ use crate::Result;
 /// ```
 #[async_trait]
 pub trait Membership: Send + Sync + std::fmt::Debug {
-    /// Registers `worker` as alive on `queues` until `ttl` from now.
+    /// Takes or renews `worker`'s lease on `queues` until `ttl` from now. A worker's first
+    /// heartbeat takes the lease; every later one renews only a lease the worker still holds.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::LeaseLost`] when a later heartbeat finds the lease gone on any of
+    /// `queues` (a reaper recovered the worker): nothing is renewed, and the worker must stop
+    /// and rejoin under a fresh identity. A lease that lapsed but was not recovered yet is
+    /// renewed.
     async fn heartbeat(&self, worker: &WorkerId, queues: &[String], ttl: Duration) -> Result<()>;
 
     /// Returns the held messages of workers on `queues` whose liveness deadline passed to the

@@ -69,6 +69,12 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
     /// Moves up to `max` ready messages from `queues` (in that order of preference, highest
     /// priority first within a queue) into `worker`'s hands and returns them.
     ///
+    /// On a broker with a [`Membership`](super::Membership) role the fetch checks the
+    /// worker's lease in the same step: a worker that never sent a heartbeat gets a short
+    /// lease ([`FETCH_LEASE`](super::FETCH_LEASE)); one whose lease was recovered gets
+    /// [`crate::Error::LeaseLost`] and nothing is moved, so nothing is ever fetched into hands
+    /// no reaper watches.
+    ///
     /// When none is ready, waits for one up to `wait` (an implementation may return an empty
     /// batch earlier, after its own longest blocking wait; callers loop). Fetch does not
     /// promote due scheduled messages: [`Transport::promote_scheduled`] does, and wakes

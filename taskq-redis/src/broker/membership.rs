@@ -9,20 +9,35 @@ use super::{millis, RedisBroker};
 use crate::{
     connection::redis_error,
     keys::{self, QueueKeys},
+    scripts,
 };
 
 #[async_trait]
 impl Membership for RedisBroker {
     async fn heartbeat(&self, worker: &WorkerId, queues: &[String], ttl: Duration) -> Result<()> {
         let deadline = millis(self.now()) + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+        let joining = !self.has_heartbeat(worker);
+        // One round trip for every queue: EVAL (not EVALSHA) in a pipeline, so a server that
+        // lost its script cache after a restart still runs it.
         let mut pipe = redis::pipe();
         for queue in queues {
-            pipe.zadd(QueueKeys::new(queue).workers(), worker.as_str(), deadline)
-                .ignore();
+            pipe.cmd("EVAL")
+                .arg(scripts::HEARTBEAT_SOURCE)
+                .arg(1)
+                .arg(QueueKeys::new(queue).workers())
+                .arg(worker.as_str())
+                .arg(deadline)
+                .arg(if joining { "1" } else { "0" });
         }
-        pipe.query_async::<()>(&mut self.conn())
+        let held: Vec<i64> = pipe
+            .query_async(&mut self.conn())
             .await
             .map_err(redis_error)?;
+        if held.contains(&0) {
+            return Err(Error::LeaseLost {
+                worker: worker.to_string(),
+            });
+        }
         self.shared.heartbeating.lock().insert(worker.clone());
         Ok(())
     }

@@ -18,7 +18,8 @@ use redis::aio::ConnectionManager;
 use tokio::sync::OnceCell;
 
 use taskq_core::{
-    Broker, Clock, Delivery, Membership, PayloadFields, Receipt, Result, WorkerId, FETCH_LEASE,
+    Broker, Clock, Delivery, Error, Membership, PayloadFields, Receipt, Result, WorkerId,
+    FETCH_LEASE,
 };
 
 use crate::{
@@ -314,10 +315,15 @@ impl RedisBroker {
                 } else {
                     millis(self.now()) + FETCH_LEASE.as_millis() as i64
                 });
-            let (payloads, levels): (Vec<String>, Vec<u8>) = invocation
+            let (payloads, levels, lost): (Vec<String>, Vec<u8>, i64) = invocation
                 .invoke_async(&mut self.conn())
                 .await
                 .map_err(redis_error)?;
+            if lost == 1 {
+                return Err(Error::LeaseLost {
+                    worker: worker.to_string(),
+                });
+            }
             let queue_name: Arc<str> = Arc::from(queue.as_str());
             out.extend(payloads.into_iter().zip(levels).map(|(payload, level)| {
                 Delivery::new(

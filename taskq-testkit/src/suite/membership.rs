@@ -22,6 +22,8 @@ macro_rules! membership_conformance {
                 deregister_returns_held_messages,
                 worker_info_expires,
                 recovery_is_per_queue,
+                a_recovered_worker_learns_it_lost_its_lease,
+                a_lapsed_lease_not_yet_recovered_is_renewed,
             );
         }
     };
@@ -232,4 +234,83 @@ pub async fn recovery_is_per_queue(broker: Shared) {
         .unwrap();
     assert_eq!((report.workers, report.requeued), (vec![lost], 1));
     assert_eq!(broker.stats(&b).await.unwrap().pending, 1);
+}
+
+pub async fn a_recovered_worker_learns_it_lost_its_lease(broker: Shared) {
+    let q = queue();
+    let queues = [q.clone()];
+    broker
+        .enqueue(vec![message(&q, 0), message(&q, 0)])
+        .await
+        .unwrap();
+    let paused = WorkerId::generate();
+    members(&broker)
+        .heartbeat(&paused, &queues, Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert_eq!(
+        broker
+            .fetch(&paused, &queues, 1, NO_WAIT)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let report = members(&broker)
+        .recover_lost_workers(&queues, 3)
+        .await
+        .unwrap();
+    assert_eq!(report.workers, vec![paused.clone()]);
+    // Back from its pause, the worker neither renews nor fetches under its old identity.
+    let renewed = members(&broker)
+        .heartbeat(&paused, &queues, Duration::from_secs(5))
+        .await;
+    assert!(
+        matches!(renewed, Err(taskq_core::Error::LeaseLost { .. })),
+        "{renewed:?}"
+    );
+    let fetched = broker.fetch(&paused, &queues, 10, NO_WAIT).await;
+    assert!(
+        matches!(fetched, Err(taskq_core::Error::LeaseLost { .. })),
+        "{fetched:?}"
+    );
+    let stats = broker.stats(&q).await.unwrap();
+    assert_eq!((stats.pending, stats.processing), (2, 0), "nothing moved");
+    assert!(members(&broker)
+        .recover_lost_workers(&queues, 3)
+        .await
+        .unwrap()
+        .workers
+        .is_empty());
+}
+
+pub async fn a_lapsed_lease_not_yet_recovered_is_renewed(broker: Shared) {
+    let q = queue();
+    let queues = [q.clone()];
+    let slow = WorkerId::generate();
+    members(&broker)
+        .heartbeat(&slow, &queues, Duration::from_millis(100))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // No reaper ran in between: the late heartbeat keeps the worker.
+    members(&broker)
+        .heartbeat(&slow, &queues, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let report = members(&broker)
+        .recover_lost_workers(&queues, 3)
+        .await
+        .unwrap();
+    assert!(report.workers.is_empty(), "{report:?}");
+    broker.enqueue(vec![message(&q, 0)]).await.unwrap();
+    assert_eq!(
+        broker
+            .fetch(&slow, &queues, 1, NO_WAIT)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }

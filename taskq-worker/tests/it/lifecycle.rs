@@ -245,3 +245,42 @@ async fn no_ack_without_a_written_result_and_shutdown_ends_with_the_grace_period
         "the unacknowledged message is given back, not lost with its result"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_that_lost_its_lease_stops_its_runs_and_rejoins_under_a_fresh_identity() {
+    let client = Client::in_memory();
+    let mut labels = log("rejoin-");
+    let worker = all_tasks(builder(&client)).build().unwrap();
+    let first_id = worker.id().clone();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
+    let handle = client
+        .enqueue(Record {
+            label: "rejoin-1".into(),
+            ms: 10_000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(labels.recv().await.unwrap(), "rejoin-1");
+    // What another worker's reaper does to a worker it presumes dead: its lease goes and its
+    // messages return to the queue.
+    client
+        .broker()
+        .membership()
+        .unwrap()
+        .deregister(&first_id, &["default".to_owned()])
+        .await
+        .unwrap();
+    // The worker learns it at its next heartbeat, stops the run, rejoins, and runs the
+    // message again under its new identity.
+    assert_eq!(labels.recv().await.unwrap(), "rejoin-1");
+    assert_eq!(
+        handle.wait(Duration::from_secs(60)).await.unwrap(),
+        "rejoin-1"
+    );
+    let record = handle.info().await.unwrap().unwrap();
+    assert_ne!(record.worker.as_deref(), Some(first_id.as_str()));
+    stop.cancel();
+    let report = running.await.unwrap().unwrap();
+    assert_eq!((report.lease_losses, report.succeeded), (1, 1));
+}

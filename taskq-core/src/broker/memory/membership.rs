@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use super::{MemoryBroker, State};
 use crate::{
     broker::{DeadLetter, DeadReason, Membership, RecoveryReport, WorkerId, WorkerInfo},
-    Result,
+    Error, Result,
 };
 
 impl State {
@@ -53,7 +53,14 @@ impl Membership for MemoryBroker {
         let deadline = self.shared.clock.now()
             + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
         let mut state = self.lock();
+        let state = &mut *state;
+        let renewing = !state.joined.insert(worker.clone());
         let leases = &mut state.workers.entry(worker.clone()).or_default().leases;
+        if renewing && queues.iter().any(|queue| !leases.contains_key(queue)) {
+            return Err(Error::LeaseLost {
+                worker: worker.to_string(),
+            });
+        }
         for queue in queues {
             leases.insert(queue.clone(), deadline);
         }

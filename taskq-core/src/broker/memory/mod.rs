@@ -99,6 +99,8 @@ struct State {
     revoked: HashMap<TaskId, DateTime<Utc>>,
     /// Task name -> its latest published declaration.
     declarations: HashMap<String, super::TaskDeclaration>,
+    /// Workers that took a lease by heartbeat: from then on a missing lease means a lost one.
+    joined: std::collections::HashSet<WorkerId>,
 }
 
 #[derive(Debug, Default)]
@@ -159,11 +161,32 @@ impl MemoryBroker {
 
     /// Takes up to `max` ready messages into `worker`'s hands (due scheduled messages wait
     /// for [`Transport::promote_scheduled`], as on every broker).
-    fn take_ready(&self, worker: &WorkerId, queues: &[String], max: usize) -> Vec<Delivery> {
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LeaseLost`](crate::Error::LeaseLost) when `worker` joined by heartbeat and lost
+    /// its lease on one of `queues`; nothing is taken.
+    fn take_ready(
+        &self,
+        worker: &WorkerId,
+        queues: &[String],
+        max: usize,
+    ) -> crate::Result<Vec<Delivery>> {
         let now = self.shared.clock.now();
         let lease = chrono::Duration::from_std(FETCH_LEASE).unwrap_or(chrono::Duration::MAX);
         let mut state = self.lock();
         let state = &mut *state;
+        if state.joined.contains(worker) {
+            let leases = state.workers.get(worker).map(|w| &w.leases);
+            if queues
+                .iter()
+                .any(|q| !leases.is_some_and(|leases| leases.contains_key(q)))
+            {
+                return Err(crate::Error::LeaseLost {
+                    worker: worker.to_string(),
+                });
+            }
+        }
         let mut taken = Vec::new();
         for name in queues {
             let Some(queue) = state.queues.get_mut(name) else {
@@ -192,7 +215,7 @@ impl MemoryBroker {
                 break;
             }
         }
-        taken
+        Ok(taken)
     }
 
     /// Removes a delivery from `worker`'s processing set (the fence of every transition).

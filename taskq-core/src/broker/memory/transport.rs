@@ -100,7 +100,7 @@ impl Transport for MemoryBroker {
             let notified = self.shared.ready.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let taken = self.take_ready(worker, queues, max);
+            let taken = self.take_ready(worker, queues, max)?;
             if !taken.is_empty() || Instant::now() >= deadline {
                 return Ok(taken);
             }
