@@ -47,6 +47,27 @@ impl TaskState {
         )
     }
 
+    /// Whether a record in this state may be overwritten by one in `next`: results are
+    /// monotonic. SUCCESS is never replaced; another final state only by a final state (a
+    /// requeued dead letter ends again); a state in progress by anything. So a worker that
+    /// was presumed dead and comes back cannot write RETRY, STARTED or FAILURE over the
+    /// SUCCESS of the copy that ran elsewhere, and a waiter never sees a final state undone.
+    ///
+    /// ```
+    /// use taskq_core::TaskState::*;
+    /// assert!(!Success.may_become(Failure));
+    /// assert!(!Failure.may_become(Retry));
+    /// assert!(Failure.may_become(Success));
+    /// assert!(Started.may_become(Retry));
+    /// ```
+    pub fn may_become(self, next: TaskState) -> bool {
+        match self {
+            TaskState::Success => false,
+            final_state if final_state.is_ready() => next.is_ready(),
+            _ => true,
+        }
+    }
+
     /// The wire spelling, e.g. `"SUCCESS"`.
     pub fn as_str(self) -> &'static str {
         match self {

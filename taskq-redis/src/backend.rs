@@ -18,7 +18,7 @@ use taskq_core::{Error, Result, ResultBackend, TaskId, TaskResult};
 
 use crate::{
     connection::{self, redis_error},
-    keys, RedisConfig,
+    keys, scripts, RedisConfig,
 };
 
 /// The Redis result backend.
@@ -179,26 +179,42 @@ impl ResultBackend for RedisResultBackend {
 
     async fn store_many(&self, results: &[TaskResult], ttl: Duration) -> Result<()> {
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let mut pipe = redis::pipe();
+        let mut invocations = Vec::with_capacity(results.len());
         for result in results {
             let id = result.id.to_string();
             let json = serde_json::to_string(result).map_err(|source| Error::Serialize {
                 what: "task result",
                 source,
             })?;
-            pipe.cmd("SET")
-                .arg(keys::result(&id))
+            let mut invocation = scripts::STORE_RESULT.prepare_invoke();
+            invocation
+                .key(keys::result(&id))
                 .arg(json)
-                .arg("PX")
+                .arg(result.state.as_str())
                 .arg(ttl_ms)
-                .ignore();
-            if result.state.is_ready() {
-                pipe.publish(keys::result_channel(&id), 1).ignore();
+                .arg(keys::result_channel(&id));
+            invocations.push(invocation);
+        }
+        // One round trip for the batch: EVALSHA in a pipeline, loading the script first when
+        // the server does not know it (first use, or after a restart).
+        for load_first in [false, true] {
+            let mut pipe = redis::pipe();
+            if load_first {
+                pipe.load_script(&scripts::STORE_RESULT).ignore();
+            }
+            for invocation in &invocations {
+                pipe.invoke_script(invocation).ignore();
+            }
+            match pipe.query_async::<()>(&mut self.shared.conn.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(err)
+                    if !load_first
+                        && err.kind()
+                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {}
+                Err(err) => return Err(redis_error(err)),
             }
         }
-        pipe.query_async::<()>(&mut self.shared.conn.clone())
-            .await
-            .map_err(redis_error)
+        Ok(())
     }
 
     async fn get(&self, id: TaskId) -> Result<Option<TaskResult>> {

@@ -29,6 +29,7 @@ script!(SET_LAST_FIRE, "set_last_fire.lua");
 script!(FIND_DEAD, "find_dead.lua");
 script!(STATS, "stats.lua");
 script!(PURGE_DEAD, "purge_dead.lua");
+script!(STORE_RESULT, "store_result.lua");
 
 /// `lua/heartbeat.lua`, sent whole with `EVAL` inside a pipeline (one round trip for all of a
 /// worker's queues, whatever the server's script cache holds).

@@ -20,6 +20,7 @@ macro_rules! backend_conformance {
                 wait_returns_latest_on_timeout,
                 many_waiters_on_many_ids,
                 records_expire_after_ttl,
+                final_states_are_never_undone,
             );
         }
     };
@@ -158,4 +159,38 @@ pub async fn records_expire_after_ttl(backend: Shared) {
     assert!(backend.get(id).await.unwrap().is_some());
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(backend.get(id).await.unwrap().is_none());
+}
+
+/// Results are monotonic: a late write of a worker presumed dead (RETRY, STARTED, FAILURE)
+/// never replaces the SUCCESS of the copy that ran elsewhere; a final state is replaced only by
+/// a final state (a requeued dead letter ends again).
+pub async fn final_states_are_never_undone(backend: Shared) {
+    let id = TaskId::new();
+    backend
+        .store(&success(id, serde_json::json!(1)), DAY)
+        .await
+        .unwrap();
+    for late in [TaskState::Retry, TaskState::Started, TaskState::Failure] {
+        let record = TaskResult::new(id, "suite.task", late, Utc::now()).with_error("late");
+        backend.store(&record, DAY).await.unwrap();
+        let kept = backend.get(id).await.unwrap().unwrap();
+        assert_eq!(kept.state, TaskState::Success, "{late} replaced SUCCESS");
+    }
+    let other = TaskId::new();
+    let failure = TaskResult::new(other, "suite.task", TaskState::Failure, Utc::now());
+    backend.store(&failure, DAY).await.unwrap();
+    let retry = TaskResult::new(other, "suite.task", TaskState::Retry, Utc::now());
+    backend.store_many(&[retry], DAY).await.unwrap();
+    assert_eq!(
+        backend.get(other).await.unwrap().unwrap().state,
+        TaskState::Failure
+    );
+    backend
+        .store_many(&[success(other, serde_json::json!(2))], DAY)
+        .await
+        .unwrap();
+    assert_eq!(
+        backend.get(other).await.unwrap().unwrap().state,
+        TaskState::Success
+    );
 }

@@ -106,6 +106,13 @@ impl ResultBackend for MemoryResultBackend {
             let mut state = self.lock();
             state.sweep(now);
             for result in results {
+                let kept = state
+                    .results
+                    .get(&result.id)
+                    .is_some_and(|(old, _)| !old.state.may_become(result.state));
+                if kept {
+                    continue;
+                }
                 if let Some((_, old)) = state.results.insert(result.id, (result.clone(), expires)) {
                     state.expiry.remove(&(old, result.id));
                 }

@@ -18,7 +18,11 @@ pub const DEFAULT_RESULT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// Implementations: [`MemoryResultBackend`] and `taskq_redis::RedisResultBackend`.
 #[async_trait]
 pub trait ResultBackend: Send + Sync + std::fmt::Debug {
-    /// Writes (replaces) the record of `result.id`, kept for `ttl` after this write.
+    /// Writes the record of `result.id`, kept for `ttl` after this write, unless the stored
+    /// record's state may not become the new one ([`TaskState::may_become`]): results are
+    /// monotonic, so a late write from a worker presumed dead changes nothing.
+    ///
+    /// [`TaskState::may_become`]: crate::TaskState::may_become
     async fn store(&self, result: &TaskResult, ttl: Duration) -> Result<()>;
 
     /// Writes several records; implementations batch them into one round trip.
