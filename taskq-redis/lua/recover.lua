@@ -16,19 +16,22 @@
 -- ARGV[5]      now, RFC 3339 (for dead letter records)
 -- ARGV[6]      queue name
 -- ARGV[7]      '1' to skip the deadline check and the counting (a worker deregistering itself)
--- returns      {requeued, dead_lettered}, or {-1, 0} when the worker is alive or already recovered
+-- returns      {requeued, dead_lettered, {id, task, id, task, ...}}: with the ids and task names
+--              of the messages dead-lettered as poison (those readable), or {-1, 0, {}} when the
+--              worker is alive or already recovered
 local top_level = #KEYS - 6
 local wake = KEYS[#KEYS]
 local force = ARGV[7] == '1'
 local deadline = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not force then
   if not deadline or tonumber(deadline) >= tonumber(ARGV[2]) then
-    return {-1, 0}
+    return {-1, 0, {}}
   end
 end
 redis.call('ZREM', KEYS[1], ARGV[1])
 local held = redis.call('LRANGE', KEYS[2], 0, -1)
 local requeued, dead = 0, 0
+local poisoned = {}
 for _, payload in ipairs(held) do
   local ok, message = pcall(cjson.decode, payload)
   if not ok or type(message) ~= 'table' then message = {} end
@@ -45,7 +48,11 @@ for _, payload in ipairs(held) do
     redis.call('HDEL', KEYS[3], id or redis.sha1hex(payload))
     local letter = {queue = ARGV[6], reason = 'worker_lost', worker = ARGV[1], at = ARGV[5],
       error = 'recovered from lost workers ' .. count .. ' times', payload = payload}
-    if id then letter.id = id end
+    if id then
+      letter.id = id
+      poisoned[#poisoned + 1] = id
+      poisoned[#poisoned + 1] = type(message.task) == 'string' and message.task or ''
+    end
     redis.call('LPUSH', KEYS[4], cjson.encode(letter))
     redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[4]) - 1)
     dead = dead + 1
@@ -59,4 +66,4 @@ if requeued > 0 then
   redis.call('LPUSH', wake, '1')
   redis.call('LTRIM', wake, 0, 0)
 end
-return {requeued, dead}
+return {requeued, dead, poisoned}

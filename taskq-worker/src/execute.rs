@@ -88,9 +88,16 @@ pub(crate) async fn execute(
                 _ => DeadReason::Malformed,
             };
             tracing::error!(queue = delivery.queue(), error = %error_chain(&err), "undecodable message");
+            let error = error_chain(&err);
+            // The id may still be readable: whoever waits for it learns the task ended.
+            let record = delivery.id().map(|id| {
+                TaskResult::new(id, "", TaskState::Failure, executor.clock.now())
+                    .with_error(format!("dead-lettered as {reason}: {error}"))
+                    .with_worker(executor.worker.as_str())
+            });
             executor
                 .settler
-                .dead_letter(&delivery, reason, error_chain(&err))
+                .dead_letter(&delivery, reason, error, record)
                 .await;
             return None;
         }
@@ -170,9 +177,12 @@ impl Execution<'_> {
             );
             tracing::error!("{error}");
             self.release_unique().await;
+            let record = self
+                .record_without_task(TaskState::Failure)
+                .with_error(format!("dead-lettered as unknown_task: {error}"));
             executor
                 .settler
-                .dead_letter(self.delivery, DeadReason::UnknownTask, error)
+                .dead_letter(self.delivery, DeadReason::UnknownTask, error, Some(record))
                 .await;
             return Outcome::Settled;
         };
@@ -252,7 +262,7 @@ impl Execution<'_> {
                     self.hook(On::DeadLetter, Some(&error), Some(DeadReason::Malformed));
                     executor
                         .settler
-                        .dead_letter(self.delivery, DeadReason::Malformed, error)
+                        .dead_letter(self.delivery, DeadReason::Malformed, error, None)
                         .await;
                 }
             }
@@ -376,9 +386,13 @@ impl Execution<'_> {
             let message = match OutboundMessage::from_envelope(&next, usize::MAX) {
                 Ok(message) => message,
                 Err(err) => {
+                    let error = error_chain(&err);
+                    let record = self
+                        .record(task, TaskState::Failure)
+                        .with_error(format!("dead-lettered as failed: {error}"));
                     executor
                         .settler
-                        .dead_letter(self.delivery, DeadReason::Failed, error_chain(&err))
+                        .dead_letter(self.delivery, DeadReason::Failed, error, Some(record))
                         .await;
                     return;
                 }
@@ -408,7 +422,7 @@ impl Execution<'_> {
         self.hook(On::DeadLetter, Some(error.message()), Some(reason));
         executor
             .settler
-            .dead_letter(self.delivery, reason, error.message().to_owned())
+            .dead_letter(self.delivery, reason, error.message().to_owned(), None)
             .await;
     }
 
@@ -468,6 +482,11 @@ impl Execution<'_> {
     }
 
     fn record(&self, _task: &Registered, state: TaskState) -> TaskResult {
+        self.record_without_task(state)
+    }
+
+    /// A record of this execution for a message whose task is not registered here.
+    fn record_without_task(&self, state: TaskState) -> TaskResult {
         let now = self.executor.clock.now();
         let attempts = match state {
             TaskState::Expired => self.envelope.attempt,

@@ -4,7 +4,9 @@
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use taskq_core::{Broker, Membership, WorkerId, WorkerInfo};
+use taskq_core::{
+    Broker, Membership, ResultBackend, TaskId, TaskResult, TaskState, WorkerId, WorkerInfo,
+};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -22,10 +24,14 @@ const SLOW_EVERY: u64 = 5;
 #[derive(Debug)]
 pub(crate) struct Maintenance {
     pub(crate) broker: Arc<dyn Broker>,
+    /// Where the final results of poison messages go.
+    pub(crate) results: Arc<dyn ResultBackend>,
     pub(crate) worker: WorkerId,
     /// What the worker publishes about itself (queues, concurrency, host, start).
     pub(crate) info: WorkerInfo,
     pub(crate) heartbeat_interval: Duration,
+    /// How long results are kept.
+    pub(crate) result_ttl: Duration,
     pub(crate) liveness_ttl: Duration,
     pub(crate) max_redeliveries: u32,
     /// Execution slots, to report how many are in use.
@@ -96,9 +102,33 @@ impl Maintenance {
                     dead_lettered = report.dead_lettered,
                     "recovered messages of lost workers"
                 );
+                self.end_poisoned(&report.poisoned).await;
             }
             Ok(_) => {}
             Err(err) => tracing::warn!(error = %err, "reaper pass failed"),
+        }
+    }
+
+    /// Gives the messages dead-lettered as poison a final FAILURE, so their waiters end.
+    async fn end_poisoned(&self, poisoned: &[(TaskId, String)]) {
+        if poisoned.is_empty() {
+            return;
+        }
+        let now = self.broker.clock().now();
+        let error = format!(
+            "dead-lettered as worker_lost: recovered from lost workers more than {} times",
+            self.max_redeliveries
+        );
+        let records: Vec<_> = poisoned
+            .iter()
+            .map(|(id, task)| {
+                TaskResult::new(*id, task.as_str(), TaskState::Failure, now)
+                    .with_error(&error)
+                    .with_worker(self.worker.as_str())
+            })
+            .collect();
+        if let Err(err) = self.results.store_many(&records, self.result_ttl).await {
+            tracing::warn!(error = %err, "could not record the failure of poison messages");
         }
     }
 

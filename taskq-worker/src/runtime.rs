@@ -130,6 +130,8 @@ impl Shared {
         });
         let maintenance = Maintenance {
             broker: broker.clone(),
+            results: client.backend().clone(),
+            result_ttl: config.result_ttl,
             worker: id.clone(),
             info: maintenance::worker_info(
                 &id,

@@ -150,8 +150,19 @@ impl Settler {
         .await
     }
 
-    /// Moves a held message to dead letters and counts it.
-    pub(crate) async fn dead_letter(&self, delivery: &Delivery, reason: DeadReason, error: String) {
+    /// Moves a held message to dead letters and counts it. `final_record`, when given, is
+    /// written first, so that whoever waits for the task learns it ended (callers that stored
+    /// the FAILURE themselves pass `None`).
+    pub(crate) async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        reason: DeadReason,
+        error: String,
+        final_record: Option<TaskResult>,
+    ) {
+        if let Some(record) = final_record {
+            self.store(&record).await;
+        }
         let moved = insist("dead-letter", &self.hard_stop, || {
             self.broker
                 .dead_letter(&self.worker, delivery, reason, Some(error.clone()))

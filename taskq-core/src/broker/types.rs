@@ -303,12 +303,15 @@ impl DeadLetter {
 /// let fields = taskq_core::PayloadFields::read(r#"{"priority": 42, "junk": true}"#);
 /// assert_eq!((fields.id, fields.priority), (None, 9));
 /// ```
-#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[non_exhaustive]
 pub struct PayloadFields {
     /// The task id.
     #[serde(default)]
     pub id: Option<TaskId>,
+    /// The task name.
+    #[serde(default)]
+    pub task: Option<String>,
     /// The priority, clamped to 0..=9.
     #[serde(default)]
     pub priority: u8,
@@ -362,4 +365,7 @@ pub struct RecoveryReport {
     pub requeued: usize,
     /// Messages dead-lettered as poison.
     pub dead_lettered: usize,
+    /// The ids and task names of the poison messages that could be read, so that the caller
+    /// can give them a final result (their waiters then end).
+    pub poisoned: Vec<(TaskId, String)>,
 }

@@ -58,7 +58,7 @@ impl Membership for RedisBroker {
                 .await
                 .map_err(redis_error)?;
             for worker in lost {
-                let (requeued, dead) = self
+                let (requeued, dead, poisoned) = self
                     .recover(queue, &worker, max_redeliveries, false)
                     .await?;
                 if requeued < 0 {
@@ -66,6 +66,11 @@ impl Membership for RedisBroker {
                 }
                 report.requeued += requeued as usize;
                 report.dead_lettered += dead as usize;
+                for pair in poisoned.chunks_exact(2) {
+                    if let Ok(id) = pair[0].parse() {
+                        report.poisoned.push((id, pair[1].clone()));
+                    }
+                }
                 let worker = WorkerId::from_string(worker);
                 if !report.workers.contains(&worker) {
                     report.workers.push(worker);

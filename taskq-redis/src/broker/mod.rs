@@ -423,7 +423,7 @@ impl RedisBroker {
         worker: &str,
         max_redeliveries: u32,
         force: bool,
-    ) -> Result<(i64, i64)> {
+    ) -> Result<(i64, i64, Vec<String>)> {
         let keys = QueueKeys::new(queue);
         let now = self.now();
         let mut invocation = scripts::RECOVER.prepare_invoke();

@@ -145,6 +145,11 @@ pub async fn poison_message_is_dead_lettered(broker: Shared) {
                 (0, 1),
                 "round {round}"
             );
+            assert_eq!(
+                report.poisoned,
+                vec![(sent.id, "suite.task".to_owned())],
+                "named so that its waiter can be told"
+            );
         }
     }
     let dead = broker.dead_letters(&q, Page::first(10)).await.unwrap();

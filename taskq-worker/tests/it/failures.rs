@@ -115,6 +115,11 @@ async fn unknown_task_is_dead_lettered() {
     assert_eq!(dead.reason, DeadReason::UnknownTask);
     assert_eq!(dead.id, Some(handle.id()));
     assert!(dead.error.unwrap().contains("nobody.handles.this"));
+    // The waiter is told, instead of waiting out its timeout.
+    crate::support::assert_ended_in(
+        handle.wait(Duration::from_secs(1)).await,
+        TaskState::Failure,
+    );
     assert_eq!(worker.stop().await.dead_lettered, 1);
 }
 
@@ -182,5 +187,6 @@ async fn oversized_payload_is_dead_lettered_not_run() {
         .error
         .unwrap()
         .contains("exceeds the limit of 500 bytes"));
+    crate::support::assert_ended_in(big.wait(Duration::from_secs(1)).await, TaskState::Failure);
     worker.stop().await;
 }

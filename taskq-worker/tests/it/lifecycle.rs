@@ -284,3 +284,48 @@ async fn a_worker_that_lost_its_lease_stops_its_runs_and_rejoins_under_a_fresh_i
     let report = running.await.unwrap().unwrap();
     assert_eq!((report.lease_losses, report.succeeded), (1, 1));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_poison_message_ends_with_a_failure_its_waiter_sees() {
+    let client = Client::in_memory();
+    let handle = client
+        .enqueue(Record {
+            label: "poison-1".into(),
+            ms: 0,
+        })
+        .await
+        .unwrap();
+    // A worker that took the message and vanished.
+    let lost = WorkerId::generate();
+    let queues = ["default".to_owned()];
+    let membership = client.broker().membership().unwrap();
+    membership
+        .heartbeat(&lost, &queues, Duration::from_millis(200))
+        .await
+        .unwrap();
+    let held = client
+        .broker()
+        .fetch(&lost, &queues, 1, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 1);
+    // A reaper that allows no redelivery dead-letters it as worker_lost at once.
+    let worker = Running::start(all_tasks(builder(&client)).configure(|config| {
+        config.max_redeliveries = 0;
+    }));
+    crate::support::assert_ended_in(
+        handle.wait(Duration::from_secs(30)).await,
+        taskq_core::TaskState::Failure,
+    );
+    let record = handle.info().await.unwrap().unwrap();
+    assert!(
+        record
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("dead-lettered as worker_lost"),
+        "{record:?}"
+    );
+    assert_eq!(record.task, "test.record");
+    worker.stop().await;
+}

@@ -59,7 +59,17 @@ async fn typed_results_retries_and_dead_letters_on_redis() {
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].reason, DeadReason::UnknownTask);
     assert_eq!(dead[0].id, Some(unknown.id()));
-    assert_eq!(unknown.state().await.unwrap(), TaskState::Pending);
+    // Dead-lettered tasks end with a final record, so a waiter does not wait out its timeout.
+    let ended = unknown.info().await.unwrap().unwrap();
+    assert_eq!(ended.state, TaskState::Failure);
+    assert!(
+        ended
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("dead-lettered as unknown_task"),
+        "{ended:?}"
+    );
 
     let report = worker.stop().await;
     assert_eq!(

@@ -10,7 +10,9 @@ use chrono::{DateTime, Utc};
 
 use super::{MemoryBroker, State};
 use crate::{
-    broker::{DeadLetter, DeadReason, Membership, RecoveryReport, WorkerId, WorkerInfo},
+    broker::{
+        DeadLetter, DeadReason, Membership, PayloadFields, RecoveryReport, WorkerId, WorkerInfo,
+    },
     Error, Result,
 };
 
@@ -96,6 +98,8 @@ impl Membership for MemoryBroker {
                         );
                         queue.add_dead(letter, max_dead);
                         report.dead_lettered += 1;
+                        let task = PayloadFields::read(&message.payload).task;
+                        report.poisoned.push((message.id, task.unwrap_or_default()));
                     } else {
                         queue.push_front(message);
                         report.requeued += 1;
