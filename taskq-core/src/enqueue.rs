@@ -76,12 +76,8 @@ pub(crate) fn plan(
         .clone()
         .or_else(|| declared.map(|d| d.queue().to_owned()))
         .unwrap_or_else(|| crate::DEFAULT_QUEUE.to_owned());
-    if queue.is_empty() {
-        return Err(Error::Invalid {
-            what: "queue",
-            reason: "queue name must not be empty".into(),
-        });
-    }
+    check_name("queue", &queue)?;
+    check_name("task name", name)?;
     let mut envelope = Envelope::from_raw_args(name, args, queue, now);
     if let Some(id) = call.id {
         envelope.id = id;
@@ -114,6 +110,45 @@ pub(crate) fn plan(
         (key, window)
     });
     Ok(Planned { envelope, unique })
+}
+
+/// Longest queue or task name accepted, in bytes.
+pub const MAX_NAME_BYTES: usize = 200;
+
+/// Checks a queue or task name before it becomes part of a key: not empty, at most
+/// [`MAX_NAME_BYTES`], no whitespace or control characters, and no `{` or `}` (a queue's keys
+/// share the hash tag `{<queue>}`; a brace would break it, an empty one scatters them).
+///
+/// ```
+/// assert!(taskq_core::enqueue::check_name("queue", "emails-eu").is_ok());
+/// for bad in ["", "a b", "}x", "{x}", "tab\there"] {
+///     assert!(taskq_core::enqueue::check_name("queue", bad).is_err(), "{bad:?}");
+/// }
+/// ```
+///
+/// # Errors
+///
+/// [`Error::Invalid`] naming what is wrong.
+pub fn check_name(what: &'static str, name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        "the name is empty".to_owned()
+    } else if name.len() > MAX_NAME_BYTES {
+        format!(
+            "the name is {} bytes long; at most {MAX_NAME_BYTES} are allowed",
+            name.len()
+        )
+    } else if let Some(bad) = name
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '{' | '}'))
+    {
+        format!(
+            "`{}` contains {bad:?}; use letters, digits and punctuation other than braces",
+            name.escape_debug()
+        )
+    } else {
+        return Ok(());
+    };
+    Err(Error::Invalid { what, reason })
 }
 
 /// Task name plus a stable digest (UUID v5) of the encoded arguments.

@@ -225,6 +225,10 @@ impl WorkerBuilder {
         if config.queues.is_empty() {
             config.queues = self.registry.default_queues();
         }
+        for queue in &config.queues {
+            taskq_core::enqueue::check_name("queue", queue)
+                .map_err(|err| Error::Config(taskq_core::error_chain(&err)))?;
+        }
         config.fetch_batch = config.fetch_batch.max(1);
         if config
             .queue_weights

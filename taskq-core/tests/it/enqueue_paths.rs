@@ -186,3 +186,51 @@ async fn the_last_of_countdown_and_eta_wins() {
         1
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn names_that_would_break_keys_are_refused_on_every_path() {
+    let client = Client::in_memory();
+    for queue in ["", "}x", "a{b}", "two words", "line\nbreak"] {
+        let err = client
+            .enqueue(Declared { n: 1 })
+            .queue(queue)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, taskq_core::Error::Invalid { what: "queue", .. }),
+            "{queue:?}: {err:?}"
+        );
+    }
+    let err = client
+        .enqueue_by_name("bad name", &serde_json::json!({}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            taskq_core::Error::Invalid {
+                what: "task name",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = client
+        .enqueue_many_by_name("", [serde_json::json!({})])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            taskq_core::Error::Invalid {
+                what: "task name",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        client.inspector().queues().await.unwrap().is_empty(),
+        "nothing was enqueued"
+    );
+}

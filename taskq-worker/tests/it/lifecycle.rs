@@ -128,11 +128,19 @@ fn invalid_configurations_are_refused() {
         err.to_string(),
         "task name `test.record` is registered twice"
     );
-    let err = all_tasks(Worker::builder(client))
+    let err = all_tasks(Worker::builder(client.clone()))
         .liveness(Duration::from_secs(5), Duration::from_secs(5))
         .build()
         .unwrap_err();
     assert!(matches!(err, Error::Config(_)));
+    let err = all_tasks(Worker::builder(client))
+        .queues(["ok", "}broken"])
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid worker configuration: invalid queue: `}broken` contains '}'; use letters, digits and punctuation other than braces"
+    );
 }
 
 /// A result backend that notes, at every final write, whether the message was still held:
