@@ -2,12 +2,18 @@
 --
 -- KEYS[1]      taskq:{q}:processing:<worker>
 -- KEYS[2]      taskq:{q}:dead
+-- KEYS[3]      taskq:{q}:redeliveries (its count goes with it: a requeued dead letter starts
+--              afresh instead of looking poisoned early)
 -- ARGV[1]      payload (as held)
 -- ARGV[2]      dead letter record (JSON)
 -- ARGV[3]      most dead letters kept
+-- ARGV[4]      task id, or '' when unreadable
 -- returns      1 when moved, 0 when this worker no longer held the message
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then
   return 0
+end
+if ARGV[4] ~= '' then
+  redis.call('HDEL', KEYS[3], ARGV[4])
 end
 redis.call('LPUSH', KEYS[2], ARGV[2])
 redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)

@@ -106,6 +106,12 @@ impl Membership for RedisBroker {
             .ignore()
             .zadd(keys::WORKERS, &info.id, millis(self.now()) + ttl_ms)
             .ignore()
+            // Entries of workers long gone would pile up, one per worker start.
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(keys::WORKERS)
+            .arg("-inf")
+            .arg(format!("({}", millis(self.now())))
+            .ignore()
             .query_async::<()>(&mut self.conn())
             .await
             .map_err(redis_error)

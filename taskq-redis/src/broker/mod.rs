@@ -249,6 +249,14 @@ impl RedisBroker {
         let mut adopted = Vec::new();
         for queue in queues {
             let key = QueueKeys::new(queue).processing(worker.as_str());
+            // What we handed out, read before the list: an ack landing in between removes a
+            // message from both, and reading the list first would adopt (and run) it again.
+            let mut known = self
+                .held()
+                .get(worker)
+                .and_then(|queues| queues.get(queue.as_str()))
+                .cloned()
+                .unwrap_or_default();
             let listed: Vec<String> = redis::cmd("LRANGE")
                 .arg(&key)
                 .arg(0)
@@ -256,12 +264,6 @@ impl RedisBroker {
                 .query_async(&mut self.conn())
                 .await
                 .map_err(redis_error)?;
-            let mut known = self
-                .held()
-                .get(worker)
-                .and_then(|queues| queues.get(queue.as_str()))
-                .cloned()
-                .unwrap_or_default();
             let queue_name: Arc<str> = Arc::from(queue.as_str());
             // The list is newest first; adopt oldest first.
             for payload in listed.into_iter().rev() {
@@ -282,7 +284,6 @@ impl RedisBroker {
         if !adopted.is_empty() {
             tracing::warn!(worker = %worker, count = adopted.len(), "adopted messages whose fetch reply was lost");
         }
-        self.hold(worker, &adopted);
         self.shared.unreconciled.lock().remove(worker);
         Ok(adopted)
     }
@@ -386,15 +387,14 @@ impl RedisBroker {
         max: usize,
         wait: Duration,
     ) -> Result<Vec<Delivery>> {
+        // Nothing is recorded as handed out until the whole call succeeds: if a later step
+        // fails, the caller gets an error and the next fetch adopts what the server moved.
         let mut out = self.reconcile(worker, queues).await?;
         if out.len() < max {
-            let ready = self.fetch_ready(worker, queues, max - out.len()).await?;
-            self.hold(worker, &ready);
-            out.extend(ready);
+            out.extend(self.fetch_ready(worker, queues, max - out.len()).await?);
         }
         if out.is_empty() && !wait.is_zero() && self.wait_for_wake(queues, wait).await? {
             let ready = self.fetch_ready(worker, queues, max).await?;
-            self.hold(worker, &ready);
             if ready.len() == max {
                 if let Some(first) = ready.first() {
                     self.pass_wake(first.queue()).await?;
@@ -402,6 +402,7 @@ impl RedisBroker {
             }
             out.extend(ready);
         }
+        self.hold(worker, &out);
         Ok(out)
     }
 

@@ -253,9 +253,11 @@ impl Transport for RedisBroker {
         let moved: i64 = scripts::DEAD_LETTER
             .key(keys.processing(worker.as_str()))
             .key(keys.dead())
+            .key(keys.redeliveries())
             .arg(delivery.payload())
             .arg(record)
             .arg(self.shared.config.max_dead_letters())
+            .arg(delivery.id().map(|id| id.to_string()).unwrap_or_default())
             .invoke_async(&mut self.conn())
             .await
             .map_err(redis_error)?;

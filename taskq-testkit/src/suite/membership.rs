@@ -24,6 +24,7 @@ macro_rules! membership_conformance {
                 recovery_is_per_queue,
                 a_recovered_worker_learns_it_lost_its_lease,
                 a_lapsed_lease_not_yet_recovered_is_renewed,
+                a_requeued_dead_letter_starts_its_redelivery_count_afresh,
             );
         }
     };
@@ -317,5 +318,46 @@ pub async fn a_lapsed_lease_not_yet_recovered_is_renewed(broker: Shared) {
             .unwrap()
             .len(),
         1
+    );
+}
+
+/// Loses the message of `q` to a worker that vanishes, then recovers it with `max` allowed
+/// redeliveries; returns the report.
+async fn lose_and_recover(broker: &Shared, q: &str, max: u32) -> taskq_core::RecoveryReport {
+    let queues = [q.to_owned()];
+    let lost = WorkerId::generate();
+    members(broker)
+        .heartbeat(&lost, &queues, Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert_eq!(
+        broker
+            .fetch(&lost, &queues, 1, NO_WAIT)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    members(broker)
+        .recover_lost_workers(&queues, max)
+        .await
+        .unwrap()
+}
+
+pub async fn a_requeued_dead_letter_starts_its_redelivery_count_afresh(broker: Shared) {
+    let q = queue();
+    broker.enqueue(vec![message(&q, 0)]).await.unwrap();
+    for _ in 0..2 {
+        assert_eq!(lose_and_recover(&broker, &q, 2).await.requeued, 1);
+    }
+    // Recovered twice, then it fails for good and an operator requeues it.
+    kill(&broker, &q, 1).await;
+    assert_eq!(broker.requeue_dead(&q, None).await.unwrap(), 1);
+    let report = lose_and_recover(&broker, &q, 2).await;
+    assert_eq!(
+        (report.requeued, report.dead_lettered),
+        (1, 0),
+        "the old count must not make it poison"
     );
 }

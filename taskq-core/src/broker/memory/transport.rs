@@ -173,9 +173,9 @@ impl Transport for MemoryBroker {
         let now = self.shared.clock.now();
         let max = self.shared.config.max_dead_letters;
         let mut state = self.lock();
-        if Self::take_processing(&mut state, worker, delivery).is_none() {
+        let Some(message) = Self::take_processing(&mut state, worker, delivery) else {
             return Ok(false);
-        }
+        };
         let letter = DeadLetter::new(
             delivery.queue(),
             delivery.payload(),
@@ -184,11 +184,10 @@ impl Transport for MemoryBroker {
             Some(worker.to_string()),
             now,
         );
-        state
-            .queues
-            .entry(delivery.queue().to_owned())
-            .or_default()
-            .add_dead(letter, max);
+        let queue = state.queues.entry(delivery.queue().to_owned()).or_default();
+        // Its redelivery count goes with it: a requeued dead letter starts afresh.
+        queue.redeliveries.remove(&message.id);
+        queue.add_dead(letter, max);
         Ok(true)
     }
 
