@@ -1,3 +1,4 @@
+#!lua
 -- Moves a held message to the queue's capped dead-letter list. Fenced on it still being held.
 --
 -- KEYS[1]      taskq:{q}:processing:<worker>

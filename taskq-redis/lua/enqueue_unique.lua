@@ -1,3 +1,4 @@
+#!lua
 -- Enqueues one message only if its uniqueness key is not set, and sets the key, atomically:
 -- two producers racing on one key (two beat replicas firing one slot) enqueue it once.
 --

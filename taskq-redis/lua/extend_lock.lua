@@ -1,3 +1,4 @@
+#!lua
 -- Extends the leader lock, only for its owner.
 --
 -- KEYS[1]      taskq:beat:leader

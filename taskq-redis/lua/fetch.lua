@@ -1,3 +1,4 @@
+#!lua
 -- Moves up to ARGV[1] ready messages of one queue into a worker's processing list, highest
 -- priority level first, oldest first within a level. Atomic: a message is either still pending
 -- or in exactly this worker's processing list.

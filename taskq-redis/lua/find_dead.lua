@@ -1,3 +1,4 @@
+#!lua flags=no-writes
 -- find_dead: one dead letter by task id, without sending the list to the client.
 --
 -- KEYS[1]  the queue's dead-letter list (newest first, capped)

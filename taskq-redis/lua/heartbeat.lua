@@ -1,3 +1,4 @@
+#!lua
 -- heartbeat: takes or renews one worker's lease on one queue.
 --
 -- KEYS[1]  taskq:{q}:workers (worker -> lease deadline, ms)

@@ -1,3 +1,4 @@
+#!lua
 -- Moves due scheduled messages (score <= now) to the tail of their pending level, at most
 -- ARGV[2] per call. Atomic, so concurrent promoters never move one message twice.
 --

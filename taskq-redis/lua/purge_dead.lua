@@ -1,3 +1,4 @@
+#!lua
 -- purge_dead: deletes a queue's dead letters, all or those older than a cutoff, atomically.
 --
 -- KEYS[1]  taskq:{q}:dead (JSON records, newest first)

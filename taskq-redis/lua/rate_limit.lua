@@ -1,3 +1,4 @@
+#!lua
 -- Generic cell rate algorithm: admits one start if the task's theoretical arrival time (TAT)
 -- is not in the future, and moves the TAT on by one interval. Shared by every worker, so the
 -- limit is global.

@@ -1,3 +1,4 @@
+#!lua
 -- Recovers one lost worker's processing list of one queue, if and only if its liveness deadline
 -- has passed and nobody recovered it yet (the ZREM is the claim). Messages go back to the head
 -- of their pending level, oldest fetched first; one recovered more than ARGV[3] times goes to

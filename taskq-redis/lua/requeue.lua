@@ -1,3 +1,4 @@
+#!lua
 -- Puts held messages back at the head of their pending levels, unchanged (no retry spent), so
 -- that they run next and in the given order. Fenced per message.
 --

@@ -1,3 +1,4 @@
+#!lua
 -- Moves one dead letter back to its queue: removes the record and pushes the (reset) payload
 -- in one step, so a message is never lost or doubled even when two operators race.
 --

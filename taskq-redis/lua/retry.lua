@@ -1,3 +1,4 @@
+#!lua
 -- Replaces a failed message by its next attempt: into the scheduled set when due later, at the
 -- tail of its pending level when due now. Fenced on the current message still being held.
 --

@@ -1,3 +1,4 @@
+#!lua
 -- Records an entry's last fired slot, never moving it backwards (a paused former leader that
 -- resumes must not rewind the state).
 --

@@ -1,3 +1,4 @@
+#!lua flags=no-writes
 -- stats: one queue's counts as one consistent snapshot, in one round trip.
 --
 -- KEYS[1..L]   taskq:{q}:pending:0 .. taskq:{q}:pending:<L-1> (L priority levels: #KEYS - 3)

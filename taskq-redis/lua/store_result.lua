@@ -1,3 +1,4 @@
+#!lua
 -- store_result: writes one task's result record unless the stored one may not be replaced,
 -- and announces final states to waiters. Results are monotonic: SUCCESS is never replaced, any
 -- other final state only by a final state, a state in progress by anything (the same rule as

@@ -12,13 +12,22 @@ use taskq_core::{Error, Result};
 /// Wraps a redis-rs error, transient unless redis-rs says retrying cannot help (a script
 /// error, a wrong type, a refused password).
 pub(crate) fn redis_error(err: redis::RedisError) -> Error {
-    let transient = !matches!(err.retry_method(), redis::RetryMethod::NoRetry)
-        && err.kind() != redis::ErrorKind::AuthenticationFailed;
+    // Out of memory (maxmemory with noeviction) passes once settling frees memory.
+    let transient = is_out_of_memory(&err)
+        || (!matches!(err.retry_method(), redis::RetryMethod::NoRetry)
+            && err.kind() != redis::ErrorKind::AuthenticationFailed);
     Error::Broker {
         transport: "redis",
         transient,
         source: Box::new(err),
     }
+}
+
+/// True when the server refused a write for lack of memory, alone or inside a pipeline.
+fn is_out_of_memory(err: &redis::RedisError) -> bool {
+    err.clone()
+        .into_server_errors()
+        .is_some_and(|errors| errors.iter().any(|(_, error)| error.code() == "OOM"))
 }
 
 /// Parses `url` (`redis://`, `rediss://` for TLS, `redis://user:password@host:port/db` for ACL

@@ -263,3 +263,110 @@ async fn recovery_survives_a_held_message_with_a_nan_priority() {
     let stats = broker.stats(&q).await.unwrap();
     assert_eq!((stats.pending, stats.processing), (3, 0), "{stats:?}");
 }
+
+/// Under `maxmemory` with `noeviction`, a script that would write is refused before its first
+/// write, so no transition happens halfway (a dead letter removed from the processing list
+/// but never pushed to `dead` would be lost); acks, which free memory, still work.
+#[tokio::test]
+async fn out_of_memory_refuses_transitions_whole_and_loses_nothing() {
+    use taskq_core::{DeadReason, Membership};
+    let server = RedisServer::start();
+    let broker = RedisBroker::connect(config(&server)).await.unwrap();
+    let q = format!("q-{}", uuid::Uuid::new_v4());
+    let queues = [q.clone()];
+    let worker = WorkerId::generate();
+    broker
+        .enqueue((0..5).map(|_| message(&q, 0)).collect())
+        .await
+        .unwrap();
+    broker
+        .heartbeat(&worker, &queues, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let held = broker
+        .fetch(&worker, &queues, 3, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 3);
+
+    let admin = redis::Client::open(server.url()).unwrap();
+    let mut conn = admin.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let used: u64 = info
+        .lines()
+        .find_map(|line| line.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    for (name, value) in [
+        ("maxmemory-policy", "noeviction".to_owned()),
+        ("maxmemory", (used + 2_000_000).to_string()),
+    ] {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
+    }
+    // Fill in big chunks, then small ones: a big SET can be refused only because its own
+    // query buffer tipped the balance, leaving room for small writes after it.
+    let mut full = false;
+    let mut i = 0;
+    for size in [100_000, 1_000, 10] {
+        let filler = "x".repeat(size);
+        full = false;
+        for _ in 0..10_000 {
+            i += 1;
+            let set: redis::RedisResult<()> = redis::cmd("SET")
+                .arg(format!("filler:{i}"))
+                .arg(&filler)
+                .query_async(&mut conn)
+                .await;
+            if set.is_err() {
+                full = true;
+                break;
+            }
+        }
+    }
+    assert!(full, "redis never ran out of memory");
+
+    let err = broker.enqueue(vec![message(&q, 0)]).await.unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    assert!(taskq_core::error_chain(&err).contains("OOM"), "{err:?}");
+    assert!(broker
+        .dead_letter(&worker, &held[0], DeadReason::Failed, None)
+        .await
+        .is_err());
+    assert!(broker
+        .fetch(&worker, &queues, 2, Duration::ZERO)
+        .await
+        .is_err());
+    let stats = broker.stats(&q).await.unwrap();
+    assert_eq!(
+        (stats.pending, stats.processing, stats.dead),
+        (2, 3, 0),
+        "nothing moved halfway"
+    );
+    assert_eq!(
+        broker.ack(&worker, &held[1..2]).await.unwrap(),
+        1,
+        "acks free memory"
+    );
+
+    redis::cmd("FLUSHDB")
+        .arg("ASYNC")
+        .query_async::<()>(&mut conn)
+        .await
+        .ok();
+    let _ = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("0")
+        .query_async::<()>(&mut conn)
+        .await;
+}
