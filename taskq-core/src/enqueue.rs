@@ -314,7 +314,11 @@ impl<'a, O> Enqueue<'a, O> {
         self
     }
 
-    /// Uses `id` instead of a random one (e.g. to make a retried enqueue idempotent).
+    /// Uses `id` instead of a random one, e.g. to know the id before the enqueue returns.
+    ///
+    /// Not an idempotency key by itself: two enqueues with one id are two invocations (both
+    /// run, and share one result record). To enqueue once, add `.unique_for(window)`, whose
+    /// claim is atomic with the enqueue (beat does this for every fire).
     pub fn id(mut self, id: TaskId) -> Self {
         self.call.id = Some(id);
         self

@@ -4,6 +4,9 @@
 //! persistence off, and kills it on drop. Set `TASKQ_REDIS_SERVER` to use another binary. A
 //! missing binary fails the test loudly: Redis tests never skip.
 //!
+//! [`Proxy`] stands between a client and a server and can cut the traffic without closing
+//! anything (a partition), then heal it.
+//!
 //! The conformance suites (one test per behaviour every implementation must show), one per
 //! broker role plus the result backend's, are expanded for one implementation by
 //! [`transport_conformance!`], [`membership_conformance!`], [`control_conformance!`],
@@ -12,8 +15,11 @@
 
 #[allow(missing_docs)]
 pub mod backend_suite;
+mod proxy;
 #[allow(missing_docs)]
 pub mod suite;
+
+pub use proxy::Proxy;
 
 use std::{
     io::{Read, Write},

@@ -17,6 +17,7 @@ use tracing::Instrument;
 
 use crate::{
     hooks::{Hooks, On},
+    lease::Lease,
     metrics::Event,
     registry::{Registered, Registry},
     report::Recorder,
@@ -58,6 +59,9 @@ pub(crate) struct Executor {
     pub(crate) settler: Arc<Settler>,
     pub(crate) recorder: Arc<Recorder>,
     pub(crate) hooks: Hooks,
+    /// Nothing starts while the lease may have lapsed (a message started then could be
+    /// running on another worker too).
+    pub(crate) lease: Arc<Lease>,
 }
 
 /// A message this worker gives back on shutdown, with its fetch sequence number so that
@@ -80,6 +84,9 @@ pub(crate) async fn execute(
     let Some(_slot) = slot else {
         return Some((seq, delivery));
     };
+    if !executor.lease.wait_fresh(&executor.stopping).await {
+        return Some((seq, delivery));
+    }
     let envelope = match Envelope::decode(delivery.payload(), executor.settings.max_payload_bytes) {
         Ok(envelope) => envelope,
         Err(err) => {

@@ -43,6 +43,7 @@ mod control;
 mod error;
 mod execute;
 mod hooks;
+mod lease;
 mod maintenance;
 mod metrics;
 mod registry;

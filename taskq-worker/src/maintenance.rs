@@ -10,7 +10,7 @@ use taskq_core::{
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::{report::Recorder, revocations::Revocations};
+use crate::{lease::Lease, report::Recorder, revocations::Revocations};
 
 /// Scheduled messages promoted per round; more wait for the next round.
 const PROMOTE_BATCH: usize = 1000;
@@ -40,6 +40,8 @@ pub(crate) struct Maintenance {
     pub(crate) recorder: Arc<Recorder>,
     /// Fired when a heartbeat learns the lease is gone: the run loop stops this incarnation.
     pub(crate) lease_lost: CancellationToken,
+    /// This worker's view of its lease, renewed by every successful heartbeat.
+    pub(crate) lease: Arc<Lease>,
 }
 
 impl Maintenance {
@@ -76,11 +78,12 @@ impl Maintenance {
 
     async fn heartbeat_and_reap(&self, membership: &dyn Membership) {
         let queues = &self.info.queues;
+        let sent = tokio::time::Instant::now();
         match membership
             .heartbeat(&self.worker, queues, self.liveness_ttl)
             .await
         {
-            Ok(()) => {}
+            Ok(()) => self.lease.renewed(sent),
             Err(taskq_core::Error::LeaseLost { .. }) => {
                 self.lease_lost.cancel();
                 return;

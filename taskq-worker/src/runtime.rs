@@ -16,6 +16,7 @@ use crate::{
     broker_call::{broker_backoff, Backoff},
     control::{self, Listener},
     execute::{self, ExecutionSettings, Executor, Leftover},
+    lease::Lease,
     maintenance::{self, Maintenance},
     report::{Recorder, WorkerReport},
     revocations::Revocations,
@@ -100,6 +101,10 @@ impl Shared {
         let slots = Arc::new(Semaphore::new(config.concurrency));
         let hard_stop = CancellationToken::new();
         let lease_lost = CancellationToken::new();
+        let lease = Arc::new(Lease::new(
+            config.liveness_ttl,
+            broker.membership().is_some(),
+        ));
         let settler = Arc::new(Settler::new(
             broker.clone(),
             client.backend().clone(),
@@ -127,6 +132,7 @@ impl Shared {
             settler: settler.clone(),
             recorder: recorder.clone(),
             hooks: self.hooks.clone(),
+            lease: lease.clone(),
         });
         let maintenance = Maintenance {
             broker: broker.clone(),
@@ -146,6 +152,7 @@ impl Shared {
             revocations: self.revocations.clone(),
             recorder: recorder.clone(),
             lease_lost: lease_lost.clone(),
+            lease: lease.clone(),
         };
         let listener = Listener {
             channel: broker.clone(),

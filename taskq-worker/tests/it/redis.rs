@@ -250,3 +250,84 @@ async fn clock_skew_between_hosts_changes_nothing() {
     let dead_lettered: u64 = reports.iter().map(|r| r.dead_lettered).sum();
     assert_eq!(dead_lettered, 0);
 }
+
+/// One of two workers reaches Redis through a proxy that holds every byte for 15 s (a
+/// partition: connections stay open) and then heals. Its lease lapses, the other worker
+/// recovers its messages; back online it learns it lost its lease, stops, and rejoins by
+/// itself. Nothing is lost, and only what it was running at the cut runs twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_worker_loses_nothing_and_rejoins() {
+    use std::collections::HashMap;
+
+    use crate::support::{log, Record};
+
+    let server = RedisServer::start();
+    let proxy = taskq_testkit::Proxy::start(server.port());
+    let direct = redis_client(&server).await;
+    let cut_off = taskq_redis::client(
+        taskq_redis::RedisConfig::new(proxy.url()).with_response_timeout(Duration::from_secs(2)),
+    )
+    .await
+    .unwrap();
+    let mut labels = log("partition-");
+    let concurrency = 3;
+    let behind_proxy = all_tasks(builder(&cut_off))
+        .concurrency(concurrency)
+        .build()
+        .unwrap();
+    let first_identity = behind_proxy.id().to_string();
+    let behind_proxy = Running::from_worker(behind_proxy);
+    let tasks = 24;
+    let handles = direct
+        .enqueue_many((0..tasks).map(|i| Record {
+            label: format!("partition-{i}"),
+            ms: 1_500,
+        }))
+        .await
+        .unwrap();
+    // Let the proxied worker take its share before the other worker starts.
+    let mut started = 0;
+    while started < concurrency {
+        labels.recv().await.unwrap();
+        started += 1;
+    }
+    proxy.cut();
+    let healthy = Running::start(all_tasks(builder(&direct)).concurrency(concurrency));
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    proxy.heal();
+    for handle in &handles {
+        handle.wait(Duration::from_secs(60)).await.unwrap();
+    }
+    // The cut-off worker comes back under a new identity by itself.
+    crate::support::eventually("the cut-off worker rejoined", || async {
+        let workers = direct.inspector().workers().await.unwrap();
+        workers.len() == 2 && workers.iter().all(|w| w.id != first_identity)
+    })
+    .await;
+    let partitioned = behind_proxy.stop().await;
+    healthy.stop().await;
+
+    // Runs started before the cut were counted above; every later one is counted here.
+    let mut total = started;
+    let mut runs: HashMap<String, usize> = HashMap::new();
+    while let Ok(label) = labels.try_recv() {
+        *runs.entry(label).or_default() += 1;
+        total += 1;
+    }
+    assert!(
+        total >= tasks,
+        "every task ran: {total} runs of {tasks} tasks"
+    );
+    assert!(
+        total - tasks <= concurrency,
+        "only what the cut-off worker was running may run twice: {} extra runs",
+        total - tasks
+    );
+    assert_eq!(partitioned.lease_losses, 1, "{partitioned:?}");
+    let stats = direct.broker().stats(DEFAULT_QUEUE).await.unwrap();
+    assert_eq!(
+        (stats.pending, stats.processing, stats.dead),
+        (0, 0, 0),
+        "{stats:?}"
+    );
+}

@@ -16,7 +16,10 @@ pub(crate) struct Running {
 
 impl Running {
     pub(crate) fn start(builder: WorkerBuilder) -> Self {
-        let worker = builder.build().expect("valid worker");
+        Self::from_worker(builder.build().expect("valid worker"))
+    }
+
+    pub(crate) fn from_worker(worker: Worker) -> Self {
         let stop = CancellationToken::new();
         let handle = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
         Self { stop, handle }
