@@ -141,6 +141,9 @@ pub enum DeadCommand {
         /// Only those dead-lettered longer ago than this, e.g. 7d.
         #[arg(long, value_parser = humantime::parse_duration)]
         older_than: Option<Duration>,
+        /// Do not ask for confirmation (asked only when purging every queue).
+        #[arg(long)]
+        yes: bool,
     },
 }
 

@@ -43,13 +43,18 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         } => println!("{}", purge_queue(&client, &queue, yes, json).await?),
         Command::Revoke { id, terminate } => {
             let id = parse_id(&id)?;
+            // Revoked either way (it may still be queued without a record), but say so when
+            // nothing is known of it: a mistyped id is the likelier reason.
+            let known = client.result(id).await?.is_some();
             client.revoke(id, terminate).await?;
             println!(
                 "{}",
                 if json {
-                    json!({"revoked": id, "terminate": terminate}).to_string()
-                } else {
+                    json!({"revoked": id, "terminate": terminate, "known": known}).to_string()
+                } else if known {
                     format!("revoked {id}")
+                } else {
+                    format!("revoked {id}; note: nothing is known of this id yet (no result recorded): if it is queued it will be skipped, otherwise check the id")
                 }
             );
         }
@@ -202,6 +207,12 @@ async fn result(
     if let Some(error) = &record.error {
         lines.push(format!("error     {error}"));
     }
+    if let Some(progress) = &record.progress {
+        lines.push(format!("progress  {progress}"));
+    }
+    if let Some(started) = record.started_at {
+        lines.push(format!("started   {}", started.to_rfc3339()));
+    }
     if let Some(worker) = &record.worker {
         lines.push(format!("worker    {worker}"));
     }
@@ -291,7 +302,14 @@ async fn dead(client: &Client, command: DeadCommand, json: bool) -> Result<Strin
                 format!("requeued {moved}")
             })
         }
-        DeadCommand::Purge { queue, older_than } => {
+        DeadCommand::Purge {
+            queue,
+            older_than,
+            yes,
+        } => {
+            if queue.is_none() && !yes {
+                confirm("purge the dead letters of every queue")?;
+            }
             let cutoff = older_than.map(|age| {
                 client.clock().now()
                     - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX)
@@ -318,12 +336,9 @@ async fn purge_queue(
     let stats = client.broker().stats(queue).await?;
     let waiting = stats.pending + stats.scheduled;
     if !yes {
-        eprint!("purge {waiting} waiting message(s) from `{queue}`? [y/N] ");
-        let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            return Err("not purged".into());
-        }
+        confirm(&format!(
+            "purge {waiting} waiting message(s) from `{queue}`"
+        ))?;
     }
     let purged = client.broker().purge_queue(queue).await?;
     Ok(if json {
@@ -331,6 +346,18 @@ async fn purge_queue(
     } else {
         format!("purged {purged}")
     })
+}
+
+/// Asks on the terminal; anything but yes (or no terminal answer at all) refuses.
+fn confirm(what: &str) -> Result<(), Failure> {
+    eprint!("{what}? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err("not purged (answer y, or pass --yes)".into())
+    }
 }
 
 async fn ping(client: &Client, timeout: Duration, json: bool) -> Result<String, Failure> {

@@ -167,6 +167,26 @@ async fn enqueue_status_and_result() {
         "{text}"
     );
     worker.stop().await;
+
+    // A running task's progress shows too.
+    let running = taskq_core::TaskId::new();
+    let mut record = taskq_core::TaskResult::new(
+        running,
+        "cli.add",
+        taskq_core::TaskState::Started,
+        client.clock().now(),
+    )
+    .with_started_at(client.clock().now());
+    record.progress = Some(serde_json::json!({"done": 3, "of": 10}));
+    client
+        .backend()
+        .store(&record, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let text = stdout(&taskq(&server, &["result", &running.to_string()]));
+    assert!(text.contains("state     STARTED"), "{text}");
+    assert!(text.contains(r#"progress  {"done":3,"of":10}"#), "{text}");
+    assert!(text.contains("started   "), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,8 +269,14 @@ async fn dead_letters_list_show_requeue_purge() {
     assert!(err.contains("requeued 0 of 1"), "{err}");
     let stats = client.broker().stats("cli").await.unwrap();
     assert_eq!((stats.pending, stats.dead), (1, 2));
+    // Purging every queue asks first; no answer refuses.
+    let refused = failure(&taskq(&server, &["dead", "purge", "--older-than", "1h"]));
+    assert!(refused.contains("not purged"), "{refused}");
     assert_eq!(
-        stdout(&taskq(&server, &["dead", "purge", "--older-than", "1h"])),
+        stdout(&taskq(
+            &server,
+            &["dead", "purge", "--older-than", "1h", "--yes"]
+        )),
         "purged 0"
     );
     assert_eq!(
@@ -284,11 +310,26 @@ async fn queue_purge_asks_first_and_revoke_persists() {
     );
 
     let id = taskq_core::TaskId::new();
-    assert_eq!(
-        stdout(&taskq(&server, &["revoke", &id.to_string(), "--terminate"])),
-        format!("revoked {id}")
-    );
+    let said = stdout(&taskq(&server, &["revoke", &id.to_string(), "--terminate"]));
+    assert!(said.starts_with(&format!("revoked {id}")), "{said}");
+    assert!(said.contains("nothing is known of this id"), "{said}");
     assert!(client.broker().revoked().await.unwrap().contains(&id));
+    let known = client.enqueue(Add { a: 2, b: 2 }).await.unwrap().id();
+    let record = taskq_core::TaskResult::new(
+        known,
+        "cli.add",
+        taskq_core::TaskState::Retry,
+        client.clock().now(),
+    );
+    client
+        .backend()
+        .store(&record, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        stdout(&taskq(&server, &["revoke", &known.to_string()])),
+        format!("revoked {known}")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
