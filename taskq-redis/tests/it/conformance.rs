@@ -23,7 +23,10 @@ async fn redis_broker() -> (Arc<dyn Broker>, RedisServer) {
 
 async fn redis_backend() -> (Arc<dyn ResultBackend>, RedisServer) {
     let server = RedisServer::start();
-    let backend = RedisResultBackend::connect(config(&server))
+    // No polling fallback within any test's time: a waiter is woken by pub/sub or not at all,
+    // so `wait_is_woken_by_the_write` fails when the wake-up is broken.
+    let config = config(&server).with_result_poll_interval(Duration::from_secs(3600));
+    let backend = RedisResultBackend::connect(config)
         .await
         .expect("connect");
     (Arc::new(backend), server)
