@@ -275,6 +275,11 @@ impl Execution<'_> {
             }
             Attempt::Interrupted if self.acked.load(std::sync::atomic::Ordering::Relaxed) => {
                 tracing::warn!("at-most-once task stopped by shutdown; it will not run again");
+                executor.recorder.record(Event::Failed, self.envelope);
+                let record = self
+                    .record(&task, TaskState::Failure)
+                    .with_error("stopped by shutdown; an at-most-once task does not run again");
+                self.store(&task, &record).await;
             }
             Attempt::Interrupted => return Outcome::Interrupted,
             Attempt::Revoked => {

@@ -1,7 +1,7 @@
 //! The conformance suites on the in-memory implementations (paused clock), and what only the
 //! memory broker promises (bounded capacity).
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use taskq_core::{
     Broker, Error, Inspector, MemoryBroker, MemoryBrokerConfig, MemoryResultBackend, ResultBackend,
@@ -14,6 +14,11 @@ async fn memory_broker() -> (Arc<dyn Broker>, ()) {
     (Arc::new(MemoryBroker::new()), ())
 }
 
+async fn capped_memory_broker() -> (Arc<dyn Broker>, ()) {
+    let config = MemoryBrokerConfig::default().with_max_dead_letters(2);
+    (Arc::new(MemoryBroker::with_config(config)), ())
+}
+
 async fn memory_backend() -> (Arc<dyn ResultBackend>, ()) {
     (Arc::new(MemoryResultBackend::new()), ())
 }
@@ -21,7 +26,7 @@ async fn memory_backend() -> (Arc<dyn ResultBackend>, ()) {
 taskq_testkit::transport_conformance!(#[tokio::test(start_paused = true)] transport => memory_broker());
 taskq_testkit::membership_conformance!(#[tokio::test(start_paused = true)] membership => memory_broker());
 taskq_testkit::control_conformance!(#[tokio::test(start_paused = true)] control => memory_broker());
-taskq_testkit::inspector_conformance!(#[tokio::test(start_paused = true)] inspector => memory_broker());
+taskq_testkit::inspector_conformance!(#[tokio::test(start_paused = true)] inspector => memory_broker(), capped_at_two => capped_memory_broker());
 taskq_testkit::catalog_conformance!(#[tokio::test(start_paused = true)] catalog => memory_broker());
 taskq_testkit::backend_conformance!(#[tokio::test(start_paused = true)] backend => memory_backend());
 
@@ -44,29 +49,4 @@ async fn full_queue_refuses_enqueue_and_keeps_what_it_has() {
     assert!(other.await.is_err());
     assert_eq!(broker.stats("q").await.unwrap().pending, 2);
     assert_eq!(broker.stats("r").await.unwrap().pending, 0);
-}
-
-#[tokio::test]
-async fn dead_letters_are_capped_newest_first() {
-    let broker = MemoryBroker::with_config(MemoryBrokerConfig::default().with_max_dead_letters(2));
-    let worker = taskq_core::WorkerId::generate();
-    let sent: Vec<_> = (0..3).map(|_| message("q", 0)).collect();
-    let ids: Vec<_> = sent.iter().map(|m| m.id).collect();
-    broker.enqueue(sent).await.unwrap();
-    let got = broker
-        .fetch(&worker, &["q".into()], 3, Duration::ZERO)
-        .await
-        .unwrap();
-    for delivery in &got {
-        broker
-            .dead_letter(&worker, delivery, taskq_core::DeadReason::Failed, None)
-            .await
-            .unwrap();
-    }
-    let dead = broker
-        .dead_letters("q", taskq_core::Page::first(10))
-        .await
-        .unwrap();
-    let dead_ids: Vec<_> = dead.iter().map(|d| d.id.unwrap()).collect();
-    assert_eq!(dead_ids, vec![ids[2], ids[1]]);
 }

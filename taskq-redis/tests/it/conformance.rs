@@ -3,7 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use taskq_core::{Broker, Error, Inspector, Page, ResultBackend, Transport, WorkerId};
+use taskq_core::{Broker, Error, Inspector, ResultBackend, Transport, WorkerId};
 use taskq_redis::{RedisBroker, RedisConfig, RedisResultBackend};
 use taskq_testkit::{suite::message, RedisServer};
 
@@ -21,21 +21,27 @@ async fn redis_broker() -> (Arc<dyn Broker>, RedisServer) {
     (Arc::new(broker), server)
 }
 
+async fn capped_redis_broker() -> (Arc<dyn Broker>, RedisServer) {
+    let server = RedisServer::start();
+    let broker = RedisBroker::connect(config(&server).with_max_dead_letters(2))
+        .await
+        .expect("connect");
+    (Arc::new(broker), server)
+}
+
 async fn redis_backend() -> (Arc<dyn ResultBackend>, RedisServer) {
     let server = RedisServer::start();
     // No polling fallback within any test's time: a waiter is woken by pub/sub or not at all,
     // so `wait_is_woken_by_the_write` fails when the wake-up is broken.
     let config = config(&server).with_result_poll_interval(Duration::from_secs(3600));
-    let backend = RedisResultBackend::connect(config)
-        .await
-        .expect("connect");
+    let backend = RedisResultBackend::connect(config).await.expect("connect");
     (Arc::new(backend), server)
 }
 
 taskq_testkit::transport_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] transport => redis_broker());
 taskq_testkit::membership_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] membership => redis_broker());
 taskq_testkit::control_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] control => redis_broker());
-taskq_testkit::inspector_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] inspector => redis_broker());
+taskq_testkit::inspector_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] inspector => redis_broker(), capped_at_two => capped_redis_broker());
 taskq_testkit::catalog_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] catalog => redis_broker());
 taskq_testkit::backend_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] backend => redis_backend());
 
@@ -194,37 +200,6 @@ async fn acl_user_and_password_in_the_url() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Broker { .. }), "{err:?}");
-}
-
-#[tokio::test]
-async fn dead_letters_are_capped_newest_first_on_redis() {
-    let server = RedisServer::start();
-    let broker = RedisBroker::connect(config(&server).with_max_dead_letters(2))
-        .await
-        .unwrap();
-    let q = format!("q-{}", uuid::Uuid::new_v4());
-    let sent: Vec<_> = (0..3).map(|_| message(&q, 0)).collect();
-    let ids: Vec<_> = sent.iter().map(|m| m.id).collect();
-    broker.enqueue(sent).await.unwrap();
-    let worker = WorkerId::generate();
-    let held = broker
-        .fetch(&worker, std::slice::from_ref(&q), 3, Duration::ZERO)
-        .await
-        .unwrap();
-    for delivery in &held {
-        broker
-            .dead_letter(&worker, delivery, taskq_core::DeadReason::Failed, None)
-            .await
-            .unwrap();
-    }
-    let dead: Vec<_> = broker
-        .dead_letters(&q, Page::first(10))
-        .await
-        .unwrap()
-        .iter()
-        .map(|d| d.id.unwrap())
-        .collect();
-    assert_eq!(dead, vec![ids[2], ids[1]]);
 }
 
 /// A held message whose priority is NaN must not make recovery fail halfway: every held message

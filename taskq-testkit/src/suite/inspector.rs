@@ -5,10 +5,11 @@ use taskq_core::{DeadReason, Page, TaskId, WorkerId};
 use super::*;
 
 /// Expands the inspector suite: one test per behaviour, each on a broker made by `$make` (a future
-/// of `(broker, guard)`), under the test attribute `$attr`.
+/// of `(broker, guard)`), under the test attribute `$attr`; `$capped` makes one that keeps at
+/// most two dead letters per queue.
 #[macro_export]
 macro_rules! inspector_conformance {
-    (#[$attr:meta] $name:ident => $make:expr) => {
+    (#[$attr:meta] $name:ident => $make:expr, capped_at_two => $capped:expr) => {
         mod $name {
             #[allow(unused_imports)]
             use super::*;
@@ -19,8 +20,32 @@ macro_rules! inspector_conformance {
                 queue_purge_removes_waiting_messages_only,
                 dead_letters_are_paged_and_found_by_id,
             );
+            $crate::__suite_tests!(inspector [$attr] $capped;
+                dead_letters_are_capped_newest_first,
+            );
         }
     };
+}
+
+/// Run on a broker that keeps two dead letters per queue: the newest two are kept.
+pub async fn dead_letters_are_capped_newest_first(broker: Shared) {
+    let q = queue();
+    broker
+        .enqueue((0..3).map(|_| message(&q, 0)).collect())
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.extend(kill(&broker, &q, 1).await);
+    }
+    let dead: Vec<_> = broker
+        .dead_letters(&q, Page::first(10))
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id.unwrap())
+        .collect();
+    assert_eq!(dead, vec![ids[2], ids[1]]);
 }
 
 pub async fn stats_count_every_place(broker: Shared) {

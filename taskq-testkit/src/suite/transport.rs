@@ -174,43 +174,31 @@ pub async fn ack_is_fenced(broker: Shared) {
     assert_eq!(broker.stats(&q).await.unwrap().processing, 0);
 }
 
+/// One message due in a minute is never fetched or promoted during the test; one due in
+/// 200 ms is promoted and fetched once it is due: no assertion depends on how fast the test
+/// runs.
 pub async fn eta_is_not_fetched_early(broker: Shared) {
     let q = queue();
-    let mut later = message(&q, 0);
-    later.eta = Some(broker.clock().now() + chrono::Duration::milliseconds(500));
-    let id = later.id;
-    broker.enqueue(vec![later]).await.unwrap();
+    let queues = std::slice::from_ref(&q);
+    let mut much_later = message(&q, 0);
+    much_later.eta = Some(broker.clock().now() + chrono::Duration::seconds(60));
+    let mut soon = message(&q, 0);
+    soon.eta = Some(broker.clock().now() + chrono::Duration::milliseconds(200));
+    let soon_id = soon.id;
+    broker.enqueue(vec![much_later, soon]).await.unwrap();
     let worker = WorkerId::generate();
     assert!(broker
-        .fetch(&worker, std::slice::from_ref(&q), 1, NO_WAIT)
+        .fetch(&worker, queues, 2, NO_WAIT)
         .await
         .unwrap()
         .is_empty());
+    assert_eq!(broker.stats(&q).await.unwrap().scheduled, 2);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(broker.promote_scheduled(queues, 100).await.unwrap(), 1);
+    let got = broker.fetch(&worker, queues, 2, NO_WAIT).await.unwrap();
+    assert_eq!(ids(&got), vec![soon_id]);
+    assert_eq!(broker.promote_scheduled(queues, 100).await.unwrap(), 0);
     assert_eq!(broker.stats(&q).await.unwrap().scheduled, 1);
-    assert_eq!(
-        broker
-            .promote_scheduled(std::slice::from_ref(&q), 100)
-            .await
-            .unwrap(),
-        0
-    );
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    broker
-        .promote_scheduled(std::slice::from_ref(&q), 100)
-        .await
-        .unwrap();
-    let got = broker
-        .fetch(&worker, std::slice::from_ref(&q), 1, NO_WAIT)
-        .await
-        .unwrap();
-    assert_eq!(ids(&got), vec![id]);
-    assert_eq!(
-        broker
-            .promote_scheduled(std::slice::from_ref(&q), 100)
-            .await
-            .unwrap(),
-        0
-    );
 }
 
 pub async fn retry_reschedules_the_next_attempt(broker: Shared) {
@@ -366,37 +354,43 @@ pub async fn unique_enqueue_happens_once_per_key(broker: Shared) {
         enqueued += usize::from(racer.await.unwrap().is_none());
     }
     assert_eq!(enqueued, 1);
+    let ttl = Duration::from_secs(60);
     let first = message(&q, 0);
     let first_id = first.id;
-    let claim = broker.enqueue_unique(first, "slot-2", Duration::from_millis(200));
-    assert_eq!(claim.await.unwrap(), None);
-    let duplicate = broker.enqueue_unique(message(&q, 0), "slot-2", Duration::from_secs(1));
+    assert_eq!(
+        broker.enqueue_unique(first, "slot-2", ttl).await.unwrap(),
+        None
+    );
+    let duplicate = broker.enqueue_unique(message(&q, 0), "slot-2", ttl);
     assert_eq!(
         duplicate.await.unwrap(),
         Some(first_id),
         "a duplicate learns who holds the key"
     );
     assert_eq!(broker.stats(&q).await.unwrap().pending, 2);
-    // The claim expires with its ttl.
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let third = message(&q, 0);
-    let third_id = third.id;
-    let ttl = Duration::from_secs(60);
-    assert!(broker
-        .enqueue_unique(third, "slot-2", ttl)
-        .await
-        .unwrap()
-        .is_none());
     // Released only by its holder.
-    broker.release_unique(&q, "slot-2", first_id).await.unwrap();
+    broker
+        .release_unique(&q, "slot-2", TaskId::new())
+        .await
+        .unwrap();
     assert!(broker
         .enqueue_unique(message(&q, 0), "slot-2", ttl)
         .await
         .unwrap()
         .is_some());
-    broker.release_unique(&q, "slot-2", third_id).await.unwrap();
+    broker.release_unique(&q, "slot-2", first_id).await.unwrap();
     assert!(broker
         .enqueue_unique(message(&q, 0), "slot-2", ttl)
+        .await
+        .unwrap()
+        .is_none());
+    // A claim also ends with its ttl (a separate key, so that no assertion above depends on
+    // how fast the test runs).
+    let short = broker.enqueue_unique(message(&q, 0), "slot-3", Duration::from_millis(100));
+    assert_eq!(short.await.unwrap(), None);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(broker
+        .enqueue_unique(message(&q, 0), "slot-3", ttl)
         .await
         .unwrap()
         .is_none());

@@ -401,3 +401,34 @@ async fn terminate_signals_then_stops_after_the_grace() {
     assert!(stopped < chrono::Duration::seconds(1), "took {stopped}");
     worker.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn at_most_once_run_stopped_by_shutdown_ends_as_failure_and_is_not_requeued() {
+    let client = Client::in_memory();
+    let prefix = format!("once-stop-{}", taskq_core::TaskId::new());
+    let mut rx = log(&prefix);
+    let worker = Running::start(
+        builder(&client)
+            .register::<Once>()
+            .shutdown_grace(Duration::from_millis(100)),
+    );
+    let handle = client
+        .enqueue(Once {
+            label: format!("{prefix}-1"),
+            fail: false,
+        })
+        .await
+        .unwrap();
+    rx.recv().await.unwrap();
+    // The run takes 1 s; the grace period is 100 ms.
+    let report = worker.stop().await;
+    assert_eq!((report.requeued, report.failed), (0, 1), "{report:?}");
+    let stats = client.broker().stats("default").await.unwrap();
+    assert_eq!((stats.pending, stats.processing), (0, 0), "not requeued");
+    assert_ended_in(
+        handle.wait(Duration::from_secs(1)).await,
+        TaskState::Failure,
+    );
+    let record = handle.info().await.unwrap().unwrap();
+    assert!(record.error.unwrap().contains("at-most-once"));
+}
