@@ -21,6 +21,10 @@ struct WorkerProcess {
 
 impl WorkerProcess {
     fn start(server: &RedisServer, extra: &[&str]) -> Self {
+        Self::start_with_env(server, extra, &[])
+    }
+
+    fn start_with_env(server: &RedisServer, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_taskq-demo-worker"))
             .args([
                 "--broker",
@@ -31,6 +35,7 @@ impl WorkerProcess {
                 "1s",
             ])
             .args(extra)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -278,5 +283,57 @@ async fn worker_resumes_by_itself_after_redis_restarts() {
     assert_none_lost(&client, &after, &ledger).await;
     worker.signal("TERM");
     assert!(worker.wait_exit(Duration::from_secs(10)).success());
+    let _ = std::fs::remove_file(&ledger);
+}
+
+/// Debian's libfaketime (package `faketime`, installed by `.ci/run`).
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+/// One of three worker processes runs with its wall clock 30 s ahead (libfaketime; its
+/// monotonic clock untouched, as on a badly synced VM). Deadlines, leases and due times come
+/// from Redis's clock, so its reaper does not take the healthy workers' messages: nothing is
+/// lost, nothing runs twice, nothing is dead-lettered as `worker_lost`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_process_whose_clock_is_30s_ahead_changes_nothing() {
+    assert!(
+        Path::new(LIBFAKETIME).exists(),
+        "{LIBFAKETIME} is missing: install Debian's `faketime` package (.ci/run does)"
+    );
+    let server = RedisServer::start();
+    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
+        .await
+        .unwrap();
+    let ledger = ledger_path("skew");
+    let ids = enqueue_sleeps(&client, 150, 300, &ledger).await;
+    let skew = [
+        ("LD_PRELOAD", LIBFAKETIME),
+        ("FAKETIME", "+30s"),
+        ("DONT_FAKE_MONOTONIC", "1"),
+    ];
+    let mut workers = [
+        WorkerProcess::start(&server, &["--concurrency", "8"]),
+        WorkerProcess::start(&server, &["--concurrency", "8"]),
+        WorkerProcess::start_with_env(&server, &["--concurrency", "8"], &skew),
+    ];
+    // The skew is real: the worker measured it against Redis and reports it.
+    wait_until(
+        "the skewed worker to report its skew",
+        Duration::from_secs(20),
+        async || {
+            let workers = client.inspector().workers().await.unwrap();
+            workers
+                .iter()
+                .any(|w| w.clock_skew_ms.is_some_and(|ms| ms > 25_000))
+        },
+    )
+    .await;
+    let duplicates = assert_none_lost(&client, &ids, &ledger).await;
+    assert_eq!(duplicates, 0, "a skewed clock made tasks run twice");
+    for worker in &workers {
+        worker.signal("TERM");
+    }
+    for worker in &mut workers {
+        assert!(worker.wait_exit(Duration::from_secs(10)).success());
+    }
     let _ = std::fs::remove_file(&ledger);
 }
