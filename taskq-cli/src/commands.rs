@@ -81,12 +81,17 @@ async fn status(client: &Client, json: bool) -> Result<String, Failure> {
             s.pending.to_string(),
             s.scheduled.to_string(),
             s.processing.to_string(),
-            s.dead.to_string(),
+            if s.dead_dropped > 0 {
+                format!("{} (+{} dropped)", s.dead, s.dead_dropped)
+            } else {
+                s.dead.to_string()
+            },
             oldest.map_or("-".into(), table::age),
         ]);
         stats.push(
             json!({"queue": queue, "pending": s.pending, "scheduled": s.scheduled,
-            "processing": s.processing, "dead": s.dead, "oldest_pending_seconds": oldest}),
+            "processing": s.processing, "dead": s.dead, "dead_dropped": s.dead_dropped,
+            "oldest_pending_seconds": oldest}),
         );
     }
     let workers = broker.workers().await?.len();

@@ -5,17 +5,24 @@
 -- KEYS[2]      taskq:{q}:dead
 -- KEYS[3]      taskq:{q}:redeliveries (its count goes with it: a requeued dead letter starts
 --              afresh instead of looking poisoned early)
+-- KEYS[4]      taskq:{q}:dead-dropped (counts the oldest records the cap pushes out)
 -- ARGV[1]      payload (as held)
 -- ARGV[2]      dead letter record (JSON)
 -- ARGV[3]      most dead letters kept
 -- ARGV[4]      task id, or '' when unreadable
--- returns      1 when moved, 0 when this worker no longer held the message
+-- returns      {moved, dropped}: moved is 1, or 0 when this worker no longer held the message;
+--              dropped is how many of the oldest dead letters the cap pushed out
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then
-  return 0
+  return {0, 0}
 end
 if ARGV[4] ~= '' then
   redis.call('HDEL', KEYS[3], ARGV[4])
 end
 redis.call('LPUSH', KEYS[2], ARGV[2])
-redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
-return 1
+local over = redis.call('LLEN', KEYS[2]) - tonumber(ARGV[3])
+if over > 0 then
+  redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
+  redis.call('INCRBY', KEYS[4], over)
+  return {1, over}
+end
+return {1, 0}

@@ -8,7 +8,8 @@
 -- KEYS[2]      taskq:{q}:processing:<worker>
 -- KEYS[3]      taskq:{q}:redeliveries (task id -> times recovered)
 -- KEYS[4]      taskq:{q}:dead
--- KEYS[5..]    taskq:{q}:pending:0 .. taskq:{q}:pending:<L-1> (L priority levels: #KEYS - 5)
+-- KEYS[5]      taskq:{q}:dead-dropped (counts the oldest dead letters the cap pushes out)
+-- KEYS[6..]    taskq:{q}:pending:0 .. taskq:{q}:pending:<L-1> (L priority levels: #KEYS - 6)
 -- KEYS[#KEYS]  taskq:{q}:wake (a token for one idle worker)
 -- ARGV[1]      worker id
 -- ARGV[2]      now, ms since the epoch
@@ -20,7 +21,7 @@
 -- returns      {requeued, dead_lettered, {id, task, id, task, ...}}: with the ids and task names
 --              of the messages dead-lettered as poison (those readable), or {-1, 0, {}} when the
 --              worker is alive or already recovered
-local top_level = #KEYS - 6
+local top_level = #KEYS - 7
 local wake = KEYS[#KEYS]
 local force = ARGV[7] == '1'
 local deadline = redis.call('ZSCORE', KEYS[1], ARGV[1])
@@ -55,11 +56,17 @@ for _, payload in ipairs(held) do
       poisoned[#poisoned + 1] = type(message.task) == 'string' and message.task or ''
     end
     redis.call('LPUSH', KEYS[4], cjson.encode(letter))
-    redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[4]) - 1)
     dead = dead + 1
   else
-    redis.call('RPUSH', KEYS[5 + level], payload)
+    redis.call('RPUSH', KEYS[6 + level], payload)
     requeued = requeued + 1
+  end
+end
+if dead > 0 then
+  local over = redis.call('LLEN', KEYS[4]) - tonumber(ARGV[4])
+  if over > 0 then
+    redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[4]) - 1)
+    redis.call('INCRBY', KEYS[5], over)
   end
 end
 redis.call('DEL', KEYS[2])

@@ -5,14 +5,16 @@
 -- KEYS[L+1]    taskq:{q}:scheduled
 -- KEYS[L+2]    taskq:{q}:dead
 -- KEYS[L+3]    taskq:{q}:workers (worker -> liveness deadline)
+-- KEYS[L+4]    taskq:{q}:dead-dropped (dead letters the cap pushed out)
 -- ARGV[1]      the queue's processing key prefix, `taskq:{q}:processing:`
--- returns      {pending, scheduled, processing, dead, {oldest payload of each non-empty level}}
+-- returns      {pending, scheduled, processing, dead, {oldest payload of each non-empty level},
+--              dead letters dropped}
 --
 -- The processing lists are named by the workers in KEYS[L+3], so they cannot be listed in KEYS
 -- up front; the script builds their names from ARGV[1], which carries the same hash tag as
 -- every KEYS entry, and only reads them. That keeps it in one slot on a cluster (the same
 -- pattern asynq uses for per-task keys).
-local levels_count = #KEYS - 3
+local levels_count = #KEYS - 4
 local pending, oldest = 0, {}
 for level = 1, levels_count do
   local length = redis.call('LLEN', KEYS[level])
@@ -26,4 +28,5 @@ for _, worker in ipairs(redis.call('ZRANGE', KEYS[levels_count + 3], 0, -1)) do
   processing = processing + redis.call('LLEN', ARGV[1] .. worker)
 end
 return {pending, redis.call('ZCARD', KEYS[levels_count + 1]), processing,
-  redis.call('LLEN', KEYS[levels_count + 2]), oldest}
+  redis.call('LLEN', KEYS[levels_count + 2]), oldest,
+  tonumber(redis.call('GET', KEYS[levels_count + 4]) or '0')}

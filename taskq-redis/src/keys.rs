@@ -68,6 +68,11 @@ impl QueueKeys {
         format!("{}:dead", self.prefix)
     }
 
+    /// Dead letters dropped because the list was full, oldest first (STRING counter).
+    pub(crate) fn dead_dropped(&self) -> String {
+        format!("{}:dead-dropped", self.prefix)
+    }
+
     /// Marker of a unique enqueue; holds the task id that claimed `key` (STRING with TTL).
     pub(crate) fn unique(&self, key: &str) -> String {
         format!("{}:unique:{}", self.prefix, key)

@@ -350,6 +350,9 @@ pub struct QueueStats {
     pub processing: usize,
     /// Dead letters.
     pub dead: usize,
+    /// Dead letters dropped, oldest first, because the list was at its cap.
+    #[serde(default)]
+    pub dead_dropped: u64,
     /// Creation time of the oldest ready message, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oldest_pending: Option<DateTime<Utc>>,

@@ -135,13 +135,15 @@ impl Inspector for RedisBroker {
             .key(keys.scheduled())
             .key(keys.dead())
             .key(keys.workers())
+            .key(keys.dead_dropped())
             .arg(keys.processing_prefix());
-        let (pending, scheduled, processing, dead, oldest): (
+        let (pending, scheduled, processing, dead, oldest, dead_dropped): (
             usize,
             usize,
             usize,
             usize,
             Vec<String>,
+            u64,
         ) = script
             .invoke_async(&mut self.conn())
             .await
@@ -151,6 +153,7 @@ impl Inspector for RedisBroker {
         stats.scheduled = scheduled;
         stats.processing = processing;
         stats.dead = dead;
+        stats.dead_dropped = dead_dropped;
         stats.oldest_pending = oldest
             .iter()
             .filter_map(|payload| PayloadFields::read(payload).created_at)

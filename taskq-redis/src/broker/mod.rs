@@ -432,7 +432,8 @@ impl RedisBroker {
             .key(keys.workers())
             .key(keys.processing(worker))
             .key(keys.redeliveries())
-            .key(keys.dead());
+            .key(keys.dead())
+            .key(keys.dead_dropped());
         for key in keys.pending_ascending() {
             invocation.key(key);
         }

@@ -250,10 +250,11 @@ impl Transport for RedisBroker {
             source,
         })?;
         let keys = QueueKeys::new(delivery.queue());
-        let moved: i64 = scripts::DEAD_LETTER
+        let (moved, dropped): (i64, i64) = scripts::DEAD_LETTER
             .key(keys.processing(worker.as_str()))
             .key(keys.dead())
             .key(keys.redeliveries())
+            .key(keys.dead_dropped())
             .arg(delivery.payload())
             .arg(record)
             .arg(self.shared.config.max_dead_letters())
@@ -262,6 +263,12 @@ impl Transport for RedisBroker {
             .await
             .map_err(redis_error)?;
         self.release(worker, std::slice::from_ref(delivery));
+        if dropped > 0 {
+            tracing::warn!(queue = delivery.queue(), dropped, "dead-letter list full: dropped the oldest (raise max_dead_letters, or requeue or purge them)");
+        }
+        if dropped > 0 {
+            tracing::warn!(queue = delivery.queue(), dropped, "dead-letter list full: dropped the oldest (raise max_dead_letters, or requeue or purge them)");
+        }
         Ok(moved == 1)
     }
 

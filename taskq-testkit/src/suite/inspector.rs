@@ -46,6 +46,12 @@ pub async fn dead_letters_are_capped_newest_first(broker: Shared) {
         .map(|d| d.id.unwrap())
         .collect();
     assert_eq!(dead, vec![ids[2], ids[1]]);
+    let stats = broker.stats(&q).await.unwrap();
+    assert_eq!(
+        (stats.dead, stats.dead_dropped),
+        (2, 1),
+        "drops are counted"
+    );
 }
 
 pub async fn stats_count_every_place(broker: Shared) {

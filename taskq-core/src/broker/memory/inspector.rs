@@ -98,6 +98,7 @@ impl Inspector for MemoryBroker {
                 scheduled: q.scheduled.len(),
                 processing,
                 dead: q.dead.len(),
+                dead_dropped: q.dead_dropped,
                 oldest_pending: q
                     .levels
                     .iter()

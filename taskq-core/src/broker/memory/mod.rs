@@ -112,6 +112,8 @@ struct QueueState {
     scheduled: BTreeMap<(DateTime<Utc>, u64), Message>,
     /// Newest at the front.
     dead: VecDeque<DeadLetter>,
+    /// Dead letters dropped by the cap.
+    dead_dropped: u64,
     /// Times each message was recovered from a lost worker.
     redeliveries: HashMap<TaskId, u32>,
     /// Claimed uniqueness keys: when each claim expires and which task holds it.
@@ -297,6 +299,11 @@ impl QueueState {
 
     fn add_dead(&mut self, letter: DeadLetter, max: usize) {
         self.dead.push_front(letter);
-        self.dead.truncate(max);
+        if self.dead.len() > max {
+            let dropped = self.dead.len() - max;
+            self.dead.truncate(max);
+            self.dead_dropped += dropped as u64;
+            tracing::warn!(dropped, "dead-letter list full: dropped the oldest (raise max_dead_letters, or requeue or purge them)");
+        }
     }
 }
