@@ -7,9 +7,10 @@
 -- one call, and each level is taken with LRANGE + LTRIM + LPUSH instead of one LMOVE per message.
 --
 -- KEYS[1..L]   taskq:{q}:pending:<L-1> .. taskq:{q}:pending:0 (highest level first; L, the
---              number of priority levels, is #KEYS - 2)
+--              number of priority levels, is #KEYS - 3)
 -- KEYS[L+1]    taskq:{q}:processing:<worker>
 -- KEYS[L+2]    taskq:{q}:workers
+-- KEYS[L+3]    taskq:{q}:holders (workers with a processing list)
 -- ARGV[1]      most messages to move (0 only registers the worker); capped at 1000 per call,
 --              because unpack() fails near 8000 values and the LTRIM comes before the LPUSH
 -- ARGV[2]      worker id
@@ -17,8 +18,9 @@
 --              it has sent one: then its lease must still be there
 -- returns      {payloads, levels, lost}: two arrays of equal length, oldest first, and 1 when
 --              the worker's lease was gone (a reaper recovered it), in which case nothing moved
-local levels_count = #KEYS - 2
+local levels_count = #KEYS - 3
 local processing, workers = KEYS[levels_count + 1], KEYS[levels_count + 2]
+local holders = KEYS[levels_count + 3]
 local max = math.min(tonumber(ARGV[1]) or 0, 1000)
 local payloads, levels = {}, {}
 -- A worker holding messages must be known to reapers even before its first heartbeat, and one
@@ -49,5 +51,8 @@ for i = 1, levels_count do
     end
     redis.call('LPUSH', processing, unpack(oldest_first))
   end
+end
+if #payloads > 0 then
+  redis.call('SADD', holders, ARGV[2])
 end
 return {payloads, levels, 0}

@@ -9,7 +9,8 @@
 -- KEYS[3]      taskq:{q}:redeliveries (task id -> times recovered)
 -- KEYS[4]      taskq:{q}:dead
 -- KEYS[5]      taskq:{q}:dead-dropped (counts the oldest dead letters the cap pushes out)
--- KEYS[6..]    taskq:{q}:pending:0 .. taskq:{q}:pending:<L-1> (L priority levels: #KEYS - 6)
+-- KEYS[6]      taskq:{q}:holders (workers with a processing list)
+-- KEYS[7..]    taskq:{q}:pending:0 .. taskq:{q}:pending:<L-1> (L priority levels: #KEYS - 7)
 -- KEYS[#KEYS]  taskq:{q}:wake (a token for one idle worker)
 -- ARGV[1]      worker id
 -- ARGV[2]      now, ms since the epoch
@@ -17,15 +18,21 @@
 -- ARGV[4]      most dead letters kept
 -- ARGV[5]      now, RFC 3339 (for dead letter records)
 -- ARGV[6]      queue name
--- ARGV[7]      '1' to skip the deadline check and the counting (a worker deregistering itself)
+-- ARGV[7]      '0' for a lost worker (its deadline must have passed); '1' to skip the deadline
+--              check and the counting (a worker deregistering itself); '2' for an orphaned list
+--              (its worker must hold no lease at all)
 -- returns      {requeued, dead_lettered, {id, task, id, task, ...}}: with the ids and task names
 --              of the messages dead-lettered as poison (those readable), or {-1, 0, {}} when the
 --              worker is alive or already recovered
-local top_level = #KEYS - 7
+local top_level = #KEYS - 8
 local wake = KEYS[#KEYS]
 local force = ARGV[7] == '1'
 local deadline = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not force then
+if ARGV[7] == '2' then
+  if deadline then
+    return {-1, 0, {}}
+  end
+elseif not force then
   if not deadline or tonumber(deadline) >= tonumber(ARGV[2]) then
     return {-1, 0, {}}
   end
@@ -58,7 +65,7 @@ for _, payload in ipairs(held) do
     redis.call('LPUSH', KEYS[4], cjson.encode(letter))
     dead = dead + 1
   else
-    redis.call('RPUSH', KEYS[6 + level], payload)
+    redis.call('RPUSH', KEYS[7 + level], payload)
     requeued = requeued + 1
   end
 end
@@ -70,6 +77,7 @@ if dead > 0 then
   end
 end
 redis.call('DEL', KEYS[2])
+redis.call('SREM', KEYS[6], ARGV[1])
 if requeued > 0 then
   redis.call('LPUSH', wake, '1')
   redis.call('LTRIM', wake, 0, 0)

@@ -6,6 +6,7 @@
 -- KEYS[L+2]    taskq:{q}:dead
 -- KEYS[L+3]    taskq:{q}:workers (worker -> liveness deadline)
 -- KEYS[L+4]    taskq:{q}:dead-dropped (dead letters the cap pushed out)
+-- KEYS[L+5]    taskq:{q}:holders (workers with a processing list, leased or not)
 -- ARGV[1]      the queue's processing key prefix, `taskq:{q}:processing:`
 -- returns      {pending, scheduled, processing, dead, {oldest payload of each non-empty level},
 --              dead letters dropped}
@@ -14,7 +15,7 @@
 -- up front; the script builds their names from ARGV[1], which carries the same hash tag as
 -- every KEYS entry, and only reads them. That keeps it in one slot on a cluster (the same
 -- pattern asynq uses for per-task keys).
-local levels_count = #KEYS - 4
+local levels_count = #KEYS - 5
 local pending, oldest = 0, {}
 for level = 1, levels_count do
   local length = redis.call('LLEN', KEYS[level])
@@ -23,9 +24,16 @@ for level = 1, levels_count do
     oldest[#oldest + 1] = redis.call('LINDEX', KEYS[level], -1)
   end
 end
-local processing = 0
-for _, worker in ipairs(redis.call('ZRANGE', KEYS[levels_count + 3], 0, -1)) do
-  processing = processing + redis.call('LLEN', ARGV[1] .. worker)
+-- Every list is counted once, whether its worker holds a lease (workers) or not (holders).
+local processing, counted = 0, {}
+for _, source in ipairs({redis.call('ZRANGE', KEYS[levels_count + 3], 0, -1),
+                         redis.call('SMEMBERS', KEYS[levels_count + 5])}) do
+  for _, worker in ipairs(source) do
+    if not counted[worker] then
+      counted[worker] = true
+      processing = processing + redis.call('LLEN', ARGV[1] .. worker)
+    end
+  end
 end
 return {pending, redis.call('ZCARD', KEYS[levels_count + 1]), processing,
   redis.call('LLEN', KEYS[levels_count + 2]), oldest,

@@ -53,6 +53,12 @@ impl QueueKeys {
         format!("{}:processing:", self.prefix)
     }
 
+    /// Workers that have (or had) a processing list on this queue (SET): recovery and the
+    /// orphan sweep find every list through it, whether or not its worker holds a lease.
+    pub(crate) fn holders(&self) -> String {
+        format!("{}:holders", self.prefix)
+    }
+
     /// Live workers of this queue -> liveness deadline in ms (ZSET).
     pub(crate) fn workers(&self) -> String {
         format!("{}:workers", self.prefix)

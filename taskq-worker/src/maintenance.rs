@@ -135,9 +135,25 @@ impl Maintenance {
         }
     }
 
-    /// Measures the host's clock against the broker's, publishes the worker's info and
-    /// refreshes the revoked set (every [`SLOW_EVERY`] rounds, and once at start).
+    /// Measures the host's clock against the broker's, returns orphaned processing lists,
+    /// publishes the worker's info and refreshes the revoked set (every [`SLOW_EVERY`] rounds,
+    /// and once at start).
     pub(crate) async fn slow_round(&self) {
+        if let Some(membership) = self.broker.membership() {
+            // Twice the lease: a list is orphaned only when no lease could still cover it.
+            let grace = self.liveness_ttl * 2;
+            match membership
+                .sweep_orphans(&self.info.queues, grace, self.max_redeliveries)
+                .await
+            {
+                Ok(report) => {
+                    self.recorder
+                        .recovered(report.requeued + report.dead_lettered);
+                    self.end_poisoned(&report.poisoned).await;
+                }
+                Err(err) => tracing::warn!(error = %err, "orphan sweep failed"),
+            }
+        }
         let mut info = self.info.clone();
         info.clock_skew_ms = self.measure_clock().await;
         info.in_flight = info.concurrency - self.slots.available_permits().min(info.concurrency);

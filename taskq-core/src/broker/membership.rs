@@ -55,6 +55,21 @@ pub trait Membership: Send + Sync + std::fmt::Debug {
         max_redeliveries: u32,
     ) -> Result<RecoveryReport>;
 
+    /// Returns the messages of processing lists on `queues` whose worker holds no lease at all
+    /// to the head of `pending`, once they have been seen orphaned for at least `grace`, with
+    /// poison counting as in [`Membership::recover_lost_workers`]. The lease protocol does not
+    /// leave such lists; the sweep is the backstop for whatever it does not foresee. Brokers
+    /// whose processing sets cannot outlive their lease (memory) find none.
+    async fn sweep_orphans(
+        &self,
+        queues: &[String],
+        grace: Duration,
+        max_redeliveries: u32,
+    ) -> Result<RecoveryReport> {
+        let _ = (queues, grace, max_redeliveries);
+        Ok(RecoveryReport::default())
+    }
+
     /// Returns whatever `worker` still holds on `queues` to the head of `pending` and removes
     /// the worker from the live set of those queues; the last call of a worker shutting down.
     async fn deregister(&self, worker: &WorkerId, queues: &[String]) -> Result<()>;

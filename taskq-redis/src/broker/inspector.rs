@@ -136,6 +136,7 @@ impl Inspector for RedisBroker {
             .key(keys.dead())
             .key(keys.workers())
             .key(keys.dead_dropped())
+            .key(keys.holders())
             .arg(keys.processing_prefix());
         let (pending, scheduled, processing, dead, oldest, dead_dropped): (
             usize,

@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use taskq_core::{Error, Membership, RecoveryReport, Result, WorkerId, WorkerInfo};
 
-use super::{millis, RedisBroker};
+use super::{millis, parse_poisoned, RecoverMode, RedisBroker};
 use crate::{
     connection::redis_error,
     keys::{self, QueueKeys},
@@ -59,18 +59,14 @@ impl Membership for RedisBroker {
                 .map_err(redis_error)?;
             for worker in lost {
                 let (requeued, dead, poisoned) = self
-                    .recover(queue, &worker, max_redeliveries, false)
+                    .recover(queue, &worker, max_redeliveries, RecoverMode::Lost)
                     .await?;
                 if requeued < 0 {
                     continue; // alive after all, or another reaper won
                 }
                 report.requeued += requeued as usize;
                 report.dead_lettered += dead as usize;
-                for pair in poisoned.chunks_exact(2) {
-                    if let Ok(id) = pair[0].parse() {
-                        report.poisoned.push((id, pair[1].clone()));
-                    }
-                }
+                report.poisoned.extend(parse_poisoned(&poisoned));
                 let worker = WorkerId::from_string(worker);
                 if !report.workers.contains(&worker) {
                     report.workers.push(worker);
@@ -80,9 +76,52 @@ impl Membership for RedisBroker {
         Ok(report)
     }
 
+    async fn sweep_orphans(
+        &self,
+        queues: &[String],
+        grace: Duration,
+        max_redeliveries: u32,
+    ) -> Result<RecoveryReport> {
+        let mut report = RecoveryReport::default();
+        for queue in queues {
+            let keys = QueueKeys::new(queue);
+            let holders: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(keys.holders())
+                .query_async(&mut self.conn())
+                .await
+                .map_err(redis_error)?;
+            if holders.is_empty() {
+                continue;
+            }
+            let leases: Vec<Option<f64>> = redis::cmd("ZMSCORE")
+                .arg(keys.workers())
+                .arg(&holders)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(redis_error)?;
+            for worker in self.orphans_due(queue, &holders, &leases, grace) {
+                let (requeued, dead, poisoned) = self
+                    .recover(queue, &worker, max_redeliveries, RecoverMode::Orphan)
+                    .await?;
+                if requeued < 0 {
+                    continue; // it took a lease meanwhile
+                }
+                if requeued + dead > 0 {
+                    tracing::warn!(queue = %queue, worker = %worker, requeued, dead_lettered = dead, "returned an orphaned processing list (its worker held no lease)");
+                }
+                report.requeued += requeued as usize;
+                report.dead_lettered += dead as usize;
+                report.poisoned.extend(parse_poisoned(&poisoned));
+                report.workers.push(WorkerId::from_string(worker));
+            }
+        }
+        Ok(report)
+    }
+
     async fn deregister(&self, worker: &WorkerId, queues: &[String]) -> Result<()> {
         for queue in queues {
-            self.recover(queue, worker.as_str(), 0, true).await?;
+            self.recover(queue, worker.as_str(), 0, RecoverMode::Deregister)
+                .await?;
         }
         self.held().remove(worker);
         self.shared.heartbeating.lock().remove(worker);

@@ -72,6 +72,8 @@ struct Shared {
     known_queues: Mutex<HashSet<String>>,
     /// Workers of this process that sent a heartbeat (fetches need not register them).
     heartbeating: Mutex<HashSet<WorkerId>>,
+    /// Processing lists seen without a lease, and when they were first seen.
+    orphans: Mutex<HashMap<String, tokio::time::Instant>>,
     /// The host clock corrected by the offset last measured against the server's `TIME`:
     /// every time this broker computes (due times, deadlines, expiries) comes from it.
     clock: Clock,
@@ -79,6 +81,24 @@ struct Shared {
     host_clock: Clock,
     /// Server minus host, ms.
     correction: Arc<AtomicI64>,
+}
+
+/// The `{id, task, id, task, ...}` list `recover.lua` returns for poison messages.
+pub(crate) fn parse_poisoned(flat: &[String]) -> Vec<(taskq_core::TaskId, String)> {
+    flat.chunks_exact(2)
+        .filter_map(|pair| Some((pair[0].parse().ok()?, pair[1].clone())))
+        .collect()
+}
+
+/// Whose processing list `recover.lua` returns, and on what condition.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum RecoverMode {
+    /// A worker whose lease deadline passed.
+    Lost,
+    /// A worker shutting down, returning its own leftovers (no redelivery counted).
+    Deregister,
+    /// A list whose worker holds no lease at all.
+    Orphan,
 }
 
 /// Payloads handed out and not yet released, with multiplicity, per (worker, queue).
@@ -143,6 +163,7 @@ impl RedisBroker {
                 unreconciled: Mutex::new(HashSet::new()),
                 known_queues: Mutex::new(HashSet::new()),
                 heartbeating: Mutex::new(HashSet::new()),
+                orphans: Mutex::new(HashMap::new()),
                 clock: host_clock.clone().corrected(correction.clone()),
                 host_clock,
                 correction,
@@ -168,6 +189,39 @@ impl RedisBroker {
         let correction = server_ms - host_ms;
         self.shared.correction.store(correction, Ordering::Relaxed);
         Ok(chrono::Duration::milliseconds(-correction))
+    }
+
+    /// Of `holders` (with their `leases`, `None` for none) on `queue`, those seen without a
+    /// lease for at least `grace`; forgets lists that are leased again or gone.
+    pub(crate) fn orphans_due(
+        &self,
+        queue: &str,
+        holders: &[String],
+        leases: &[Option<f64>],
+        grace: Duration,
+    ) -> Vec<String> {
+        let now = tokio::time::Instant::now();
+        let mut seen = self.shared.orphans.lock();
+        let key = |worker: &str| format!("{queue}\n{worker}");
+        seen.retain(|list, _| {
+            !list.starts_with(&format!("{queue}\n"))
+                || holders
+                    .iter()
+                    .zip(leases)
+                    .any(|(worker, lease)| lease.is_none() && key(worker) == *list)
+        });
+        let mut due = Vec::new();
+        for (worker, lease) in holders.iter().zip(leases) {
+            if lease.is_some() {
+                continue;
+            }
+            let first = *seen.entry(key(worker)).or_insert(now);
+            if now.duration_since(first) >= grace {
+                seen.remove(&key(worker));
+                due.push(worker.clone());
+            }
+        }
+        due
     }
 
     /// Now, by the server's clock (as corrected at the last measurement).
@@ -309,6 +363,7 @@ impl RedisBroker {
             invocation
                 .key(keys.processing(worker.as_str()))
                 .key(keys.workers())
+                .key(keys.holders())
                 .arg(max - out.len())
                 .arg(worker.as_str())
                 .arg(if self.has_heartbeat(worker) {
@@ -423,7 +478,7 @@ impl RedisBroker {
         queue: &str,
         worker: &str,
         max_redeliveries: u32,
-        force: bool,
+        mode: RecoverMode,
     ) -> Result<(i64, i64, Vec<String>)> {
         let keys = QueueKeys::new(queue);
         let now = self.now();
@@ -433,7 +488,8 @@ impl RedisBroker {
             .key(keys.processing(worker))
             .key(keys.redeliveries())
             .key(keys.dead())
-            .key(keys.dead_dropped());
+            .key(keys.dead_dropped())
+            .key(keys.holders());
         for key in keys.pending_ascending() {
             invocation.key(key);
         }
@@ -445,7 +501,11 @@ impl RedisBroker {
             .arg(self.shared.config.max_dead_letters())
             .arg(now.to_rfc3339())
             .arg(queue)
-            .arg(if force { "1" } else { "0" });
+            .arg(match mode {
+                RecoverMode::Lost => "0",
+                RecoverMode::Deregister => "1",
+                RecoverMode::Orphan => "2",
+            });
         invocation
             .invoke_async(&mut self.conn())
             .await

@@ -348,3 +348,53 @@ async fn out_of_memory_refuses_transitions_whole_and_loses_nothing() {
         .query_async::<()>(&mut conn)
         .await;
 }
+
+/// A processing list whose worker holds no lease (nothing in this protocol leaves one; the
+/// sweep is the backstop) shows in the stats and goes back to pending after a grace period.
+#[tokio::test]
+async fn an_orphaned_processing_list_is_counted_and_swept_back_after_a_grace_period() {
+    use taskq_core::Membership;
+    let server = RedisServer::start();
+    let broker = RedisBroker::connect(config(&server)).await.unwrap();
+    let q = format!("q-{}", uuid::Uuid::new_v4());
+    let queues = [q.clone()];
+    let worker = WorkerId::generate();
+    broker
+        .enqueue(vec![message(&q, 0), message(&q, 0)])
+        .await
+        .unwrap();
+    broker
+        .heartbeat(&worker, &queues, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        broker
+            .fetch(&worker, &queues, 2, Duration::ZERO)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    // The lease vanishes without a recovery.
+    let admin = redis::Client::open(server.url()).unwrap();
+    let mut conn = admin.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("ZREM")
+        .arg(format!("taskq:{{{q}}}:workers"))
+        .arg(worker.as_str())
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        broker.stats(&q).await.unwrap().processing,
+        2,
+        "still counted"
+    );
+    let grace = Duration::from_millis(300);
+    let first = broker.sweep_orphans(&queues, grace, 3).await.unwrap();
+    assert_eq!(first.requeued, 0, "not before the grace period");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let second = broker.sweep_orphans(&queues, grace, 3).await.unwrap();
+    assert_eq!((second.requeued, second.workers), (2, vec![worker]));
+    let stats = broker.stats(&q).await.unwrap();
+    assert_eq!((stats.pending, stats.processing), (2, 0));
+}
