@@ -114,26 +114,8 @@ pub async fn poison_message_is_dead_lettered(broker: Shared) {
     let q = queue();
     let sent = message(&q, 0);
     broker.enqueue(vec![sent.clone()]).await.unwrap();
-    let queues = [q.clone()];
     for round in 1..=3 {
-        let lost = WorkerId::generate();
-        members(&broker)
-            .heartbeat(&lost, &queues, Duration::from_millis(100))
-            .await
-            .unwrap();
-        assert_eq!(
-            broker
-                .fetch(&lost, &queues, 1, NO_WAIT)
-                .await
-                .unwrap()
-                .len(),
-            1
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let report = members(&broker)
-            .recover_lost_workers(&queues, 2)
-            .await
-            .unwrap();
+        let (_, report) = lose_and_recover(&broker, &q, 2).await;
         if round <= 2 {
             assert_eq!(
                 (report.requeued, report.dead_lettered),
@@ -253,24 +235,7 @@ pub async fn a_recovered_worker_learns_it_lost_its_lease(broker: Shared) {
         .enqueue(vec![message(&q, 0), message(&q, 0)])
         .await
         .unwrap();
-    let paused = WorkerId::generate();
-    members(&broker)
-        .heartbeat(&paused, &queues, Duration::from_millis(200))
-        .await
-        .unwrap();
-    assert_eq!(
-        broker
-            .fetch(&paused, &queues, 1, NO_WAIT)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let report = members(&broker)
-        .recover_lost_workers(&queues, 3)
-        .await
-        .unwrap();
+    let (paused, report) = lose_and_recover(&broker, &q, 3).await;
     assert_eq!(report.workers, vec![paused.clone()]);
     // Back from its pause, the worker neither renews nor fetches under its old identity.
     let renewed = members(&broker)
@@ -325,9 +290,13 @@ pub async fn a_lapsed_lease_not_yet_recovered_is_renewed(broker: Shared) {
     );
 }
 
-/// Loses the message of `q` to a worker that vanishes, then recovers it with `max` allowed
-/// redeliveries; returns the report.
-async fn lose_and_recover(broker: &Shared, q: &str, max: u32) -> taskq_core::RecoveryReport {
+/// Loses one message of `q` to a worker that vanishes, then recovers it with `max` allowed
+/// redeliveries; returns the vanished worker and the report.
+async fn lose_and_recover(
+    broker: &Shared,
+    q: &str,
+    max: u32,
+) -> (WorkerId, taskq_core::RecoveryReport) {
     let queues = [q.to_owned()];
     let lost = WorkerId::generate();
     members(broker)
@@ -343,22 +312,23 @@ async fn lose_and_recover(broker: &Shared, q: &str, max: u32) -> taskq_core::Rec
         1
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
-    members(broker)
+    let report = members(broker)
         .recover_lost_workers(&queues, max)
         .await
-        .unwrap()
+        .unwrap();
+    (lost, report)
 }
 
 pub async fn a_requeued_dead_letter_starts_its_redelivery_count_afresh(broker: Shared) {
     let q = queue();
     broker.enqueue(vec![message(&q, 0)]).await.unwrap();
     for _ in 0..2 {
-        assert_eq!(lose_and_recover(&broker, &q, 2).await.requeued, 1);
+        assert_eq!(lose_and_recover(&broker, &q, 2).await.1.requeued, 1);
     }
     // Recovered twice, then it fails for good and an operator requeues it.
     kill(&broker, &q, 1).await;
     assert_eq!(broker.requeue_dead(&q, None).await.unwrap(), 1);
-    let report = lose_and_recover(&broker, &q, 2).await;
+    let (_, report) = lose_and_recover(&broker, &q, 2).await;
     assert_eq!(
         (report.requeued, report.dead_lettered),
         (1, 0),
