@@ -109,18 +109,8 @@ pub struct DemoWorkerCli {
     pub worker: WorkerArgs,
 }
 
-/// `main` of the demo worker: parse flags, run until SIGINT/SIGTERM, print the report.
+/// `main` of the demo worker: parse flags, run until SIGINT/SIGTERM, report a failure on one
+/// line.
 pub async fn worker_main() -> std::process::ExitCode {
-    let cli = DemoWorkerCli::parse();
-    cli.worker.init_logging();
-    match cli.worker.run(register).await {
-        Ok(report) => {
-            tracing::info!(?report, "stopped");
-            std::process::ExitCode::SUCCESS
-        }
-        Err(err) => {
-            eprintln!("taskq worker: {err}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    DemoWorkerCli::parse().worker.main(register).await
 }

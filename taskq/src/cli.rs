@@ -125,7 +125,13 @@ impl WorkerArgs {
     ) -> Result<WorkerReport, Box<dyn std::error::Error + Send + Sync>> {
         self.init_logging();
         self.install_metrics()?;
-        let client = self.connect().await?;
+        let client = self.connect().await.map_err(|err| {
+            format!(
+                "cannot use the broker at {}: {}",
+                redacted(&self.broker),
+                taskq_core::error_chain(&err)
+            )
+        })?;
         let worker = self
             .configure(register(Worker::builder(client)))
             .metrics(self.metrics_addr.is_some())
@@ -136,6 +142,59 @@ impl WorkerArgs {
             report = worker.run(signals.requested()) => Ok(report?),
             _ = signals.forced() => Err("stopped at once by a second signal".into()),
         }
+    }
+
+    /// What a worker binary's `main` does: [`WorkerArgs::run`], then a failure reported on
+    /// one line (`taskq worker: <what failed>: <causes>`) with exit status 1.
+    ///
+    /// ```no_run
+    /// # #[derive(taskq::Task, serde::Serialize, serde::Deserialize)]
+    /// # #[task(name = "noop")] struct Noop;
+    /// # impl taskq::Run for Noop {
+    /// #     type Output = ();
+    /// #     async fn run(self, _: taskq::TaskContext) -> Result<(), taskq::TaskError> { Ok(()) }
+    /// # }
+    /// use clap::Parser;
+    ///
+    /// #[derive(Parser)]
+    /// struct Cli {
+    ///     #[command(flatten)]
+    ///     worker: taskq::cli::WorkerArgs,
+    /// }
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> std::process::ExitCode {
+    ///     Cli::parse().worker.main(|w| w.register::<Noop>()).await
+    /// }
+    /// ```
+    pub async fn main(
+        &self,
+        register: impl FnOnce(WorkerBuilder) -> WorkerBuilder,
+    ) -> std::process::ExitCode {
+        match self.run(register).await {
+            Ok(report) => {
+                tracing::info!(?report, "stopped");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("taskq worker: {}", taskq_core::error_chain(err.as_ref()));
+                std::process::ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// `url` with its password replaced, for messages.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
     }
 }
 
@@ -184,6 +243,35 @@ mod tests {
             !help.contains("flatten them"),
             "rustdoc leaked into --help:\n{help}"
         );
+    }
+
+    #[test]
+    fn passwords_stay_out_of_messages() {
+        assert_eq!(
+            redacted("redis://taskq:s3cret@cache:6379/0"),
+            "redis://taskq:***@cache:6379/0"
+        );
+        assert_eq!(redacted("redis://cache:6379"), "redis://cache:6379");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_broker_is_named_with_its_cause() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("redis://127.0.0.1:{port}");
+        let cli = ReadmeWorker::parse_from(["w", "--broker", &url]);
+        let err = cli.worker.run(|w| w).await.unwrap_err();
+        let text = taskq_core::error_chain(err.as_ref());
+        assert!(
+            text.starts_with(&format!(
+                "cannot use the broker at {url}: redis command failed: "
+            )),
+            "{text}"
+        );
+        assert!(text.to_lowercase().contains("refused"), "{text}");
     }
 
     #[test]
