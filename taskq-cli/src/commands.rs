@@ -13,13 +13,7 @@ use crate::{
 };
 
 pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
-    let client = taskq::connect(&cli.broker).await.map_err(|err| {
-        format!(
-            "cannot reach the broker at {}: {}",
-            cli.broker,
-            error_chain(&err)
-        )
-    })?;
+    let client = connect(&cli.broker).await?;
     let json = cli.json;
     match cli.command {
         Command::Status { watch: None } => println!("{}", status(&client, json).await?),
@@ -61,6 +55,34 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Ping { timeout } => println!("{}", ping(&client, timeout, json).await?),
     }
     Ok(())
+}
+
+/// Connects to the broker an operator names, with errors that say what to check, on one line.
+async fn connect(url: &str) -> Result<Client, Failure> {
+    if url.starts_with("memory") {
+        return Err(
+            "memory:// is a broker inside one process: the CLI needs the one your workers use (redis://HOST:PORT, or $TASKQ_BROKER)"
+                .into(),
+        );
+    }
+    taskq::connect(url).await.map_err(|err| {
+        let shown = taskq::redacted_url(url);
+        let cause = first_line(&error_chain(&err));
+        match err {
+            taskq_core::Error::Invalid { .. } => format!("invalid broker URL `{shown}`: {cause}"),
+            _ => format!("cannot reach the broker at {shown} (is Redis running there?): {cause}"),
+        }
+        .into()
+    })
+}
+
+/// The first line of `text`: client libraries may append multi-line protocol dumps.
+fn first_line(text: &str) -> String {
+    text.lines()
+        .next()
+        .unwrap_or_default()
+        .trim_end()
+        .to_owned()
 }
 
 fn parse_id(text: &str) -> Result<TaskId, Failure> {

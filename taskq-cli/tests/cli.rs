@@ -340,9 +340,43 @@ async fn errors_are_one_clear_line() {
         gone.port()
     };
     let unreachable = taskq_with_input(&format!("redis://127.0.0.1:{port}"), &["status"], "");
+    let err = failure(&unreachable);
     assert!(
-        failure(&unreachable).starts_with("taskq: cannot reach the broker at redis://127.0.0.1:")
+        err.starts_with("taskq: cannot reach the broker at redis://127.0.0.1:"),
+        "{err}"
     );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+
+    let malformed = taskq_with_input("reddis://nope", &["status"], "");
+    let err = failure(&malformed);
+    assert!(
+        err.starts_with("taskq: invalid broker URL `reddis://nope`"),
+        "{err}"
+    );
+
+    let memory = taskq_with_input("memory://", &["status"], "");
+    assert!(failure(&memory).contains("memory:// is a broker inside one process"));
+
+    // A port that answers, but not as Redis: one line, not a protocol dump.
+    let not_redis = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let not_redis_port = not_redis.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in not_redis.incoming().flatten() {
+            let mut stream = stream;
+            let _ = std::io::Write::write_all(
+                &mut stream,
+                b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n",
+            );
+        }
+    });
+    let confused = taskq_with_input(
+        &format!("redis://127.0.0.1:{not_redis_port}"),
+        &["status"],
+        "",
+    );
+    let err = failure(&confused);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.starts_with("taskq: cannot reach the broker"), "{err}");
 
     let unknown = taskq_core::TaskId::new().to_string();
     let err = failure(&taskq(&server, &["result", &unknown]));

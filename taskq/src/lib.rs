@@ -38,7 +38,7 @@ pub mod cli;
 mod connect;
 pub mod signal;
 
-pub use connect::{connect, connect_beat_store, Connect};
+pub use connect::{connect, connect_beat_store, redacted_url, Connect};
 pub use taskq_core::*;
 pub use taskq_worker::{TaskEvent, Worker, WorkerBuilder, WorkerConfig, WorkerReport};
 
