@@ -41,6 +41,8 @@ fn sample(metrics: &str, prefix: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_move_on_the_metrics_endpoint() {
     let server = RedisServer::start();
+    let log_path =
+        std::env::temp_dir().join(format!("taskq-json-log-{}", taskq_core::TaskId::new()));
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -62,9 +64,12 @@ async fn counters_move_on_the_metrics_endpoint() {
                 "--log-format",
                 "json",
             ])
-            .env("RUST_LOG", "warn")
+            // The default level: spans (task, worker) are info spans.
+            .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(&log_path).expect("create the log file"),
+            ))
             .spawn()
             .unwrap(),
     );
@@ -123,7 +128,40 @@ async fn counters_move_on_the_metrics_endpoint() {
         Some(2.0),
         "{metrics}"
     );
-    assert!(metrics.contains("taskq_task_run_seconds"), "{metrics}");
+    assert!(
+        metrics.contains("# TYPE taskq_task_run_seconds histogram"),
+        "histograms, not summaries: {metrics}"
+    );
+    assert!(
+        metrics.contains("taskq_task_run_seconds_bucket"),
+        "{metrics}"
+    );
+
+    // JSON logs: the retry's warning carries the task's and the worker's span fields, and
+    // redirected logs carry no colour codes.
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let retry = log
+        .lines()
+        .find(|line| line.contains("attempt failed; retrying"))
+        .unwrap_or_else(|| panic!("no retry line in:\n{log}"));
+    let line: serde_json::Value = serde_json::from_str(retry).unwrap();
+    let spans = line["spans"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no span list in {retry}"));
+    assert!(
+        spans
+            .iter()
+            .any(|s| s["name"] == "worker" && s["worker"].is_string()),
+        "{retry}"
+    );
+    assert!(
+        spans
+            .iter()
+            .any(|s| s["name"] == "task" && s["task.name"] == "demo.fail"),
+        "{retry}"
+    );
+    assert!(!log.contains('\u{1b}'), "colour codes in a redirected log");
+    let _ = std::fs::remove_file(&log_path);
     assert!(
         metrics.contains("taskq_task_queue_wait_seconds"),
         "{metrics}"

@@ -78,6 +78,7 @@ pub fn load(path: &Path) -> Result<Vec<Entry>> {
 /// ```
 /// let entries = taskq_beat::parse_schedule("[[entry]]\nname = \"t\"\ntask = \"demo.add\"\nevery = \"5s\"\n")?;
 /// assert_eq!(entries[0].name(), "t");
+/// assert!(taskq_beat::parse_schedule("# nothing yet\n").unwrap_err().starts_with("no entries"));
 /// let err = taskq_beat::parse_schedule("[[entry]]\nname = \"t\"\ntask = \"x\"\ncron = \"bad\"\n").unwrap_err();
 /// assert!(err.starts_with("line 1, entry `t`: invalid cron expression `bad`"), "{err}");
 /// # Ok::<(), String>(())
@@ -90,6 +91,11 @@ pub fn parse(text: &str) -> std::result::Result<Vec<Entry>, String> {
             None => err.message().to_owned(),
         }
     })?;
+    if file.entry.is_empty() {
+        // Almost always a mistake (a wrong file, or `[entry]` for `[[entry]]`): a beat with
+        // nothing to fire would run silently forever.
+        return Err("no entries: the file must list at least one [[entry]]".to_owned());
+    }
     let mut names: BTreeMap<String, usize> = BTreeMap::new();
     let mut entries = Vec::with_capacity(file.entry.len());
     for spanned in file.entry {

@@ -283,11 +283,8 @@ async fn dead(client: &Client, command: DeadCommand, json: bool) -> Result<Strin
                         d.reason.to_string(),
                         d.at.format("%Y-%m-%d %H:%M:%S").to_string(),
                         d.error
-                            .clone()
-                            .unwrap_or_default()
-                            .chars()
-                            .take(60)
-                            .collect(),
+                            .as_deref()
+                            .map_or_else(String::new, |error| table::shorten(error, 60)),
                     ]
                 })
                 .collect();

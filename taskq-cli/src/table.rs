@@ -1,6 +1,20 @@
 //! Plain aligned text tables.
 
 /// Renders `rows` under `header`, each column as wide as its widest cell.
+/// `text` cut to at most `max` characters at a word boundary, with `…` when cut.
+///
+pub(crate) fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let cut: String = text.chars().take(max).collect();
+    let at_word = cut
+        .rfind(' ')
+        .filter(|at| *at > max / 2)
+        .unwrap_or(cut.len());
+    format!("{}…", cut[..at_word].trim_end())
+}
+
 pub(crate) fn render(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
@@ -45,6 +59,17 @@ mod tests {
     fn columns_align() {
         let text = render(&["A", "LONGER"], &[vec!["xyz".into(), "1".into()]]);
         assert_eq!(text, "A    LONGER\nxyz  1");
+    }
+
+    #[test]
+    fn long_text_is_cut_at_a_word() {
+        let error = "no task named `x` is registered on this worker";
+        assert_eq!(shorten(error, 20), "no task named `x`…");
+        assert_eq!(shorten("short", 20), "short");
+        assert_eq!(
+            shorten("averyveryverylongwordwithoutspaces", 10),
+            "averyveryv…"
+        );
     }
 
     #[test]

@@ -364,12 +364,11 @@ impl Fetcher<'_> {
                 seq += 1;
                 match permits.split(1) {
                     Some(permit) => {
-                        executions.spawn(execute::execute(
-                            self.executor.clone(),
-                            seq,
-                            delivery,
-                            permit,
-                        ));
+                        // In the worker's span, so every task's log lines name the worker.
+                        executions.spawn(
+                            execute::execute(self.executor.clone(), seq, delivery, permit)
+                                .in_current_span(),
+                        );
                     }
                     // A broker returned more than asked for: give the surplus back at shutdown.
                     None => leftovers.push((seq, delivery)),

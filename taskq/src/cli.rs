@@ -8,7 +8,9 @@ use taskq_core::Client;
 use crate::signal::Shutdown;
 use taskq_worker::{Worker, WorkerBuilder, WorkerReport};
 
-/// Command-line flags of a worker process; flatten them into your own clap parser.
+/// Command-line flags of a worker process; flatten them into your own clap parser. Every flag
+/// can also be set by an environment variable (`TASKQ_BROKER`, `TASKQ_QUEUES`,
+/// `TASKQ_CONCURRENCY`, ...), as containers expect.
 ///
 /// ```
 /// use clap::Parser;
@@ -32,28 +34,28 @@ pub struct WorkerArgs {
     #[arg(long, env = "TASKQ_BROKER", default_value = "redis://127.0.0.1:6379")]
     pub broker: String,
     /// Queues to consume, in order of preference (default: the registered tasks' queues).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, env = "TASKQ_QUEUES", value_delimiter = ',')]
     pub queues: Vec<String>,
     /// Most tasks running at once.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, env = "TASKQ_CONCURRENCY", default_value_t = 32)]
     pub concurrency: usize,
     /// Messages fetched ahead of a free slot (default: equal to concurrency).
-    #[arg(long)]
+    #[arg(long, env = "TASKQ_PREFETCH")]
     pub prefetch: Option<usize>,
     /// Time running tasks get to finish after SIGTERM/SIGINT.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    #[arg(long, env = "TASKQ_SHUTDOWN_GRACE", value_parser = humantime::parse_duration, default_value = "30s")]
     pub shutdown_grace: Duration,
     /// How often liveness is renewed.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    #[arg(long, env = "TASKQ_HEARTBEAT", value_parser = humantime::parse_duration, default_value = "1s")]
     pub heartbeat: Duration,
     /// How long after its last heartbeat this worker's tasks are recovered by others.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    #[arg(long, env = "TASKQ_LIVENESS_TTL", value_parser = humantime::parse_duration, default_value = "5s")]
     pub liveness_ttl: Duration,
     /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9090 (path /metrics).
-    #[arg(long)]
+    #[arg(long, env = "TASKQ_METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Log format on stderr; `RUST_LOG` sets the level (default info).
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, env = "TASKQ_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }
 
@@ -81,6 +83,15 @@ impl WorkerArgs {
     pub fn install_metrics(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         if let Some(addr) = self.metrics_addr {
             metrics_exporter_prometheus::PrometheusBuilder::new()
+                // Histograms (what the metrics table promises), not the exporter's default
+                // summaries: buckets aggregate across workers, quantiles do not.
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+                    &[
+                        0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0, 3600.0,
+                    ],
+                )
+                .map_err(|err| format!("cannot configure metrics buckets: {err}"))?
                 .with_http_listener(addr)
                 .install()
                 .map_err(|err| format!("cannot serve metrics on {addr}: {err}"))?;
@@ -194,8 +205,11 @@ impl WorkerArgs {
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a terminal: redirected logs stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -249,6 +263,32 @@ mod tests {
             "{text}"
         );
         assert!(text.to_lowercase().contains("refused"), "{text}");
+    }
+
+    #[test]
+    fn every_flag_can_come_from_the_environment() {
+        let help = ReadmeWorker::command().render_long_help().to_string();
+        for env in [
+            "TASKQ_BROKER",
+            "TASKQ_QUEUES",
+            "TASKQ_CONCURRENCY",
+            "TASKQ_PREFETCH",
+            "TASKQ_SHUTDOWN_GRACE",
+            "TASKQ_HEARTBEAT",
+            "TASKQ_LIVENESS_TTL",
+            "TASKQ_METRICS_ADDR",
+            "TASKQ_LOG_FORMAT",
+        ] {
+            assert!(
+                help.contains(&format!("[env: {env}")),
+                "{env} missing:\n{help}"
+            );
+        }
+        let flags = help.matches("\n      --").count();
+        assert_eq!(
+            flags, 9,
+            "a new flag needs an environment variable too:\n{help}"
+        );
     }
 
     #[test]

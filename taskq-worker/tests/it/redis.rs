@@ -126,9 +126,11 @@ async fn an_envelope_written_by_hand_per_the_protocol_doc_runs() {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    redis::cmd("LPUSH")
-        .arg("taskq:{default}:pending:0")
-        .arg(envelope.to_string())
+    redis::pipe()
+        .lpush("taskq:{default}:pending:0", envelope.to_string())
+        .lpush("taskq:{default}:wake", "1")
+        .ltrim("taskq:{default}:wake", 0, 0)
+        .sadd("taskq:queues", "default")
         .query_async::<()>(&mut conn)
         .await
         .unwrap();
