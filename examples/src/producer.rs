@@ -38,7 +38,7 @@ pub async fn producer_main() -> std::process::ExitCode {
             std::process::ExitCode::SUCCESS
         }
         Err(err) => {
-            eprintln!("taskq producer: {err}");
+            eprintln!("taskq producer: {}", taskq::error_chain(err.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }
@@ -47,7 +47,13 @@ pub async fn producer_main() -> std::process::ExitCode {
 async fn produce(cli: &ProducerCli) -> Result<usize, Box<dyn std::error::Error>> {
     let args: serde_json::Value = serde_json::from_str(&cli.args)
         .map_err(|err| format!("--args is not valid JSON: {err}"))?;
-    let client = taskq::connect(&cli.broker).await?;
+    let client = taskq::connect(&cli.broker).await.map_err(|err| {
+        format!(
+            "cannot use the broker at {}: {}",
+            taskq::redacted_url(&cli.broker),
+            taskq::error_chain(&err)
+        )
+    })?;
     let mut out = match &cli.ids_out {
         Some(path) => Some(std::io::BufWriter::new(std::fs::File::create(path)?)),
         None => None,

@@ -61,15 +61,24 @@ async fn main() -> ExitCode {
     match run(&cli, entries).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("taskq-beat: {err}");
+            eprintln!("taskq-beat: {}", taskq::error_chain(err.as_ref()));
             ExitCode::FAILURE
         }
     }
 }
 
 async fn run(cli: &Cli, entries: Vec<taskq_beat::Entry>) -> Result<(), Box<dyn std::error::Error>> {
-    let client = taskq::connect(&cli.broker).await?;
-    let store = taskq::connect_beat_store(&cli.broker).await?;
+    let broker = taskq::redacted_url(&cli.broker);
+    let unreachable = |err: taskq::Error| {
+        format!(
+            "cannot use the broker at {broker}: {}",
+            taskq::error_chain(&err)
+        )
+    };
+    let client = taskq::connect(&cli.broker).await.map_err(unreachable)?;
+    let store = taskq::connect_beat_store(&cli.broker)
+        .await
+        .map_err(unreachable)?;
     let mut config = BeatConfig::default();
     config.lock_ttl = cli.lock_ttl;
     config.tick = cli.tick;

@@ -95,3 +95,39 @@ fn dry_run_prints_the_next_fires_without_a_broker() {
     );
     let _ = std::fs::remove_file(path);
 }
+
+#[test]
+fn an_unreachable_broker_is_one_line_naming_it_and_the_cause() {
+    let path = write(
+        "good",
+        "[[entry]]\nname = \"tick\"\ntask = \"t\"\nevery = \"5s\"\n",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_taskq-beat"))
+        .args(["--broker", "redis://taskq:s3cret@127.0.0.1:1", "--schedule"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("taskq-beat: cannot use the broker at redis://taskq:***@127.0.0.1:1: redis command failed: "),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn an_empty_schedule_file_is_refused() {
+    let path = write("empty", "# entries come later\n");
+    let out = Command::new(env!("CARGO_BIN_EXE_taskq-beat"))
+        .args(["--schedule"])
+        .arg(&path)
+        .arg("--dry-run")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no entries"));
+    let _ = std::fs::remove_file(path);
+}
