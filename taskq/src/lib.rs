@@ -53,6 +53,11 @@ pub mod redis {
     pub use taskq_redis::*;
 }
 
+/// The README's Rust code runs as doc tests of this crate, so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
+
 /// What most programs need, in one `use taskq::prelude::*;`.
 pub mod prelude {
     pub use crate::Connect;
