@@ -424,3 +424,47 @@ async fn status_watch_refreshes_until_interrupted() {
     assert!(frames >= 2, "refreshed {frames} time(s): {out}");
     assert!(out.contains("\x1b[2J"), "clears the screen between frames");
 }
+
+/// `taskq enqueue NAME` without `--queue` follows what a worker declared for the task: its
+/// queue and its retries (here `cli.add`, declared with queue `cli`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_by_name_follows_the_declared_queue_and_retries() {
+    let server = RedisServer::start();
+    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
+        .await
+        .unwrap();
+    // Before any worker declared it, the task goes to `default`.
+    let early = stdout(&taskq(
+        &server,
+        &["enqueue", "cli.add", "--args", r#"{"a":1,"b":1}"#],
+    ));
+    assert_eq!(
+        client.broker().stats("default").await.unwrap().pending,
+        1,
+        "{early}"
+    );
+    let worker = start_worker(&client).await;
+    // The worker publishes its declarations as it starts.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while client
+        .broker()
+        .task_declaration("cli.add")
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(std::time::Instant::now() < deadline, "never declared");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let id = stdout(&taskq(
+        &server,
+        &["enqueue", "cli.add", "--args", r#"{"a":2,"b":3}"#],
+    ));
+    let record = json(&taskq(&server, &["result", &id, "--wait", "10s", "--json"]));
+    assert_eq!(
+        record["state"], "SUCCESS",
+        "ran on the worker consuming `cli`: {record}"
+    );
+    assert_eq!(record["result"], 5);
+    worker.stop().await;
+}
