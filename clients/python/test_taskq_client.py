@@ -1,0 +1,77 @@
+"""Tests of taskq_client against a real redis-server and a real taskq worker.
+
+Run by `examples/tests/python_client.rs`, which starts both and passes the URL in TASKQ_BROKER.
+"""
+
+import datetime
+import os
+import sys
+import time
+import unittest
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from taskq_client import Client, TaskqError  # noqa: E402
+
+URL = os.environ["TASKQ_BROKER"]
+
+
+class ClientAgainstAWorker(unittest.TestCase):
+    def setUp(self):
+        self.client = Client(URL)
+
+    def test_enqueue_and_wait_for_the_typed_result(self):
+        task_id = self.client.enqueue("demo.add", {"a": 2, "b": 3})
+        record = self.client.wait(task_id, timeout=30)
+        self.assertEqual(record["state"], "SUCCESS")
+        self.assertEqual(record["result"], 5)
+        self.assertEqual(self.client.state(task_id), "SUCCESS")
+
+    def test_bulk_enqueue_runs_every_invocation(self):
+        ids = self.client.enqueue_many("demo.add", [{"a": i, "b": 1} for i in range(20)])
+        self.assertEqual(len(set(ids)), 20)
+        results = [self.client.wait(i, timeout=30)["result"] for i in ids]
+        self.assertEqual(results, [i + 1 for i in range(20)])
+
+    def test_the_declared_retries_apply_by_name(self):
+        # demo.fail declares 10 retries: failing 4 times needs more than the default 3.
+        declared = self.client.declaration("demo.fail")
+        self.assertIsNotNone(declared, "the worker publishes its declarations")
+        self.assertEqual(declared["max_retries"], 10)
+        task_id = self.client.enqueue("demo.fail", {"times": 4})
+        record = self.client.wait(task_id, timeout=90)
+        self.assertEqual(record["attempts"], 5)
+
+    def test_a_failure_raises_with_its_reason(self):
+        task_id = self.client.enqueue("nobody.handles.this", {})
+        with self.assertRaises(TaskqError) as raised:
+            self.client.wait(task_id, timeout=30)
+        self.assertIn("unknown_task", str(raised.exception))
+
+    def test_a_countdown_is_not_early(self):
+        enqueued = time.monotonic()
+        task_id = self.client.enqueue("demo.add", {"a": 1, "b": 1}, countdown=1.5)
+        self.assertEqual(self.client.state(task_id), "PENDING")
+        self.client.wait(task_id, timeout=30)
+        self.assertGreaterEqual(time.monotonic() - enqueued, 1.5)
+
+    def test_unknown_ids_are_pending_and_bad_names_are_refused(self):
+        self.assertEqual(self.client.state(str(uuid.uuid4())), "PENDING")
+        with self.assertRaises(ValueError):
+            self.client.enqueue("demo.add", {}, queue="two words")
+        with self.assertRaises(ValueError):
+            self.client.enqueue("demo.add", {}, queue="}x")
+
+    def test_expiry_and_eta_are_written_in_the_envelope(self):
+        eta = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)
+        task_id = self.client.enqueue("demo.add", {"a": 1, "b": 1}, eta=eta, expires_in=60,
+                                      priority=12, queue="python-later")
+        stats_key = "taskq:{python-later}:scheduled"
+        members = self.client._redis.zrange(stats_key, 0, -1)
+        self.assertEqual(len(members), 1)
+        self.assertTrue(members[0].startswith("9"), "priority clamps to 9")
+        self.assertIn(task_id, members[0])
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
