@@ -3,13 +3,3 @@
 
 pub mod demo;
 pub mod producer;
-
-/// Sets up `tracing` output honouring `RUST_LOG` (default `info`).
-pub fn init_logging() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
-}

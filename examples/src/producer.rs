@@ -30,7 +30,7 @@ pub struct ProducerCli {
 
 /// `main` of the producer.
 pub async fn producer_main() -> std::process::ExitCode {
-    crate::init_logging();
+    taskq::cli::init_logging(taskq::cli::LogFormat::Text);
     let cli = ProducerCli::parse();
     match produce(&cli).await {
         Ok(count) => {
@@ -44,7 +44,12 @@ pub async fn producer_main() -> std::process::ExitCode {
     }
 }
 
-async fn produce(cli: &ProducerCli) -> Result<usize, Box<dyn std::error::Error>> {
+/// Enqueues what `cli` says; returns how many.
+///
+/// # Errors
+///
+/// Bad `--args`, an unreachable broker, or the ids file.
+pub async fn produce(cli: &ProducerCli) -> Result<usize, Box<dyn std::error::Error>> {
     let args: serde_json::Value = serde_json::from_str(&cli.args)
         .map_err(|err| format!("--args is not valid JSON: {err}"))?;
     let client = taskq::connect(&cli.broker).await.map_err(|err| {
