@@ -398,3 +398,72 @@ async fn an_orphaned_processing_list_is_counted_and_swept_back_after_a_grace_per
     let stats = broker.stats(&q).await.unwrap();
     assert_eq!((stats.pending, stats.processing), (2, 0));
 }
+
+/// A fetch that moved messages and then failed in a later step (here: passing the wake-up on,
+/// refused by an ACL) reports an error; the messages it moved must not count as handed out,
+/// or the next fetch would never adopt them and they would sit in the worker's list for its
+/// whole life.
+#[tokio::test]
+async fn messages_moved_by_a_fetch_that_then_failed_are_adopted_by_the_next() {
+    let server = RedisServer::start();
+    let mut admin = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // Everything, except LTRIM outside the pending lists: passing a wake-up on fails.
+    redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("fetcher")
+        .arg("on")
+        .arg(">pw")
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .arg("-ltrim")
+        .arg("(+ltrim ~taskq:*:pending:*)")
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+    let url = format!("redis://fetcher:pw@127.0.0.1:{}", server.port());
+    let restricted =
+        RedisBroker::connect(RedisConfig::new(&url).with_block_timeout(Duration::from_secs(5)))
+            .await
+            .unwrap();
+    let producer = RedisBroker::connect(config(&server)).await.unwrap();
+    let q = format!("q-{}", uuid::Uuid::new_v4());
+    let queues = [q.clone()];
+    let worker = WorkerId::generate();
+    let waiting = {
+        let (broker, queues, worker) = (restricted.clone(), queues.clone(), worker.clone());
+        tokio::spawn(async move {
+            broker
+                .fetch(&worker, &queues, 2, Duration::from_secs(5))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    producer
+        .enqueue(vec![message(&q, 0), message(&q, 0)])
+        .await
+        .unwrap();
+    let failed = waiting.await.unwrap();
+    assert!(
+        failed.is_err(),
+        "passing the wake-up on must fail here: {failed:?}"
+    );
+    assert_eq!(
+        producer.stats(&q).await.unwrap().processing,
+        2,
+        "moved, then failed"
+    );
+    let adopted = restricted
+        .fetch(&worker, &queues, 2, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(
+        adopted.len(),
+        2,
+        "the next fetch adopts what the failed one moved"
+    );
+}
