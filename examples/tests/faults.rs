@@ -337,3 +337,34 @@ async fn a_worker_process_whose_clock_is_30s_ahead_changes_nothing() {
     }
     let _ = std::fs::remove_file(&ledger);
 }
+
+/// A second SIGTERM stops a worker at once (no library code exits the process: the binary's
+/// `main` returns), with a failure status; what it held is recovered by another worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_stops_at_once_and_nothing_is_lost() {
+    let server = RedisServer::start();
+    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
+        .await
+        .unwrap();
+    let ledger = ledger_path("twice");
+    let ids = enqueue_sleeps(&client, 8, 3_000, &ledger).await;
+    let mut first =
+        WorkerProcess::start(&server, &["--concurrency", "4", "--shutdown-grace", "60s"]);
+    wait_until(
+        "the worker to start tasks",
+        Duration::from_secs(30),
+        async || client.broker().stats("default").await.unwrap().processing >= 4,
+    )
+    .await;
+    first.signal("TERM");
+    std::thread::sleep(Duration::from_millis(200));
+    first.signal("TERM");
+    // Well inside the 60 s grace period a warm shutdown would have taken.
+    let status = first.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1), "{status}");
+    let mut second = WorkerProcess::start(&server, &["--concurrency", "8"]);
+    assert_none_lost(&client, &ids, &ledger).await;
+    second.signal("TERM");
+    assert!(second.wait_exit(Duration::from_secs(10)).success());
+    let _ = std::fs::remove_file(&ledger);
+}

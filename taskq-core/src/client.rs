@@ -207,32 +207,29 @@ impl Client {
     ) -> Result<Vec<TaskId>> {
         let now = self.clock().now();
         let call = CallOptions::default();
-        let mut messages = Vec::with_capacity(args.len());
-        let mut queues = Vec::new();
-        let mut ids = Vec::with_capacity(args.len());
-        for args in args {
-            let planned = plan(name, args, declared, &call, now)?;
-            if planned.unique.is_some() {
+        // One task, one set of options: every invocation has the same queue and uniqueness.
+        let planned = args
+            .into_iter()
+            .map(|args| plan(name, args, declared, &call, now))
+            .collect::<Result<Vec<_>>>()?;
+        let Some(first) = planned.first() else {
+            return Ok(Vec::new());
+        };
+        if first.unique.is_some() {
+            let mut ids = Vec::with_capacity(planned.len());
+            for planned in planned {
                 ids.push(self.send_planned::<()>(planned).await?.into_handle().id());
-                continue;
             }
-            if !queues.contains(&planned.envelope.queue) {
-                queues.push(planned.envelope.queue.clone());
-            }
-            messages.push(OutboundMessage::from_envelope(
-                &planned.envelope,
-                self.max_payload_bytes(),
-            )?);
-        }
-        if messages.is_empty() {
             return Ok(ids);
         }
-        let count = messages.len() as u64;
-        ids.extend(messages.iter().map(|m| m.id));
+        let queue = first.envelope.queue.clone();
+        let messages = planned
+            .iter()
+            .map(|p| OutboundMessage::from_envelope(&p.envelope, self.max_payload_bytes()))
+            .collect::<Result<Vec<_>>>()?;
+        let ids: Vec<TaskId> = messages.iter().map(|m| m.id).collect();
         self.broker().enqueue(messages).await?;
-        if let [queue] = queues.as_slice() {
-            count_enqueued(name, queue, count);
-        }
+        count_enqueued(name, &queue, ids.len() as u64);
         Ok(ids)
     }
 

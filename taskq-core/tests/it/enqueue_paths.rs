@@ -234,3 +234,44 @@ async fn names_that_would_break_keys_are_refused_on_every_path() {
         "nothing was enqueued"
     );
 }
+
+#[derive(Task, Serialize, Deserialize)]
+#[task(name = "paths.unique", unique_for = "1h")]
+struct OncePerArgs {
+    n: u32,
+}
+
+impl Run for OncePerArgs {
+    type Output = ();
+    async fn run(self, _ctx: TaskContext) -> Result<(), TaskError> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn bulk_enqueue_of_a_task_declaring_uniqueness_claims_each_key() {
+    let client = Client::in_memory();
+    let handles = client
+        .enqueue_many([
+            OncePerArgs { n: 1 },
+            OncePerArgs { n: 1 },
+            OncePerArgs { n: 2 },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        handles[0].id(),
+        handles[1].id(),
+        "the duplicate gets the holder's id"
+    );
+    assert_ne!(handles[0].id(), handles[2].id());
+    assert_eq!(
+        client
+            .inspector()
+            .stats(DEFAULT_QUEUE)
+            .await
+            .unwrap()
+            .pending,
+        2
+    );
+}

@@ -202,32 +202,68 @@ async fn acl_user_and_password_in_the_url() {
     assert!(matches!(err, Error::Broker { .. }), "{err:?}");
 }
 
+/// A fresh queue on its own server, `taken` of its `enqueued` messages held by a worker whose
+/// lease lasts `ttl`, and an admin connection to tamper with it.
+struct Held {
+    server: RedisServer,
+    broker: RedisBroker,
+    q: String,
+    queues: [String; 1],
+    worker: WorkerId,
+    held: Vec<taskq_core::Delivery>,
+    conn: redis::aio::MultiplexedConnection,
+}
+
+impl Held {
+    async fn take(enqueued: usize, taken: usize, ttl: Duration) -> Self {
+        use taskq_core::Membership;
+        let server = RedisServer::start();
+        let broker = RedisBroker::connect(config(&server)).await.unwrap();
+        let q = format!("q-{}", uuid::Uuid::new_v4());
+        let queues = [q.clone()];
+        let worker = WorkerId::generate();
+        broker
+            .enqueue((0..enqueued).map(|_| message(&q, 0)).collect())
+            .await
+            .unwrap();
+        broker.heartbeat(&worker, &queues, ttl).await.unwrap();
+        let held = broker
+            .fetch(&worker, &queues, taken, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(held.len(), taken);
+        let conn = redis::Client::open(server.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        Self {
+            server,
+            broker,
+            q,
+            queues,
+            worker,
+            held,
+            conn,
+        }
+    }
+}
+
 /// A held message whose priority is NaN must not make recovery fail halfway: every held message
 /// goes back, none stays stranded in the lost worker's processing list.
 #[tokio::test]
 async fn recovery_survives_a_held_message_with_a_nan_priority() {
     use taskq_core::Membership;
-    let server = RedisServer::start();
-    let broker = RedisBroker::connect(config(&server)).await.unwrap();
-    let q = format!("q-{}", uuid::Uuid::new_v4());
-    let worker = WorkerId::generate();
-    let queues = [q.clone()];
-    broker
-        .enqueue(vec![message(&q, 3), message(&q, 0)])
-        .await
-        .unwrap();
-    broker
-        .heartbeat(&worker, &queues, Duration::from_millis(100))
-        .await
-        .unwrap();
-    let held = broker
-        .fetch(&worker, &queues, 2, Duration::ZERO)
-        .await
-        .unwrap();
-    assert_eq!(held.len(), 2);
+    let Held {
+        server: _server,
+        broker,
+        q,
+        queues,
+        worker,
+        mut conn,
+        ..
+    } = Held::take(2, 2, Duration::from_millis(100)).await;
     // A third message reaches the processing list with a priority cjson reads as NaN.
-    let admin = redis::Client::open(server.url()).unwrap();
-    let mut conn = admin.get_multiplexed_async_connection().await.unwrap();
     let poisoned = r#"{"v":1,"id":"5b0f8a3e-7d3c-4a5e-9a51-3d2f1b0c9e11","task":"t","args":{},"queue":"x","priority":NaN}"#;
     redis::cmd("LPUSH")
         .arg(format!("taskq:{{{q}}}:processing:{worker}"))
@@ -247,28 +283,16 @@ async fn recovery_survives_a_held_message_with_a_nan_priority() {
 /// but never pushed to `dead` would be lost); acks, which free memory, still work.
 #[tokio::test]
 async fn out_of_memory_refuses_transitions_whole_and_loses_nothing() {
-    use taskq_core::{DeadReason, Membership};
-    let server = RedisServer::start();
-    let broker = RedisBroker::connect(config(&server)).await.unwrap();
-    let q = format!("q-{}", uuid::Uuid::new_v4());
-    let queues = [q.clone()];
-    let worker = WorkerId::generate();
-    broker
-        .enqueue((0..5).map(|_| message(&q, 0)).collect())
-        .await
-        .unwrap();
-    broker
-        .heartbeat(&worker, &queues, Duration::from_secs(60))
-        .await
-        .unwrap();
-    let held = broker
-        .fetch(&worker, &queues, 3, Duration::ZERO)
-        .await
-        .unwrap();
-    assert_eq!(held.len(), 3);
-
-    let admin = redis::Client::open(server.url()).unwrap();
-    let mut conn = admin.get_multiplexed_async_connection().await.unwrap();
+    use taskq_core::DeadReason;
+    let Held {
+        server: _server,
+        broker,
+        q,
+        queues,
+        worker,
+        held,
+        mut conn,
+    } = Held::take(5, 3, Duration::from_secs(60)).await;
     let info: String = redis::cmd("INFO")
         .arg("memory")
         .query_async(&mut conn)
@@ -354,30 +378,16 @@ async fn out_of_memory_refuses_transitions_whole_and_loses_nothing() {
 #[tokio::test]
 async fn an_orphaned_processing_list_is_counted_and_swept_back_after_a_grace_period() {
     use taskq_core::Membership;
-    let server = RedisServer::start();
-    let broker = RedisBroker::connect(config(&server)).await.unwrap();
-    let q = format!("q-{}", uuid::Uuid::new_v4());
-    let queues = [q.clone()];
-    let worker = WorkerId::generate();
-    broker
-        .enqueue(vec![message(&q, 0), message(&q, 0)])
-        .await
-        .unwrap();
-    broker
-        .heartbeat(&worker, &queues, Duration::from_secs(60))
-        .await
-        .unwrap();
-    assert_eq!(
-        broker
-            .fetch(&worker, &queues, 2, Duration::ZERO)
-            .await
-            .unwrap()
-            .len(),
-        2
-    );
+    let Held {
+        server: _server,
+        broker,
+        q,
+        queues,
+        worker,
+        mut conn,
+        ..
+    } = Held::take(2, 2, Duration::from_secs(60)).await;
     // The lease vanishes without a recovery.
-    let admin = redis::Client::open(server.url()).unwrap();
-    let mut conn = admin.get_multiplexed_async_connection().await.unwrap();
     redis::cmd("ZREM")
         .arg(format!("taskq:{{{q}}}:workers"))
         .arg(worker.as_str())
