@@ -11,14 +11,15 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use parking_lot::{Mutex, MutexGuard};
-use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use taskq_core::{Error, Result, ResultBackend, TaskId, TaskResult};
 
 use crate::{
     connection::{self, redis_error},
-    keys, scripts, RedisConfig,
+    keys, scripts,
+    server::by_slot,
+    RedisConfig,
 };
 
 /// The Redis result backend.
@@ -40,9 +41,11 @@ pub struct RedisResultBackend {
 
 #[derive(Debug)]
 struct Shared {
-    conn: ConnectionManager,
-    client: redis::Client,
+    conn: crate::conn::Conn,
+    server: crate::server::Server,
     poll_interval: Duration,
+    /// Replicas a result write waits for, when durable writes are on.
+    durable: Option<crate::Durable>,
     waiters: Arc<Waiters>,
     /// Requests to the subscriber task; started on the first wait.
     commands: Mutex<Option<mpsc::UnboundedSender<Command>>>,
@@ -109,17 +112,43 @@ impl RedisResultBackend {
     ///
     /// [`Error::Invalid`] for a bad URL, [`Error::Broker`] when the server cannot be reached.
     pub async fn connect(config: RedisConfig) -> Result<Self> {
-        let client = connection::client(config.url())?;
-        let conn = connection::manager(&client, config.response_timeout()).await?;
+        let server = crate::server::Server::open(config.url())?;
+        let conn = server.connect(config.response_timeout()).await?;
         Ok(Self {
             shared: Arc::new(Shared {
                 conn,
-                client,
+                server,
                 poll_interval: config.result_poll_interval(),
+                durable: config.durable(),
                 waiters: Arc::new(Waiters::default()),
                 commands: Mutex::new(None),
             }),
         })
+    }
+
+    /// Runs the store script for records of one slot in one round trip: EVALSHA in a
+    /// pipeline, loading the script first when the server does not know it (first use, or
+    /// after a restart).
+    async fn store_group(&self, group: &[(String, redis::ScriptInvocation<'_>)]) -> Result<()> {
+        for load_first in [false, true] {
+            let mut pipe = redis::pipe();
+            if load_first {
+                pipe.load_script(&scripts::STORE_RESULT).ignore();
+            }
+            for (_, invocation) in group {
+                pipe.invoke_script(invocation).ignore();
+            }
+            let mut conn = self.shared.conn.clone();
+            match pipe.query_async::<()>(&mut conn).await {
+                Ok(()) => return conn.replicate(self.shared.durable, &group[0].0).await,
+                Err(err)
+                    if !load_first
+                        && err.kind()
+                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {}
+                Err(err) => return Err(redis_error(err)),
+            }
+        }
+        Ok(())
     }
 
     fn send(&self, command: Command) {
@@ -128,7 +157,7 @@ impl RedisResultBackend {
         if !alive {
             let (tx, rx) = mpsc::unbounded_channel();
             tokio::spawn(subscriber(
-                self.shared.client.clone(),
+                self.shared.server.clone(),
                 Arc::downgrade(&self.shared.waiters),
                 rx,
             ));
@@ -187,33 +216,19 @@ impl ResultBackend for RedisResultBackend {
                 source,
             })?;
             let mut invocation = scripts::STORE_RESULT.prepare_invoke();
+            let key = keys::result(&id);
             invocation
-                .key(keys::result(&id))
+                .key(&key)
                 .arg(json)
                 .arg(result.state.as_str())
                 .arg(ttl_ms)
                 .arg(keys::result_channel(&id));
-            invocations.push(invocation);
+            invocations.push((key, invocation));
         }
-        // One round trip for the batch: EVALSHA in a pipeline, loading the script first when
-        // the server does not know it (first use, or after a restart).
-        for load_first in [false, true] {
-            let mut pipe = redis::pipe();
-            if load_first {
-                pipe.load_script(&scripts::STORE_RESULT).ignore();
-            }
-            for invocation in &invocations {
-                pipe.invoke_script(invocation).ignore();
-            }
-            match pipe.query_async::<()>(&mut self.shared.conn.clone()).await {
-                Ok(()) => return Ok(()),
-                Err(err)
-                    if !load_first
-                        && err.kind()
-                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {}
-                Err(err) => return Err(redis_error(err)),
-            }
-        }
+        // One round trip per slot (one for the whole batch on a single server).
+        let groups = by_slot(self.shared.server.is_cluster(), invocations, |(key, _)| key);
+        futures_util::future::try_join_all(groups.iter().map(|group| self.store_group(group)))
+            .await?;
         Ok(())
     }
 
@@ -258,13 +273,13 @@ impl ResultBackend for RedisResultBackend {
 /// Owns the pub/sub connection: applies (un)subscribe requests and wakes waiters on messages.
 /// Reconnects with backoff, resubscribing every registered id; ends when the backend is gone.
 async fn subscriber(
-    client: redis::Client,
+    server: crate::server::Server,
     waiters: std::sync::Weak<Waiters>,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
     let mut failures = 0u32;
     loop {
-        let pubsub = match client.get_async_pubsub().await {
+        let pubsub = match server.pubsub().await {
             Ok(pubsub) => pubsub,
             Err(err) => {
                 failures += 1;

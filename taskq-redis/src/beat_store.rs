@@ -4,19 +4,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
-use redis::aio::ConnectionManager;
 use taskq_core::{BeatStore, Result};
 
-use crate::{
-    connection::{self, redis_error},
-    keys, scripts, RedisConfig,
-};
+use crate::{connection::redis_error, keys, scripts, RedisConfig};
 
 /// Redis store: `SET NX PX` lock with an owner token, extended and released by owner-checking
 /// scripts; last fires in a hash.
 #[derive(Clone)]
 pub struct RedisBeatStore {
-    conn: ConnectionManager,
+    conn: crate::conn::Conn,
 }
 
 impl std::fmt::Debug for RedisBeatStore {
@@ -34,8 +30,9 @@ impl RedisBeatStore {
     /// [`taskq_core::Error::Invalid`] for a bad URL, [`taskq_core::Error::Broker`] when Redis is
     /// unreachable.
     pub async fn connect(config: &RedisConfig) -> Result<Self> {
-        let client = connection::client(config.url())?;
-        let conn = connection::manager(&client, config.response_timeout()).await?;
+        let conn = crate::server::Server::open(config.url())?
+            .connect(config.response_timeout())
+            .await?;
         Ok(Self { conn })
     }
 }

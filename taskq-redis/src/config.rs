@@ -20,6 +20,16 @@ pub struct RedisConfig {
     max_dead_letters: usize,
     result_poll_interval: Duration,
     host_clock: Clock,
+    durable: Option<Durable>,
+}
+
+/// Opt-in durable writes: how many replicas must have a write before it counts as done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Durable {
+    /// Replicas that must acknowledge (`WAIT numreplicas`).
+    pub replicas: usize,
+    /// Longest wait for them (`WAIT timeout`).
+    pub timeout: Duration,
 }
 
 impl RedisConfig {
@@ -32,6 +42,7 @@ impl RedisConfig {
             max_dead_letters: 10_000,
             result_poll_interval: Duration::from_secs(1),
             host_clock: Clock::system(),
+            durable: None,
         }
     }
 
@@ -65,6 +76,31 @@ impl RedisConfig {
     pub fn with_host_clock(mut self, clock: Clock) -> Self {
         self.host_clock = clock;
         self
+    }
+
+    /// Durable writes: an enqueue, a settle or a result write returns only once `replicas`
+    /// replicas acknowledged it (`WAIT`, at most `timeout`). Replication is asynchronous, so
+    /// without this a write the master acknowledged can be lost when the master dies before
+    /// passing it on; with it, an enqueue or result write that did not reach enough replicas
+    /// in time fails with a transient [`Error::Broker`](taskq_core::Error::Broker) (retrying
+    /// it may duplicate, never lose, a task), and a settle that did not is logged (a lost
+    /// settle means a redelivery, not a loss). See `docs/cluster.md` for its cost.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use taskq_redis::RedisConfig;
+    /// let config = RedisConfig::new("redis+sentinel://s1:26379,s2:26379/main")
+    ///     .with_durable_writes(1, Duration::from_secs(1));
+    /// assert_eq!(config.durable().unwrap().replicas, 1);
+    /// ```
+    pub fn with_durable_writes(mut self, replicas: usize, timeout: Duration) -> Self {
+        self.durable = (replicas > 0).then_some(Durable { replicas, timeout });
+        self
+    }
+
+    /// The durable-write setting, when on.
+    pub fn durable(&self) -> Option<Durable> {
+        self.durable
     }
 
     /// The host clock the broker corrects.

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use redis::{
     aio::{ConnectionManager, ConnectionManagerConfig},
-    Client, IntoConnectionInfo,
+    Client,
 };
 
 use taskq_core::{Error, Result};
@@ -28,21 +28,6 @@ fn is_out_of_memory(err: &redis::RedisError) -> bool {
     err.clone()
         .into_server_errors()
         .is_some_and(|errors| errors.iter().any(|(_, error)| error.code() == "OOM"))
-}
-
-/// Parses `url` (`redis://`, `rediss://` for TLS, `redis://user:password@host:port/db` for ACL
-/// users) into a client.
-pub(crate) fn client(url: &str) -> Result<Client> {
-    let info = url.into_connection_info().map_err(|err| Error::Invalid {
-        what: "redis url",
-        reason: err.to_string(),
-    })?;
-    if url.starts_with("rediss://") {
-        // rustls needs a process-wide crypto provider; another part of the program may already
-        // have installed one, which is fine.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
-    Client::open(info).map_err(redis_error)
 }
 
 /// A self-reconnecting multiplexed connection whose calls time out after `response_timeout`.
@@ -75,7 +60,7 @@ pub(crate) fn reconnect_backoff() -> taskq_core::RetryPolicy {
 ///
 /// `maxmemory-policy` other than `noeviction` lets Redis evict queue keys under memory
 /// pressure; without AOF (`appendonly no`) a restart loses everything since the last RDB save.
-pub(crate) async fn durability_warnings(conn: &mut ConnectionManager) -> Result<Vec<String>> {
+pub(crate) async fn durability_warnings(conn: &mut crate::conn::Conn) -> Result<Vec<String>> {
     let mut warnings = Vec::new();
     let policy: Vec<String> = redis::cmd("CONFIG")
         .arg("GET")

@@ -7,7 +7,9 @@
 //!
 //! Every key is built in one module, and all keys of one queue share the hash tag
 //! `{<queue>}`; `docs/redis.md` describes the layout and the guarantees. Connections accept
-//! `redis://`, `rediss://` (TLS through rustls) and `redis://user:password@host:port/db` (ACL).
+//! `redis://`, `rediss://` (TLS through rustls), `redis://user:password@host:port/db` (ACL),
+//! `redis+cluster://h1:p1,h2:p2` (Redis Cluster) and `redis+sentinel://s1:p1,s2:p2/<master>`
+//! (the master a Sentinel group names, followed across failovers); `docs/cluster.md` says more.
 //!
 //! ```no_run
 //! # #[tokio::main] async fn main() -> taskq_core::Result<()> {
@@ -21,16 +23,18 @@ mod backend;
 mod beat_store;
 mod broker;
 mod config;
+mod conn;
 mod connection;
 mod keys;
 mod scripts;
+mod server;
 
 use std::sync::Arc;
 
 pub use backend::RedisResultBackend;
 pub use beat_store::RedisBeatStore;
 pub use broker::RedisBroker;
-pub use config::RedisConfig;
+pub use config::{Durable, RedisConfig};
 
 /// A [`taskq_core::Client`] on the Redis broker and result backend described by `config`.
 ///
@@ -44,14 +48,15 @@ pub async fn client(config: RedisConfig) -> taskq_core::Result<taskq_core::Clien
     Ok(taskq_core::Client::new(Arc::new(broker), Arc::new(backend)))
 }
 
-/// True for the URL schemes this crate serves: `redis://`, `rediss://`, `redis+unix://`.
+/// True for the URL schemes this crate serves: `redis://`, `rediss://`, `redis+unix://`,
+/// `redis+cluster://` and `redis+sentinel://` (each of the last two also with `rediss+`).
 ///
 /// ```
 /// assert!(taskq_redis::handles_url("rediss://cache:6380"));
+/// assert!(taskq_redis::handles_url("redis+cluster://n1:7000,n2:7001"));
+/// assert!(taskq_redis::handles_url("redis+sentinel://s1:26379/mymaster"));
 /// assert!(!taskq_redis::handles_url("memory://"));
 /// ```
 pub fn handles_url(url: &str) -> bool {
-    ["redis://", "rediss://", "redis+unix://"]
-        .iter()
-        .any(|scheme| url.starts_with(scheme))
+    server::SCHEMES.iter().any(|scheme| url.starts_with(scheme))
 }

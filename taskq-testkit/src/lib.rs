@@ -4,6 +4,10 @@
 //! persistence off, and kills it on drop. Set `TASKQ_REDIS_SERVER` to use another binary. A
 //! missing binary fails the test loudly: Redis tests never skip.
 //!
+//! [`RedisCluster`] starts 3 masters and 3 replicas in cluster mode; [`SentinelGroup`] a master,
+//! a replica and 3 sentinels. Both are meant to be shared by the tests of one binary (start
+//! them once, give each test fresh queue names) and are killed when that process exits.
+//!
 //! [`Proxy`] stands between a client and a server and can cut the traffic without closing
 //! anything (a partition), then heal it.
 //!
@@ -15,11 +19,16 @@
 
 #[allow(missing_docs)]
 pub mod backend_suite;
+mod cluster;
 mod proxy;
+mod sentinel;
 #[allow(missing_docs)]
 pub mod suite;
+mod watchdog;
 
+pub use cluster::RedisCluster;
 pub use proxy::Proxy;
+pub use sentinel::SentinelGroup;
 
 use std::{
     io::{Read, Write},
@@ -41,6 +50,8 @@ pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    /// Arguments after the defaults (cluster mode, replication, ...).
+    extra_args: Vec<String>,
 }
 
 impl RedisServer {
@@ -50,9 +61,18 @@ impl RedisServer {
     ///
     /// When `redis-server` (or `$TASKQ_REDIS_SERVER`) cannot be started or never answers.
     pub fn start() -> Self {
+        Self::start_with(&[], free_port)
+    }
+
+    /// Starts a server with `extra_args` after the defaults, on a port `pick_port` chooses.
+    ///
+    /// # Panics
+    ///
+    /// As [`RedisServer::start`].
+    pub fn start_with(extra_args: &[String], pick_port: fn() -> u16) -> Self {
         let mut last_error = String::new();
         for _ in 0..5 {
-            let port = free_port();
+            let port = pick_port();
             let dir = std::env::temp_dir().join(format!(
                 "taskq-redis-{}-{port}-{:x}",
                 std::process::id(),
@@ -63,6 +83,7 @@ impl RedisServer {
                 child: None,
                 port,
                 dir,
+                extra_args: extra_args.to_vec(),
             };
             match server.spawn() {
                 Ok(()) => return server,
@@ -80,6 +101,11 @@ impl RedisServer {
     /// The port the server listens on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The directory the server runs in.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
     }
 
     /// The server's process id, while it runs.
@@ -122,12 +148,14 @@ impl RedisServer {
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
+            .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .map_err(|err| {
                 format!("`{binary}` failed to start ({err}); install redis-server or set TASKQ_REDIS_SERVER")
             })?;
+        crate::watchdog::track(child.id());
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -154,14 +182,16 @@ impl Drop for RedisServer {
     }
 }
 
-fn free_port() -> u16 {
+/// A free port chosen by the kernel.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("bind an ephemeral port")
 }
 
-fn ping(port: u16) -> bool {
+/// True when a server on `port` answers `PING` (a Redis server or a sentinel).
+pub fn ping(port: u16) -> bool {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };

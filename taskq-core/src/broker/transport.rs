@@ -91,7 +91,9 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
     async fn ack(&self, worker: &WorkerId, deliveries: &[Delivery]) -> Result<usize>;
 
     /// Replaces a failed message by `next` (its next attempt) in `scheduled`, due at `next.eta`
-    /// (or at once); false when `worker` no longer held it.
+    /// (or at once); false when `worker` no longer held it. The next attempt stays in the queue
+    /// the message was delivered from, whatever `next.queue` says: the workers that consumed it
+    /// there are the ones that will see it again, and on Redis Cluster the move stays in one slot.
     async fn retry(
         &self,
         worker: &WorkerId,

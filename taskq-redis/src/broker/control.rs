@@ -20,11 +20,18 @@ impl ControlChannel for RedisBroker {
                     source,
                 }
             })?;
-        redis::pipe()
-            .zadd(keys::REVOKED, id.to_string(), until)
-            .ignore()
-            .publish(keys::CONTROL, message)
-            .ignore()
+        // Persisted first (workers starting later read it), then announced; two commands,
+        // as the set and the channel live in different slots on a cluster.
+        redis::cmd("ZADD")
+            .arg(keys::REVOKED)
+            .arg(until)
+            .arg(id.to_string())
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        redis::cmd("PUBLISH")
+            .arg(keys::CONTROL)
+            .arg(message)
             .query_async::<()>(&mut self.conn())
             .await
             .map_err(redis_error)
@@ -63,14 +70,9 @@ impl ControlChannel for RedisBroker {
 
     async fn subscribe_control(&self) -> Result<ControlStream> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut pubsub = self
-            .shared
-            .client
-            .get_async_pubsub()
-            .await
-            .map_err(redis_error)?;
+        let mut pubsub = self.shared.server.pubsub().await.map_err(redis_error)?;
         pubsub.subscribe(keys::CONTROL).await.map_err(redis_error)?;
-        tokio::spawn(forward_control(self.shared.client.clone(), pubsub, tx));
+        tokio::spawn(forward_control(self.shared.server.clone(), pubsub, tx));
         Ok(futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|message| (message, rx))
         })
@@ -81,7 +83,7 @@ impl ControlChannel for RedisBroker {
 /// Forwards control messages into `tx` until its receiver is dropped, reconnecting (and
 /// resubscribing) with backoff when the connection is lost.
 async fn forward_control(
-    client: redis::Client,
+    server: crate::server::Server,
     mut pubsub: redis::aio::PubSub,
     tx: tokio::sync::mpsc::UnboundedSender<ControlMessage>,
 ) {
@@ -119,7 +121,7 @@ async fn forward_control(
             }
             tokio::time::sleep(crate::connection::reconnect_backoff().delay(failures)).await;
             failures += 1;
-            let Ok(mut fresh) = client.get_async_pubsub().await else {
+            let Ok(mut fresh) = server.pubsub().await else {
                 continue;
             };
             if fresh.subscribe(keys::CONTROL).await.is_ok() {

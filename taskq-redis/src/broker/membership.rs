@@ -10,6 +10,7 @@ use crate::{
     connection::redis_error,
     keys::{self, QueueKeys},
     scripts,
+    server::by_slot,
 };
 
 #[async_trait]
@@ -19,21 +20,27 @@ impl Membership for RedisBroker {
         let joining = !self.has_heartbeat(worker);
         // One round trip for every queue: EVAL (not EVALSHA) in a pipeline, so a server that
         // lost its script cache after a restart still runs it.
-        let mut pipe = redis::pipe();
-        for queue in queues {
-            pipe.cmd("EVAL")
-                .arg(scripts::HEARTBEAT_SOURCE)
-                .arg(1)
-                .arg(QueueKeys::new(queue).workers())
-                .arg(worker.as_str())
-                .arg(deadline)
-                .arg(if joining { "1" } else { "0" });
-        }
-        let held: Vec<i64> = pipe
-            .query_async(&mut self.conn())
+        // One round trip per slot (for all queues on a single server).
+        let leases: Vec<String> = queues.iter().map(|q| QueueKeys::new(q).workers()).collect();
+        let groups = by_slot(self.shared.server.is_cluster(), leases, String::as_str);
+        let renewals = groups.iter().map(|group| {
+            let mut pipe = redis::pipe();
+            for lease in group {
+                pipe.cmd("EVAL")
+                    .arg(scripts::HEARTBEAT_SOURCE)
+                    .arg(1)
+                    .arg(lease)
+                    .arg(worker.as_str())
+                    .arg(deadline)
+                    .arg(if joining { "1" } else { "0" });
+            }
+            let mut conn = self.conn();
+            async move { pipe.query_async::<Vec<i64>>(&mut conn).await }
+        });
+        let held = futures_util::future::try_join_all(renewals)
             .await
             .map_err(redis_error)?;
-        if held.contains(&0) {
+        if held.iter().flatten().any(|held| *held == 0) {
             return Err(Error::LeaseLost {
                 worker: worker.to_string(),
             });
@@ -136,13 +143,16 @@ impl Membership for RedisBroker {
         let ttl_ms = i64::try_from(ttl.as_millis())
             .unwrap_or(i64::MAX / 2)
             .max(1);
-        redis::pipe()
-            .cmd("SET")
+        // The record, then its registry entry (different slots on a cluster).
+        redis::cmd("SET")
             .arg(keys::worker_info(&info.id))
             .arg(json)
             .arg("PX")
             .arg(ttl_ms)
-            .ignore()
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        redis::pipe()
             .zadd(keys::WORKERS, &info.id, millis(self.now()) + ttl_ms)
             .ignore()
             // Entries of workers long gone would pile up, one per worker start.

@@ -14,8 +14,6 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use parking_lot::{Mutex, MutexGuard};
-use redis::aio::ConnectionManager;
-use tokio::sync::OnceCell;
 
 use taskq_core::{
     Broker, Clock, Delivery, Error, Membership, PayloadFields, Receipt, Result, WorkerId,
@@ -23,9 +21,7 @@ use taskq_core::{
 };
 
 use crate::{
-    connection::{self, redis_error},
-    keys::QueueKeys,
-    scripts, RedisConfig,
+    conn::Conn, connection::redis_error, keys::QueueKeys, scripts, server::Server, RedisConfig,
 };
 
 mod catalog;
@@ -34,6 +30,7 @@ mod inspector;
 mod membership;
 mod rate_limiter;
 mod transport;
+mod wake;
 
 /// The Redis broker: at-least-once delivery through per-worker processing lists.
 ///
@@ -58,11 +55,11 @@ pub struct RedisBroker {
 #[derive(Debug)]
 struct Shared {
     config: RedisConfig,
-    client: redis::Client,
+    server: Server,
     /// Ordinary commands and scripts, multiplexed.
-    conn: ConnectionManager,
-    /// Blocking waits only, opened on first use; its response timeout exceeds the block.
-    blocking: OnceCell<tokio::sync::Mutex<ConnectionManager>>,
+    conn: Conn,
+    /// Blocking waits for wake-up tokens, on connections of their own.
+    wakers: wake::Wakers,
     /// What this process handed to each worker and not yet released, per queue, so that a
     /// fetch whose reply was lost can be reconciled with the processing list.
     held: Mutex<Held>,
@@ -129,6 +126,26 @@ impl<'a> QueueBatch<'a> {
         self.ready.iter().filter(|p| !p.is_empty()).count()
             + usize::from(!self.scheduled.is_empty())
     }
+
+    /// Adds this batch's writes to `pipe`: one variadic `LPUSH` per level, one `ZADD`, and a
+    /// wake-up token when something became ready.
+    fn write_into(&self, pipe: &mut redis::Pipeline) {
+        let keys = QueueKeys::new(self.queue);
+        for (level, payloads) in self.ready.iter().enumerate() {
+            if !payloads.is_empty() {
+                pipe.lpush(keys.pending(level as u8), payloads).ignore();
+            }
+        }
+        if !self.scheduled.is_empty() {
+            pipe.zadd_multiple(keys.scheduled(), &self.scheduled)
+                .ignore();
+        }
+        if self.ready.iter().any(|p| !p.is_empty()) {
+            // Wake one idle worker of this queue.
+            let wake = keys.wake();
+            pipe.lpush(&wake, 1).ignore().ltrim(&wake, 0, 0).ignore();
+        }
+    }
 }
 
 /// Milliseconds since the epoch, the unit of every score and deadline in Redis.
@@ -149,16 +166,16 @@ impl RedisBroker {
     ///
     /// [`Error::Invalid`](taskq_core::Error::Invalid) for a bad URL, [`Error::Broker`](taskq_core::Error::Broker) when the server cannot be reached.
     pub async fn connect(config: RedisConfig) -> Result<Self> {
-        let client = connection::client(config.url())?;
-        let conn = connection::manager(&client, config.response_timeout()).await?;
+        let server = Server::open(config.url())?;
+        let conn = server.connect(config.response_timeout()).await?;
         let host_clock = config.host_clock().clone();
         let correction = Arc::new(AtomicI64::new(0));
         let broker = Self {
             shared: Arc::new(Shared {
                 config,
-                client,
+                server,
                 conn,
-                blocking: OnceCell::new(),
+                wakers: wake::Wakers::default(),
                 held: Mutex::new(HashMap::new()),
                 unreconciled: Mutex::new(HashSet::new()),
                 known_queues: Mutex::new(HashSet::new()),
@@ -242,7 +259,19 @@ impl RedisBroker {
         known.extend(queues.iter().map(|q| (*q).to_owned()));
     }
 
-    fn conn(&self) -> ConnectionManager {
+    /// Under durable writes, waits for replicas to have a settle on `key`'s server; a settle
+    /// they missed is only logged, since losing it in a failover means a redelivery.
+    async fn replicate_settle(&self, key: &str) {
+        if let Err(err) = self
+            .conn()
+            .replicate(self.shared.config.durable(), key)
+            .await
+        {
+            tracing::warn!(error = %err, "settle not replicated in time; a failover now would redeliver the message");
+        }
+    }
+
+    fn conn(&self) -> Conn {
         self.shared.conn.clone()
     }
 
@@ -393,46 +422,29 @@ impl RedisBroker {
         Ok(out)
     }
 
-    /// Waits up to `wait` for a wake-up token of any of `queues` on the dedicated blocking
-    /// connection; true when one arrived (messages became ready somewhere).
+    /// Waits up to `wait` for a wake-up token of any of `queues`; true when one arrived
+    /// (messages became ready somewhere).
     ///
-    /// One `BLPOP` watches every queue and priority level at once, and wakes exactly one idle
-    /// worker per token, so an idle fleet neither polls nor stampedes.
+    /// One `BLPOP` (one per slot on a cluster) watches every queue and priority level at once,
+    /// and wakes exactly one idle worker per token, so an idle fleet neither polls nor
+    /// stampedes.
     async fn wait_for_wake(&self, queues: &[String], wait: Duration) -> Result<bool> {
         let config = &self.shared.config;
-        let blocking = self
-            .shared
-            .blocking
-            .get_or_try_init(|| async {
-                let timeout = config.block_timeout() + config.response_timeout();
-                connection::manager(&self.shared.client, timeout)
-                    .await
-                    .map(tokio::sync::Mutex::new)
-            })
-            .await?;
-        let mut conn = blocking.lock().await;
-        let wait = wait.min(config.block_timeout());
-        let keys: Vec<String> = queues.iter().map(|q| QueueKeys::new(q).wake()).collect();
-        let token: Option<(String, String)> = redis::cmd("BLPOP")
-            .arg(keys)
-            .arg(wait.as_secs_f64())
-            .query_async(&mut *conn)
+        let keys = queues.iter().map(|q| QueueKeys::new(q).wake()).collect();
+        self.shared
+            .wakers
+            .wait(
+                &self.shared.server,
+                config.block_timeout() + config.response_timeout(),
+                keys,
+                wait.min(config.block_timeout()),
+            )
             .await
-            .map_err(redis_error)?;
-        Ok(token.is_some())
     }
 
     /// Passes a wake-up on to another idle worker (this one took a full batch; more may wait).
     async fn pass_wake(&self, queue: &str) -> Result<()> {
-        let wake = QueueKeys::new(queue).wake();
-        redis::pipe()
-            .lpush(&wake, 1)
-            .ignore()
-            .ltrim(&wake, 0, 0)
-            .ignore()
-            .query_async::<()>(&mut self.conn())
-            .await
-            .map_err(redis_error)
+        wake::push_back(&mut self.conn(), &QueueKeys::new(queue).wake()).await
     }
 
     async fn fetch_inner(
@@ -448,7 +460,14 @@ impl RedisBroker {
         if out.len() < max {
             out.extend(self.fetch_ready(worker, queues, max - out.len()).await?);
         }
-        if out.is_empty() && !wait.is_zero() && self.wait_for_wake(queues, wait).await? {
+        // A token may be stale (passed on by a worker that took a full batch, then the rest
+        // was taken by others): wait again until something is fetched or the time is up.
+        let deadline = tokio::time::Instant::now() + wait;
+        while out.is_empty() {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() || !self.wait_for_wake(queues, left).await? {
+                break;
+            }
             let ready = self.fetch_ready(worker, queues, max).await?;
             if ready.len() == max {
                 if let Some(first) = ready.first() {

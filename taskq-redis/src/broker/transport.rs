@@ -14,6 +14,7 @@ use crate::{
     connection::redis_error,
     keys::{self, QueueKeys},
     scripts,
+    server::by_slot,
 };
 
 #[async_trait]
@@ -56,35 +57,38 @@ impl Transport for RedisBroker {
             .map(|b| b.queue)
             .filter(|q| !self.knows_queue(q))
             .collect();
-        let mut pipe = redis::pipe();
-        let data_commands: usize = batches.iter().map(QueueBatch::commands).sum();
-        if data_commands + usize::from(!new_queues.is_empty()) > 1 {
-            // All or nothing: a batch never lands half-way.
-            pipe.atomic();
-        }
-        for batch in &batches {
-            let keys = QueueKeys::new(batch.queue);
-            for (level, payloads) in batch.ready.iter().enumerate() {
-                if !payloads.is_empty() {
-                    pipe.lpush(keys.pending(level as u8), payloads).ignore();
-                }
-            }
-            if !batch.scheduled.is_empty() {
-                pipe.zadd_multiple(keys.scheduled(), &batch.scheduled)
-                    .ignore();
-            }
-            if batch.ready.iter().any(|p| !p.is_empty()) {
-                // Wake one idle worker of this queue.
-                let wake = keys.wake();
-                pipe.lpush(&wake, 1).ignore().ltrim(&wake, 0, 0).ignore();
-            }
-        }
         if !new_queues.is_empty() {
-            pipe.sadd(keys::QUEUES, &new_queues).ignore();
+            // The registry first (its own slot on a cluster): a queue is listed before it
+            // holds anything, so operators never miss one.
+            redis::cmd("SADD")
+                .arg(keys::QUEUES)
+                .arg(&new_queues)
+                .query_async::<()>(&mut self.conn())
+                .await
+                .map_err(redis_error)?;
         }
-        pipe.query_async::<()>(&mut self.conn())
-            .await
-            .map_err(redis_error)?;
+        // One transaction per slot: all of a batch on one server, each queue's part on a
+        // cluster (a transaction cannot span slots there).
+        let groups = by_slot(self.shared.server.is_cluster(), batches, |b| b.queue);
+        let writes = groups.iter().map(|group| {
+            let mut pipe = redis::pipe();
+            if group.iter().map(QueueBatch::commands).sum::<usize>() > 1 {
+                // All or nothing: a batch never lands half-way.
+                pipe.atomic();
+            }
+            for batch in group {
+                batch.write_into(&mut pipe);
+            }
+            let (mut conn, durable) = (self.conn(), self.shared.config.durable());
+            let key = QueueKeys::new(group[0].queue).wake();
+            async move {
+                pipe.query_async::<()>(&mut conn)
+                    .await
+                    .map_err(redis_error)?;
+                conn.replicate(durable, &key).await
+            }
+        });
+        futures_util::future::try_join_all(writes).await?;
         self.remember_queues(&new_queues);
         Ok(())
     }
@@ -113,6 +117,9 @@ impl Transport for RedisBroker {
             .invoke_async(&mut self.conn())
             .await
             .map_err(redis_error)?;
+        self.conn()
+            .replicate(self.shared.config.durable(), &keys.wake())
+            .await?;
         if !holder.is_empty() {
             return Ok(Some(holder.parse().unwrap_or_default()));
         }
@@ -171,6 +178,7 @@ impl Transport for RedisBroker {
                 .invoke_async(&mut self.conn())
                 .await
                 .map_err(redis_error)?;
+            self.replicate_settle(&keys.wake()).await;
             acked += count;
         }
         self.release(worker, deliveries);
@@ -184,15 +192,16 @@ impl Transport for RedisBroker {
         next: OutboundMessage,
     ) -> Result<bool> {
         let now = self.now();
-        let held = QueueKeys::new(delivery.queue());
-        let target = QueueKeys::new(&next.queue);
+        // The next attempt stays in the queue it was delivered from (one slot on a cluster),
+        // whatever queue its envelope names.
+        let keys = QueueKeys::new(delivery.queue());
         let level = next.priority.min(9);
         let due = next.eta.map_or(millis(now), millis);
         let moved: i64 = scripts::RETRY
-            .key(held.processing(worker.as_str()))
-            .key(target.scheduled())
-            .key(target.pending(level))
-            .key(target.wake())
+            .key(keys.processing(worker.as_str()))
+            .key(keys.scheduled())
+            .key(keys.pending(level))
+            .key(keys.wake())
             .arg(delivery.payload())
             .arg(&next.payload)
             .arg(due)
@@ -201,6 +210,7 @@ impl Transport for RedisBroker {
             .invoke_async(&mut self.conn())
             .await
             .map_err(redis_error)?;
+        self.replicate_settle(&keys.wake()).await;
         self.release(worker, std::slice::from_ref(delivery));
         Ok(moved == 1)
     }
@@ -224,6 +234,7 @@ impl Transport for RedisBroker {
                 .invoke_async(&mut self.conn())
                 .await
                 .map_err(redis_error)?;
+            self.replicate_settle(&keys.wake()).await;
             requeued += count;
         }
         self.release(worker, deliveries);
@@ -262,10 +273,8 @@ impl Transport for RedisBroker {
             .invoke_async(&mut self.conn())
             .await
             .map_err(redis_error)?;
+        self.replicate_settle(&keys.wake()).await;
         self.release(worker, std::slice::from_ref(delivery));
-        if dropped > 0 {
-            tracing::warn!(queue = delivery.queue(), dropped, "dead-letter list full: dropped the oldest (raise max_dead_letters, or requeue or purge them)");
-        }
         if dropped > 0 {
             tracing::warn!(queue = delivery.queue(), dropped, "dead-letter list full: dropped the oldest (raise max_dead_letters, or requeue or purge them)");
         }

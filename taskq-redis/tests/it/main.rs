@@ -1,4 +1,5 @@
 //! Integration tests of taskq-redis: the broker and backend conformance suites on a real
 //! redis-server, plus what only the Redis implementations promise.
 
+mod cluster;
 mod conformance;

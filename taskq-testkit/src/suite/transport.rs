@@ -27,6 +27,7 @@ macro_rules! transport_conformance {
                 eta_is_not_fetched_early,
                 retry_reschedules_the_next_attempt,
                 retry_by_another_worker_changes_nothing,
+                retry_stays_in_the_delivery_queue,
                 requeue_returns_to_the_head,
                 dead_letter_keeps_payload_and_reason,
                 dead_letter_by_another_worker_changes_nothing,
@@ -243,6 +244,25 @@ pub async fn retry_by_another_worker_changes_nothing(broker: Shared) {
         (stats.processing, stats.scheduled, stats.pending),
         (1, 0, 0)
     );
+}
+
+pub async fn retry_stays_in_the_delivery_queue(broker: Shared) {
+    let (q, elsewhere) = (queue(), queue());
+    broker.enqueue(vec![message(&q, 0)]).await.unwrap();
+    let worker = WorkerId::generate();
+    let got = broker
+        .fetch(&worker, std::slice::from_ref(&q), 1, NO_WAIT)
+        .await
+        .unwrap();
+    let mut next = Envelope::decode(got[0].payload(), 1 << 20).unwrap();
+    next.attempt = 1;
+    next.queue = elsewhere.clone();
+    let next = OutboundMessage::from_envelope(&next, 1 << 20).unwrap();
+    assert_eq!(next.queue, elsewhere);
+    assert!(broker.retry(&worker, &got[0], next.clone()).await.unwrap());
+    assert_eq!(broker.stats(&elsewhere).await.unwrap().pending, 0);
+    let again = broker.fetch(&worker, &[q], 1, NO_WAIT).await.unwrap();
+    assert_eq!(ids(&again), vec![next.id]);
 }
 
 pub async fn requeue_returns_to_the_head(broker: Shared) {

@@ -136,6 +136,10 @@ impl Transport for MemoryBroker {
         if Self::take_processing(&mut state, worker, delivery).is_none() {
             return Ok(false);
         }
+        let next = OutboundMessage {
+            queue: delivery.queue().to_owned(),
+            ..next
+        };
         state.place(next, now);
         drop(state);
         self.shared.ready.notify_waiters();

@@ -1,0 +1,100 @@
+//! The conformance suites on a real Redis Cluster of 3 masters and 3 replicas, shared by the
+//! tests of this binary (each test uses fresh queue names), plus queues spread over masters.
+
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+
+use taskq_core::{Broker, ResultBackend, Transport, WorkerId};
+use taskq_redis::{RedisBroker, RedisConfig, RedisResultBackend};
+use taskq_testkit::{suite::message, RedisCluster};
+
+/// The cluster every test here shares (started on first use).
+pub(crate) fn cluster() -> &'static RedisCluster {
+    static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
+    CLUSTER.get_or_init(RedisCluster::start)
+}
+
+fn config() -> RedisConfig {
+    RedisConfig::new(cluster().url())
+        .with_block_timeout(Duration::from_millis(500))
+        .with_result_poll_interval(Duration::from_millis(200))
+}
+
+async fn cluster_broker() -> (Arc<dyn Broker>, ()) {
+    let broker = RedisBroker::connect(config()).await.expect("connect");
+    (Arc::new(broker), ())
+}
+
+async fn capped_cluster_broker() -> (Arc<dyn Broker>, ()) {
+    let broker = RedisBroker::connect(config().with_max_dead_letters(2))
+        .await
+        .expect("connect");
+    (Arc::new(broker), ())
+}
+
+async fn cluster_backend() -> (Arc<dyn ResultBackend>, ()) {
+    let config = config().with_result_poll_interval(Duration::from_secs(3600));
+    let backend = RedisResultBackend::connect(config).await.expect("connect");
+    (Arc::new(backend), ())
+}
+
+taskq_testkit::transport_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] transport => cluster_broker());
+taskq_testkit::membership_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] membership => cluster_broker());
+taskq_testkit::control_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] control => cluster_broker());
+taskq_testkit::inspector_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] inspector => cluster_broker(), capped_at_two => capped_cluster_broker());
+taskq_testkit::catalog_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] catalog => cluster_broker());
+taskq_testkit::backend_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] backend => cluster_backend());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_enqueue_over_queues_on_every_master_lands_whole() {
+    let cluster = cluster();
+    let queues: Vec<String> = (0..3)
+        .map(|i| cluster.queue_on_master(i, "spread"))
+        .collect();
+    let broker = RedisBroker::connect(config()).await.unwrap();
+    let messages: Vec<_> = queues
+        .iter()
+        .flat_map(|q| (0..5).map(|_| message(q, 0)))
+        .collect();
+    broker.enqueue(messages).await.unwrap();
+    let worker = WorkerId::generate();
+    let got = broker
+        .fetch(&worker, &queues, 100, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 15);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_fetch_is_woken_by_a_queue_on_another_master() {
+    let cluster = cluster();
+    let queues: Vec<String> = (0..3).map(|i| cluster.queue_on_master(i, "wake")).collect();
+    let broker = RedisBroker::connect(config().with_block_timeout(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    for target in &queues {
+        let waiting = {
+            let (broker, queues) = (broker.clone(), queues.clone());
+            tokio::spawn(async move {
+                let started = tokio::time::Instant::now();
+                let got = broker
+                    .fetch(&WorkerId::generate(), &queues, 1, Duration::from_secs(5))
+                    .await
+                    .unwrap();
+                (got, started.elapsed())
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let sent = message(target, 0);
+        broker.enqueue(vec![sent.clone()]).await.unwrap();
+        let (got, waited) = waiting.await.unwrap();
+        assert_eq!(got.len(), 1, "woken for {target} after {waited:?}");
+        assert_eq!(got[0].id(), Some(sent.id));
+        assert!(
+            waited < Duration::from_secs(4),
+            "woken by the token, not the timeout: {waited:?}"
+        );
+    }
+}
