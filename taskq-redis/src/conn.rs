@@ -227,17 +227,39 @@ impl SentinelConn {
                 redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
             )
             || err.code() == Some("MASTERDOWN")
+            // A pipeline reports its commands' errors together.
+            || err.clone().into_server_errors().is_some_and(|errors| {
+                errors
+                    .iter()
+                    .any(|(_, error)| matches!(error.code(), "READONLY" | "MASTERDOWN"))
+            })
+    }
+
+    /// True for a reply from a server that is no longer (or not yet) the master; replies
+    /// carry server errors as values, a pipeline's in an array.
+    fn answered_by_a_replica(value: &Value) -> bool {
+        match value {
+            Value::ServerError(error) => matches!(error.code(), "READONLY" | "MASTERDOWN"),
+            Value::Array(values) => values.iter().any(Self::answered_by_a_replica),
+            _ => false,
+        }
+    }
+
+    async fn after_call(&self, generation: u64, failed: bool) {
+        if failed {
+            self.rediscover(generation).await;
+        }
     }
 
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
             let (generation, mut conn) = self.current();
             let result = conn.req_packed_command(cmd).await;
-            if let Err(err) = &result {
-                if Self::master_may_have_moved(err) {
-                    self.rediscover(generation).await;
-                }
-            }
+            let moved = match &result {
+                Ok(value) => Self::answered_by_a_replica(value),
+                Err(err) => Self::master_may_have_moved(err),
+            };
+            self.after_call(generation, moved).await;
             result
         })
     }
@@ -251,11 +273,11 @@ impl SentinelConn {
         Box::pin(async move {
             let (generation, mut conn) = self.current();
             let result = conn.req_packed_commands(pipeline, offset, count).await;
-            if let Err(err) = &result {
-                if Self::master_may_have_moved(err) {
-                    self.rediscover(generation).await;
-                }
-            }
+            let moved = match &result {
+                Ok(values) => values.iter().any(Self::answered_by_a_replica),
+                Err(err) => Self::master_may_have_moved(err),
+            };
+            self.after_call(generation, moved).await;
             result
         })
     }

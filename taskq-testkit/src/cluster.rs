@@ -48,6 +48,12 @@ impl RedisCluster {
             "nodes.conf",
             "--cluster-node-timeout",
             "2000",
+            "--logfile",
+            "redis.log",
+            // Replicas sync at once instead of after 5 s: a replica that never synced cannot
+            // take over, and tests kill masters soon after the start.
+            "--repl-diskless-sync-delay",
+            "0",
         ]
         .map(String::from)
         .to_vec();
@@ -64,6 +70,7 @@ impl RedisCluster {
         );
         let cluster = Self { nodes };
         cluster.wait_until_healthy(Duration::from_secs(60));
+        cluster.wait_until_replicas_synced(Duration::from_secs(60));
         cluster
     }
 
@@ -151,6 +158,52 @@ impl RedisCluster {
         }
     }
 
+    /// Waits until the other nodes flag the node on `port` as failed and its replica serves
+    /// its slots (the node timeout is 2 s).
+    ///
+    /// # Panics
+    ///
+    /// After `timeout`.
+    pub fn wait_for_failover(&self, port: u16, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.masters().contains(&port) {
+            assert!(
+                Instant::now() < deadline,
+                "no failover of {port} within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.wait_until_healthy(deadline.saturating_duration_since(Instant::now()));
+    }
+
+    /// After [`RedisCluster::restart`] of a failed master: waits until it serves as a synced
+    /// replica again (so durable writes to its shard can be acknowledged).
+    ///
+    /// # Panics
+    ///
+    /// After `timeout`.
+    pub fn wait_until_rejoined(&self, port: u16, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !redis_cli(port, &["INFO".into(), "replication".into()])
+            .contains("master_link_status:up")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{port} did not rejoin as a replica within {timeout:?}:\n{}",
+                self.log_tails()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Starts the node on `port` again after [`RedisCluster::kill`], with its old cluster
+    /// configuration: a master that failed over comes back as its successor's replica.
+    pub fn restart(&mut self, port: u16) {
+        if let Some(node) = self.nodes.iter_mut().find(|n| n.port() == port) {
+            node.restart();
+        }
+    }
+
     /// Waits until every live node reports `cluster_state:ok` and sees every slot served by
     /// a master that has not failed.
     ///
@@ -176,11 +229,54 @@ impl RedisCluster {
             }
             assert!(
                 Instant::now() < deadline,
-                "the cluster did not become healthy within {timeout:?}:\n{}",
-                redis_cli(self.live_port(), &["CLUSTER".into(), "NODES".into()])
+                "the cluster did not become healthy within {timeout:?}:\n{}\n{}",
+                redis_cli(self.live_port(), &["CLUSTER".into(), "NODES".into()]),
+                self.log_tails()
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// Waits until every live replica's link to its master is up.
+    fn wait_until_replicas_synced(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let replicas: Vec<u16> = self
+                .nodes_view()
+                .into_iter()
+                .filter(|n| !n.master && !n.failed)
+                .map(|n| n.port)
+                .collect();
+            let synced = replicas.len() == 3
+                && replicas.iter().all(|port| {
+                    redis_cli(*port, &["INFO".into(), "replication".into()])
+                        .contains("master_link_status:up")
+                });
+            if synced {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replicas did not sync within {timeout:?}:\n{}",
+                self.log_tails()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The last lines each node logged, for failure messages.
+    fn log_tails(&self) -> String {
+        let mut text = String::new();
+        for node in &self.nodes {
+            let log = std::fs::read_to_string(node.dir().join("redis.log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            text.push_str(&format!("--- node {}\n", node.port()));
+            for line in &lines[lines.len().saturating_sub(8)..] {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+        text
     }
 
     /// Moves `slot` with its keys to the master on `to`, the way `redis-cli --cluster

@@ -140,6 +140,16 @@ impl RedisServer {
         }
     }
 
+    /// Starts the server again on the same port with `extra_args` instead of the ones it had.
+    ///
+    /// # Panics
+    ///
+    /// As [`RedisServer::restart`].
+    pub fn restart_with(&mut self, extra_args: &[String]) {
+        self.extra_args = extra_args.to_vec();
+        self.restart();
+    }
+
     fn spawn(&mut self) -> Result<(), String> {
         let binary = std::env::var("TASKQ_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
         let child = Command::new(&binary)

@@ -122,6 +122,26 @@ impl SentinelGroup {
     }
 }
 
+impl SentinelGroup {
+    /// Starts the server on `port` again after it was killed, as the replica of the master
+    /// the sentinels name now (as an operator's restart script would; left alone, Sentinel
+    /// converts a returning master after about 15 s), and waits until it synced.
+    pub fn restart_old_master(&mut self, port: u16) {
+        let master = self.master_port();
+        if let Some(server) = self.servers.iter_mut().find(|s| s.port() == port) {
+            server.restart_with(&["--replicaof".into(), "127.0.0.1".into(), master.to_string()]);
+        }
+        wait_for(
+            Duration::from_secs(30),
+            "the old master to rejoin as a replica",
+            || {
+                redis_cli(port, &["INFO".into(), "replication".into()])
+                    .contains("master_link_status:up")
+            },
+        );
+    }
+}
+
 impl Drop for SentinelGroup {
     fn drop(&mut self) {
         for (_, child) in &mut self.sentinels {

@@ -1,0 +1,105 @@
+//! Workers on a real Redis Cluster.
+
+use std::{sync::OnceLock, time::Duration};
+
+use taskq_testkit::RedisCluster;
+
+use crate::support::{assert_all_succeed, client, produce, Running};
+
+/// The cluster shared by the tests that leave its masters alone.
+fn shared() -> &'static RedisCluster {
+    static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
+    CLUSTER.get_or_init(RedisCluster::start)
+}
+
+/// Three queues on three different masters, two workers each listening to all three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_task_on_queues_over_three_masters_succeeds() {
+    let cluster = shared();
+    let queues: Vec<String> = (0..3)
+        .map(|i| cluster.queue_on_master(i, "spread"))
+        .collect();
+    let masters: std::collections::BTreeSet<u16> = queues
+        .iter()
+        .map(|q| cluster.master_of_slot(cluster.slot_of(&format!("{{{q}}}"))))
+        .collect();
+    assert_eq!(masters.len(), 3, "one queue per master");
+    let client = client(&cluster.url(), false).await;
+    let workers = [
+        Running::start(&client, &queues),
+        Running::start(&client, &queues),
+    ];
+    let ids = produce(&client, &queues, 300, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_all_succeed(&client, &ids, Duration::from_secs(60)).await;
+    let mut succeeded = 0;
+    for worker in workers {
+        succeeded += worker.stop().await.succeeded;
+    }
+    assert!(succeeded >= 300, "{succeeded} runs for 300 tasks");
+}
+
+/// A busy queue's slot moves to another master (MIGRATE, then `SETSLOT NODE`) while workers
+/// consume it and a producer fills it: the cluster client follows `ASK` and `MOVED`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_a_busy_queues_slot_to_another_master_loses_nothing() {
+    let cluster = shared();
+    let queue = cluster.queue_on_master(0, "moving");
+    let slot = cluster.slot_of(&format!("{{{queue}}}"));
+    let target = cluster.masters()[1];
+    let client = client(&cluster.url(), false).await;
+    let worker = Running::start(&client, std::slice::from_ref(&queue));
+    let producer = produce(
+        &client,
+        std::slice::from_ref(&queue),
+        400,
+        Duration::from_millis(5),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::task::spawn_blocking(move || {
+        shared().move_slot(slot, target, Duration::from_millis(20))
+    })
+    .await
+    .unwrap();
+    assert_eq!(cluster.master_of_slot(slot), target);
+    let ids = producer.await.unwrap();
+    assert_all_succeed(&client, &ids, Duration::from_secs(60)).await;
+    worker.stop().await;
+}
+
+/// A master is killed (SIGKILL) mid-run and its replica promoted; the killed node comes back
+/// as a replica. Workers are not restarted; with durable writes no task is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_master_loses_nothing_with_durable_writes() {
+    let mut cluster = RedisCluster::start();
+    let queues: Vec<String> = (0..3)
+        .map(|i| cluster.queue_on_master(i, "failover"))
+        .collect();
+    let victim = cluster.masters()[0];
+    let client = client(&cluster.url(), true).await;
+    let workers = [
+        Running::start(&client, &queues),
+        Running::start(&client, &queues),
+    ];
+    let producer = produce(&client, &queues, 600, Duration::from_millis(5));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    cluster.kill(victim);
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.wait_for_failover(victim, Duration::from_secs(30));
+        cluster.restart(victim);
+        cluster.wait_until_rejoined(victim, Duration::from_secs(30));
+        cluster
+    })
+    .await
+    .unwrap();
+    assert!(
+        !cluster.masters().contains(&victim),
+        "the replica took over"
+    );
+    let ids = producer.await.unwrap();
+    assert_all_succeed(&client, &ids, Duration::from_secs(90)).await;
+    for worker in workers {
+        worker.stop().await;
+    }
+}

@@ -1,0 +1,79 @@
+//! Workers on a master found through Sentinel.
+
+use std::time::Duration;
+
+use taskq_testkit::SentinelGroup;
+
+use crate::support::{assert_all_succeed, client, enqueue_insisting, produce, Running};
+
+/// The master is killed mid-run; the sentinels promote the replica and clients move to it by
+/// themselves (no restart). With durable writes no task is lost; the workers' first fetch on
+/// the new master comes within seconds of the promotion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_follow_a_sentinel_failover_and_lose_nothing_with_durable_writes() {
+    let mut group = SentinelGroup::start();
+    let queues = vec![format!("sentinel-{}", uuid::Uuid::new_v4())];
+    let client = client(&group.url(), true).await;
+    let workers = [
+        Running::start(&client, &queues),
+        Running::start(&client, &queues),
+    ];
+    let producer = produce(&client, &queues, 400, Duration::from_millis(5));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let old = group.master_port();
+    group.kill_master();
+    let killed_at = tokio::time::Instant::now();
+    let group = tokio::task::spawn_blocking(move || {
+        group.wait_for_new_master(old, Duration::from_secs(30));
+        eprintln!("new master after {:?}", killed_at.elapsed());
+        group.restart_old_master(old);
+        eprintln!("old master rejoined after {:?}", killed_at.elapsed());
+        group
+    })
+    .await
+    .unwrap();
+    // A task sent once the sentinels named the new master runs within the bound.
+    let probe = enqueue_insisting(&client, &queues[0], u64::MAX, 0).await;
+    assert_all_succeed(&client, &[probe], Duration::from_secs(20)).await;
+    let resumed = killed_at.elapsed();
+    eprintln!("workers resumed {resumed:?} after the master was killed");
+    assert!(
+        resumed < Duration::from_secs(20),
+        "resumed after {resumed:?}"
+    );
+    let ids = producer.await.unwrap();
+    assert_all_succeed(&client, &ids, Duration::from_secs(90)).await;
+    for worker in workers {
+        worker.stop().await;
+    }
+    drop(group);
+}
+
+/// Without durable writes nothing waits for the old master to come back: a task sent once
+/// the sentinels named the new master runs within seconds (the bound in docs/cluster.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_resume_within_seconds_of_a_sentinel_promotion() {
+    let mut group = SentinelGroup::start();
+    let queues = vec![format!("sentinel-{}", uuid::Uuid::new_v4())];
+    let client = client(&group.url(), false).await;
+    let worker = Running::start(&client, &queues);
+    let warm = enqueue_insisting(&client, &queues[0], 0, 0).await;
+    assert_all_succeed(&client, &[warm], Duration::from_secs(10)).await;
+    let old = group.master_port();
+    group.kill_master();
+    let group = tokio::task::spawn_blocking(move || {
+        group.wait_for_new_master(old, Duration::from_secs(30));
+        group
+    })
+    .await
+    .unwrap();
+    let promoted_at = tokio::time::Instant::now();
+    let probe = enqueue_insisting(&client, &queues[0], 1, 0).await;
+    assert_all_succeed(&client, &[probe], Duration::from_secs(10)).await;
+    eprintln!(
+        "a task sent after the promotion succeeded {:?} later",
+        promoted_at.elapsed()
+    );
+    worker.stop().await;
+    drop(group);
+}

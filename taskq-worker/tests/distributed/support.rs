@@ -1,0 +1,127 @@
+//! A task, a producer that insists through failovers, and the final count of results.
+
+use std::{collections::BTreeSet, time::Duration};
+
+use serde::{Deserialize, Serialize};
+use taskq_core::{Client, Run, Task, TaskContext, TaskError, TaskId, TaskState};
+use taskq_redis::RedisConfig;
+use taskq_worker::{Worker, WorkerReport};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Sleeps `ms`, then returns `n`.
+#[derive(Task, Serialize, Deserialize)]
+#[task(name = "distributed.echo", max_retries = 5)]
+pub(crate) struct Echo {
+    pub(crate) n: u64,
+    pub(crate) ms: u64,
+}
+
+impl Run for Echo {
+    type Output = u64;
+    async fn run(self, _ctx: TaskContext) -> Result<u64, TaskError> {
+        tokio::time::sleep(Duration::from_millis(self.ms)).await;
+        Ok(self.n)
+    }
+}
+
+/// Short waits so that tests move quickly; durable writes wait for one replica.
+pub(crate) async fn client(url: &str, durable: bool) -> Client {
+    let mut config = RedisConfig::new(url)
+        .with_block_timeout(Duration::from_millis(500))
+        .with_response_timeout(Duration::from_secs(2));
+    if durable {
+        config = config.with_durable_writes(1, Duration::from_secs(2));
+    }
+    taskq_redis::client(config).await.expect("connect")
+}
+
+/// A worker running in the background until [`Running::stop`].
+pub(crate) struct Running {
+    stop: CancellationToken,
+    handle: JoinHandle<taskq_worker::Result<WorkerReport>>,
+}
+
+impl Running {
+    pub(crate) fn start(client: &Client, queues: &[String]) -> Self {
+        let worker = Worker::builder(client.clone())
+            .register::<Echo>()
+            .queues(queues.iter().cloned())
+            .concurrency(8)
+            .liveness(Duration::from_millis(500), Duration::from_secs(10))
+            .build()
+            .expect("valid worker");
+        let stop = CancellationToken::new();
+        let handle = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
+        Self { stop, handle }
+    }
+
+    pub(crate) async fn stop(self) -> WorkerReport {
+        self.stop.cancel();
+        self.handle.await.expect("worker task").expect("worker run")
+    }
+}
+
+/// Enqueues `Echo { n }` on `queue` under a fixed id, retrying transient errors (a failover
+/// in progress) for up to a minute; a retried enqueue may duplicate, never lose, the task.
+pub(crate) async fn enqueue_insisting(client: &Client, queue: &str, n: u64, ms: u64) -> TaskId {
+    let id = TaskId::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match client.enqueue(Echo { n, ms }).queue(queue).id(id).await {
+            Ok(_) => return id,
+            Err(err) if err.is_transient() && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(err) => panic!("enqueue {n} failed for good: {err:?}"),
+        }
+    }
+}
+
+/// Enqueues `count` tasks round-robin over `queues`, `pause` apart, in the background.
+pub(crate) fn produce(
+    client: &Client,
+    queues: &[String],
+    count: u64,
+    pause: Duration,
+) -> JoinHandle<Vec<TaskId>> {
+    let (client, queues) = (client.clone(), queues.to_vec());
+    tokio::spawn(async move {
+        let mut ids = Vec::new();
+        for n in 0..count {
+            let queue = &queues[usize::try_from(n).unwrap_or(0) % queues.len()];
+            ids.push(enqueue_insisting(&client, queue, n, 5).await);
+            tokio::time::sleep(pause).await;
+        }
+        ids
+    })
+}
+
+/// Waits up to `timeout` for every id in `ids` to have a SUCCESS result, then asserts that
+/// none is missing (naming how many and a few of them).
+pub(crate) async fn assert_all_succeed(client: &Client, ids: &[TaskId], timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut missing: BTreeSet<TaskId> = ids.iter().copied().collect();
+    while !missing.is_empty() && tokio::time::Instant::now() < deadline {
+        let mut still = BTreeSet::new();
+        for id in missing {
+            match client.backend().get(id).await {
+                Ok(Some(result)) if result.state == TaskState::Success => {}
+                _ => {
+                    still.insert(id);
+                }
+            }
+        }
+        missing = still;
+        if !missing.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let sample: Vec<_> = missing.iter().take(5).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} tasks never succeeded, e.g. {sample:?}",
+        missing.len(),
+        ids.len()
+    );
+}
