@@ -468,3 +468,52 @@ async fn enqueue_by_name_follows_the_declared_queue_and_retries() {
     assert_eq!(record["result"], 5);
     worker.stop().await;
 }
+
+/// `status`, `workers`, `ping` and `result` against a Redis Cluster (3 masters + 3 replicas):
+/// the registries, worker records and pub/sub live on different masters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_workers_and_ping_on_a_cluster() {
+    let cluster = taskq_testkit::RedisCluster::start();
+    let url = cluster.url();
+    let client = taskq_redis::client(taskq_redis::RedisConfig::new(&url))
+        .await
+        .unwrap();
+    let worker = start_worker(&client).await;
+    let handles = client
+        .enqueue_many((0..20).map(|n| Add { a: n, b: 1 }))
+        .await
+        .unwrap();
+    for handle in &handles {
+        handle.wait(Duration::from_secs(10)).await.unwrap();
+    }
+    let status = json(&taskq_with_input(&url, &["status", "--json"], ""));
+    let cli = status["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == "cli")
+        .unwrap_or_else(|| panic!("queue cli listed: {status}"));
+    assert_eq!(cli["pending"], 0, "{status}");
+    let mut listed = serde_json::Value::Null;
+    for _ in 0..50 {
+        listed = json(&taskq_with_input(&url, &["workers", "--json"], ""));
+        if listed.as_array().is_some_and(|w| !w.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(listed[0]["id"], worker.id.as_str());
+    let answers = json(&taskq_with_input(
+        &url,
+        &["ping", "--json", "--timeout", "2s"],
+        "",
+    ));
+    assert_eq!(answers[0]["worker"], worker.id.as_str());
+    let result = stdout(&taskq_with_input(
+        &url,
+        &["result", &handles[0].id().to_string()],
+        "",
+    ));
+    assert!(result.contains("SUCCESS"), "{result}");
+    worker.stop().await;
+}

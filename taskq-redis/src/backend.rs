@@ -112,7 +112,7 @@ impl RedisResultBackend {
     ///
     /// [`Error::Invalid`] for a bad URL, [`Error::Broker`] when the server cannot be reached.
     pub async fn connect(config: RedisConfig) -> Result<Self> {
-        let server = crate::server::Server::open(config.url())?;
+        let server = config.server()?;
         let conn = server.connect(config.response_timeout()).await?;
         Ok(Self {
             shared: Arc::new(Shared {

@@ -30,9 +30,7 @@ impl RedisBeatStore {
     /// [`taskq_core::Error::Invalid`] for a bad URL, [`taskq_core::Error::Broker`] when Redis is
     /// unreachable.
     pub async fn connect(config: &RedisConfig) -> Result<Self> {
-        let conn = crate::server::Server::open(config.url())?
-            .connect(config.response_timeout())
-            .await?;
+        let conn = config.server()?.connect(config.response_timeout()).await?;
         Ok(Self { conn })
     }
 }

@@ -21,6 +21,8 @@ pub struct RedisConfig {
     result_poll_interval: Duration,
     host_clock: Clock,
     durable: Option<Durable>,
+    /// What was wrong with taskq's own URL parameters, reported on connect.
+    url_problem: Option<String>,
 }
 
 /// Opt-in durable writes: how many replicas must have a write before it counts as done.
@@ -33,16 +35,29 @@ pub struct Durable {
 }
 
 impl RedisConfig {
-    /// Settings for the server at `url` (`redis://`, `rediss://`, with `user:password@` for ACL).
+    /// Settings for the server at `url` (`redis://`, `rediss://`, with `user:password@` for ACL,
+    /// `redis+cluster://`, `redis+sentinel://`). Two query parameters are taskq's own and
+    /// turn on [durable writes](RedisConfig::with_durable_writes) for programs that take only
+    /// a URL (worker, beat, CLI): `durable=<replicas>` and `durable_timeout_ms=<ms>` (default
+    /// 1000).
+    ///
+    /// ```
+    /// use taskq_redis::RedisConfig;
+    /// let config = RedisConfig::new("redis+sentinel://s1:26379/main?durable=1&durable_timeout_ms=500");
+    /// assert_eq!(config.url(), "redis+sentinel://s1:26379/main");
+    /// assert_eq!(config.durable().unwrap().replicas, 1);
+    /// ```
     pub fn new(url: impl Into<String>) -> Self {
+        let (url, durable, url_problem) = take_durable_params(&url.into());
         Self {
-            url: url.into(),
+            url,
+            durable,
+            url_problem,
             block_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(5),
             max_dead_letters: 10_000,
             result_poll_interval: Duration::from_secs(1),
             host_clock: Clock::system(),
-            durable: None,
         }
     }
 
@@ -98,6 +113,21 @@ impl RedisConfig {
         self
     }
 
+    /// The server this configuration names.
+    ///
+    /// # Errors
+    ///
+    /// [`taskq_core::Error::Invalid`] for a bad URL or bad taskq parameters in it.
+    pub(crate) fn server(&self) -> taskq_core::Result<crate::server::Server> {
+        if let Some(problem) = &self.url_problem {
+            return Err(taskq_core::Error::Invalid {
+                what: "redis url",
+                reason: problem.clone(),
+            });
+        }
+        crate::server::Server::open(&self.url)
+    }
+
     /// The durable-write setting, when on.
     pub fn durable(&self) -> Option<Durable> {
         self.durable
@@ -131,5 +161,68 @@ impl RedisConfig {
     /// Dead letters kept per queue.
     pub fn max_dead_letters(&self) -> usize {
         self.max_dead_letters
+    }
+}
+
+/// Splits taskq's `durable` and `durable_timeout_ms` query parameters off `url`; returns the
+/// URL without them, the setting, and what was wrong with them.
+fn take_durable_params(url: &str) -> (String, Option<Durable>, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_owned(), None, None);
+    };
+    let (mut replicas, mut timeout_ms, mut problem) = (None, 1000u64, None);
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("durable", value)) => match value.parse::<usize>() {
+                Ok(n) => replicas = Some(n),
+                Err(_) => {
+                    problem = Some(format!("`durable={value}`: expected a number of replicas"))
+                }
+            },
+            Some(("durable_timeout_ms", value)) => match value.parse::<u64>() {
+                Ok(ms) => timeout_ms = ms,
+                Err(_) => {
+                    problem = Some(format!(
+                        "`durable_timeout_ms={value}`: expected milliseconds"
+                    ))
+                }
+            },
+            _ => kept.push(pair),
+        }
+    }
+    let url = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    let durable = replicas.filter(|n| *n > 0).map(|replicas| Durable {
+        replicas,
+        timeout: Duration::from_millis(timeout_ms),
+    });
+    (url, durable, problem)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durable_parameters_come_off_the_url() {
+        let config =
+            RedisConfig::new("redis://h:1/0?protocol=resp3&durable=2&durable_timeout_ms=250");
+        assert_eq!(config.url(), "redis://h:1/0?protocol=resp3");
+        assert_eq!(
+            config.durable(),
+            Some(Durable {
+                replicas: 2,
+                timeout: Duration::from_millis(250)
+            })
+        );
+        assert_eq!(RedisConfig::new("redis://h:1").durable(), None);
+        let err = RedisConfig::new("redis://h:1?durable=yes")
+            .server()
+            .unwrap_err();
+        assert!(err.to_string().contains("durable=yes"), "{err}");
     }
 }

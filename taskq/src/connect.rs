@@ -29,8 +29,10 @@ impl Connect for Client {
 }
 
 /// A client for the broker at `url`: `memory://` for a fresh in-memory broker and result
-/// backend; with the `redis` feature, `redis://`, `rediss://` (TLS) and `redis+unix://` for the
-/// Redis broker and result backend with default settings.
+/// backend; with the `redis` feature, `redis://`, `rediss://` (TLS), `redis+unix://`,
+/// `redis+cluster://h1:p1,h2:p2` (Redis Cluster) and `redis+sentinel://s1:p1,s2:p2/<master>`
+/// for the Redis broker and result backend with default settings (`?durable=1` turns on
+/// durable writes; see `taskq_redis::RedisConfig::new`).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq::Result<()> {
@@ -103,7 +105,7 @@ fn is_memory(url: &str) -> bool {
 
 fn unsupported(url: &str) -> Error {
     let schemes = if cfg!(feature = "redis") {
-        "memory://, redis://, rediss:// or redis+unix://"
+        "memory://, redis://, rediss://, redis+unix://, redis+cluster:// or redis+sentinel://"
     } else {
         "memory:// (build with the `redis` feature for Redis)"
     };

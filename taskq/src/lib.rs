@@ -29,7 +29,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Features: `redis` (default) adds `redis://`, `rediss://` and `redis+unix://` URLs and the
+//! Features: `redis` (default) adds `redis://`, `rediss://`, `redis+unix://`, `redis+cluster://`
+//! and `redis+sentinel://` URLs and the
 //! [`redis`] module; `cli` adds [`cli::WorkerArgs`], the flags, logging and metrics endpoint
 //! of a worker binary.
 

@@ -1,6 +1,7 @@
 //! taskq-beat integration tests: fires and catch-up on the paused clock, the leader lock on
 //! memory and Redis, and several real `taskq-beat` processes against one redis-server.
 
+mod cluster;
 mod fires;
 mod lock;
 mod replicas;

@@ -12,10 +12,10 @@ use chrono::{DateTime, Utc};
 use taskq_core::Envelope;
 use taskq_testkit::RedisServer;
 
-struct BeatProcess(Child);
+pub(crate) struct BeatProcess(pub(crate) Child);
 
 impl BeatProcess {
-    fn start(url: &str, schedule: &std::path::Path) -> Self {
+    pub(crate) fn start(url: &str, schedule: &std::path::Path) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_taskq-beat"))
             .args([
                 "--broker",
@@ -37,7 +37,7 @@ impl BeatProcess {
         Self(child)
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.0.id()
     }
 }
@@ -49,7 +49,7 @@ impl Drop for BeatProcess {
     }
 }
 
-fn signal(pid: u32, name: &str) {
+pub(crate) fn signal(pid: u32, name: &str) {
     let status = Command::new("kill")
         .arg(format!("-{name}"))
         .arg(pid.to_string())
