@@ -5,7 +5,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use chrono::{DateTime, Utc};
-use taskq_core::{Envelope, Transport, WorkerId};
+use taskq_core::{Envelope, WorkerId};
 use taskq_testkit::RedisCluster;
 
 use crate::replicas::{signal, BeatProcess};
