@@ -56,6 +56,9 @@ enum Workload {
     W3,
     /// Redis commands per second of an idle worker.
     Idle,
+    /// Redis commands per second of an idle worker listening to three queues whose slots fall
+    /// in the thirds of the slot range (one per master of a default 3-master cluster).
+    Idle3,
 }
 
 /// Everything measured for one workload.
@@ -99,7 +102,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let rows = tokio::spawn(async move {
         let mut rows = Vec::new();
         for workload in workloads {
-            if workload == Workload::Idle && bench.redis().is_none() {
+            if matches!(workload, Workload::Idle | Workload::Idle3) && bench.redis().is_none() {
                 continue;
             }
             let row = bench.run(workload).await?;

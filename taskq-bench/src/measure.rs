@@ -42,7 +42,75 @@ pub(crate) struct RedisCounters {
     pub(crate) commands: u64,
 }
 
-pub(crate) async fn redis_counters(
+/// Admin connections to every node whose counters a run adds up: the server, or every node
+/// of a cluster (masters and replicas: replication is part of the cost).
+#[derive(Clone)]
+pub(crate) struct RedisNodes(Vec<redis::aio::MultiplexedConnection>);
+
+impl RedisNodes {
+    /// Connects to the nodes `url` names: `redis://`/`rediss://` one, `redis+cluster://` each
+    /// seed. `None` for other URLs (Sentinel: the master moves; no counters then).
+    pub(crate) async fn connect(url: &str) -> redis::RedisResult<Option<Self>> {
+        let nodes: Vec<String> = match url.split_once("+cluster://") {
+            Some((scheme, rest)) => {
+                let (auth, hosts) = match rest.rfind('@') {
+                    Some(at) => (&rest[..=at], &rest[at + 1..]),
+                    None => ("", rest),
+                };
+                hosts
+                    .split(['/', '?'])
+                    .next()
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(|host| format!("{scheme}://{auth}{host}"))
+                    .collect()
+            }
+            None if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                vec![url.to_owned()]
+            }
+            None => return Ok(None),
+        };
+        let mut conns = Vec::new();
+        for node in nodes {
+            conns.push(
+                redis::Client::open(node)?
+                    .get_multiplexed_async_connection()
+                    .await?,
+            );
+        }
+        Ok(Some(Self(conns)))
+    }
+
+    /// The hash slot of `key` by `CLUSTER KEYSLOT`; `None` when the server is not a cluster.
+    pub(crate) async fn keyslot(&self, key: &str) -> redis::RedisResult<Option<u16>> {
+        let Some(conn) = self.0.first() else {
+            return Ok(None);
+        };
+        let slot: redis::RedisResult<u16> = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query_async(&mut conn.clone())
+            .await;
+        Ok(slot.ok())
+    }
+
+    /// CPU seconds and commands, summed over the nodes.
+    pub(crate) async fn counters(&self) -> redis::RedisResult<RedisCounters> {
+        let mut total = RedisCounters {
+            cpu: 0.0,
+            commands: 0,
+        };
+        for conn in &self.0 {
+            let node = redis_counters(&mut conn.clone()).await?;
+            total.cpu += node.cpu;
+            total.commands += node.commands;
+        }
+        Ok(total)
+    }
+}
+
+async fn redis_counters(
+
     conn: &mut redis::aio::MultiplexedConnection,
 ) -> redis::RedisResult<RedisCounters> {
     let info: String = redis::cmd("INFO").arg("all").query_async(conn).await?;

@@ -10,7 +10,7 @@ use taskq_worker::{Worker, WorkerReport};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    measure::{self, RedisCounters},
+    measure::{self, RedisCounters, RedisNodes},
     tasks::{self, Noop, QuietNoop},
     Cli, Row, Workload,
 };
@@ -24,7 +24,7 @@ const BULK: usize = 1_000;
 
 pub(crate) struct Bench {
     client: Client,
-    redis: Option<redis::aio::MultiplexedConnection>,
+    redis: Option<RedisNodes>,
     n: usize,
     round_trips: usize,
     concurrency: usize,
@@ -52,12 +52,7 @@ impl Bench {
         } else {
             taskq::connect(&cli.broker).await?
         };
-        let redis = if cli.broker.starts_with("redis") {
-            let admin = redis::Client::open(cli.broker.as_str())?;
-            Some(admin.get_multiplexed_async_connection().await?)
-        } else {
-            None
-        };
+        let redis = RedisNodes::connect(&cli.broker).await?;
         Ok(Self {
             client,
             redis,
@@ -68,7 +63,7 @@ impl Bench {
         })
     }
 
-    pub(crate) fn redis(&self) -> Option<&redis::aio::MultiplexedConnection> {
+    pub(crate) fn redis(&self) -> Option<&RedisNodes> {
         self.redis.as_ref()
     }
 
@@ -85,15 +80,19 @@ impl Bench {
             Workload::W2 => self.drain::<QuietNoop>(&queue).await?,
             Workload::W2b => self.drain::<Noop>(&queue).await?,
             Workload::W3 => self.w3(&queue).await?,
-            Workload::Idle => self.idle(&queue).await?,
+            Workload::Idle => self.idle(&[queue]).await?,
+            Workload::Idle3 => {
+                self.idle(&spread_queues(&queue, self.redis.as_ref()).await?)
+                    .await?
+            }
         };
         row.workload = name;
         Ok(row)
     }
 
     async fn costs(&self) -> Result<Costs, BoxError> {
-        let redis = match self.redis.clone() {
-            Some(mut conn) => Some(measure::redis_counters(&mut conn).await?),
+        let redis = match &self.redis {
+            Some(nodes) => Some(nodes.counters().await?),
             None => None,
         };
         Ok(Costs {
@@ -114,8 +113,8 @@ impl Bench {
             process_cpu_us_per_task: per_task(cpu.as_secs_f64()),
             ..Row::default()
         };
-        if let (Some(mut conn), Some(start)) = (self.redis.clone(), before.redis) {
-            let end = measure::redis_counters(&mut conn).await?;
+        if let (Some(nodes), Some(start)) = (&self.redis, before.redis) {
+            let end = nodes.counters().await?;
             row.redis_cpu_us_per_task = Some(per_task(end.cpu - start.cpu));
             row.redis_commands_per_second = Some((end.commands - start.commands) as f64 / seconds);
         }
@@ -199,7 +198,7 @@ impl Bench {
         self.fill(queue, T::NAME, self.n).await?;
         tasks::reset(self.n);
         let before = self.costs().await?;
-        let (stop, running) = self.start_worker(queue)?;
+        let (stop, running) = self.start_worker(&[queue])?;
         tasks::finished().await;
         // Wait for the last acks too: the drain is done when nothing is held any more.
         loop {
@@ -216,7 +215,7 @@ impl Bench {
     }
 
     async fn w3(&self, queue: &str) -> Result<Row, BoxError> {
-        let (stop, running) = self.start_worker(queue)?;
+        let (stop, running) = self.start_worker(&[queue])?;
         // Warm up connections and scripts.
         for n in 0..20 {
             let handle = self.client.enqueue(Noop { n }).queue(queue).await?;
@@ -245,8 +244,8 @@ impl Bench {
         Ok(row)
     }
 
-    async fn idle(&self, queue: &str) -> Result<Row, BoxError> {
-        let (stop, running) = self.start_worker(queue)?;
+    async fn idle(&self, queues: &[String]) -> Result<Row, BoxError> {
+        let (stop, running) = self.start_worker(queues)?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let before = self.costs().await?;
         tokio::time::sleep(Duration::from_secs(self.idle_seconds)).await;
@@ -263,9 +262,9 @@ impl Bench {
         Ok(row)
     }
 
-    fn start_worker(
+    fn start_worker<Q: AsRef<str>>(
         &self,
-        queue: &str,
+        queues: &[Q],
     ) -> Result<
         (
             CancellationToken,
@@ -276,7 +275,7 @@ impl Bench {
         let worker = Worker::builder(self.client.clone())
             .register::<Noop>()
             .register::<QuietNoop>()
-            .queues([queue])
+            .queues(queues.iter().map(AsRef::as_ref))
             .concurrency(self.concurrency)
             .prefetch(self.concurrency)
             .shutdown_grace(Duration::from_secs(5))
@@ -288,19 +287,31 @@ impl Bench {
 
     /// Removes what a producer-only workload left behind.
     async fn purge(&self, queue: &str) -> Result<(), BoxError> {
-        let Some(mut conn) = self.redis.clone() else {
-            return Ok(());
-        };
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("taskq:{{{queue}}}:*"))
-            .query_async(&mut conn)
-            .await?;
-        if !keys.is_empty() {
-            redis::cmd("DEL")
-                .arg(keys)
-                .query_async::<()>(&mut conn)
-                .await?;
-        }
+        self.client.broker().purge_queue(queue).await?;
         Ok(())
     }
+}
+
+/// Three queue names derived from `base`. On a cluster their hash slots fall in the three
+/// thirds of the slot range (one per master of a cluster created by `redis-cli --cluster
+/// create` with three masters); elsewhere any three names do.
+async fn spread_queues(base: &str, nodes: Option<&RedisNodes>) -> Result<Vec<String>, BoxError> {
+    let mut found: [Option<String>; 3] = Default::default();
+    for n in 0.. {
+        let queue = format!("{base}-{n}");
+        let third = match nodes {
+            Some(nodes) => nodes
+                .keyslot(&format!("{{{queue}}}"))
+                .await?
+                .map_or(n % 3, |slot| usize::from(slot) * 3 / 16_384),
+            None => n % 3,
+        };
+        if found[third].is_none() {
+            found[third] = Some(queue);
+        }
+        if found.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    Ok(found.into_iter().flatten().collect())
 }
