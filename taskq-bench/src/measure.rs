@@ -110,7 +110,6 @@ impl RedisNodes {
 }
 
 async fn redis_counters(
-
     conn: &mut redis::aio::MultiplexedConnection,
 ) -> redis::RedisResult<RedisCounters> {
     let info: String = redis::cmd("INFO").arg("all").query_async(conn).await?;
