@@ -12,6 +12,7 @@ macro_rules! script {
     };
 }
 
+script!(ENQUEUE, "enqueue.lua");
 script!(FETCH, "fetch.lua");
 script!(ACK, "ack.lua");
 script!(RETRY, "retry.lua");

@@ -4,6 +4,7 @@
 //! `keys` and every multi-step transition is one Lua script in `lua/`.
 
 use std::{
+    borrow::Cow,
     collections::{HashMap, HashSet},
     sync::{
         atomic::{AtomicI64, Ordering},
@@ -145,6 +146,33 @@ impl<'a> QueueBatch<'a> {
             let wake = keys.wake();
             pipe.lpush(&wake, 1).ignore().ltrim(&wake, 0, 0).ignore();
         }
+    }
+
+    /// The keys and arguments of `lua/enqueue.lua` for this batch (the cluster's enqueue).
+    fn script_call(&self) -> (Vec<String>, Vec<Cow<'a, str>>) {
+        let keys = QueueKeys::new(self.queue);
+        let used: Vec<(u8, &Vec<&str>)> = (0u8..)
+            .zip(self.ready.iter())
+            .filter(|(_, payloads)| !payloads.is_empty())
+            .collect();
+        let mut script_keys = vec![keys.wake()];
+        script_keys.extend(used.iter().map(|(level, _)| keys.pending(*level)));
+        if !self.scheduled.is_empty() {
+            script_keys.push(keys.scheduled());
+        }
+        let payloads: usize = used.iter().map(|(_, p)| p.len()).sum();
+        let mut args = Vec::with_capacity(3 + used.len() + payloads + 2 * self.scheduled.len());
+        args.push(Cow::Owned(used.len().to_string()));
+        args.extend(used.iter().map(|(_, p)| Cow::Owned(p.len().to_string())));
+        args.push(Cow::Owned(self.scheduled.len().to_string()));
+        for (_, level) in &used {
+            args.extend(level.iter().map(|p| Cow::Borrowed(*p)));
+        }
+        for (due, member) in &self.scheduled {
+            args.push(Cow::Owned(due.to_string()));
+            args.push(Cow::Owned(member.clone()));
+        }
+        (script_keys, args)
     }
 }
 

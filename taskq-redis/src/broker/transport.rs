@@ -14,7 +14,6 @@ use crate::{
     connection::redis_error,
     keys::{self, QueueKeys},
     scripts,
-    server::by_slot,
 };
 
 #[async_trait]
@@ -67,28 +66,47 @@ impl Transport for RedisBroker {
                 .await
                 .map_err(redis_error)?;
         }
-        // One transaction per slot: all of a batch on one server, each queue's part on a
-        // cluster (a transaction cannot span slots there).
-        let groups = by_slot(self.shared.server.is_cluster(), batches, |b| b.queue);
-        let writes = groups.iter().map(|group| {
+        let durable = self.shared.config.durable();
+        if self.shared.server.is_cluster() {
+            // One script per queue, each on its master (a queue's part is all or nothing). Not
+            // a transaction: during a reshard a script runs whole on one node (TRYAGAIN while
+            // its keys are split), whereas a MULTI redirected by ASK could leave one list on
+            // both nodes.
+            let writes = batches.iter().map(|batch| {
+                let (keys, args) = batch.script_call();
+                let mut conn = self.conn();
+                let wake = QueueKeys::new(batch.queue).wake();
+                async move {
+                    let mut invocation = scripts::ENQUEUE.prepare_invoke();
+                    for key in &keys {
+                        invocation.key(key);
+                    }
+                    invocation.arg(args);
+                    invocation
+                        .invoke_async::<()>(&mut conn)
+                        .await
+                        .map_err(redis_error)?;
+                    conn.replicate(durable, &wake).await
+                }
+            });
+            futures_util::future::try_join_all(writes).await?;
+        } else {
+            // One server: the whole batch in one transaction (all or nothing), plain commands
+            // (cheaper than a script; there is no resharding to split them).
             let mut pipe = redis::pipe();
-            if group.iter().map(QueueBatch::commands).sum::<usize>() > 1 {
-                // All or nothing: a batch never lands half-way.
+            if batches.iter().map(QueueBatch::commands).sum::<usize>() > 1 {
                 pipe.atomic();
             }
-            for batch in group {
+            for batch in &batches {
                 batch.write_into(&mut pipe);
             }
-            let (mut conn, durable) = (self.conn(), self.shared.config.durable());
-            let key = QueueKeys::new(group[0].queue).wake();
-            async move {
-                pipe.query_async::<()>(&mut conn)
-                    .await
-                    .map_err(redis_error)?;
-                conn.replicate(durable, &key).await
-            }
-        });
-        futures_util::future::try_join_all(writes).await?;
+            let mut conn = self.conn();
+            pipe.query_async::<()>(&mut conn)
+                .await
+                .map_err(redis_error)?;
+            conn.replicate(durable, &QueueKeys::new(batches[0].queue).wake())
+                .await?;
+        }
         self.remember_queues(&new_queues);
         Ok(())
     }

@@ -35,6 +35,7 @@ macro_rules! transport_conformance {
                 unique_enqueue_happens_once_per_key,
                 rate_limit_spaces_starts,
                 a_huge_fetch_loses_nothing,
+                a_huge_enqueue_lands_whole_and_in_order,
             );
         }
     };
@@ -454,4 +455,49 @@ pub async fn a_huge_fetch_loses_nothing(broker: Shared) {
     let stats = broker.stats(&q).await.unwrap();
     assert_eq!(stats.processing, got.len());
     assert_eq!(stats.pending + stats.processing, total, "{stats:?}");
+}
+
+/// One call with more messages than a Lua call can take arguments (Redis pushes them in
+/// chunks), over two levels, scheduled ones included: every message lands, in order.
+pub async fn a_huge_enqueue_lands_whole_and_in_order(broker: Shared) {
+    let q = queue();
+    // 9,000 on one level and 9,000 scheduled: past the ~8,000 arguments `unpack` takes.
+    let mut sent: Vec<_> = (0..12_000)
+        .map(|i| message(&q, if i % 4 == 0 { 5 } else { 0 }))
+        .collect();
+    let later = broker.clock().now() + chrono::Duration::hours(1);
+    sent.extend((0..9_000).map(|_| {
+        let mut message = message(&q, 0);
+        message.eta = Some(later);
+        message
+    }));
+    let expected_high: Vec<_> = sent
+        .iter()
+        .filter(|m| m.priority == 5)
+        .map(|m| m.id)
+        .collect();
+    let expected_low: Vec<_> = sent
+        .iter()
+        .filter(|m| m.priority == 0 && m.eta.is_none())
+        .map(|m| m.id)
+        .collect();
+    broker.enqueue(sent).await.unwrap();
+    let stats = broker.stats(&q).await.unwrap();
+    assert_eq!(
+        (stats.pending, stats.scheduled),
+        (12_000, 9_000),
+        "{stats:?}"
+    );
+    let worker = WorkerId::generate();
+    let mut got = Vec::new();
+    while got.len() < 12_000 {
+        let batch = broker
+            .fetch(&worker, std::slice::from_ref(&q), 1_000, NO_WAIT)
+            .await
+            .unwrap();
+        assert!(!batch.is_empty(), "fetched {} of 12000", got.len());
+        got.extend(ids(&batch));
+    }
+    assert_eq!(got[..3_000], expected_high[..]);
+    assert_eq!(got[3_000..], expected_low[..]);
 }
