@@ -14,13 +14,23 @@ use taskq_core::{Error, Result};
 pub(crate) fn redis_error(err: redis::RedisError) -> Error {
     // Out of memory (maxmemory with noeviction) passes once settling frees memory.
     let transient = is_out_of_memory(&err)
-        || (!matches!(err.retry_method(), redis::RetryMethod::NoRetry)
-            && err.kind() != redis::ErrorKind::AuthenticationFailed);
+        || (!matches!(err.retry_method(), redis::RetryMethod::NoRetry) && !is_refused_login(&err));
     Error::Broker {
         transport: "redis",
         transient,
         source: Box::new(err),
     }
+}
+
+/// True when the server refused the credentials. The cluster client reports a refused login on
+/// its first connections as an I/O error whose text names the cause, so the text is checked
+/// too.
+fn is_refused_login(err: &redis::RedisError) -> bool {
+    if err.kind() == redis::ErrorKind::AuthenticationFailed {
+        return true;
+    }
+    let text = err.to_string();
+    text.contains("AuthenticationFailed") || text.contains("WRONGPASS")
 }
 
 /// True when the server refused a write for lack of memory, alone or inside a pipeline.

@@ -151,6 +151,27 @@ impl RedisCluster {
         unreachable!("the loop runs until a name fits")
     }
 
+    /// Creates an ACL user `name` with `password` and every permission on every node (ACLs
+    /// are per node; a real deployment sets them in each node's configuration).
+    pub fn add_user(&self, name: &str, password: &str) {
+        for port in self.ports() {
+            let reply = redis_cli(
+                port,
+                &[
+                    "ACL".into(),
+                    "SETUSER".into(),
+                    name.into(),
+                    "on".into(),
+                    format!(">{password}"),
+                    "~*".into(),
+                    "&*".into(),
+                    "+@all".into(),
+                ],
+            );
+            assert_eq!(reply.trim(), "OK", "ACL SETUSER on {port}");
+        }
+    }
+
     /// Kills the node on `port` with SIGKILL (its replica takes over after the node timeout).
     pub fn kill(&mut self, port: u16) {
         if let Some(node) = self.nodes.iter_mut().find(|n| n.port() == port) {

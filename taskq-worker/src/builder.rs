@@ -56,7 +56,8 @@ impl WorkerBuilder {
         }
     }
 
-    /// Calls `hook` after each success (result stored). Errors and panics are logged.
+    /// Calls `hook` after each successful run, just before its result is stored. Errors and
+    /// panics are logged.
     pub fn on_success(
         mut self,
         hook: impl Fn(&TaskEvent<'_>) -> Result<(), HookError> + Send + Sync + 'static,

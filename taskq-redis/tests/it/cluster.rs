@@ -98,3 +98,31 @@ async fn an_idle_fetch_is_woken_by_a_queue_on_another_master() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_in_a_cluster_url_reach_every_node() {
+    let cluster = cluster();
+    let user = format!("u{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    cluster.add_user(&user, "s3cret");
+    let with = |password: &str| {
+        cluster.url().replacen(
+            "redis+cluster://",
+            &format!("redis+cluster://{user}:{password}@"),
+            1,
+        )
+    };
+    let queues: Vec<String> = (0..3).map(|i| cluster.queue_on_master(i, "acl")).collect();
+    let broker = RedisBroker::connect(RedisConfig::new(with("s3cret")))
+        .await
+        .unwrap();
+    let sent: Vec<_> = queues.iter().map(|q| message(q, 0)).collect();
+    broker.enqueue(sent).await.unwrap();
+    let got = broker
+        .fetch(&WorkerId::generate(), &queues, 10, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 3, "one message from each master");
+    let refused = RedisBroker::connect(RedisConfig::new(with("wrong"))).await;
+    let err = refused.expect_err("a wrong password is refused");
+    assert!(!err.is_transient(), "{err:?}");
+}

@@ -1,6 +1,10 @@
 //! A task, a producer that insists through failovers, and the final count of results.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use serde::{Deserialize, Serialize};
 use taskq_core::{Client, Run, Task, TaskContext, TaskError, TaskId, TaskState};
@@ -36,6 +40,9 @@ pub(crate) async fn client(url: &str, durable: bool) -> Client {
     taskq_redis::client(config).await.expect("connect")
 }
 
+/// When each task last succeeded, by id.
+pub(crate) type RunLog = Arc<Mutex<HashMap<TaskId, tokio::time::Instant>>>;
+
 /// A worker running in the background until [`Running::stop`].
 pub(crate) struct Running {
     stop: CancellationToken,
@@ -44,8 +51,19 @@ pub(crate) struct Running {
 
 impl Running {
     pub(crate) fn start(client: &Client, queues: &[String]) -> Self {
+        Self::start_noting_runs(client, queues, RunLog::default())
+    }
+
+    /// A worker that notes in `runs` when each task succeeded.
+    pub(crate) fn start_noting_runs(client: &Client, queues: &[String], runs: RunLog) -> Self {
         let worker = Worker::builder(client.clone())
             .register::<Echo>()
+            .on_success(move |event| {
+                if let Some(id) = event.id {
+                    runs.lock().unwrap().insert(id, tokio::time::Instant::now());
+                }
+                Ok(())
+            })
             .queues(queues.iter().cloned())
             .concurrency(8)
             .liveness(Duration::from_millis(500), Duration::from_secs(10))
@@ -85,21 +103,52 @@ pub(crate) fn produce(
     count: u64,
     pause: Duration,
 ) -> JoinHandle<Vec<TaskId>> {
+    let produced = produce_timed(client, queues, count, pause);
+    tokio::spawn(async move {
+        let sent = produced.await.expect("producer");
+        sent.into_iter().map(|(id, _)| id).collect()
+    })
+}
+
+/// As [`produce`], with the moment each enqueue returned.
+pub(crate) fn produce_timed(
+    client: &Client,
+    queues: &[String],
+    count: u64,
+    pause: Duration,
+) -> JoinHandle<Vec<(TaskId, tokio::time::Instant)>> {
     let (client, queues) = (client.clone(), queues.to_vec());
     tokio::spawn(async move {
-        let mut ids = Vec::new();
+        let mut sent = Vec::new();
         for n in 0..count {
             let queue = &queues[usize::try_from(n).unwrap_or(0) % queues.len()];
-            ids.push(enqueue_insisting(&client, queue, n, 5).await);
+            let id = enqueue_insisting(&client, queue, n, 5).await;
+            sent.push((id, tokio::time::Instant::now()));
             tokio::time::sleep(pause).await;
         }
-        ids
+        sent
     })
 }
 
 /// Waits up to `timeout` for every id in `ids` to have a SUCCESS result, then asserts that
 /// none is missing (naming how many and a few of them).
 pub(crate) async fn assert_all_succeed(client: &Client, ids: &[TaskId], timeout: Duration) {
+    let missing = never_succeeded(client, ids, timeout).await;
+    let sample: Vec<_> = missing.iter().take(5).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} tasks never succeeded, e.g. {sample:?}",
+        missing.len(),
+        ids.len()
+    );
+}
+
+/// The ids of `ids` without a SUCCESS result after waiting up to `timeout` for them.
+pub(crate) async fn never_succeeded(
+    client: &Client,
+    ids: &[TaskId],
+    timeout: Duration,
+) -> BTreeSet<TaskId> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut missing: BTreeSet<TaskId> = ids.iter().copied().collect();
     while !missing.is_empty() && tokio::time::Instant::now() < deadline {
@@ -117,11 +166,5 @@ pub(crate) async fn assert_all_succeed(client: &Client, ids: &[TaskId], timeout:
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    let sample: Vec<_> = missing.iter().take(5).collect();
-    assert!(
-        missing.is_empty(),
-        "{} of {} tasks never succeeded, e.g. {sample:?}",
-        missing.len(),
-        ids.len()
-    );
+    missing
 }
