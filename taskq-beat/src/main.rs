@@ -11,9 +11,19 @@ use taskq_beat::{Beat, BeatConfig};
 #[derive(Debug, Parser)]
 #[command(name = "taskq-beat", version)]
 struct Cli {
-    /// Broker URL: redis://HOST:PORT, rediss://, or memory:// (in-process, for trying it out).
+    /// Broker URL: redis://HOST:PORT, rediss://, redis+cluster://H:P,H:P,
+    /// redis+sentinel://H:P,H:P/MASTER, or memory:// (in-process, for trying it out).
     #[arg(long, env = "TASKQ_BROKER", default_value = "redis://127.0.0.1:6379")]
     broker: String,
+    /// PEM file of the certificate authority to trust for rediss:// (default: public roots).
+    #[arg(long, env = "TASKQ_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// PEM file of a client certificate, for servers that require one.
+    #[arg(long, env = "TASKQ_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM file of the client certificate's private key.
+    #[arg(long, env = "TASKQ_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// The schedule file (TOML, see examples/beat.toml).
     #[arg(long)]
     schedule: PathBuf,
@@ -75,10 +85,14 @@ async fn run(cli: &Cli, entries: Vec<taskq_beat::Entry>) -> Result<(), Box<dyn s
             taskq::error_chain(&err)
         )
     };
-    let client = taskq::connect(&cli.broker).await.map_err(unreachable)?;
-    let store = taskq::connect_beat_store(&cli.broker)
-        .await
-        .map_err(unreachable)?;
+    let url = taskq::url_with_tls(
+        &cli.broker,
+        cli.tls_ca.as_deref(),
+        cli.tls_cert.as_deref(),
+        cli.tls_key.as_deref(),
+    );
+    let client = taskq::connect(&url).await.map_err(unreachable)?;
+    let store = taskq::connect_beat_store(&url).await.map_err(unreachable)?;
     let mut config = BeatConfig::default();
     config.lock_ttl = cli.lock_ttl;
     config.tick = cli.tick;

@@ -15,9 +15,20 @@ use serde::Serialize;
 #[derive(Debug, Parser)]
 #[command(about = "Benchmark taskq against a broker")]
 struct Cli {
-    /// Broker URL: redis://HOST:PORT or memory://.
-    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    /// Broker URL: redis://HOST:PORT, rediss://, redis+cluster://H:P,H:P,
+    /// redis+sentinel://H:P,H:P/MASTER (add ?durable=1 for durable writes) or memory://.
+    #[arg(long, env = "TASKQ_BROKER", default_value = "redis://127.0.0.1:6379")]
     broker: String,
+    /// PEM file of the certificate authority to trust for rediss:// (Redis counters are not
+    /// collected then).
+    #[arg(long, env = "TASKQ_TLS_CA")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// PEM file of a client certificate, for servers that require one.
+    #[arg(long, env = "TASKQ_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM file of the client certificate's private key.
+    #[arg(long, env = "TASKQ_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     /// Workloads to run (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     workload: Vec<Workload>,
@@ -89,7 +100,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         )
         .with_writer(std::io::stderr)
         .try_init();
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    cli.broker = taskq::url_with_tls(
+        &cli.broker,
+        cli.tls_ca.as_deref(),
+        cli.tls_cert.as_deref(),
+        cli.tls_key.as_deref(),
+    );
     let workloads = if cli.workload.is_empty() {
         Workload::value_variants().to_vec()
     } else {

@@ -49,8 +49,12 @@ pub(crate) struct RedisNodes(Vec<redis::aio::MultiplexedConnection>);
 
 impl RedisNodes {
     /// Connects to the nodes `url` names: `redis://`/`rediss://` one, `redis+cluster://` each
-    /// seed. `None` for other URLs (Sentinel: the master moves; no counters then).
+    /// seed. `None` for other URLs (Sentinel: the master moves) and private TLS authorities.
     pub(crate) async fn connect(url: &str) -> redis::RedisResult<Option<Self>> {
+        if url.contains("tls_ca=") || url.contains("tls_cert=") {
+            // A private authority: the admin connection would not verify; no counters.
+            return Ok(None);
+        }
         let nodes: Vec<String> = match url.split_once("+cluster://") {
             Some((scheme, rest)) => {
                 let (auth, hosts) = match rest.rfind('@') {

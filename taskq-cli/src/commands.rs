@@ -13,7 +13,13 @@ use crate::{
 };
 
 pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
-    let client = connect(&cli.broker).await?;
+    let url = taskq::url_with_tls(
+        &cli.broker,
+        cli.tls_ca.as_deref(),
+        cli.tls_cert.as_deref(),
+        cli.tls_key.as_deref(),
+    );
+    let client = connect(&url).await?;
     let json = cli.json;
     match cli.command {
         Command::Status { watch: None } => println!("{}", status(&client, json).await?),

@@ -517,3 +517,52 @@ async fn status_workers_and_ping_on_a_cluster() {
     assert!(result.contains("SUCCESS"), "{result}");
     worker.stop().await;
 }
+
+/// `--tls-ca`, `--tls-cert` and `--tls-key` (or `TASKQ_TLS_*`) reach the connection: a TLS-only
+/// server that requires client certificates answers `status` only with all three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_files_come_from_flags_and_the_environment() {
+    let dir = std::env::temp_dir().join(format!("taskq-cli-tls-{}", uuid::Uuid::new_v4().simple()));
+    let files = taskq_testkit::TlsFiles::generate(&dir);
+    let server = RedisServer::start_tls(&files, "yes");
+    let (ca, cert, key) = (
+        files.ca.display().to_string(),
+        files.client_cert.display().to_string(),
+        files.client_key.display().to_string(),
+    );
+    let with_flags = taskq_with_input(
+        &server.url(),
+        &[
+            "status",
+            "--json",
+            "--tls-ca",
+            &ca,
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+        ],
+        "",
+    );
+    assert!(json(&with_flags)["queues"].is_array());
+    let from_env = Command::new(env!("CARGO_BIN_EXE_taskq"))
+        .args(["--broker", &server.url(), "status", "--json"])
+        .env("TASKQ_TLS_CA", &ca)
+        .env("TASKQ_TLS_CERT", &cert)
+        .env("TASKQ_TLS_KEY", &key)
+        .output()
+        .unwrap();
+    assert!(json(&from_env)["queues"].is_array());
+    let without_client_cert = failure(&taskq_with_input(
+        &server.url(),
+        &["status", "--tls-ca", &ca],
+        "",
+    ));
+    assert!(
+        without_client_cert.contains("cannot reach the broker"),
+        "{without_client_cert}"
+    );
+    let without_ca = failure(&taskq_with_input(&server.url(), &["status"], ""));
+    assert!(without_ca.contains("certificate"), "{without_ca}");
+    let _ = std::fs::remove_dir_all(dir);
+}

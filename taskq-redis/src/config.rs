@@ -21,8 +21,19 @@ pub struct RedisConfig {
     result_poll_interval: Duration,
     host_clock: Clock,
     durable: Option<Durable>,
+    tls: TlsFiles,
     /// What was wrong with taskq's own URL parameters, reported on connect.
     url_problem: Option<String>,
+}
+
+/// PEM files for TLS: the authority to trust instead of the public roots, and a client
+/// certificate for servers that ask for one (mutual TLS).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The CA certificate that signed the servers' certificates.
+    pub ca: Option<std::path::PathBuf>,
+    /// This client's certificate and its private key.
+    pub client: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// Opt-in durable writes: how many replicas must have a write before it counts as done.
@@ -36,10 +47,11 @@ pub struct Durable {
 
 impl RedisConfig {
     /// Settings for the server at `url` (`redis://`, `rediss://`, with `user:password@` for ACL,
-    /// `redis+cluster://`, `redis+sentinel://`). Two query parameters are taskq's own and
-    /// turn on [durable writes](RedisConfig::with_durable_writes) for programs that take only
-    /// a URL (worker, beat, CLI): `durable=<replicas>` and `durable_timeout_ms=<ms>` (default
-    /// 1000).
+    /// `redis+cluster://`, `redis+sentinel://`). Some query parameters are taskq's own, for
+    /// programs that take only a URL (worker, beat, CLI): `durable=<replicas>` and
+    /// `durable_timeout_ms=<ms>` (default 1000) turn on
+    /// [durable writes](RedisConfig::with_durable_writes); `tls_ca=<pem file>`,
+    /// `tls_cert=<pem file>` and `tls_key=<pem file>` set [TLS files](RedisConfig::with_tls).
     ///
     /// ```
     /// use taskq_redis::RedisConfig;
@@ -48,10 +60,16 @@ impl RedisConfig {
     /// assert_eq!(config.durable().unwrap().replicas, 1);
     /// ```
     pub fn new(url: impl Into<String>) -> Self {
-        let (url, durable, url_problem) = take_durable_params(&url.into());
+        let UrlParams {
+            url,
+            durable,
+            tls,
+            problem: url_problem,
+        } = UrlParams::take(&url.into());
         Self {
             url,
             durable,
+            tls,
             url_problem,
             block_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(5),
@@ -113,19 +131,63 @@ impl RedisConfig {
         self
     }
 
+    /// TLS with a private authority and, optionally, a client certificate (mutual TLS), for
+    /// `rediss://` URLs of every topology.
+    ///
+    /// ```
+    /// use taskq_redis::{RedisConfig, TlsFiles};
+    /// let config = RedisConfig::new("rediss://cache:6380?tls_ca=/etc/taskq/ca.pem");
+    /// assert_eq!(config.tls().ca.as_deref(), Some(std::path::Path::new("/etc/taskq/ca.pem")));
+    /// let config = config.with_tls(TlsFiles { ca: None, client: None });
+    /// assert_eq!(config.tls(), &TlsFiles::default());
+    /// ```
+    pub fn with_tls(mut self, files: TlsFiles) -> Self {
+        self.tls = files;
+        self
+    }
+
+    /// The TLS files, when set.
+    pub fn tls(&self) -> &TlsFiles {
+        &self.tls
+    }
+
+    /// The certificates to hand redis-rs, read from the TLS files.
+    fn certificates(&self) -> Result<Option<redis::TlsCertificates>, String> {
+        if self.tls == TlsFiles::default() {
+            return Ok(None);
+        }
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|err| format!("cannot read {}: {err}", path.display()))
+        };
+        let root_cert = self.tls.ca.as_deref().map(read).transpose()?;
+        let client_tls = match &self.tls.client {
+            Some((cert, key)) => Some(redis::ClientTlsConfig {
+                client_cert: read(cert)?,
+                client_key: read(key)?,
+            }),
+            None => None,
+        };
+        Ok(Some(redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        }))
+    }
+
     /// The server this configuration names.
     ///
     /// # Errors
     ///
     /// [`taskq_core::Error::Invalid`] for a bad URL or bad taskq parameters in it.
     pub(crate) fn server(&self) -> taskq_core::Result<crate::server::Server> {
+        let invalid = |reason: String| taskq_core::Error::Invalid {
+            what: "redis url",
+            reason,
+        };
         if let Some(problem) = &self.url_problem {
-            return Err(taskq_core::Error::Invalid {
-                what: "redis url",
-                reason: problem.clone(),
-            });
+            return Err(invalid(problem.clone()));
         }
-        crate::server::Server::open(&self.url)
+        let certificates = self.certificates().map_err(invalid)?;
+        crate::server::Server::open(&self.url, certificates)
     }
 
     /// The durable-write setting, when on.
@@ -164,43 +226,69 @@ impl RedisConfig {
     }
 }
 
-/// Splits taskq's `durable` and `durable_timeout_ms` query parameters off `url`; returns the
-/// URL without them, the setting, and what was wrong with them.
-fn take_durable_params(url: &str) -> (String, Option<Durable>, Option<String>) {
-    let Some((base, query)) = url.split_once('?') else {
-        return (url.to_owned(), None, None);
-    };
-    let (mut replicas, mut timeout_ms, mut problem) = (None, 1000u64, None);
-    let mut kept = Vec::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        match pair.split_once('=') {
-            Some(("durable", value)) => match value.parse::<usize>() {
-                Ok(n) => replicas = Some(n),
-                Err(_) => {
-                    problem = Some(format!("`durable={value}`: expected a number of replicas"))
-                }
-            },
-            Some(("durable_timeout_ms", value)) => match value.parse::<u64>() {
-                Ok(ms) => timeout_ms = ms,
-                Err(_) => {
-                    problem = Some(format!(
-                        "`durable_timeout_ms={value}`: expected milliseconds"
-                    ))
-                }
-            },
-            _ => kept.push(pair),
+/// taskq's own query parameters, taken off a URL.
+struct UrlParams {
+    /// The URL without them.
+    url: String,
+    durable: Option<Durable>,
+    tls: TlsFiles,
+    /// What was wrong with them.
+    problem: Option<String>,
+}
+
+impl UrlParams {
+    fn take(url: &str) -> Self {
+        let mut params = Self {
+            url: url.to_owned(),
+            durable: None,
+            tls: TlsFiles::default(),
+            problem: None,
+        };
+        let Some((base, query)) = url.split_once('?') else {
+            return params;
+        };
+        let (mut replicas, mut timeout_ms) = (None, 1000u64);
+        let (mut cert, mut key) = (None, None);
+        let mut kept = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("durable", value)) => match value.parse::<usize>() {
+                    Ok(n) => replicas = Some(n),
+                    Err(_) => {
+                        params.problem =
+                            Some(format!("`durable={value}`: expected a number of replicas"));
+                    }
+                },
+                Some(("durable_timeout_ms", value)) => match value.parse::<u64>() {
+                    Ok(ms) => timeout_ms = ms,
+                    Err(_) => {
+                        params.problem = Some(format!(
+                            "`durable_timeout_ms={value}`: expected milliseconds"
+                        ));
+                    }
+                },
+                Some(("tls_ca", path)) => params.tls.ca = Some(path.into()),
+                Some(("tls_cert", path)) => cert = Some(std::path::PathBuf::from(path)),
+                Some(("tls_key", path)) => key = Some(std::path::PathBuf::from(path)),
+                _ => kept.push(pair),
+            }
         }
+        match (cert, key) {
+            (Some(cert), Some(key)) => params.tls.client = Some((cert, key)),
+            (None, None) => {}
+            _ => params.problem = Some("`tls_cert` and `tls_key` go together".to_owned()),
+        }
+        params.url = if kept.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        };
+        params.durable = replicas.filter(|n| *n > 0).map(|replicas| Durable {
+            replicas,
+            timeout: Duration::from_millis(timeout_ms),
+        });
+        params
     }
-    let url = if kept.is_empty() {
-        base.to_owned()
-    } else {
-        format!("{base}?{}", kept.join("&"))
-    };
-    let durable = replicas.filter(|n| *n > 0).map(|replicas| Durable {
-        replicas,
-        timeout: Duration::from_millis(timeout_ms),
-    });
-    (url, durable, problem)
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ use std::sync::Arc;
 pub use backend::RedisResultBackend;
 pub use beat_store::RedisBeatStore;
 pub use broker::RedisBroker;
-pub use config::{Durable, RedisConfig};
+pub use config::{Durable, RedisConfig, TlsFiles};
 
 /// A [`taskq_core::Client`] on the Redis broker and result backend described by `config`.
 ///

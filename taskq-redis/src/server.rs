@@ -14,7 +14,7 @@ use std::{fmt, sync::Arc};
 
 use redis::{
     cluster::{ClusterClient, ClusterClientBuilder},
-    sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType},
+    sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType},
     Client, IntoConnectionInfo,
 };
 
@@ -92,28 +92,32 @@ impl Server {
     /// # Errors
     ///
     /// [`Error::Invalid`] naming what is wrong with the URL.
-    pub(crate) fn open(url: &str) -> Result<Self> {
+    pub(crate) fn open(url: &str, certificates: Option<redis::TlsCertificates>) -> Result<Self> {
         if url.starts_with("rediss") {
             // rustls needs a process-wide crypto provider; another part of the program may
             // already have installed one, which is fine.
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
         let topology = if let Some((tls, rest)) = strip_scheme(url, "cluster") {
-            Self::cluster(tls, rest)?
+            Self::cluster(tls, rest, certificates)?
         } else if let Some((tls, rest)) = strip_scheme(url, "sentinel") {
-            Self::sentinel(tls, rest)?
+            Self::sentinel(tls, rest, certificates)?
         } else {
             let info = url
                 .into_connection_info()
                 .map_err(|err| invalid(err.to_string()))?;
-            Topology::Single(Client::open(info).map_err(redis_error)?)
+            Topology::Single(open_client(info, certificates)?)
         };
         Ok(Self {
             topology: Arc::new(topology),
         })
     }
 
-    fn cluster(tls: bool, rest: &str) -> Result<Topology> {
+    fn cluster(
+        tls: bool,
+        rest: &str,
+        certificates: Option<redis::TlsCertificates>,
+    ) -> Result<Topology> {
         let (auth, hosts, path) = split_multi_host(rest);
         if !path.is_empty() && path != "0" {
             return Err(invalid("Redis Cluster has only database 0"));
@@ -134,16 +138,21 @@ impl Server {
         let seeds = nodes
             .iter()
             .cloned()
-            .map(Client::open)
-            .collect::<redis::RedisResult<Vec<_>>>()
-            .map_err(redis_error)?;
-        let client = ClusterClientBuilder::new(nodes)
-            .build()
-            .map_err(|err| invalid(err.to_string()))?;
+            .map(|node| open_client(node, certificates.clone()))
+            .collect::<Result<Vec<_>>>()?;
+        let mut builder = ClusterClientBuilder::new(nodes);
+        if let Some(certificates) = certificates {
+            builder = builder.certs(certificates);
+        }
+        let client = builder.build().map_err(|err| invalid(err.to_string()))?;
         Ok(Topology::Cluster { client, seeds })
     }
 
-    fn sentinel(tls: bool, rest: &str) -> Result<Topology> {
+    fn sentinel(
+        tls: bool,
+        rest: &str,
+        certificates: Option<redis::TlsCertificates>,
+    ) -> Result<Topology> {
         let (auth, hosts, path) = split_multi_host(rest);
         let (master, db) = path.split_once('/').unwrap_or((path, "0"));
         if master.is_empty() {
@@ -152,30 +161,41 @@ impl Server {
             ));
         }
         let scheme = if tls { "rediss" } else { "redis" };
-        let sentinels: Vec<String> = hosts
-            .split(',')
-            .filter(|h| !h.is_empty())
-            .map(|host| format!("{scheme}://{host}"))
-            .collect();
         let Some(first) = hosts.split(',').next().filter(|h| !h.is_empty()) else {
             return Err(invalid("a sentinel URL lists at least one sentinel"));
         };
+        let mut sentinels = Vec::new();
+        for host in hosts.split(',').filter(|h| !h.is_empty()) {
+            let info = format!("{scheme}://{host}")
+                .into_connection_info()
+                .map_err(|err| invalid(format!("sentinel `{host}`: {err}")))?;
+            sentinels.push(info.addr().clone());
+        }
         // The data nodes' credentials and database, parsed the way a plain URL is.
         let node = format!("{scheme}://{auth}{first}/{db}")
             .into_connection_info()
             .map_err(|err| invalid(err.to_string()))?;
-        let mut node_info = SentinelNodeConnectionInfo::default()
-            .set_redis_connection_info(node.redis_settings().clone());
-        if tls {
-            node_info = node_info.set_tls_mode(redis::TlsMode::Secure);
+        let settings = node.redis_settings();
+        let mut builder = SentinelClientBuilder::new(sentinels, master, SentinelServerType::Master)
+            .map_err(|err| invalid(err.to_string()))?
+            .set_client_to_redis_db(settings.db());
+        if let Some(username) = settings.username() {
+            builder = builder.set_client_to_redis_username(username);
         }
-        let client = SentinelClient::build(
-            sentinels,
-            master,
-            Some(node_info),
-            SentinelServerType::Master,
-        )
-        .map_err(|err| invalid(err.to_string()))?;
+        if let Some(password) = settings.password() {
+            builder = builder.set_client_to_redis_password(password);
+        }
+        if tls {
+            builder = builder
+                .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+                .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
+        }
+        if let Some(certificates) = certificates {
+            builder = builder
+                .set_client_to_redis_certificates(certificates.clone())
+                .set_client_to_sentinel_certificates(certificates);
+        }
+        let client = builder.build().map_err(|err| invalid(err.to_string()))?;
         Ok(Topology::Sentinel(Arc::new(tokio::sync::Mutex::new(
             client,
         ))))
@@ -239,6 +259,18 @@ impl Server {
             }
         }
     }
+}
+
+/// A client for one server, trusting `certificates` when given.
+fn open_client(
+    info: redis::ConnectionInfo,
+    certificates: Option<redis::TlsCertificates>,
+) -> Result<Client> {
+    match certificates {
+        Some(certificates) => Client::build_with_tls(info, certificates),
+        None => Client::open(info),
+    }
+    .map_err(redis_error)
 }
 
 /// `items` in groups whose keys (`key_of`) share a cluster slot, in order of first
@@ -312,13 +344,13 @@ mod tests {
             ("redis+cluster://", "at least one node"),
             ("redis+cluster://h:1/2", "only database 0"),
         ] {
-            let err = Server::open(url).unwrap_err().to_string();
+            let err = Server::open(url, None).unwrap_err().to_string();
             assert!(err.contains(needle), "{url}: {err}");
         }
-        assert!(Server::open("redis+cluster://u:p@h1:1,h2:2")
+        assert!(Server::open("redis+cluster://u:p@h1:1,h2:2", None)
             .unwrap()
             .is_cluster());
-        assert!(!Server::open("redis+sentinel://h1:1/m")
+        assert!(!Server::open("redis+sentinel://h1:1/m", None)
             .unwrap()
             .is_cluster());
     }

@@ -24,11 +24,13 @@ mod proxy;
 mod sentinel;
 #[allow(missing_docs)]
 pub mod suite;
+mod tls;
 mod watchdog;
 
 pub use cluster::RedisCluster;
 pub use proxy::Proxy;
 pub use sentinel::SentinelGroup;
+pub use tls::TlsFiles;
 
 use std::{
     io::{Read, Write},
@@ -50,8 +52,11 @@ pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
-    /// Arguments after the defaults (cluster mode, replication, ...).
+    /// Arguments after the defaults (cluster mode, replication, ...); `{port}` stands for the
+    /// server's port.
     extra_args: Vec<String>,
+    /// Set for a TLS-only server: readiness is checked over TLS with these files.
+    tls: Option<TlsFiles>,
 }
 
 impl RedisServer {
@@ -72,19 +77,7 @@ impl RedisServer {
     pub fn start_with(extra_args: &[String], pick_port: fn() -> u16) -> Self {
         let mut last_error = String::new();
         for _ in 0..5 {
-            let port = pick_port();
-            let dir = std::env::temp_dir().join(format!(
-                "taskq-redis-{}-{port}-{:x}",
-                std::process::id(),
-                Instant::now().elapsed().as_nanos() ^ u128::from(port) << 17
-            ));
-            std::fs::create_dir_all(&dir).expect("create a temporary directory for redis-server");
-            let mut server = Self {
-                child: None,
-                port,
-                dir,
-                extra_args: extra_args.to_vec(),
-            };
+            let mut server = Self::unstarted(extra_args, pick_port());
             match server.spawn() {
                 Ok(()) => return server,
                 Err(err) => last_error = err,
@@ -93,9 +86,64 @@ impl RedisServer {
         panic!("could not start redis-server: {last_error}");
     }
 
-    /// `redis://127.0.0.1:<port>`.
+    /// Starts a TLS-only server (`--port 0 --tls-port <port>`) with the certificates in
+    /// `files`; `client_certificates` is `no`, `optional` or `yes` (`--tls-auth-clients`).
+    ///
+    /// # Panics
+    ///
+    /// As [`RedisServer::start`].
+    pub fn start_tls(files: &TlsFiles, client_certificates: &str) -> Self {
+        let path = |p: &std::path::Path| p.display().to_string();
+        let args: Vec<String> = vec![
+            "--port".into(),
+            "0".into(),
+            "--tls-port".into(),
+            "{port}".into(),
+            "--tls-cert-file".into(),
+            path(&files.server_cert),
+            "--tls-key-file".into(),
+            path(&files.server_key),
+            "--tls-ca-cert-file".into(),
+            path(&files.ca),
+            "--tls-auth-clients".into(),
+            client_certificates.into(),
+        ];
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let mut server = Self::unstarted(&args, free_port());
+            server.tls = Some(files.clone());
+            match server.spawn() {
+                Ok(()) => return server,
+                Err(err) => last_error = err,
+            }
+        }
+        panic!("could not start a TLS redis-server: {last_error}");
+    }
+
+    fn unstarted(extra_args: &[String], port: u16) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "taskq-redis-{}-{port}-{:x}",
+            std::process::id(),
+            Instant::now().elapsed().as_nanos() ^ u128::from(port) << 17
+        ));
+        std::fs::create_dir_all(&dir).expect("create a temporary directory for redis-server");
+        Self {
+            child: None,
+            port,
+            dir,
+            extra_args: extra_args.to_vec(),
+            tls: None,
+        }
+    }
+
+    /// `redis://127.0.0.1:<port>` (`rediss://` for a TLS server).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// The port the server listens on.
@@ -158,7 +206,11 @@ impl RedisServer {
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
-            .args(&self.extra_args)
+            .args(
+                self.extra_args
+                    .iter()
+                    .map(|arg| arg.replace("{port}", &self.port.to_string())),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -175,13 +227,32 @@ impl RedisServer {
                     return Err(format!("redis-server exited early with {status}"));
                 }
             }
-            if ping(self.port) {
+            if self.answers() {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         self.kill();
         Err("redis-server did not answer PING within 10 s".into())
+    }
+}
+
+impl RedisServer {
+    /// True when the server answers `PING` (over TLS for a TLS server, through `redis-cli`).
+    fn answers(&self) -> bool {
+        let Some(files) = &self.tls else {
+            return ping(self.port);
+        };
+        Command::new("redis-cli")
+            .args(["--tls", "--cacert"])
+            .arg(&files.ca)
+            .arg("--cert")
+            .arg(&files.client_cert)
+            .arg("--key")
+            .arg(&files.client_key)
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "PING"])
+            .output()
+            .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "PONG")
     }
 }
 

@@ -30,9 +30,19 @@ use taskq_worker::{Worker, WorkerBuilder, WorkerReport};
 #[command(about = None, long_about = None)]
 #[non_exhaustive]
 pub struct WorkerArgs {
-    /// Broker URL: redis://HOST:PORT[/DB], rediss:// for TLS, or memory:// (in-process).
+    /// Broker URL: redis://HOST:PORT[/DB], rediss:// for TLS, redis+cluster://H:P,H:P,
+    /// redis+sentinel://H:P,H:P/MASTER, or memory:// (in-process).
     #[arg(long, env = "TASKQ_BROKER", default_value = "redis://127.0.0.1:6379")]
     pub broker: String,
+    /// PEM file of the certificate authority to trust for rediss:// (default: public roots).
+    #[arg(long, env = "TASKQ_TLS_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// PEM file of this worker's client certificate, for servers that require one.
+    #[arg(long, env = "TASKQ_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM file of the client certificate's private key.
+    #[arg(long, env = "TASKQ_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
     /// Queues to consume, in order of preference (default: the registered tasks' queues).
     #[arg(long, env = "TASKQ_QUEUES", value_delimiter = ',')]
     pub queues: Vec<String>,
@@ -106,7 +116,17 @@ impl WorkerArgs {
     ///
     /// An unsupported URL or an unreachable broker.
     pub async fn connect(&self) -> taskq_core::Result<Client> {
-        crate::connect(&self.broker).await
+        crate::connect(&self.broker_url()).await
+    }
+
+    /// `--broker` with the TLS files added.
+    pub fn broker_url(&self) -> String {
+        crate::url_with_tls(
+            &self.broker,
+            self.tls_ca.as_deref(),
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+        )
     }
 
     /// Applies the flags to a builder.
@@ -270,6 +290,9 @@ mod tests {
         let help = ReadmeWorker::command().render_long_help().to_string();
         for env in [
             "TASKQ_BROKER",
+            "TASKQ_TLS_CA",
+            "TASKQ_TLS_CERT",
+            "TASKQ_TLS_KEY",
             "TASKQ_QUEUES",
             "TASKQ_CONCURRENCY",
             "TASKQ_PREFETCH",
@@ -286,7 +309,7 @@ mod tests {
         }
         let flags = help.matches("\n      --").count();
         assert_eq!(
-            flags, 9,
+            flags, 12,
             "a new flag needs an environment variable too:\n{help}"
         );
     }

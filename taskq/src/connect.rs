@@ -83,6 +83,34 @@ pub async fn connect_beat_store(url: &str) -> Result<Arc<dyn BeatStore>> {
     Err(unsupported(url))
 }
 
+/// `url` with taskq's TLS parameters added (`tls_ca`, `tls_cert`, `tls_key`: PEM files of the
+/// authority to trust and of a client certificate for mutual TLS), for programs whose flags
+/// name the files separately.
+///
+/// ```
+/// use std::path::Path;
+/// assert_eq!(
+///     taskq::url_with_tls("rediss://cache:6380", Some(Path::new("/ca.pem")), None, None),
+///     "rediss://cache:6380?tls_ca=/ca.pem"
+/// );
+/// assert_eq!(taskq::url_with_tls("redis://h", None, None, None), "redis://h");
+/// ```
+pub fn url_with_tls(
+    url: &str,
+    ca: Option<&std::path::Path>,
+    cert: Option<&std::path::Path>,
+    key: Option<&std::path::Path>,
+) -> String {
+    let mut url = url.to_owned();
+    for (name, path) in [("tls_ca", ca), ("tls_cert", cert), ("tls_key", key)] {
+        if let Some(path) = path {
+            url.push(if url.contains('?') { '&' } else { '?' });
+            url.push_str(&format!("{name}={}", path.display()));
+        }
+    }
+    url
+}
+
 /// `url` with its password replaced, for messages and logs.
 ///
 /// ```

@@ -39,7 +39,7 @@ pub mod cli;
 mod connect;
 pub mod signal;
 
-pub use connect::{connect, connect_beat_store, redacted_url, Connect};
+pub use connect::{connect, connect_beat_store, redacted_url, url_with_tls, Connect};
 pub use taskq_core::*;
 pub use taskq_worker::{TaskEvent, Worker, WorkerBuilder, WorkerConfig, WorkerReport};
 
