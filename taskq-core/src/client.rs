@@ -47,6 +47,8 @@ struct Inner {
     backend: Arc<dyn ResultBackend>,
     clock: Clock,
     max_payload_bytes: usize,
+    /// How long an enqueue into a full queue waits for room before failing.
+    room_wait: std::time::Duration,
 }
 
 impl Client {
@@ -67,19 +69,79 @@ impl Client {
                 backend,
                 clock,
                 max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+                room_wait: std::time::Duration::ZERO,
             }),
         }
     }
 
     /// The same client with another payload limit (default 1 MiB per encoded envelope).
     pub fn with_max_payload_bytes(self, limit: usize) -> Self {
+        self.edited(|inner| inner.max_payload_bytes = limit)
+    }
+
+    /// The same client, whose enqueues into a full queue (flow control,
+    /// [`Error::QueueFull`](crate::Error::QueueFull)) wait up to `wait` for room, retrying with
+    /// backoff, instead of failing at once (default: no wait). Back-pressure for producers that
+    /// can afford to slow down.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use std::{sync::Arc, time::Duration};
+    /// use taskq_core::{Client, MemoryBroker, MemoryBrokerConfig, MemoryResultBackend};
+    /// let broker = MemoryBroker::with_config(MemoryBrokerConfig::default().with_capacity(1));
+    /// let client = Client::new(Arc::new(broker), Arc::new(MemoryResultBackend::new()))
+    ///     .with_room_wait(Duration::from_millis(50));
+    /// client.enqueue_by_name("a.task", &serde_json::json!({})).await.unwrap();
+    /// let full = client.enqueue_by_name("a.task", &serde_json::json!({})).await;
+    /// assert!(matches!(full, Err(taskq_core::Error::QueueFull { .. })));
+    /// # }
+    /// ```
+    pub fn with_room_wait(self, wait: std::time::Duration) -> Self {
+        self.edited(|inner| inner.room_wait = wait)
+    }
+
+    fn edited(&self, edit: impl FnOnce(&mut Inner)) -> Self {
+        let mut inner = Inner {
+            broker: self.inner.broker.clone(),
+            backend: self.inner.backend.clone(),
+            clock: self.inner.clock.clone(),
+            max_payload_bytes: self.inner.max_payload_bytes,
+            room_wait: self.inner.room_wait,
+        };
+        edit(&mut inner);
         Self {
-            inner: Arc::new(Inner {
-                broker: self.inner.broker.clone(),
-                backend: self.inner.backend.clone(),
-                clock: self.inner.clock.clone(),
-                max_payload_bytes: limit,
-            }),
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Sends `value` with `send`, again while it fails with a full queue, with backoff, for up
+    /// to the client's room wait (copies of `value` are made only then).
+    async fn waiting_for_room<V, T, F, Fut>(&self, value: V, send: F) -> Result<T>
+    where
+        V: Clone,
+        F: Fn(V) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        if self.inner.room_wait.is_zero() {
+            return send(value).await;
+        }
+        let deadline = tokio::time::Instant::now() + self.inner.room_wait;
+        let backoff = crate::RetryPolicy::exponential(
+            std::time::Duration::from_millis(5),
+            std::time::Duration::from_millis(500),
+        );
+        let mut attempt = 0;
+        loop {
+            match send(value.clone()).await {
+                Err(Error::QueueFull { .. }) if tokio::time::Instant::now() < deadline => {
+                    let pause = backoff
+                        .delay(attempt)
+                        .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+                    tokio::time::sleep(pause).await;
+                    attempt += 1;
+                }
+                outcome => return outcome,
+            }
         }
     }
 
@@ -228,7 +290,8 @@ impl Client {
             .map(|p| OutboundMessage::from_envelope(&p.envelope, self.max_payload_bytes()))
             .collect::<Result<Vec<_>>>()?;
         let ids: Vec<TaskId> = messages.iter().map(|m| m.id).collect();
-        self.broker().enqueue(messages).await?;
+        self.waiting_for_room(messages, |messages| self.broker().enqueue(messages))
+            .await?;
         count_enqueued(name, &queue, ids.len() as u64);
         Ok(ids)
     }
@@ -238,11 +301,17 @@ impl Client {
         let Planned { envelope, unique } = planned;
         let message = OutboundMessage::from_envelope(&envelope, self.max_payload_bytes())?;
         if let Some((key, window)) = unique {
-            if let Some(holder) = self.broker().enqueue_unique(message, &key, window).await? {
+            let claimed = self
+                .waiting_for_room(message, |message| {
+                    self.broker().enqueue_unique(message, &key, window)
+                })
+                .await?;
+            if let Some(holder) = claimed {
                 return Ok(Sent::Duplicate(self.result_handle(holder)));
             }
         } else {
-            self.broker().enqueue(vec![message]).await?;
+            self.waiting_for_room(vec![message], |messages| self.broker().enqueue(messages))
+                .await?;
         }
         count_enqueued(&envelope.task, &envelope.queue, 1);
         Ok(Sent::Enqueued(self.result_handle(envelope.id)))

@@ -1,40 +1,66 @@
 #!lua
--- enqueue (on Redis Cluster): one queue's part of an enqueue call. Ready payloads go to the
--- head of their pending level, scheduled ones into the scheduled set, and one idle worker is
--- woken when something became ready. A script, not a MULTI: during a reshard a script runs
--- whole on one node (TRYAGAIN while its keys are split), whereas a transaction redirected by
--- ASK could leave the same list on both nodes. A single server takes the equivalent MULTI,
--- which is cheaper.
+-- enqueue: the messages of one enqueue call for one or more queues (one queue per call on a
+-- cluster), refused whole when a bound is set and any queue would exceed it. Ready payloads
+-- go to the head of their pending level, scheduled ones into the scheduled set, and one idle
+-- worker per queue is woken when something became ready.
 --
--- KEYS[1]        taskq:{q}:wake (a token for one idle worker)
--- KEYS[2..n+1]   the pending levels receiving messages, in ARGV's order
--- KEYS[n+2]      taskq:{q}:scheduled, when scheduled members follow
--- ARGV[1]        n, the number of pending levels used
--- ARGV[2..n+1]   how many payloads each of those levels receives
--- ARGV[n+2]      how many scheduled members follow
--- ARGV[n+3..]    the payloads, level by level, oldest first; then due-time, member pairs
--- returns        1
-local used = tonumber(ARGV[1])
-local next_arg = used + 3
+-- Used on a cluster and whenever queues are bounded; an unbounded single server takes the
+-- equivalent (cheaper) MULTI. On a cluster it must be a script: during a reshard a script runs
+-- whole on one node (TRYAGAIN while its keys are split), whereas a transaction redirected by
+-- ASK could leave the same list on both nodes.
+--
+-- KEYS          per queue, 12 keys: wake, pending:0 .. pending:9, scheduled
+-- ARGV[1]       most messages (pending + scheduled) a queue may hold; 0 for no bound
+-- ARGV[2]       number of queues
+-- ARGV[3..]     per queue, 11 counts: payloads per level 0..9, then scheduled members
+-- then          per queue: the payloads level by level, oldest first; then due-time, member pairs
+-- returns       {0} when enqueued, {i, held} when queue i (1-based) would exceed the bound
+local limit = tonumber(ARGV[1])
+local queues = tonumber(ARGV[2])
+local function count(q, slot)
+  return tonumber(ARGV[2 + (q - 1) * 11 + slot])
+end
+if limit > 0 then
+  for q = 1, queues do
+    local base = (q - 1) * 12
+    local held = redis.call('ZCARD', KEYS[base + 12])
+    local incoming = 0
+    for level = 0, 9 do
+      held = held + redis.call('LLEN', KEYS[base + 2 + level])
+      incoming = incoming + count(q, level + 1)
+    end
+    incoming = incoming + count(q, 11)
+    if held + incoming > limit then
+      return {q, held}
+    end
+  end
+end
 -- Lua's unpack has a small stack: push at most this many arguments per call.
 local chunk = 1000
-for level = 1, used do
-  local count = tonumber(ARGV[1 + level])
-  local last = next_arg + count - 1
-  for first = next_arg, last, chunk do
-    redis.call('LPUSH', KEYS[1 + level], unpack(ARGV, first, math.min(first + chunk - 1, last)))
+local next_arg = 3 + queues * 11
+for q = 1, queues do
+  local base = (q - 1) * 12
+  local ready = 0
+  for level = 0, 9 do
+    local n = count(q, level + 1)
+    local last = next_arg + n - 1
+    for first = next_arg, last, chunk do
+      redis.call('LPUSH', KEYS[base + 2 + level], unpack(ARGV, first, math.min(first + chunk - 1, last)))
+    end
+    next_arg = last + 1
+    ready = ready + n
   end
-  next_arg = last + 1
-end
-local scheduled = tonumber(ARGV[used + 2])
-if scheduled > 0 then
-  local last = next_arg + 2 * scheduled - 1
-  for first = next_arg, last, 2 * chunk do
-    redis.call('ZADD', KEYS[used + 2], unpack(ARGV, first, math.min(first + 2 * chunk - 1, last)))
+  local scheduled = count(q, 11)
+  if scheduled > 0 then
+    local last = next_arg + 2 * scheduled - 1
+    for first = next_arg, last, 2 * chunk do
+      redis.call('ZADD', KEYS[base + 12], unpack(ARGV, first, math.min(first + 2 * chunk - 1, last)))
+    end
+    next_arg = last + 1
+  end
+  if ready > 0 then
+    redis.call('LPUSH', KEYS[base + 1], '1')
+    redis.call('LTRIM', KEYS[base + 1], 0, 0)
   end
 end
-if used > 0 then
-  redis.call('LPUSH', KEYS[1], '1')
-  redis.call('LTRIM', KEYS[1], 0, 0)
-end
-return 1
+return {0}

@@ -6,16 +6,31 @@
 -- KEYS[2]      taskq:{q}:pending:<level> (used when due now)
 -- KEYS[3]      taskq:{q}:scheduled (used when due later)
 -- KEYS[4]      taskq:{q}:wake (a token for one idle worker)
+-- KEYS[5..14]  taskq:{q}:pending:0 .. pending:9, counted against the bound
 -- ARGV[1]      payload
 -- ARGV[2]      how long the key lives, ms
 -- ARGV[3]      due time, ms since the epoch (0: now)
 -- ARGV[4]      now, ms since the epoch
 -- ARGV[5]      level (one digit, prefixed to scheduled members)
 -- ARGV[6]      value stored under the key (the task id)
--- returns      '' when enqueued, else the id of the task holding the key
-if not redis.call('SET', KEYS[1], ARGV[6], 'NX', 'PX', ARGV[2]) then
-  return redis.call('GET', KEYS[1]) or '?'
+-- ARGV[7]      most messages (pending + scheduled) the queue may hold; 0 for no bound
+-- returns      '' when enqueued, '!full' when the queue is at its bound (the key is not set),
+--              else the id of the task holding the key
+local holder = redis.call('GET', KEYS[1])
+if holder then
+  return holder
 end
+local limit = tonumber(ARGV[7])
+if limit > 0 then
+  local held = redis.call('ZCARD', KEYS[3])
+  for i = 5, 14 do
+    held = held + redis.call('LLEN', KEYS[i])
+  end
+  if held + 1 > limit then
+    return '!full'
+  end
+end
+redis.call('SET', KEYS[1], ARGV[6], 'PX', ARGV[2])
 if tonumber(ARGV[3]) > tonumber(ARGV[4]) then
   redis.call('ZADD', KEYS[3], ARGV[3], ARGV[5] .. ARGV[1])
 else

@@ -21,6 +21,7 @@ pub struct RedisConfig {
     result_poll_interval: Duration,
     host_clock: Clock,
     durable: Option<Durable>,
+    max_queue_length: Option<usize>,
     tls: TlsFiles,
     /// What was wrong with taskq's own URL parameters, reported on connect.
     url_problem: Option<String>,
@@ -50,7 +51,8 @@ impl RedisConfig {
     /// `redis+cluster://`, `redis+sentinel://`). Some query parameters are taskq's own, for
     /// programs that take only a URL (worker, beat, CLI): `durable=<replicas>` and
     /// `durable_timeout_ms=<ms>` (default 1000) turn on
-    /// [durable writes](RedisConfig::with_durable_writes); `tls_ca=<pem file>`,
+    /// [durable writes](RedisConfig::with_durable_writes); `max_queue_length=<n>` bounds
+    /// [every queue](RedisConfig::with_max_queue_length); `tls_ca=<pem file>`,
     /// `tls_cert=<pem file>` and `tls_key=<pem file>` set [TLS files](RedisConfig::with_tls).
     ///
     /// ```
@@ -63,12 +65,14 @@ impl RedisConfig {
         let UrlParams {
             url,
             durable,
+            max_queue_length,
             tls,
             problem: url_problem,
         } = UrlParams::take(&url.into());
         Self {
             url,
             durable,
+            max_queue_length,
             tls,
             url_problem,
             block_timeout: Duration::from_secs(2),
@@ -129,6 +133,28 @@ impl RedisConfig {
     pub fn with_durable_writes(mut self, replicas: usize, timeout: Duration) -> Self {
         self.durable = (replicas > 0).then_some(Durable { replicas, timeout });
         self
+    }
+
+    /// Flow control: enqueues that would make a queue hold more than `max` messages (pending
+    /// plus scheduled) fail with [`Error::QueueFull`](taskq_core::Error::QueueFull) naming the
+    /// queue, checked atomically with the write, so concurrent producers never push a queue
+    /// past it. A call is refused whole (on a cluster: each queue's part). The bound is the
+    /// producer's setting: give every producer the same (`?max_queue_length=N` in the URL).
+    ///
+    /// ```
+    /// use taskq_redis::RedisConfig;
+    /// let config = RedisConfig::new("redis://cache:6379?max_queue_length=100000");
+    /// assert_eq!(config.max_queue_length(), Some(100_000));
+    /// assert_eq!(config.with_max_queue_length(None).max_queue_length(), None);
+    /// ```
+    pub fn with_max_queue_length(mut self, max: Option<usize>) -> Self {
+        self.max_queue_length = max.filter(|max| *max > 0);
+        self
+    }
+
+    /// The queue bound, when set.
+    pub fn max_queue_length(&self) -> Option<usize> {
+        self.max_queue_length
     }
 
     /// TLS with a private authority and, optionally, a client certificate (mutual TLS), for
@@ -231,6 +257,7 @@ struct UrlParams {
     /// The URL without them.
     url: String,
     durable: Option<Durable>,
+    max_queue_length: Option<usize>,
     tls: TlsFiles,
     /// What was wrong with them.
     problem: Option<String>,
@@ -241,6 +268,7 @@ impl UrlParams {
         let mut params = Self {
             url: url.to_owned(),
             durable: None,
+            max_queue_length: None,
             tls: TlsFiles::default(),
             problem: None,
         };
@@ -265,6 +293,13 @@ impl UrlParams {
                         params.problem = Some(format!(
                             "`durable_timeout_ms={value}`: expected milliseconds"
                         ));
+                    }
+                },
+                Some(("max_queue_length", value)) => match value.parse::<usize>() {
+                    Ok(max) => params.max_queue_length = Some(max).filter(|max| *max > 0),
+                    Err(_) => {
+                        params.problem =
+                            Some(format!("`max_queue_length={value}`: expected a number"));
                     }
                 },
                 Some(("tls_ca", path)) => params.tls.ca = Some(path.into()),

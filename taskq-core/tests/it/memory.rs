@@ -19,11 +19,16 @@ async fn capped_memory_broker() -> (Arc<dyn Broker>, ()) {
     (Arc::new(MemoryBroker::with_config(config)), ())
 }
 
+async fn bounded_memory_broker() -> (Arc<dyn Broker>, ()) {
+    let config = MemoryBrokerConfig::default().with_capacity(50);
+    (Arc::new(MemoryBroker::with_config(config)), ())
+}
+
 async fn memory_backend() -> (Arc<dyn ResultBackend>, ()) {
     (Arc::new(MemoryResultBackend::new()), ())
 }
 
-taskq_testkit::transport_conformance!(#[tokio::test(start_paused = true)] transport => memory_broker());
+taskq_testkit::transport_conformance!(#[tokio::test(start_paused = true)] transport => memory_broker(), bounded_at_fifty => bounded_memory_broker());
 taskq_testkit::membership_conformance!(#[tokio::test(start_paused = true)] membership => memory_broker());
 taskq_testkit::control_conformance!(#[tokio::test(start_paused = true)] control => memory_broker());
 taskq_testkit::inspector_conformance!(#[tokio::test(start_paused = true)] inspector => memory_broker(), capped_at_two => capped_memory_broker());

@@ -147,33 +147,37 @@ impl<'a> QueueBatch<'a> {
             pipe.lpush(&wake, 1).ignore().ltrim(&wake, 0, 0).ignore();
         }
     }
+}
 
-    /// The keys and arguments of `lua/enqueue.lua` for this batch (the cluster's enqueue).
-    fn script_call(&self) -> (Vec<String>, Vec<Cow<'a, str>>) {
-        let keys = QueueKeys::new(self.queue);
-        let used: Vec<(u8, &Vec<&str>)> = (0u8..)
-            .zip(self.ready.iter())
-            .filter(|(_, payloads)| !payloads.is_empty())
-            .collect();
-        let mut script_keys = vec![keys.wake()];
-        script_keys.extend(used.iter().map(|(level, _)| keys.pending(*level)));
-        if !self.scheduled.is_empty() {
-            script_keys.push(keys.scheduled());
-        }
-        let payloads: usize = used.iter().map(|(_, p)| p.len()).sum();
-        let mut args = Vec::with_capacity(3 + used.len() + payloads + 2 * self.scheduled.len());
-        args.push(Cow::Owned(used.len().to_string()));
-        args.extend(used.iter().map(|(_, p)| Cow::Owned(p.len().to_string())));
-        args.push(Cow::Owned(self.scheduled.len().to_string()));
-        for (_, level) in &used {
+/// The keys and arguments of `lua/enqueue.lua` for `batches` (12 keys per queue) with the
+/// bound `limit` (0: none).
+fn enqueue_script_call<'a>(
+    batches: &[&QueueBatch<'a>],
+    limit: usize,
+) -> (Vec<String>, Vec<Cow<'a, str>>) {
+    let mut keys = Vec::with_capacity(12 * batches.len());
+    let mut args: Vec<Cow<'a, str>> = vec![
+        Cow::Owned(limit.to_string()),
+        Cow::Owned(batches.len().to_string()),
+    ];
+    for batch in batches {
+        let queue = QueueKeys::new(batch.queue);
+        keys.push(queue.wake());
+        keys.extend(queue.pending_ascending());
+        keys.push(queue.scheduled());
+        args.extend(batch.ready.iter().map(|p| Cow::Owned(p.len().to_string())));
+        args.push(Cow::Owned(batch.scheduled.len().to_string()));
+    }
+    for batch in batches {
+        for level in &batch.ready {
             args.extend(level.iter().map(|p| Cow::Borrowed(*p)));
         }
-        for (due, member) in &self.scheduled {
+        for (due, member) in &batch.scheduled {
             args.push(Cow::Owned(due.to_string()));
             args.push(Cow::Owned(member.clone()));
         }
-        (script_keys, args)
     }
+    (keys, args)
 }
 
 /// Milliseconds since the epoch, the unit of every score and deadline in Redis.
@@ -518,6 +522,38 @@ impl RedisBroker {
             }
         }
         groups
+    }
+
+    /// Runs `lua/enqueue.lua` for `batches`; [`Error::QueueFull`] names the queue that would
+    /// exceed the bound (nothing of the call landed then).
+    async fn enqueue_by_script(&self, batches: &[&QueueBatch<'_>]) -> Result<()> {
+        let limit = self.shared.config.max_queue_length().unwrap_or(0);
+        let (keys, args) = enqueue_script_call(batches, limit);
+        let mut invocation = scripts::ENQUEUE.prepare_invoke();
+        for key in &keys {
+            invocation.key(key);
+        }
+        invocation.arg(args);
+        let mut conn = self.conn();
+        let outcome: Vec<i64> = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        if let Some(full) = outcome
+            .first()
+            .filter(|q| **q > 0)
+            .and_then(|q| batches.get(usize::try_from(*q - 1).ok()?))
+        {
+            return Err(Error::QueueFull {
+                queue: full.queue.to_owned(),
+                capacity: limit,
+            });
+        }
+        conn.replicate(
+            self.shared.config.durable(),
+            &QueueKeys::new(batches[0].queue).wake(),
+        )
+        .await
     }
 
     async fn recover(

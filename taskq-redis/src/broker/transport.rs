@@ -66,33 +66,19 @@ impl Transport for RedisBroker {
                 .await
                 .map_err(redis_error)?;
         }
-        let durable = self.shared.config.durable();
         if self.shared.server.is_cluster() {
-            // One script per queue, each on its master (a queue's part is all or nothing). Not
-            // a transaction: during a reshard a script runs whole on one node (TRYAGAIN while
-            // its keys are split), whereas a MULTI redirected by ASK could leave one list on
-            // both nodes.
-            let writes = batches.iter().map(|batch| {
-                let (keys, args) = batch.script_call();
-                let mut conn = self.conn();
-                let wake = QueueKeys::new(batch.queue).wake();
-                async move {
-                    let mut invocation = scripts::ENQUEUE.prepare_invoke();
-                    for key in &keys {
-                        invocation.key(key);
-                    }
-                    invocation.arg(args);
-                    invocation
-                        .invoke_async::<()>(&mut conn)
-                        .await
-                        .map_err(redis_error)?;
-                    conn.replicate(durable, &wake).await
-                }
-            });
+            // One script per queue, each on its master: a queue's part is all or nothing.
+            let writes = batches
+                .iter()
+                .map(|batch| async move { self.enqueue_by_script(&[batch]).await });
             futures_util::future::try_join_all(writes).await?;
+        } else if self.shared.config.max_queue_length().is_some() {
+            // Bounded queues: the bound is checked and the batch written in one script.
+            let all: Vec<&QueueBatch<'_>> = batches.iter().collect();
+            self.enqueue_by_script(&all).await?;
         } else {
-            // One server: the whole batch in one transaction (all or nothing), plain commands
-            // (cheaper than a script; there is no resharding to split them).
+            // One server, no bound: the whole batch in one transaction (all or nothing), plain
+            // commands (cheaper than a script).
             let mut pipe = redis::pipe();
             if batches.iter().map(QueueBatch::commands).sum::<usize>() > 1 {
                 pipe.atomic();
@@ -104,8 +90,11 @@ impl Transport for RedisBroker {
             pipe.query_async::<()>(&mut conn)
                 .await
                 .map_err(redis_error)?;
-            conn.replicate(durable, &QueueKeys::new(batches[0].queue).wake())
-                .await?;
+            conn.replicate(
+                self.shared.config.durable(),
+                &QueueKeys::new(batches[0].queue).wake(),
+            )
+            .await?;
         }
         self.remember_queues(&new_queues);
         Ok(())
@@ -121,20 +110,33 @@ impl Transport for RedisBroker {
         let keys = QueueKeys::new(&message.queue);
         let level = message.priority.min(9);
         let due = message.eta.filter(|eta| *eta > now).map_or(0, millis);
-        let holder: String = scripts::ENQUEUE_UNIQUE
+        let limit = self.shared.config.max_queue_length();
+        let mut invocation = scripts::ENQUEUE_UNIQUE.prepare_invoke();
+        invocation
             .key(keys.unique(unique_key))
             .key(keys.pending(level))
             .key(keys.scheduled())
-            .key(keys.wake())
+            .key(keys.wake());
+        for key in keys.pending_ascending() {
+            invocation.key(key);
+        }
+        let holder: String = invocation
             .arg(&message.payload)
             .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
             .arg(due)
             .arg(millis(now))
             .arg(level)
             .arg(message.id.to_string())
+            .arg(limit.unwrap_or(0))
             .invoke_async(&mut self.conn())
             .await
             .map_err(redis_error)?;
+        if holder == "!full" {
+            return Err(Error::QueueFull {
+                queue: message.queue.clone(),
+                capacity: limit.unwrap_or(0),
+            });
+        }
         self.conn()
             .replicate(self.shared.config.durable(), &keys.wake())
             .await?;

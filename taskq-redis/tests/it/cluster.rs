@@ -34,13 +34,20 @@ async fn capped_cluster_broker() -> (Arc<dyn Broker>, ()) {
     (Arc::new(broker), ())
 }
 
+async fn bounded_cluster_broker() -> (Arc<dyn Broker>, ()) {
+    let broker = RedisBroker::connect(config().with_max_queue_length(Some(50)))
+        .await
+        .expect("connect");
+    (Arc::new(broker), ())
+}
+
 async fn cluster_backend() -> (Arc<dyn ResultBackend>, ()) {
     let config = config().with_result_poll_interval(Duration::from_secs(3600));
     let backend = RedisResultBackend::connect(config).await.expect("connect");
     (Arc::new(backend), ())
 }
 
-taskq_testkit::transport_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] transport => cluster_broker());
+taskq_testkit::transport_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] transport => cluster_broker(), bounded_at_fifty => bounded_cluster_broker());
 taskq_testkit::membership_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] membership => cluster_broker());
 taskq_testkit::control_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] control => cluster_broker());
 taskq_testkit::inspector_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] inspector => cluster_broker(), capped_at_two => capped_cluster_broker());

@@ -29,6 +29,14 @@ async fn capped_redis_broker() -> (Arc<dyn Broker>, RedisServer) {
     (Arc::new(broker), server)
 }
 
+async fn bounded_redis_broker() -> (Arc<dyn Broker>, RedisServer) {
+    let server = RedisServer::start();
+    let broker = RedisBroker::connect(config(&server).with_max_queue_length(Some(50)))
+        .await
+        .expect("connect");
+    (Arc::new(broker), server)
+}
+
 async fn redis_backend() -> (Arc<dyn ResultBackend>, RedisServer) {
     let server = RedisServer::start();
     // No polling fallback within any test's time: a waiter is woken by pub/sub or not at all,
@@ -38,7 +46,7 @@ async fn redis_backend() -> (Arc<dyn ResultBackend>, RedisServer) {
     (Arc::new(backend), server)
 }
 
-taskq_testkit::transport_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] transport => redis_broker());
+taskq_testkit::transport_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] transport => redis_broker(), bounded_at_fifty => bounded_redis_broker());
 taskq_testkit::membership_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] membership => redis_broker());
 taskq_testkit::control_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] control => redis_broker());
 taskq_testkit::inspector_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] inspector => redis_broker(), capped_at_two => capped_redis_broker());
@@ -476,4 +484,66 @@ async fn messages_moved_by_a_fetch_that_then_failed_are_adopted_by_the_next() {
         2,
         "the next fetch adopts what the failed one moved"
     );
+}
+
+/// Back-pressure: a producer whose queue is full waits for room (up to its room wait) and goes
+/// through as soon as a worker takes a message; without room it fails naming the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_waits_for_room_in_a_full_queue() {
+    let server = RedisServer::start();
+    let config = config(&server).with_max_queue_length(Some(5));
+    let client = taskq_redis::client(config)
+        .await
+        .unwrap()
+        .with_room_wait(Duration::from_secs(10));
+    let q = format!("room-{}", uuid::Uuid::new_v4());
+    let args = || (0..5).map(|n| serde_json::json!({ "n": n }));
+    for args in args() {
+        client
+            .enqueue_by_name("room.task", &args)
+            .queue(&q)
+            .await
+            .unwrap();
+    }
+    let waiting = {
+        let (client, q) = (client.clone(), q.clone());
+        tokio::spawn(async move {
+            client
+                .enqueue_by_name("room.task", &serde_json::json!({ "n": 5 }))
+                .queue(q)
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the producer waits while the queue is full"
+    );
+    client
+        .broker()
+        .fetch(
+            &WorkerId::generate(),
+            std::slice::from_ref(&q),
+            1,
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("room was made")
+        .unwrap()
+        .expect("enqueued once there was room");
+
+    let impatient = client.with_room_wait(Duration::from_millis(200));
+    let started = tokio::time::Instant::now();
+    let full = impatient
+        .enqueue_by_name("room.task", &serde_json::json!({ "n": 6 }))
+        .queue(&q)
+        .await;
+    assert!(
+        matches!(&full, Err(Error::QueueFull { queue, capacity: 5 }) if *queue == q),
+        "{full:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(200));
 }

@@ -7,13 +7,19 @@ use taskq_core::{DeadReason, Page, WorkerId};
 use super::*;
 
 /// Expands the transport suite: one test per behaviour, each on a broker made by `$make` (a future
-/// of `(broker, guard)`), under the test attribute `$attr`.
+/// of `(broker, guard)`), under the test attribute `$attr`; the flow-control tests run on one
+/// made by `$bounded`, whose queues hold at most 50 messages.
 #[macro_export]
 macro_rules! transport_conformance {
-    (#[$attr:meta] $name:ident => $make:expr) => {
+    (#[$attr:meta] $name:ident => $make:expr, bounded_at_fifty => $bounded:expr) => {
         mod $name {
             #[allow(unused_imports)]
             use super::*;
+            $crate::__suite_tests!(transport [$attr] $bounded;
+                a_full_queue_refuses_the_whole_call_naming_the_queue,
+                concurrent_producers_never_exceed_the_bound,
+                a_unique_enqueue_into_a_full_queue_is_refused_and_claims_nothing,
+            );
             $crate::__suite_tests!(transport [$attr] $make;
                 fifo_within_a_level,
                 higher_priority_first,
@@ -500,4 +506,106 @@ pub async fn a_huge_enqueue_lands_whole_and_in_order(broker: Shared) {
     }
     assert_eq!(got[..3_000], expected_high[..]);
     assert_eq!(got[3_000..], expected_low[..]);
+}
+
+/// The bound of the brokers the flow-control tests run on.
+const BOUND: usize = 50;
+
+fn assert_full(result: taskq_core::Result<()>, q: &str) {
+    match result {
+        Err(taskq_core::Error::QueueFull { queue, capacity }) => {
+            assert_eq!((queue.as_str(), capacity), (q, BOUND));
+        }
+        other => panic!("expected QueueFull for {q}, got {other:?}"),
+    }
+}
+
+/// A call that would take a queue past its bound is refused whole, naming the queue; pending
+/// and scheduled messages count, messages being processed do not.
+pub async fn a_full_queue_refuses_the_whole_call_naming_the_queue(broker: Shared) {
+    let q = queue();
+    broker
+        .enqueue((0..BOUND - 2).map(|_| message(&q, 0)).collect())
+        .await
+        .unwrap();
+    assert_full(
+        broker
+            .enqueue((0..3).map(|_| message(&q, 3)).collect())
+            .await,
+        &q,
+    );
+    assert_eq!(
+        broker.stats(&q).await.unwrap().pending,
+        BOUND - 2,
+        "nothing of it landed"
+    );
+    broker
+        .enqueue((0..2).map(|_| message(&q, 0)).collect())
+        .await
+        .unwrap();
+    let mut later = message(&q, 0);
+    later.eta = Some(broker.clock().now() + chrono::Duration::hours(1));
+    assert_full(broker.enqueue(vec![later.clone()]).await, &q);
+    broker
+        .fetch(&WorkerId::generate(), std::slice::from_ref(&q), 1, NO_WAIT)
+        .await
+        .unwrap();
+    broker
+        .enqueue(vec![later])
+        .await
+        .expect("a fetched message frees its place");
+    let stats = broker.stats(&q).await.unwrap();
+    assert_eq!((stats.pending, stats.scheduled), (BOUND - 1, 1));
+}
+
+/// Producers racing for the last places never push a queue past its bound.
+pub async fn concurrent_producers_never_exceed_the_bound(broker: Shared) {
+    let q = queue();
+    let producers: Vec<_> = (0..10)
+        .map(|_| {
+            let (broker, q) = (broker.clone(), q.clone());
+            tokio::spawn(async move {
+                let mut accepted = 0;
+                for _ in 0..10 {
+                    match broker.enqueue(vec![message(&q, 0)]).await {
+                        Ok(()) => accepted += 1,
+                        Err(taskq_core::Error::QueueFull { .. }) => {}
+                        Err(err) => panic!("{err}"),
+                    }
+                }
+                accepted
+            })
+        })
+        .collect();
+    let mut accepted = 0;
+    for producer in producers {
+        accepted += producer.await.unwrap();
+    }
+    assert_eq!(accepted, BOUND);
+    assert_eq!(broker.stats(&q).await.unwrap().pending, BOUND);
+}
+
+/// A unique enqueue into a full queue is refused and leaves no claim behind, so the same key
+/// goes through once there is room.
+pub async fn a_unique_enqueue_into_a_full_queue_is_refused_and_claims_nothing(broker: Shared) {
+    let q = queue();
+    broker
+        .enqueue((0..BOUND).map(|_| message(&q, 0)).collect())
+        .await
+        .unwrap();
+    let unique = message(&q, 0);
+    let refused = broker
+        .enqueue_unique(unique.clone(), "the-key", Duration::from_secs(60))
+        .await
+        .map(|_| ());
+    assert_full(refused, &q);
+    broker
+        .fetch(&WorkerId::generate(), std::slice::from_ref(&q), 1, NO_WAIT)
+        .await
+        .unwrap();
+    let holder = broker
+        .enqueue_unique(unique, "the-key", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(holder, None, "enqueued once there was room");
 }
