@@ -15,6 +15,8 @@ Needs redis-py (`pip install redis`).
 """
 
 import datetime
+import hashlib
+import hmac
 import json
 import time
 import uuid
@@ -42,11 +44,45 @@ def _rfc3339(moment):
     return moment.astimezone(datetime.timezone.utc).isoformat()
 
 
-class Client:
-    """A producer for the taskq deployment whose Redis is at `url`."""
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 
-    def __init__(self, url="redis://127.0.0.1:6379"):
+
+def _millis(text):
+    """Milliseconds since the epoch of an RFC 3339 time, truncated as the Rust side does."""
+    moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return (moment - _EPOCH) // datetime.timedelta(milliseconds=1)
+
+
+def canonical_bytes(envelope, args_json):
+    """The bytes a signature covers (docs/protocol.md): a compact JSON array of v, id, task,
+    the arguments exactly as they appear in the envelope, created_at and expires in ms, max
+    retries and the headers with sorted keys."""
+    def text(value):
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+    expires = envelope.get("expires")
+    parts = [
+        text(envelope["v"]),
+        text(envelope["id"]),
+        text(envelope["task"]),
+        args_json,
+        str(_millis(envelope["created_at"])),
+        str(_millis(expires)) if expires else "null",
+        text(envelope.get("max_retries")),
+        text(envelope.get("headers", {})),
+    ]
+    return ("[" + ",".join(parts) + "]").encode()
+
+
+class Client:
+    """A producer for the taskq deployment whose Redis is at `url`.
+
+    With `signing_key=(key_id, secret_bytes)` every envelope is signed (HMAC-SHA256), for
+    workers that verify signatures.
+    """
+
+    def __init__(self, url="redis://127.0.0.1:6379", signing_key=None):
         self._redis = redis.Redis.from_url(url, decode_responses=True)
+        self._signing_key = signing_key
 
     def _now(self):
         """Now by the server's clock: due times and expiries are decided by Redis's clock."""
@@ -92,8 +128,18 @@ class Client:
             envelope["headers"] = dict(headers)
         return envelope
 
+    def _sign(self, envelope):
+        if self._signing_key is None:
+            return
+        key_id, secret = self._signing_key
+        # The arguments as they will appear in the payload (json.dumps escapes as below).
+        args_json = json.dumps(envelope["args"], separators=(",", ":"))
+        mac = hmac.new(secret, canonical_bytes(envelope, args_json), hashlib.sha256).hexdigest()
+        envelope["sig"] = f"{key_id}:{mac}"
+
     def _push(self, pipe, envelope, now):
         queue, level = envelope["queue"], envelope["priority"]
+        self._sign(envelope)
         payload = json.dumps(envelope, separators=(",", ":"))
         eta = envelope.get("eta")
         if eta and datetime.datetime.fromisoformat(eta) > now:

@@ -20,6 +20,18 @@ class ClientAgainstAWorker(unittest.TestCase):
     def setUp(self):
         self.client = Client(URL)
 
+    def test_signed_tasks_run_and_a_wrong_secret_is_refused(self):
+        # The worker accepts key "py" (TASKQ_SIGNING_KEYS, set by python_client.rs).
+        signed = Client(URL, signing_key=("py", bytes.fromhex(os.environ["TASKQ_TEST_KEY"])))
+        task_id = signed.enqueue("demo.add", {"a": 40, "b": 2, "note": "sí"},
+                                 headers={"b": "2", "a": "ünï"}, expires_in=60, max_retries=1)
+        self.assertEqual(signed.wait(task_id, timeout=30)["result"], 42)
+        forged = Client(URL, signing_key=("py", b"not the secret, not at all!!!!!!"))
+        task_id = forged.enqueue("demo.add", {"a": 1, "b": 1})
+        with self.assertRaises(TaskqError) as raised:
+            forged.wait(task_id, timeout=30)
+        self.assertIn("bad_signature", str(raised.exception))
+
     def test_enqueue_and_wait_for_the_typed_result(self):
         task_id = self.client.enqueue("demo.add", {"a": 2, "b": 3})
         record = self.client.wait(task_id, timeout=30)

@@ -368,3 +368,62 @@ async fn a_second_signal_stops_at_once_and_nothing_is_lost() {
     assert!(second.wait_exit(Duration::from_secs(10)).success());
     let _ = std::fs::remove_file(&ledger);
 }
+
+/// A worker process started with `--signing-keys` and `--require-signatures` (from the
+/// environment here) runs what a producer signed with an accepted key and dead-letters an
+/// unsigned task and one signed with a key it does not hold, as `bad_signature`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_requiring_signatures_runs_only_signed_tasks() {
+    let server = RedisServer::start();
+    let secret = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    let accepted = format!("new:{secret}");
+    let keys = format!("old:{},{accepted}", "ab".repeat(32));
+    let mut worker = WorkerProcess::start_with_env(
+        &server,
+        &[],
+        &[
+            ("TASKQ_SIGNING_KEYS", keys.as_str()),
+            ("TASKQ_REQUIRE_SIGNATURES", "true"),
+        ],
+    );
+    let plain = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
+        .await
+        .unwrap();
+    let signed = plain
+        .clone()
+        .with_signing_key(taskq_core::SigningKey::parse(&accepted).unwrap());
+    let stranger = plain
+        .clone()
+        .with_signing_key(taskq_core::SigningKey::parse(&format!("stranger:{secret}")).unwrap());
+    let args = serde_json::json!({ "a": 1, "b": 2 });
+    let good = signed.enqueue_by_name("demo.add", &args).await.unwrap();
+    let unsigned = plain.enqueue_by_name("demo.add", &args).await.unwrap();
+    let unknown = stranger.enqueue_by_name("demo.add", &args).await.unwrap();
+    assert_eq!(
+        good.wait(Duration::from_secs(20)).await.unwrap(),
+        serde_json::json!(3)
+    );
+    for refused in [unsigned, unknown] {
+        let err = refused.wait(Duration::from_secs(20)).await.unwrap_err();
+        assert!(err.to_string().contains("bad_signature"), "{err}");
+    }
+    // The FAILURE record is written before the dead letter: wait for both letters.
+    let mut dead = Vec::new();
+    for _ in 0..100 {
+        dead = plain
+            .broker()
+            .dead_letters(taskq_core::DEFAULT_QUEUE, taskq_core::Page::first(10))
+            .await
+            .unwrap();
+        if dead.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert!(dead
+        .iter()
+        .all(|d| d.reason == taskq_core::DeadReason::BadSignature));
+    worker.signal("TERM");
+    assert!(worker.wait_exit(Duration::from_secs(10)).success());
+}

@@ -9,6 +9,9 @@ use std::{
 
 use taskq_testkit::RedisServer;
 
+/// The secret of signing key "py", hex.
+const PYTHON_KEY: &str = "5f0e1d2c3b4a59687766554433221100ffeeddccbbaa99887766554433221100";
+
 #[test]
 fn the_python_client_enqueues_and_waits_against_a_real_worker() {
     let server = RedisServer::start();
@@ -21,6 +24,9 @@ fn the_python_client_enqueues_and_waits_against_a_real_worker() {
             "--liveness-ttl",
             "1s",
         ])
+        // Signatures by key "py" are verified (unsigned tasks still run): the Python client's
+        // signing test needs its canonical bytes to match the worker's.
+        .env("TASKQ_SIGNING_KEYS", format!("py:{PYTHON_KEY}"))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
@@ -50,6 +56,7 @@ fn the_python_client_enqueues_and_waits_against_a_real_worker() {
     let run = Command::new("python3")
         .arg(script)
         .env("TASKQ_BROKER", server.url())
+        .env("TASKQ_TEST_KEY", PYTHON_KEY)
         .output()
         .expect("python3 is needed for the Python client's tests (.ci/run installs it)");
     let _ = worker.kill();

@@ -24,6 +24,9 @@ struct Cli {
     /// PEM file of the client certificate's private key.
     #[arg(long, env = "TASKQ_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// The key fired tasks are signed with, KEY-ID:HEX-SECRET (for workers that verify).
+    #[arg(long, env = "TASKQ_SIGNING_KEY", value_parser = parse_signing_key)]
+    signing_key: Option<taskq_core::SigningKey>,
     /// The schedule file (TOML, see examples/beat.toml).
     #[arg(long)]
     schedule: PathBuf,
@@ -92,6 +95,10 @@ async fn run(cli: &Cli, entries: Vec<taskq_beat::Entry>) -> Result<(), Box<dyn s
         cli.tls_key.as_deref(),
     );
     let client = taskq::connect(&url).await.map_err(unreachable)?;
+    let client = match cli.signing_key.clone() {
+        Some(key) => client.with_signing_key(key),
+        None => client,
+    };
     let store = taskq::connect_beat_store(&url).await.map_err(unreachable)?;
     let mut config = BeatConfig::default();
     config.lock_ttl = cli.lock_ttl;
@@ -106,4 +113,8 @@ async fn run(cli: &Cli, entries: Vec<taskq_beat::Entry>) -> Result<(), Box<dyn s
     };
     tracing::info!(?report, "taskq-beat stopped");
     Ok(())
+}
+
+fn parse_signing_key(spec: &str) -> Result<taskq_core::SigningKey, String> {
+    taskq_core::SigningKey::parse(spec).map_err(|err| err.to_string())
 }

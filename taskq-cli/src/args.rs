@@ -26,6 +26,9 @@ pub struct Cli {
     /// PEM file of the client certificate's private key.
     #[arg(long, env = "TASKQ_TLS_KEY", global = true, requires = "tls_cert")]
     pub tls_key: Option<std::path::PathBuf>,
+    /// The key enqueued tasks are signed with, KEY-ID:HEX-SECRET (for workers that verify).
+    #[arg(long, env = "TASKQ_SIGNING_KEY", global = true, value_parser = parse_signing_key)]
+    pub signing_key: Option<taskq_core::SigningKey>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
@@ -168,4 +171,8 @@ pub enum QueueCommand {
         #[arg(long)]
         yes: bool,
     },
+}
+
+fn parse_signing_key(spec: &str) -> Result<taskq_core::SigningKey, String> {
+    taskq_core::SigningKey::parse(spec).map_err(|err| err.to_string())
 }

@@ -20,6 +20,10 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         cli.tls_key.as_deref(),
     );
     let client = connect(&url).await?;
+    let client = match cli.signing_key.clone() {
+        Some(key) => client.with_signing_key(key),
+        None => client,
+    };
     let json = cli.json;
     match cli.command {
         Command::Status { watch: None } => println!("{}", status(&client, json).await?),

@@ -49,6 +49,8 @@ struct Inner {
     max_payload_bytes: usize,
     /// How long an enqueue into a full queue waits for room before failing.
     room_wait: std::time::Duration,
+    /// The key every envelope is signed with, when set.
+    signing: Option<crate::SigningKey>,
 }
 
 impl Client {
@@ -70,6 +72,7 @@ impl Client {
                 clock,
                 max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
                 room_wait: std::time::Duration::ZERO,
+                signing: None,
             }),
         }
     }
@@ -100,6 +103,30 @@ impl Client {
         self.edited(|inner| inner.room_wait = wait)
     }
 
+    /// The same client, signing every envelope it sends with `key` (HMAC-SHA256; workers
+    /// verify with a [`Keyring`](crate::Keyring)). See [`crate::signing`].
+    ///
+    /// ```
+    /// use taskq_core::{Client, SigningKey};
+    /// let client = Client::in_memory().with_signing_key(SigningKey::new("k1", vec![7; 32]));
+    /// # let _ = client;
+    /// ```
+    pub fn with_signing_key(self, key: crate::SigningKey) -> Self {
+        self.edited(|inner| inner.signing = Some(key))
+    }
+
+    /// `envelope` as a message, signed when the client has a key.
+    fn outbound(&self, envelope: &crate::Envelope) -> Result<OutboundMessage> {
+        match &self.inner.signing {
+            Some(key) => {
+                let mut signed = envelope.clone();
+                key.sign(&mut signed);
+                OutboundMessage::from_envelope(&signed, self.max_payload_bytes())
+            }
+            None => OutboundMessage::from_envelope(envelope, self.max_payload_bytes()),
+        }
+    }
+
     fn edited(&self, edit: impl FnOnce(&mut Inner)) -> Self {
         let mut inner = Inner {
             broker: self.inner.broker.clone(),
@@ -107,6 +134,7 @@ impl Client {
             clock: self.inner.clock.clone(),
             max_payload_bytes: self.inner.max_payload_bytes,
             room_wait: self.inner.room_wait,
+            signing: self.inner.signing.clone(),
         };
         edit(&mut inner);
         Self {
@@ -287,7 +315,7 @@ impl Client {
         let queue = first.envelope.queue.clone();
         let messages = planned
             .iter()
-            .map(|p| OutboundMessage::from_envelope(&p.envelope, self.max_payload_bytes()))
+            .map(|p| self.outbound(&p.envelope))
             .collect::<Result<Vec<_>>>()?;
         let ids: Vec<TaskId> = messages.iter().map(|m| m.id).collect();
         self.waiting_for_room(messages, |messages| self.broker().enqueue(messages))
@@ -299,7 +327,7 @@ impl Client {
     /// Sends one planned enqueue: guarded by its uniqueness claim if it has one.
     pub(crate) async fn send_planned<O>(&self, planned: Planned) -> Result<Sent<O>> {
         let Planned { envelope, unique } = planned;
-        let message = OutboundMessage::from_envelope(&envelope, self.max_payload_bytes())?;
+        let message = self.outbound(&envelope)?;
         if let Some((key, window)) = unique {
             let claimed = self
                 .waiting_for_room(message, |message| {

@@ -118,6 +118,10 @@ pub struct Envelope {
     /// The error of the previous attempt, set on retries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// `<key id>:<hex HMAC-SHA256>` over the producer's part of the envelope, when signed
+    /// (see [`crate::signing`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<String>,
 }
 
 impl Envelope {
@@ -160,6 +164,7 @@ impl Envelope {
             created_at: now,
             headers: BTreeMap::new(),
             last_error: None,
+            sig: None,
         }
     }
 

@@ -47,6 +47,7 @@ mod error;
 mod priority;
 mod result;
 mod retry;
+pub mod signing;
 mod task;
 
 pub use backend::{MemoryResultBackend, ResultBackend, DEFAULT_RESULT_TTL};
@@ -67,6 +68,7 @@ pub use error::{error_chain, Error, Result};
 pub use priority::Priority;
 pub use result::{TaskResult, TaskState};
 pub use retry::RetryPolicy;
+pub use signing::{Keyring, SignatureError, SigningKey};
 pub use task::{RateLimit, Run, Task, TaskContext, TaskError, TaskOptions, DEFAULT_MAX_RETRIES};
 /// `#[derive(Task)]`: see [`Task`].
 pub use taskq_macros::Task;

@@ -201,6 +201,23 @@ impl WorkerBuilder {
         self
     }
 
+    /// Verifies message signatures with `keyring` before anything runs: a message signed with
+    /// a key the keyring does not hold, a retired key, or not matching its signature (and, for
+    /// a [required](taskq_core::Keyring::required) keyring, an unsigned one) is dead-lettered
+    /// as `bad_signature` and never run.
+    ///
+    /// ```
+    /// use taskq_core::{Client, Keyring, SigningKey};
+    /// let key = SigningKey::new("k1", vec![7; 32]);
+    /// let builder = taskq_worker::Worker::builder(Client::in_memory())
+    ///     .verify_signatures(Keyring::new(vec![key]).required());
+    /// # let _ = builder;
+    /// ```
+    pub fn verify_signatures(mut self, keyring: taskq_core::Keyring) -> Self {
+        self.config.signatures = Some(keyring);
+        self
+    }
+
     /// Validates the configuration and builds the worker.
     ///
     /// # Errors

@@ -42,6 +42,9 @@ pub struct WorkerConfig {
     pub revoke_grace: Duration,
     /// Records `taskq_*` metrics through the `metrics` facade.
     pub metrics: bool,
+    /// Keys whose signatures are accepted, and whether unsigned messages are refused; `None`
+    /// runs every message (see `taskq_core::signing`).
+    pub signatures: Option<taskq_core::Keyring>,
 }
 
 impl Default for WorkerConfig {
@@ -63,6 +66,7 @@ impl Default for WorkerConfig {
             queue_weights: None,
             revoke_grace: Duration::from_secs(5),
             metrics: false,
+            signatures: None,
         }
     }
 }

@@ -26,6 +26,26 @@ use crate::{
     TaskEvent,
 };
 
+/// Dead-letters a message that is not run at all (unreadable, or its signature refused) and,
+/// when its id is known, ends it as FAILURE so that whoever waits for it learns it ended.
+async fn refuse(
+    executor: &Executor,
+    delivery: &Delivery,
+    id: Option<taskq_core::TaskId>,
+    reason: DeadReason,
+    error: String,
+) {
+    let record = id.map(|id| {
+        TaskResult::new(id, "", TaskState::Failure, executor.clock.now())
+            .with_error(format!("dead-lettered as {reason}: {error}"))
+            .with_worker(executor.worker.as_str())
+    });
+    executor
+        .settler
+        .dead_letter(delivery, reason, error, record)
+        .await;
+}
+
 /// The settings an execution reads.
 #[derive(Clone, Debug)]
 pub(crate) struct ExecutionSettings {
@@ -37,6 +57,8 @@ pub(crate) struct ExecutionSettings {
     pub(crate) result_ttl: Duration,
     /// Hard time limit of tasks that set none.
     pub(crate) default_timeout: Option<Duration>,
+    /// Signature checks, when configured.
+    pub(crate) signatures: Option<taskq_core::Keyring>,
 }
 
 /// Everything an execution needs, and nothing else.
@@ -95,20 +117,32 @@ pub(crate) async fn execute(
                 _ => DeadReason::Malformed,
             };
             tracing::error!(queue = delivery.queue(), error = %error_chain(&err), "undecodable message");
-            let error = error_chain(&err);
-            // The id may still be readable: whoever waits for it learns the task ended.
-            let record = delivery.id().map(|id| {
-                TaskResult::new(id, "", TaskState::Failure, executor.clock.now())
-                    .with_error(format!("dead-lettered as {reason}: {error}"))
-                    .with_worker(executor.worker.as_str())
-            });
-            executor
-                .settler
-                .dead_letter(&delivery, reason, error, record)
-                .await;
+            refuse(
+                &executor,
+                &delivery,
+                delivery.id(),
+                reason,
+                error_chain(&err),
+            )
+            .await;
             return None;
         }
     };
+    if let Some(keyring) = &executor.settings.signatures {
+        if let Err(err) = keyring.verify(&envelope, executor.clock.now()) {
+            tracing::error!(queue = delivery.queue(), task.id = %envelope.id, task.name = %envelope.task, error = %err, "refused a message whose signature does not hold");
+            let delivery = delivery.with_id(envelope.id);
+            refuse(
+                &executor,
+                &delivery,
+                Some(envelope.id),
+                DeadReason::BadSignature,
+                err.to_string(),
+            )
+            .await;
+            return None;
+        }
+    }
     // Brokers acknowledge by id too; spare them parsing the payload again.
     let delivery = delivery.with_id(envelope.id);
     let span = tracing::info_span!(

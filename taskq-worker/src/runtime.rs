@@ -120,6 +120,7 @@ impl Shared {
                 track_started: config.track_started,
                 result_ttl: config.result_ttl,
                 default_timeout: config.default_timeout,
+                signatures: config.signatures.clone(),
             },
             worker: id.clone(),
             clock: client.clock(),

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use taskq_core::Client;
+use taskq_core::{Client, Keyring, SigningKey};
 
 use crate::signal::Shutdown;
 use taskq_worker::{Worker, WorkerBuilder, WorkerReport};
@@ -43,6 +43,16 @@ pub struct WorkerArgs {
     /// PEM file of the client certificate's private key.
     #[arg(long, env = "TASKQ_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<std::path::PathBuf>,
+    /// Keys whose signatures this worker accepts, KEY-ID:HEX-SECRET, comma-separated (rotation:
+    /// list the old and the new key).
+    #[arg(long, env = "TASKQ_SIGNING_KEYS", value_delimiter = ',', value_parser = parse_signing_key)]
+    pub signing_keys: Vec<SigningKey>,
+    /// Refuse unsigned messages (dead-lettered as bad_signature, never run).
+    #[arg(long, env = "TASKQ_REQUIRE_SIGNATURES", requires = "signing_keys")]
+    pub require_signatures: bool,
+    /// The key this worker's own enqueues (tasks sending tasks) are signed with.
+    #[arg(long, env = "TASKQ_SIGNING_KEY", value_parser = parse_signing_key)]
+    pub signing_key: Option<SigningKey>,
     /// Queues to consume, in order of preference (default: the registered tasks' queues).
     #[arg(long, env = "TASKQ_QUEUES", value_delimiter = ',')]
     pub queues: Vec<String>,
@@ -116,7 +126,11 @@ impl WorkerArgs {
     ///
     /// An unsupported URL or an unreachable broker.
     pub async fn connect(&self) -> taskq_core::Result<Client> {
-        crate::connect(&self.broker_url()).await
+        let client = crate::connect(&self.broker_url()).await?;
+        Ok(match &self.signing_key {
+            Some(key) => client.with_signing_key(key.clone()),
+            None => client,
+        })
     }
 
     /// `--broker` with the TLS files added.
@@ -138,6 +152,14 @@ impl WorkerArgs {
             .liveness(self.heartbeat, self.liveness_ttl);
         if !self.queues.is_empty() {
             builder = builder.queues(self.queues.clone());
+        }
+        if !self.signing_keys.is_empty() {
+            let keyring = Keyring::new(self.signing_keys.clone());
+            builder = builder.verify_signatures(if self.require_signatures {
+                keyring.required()
+            } else {
+                keyring
+            });
         }
         builder
     }
@@ -241,6 +263,15 @@ pub fn init_logging(format: LogFormat) {
     };
 }
 
+/// Parses `KEY-ID:HEX-SECRET` for clap.
+///
+/// # Errors
+///
+/// What is wrong with the key, for clap to show.
+pub fn parse_signing_key(spec: &str) -> Result<SigningKey, String> {
+    SigningKey::parse(spec).map_err(|err| err.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use clap::{CommandFactory, Parser};
@@ -293,6 +324,9 @@ mod tests {
             "TASKQ_TLS_CA",
             "TASKQ_TLS_CERT",
             "TASKQ_TLS_KEY",
+            "TASKQ_SIGNING_KEYS",
+            "TASKQ_REQUIRE_SIGNATURES",
+            "TASKQ_SIGNING_KEY",
             "TASKQ_QUEUES",
             "TASKQ_CONCURRENCY",
             "TASKQ_PREFETCH",
@@ -309,7 +343,7 @@ mod tests {
         }
         let flags = help.matches("\n      --").count();
         assert_eq!(
-            flags, 12,
+            flags, 15,
             "a new flag needs an environment variable too:\n{help}"
         );
     }

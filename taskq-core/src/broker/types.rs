@@ -198,6 +198,9 @@ pub enum DeadReason {
     RetriesExhausted,
     /// Recovered from lost workers too many times (poison message).
     WorkerLost,
+    /// The signature is missing where required, made with a key the worker does not accept,
+    /// or does not match (see [`crate::signing`]); the task was not run.
+    BadSignature,
 }
 
 impl DeadReason {
@@ -210,6 +213,7 @@ impl DeadReason {
             DeadReason::Failed => "failed",
             DeadReason::RetriesExhausted => "retries_exhausted",
             DeadReason::WorkerLost => "worker_lost",
+            DeadReason::BadSignature => "bad_signature",
         }
     }
 }

@@ -8,4 +8,5 @@ mod lifecycle;
 mod ordering;
 mod redis;
 mod semantics;
+mod signing;
 mod success;

@@ -1,0 +1,129 @@
+//! Signed messages: a worker that verifies runs what a key it accepts signed (retries included)
+//! and dead-letters everything else as `bad_signature` without running it.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use taskq_core::{
+    Client, DeadReason, Envelope, Keyring, OutboundMessage, Page, SigningKey, TaskState,
+};
+
+use crate::support::{all_tasks, builder, log, Flaky, Running, Stats};
+
+fn key(id: &str, byte: u8) -> SigningKey {
+    SigningKey::new(id, vec![byte; 32])
+}
+
+/// An envelope of `Record` with `label`, as a producer would send it to the default queue.
+fn record_envelope(label: &str) -> Envelope {
+    Envelope::new(
+        "test.record",
+        &serde_json::json!({ "label": label, "ms": 0 }),
+        taskq_core::DEFAULT_QUEUE,
+        Utc::now(),
+    )
+    .unwrap()
+}
+
+async fn send(client: &Client, envelope: &Envelope) {
+    let message = OutboundMessage::from_envelope(envelope, 1 << 20).unwrap();
+    client.broker().enqueue(vec![message]).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn signed_tasks_run_and_their_retries_keep_the_signature() {
+    let plain = Client::in_memory();
+    let client = plain.clone().with_signing_key(key("k1", 1));
+    let keyring = Keyring::new(vec![key("k1", 1)]).required();
+    let worker = Running::start(all_tasks(builder(&plain)).verify_signatures(keyring));
+    let stats = client.enqueue(Stats { values: vec![2.0] }).await.unwrap();
+    assert_eq!(stats.wait(Duration::from_secs(5)).await.unwrap().count, 1);
+    let flaky = client.enqueue(Flaky { fail_times: 1 }).await.unwrap();
+    assert_eq!(flaky.wait(Duration::from_secs(60)).await.unwrap(), 1);
+    let report = worker.stop().await;
+    assert_eq!((report.succeeded, report.dead_lettered), (2, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn unsigned_tampered_unknown_and_retired_keys_are_dead_lettered_unrun() {
+    let client = Client::in_memory();
+    let mut ran = log("sig-");
+    let (current, old, stranger) = (key("current", 1), key("old", 2), key("stranger", 3));
+    let keyring = Keyring::new(vec![
+        current.clone(),
+        old.clone()
+            .retired_after(Utc::now() - chrono::Duration::hours(1)),
+    ])
+    .required();
+    let worker = Running::start(all_tasks(builder(&client)).verify_signatures(keyring));
+
+    let unsigned = record_envelope("sig-unsigned");
+    let mut tampered = record_envelope("sig-tampered");
+    current.sign(&mut tampered);
+    tampered.args =
+        serde_json::value::to_raw_value(&serde_json::json!({ "label": "sig-evil", "ms": 0 }))
+            .unwrap();
+    let mut unknown = record_envelope("sig-unknown");
+    stranger.sign(&mut unknown);
+    let mut retired = record_envelope("sig-retired");
+    old.sign(&mut retired);
+    let mut good = record_envelope("sig-good");
+    current.sign(&mut good);
+    for envelope in [&unsigned, &tampered, &unknown, &retired, &good] {
+        send(&client, envelope).await;
+    }
+
+    let mut dead = Vec::new();
+    for _ in 0..500 {
+        dead = client
+            .broker()
+            .dead_letters(taskq_core::DEFAULT_QUEUE, Page::first(10))
+            .await
+            .unwrap();
+        if dead.len() == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(dead.len(), 4, "{dead:?}");
+    assert!(
+        dead.iter().all(|d| d.reason == DeadReason::BadSignature),
+        "{dead:?}"
+    );
+    let mut refused: Vec<_> = dead.iter().filter_map(|d| d.id).collect();
+    refused.sort();
+    let mut expected = vec![unsigned.id, tampered.id, unknown.id, retired.id];
+    expected.sort();
+    assert_eq!(refused, expected);
+    let errors: Vec<&str> = dead.iter().filter_map(|d| d.error.as_deref()).collect();
+    for needle in ["not signed", "does not match", "`stranger`", "retired"] {
+        assert!(
+            errors.iter().any(|e| e.contains(needle)),
+            "{needle}: {errors:?}"
+        );
+    }
+    // Whoever waits for a refused task learns it ended.
+    let ended = client.backend().get(tampered.id).await.unwrap().unwrap();
+    assert_eq!(ended.state, TaskState::Failure);
+
+    assert_eq!(ran.recv().await.as_deref(), Some("sig-good"));
+    let report = worker.stop().await;
+    assert_eq!((report.succeeded, report.dead_lettered), (1, 4));
+    assert!(ran.try_recv().is_err(), "nothing refused ran");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_keyring_not_yet_required_runs_unsigned_messages_but_not_bad_ones() {
+    let client = Client::in_memory();
+    let mut ran = log("opt-");
+    let keyring = Keyring::new(vec![key("k1", 1)]);
+    let worker = Running::start(all_tasks(builder(&client)).verify_signatures(keyring));
+    send(&client, &record_envelope("opt-unsigned")).await;
+    let mut wrong = record_envelope("opt-wrong");
+    key("k1", 9).sign(&mut wrong);
+    send(&client, &wrong).await;
+    assert_eq!(ran.recv().await.as_deref(), Some("opt-unsigned"));
+    let report = worker.stop().await;
+    assert_eq!((report.succeeded, report.dead_lettered), (1, 1));
+    assert!(ran.try_recv().is_err());
+}
