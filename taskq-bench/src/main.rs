@@ -44,6 +44,10 @@ struct Cli {
     /// Seconds the idle workload observes an idle worker.
     #[arg(long, default_value_t = 5)]
     idle_seconds: u64,
+    /// Sign every task with this key (KEY-ID:HEX-SECRET) and make the worker require
+    /// signatures, to measure what signing costs.
+    #[arg(long, value_parser = parse_signing_key)]
+    signing_key: Option<taskq_core::SigningKey>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -181,4 +185,8 @@ fn table_row(row: &Row) -> String {
         opt(row.redis_cpu_us_per_task, 2),
         opt(row.redis_commands_per_second, 1),
     )
+}
+
+fn parse_signing_key(spec: &str) -> Result<taskq_core::SigningKey, String> {
+    taskq_core::SigningKey::parse(spec).map_err(|err| err.to_string())
 }

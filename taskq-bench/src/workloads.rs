@@ -29,6 +29,8 @@ pub(crate) struct Bench {
     round_trips: usize,
     concurrency: usize,
     idle_seconds: u64,
+    /// Producers sign and workers require signatures with this key.
+    signing_key: Option<taskq_core::SigningKey>,
 }
 
 /// Costs observed across one measured stretch.
@@ -52,6 +54,10 @@ impl Bench {
         } else {
             taskq::connect(&cli.broker).await?
         };
+        let client = match &cli.signing_key {
+            Some(key) => client.with_signing_key(key.clone()),
+            None => client,
+        };
         let redis = RedisNodes::connect(&cli.broker).await?;
         Ok(Self {
             client,
@@ -60,6 +66,7 @@ impl Bench {
             round_trips: cli.round_trips,
             concurrency: cli.concurrency,
             idle_seconds: cli.idle_seconds,
+            signing_key: cli.signing_key.clone(),
         })
     }
 
@@ -182,7 +189,10 @@ impl Bench {
             let batch = BULK.min(n - sent);
             let mut messages = Vec::with_capacity(batch);
             for _ in 0..batch {
-                let envelope = taskq_core::Envelope::new(task, &args, queue, now)?;
+                let mut envelope = taskq_core::Envelope::new(task, &args, queue, now)?;
+                if let Some(key) = &self.signing_key {
+                    key.sign(&mut envelope);
+                }
                 messages.push(taskq_core::OutboundMessage::from_envelope(
                     &envelope,
                     self.client.max_payload_bytes(),
@@ -272,14 +282,18 @@ impl Bench {
         ),
         BoxError,
     > {
-        let worker = Worker::builder(self.client.clone())
+        let mut builder = Worker::builder(self.client.clone())
             .register::<Noop>()
             .register::<QuietNoop>()
             .queues(queues.iter().map(AsRef::as_ref))
             .concurrency(self.concurrency)
             .prefetch(self.concurrency)
-            .shutdown_grace(Duration::from_secs(5))
-            .build()?;
+            .shutdown_grace(Duration::from_secs(5));
+        if let Some(key) = &self.signing_key {
+            builder =
+                builder.verify_signatures(taskq_core::Keyring::new(vec![key.clone()]).required());
+        }
+        let worker = builder.build()?;
         let stop = CancellationToken::new();
         let running = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
         Ok((stop, running))
