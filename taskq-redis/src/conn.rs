@@ -48,6 +48,40 @@ impl std::fmt::Debug for Conn {
 }
 
 impl Conn {
+    /// Settings of the server that can lose acknowledged tasks, as human-readable warnings.
+    ///
+    /// `maxmemory-policy` other than `noeviction` lets Redis evict queue keys under memory
+    /// pressure; without AOF (`appendonly no`) a restart loses everything since the last RDB save.
+    pub(crate) async fn durability_warnings(&mut self) -> Result<Vec<String>> {
+        let conn = self;
+        let mut warnings = Vec::new();
+        let policy: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query_async(conn)
+            .await
+            .map_err(redis_error)?;
+        if let Some(policy) = policy.get(1) {
+            if policy != "noeviction" {
+                warnings.push(format!(
+                    "redis maxmemory-policy is `{policy}`: under memory pressure Redis may evict queued tasks; set it to `noeviction`"
+                ));
+            }
+        }
+        let aof: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("appendonly")
+            .query_async(conn)
+            .await
+            .map_err(redis_error)?;
+        if aof.get(1).map(String::as_str) != Some("yes") {
+            warnings.push(
+                "redis persistence without AOF (`appendonly no`): a Redis restart loses tasks enqueued since the last snapshot; set `appendonly yes`".to_owned(),
+            );
+        }
+        Ok(warnings)
+    }
+
     /// Under durable writes, waits until `durable.replicas` replicas have every write sent so
     /// far through this connection to the server holding `key`.
     ///

@@ -65,36 +65,3 @@ pub(crate) async fn manager(
 pub(crate) fn reconnect_backoff() -> taskq_core::RetryPolicy {
     taskq_core::RetryPolicy::exponential(Duration::from_millis(50), Duration::from_secs(2))
 }
-
-/// Settings of the server that can lose acknowledged tasks, as human-readable warnings.
-///
-/// `maxmemory-policy` other than `noeviction` lets Redis evict queue keys under memory
-/// pressure; without AOF (`appendonly no`) a restart loses everything since the last RDB save.
-pub(crate) async fn durability_warnings(conn: &mut crate::conn::Conn) -> Result<Vec<String>> {
-    let mut warnings = Vec::new();
-    let policy: Vec<String> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("maxmemory-policy")
-        .query_async(conn)
-        .await
-        .map_err(redis_error)?;
-    if let Some(policy) = policy.get(1) {
-        if policy != "noeviction" {
-            warnings.push(format!(
-                "redis maxmemory-policy is `{policy}`: under memory pressure Redis may evict queued tasks; set it to `noeviction`"
-            ));
-        }
-    }
-    let aof: Vec<String> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("appendonly")
-        .query_async(conn)
-        .await
-        .map_err(redis_error)?;
-    if aof.get(1).map(String::as_str) != Some("yes") {
-        warnings.push(
-            "redis persistence without AOF (`appendonly no`): a Redis restart loses tasks enqueued since the last snapshot; set `appendonly yes`".to_owned(),
-        );
-    }
-    Ok(warnings)
-}

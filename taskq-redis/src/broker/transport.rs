@@ -326,6 +326,6 @@ impl Transport for RedisBroker {
     }
 
     async fn durability_warnings(&self) -> Result<Vec<String>> {
-        crate::connection::durability_warnings(&mut self.conn()).await
+        self.conn().durability_warnings().await
     }
 }
