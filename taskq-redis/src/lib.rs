@@ -19,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod acl;
 mod backend;
 mod beat_store;
 mod broker;

@@ -151,6 +151,31 @@ impl RedisServer {
         self.port
     }
 
+    /// Creates (or replaces) ACL user `name` with password `password` and `rules` (Redis ACL
+    /// syntax, e.g. `~taskq:*`, `+@read`), through `redis-cli`.
+    ///
+    /// # Panics
+    ///
+    /// When Redis refuses the rules.
+    pub fn add_user(&self, name: &str, password: &str, rules: &[&str]) {
+        let mut args: Vec<String> = vec![
+            "ACL".into(),
+            "SETUSER".into(),
+            name.into(),
+            "reset".into(),
+            "on".into(),
+            format!(">{password}"),
+        ];
+        args.extend(rules.iter().map(|rule| (*rule).to_owned()));
+        let reply = cluster::redis_cli(self.port, &args);
+        assert_eq!(reply.trim(), "OK", "ACL SETUSER {name} {rules:?}: {reply}");
+    }
+
+    /// `redis://name:password@127.0.0.1:<port>`.
+    pub fn url_as(&self, name: &str, password: &str) -> String {
+        format!("redis://{name}:{password}@127.0.0.1:{}", self.port)
+    }
+
     /// The directory the server runs in.
     pub fn dir(&self) -> &std::path::Path {
         &self.dir

@@ -16,17 +16,13 @@ use crate::{
 #[async_trait]
 impl Inspector for RedisBroker {
     async fn workers(&self) -> Result<Vec<WorkerInfo>> {
+        // Read-only (a read-only operator may list workers): entries past their deadline are
+        // skipped here and pruned by the workers that publish their records.
         let now = millis(self.now());
-        let (ids,): (Vec<String>,) = redis::pipe()
-            .cmd("ZREMRANGEBYSCORE")
+        let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
             .arg(keys::WORKERS)
-            .arg("-inf")
-            .arg(format!("({now}"))
-            .ignore()
-            .cmd("ZRANGE")
-            .arg(keys::WORKERS)
-            .arg(0)
-            .arg(-1)
+            .arg(now)
+            .arg("+inf")
             .query_async(&mut self.conn())
             .await
             .map_err(redis_error)?;
@@ -109,35 +105,27 @@ impl Inspector for RedisBroker {
 
     async fn purge_queue(&self, queue: &str) -> Result<usize> {
         let keys = QueueKeys::new(queue);
-        let mut pipe = redis::pipe();
-        pipe.atomic();
+        let mut script = scripts::PURGE_QUEUE.prepare_invoke();
         for key in keys.pending_ascending() {
-            pipe.llen(&key);
+            script.key(key);
         }
-        pipe.zcard(keys.scheduled());
-        let mut doomed = keys.pending_ascending();
-        doomed.push(keys.scheduled());
-        pipe.del(doomed).ignore();
-        let counts: Vec<usize> = pipe
-            .query_async(&mut self.conn())
+        script.key(keys.scheduled());
+        script
+            .invoke_async(&mut self.conn())
             .await
-            .map_err(redis_error)?;
-        Ok(counts.iter().sum())
+            .map_err(redis_error)
     }
 
     async fn stats(&self, queue: &str) -> Result<QueueStats> {
         let keys = QueueKeys::new(queue);
-        let mut script = scripts::STATS.prepare_invoke();
-        for key in keys.pending_ascending() {
-            script.key(key);
-        }
-        script
-            .key(keys.scheduled())
-            .key(keys.dead())
-            .key(keys.workers())
-            .key(keys.dead_dropped())
-            .key(keys.holders())
-            .arg(keys.processing_prefix());
+        let mut script_keys = keys.pending_ascending();
+        script_keys.extend([
+            keys.scheduled(),
+            keys.dead(),
+            keys.workers(),
+            keys.dead_dropped(),
+            keys.holders(),
+        ]);
         let (pending, scheduled, processing, dead, oldest, dead_dropped): (
             usize,
             usize,
@@ -145,10 +133,14 @@ impl Inspector for RedisBroker {
             usize,
             Vec<String>,
             u64,
-        ) = script
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(redis_error)?;
+        ) = scripts::invoke_read_only(
+            &mut self.conn(),
+            &scripts::STATS,
+            &script_keys,
+            &[keys.processing_prefix()],
+        )
+        .await
+        .map_err(redis_error)?;
         let mut stats = QueueStats::default();
         stats.pending = pending;
         stats.scheduled = scheduled;
@@ -163,12 +155,14 @@ impl Inspector for RedisBroker {
     }
 
     async fn find_dead_letter(&self, queue: &str, id: TaskId) -> Result<Option<DeadLetter>> {
-        let record: Option<String> = scripts::FIND_DEAD
-            .key(QueueKeys::new(queue).dead())
-            .arg(id.to_string())
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(redis_error)?;
+        let record: Option<String> = scripts::invoke_read_only(
+            &mut self.conn(),
+            &scripts::FIND_DEAD,
+            &[QueueKeys::new(queue).dead()],
+            &[id.to_string()],
+        )
+        .await
+        .map_err(redis_error)?;
         record.as_deref().map(decode_dead_letter).transpose()
     }
 

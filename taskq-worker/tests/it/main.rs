@@ -2,6 +2,7 @@
 
 mod support;
 
+mod acl;
 mod control;
 mod failures;
 mod lifecycle;
