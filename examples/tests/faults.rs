@@ -427,3 +427,36 @@ async fn a_worker_requiring_signatures_runs_only_signed_tasks() {
     worker.signal("TERM");
     assert!(worker.wait_exit(Duration::from_secs(10)).success());
 }
+
+/// A worker process given `TASKQ_ENCRYPTION_KEYS` opens sealed arguments and seals the
+/// result: the producer with the keys reads 42, a reader without them only learns that the
+/// result is encrypted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_process_with_encryption_keys_runs_sealed_tasks() {
+    let server = RedisServer::start();
+    let keys = format!("k1:{}", "3c".repeat(32));
+    let mut worker =
+        WorkerProcess::start_with_env(&server, &[], &[("TASKQ_ENCRYPTION_KEYS", keys.as_str())]);
+    let plain = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
+        .await
+        .unwrap();
+    let sealed = plain
+        .clone()
+        .with_encryption(taskq_core::Encryption::parse(&keys).unwrap());
+    let handle = sealed
+        .enqueue_by_name("demo.add", &serde_json::json!({ "a": 20, "b": 22 }))
+        .await
+        .unwrap();
+    assert_eq!(
+        handle.wait(Duration::from_secs(20)).await.unwrap(),
+        serde_json::json!(42)
+    );
+    let err = plain
+        .result_handle::<serde_json::Value>(handle.id())
+        .wait(Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("encrypted"), "{err}");
+    worker.signal("TERM");
+    assert!(worker.wait_exit(Duration::from_secs(10)).success());
+}

@@ -24,6 +24,9 @@ struct Cli {
     /// PEM file of the client certificate's private key.
     #[arg(long, env = "TASKQ_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Keys task arguments are sealed (and results opened) with, KEY-ID:64-HEX, comma-separated.
+    #[arg(long, env = "TASKQ_ENCRYPTION_KEYS", value_parser = parse_encryption_keys)]
+    encryption_keys: Option<taskq_core::Encryption>,
     /// The key fired tasks are signed with, KEY-ID:HEX-SECRET (for workers that verify).
     #[arg(long, env = "TASKQ_SIGNING_KEY", value_parser = parse_signing_key)]
     signing_key: Option<taskq_core::SigningKey>,
@@ -99,6 +102,10 @@ async fn run(cli: &Cli, entries: Vec<taskq_beat::Entry>) -> Result<(), Box<dyn s
         Some(key) => client.with_signing_key(key),
         None => client,
     };
+    let client = match cli.encryption_keys.clone() {
+        Some(keys) => client.with_encryption(keys),
+        None => client,
+    };
     let store = taskq::connect_beat_store(&url).await.map_err(unreachable)?;
     let mut config = BeatConfig::default();
     config.lock_ttl = cli.lock_ttl;
@@ -117,4 +124,8 @@ async fn run(cli: &Cli, entries: Vec<taskq_beat::Entry>) -> Result<(), Box<dyn s
 
 fn parse_signing_key(spec: &str) -> Result<taskq_core::SigningKey, String> {
     taskq_core::SigningKey::parse(spec).map_err(|err| err.to_string())
+}
+
+fn parse_encryption_keys(spec: &str) -> Result<taskq_core::Encryption, String> {
+    taskq_core::Encryption::parse(spec).map_err(|err| err.to_string())
 }

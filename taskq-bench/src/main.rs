@@ -48,6 +48,10 @@ struct Cli {
     /// signatures, to measure what signing costs.
     #[arg(long, value_parser = parse_signing_key)]
     signing_key: Option<taskq_core::SigningKey>,
+    /// Seal every task's arguments and result with these keys (KEY-ID:64-HEX), to measure what
+    /// encryption costs.
+    #[arg(long, value_parser = parse_encryption_keys)]
+    encryption_keys: Option<taskq_core::Encryption>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -189,4 +193,8 @@ fn table_row(row: &Row) -> String {
 
 fn parse_signing_key(spec: &str) -> Result<taskq_core::SigningKey, String> {
     taskq_core::SigningKey::parse(spec).map_err(|err| err.to_string())
+}
+
+fn parse_encryption_keys(spec: &str) -> Result<taskq_core::Encryption, String> {
+    taskq_core::Encryption::parse(spec).map_err(|err| err.to_string())
 }

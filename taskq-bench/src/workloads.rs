@@ -31,6 +31,8 @@ pub(crate) struct Bench {
     idle_seconds: u64,
     /// Producers sign and workers require signatures with this key.
     signing_key: Option<taskq_core::SigningKey>,
+    /// Producers seal arguments and workers seal results with these keys.
+    encryption: Option<taskq_core::Encryption>,
 }
 
 /// Costs observed across one measured stretch.
@@ -58,6 +60,10 @@ impl Bench {
             Some(key) => client.with_signing_key(key.clone()),
             None => client,
         };
+        let client = match &cli.encryption_keys {
+            Some(keys) => client.with_encryption(keys.clone()),
+            None => client,
+        };
         let redis = RedisNodes::connect(&cli.broker).await?;
         Ok(Self {
             client,
@@ -67,6 +73,7 @@ impl Bench {
             concurrency: cli.concurrency,
             idle_seconds: cli.idle_seconds,
             signing_key: cli.signing_key.clone(),
+            encryption: cli.encryption_keys.clone(),
         })
     }
 
@@ -190,6 +197,13 @@ impl Bench {
             let mut messages = Vec::with_capacity(batch);
             for _ in 0..batch {
                 let mut envelope = taskq_core::Envelope::new(task, &args, queue, now)?;
+                if let Some(keys) = &self.encryption {
+                    let sealed = keys.seal(
+                        envelope.args.get(),
+                        &taskq_core::Encryption::associated(envelope.id, &envelope.task),
+                    );
+                    envelope.args = serde_json::value::to_raw_value(&sealed)?;
+                }
                 if let Some(key) = &self.signing_key {
                     key.sign(&mut envelope);
                 }
@@ -289,6 +303,9 @@ impl Bench {
             .concurrency(self.concurrency)
             .prefetch(self.concurrency)
             .shutdown_grace(Duration::from_secs(5));
+        if let Some(keys) = &self.encryption {
+            builder = builder.encryption(keys.clone());
+        }
         if let Some(key) = &self.signing_key {
             builder =
                 builder.verify_signatures(taskq_core::Keyring::new(vec![key.clone()]).required());

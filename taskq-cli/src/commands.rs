@@ -24,6 +24,10 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         Some(key) => client.with_signing_key(key),
         None => client,
     };
+    let client = match cli.encryption_keys.clone() {
+        Some(keys) => client.with_encryption(keys),
+        None => client,
+    };
     let json = cli.json;
     match cli.command {
         Command::Status { watch: None } => println!("{}", status(&client, json).await?),
@@ -222,7 +226,11 @@ async fn result(
     json: bool,
 ) -> Result<String, Failure> {
     let record = match wait {
-        Some(timeout) => client.backend().wait(*id, timeout).await?,
+        Some(timeout) => client
+            .backend()
+            .wait(*id, timeout)
+            .await?
+            .map(|record| client.opened(record)),
         None => client.result(*id).await?,
     };
     let Some(record) = record else {

@@ -51,6 +51,8 @@ struct Inner {
     room_wait: std::time::Duration,
     /// The key every envelope is signed with, when set.
     signing: Option<crate::SigningKey>,
+    /// Keys arguments are sealed and results opened with, when set.
+    encryption: Option<crate::Encryption>,
 }
 
 impl Client {
@@ -73,6 +75,7 @@ impl Client {
                 max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
                 room_wait: std::time::Duration::ZERO,
                 signing: None,
+                encryption: None,
             }),
         }
     }
@@ -115,16 +118,39 @@ impl Client {
         self.edited(|inner| inner.signing = Some(key))
     }
 
-    /// `envelope` as a message, signed when the client has a key.
+    /// The same client, sealing every task's arguments and opening results with `keys`
+    /// (workers need the same keys). See [`crate::encryption`].
+    ///
+    /// ```
+    /// use taskq_core::{Client, Encryption};
+    /// let client = Client::in_memory().with_encryption(Encryption::new("k1", [7; 32]));
+    /// # let _ = client;
+    /// ```
+    pub fn with_encryption(self, keys: crate::Encryption) -> Self {
+        self.edited(|inner| inner.encryption = Some(keys))
+    }
+
+    /// `envelope` as a message: arguments sealed, then signed, as the client is configured.
     fn outbound(&self, envelope: &crate::Envelope) -> Result<OutboundMessage> {
-        match &self.inner.signing {
-            Some(key) => {
-                let mut signed = envelope.clone();
-                key.sign(&mut signed);
-                OutboundMessage::from_envelope(&signed, self.max_payload_bytes())
-            }
-            None => OutboundMessage::from_envelope(envelope, self.max_payload_bytes()),
+        if self.inner.signing.is_none() && self.inner.encryption.is_none() {
+            return OutboundMessage::from_envelope(envelope, self.max_payload_bytes());
         }
+        let mut sent = envelope.clone();
+        if let Some(keys) = &self.inner.encryption {
+            let sealed = keys.seal(
+                sent.args.get(),
+                &crate::Encryption::associated(sent.id, &sent.task),
+            );
+            sent.args =
+                serde_json::value::to_raw_value(&sealed).map_err(|source| Error::Serialize {
+                    what: "sealed arguments",
+                    source,
+                })?;
+        }
+        if let Some(key) = &self.inner.signing {
+            key.sign(&mut sent);
+        }
+        OutboundMessage::from_envelope(&sent, self.max_payload_bytes())
     }
 
     fn edited(&self, edit: impl FnOnce(&mut Inner)) -> Self {
@@ -135,6 +161,7 @@ impl Client {
             max_payload_bytes: self.inner.max_payload_bytes,
             room_wait: self.inner.room_wait,
             signing: self.inner.signing.clone(),
+            encryption: self.inner.encryption.clone(),
         };
         edit(&mut inner);
         Self {
@@ -345,13 +372,42 @@ impl Client {
         Ok(Sent::Enqueued(self.result_handle(envelope.id)))
     }
 
-    /// The stored record of any task, untyped; `None` while nothing is known (PENDING).
+    /// The stored record of any task, untyped; `None` while nothing is known (PENDING). A
+    /// sealed result is opened when the client has the keys ([`Client::with_encryption`]).
     ///
     /// # Errors
     ///
     /// The backend's error.
     pub async fn result(&self, id: TaskId) -> Result<Option<TaskResult>> {
-        self.backend().get(id).await
+        Ok(self
+            .backend()
+            .get(id)
+            .await?
+            .map(|record| self.opened(record)))
+    }
+
+    /// `record` with its result opened when it is sealed and the client has the keys (left
+    /// as it is otherwise).
+    pub fn opened(&self, mut record: TaskResult) -> TaskResult {
+        let Some(keys) = &self.inner.encryption else {
+            return record;
+        };
+        let Some(sealed) = record
+            .result
+            .as_deref()
+            .and_then(|raw| crate::Encryption::sealed_text(raw.get()))
+        else {
+            return record;
+        };
+        if let Ok(opened) = keys.open(
+            &sealed,
+            &crate::Encryption::associated(record.id, &record.task),
+        ) {
+            if let Ok(raw) = serde_json::value::RawValue::from_string(opened) {
+                record.result = Some(raw);
+            }
+        }
+        record
     }
 
     /// Revokes `id` for a day: workers skip it and record REVOKED; with `terminate`, a running
@@ -379,6 +435,7 @@ impl Client {
         AsyncResult {
             id,
             backend: self.inner.backend.clone(),
+            encryption: self.inner.encryption.clone(),
             _output: PhantomData,
         }
     }
@@ -400,6 +457,8 @@ impl Client {
 pub struct AsyncResult<T> {
     id: TaskId,
     backend: Arc<dyn ResultBackend>,
+    /// Opens sealed results.
+    encryption: Option<crate::Encryption>,
     _output: PhantomData<fn() -> T>,
 }
 
@@ -408,6 +467,7 @@ impl<T> Clone for AsyncResult<T> {
         Self {
             id: self.id,
             backend: self.backend.clone(),
+            encryption: self.encryption.clone(),
             _output: PhantomData,
         }
     }
@@ -460,6 +520,26 @@ impl<T: DeserializeOwned> AsyncResult<T> {
             });
         }
         let raw = record.result.as_deref().map_or("null", |r| r.get());
+        let opened;
+        let raw = match crate::Encryption::sealed_text(raw) {
+            Some(sealed) => {
+                let keys = self.encryption.as_ref().ok_or_else(|| Error::Invalid {
+                    what: "task result",
+                    reason: "the result is encrypted; give the client the keys (Client::with_encryption)".into(),
+                })?;
+                opened = keys
+                    .open(
+                        &sealed,
+                        &crate::Encryption::associated(self.id, &record.task),
+                    )
+                    .map_err(|err| Error::Invalid {
+                        what: "task result",
+                        reason: err.to_string(),
+                    })?;
+                opened.as_str()
+            }
+            None => raw,
+        };
         serde_json::from_str(raw).map_err(|source| Error::Deserialize {
             what: "task result",
             source,

@@ -41,6 +41,7 @@ mod beat_store;
 mod broker;
 mod client;
 mod clock;
+pub mod encryption;
 pub mod enqueue;
 mod envelope;
 mod error;
@@ -60,6 +61,7 @@ pub use broker::{
 };
 pub use client::{AsyncResult, Client};
 pub use clock::Clock;
+pub use encryption::{Encryption, OpenError};
 pub use enqueue::{Enqueue, Sent, UNIQUE_KEY_HEADER};
 pub use envelope::{
     DecodeError, Envelope, TaskId, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_QUEUE, PROTOCOL_VERSION,

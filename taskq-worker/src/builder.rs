@@ -218,6 +218,21 @@ impl WorkerBuilder {
         self
     }
 
+    /// Opens sealed task arguments with `keys` and seals results with them (producers and
+    /// result readers need the same keys); a message whose arguments do not open is
+    /// dead-lettered as `undecryptable` and never run.
+    ///
+    /// ```
+    /// use taskq_core::{Client, Encryption};
+    /// let builder = taskq_worker::Worker::builder(Client::in_memory())
+    ///     .encryption(Encryption::new("k1", [7; 32]));
+    /// # let _ = builder;
+    /// ```
+    pub fn encryption(mut self, keys: taskq_core::Encryption) -> Self {
+        self.config.encryption = Some(keys);
+        self
+    }
+
     /// Validates the configuration and builds the worker.
     ///
     /// # Errors

@@ -45,6 +45,8 @@ pub struct WorkerConfig {
     /// Keys whose signatures are accepted, and whether unsigned messages are refused; `None`
     /// runs every message (see `taskq_core::signing`).
     pub signatures: Option<taskq_core::Keyring>,
+    /// Keys that open sealed task arguments and seal results (see `taskq_core::encryption`).
+    pub encryption: Option<taskq_core::Encryption>,
 }
 
 impl Default for WorkerConfig {
@@ -67,6 +69,7 @@ impl Default for WorkerConfig {
             revoke_grace: Duration::from_secs(5),
             metrics: false,
             signatures: None,
+            encryption: None,
         }
     }
 }

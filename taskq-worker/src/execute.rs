@@ -46,6 +46,25 @@ async fn refuse(
         .await;
 }
 
+/// The arguments `envelope`'s task runs with: opened with the worker's keys when sealed.
+fn open_args(executor: &Executor, envelope: &Envelope) -> Result<Box<RawValue>, String> {
+    let Some(sealed) = taskq_core::Encryption::sealed_text(envelope.args.get()) else {
+        return Ok(envelope.args.clone());
+    };
+    let keys = executor
+        .settings
+        .encryption
+        .as_ref()
+        .ok_or("the arguments are encrypted and this worker has no encryption keys")?;
+    let opened = keys
+        .open(
+            &sealed,
+            &taskq_core::Encryption::associated(envelope.id, &envelope.task),
+        )
+        .map_err(|err| err.to_string())?;
+    RawValue::from_string(opened).map_err(|err| format!("the opened arguments are not JSON: {err}"))
+}
+
 /// The settings an execution reads.
 #[derive(Clone, Debug)]
 pub(crate) struct ExecutionSettings {
@@ -59,6 +78,8 @@ pub(crate) struct ExecutionSettings {
     pub(crate) default_timeout: Option<Duration>,
     /// Signature checks, when configured.
     pub(crate) signatures: Option<taskq_core::Keyring>,
+    /// Keys that open sealed arguments and seal results, when configured.
+    pub(crate) encryption: Option<taskq_core::Encryption>,
 }
 
 /// Everything an execution needs, and nothing else.
@@ -143,6 +164,22 @@ pub(crate) async fn execute(
             return None;
         }
     }
+    let args = match open_args(&executor, &envelope) {
+        Ok(args) => args,
+        Err(error) => {
+            tracing::error!(queue = delivery.queue(), task.id = %envelope.id, task.name = %envelope.task, %error, "cannot open the sealed arguments");
+            let delivery = delivery.with_id(envelope.id);
+            refuse(
+                &executor,
+                &delivery,
+                Some(envelope.id),
+                DeadReason::Undecryptable,
+                error,
+            )
+            .await;
+            return None;
+        }
+    };
     // Brokers acknowledge by id too; spare them parsing the payload again.
     let delivery = delivery.with_id(envelope.id);
     let span = tracing::info_span!(
@@ -156,6 +193,7 @@ pub(crate) async fn execute(
         executor: &executor,
         delivery: &delivery,
         envelope: &envelope,
+        args: &args,
         acked: std::sync::atomic::AtomicBool::new(false),
     }
     .run()
@@ -192,6 +230,9 @@ struct Execution<'a> {
     executor: &'a Executor,
     delivery: &'a Delivery,
     envelope: &'a Envelope,
+    /// The arguments the task runs with: the envelope's, opened when they were sealed (the
+    /// envelope keeps them sealed, so that retries stay sealed and signed).
+    args: &'a RawValue,
     /// Set once an at-most-once task was acknowledged before running.
     acked: std::sync::atomic::AtomicBool,
 }
@@ -209,6 +250,19 @@ enum Attempt {
 }
 
 impl Execution<'_> {
+    /// `output` sealed with the worker's keys when it has them (the task's result then sits
+    /// encrypted in the backend, like its arguments in the broker).
+    fn sealed(&self, output: Box<RawValue>) -> Box<RawValue> {
+        let Some(keys) = &self.executor.settings.encryption else {
+            return output;
+        };
+        let sealed = keys.seal(
+            output.get(),
+            &taskq_core::Encryption::associated(self.envelope.id, &self.envelope.task),
+        );
+        serde_json::value::to_raw_value(&sealed).unwrap_or(output)
+    }
+
     async fn run(self) -> Outcome {
         let executor = self.executor;
         let Some(task) = executor.registry.get(&self.envelope.task).cloned() else {
@@ -288,7 +342,9 @@ impl Execution<'_> {
                 tracing::debug!("succeeded");
                 executor.recorder.record(Event::Succeeded, self.envelope);
                 self.hook(On::Success, None, None);
-                let record = self.record(&task, TaskState::Success).with_result(output);
+                let record = self
+                    .record(&task, TaskState::Success)
+                    .with_result(self.sealed(output));
                 return self.finish(&task, record).await;
             }
             Attempt::Failed(error) => self.fail(&task, error).await,
@@ -343,7 +399,7 @@ impl Execution<'_> {
                 .then(|| (executor.progress.clone(), executor.settings.result_ttl)),
         }
         .into_context();
-        let running = match task.start(&self.envelope.args, ctx) {
+        let running = match task.start(self.args, ctx) {
             Ok(running) => running,
             Err(err) => {
                 executor.revocations.finish(&self.envelope.id);

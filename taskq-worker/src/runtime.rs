@@ -121,6 +121,7 @@ impl Shared {
                 result_ttl: config.result_ttl,
                 default_timeout: config.default_timeout,
                 signatures: config.signatures.clone(),
+                encryption: config.encryption.clone(),
             },
             worker: id.clone(),
             clock: client.clock(),

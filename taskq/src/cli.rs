@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use taskq_core::{Client, Keyring, SigningKey};
+use taskq_core::{Client, Encryption, Keyring, SigningKey};
 
 use crate::signal::Shutdown;
 use taskq_worker::{Worker, WorkerBuilder, WorkerReport};
@@ -53,6 +53,10 @@ pub struct WorkerArgs {
     /// The key this worker's own enqueues (tasks sending tasks) are signed with.
     #[arg(long, env = "TASKQ_SIGNING_KEY", value_parser = parse_signing_key)]
     pub signing_key: Option<SigningKey>,
+    /// Keys that open encrypted task arguments and seal results, KEY-ID:64-HEX, comma-separated,
+    /// the first sealing (rotation: list the new key first, then the old).
+    #[arg(long, env = "TASKQ_ENCRYPTION_KEYS", value_parser = parse_encryption_keys)]
+    pub encryption_keys: Option<Encryption>,
     /// Queues to consume, in order of preference (default: the registered tasks' queues).
     #[arg(long, env = "TASKQ_QUEUES", value_delimiter = ',')]
     pub queues: Vec<String>,
@@ -127,8 +131,12 @@ impl WorkerArgs {
     /// An unsupported URL or an unreachable broker.
     pub async fn connect(&self) -> taskq_core::Result<Client> {
         let client = crate::connect(&self.broker_url()).await?;
-        Ok(match &self.signing_key {
+        let client = match &self.signing_key {
             Some(key) => client.with_signing_key(key.clone()),
+            None => client,
+        };
+        Ok(match &self.encryption_keys {
+            Some(keys) => client.with_encryption(keys.clone()),
             None => client,
         })
     }
@@ -152,6 +160,9 @@ impl WorkerArgs {
             .liveness(self.heartbeat, self.liveness_ttl);
         if !self.queues.is_empty() {
             builder = builder.queues(self.queues.clone());
+        }
+        if let Some(keys) = &self.encryption_keys {
+            builder = builder.encryption(keys.clone());
         }
         if !self.signing_keys.is_empty() {
             let keyring = Keyring::new(self.signing_keys.clone());
@@ -263,6 +274,15 @@ pub fn init_logging(format: LogFormat) {
     };
 }
 
+/// Parses `KEY-ID:HEX,KEY-ID:HEX` encryption keys for clap.
+///
+/// # Errors
+///
+/// What is wrong with the keys, for clap to show.
+pub fn parse_encryption_keys(spec: &str) -> Result<Encryption, String> {
+    Encryption::parse(spec).map_err(|err| err.to_string())
+}
+
 /// Parses `KEY-ID:HEX-SECRET` for clap.
 ///
 /// # Errors
@@ -327,6 +347,7 @@ mod tests {
             "TASKQ_SIGNING_KEYS",
             "TASKQ_REQUIRE_SIGNATURES",
             "TASKQ_SIGNING_KEY",
+            "TASKQ_ENCRYPTION_KEYS",
             "TASKQ_QUEUES",
             "TASKQ_CONCURRENCY",
             "TASKQ_PREFETCH",
@@ -343,7 +364,7 @@ mod tests {
         }
         let flags = help.matches("\n      --").count();
         assert_eq!(
-            flags, 15,
+            flags, 16,
             "a new flag needs an environment variable too:\n{help}"
         );
     }

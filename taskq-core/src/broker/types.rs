@@ -201,6 +201,9 @@ pub enum DeadReason {
     /// The signature is missing where required, made with a key the worker does not accept,
     /// or does not match (see [`crate::signing`]); the task was not run.
     BadSignature,
+    /// The arguments are sealed and this worker cannot open them (no keys, an unknown key, or
+    /// changed bytes; see [`crate::encryption`]); the task was not run.
+    Undecryptable,
 }
 
 impl DeadReason {
@@ -214,6 +217,7 @@ impl DeadReason {
             DeadReason::RetriesExhausted => "retries_exhausted",
             DeadReason::WorkerLost => "worker_lost",
             DeadReason::BadSignature => "bad_signature",
+            DeadReason::Undecryptable => "undecryptable",
         }
     }
 }

@@ -4,6 +4,7 @@ mod support;
 
 mod acl;
 mod control;
+mod encryption;
 mod failures;
 mod lifecycle;
 mod ordering;
