@@ -36,15 +36,14 @@ impl SentinelGroup {
     /// When `redis-server` is missing or the group does not come up within 30 s.
     pub fn start() -> Self {
         crate::watchdog::guard();
-        let master = RedisServer::start();
-        let replica = RedisServer::start_with(
-            &[
-                "--replicaof".into(),
-                "127.0.0.1".into(),
-                master.port().to_string(),
-            ],
-            crate::free_port,
-        );
+        let master = RedisServer::start_with(&quick_sync_and_log(), crate::free_port);
+        let mut replica_args = quick_sync_and_log();
+        replica_args.extend([
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            master.port().to_string(),
+        ]);
+        let replica = RedisServer::start_with(&replica_args, crate::free_port);
         wait_for(Duration::from_secs(30), "the replica to sync", || {
             redis_cli(replica.port(), &["INFO".into(), "replication".into()])
                 .contains("master_link_status:up")
@@ -129,16 +128,36 @@ impl SentinelGroup {
     pub fn restart_old_master(&mut self, port: u16) {
         let master = self.master_port();
         if let Some(server) = self.servers.iter_mut().find(|s| s.port() == port) {
-            server.restart_with(&["--replicaof".into(), "127.0.0.1".into(), master.to_string()]);
+            let mut args = quick_sync_and_log();
+            args.extend(["--replicaof".into(), "127.0.0.1".into(), master.to_string()]);
+            server.restart_with(&args);
         }
-        wait_for(
-            Duration::from_secs(30),
-            "the old master to rejoin as a replica",
-            || {
-                redis_cli(port, &["INFO".into(), "replication".into()])
-                    .contains("master_link_status:up")
-            },
-        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !redis_cli(port, &["INFO".into(), "replication".into()])
+            .contains("master_link_status:up")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the old master did not rejoin as a replica within 60 s:\n{}",
+                self.log_tails()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The last lines each data server logged, for failure messages.
+    fn log_tails(&self) -> String {
+        let mut text = String::new();
+        for server in &self.servers {
+            let log = std::fs::read_to_string(server.dir().join("redis.log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            text.push_str(&format!("--- server {}\n", server.port()));
+            for line in &lines[lines.len().saturating_sub(15)..] {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+        text
     }
 }
 
@@ -181,6 +200,14 @@ fn start_sentinel(master_port: u16) -> (u16, Child) {
         crate::ping(port)
     });
     (port, child)
+}
+
+/// Replicas sync at once instead of after 5 s (either server may be master later), and each
+/// server logs to `redis.log` in its directory, shown when a wait fails.
+fn quick_sync_and_log() -> Vec<String> {
+    ["--repl-diskless-sync-delay", "0", "--logfile", "redis.log"]
+        .map(String::from)
+        .to_vec()
 }
 
 fn wait_for(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
