@@ -169,7 +169,11 @@ impl Encryption {
 
     /// The sealed value inside `raw` JSON, when `raw` is a sealed string.
     pub fn sealed_text(raw: &str) -> Option<String> {
-        if !raw.starts_with(&format!("\"{PREFIX}")) {
+        // Checked on every task and result: no allocation for the usual, unsealed case.
+        if !raw
+            .strip_prefix('"')
+            .is_some_and(|rest| rest.starts_with(PREFIX))
+        {
             return None;
         }
         serde_json::from_str::<String>(raw).ok()

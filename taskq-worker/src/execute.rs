@@ -47,9 +47,10 @@ async fn refuse(
 }
 
 /// The arguments `envelope`'s task runs with: opened with the worker's keys when sealed.
-fn open_args(executor: &Executor, envelope: &Envelope) -> Result<Box<RawValue>, String> {
+/// `None` when they are not sealed: the envelope's own arguments are used, uncopied.
+fn open_args(executor: &Executor, envelope: &Envelope) -> Result<Option<Box<RawValue>>, String> {
     let Some(sealed) = taskq_core::Encryption::sealed_text(envelope.args.get()) else {
-        return Ok(envelope.args.clone());
+        return Ok(None);
     };
     let keys = executor
         .settings
@@ -62,7 +63,9 @@ fn open_args(executor: &Executor, envelope: &Envelope) -> Result<Box<RawValue>, 
             &taskq_core::Encryption::associated(envelope.id, &envelope.task),
         )
         .map_err(|err| err.to_string())?;
-    RawValue::from_string(opened).map_err(|err| format!("the opened arguments are not JSON: {err}"))
+    RawValue::from_string(opened)
+        .map(Some)
+        .map_err(|err| format!("the opened arguments are not JSON: {err}"))
 }
 
 /// The settings an execution reads.
@@ -164,8 +167,8 @@ pub(crate) async fn execute(
             return None;
         }
     }
-    let args = match open_args(&executor, &envelope) {
-        Ok(args) => args,
+    let opened = match open_args(&executor, &envelope) {
+        Ok(opened) => opened,
         Err(error) => {
             tracing::error!(queue = delivery.queue(), task.id = %envelope.id, task.name = %envelope.task, %error, "cannot open the sealed arguments");
             let delivery = delivery.with_id(envelope.id);
@@ -193,7 +196,7 @@ pub(crate) async fn execute(
         executor: &executor,
         delivery: &delivery,
         envelope: &envelope,
-        args: &args,
+        args: opened.as_deref().unwrap_or(&envelope.args),
         acked: std::sync::atomic::AtomicBool::new(false),
     }
     .run()

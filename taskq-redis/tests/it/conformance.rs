@@ -547,3 +547,37 @@ async fn a_producer_waits_for_room_in_a_full_queue() {
     );
     assert!(started.elapsed() >= Duration::from_millis(200));
 }
+
+/// Durable writes on a server without replicas: an enqueue and a result write report that no
+/// replica acknowledged them (a transient error, so callers retry), instead of returning as
+/// if they were safe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_writes_fail_when_no_replica_acknowledges() {
+    let server = RedisServer::start();
+    let config = config(&server).with_durable_writes(1, Duration::from_millis(100));
+    let broker = RedisBroker::connect(config.clone()).await.unwrap();
+    let err = broker
+        .enqueue(vec![message(
+            &format!("durable-{}", uuid::Uuid::new_v4()),
+            0,
+        )])
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    assert!(
+        taskq_core::error_chain(&err).contains("0 of 1 replicas acknowledged"),
+        "{err:?}"
+    );
+    let backend = RedisResultBackend::connect(config).await.unwrap();
+    let record = taskq_core::TaskResult::new(
+        taskq_core::TaskId::new(),
+        "t",
+        taskq_core::TaskState::Success,
+        chrono::Utc::now(),
+    );
+    let err = backend
+        .store(&record, Duration::from_secs(60))
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+}

@@ -77,6 +77,12 @@ async fn arguments_and_results_are_encrypted_at_rest_in_redis() {
 
     let worker = Running::start(all_tasks(builder(&plain)).encryption(keys()));
     assert_eq!(handle.wait(Duration::from_secs(10)).await.unwrap(), secret);
+    // The untyped record (what `taskq result` prints) is opened for a client with the keys.
+    let record = client.result(handle.id()).await.unwrap().unwrap();
+    assert_eq!(
+        record.result.unwrap().get(),
+        serde_json::to_string(secret).unwrap()
+    );
     worker.stop().await;
     let stored = dump(&mut redis).await;
     assert!(stored.contains("SUCCESS"));
