@@ -25,10 +25,10 @@ struct Cli {
     #[arg(long, env = "TASKQ_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
     /// Keys task arguments are sealed (and results opened) with, KEY-ID:64-HEX, comma-separated.
-    #[arg(long, env = "TASKQ_ENCRYPTION_KEYS", value_parser = parse_encryption_keys)]
+    #[arg(long, env = "TASKQ_ENCRYPTION_KEYS")]
     encryption_keys: Option<taskq_core::Encryption>,
     /// The key fired tasks are signed with, KEY-ID:HEX-SECRET (for workers that verify).
-    #[arg(long, env = "TASKQ_SIGNING_KEY", value_parser = parse_signing_key)]
+    #[arg(long, env = "TASKQ_SIGNING_KEY")]
     signing_key: Option<taskq_core::SigningKey>,
     /// The schedule file (TOML, see examples/beat.toml).
     #[arg(long)]
@@ -120,12 +120,4 @@ async fn run(cli: &Cli, entries: Vec<taskq_beat::Entry>) -> Result<(), Box<dyn s
     };
     tracing::info!(?report, "taskq-beat stopped");
     Ok(())
-}
-
-fn parse_signing_key(spec: &str) -> Result<taskq_core::SigningKey, String> {
-    taskq_core::SigningKey::parse(spec).map_err(|err| err.to_string())
-}
-
-fn parse_encryption_keys(spec: &str) -> Result<taskq_core::Encryption, String> {
-    taskq_core::Encryption::parse(spec).map_err(|err| err.to_string())
 }

@@ -46,11 +46,11 @@ struct Cli {
     idle_seconds: u64,
     /// Sign every task with this key (KEY-ID:HEX-SECRET) and make the worker require
     /// signatures, to measure what signing costs.
-    #[arg(long, value_parser = parse_signing_key)]
+    #[arg(long)]
     signing_key: Option<taskq_core::SigningKey>,
     /// Seal every task's arguments and result with these keys (KEY-ID:64-HEX), to measure what
     /// encryption costs.
-    #[arg(long, value_parser = parse_encryption_keys)]
+    #[arg(long)]
     encryption_keys: Option<taskq_core::Encryption>,
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -189,12 +189,4 @@ fn table_row(row: &Row) -> String {
         opt(row.redis_cpu_us_per_task, 2),
         opt(row.redis_commands_per_second, 1),
     )
-}
-
-fn parse_signing_key(spec: &str) -> Result<taskq_core::SigningKey, String> {
-    taskq_core::SigningKey::parse(spec).map_err(|err| err.to_string())
-}
-
-fn parse_encryption_keys(spec: &str) -> Result<taskq_core::Encryption, String> {
-    taskq_core::Encryption::parse(spec).map_err(|err| err.to_string())
 }

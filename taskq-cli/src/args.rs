@@ -27,10 +27,10 @@ pub struct Cli {
     #[arg(long, env = "TASKQ_TLS_KEY", global = true, requires = "tls_cert")]
     pub tls_key: Option<std::path::PathBuf>,
     /// Keys task arguments are sealed (and results opened) with, KEY-ID:64-HEX, comma-separated.
-    #[arg(long, env = "TASKQ_ENCRYPTION_KEYS", global = true, value_parser = parse_encryption_keys)]
+    #[arg(long, env = "TASKQ_ENCRYPTION_KEYS", global = true)]
     pub encryption_keys: Option<taskq_core::Encryption>,
     /// The key enqueued tasks are signed with, KEY-ID:HEX-SECRET (for workers that verify).
-    #[arg(long, env = "TASKQ_SIGNING_KEY", global = true, value_parser = parse_signing_key)]
+    #[arg(long, env = "TASKQ_SIGNING_KEY", global = true)]
     pub signing_key: Option<taskq_core::SigningKey>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
@@ -174,12 +174,4 @@ pub enum QueueCommand {
         #[arg(long)]
         yes: bool,
     },
-}
-
-fn parse_signing_key(spec: &str) -> Result<taskq_core::SigningKey, String> {
-    taskq_core::SigningKey::parse(spec).map_err(|err| err.to_string())
-}
-
-fn parse_encryption_keys(spec: &str) -> Result<taskq_core::Encryption, String> {
-    taskq_core::Encryption::parse(spec).map_err(|err| err.to_string())
 }

@@ -48,6 +48,16 @@ impl fmt::Debug for Encryption {
     }
 }
 
+/// `KEY-ID:HEX,KEY-ID:HEX`, as [`Encryption::parse`]: lets command-line parsers take keys
+/// directly.
+impl std::str::FromStr for Encryption {
+    type Err = Error;
+
+    fn from_str(spec: &str) -> Result<Self> {
+        Self::parse(spec)
+    }
+}
+
 /// Why a sealed value did not open.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

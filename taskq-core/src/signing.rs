@@ -128,6 +128,15 @@ impl SigningKey {
     }
 }
 
+/// `KEY-ID:HEX-SECRET`, as [`SigningKey::parse`]: lets command-line parsers take keys directly.
+impl std::str::FromStr for SigningKey {
+    type Err = Error;
+
+    fn from_str(spec: &str) -> Result<Self> {
+        Self::parse(spec)
+    }
+}
+
 /// The bytes a signature covers; see the module documentation.
 pub fn canonical_bytes(envelope: &Envelope) -> Vec<u8> {
     let headers: &BTreeMap<String, String> = &envelope.headers;

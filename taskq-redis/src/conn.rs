@@ -279,12 +279,6 @@ impl SentinelConn {
         }
     }
 
-    async fn after_call(&self, generation: u64, failed: bool) {
-        if failed {
-            self.rediscover(generation).await;
-        }
-    }
-
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
             let (generation, mut conn) = self.current();
@@ -293,7 +287,9 @@ impl SentinelConn {
                 Ok(value) => Self::answered_by_a_replica(value),
                 Err(err) => Self::master_may_have_moved(err),
             };
-            self.after_call(generation, moved).await;
+            if moved {
+                self.rediscover(generation).await;
+            }
             result
         })
     }
@@ -311,7 +307,9 @@ impl SentinelConn {
                 Ok(values) => values.iter().any(Self::answered_by_a_replica),
                 Err(err) => Self::master_may_have_moved(err),
             };
-            self.after_call(generation, moved).await;
+            if moved {
+                self.rediscover(generation).await;
+            }
             result
         })
     }

@@ -123,13 +123,7 @@ impl Server {
             return Err(invalid("Redis Cluster has only database 0"));
         }
         let scheme = if tls { "rediss" } else { "redis" };
-        let mut nodes = Vec::new();
-        for host in hosts.split(',').filter(|h| !h.is_empty()) {
-            let info = format!("{scheme}://{auth}{host}")
-                .into_connection_info()
-                .map_err(|err| invalid(format!("cluster node `{host}`: {err}")))?;
-            nodes.push(info);
-        }
+        let nodes = host_infos(scheme, auth, hosts, "cluster node")?;
         if nodes.is_empty() {
             return Err(invalid(
                 "a cluster URL lists at least one node: redis+cluster://host:port,host:port",
@@ -164,13 +158,10 @@ impl Server {
         let Some(first) = hosts.split(',').next().filter(|h| !h.is_empty()) else {
             return Err(invalid("a sentinel URL lists at least one sentinel"));
         };
-        let mut sentinels = Vec::new();
-        for host in hosts.split(',').filter(|h| !h.is_empty()) {
-            let info = format!("{scheme}://{host}")
-                .into_connection_info()
-                .map_err(|err| invalid(format!("sentinel `{host}`: {err}")))?;
-            sentinels.push(info.addr().clone());
-        }
+        let sentinels: Vec<redis::ConnectionAddr> = host_infos(scheme, "", hosts, "sentinel")?
+            .into_iter()
+            .map(|info| info.addr().clone())
+            .collect();
         // The data nodes' credentials and database, parsed the way a plain URL is.
         let node = format!("{scheme}://{auth}{first}/{db}")
             .into_connection_info()
@@ -259,6 +250,25 @@ impl Server {
             }
         }
     }
+}
+
+/// The connection info of each host in the comma-separated `hosts`, with `auth` (`user:pass@`
+/// or empty); errors name the host as a `what`.
+fn host_infos(
+    scheme: &str,
+    auth: &str,
+    hosts: &str,
+    what: &str,
+) -> Result<Vec<redis::ConnectionInfo>> {
+    hosts
+        .split(',')
+        .filter(|host| !host.is_empty())
+        .map(|host| {
+            format!("{scheme}://{auth}{host}")
+                .into_connection_info()
+                .map_err(|err| invalid(format!("{what} `{host}`: {err}")))
+        })
+        .collect()
 }
 
 /// A client for one server, trusting `certificates` when given.

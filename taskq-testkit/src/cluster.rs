@@ -287,17 +287,7 @@ impl RedisCluster {
 
     /// The last lines each node logged, for failure messages.
     fn log_tails(&self) -> String {
-        let mut text = String::new();
-        for node in &self.nodes {
-            let log = std::fs::read_to_string(node.dir().join("redis.log")).unwrap_or_default();
-            let lines: Vec<&str> = log.lines().collect();
-            text.push_str(&format!("--- node {}\n", node.port()));
-            for line in &lines[lines.len().saturating_sub(8)..] {
-                text.push_str(line);
-                text.push('\n');
-            }
-        }
-        text
+        self.nodes.iter().map(|server| server.log_tail(8)).collect()
     }
 
     /// Moves `slot` with its keys to the master on `to`, the way `redis-cli --cluster

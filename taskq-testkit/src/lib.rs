@@ -176,6 +176,19 @@ impl RedisServer {
         format!("redis://{name}:{password}@127.0.0.1:{}", self.port)
     }
 
+    /// The last `count` lines the server wrote to `redis.log` in its directory (servers
+    /// started with `--logfile redis.log`), under a header naming it, for failure messages.
+    pub fn log_tail(&self, count: usize) -> String {
+        let log = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let mut text = format!("--- redis-server {}\n", self.port);
+        for line in &lines[lines.len().saturating_sub(count)..] {
+            text.push_str(line);
+            text.push('\n');
+        }
+        text
+    }
+
     /// The directory the server runs in.
     pub fn dir(&self) -> &std::path::Path {
         &self.dir

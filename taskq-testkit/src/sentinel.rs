@@ -147,17 +147,10 @@ impl SentinelGroup {
 
     /// The last lines each data server logged, for failure messages.
     fn log_tails(&self) -> String {
-        let mut text = String::new();
-        for server in &self.servers {
-            let log = std::fs::read_to_string(server.dir().join("redis.log")).unwrap_or_default();
-            let lines: Vec<&str> = log.lines().collect();
-            text.push_str(&format!("--- server {}\n", server.port()));
-            for line in &lines[lines.len().saturating_sub(15)..] {
-                text.push_str(line);
-                text.push('\n');
-            }
-        }
-        text
+        self.servers
+            .iter()
+            .map(|server| server.log_tail(15))
+            .collect()
     }
 }
 

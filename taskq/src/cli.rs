@@ -45,17 +45,17 @@ pub struct WorkerArgs {
     pub tls_key: Option<std::path::PathBuf>,
     /// Keys whose signatures this worker accepts, KEY-ID:HEX-SECRET, comma-separated (rotation:
     /// list the old and the new key).
-    #[arg(long, env = "TASKQ_SIGNING_KEYS", value_delimiter = ',', value_parser = parse_signing_key)]
+    #[arg(long, env = "TASKQ_SIGNING_KEYS", value_delimiter = ',')]
     pub signing_keys: Vec<SigningKey>,
     /// Refuse unsigned messages (dead-lettered as bad_signature, never run).
     #[arg(long, env = "TASKQ_REQUIRE_SIGNATURES", requires = "signing_keys")]
     pub require_signatures: bool,
     /// The key this worker's own enqueues (tasks sending tasks) are signed with.
-    #[arg(long, env = "TASKQ_SIGNING_KEY", value_parser = parse_signing_key)]
+    #[arg(long, env = "TASKQ_SIGNING_KEY")]
     pub signing_key: Option<SigningKey>,
     /// Keys that open encrypted task arguments and seal results, KEY-ID:64-HEX, comma-separated,
     /// the first sealing (rotation: list the new key first, then the old).
-    #[arg(long, env = "TASKQ_ENCRYPTION_KEYS", value_parser = parse_encryption_keys)]
+    #[arg(long, env = "TASKQ_ENCRYPTION_KEYS")]
     pub encryption_keys: Option<Encryption>,
     /// Queues to consume, in order of preference (default: the registered tasks' queues).
     #[arg(long, env = "TASKQ_QUEUES", value_delimiter = ',')]
@@ -272,24 +272,6 @@ pub fn init_logging(format: LogFormat) {
             .with_span_list(true)
             .try_init(),
     };
-}
-
-/// Parses `KEY-ID:HEX,KEY-ID:HEX` encryption keys for clap.
-///
-/// # Errors
-///
-/// What is wrong with the keys, for clap to show.
-pub fn parse_encryption_keys(spec: &str) -> Result<Encryption, String> {
-    Encryption::parse(spec).map_err(|err| err.to_string())
-}
-
-/// Parses `KEY-ID:HEX-SECRET` for clap.
-///
-/// # Errors
-///
-/// What is wrong with the key, for clap to show.
-pub fn parse_signing_key(spec: &str) -> Result<SigningKey, String> {
-    SigningKey::parse(spec).map_err(|err| err.to_string())
 }
 
 #[cfg(test)]

@@ -3,12 +3,10 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use taskq_core::{
-    Client, DeadReason, Encryption, Envelope, Keyring, OutboundMessage, Page, SigningKey,
-};
+use taskq_core::{Client, DeadReason, Encryption, Envelope, Keyring, OutboundMessage, SigningKey};
 use taskq_testkit::RedisServer;
 
-use crate::support::{all_tasks, builder, Flaky, Record, Running};
+use crate::support::{all_tasks, builder, dead_letters_of_default_queue, Flaky, Record, Running};
 
 fn keys() -> Encryption {
     Encryption::new("k1", [7; 32])
@@ -139,19 +137,7 @@ async fn sealed_arguments_that_do_not_open_are_dead_lettered_unrun() {
         client.broker().enqueue(vec![message]).await.unwrap();
     }
     assert_eq!(ran.recv().await.as_deref(), Some("enc-good"));
-    let mut dead = Vec::new();
-    for _ in 0..500 {
-        dead = client
-            .broker()
-            .dead_letters(taskq_core::DEFAULT_QUEUE, Page::first(10))
-            .await
-            .unwrap();
-        if dead.len() == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(dead.len(), 3, "{dead:?}");
+    let dead = dead_letters_of_default_queue(&client, 3).await;
     assert!(
         dead.iter().all(|d| d.reason == DeadReason::Undecryptable),
         "{dead:?}"

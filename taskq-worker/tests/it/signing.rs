@@ -4,11 +4,11 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use taskq_core::{
-    Client, DeadReason, Envelope, Keyring, OutboundMessage, Page, SigningKey, TaskState,
-};
+use taskq_core::{Client, DeadReason, Envelope, Keyring, OutboundMessage, SigningKey, TaskState};
 
-use crate::support::{all_tasks, builder, log, Flaky, Running, Stats};
+use crate::support::{
+    all_tasks, builder, dead_letters_of_default_queue, log, Flaky, Running, Stats,
+};
 
 fn key(id: &str, byte: u8) -> SigningKey {
     SigningKey::new(id, vec![byte; 32])
@@ -73,19 +73,7 @@ async fn unsigned_tampered_unknown_and_retired_keys_are_dead_lettered_unrun() {
         send(&client, envelope).await;
     }
 
-    let mut dead = Vec::new();
-    for _ in 0..500 {
-        dead = client
-            .broker()
-            .dead_letters(taskq_core::DEFAULT_QUEUE, Page::first(10))
-            .await
-            .unwrap();
-        if dead.len() == 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(dead.len(), 4, "{dead:?}");
+    let dead = dead_letters_of_default_queue(&client, 4).await;
     assert!(
         dead.iter().all(|d| d.reason == DeadReason::BadSignature),
         "{dead:?}"

@@ -192,3 +192,25 @@ pub(crate) fn assert_ended_in<T: std::fmt::Debug>(waited: Result<T, Error>, stat
         other => panic!("expected the task to end {state}, got {other:?}"),
     }
 }
+
+/// The default queue's dead letters once there are `count` of them (the paused clock jumps
+/// through the polling), asserting that many arrived.
+pub(crate) async fn dead_letters_of_default_queue(
+    client: &Client,
+    count: usize,
+) -> Vec<taskq_core::DeadLetter> {
+    let mut dead = Vec::new();
+    for _ in 0..500 {
+        dead = client
+            .broker()
+            .dead_letters(taskq_core::DEFAULT_QUEUE, taskq_core::Page::first(10))
+            .await
+            .unwrap();
+        if dead.len() >= count {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(dead.len(), count, "{dead:?}");
+    dead
+}
