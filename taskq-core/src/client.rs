@@ -131,7 +131,7 @@ impl Client {
     }
 
     /// `envelope` as a message: arguments sealed, then signed, as the client is configured.
-    fn outbound(&self, envelope: &crate::Envelope) -> Result<OutboundMessage> {
+    pub(crate) fn outbound(&self, envelope: &crate::Envelope) -> Result<OutboundMessage> {
         if self.inner.signing.is_none() && self.inner.encryption.is_none() {
             return OutboundMessage::from_envelope(envelope, self.max_payload_bytes());
         }

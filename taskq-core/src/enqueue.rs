@@ -53,6 +53,8 @@ pub(crate) struct CallOptions {
     headers: BTreeMap<String, String>,
     unique_for: Option<Duration>,
     unique_key: Option<String>,
+    on_success: Vec<crate::workflow::Signature>,
+    on_failure: Vec<crate::workflow::Signature>,
 }
 
 /// An envelope ready to send, and the uniqueness claim that must guard its enqueue.
@@ -96,6 +98,17 @@ pub(crate) fn plan(
         .or_else(|| declared.and_then(TaskOptions::expires).map(When::After))
         .map(|when| when.resolve(now));
     envelope.headers = call.headers.clone();
+    if !call.on_success.is_empty() || !call.on_failure.is_empty() {
+        for callback in call.on_success.iter().chain(&call.on_failure) {
+            callback.validate()?;
+        }
+        let flow = crate::workflow::Flow {
+            on_success: call.on_success.clone(),
+            on_failure: call.on_failure.clone(),
+            ..Default::default()
+        };
+        envelope.flow = Some(encode_args(&flow)?);
+    }
     let window = call
         .unique_for
         .or_else(|| declared.and_then(TaskOptions::unique_for));
@@ -327,6 +340,34 @@ impl<'a, O> Enqueue<'a, O> {
     /// Adds a header the task can read from its context.
     pub fn header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.call.headers.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sends `callback` when this invocation succeeds, with its output in the callback's
+    /// input field (see [`Signature`](crate::workflow::Signature)); enqueued once however
+    /// often the task runs.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq_core::Result<()> {
+    /// use taskq_core::{workflow::Signature, Client};
+    /// let client = Client::in_memory();
+    /// let notify = Signature::by_name("reports.notify", serde_json::json!({"to": "ops"})).input("report");
+    /// client
+    ///     .enqueue_by_name("reports.build", &serde_json::json!({"day": "2026-11-30"}))
+    ///     .on_success(notify)
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn on_success(mut self, callback: crate::workflow::Signature) -> Self {
+        self.call.on_success.push(callback);
+        self
+    }
+
+    /// Sends `callback` when this invocation ends as FAILURE, REVOKED or EXPIRED (after its
+    /// retries; dead letters included), with a [`Failed`](crate::workflow::Failed) in its
+    /// input field.
+    pub fn on_failure(mut self, callback: crate::workflow::Signature) -> Self {
+        self.call.on_failure.push(callback);
         self
     }
 

@@ -122,6 +122,11 @@ pub struct Envelope {
     /// (see [`crate::signing`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sig: Option<String>,
+    /// The workflow this invocation belongs to: the rest of its chain, the group it reports
+    /// to, its callbacks ([`crate::workflow::Flow`]); kept as raw JSON and read only by the
+    /// worker that finishes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<Box<RawValue>>,
 }
 
 impl Envelope {
@@ -165,6 +170,7 @@ impl Envelope {
             headers: BTreeMap::new(),
             last_error: None,
             sig: None,
+            flow: None,
         }
     }
 
@@ -206,6 +212,22 @@ impl Envelope {
             return Err(DecodeError::UnsupportedVersion(envelope.v));
         }
         Ok(envelope)
+    }
+
+    /// The workflow this invocation belongs to, if any.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Deserialize`] when the `flow` field is not a workflow.
+    pub fn workflow(&self) -> Result<Option<crate::workflow::Flow>> {
+        self.flow
+            .as_deref()
+            .map(|raw| serde_json::from_str(raw.get()))
+            .transpose()
+            .map_err(|source| Error::Deserialize {
+                what: "workflow",
+                source,
+            })
     }
 
     /// True when `expires` lies before `now`.

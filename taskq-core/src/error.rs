@@ -75,6 +75,16 @@ pub enum Error {
         /// The last error the task reported.
         message: String,
     },
+    /// Members of a group ended without success; the others' outputs are in their results.
+    #[error("group {id}: {} of {} members failed; first: {}", failed.len(), failed.len() + succeeded, failed.first().map(|(id, state, message)| format!("{id} ended {state}: {message}")).unwrap_or_default())]
+    GroupFailed {
+        /// The group.
+        id: TaskId,
+        /// How many members succeeded.
+        succeeded: usize,
+        /// Each failed member: its id, final state and error.
+        failed: Vec<(TaskId, TaskState, String)>,
+    },
     /// The broker or backend was shut down.
     #[error("broker is closed")]
     Closed,
@@ -112,7 +122,7 @@ impl Error {
 
     /// True when the task itself failed, was revoked or expired (as opposed to taskq failing).
     pub fn is_task_failure(&self) -> bool {
-        matches!(self, Error::TaskFailed { .. })
+        matches!(self, Error::TaskFailed { .. } | Error::GroupFailed { .. })
     }
 }
 

@@ -50,6 +50,7 @@ mod result;
 mod retry;
 pub mod signing;
 mod task;
+pub mod workflow;
 
 pub use backend::{MemoryResultBackend, ResultBackend, DEFAULT_RESULT_TTL};
 pub use beat_store::{BeatStore, MemoryBeatStore};

@@ -7,7 +7,8 @@
 //! past its retirement, or wrong, as `bad_signature`, without running it.
 //!
 //! What is signed (the canonical bytes, also in `docs/protocol.md`): the compact JSON array
-//! `[v, id, task, args, created_at_ms, expires_ms, max_retries, headers]`, where `args` is the
+//! `[v, id, task, args, created_at_ms, expires_ms, max_retries, headers]`, followed by `flow`
+//! byte for byte when the envelope belongs to a workflow, where `args` is the
 //! envelope's argument JSON byte for byte, the times are milliseconds since the epoch (`null`
 //! when absent), `max_retries` is a number or `null`, and `headers` is an object with its keys
 //! sorted. Workers change none of these on retries, so a retry keeps its producer's
@@ -140,7 +141,7 @@ impl std::str::FromStr for SigningKey {
 /// The bytes a signature covers; see the module documentation.
 pub fn canonical_bytes(envelope: &Envelope) -> Vec<u8> {
     let headers: &BTreeMap<String, String> = &envelope.headers;
-    serde_json::to_vec(&(
+    let signed = (
         envelope.v,
         envelope.id.to_string(),
         &envelope.task,
@@ -149,7 +150,15 @@ pub fn canonical_bytes(envelope: &Envelope) -> Vec<u8> {
         envelope.expires.map(|at| at.timestamp_millis()),
         envelope.max_retries,
         headers,
-    ))
+    );
+    // A workflow decides what runs next, so it is signed too; envelopes without one keep the
+    // eight-element form (signatures made before workflows existed still verify).
+    match &envelope.flow {
+        None => serde_json::to_vec(&signed),
+        Some(flow) => serde_json::to_vec(&(
+            signed.0, signed.1, signed.2, signed.3, signed.4, signed.5, signed.6, signed.7, flow,
+        )),
+    }
     .expect("plain values serialize")
 }
 

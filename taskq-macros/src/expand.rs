@@ -78,6 +78,18 @@ pub(crate) fn derive_task(input: &DeriveInput) -> syn::Result<TokenStream> {
         setters.push(quote!(.with_rate_limit(#krate::RateLimit::new(#count, #private::Duration::from_millis(#millis)))));
     }
 
+    let step = crate::input::input_field(input)?.map(|(field, ty)| {
+        let field = field.to_string();
+        let field = field.strip_prefix("r#").unwrap_or(&field).to_owned();
+        quote! {
+            #[automatically_derived]
+            impl #krate::workflow::Step for #ident {
+                type Input = #ty;
+                const INPUT_FIELD: &'static str = #field;
+            }
+        }
+    });
+
     Ok(quote! {
         #[automatically_derived]
         impl #krate::Task for #ident {
@@ -87,6 +99,7 @@ pub(crate) fn derive_task(input: &DeriveInput) -> syn::Result<TokenStream> {
                 #krate::TaskOptions::new() #(#setters)*
             }
         }
+        #step
     })
 }
 

@@ -5,6 +5,7 @@
 
 mod attr;
 mod expand;
+mod input;
 
 use proc_macro::TokenStream;
 use syn::{parse_macro_input, DeriveInput};
@@ -26,6 +27,9 @@ use syn::{parse_macro_input, DeriveInput};
 /// limit), `soft_timeout`, `priority` (0..=9), `expires` (default time to live of an
 /// invocation), `ignore_result`, `at_most_once`, `unique_for`, `rate_limit` (`"100/s"`),
 /// `crate` (path to taskq-core when it is re-exported under another name).
+///
+/// A field marked `#[task(input)]` receives the predecessor's output in a workflow: the derive
+/// then also implements `taskq_core::workflow::Step` with that field's type as the input.
 #[proc_macro_derive(Task, attributes(task))]
 pub fn derive_task(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);

@@ -21,8 +21,8 @@
 -- ARGV[7]      '0' for a lost worker (its deadline must have passed); '1' to skip the deadline
 --              check and the counting (a worker deregistering itself); '2' for an orphaned list
 --              (its worker must hold no lease at all)
--- returns      {requeued, dead_lettered, {id, task, id, task, ...}}: with the ids and task names
---              of the messages dead-lettered as poison (those readable), or {-1, 0, {}} when the
+-- returns      {requeued, dead_lettered, {id, payload, id, payload, ...}}: with the ids and
+--              payloads of the messages dead-lettered as poison (those with an id), or {-1, 0, {}} when the
 --              worker is alive or already recovered
 local top_level = #KEYS - 8
 local wake = KEYS[#KEYS]
@@ -60,7 +60,7 @@ for _, payload in ipairs(held) do
     if id then
       letter.id = id
       poisoned[#poisoned + 1] = id
-      poisoned[#poisoned + 1] = type(message.task) == 'string' and message.task or ''
+      poisoned[#poisoned + 1] = payload
     end
     redis.call('LPUSH', KEYS[4], cjson.encode(letter))
     dead = dead + 1

@@ -9,7 +9,7 @@
 //! a producer cannot run the fetch or ack scripts on lists it may not touch. Tested against a
 //! real server in `taskq-worker/tests/it/acl.rs`.
 
-/// Enqueue (plain, unique, by name with declared options) and wait for results.
+/// Enqueue (plain, unique, by name with declared options), send workflows and wait for results.
 pub const PRODUCER: &[&str] = &[
     "resetkeys",
     "~taskq:{*}:pending:*",
@@ -19,6 +19,7 @@ pub const PRODUCER: &[&str] = &[
     "~taskq:queues",
     "%R~taskq:tasks",
     "%R~taskq:result:*",
+    "~taskq:workflow:*",
     "resetchannels",
     "&taskq:result-ready:*",
     "-@all",

@@ -13,7 +13,10 @@ use futures_util::StreamExt;
 use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use taskq_core::{Error, Result, ResultBackend, TaskId, TaskResult};
+use taskq_core::{
+    workflow::{GroupStatus, MemberOf, MemberOutcome, WorkflowRecord},
+    Error, Result, ResultBackend, TaskId, TaskResult,
+};
 
 use crate::{
     connection::{self, redis_error},
@@ -241,6 +244,76 @@ impl ResultBackend for RedisResultBackend {
         Self::decode(raw)
     }
 
+    async fn put_workflow(&self, record: &WorkflowRecord, ttl: Duration) -> Result<()> {
+        let json = serde_json::to_string(record).map_err(|source| Error::Serialize {
+            what: "workflow record",
+            source,
+        })?;
+        let key = keys::workflow(&record.id.to_string());
+        let mut conn = self.shared.conn.clone();
+        redis::cmd("SET")
+            .arg(&key)
+            .arg(json)
+            .arg("PX")
+            .arg(millis(ttl))
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        conn.replicate(self.shared.durable, &key).await
+    }
+
+    async fn workflow(&self, id: TaskId) -> Result<Option<WorkflowRecord>> {
+        let raw: Option<String> = redis::cmd("GET")
+            .arg(keys::workflow(&id.to_string()))
+            .query_async(&mut self.shared.conn.clone())
+            .await
+            .map_err(redis_error)?;
+        raw.map(|raw| decode_json(&raw, "workflow record"))
+            .transpose()
+    }
+
+    async fn report_members(
+        &self,
+        reports: &[(MemberOf, MemberOutcome)],
+        ttl: Duration,
+    ) -> Result<Vec<GroupStatus>> {
+        // One script call per group, for all of its members in this batch.
+        let mut by_group: Vec<(MemberOf, Vec<&(MemberOf, MemberOutcome)>)> = Vec::new();
+        for report in reports {
+            match by_group.iter_mut().find(|(m, _)| m.group == report.0.group) {
+                Some((_, members)) => members.push(report),
+                None => by_group.push((report.0, vec![report])),
+            }
+        }
+        let calls = by_group.into_iter().map(|(group, members)| async move {
+            let id = group.group.to_string();
+            let mut invocation = scripts::REPORT_MEMBERS.prepare_invoke();
+            invocation
+                .key(keys::workflow(&id))
+                .key(keys::workflow_done(&id))
+                .key(keys::workflow_failed(&id))
+                .arg(millis(ttl))
+                .arg(group.of);
+            for (member, outcome) in members {
+                let json = serde_json::to_string(outcome).map_err(|source| Error::Serialize {
+                    what: "member outcome",
+                    source,
+                })?;
+                let failed = outcome.state != taskq_core::TaskState::Success;
+                invocation
+                    .arg(member.index)
+                    .arg(json)
+                    .arg(if failed { "1" } else { "0" });
+            }
+            let reply: redis::Value = invocation
+                .invoke_async(&mut self.shared.conn.clone())
+                .await
+                .map_err(redis_error)?;
+            group_status(reply)
+        });
+        futures_util::future::try_join_all(calls).await
+    }
+
     async fn wait(&self, id: TaskId, timeout: Duration) -> Result<Option<TaskResult>> {
         let deadline = tokio::time::Instant::now() + timeout;
         let (notify, _registration, subscribed) = self.register(id);
@@ -267,6 +340,74 @@ impl ResultBackend for RedisResultBackend {
                 _ = tokio::time::sleep_until(poll_at) => {}
             }
         }
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+fn decode_json<T: serde::de::DeserializeOwned>(raw: &str, what: &'static str) -> Result<T> {
+    serde_json::from_str(raw).map_err(|source| Error::Deserialize { what, source })
+}
+
+/// Reads `report_members.lua`'s reply.
+fn group_status(reply: redis::Value) -> Result<GroupStatus> {
+    let unexpected = || Error::Broker {
+        transport: "redis",
+        transient: false,
+        source: "unexpected reply from report_members.lua".into(),
+    };
+    let (code, rest): (i64, Vec<redis::Value>) = match reply {
+        redis::Value::Array(mut items) if !items.is_empty() => {
+            let code = redis::from_redis_value(items.remove(0)).map_err(|_| unexpected())?;
+            (code, items)
+        }
+        _ => return Err(unexpected()),
+    };
+    let text = |value: redis::Value| -> Result<String> {
+        redis::from_redis_value(value).map_err(|_| unexpected())
+    };
+    let mut rest = rest.into_iter();
+    match code {
+        0 => Ok(GroupStatus::Waiting),
+        1 => {
+            let record = decode_json(
+                &text(rest.next().ok_or_else(unexpected)?)?,
+                "workflow record",
+            )?;
+            let failed = decode_json(
+                &text(rest.next().ok_or_else(unexpected)?)?,
+                "member outcome",
+            )?;
+            Ok(GroupStatus::Failed(Box::new(record), Box::new(failed)))
+        }
+        2 => {
+            let record = decode_json(
+                &text(rest.next().ok_or_else(unexpected)?)?,
+                "workflow record",
+            )?;
+            let flat: Vec<String> = redis::from_redis_value(rest.next().ok_or_else(unexpected)?)
+                .map_err(|_| unexpected())?;
+            let mut outcomes = flat
+                .chunks_exact(2)
+                .map(|pair| {
+                    let index: u32 = pair[0].parse().map_err(|_| unexpected())?;
+                    Ok((
+                        index,
+                        decode_json::<MemberOutcome>(&pair[1], "member outcome")?,
+                    ))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            outcomes.sort_by_key(|(index, _)| *index);
+            Ok(GroupStatus::Complete(
+                Box::new(record),
+                outcomes.into_iter().map(|(_, outcome)| outcome).collect(),
+            ))
+        }
+        _ => Err(unexpected()),
     }
 }
 

@@ -126,6 +126,21 @@ pub(crate) fn result(id: &str) -> String {
     format!("taskq:result:{id}")
 }
 
+/// A workflow's or group's record; its hash tag keeps the group's outcomes in one slot.
+pub(crate) fn workflow(id: &str) -> String {
+    format!("taskq:workflow:{{{id}}}")
+}
+
+/// The outcomes a group's members reported, by member index.
+pub(crate) fn workflow_done(id: &str) -> String {
+    format!("taskq:workflow:{{{id}}}:done")
+}
+
+/// Set by a group's first failure.
+pub(crate) fn workflow_failed(id: &str) -> String {
+    format!("taskq:workflow:{{{id}}}:failed")
+}
+
 /// The pub/sub channel on which a final result of one task is announced.
 pub(crate) fn result_channel(id: &str) -> String {
     format!("taskq:result-ready:{id}")

@@ -7,9 +7,11 @@ use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
 use futures_util::FutureExt;
 use serde_json::value::RawValue;
 use taskq_core::{
-    __private::RunParts, error_chain, Clock, DeadReason, DecodeError, Delivery, Envelope,
-    OutboundMessage, RateLimiter, ResultBackend, TaskError, TaskResult, TaskState, WorkerId,
-    UNIQUE_KEY_HEADER,
+    __private::RunParts,
+    error_chain,
+    workflow::{Ending, Finished, Flow},
+    Clock, DeadReason, DecodeError, Delivery, Envelope, OutboundMessage, RateLimiter,
+    ResultBackend, TaskError, TaskResult, TaskState, WorkerId, UNIQUE_KEY_HEADER,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -167,6 +169,22 @@ pub(crate) async fn execute(
             return None;
         }
     }
+    let flow = match envelope.workflow() {
+        Ok(flow) => flow,
+        Err(err) => {
+            tracing::error!(queue = delivery.queue(), task.id = %envelope.id, task.name = %envelope.task, error = %error_chain(&err), "unreadable workflow");
+            let delivery = delivery.with_id(envelope.id);
+            refuse(
+                &executor,
+                &delivery,
+                Some(envelope.id),
+                DeadReason::Malformed,
+                error_chain(&err),
+            )
+            .await;
+            return None;
+        }
+    };
     let opened = match open_args(&executor, &envelope) {
         Ok(opened) => opened,
         Err(error) => {
@@ -197,6 +215,7 @@ pub(crate) async fn execute(
         delivery: &delivery,
         envelope: &envelope,
         args: opened.as_deref().unwrap_or(&envelope.args),
+        flow,
         acked: std::sync::atomic::AtomicBool::new(false),
     }
     .run()
@@ -205,10 +224,18 @@ pub(crate) async fn execute(
     match outcome {
         Outcome::Settled => None,
         Outcome::Interrupted => Some((seq, delivery)),
-        Outcome::Complete { record, acked } => {
-            executor
-                .settler
-                .complete(Completion::new(delivery, record, acked, held));
+        Outcome::Complete {
+            record,
+            acked,
+            workflow,
+        } => {
+            executor.settler.complete(Completion::new(
+                delivery,
+                record,
+                acked,
+                workflow.map(|w| *w),
+                held,
+            ));
             None
         }
     }
@@ -220,11 +247,12 @@ enum Outcome {
     Settled,
     /// Shutdown stopped it; it goes back to the queue unchanged.
     Interrupted,
-    /// Finished (success, expiry, revocation): store this record, if any, then acknowledge
-    /// unless `acked` already (at-most-once tasks).
+    /// Finished (success, expiry, revocation): store this record, if any, continue the
+    /// workflow, if any, then acknowledge unless `acked` already (at-most-once tasks).
     Complete {
         record: Option<TaskResult>,
         acked: bool,
+        workflow: Option<Box<Finished>>,
     },
 }
 
@@ -236,6 +264,8 @@ struct Execution<'a> {
     /// The arguments the task runs with: the envelope's, opened when they were sealed (the
     /// envelope keeps them sealed, so that retries stay sealed and signed).
     args: &'a RawValue,
+    /// The workflow the message belongs to.
+    flow: Option<Flow>,
     /// Set once an at-most-once task was acknowledged before running.
     acked: std::sync::atomic::AtomicBool,
 }
@@ -268,6 +298,9 @@ impl Execution<'_> {
 
     async fn run(self) -> Outcome {
         let executor = self.executor;
+        if let Some(done) = self.already_succeeded().await {
+            return done;
+        }
         let Some(task) = executor.registry.get(&self.envelope.task).cloned() else {
             let error = format!(
                 "no task named `{}` is registered on this worker",
@@ -278,9 +311,11 @@ impl Execution<'_> {
             let record = self
                 .record_without_task(TaskState::Failure)
                 .with_error(format!("dead-lettered as unknown_task: {error}"));
+            executor.settler.store(&record).await;
+            self.end_workflow(TaskState::Failure, &error).await;
             executor
                 .settler
-                .dead_letter(self.delivery, DeadReason::UnknownTask, error, Some(record))
+                .dead_letter(self.delivery, DeadReason::UnknownTask, error, None)
                 .await;
             return Outcome::Settled;
         };
@@ -289,7 +324,7 @@ impl Execution<'_> {
             tracing::info!("revoked before it ran");
             executor.recorder.record(Event::Revoked, self.envelope);
             let record = self.record(&task, TaskState::Revoked).with_error("revoked");
-            return self.finish(&task, record).await;
+            return self.finish(&task, record, None).await;
         }
         if self.envelope.is_expired(now) {
             tracing::info!("expired before it could run");
@@ -297,7 +332,7 @@ impl Execution<'_> {
             let record = self
                 .record(&task, TaskState::Expired)
                 .with_error("expired before it could run");
-            return self.finish(&task, record).await;
+            return self.finish(&task, record, None).await;
         }
         if let Some(limit) = task.options.rate_limit() {
             let admitted = executor
@@ -345,10 +380,11 @@ impl Execution<'_> {
                 tracing::debug!("succeeded");
                 executor.recorder.record(Event::Succeeded, self.envelope);
                 self.hook(On::Success, None, None);
+                let ending = self.succeeded(&output);
                 let record = self
                     .record(&task, TaskState::Success)
                     .with_result(self.sealed(output));
-                return self.finish(&task, record).await;
+                return self.finish(&task, record, ending).await;
             }
             Attempt::Failed(error) => self.fail(&task, error).await,
             Attempt::Rejected(error) => {
@@ -356,6 +392,7 @@ impl Execution<'_> {
                 executor.recorder.record(Event::Failed, self.envelope);
                 let record = self.record(&task, TaskState::Failure).with_error(&error);
                 self.store(&task, &record).await;
+                self.end_workflow(TaskState::Failure, &error).await;
                 self.hook(On::Failure, Some(&error), None);
                 self.release_unique().await;
                 if !self.acked.load(std::sync::atomic::Ordering::Relaxed) {
@@ -373,6 +410,8 @@ impl Execution<'_> {
                     .record(&task, TaskState::Failure)
                     .with_error("stopped by shutdown; an at-most-once task does not run again");
                 self.store(&task, &record).await;
+                self.end_workflow(TaskState::Failure, "stopped by shutdown")
+                    .await;
             }
             Attempt::Interrupted => return Outcome::Interrupted,
             Attempt::Revoked => {
@@ -381,7 +420,7 @@ impl Execution<'_> {
                 let record = self
                     .record(&task, TaskState::Revoked)
                     .with_error("revoked while running");
-                return self.finish(&task, record).await;
+                return self.finish(&task, record, None).await;
             }
         }
         Outcome::Settled
@@ -495,9 +534,11 @@ impl Execution<'_> {
                     let record = self
                         .record(task, TaskState::Failure)
                         .with_error(format!("dead-lettered as failed: {error}"));
+                    executor.settler.store(&record).await;
+                    self.end_workflow(TaskState::Failure, &error).await;
                     executor
                         .settler
-                        .dead_letter(self.delivery, DeadReason::Failed, error, Some(record))
+                        .dead_letter(self.delivery, DeadReason::Failed, error, None)
                         .await;
                     return;
                 }
@@ -519,6 +560,7 @@ impl Execution<'_> {
             .record(task, TaskState::Failure)
             .with_error(error.message());
         self.store(task, &record).await;
+        self.end_workflow(TaskState::Failure, error.message()).await;
         self.hook(On::Failure, Some(error.message()), None);
         self.release_unique().await;
         if self.acked.load(std::sync::atomic::Ordering::Relaxed) {
@@ -570,13 +612,106 @@ impl Execution<'_> {
             .await;
     }
 
-    /// Hands the final record to the acker, which writes results before acknowledging.
-    async fn finish(&self, task: &Registered, record: TaskResult) -> Outcome {
+    /// Hands the final record to the acker, which writes results, then continues the
+    /// workflow, then acknowledges. `ending` is the success's plain output, when it succeeded.
+    async fn finish(
+        &self,
+        task: &Registered,
+        record: TaskResult,
+        ending: Option<Ending>,
+    ) -> Outcome {
         self.release_unique().await;
+        let ending = ending.unwrap_or_else(|| Ending::Ended {
+            state: record.state,
+            error: record.error.clone().unwrap_or_default(),
+        });
         Outcome::Complete {
+            workflow: self.finished(ending).map(Box::new),
             record: (!task.options.ignore_result()).then_some(record),
             acked: self.acked.load(std::sync::atomic::Ordering::Relaxed),
         }
+    }
+
+    /// The workflow's view of this message ending as `ending`, if it belongs to one.
+    fn finished(&self, ending: Ending) -> Option<Finished> {
+        let flow = self.flow.clone()?;
+        Some(Finished::new(
+            self.envelope.id,
+            &self.envelope.task,
+            flow,
+            ending,
+        ))
+    }
+
+    /// The ending of a success with `output`, when a workflow needs it (parsed only then).
+    fn succeeded(&self, output: &RawValue) -> Option<Ending> {
+        self.flow.as_ref()?;
+        serde_json::from_str(output.get())
+            .ok()
+            .map(Ending::Succeeded)
+    }
+
+    /// Ends what follows this message in its workflow (it ended without success), before the
+    /// message is settled.
+    async fn end_workflow(&self, state: TaskState, error: &str) {
+        let ending = Ending::Ended {
+            state,
+            error: error.to_owned(),
+        };
+        if let Some(finished) = self.finished(ending) {
+            self.executor
+                .settler
+                .continue_workflows(vec![finished])
+                .await;
+        }
+    }
+
+    /// A workflow step whose SUCCESS is already stored (a redelivery after its worker died
+    /// between the result write and the ack) is not run again: running it could put it after
+    /// its successor. Its workflow is continued from the stored output instead (idempotent).
+    async fn already_succeeded(&self) -> Option<Outcome> {
+        self.flow.as_ref().filter(|flow| flow.has_successor())?;
+        let executor = self.executor;
+        let stored = match executor.progress.get(self.envelope.id).await {
+            Ok(stored) => stored?,
+            Err(err) => {
+                tracing::warn!(error = %err, "could not check for an earlier success; running the step");
+                return None;
+            }
+        };
+        if stored.state != TaskState::Success {
+            return None;
+        }
+        let output = stored
+            .result
+            .as_deref()
+            .map_or(Some(serde_json::Value::Null), |raw| self.plain_output(raw))?;
+        tracing::info!(
+            "succeeded before (redelivered): continuing its workflow without running it again"
+        );
+        Some(Outcome::Complete {
+            record: None,
+            acked: false,
+            workflow: self.finished(Ending::Succeeded(output)).map(Box::new),
+        })
+    }
+
+    /// A stored output as plain JSON, opened with the worker's keys when sealed.
+    fn plain_output(&self, raw: &RawValue) -> Option<serde_json::Value> {
+        let text = match taskq_core::Encryption::sealed_text(raw.get()) {
+            Some(sealed) => self
+                .executor
+                .settings
+                .encryption
+                .as_ref()?
+                .open(
+                    &sealed,
+                    &taskq_core::Encryption::associated(self.envelope.id, &self.envelope.task),
+                )
+                .ok()?,
+            None => raw.get().to_owned(),
+        };
+        serde_json::from_str(&text).ok()
     }
 
     async fn store(&self, task: &Registered, record: &TaskResult) {

@@ -5,7 +5,8 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use taskq_core::{
-    Broker, Membership, ResultBackend, TaskId, TaskResult, TaskState, WorkerId, WorkerInfo,
+    workflow::{Ending, Finished},
+    Broker, Client, Envelope, Membership, TaskId, TaskResult, TaskState, WorkerId, WorkerInfo,
 };
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -24,8 +25,8 @@ const SLOW_EVERY: u64 = 5;
 #[derive(Debug)]
 pub(crate) struct Maintenance {
     pub(crate) broker: Arc<dyn Broker>,
-    /// Where the final results of poison messages go.
-    pub(crate) results: Arc<dyn ResultBackend>,
+    /// Where the final results of poison messages go, and their workflows continue.
+    pub(crate) client: Client,
     pub(crate) worker: WorkerId,
     /// What the worker publishes about itself (queues, concurrency, host, start).
     pub(crate) info: WorkerInfo,
@@ -112,7 +113,8 @@ impl Maintenance {
         }
     }
 
-    /// Gives the messages dead-lettered as poison a final FAILURE, so their waiters end.
+    /// Gives the messages dead-lettered as poison a final FAILURE, so their waiters end, and
+    /// ends what follows them in their workflows.
     async fn end_poisoned(&self, poisoned: &[(TaskId, String)]) {
         if poisoned.is_empty() {
             return;
@@ -122,16 +124,36 @@ impl Maintenance {
             "dead-lettered as worker_lost: recovered from lost workers more than {} times",
             self.max_redeliveries
         );
-        let records: Vec<_> = poisoned
-            .iter()
-            .map(|(id, task)| {
-                TaskResult::new(*id, task.as_str(), TaskState::Failure, now)
+        let mut records = Vec::with_capacity(poisoned.len());
+        let mut finished = Vec::new();
+        for (id, payload) in poisoned {
+            let envelope = Envelope::decode(payload, usize::MAX).ok();
+            let task = envelope.as_ref().map_or("", |e| e.task.as_str());
+            records.push(
+                TaskResult::new(*id, task, TaskState::Failure, now)
                     .with_error(&error)
-                    .with_worker(self.worker.as_str())
-            })
-            .collect();
-        if let Err(err) = self.results.store_many(&records, self.result_ttl).await {
+                    .with_worker(self.worker.as_str()),
+            );
+            if let Some(flow) = envelope.as_ref().and_then(|e| e.workflow().ok().flatten()) {
+                let ending = Ending::Ended {
+                    state: TaskState::Failure,
+                    error: error.clone(),
+                };
+                finished.push(Finished::new(*id, task, flow, ending));
+            }
+        }
+        let results = self.client.backend();
+        if let Err(err) = results.store_many(&records, self.result_ttl).await {
             tracing::warn!(error = %err, "could not record the failure of poison messages");
+        }
+        if !finished.is_empty() {
+            if let Err(err) = self
+                .client
+                .advance_workflows(finished, self.result_ttl)
+                .await
+            {
+                tracing::warn!(error = %err, "could not end the workflows of poison messages");
+            }
         }
     }
 

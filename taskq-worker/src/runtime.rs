@@ -106,8 +106,7 @@ impl Shared {
             broker.membership().is_some(),
         ));
         let settler = Arc::new(Settler::new(
-            broker.clone(),
-            client.backend().clone(),
+            client.clone(),
             id.clone(),
             config.result_ttl,
             hard_stop.clone(),
@@ -138,7 +137,7 @@ impl Shared {
         });
         let maintenance = Maintenance {
             broker: broker.clone(),
-            results: client.backend().clone(),
+            client: client.clone(),
             result_ttl: config.result_ttl,
             worker: id.clone(),
             info: maintenance::worker_info(

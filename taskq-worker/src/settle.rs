@@ -11,7 +11,8 @@
 use std::{sync::Arc, time::Duration};
 
 use taskq_core::{
-    Broker, DeadReason, Delivery, OutboundMessage, ResultBackend, TaskId, TaskResult, WorkerId,
+    workflow::Finished, Broker, Client, DeadReason, Delivery, OutboundMessage, ResultBackend,
+    TaskId, TaskResult, WorkerId,
 };
 use tokio::{
     sync::{mpsc, Mutex, OwnedSemaphorePermit},
@@ -25,13 +26,15 @@ use crate::{broker_call::insist, report::Recorder};
 /// Most completions written and acknowledged in one flush.
 const MAX_BATCH: usize = 256;
 
-/// A finished message waiting for its result write and ack.
+/// A finished message waiting for its result write, its workflow's next step, and its ack.
 #[derive(Debug)]
 pub(crate) struct Completion {
     delivery: Delivery,
     record: Option<TaskResult>,
     /// Acknowledged before running (at-most-once): only the result is written.
     acked: bool,
+    /// The workflow it belongs to, continued after the result write and before the ack.
+    workflow: Option<Finished>,
     /// Keeps the message counted against the prefetch limit until it is acknowledged.
     held: OwnedSemaphorePermit,
 }
@@ -41,12 +44,14 @@ impl Completion {
         delivery: Delivery,
         record: Option<TaskResult>,
         acked: bool,
+        workflow: Option<Finished>,
         held: OwnedSemaphorePermit,
     ) -> Self {
         Self {
             delivery,
             record,
             acked,
+            workflow,
             held,
         }
     }
@@ -56,6 +61,8 @@ impl Completion {
 /// when to stop insisting.
 #[derive(Debug)]
 pub(crate) struct Settler {
+    /// Sends workflows' next steps (signed and sealed as the worker's client is configured).
+    client: Client,
     broker: Arc<dyn Broker>,
     backend: Arc<dyn ResultBackend>,
     worker: WorkerId,
@@ -71,8 +78,7 @@ pub(crate) struct Settler {
 
 impl Settler {
     pub(crate) fn new(
-        broker: Arc<dyn Broker>,
-        backend: Arc<dyn ResultBackend>,
+        client: Client,
         worker: WorkerId,
         result_ttl: Duration,
         hard_stop: CancellationToken,
@@ -80,8 +86,9 @@ impl Settler {
     ) -> Self {
         let (sender, receiver) = mpsc::unbounded_channel();
         Self {
-            broker,
-            backend,
+            broker: client.broker().clone(),
+            backend: client.backend().clone(),
+            client,
             worker,
             result_ttl,
             hard_stop,
@@ -185,6 +192,20 @@ impl Settler {
         }
     }
 
+    /// Continues the workflows of `finished` messages (idempotent), insisting through outages;
+    /// false when it gave up (the caller then leaves the messages for recovery).
+    pub(crate) async fn continue_workflows(&self, finished: Vec<Finished>) -> bool {
+        if finished.is_empty() {
+            return true;
+        }
+        let (client, ttl) = (&self.client, self.result_ttl);
+        let done = insist("continue workflows", &self.hard_stop, || {
+            client.advance_workflows(finished.clone(), ttl)
+        })
+        .await;
+        done.is_some()
+    }
+
     /// Lets the next enqueue with `key` through: task `id` holding it finished.
     pub(crate) async fn release_unique(&self, queue: &str, key: &str, id: TaskId) {
         if let Err(err) = self.broker.release_unique(queue, key, id).await {
@@ -229,10 +250,12 @@ impl Settler {
     /// it again rather than lose its result).
     async fn flush(&self, batch: Vec<Completion>) {
         let mut records = Vec::new();
+        let mut finished = Vec::new();
         let mut deliveries = Vec::with_capacity(batch.len());
         let mut permits = Vec::with_capacity(batch.len());
         for completion in batch {
             records.extend(completion.record);
+            finished.extend(completion.workflow);
             if !completion.acked {
                 deliveries.push(completion.delivery);
             }
@@ -251,6 +274,13 @@ impl Settler {
                 );
                 return;
             }
+        }
+        if !self.continue_workflows(finished).await {
+            tracing::error!(
+                messages = deliveries.len(),
+                "workflows not continued; leaving the messages unacknowledged for recovery"
+            );
+            return;
         }
         if !deliveries.is_empty() {
             let acked = insist("ack", &self.hard_stop, || {

@@ -11,7 +11,10 @@ use parking_lot::{Mutex, MutexGuard};
 use tokio::{sync::Notify, time::Instant};
 
 use super::ResultBackend;
-use crate::{Result, TaskId, TaskResult};
+use crate::{
+    workflow::{GroupStatus, MemberOf, MemberOutcome, WorkflowRecord},
+    Result, TaskId, TaskResult, TaskState,
+};
 
 /// The in-process result backend.
 ///
@@ -41,6 +44,19 @@ struct State {
     /// Expiry times in order; swept as they pass.
     expiry: BTreeSet<(Instant, TaskId)>,
     waiters: HashMap<TaskId, Arc<Notify>>,
+    /// Workflow and group records, with their members' outcomes.
+    workflows: HashMap<TaskId, Workflow>,
+    /// Expiry times of workflow records in order; swept as they pass.
+    workflow_expiry: BTreeSet<(Instant, TaskId)>,
+}
+
+/// One workflow or group record and what its members reported.
+#[derive(Debug)]
+struct Workflow {
+    record: WorkflowRecord,
+    outcomes: std::collections::BTreeMap<u32, MemberOutcome>,
+    failed: bool,
+    expires: Instant,
 }
 
 impl MemoryResultBackend {
@@ -89,6 +105,15 @@ impl State {
                 self.results.remove(&id);
             }
         }
+        while let Some(&(expires, id)) = self.workflow_expiry.first() {
+            if expires > now {
+                break;
+            }
+            self.workflow_expiry.pop_first();
+            if self.workflows.get(&id).is_some_and(|w| w.expires <= now) {
+                self.workflows.remove(&id);
+            }
+        }
     }
 }
 
@@ -130,6 +155,74 @@ impl ResultBackend for MemoryResultBackend {
 
     async fn get(&self, id: TaskId) -> Result<Option<TaskResult>> {
         Ok(Self::current(&self.lock(), id))
+    }
+
+    async fn put_workflow(&self, record: &WorkflowRecord, ttl: Duration) -> Result<()> {
+        let now = Instant::now();
+        let expires = now + ttl;
+        let mut state = self.lock();
+        state.sweep(now);
+        let workflow = state
+            .workflows
+            .entry(record.id)
+            .or_insert_with(|| Workflow {
+                record: record.clone(),
+                outcomes: Default::default(),
+                failed: false,
+                expires,
+            });
+        workflow.record = record.clone();
+        let old = std::mem::replace(&mut workflow.expires, expires);
+        state.workflow_expiry.remove(&(old, record.id));
+        state.workflow_expiry.insert((expires, record.id));
+        Ok(())
+    }
+
+    async fn workflow(&self, id: TaskId) -> Result<Option<WorkflowRecord>> {
+        let now = Instant::now();
+        Ok(self
+            .lock()
+            .workflows
+            .get(&id)
+            .filter(|w| w.expires > now)
+            .map(|w| w.record.clone()))
+    }
+
+    async fn report_members(
+        &self,
+        reports: &[(MemberOf, MemberOutcome)],
+        _ttl: Duration,
+    ) -> Result<Vec<GroupStatus>> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        Ok(reports
+            .iter()
+            .map(|(member, outcome)| {
+                let Some(workflow) = state
+                    .workflows
+                    .get_mut(&member.group)
+                    .filter(|w| w.expires > now)
+                else {
+                    return GroupStatus::Waiting;
+                };
+                let first = !workflow.outcomes.contains_key(&member.index);
+                if first {
+                    workflow.outcomes.insert(member.index, outcome.clone());
+                }
+                if workflow.outcomes.len() >= member.of as usize {
+                    let outcomes = workflow.outcomes.values().cloned().collect();
+                    return GroupStatus::Complete(Box::new(workflow.record.clone()), outcomes);
+                }
+                if first && outcome.state != TaskState::Success && !workflow.failed {
+                    workflow.failed = true;
+                    return GroupStatus::Failed(
+                        Box::new(workflow.record.clone()),
+                        Box::new(outcome.clone()),
+                    );
+                }
+                GroupStatus::Waiting
+            })
+            .collect())
     }
 
     async fn wait(&self, id: TaskId, timeout: Duration) -> Result<Option<TaskResult>> {

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::{Result, TaskId, TaskResult};
+use crate::{
+    workflow::{GroupStatus, MemberOf, MemberOutcome, WorkflowRecord},
+    Result, TaskId, TaskResult,
+};
 
 /// Default time a result is kept (24 hours).
 pub const DEFAULT_RESULT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
@@ -39,6 +42,42 @@ pub trait ResultBackend: Send + Sync + std::fmt::Debug {
     /// Waits up to `timeout` for `id` to reach a final state, woken by the write (not by
     /// polling); returns the latest record either way.
     async fn wait(&self, id: TaskId, timeout: Duration) -> Result<Option<TaskResult>>;
+
+    /// Writes a workflow's or group's record, kept for `ttl` (outcomes already reported are
+    /// kept).
+    ///
+    /// The default refuses: a backend without workflow support says so when one is sent.
+    async fn put_workflow(&self, record: &WorkflowRecord, ttl: Duration) -> Result<()> {
+        let _ = (record, ttl);
+        Err(no_workflows())
+    }
+
+    /// The record of workflow or group `id`, if known.
+    async fn workflow(&self, id: TaskId) -> Result<Option<WorkflowRecord>> {
+        let _ = id;
+        Ok(None)
+    }
+
+    /// Records how group members ended, one record per member (the first report of a member
+    /// wins, so redelivered and duplicated members count once), and says per report what the
+    /// group's state became. Atomic per report: of several workers reporting a group's last
+    /// members at once, each sees [`GroupStatus::Complete`], and the next step's enqueue-once
+    /// claim makes it run once.
+    async fn report_members(
+        &self,
+        reports: &[(MemberOf, MemberOutcome)],
+        ttl: Duration,
+    ) -> Result<Vec<GroupStatus>> {
+        let _ = (reports, ttl);
+        Err(no_workflows())
+    }
+}
+
+fn no_workflows() -> crate::Error {
+    crate::Error::Invalid {
+        what: "result backend",
+        reason: "this result backend does not store workflows (groups and chords)".into(),
+    }
 }
 
 /// Compile-time check that [`ResultBackend`] stays object safe.

@@ -376,7 +376,7 @@ pub struct RecoveryReport {
     pub requeued: usize,
     /// Messages dead-lettered as poison.
     pub dead_lettered: usize,
-    /// The ids and task names of the poison messages that could be read, so that the caller
-    /// can give them a final result (their waiters then end).
+    /// The ids and payloads of the poison messages whose id could be read, so that the caller
+    /// can give them a final result (their waiters then end) and end their workflows.
     pub poisoned: Vec<(TaskId, String)>,
 }

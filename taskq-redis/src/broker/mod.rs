@@ -81,7 +81,7 @@ struct Shared {
     correction: Arc<AtomicI64>,
 }
 
-/// The `{id, task, id, task, ...}` list `recover.lua` returns for poison messages.
+/// The `{id, payload, id, payload, ...}` list `recover.lua` returns for poison messages.
 pub(crate) fn parse_poisoned(flat: &[String]) -> Vec<(taskq_core::TaskId, String)> {
     flat.chunks_exact(2)
         .filter_map(|pair| Some((pair[0].parse().ok()?, pair[1].clone())))

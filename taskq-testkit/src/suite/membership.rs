@@ -130,8 +130,8 @@ pub async fn poison_message_is_dead_lettered(broker: Shared) {
             );
             assert_eq!(
                 report.poisoned,
-                vec![(sent.id, "suite.task".to_owned())],
-                "named so that its waiter can be told"
+                vec![(sent.id, sent.payload.to_string())],
+                "given whole, so that its waiter can be told and its workflow ended"
             );
         }
     }

@@ -10,9 +10,7 @@ use chrono::{DateTime, Utc};
 
 use super::{MemoryBroker, State};
 use crate::{
-    broker::{
-        DeadLetter, DeadReason, Membership, PayloadFields, RecoveryReport, WorkerId, WorkerInfo,
-    },
+    broker::{DeadLetter, DeadReason, Membership, RecoveryReport, WorkerId, WorkerInfo},
     Error, Result,
 };
 
@@ -98,8 +96,9 @@ impl Membership for MemoryBroker {
                         );
                         queue.add_dead(letter, max_dead);
                         report.dead_lettered += 1;
-                        let task = PayloadFields::read(&message.payload).task;
-                        report.poisoned.push((message.id, task.unwrap_or_default()));
+                        report
+                            .poisoned
+                            .push((message.id, message.payload.to_string()));
                     } else {
                         queue.push_front(message);
                         report.requeued += 1;

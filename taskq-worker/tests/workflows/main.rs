@@ -1,0 +1,93 @@
+//! Workflows (chain, group, chord, callbacks) end to end on the in-memory broker and on a real
+//! redis-server: every scenario runs on both, with a worker running in the same process.
+
+mod scenarios;
+mod tasks;
+
+use std::{future::Future, time::Duration};
+
+use taskq_core::Client;
+use taskq_testkit::RedisServer;
+use taskq_worker::{Worker, WorkerReport};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A worker running every workflow test task until [`Running::stop`].
+pub(crate) struct Running {
+    stop: CancellationToken,
+    handle: JoinHandle<taskq_worker::Result<WorkerReport>>,
+}
+
+impl Running {
+    pub(crate) fn start(client: &Client) -> Self {
+        let worker = tasks::all_tasks(Worker::builder(client.clone()))
+            .concurrency(32)
+            .liveness(Duration::from_millis(200), Duration::from_secs(1))
+            .build()
+            .expect("valid worker");
+        let stop = CancellationToken::new();
+        let handle = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
+        Self { stop, handle }
+    }
+
+    pub(crate) async fn stop(self) -> WorkerReport {
+        self.stop.cancel();
+        self.handle.await.expect("worker task").expect("worker run")
+    }
+}
+
+/// Runs `scenario` with a client on the in-memory broker.
+async fn on_memory<F, Fut>(scenario: F)
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    scenario(Client::in_memory()).await;
+}
+
+/// Runs `scenario` with a client on a fresh redis-server.
+async fn on_redis<F, Fut>(scenario: F)
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let server = RedisServer::start();
+    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
+        .await
+        .expect("connect to the test redis-server");
+    scenario(client).await;
+}
+
+/// One test per scenario and broker.
+macro_rules! on_both {
+    ($($scenario:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::on_memory(|client| super::scenarios::$scenario(client, "memory")).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::on_redis(|client| super::scenarios::$scenario(client, "redis")).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both!(
+    typed_chain_of_three,
+    group_of_a_hundred_with_one_failure,
+    chord_of_a_thousand_calls_back_once,
+    retried_member_counts_once,
+    failed_member_fails_the_chord,
+    callbacks_on_success_and_failure,
+    chain_through_a_chord_and_group_of_chains,
+    revoking_a_workflow_ends_its_pending_steps,
+    failed_step_ends_the_rest_of_the_chain,
+);

@@ -1,0 +1,370 @@
+//! The scenarios, each run on the in-memory broker and on Redis (see `on_both!`).
+
+use std::time::Duration;
+
+use serde_json::json;
+use taskq_core::{
+    workflow::{chain, group, Group, Signature, WorkflowKind},
+    Client, Error, TaskState,
+};
+
+use crate::{
+    tasks::{runs, Add, Note, Number, Sleep, Square, SquareInput, Sum},
+    Running,
+};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Lets a late duplicate show itself before runs are counted.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+pub(crate) async fn typed_chain_of_three(client: Client, broker: &str) {
+    let label = format!("{broker}-chain-of-three");
+    let worker = Running::start(&client);
+    let sent = client
+        .send_chain(
+            chain(Number {
+                label: label.clone(),
+                n: 3,
+            })
+            .then(Add::step(&label, 4))
+            .then(SquareInput {
+                label: label.clone(),
+                n: 0,
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sent.wait(WAIT).await.unwrap(), 49);
+    settle().await;
+    assert_eq!(
+        runs(&label),
+        [json!(3), json!(3), json!(7)],
+        "each step once, in order, fed by its predecessor"
+    );
+    let record = client
+        .workflow(sent.id())
+        .await
+        .unwrap()
+        .expect("the chain's record");
+    assert_eq!(record.kind, WorkflowKind::Chain);
+    assert_eq!(record.members.len(), 3);
+    assert_eq!(*record.members.last().unwrap(), sent.last().id());
+    worker.stop().await;
+}
+
+pub(crate) async fn group_of_a_hundred_with_one_failure(client: Client, broker: &str) {
+    let label = format!("{broker}-group-of-a-hundred");
+    let worker = Running::start(&client);
+    let members = (0..100).map(|n| Square {
+        fail_on: Some(42),
+        ..Square::of(&label, n)
+    });
+    let sent = client.send_group(group(members)).await.unwrap();
+    let failed_id = sent.members()[42].id();
+    match sent.wait(WAIT).await {
+        Err(Error::GroupFailed {
+            id,
+            succeeded,
+            failed,
+        }) => {
+            assert_eq!(id, sent.id());
+            assert_eq!(succeeded, 99);
+            assert_eq!(failed.len(), 1);
+            assert_eq!((failed[0].0, failed[0].1), (failed_id, TaskState::Failure));
+            assert!(failed[0].2.contains("refusing 42"), "{}", failed[0].2);
+        }
+        other => panic!("expected the group to report one failure, got {other:?}"),
+    }
+    let outcomes = sent.wait_all(WAIT).await;
+    for (n, outcome) in outcomes.iter().enumerate() {
+        match outcome {
+            Ok(square) => assert_eq!(*square, (n * n) as i64),
+            Err(err) => assert_eq!(n, 42, "{err}"),
+        }
+    }
+    let states = sent.states().await.unwrap();
+    assert_eq!(
+        states.iter().filter(|s| **s == TaskState::Success).count(),
+        99
+    );
+    worker.stop().await;
+}
+
+pub(crate) async fn chord_of_a_thousand_calls_back_once(client: Client, broker: &str) {
+    let label = format!("{broker}-chord-members");
+    let callback = format!("{broker}-chord-callback");
+    let worker = Running::start(&client);
+    let sent = client
+        .send_chain(group((0..1000).map(|n| Square::of(&label, n))).then(Sum::callback(&callback)))
+        .await
+        .unwrap();
+    let expected: i64 = (0..1000i64).map(|n| n * n).sum();
+    assert_eq!(sent.wait(WAIT).await.unwrap(), expected);
+    settle().await;
+    let calls = runs(&callback);
+    assert_eq!(calls.len(), 1, "the callback runs exactly once");
+    let seen: Vec<i64> = serde_json::from_value(calls[0].clone()).unwrap();
+    assert_eq!(
+        seen,
+        (0..1000i64).map(|n| n * n).collect::<Vec<_>>(),
+        "every output, in member order"
+    );
+    assert_eq!(runs(&label).len(), 1000);
+    let record = client
+        .workflow(sent.id())
+        .await
+        .unwrap()
+        .expect("the chord's record");
+    assert_eq!(record.kind, WorkflowKind::Chord);
+    assert_eq!(record.members.len(), 1000);
+    worker.stop().await;
+}
+
+pub(crate) async fn retried_member_counts_once(client: Client, broker: &str) {
+    let label = format!("{broker}-retried-member");
+    let callback = format!("{broker}-retried-callback");
+    let worker = Running::start(&client);
+    let members = (0..10).map(|n| Square {
+        flaky: if n == 3 { 2 } else { 0 },
+        ..Square::of(&label, n)
+    });
+    let sent = client
+        .send_chain(group(members).then(Sum::callback(&callback)))
+        .await
+        .unwrap();
+    assert_eq!(
+        sent.wait(WAIT).await.unwrap(),
+        (0..10).map(|n| n * n).sum::<i64>()
+    );
+    settle().await;
+    let threes = runs(&label).iter().filter(|n| **n == json!(3)).count();
+    assert_eq!(threes, 3, "two failed attempts, then success");
+    let calls = runs(&callback);
+    assert_eq!(calls.len(), 1);
+    assert_eq!(
+        calls[0].as_array().unwrap().len(),
+        10,
+        "the retried member counted once"
+    );
+    worker.stop().await;
+}
+
+pub(crate) async fn failed_member_fails_the_chord(client: Client, broker: &str) {
+    let label = format!("{broker}-failing-member");
+    let callback = format!("{broker}-failing-callback");
+    let worker = Running::start(&client);
+    let members = (0..10).map(|n| Square {
+        fail_on: Some(5),
+        ..Square::of(&label, n)
+    });
+    let chord = group(members);
+    let sent = client
+        .send_chain(chord.then(Sum::callback(&callback)))
+        .await
+        .unwrap();
+    let record = client.workflow(sent.id()).await.unwrap().unwrap();
+    let failed_member = record.members[5];
+    match sent.wait(WAIT).await {
+        Err(Error::TaskFailed { state, message, .. }) => {
+            assert_eq!(state, TaskState::Failure);
+            assert!(
+                message.contains(&failed_member.to_string()),
+                "names the member: {message}"
+            );
+            assert!(message.contains("refusing 5"), "{message}");
+        }
+        other => panic!("expected the chord to fail, got {other:?}"),
+    }
+    settle().await;
+    assert!(runs(&callback).is_empty(), "the callback never runs");
+    let dead = client
+        .inspector()
+        .dead_letters(taskq_core::DEFAULT_QUEUE, taskq_core::Page::first(10))
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1, "the failed member is a dead letter");
+    worker.stop().await;
+}
+
+pub(crate) async fn callbacks_on_success_and_failure(client: Client, broker: &str) {
+    let label = format!("{broker}-callback-tasks");
+    let on_success = format!("{broker}-on-success");
+    let on_failure = format!("{broker}-on-failure");
+    let worker = Running::start(&client);
+    let note = |label: &str| {
+        Signature::step(&Note {
+            label: label.to_owned(),
+            seen: serde_json::Value::Null,
+        })
+        .unwrap()
+    };
+    let ok = client
+        .enqueue(Number {
+            label: label.clone(),
+            n: 5,
+        })
+        .on_success(note(&on_success))
+        .on_failure(note(&on_failure))
+        .await
+        .unwrap();
+    let failing = client
+        .enqueue(Square {
+            fail_on: Some(1),
+            ..Square::of(&label, 1)
+        })
+        .on_success(note(&on_success))
+        .on_failure(note(&on_failure))
+        .await
+        .unwrap();
+    assert_eq!(ok.wait(WAIT).await.unwrap(), 5);
+    assert!(failing.wait(WAIT).await.unwrap_err().is_task_failure());
+    for _ in 0..200 {
+        if !runs(&on_success).is_empty() && !runs(&on_failure).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    settle().await;
+    assert_eq!(
+        runs(&on_success),
+        [json!(5)],
+        "on_success gets the output, once"
+    );
+    let failures = runs(&on_failure);
+    assert_eq!(
+        failures.len(),
+        1,
+        "on_failure fires once, for the failing task only"
+    );
+    assert_eq!(failures[0]["id"], json!(failing.id()));
+    assert_eq!(failures[0]["state"], json!("FAILURE"));
+    assert_eq!(failures[0]["task"], json!("wf.square"));
+    assert!(failures[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("refusing 1"));
+    worker.stop().await;
+}
+
+pub(crate) async fn chain_through_a_chord_and_group_of_chains(client: Client, broker: &str) {
+    let label = format!("{broker}-nested");
+    let worker = Running::start(&client);
+    // A chain whose middle step is a group: 2 -> [2+0 .. 2+4] -> sum.
+    let through_chord = chain(Number {
+        label: label.clone(),
+        n: 2,
+    })
+    .then_chord((0..5).map(|i| Add::step(&label, i)), Sum::callback(&label));
+    let sent = client.send_chain(through_chord).await.unwrap();
+    assert_eq!(sent.wait(WAIT).await.unwrap(), 20);
+    // A group whose members are chains: n -> n*n, summed.
+    let chains = (1..=3).map(|n| {
+        chain(Number {
+            label: label.clone(),
+            n,
+        })
+        .then(SquareInput {
+            label: label.clone(),
+            n: 0,
+        })
+    });
+    let sent = client
+        .send_chain(Group::of_chains(chains).then(Sum::callback(&label)))
+        .await
+        .unwrap();
+    assert_eq!(sent.wait(WAIT).await.unwrap(), 1 + 4 + 9);
+    let members = client.workflow(sent.id()).await.unwrap().unwrap().members;
+    assert_eq!(
+        members.len(),
+        3,
+        "a member chain is represented by its last step"
+    );
+    for member in members {
+        let record = client.result(member).await.unwrap().unwrap();
+        assert_eq!(record.task, "wf.square_input");
+    }
+    worker.stop().await;
+}
+
+pub(crate) async fn revoking_a_workflow_ends_its_pending_steps(client: Client, broker: &str) {
+    let label = format!("{broker}-revoked");
+    let worker = Running::start(&client);
+    let sent = client
+        .send_chain(
+            chain(Sleep {
+                label: label.clone(),
+                ms: 1000,
+            })
+            .then_ignoring(Number {
+                label: label.clone(),
+                n: 1,
+            })
+            .then(Add::step(&label, 1)),
+        )
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        if !runs(&label).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(client.revoke_workflow(sent.id(), false).await.unwrap(), 3);
+    match sent.wait(WAIT).await {
+        Err(Error::TaskFailed { state, .. }) => assert_eq!(state, TaskState::Revoked),
+        other => panic!("expected the last step to end REVOKED, got {other:?}"),
+    }
+    settle().await;
+    assert_eq!(
+        runs(&label),
+        [json!(1000)],
+        "only the step already running ran"
+    );
+    worker.stop().await;
+}
+
+pub(crate) async fn failed_step_ends_the_rest_of_the_chain(client: Client, broker: &str) {
+    let label = format!("{broker}-failed-step");
+    let worker = Running::start(&client);
+    let first = Square {
+        fail_on: Some(1),
+        ..Square::of(&label, 1)
+    };
+    let sent = client
+        .send_chain(
+            chain(first)
+                .then(SquareInput {
+                    label: label.clone(),
+                    n: 0,
+                })
+                .then(SquareInput {
+                    label: label.clone(),
+                    n: 0,
+                }),
+        )
+        .await
+        .unwrap();
+    let steps = client.workflow(sent.id()).await.unwrap().unwrap().members;
+    match sent.wait(WAIT).await {
+        Err(Error::TaskFailed { state, message, .. }) => {
+            assert_eq!(state, TaskState::Failure);
+            assert!(
+                message.contains(&steps[0].to_string()),
+                "names the failed step: {message}"
+            );
+        }
+        other => panic!("expected the chain to fail, got {other:?}"),
+    }
+    let middle = client.result(steps[1]).await.unwrap().unwrap();
+    assert_eq!(
+        middle.state,
+        TaskState::Failure,
+        "every step after the failure ends"
+    );
+    settle().await;
+    assert_eq!(runs(&label), [json!(1)], "no step after the failed one ran");
+    worker.stop().await;
+}
