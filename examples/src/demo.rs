@@ -1,4 +1,5 @@
-//! The demo tasks: `demo.add`, `demo.sleep`, `demo.fail`, `demo.panic`, and a worker `main`.
+//! The demo tasks: `demo.add`, `demo.sleep`, `demo.fail`, `demo.panic`, the workflow steps
+//! `demo.step` and `demo.collect`, and a worker `main`.
 
 use std::{io::Write, time::Duration};
 
@@ -44,13 +45,7 @@ impl Run for Sleep {
     async fn run(self, ctx: TaskContext) -> Result<u64, TaskError> {
         tokio::time::sleep(Duration::from_millis(self.ms)).await;
         if let Some(path) = &self.ledger {
-            let line = format!("{} {}\n", ctx.id(), ctx.worker().unwrap_or("-"));
-            // One write of one short line to a file opened for appending is atomic on Linux.
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)?
-                .write_all(line.as_bytes())?;
+            append_to_ledger(path, &ctx, "sleep")?;
         }
         Ok(self.ms)
     }
@@ -91,6 +86,73 @@ impl Run for Panic {
     }
 }
 
+/// Appends one line `<task-id> <worker-id> <what>` to `ledger` (one short append is atomic on
+/// Linux, so lines from several processes never interleave and their order is time order).
+fn append_to_ledger(ledger: &str, ctx: &TaskContext, what: &str) -> std::io::Result<()> {
+    let line = format!("{} {} {what}\n", ctx.id(), ctx.worker().unwrap_or("-"));
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(ledger)?
+        .write_all(line.as_bytes())
+}
+
+/// `demo.step {n, ms, ledger?}`: a chain step. Receives its predecessor's output in `n`,
+/// writes `step <n>` to the ledger as it starts, sleeps `ms` and returns `n + 1`.
+#[derive(Debug, Task, Serialize, Deserialize)]
+#[task(name = "demo.step")]
+pub struct Step {
+    /// The predecessor's output (the step's position in a chain of steps).
+    #[task(input)]
+    pub n: u64,
+    /// How long to sleep.
+    pub ms: u64,
+    /// File to append a start record to.
+    #[serde(default)]
+    pub ledger: Option<String>,
+}
+
+impl Run for Step {
+    type Output = u64;
+
+    async fn run(self, ctx: TaskContext) -> Result<u64, TaskError> {
+        if let Some(ledger) = &self.ledger {
+            append_to_ledger(ledger, &ctx, &format!("step {}", self.n))?;
+        }
+        tokio::time::sleep(Duration::from_millis(self.ms)).await;
+        Ok(self.n + 1)
+    }
+}
+
+/// `demo.collect {values, ledger?}`: a chord's callback. Receives every member's output in
+/// `values`, writes `collect <count> <sum>` to the ledger and returns the sum.
+#[derive(Debug, Task, Serialize, Deserialize)]
+#[task(name = "demo.collect")]
+pub struct Collect {
+    /// The members' outputs, in member order.
+    #[task(input)]
+    pub values: Vec<u64>,
+    /// File to append a record to.
+    #[serde(default)]
+    pub ledger: Option<String>,
+}
+
+impl Run for Collect {
+    type Output = u64;
+
+    async fn run(self, ctx: TaskContext) -> Result<u64, TaskError> {
+        let sum = self.values.iter().sum();
+        if let Some(ledger) = &self.ledger {
+            append_to_ledger(
+                ledger,
+                &ctx,
+                &format!("collect {} {sum}", self.values.len()),
+            )?;
+        }
+        Ok(sum)
+    }
+}
+
 /// Registers every demo task.
 pub fn register(builder: WorkerBuilder) -> WorkerBuilder {
     builder
@@ -98,6 +160,8 @@ pub fn register(builder: WorkerBuilder) -> WorkerBuilder {
         .register::<Sleep>()
         .register::<Fail>()
         .register::<Panic>()
+        .register::<Step>()
+        .register::<Collect>()
 }
 
 /// Flags of the demo worker.

@@ -90,4 +90,6 @@ on_both!(
     chain_through_a_chord_and_group_of_chains,
     revoking_a_workflow_ends_its_pending_steps,
     failed_step_ends_the_rest_of_the_chain,
+    continuing_twice_sends_the_next_step_once,
+    a_delivered_step_that_already_succeeded_is_not_run_again,
 );

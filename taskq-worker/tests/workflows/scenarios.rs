@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use taskq_core::{
-    workflow::{chain, group, Group, Signature, WorkflowKind},
-    Client, Error, TaskState,
+    workflow::{chain, group, Ending, Finished, Group, Signature, WorkflowKind},
+    Client, Envelope, Error, TaskResult, TaskState,
 };
 
 use crate::{
@@ -367,4 +367,119 @@ pub(crate) async fn failed_step_ends_the_rest_of_the_chain(client: Client, broke
     settle().await;
     assert_eq!(runs(&label), [json!(1)], "no step after the failed one ran");
     worker.stop().await;
+}
+
+/// A worker killed after continuing a workflow but before acknowledging the message makes the
+/// next delivery continue it again: the next step (and a chord's callback) is still sent once.
+pub(crate) async fn continuing_twice_sends_the_next_step_once(client: Client, broker: &str) {
+    let label = format!("{broker}-continued-twice");
+    let ttl = Duration::from_secs(60);
+    client
+        .send_chain(
+            chain(Number {
+                label: label.clone(),
+                n: 3,
+            })
+            .then(Add::step(&label, 1)),
+        )
+        .await
+        .unwrap();
+    let first = take_pending(&client, 1).await.remove(0);
+    let flow = first
+        .workflow()
+        .unwrap()
+        .expect("a chain step carries its flow");
+    let finished = Finished::new(first.id, &first.task, flow, Ending::Succeeded(json!(3)));
+    for _ in 0..2 {
+        client
+            .advance_workflows(vec![finished.clone()], ttl)
+            .await
+            .unwrap();
+    }
+    let next = take_pending(&client, 1).await;
+    assert_eq!(next[0].task, "wf.add", "the second step is enqueued once");
+    assert_eq!(
+        next[0].args.get(),
+        r#"{"add":1,"label":"#.to_owned() + &format!("{label:?}") + r#","n":3}"#
+    );
+
+    // The same for a chord whose members report twice.
+    let chord = client
+        .send_chain(group((0..2).map(|n| Square::of(&label, n))).then(Sum::callback(&label)))
+        .await
+        .unwrap();
+    let members = take_pending(&client, 2).await;
+    let finished: Vec<Finished> = members
+        .iter()
+        .map(|member| {
+            let n: i64 = serde_json::from_str::<serde_json::Value>(member.args.get()).unwrap()["n"]
+                .as_i64()
+                .unwrap();
+            let flow = member.workflow().unwrap().unwrap();
+            Finished::new(
+                member.id,
+                &member.task,
+                flow,
+                Ending::Succeeded(json!(n * n)),
+            )
+        })
+        .collect();
+    for _ in 0..2 {
+        client
+            .advance_workflows(finished.clone(), ttl)
+            .await
+            .unwrap();
+    }
+    let callback = take_pending(&client, 1).await.remove(0);
+    assert_eq!(callback.task, "wf.sum", "the callback is enqueued once");
+    assert_eq!(callback.id, chord.last().id());
+}
+
+/// A chain step whose SUCCESS is already stored (its worker died between the result write and
+/// the ack) is not run again when it is delivered: its workflow continues from the stored
+/// output.
+pub(crate) async fn a_delivered_step_that_already_succeeded_is_not_run_again(
+    client: Client,
+    broker: &str,
+) {
+    let label = format!("{broker}-already-succeeded");
+    let sent = client
+        .send_chain(
+            chain(Number {
+                label: label.clone(),
+                n: 3,
+            })
+            .then(Add::step(&label, 1)),
+        )
+        .await
+        .unwrap();
+    let first = client.workflow(sent.id()).await.unwrap().unwrap().members[0];
+    let stored = TaskResult::new(first, "wf.number", TaskState::Success, chrono::Utc::now())
+        .with_result(serde_json::value::to_raw_value(&3).unwrap());
+    client
+        .backend()
+        .store(&stored, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let worker = Running::start(&client);
+    assert_eq!(sent.wait(WAIT).await.unwrap(), 4);
+    settle().await;
+    assert_eq!(runs(&label), [json!(3)], "only the second step ran");
+    worker.stop().await;
+}
+
+/// Takes the default queue's pending messages (asserting how many) as a worker would.
+async fn take_pending(client: &Client, count: usize) -> Vec<Envelope> {
+    let taker = taskq_core::WorkerId::generate();
+    let queues = [taskq_core::DEFAULT_QUEUE.to_owned()];
+    let held = client
+        .broker()
+        .fetch(&taker, &queues, 100, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(held.len(), count, "pending messages");
+    client.broker().ack(&taker, &held).await.unwrap();
+    held.iter()
+        .map(|delivery| Envelope::decode(delivery.payload(), usize::MAX).unwrap())
+        .collect()
 }

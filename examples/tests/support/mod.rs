@@ -1,0 +1,103 @@
+//! What the fault tests share: demo worker processes, and the ledger their tasks write.
+
+#![allow(dead_code)] // each test binary uses its own part
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use taskq_core::TaskId;
+use taskq_testkit::RedisServer;
+
+/// A demo worker process.
+pub(crate) struct WorkerProcess {
+    child: Child,
+}
+
+impl WorkerProcess {
+    pub(crate) fn start(server: &RedisServer, extra: &[&str]) -> Self {
+        Self::start_with_env(server, extra, &[])
+    }
+
+    pub(crate) fn start_with_env(
+        server: &RedisServer,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_taskq-demo-worker"))
+            .args([
+                "--broker",
+                &server.url(),
+                "--heartbeat",
+                "200ms",
+                "--liveness-ttl",
+                "1s",
+            ])
+            .args(extra)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start taskq-demo-worker");
+        Self { child }
+    }
+
+    pub(crate) fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    pub(crate) fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for worker") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "worker did not exit within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub(crate) fn ledger_path(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("taskq-ledger-{name}-{}", TaskId::new()))
+}
+
+/// Executions per task id, from the ledger.
+pub(crate) fn executions(ledger: &Path) -> HashMap<TaskId, usize> {
+    let text = std::fs::read_to_string(ledger).unwrap_or_default();
+    let mut counts = HashMap::new();
+    for line in text.lines() {
+        let id = line.split_whitespace().next().expect("ledger line");
+        *counts
+            .entry(id.parse::<TaskId>().expect("task id"))
+            .or_default() += 1;
+    }
+    counts
+}
+
+pub(crate) async fn wait_until(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
