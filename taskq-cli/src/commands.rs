@@ -51,6 +51,13 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         } => println!("{}", purge_queue(&client, &queue, yes, json).await?),
         Command::Revoke { id, terminate } => {
             let id = parse_id(&id)?;
+            if client.workflow(id).await?.is_some() {
+                println!(
+                    "{}",
+                    crate::workflow::revoke(&client, id, terminate, json).await?
+                );
+                return Ok(());
+            }
             // Revoked either way (it may still be queued without a record), but say so when
             // nothing is known of it: a mistyped id is the likelier reason.
             let known = client.result(id).await?.is_some();
@@ -225,6 +232,9 @@ async fn result(
     wait: Option<Duration>,
     json: bool,
 ) -> Result<String, Failure> {
+    if let Some(workflow) = client.workflow(*id).await? {
+        return crate::workflow::show(client, &workflow, json).await;
+    }
     let record = match wait {
         Some(timeout) => client
             .backend()

@@ -3,6 +3,7 @@
 mod args;
 mod commands;
 mod table;
+mod workflow;
 
 pub use args::Cli;
 

@@ -566,3 +566,71 @@ async fn tls_files_come_from_flags_and_the_environment() {
     assert!(without_ca.contains("certificate"), "{without_ca}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn result_and_revoke_of_a_workflow_show_its_members() {
+    use taskq_core::workflow::{Chain, Group, Signature};
+    let server = RedisServer::start();
+    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
+        .await
+        .unwrap();
+    // Sent before any worker declared `cli.add`, so the queue is named.
+    let add = |a: i64, b: i64| {
+        Signature::by_name("cli.add", serde_json::json!({"a": a, "b": b})).queue("cli")
+    };
+
+    // Revoking a group by its id revokes every member.
+    let pending = client
+        .send_group(Group::<serde_json::Value>::of_signatures(
+            (0..3).map(|i| add(i, i)),
+        ))
+        .await
+        .unwrap();
+    let revoked = stdout(&taskq(&server, &["revoke", &pending.id().to_string()]));
+    assert!(
+        revoked.starts_with("revoked workflow") && revoked.contains("3 tasks"),
+        "{revoked}"
+    );
+
+    let worker = start_worker(&client).await;
+    pending.wait_all(Duration::from_secs(10)).await;
+    let group = client
+        .send_group(Group::<serde_json::Value>::of_signatures(
+            (0..3).map(|i| add(i, i)),
+        ))
+        .await
+        .unwrap();
+    group.wait(Duration::from_secs(10)).await.unwrap();
+    let chain = client
+        .send_chain(Chain::<()>::of_signatures([
+            add(1, 2),
+            add(10, 0).input("b"),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(chain.wait(Duration::from_secs(10)).await.unwrap(), 13);
+    worker.stop().await;
+
+    let text = stdout(&taskq(&server, &["result", &group.id().to_string()]));
+    assert!(
+        text.starts_with("group") && text.contains("members   3 SUCCESS"),
+        "{text}"
+    );
+    let revoked_text = stdout(&taskq(&server, &["result", &pending.id().to_string()]));
+    assert!(
+        revoked_text.contains("members   3 REVOKED"),
+        "{revoked_text}"
+    );
+    let shown = json(&taskq(
+        &server,
+        &["result", &chain.id().to_string(), "--json"],
+    ));
+    assert_eq!(shown["workflow"], "chain");
+    let states: Vec<_> = shown["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["state"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(states, ["SUCCESS", "SUCCESS"]);
+}
