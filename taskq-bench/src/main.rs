@@ -73,6 +73,9 @@ enum Workload {
     W2b,
     /// Enqueue then wait for the result, sequentially.
     W3,
+    /// A chord of N no-op members and a callback summing their outputs: from the worker's
+    /// start to the callback's result (compare with W2b, which drains N tasks with results).
+    Chord,
     /// Redis commands per second of an idle worker.
     Idle,
     /// Redis commands per second of an idle worker listening to three queues whose slots fall

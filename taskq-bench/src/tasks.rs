@@ -51,6 +51,22 @@ impl Run for Noop {
     }
 }
 
+/// A chord's callback: sums its members' outputs.
+#[derive(Task, Serialize, Deserialize)]
+#[task(name = "bench.sum", max_retries = 0)]
+pub(crate) struct Sum {
+    #[task(input)]
+    pub(crate) values: Vec<u64>,
+}
+
+impl Run for Sum {
+    type Output = u64;
+
+    async fn run(self, _ctx: TaskContext) -> Result<u64, TaskError> {
+        Ok(self.values.iter().sum())
+    }
+}
+
 /// A no-op without a stored result.
 #[derive(Task, Serialize, Deserialize)]
 #[task(name = "bench.noop_quiet", max_retries = 0, ignore_result)]

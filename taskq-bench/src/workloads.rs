@@ -94,6 +94,7 @@ impl Bench {
             Workload::W2 => self.drain::<QuietNoop>(&queue).await?,
             Workload::W2b => self.drain::<Noop>(&queue).await?,
             Workload::W3 => self.w3(&queue).await?,
+            Workload::Chord => self.chord(&queue).await?,
             Workload::Idle => self.idle(&[queue]).await?,
             Workload::Idle3 => {
                 self.idle(&spread_queues(&queue, self.redis.as_ref()).await?)
@@ -238,6 +239,30 @@ impl Bench {
         Ok(row)
     }
 
+    /// Sends a chord of `n` no-ops (untimed, like the drains' fill), then times the worker from
+    /// its start to the callback's result.
+    async fn chord(&self, queue: &str) -> Result<Row, BoxError> {
+        use taskq_core::workflow::{Group, Signature};
+        let members = (0..self.n as u64)
+            .map(|n| Signature::of(&Noop { n }).map(|s| s.queue(queue)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let callback = Signature::step(&tasks::Sum { values: Vec::new() })?.queue(queue);
+        let chord = Group::<serde_json::Value>::of_signatures(members).then_signature(callback);
+        let sent = self.client.send_chain(chord).await?;
+        tasks::reset(self.n);
+        let before = self.costs().await?;
+        let (stop, running) = self.start_worker(&[queue])?;
+        let sum = sent.wait(Duration::from_secs(600)).await?;
+        let row = self.row(before, self.n).await?;
+        let expected = (self.n as u64).saturating_sub(1) * self.n as u64 / 2;
+        if sum != serde_json::json!(expected) {
+            return Err(format!("the chord's callback returned {sum}, expected {expected}").into());
+        }
+        stop.cancel();
+        running.await??;
+        Ok(row)
+    }
+
     async fn w3(&self, queue: &str) -> Result<Row, BoxError> {
         let (stop, running) = self.start_worker(&[queue])?;
         // Warm up connections and scripts.
@@ -299,6 +324,7 @@ impl Bench {
         let mut builder = Worker::builder(self.client.clone())
             .register::<Noop>()
             .register::<QuietNoop>()
+            .register::<tasks::Sum>()
             .queues(queues.iter().map(AsRef::as_ref))
             .concurrency(self.concurrency)
             .prefetch(self.concurrency)
