@@ -113,6 +113,7 @@ impl<O> Chain<O> {
                 Node::Group(GroupNode {
                     id: TaskId::new(),
                     members,
+                    settled: false,
                 })
             });
         self.pushed::<Vec<M::Output>>(group).then(callback)
@@ -238,21 +239,34 @@ impl<O> Group<O> {
     /// included), the callback never runs and ends as FAILURE naming that member.
     pub fn then<C: Step<Input = Vec<O>>>(self, callback: C) -> Chain<C::Output> {
         let node = Signature::step(&callback).map(Node::Task);
-        self.into_chain().pushed(node)
+        self.into_chain(false).pushed(node)
     }
 
     /// A chord with an untyped callback (its input field receives the outputs).
     pub fn then_signature(self, callback: Signature) -> Chain<serde_json::Value> {
-        self.into_chain().pushed(Ok(Node::Task(callback)))
+        self.into_chain(false).pushed(Ok(Node::Task(callback)))
+    }
+
+    /// A chord whose `callback` runs once every member has ended, whatever the outcomes, with
+    /// a [`Settled`](super::Settled) per member in member order (Sidekiq's batch "complete"
+    /// callback, BullMQ's `ignoreDependencyOnFailure`): for work where partial results are
+    /// still worth using.
+    pub fn then_settled<C>(self, callback: C) -> Chain<C::Output>
+    where
+        C: Step<Input = Vec<super::Settled<O>>>,
+    {
+        let node = Signature::step(&callback).map(Node::Task);
+        self.into_chain(true).pushed(node)
     }
 
     /// This group as the first step of a chain.
-    fn into_chain(self) -> Chain<Vec<O>> {
+    fn into_chain(self, settled: bool) -> Chain<Vec<O>> {
         let node = match self.error {
             Some(err) => Err(err),
             None => Ok(Node::Group(GroupNode {
                 id: self.id,
                 members: self.members,
+                settled,
             })),
         };
         Chain::<()>::empty().pushed(node)

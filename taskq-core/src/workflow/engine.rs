@@ -121,6 +121,7 @@ impl Client {
             member_of: None,
             root: Some(root),
             created_at: self.clock().now(),
+            settled: false,
         };
         let Some((first, rest)) = nodes.split_first() else {
             return Err(invalid("a workflow needs at least one step"));
@@ -256,6 +257,7 @@ impl Client {
                         member_of,
                         MemberOutcome {
                             id: origin.0,
+                            task: origin.1,
                             state: TaskState::Success,
                             output: Some(output),
                             error: None,
@@ -280,9 +282,10 @@ impl Client {
                         member_of,
                         MemberOutcome {
                             id: origin.0,
+                            task: origin.1,
                             state,
                             output: None,
-                            error: Some(format!("{} ({}): {error}", origin.1, origin.0)),
+                            error: Some(error),
                         },
                     ));
                 }
@@ -342,6 +345,7 @@ impl Client {
                     member_of: context.member_of,
                     root: context.root,
                     created_at: self.clock().now(),
+                    settled: group.settled,
                 });
                 for (index, member) in group.members.iter().enumerate() {
                     let Some((first, rest)) = member.split_first() else {
@@ -481,6 +485,8 @@ fn apply_declared(
 fn group_continuation(status: GroupStatus) -> Option<Continuation> {
     let (record, outcomes) = match status {
         GroupStatus::Waiting => return None,
+        // A settled group waits for every member, failed or not.
+        GroupStatus::Failed(record, _) if record.settled => return None,
         GroupStatus::Failed(record, failed) => (record, vec![*failed]),
         GroupStatus::Complete(record, outcomes) => (record, outcomes),
     };
@@ -493,12 +499,21 @@ fn group_continuation(status: GroupStatus) -> Option<Continuation> {
     let failure = |outcome: &MemberOutcome| Ending::Ended {
         state: TaskState::Failure,
         error: format!(
-            "member {} ended {}: {}",
+            "member {} ({}) ended {}: {}",
+            outcome.task,
             outcome.id,
             outcome.state,
             outcome.error.as_deref().unwrap_or("")
         ),
     };
+    if record.settled {
+        let settled = outcomes.into_iter().map(settled_value).collect();
+        return Some(Continuation {
+            context,
+            origin,
+            ending: Ending::Succeeded(Value::Array(settled)),
+        });
+    }
     let ending = match outcomes.iter().find(|o| o.state != TaskState::Success) {
         Some(failed) => failure(failed),
         None => Ending::Succeeded(Value::Array(
@@ -513,6 +528,20 @@ fn group_continuation(status: GroupStatus) -> Option<Continuation> {
         origin,
         ending,
     })
+}
+
+/// A member's outcome as a settled group's callback receives it (see [`super::Settled`]).
+fn settled_value(outcome: MemberOutcome) -> Value {
+    if outcome.state == TaskState::Success {
+        return serde_json::json!({ "ok": outcome.output.unwrap_or(Value::Null) });
+    }
+    let failed = Failed {
+        id: outcome.id,
+        task: outcome.task,
+        state: outcome.state,
+        error: outcome.error.unwrap_or_default(),
+    };
+    serde_json::json!({ "failed": failed })
 }
 
 fn invalid(reason: &str) -> Error {

@@ -26,6 +26,10 @@ pub struct GroupNode {
     pub id: TaskId,
     /// Each member is a chain of one or more nodes.
     pub members: Vec<Vec<Node>>,
+    /// What follows runs once every member ended, whatever their outcome, with a
+    /// [`Settled`] per member (Sidekiq's batch "complete" rather than "success").
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub settled: bool,
 }
 
 impl Node {
@@ -126,6 +130,7 @@ impl Flow {
 /// # Ok::<(), serde_json::Error>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Failed {
     /// The task that ended.
     pub id: TaskId,
@@ -176,6 +181,37 @@ pub struct WorkflowRecord {
     pub root: Option<TaskId>,
     /// When it was sent.
     pub created_at: DateTime<Utc>,
+    /// A group whose next step runs whatever its members' outcomes (see [`GroupNode::settled`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub settled: bool,
+}
+
+/// One member's outcome, as the callback of [`Group::then_settled`](super::Group::then_settled)
+/// receives it: `{"ok": output}` or `{"failed": {id, task, state, error}}`.
+///
+/// ```
+/// use taskq_core::workflow::Settled;
+/// let ok: Settled<i64> = serde_json::from_str(r#"{"ok":4}"#)?;
+/// assert_eq!(ok.ok(), Some(4));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Settled<O> {
+    /// The member succeeded with this output.
+    Ok(O),
+    /// The member ended FAILURE, REVOKED or EXPIRED.
+    Failed(Failed),
+}
+
+impl<O> Settled<O> {
+    /// The output, if the member succeeded.
+    pub fn ok(self) -> Option<O> {
+        match self {
+            Settled::Ok(output) => Some(output),
+            Settled::Failed(_) => None,
+        }
+    }
 }
 
 /// How one member of a group ended, as recorded for the group (first report wins).
@@ -184,6 +220,9 @@ pub struct WorkflowRecord {
 pub struct MemberOutcome {
     /// The member's last task id.
     pub id: TaskId,
+    /// Its task name.
+    #[serde(default)]
+    pub task: String,
     /// SUCCESS, or the final state it ended in.
     pub state: TaskState,
     /// The output on SUCCESS.

@@ -56,7 +56,7 @@ mod signature;
 pub use canvas::{chain, group, Chain, Group};
 pub use engine::{Ending, Finished};
 pub use flow::{
-    Failed, Flow, GroupNode, GroupStatus, MemberOf, MemberOutcome, Node, WorkflowKind,
+    Failed, Flow, GroupNode, GroupStatus, MemberOf, MemberOutcome, Node, Settled, WorkflowKind,
     WorkflowRecord,
 };
 pub use handle::{ChainResult, GroupResult};

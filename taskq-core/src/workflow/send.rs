@@ -67,7 +67,11 @@ impl Client {
     /// As [`Client::send_chain`].
     pub async fn send_group<O>(&self, group: Group<O>) -> Result<GroupResult<O>> {
         let (id, members) = group.into_parts()?;
-        let node = Node::Group(GroupNode { id, members });
+        let node = Node::Group(GroupNode {
+            id,
+            members,
+            settled: false,
+        });
         let record = self
             .send_workflow(id, WorkflowKind::Group, vec![node])
             .await?;

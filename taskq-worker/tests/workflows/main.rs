@@ -8,7 +8,7 @@ use std::{future::Future, time::Duration};
 
 use taskq_core::Client;
 use taskq_testkit::RedisServer;
-use taskq_worker::{Worker, WorkerReport};
+use taskq_worker::{Worker, WorkerConfig, WorkerReport};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -20,9 +20,14 @@ pub(crate) struct Running {
 
 impl Running {
     pub(crate) fn start(client: &Client) -> Self {
+        Self::start_with(client, |_| {})
+    }
+
+    pub(crate) fn start_with(client: &Client, configure: impl FnOnce(&mut WorkerConfig)) -> Self {
         let worker = tasks::all_tasks(Worker::builder(client.clone()))
             .concurrency(32)
             .liveness(Duration::from_millis(200), Duration::from_secs(1))
+            .configure(configure)
             .build()
             .expect("valid worker");
         let stop = CancellationToken::new();
@@ -92,4 +97,6 @@ on_both!(
     failed_step_ends_the_rest_of_the_chain,
     continuing_twice_sends_the_next_step_once,
     a_delivered_step_that_already_succeeded_is_not_run_again,
+    settled_chord_runs_with_every_outcome,
+    a_member_lost_as_poison_fails_the_chord,
 );

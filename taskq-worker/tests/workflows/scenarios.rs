@@ -9,7 +9,7 @@ use taskq_core::{
 };
 
 use crate::{
-    tasks::{runs, Add, Note, Number, Sleep, Square, SquareInput, Sum},
+    tasks::{runs, Add, Note, Number, Sleep, Square, SquareInput, Sum, Tally},
     Running,
 };
 
@@ -482,4 +482,72 @@ async fn take_pending(client: &Client, count: usize) -> Vec<Envelope> {
     held.iter()
         .map(|delivery| Envelope::decode(delivery.payload(), usize::MAX).unwrap())
         .collect()
+}
+
+/// A settled chord calls back once every member ended, failed ones included, with each
+/// outcome in member order.
+pub(crate) async fn settled_chord_runs_with_every_outcome(client: Client, broker: &str) {
+    let label = format!("{broker}-settled-members");
+    let callback = format!("{broker}-settled-callback");
+    let worker = Running::start(&client);
+    let members = (0..6).map(|n| Square {
+        fail_on: Some(2),
+        ..Square::of(&label, n)
+    });
+    let sent = client
+        .send_chain(group(members).then_settled(Tally {
+            label: callback.clone(),
+            outcomes: Vec::new(),
+        }))
+        .await
+        .unwrap();
+    assert_eq!(sent.wait(WAIT).await.unwrap(), (5, 1));
+    settle().await;
+    let calls = runs(&callback);
+    assert_eq!(calls.len(), 1);
+    let outcomes = calls[0].as_array().unwrap();
+    assert_eq!(outcomes[3], json!({"ok": 9}));
+    assert_eq!(outcomes[2]["failed"]["task"], json!("wf.square"));
+    assert_eq!(outcomes[2]["failed"]["state"], json!("FAILURE"));
+    assert_eq!(outcomes[2]["failed"]["error"], json!("refusing 2"));
+    worker.stop().await;
+}
+
+/// A member its workers kept dying on (dead-lettered as `worker_lost` by a reaper) fails its
+/// chord like any failure: the callback never runs and ends naming it.
+pub(crate) async fn a_member_lost_as_poison_fails_the_chord(client: Client, broker: &str) {
+    let label = format!("{broker}-poisoned-member");
+    let callback = format!("{broker}-poisoned-callback");
+    let sent = client
+        .send_chain(group((0..3).map(|n| Square::of(&label, n))).then(Sum::callback(&callback)))
+        .await
+        .unwrap();
+    // A worker that took one member and vanished.
+    let lost = taskq_core::WorkerId::generate();
+    let queues = [taskq_core::DEFAULT_QUEUE.to_owned()];
+    let membership = client.broker().membership().unwrap();
+    membership
+        .heartbeat(&lost, &queues, Duration::from_millis(200))
+        .await
+        .unwrap();
+    let held = client
+        .broker()
+        .fetch(&lost, &queues, 1, Duration::ZERO)
+        .await
+        .unwrap();
+    let poisoned = Envelope::decode(held[0].payload(), usize::MAX).unwrap().id;
+    // A reaper that allows no redelivery dead-letters it as worker_lost at once.
+    let worker = Running::start_with(&client, |config| config.max_redeliveries = 0);
+    match sent.wait(WAIT).await {
+        Err(Error::TaskFailed { state, message, .. }) => {
+            assert_eq!(state, TaskState::Failure);
+            assert!(message.contains(&poisoned.to_string()), "{message}");
+            assert!(message.contains("worker_lost"), "{message}");
+        }
+        other => panic!("expected the chord to fail, got {other:?}"),
+    }
+    settle().await;
+    assert!(runs(&callback).is_empty(), "the callback never runs");
+    assert_eq!(runs(&label).len(), 2, "the other members ran");
+    worker.stop().await;
 }

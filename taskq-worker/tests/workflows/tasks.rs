@@ -152,6 +152,28 @@ impl Run for Sum {
     }
 }
 
+/// Counts the members that succeeded and failed (a settled chord's callback).
+#[derive(Task, Serialize, Deserialize)]
+#[task(name = "wf.tally", max_retries = 0)]
+pub(crate) struct Tally {
+    pub(crate) label: String,
+    #[task(input)]
+    pub(crate) outcomes: Vec<taskq_core::workflow::Settled<i64>>,
+}
+
+impl Run for Tally {
+    type Output = (usize, usize);
+    async fn run(self, _ctx: TaskContext) -> Result<(usize, usize), TaskError> {
+        count(&self.label, serde_json::to_value(&self.outcomes)?);
+        let ok = self
+            .outcomes
+            .iter()
+            .filter(|o| matches!(o, taskq_core::workflow::Settled::Ok(_)))
+            .count();
+        Ok((ok, self.outcomes.len() - ok))
+    }
+}
+
 /// Records what it was given (a callback).
 #[derive(Task, Serialize, Deserialize)]
 #[task(name = "wf.note", max_retries = 0)]
@@ -194,5 +216,6 @@ pub(crate) fn all_tasks(builder: WorkerBuilder) -> WorkerBuilder {
         .register::<SquareInput>()
         .register::<Sum>()
         .register::<Note>()
+        .register::<Tally>()
         .register::<Sleep>()
 }
