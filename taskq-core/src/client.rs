@@ -200,6 +200,11 @@ impl Client {
         }
     }
 
+    /// The keys arguments are sealed and results opened with, if any.
+    pub(crate) fn encryption(&self) -> Option<&crate::Encryption> {
+        self.inner.encryption.as_ref()
+    }
+
     /// The broker messages go through.
     pub fn broker(&self) -> &Arc<dyn Broker> {
         &self.inner.broker

@@ -46,15 +46,16 @@
 //! # Ok(()) }
 //! ```
 
+mod advance;
 mod canvas;
-mod engine;
 mod flow;
 mod handle;
+mod plan;
 mod send;
 mod signature;
 
+pub use advance::{Ending, Finished};
 pub use canvas::{chain, group, Chain, Group};
-pub use engine::{Ending, Finished};
 pub use flow::{
     Failed, Flow, GroupNode, GroupStatus, MemberOf, MemberOutcome, Node, Settled, WorkflowKind,
     WorkflowRecord,

@@ -1,11 +1,68 @@
 //! The client's workflow calls: send a chain or a group, read a workflow's record, revoke one.
 
 use super::{
+    flow::chain_output_id,
+    plan::{invalid, Context, Plan},
     Chain, ChainResult, Group, GroupNode, GroupResult, Node, WorkflowKind, WorkflowRecord,
 };
 use crate::{Client, Result, TaskId};
 
 impl Client {
+    /// Sends a workflow made of `nodes` run one after another; the root record lists every id
+    /// under `root`.
+    async fn send_workflow(
+        &self,
+        root: TaskId,
+        kind: WorkflowKind,
+        mut nodes: Vec<Node>,
+    ) -> Result<WorkflowRecord> {
+        self.resolve(&mut nodes).await?;
+        let mut all = Vec::new();
+        for node in &nodes {
+            node.task_ids(&mut all);
+        }
+        let members = match (kind, nodes.first()) {
+            (WorkflowKind::Chain, _) => nodes.iter().map(Node::output_id).collect(),
+            (_, Some(Node::Group(group))) => group
+                .members
+                .iter()
+                .filter_map(|member| chain_output_id(member))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let record = WorkflowRecord {
+            id: root,
+            kind,
+            members,
+            all,
+            then: Vec::new(),
+            member_of: None,
+            root: Some(root),
+            created_at: self.clock().now(),
+            settled: false,
+        };
+        let Some((first, rest)) = nodes.split_first() else {
+            return Err(invalid("a workflow needs at least one step"));
+        };
+        let mut plan = Plan::default();
+        let context = Context {
+            root: Some(root),
+            then: rest.to_vec(),
+            member_of: None,
+        };
+        self.spawn(&mut plan, first, None, context)?;
+        // A group's root record is the group's own record (it holds the continuation).
+        match plan.groups.iter_mut().find(|group| group.id == root) {
+            Some(group) => {
+                group.all = record.all.clone();
+                group.kind = kind;
+            }
+            None => plan.groups.push(record.clone()),
+        }
+        self.commit(plan, false, crate::DEFAULT_RESULT_TTL).await?;
+        Ok(record)
+    }
+
     /// Sends a chain (or a chord: a group followed by steps). Every id is assigned and the
     /// workflow's record is written before the first step is enqueued.
     ///

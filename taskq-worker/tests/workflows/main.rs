@@ -100,3 +100,49 @@ on_both!(
     settled_chord_runs_with_every_outcome,
     a_member_lost_as_poison_fails_the_chord,
 );
+
+/// With encryption keys, a group's stored member outputs are sealed like results, and the
+/// callback still receives them plain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_outputs_rest_sealed_when_results_are_encrypted() {
+    use taskq_core::workflow::group;
+    let server = RedisServer::start();
+    let keys = taskq_core::Encryption::new("k1", [9; 32]);
+    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
+        .await
+        .expect("connect")
+        .with_encryption(keys.clone());
+    let worker = tasks::all_tasks(Worker::builder(client.clone()))
+        .encryption(keys)
+        .build()
+        .expect("valid worker");
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
+    let label = "sealed-members";
+    let sent = client
+        .send_chain(
+            group((1..=5).map(|n| tasks::Square::of(label, n)))
+                .then(tasks::Sum::callback("sealed-callback")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sent.wait(Duration::from_secs(30)).await.unwrap(), 55);
+    let mut conn = ::redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let stored: Vec<String> = ::redis::cmd("HVALS")
+        .arg(format!("taskq:workflow:{{{}}}:done", sent.id()))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 5);
+    for outcome in stored {
+        let outcome: serde_json::Value = serde_json::from_str(&outcome).unwrap();
+        let output = outcome["output"].as_str().unwrap_or_default();
+        assert!(output.starts_with("taskq-enc:v1:k1:"), "{outcome}");
+    }
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+}

@@ -1,0 +1,329 @@
+//! Continuing a workflow when one of its messages ends: the next step, a group report, and
+//! what a group's last report or first failure sets off. For worker runtimes, through
+//! [`Client::advance_workflows`]; idempotent, so a redelivered message continues it again
+//! without sending anything twice.
+
+use std::{collections::VecDeque, time::Duration};
+
+use serde_json::Value;
+
+use super::{
+    flow::MemberOf,
+    plan::{Context, Plan},
+    Failed, Flow, GroupStatus, MemberOutcome, Node,
+};
+use crate::{Client, Result, TaskId, TaskState};
+
+/// How a workflow member ended, as its worker saw it.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Ending {
+    /// It succeeded with this output (plain JSON, not sealed).
+    Succeeded(Value),
+    /// It ended in a final state other than SUCCESS.
+    Ended {
+        /// FAILURE, REVOKED or EXPIRED.
+        state: TaskState,
+        /// Why.
+        error: String,
+    },
+}
+
+/// One finished message whose workflow continues: what a worker hands to
+/// [`Client::advance_workflows`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Finished {
+    /// The finished task.
+    pub id: TaskId,
+    /// Its name.
+    pub task: String,
+    /// What its envelope carried.
+    pub flow: Flow,
+    /// How it ended.
+    pub ending: Ending,
+}
+
+impl Finished {
+    /// A finished message.
+    pub fn new(id: TaskId, task: impl Into<String>, flow: Flow, ending: Ending) -> Self {
+        Self {
+            id,
+            task: task.into(),
+            flow,
+            ending,
+        }
+    }
+}
+
+/// Something that ended, and the context its workflow continues from.
+#[derive(Debug)]
+struct Continuation {
+    context: Context,
+    /// The task (or group) that ended, and its name for error messages.
+    origin: (TaskId, String),
+    ending: Ending,
+}
+
+impl Client {
+    /// Continues the workflows of finished messages: sends the next steps (once per id, however
+    /// often this runs for the same message), records group members' outcomes, sends a
+    /// group's next step when its last member reports, and ends what will never run (with the
+    /// failure that stopped it) so that no waiter hangs. For worker runtimes.
+    ///
+    /// Idempotent: a worker calls it after storing the results and before acknowledging, and
+    /// a redelivered message calls it again.
+    ///
+    /// # Errors
+    ///
+    /// The broker's or backend's error; calling again later is safe.
+    pub async fn advance_workflows(&self, finished: Vec<Finished>, ttl: Duration) -> Result<()> {
+        let mut work = VecDeque::new();
+        let mut plan = Plan::default();
+        for finished in finished {
+            let flow = finished.flow;
+            let callbacks = match &finished.ending {
+                Ending::Succeeded(output) => Some((flow.on_success, output.clone())),
+                Ending::Ended { state, error } => serde_json::to_value(Failed {
+                    id: finished.id,
+                    task: finished.task.clone(),
+                    state: *state,
+                    error: error.clone(),
+                })
+                .ok()
+                .map(|failed| (flow.on_failure, failed)),
+            };
+            if let Some((callbacks, input)) = callbacks {
+                for callback in &callbacks {
+                    let context = Context {
+                        root: flow.root,
+                        ..Context::default()
+                    };
+                    if let Err(err) = self.spawn(
+                        &mut plan,
+                        &Node::Task(callback.clone()),
+                        Some(&input),
+                        context,
+                    ) {
+                        tracing::error!(callback = %callback.task, error = %err, "callback not sent");
+                    }
+                }
+            }
+            work.push_back(Continuation {
+                context: Context {
+                    root: flow.root,
+                    then: flow.then,
+                    member_of: flow.member_of,
+                },
+                origin: (finished.id, finished.task),
+                ending: finished.ending,
+            });
+        }
+        loop {
+            let mut reports = Vec::new();
+            while let Some(next) = work.pop_front() {
+                self.continue_one(&mut plan, &mut reports, &mut work, next);
+            }
+            self.commit(std::mem::take(&mut plan), true, ttl).await?;
+            if reports.is_empty() {
+                return Ok(());
+            }
+            let statuses = self.backend().report_members(&reports, ttl).await?;
+            for status in statuses {
+                work.extend(group_continuation(status).map(|c| self.opened_outputs(c)));
+            }
+        }
+    }
+
+    /// Plans what follows one ending: the next step, a group report, or the end of what
+    /// follows.
+    fn continue_one(
+        &self,
+        plan: &mut Plan,
+        reports: &mut Vec<(MemberOf, MemberOutcome)>,
+        work: &mut VecDeque<Continuation>,
+        next: Continuation,
+    ) {
+        let Continuation {
+            context,
+            origin,
+            ending,
+        } = next;
+        match ending {
+            Ending::Succeeded(output) => {
+                if let Some((first, rest)) = context.then.split_first() {
+                    let step = Context {
+                        root: context.root,
+                        then: rest.to_vec(),
+                        member_of: context.member_of,
+                    };
+                    if let Err(err) = self.spawn(plan, first, Some(&output), step.clone()) {
+                        let id = first.output_id();
+                        plan.records.push(self.ended_record(
+                            id,
+                            TaskState::Failure,
+                            format!("not sent: {err}"),
+                        ));
+                        work.push_back(Continuation {
+                            context: step,
+                            origin: (id, "step".into()),
+                            ending: Ending::Ended {
+                                state: TaskState::Failure,
+                                error: crate::error_chain(&err),
+                            },
+                        });
+                    }
+                } else if let Some(member_of) = context.member_of {
+                    reports.push((
+                        member_of,
+                        MemberOutcome {
+                            id: origin.0,
+                            task: origin.1,
+                            state: TaskState::Success,
+                            output: Some(self.sealed_output(output, member_of)),
+                            error: None,
+                        },
+                    ));
+                }
+            }
+            Ending::Ended { state, error } => {
+                let why = format!(
+                    "not run: {} ({}) ended {state}: {error}",
+                    origin.1, origin.0
+                );
+                let mut never_run = Vec::new();
+                for node in &context.then {
+                    node.task_ids(&mut never_run);
+                }
+                for id in never_run {
+                    plan.records.push(self.ended_record(id, state, why.clone()));
+                }
+                if let Some(member_of) = context.member_of {
+                    reports.push((
+                        member_of,
+                        MemberOutcome {
+                            id: origin.0,
+                            task: origin.1,
+                            state,
+                            output: None,
+                            error: Some(error),
+                        },
+                    ));
+                }
+            }
+        }
+    }
+}
+
+impl Client {
+    /// A member's output as its group stores it: sealed when the client has encryption keys
+    /// (outputs then rest encrypted in the backend, like results), bound to the group and the
+    /// member's position.
+    fn sealed_output(&self, output: Value, member_of: MemberOf) -> Value {
+        let Some(keys) = self.encryption() else {
+            return output;
+        };
+        let sealed = keys.seal(
+            &output.to_string(),
+            &member_binding(member_of.group, member_of.index),
+        );
+        Value::String(sealed)
+    }
+
+    /// A group's outputs opened, where they were sealed (see [`Client::sealed_output`]); an
+    /// output that does not open stays as it is, and the next step fails on it visibly.
+    fn opened_outputs(&self, mut continuation: Continuation) -> Continuation {
+        let Some(keys) = self.encryption() else {
+            return continuation;
+        };
+        let group = continuation.origin.0;
+        let Ending::Succeeded(Value::Array(outputs)) = &mut continuation.ending else {
+            return continuation;
+        };
+        for (index, output) in outputs.iter_mut().enumerate() {
+            // A settled group's outputs sit inside {"ok": ...}.
+            let slot = match output.get_mut("ok") {
+                Some(inner) => inner,
+                None => output,
+            };
+            let Value::String(text) = slot else { continue };
+            if crate::Encryption::sealed_text(&Value::String(text.clone()).to_string()).is_none() {
+                continue;
+            }
+            if let Ok(opened) = keys.open(text, &member_binding(group, index as u32)) {
+                if let Ok(value) = serde_json::from_str(&opened) {
+                    *slot = value;
+                }
+            }
+        }
+        continuation
+    }
+}
+
+/// The associated data a member's sealed output is bound to.
+fn member_binding(group: TaskId, index: u32) -> Vec<u8> {
+    format!("{group}\nmember {index}").into_bytes()
+}
+
+/// What follows a group report: nothing yet, its failure, or its next step with every output.
+fn group_continuation(status: GroupStatus) -> Option<Continuation> {
+    let (record, outcomes) = match status {
+        GroupStatus::Waiting => return None,
+        // A settled group waits for every member, failed or not.
+        GroupStatus::Failed(record, _) if record.settled => return None,
+        GroupStatus::Failed(record, failed) => (record, vec![*failed]),
+        GroupStatus::Complete(record, outcomes) => (record, outcomes),
+    };
+    let context = Context {
+        root: record.root,
+        then: record.then,
+        member_of: record.member_of,
+    };
+    let origin = (record.id, "group".to_owned());
+    let failure = |outcome: &MemberOutcome| Ending::Ended {
+        state: TaskState::Failure,
+        error: format!(
+            "member {} ({}) ended {}: {}",
+            outcome.task,
+            outcome.id,
+            outcome.state,
+            outcome.error.as_deref().unwrap_or("")
+        ),
+    };
+    if record.settled {
+        let settled = outcomes.into_iter().map(settled_value).collect();
+        return Some(Continuation {
+            context,
+            origin,
+            ending: Ending::Succeeded(Value::Array(settled)),
+        });
+    }
+    let ending = match outcomes.iter().find(|o| o.state != TaskState::Success) {
+        Some(failed) => failure(failed),
+        None => Ending::Succeeded(Value::Array(
+            outcomes
+                .into_iter()
+                .map(|o| o.output.unwrap_or(Value::Null))
+                .collect(),
+        )),
+    };
+    Some(Continuation {
+        context,
+        origin,
+        ending,
+    })
+}
+
+/// A member's outcome as a settled group's callback receives it (see [`super::Settled`]).
+fn settled_value(outcome: MemberOutcome) -> Value {
+    if outcome.state == TaskState::Success {
+        return serde_json::json!({ "ok": outcome.output.unwrap_or(Value::Null) });
+    }
+    let failed = Failed {
+        id: outcome.id,
+        task: outcome.task,
+        state: outcome.state,
+        error: outcome.error.unwrap_or_default(),
+    };
+    serde_json::json!({ "failed": failed })
+}

@@ -1,0 +1,235 @@
+//! Turning workflow nodes into writes ([`Plan`]): the envelopes of the steps to send, the
+//! records of the groups they start, and the final records of steps that will never run; and
+//! writing a plan, a worker's messages enqueued once per id (a claim atomic with the enqueue),
+//! so that continuing the same message twice sends nothing twice.
+
+use std::time::Duration;
+
+use futures_util::future::try_join_all;
+use serde_json::Value;
+
+use super::{
+    flow::{chain_output_id, MemberOf},
+    Flow, Node, Signature, WorkflowKind, WorkflowRecord,
+};
+use crate::{
+    Client, Envelope, Error, OutboundMessage, Result, TaskId, TaskResult, TaskState, DEFAULT_QUEUE,
+};
+
+/// The claim guarding the one enqueue of a workflow message, per id.
+fn once_key(id: TaskId) -> String {
+    format!("taskq.flow:{id}")
+}
+
+/// Where a node runs: its workflow, what follows it, which group it reports to.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Context {
+    pub(super) root: Option<TaskId>,
+    pub(super) then: Vec<Node>,
+    pub(super) member_of: Option<MemberOf>,
+}
+
+/// What one round of continuing writes: group records first, then messages, then the records
+/// of steps that will never run.
+#[derive(Debug, Default)]
+pub(super) struct Plan {
+    pub(super) groups: Vec<WorkflowRecord>,
+    pub(super) messages: Vec<OutboundMessage>,
+    pub(super) records: Vec<TaskResult>,
+}
+
+impl Client {
+    pub(super) fn ended_record(&self, id: TaskId, state: TaskState, error: String) -> TaskResult {
+        let state = if state.is_ready() && state != TaskState::Success {
+            state
+        } else {
+            TaskState::Failure
+        };
+        TaskResult::new(id, "", state, self.clock().now()).with_error(error)
+    }
+
+    /// Plans `node` with `input` (its predecessor's output) in `context`.
+    pub(super) fn spawn(
+        &self,
+        plan: &mut Plan,
+        node: &Node,
+        input: Option<&Value>,
+        context: Context,
+    ) -> Result<()> {
+        match node {
+            Node::Task(signature) => {
+                let flow = Flow {
+                    root: context.root,
+                    then: context.then,
+                    member_of: context.member_of,
+                    on_success: signature.on_success.clone(),
+                    on_failure: signature.on_failure.clone(),
+                };
+                let envelope = self.envelope_of(signature, input, &flow)?;
+                plan.messages.push(self.outbound(&envelope)?);
+            }
+            Node::Group(group) => {
+                let of = u32::try_from(group.members.len())
+                    .map_err(|_| invalid("a group has at most 2^32 - 1 members"))?;
+                if of == 0 {
+                    return Err(invalid("a group needs at least one member"));
+                }
+                plan.groups.push(WorkflowRecord {
+                    id: group.id,
+                    kind: if context.then.is_empty() {
+                        WorkflowKind::Group
+                    } else {
+                        WorkflowKind::Chord
+                    },
+                    members: group
+                        .members
+                        .iter()
+                        .filter_map(|member| chain_output_id(member))
+                        .collect(),
+                    all: Vec::new(),
+                    then: context.then,
+                    member_of: context.member_of,
+                    root: context.root,
+                    created_at: self.clock().now(),
+                    settled: group.settled,
+                });
+                for (index, member) in group.members.iter().enumerate() {
+                    let Some((first, rest)) = member.split_first() else {
+                        return Err(invalid("a group member needs at least one step"));
+                    };
+                    let member_context = Context {
+                        root: context.root,
+                        then: rest.to_vec(),
+                        member_of: Some(MemberOf {
+                            group: group.id,
+                            index: index as u32,
+                            of,
+                        }),
+                    };
+                    self.spawn(plan, first, input, member_context)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The envelope of one step.
+    fn envelope_of(
+        &self,
+        signature: &Signature,
+        input: Option<&Value>,
+        flow: &Flow,
+    ) -> Result<Envelope> {
+        let args = signature.args_with(input)?;
+        let queue = signature.queue.as_deref().unwrap_or(DEFAULT_QUEUE);
+        let mut envelope = Envelope::new(&signature.task, &args, queue, self.clock().now())?;
+        envelope.id = signature.id;
+        envelope.priority = signature.priority.unwrap_or(0);
+        envelope.max_retries = signature.max_retries;
+        envelope.headers = signature.headers.clone();
+        if !flow.is_empty() {
+            envelope.flow =
+                Some(
+                    serde_json::value::to_raw_value(flow).map_err(|source| Error::Serialize {
+                        what: "workflow",
+                        source,
+                    })?,
+                );
+        }
+        Ok(envelope)
+    }
+
+    /// Writes a plan: group records, then the messages (each once per id when `once`), then
+    /// the records of what will never run.
+    pub(super) async fn commit(&self, plan: Plan, once: bool, ttl: Duration) -> Result<()> {
+        let Plan {
+            groups,
+            messages,
+            records,
+        } = plan;
+        for group in &groups {
+            self.backend().put_workflow(group, ttl).await?;
+        }
+        if once {
+            try_join_all(messages.into_iter().map(|message| {
+                let key = once_key(message.id);
+                async move {
+                    self.broker().enqueue_unique(message, &key, ttl).await?;
+                    Ok::<_, Error>(())
+                }
+            }))
+            .await?;
+        } else if !messages.is_empty() {
+            self.broker().enqueue(messages).await?;
+        }
+        if !records.is_empty() {
+            self.backend().store_many(&records, ttl).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies the declared options of by-name steps (looked up once per name).
+    pub(super) async fn resolve(&self, nodes: &mut [Node]) -> Result<()> {
+        let mut names = Vec::new();
+        for node in nodes.iter_mut() {
+            node.signatures_mut(&mut |signature| collect_unresolved(signature, &mut names));
+        }
+        names.sort();
+        names.dedup();
+        let mut declared = std::collections::HashMap::new();
+        for name in names {
+            if let Some(options) = self.declared_options(&name).await? {
+                declared.insert(name, options);
+            }
+        }
+        let mut error = None;
+        for node in nodes.iter_mut() {
+            node.signatures_mut(&mut |signature| {
+                apply_declared(signature, &declared);
+                if let Err(err) = signature.validate() {
+                    error.get_or_insert(err);
+                }
+            });
+        }
+        error.map_or(Ok(()), Err)
+    }
+}
+
+fn collect_unresolved(signature: &Signature, names: &mut Vec<String>) {
+    if !signature.resolved {
+        names.push(signature.task.clone());
+    }
+    for callback in signature.on_success.iter().chain(&signature.on_failure) {
+        collect_unresolved(callback, names);
+    }
+}
+
+fn apply_declared(
+    signature: &mut Signature,
+    declared: &std::collections::HashMap<String, crate::TaskOptions>,
+) {
+    if !signature.resolved {
+        if let Some(options) = declared.get(&signature.task) {
+            signature
+                .queue
+                .get_or_insert_with(|| options.queue().to_owned());
+            signature.priority.get_or_insert(options.priority());
+            signature.max_retries.get_or_insert(options.max_retries());
+        }
+        signature.resolved = true;
+    }
+    for callback in signature
+        .on_success
+        .iter_mut()
+        .chain(signature.on_failure.iter_mut())
+    {
+        apply_declared(callback, declared);
+    }
+}
+
+pub(super) fn invalid(reason: &str) -> Error {
+    Error::Invalid {
+        what: "workflow",
+        reason: reason.to_owned(),
+    }
+}
