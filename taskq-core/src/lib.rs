@@ -56,11 +56,16 @@ pub use backend::{MemoryResultBackend, ResultBackend, DEFAULT_RESULT_TTL};
 pub use beat_store::{BeatStore, MemoryBeatStore};
 pub use broker::{
     local_hostname, Broker, ControlChannel, ControlMessage, ControlStream, DeadLetter, DeadReason,
-    Delivery, Inspector, Membership, MemoryBroker, MemoryBrokerConfig, OutboundMessage, Page,
-    PayloadFields, QueueStats, RateLimiter, Receipt, RecoveryReport, TaskCatalog, TaskDeclaration,
-    Transport, WorkerId, WorkerInfo, FETCH_LEASE,
+    Delivery, Inspector, Membership, MemoryBroker, MemoryBrokerConfig, MinuteCounts,
+    OutboundMessage, Page, PayloadFields, QueueStats, RateLimiter, Receipt, RecoveryReport,
+    TaskCatalog, TaskDeclaration, Transport, WorkerId, WorkerInfo, FETCH_LEASE,
 };
 pub use client::{AsyncResult, Client};
+
+/// Per-minute history of ended messages: how brokers bucket it (see [`Inspector::history`]).
+pub mod history {
+    pub use crate::broker::{last_minutes, minute_of, minute_start, HISTORY_KEPT_MINUTES};
+}
 pub use clock::Clock;
 pub use encryption::{Encryption, OpenError};
 pub use enqueue::{Enqueue, Sent, UNIQUE_KEY_HEADER};

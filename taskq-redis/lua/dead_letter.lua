@@ -6,10 +6,12 @@
 -- KEYS[3]      taskq:{q}:redeliveries (its count goes with it: a requeued dead letter starts
 --              afresh instead of looking poisoned early)
 -- KEYS[4]      taskq:{q}:dead-dropped (counts the oldest records the cap pushes out)
+-- KEYS[5]      taskq:{q}:history:<minute> (counts what ended this minute)
 -- ARGV[1]      payload (as held)
 -- ARGV[2]      dead letter record (JSON)
 -- ARGV[3]      most dead letters kept
 -- ARGV[4]      task id, or '' when unreadable
+-- ARGV[5]      how long history is kept, ms
 -- returns      {moved, dropped}: moved is 1, or 0 when this worker no longer held the message;
 --              dropped is how many of the oldest dead letters the cap pushed out
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then
@@ -19,6 +21,8 @@ if ARGV[4] ~= '' then
   redis.call('HDEL', KEYS[3], ARGV[4])
 end
 redis.call('LPUSH', KEYS[2], ARGV[2])
+redis.call('HINCRBY', KEYS[5], 'failed', 1)
+redis.call('PEXPIRE', KEYS[5], ARGV[5])
 local over = redis.call('LLEN', KEYS[2]) - tonumber(ARGV[3])
 if over > 0 then
   redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)

@@ -42,6 +42,11 @@ impl QueueKeys {
         format!("{}:wake", self.prefix)
     }
 
+    /// Messages that ended in one minute (HASH `processed`, `failed`), kept two hours.
+    pub(crate) fn history(&self, minute: i64) -> String {
+        format!("{}:history:{minute}", self.prefix)
+    }
+
     /// Messages a worker holds (LIST).
     pub(crate) fn processing(&self, worker: &str) -> String {
         format!("{}:processing:{}", self.prefix, worker)

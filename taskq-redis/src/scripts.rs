@@ -33,6 +33,8 @@ script!(PURGE_DEAD, "purge_dead.lua");
 script!(PURGE_QUEUE, "purge_queue.lua");
 script!(STORE_RESULT, "store_result.lua");
 script!(REPORT_MEMBERS, "report_members.lua");
+script!(PENDING_PAGE, "pending_page.lua");
+script!(DELETE_DEAD, "delete_dead.lua");
 
 /// `lua/heartbeat.lua`, sent whole with `EVAL` inside a pipeline (one round trip for all of a
 /// worker's queues, whatever the server's script cache holds).

@@ -85,6 +85,69 @@ pub trait Inspector: Send + Sync + std::fmt::Debug {
 
     /// Live workers' latest reports.
     async fn workers(&self) -> Result<Vec<WorkerInfo>>;
+
+    /// One page of `queue`'s ready messages, as raw payloads, in the order workers will take
+    /// them: highest priority first, oldest first within a level.
+    async fn pending(&self, queue: &str, page: Page) -> Result<Vec<String>>;
+
+    /// Deletes the dead letters of `queue` with the given ids, each atomically; returns how
+    /// many were deleted.
+    async fn delete_dead(&self, queue: &str, ids: &[TaskId]) -> Result<usize>;
+
+    /// Messages of `queue` that ended per minute over the last `minutes` minutes (by the
+    /// broker's clock), oldest first, one entry per minute (zeros included). Workers count
+    /// them inside the calls that settle the messages, so history costs no extra round trip.
+    async fn history(&self, queue: &str, minutes: usize) -> Result<Vec<MinuteCounts>>;
+}
+
+/// How many messages of a queue ended in one minute.
+///
+/// ```
+/// let minute = taskq_core::MinuteCounts::new(chrono::Utc::now(), 3, 1);
+/// assert_eq!((minute.processed, minute.failed), (3, 1));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct MinuteCounts {
+    /// The minute's start.
+    pub minute: DateTime<Utc>,
+    /// Messages acknowledged (succeeded, or ended revoked or expired).
+    pub processed: u64,
+    /// Messages dead-lettered by a worker (failed for good, malformed, unknown task).
+    pub failed: u64,
+}
+
+impl MinuteCounts {
+    /// Counts for the minute starting at `minute`.
+    pub fn new(minute: DateTime<Utc>, processed: u64, failed: u64) -> Self {
+        Self {
+            minute,
+            processed,
+            failed,
+        }
+    }
+}
+
+/// How long per-minute history is kept: two hours, so a one-hour chart always has it.
+pub const HISTORY_KEPT_MINUTES: i64 = 120;
+
+/// The minute (since the epoch) `at` falls in.
+pub fn minute_of(at: DateTime<Utc>) -> i64 {
+    at.timestamp().div_euclid(60)
+}
+
+/// When minute number `minute` starts.
+pub fn minute_start(minute: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(minute.saturating_mul(60), 0).unwrap_or_default()
+}
+
+/// The last `minutes` minute numbers up to and including `now`'s, oldest first.
+pub fn last_minutes(now: DateTime<Utc>, minutes: usize) -> Vec<i64> {
+    let current = minute_of(now);
+    (0..minutes as i64)
+        .rev()
+        .map(|back| current - back)
+        .collect()
 }
 
 /// Compile-time check that [`Inspector`] stays object safe.

@@ -130,7 +130,6 @@ impl Flow {
 /// # Ok::<(), serde_json::Error>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct Failed {
     /// The task that ended.
     pub id: TaskId,

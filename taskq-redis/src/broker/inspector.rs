@@ -3,7 +3,9 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use taskq_core::{
-    DeadLetter, Error, Inspector, Page, PayloadFields, QueueStats, Result, TaskId, WorkerInfo,
+    history::{last_minutes, minute_start},
+    DeadLetter, Error, Inspector, MinuteCounts, Page, PayloadFields, QueueStats, Result, TaskId,
+    WorkerInfo,
 };
 
 use super::{millis, RedisBroker};
@@ -39,6 +41,62 @@ impl Inspector for RedisBroker {
             .into_iter()
             .flatten()
             .filter_map(|record| serde_json::from_str(&record).ok())
+            .collect())
+    }
+
+    async fn pending(&self, queue: &str, page: Page) -> Result<Vec<String>> {
+        if page.limit == 0 {
+            return Ok(Vec::new());
+        }
+        scripts::invoke_read_only(
+            &mut self.conn(),
+            &scripts::PENDING_PAGE,
+            &QueueKeys::new(queue).pending_descending(),
+            &[page.offset.to_string(), page.limit.to_string()],
+        )
+        .await
+        .map_err(redis_error)
+    }
+
+    async fn delete_dead(&self, queue: &str, ids: &[TaskId]) -> Result<usize> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut invocation = scripts::DELETE_DEAD.prepare_invoke();
+        invocation.key(QueueKeys::new(queue).dead());
+        for id in ids {
+            invocation.arg(id.to_string());
+        }
+        invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(redis_error)
+    }
+
+    async fn history(&self, queue: &str, minutes: usize) -> Result<Vec<MinuteCounts>> {
+        let keys = QueueKeys::new(queue);
+        let wanted = last_minutes(self.now(), minutes);
+        let mut pipe = redis::pipe();
+        for minute in &wanted {
+            pipe.cmd("HMGET")
+                .arg(keys.history(*minute))
+                .arg("processed")
+                .arg("failed");
+        }
+        let counts: Vec<(Option<u64>, Option<u64>)> = pipe
+            .query_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        Ok(wanted
+            .into_iter()
+            .zip(counts)
+            .map(|(minute, (processed, failed))| {
+                MinuteCounts::new(
+                    minute_start(minute),
+                    processed.unwrap_or(0),
+                    failed.unwrap_or(0),
+                )
+            })
             .collect())
     }
 

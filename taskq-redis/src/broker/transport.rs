@@ -10,6 +10,10 @@ use taskq_core::{
 };
 
 use super::{millis, QueueBatch, RedisBroker};
+use taskq_core::history::{minute_of, HISTORY_KEPT_MINUTES};
+
+/// How long a minute of history is kept, ms.
+const HISTORY_KEPT_MS: i64 = HISTORY_KEPT_MINUTES * 60_000;
 use crate::{
     connection::redis_error,
     keys::{self, QueueKeys},
@@ -188,7 +192,9 @@ impl Transport for RedisBroker {
             let mut invocation = scripts::ACK.prepare_invoke();
             invocation
                 .key(keys.processing(worker.as_str()))
-                .key(keys.redeliveries());
+                .key(keys.redeliveries())
+                .key(keys.history(minute_of(self.now())))
+                .arg(HISTORY_KEPT_MS);
             for delivery in &group {
                 invocation
                     .arg(delivery.payload())
@@ -286,10 +292,12 @@ impl Transport for RedisBroker {
             .key(keys.dead())
             .key(keys.redeliveries())
             .key(keys.dead_dropped())
+            .key(keys.history(minute_of(self.now())))
             .arg(delivery.payload())
             .arg(record)
             .arg(self.shared.config.max_dead_letters())
             .arg(delivery.id().map(|id| id.to_string()).unwrap_or_default())
+            .arg(HISTORY_KEPT_MS)
             .invoke_async(&mut self.conn())
             .await
             .map_err(redis_error)?;

@@ -19,6 +19,9 @@ macro_rules! inspector_conformance {
                 dead_letters_purge_by_age,
                 queue_purge_removes_waiting_messages_only,
                 dead_letters_are_paged_and_found_by_id,
+                pending_is_paged_in_fetch_order,
+                dead_letters_are_deleted_by_id,
+                history_counts_what_ended_per_minute,
             );
             $crate::__suite_tests!(inspector [$attr] $capped;
                 dead_letters_are_capped_newest_first,
@@ -216,4 +219,107 @@ pub async fn dead_letters_are_paged_and_found_by_id(broker: Shared) {
         .await
         .unwrap()
         .is_none());
+}
+
+/// Pending messages come in the order a fetch takes them: highest priority first, oldest first
+/// within a level; pages cut across levels.
+pub async fn pending_is_paged_in_fetch_order(broker: Shared) {
+    let q = queue();
+    let sent: Vec<OutboundMessage> = [0, 5, 0, 9, 5]
+        .into_iter()
+        .map(|priority| message(&q, priority))
+        .collect();
+    broker.enqueue(sent.clone()).await.unwrap();
+    let expected = [&sent[3], &sent[1], &sent[4], &sent[0], &sent[2]]
+        .map(|m| m.payload.clone())
+        .to_vec();
+    assert_eq!(broker.pending(&q, Page::first(10)).await.unwrap(), expected);
+    assert_eq!(
+        broker.pending(&q, Page::new(2, 2)).await.unwrap(),
+        expected[2..4]
+    );
+    assert_eq!(
+        broker.pending(&q, Page::new(4, 10)).await.unwrap(),
+        expected[4..]
+    );
+    assert!(broker
+        .pending(&q, Page::new(5, 10))
+        .await
+        .unwrap()
+        .is_empty());
+    let worker = WorkerId::generate();
+    let fetched = broker
+        .fetch(
+            &worker,
+            std::slice::from_ref(&q),
+            5,
+            std::time::Duration::ZERO,
+        )
+        .await
+        .unwrap();
+    let fetched: Vec<String> = fetched.iter().map(|d| d.payload().to_owned()).collect();
+    assert_eq!(fetched, expected, "the same order a fetch takes");
+}
+
+pub async fn dead_letters_are_deleted_by_id(broker: Shared) {
+    let q = queue();
+    broker
+        .enqueue((0..3).map(|_| message(&q, 0)).collect())
+        .await
+        .unwrap();
+    let ids = kill(&broker, &q, 3).await;
+    assert_eq!(
+        broker
+            .delete_dead(&q, &[ids[1], TaskId::new()])
+            .await
+            .unwrap(),
+        1
+    );
+    let left: Vec<_> = broker
+        .dead_letters(&q, Page::first(10))
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id.unwrap())
+        .collect();
+    assert_eq!(left.len(), 2);
+    assert!(!left.contains(&ids[1]));
+    assert_eq!(
+        broker.delete_dead(&q, &[ids[1]]).await.unwrap(),
+        0,
+        "already gone"
+    );
+}
+
+pub async fn history_counts_what_ended_per_minute(broker: Shared) {
+    let q = queue();
+    broker
+        .enqueue((0..5).map(|_| message(&q, 0)).collect())
+        .await
+        .unwrap();
+    let worker = WorkerId::generate();
+    let held = broker
+        .fetch(
+            &worker,
+            std::slice::from_ref(&q),
+            3,
+            std::time::Duration::ZERO,
+        )
+        .await
+        .unwrap();
+    assert_eq!(broker.ack(&worker, &held).await.unwrap(), 3);
+    kill(&broker, &q, 1).await;
+    let history = broker.history(&q, 60).await.unwrap();
+    assert_eq!(history.len(), 60);
+    let now =
+        taskq_core::history::minute_start(taskq_core::history::minute_of(broker.clock().now()));
+    // The counts land in the current minute, or the one before if it just turned.
+    let recent: (u64, u64) = history[58..]
+        .iter()
+        .fold((0, 0), |(p, f), m| (p + m.processed, f + m.failed));
+    assert_eq!(recent, (3, 1));
+    assert!(history[59].minute <= now && history[0].minute < history[59].minute);
+    assert!(history[..58]
+        .iter()
+        .all(|m| m.processed == 0 && m.failed == 0));
 }

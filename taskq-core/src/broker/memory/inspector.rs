@@ -7,7 +7,10 @@ use async_trait::async_trait;
 
 use super::{MemoryBroker, Message};
 use crate::{
-    broker::{DeadLetter, Inspector, Page, PayloadFields, QueueStats, WorkerInfo},
+    broker::{
+        last_minutes, minute_start, DeadLetter, Inspector, MinuteCounts, Page, PayloadFields,
+        QueueStats, WorkerInfo,
+    },
     Result, TaskId,
 };
 
@@ -20,6 +23,44 @@ impl Inspector for MemoryBroker {
         let mut infos: Vec<_> = state.infos.values().map(|(info, _)| info.clone()).collect();
         infos.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(infos)
+    }
+
+    async fn pending(&self, queue: &str, page: Page) -> Result<Vec<String>> {
+        let state = self.lock();
+        let Some(q) = state.queues.get(queue) else {
+            return Ok(Vec::new());
+        };
+        Ok(q.ready_in_order()
+            .skip(page.offset)
+            .take(page.limit)
+            .map(|message| message.payload.to_string())
+            .collect())
+    }
+
+    async fn delete_dead(&self, queue: &str, ids: &[TaskId]) -> Result<usize> {
+        let mut state = self.lock();
+        let Some(q) = state.queues.get_mut(queue) else {
+            return Ok(0);
+        };
+        let before = q.dead.len();
+        q.dead
+            .retain(|letter| !letter.id.is_some_and(|id| ids.contains(&id)));
+        Ok(before - q.dead.len())
+    }
+
+    async fn history(&self, queue: &str, minutes: usize) -> Result<Vec<MinuteCounts>> {
+        let now = self.shared.clock.now();
+        let state = self.lock();
+        let history = state.queues.get(queue).map(|q| &q.history);
+        Ok(last_minutes(now, minutes)
+            .into_iter()
+            .map(|minute| {
+                let (processed, failed) = history
+                    .and_then(|h| h.get(&minute).copied())
+                    .unwrap_or_default();
+                MinuteCounts::new(minute_start(minute), processed, failed)
+            })
+            .collect())
     }
 
     async fn queues(&self) -> Result<Vec<String>> {

@@ -120,6 +120,8 @@ struct QueueState {
     unique: HashMap<String, (DateTime<Utc>, TaskId)>,
     /// Rate limiter state per task name: theoretical arrival time of the next start.
     rates: HashMap<String, DateTime<Utc>>,
+    /// Minute -> (processed, failed), the last [`HISTORY_KEPT_MINUTES`] minutes.
+    history: BTreeMap<i64, (u64, u64)>,
 }
 
 #[derive(Clone, Debug)]
@@ -266,6 +268,25 @@ impl State {
 }
 
 impl QueueState {
+    /// Counts messages that ended at `now`: `processed` acknowledged, `failed` dead-lettered.
+    fn count_ended(&mut self, now: DateTime<Utc>, processed: u64, failed: u64) {
+        let minute = crate::broker::minute_of(now);
+        let counts = self.history.entry(minute).or_default();
+        counts.0 += processed;
+        counts.1 += failed;
+        while let Some((&oldest, _)) = self.history.first_key_value() {
+            if oldest > minute - crate::broker::HISTORY_KEPT_MINUTES {
+                break;
+            }
+            self.history.pop_first();
+        }
+    }
+
+    /// Ready messages in the order they are taken: highest level first, oldest first.
+    fn ready_in_order(&self) -> impl Iterator<Item = &Message> {
+        self.levels.iter().rev().flat_map(|level| level.iter())
+    }
+
     fn pop_ready(&mut self) -> Option<Message> {
         let message = self.levels.iter_mut().rev().find_map(VecDeque::pop_front)?;
         self.pending -= 1;

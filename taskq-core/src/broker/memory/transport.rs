@@ -112,6 +112,7 @@ impl Transport for MemoryBroker {
     }
 
     async fn ack(&self, worker: &WorkerId, deliveries: &[Delivery]) -> Result<usize> {
+        let now = self.shared.clock.now();
         let mut state = self.lock();
         let mut acked = 0;
         for delivery in deliveries {
@@ -119,6 +120,7 @@ impl Transport for MemoryBroker {
                 acked += 1;
                 if let Some(queue) = state.queues.get_mut(delivery.queue()) {
                     queue.redeliveries.remove(&message.id);
+                    queue.count_ended(now, 1, 0);
                 }
             }
         }
@@ -192,6 +194,7 @@ impl Transport for MemoryBroker {
         // Its redelivery count goes with it: a requeued dead letter starts afresh.
         queue.redeliveries.remove(&message.id);
         queue.add_dead(letter, max);
+        queue.count_ended(now, 0, 1);
         Ok(true)
     }
 

@@ -1,0 +1,31 @@
+#!lua flags=no-writes
+-- pending_page: one page of a queue's ready messages in the order workers take them: highest
+-- level first, oldest (the list's tail) first within a level. Reads only what the page needs.
+--
+-- KEYS[1..L]  taskq:{q}:pending:<level>, highest level first
+-- ARGV[1]     entries to skip
+-- ARGV[2]     most entries to return
+-- returns     the payloads
+local skip = tonumber(ARGV[1])
+local want = tonumber(ARGV[2])
+local page = {}
+for _, key in ipairs(KEYS) do
+  if want <= 0 then
+    break
+  end
+  local len = redis.call('LLEN', key)
+  if skip >= len then
+    skip = skip - len
+  else
+    -- Oldest at the tail: entry i from the tail is index -1 - i.
+    local first = -1 - skip
+    local last = math.max(-len, first - want + 1)
+    local slice = redis.call('LRANGE', key, last, first)
+    for i = #slice, 1, -1 do
+      page[#page + 1] = slice[i]
+    end
+    want = want - #slice
+    skip = 0
+  end
+end
+return page
