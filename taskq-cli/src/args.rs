@@ -87,6 +87,39 @@ pub enum Command {
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
+    /// Serve the web dashboard: queues, workers, tasks, dead letters (loopback only unless
+    /// --token or --basic-user is given).
+    Dashboard(DashboardArgs),
+}
+
+/// `taskq dashboard` flags.
+#[derive(Debug, clap::Args)]
+pub struct DashboardArgs {
+    /// Address to listen on; anything but loopback needs --token or --basic-user.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Require this bearer token (at least 16 characters); browsers log in once at
+    /// /login?token=TOKEN.
+    #[arg(long, env = "TASKQ_DASHBOARD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Require HTTP basic auth as this user (with --basic-password-hash).
+    #[arg(long, env = "TASKQ_DASHBOARD_USER", requires = "basic_password_hash")]
+    pub basic_user: Option<String>,
+    /// The argon2 hash of the basic-auth password (make one with --hash-password).
+    #[arg(
+        long,
+        env = "TASKQ_DASHBOARD_PASSWORD_HASH",
+        hide_env_values = true,
+        requires = "basic_user"
+    )]
+    pub basic_password_hash: Option<String>,
+    /// Show, never change: no requeue, delete or purge.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Read a password from standard input, print its argon2 hash for --basic-password-hash,
+    /// and exit.
+    #[arg(long)]
+    pub hash_password: bool,
 }
 
 /// `taskq enqueue`.

@@ -13,6 +13,18 @@ use crate::{
 };
 
 pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
+    if let Command::Dashboard(args) = &cli.command {
+        if args.hash_password {
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password)?;
+            let password = password.trim_end_matches(['\n', '\r']);
+            if password.is_empty() {
+                return Err("no password on standard input".into());
+            }
+            println!("{}", taskq_dashboard::hash_password(password));
+            return Ok(());
+        }
+    }
     let url = taskq::url_with_tls(
         &cli.broker,
         cli.tls_ca.as_deref(),
@@ -74,6 +86,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
             );
         }
         Command::Ping { timeout } => println!("{}", ping(&client, timeout, json).await?),
+        Command::Dashboard(args) => dashboard(client, args).await?,
     }
     Ok(())
 }
@@ -458,4 +471,26 @@ async fn ping(client: &Client, timeout: Duration, json: bool) -> Result<String, 
         })
         .collect();
     Ok(table::render(&["WORKER", "LATENCY MS"], &rows))
+}
+
+/// Serves the dashboard until Ctrl-C or SIGTERM.
+async fn dashboard(client: Client, args: crate::args::DashboardArgs) -> Result<(), Failure> {
+    use taskq_dashboard::{Access, Dashboard};
+    let access = match (args.token, args.basic_user, args.basic_password_hash) {
+        (Some(_), Some(_), _) => {
+            return Err("give either --token or --basic-user, not both".into());
+        }
+        (Some(token), None, _) => Access::token(token)?,
+        (None, Some(user), Some(hash)) => Access::basic(user, hash)?,
+        _ => Access::Open,
+    };
+    let dashboard = Dashboard::new(client)
+        .access(access)
+        .read_only(args.read_only);
+    dashboard.check_listen(args.listen)?;
+    eprintln!("taskq dashboard on http://{}/", args.listen);
+    dashboard
+        .serve(args.listen, taskq::signal::Shutdown::listen().requested())
+        .await?;
+    Ok(())
 }

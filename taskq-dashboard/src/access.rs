@@ -1,0 +1,158 @@
+//! Who may use the dashboard: nobody but the local machine ([`Access::Open`], loopback only), a
+//! bearer token, or HTTP basic auth against a stored argon2 password hash.
+
+use argon2::{
+    password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString},
+    Argon2,
+};
+use axum::http::{header, HeaderMap};
+use base64::Engine as _;
+use subtle::ConstantTimeEq;
+
+use crate::DashboardError;
+
+/// The cookie a token login sets, so a browser sends the token on every request.
+pub(crate) const TOKEN_COOKIE: &str = "taskq_dashboard_token";
+
+/// How requests prove who they are.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum Access {
+    /// No authentication: only allowed when the dashboard listens on a loopback address.
+    Open,
+    /// `Authorization: Bearer <token>`, or the cookie `/login?token=<token>` sets.
+    Token(String),
+    /// HTTP basic auth: `user` and a password checked against an argon2 PHC `password_hash`
+    /// (make one with [`hash_password`] or `taskq dashboard --hash-password`).
+    Basic {
+        /// The user name.
+        user: String,
+        /// The argon2 hash, e.g. `$argon2id$v=19$...`.
+        password_hash: String,
+    },
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Access::Open => f.write_str("Open"),
+            Access::Token(_) => f.write_str("Token(..)"),
+            Access::Basic { user, .. } => write!(f, "Basic({user}, ..)"),
+        }
+    }
+}
+
+impl Access {
+    /// Token access; the token must have at least 16 characters.
+    ///
+    /// # Errors
+    ///
+    /// [`DashboardError::Config`] for a short token.
+    pub fn token(token: impl Into<String>) -> Result<Self, DashboardError> {
+        let token = token.into();
+        if token.chars().count() < 16 {
+            return Err(DashboardError::Config(
+                "the dashboard token must have at least 16 characters".into(),
+            ));
+        }
+        Ok(Access::Token(token))
+    }
+
+    /// Basic access for `user`, checked against `password_hash` (argon2 PHC string).
+    ///
+    /// # Errors
+    ///
+    /// [`DashboardError::Config`] when the hash is not a PHC string.
+    pub fn basic(
+        user: impl Into<String>,
+        password_hash: impl Into<String>,
+    ) -> Result<Self, DashboardError> {
+        let password_hash = password_hash.into();
+        PasswordHash::new(&password_hash).map_err(|err| {
+            DashboardError::Config(format!(
+                "the password hash is not an argon2 PHC string: {err}"
+            ))
+        })?;
+        Ok(Access::Basic {
+            user: user.into(),
+            password_hash,
+        })
+    }
+
+    /// True when requests must authenticate.
+    pub fn is_required(&self) -> bool {
+        !matches!(self, Access::Open)
+    }
+
+    /// Whether the request's headers carry valid credentials.
+    pub(crate) fn allows(&self, headers: &HeaderMap) -> bool {
+        match self {
+            Access::Open => true,
+            Access::Token(token) => {
+                let bearer = headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "));
+                let cookie = cookie(headers, TOKEN_COOKIE);
+                let matches = |given: &str| bool::from(given.as_bytes().ct_eq(token.as_bytes()));
+                bearer.is_some_and(matches) || cookie.as_deref().is_some_and(matches)
+            }
+            Access::Basic {
+                user,
+                password_hash,
+            } => {
+                let Some((given_user, given_password)) = basic_credentials(headers) else {
+                    return false;
+                };
+                let Ok(hash) = PasswordHash::new(password_hash) else {
+                    return false;
+                };
+                bool::from(given_user.as_bytes().ct_eq(user.as_bytes()))
+                    & Argon2::default()
+                        .verify_password(given_password.as_bytes(), &hash)
+                        .is_ok()
+            }
+        }
+    }
+}
+
+/// An argon2id PHC hash of `password`, for [`Access::basic`].
+///
+/// ```
+/// let hash = taskq_dashboard::hash_password("correct horse battery staple");
+/// assert!(hash.starts_with("$argon2id$"));
+/// assert!(taskq_dashboard::Access::basic("ops", hash).is_ok());
+/// ```
+pub fn hash_password(password: &str) -> String {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .unwrap_or_default()
+}
+
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let encoded = headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_owned(), password.to_owned()))
+}
+
+/// The value of cookie `name`, if sent.
+pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.to_owned())
+}

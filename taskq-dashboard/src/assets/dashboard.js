@@ -1,0 +1,59 @@
+// taskq dashboard: confirms destructive actions, draws the per-minute chart, and keeps the
+// overview live through server-sent events. No framework, no build step.
+"use strict";
+
+document.addEventListener("submit", (event) => {
+  const question = event.target.dataset.confirm;
+  if (question && !window.confirm(question)) {
+    event.preventDefault();
+  }
+});
+
+function drawChart(canvas, history) {
+  const ctx = canvas.getContext("2d");
+  const width = canvas.width, height = canvas.height, pad = 24;
+  ctx.clearRect(0, 0, width, height);
+  const top = Math.max(1, ...history.map((m) => Math.max(m.processed, m.failed)));
+  const x = (i) => pad + (i * (width - 2 * pad)) / Math.max(1, history.length - 1);
+  const y = (v) => height - pad - (v * (height - 2 * pad)) / top;
+  ctx.strokeStyle = "#e4e7ec";
+  ctx.beginPath(); ctx.moveTo(pad, height - pad); ctx.lineTo(width - pad, height - pad); ctx.stroke();
+  ctx.fillStyle = "#667085"; ctx.font = "11px system-ui";
+  ctx.fillText(String(top), 2, pad);
+  for (const [field, color] of [["processed", "#2f6fed"], ["failed", "#c4320a"]]) {
+    ctx.strokeStyle = color; ctx.lineWidth = 2; ctx.beginPath();
+    history.forEach((m, i) => (i ? ctx.lineTo(x(i), y(m[field])) : ctx.moveTo(x(i), y(m[field]))));
+    ctx.stroke();
+  }
+  const total = (field) => history.reduce((sum, m) => sum + m[field], 0);
+  canvas.dataset.processedTotal = String(total("processed"));
+  canvas.dataset.failedTotal = String(total("failed"));
+}
+
+function updateOverview(data) {
+  const set = (id, value) => { const el = document.getElementById(id); if (el) el.textContent = String(value); };
+  set("workers", data.workers);
+  set("processed-hour", data.history.reduce((s, m) => s + m.processed, 0));
+  set("failed-hour", data.history.reduce((s, m) => s + m.failed, 0));
+  for (const row of data.queues) {
+    const tr = document.querySelector(`tr[data-queue="${CSS.escape(row.queue)}"]`);
+    if (!tr) continue;
+    for (const cell of tr.querySelectorAll("td[data-field]")) {
+      const value = row[cell.dataset.field];
+      const text = cell.dataset.field === "oldest_pending_seconds" ? (value == null ? "-" : `${value} s`) : String(value);
+      const link = cell.querySelector("a");
+      (link || cell).textContent = text;
+    }
+  }
+  const canvas = document.getElementById("chart");
+  if (canvas) drawChart(canvas, data.history);
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const canvas = document.getElementById("chart");
+  if (!canvas) return;
+  drawChart(canvas, JSON.parse(canvas.dataset.history || "[]"));
+  const events = new EventSource("/events");
+  events.addEventListener("overview", (event) => updateOverview(JSON.parse(event.data)));
+  for (const el of document.querySelectorAll("time[datetime]")) el.title = el.getAttribute("datetime");
+});

@@ -1,0 +1,287 @@
+//! `/dead`: dead letters, paged and filtered by reason and task; one shown whole; requeue one or
+//! all, delete one.
+
+use axum::{
+    extract::{Path, Query, State},
+    http::{header, HeaderMap, StatusCode},
+    response::{IntoResponse, Redirect, Response},
+    Form,
+};
+use maud::{html, Markup};
+use taskq_core::{DeadLetter, Page, PayloadFields, TaskId};
+
+use super::{queue::pager, ActionForm};
+use crate::{
+    layout,
+    server::{check_action, Shared, MAX_PAGE},
+};
+
+/// Dead letters listed per page.
+const PER_PAGE: usize = 50;
+
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct Filter {
+    #[serde(default)]
+    queue: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    task: Option<String>,
+    #[serde(default)]
+    offset: usize,
+}
+
+impl Filter {
+    fn active(&self) -> bool {
+        self.reason.as_deref().is_some_and(|r| !r.is_empty())
+            || self.task.as_deref().is_some_and(|t| !t.is_empty())
+    }
+
+    fn matches(&self, letter: &DeadLetter) -> bool {
+        let reason_ok = self
+            .reason
+            .as_deref()
+            .filter(|r| !r.is_empty())
+            .is_none_or(|r| letter.reason.to_string() == r);
+        let task_ok = self
+            .task
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .is_none_or(|t| PayloadFields::read(&letter.payload).task.as_deref() == Some(t));
+        reason_ok && task_ok
+    }
+
+    fn query(&self, queue: &str) -> String {
+        let mut query = format!("/dead?queue={}", encode(queue));
+        for (key, value) in [("reason", &self.reason), ("task", &self.task)] {
+            if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
+                query.push_str(&format!("&{key}={}", encode(value)));
+            }
+        }
+        query
+    }
+}
+
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub(crate) async fn list(
+    State(state): State<Shared>,
+    Query(filter): Query<Filter>,
+) -> Result<Markup, Response> {
+    let inspector = state.client.inspector();
+    let queues = inspector.queues().await.map_err(layout::broker_error)?;
+    let mut counts = Vec::with_capacity(queues.len());
+    for queue in &queues {
+        counts.push(
+            inspector
+                .stats(queue)
+                .await
+                .map_err(layout::broker_error)?
+                .dead,
+        );
+    }
+    let chosen = filter
+        .queue
+        .clone()
+        .filter(|q| !q.is_empty())
+        .or_else(|| {
+            queues
+                .iter()
+                .zip(&counts)
+                .find(|(_, n)| **n > 0)
+                .map(|(q, _)| q.clone())
+        })
+        .or_else(|| queues.first().cloned());
+    let Some(queue) = chosen else {
+        return Ok(layout::page(
+            &state,
+            "Dead letters",
+            html! { p.note { "No queue yet." } },
+        ));
+    };
+    // A filter looks through a bounded window, so a page stays fast with a million letters.
+    let window = if filter.active() {
+        MAX_PAGE * 5
+    } else {
+        PER_PAGE
+    };
+    let scanned = inspector
+        .dead_letters(&queue, Page::new(filter.offset, window))
+        .await
+        .map_err(layout::broker_error)?;
+    let shown: Vec<&DeadLetter> = scanned
+        .iter()
+        .filter(|l| filter.matches(l))
+        .take(PER_PAGE)
+        .collect();
+    let base = filter.query(&queue);
+    let body = html! {
+        form.filters method="get" action="/dead" {
+            label { "Queue " select name="queue" {
+                @for (q, n) in queues.iter().zip(&counts) {
+                    option value=(q) selected[*q == queue] { (q) " (" (n) ")" }
+                }
+            } }
+            label { "Reason " input name="reason" value=(filter.reason.as_deref().unwrap_or("")) placeholder="e.g. retries_exhausted"; }
+            label { "Task " input name="task" value=(filter.task.as_deref().unwrap_or("")) placeholder="e.g. emails.send"; }
+            button type="submit" { "Filter" }
+        }
+        (layout::action(&state, &format!("/dead/{queue}/requeue-all"), "Requeue all dead letters of this queue",
+            Some("Requeue every dead letter of this queue?")))
+        @if shown.is_empty() {
+            p.note { "No dead letters here." }
+        } @else {
+            table #dead {
+                thead { tr { th { "When" } th { "Task id" } th { "Task" } th { "Reason" } th { "Error" } th { "" } } }
+                tbody {
+                    @for letter in &shown {
+                        @let fields = PayloadFields::read(&letter.payload);
+                        tr data-id=[letter.id] {
+                            td { (layout::time(letter.at)) }
+                            td { @if let Some(id) = letter.id { a href=(format!("/dead/{queue}/{id}")) { (id) } } @else { "unreadable" } }
+                            td { (fields.task.as_deref().unwrap_or("?")) }
+                            td { (letter.reason) }
+                            td.error { (letter.error.as_deref().unwrap_or("")) }
+                            td.actions {
+                                @if let Some(id) = letter.id {
+                                    (layout::action(&state, &format!("/dead/{queue}/{id}/requeue"), "Requeue", None))
+                                    (layout::action(&state, &format!("/dead/{queue}/{id}/delete"), "Delete", Some("Delete this dead letter for good?")))
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (pager(&base, filter.offset, window, scanned.len()))
+    };
+    Ok(layout::page(&state, "Dead letters", body))
+}
+
+async fn find(state: &Shared, queue: &str, id: &str) -> Result<DeadLetter, Response> {
+    let id: TaskId = id
+        .parse()
+        .map_err(|_| layout::error(StatusCode::BAD_REQUEST, "not a task id"))?;
+    state
+        .client
+        .inspector()
+        .find_dead_letter(queue, id)
+        .await
+        .map_err(layout::broker_error)?
+        .ok_or_else(|| {
+            layout::error(
+                StatusCode::NOT_FOUND,
+                &format!("no dead letter {id} in queue {queue}"),
+            )
+        })
+}
+
+pub(crate) async fn show(
+    State(state): State<Shared>,
+    Path((queue, id)): Path<(String, String)>,
+) -> Result<Markup, Response> {
+    let letter = find(&state, &queue, &id).await?;
+    let body = html! {
+        dl.record {
+            dt { "Queue" } dd { a href=(format!("/dead?queue={queue}")) { (queue) } }
+            dt { "Reason" } dd { (letter.reason) }
+            dt { "When" } dd { (layout::time(letter.at)) }
+            @if let Some(worker) = &letter.worker { dt { "Worker" } dd { code { (worker) } } }
+            @if let Some(error) = &letter.error { dt { "Error" } dd { pre.error { (error) } } }
+            dt { "Message" } dd { (layout::json_block(&letter.payload, Some(&format!("/dead/{queue}/{id}/payload.json")))) }
+        }
+        div.buttons {
+            (layout::action(&state, &format!("/dead/{queue}/{id}/requeue"), "Requeue", None))
+            (layout::action(&state, &format!("/dead/{queue}/{id}/delete"), "Delete", Some("Delete this dead letter for good?")))
+        }
+    };
+    Ok(layout::page(&state, &format!("Dead letter {id}"), body))
+}
+
+pub(crate) async fn payload(
+    State(state): State<Shared>,
+    Path((queue, id)): Path<(String, String)>,
+) -> Response {
+    match find(&state, &queue, &id).await {
+        Ok(letter) => (
+            [
+                (header::CONTENT_TYPE, "application/json".to_owned()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"{id}.json\""),
+                ),
+            ],
+            letter.payload,
+        )
+            .into_response(),
+        Err(response) => response,
+    }
+}
+
+async fn act(
+    state: &Shared,
+    headers: &HeaderMap,
+    csrf: &str,
+    queue: &str,
+    id: &str,
+    requeue: bool,
+) -> Response {
+    if let Err(refused) = check_action(state, headers, csrf) {
+        return refused;
+    }
+    let Ok(id) = id.parse::<TaskId>() else {
+        return layout::error(StatusCode::BAD_REQUEST, "not a task id");
+    };
+    let inspector = state.client.inspector();
+    let done = if requeue {
+        inspector.requeue_dead(queue, Some(&[id])).await
+    } else {
+        inspector.delete_dead(queue, &[id]).await
+    };
+    match done {
+        Ok(_) => Redirect::to(&format!("/dead?queue={}", encode(queue))).into_response(),
+        Err(err) => layout::broker_error(err),
+    }
+}
+
+pub(crate) async fn requeue(
+    State(state): State<Shared>,
+    Path((queue, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    act(&state, &headers, &form.csrf, &queue, &id, true).await
+}
+
+pub(crate) async fn delete(
+    State(state): State<Shared>,
+    Path((queue, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    act(&state, &headers, &form.csrf, &queue, &id, false).await
+}
+
+pub(crate) async fn requeue_all(
+    State(state): State<Shared>,
+    Path(queue): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    if let Err(refused) = check_action(&state, &headers, &form.csrf) {
+        return refused;
+    }
+    match state.client.inspector().requeue_dead(&queue, None).await {
+        Ok(_) => Redirect::to(&format!("/dead?queue={}", encode(&queue))).into_response(),
+        Err(err) => layout::broker_error(err),
+    }
+}

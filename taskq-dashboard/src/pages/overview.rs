@@ -1,0 +1,106 @@
+//! `/`: every queue's counts, the last hour's processed and failed per minute, live.
+
+use axum::{extract::State, response::Response};
+use maud::html;
+use serde::Serialize;
+use taskq_core::{Client, MinuteCounts, QueueStats};
+
+use crate::{layout, server::Shared};
+
+/// Minutes the chart shows.
+pub(crate) const CHART_MINUTES: usize = 60;
+
+/// What the overview shows; also what `/events` sends.
+#[derive(Debug, Serialize)]
+pub(crate) struct Overview {
+    pub(crate) queues: Vec<QueueRow>,
+    pub(crate) history: Vec<MinuteCounts>,
+    pub(crate) workers: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct QueueRow {
+    pub(crate) queue: String,
+    #[serde(flatten)]
+    pub(crate) stats: QueueStats,
+    /// Seconds the oldest ready message has waited.
+    pub(crate) oldest_pending_seconds: Option<i64>,
+}
+
+/// Reads the overview: per queue one stats call and one history call.
+pub(crate) async fn read(client: &Client) -> taskq_core::Result<Overview> {
+    let inspector = client.inspector();
+    let now = client.clock().now();
+    let mut queues = Vec::new();
+    let mut history: Vec<MinuteCounts> = Vec::new();
+    for queue in inspector.queues().await? {
+        let stats = inspector.stats(&queue).await?;
+        let minutes = inspector.history(&queue, CHART_MINUTES).await?;
+        if history.is_empty() {
+            history = minutes;
+        } else {
+            for (total, minute) in history.iter_mut().zip(minutes) {
+                total.processed += minute.processed;
+                total.failed += minute.failed;
+            }
+        }
+        queues.push(QueueRow {
+            oldest_pending_seconds: stats
+                .oldest_pending
+                .map(|at| (now - at).num_seconds().max(0)),
+            queue,
+            stats,
+        });
+    }
+    if history.is_empty() {
+        history = taskq_core::history::last_minutes(now, CHART_MINUTES)
+            .into_iter()
+            .map(|m| MinuteCounts::new(taskq_core::history::minute_start(m), 0, 0))
+            .collect();
+    }
+    let workers = inspector.workers().await?.len();
+    Ok(Overview {
+        queues,
+        history,
+        workers,
+    })
+}
+
+pub(crate) async fn page(State(state): State<Shared>) -> Result<maud::Markup, Response> {
+    let overview = read(&state.client).await.map_err(layout::broker_error)?;
+    let history = serde_json::to_string(&overview.history).unwrap_or_default();
+    let body = html! {
+        section.cards {
+            div.card { span.label { "Workers" } span.value #workers { (overview.workers) } }
+            div.card { span.label { "Processed, last hour" } span.value #processed-hour { (overview.history.iter().map(|m| m.processed).sum::<u64>()) } }
+            div.card { span.label { "Failed, last hour" } span.value #failed-hour { (overview.history.iter().map(|m| m.failed).sum::<u64>()) } }
+        }
+        section {
+            h2 { "Processed and failed per minute" }
+            canvas #chart width="900" height="180" data-history=(history) aria-label="processed and failed per minute over the last hour" {}
+        }
+        section {
+            h2 { "Queues" }
+            @if overview.queues.is_empty() {
+                p.note { "No queue has received a message yet." }
+            } @else {
+                table #queues {
+                    thead { tr { th { "Queue" } th.num { "Pending" } th.num { "Scheduled" } th.num { "Processing" } th.num { "Dead" } th.num { "Oldest pending" } } }
+                    tbody {
+                        @for row in &overview.queues {
+                            tr data-queue=(row.queue) {
+                                td { a href=(format!("/queues/{}", row.queue)) { (row.queue) } }
+                                td.num data-field="pending" { (row.stats.pending) }
+                                td.num data-field="scheduled" { (row.stats.scheduled) }
+                                td.num data-field="processing" { (row.stats.processing) }
+                                td.num data-field="dead" { a href=(format!("/dead?queue={}", row.queue)) { (row.stats.dead) } }
+                                td.num data-field="oldest_pending_seconds" { (row.oldest_pending_seconds.map(|s| format!("{s} s")).unwrap_or_else(|| "-".into())) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(layout::page(&state, "Overview", body))
+}

@@ -1,0 +1,98 @@
+//! `/queues/{queue}`: one queue's counts and its ready messages, paged; purge.
+
+use axum::{
+    extract::{Path, Query, State},
+    http::HeaderMap,
+    response::{IntoResponse, Redirect, Response},
+    Form,
+};
+use maud::html;
+use taskq_core::{Page, PayloadFields};
+
+use super::{ActionForm, Paging};
+use crate::{
+    layout,
+    server::{check_action, Shared, MAX_PAGE},
+};
+
+/// Ready messages per page.
+const PER_PAGE: usize = 50;
+
+pub(crate) async fn page(
+    State(state): State<Shared>,
+    Path(queue): Path<String>,
+    Query(paging): Query<Paging>,
+) -> Result<maud::Markup, Response> {
+    let inspector = state.client.inspector();
+    let stats = inspector
+        .stats(&queue)
+        .await
+        .map_err(layout::broker_error)?;
+    let limit = PER_PAGE.min(MAX_PAGE);
+    let pending = inspector
+        .pending(&queue, Page::new(paging.offset, limit))
+        .await
+        .map_err(layout::broker_error)?;
+    let body = html! {
+        section.cards {
+            div.card { span.label { "Pending" } span.value { (stats.pending) } }
+            div.card { span.label { "Scheduled" } span.value { (stats.scheduled) } }
+            div.card { span.label { "Processing" } span.value { (stats.processing) } }
+            div.card { span.label { "Dead" } span.value { a href=(format!("/dead?queue={queue}")) { (stats.dead) } } }
+        }
+        (layout::action(&state, &format!("/queues/{queue}/purge"), "Purge pending and scheduled messages",
+            Some("Delete every pending and scheduled message of this queue?")))
+        h2 { "Ready messages, in the order workers take them" }
+        @if pending.is_empty() {
+            p.note { "Nothing is waiting." }
+        } @else {
+            table #pending {
+                thead { tr { th { "#" } th { "Task id" } th { "Task" } th.num { "Priority" } th { "Enqueued" } th { "Arguments" } } }
+                tbody {
+                    @for (n, payload) in pending.iter().enumerate() {
+                        @let fields = PayloadFields::read(payload);
+                        tr {
+                            td.num { (paging.offset + n + 1) }
+                            td { @if let Some(id) = fields.id { a href=(format!("/tasks?id={id}")) { (id) } } @else { "-" } }
+                            td { (fields.task.as_deref().unwrap_or("?")) }
+                            td.num { (fields.priority) }
+                            td { @if let Some(at) = fields.created_at { (layout::time(at)) } }
+                            td { (layout::json_block(payload, None)) }
+                        }
+                    }
+                }
+            }
+        }
+        (pager(&format!("/queues/{queue}"), paging.offset, limit, pending.len()))
+    };
+    Ok(layout::page(&state, &format!("Queue {queue}"), body))
+}
+
+/// Previous / next links of a paged list.
+pub(crate) fn pager(base: &str, offset: usize, limit: usize, shown: usize) -> maud::Markup {
+    let join = if base.contains('?') { '&' } else { '?' };
+    html! {
+        nav.pager {
+            @if offset > 0 { a rel="prev" href=(format!("{base}{join}offset={}", offset.saturating_sub(limit))) { "← previous" } }
+            @if shown == limit { a rel="next" href=(format!("{base}{join}offset={}", offset + limit)) { "next →" } }
+        }
+    }
+}
+
+pub(crate) async fn purge(
+    State(state): State<Shared>,
+    Path(queue): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    if let Err(refused) = check_action(&state, &headers, &form.csrf) {
+        return refused;
+    }
+    match state.client.inspector().purge_queue(&queue).await {
+        Ok(purged) => {
+            tracing::warn!(%queue, purged, "queue purged from the dashboard");
+            Redirect::to(&format!("/queues/{queue}")).into_response()
+        }
+        Err(err) => layout::broker_error(err),
+    }
+}

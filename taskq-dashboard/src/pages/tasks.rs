@@ -1,0 +1,126 @@
+//! `/tasks?id=`: one task's record (state, result or error, attempts, progress, times), or a
+//! workflow's members; without an id, the recent failures.
+
+use axum::{
+    extract::{Query, State},
+    http::StatusCode,
+    response::Response,
+};
+use maud::{html, Markup};
+use taskq_core::{workflow::WorkflowRecord, Page, TaskId, TaskState};
+
+use crate::{layout, server::Shared};
+
+/// Recent failures listed per queue.
+const RECENT: usize = 10;
+
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct Lookup {
+    #[serde(default)]
+    id: String,
+}
+
+pub(crate) async fn page(
+    State(state): State<Shared>,
+    Query(lookup): Query<Lookup>,
+) -> Result<Markup, Response> {
+    let id = lookup.id.trim();
+    if id.is_empty() {
+        let body = recent_failures(&state).await?;
+        return Ok(layout::page(&state, "Tasks", body));
+    }
+    let id: TaskId = id.parse().map_err(|_| {
+        layout::error(
+            StatusCode::BAD_REQUEST,
+            &format!("`{id}` is not a task id (a UUID like 67e55044-10b1-426f-9247-bb680e5fe0c8)"),
+        )
+    })?;
+    let client = &state.client;
+    if let Some(workflow) = client.workflow(id).await.map_err(layout::broker_error)? {
+        let body = workflow_members(&state, &workflow).await?;
+        return Ok(layout::page(&state, &format!("Workflow {id}"), body));
+    }
+    let record = client.result(id).await.map_err(layout::broker_error)?;
+    let body = match record {
+        None => html! {
+            p.note { "Nothing is recorded for " code { (id) } ": not run yet (PENDING), unknown, or its result expired." }
+        },
+        Some(record) => html! {
+            dl.record {
+                dt { "State" } dd.state data-state=(record.state) { (record.state) }
+                dt { "Task" } dd { (record.task) }
+                dt { "Attempts" } dd { (record.attempts) }
+                @if let Some(worker) = &record.worker { dt { "Worker" } dd { code { (worker) } } }
+                @if let Some(started) = record.started_at { dt { "Started" } dd { (layout::time(started)) } }
+                dt { "Updated" } dd { (layout::time(record.updated_at)) }
+                @if let Some(progress) = &record.progress { dt { "Progress" } dd { (layout::json_block(&progress.to_string(), None)) } }
+                @if let Some(error) = &record.error { dt { "Error" } dd { pre.error { (error) } } }
+                @if let Some(result) = &record.result { dt { "Result" } dd { (layout::json_block(result.get(), None)) } }
+            }
+        },
+    };
+    Ok(layout::page(&state, &format!("Task {id}"), body))
+}
+
+async fn workflow_members(state: &Shared, workflow: &WorkflowRecord) -> Result<Markup, Response> {
+    let backend = state.client.backend();
+    let shown = &workflow.members[..workflow.members.len().min(crate::MAX_PAGE)];
+    let mut states = Vec::with_capacity(shown.len());
+    for member in shown {
+        let record = backend.get(*member).await.map_err(layout::broker_error)?;
+        states.push(record.map_or(TaskState::Pending, |r| r.state));
+    }
+    let then: Vec<TaskId> = workflow.then.iter().map(|n| n.output_id()).collect();
+    Ok(html! {
+        p { "A " strong { (format!("{:?}", workflow.kind).to_lowercase()) } " of " (workflow.members.len()) " members, sent " (layout::time(workflow.created_at)) "." }
+        table #members {
+            thead { tr { th { "#" } th { "Member" } th { "State" } } }
+            tbody {
+                @for (n, (member, member_state)) in shown.iter().zip(&states).enumerate() {
+                    tr { td.num { (n + 1) } td { a href=(format!("/tasks?id={member}")) { (member) } } td data-state=(member_state) { (member_state) } }
+                }
+            }
+        }
+        @if workflow.members.len() > shown.len() { p.note { (workflow.members.len() - shown.len()) " more members not listed." } }
+        @if !then.is_empty() {
+            h2 { "Then" }
+            ul { @for id in &then { li { a href=(format!("/tasks?id={id}")) { (id) } } } }
+        }
+    })
+}
+
+async fn recent_failures(state: &Shared) -> Result<Markup, Response> {
+    let inspector = state.client.inspector();
+    let mut failures = Vec::new();
+    for queue in inspector.queues().await.map_err(layout::broker_error)? {
+        failures.extend(
+            inspector
+                .dead_letters(&queue, Page::first(RECENT))
+                .await
+                .map_err(layout::broker_error)?,
+        );
+    }
+    failures.sort_by_key(|letter| std::cmp::Reverse(letter.at));
+    failures.truncate(RECENT * 2);
+    Ok(html! {
+        p { "Look a task or workflow up by its id in the box above." }
+        h2 { "Recent failures" }
+        @if failures.is_empty() { p.note { "No dead letters." } }
+        @else {
+            table #recent-failures {
+                thead { tr { th { "When" } th { "Queue" } th { "Task id" } th { "Reason" } th { "Error" } } }
+                tbody {
+                    @for letter in &failures {
+                        tr {
+                            td { (layout::time(letter.at)) }
+                            td { (letter.queue) }
+                            td { @if let Some(id) = letter.id { a href=(format!("/dead/{}/{id}", letter.queue)) { (id) } } @else { "-" } }
+                            td { (letter.reason) }
+                            td { (letter.error.as_deref().unwrap_or("")) }
+                        }
+                    }
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,240 @@
+//! [`Dashboard`]: its settings, its routes, and the listener that refuses an exposed address
+//! without authentication.
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
+
+use axum::{
+    extract::{Request, State},
+    http::{header, HeaderMap, HeaderValue, StatusCode},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Router,
+};
+use taskq_core::Client;
+
+use crate::{access::Access, csrf::Csrf, events, layout, pages};
+
+/// Most entries one page lists, whatever the request asks: a million dead letters never make
+/// a page slow.
+pub const MAX_PAGE: usize = 200;
+
+/// Why the dashboard could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DashboardError {
+    /// A setting is wrong, e.g. a public address without authentication.
+    #[error("{0}")]
+    Config(String),
+    /// The address could not be bound or the server failed.
+    #[error("dashboard server failed")]
+    Io(#[from] std::io::Error),
+}
+
+/// The web dashboard over one deployment (the client's broker and result backend).
+///
+/// ```
+/// use taskq_dashboard::{Access, Dashboard};
+/// let dashboard = Dashboard::new(taskq_core::Client::in_memory()).read_only(true);
+/// // Loopback is fine without authentication; anything else is refused.
+/// assert!(dashboard.check_listen("127.0.0.1:8080".parse().unwrap()).is_ok());
+/// assert!(dashboard.check_listen("0.0.0.0:8080".parse().unwrap()).is_err());
+/// ```
+#[derive(Clone, Debug)]
+pub struct Dashboard {
+    client: Client,
+    access: Access,
+    read_only: bool,
+}
+
+/// What every handler reads.
+#[derive(Debug)]
+pub(crate) struct AppState {
+    pub(crate) client: Client,
+    pub(crate) access: Access,
+    pub(crate) read_only: bool,
+    pub(crate) csrf: Csrf,
+}
+
+pub(crate) type Shared = Arc<AppState>;
+
+impl Dashboard {
+    /// A dashboard over `client`'s deployment: open to loopback only, actions enabled.
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            access: Access::Open,
+            read_only: false,
+        }
+    }
+
+    /// Requires `access` of every request.
+    pub fn access(mut self, access: Access) -> Self {
+        self.access = access;
+        self
+    }
+
+    /// Hides every action and refuses every POST.
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
+        self
+    }
+
+    /// Checks that the dashboard may listen on `listen`: any address with authentication,
+    /// only a loopback one without.
+    ///
+    /// # Errors
+    ///
+    /// [`DashboardError::Config`] for a non-loopback address without authentication.
+    pub fn check_listen(&self, listen: SocketAddr) -> Result<(), DashboardError> {
+        if listen.ip().is_loopback() || self.access.is_required() {
+            return Ok(());
+        }
+        Err(DashboardError::Config(format!(
+            "refusing to listen on {listen} without authentication: anyone who can reach it could requeue and purge; give --token or --basic-user with --basic-password-hash, or listen on 127.0.0.1"
+        )))
+    }
+
+    /// The routes, for embedding the dashboard in an application's own server.
+    pub fn router(self) -> Router {
+        let state = Arc::new(AppState {
+            client: self.client,
+            access: self.access,
+            read_only: self.read_only,
+            csrf: Csrf::new(),
+        });
+        Router::new()
+            .route("/", get(pages::overview::page))
+            .route("/events", get(events::stream))
+            .route("/queues/{queue}", get(pages::queue::page))
+            .route("/queues/{queue}/purge", post(pages::queue::purge))
+            .route("/workers", get(pages::workers::page))
+            .route("/tasks", get(pages::tasks::page))
+            .route("/dead", get(pages::dead::list))
+            .route("/dead/{queue}/requeue-all", post(pages::dead::requeue_all))
+            .route("/dead/{queue}/{id}", get(pages::dead::show))
+            .route("/dead/{queue}/{id}/payload.json", get(pages::dead::payload))
+            .route("/dead/{queue}/{id}/requeue", post(pages::dead::requeue))
+            .route("/dead/{queue}/{id}/delete", post(pages::dead::delete))
+            .route("/login", get(login))
+            .route("/assets/dashboard.js", get(layout::script))
+            .route("/assets/dashboard.css", get(layout::style))
+            .layer(middleware::from_fn_with_state(state.clone(), guard))
+            .with_state(state)
+    }
+
+    /// Listens on `listen` until `shutdown` completes.
+    ///
+    /// # Errors
+    ///
+    /// [`DashboardError::Config`] as [`Dashboard::check_listen`]; [`DashboardError::Io`] when
+    /// the address cannot be bound.
+    pub async fn serve(
+        self,
+        listen: SocketAddr,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), DashboardError> {
+        self.check_listen(listen)?;
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        tracing::info!(address = %listener.local_addr()?, "dashboard listening");
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Authentication for every route (the login route checks its own token), and no POST at all
+/// in read-only mode.
+async fn guard(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    let login = request.uri().path() == "/login";
+    if !login && !state.access.allows(request.headers()) {
+        let mut response = (StatusCode::UNAUTHORIZED, "authentication required").into_response();
+        if matches!(state.access, Access::Basic { .. }) {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"taskq\""),
+            );
+        }
+        return response;
+    }
+    if state.read_only && request.method() == axum::http::Method::POST {
+        return (StatusCode::FORBIDDEN, "the dashboard is read-only").into_response();
+    }
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    // Nothing this dashboard shows may run script it did not send, or be framed elsewhere.
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; style-src 'self'; frame-ancestors 'none'",
+        ),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
+/// `/login?token=...`: checks the token and keeps it in a cookie, so a browser can use token
+/// access without sending a header.
+async fn login(
+    State(state): State<Shared>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let Access::Token(_) = &state.access else {
+        return axum::response::Redirect::to("/").into_response();
+    };
+    let given = query.get("token").cloned().unwrap_or_default();
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::AUTHORIZATION,
+        HeaderValue::from_str(&format!("Bearer {given}")).unwrap_or(HeaderValue::from_static("")),
+    );
+    if !state.access.allows(&headers) {
+        return (StatusCode::UNAUTHORIZED, "wrong token").into_response();
+    }
+    let cookie = format!(
+        "{}={given}; HttpOnly; SameSite=Strict; Path=/",
+        crate::access::TOKEN_COOKIE
+    );
+    let mut response = axum::response::Redirect::to("/").into_response();
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+/// Checks an action's CSRF token and, when the browser sent one, its `Origin`.
+pub(crate) fn check_action(
+    state: &AppState,
+    headers: &HeaderMap,
+    csrf: &str,
+) -> Result<(), Response> {
+    if !state.csrf.accepts(csrf) {
+        return Err((
+            StatusCode::FORBIDDEN,
+            "missing or wrong CSRF token; reload the page",
+        )
+            .into_response());
+    }
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let same = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            .is_some_and(|rest| rest == host);
+        if !same {
+            return Err((StatusCode::FORBIDDEN, "cross-origin action refused").into_response());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,460 @@
+//! Every page and action of the dashboard over HTTP, against a real redis-server with a real
+//! worker producing the state it shows.
+
+use std::{net::SocketAddr, time::Duration};
+
+use serde::{Deserialize, Serialize};
+use taskq_core::{Client, Run, Task, TaskContext, TaskError, TaskId, TaskState};
+use taskq_dashboard::{Access, Dashboard};
+use taskq_testkit::RedisServer;
+use taskq_worker::Worker;
+
+/// Stops a spawned server or worker when dropped.
+struct Stop(tokio::task::JoinHandle<()>);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Succeeds with its input doubled; fails permanently on 13.
+#[derive(Task, Serialize, Deserialize)]
+#[task(name = "dash.double", queue = "dash", max_retries = 0)]
+struct Double {
+    n: i64,
+    #[serde(default)]
+    note: String,
+}
+
+impl Run for Double {
+    type Output = i64;
+    async fn run(self, _ctx: TaskContext) -> Result<i64, TaskError> {
+        if self.n == 13 {
+            return Err(TaskError::permanent(format!("unlucky: {}", self.note)));
+        }
+        Ok(self.n * 2)
+    }
+}
+
+struct Deployment {
+    _server: RedisServer,
+    client: Client,
+    _worker: Stop,
+}
+
+async fn deployment() -> Deployment {
+    let server = RedisServer::start();
+    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
+        .await
+        .expect("connect");
+    let worker = Worker::builder(client.clone())
+        .register::<Double>()
+        .build()
+        .unwrap();
+    let handle = tokio::spawn(async move {
+        let _ = worker.run(std::future::pending::<()>()).await;
+    });
+    Deployment {
+        _server: server,
+        client,
+        _worker: Stop(handle),
+    }
+}
+
+/// Serves `dashboard` on a free loopback port.
+async fn serve(dashboard: Dashboard) -> (SocketAddr, Stop) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let handle = tokio::spawn(async move {
+        axum::serve(listener, dashboard.router()).await.unwrap();
+    });
+    (address, Stop(handle))
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn get(address: SocketAddr, path: &str) -> (u16, String) {
+    let response = http()
+        .get(format!("http://{address}{path}"))
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+async fn post(address: SocketAddr, path: &str, csrf: &str) -> u16 {
+    http()
+        .post(format!("http://{address}{path}"))
+        .form(&[("csrf", csrf)])
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// The CSRF token a page's forms carry.
+fn csrf_of(html: &str) -> String {
+    let start = html
+        .find(r#"name="csrf" value=""#)
+        .expect("a form with a CSRF token")
+        + 19;
+    html[start..start + html[start..].find('"').unwrap()].to_owned()
+}
+
+async fn settled(client: &Client, queue: &str, dead: usize) {
+    for _ in 0..200 {
+        let stats = client.inspector().stats(queue).await.unwrap();
+        if stats.pending + stats.processing + stats.scheduled == 0 && stats.dead == dead {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("queue {queue} did not settle");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_shows_the_deployment() {
+    let deployment = deployment().await;
+    let client = &deployment.client;
+    let ok = client
+        .enqueue(Double {
+            n: 21,
+            note: String::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(ok.wait(Duration::from_secs(10)).await.unwrap(), 42);
+    let failed = client
+        .enqueue(Double {
+            n: 13,
+            note: "x".into(),
+        })
+        .await
+        .unwrap();
+    assert!(failed.wait(Duration::from_secs(10)).await.is_err());
+    settled(client, "dash", 1).await;
+    // Waiting work on another queue nobody consumes.
+    for n in 0..3 {
+        client
+            .enqueue(Double {
+                n,
+                note: String::new(),
+            })
+            .queue("later")
+            .priority(n as u8)
+            .await
+            .unwrap();
+    }
+    let (address, _server) = serve(Dashboard::new(client.clone())).await;
+
+    let (status, overview) = get(address, "/").await;
+    assert_eq!(status, 200);
+    assert!(overview.contains(r#"<tr data-queue="dash">"#), "{overview}");
+    assert!(
+        overview.contains(r#"data-field="pending">3<"#),
+        "the later queue's three: {overview}"
+    );
+    assert!(overview.contains(r#"id="chart""#));
+
+    let (status, queue) = get(address, "/queues/later").await;
+    assert_eq!(status, 200);
+    let first = queue
+        .find("&quot;n&quot;: 2")
+        .or_else(|| queue.find("\"n\": 2"))
+        .expect("n=2 shown");
+    let last = queue
+        .find("\"n\": 0")
+        .or_else(|| queue.find("&quot;n&quot;: 0"))
+        .expect("n=0 shown");
+    assert!(first < last, "highest priority first");
+
+    let (status, workers) = get(address, "/workers").await;
+    assert_eq!(status, 200);
+    assert!(workers.contains("<td>dash</td>"), "{workers}");
+
+    let (status, task) = get(address, &format!("/tasks?id={}", ok.id())).await;
+    assert_eq!(status, 200);
+    assert!(task.contains(">SUCCESS<") && task.contains("42"), "{task}");
+    let (status, unknown) = get(address, "/tasks?id=not-a-uuid").await;
+    assert_eq!(status, 400);
+    assert!(unknown.contains("is not a task id"));
+
+    let (status, tasks) = get(address, "/tasks").await;
+    assert_eq!(status, 200);
+    assert!(tasks.contains("Recent failures") && tasks.contains(&failed.id().to_string()));
+
+    let (status, dead) = get(address, "/dead?queue=dash").await;
+    assert_eq!(status, 200);
+    assert!(
+        dead.contains(&failed.id().to_string()) && dead.contains("unlucky: x"),
+        "{dead}"
+    );
+    let (_, filtered) = get(address, "/dead?queue=dash&reason=malformed").await;
+    assert!(
+        !filtered.contains(&failed.id().to_string()),
+        "filtered out by reason"
+    );
+    let (_, by_task) = get(address, "/dead?queue=dash&task=dash.double&reason=failed").await;
+    assert!(by_task.contains(&failed.id().to_string()), "{by_task}");
+
+    let (status, letter) = get(address, &format!("/dead/dash/{}", failed.id())).await;
+    assert_eq!(status, 200);
+    assert!(letter.contains("dash.double"));
+    let (status, payload) = get(address, &format!("/dead/dash/{}/payload.json", failed.id())).await;
+    assert_eq!(status, 200);
+    let payload: serde_json::Value = serde_json::from_str(&payload).unwrap();
+    assert_eq!(payload["id"], failed.id().to_string());
+    let (status, _) = get(address, &format!("/dead/dash/{}", TaskId::new())).await;
+    assert_eq!(status, 404);
+
+    // Live numbers: the first server-sent event carries the overview.
+    let mut events = http()
+        .get(format!("http://{address}/events"))
+        .send()
+        .await
+        .unwrap();
+    let mut text = String::new();
+    while !text.contains("\n\n") {
+        let chunk = events.chunk().await.unwrap().expect("an event");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(text.starts_with("event: overview"), "{text}");
+    let data: serde_json::Value =
+        serde_json::from_str(text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap()).unwrap();
+    assert!(data["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["processed"].as_u64() == Some(1)));
+    assert!(data["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["failed"].as_u64() == Some(1)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_need_their_csrf_token_and_do_what_they_say() {
+    let deployment = deployment().await;
+    let client = &deployment.client;
+    let mut failed = Vec::new();
+    for note in ["a", "b", "c"] {
+        failed.push(
+            client
+                .enqueue(Double {
+                    n: 13,
+                    note: note.into(),
+                })
+                .await
+                .unwrap()
+                .id(),
+        );
+    }
+    settled(client, "dash", 3).await;
+    let (address, _server) = serve(Dashboard::new(client.clone())).await;
+    let (_, page) = get(address, "/dead?queue=dash").await;
+    let csrf = csrf_of(&page);
+
+    let requeue = format!("/dead/dash/{}/requeue", failed[0]);
+    assert_eq!(
+        post(address, &requeue, "forged").await,
+        403,
+        "a wrong token is refused"
+    );
+    assert_eq!(post(address, &requeue, "").await, 403, "so is none");
+    let cross_site = http()
+        .post(format!("http://{address}{requeue}"))
+        .header("Origin", "http://evil.example")
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross_site.status().as_u16(), 403, "and another origin");
+    assert_eq!(client.inspector().stats("dash").await.unwrap().dead, 3);
+
+    assert_eq!(post(address, &requeue, &csrf).await, 303);
+    // Requeued, it runs again (and fails again: 13 is still unlucky): a second attempt.
+    settled(client, "dash", 3).await;
+    let letter = client
+        .inspector()
+        .find_dead_letter("dash", failed[0])
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        letter.at
+            > client
+                .inspector()
+                .find_dead_letter("dash", failed[2])
+                .await
+                .unwrap()
+                .unwrap()
+                .at
+    );
+
+    assert_eq!(
+        post(address, &format!("/dead/dash/{}/delete", failed[1]), &csrf).await,
+        303
+    );
+    assert_eq!(client.inspector().stats("dash").await.unwrap().dead, 2);
+    assert!(client
+        .inspector()
+        .find_dead_letter("dash", failed[1])
+        .await
+        .unwrap()
+        .is_none());
+
+    assert_eq!(post(address, "/dead/dash/requeue-all", &csrf).await, 303);
+    settled(client, "dash", 2).await;
+
+    client
+        .enqueue(Double {
+            n: 1,
+            note: String::new(),
+        })
+        .queue("idle")
+        .await
+        .unwrap();
+    assert_eq!(post(address, "/queues/idle/purge", &csrf).await, 303);
+    assert_eq!(client.inspector().stats("idle").await.unwrap().pending, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_hides_and_refuses_actions() {
+    let deployment = deployment().await;
+    let client = &deployment.client;
+    let failed = client
+        .enqueue(Double {
+            n: 13,
+            note: String::new(),
+        })
+        .await
+        .unwrap()
+        .id();
+    settled(client, "dash", 1).await;
+    let (address, _server) = serve(Dashboard::new(client.clone()).read_only(true)).await;
+    let (_, page) = get(address, "/dead?queue=dash").await;
+    assert!(page.contains("read-only"));
+    assert!(!page.contains(r#"method="post""#), "no action is offered");
+    assert_eq!(
+        post(address, &format!("/dead/dash/{failed}/requeue"), "any").await,
+        403
+    );
+    assert_eq!(client.inspector().stats("dash").await.unwrap().dead, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_and_basic_access_and_the_loopback_rule() {
+    let client = Client::in_memory();
+    let token = "0123456789abcdef-token";
+    let (address, _server) =
+        serve(Dashboard::new(client.clone()).access(Access::token(token).unwrap())).await;
+    assert_eq!(get(address, "/").await.0, 401);
+    let with_header = http()
+        .get(format!("http://{address}/"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_header.status().as_u16(), 200);
+    let login = http()
+        .get(format!("http://{address}/login?token={token}"))
+        .send()
+        .await
+        .unwrap();
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
+    let with_cookie = http()
+        .get(format!("http://{address}/workers"))
+        .header("Cookie", cookie.split(';').next().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_cookie.status().as_u16(), 200);
+    assert_eq!(get(address, "/login?token=wrong").await.0, 401);
+
+    let hash = taskq_dashboard::hash_password("s3cret password");
+    let (address, _basic) =
+        serve(Dashboard::new(client.clone()).access(Access::basic("ops", hash).unwrap())).await;
+    let refused = http()
+        .get(format!("http://{address}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+    assert!(refused.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Basic"));
+    let wrong = http()
+        .get(format!("http://{address}/"))
+        .basic_auth("ops", Some("guess"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status().as_u16(), 401);
+    let right = http()
+        .get(format!("http://{address}/"))
+        .basic_auth("ops", Some("s3cret password"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status().as_u16(), 200);
+
+    let open = Dashboard::new(client.clone());
+    let err = open
+        .clone()
+        .serve("0.0.0.0:0".parse().unwrap(), async {})
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("without authentication"), "{err}");
+    assert!(open.check_listen("[::1]:0".parse().unwrap()).is_ok());
+    assert!(Access::token("short").is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_text_is_shown_as_text() {
+    let deployment = deployment().await;
+    let client = &deployment.client;
+    let hostile = r#"<script>document.title='owned'</script><img src=x onerror=alert(1)>"#;
+    let failed = client
+        .enqueue(Double {
+            n: 13,
+            note: hostile.into(),
+        })
+        .await
+        .unwrap()
+        .id();
+    settled(client, "dash", 1).await;
+    let (address, _server) = serve(Dashboard::new(client.clone())).await;
+    for path in [
+        "/dead?queue=dash".to_owned(),
+        format!("/dead/dash/{failed}"),
+        "/tasks".to_owned(),
+        format!("/tasks?id={failed}"),
+    ] {
+        let (status, page) = get(address, &path).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(
+            !page.contains("<script>document"),
+            "{path} printed the script as markup"
+        );
+        assert!(
+            !page.contains("<img src=x"),
+            "{path} printed the image as markup"
+        );
+        assert!(
+            page.contains("&lt;script&gt;document.title"),
+            "{path} shows it as text"
+        );
+    }
+    let record = client.result(failed).await.unwrap().unwrap();
+    assert_eq!(record.state, TaskState::Failure);
+}
