@@ -24,6 +24,8 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
             println!("{}", taskq_dashboard::hash_password(password));
             return Ok(());
         }
+        // Refused before connecting to anything.
+        dashboard_access(args)?.check_listen(args.listen)?;
     }
     let url = taskq::url_with_tls(
         &cli.broker,
@@ -475,22 +477,27 @@ async fn ping(client: &Client, timeout: Duration, json: bool) -> Result<String, 
 
 /// Serves the dashboard until Ctrl-C or SIGTERM.
 async fn dashboard(client: Client, args: crate::args::DashboardArgs) -> Result<(), Failure> {
-    use taskq_dashboard::{Access, Dashboard};
-    let access = match (args.token, args.basic_user, args.basic_password_hash) {
-        (Some(_), Some(_), _) => {
-            return Err("give either --token or --basic-user, not both".into());
-        }
-        (Some(token), None, _) => Access::token(token)?,
-        (None, Some(user), Some(hash)) => Access::basic(user, hash)?,
-        _ => Access::Open,
-    };
-    let dashboard = Dashboard::new(client)
-        .access(access)
+    let dashboard = taskq_dashboard::Dashboard::new(client)
+        .access(dashboard_access(&args)?)
         .read_only(args.read_only);
-    dashboard.check_listen(args.listen)?;
     eprintln!("taskq dashboard on http://{}/", args.listen);
     dashboard
         .serve(args.listen, taskq::signal::Shutdown::listen().requested())
         .await?;
     Ok(())
+}
+
+/// The dashboard's access from its flags.
+fn dashboard_access(args: &crate::args::DashboardArgs) -> Result<taskq_dashboard::Access, Failure> {
+    use taskq_dashboard::Access;
+    Ok(
+        match (&args.token, &args.basic_user, &args.basic_password_hash) {
+            (Some(_), Some(_), _) => {
+                return Err("give either --token or --basic-user, not both".into())
+            }
+            (Some(token), None, _) => Access::token(token.clone())?,
+            (None, Some(user), Some(hash)) => Access::basic(user.clone(), hash.clone())?,
+            _ => Access::Open,
+        },
+    )
 }

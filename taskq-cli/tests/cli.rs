@@ -634,3 +634,33 @@ async fn result_and_revoke_of_a_workflow_show_its_members() {
         .collect();
     assert_eq!(states, ["SUCCESS", "SUCCESS"]);
 }
+
+#[test]
+fn the_dashboard_refuses_a_public_address_without_authentication() {
+    let out = Command::new(env!("CARGO_BIN_EXE_taskq"))
+        .args([
+            "--broker",
+            "memory://",
+            "dashboard",
+            "--listen",
+            "0.0.0.0:0",
+        ])
+        .output()
+        .expect("run taskq");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("without authentication"), "{stderr}");
+    let hashed = Command::new(env!("CARGO_BIN_EXE_taskq"))
+        .args(["dashboard", "--hash-password"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(b"s3cret\n")?;
+            child.wait_with_output()
+        })
+        .expect("run taskq dashboard --hash-password");
+    let hash = String::from_utf8_lossy(&hashed.stdout);
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+}

@@ -79,6 +79,21 @@ impl Access {
         })
     }
 
+    /// Checks that a dashboard with this access may listen on `listen`: any address with
+    /// authentication, only a loopback one without.
+    ///
+    /// # Errors
+    ///
+    /// [`DashboardError::Config`] for a non-loopback address without authentication.
+    pub fn check_listen(&self, listen: std::net::SocketAddr) -> Result<(), DashboardError> {
+        if listen.ip().is_loopback() || self.is_required() {
+            return Ok(());
+        }
+        Err(DashboardError::Config(format!(
+            "refusing to listen on {listen} without authentication: anyone who can reach it could requeue and purge; give --token or --basic-user with --basic-password-hash, or listen on 127.0.0.1"
+        )))
+    }
+
     /// True when requests must authenticate.
     pub fn is_required(&self) -> bool {
         !matches!(self, Access::Open)

@@ -87,12 +87,7 @@ impl Dashboard {
     ///
     /// [`DashboardError::Config`] for a non-loopback address without authentication.
     pub fn check_listen(&self, listen: SocketAddr) -> Result<(), DashboardError> {
-        if listen.ip().is_loopback() || self.access.is_required() {
-            return Ok(());
-        }
-        Err(DashboardError::Config(format!(
-            "refusing to listen on {listen} without authentication: anyone who can reach it could requeue and purge; give --token or --basic-user with --basic-password-hash, or listen on 127.0.0.1"
-        )))
+        self.access.check_listen(listen)
     }
 
     /// The routes, for embedding the dashboard in an application's own server.
@@ -176,7 +171,8 @@ async fn guard(State(state): State<Shared>, request: Request, next: Next) -> Res
     );
     headers.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        // Not `no-referrer`: with it, browsers send `Origin: null` on the dashboard's own forms.
+        HeaderValue::from_static("same-origin"),
     );
     response
 }

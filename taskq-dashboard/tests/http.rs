@@ -1,123 +1,13 @@
 //! Every page and action of the dashboard over HTTP, against a real redis-server with a real
 //! worker producing the state it shows.
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use taskq_core::{Client, Run, Task, TaskContext, TaskError, TaskId, TaskState};
+use support::{csrf_of, deployment, get, http, post, serve, settled, Double};
+use taskq_core::{Client, TaskId, TaskState};
 use taskq_dashboard::{Access, Dashboard};
-use taskq_testkit::RedisServer;
-use taskq_worker::Worker;
 
-/// Stops a spawned server or worker when dropped.
-struct Stop(tokio::task::JoinHandle<()>);
-
-impl Drop for Stop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Succeeds with its input doubled; fails permanently on 13.
-#[derive(Task, Serialize, Deserialize)]
-#[task(name = "dash.double", queue = "dash", max_retries = 0)]
-struct Double {
-    n: i64,
-    #[serde(default)]
-    note: String,
-}
-
-impl Run for Double {
-    type Output = i64;
-    async fn run(self, _ctx: TaskContext) -> Result<i64, TaskError> {
-        if self.n == 13 {
-            return Err(TaskError::permanent(format!("unlucky: {}", self.note)));
-        }
-        Ok(self.n * 2)
-    }
-}
-
-struct Deployment {
-    _server: RedisServer,
-    client: Client,
-    _worker: Stop,
-}
-
-async fn deployment() -> Deployment {
-    let server = RedisServer::start();
-    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
-        .await
-        .expect("connect");
-    let worker = Worker::builder(client.clone())
-        .register::<Double>()
-        .build()
-        .unwrap();
-    let handle = tokio::spawn(async move {
-        let _ = worker.run(std::future::pending::<()>()).await;
-    });
-    Deployment {
-        _server: server,
-        client,
-        _worker: Stop(handle),
-    }
-}
-
-/// Serves `dashboard` on a free loopback port.
-async fn serve(dashboard: Dashboard) -> (SocketAddr, Stop) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let handle = tokio::spawn(async move {
-        axum::serve(listener, dashboard.router()).await.unwrap();
-    });
-    (address, Stop(handle))
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-async fn get(address: SocketAddr, path: &str) -> (u16, String) {
-    let response = http()
-        .get(format!("http://{address}{path}"))
-        .send()
-        .await
-        .unwrap();
-    (response.status().as_u16(), response.text().await.unwrap())
-}
-
-async fn post(address: SocketAddr, path: &str, csrf: &str) -> u16 {
-    http()
-        .post(format!("http://{address}{path}"))
-        .form(&[("csrf", csrf)])
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
-/// The CSRF token a page's forms carry.
-fn csrf_of(html: &str) -> String {
-    let start = html
-        .find(r#"name="csrf" value=""#)
-        .expect("a form with a CSRF token")
-        + 19;
-    html[start..start + html[start..].find('"').unwrap()].to_owned()
-}
-
-async fn settled(client: &Client, queue: &str, dead: usize) {
-    for _ in 0..200 {
-        let stats = client.inspector().stats(queue).await.unwrap();
-        if stats.pending + stats.processing + stats.scheduled == 0 && stats.dead == dead {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("queue {queue} did not settle");
-}
+mod support;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_page_shows_the_deployment() {

@@ -1,0 +1,247 @@
+//! The dashboard in a real headless Chromium (Debian's `chromium` and `chromium-driver`),
+//! driven over WebDriver: what a person sees and clicks. Each test starts its own chromedriver
+//! on a free port and fails loudly when it cannot.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use fantoccini::{Client as Browser, ClientBuilder, Locator};
+use support::{deployment, serve, settled, Double};
+use taskq_core::TaskState;
+use taskq_dashboard::Dashboard;
+
+mod support;
+
+/// A chromedriver process, killed on drop.
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Driver {
+    fn start() -> Self {
+        let port = taskq_testkit::free_port();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver (Debian package chromium-driver; .ci/run installs it)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, port }
+    }
+
+    async fn browser(&self) -> Browser {
+        // Two TLS backends are linked (ring and aws-lc); say which one WebDriver's client uses.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({"args": ["--headless", "--no-sandbox", "--disable-gpu", "--window-size=1280,900"]}),
+        );
+        ClientBuilder::rustls()
+            .expect("rustls")
+            .capabilities(capabilities)
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .expect("a headless Chromium session")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` until it holds (the page updates by itself).
+async fn eventually(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_shows_the_counts_and_its_chart_follows_finished_tasks() {
+    let deployment = deployment().await;
+    let client = &deployment.client;
+    for n in 0..3 {
+        client
+            .enqueue(Double {
+                n,
+                note: String::new(),
+            })
+            .queue("parked")
+            .await
+            .unwrap();
+    }
+    let (address, _server) = serve(Dashboard::new(client.clone())).await;
+    let driver = Driver::start();
+    let browser = driver.browser().await;
+    browser.goto(&format!("http://{address}/")).await.unwrap();
+    let pending = browser
+        .find(Locator::Css(
+            r#"tr[data-queue="parked"] td[data-field="pending"]"#,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(pending.text().await.unwrap(), "3");
+
+    let chart = browser.find(Locator::Id("chart")).await.unwrap();
+    let before: u64 = chart
+        .attr("data-processed-total")
+        .await
+        .unwrap()
+        .expect("the script drew the chart")
+        .parse()
+        .unwrap();
+    for n in 0..5 {
+        let handle = client
+            .enqueue(Double {
+                n,
+                note: String::new(),
+            })
+            .await
+            .unwrap();
+        handle.wait(Duration::from_secs(10)).await.unwrap();
+    }
+    eventually(
+        "the chart counts the five new tasks",
+        Duration::from_secs(10),
+        async || {
+            let total = chart
+                .attr("data-processed-total")
+                .await
+                .unwrap()
+                .unwrap_or_default();
+            total.parse::<u64>().unwrap_or(0) >= before + 5
+        },
+    )
+    .await;
+    // The counts follow too, without a reload.
+    client
+        .enqueue(Double {
+            n: 9,
+            note: String::new(),
+        })
+        .queue("parked")
+        .await
+        .unwrap();
+    eventually(
+        "the parked queue shows 4",
+        Duration::from_secs(10),
+        async || pending.text().await.unwrap() == "4",
+    )
+    .await;
+    browser.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requeue_from_the_dead_letter_list_runs_the_task_again() {
+    let deployment = deployment().await;
+    let client = &deployment.client;
+    let handle = client
+        .enqueue(Double {
+            n: 4,
+            note: "once".into(),
+        })
+        .await
+        .unwrap();
+    settled(client, "dash", 1).await;
+    let (address, _server) = serve(Dashboard::new(client.clone())).await;
+    let driver = Driver::start();
+    let browser = driver.browser().await;
+    browser
+        .goto(&format!("http://{address}/dead?queue=dash"))
+        .await
+        .unwrap();
+    let row = format!(r#"tr[data-id="{}"]"#, handle.id());
+    let button = browser
+        .find(Locator::Css(&format!(
+            "{row} form[action$='/requeue'] button"
+        )))
+        .await
+        .unwrap();
+    button.click().await.unwrap();
+    eventually(
+        "the list shows again, without the dead letter",
+        Duration::from_secs(10),
+        async || {
+            let url = browser.current_url().await.unwrap();
+            url.path() == "/dead"
+                && browser
+                    .find(Locator::Css("table#dead, p.note"))
+                    .await
+                    .is_ok()
+                && browser.find(Locator::Css(&row)).await.is_err()
+        },
+    )
+    .await;
+    // Its record said FAILURE until the requeued run wrote SUCCESS over it.
+    eventually(
+        "the requeued task succeeds",
+        Duration::from_secs(10),
+        async || handle.state().await.unwrap() == TaskState::Success,
+    )
+    .await;
+    assert_eq!(handle.wait(Duration::from_secs(1)).await.unwrap(), 8);
+    browser.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malicious_payload_shows_as_text_and_runs_no_script() {
+    let deployment = deployment().await;
+    let client = &deployment.client;
+    let hostile =
+        r#"<script>document.title='owned'</script><img src=x onerror="document.title='owned'">"#;
+    let id = client
+        .enqueue(Double {
+            n: 13,
+            note: hostile.into(),
+        })
+        .await
+        .unwrap()
+        .id();
+    settled(client, "dash", 1).await;
+    let (address, _server) = serve(Dashboard::new(client.clone())).await;
+    let driver = Driver::start();
+    let browser = driver.browser().await;
+    for path in ["/dead?queue=dash".to_owned(), format!("/dead/dash/{id}")] {
+        browser
+            .goto(&format!("http://{address}{path}"))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let title = browser.title().await.unwrap();
+        assert!(!title.contains("owned"), "a script ran on {path}: {title}");
+        let shown = browser
+            .find(Locator::Css("main"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            shown.contains("<script>document.title='owned'</script>"),
+            "{path} shows the text: {shown}"
+        );
+        let injected = browser
+            .find_all(Locator::Css("main img, main script"))
+            .await
+            .unwrap();
+        assert!(injected.is_empty(), "{path} made elements from the payload");
+    }
+    browser.close().await.unwrap();
+}
