@@ -58,7 +58,7 @@ pub use broker::{
     local_hostname, Broker, ControlChannel, ControlMessage, ControlStream, DeadLetter, DeadReason,
     Delivery, Inspector, Membership, MemoryBroker, MemoryBrokerConfig, MinuteCounts,
     OutboundMessage, Page, PayloadFields, QueueStats, RateLimiter, Receipt, RecoveryReport,
-    TaskCatalog, TaskDeclaration, Transport, WorkerId, WorkerInfo, FETCH_LEASE,
+    ScheduledMessage, TaskCatalog, TaskDeclaration, Transport, WorkerId, WorkerInfo, FETCH_LEASE,
 };
 pub use client::{AsyncResult, Client};
 

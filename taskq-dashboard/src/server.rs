@@ -104,6 +104,11 @@ impl Dashboard {
             .route("/queues/{queue}", get(pages::queue::page))
             .route("/queues/{queue}/purge", post(pages::queue::purge))
             .route("/workers", get(pages::workers::page))
+            .route("/scheduled", get(pages::scheduled::list))
+            .route(
+                "/scheduled/{queue}/{id}/{verb}",
+                post(pages::scheduled::settle),
+            )
             .route("/tasks", get(pages::tasks::page))
             .route("/dead", get(pages::dead::list))
             .route("/dead/{queue}/requeue-all", post(pages::dead::requeue_all))

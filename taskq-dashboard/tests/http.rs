@@ -348,3 +348,52 @@ async fn hostile_text_is_shown_as_text() {
     let record = client.result(failed).await.unwrap().unwrap();
     assert_eq!(record.state, TaskState::Failure);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_messages_are_listed_and_run_now_or_deleted() {
+    let deployment = deployment().await;
+    let client = &deployment.client;
+    let mut ids = Vec::new();
+    for minutes in [30u64, 10, 20] {
+        let handle = client
+            .enqueue(Double {
+                n: minutes as i64,
+                note: String::new(),
+            })
+            .queue("later")
+            .countdown(Duration::from_secs(minutes * 60))
+            .await
+            .unwrap();
+        ids.push(handle.id());
+    }
+    let (address, _server) = serve(Dashboard::new(client.clone())).await;
+    let (status, page) = get(address, "/scheduled?queue=later").await;
+    assert_eq!(status, 200);
+    let position = |id: &TaskId| page.find(&format!("/tasks?id={id}")).expect("listed");
+    assert!(
+        position(&ids[1]) < position(&ids[2]) && position(&ids[2]) < position(&ids[0]),
+        "soonest first"
+    );
+
+    let csrf = csrf_of(&page);
+    let due_of = |id: &TaskId| {
+        let form = &page[page.find(&format!("/scheduled/later/{id}/run")).unwrap()..];
+        let start = form.find(r#"name="due" value=""#).unwrap() + 18;
+        form[start..start + form[start..].find('"').unwrap()].to_owned()
+    };
+    let settle = async |id: &TaskId, verb: &str, due: &str| {
+        http()
+            .post(format!("http://{address}/scheduled/later/{id}/{verb}"))
+            .form(&[("csrf", csrf.as_str()), ("due", due)])
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(settle(&ids[1], "run", &due_of(&ids[1])).await, 303);
+    assert_eq!(settle(&ids[0], "delete", &due_of(&ids[0])).await, 303);
+    let stats = client.inspector().stats("later").await.unwrap();
+    assert_eq!((stats.pending, stats.scheduled), (1, 1));
+    assert_eq!(settle(&ids[2], "launch", &due_of(&ids[2])).await, 404);
+}

@@ -35,6 +35,7 @@ script!(STORE_RESULT, "store_result.lua");
 script!(REPORT_MEMBERS, "report_members.lua");
 script!(PENDING_PAGE, "pending_page.lua");
 script!(DELETE_DEAD, "delete_dead.lua");
+script!(SETTLE_SCHEDULED, "settle_scheduled.lua");
 
 /// `lua/heartbeat.lua`, sent whole with `EVAL` inside a pipeline (one round trip for all of a
 /// worker's queues, whatever the server's script cache holds).

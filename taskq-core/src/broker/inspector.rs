@@ -90,6 +90,21 @@ pub trait Inspector: Send + Sync + std::fmt::Debug {
     /// them: highest priority first, oldest first within a level.
     async fn pending(&self, queue: &str, page: Page) -> Result<Vec<String>>;
 
+    /// One page of `queue`'s scheduled messages (countdowns, ETAs, retries waiting out their
+    /// backoff), soonest due first.
+    async fn scheduled(&self, queue: &str, page: Page) -> Result<Vec<ScheduledMessage>>;
+
+    /// Moves the scheduled message `id` of `queue`, due at `due` (as [`Inspector::scheduled`]
+    /// listed it), to its pending list at once (`run_now`) or deletes it; false when it was
+    /// no longer scheduled (promoted, or moved by someone else). Atomic.
+    async fn settle_scheduled(
+        &self,
+        queue: &str,
+        id: TaskId,
+        due: DateTime<Utc>,
+        run_now: bool,
+    ) -> Result<bool>;
+
     /// Deletes the dead letters of `queue` with the given ids, each atomically; returns how
     /// many were deleted.
     async fn delete_dead(&self, queue: &str, ids: &[TaskId]) -> Result<usize>;
@@ -98,6 +113,26 @@ pub trait Inspector: Send + Sync + std::fmt::Debug {
     /// broker's clock), oldest first, one entry per minute (zeros included). Workers count
     /// them inside the calls that settle the messages, so history costs no extra round trip.
     async fn history(&self, queue: &str, minutes: usize) -> Result<Vec<MinuteCounts>>;
+}
+
+/// A message waiting in a queue's scheduled set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ScheduledMessage {
+    /// When it becomes ready.
+    pub due: DateTime<Utc>,
+    /// The message as stored.
+    pub payload: String,
+}
+
+impl ScheduledMessage {
+    /// A message due at `due`.
+    pub fn new(due: DateTime<Utc>, payload: impl Into<String>) -> Self {
+        Self {
+            due,
+            payload: payload.into(),
+        }
+    }
 }
 
 /// How many messages of a queue ended in one minute.

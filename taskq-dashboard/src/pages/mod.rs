@@ -3,6 +3,7 @@
 pub(crate) mod dead;
 pub(crate) mod overview;
 pub(crate) mod queue;
+pub(crate) mod scheduled;
 pub(crate) mod tasks;
 pub(crate) mod workers;
 

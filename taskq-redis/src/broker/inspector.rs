@@ -4,8 +4,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use taskq_core::{
     history::{last_minutes, minute_start},
-    DeadLetter, Error, Inspector, MinuteCounts, Page, PayloadFields, QueueStats, Result, TaskId,
-    WorkerInfo,
+    DeadLetter, Error, Inspector, MinuteCounts, Page, PayloadFields, QueueStats, Result,
+    ScheduledMessage, TaskId, WorkerInfo,
 };
 
 use super::{millis, RedisBroker};
@@ -56,6 +56,53 @@ impl Inspector for RedisBroker {
         )
         .await
         .map_err(redis_error)
+    }
+
+    async fn scheduled(&self, queue: &str, page: Page) -> Result<Vec<ScheduledMessage>> {
+        if page.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let members: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(QueueKeys::new(queue).scheduled())
+            .arg(page.offset)
+            .arg(page.offset.saturating_add(page.limit - 1))
+            .arg("WITHSCORES")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        Ok(members
+            .into_iter()
+            .map(|(member, score)| {
+                let due = DateTime::from_timestamp_millis(score as i64).unwrap_or_default();
+                // Members are the one-digit level followed by the payload.
+                ScheduledMessage::new(due, member.get(1..).unwrap_or_default())
+            })
+            .collect())
+    }
+
+    async fn settle_scheduled(
+        &self,
+        queue: &str,
+        id: TaskId,
+        due: DateTime<Utc>,
+        run_now: bool,
+    ) -> Result<bool> {
+        let keys = QueueKeys::new(queue);
+        let mut invocation = scripts::SETTLE_SCHEDULED.prepare_invoke();
+        invocation.key(keys.scheduled());
+        for level in keys.pending_ascending() {
+            invocation.key(level);
+        }
+        invocation
+            .key(keys.wake())
+            .arg(id.to_string())
+            .arg(due.timestamp_millis())
+            .arg(if run_now { "run" } else { "delete" });
+        let settled: i64 = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        Ok(settled == 1)
     }
 
     async fn delete_dead(&self, queue: &str, ids: &[TaskId]) -> Result<usize> {

@@ -22,6 +22,7 @@ macro_rules! inspector_conformance {
                 pending_is_paged_in_fetch_order,
                 dead_letters_are_deleted_by_id,
                 history_counts_what_ended_per_minute,
+                scheduled_are_listed_soonest_first_and_run_now_or_deleted,
             );
             $crate::__suite_tests!(inspector [$attr] $capped;
                 dead_letters_are_capped_newest_first,
@@ -322,4 +323,57 @@ pub async fn history_counts_what_ended_per_minute(broker: Shared) {
     assert!(history[..58]
         .iter()
         .all(|m| m.processed == 0 && m.failed == 0));
+}
+
+pub async fn scheduled_are_listed_soonest_first_and_run_now_or_deleted(broker: Shared) {
+    let q = queue();
+    let now = broker.clock().now();
+    let mut sent = Vec::new();
+    for minutes in [30, 10, 20] {
+        let mut later = message(&q, 3);
+        later.eta = Some(now + chrono::Duration::minutes(minutes));
+        sent.push(later);
+    }
+    broker.enqueue(sent.clone()).await.unwrap();
+    let listed = broker.scheduled(&q, Page::first(10)).await.unwrap();
+    let payloads: Vec<&str> = listed.iter().map(|s| s.payload.as_str()).collect();
+    assert_eq!(
+        payloads,
+        [&sent[1].payload, &sent[2].payload, &sent[0].payload]
+    );
+    assert!(listed[0].due <= listed[1].due && listed[1].due <= listed[2].due);
+    assert_eq!(
+        broker.scheduled(&q, Page::new(1, 1)).await.unwrap(),
+        listed[1..2]
+    );
+
+    // Run the soonest now: it is ready at once; delete the next.
+    assert!(broker
+        .settle_scheduled(&q, sent[1].id, listed[0].due, true)
+        .await
+        .unwrap());
+    assert!(
+        !broker
+            .settle_scheduled(&q, sent[1].id, listed[0].due, true)
+            .await
+            .unwrap(),
+        "only once"
+    );
+    assert!(
+        !broker
+            .settle_scheduled(&q, sent[2].id, listed[0].due, false)
+            .await
+            .unwrap(),
+        "not at that time"
+    );
+    assert!(broker
+        .settle_scheduled(&q, sent[2].id, listed[1].due, false)
+        .await
+        .unwrap());
+    let stats = broker.stats(&q).await.unwrap();
+    assert_eq!((stats.pending, stats.scheduled), (1, 1));
+    assert_eq!(
+        broker.pending(&q, Page::first(10)).await.unwrap(),
+        [sent[1].payload.clone()]
+    );
 }

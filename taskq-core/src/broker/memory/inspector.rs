@@ -9,7 +9,7 @@ use super::{MemoryBroker, Message};
 use crate::{
     broker::{
         last_minutes, minute_start, DeadLetter, Inspector, MinuteCounts, Page, PayloadFields,
-        QueueStats, WorkerInfo,
+        QueueStats, ScheduledMessage, WorkerInfo,
     },
     Result, TaskId,
 };
@@ -35,6 +35,46 @@ impl Inspector for MemoryBroker {
             .take(page.limit)
             .map(|message| message.payload.to_string())
             .collect())
+    }
+
+    async fn scheduled(&self, queue: &str, page: Page) -> Result<Vec<ScheduledMessage>> {
+        let state = self.lock();
+        let Some(q) = state.queues.get(queue) else {
+            return Ok(Vec::new());
+        };
+        Ok(q.scheduled
+            .iter()
+            .skip(page.offset)
+            .take(page.limit)
+            .map(|((due, _), message)| ScheduledMessage::new(*due, &*message.payload))
+            .collect())
+    }
+
+    async fn settle_scheduled(
+        &self,
+        queue: &str,
+        id: TaskId,
+        due: DateTime<Utc>,
+        run_now: bool,
+    ) -> Result<bool> {
+        let mut state = self.lock();
+        let Some(q) = state.queues.get_mut(queue) else {
+            return Ok(false);
+        };
+        let key = q
+            .scheduled
+            .range((due, 0)..=(due, u64::MAX))
+            .find(|(_, message)| message.id == id)
+            .map(|(key, _)| *key);
+        let Some(message) = key.and_then(|key| q.scheduled.remove(&key)) else {
+            return Ok(false);
+        };
+        if run_now {
+            q.push_back(message);
+            drop(state);
+            self.shared.ready.notify_waiters();
+        }
+        Ok(true)
     }
 
     async fn delete_dead(&self, queue: &str, ids: &[TaskId]) -> Result<usize> {

@@ -1,0 +1,168 @@
+//! `/scheduled`: messages waiting for their time (countdowns, ETAs, retries in backoff),
+//! soonest first, paged; run one now, or delete it.
+
+use axum::{
+    extract::{Path, Query, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Redirect, Response},
+    Form,
+};
+use chrono::{DateTime, SecondsFormat, Utc};
+use maud::{html, Markup};
+use taskq_core::{Envelope, Page, TaskId};
+
+use super::queue::pager;
+use crate::{
+    layout,
+    server::{check_action, AppState, Shared},
+};
+
+/// Scheduled messages per page.
+const PER_PAGE: usize = 50;
+
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct Which {
+    #[serde(default)]
+    queue: Option<String>,
+    #[serde(default)]
+    offset: usize,
+}
+
+pub(crate) async fn list(
+    State(state): State<Shared>,
+    Query(which): Query<Which>,
+) -> Result<Markup, Response> {
+    let inspector = state.client.inspector();
+    let queues = inspector.queues().await.map_err(layout::broker_error)?;
+    let mut counts = Vec::with_capacity(queues.len());
+    for queue in &queues {
+        counts.push(
+            inspector
+                .stats(queue)
+                .await
+                .map_err(layout::broker_error)?
+                .scheduled,
+        );
+    }
+    let chosen = which
+        .queue
+        .clone()
+        .filter(|q| !q.is_empty())
+        .or_else(|| {
+            queues
+                .iter()
+                .zip(&counts)
+                .find(|(_, n)| **n > 0)
+                .map(|(q, _)| q.clone())
+        })
+        .or_else(|| queues.first().cloned());
+    let Some(queue) = chosen else {
+        return Ok(layout::page(
+            &state,
+            "Scheduled",
+            html! { p.note { "No queue yet." } },
+        ));
+    };
+    let waiting = inspector
+        .scheduled(&queue, Page::new(which.offset, PER_PAGE))
+        .await
+        .map_err(layout::broker_error)?;
+    let body = html! {
+        form.filters method="get" action="/scheduled" {
+            label { "Queue " select name="queue" {
+                @for (q, n) in queues.iter().zip(&counts) {
+                    option value=(q) selected[*q == queue] { (q) " (" (n) ")" }
+                }
+            } }
+            button type="submit" { "Show" }
+        }
+        @if waiting.is_empty() {
+            p.note { "Nothing is scheduled here." }
+        } @else {
+            table #scheduled {
+                thead { tr { th { "Due" } th { "Task id" } th { "Task" } th.num { "Attempt" } th { "Last error" } th { "" } } }
+                tbody {
+                    @for message in &waiting {
+                        @let envelope = Envelope::decode(&message.payload, usize::MAX).ok();
+                        tr {
+                            td { (layout::time(message.due)) }
+                            td { @match &envelope { Some(e) => a href=(format!("/tasks?id={}", e.id)) { (e.id) }, None => "unreadable" } }
+                            td { (envelope.as_ref().map_or("?", |e| e.task.as_str())) }
+                            td.num { (envelope.as_ref().map_or(0, |e| e.attempt)) }
+                            td.error { (envelope.as_ref().and_then(|e| e.last_error.as_deref()).unwrap_or("")) }
+                            td.actions {
+                                @if let Some(e) = &envelope {
+                                    (settle_button(&state, &queue, e.id, message.due, "run", "Run now", None))
+                                    (settle_button(&state, &queue, e.id, message.due, "delete", "Delete", Some("Delete this scheduled message for good?")))
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (pager(&format!("/scheduled?queue={queue}"), which.offset, PER_PAGE, waiting.len()))
+    };
+    Ok(layout::page(&state, "Scheduled and retrying", body))
+}
+
+/// A POST button for one scheduled message; it carries the due time, which finds the message
+/// without scanning the whole scheduled set.
+fn settle_button(
+    state: &AppState,
+    queue: &str,
+    id: TaskId,
+    due: DateTime<Utc>,
+    verb: &str,
+    label: &str,
+    confirm: Option<&str>,
+) -> Markup {
+    if state.read_only {
+        return html! {};
+    }
+    html! {
+        form.action method="post" action=(format!("/scheduled/{queue}/{id}/{verb}")) data-confirm=[confirm] {
+            input type="hidden" name="csrf" value=(state.csrf.token());
+            input type="hidden" name="due" value=(due.to_rfc3339_opts(SecondsFormat::Nanos, true));
+            button type="submit" { (label) }
+        }
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct SettleForm {
+    #[serde(default)]
+    csrf: String,
+    due: String,
+}
+
+pub(crate) async fn settle(
+    State(state): State<Shared>,
+    Path((queue, id, verb)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    Form(form): Form<SettleForm>,
+) -> Response {
+    if let Err(refused) = check_action(&state, &headers, &form.csrf) {
+        return refused;
+    }
+    let (Ok(id), Ok(due)) = (
+        id.parse::<TaskId>(),
+        DateTime::parse_from_rfc3339(&form.due),
+    ) else {
+        return layout::error(StatusCode::BAD_REQUEST, "not a task id and due time");
+    };
+    let run_now = match verb.as_str() {
+        "run" => true,
+        "delete" => false,
+        _ => return layout::error(StatusCode::NOT_FOUND, "no such action"),
+    };
+    match state
+        .client
+        .inspector()
+        .settle_scheduled(&queue, id, due.with_timezone(&Utc), run_now)
+        .await
+    {
+        Ok(_) => Redirect::to(&format!("/scheduled?queue={queue}")).into_response(),
+        Err(err) => layout::broker_error(err),
+    }
+}
