@@ -147,6 +147,9 @@ impl Beat {
                     tracing::warn!(owner = %self.owner, "lost the leader lock");
                 }
                 next_lock_check = Instant::now() + self.config.lock_ttl / 3;
+                if leading {
+                    self.publish_status().await;
+                }
             }
             if leading {
                 for entry in &self.entries {
@@ -167,6 +170,31 @@ impl Beat {
             }
         }
         Ok(report)
+    }
+
+    /// Tells operators (the dashboard) what this leader schedules: every entry with its last
+    /// and next fire, kept for as long as the lock would be.
+    async fn publish_status(&self) {
+        let now = self.client.clock().now();
+        let mut entries = Vec::with_capacity(self.entries.len());
+        for entry in &self.entries {
+            let last = self.store.last_fire(&entry.name).await.ok().flatten();
+            entries.push(taskq_core::BeatEntryStatus::new(
+                &entry.name,
+                &entry.task,
+                format!("{:?}", entry.schedule),
+                last,
+                entry.schedule.next_after(now),
+            ));
+        }
+        let status = taskq_core::BeatStatus::new(&self.owner, now, entries);
+        if let Err(err) = self
+            .store
+            .publish_status(&status, self.config.lock_ttl)
+            .await
+        {
+            tracing::debug!(error = %err, "could not publish the beat's status");
+        }
     }
 
     async fn hold_lock(&self, leading: bool) -> bool {

@@ -88,7 +88,10 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
             );
         }
         Command::Ping { timeout } => println!("{}", ping(&client, timeout, json).await?),
-        Command::Dashboard(args) => dashboard(client, args).await?,
+        Command::Dashboard(args) => {
+            let beat = taskq::connect_beat_store(&url).await?;
+            dashboard(client, args, beat).await?
+        }
     }
     Ok(())
 }
@@ -476,10 +479,15 @@ async fn ping(client: &Client, timeout: Duration, json: bool) -> Result<String, 
 }
 
 /// Serves the dashboard until Ctrl-C or SIGTERM.
-async fn dashboard(client: Client, args: crate::args::DashboardArgs) -> Result<(), Failure> {
+async fn dashboard(
+    client: Client,
+    args: crate::args::DashboardArgs,
+    beat: std::sync::Arc<dyn taskq_core::BeatStore>,
+) -> Result<(), Failure> {
     let dashboard = taskq_dashboard::Dashboard::new(client)
         .access(dashboard_access(&args)?)
-        .read_only(args.read_only);
+        .read_only(args.read_only)
+        .beat_store(beat);
     eprintln!("taskq dashboard on http://{}/", args.listen);
     dashboard
         .serve(args.listen, taskq::signal::Shutdown::listen().requested())

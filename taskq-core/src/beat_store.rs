@@ -28,6 +28,86 @@ pub trait BeatStore: Send + Sync + std::fmt::Debug {
 
     /// Records the last fired slot of `entry`.
     async fn set_last_fire(&self, entry: &str, slot: DateTime<Utc>) -> Result<()>;
+
+    /// Publishes the leading beat's view of its schedule for operators, kept for `ttl` (the
+    /// leader republishes it while it leads). The default keeps nothing.
+    async fn publish_status(&self, status: &BeatStatus, ttl: Duration) -> Result<()> {
+        let _ = (status, ttl);
+        Ok(())
+    }
+
+    /// The last status a leader published, if it has not expired (no leader for that long
+    /// means no status).
+    async fn status(&self) -> Result<Option<BeatStatus>> {
+        Ok(None)
+    }
+}
+
+/// What the leading beat says about its schedule: shown by the dashboard.
+///
+/// ```
+/// let status = taskq_core::BeatStatus::new("beat-1", chrono::Utc::now(), Vec::new());
+/// assert_eq!(status.leader, "beat-1");
+/// ```
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct BeatStatus {
+    /// The leader's owner token (host, pid and a random part).
+    pub leader: String,
+    /// When it published this.
+    pub published_at: DateTime<Utc>,
+    /// Its entries.
+    pub entries: Vec<BeatEntryStatus>,
+}
+
+impl BeatStatus {
+    /// A status of `leader`'s `entries`, published at `at`.
+    pub fn new(
+        leader: impl Into<String>,
+        at: DateTime<Utc>,
+        entries: Vec<BeatEntryStatus>,
+    ) -> Self {
+        Self {
+            leader: leader.into(),
+            published_at: at,
+            entries,
+        }
+    }
+}
+
+/// One periodic entry, as its leader sees it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct BeatEntryStatus {
+    /// The entry's name.
+    pub name: String,
+    /// The task it enqueues.
+    pub task: String,
+    /// Its schedule, described.
+    pub schedule: String,
+    /// The last slot fired.
+    pub last_fire: Option<DateTime<Utc>>,
+    /// The next slot.
+    pub next_fire: Option<DateTime<Utc>>,
+}
+
+impl BeatEntryStatus {
+    /// An entry's status.
+    pub fn new(
+        name: impl Into<String>,
+        task: impl Into<String>,
+        schedule: impl Into<String>,
+        last_fire: Option<DateTime<Utc>>,
+        next_fire: Option<DateTime<Utc>>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            task: task.into(),
+            schedule: schedule.into(),
+            last_fire,
+            next_fire,
+        }
+    }
 }
 
 /// Compile-time check that [`BeatStore`] stays object safe.
@@ -44,6 +124,7 @@ pub struct MemoryBeatStore {
 struct MemoryState {
     leader: Option<(String, Instant)>,
     last: HashMap<String, DateTime<Utc>>,
+    status: Option<(BeatStatus, Instant)>,
 }
 
 impl MemoryBeatStore {
@@ -102,5 +183,19 @@ impl BeatStore for MemoryBeatStore {
         let last = state.last.entry(entry.to_owned()).or_insert(slot);
         *last = (*last).max(slot);
         Ok(())
+    }
+
+    async fn publish_status(&self, status: &BeatStatus, ttl: Duration) -> Result<()> {
+        self.lock().status = Some((status.clone(), Instant::now() + ttl));
+        Ok(())
+    }
+
+    async fn status(&self) -> Result<Option<BeatStatus>> {
+        Ok(self
+            .lock()
+            .status
+            .as_ref()
+            .filter(|(_, until)| *until > Instant::now())
+            .map(|(status, _)| status.clone()))
     }
 }

@@ -53,7 +53,7 @@ mod task;
 pub mod workflow;
 
 pub use backend::{MemoryResultBackend, ResultBackend, DEFAULT_RESULT_TTL};
-pub use beat_store::{BeatStore, MemoryBeatStore};
+pub use beat_store::{BeatEntryStatus, BeatStatus, BeatStore, MemoryBeatStore};
 pub use broker::{
     local_hostname, Broker, ControlChannel, ControlMessage, ControlStream, DeadLetter, DeadReason,
     Delivery, Inspector, Membership, MemoryBroker, MemoryBrokerConfig, MinuteCounts,

@@ -30,6 +30,7 @@ pub(crate) fn page(state: &AppState, title: &str, body: Markup) -> Markup {
                     a href="/workers" { "Workers" }
                     a href="/scheduled" { "Scheduled" }
                     a href="/dead" { "Dead letters" }
+                    a href="/beat" { "Beat" }
                     form.lookup method="get" action="/tasks" {
                         input type="search" name="id" placeholder="task or workflow id" aria-label="task id";
                     }

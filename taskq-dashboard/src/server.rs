@@ -11,7 +11,7 @@ use axum::{
     routing::{get, post},
     Router,
 };
-use taskq_core::Client;
+use taskq_core::{BeatStore, Client};
 
 use crate::{access::Access, csrf::Csrf, events, layout, pages};
 
@@ -45,6 +45,7 @@ pub struct Dashboard {
     client: Client,
     access: Access,
     read_only: bool,
+    beat: Option<Arc<dyn BeatStore>>,
 }
 
 /// What every handler reads.
@@ -54,6 +55,8 @@ pub(crate) struct AppState {
     pub(crate) access: Access,
     pub(crate) read_only: bool,
     pub(crate) csrf: Csrf,
+    /// Where the beat publishes its schedule, when known.
+    pub(crate) beat: Option<Arc<dyn BeatStore>>,
 }
 
 pub(crate) type Shared = Arc<AppState>;
@@ -65,7 +68,14 @@ impl Dashboard {
             client,
             access: Access::Open,
             read_only: false,
+            beat: None,
         }
+    }
+
+    /// Shows the beat page from `store` (the beat store the `taskq-beat` processes use).
+    pub fn beat_store(mut self, store: Arc<dyn BeatStore>) -> Self {
+        self.beat = Some(store);
+        self
     }
 
     /// Requires `access` of every request.
@@ -97,6 +107,7 @@ impl Dashboard {
             access: self.access,
             read_only: self.read_only,
             csrf: Csrf::new(),
+            beat: self.beat,
         });
         Router::new()
             .route("/", get(pages::overview::page))
@@ -105,6 +116,7 @@ impl Dashboard {
             .route("/queues/{queue}/purge", post(pages::queue::purge))
             .route("/workers", get(pages::workers::page))
             .route("/scheduled", get(pages::scheduled::list))
+            .route("/beat", get(pages::beat::page))
             .route(
                 "/scheduled/{queue}/{id}/{verb}",
                 post(pages::scheduled::settle),

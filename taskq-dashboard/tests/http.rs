@@ -397,3 +397,41 @@ async fn scheduled_messages_are_listed_and_run_now_or_deleted() {
     assert_eq!((stats.pending, stats.scheduled), (1, 1));
     assert_eq!(settle(&ids[2], "launch", &due_of(&ids[2])).await, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_beat_page_shows_the_leader_and_its_entries() {
+    let deployment = deployment().await;
+    let client = &deployment.client;
+    let config = taskq_redis::RedisConfig::new(deployment.server.url());
+    let store: std::sync::Arc<dyn taskq_core::BeatStore> =
+        std::sync::Arc::new(taskq_redis::RedisBeatStore::connect(&config).await.unwrap());
+    let (address, _server) = serve(Dashboard::new(client.clone()).beat_store(store.clone())).await;
+    let (_, before) = get(address, "/beat").await;
+    assert!(before.contains("No beat leads"), "{before}");
+
+    let entries = vec![taskq_beat::Entry::new(
+        "nightly-report",
+        "dash.double",
+        taskq_beat::Every::new(Duration::from_secs(3600)).unwrap(),
+    )];
+    let beat = taskq_beat::Beat::new(client.clone(), store.clone(), entries).unwrap();
+    let owner = beat.owner().to_owned();
+    let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+    let stopped = stop.clone();
+    let running = tokio::spawn(beat.run(async move { stopped.notified().await }));
+    let mut page = String::new();
+    for _ in 0..100 {
+        page = get(address, "/beat").await.1;
+        if page.contains("nightly-report") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(page.contains(&owner), "names the leader: {page}");
+    assert!(
+        page.contains("nightly-report") && page.contains("dash.double"),
+        "{page}"
+    );
+    stop.notify_one();
+    running.await.unwrap().unwrap();
+}

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
-use taskq_core::{BeatStore, Result};
+use taskq_core::{BeatStatus, BeatStore, Error, Result};
 
 use crate::{connection::redis_error, keys, scripts, RedisConfig};
 
@@ -94,5 +94,35 @@ impl BeatStore for RedisBeatStore {
             .await
             .map_err(redis_error)?;
         Ok(())
+    }
+
+    async fn publish_status(&self, status: &BeatStatus, ttl: Duration) -> Result<()> {
+        let json = serde_json::to_string(status).map_err(|source| Error::Serialize {
+            what: "beat status",
+            source,
+        })?;
+        redis::cmd("SET")
+            .arg(keys::BEAT_STATUS)
+            .arg(json)
+            .arg("PX")
+            .arg(ttl_ms(ttl))
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(redis_error)
+    }
+
+    async fn status(&self) -> Result<Option<BeatStatus>> {
+        let raw: Option<String> = redis::cmd("GET")
+            .arg(keys::BEAT_STATUS)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(redis_error)?;
+        raw.map(|raw| {
+            serde_json::from_str(&raw).map_err(|source| Error::Deserialize {
+                what: "beat status",
+                source,
+            })
+        })
+        .transpose()
     }
 }

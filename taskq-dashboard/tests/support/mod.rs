@@ -53,7 +53,7 @@ impl Run for Double {
 }
 
 pub(crate) struct Deployment {
-    _server: RedisServer,
+    pub(crate) server: RedisServer,
     pub(crate) client: Client,
     _worker: Stop,
 }
@@ -71,7 +71,7 @@ pub(crate) async fn deployment() -> Deployment {
         let _ = worker.run(std::future::pending::<()>()).await;
     });
     Deployment {
-        _server: server,
+        server,
         client,
         _worker: Stop(handle),
     }
