@@ -76,6 +76,17 @@ async fn every_page_shows_the_deployment() {
     assert_eq!(status, 400);
     assert!(unknown.contains("is not a task id"));
 
+    let (status, failure) = get(address, &format!("/tasks?id={}", failed.id())).await;
+    assert_eq!(status, 200);
+    assert!(
+        failure.contains(">FAILURE<") && failure.contains("Dead letter"),
+        "{failure}"
+    );
+    assert!(
+        failure.contains("&quot;note&quot;") || failure.contains("\"note\""),
+        "the arguments show: {failure}"
+    );
+
     let (status, tasks) = get(address, "/tasks").await;
     assert_eq!(status, 200);
     assert!(tasks.contains("Recent failures") && tasks.contains(&failed.id().to_string()));

@@ -41,6 +41,7 @@ pub(crate) async fn page(
         return Ok(layout::page(&state, &format!("Workflow {id}"), body));
     }
     let record = client.result(id).await.map_err(layout::broker_error)?;
+    let letter = dead_letter_of(&state, id, record.as_ref()).await?;
     let body = match record {
         None => html! {
             p.note { "Nothing is recorded for " code { (id) } ": not run yet (PENDING), unknown, or its result expired." }
@@ -56,10 +57,37 @@ pub(crate) async fn page(
                 @if let Some(progress) = &record.progress { dt { "Progress" } dd { (layout::json_block(&progress.to_string(), None)) } }
                 @if let Some(error) = &record.error { dt { "Error" } dd { pre.error { (error) } } }
                 @if let Some(result) = &record.result { dt { "Result" } dd { (layout::json_block(result.get(), None)) } }
+                @if let Some(letter) = &letter {
+                    dt { "Dead letter" } dd { a href=(format!("/dead/{}/{id}", letter.queue)) { (letter.reason) " in " (letter.queue) } }
+                    dt { "Message" } dd { (layout::json_block(&letter.payload, Some(&format!("/dead/{}/{id}/payload.json", letter.queue)))) }
+                }
             }
         },
     };
     Ok(layout::page(&state, &format!("Task {id}"), body))
+}
+
+/// The dead letter of a task that ended FAILURE, if one is kept: it holds the message, so the
+/// page can show the arguments the task ran with.
+async fn dead_letter_of(
+    state: &Shared,
+    id: TaskId,
+    record: Option<&taskq_core::TaskResult>,
+) -> Result<Option<taskq_core::DeadLetter>, Response> {
+    if record.is_none_or(|r| r.state != TaskState::Failure) {
+        return Ok(None);
+    }
+    let inspector = state.client.inspector();
+    for queue in inspector.queues().await.map_err(layout::broker_error)? {
+        if let Some(letter) = inspector
+            .find_dead_letter(&queue, id)
+            .await
+            .map_err(layout::broker_error)?
+        {
+            return Ok(Some(letter));
+        }
+    }
+    Ok(None)
 }
 
 async fn workflow_members(state: &Shared, workflow: &WorkflowRecord) -> Result<Markup, Response> {
