@@ -56,9 +56,10 @@ pub use backend::{MemoryResultBackend, ResultBackend, DEFAULT_RESULT_TTL};
 pub use beat_store::{BeatEntryStatus, BeatStatus, BeatStore, MemoryBeatStore};
 pub use broker::{
     local_hostname, Broker, ControlChannel, ControlMessage, ControlStream, DeadLetter, DeadReason,
-    Delivery, Inspector, Membership, MemoryBroker, MemoryBrokerConfig, MinuteCounts,
+    Delivery, Inspector, LostWorker, Membership, MemoryBroker, MemoryBrokerConfig, MinuteCounts,
     OutboundMessage, Page, PayloadFields, QueueStats, RateLimiter, Receipt, RecoveryReport,
     ScheduledMessage, TaskCatalog, TaskDeclaration, Transport, WorkerId, WorkerInfo, FETCH_LEASE,
+    LOST_WORKERS_KEPT,
 };
 pub use client::{AsyncResult, Client};
 

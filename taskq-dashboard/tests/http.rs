@@ -65,9 +65,17 @@ async fn every_page_shows_the_deployment() {
         .expect("n=0 shown");
     assert!(first < last, "highest priority first");
 
+    let lost = taskq_core::WorkerId::generate();
+    let membership = client.broker().membership().unwrap();
+    membership
+        .record_lost(&[lost.clone()], client.clock().now())
+        .await
+        .unwrap();
     let (status, workers) = get(address, "/workers").await;
     assert_eq!(status, 200);
     assert!(workers.contains("<td>dash</td>"), "{workers}");
+    let recently = &workers[workers.find("Recently lost").unwrap()..];
+    assert!(recently.contains(lost.as_str()), "{workers}");
 
     let (status, task) = get(address, &format!("/tasks?id={}", ok.id())).await;
     assert_eq!(status, 200);

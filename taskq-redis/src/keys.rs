@@ -126,6 +126,9 @@ pub(crate) const BEAT_LEADER: &str = "taskq:beat:leader";
 /// Beat entry name -> last fired slot, ms since the epoch (HASH).
 pub(crate) const BEAT_LAST_FIRE: &str = "taskq:beat:last-fire";
 
+/// Recently lost workers (LIST of JSON `LostWorker`, newest first, capped).
+pub(crate) const LOST_WORKERS: &str = "taskq:workers:lost";
+
 /// The leading beat's view of its schedule (JSON `BeatStatus`), with a TTL.
 pub(crate) const BEAT_STATUS: &str = "taskq:beat:status";
 

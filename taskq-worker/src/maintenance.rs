@@ -100,6 +100,10 @@ impl Maintenance {
             Ok(report) if !report.workers.is_empty() => {
                 self.recorder
                     .recovered(report.requeued + report.dead_lettered);
+                let now = self.broker.clock().now();
+                if let Err(err) = membership.record_lost(&report.workers, now).await {
+                    tracing::debug!(error = %err, "could not note the lost workers for operators");
+                }
                 tracing::warn!(
                     workers = ?report.workers,
                     requeued = report.requeued,

@@ -86,6 +86,12 @@ pub trait Inspector: Send + Sync + std::fmt::Debug {
     /// Live workers' latest reports.
     async fn workers(&self) -> Result<Vec<WorkerInfo>>;
 
+    /// Workers found lost recently, newest first (see
+    /// [`Membership::record_lost`](super::Membership::record_lost)). The default knows none.
+    async fn lost_workers(&self) -> Result<Vec<super::LostWorker>> {
+        Ok(Vec::new())
+    }
+
     /// One page of `queue`'s ready messages, as raw payloads, in the order workers will take
     /// them: highest priority first, oldest first within a level.
     async fn pending(&self, queue: &str, page: Page) -> Result<Vec<String>>;

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use super::{RecoveryReport, WorkerId, WorkerInfo};
 use crate::Result;
@@ -76,6 +77,44 @@ pub trait Membership: Send + Sync + std::fmt::Debug {
 
     /// Publishes what a worker reports about itself for operators, kept for `ttl`.
     async fn publish_worker_info(&self, info: &WorkerInfo, ttl: Duration) -> Result<()>;
+
+    /// Notes, for operators, that `workers` were found lost at `at` (their messages were just
+    /// recovered), with their last reports; the most recent [`LOST_WORKERS_KEPT`] are kept
+    /// ([`Inspector::lost_workers`](super::Inspector::lost_workers)). The default keeps nothing.
+    async fn record_lost(&self, workers: &[WorkerId], at: DateTime<Utc>) -> Result<()> {
+        let _ = (workers, at);
+        Ok(())
+    }
+}
+
+/// How many recently lost workers are remembered.
+pub const LOST_WORKERS_KEPT: usize = 50;
+
+/// A worker found lost by a reaper: when, and what it last reported about itself.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct LostWorker {
+    /// The worker's id.
+    pub id: String,
+    /// When its messages were recovered.
+    pub lost_at: DateTime<Utc>,
+    /// Its last report, if it had not expired.
+    pub last_info: Option<WorkerInfo>,
+}
+
+impl LostWorker {
+    /// A worker `id` found lost at `lost_at`.
+    pub fn new(
+        id: impl Into<String>,
+        lost_at: DateTime<Utc>,
+        last_info: Option<WorkerInfo>,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            lost_at,
+            last_info,
+        }
+    }
 }
 
 /// Compile-time check that [`Membership`] stays object safe.

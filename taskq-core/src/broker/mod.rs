@@ -41,7 +41,7 @@ pub use inspector::{
     last_minutes, minute_of, minute_start, Inspector, MinuteCounts, Page, ScheduledMessage,
     HISTORY_KEPT_MINUTES,
 };
-pub use membership::Membership;
+pub use membership::{LostWorker, Membership, LOST_WORKERS_KEPT};
 pub use memory::{MemoryBroker, MemoryBrokerConfig};
 pub use rate_limiter::RateLimiter;
 pub use transport::Transport;

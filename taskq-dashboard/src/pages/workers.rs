@@ -6,10 +6,10 @@ use maud::html;
 use crate::{layout, server::Shared};
 
 pub(crate) async fn page(State(state): State<Shared>) -> Result<maud::Markup, Response> {
-    let workers = state
-        .client
-        .inspector()
-        .workers()
+    let inspector = state.client.inspector();
+    let workers = inspector.workers().await.map_err(layout::broker_error)?;
+    let lost = inspector
+        .lost_workers()
         .await
         .map_err(layout::broker_error)?;
     let body = html! {
@@ -36,6 +36,27 @@ pub(crate) async fn page(State(state): State<Shared>) -> Result<maud::Markup, Re
             }
         }
         p.note { "Workers that stopped heartbeating drop off this list; their messages are recovered by the others." }
+        h2 { "Recently lost" }
+        @if lost.is_empty() {
+            p.note { "No worker was found lost recently." }
+        } @else {
+            table #lost-workers {
+                thead { tr { th { "Worker" } th { "Lost" } th { "Host" } th.num { "Pid" } th { "Queues" } th { "Last heartbeat" } } }
+                tbody {
+                    @for worker in &lost {
+                        tr {
+                            td { code { (worker.id) } }
+                            td { (layout::time(worker.lost_at)) }
+                            @if let Some(info) = &worker.last_info {
+                                td { (info.host) } td.num { (info.pid) } td { (info.queues.join(", ")) } td { (layout::time(info.last_heartbeat)) }
+                            } @else {
+                                td colspan="4" { "no report left" }
+                            }
+                        }
+                    }
+                }
+            }
+        }
     };
     Ok(layout::page(&state, "Workers", body))
 }

@@ -147,6 +147,20 @@ impl Inspector for RedisBroker {
             .collect())
     }
 
+    async fn lost_workers(&self) -> Result<Vec<taskq_core::LostWorker>> {
+        let records: Vec<String> = redis::cmd("LRANGE")
+            .arg(keys::LOST_WORKERS)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        Ok(records
+            .iter()
+            .filter_map(|record| serde_json::from_str(record).ok())
+            .collect())
+    }
+
     async fn queues(&self) -> Result<Vec<String>> {
         let mut queues: Vec<String> = redis::cmd("SMEMBERS")
             .arg(keys::QUEUES)

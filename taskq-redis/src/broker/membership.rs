@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use taskq_core::{Error, Membership, RecoveryReport, Result, WorkerId, WorkerInfo};
 
 use super::{millis, parse_poisoned, RecoverMode, RedisBroker};
@@ -133,6 +134,45 @@ impl Membership for RedisBroker {
         self.held().remove(worker);
         self.shared.heartbeating.lock().remove(worker);
         Ok(())
+    }
+
+    async fn record_lost(&self, workers: &[WorkerId], at: DateTime<Utc>) -> Result<()> {
+        if workers.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<String> = workers
+            .iter()
+            .map(|w| keys::worker_info(w.as_str()))
+            .collect();
+        let infos: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(keys)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        let mut records = Vec::with_capacity(workers.len());
+        for (worker, info) in workers.iter().zip(infos) {
+            let info = info.and_then(|raw| serde_json::from_str(&raw).ok());
+            let lost = taskq_core::LostWorker::new(worker.as_str(), at, info);
+            records.push(
+                serde_json::to_string(&lost).map_err(|source| Error::Serialize {
+                    what: "lost worker",
+                    source,
+                })?,
+            );
+        }
+        redis::pipe()
+            .cmd("LPUSH")
+            .arg(keys::LOST_WORKERS)
+            .arg(records)
+            .ignore()
+            .cmd("LTRIM")
+            .arg(keys::LOST_WORKERS)
+            .arg(0)
+            .arg(taskq_core::LOST_WORKERS_KEPT - 1)
+            .ignore()
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(redis_error)
     }
 
     async fn publish_worker_info(&self, info: &WorkerInfo, ttl: Duration) -> Result<()> {

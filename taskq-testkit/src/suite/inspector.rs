@@ -23,6 +23,7 @@ macro_rules! inspector_conformance {
                 dead_letters_are_deleted_by_id,
                 history_counts_what_ended_per_minute,
                 scheduled_are_listed_soonest_first_and_run_now_or_deleted,
+                lost_workers_are_remembered_newest_first_with_their_last_report,
             );
             $crate::__suite_tests!(inspector [$attr] $capped;
                 dead_letters_are_capped_newest_first,
@@ -375,5 +376,45 @@ pub async fn scheduled_are_listed_soonest_first_and_run_now_or_deleted(broker: S
     assert_eq!(
         broker.pending(&q, Page::first(10)).await.unwrap(),
         [sent[1].payload.clone()]
+    );
+}
+
+pub async fn lost_workers_are_remembered_newest_first_with_their_last_report(broker: Shared) {
+    let members = members(&broker);
+    let reported = WorkerId::generate();
+    let info = taskq_core::WorkerInfo::new(
+        reported.as_str(),
+        "host",
+        vec![queue()],
+        4,
+        broker.clock().now(),
+    );
+    members
+        .publish_worker_info(&info, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    let silent = WorkerId::generate();
+    let now = broker.clock().now();
+    members.record_lost(&[reported.clone()], now).await.unwrap();
+    members.record_lost(&[silent.clone()], now).await.unwrap();
+    let lost = broker.lost_workers().await.unwrap();
+    let mine: Vec<_> = lost
+        .iter()
+        .filter(|l| l.id == reported.as_str() || l.id == silent.as_str())
+        .collect();
+    assert_eq!(mine.len(), 2);
+    assert_eq!(mine[0].id, silent.as_str(), "newest first");
+    assert!(mine[0].last_info.is_none());
+    assert_eq!(mine[1].last_info.as_ref().map(|i| i.concurrency), Some(4));
+    for _ in 0..taskq_core::LOST_WORKERS_KEPT {
+        members
+            .record_lost(&[WorkerId::generate()], now)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        broker.lost_workers().await.unwrap().len(),
+        taskq_core::LOST_WORKERS_KEPT,
+        "capped"
     );
 }

@@ -104,6 +104,12 @@ async fn messages_of_a_lost_worker_are_run_by_a_live_one() {
         handle.wait(Duration::from_secs(30)).await.unwrap();
     }
     assert_eq!(worker.stop().await.succeeded, 3);
+    // The reaper noted it for operators (the dashboard's "recently lost").
+    let noted = client.inspector().lost_workers().await.unwrap();
+    assert_eq!(
+        noted.iter().map(|l| l.id.as_str()).collect::<Vec<_>>(),
+        [lost.as_str()]
+    );
 }
 
 #[test]

@@ -103,6 +103,10 @@ impl Inspector for MemoryBroker {
             .collect())
     }
 
+    async fn lost_workers(&self) -> Result<Vec<crate::LostWorker>> {
+        Ok(self.lock().lost.iter().cloned().collect())
+    }
+
     async fn queues(&self) -> Result<Vec<String>> {
         let mut queues: Vec<String> = self.lock().queues.keys().cloned().collect();
         queues.sort();

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{MemoryBroker, State};
+use crate::broker::{LostWorker, LOST_WORKERS_KEPT};
 use crate::{
     broker::{DeadLetter, DeadReason, Membership, RecoveryReport, WorkerId, WorkerInfo},
     Error, Result,
@@ -136,6 +137,21 @@ impl Membership for MemoryBroker {
         if requeued {
             self.shared.ready.notify_waiters();
         }
+        Ok(())
+    }
+
+    async fn record_lost(&self, workers: &[WorkerId], at: DateTime<Utc>) -> Result<()> {
+        let mut state = self.lock();
+        for worker in workers {
+            let info = state
+                .infos
+                .get(worker.as_str())
+                .map(|(info, _)| info.clone());
+            state
+                .lost
+                .push_front(LostWorker::new(worker.as_str(), at, info));
+        }
+        state.lost.truncate(LOST_WORKERS_KEPT);
         Ok(())
     }
 

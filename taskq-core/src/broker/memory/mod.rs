@@ -101,6 +101,8 @@ struct State {
     declarations: HashMap<String, super::TaskDeclaration>,
     /// Workers that took a lease by heartbeat: from then on a missing lease means a lost one.
     joined: std::collections::HashSet<WorkerId>,
+    /// Recently lost workers, newest first.
+    lost: VecDeque<super::LostWorker>,
 }
 
 #[derive(Debug, Default)]
