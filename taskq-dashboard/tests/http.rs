@@ -68,7 +68,7 @@ async fn every_page_shows_the_deployment() {
     let lost = taskq_core::WorkerId::generate();
     let membership = client.broker().membership().unwrap();
     membership
-        .record_lost(&[lost.clone()], client.clock().now())
+        .record_lost(std::slice::from_ref(&lost), client.clock().now())
         .await
         .unwrap();
     let (status, workers) = get(address, "/workers").await;

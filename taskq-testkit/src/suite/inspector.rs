@@ -395,8 +395,14 @@ pub async fn lost_workers_are_remembered_newest_first_with_their_last_report(bro
         .unwrap();
     let silent = WorkerId::generate();
     let now = broker.clock().now();
-    members.record_lost(std::slice::from_ref(&reported), now).await.unwrap();
-    members.record_lost(std::slice::from_ref(&silent), now).await.unwrap();
+    members
+        .record_lost(std::slice::from_ref(&reported), now)
+        .await
+        .unwrap();
+    members
+        .record_lost(std::slice::from_ref(&silent), now)
+        .await
+        .unwrap();
     let lost = broker.lost_workers().await.unwrap();
     let mine: Vec<_> = lost
         .iter()
