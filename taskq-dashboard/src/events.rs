@@ -9,7 +9,7 @@ use axum::{
 };
 use futures_util::Stream;
 
-use crate::{pages::overview, server::Shared};
+use crate::{pages::overview, state::Shared};
 
 /// How often the overview is sent.
 const EVERY: Duration = Duration::from_secs(2);

@@ -6,7 +6,7 @@ use axum::{
 };
 use maud::{html, Markup, DOCTYPE};
 
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// Payloads larger than this show their start, with a link to download them whole.
 pub(crate) const SHOWN_BYTES: usize = 64 * 1024;

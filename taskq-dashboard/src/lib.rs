@@ -29,6 +29,8 @@ mod events;
 mod layout;
 mod pages;
 mod server;
+mod state;
 
 pub use access::{hash_password, Access};
-pub use server::{Dashboard, DashboardError, MAX_PAGE};
+pub use server::{Dashboard, DashboardError};
+pub use state::MAX_PAGE;

@@ -13,11 +13,12 @@ use axum::{
 };
 use taskq_core::{BeatStore, Client};
 
-use crate::{access::Access, csrf::Csrf, events, layout, pages};
-
-/// Most entries one page lists, whatever the request asks: a million dead letters never make
-/// a page slow.
-pub const MAX_PAGE: usize = 200;
+use crate::{
+    access::Access,
+    csrf::Csrf,
+    events, layout, pages,
+    state::{AppState, Shared},
+};
 
 /// Why the dashboard could not start.
 #[derive(Debug, thiserror::Error)]
@@ -47,19 +48,6 @@ pub struct Dashboard {
     read_only: bool,
     beat: Option<Arc<dyn BeatStore>>,
 }
-
-/// What every handler reads.
-#[derive(Debug)]
-pub(crate) struct AppState {
-    pub(crate) client: Client,
-    pub(crate) access: Access,
-    pub(crate) read_only: bool,
-    pub(crate) csrf: Csrf,
-    /// Where the beat publishes its schedule, when known.
-    pub(crate) beat: Option<Arc<dyn BeatStore>>,
-}
-
-pub(crate) type Shared = Arc<AppState>;
 
 impl Dashboard {
     /// A dashboard over `client`'s deployment: open to loopback only, actions enabled.
@@ -221,33 +209,4 @@ async fn login(
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
     response
-}
-
-/// Checks an action's CSRF token and, when the browser sent one, its `Origin`.
-pub(crate) fn check_action(
-    state: &AppState,
-    headers: &HeaderMap,
-    csrf: &str,
-) -> Result<(), Response> {
-    if !state.csrf.accepts(csrf) {
-        return Err((
-            StatusCode::FORBIDDEN,
-            "missing or wrong CSRF token; reload the page",
-        )
-            .into_response());
-    }
-    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        let same = origin
-            .strip_prefix("http://")
-            .or_else(|| origin.strip_prefix("https://"))
-            .is_some_and(|rest| rest == host);
-        if !same {
-            return Err((StatusCode::FORBIDDEN, "cross-origin action refused").into_response());
-        }
-    }
-    Ok(())
 }

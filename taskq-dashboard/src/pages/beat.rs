@@ -4,7 +4,7 @@
 use axum::{extract::State, response::Response};
 use maud::{html, Markup};
 
-use crate::{layout, server::Shared};
+use crate::{layout, state::Shared};
 
 pub(crate) async fn page(State(state): State<Shared>) -> Result<Markup, Response> {
     let Some(store) = &state.beat else {

@@ -13,7 +13,7 @@ use taskq_core::{DeadLetter, Page, PayloadFields, TaskId};
 use super::{queue::pager, ActionForm};
 use crate::{
     layout,
-    server::{check_action, Shared, MAX_PAGE},
+    state::{check_action, Shared, MAX_PAGE},
 };
 
 /// Dead letters listed per page.

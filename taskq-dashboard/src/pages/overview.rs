@@ -5,7 +5,7 @@ use maud::html;
 use serde::Serialize;
 use taskq_core::{Client, MinuteCounts, QueueStats};
 
-use crate::{layout, server::Shared};
+use crate::{layout, state::Shared};
 
 /// Minutes the chart shows.
 pub(crate) const CHART_MINUTES: usize = 60;

@@ -12,7 +12,7 @@ use taskq_core::{Page, PayloadFields};
 use super::{ActionForm, Paging};
 use crate::{
     layout,
-    server::{check_action, Shared, MAX_PAGE},
+    state::{check_action, Shared, MAX_PAGE},
 };
 
 /// Ready messages per page.

@@ -14,7 +14,7 @@ use taskq_core::{Envelope, Page, TaskId};
 use super::queue::pager;
 use crate::{
     layout,
-    server::{check_action, AppState, Shared},
+    state::{check_action, AppState, Shared},
 };
 
 /// Scheduled messages per page.

@@ -9,7 +9,7 @@ use axum::{
 use maud::{html, Markup};
 use taskq_core::{workflow::WorkflowRecord, Page, TaskId, TaskState};
 
-use crate::{layout, server::Shared};
+use crate::{layout, state::Shared};
 
 /// Recent failures listed per queue.
 const RECENT: usize = 10;

@@ -3,7 +3,7 @@
 use axum::{extract::State, response::Response};
 use maud::html;
 
-use crate::{layout, server::Shared};
+use crate::{layout, state::Shared};
 
 pub(crate) async fn page(State(state): State<Shared>) -> Result<maud::Markup, Response> {
     let inspector = state.client.inspector();
