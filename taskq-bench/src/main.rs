@@ -4,6 +4,7 @@
 //! `cargo run --release -p taskq-bench -- --broker redis://127.0.0.1:6379` (spawns nothing; uses
 //! the given Redis) or `--broker memory://`. See `docs/performance.md`.
 
+mod baseline;
 mod measure;
 mod tasks;
 mod workloads;
@@ -55,6 +56,10 @@ struct Cli {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// A saved `--json` report: print each workload's ratios to it as well (in JSON, under
+    /// "vs_baseline").
+    #[arg(long, value_name = "FILE.json")]
+    baseline: Option<String>,
 }
 
 /// One measured scenario.
@@ -123,6 +128,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     } else {
         cli.workload.clone()
     };
+    // Read before the run: a wrong path fails at once, not after minutes of measuring.
+    let baseline = cli
+        .baseline
+        .as_deref()
+        .map(baseline::Baseline::load)
+        .transpose()?;
     let bench = workloads::Bench::connect(&cli).await?;
     let json = cli.json;
     // Run on a runtime worker thread, where applications' own tasks run, rather than on the
@@ -142,13 +153,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(rows)
     })
     .await??;
-    let report = serde_json::json!({
+    let mut report = serde_json::json!({
         "broker": cli.broker,
         "n": cli.n,
         "concurrency": cli.concurrency,
         "peak_rss_mib": measure::peak_rss_kib().map(|k| k as f64 / 1024.0),
         "rows": rows,
     });
+    let row_values = report["rows"].as_array().cloned().unwrap_or_default();
+    if let Some(baseline) = &baseline {
+        let ratios: serde_json::Map<String, serde_json::Value> = row_values
+            .iter()
+            .filter_map(|row| {
+                let ratios = baseline.ratios(row)?;
+                let ratios: serde_json::Map<String, serde_json::Value> = ratios
+                    .into_iter()
+                    .map(|(label, ratio)| (label.to_owned(), ratio.into()))
+                    .collect();
+                Some((row["workload"].as_str()?.to_owned(), ratios.into()))
+            })
+            .collect();
+        report["vs_baseline"] = ratios.into();
+    }
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -158,6 +184,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         }
         if let Some(rss) = report["peak_rss_mib"].as_f64() {
             println!("peak RSS of the benchmark process (producer + worker): {rss:.1} MiB");
+        }
+        if let Some(baseline) = &baseline {
+            println!("{}", baseline.report(&row_values));
         }
     }
     Ok(())
