@@ -42,6 +42,12 @@ struct Cli {
     /// Worker concurrency for the drain workloads.
     #[arg(long, default_value_t = 256)]
     concurrency: usize,
+    /// Seconds W4 keeps its producers running.
+    #[arg(long, default_value_t = 30)]
+    w4_seconds: u64,
+    /// Share of the measured W2 rate W4 offers (the W4 is 0.5).
+    #[arg(long, default_value_t = 0.5)]
+    w4_share: f64,
     /// Seconds the idle workload observes an idle worker.
     #[arg(long, default_value_t = 5)]
     idle_seconds: u64,
@@ -78,6 +84,10 @@ enum Workload {
     W2b,
     /// Enqueue then wait for the result, sequentially.
     W3,
+    /// Latency under load: producers enqueue at a steady half of the measured W2 rate for
+    /// --w4-seconds while one worker drains; p50/p99/p99.9 from enqueue to start (table: p50,
+    /// p99) and, sampled, from enqueue to result.
+    W4,
     /// A chord of N no-op members and a callback summing their outputs: from the worker's
     /// start to the callback's result (compare with W2b, which drains N tasks with results).
     Chord,
@@ -99,6 +109,17 @@ struct Row {
     p50_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     p99_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    p999_ms: Option<f64>,
+    /// W4: the rate producers held, and enqueue-to-result percentiles (sampled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offered_per_second: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result_p50_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result_p99_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result_p999_ms: Option<f64>,
     /// CPU of this process (producer and/or worker) per task.
     process_cpu_us_per_task: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -184,6 +205,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         }
         if let Some(rss) = report["peak_rss_mib"].as_f64() {
             println!("peak RSS of the benchmark process (producer + worker): {rss:.1} MiB");
+        }
+        for row in rows.iter().filter(|row| row.offered_per_second.is_some()) {
+            let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3}"));
+            println!(
+                "{}: offered {:.0}/s; enqueue->start p50/p99/p99.9 {} / {} / {} ms; enqueue->result p50/p99/p99.9 {} / {} / {} ms",
+                row.workload,
+                row.offered_per_second.unwrap_or_default(),
+                ms(row.p50_ms),
+                ms(row.p99_ms),
+                ms(row.p999_ms),
+                ms(row.result_p50_ms),
+                ms(row.result_p99_ms),
+                ms(row.result_p999_ms),
+            );
         }
         if let Some(baseline) = &baseline {
             println!("{}", baseline.report(&row_values));

@@ -82,3 +82,35 @@ impl Run for QuietNoop {
         Ok(self.n)
     }
 }
+
+/// Microseconds since the benchmark process started: a clock producers and the worker share.
+pub(crate) fn now_us() -> u64 {
+    static BASE: std::sync::LazyLock<std::time::Instant> =
+        std::sync::LazyLock::new(std::time::Instant::now);
+    BASE.elapsed().as_micros() as u64
+}
+
+/// Enqueue-to-start latencies (µs) recorded by [`Stamp`] runs since the last [`take_starts`].
+static STARTS: std::sync::Mutex<Vec<u64>> = std::sync::Mutex::new(Vec::new());
+
+/// The latencies recorded so far, emptying the record.
+pub(crate) fn take_starts() -> Vec<u64> {
+    std::mem::take(&mut *STARTS.lock().unwrap())
+}
+
+/// W4's task: records how long it waited between its enqueue (`sent_us`) and its start.
+#[derive(Task, Serialize, Deserialize)]
+#[task(name = "bench.stamp", max_retries = 0)]
+pub(crate) struct Stamp {
+    pub(crate) sent_us: u64,
+}
+
+impl Run for Stamp {
+    type Output = ();
+
+    async fn run(self, _ctx: TaskContext) -> Result<(), TaskError> {
+        let waited = now_us().saturating_sub(self.sent_us);
+        STARTS.lock().unwrap().push(waited);
+        Ok(())
+    }
+}

@@ -29,6 +29,8 @@ pub(crate) struct Bench {
     round_trips: usize,
     concurrency: usize,
     idle_seconds: u64,
+    w4_seconds: u64,
+    w4_share: f64,
     /// Producers sign and workers require signatures with this key.
     signing_key: Option<taskq_core::SigningKey>,
     /// Producers seal arguments and workers seal results with these keys.
@@ -72,6 +74,8 @@ impl Bench {
             round_trips: cli.round_trips,
             concurrency: cli.concurrency,
             idle_seconds: cli.idle_seconds,
+            w4_seconds: cli.w4_seconds,
+            w4_share: cli.w4_share,
             signing_key: cli.signing_key.clone(),
             encryption: cli.encryption_keys.clone(),
         })
@@ -95,6 +99,7 @@ impl Bench {
             Workload::W2b => self.drain::<Noop>(&queue).await?,
             Workload::W3 => self.w3(&queue).await?,
             Workload::Chord => self.chord(&queue).await?,
+            Workload::W4 => self.w4(&queue).await?,
             Workload::Idle => self.idle(&[queue]).await?,
             Workload::Idle3 => {
                 self.idle(&spread_queues(&queue, self.redis.as_ref()).await?)
@@ -263,6 +268,83 @@ impl Bench {
         Ok(row)
     }
 
+    /// W4: measures the W2 rate on a side queue, then offers `w4_share` of it steadily for
+    /// `w4_seconds` (a bulk enqueue per millisecond of what is due) while one worker drains.
+    /// Every run records its enqueue-to-start wait; one message in [`RESULT_SAMPLE`] is also
+    /// waited for, for enqueue-to-result.
+    async fn w4(&self, queue: &str) -> Result<Row, BoxError> {
+        const RESULT_SAMPLE: u64 = 500;
+        let side = format!("{queue}-rate");
+        let rate = self.drain::<QuietNoop>(&side).await?.tasks_per_second * self.w4_share;
+        let (stop, running) = self.start_worker(&[queue])?;
+        tasks::take_starts();
+        let before = self.costs().await?;
+        let started = Instant::now();
+        let run_for = Duration::from_secs(self.w4_seconds);
+        let mut sent: u64 = 0;
+        let mut waits = tokio::task::JoinSet::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        while started.elapsed() < run_for {
+            tick.tick().await;
+            let due = (started.elapsed().as_secs_f64() * rate) as u64;
+            if due <= sent {
+                continue;
+            }
+            let now = self.client.clock().now();
+            let mut messages = Vec::with_capacity((due - sent) as usize);
+            let mut sampled = Vec::new();
+            for n in sent..due {
+                let stamp = tasks::Stamp {
+                    sent_us: tasks::now_us(),
+                };
+                let envelope = taskq_core::Envelope::new(tasks::Stamp::NAME, &stamp, queue, now)?;
+                if n % RESULT_SAMPLE == 0 {
+                    sampled.push((envelope.id, stamp.sent_us));
+                }
+                messages.push(taskq_core::OutboundMessage::from_envelope(
+                    &envelope,
+                    self.client.max_payload_bytes(),
+                )?);
+            }
+            self.client.broker().enqueue(messages).await?;
+            for (id, sent_us) in sampled {
+                let handle = self.client.result_handle::<()>(id);
+                waits.spawn(async move {
+                    handle.wait(Duration::from_secs(60)).await.ok()?;
+                    Some(tasks::now_us().saturating_sub(sent_us))
+                });
+            }
+            sent = due;
+        }
+        // Let the backlog drain before the figures are taken.
+        loop {
+            let stats = self.client.broker().stats(queue).await?;
+            if stats.pending + stats.processing == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut row = self.row(before, sent as usize).await?;
+        let mut starts = tasks::take_starts();
+        let mut results: Vec<u64> = waits.join_all().await.into_iter().flatten().collect();
+        let at = |sorted: &mut Vec<u64>, q: f64| {
+            sorted.sort_unstable();
+            (!sorted.is_empty())
+                .then(|| sorted[((sorted.len() - 1) as f64 * q) as usize] as f64 / 1e3)
+        };
+        row.offered_per_second = Some(rate);
+        row.p50_ms = at(&mut starts, 0.50);
+        row.p99_ms = at(&mut starts, 0.99);
+        row.p999_ms = at(&mut starts, 0.999);
+        row.result_p50_ms = at(&mut results, 0.50);
+        row.result_p99_ms = at(&mut results, 0.99);
+        row.result_p999_ms = at(&mut results, 0.999);
+        stop.cancel();
+        running.await??;
+        Ok(row)
+    }
+
     async fn w3(&self, queue: &str) -> Result<Row, BoxError> {
         let (stop, running) = self.start_worker(&[queue])?;
         // Warm up connections and scripts.
@@ -325,6 +407,7 @@ impl Bench {
             .register::<Noop>()
             .register::<QuietNoop>()
             .register::<tasks::Sum>()
+            .register::<tasks::Stamp>()
             .queues(queues.iter().map(AsRef::as_ref))
             .concurrency(self.concurrency)
             .prefetch(self.concurrency)
