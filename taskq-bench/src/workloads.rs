@@ -270,7 +270,7 @@ impl Bench {
 
     /// W4: measures the W2 rate on a side queue, then offers `w4_share` of it steadily for
     /// `w4_seconds` (a bulk enqueue per millisecond of what is due) while one worker drains.
-    /// Every run records its enqueue-to-start wait; one message in [`RESULT_SAMPLE`] is also
+    /// Every run records its enqueue-to-start wait; one message in 500 is also
     /// waited for, for enqueue-to-result.
     async fn w4(&self, queue: &str) -> Result<Row, BoxError> {
         const RESULT_SAMPLE: u64 = 500;
