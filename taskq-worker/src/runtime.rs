@@ -366,9 +366,16 @@ impl Fetcher<'_> {
                 match permits.split(1) {
                     Some(permit) => {
                         // In the worker's span, so every task's log lines name the worker.
+                        // Boxed: the execution's state is ~4 KB, and tokio would copy it
+                        // into its task cell on every spawn; a box moves as a pointer.
                         executions.spawn(
-                            execute::execute(self.executor.clone(), seq, delivery, permit)
-                                .in_current_span(),
+                            Box::pin(execute::execute(
+                                self.executor.clone(),
+                                seq,
+                                delivery,
+                                permit,
+                            ))
+                            .in_current_span(),
                         );
                     }
                     // A broker returned more than asked for: give the surplus back at shutdown.
