@@ -11,6 +11,19 @@ use crate::state::AppState;
 /// Payloads larger than this show their start, with a link to download them whole.
 pub(crate) const SHOWN_BYTES: usize = 64 * 1024;
 
+/// What a URL path segment or query value may hold unescaped (RFC 3986's unreserved set).
+const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// `text` as one URL path segment or query value: a queue named `a#b` or `x?y` still links to
+/// itself.
+pub(crate) fn url_part(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, UNRESERVED).to_string()
+}
+
 /// A page: title, navigation, `body`.
 pub(crate) fn page(state: &AppState, title: &str, body: Markup) -> Markup {
     html! {

@@ -454,3 +454,31 @@ async fn the_beat_page_shows_the_leader_and_its_entries() {
     stop.notify_one();
     running.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_names_with_url_characters_still_link_to_themselves() {
+    let deployment = deployment().await;
+    let client = &deployment.client;
+    let odd = "odd#q?x=1&y%";
+    client
+        .enqueue(Double {
+            n: 1,
+            note: String::new(),
+        })
+        .queue(odd)
+        .await
+        .unwrap();
+    let (address, _server) = serve(Dashboard::new(client.clone())).await;
+    let (_, overview) = get(address, "/").await;
+    let link = "/queues/odd%23q%3Fx%3D1%26y%25";
+    assert!(
+        overview.contains(&format!(r#"href="{link}""#)),
+        "{overview}"
+    );
+    let (status, page) = get(address, link).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Queue odd#q?x=1&amp;y%"), "{page}");
+    let csrf = csrf_of(&page);
+    assert_eq!(post(address, &format!("{link}/purge"), &csrf).await, 303);
+    assert_eq!(client.inspector().stats(odd).await.unwrap().pending, 0);
+}

@@ -52,25 +52,14 @@ impl Filter {
     }
 
     fn query(&self, queue: &str) -> String {
-        let mut query = format!("/dead?queue={}", encode(queue));
+        let mut query = format!("/dead?queue={}", layout::url_part(queue));
         for (key, value) in [("reason", &self.reason), ("task", &self.task)] {
             if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
-                query.push_str(&format!("&{key}={}", encode(value)));
+                query.push_str(&format!("&{key}={}", layout::url_part(value)));
             }
         }
         query
     }
-}
-
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 pub(crate) async fn list(
@@ -108,6 +97,7 @@ pub(crate) async fn list(
             html! { p.note { "No queue yet." } },
         ));
     };
+    let q = layout::url_part(&queue);
     // A filter looks through a bounded window, so a page stays fast with a million letters.
     let window = if filter.active() {
         MAX_PAGE * 5
@@ -135,7 +125,7 @@ pub(crate) async fn list(
             label { "Task " input name="task" value=(filter.task.as_deref().unwrap_or("")) placeholder="e.g. emails.send"; }
             button type="submit" { "Filter" }
         }
-        (layout::action(&state, &format!("/dead/{queue}/requeue-all"), "Requeue all dead letters of this queue",
+        (layout::action(&state, &format!("/dead/{q}/requeue-all"), "Requeue all dead letters of this queue",
             Some("Requeue every dead letter of this queue?")))
         @if shown.is_empty() {
             p.note { "No dead letters here." }
@@ -147,14 +137,14 @@ pub(crate) async fn list(
                         @let fields = PayloadFields::read(&letter.payload);
                         tr data-id=[letter.id] {
                             td { (layout::time(letter.at)) }
-                            td { @if let Some(id) = letter.id { a href=(format!("/dead/{queue}/{id}")) { (id) } } @else { "unreadable" } }
+                            td { @if let Some(id) = letter.id { a href=(format!("/dead/{q}/{id}")) { (id) } } @else { "unreadable" } }
                             td { (fields.task.as_deref().unwrap_or("?")) }
                             td { (letter.reason) }
                             td.error { (letter.error.as_deref().unwrap_or("")) }
                             td.actions {
                                 @if let Some(id) = letter.id {
-                                    (layout::action(&state, &format!("/dead/{queue}/{id}/requeue"), "Requeue", None))
-                                    (layout::action(&state, &format!("/dead/{queue}/{id}/delete"), "Delete", Some("Delete this dead letter for good?")))
+                                    (layout::action(&state, &format!("/dead/{q}/{id}/requeue"), "Requeue", None))
+                                    (layout::action(&state, &format!("/dead/{q}/{id}/delete"), "Delete", Some("Delete this dead letter for good?")))
                                 }
                             }
                         }
@@ -190,18 +180,19 @@ pub(crate) async fn show(
     Path((queue, id)): Path<(String, String)>,
 ) -> Result<Markup, Response> {
     let letter = find(&state, &queue, &id).await?;
+    let q = layout::url_part(&queue);
     let body = html! {
         dl.record {
-            dt { "Queue" } dd { a href=(format!("/dead?queue={queue}")) { (queue) } }
+            dt { "Queue" } dd { a href=(format!("/dead?queue={q}")) { (queue) } }
             dt { "Reason" } dd { (letter.reason) }
             dt { "When" } dd { (layout::time(letter.at)) }
             @if let Some(worker) = &letter.worker { dt { "Worker" } dd { code { (worker) } } }
             @if let Some(error) = &letter.error { dt { "Error" } dd { pre.error { (error) } } }
-            dt { "Message" } dd { (layout::json_block(&letter.payload, Some(&format!("/dead/{queue}/{id}/payload.json")))) }
+            dt { "Message" } dd { (layout::json_block(&letter.payload, Some(&format!("/dead/{q}/{id}/payload.json")))) }
         }
         div.buttons {
-            (layout::action(&state, &format!("/dead/{queue}/{id}/requeue"), "Requeue", None))
-            (layout::action(&state, &format!("/dead/{queue}/{id}/delete"), "Delete", Some("Delete this dead letter for good?")))
+            (layout::action(&state, &format!("/dead/{q}/{id}/requeue"), "Requeue", None))
+            (layout::action(&state, &format!("/dead/{q}/{id}/delete"), "Delete", Some("Delete this dead letter for good?")))
         }
     };
     Ok(layout::page(&state, &format!("Dead letter {id}"), body))
@@ -248,7 +239,7 @@ async fn act(
         inspector.delete_dead(queue, &[id]).await
     };
     match done {
-        Ok(_) => Redirect::to(&format!("/dead?queue={}", encode(queue))).into_response(),
+        Ok(_) => Redirect::to(&format!("/dead?queue={}", layout::url_part(queue))).into_response(),
         Err(err) => layout::broker_error(err),
     }
 }
@@ -281,7 +272,7 @@ pub(crate) async fn requeue_all(
         return refused;
     }
     match state.client.inspector().requeue_dead(&queue, None).await {
-        Ok(_) => Redirect::to(&format!("/dead?queue={}", encode(&queue))).into_response(),
+        Ok(_) => Redirect::to(&format!("/dead?queue={}", layout::url_part(&queue))).into_response(),
         Err(err) => layout::broker_error(err),
     }
 }

@@ -89,11 +89,11 @@ pub(crate) async fn page(State(state): State<Shared>) -> Result<maud::Markup, Re
                     tbody {
                         @for row in &overview.queues {
                             tr data-queue=(row.queue) {
-                                td { a href=(format!("/queues/{}", row.queue)) { (row.queue) } }
+                                td { a href=(format!("/queues/{}", layout::url_part(&row.queue))) { (row.queue) } }
                                 td.num data-field="pending" { (row.stats.pending) }
                                 td.num data-field="scheduled" { (row.stats.scheduled) }
                                 td.num data-field="processing" { (row.stats.processing) }
-                                td.num data-field="dead" { a href=(format!("/dead?queue={}", row.queue)) { (row.stats.dead) } }
+                                td.num data-field="dead" { a href=(format!("/dead?queue={}", layout::url_part(&row.queue))) { (row.stats.dead) } }
                                 td.num data-field="oldest_pending_seconds" { (row.oldest_pending_seconds.map(|s| format!("{s} s")).unwrap_or_else(|| "-".into())) }
                             }
                         }

@@ -33,14 +33,15 @@ pub(crate) async fn page(
         .pending(&queue, Page::new(paging.offset, limit))
         .await
         .map_err(layout::broker_error)?;
+    let q = layout::url_part(&queue);
     let body = html! {
         section.cards {
             div.card { span.label { "Pending" } span.value { (stats.pending) } }
             div.card { span.label { "Scheduled" } span.value { (stats.scheduled) } }
             div.card { span.label { "Processing" } span.value { (stats.processing) } }
-            div.card { span.label { "Dead" } span.value { a href=(format!("/dead?queue={queue}")) { (stats.dead) } } }
+            div.card { span.label { "Dead" } span.value { a href=(format!("/dead?queue={q}")) { (stats.dead) } } }
         }
-        (layout::action(&state, &format!("/queues/{queue}/purge"), "Purge pending and scheduled messages",
+        (layout::action(&state, &format!("/queues/{q}/purge"), "Purge pending and scheduled messages",
             Some("Delete every pending and scheduled message of this queue?")))
         h2 { "Ready messages, in the order workers take them" }
         @if pending.is_empty() {
@@ -63,7 +64,7 @@ pub(crate) async fn page(
                 }
             }
         }
-        (pager(&format!("/queues/{queue}"), paging.offset, limit, pending.len()))
+        (pager(&format!("/queues/{q}"), paging.offset, limit, pending.len()))
     };
     Ok(layout::page(&state, &format!("Queue {queue}"), body))
 }
@@ -91,7 +92,7 @@ pub(crate) async fn purge(
     match state.client.inspector().purge_queue(&queue).await {
         Ok(purged) => {
             tracing::warn!(%queue, purged, "queue purged from the dashboard");
-            Redirect::to(&format!("/queues/{queue}")).into_response()
+            Redirect::to(&format!("/queues/{}", layout::url_part(&queue))).into_response()
         }
         Err(err) => layout::broker_error(err),
     }

@@ -101,7 +101,7 @@ pub(crate) async fn list(
                 }
             }
         }
-        (pager(&format!("/scheduled?queue={queue}"), which.offset, PER_PAGE, waiting.len()))
+        (pager(&format!("/scheduled?queue={}", layout::url_part(&queue)), which.offset, PER_PAGE, waiting.len()))
     };
     Ok(layout::page(&state, "Scheduled and retrying", body))
 }
@@ -121,7 +121,7 @@ fn settle_button(
         return html! {};
     }
     html! {
-        form.action method="post" action=(format!("/scheduled/{queue}/{id}/{verb}")) data-confirm=[confirm] {
+        form.action method="post" action=(format!("/scheduled/{}/{id}/{verb}", layout::url_part(queue))) data-confirm=[confirm] {
             input type="hidden" name="csrf" value=(state.csrf.token());
             input type="hidden" name="due" value=(due.to_rfc3339_opts(SecondsFormat::Nanos, true));
             button type="submit" { (label) }
@@ -162,7 +162,9 @@ pub(crate) async fn settle(
         .settle_scheduled(&queue, id, due.with_timezone(&Utc), run_now)
         .await
     {
-        Ok(_) => Redirect::to(&format!("/scheduled?queue={queue}")).into_response(),
+        Ok(_) => {
+            Redirect::to(&format!("/scheduled?queue={}", layout::url_part(&queue))).into_response()
+        }
         Err(err) => layout::broker_error(err),
     }
 }

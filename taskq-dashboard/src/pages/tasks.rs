@@ -58,8 +58,8 @@ pub(crate) async fn page(
                 @if let Some(error) = &record.error { dt { "Error" } dd { pre.error { (error) } } }
                 @if let Some(result) = &record.result { dt { "Result" } dd { (layout::json_block(result.get(), None)) } }
                 @if let Some(letter) = &letter {
-                    dt { "Dead letter" } dd { a href=(format!("/dead/{}/{id}", letter.queue)) { (letter.reason) " in " (letter.queue) } }
-                    dt { "Message" } dd { (layout::json_block(&letter.payload, Some(&format!("/dead/{}/{id}/payload.json", letter.queue)))) }
+                    dt { "Dead letter" } dd { a href=(format!("/dead/{}/{id}", layout::url_part(&letter.queue))) { (letter.reason) " in " (letter.queue) } }
+                    dt { "Message" } dd { (layout::json_block(&letter.payload, Some(&format!("/dead/{}/{id}/payload.json", layout::url_part(&letter.queue))))) }
                 }
             }
         },
@@ -142,7 +142,7 @@ async fn recent_failures(state: &Shared) -> Result<Markup, Response> {
                         tr {
                             td { (layout::time(letter.at)) }
                             td { (letter.queue) }
-                            td { @if let Some(id) = letter.id { a href=(format!("/dead/{}/{id}", letter.queue)) { (id) } } @else { "-" } }
+                            td { @if let Some(id) = letter.id { a href=(format!("/dead/{}/{id}", layout::url_part(&letter.queue))) { (id) } } @else { "-" } }
                             td { (letter.reason) }
                             td { (letter.error.as_deref().unwrap_or("")) }
                         }
