@@ -383,8 +383,11 @@ impl<'a, O> Enqueue<'a, O> {
     ///
     /// Encoding errors ([`Error::Serialize`], [`Error::PayloadTooLarge`]), an empty queue name
     /// ([`Error::Invalid`]), or the broker's error.
-    pub async fn send(self) -> Result<Sent<O>> {
+    pub async fn send(mut self) -> Result<Sent<O>> {
         let client = self.client;
+        // By-name callbacks take the options their tasks declare, like workflow steps.
+        client.resolve_callbacks(&mut self.call.on_success).await?;
+        client.resolve_callbacks(&mut self.call.on_failure).await?;
         let declared = match self.declared {
             Declared::Known(options) => Some(options),
             Declared::ByName => client.declared_options(&self.name).await?,

@@ -169,6 +169,20 @@ impl Client {
     }
 
     /// Applies the declared options of by-name steps (looked up once per name).
+    /// Applies the declared options of by-name callbacks (see [`Client::resolve`]).
+    pub(crate) async fn resolve_callbacks(&self, callbacks: &mut Vec<Signature>) -> Result<()> {
+        if callbacks.iter().all(|callback| callback.resolved) {
+            return Ok(());
+        }
+        let mut nodes: Vec<Node> = callbacks.drain(..).map(Node::Task).collect();
+        self.resolve(&mut nodes).await?;
+        callbacks.extend(nodes.into_iter().filter_map(|node| match node {
+            Node::Task(signature) => Some(signature),
+            Node::Group(_) => None,
+        }));
+        Ok(())
+    }
+
     pub(super) async fn resolve(&self, nodes: &mut [Node]) -> Result<()> {
         let mut names = Vec::new();
         for node in nodes.iter_mut() {

@@ -275,3 +275,42 @@ async fn bulk_enqueue_of_a_task_declaring_uniqueness_claims_each_key() {
         2
     );
 }
+
+/// A by-name callback (and a by-name workflow step) takes the options its task declares, as a
+/// by-name enqueue does; a typed one keeps its own.
+#[tokio::test]
+async fn by_name_callbacks_and_steps_take_the_declared_options() {
+    use taskq_core::workflow::{Chain, Signature};
+    let client = Client::in_memory();
+    let declared = taskq_core::TaskOptions::new()
+        .with_queue("notify")
+        .with_priority(6);
+    client
+        .broker()
+        .publish_tasks(&[TaskDeclaration::new("reports.notify", &declared)])
+        .await
+        .unwrap();
+    let notify = || Signature::by_name("reports.notify", serde_json::json!({})).input("report");
+    client
+        .enqueue_by_name("reports.build", &serde_json::json!({}))
+        .on_success(notify())
+        .await
+        .unwrap();
+    let worker = WorkerId::generate();
+    let held = client
+        .broker()
+        .fetch(&worker, &["default".to_owned()], 1, Duration::ZERO)
+        .await
+        .unwrap();
+    let envelope = Envelope::decode(held[0].payload(), usize::MAX).unwrap();
+    let flow = envelope.workflow().unwrap().unwrap();
+    assert_eq!(flow.on_success[0].queue.as_deref(), Some("notify"));
+    assert_eq!(flow.on_success[0].priority, Some(6));
+
+    let sent = client
+        .send_chain(Chain::<()>::of_signatures([notify()]))
+        .await
+        .unwrap();
+    assert_eq!(client.inspector().stats("notify").await.unwrap().pending, 1);
+    drop(sent);
+}
