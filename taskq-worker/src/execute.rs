@@ -190,6 +190,16 @@ pub(crate) async fn execute(
         Err(error) => {
             tracing::error!(queue = delivery.queue(), task.id = %envelope.id, task.name = %envelope.task, %error, "cannot open the sealed arguments");
             let delivery = delivery.with_id(envelope.id);
+            // The envelope itself is readable (and its signature held, when checked): what
+            // follows it in a workflow can be trusted, and ends too, so its waiters end.
+            if let Some(flow) = flow {
+                let ending = Ending::Ended {
+                    state: TaskState::Failure,
+                    error: format!("dead-lettered as undecryptable: {error}"),
+                };
+                let finished = Finished::new(envelope.id, &envelope.task, flow, ending);
+                executor.settler.continue_workflows(vec![finished]).await;
+            }
             refuse(
                 &executor,
                 &delivery,

@@ -146,3 +146,36 @@ async fn member_outputs_rest_sealed_when_results_are_encrypted() {
     stop.cancel();
     handle.await.unwrap().unwrap();
 }
+
+/// A step whose arguments do not open is dead-lettered unrun, and what follows it ends too (its
+/// envelope was readable, so its workflow can be trusted): the chain's waiter learns why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecryptable_step_ends_the_rest_of_its_chain() {
+    use taskq_core::workflow::chain;
+    let client = Client::in_memory().with_encryption(taskq_core::Encryption::new("k1", [1; 32]));
+    let worker = tasks::all_tasks(Worker::builder(client.clone()))
+        .encryption(taskq_core::Encryption::new("k2", [2; 32]))
+        .build()
+        .expect("valid worker");
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
+    let sent = client
+        .send_chain(
+            chain(tasks::Number {
+                label: "undecryptable".into(),
+                n: 1,
+            })
+            .then(tasks::Add::step("undecryptable", 1)),
+        )
+        .await
+        .unwrap();
+    match sent.wait(Duration::from_secs(30)).await {
+        Err(taskq_core::Error::TaskFailed { message, .. }) => {
+            assert!(message.contains("undecryptable"), "{message}")
+        }
+        other => panic!("expected the chain to fail, got {other:?}"),
+    }
+    assert!(tasks::runs("undecryptable").is_empty(), "nothing ran");
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+}
