@@ -19,9 +19,9 @@ pub(crate) async fn show(
     json: bool,
 ) -> Result<String, Failure> {
     let then_ids: Vec<TaskId> = record.then.iter().map(|node| node.output_id()).collect();
-    let then_states = states(client, &then_ids).await?;
+    let then_states = client.states(&then_ids).await?;
     let then = then_ids.iter().copied().zip(then_states);
-    let states = states(client, &record.members).await?;
+    let states = client.states(&record.members).await?;
     let kind = match record.kind {
         WorkflowKind::Chain => "chain",
         WorkflowKind::Group => "group",
@@ -79,15 +79,6 @@ pub(crate) async fn revoke(
     } else {
         format!("revoked workflow {id}: {count} tasks (those already finished are unaffected)")
     })
-}
-
-async fn states(client: &Client, ids: &[TaskId]) -> Result<Vec<TaskState>, Failure> {
-    let states =
-        futures_util::future::try_join_all(ids.iter().map(|id| client.backend().get(*id))).await?;
-    Ok(states
-        .into_iter()
-        .map(|record| record.map_or(TaskState::Pending, |r| r.state))
-        .collect())
 }
 
 /// `3 SUCCESS, 1 FAILURE, 96 PENDING`, in the order states first appear.

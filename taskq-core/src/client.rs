@@ -391,6 +391,23 @@ impl Client {
             .map(|record| self.opened(record)))
     }
 
+    /// The current states of `ids`, in order (PENDING where nothing is recorded): one read per
+    /// id, all in flight at once (a multiplexed connection pipelines them), e.g. a group's
+    /// members.
+    ///
+    /// # Errors
+    ///
+    /// The backend's error.
+    pub async fn states(&self, ids: &[TaskId]) -> Result<Vec<TaskState>> {
+        let records =
+            futures_util::future::try_join_all(ids.iter().map(|id| self.backend().get(*id)))
+                .await?;
+        Ok(records
+            .into_iter()
+            .map(|record| record.map_or(TaskState::Pending, |r| r.state))
+            .collect())
+    }
+
     /// `record` with its result opened when it is sealed and the client has the keys (left
     /// as it is otherwise).
     pub fn opened(&self, mut record: TaskResult) -> TaskResult {

@@ -45,7 +45,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .queues(["images"])
         .concurrency(8)
         .build()?;
-    let stop = tokio_util_stop();
+    let stop = tokio_util::sync::CancellationToken::new();
     let running = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
     let mut handles = Vec::new();
     for id in 0..240 {
@@ -93,8 +93,4 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     stop.cancel();
     running.await??;
     Ok(())
-}
-
-fn tokio_util_stop() -> tokio_util::sync::CancellationToken {
-    tokio_util::sync::CancellationToken::new()
 }

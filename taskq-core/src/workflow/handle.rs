@@ -93,16 +93,13 @@ impl<O: DeserializeOwned> GroupResult<O> {
         })
     }
 
-    /// The members' current states, in order.
+    /// The members' current states, in order (read all at once).
     ///
     /// # Errors
     ///
     /// The backend's error.
     pub async fn states(&self) -> Result<Vec<TaskState>> {
-        let mut states = Vec::with_capacity(self.members.len());
-        for member in &self.members {
-            states.push(member.state().await?);
-        }
-        Ok(states)
+        let reads = self.members.iter().map(|member| member.state());
+        futures_util::future::try_join_all(reads).await
     }
 }

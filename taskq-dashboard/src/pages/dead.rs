@@ -4,16 +4,16 @@
 use axum::{
     extract::{Path, Query, State},
     http::{header, HeaderMap, StatusCode},
-    response::{IntoResponse, Redirect, Response},
+    response::{IntoResponse, Response},
     Form,
 };
 use maud::{html, Markup};
 use taskq_core::{DeadLetter, Page, PayloadFields, TaskId};
 
-use super::{queue::pager, ActionForm};
+use super::{act, pick_queue, queue::pager, queue_select, ActionForm};
 use crate::{
     layout,
-    state::{check_action, Shared, MAX_PAGE},
+    state::{Shared, MAX_PAGE},
 };
 
 /// Dead letters listed per page.
@@ -67,30 +67,8 @@ pub(crate) async fn list(
     Query(filter): Query<Filter>,
 ) -> Result<Markup, Response> {
     let inspector = state.client.inspector();
-    let queues = inspector.queues().await.map_err(layout::broker_error)?;
-    let mut counts = Vec::with_capacity(queues.len());
-    for queue in &queues {
-        counts.push(
-            inspector
-                .stats(queue)
-                .await
-                .map_err(layout::broker_error)?
-                .dead,
-        );
-    }
-    let chosen = filter
-        .queue
-        .clone()
-        .filter(|q| !q.is_empty())
-        .or_else(|| {
-            queues
-                .iter()
-                .zip(&counts)
-                .find(|(_, n)| **n > 0)
-                .map(|(q, _)| q.clone())
-        })
-        .or_else(|| queues.first().cloned());
-    let Some(queue) = chosen else {
+    let pick = pick_queue(&state, filter.queue.as_deref(), |s| s.dead).await?;
+    let Some(queue) = pick.chosen.clone() else {
         return Ok(layout::page(
             &state,
             "Dead letters",
@@ -116,11 +94,7 @@ pub(crate) async fn list(
     let base = filter.query(&queue);
     let body = html! {
         form.filters method="get" action="/dead" {
-            label { "Queue " select name="queue" {
-                @for (q, n) in queues.iter().zip(&counts) {
-                    option value=(q) selected[*q == queue] { (q) " (" (n) ")" }
-                }
-            } }
+            (queue_select(&pick, &queue))
             label { "Reason " input name="reason" value=(filter.reason.as_deref().unwrap_or("")) placeholder="e.g. retries_exhausted"; }
             label { "Task " input name="task" value=(filter.task.as_deref().unwrap_or("")) placeholder="e.g. emails.send"; }
             button type="submit" { "Filter" }
@@ -218,7 +192,7 @@ pub(crate) async fn payload(
     }
 }
 
-async fn act(
+async fn act_on_one(
     state: &Shared,
     headers: &HeaderMap,
     csrf: &str,
@@ -226,21 +200,29 @@ async fn act(
     id: &str,
     requeue: bool,
 ) -> Response {
-    if let Err(refused) = check_action(state, headers, csrf) {
-        return refused;
-    }
     let Ok(id) = id.parse::<TaskId>() else {
         return layout::error(StatusCode::BAD_REQUEST, "not a task id");
     };
     let inspector = state.client.inspector();
-    let done = if requeue {
-        inspector.requeue_dead(queue, Some(&[id])).await
+    let back = format!("/dead?queue={}", layout::url_part(queue));
+    if requeue {
+        act(
+            state,
+            headers,
+            csrf,
+            back,
+            inspector.requeue_dead(queue, Some(&[id])),
+        )
+        .await
     } else {
-        inspector.delete_dead(queue, &[id]).await
-    };
-    match done {
-        Ok(_) => Redirect::to(&format!("/dead?queue={}", layout::url_part(queue))).into_response(),
-        Err(err) => layout::broker_error(err),
+        act(
+            state,
+            headers,
+            csrf,
+            back,
+            inspector.delete_dead(queue, &[id]),
+        )
+        .await
     }
 }
 
@@ -250,7 +232,7 @@ pub(crate) async fn requeue(
     headers: HeaderMap,
     Form(form): Form<ActionForm>,
 ) -> Response {
-    act(&state, &headers, &form.csrf, &queue, &id, true).await
+    act_on_one(&state, &headers, &form.csrf, &queue, &id, true).await
 }
 
 pub(crate) async fn delete(
@@ -259,7 +241,7 @@ pub(crate) async fn delete(
     headers: HeaderMap,
     Form(form): Form<ActionForm>,
 ) -> Response {
-    act(&state, &headers, &form.csrf, &queue, &id, false).await
+    act_on_one(&state, &headers, &form.csrf, &queue, &id, false).await
 }
 
 pub(crate) async fn requeue_all(
@@ -268,11 +250,14 @@ pub(crate) async fn requeue_all(
     headers: HeaderMap,
     Form(form): Form<ActionForm>,
 ) -> Response {
-    if let Err(refused) = check_action(&state, &headers, &form.csrf) {
-        return refused;
-    }
-    match state.client.inspector().requeue_dead(&queue, None).await {
-        Ok(_) => Redirect::to(&format!("/dead?queue={}", layout::url_part(&queue))).into_response(),
-        Err(err) => layout::broker_error(err),
-    }
+    let back = format!("/dead?queue={}", layout::url_part(&queue));
+    let inspector = state.client.inspector();
+    act(
+        &state,
+        &headers,
+        &form.csrf,
+        back,
+        inspector.requeue_dead(&queue, None),
+    )
+    .await
 }

@@ -27,15 +27,21 @@ pub(crate) struct QueueRow {
     pub(crate) oldest_pending_seconds: Option<i64>,
 }
 
-/// Reads the overview: per queue one stats call and one history call.
+/// Reads the overview: per queue one stats call and one history call, every queue's in
+/// flight at once.
 pub(crate) async fn read(client: &Client) -> taskq_core::Result<Overview> {
     let inspector = client.inspector();
     let now = client.clock().now();
+    let names = inspector.queues().await?;
+    let per_queue = futures_util::future::try_join_all(names.iter().map(|queue| async {
+        let stats = inspector.stats(queue).await?;
+        let minutes = inspector.history(queue, CHART_MINUTES).await?;
+        Ok::<_, taskq_core::Error>((stats, minutes))
+    }))
+    .await?;
     let mut queues = Vec::new();
     let mut history: Vec<MinuteCounts> = Vec::new();
-    for queue in inspector.queues().await? {
-        let stats = inspector.stats(&queue).await?;
-        let minutes = inspector.history(&queue, CHART_MINUTES).await?;
+    for (queue, (stats, minutes)) in names.into_iter().zip(per_queue) {
         if history.is_empty() {
             history = minutes;
         } else {

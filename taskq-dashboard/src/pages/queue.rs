@@ -3,16 +3,16 @@
 use axum::{
     extract::{Path, Query, State},
     http::HeaderMap,
-    response::{IntoResponse, Redirect, Response},
+    response::Response,
     Form,
 };
 use maud::html;
 use taskq_core::{Page, PayloadFields};
 
-use super::{ActionForm, Paging};
+use super::{act, ActionForm, Paging};
 use crate::{
     layout,
-    state::{check_action, Shared, MAX_PAGE},
+    state::{Shared, MAX_PAGE},
 };
 
 /// Ready messages per page.
@@ -86,14 +86,12 @@ pub(crate) async fn purge(
     headers: HeaderMap,
     Form(form): Form<ActionForm>,
 ) -> Response {
-    if let Err(refused) = check_action(&state, &headers, &form.csrf) {
-        return refused;
-    }
-    match state.client.inspector().purge_queue(&queue).await {
-        Ok(purged) => {
-            tracing::warn!(%queue, purged, "queue purged from the dashboard");
-            Redirect::to(&format!("/queues/{}", layout::url_part(&queue))).into_response()
-        }
-        Err(err) => layout::broker_error(err),
-    }
+    let back = format!("/queues/{}", layout::url_part(&queue));
+    let inspector = state.client.inspector();
+    let purge = async {
+        let purged = inspector.purge_queue(&queue).await?;
+        tracing::warn!(%queue, purged, "queue purged from the dashboard");
+        Ok(purged)
+    };
+    act(&state, &headers, &form.csrf, back, purge).await
 }

@@ -4,17 +4,17 @@
 use axum::{
     extract::{Path, Query, State},
     http::{HeaderMap, StatusCode},
-    response::{IntoResponse, Redirect, Response},
+    response::Response,
     Form,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 use maud::{html, Markup};
 use taskq_core::{Envelope, Page, TaskId};
 
-use super::queue::pager;
+use super::{act, pick_queue, queue::pager, queue_select};
 use crate::{
     layout,
-    state::{check_action, AppState, Shared},
+    state::{AppState, Shared},
 };
 
 /// Scheduled messages per page.
@@ -32,48 +32,22 @@ pub(crate) async fn list(
     State(state): State<Shared>,
     Query(which): Query<Which>,
 ) -> Result<Markup, Response> {
-    let inspector = state.client.inspector();
-    let queues = inspector.queues().await.map_err(layout::broker_error)?;
-    let mut counts = Vec::with_capacity(queues.len());
-    for queue in &queues {
-        counts.push(
-            inspector
-                .stats(queue)
-                .await
-                .map_err(layout::broker_error)?
-                .scheduled,
-        );
-    }
-    let chosen = which
-        .queue
-        .clone()
-        .filter(|q| !q.is_empty())
-        .or_else(|| {
-            queues
-                .iter()
-                .zip(&counts)
-                .find(|(_, n)| **n > 0)
-                .map(|(q, _)| q.clone())
-        })
-        .or_else(|| queues.first().cloned());
-    let Some(queue) = chosen else {
+    let pick = pick_queue(&state, which.queue.as_deref(), |s| s.scheduled).await?;
+    let Some(queue) = pick.chosen.clone() else {
         return Ok(layout::page(
             &state,
             "Scheduled",
             html! { p.note { "No queue yet." } },
         ));
     };
+    let inspector = state.client.inspector();
     let waiting = inspector
         .scheduled(&queue, Page::new(which.offset, PER_PAGE))
         .await
         .map_err(layout::broker_error)?;
     let body = html! {
         form.filters method="get" action="/scheduled" {
-            label { "Queue " select name="queue" {
-                @for (q, n) in queues.iter().zip(&counts) {
-                    option value=(q) selected[*q == queue] { (q) " (" (n) ")" }
-                }
-            } }
+            (queue_select(&pick, &queue))
             button type="submit" { "Show" }
         }
         @if waiting.is_empty() {
@@ -142,9 +116,6 @@ pub(crate) async fn settle(
     headers: HeaderMap,
     Form(form): Form<SettleForm>,
 ) -> Response {
-    if let Err(refused) = check_action(&state, &headers, &form.csrf) {
-        return refused;
-    }
     let (Ok(id), Ok(due)) = (
         id.parse::<TaskId>(),
         DateTime::parse_from_rfc3339(&form.due),
@@ -156,15 +127,8 @@ pub(crate) async fn settle(
         "delete" => false,
         _ => return layout::error(StatusCode::NOT_FOUND, "no such action"),
     };
-    match state
-        .client
-        .inspector()
-        .settle_scheduled(&queue, id, due.with_timezone(&Utc), run_now)
-        .await
-    {
-        Ok(_) => {
-            Redirect::to(&format!("/scheduled?queue={}", layout::url_part(&queue))).into_response()
-        }
-        Err(err) => layout::broker_error(err),
-    }
+    let back = format!("/scheduled?queue={}", layout::url_part(&queue));
+    let inspector = state.client.inspector();
+    let settle = inspector.settle_scheduled(&queue, id, due.with_timezone(&Utc), run_now);
+    act(&state, &headers, &form.csrf, back, settle).await
 }

@@ -91,13 +91,12 @@ async fn dead_letter_of(
 }
 
 async fn workflow_members(state: &Shared, workflow: &WorkflowRecord) -> Result<Markup, Response> {
-    let backend = state.client.backend();
     let shown = &workflow.members[..workflow.members.len().min(crate::MAX_PAGE)];
-    let mut states = Vec::with_capacity(shown.len());
-    for member in shown {
-        let record = backend.get(*member).await.map_err(layout::broker_error)?;
-        states.push(record.map_or(TaskState::Pending, |r| r.state));
-    }
+    let states = state
+        .client
+        .states(shown)
+        .await
+        .map_err(layout::broker_error)?;
     let then: Vec<TaskId> = workflow.then.iter().map(|n| n.output_id()).collect();
     Ok(html! {
         p { "A " strong { (format!("{:?}", workflow.kind).to_lowercase()) } " of " (workflow.members.len()) " members, sent " (layout::time(workflow.created_at)) "." }
