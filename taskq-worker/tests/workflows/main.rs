@@ -99,6 +99,7 @@ on_both!(
     a_delivered_step_that_already_succeeded_is_not_run_again,
     settled_chord_runs_with_every_outcome,
     a_member_lost_as_poison_fails_the_chord,
+    a_failed_member_fails_the_chord_before_the_others_finish,
 );
 
 /// With encryption keys, a group's stored member outputs are sealed like results, and the

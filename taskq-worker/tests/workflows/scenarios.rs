@@ -551,3 +551,35 @@ pub(crate) async fn a_member_lost_as_poison_fails_the_chord(client: Client, brok
     assert_eq!(runs(&label).len(), 2, "the other members ran");
     worker.stop().await;
 }
+
+/// A member that fails ends its chord at once: the callback's waiter learns it while the
+/// other members are still running.
+pub(crate) async fn a_failed_member_fails_the_chord_before_the_others_finish(
+    client: Client,
+    broker: &str,
+) {
+    let label = format!("{broker}-fail-fast");
+    let worker = Running::start(&client);
+    let slow = Signature::by_name("wf.sleep", json!({"label": label, "ms": 3000}));
+    let failing = Signature::by_name("wf.square", json!({"label": label, "n": 7, "fail_on": 7}));
+    let callback = Signature::by_name("wf.sum", json!({"label": label})).input("values");
+    let slow_id = slow.id;
+    let sent = client
+        .send_chain(
+            Group::<serde_json::Value>::of_signatures([slow, failing]).then_signature(callback),
+        )
+        .await
+        .unwrap();
+    match sent.wait(WAIT).await {
+        Err(Error::TaskFailed { message, .. }) => {
+            assert!(message.contains("refusing 7"), "{message}")
+        }
+        other => panic!("expected the chord to fail, got {other:?}"),
+    }
+    let slow_state = client.result(slow_id).await.unwrap().map(|r| r.state);
+    assert!(
+        !slow_state.is_some_and(|state| state.is_ready()),
+        "the chord failed only after the slow member finished ({slow_state:?})"
+    );
+    worker.stop().await;
+}
