@@ -372,6 +372,8 @@ impl RedisBroker {
                 .and_then(|queues| queues.get(queue.as_str()))
                 .cloned()
                 .unwrap_or_default();
+            // Where a test lands an ack between the two reads.
+            fail::fail_point!("reconcile-between-reads");
             let listed: Vec<String> = redis::cmd("LRANGE")
                 .arg(&key)
                 .arg(0)
