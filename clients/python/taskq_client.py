@@ -151,6 +151,8 @@ class Client:
         pipe.lpush(f"taskq:{{{queue}}}:wake", "1")
         pipe.ltrim(f"taskq:{{{queue}}}:wake", 0, 0)
         pipe.sadd("taskq:queues", queue)
+        # When it was last seen: an idle queue leaves the registry only after 24 h unseen.
+        pipe.hset("taskq:queues-seen{taskq:queues}", queue, int(now.timestamp() * 1000))
 
     def enqueue(self, task, args=None, *, queue=None, priority=None, countdown=None, eta=None,
                 expires_in=None, max_retries=None, headers=None, task_id=None):

@@ -1,5 +1,5 @@
 #!lua
--- Moves a held message to the queue's capped dead-letter list. Fenced on it still being held.
+-- Moves a held message to the queue's dead-letter list, capped by records and bytes. Fenced on it still being held.
 --
 -- KEYS[1]      taskq:{q}:processing:<worker>
 -- KEYS[2]      taskq:{q}:dead
@@ -7,11 +7,13 @@
 --              afresh instead of looking poisoned early)
 -- KEYS[4]      taskq:{q}:dead-dropped (counts the oldest records the cap pushes out)
 -- KEYS[5]      taskq:{q}:history:<minute> (counts what ended this minute)
+-- KEYS[6]      taskq:{q}:dead-bytes (bytes the dead-letter list holds)
 -- ARGV[1]      payload (as held)
 -- ARGV[2]      dead letter record (JSON)
 -- ARGV[3]      most dead letters kept
 -- ARGV[4]      task id, or '' when unreadable
 -- ARGV[5]      how long history is kept, ms
+-- ARGV[6]      most bytes of dead letters kept
 -- returns      {moved, dropped}: moved is 1, or 0 when this worker no longer held the message;
 --              dropped is how many of the oldest dead letters the cap pushed out
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then
@@ -20,13 +22,7 @@ end
 if ARGV[4] ~= '' then
   redis.call('HDEL', KEYS[3], ARGV[4])
 end
-redis.call('LPUSH', KEYS[2], ARGV[2])
+dead_push(KEYS[2], KEYS[6], ARGV[2])
 redis.call('HINCRBY', KEYS[5], 'failed', 1)
 redis.call('PEXPIRE', KEYS[5], ARGV[5])
-local over = redis.call('LLEN', KEYS[2]) - tonumber(ARGV[3])
-if over > 0 then
-  redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
-  redis.call('INCRBY', KEYS[4], over)
-  return {1, over}
-end
-return {1, 0}
+return {1, dead_cap(KEYS[2], KEYS[6], KEYS[4], tonumber(ARGV[3]), tonumber(ARGV[6]))}

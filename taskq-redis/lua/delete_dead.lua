@@ -3,6 +3,7 @@
 -- chunks on the server.
 --
 -- KEYS[1]  taskq:{q}:dead
+-- KEYS[2]  taskq:{q}:dead-bytes (bytes the dead-letter list holds)
 -- ARGV     task ids (UUID text)
 -- returns  how many were deleted
 local deleted = 0
@@ -23,8 +24,9 @@ for _, id in ipairs(ARGV) do
     end
     start = start + 256
   end
-  if found then
-    deleted = deleted + redis.call('LREM', KEYS[1], 1, found)
+  if found and redis.call('LREM', KEYS[1], 1, found) == 1 then
+    deleted = deleted + 1
+    dead_uncount(KEYS[2], #found)
   end
 end
 return deleted

@@ -10,7 +10,8 @@
 -- KEYS[4]      taskq:{q}:dead
 -- KEYS[5]      taskq:{q}:dead-dropped (counts the oldest dead letters the cap pushes out)
 -- KEYS[6]      taskq:{q}:holders (workers with a processing list)
--- KEYS[7..]    taskq:{q}:pending:0 .. taskq:{q}:pending:<L-1> (L priority levels: #KEYS - 7)
+-- KEYS[7]      taskq:{q}:dead-bytes (bytes the dead-letter list holds)
+-- KEYS[8..]    taskq:{q}:pending:0 .. taskq:{q}:pending:<L-1> (L priority levels: #KEYS - 8)
 -- KEYS[#KEYS]  taskq:{q}:wake (a token for one idle worker)
 -- ARGV[1]      worker id
 -- ARGV[2]      now, ms since the epoch
@@ -21,10 +22,12 @@
 -- ARGV[7]      '0' for a lost worker (its deadline must have passed); '1' to skip the deadline
 --              check and the counting (a worker deregistering itself); '2' for an orphaned list
 --              (its worker must hold no lease at all)
+-- ARGV[8]      most bytes of dead letters kept
 -- returns      {requeued, dead_lettered, {id, payload, id, payload, ...}}: with the ids and
 --              payloads of the messages dead-lettered as poison (those with an id), or {-1, 0, {}} when the
 --              worker is alive or already recovered
-local top_level = #KEYS - 8
+local top_level = #KEYS - 9
+local bytes_key = KEYS[7]
 local wake = KEYS[#KEYS]
 local force = ARGV[7] == '1'
 local deadline = redis.call('ZSCORE', KEYS[1], ARGV[1])
@@ -47,7 +50,7 @@ for _, payload in ipairs(held) do
   local id = type(message.id) == 'string' and message.id or nil
   local level = math.floor(tonumber(message.priority) or 0)
   -- NaN (cjson reads `NaN`) compares false with everything: without this check it would reach
-  -- KEYS[5 + NaN] and fail the script after its first writes, stranding the rest.
+  -- KEYS[8 + NaN] and fail the script after its first writes, stranding the rest.
   if level ~= level or level < 0 then level = 0 elseif level > top_level then level = top_level end
   local count = 0
   if not force then
@@ -62,19 +65,15 @@ for _, payload in ipairs(held) do
       poisoned[#poisoned + 1] = id
       poisoned[#poisoned + 1] = payload
     end
-    redis.call('LPUSH', KEYS[4], cjson.encode(letter))
+    dead_push(KEYS[4], bytes_key, cjson.encode(letter))
     dead = dead + 1
   else
-    redis.call('RPUSH', KEYS[7 + level], payload)
+    redis.call('RPUSH', KEYS[8 + level], payload)
     requeued = requeued + 1
   end
 end
 if dead > 0 then
-  local over = redis.call('LLEN', KEYS[4]) - tonumber(ARGV[4])
-  if over > 0 then
-    redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[4]) - 1)
-    redis.call('INCRBY', KEYS[5], over)
-  end
+  dead_cap(KEYS[4], bytes_key, KEYS[5], tonumber(ARGV[4]), tonumber(ARGV[8]))
 end
 redis.call('DEL', KEYS[2])
 redis.call('SREM', KEYS[6], ARGV[1])

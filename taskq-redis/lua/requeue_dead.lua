@@ -5,12 +5,14 @@
 -- KEYS[1]      taskq:{q}:dead
 -- KEYS[2]      taskq:{q}:pending:<level>
 -- KEYS[3]      taskq:{q}:wake (a token for one idle worker)
+-- KEYS[4]      taskq:{q}:dead-bytes (bytes the dead-letter list holds)
 -- ARGV[1]      the dead letter record, exactly as stored
 -- ARGV[2]      the payload to enqueue
 -- returns      1 when requeued, 0 when the record was no longer there
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then
   return 0
 end
+dead_uncount(KEYS[4], #ARGV[1])
 redis.call('LPUSH', KEYS[2], ARGV[2])
 redis.call('LPUSH', KEYS[3], '1')
 redis.call('LTRIM', KEYS[3], 0, 0)

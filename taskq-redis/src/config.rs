@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use taskq_core::Clock;
 
+/// 64 MiB of dead letters per queue: about 10,000 records of 6 KiB.
+const DEFAULT_MAX_DEAD_LETTER_BYTES: usize = 64 << 20;
+
 /// Connection and retention settings of the Redis broker and result backend.
 ///
 /// ```
@@ -18,6 +21,7 @@ pub struct RedisConfig {
     block_timeout: Duration,
     response_timeout: Duration,
     max_dead_letters: usize,
+    max_dead_letter_bytes: usize,
     result_poll_interval: Duration,
     host_clock: Clock,
     durable: Option<Durable>,
@@ -78,6 +82,7 @@ impl RedisConfig {
             block_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(5),
             max_dead_letters: 10_000,
+            max_dead_letter_bytes: DEFAULT_MAX_DEAD_LETTER_BYTES,
             result_poll_interval: Duration::from_secs(1),
             host_clock: Clock::system(),
         }
@@ -98,6 +103,21 @@ impl RedisConfig {
     /// Dead letters kept per queue (default 10,000).
     pub fn with_max_dead_letters(mut self, max: usize) -> Self {
         self.max_dead_letters = max.max(1);
+        self
+    }
+
+    /// Bytes of dead letters kept per queue (default 64 MiB): past it the oldest are dropped,
+    /// logged and counted like those past [`with_max_dead_letters`](Self::with_max_dead_letters),
+    /// so a run of large poison messages cannot fill Redis's memory. The newest dead letter is
+    /// always kept, whatever its size.
+    ///
+    /// ```
+    /// let config = taskq_redis::RedisConfig::new("redis://127.0.0.1:6379")
+    ///     .with_max_dead_letter_bytes(16 << 20);
+    /// assert_eq!(config.max_dead_letter_bytes(), 16 << 20);
+    /// ```
+    pub fn with_max_dead_letter_bytes(mut self, max: usize) -> Self {
+        self.max_dead_letter_bytes = max;
         self
     }
 
@@ -249,6 +269,11 @@ impl RedisConfig {
     /// Dead letters kept per queue.
     pub fn max_dead_letters(&self) -> usize {
         self.max_dead_letters
+    }
+
+    /// Bytes of dead letters kept per queue.
+    pub fn max_dead_letter_bytes(&self) -> usize {
+        self.max_dead_letter_bytes
     }
 }
 

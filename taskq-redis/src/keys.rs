@@ -84,6 +84,11 @@ impl QueueKeys {
         format!("{}:dead-dropped", self.prefix)
     }
 
+    /// Bytes the dead-letter list holds, kept by the scripts that change it (STRING counter).
+    pub(crate) fn dead_bytes(&self) -> String {
+        format!("{}:dead-bytes", self.prefix)
+    }
+
     /// Marker of a unique enqueue; holds the task id that claimed `key` (STRING with TTL).
     pub(crate) fn unique(&self, key: &str) -> String {
         format!("{}:unique:{}", self.prefix, key)
@@ -102,6 +107,10 @@ impl QueueKeys {
 
 /// Names of every queue that ever received a message (SET), for operators.
 pub(crate) const QUEUES: &str = "taskq:queues";
+
+/// Queue name -> when a producer last registered it, ms (HASH). Hash-tagged to the registry's
+/// slot, so that forgetting a queue reads and writes both in one script on a cluster.
+pub(crate) const QUEUES_SEEN: &str = "taskq:queues-seen{taskq:queues}";
 
 /// Task name -> its declared options, JSON, as the latest worker published them (HASH).
 pub(crate) const TASKS: &str = "taskq:tasks";

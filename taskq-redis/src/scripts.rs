@@ -4,11 +4,32 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+/// `lua/lib/dead_letters.lua`: the dead-letter list and its byte count, kept together.
+const DEAD_LETTERS_LIB: &str = include_str!("../lua/lib/dead_letters.lua");
+
+/// A script with a library inserted after its first line (the `#!lua` flags line must stay
+/// first; a script without one gets the library in front).
+fn with_library(source: &str, library: &str) -> String {
+    match source.split_once('\n') {
+        Some((flags, body)) if flags.starts_with("#!") => format!("{flags}\n{library}{body}"),
+        _ => format!("{library}{source}"),
+    }
+}
+
 macro_rules! script {
     ($name:ident, $file:literal) => {
         #[doc = concat!("`lua/", $file, "`")]
         pub(crate) static $name: LazyLock<Script> =
             LazyLock::new(|| Script::new(include_str!(concat!("../lua/", $file))));
+    };
+    ($name:ident, $file:literal, with $library:expr) => {
+        #[doc = concat!("`lua/", $file, "`, with a library")]
+        pub(crate) static $name: LazyLock<Script> = LazyLock::new(|| {
+            Script::new(&with_library(
+                include_str!(concat!("../lua/", $file)),
+                $library,
+            ))
+        });
     };
 }
 
@@ -17,11 +38,11 @@ script!(FETCH, "fetch.lua");
 script!(ACK, "ack.lua");
 script!(RETRY, "retry.lua");
 script!(REQUEUE, "requeue.lua");
-script!(DEAD_LETTER, "dead_letter.lua");
+script!(DEAD_LETTER, "dead_letter.lua", with DEAD_LETTERS_LIB);
 script!(PROMOTE_SCHEDULED, "promote_scheduled.lua");
-script!(RECOVER, "recover.lua");
+script!(RECOVER, "recover.lua", with DEAD_LETTERS_LIB);
 script!(ENQUEUE_UNIQUE, "enqueue_unique.lua");
-script!(REQUEUE_DEAD, "requeue_dead.lua");
+script!(REQUEUE_DEAD, "requeue_dead.lua", with DEAD_LETTERS_LIB);
 script!(RELEASE_UNIQUE, "release_unique.lua");
 script!(RATE_LIMIT, "rate_limit.lua");
 script!(EXTEND_LOCK, "extend_lock.lua");
@@ -29,13 +50,16 @@ script!(RELEASE_LOCK, "release_lock.lua");
 script!(SET_LAST_FIRE, "set_last_fire.lua");
 script!(FIND_DEAD, "find_dead.lua");
 script!(STATS, "stats.lua");
-script!(PURGE_DEAD, "purge_dead.lua");
+script!(PURGE_DEAD, "purge_dead.lua", with DEAD_LETTERS_LIB);
 script!(PURGE_QUEUE, "purge_queue.lua");
 script!(STORE_RESULT, "store_result.lua");
 script!(REPORT_MEMBERS, "report_members.lua");
 script!(PENDING_PAGE, "pending_page.lua");
-script!(DELETE_DEAD, "delete_dead.lua");
+script!(DELETE_DEAD, "delete_dead.lua", with DEAD_LETTERS_LIB);
 script!(SETTLE_SCHEDULED, "settle_scheduled.lua");
+script!(QUEUE_IDLE, "queue_idle.lua");
+script!(REGISTER_QUEUES, "register_queues.lua");
+script!(FORGET_QUEUE, "forget_queue.lua");
 
 /// `lua/heartbeat.lua`, sent whole with `EVAL` inside a pipeline (one round trip for all of a
 /// worker's queues, whatever the server's script cache holds).

@@ -21,6 +21,13 @@ const PROMOTE_BATCH: usize = 1000;
 /// only a few broker commands per second.
 const SLOW_EVERY: u64 = 5;
 
+/// Rounds between two passes that forget idle queues (an hour at the default heartbeat): the
+/// registry only grows by queue names, so this can be rare.
+const FORGET_EVERY: u64 = 720;
+
+/// A queue nobody registered for this long, empty and without workers, leaves the registry.
+const QUEUES_FORGOTTEN_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// What the background duties need.
 #[derive(Debug)]
 pub(crate) struct Maintenance {
@@ -54,6 +61,11 @@ impl Maintenance {
             rounds += 1;
             if rounds.is_multiple_of(SLOW_EVERY) {
                 self.slow_round().await;
+            }
+            if rounds.is_multiple_of(FORGET_EVERY) {
+                if let Err(err) = self.broker.forget_idle_queues(QUEUES_FORGOTTEN_AFTER).await {
+                    tracing::warn!(error = %err, "forgetting idle queues failed");
+                }
             }
             tokio::select! {
                 _ = stop.cancelled() => return,

@@ -86,6 +86,17 @@ pub trait Inspector: Send + Sync + std::fmt::Debug {
     /// Live workers' latest reports.
     async fn workers(&self) -> Result<Vec<WorkerInfo>>;
 
+    /// Removes from [`queues`](Self::queues) every queue that holds nothing (ready, scheduled,
+    /// processing or dead), that no worker consumes, and that no producer registered for
+    /// `idle_for`; returns their names. Workers call it now and then, so the registry of a
+    /// deployment whose queue names come and go (one per tenant, per test run) does not grow
+    /// for ever. A forgotten queue comes back with its next message. The default forgets
+    /// nothing (the memory broker's registry ends with its process).
+    async fn forget_idle_queues(&self, idle_for: std::time::Duration) -> Result<Vec<String>> {
+        let _ = idle_for;
+        Ok(Vec::new())
+    }
+
     /// Workers found lost recently, newest first (see
     /// [`Membership::record_lost`](super::Membership::record_lost)). The default knows none.
     async fn lost_workers(&self) -> Result<Vec<super::LostWorker>> {

@@ -15,7 +15,9 @@ async fn memory_broker() -> (Arc<dyn Broker>, ()) {
 }
 
 async fn capped_memory_broker() -> (Arc<dyn Broker>, ()) {
-    let config = MemoryBrokerConfig::default().with_max_dead_letters(2);
+    let config = MemoryBrokerConfig::default()
+        .with_max_dead_letters(2)
+        .with_max_dead_letter_bytes(taskq_testkit::suite::inspector::CAPPED_DEAD_BYTES);
     (Arc::new(MemoryBroker::with_config(config)), ())
 }
 
@@ -31,7 +33,7 @@ async fn memory_backend() -> (Arc<dyn ResultBackend>, ()) {
 taskq_testkit::transport_conformance!(#[tokio::test(start_paused = true)] transport => memory_broker(), bounded_at_fifty => bounded_memory_broker());
 taskq_testkit::membership_conformance!(#[tokio::test(start_paused = true)] membership => memory_broker());
 taskq_testkit::control_conformance!(#[tokio::test(start_paused = true)] control => memory_broker());
-taskq_testkit::inspector_conformance!(#[tokio::test(start_paused = true)] inspector => memory_broker(), capped_at_two => capped_memory_broker());
+taskq_testkit::inspector_conformance!(#[tokio::test(start_paused = true)] inspector => memory_broker(), capped => capped_memory_broker());
 taskq_testkit::catalog_conformance!(#[tokio::test(start_paused = true)] catalog => memory_broker());
 taskq_testkit::backend_conformance!(#[tokio::test(start_paused = true)] backend => memory_backend());
 

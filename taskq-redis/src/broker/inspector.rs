@@ -110,7 +110,8 @@ impl Inspector for RedisBroker {
             return Ok(0);
         }
         let mut invocation = scripts::DELETE_DEAD.prepare_invoke();
-        invocation.key(QueueKeys::new(queue).dead());
+        let keys = QueueKeys::new(queue);
+        invocation.key(keys.dead()).key(keys.dead_bytes());
         for id in ids {
             invocation.arg(id.to_string());
         }
@@ -171,6 +172,43 @@ impl Inspector for RedisBroker {
         Ok(queues)
     }
 
+    async fn forget_idle_queues(&self, idle_for: std::time::Duration) -> Result<Vec<String>> {
+        let cutoff = millis(self.now()) - i64::try_from(idle_for.as_millis()).unwrap_or(i64::MAX);
+        let mut forgotten = Vec::new();
+        for queue in self.queues().await? {
+            let keys = QueueKeys::new(&queue);
+            let mut idle_keys = keys.pending_ascending();
+            idle_keys.extend([
+                keys.scheduled(),
+                keys.dead(),
+                keys.workers(),
+                keys.holders(),
+            ]);
+            let idle: i64 =
+                scripts::invoke_read_only(&mut self.conn(), &scripts::QUEUE_IDLE, &idle_keys, &[])
+                    .await
+                    .map_err(redis_error)?;
+            if idle == 0 {
+                continue;
+            }
+            let removed: i64 = scripts::FORGET_QUEUE
+                .key(keys::QUEUES)
+                .key(keys::QUEUES_SEEN)
+                .arg(&queue)
+                .arg(cutoff)
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(redis_error)?;
+            if removed == 1 {
+                forgotten.push(queue);
+            }
+        }
+        if !forgotten.is_empty() {
+            tracing::info!(queues = ?forgotten, "forgot idle queues");
+        }
+        Ok(forgotten)
+    }
+
     async fn requeue_dead(&self, queue: &str, ids: Option<&[TaskId]>) -> Result<usize> {
         let keys = QueueKeys::new(queue);
         let records: Vec<String> = redis::cmd("LRANGE")
@@ -195,6 +233,7 @@ impl Inspector for RedisBroker {
                 .key(keys.dead())
                 .key(keys.pending(letter.priority()))
                 .key(keys.wake())
+                .key(keys.dead_bytes())
                 .arg(record)
                 .arg(letter.requeue_payload())
                 .invoke_async(&mut self.conn())
@@ -216,6 +255,7 @@ impl Inspector for RedisBroker {
         });
         scripts::PURGE_DEAD
             .key(keys.dead())
+            .key(keys.dead_bytes())
             .arg(cutoff)
             .invoke_async(&mut self.conn())
             .await

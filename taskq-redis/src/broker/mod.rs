@@ -22,7 +22,12 @@ use taskq_core::{
 };
 
 use crate::{
-    conn::Conn, connection::redis_error, keys::QueueKeys, scripts, server::Server, RedisConfig,
+    conn::Conn,
+    connection::redis_error,
+    keys::{self, QueueKeys},
+    scripts,
+    server::Server,
+    RedisConfig,
 };
 
 mod catalog;
@@ -66,8 +71,9 @@ struct Shared {
     held: Mutex<Held>,
     /// Workers whose last fetch failed: their processing lists may hold unreported messages.
     unreconciled: Mutex<HashSet<WorkerId>>,
-    /// Queues this process already added to `taskq:queues`.
-    known_queues: Mutex<HashSet<String>>,
+    /// Queues this process added to `taskq:queues`, and when (registered again after
+    /// [`REGISTRY_REFRESH`], so that a queue in use is never forgotten as idle).
+    known_queues: Mutex<HashMap<String, std::time::Instant>>,
     /// Workers of this process that sent a heartbeat (fetches need not register them).
     heartbeating: Mutex<HashSet<WorkerId>>,
     /// Processing lists seen without a lease, and when they were first seen.
@@ -80,6 +86,10 @@ struct Shared {
     /// Server minus host, ms.
     correction: Arc<AtomicI64>,
 }
+
+/// How often a producer registers a queue it keeps using: the registry forgets a queue only
+/// when nobody registered it for far longer (see `Inspector::forget_idle_queues`).
+const REGISTRY_REFRESH: Duration = Duration::from_secs(60);
 
 /// The `{id, payload, id, payload, ...}` list `recover.lua` returns for poison messages.
 pub(crate) fn parse_poisoned(flat: &[String]) -> Vec<(taskq_core::TaskId, String)> {
@@ -210,7 +220,7 @@ impl RedisBroker {
                 wakers: wake::Wakers::default(),
                 held: Mutex::new(HashMap::new()),
                 unreconciled: Mutex::new(HashSet::new()),
-                known_queues: Mutex::new(HashSet::new()),
+                known_queues: Mutex::new(HashMap::new()),
                 heartbeating: Mutex::new(HashSet::new()),
                 orphans: Mutex::new(HashMap::new()),
                 clock: host_clock.clone().corrected(correction.clone()),
@@ -282,13 +292,34 @@ impl RedisBroker {
         self.shared.heartbeating.lock().contains(worker)
     }
 
+    /// Whether this process registered `queue` recently enough.
     fn knows_queue(&self, queue: &str) -> bool {
-        self.shared.known_queues.lock().contains(queue)
+        self.shared
+            .known_queues
+            .lock()
+            .get(queue)
+            .is_some_and(|at| at.elapsed() < REGISTRY_REFRESH)
     }
 
-    fn remember_queues(&self, queues: &[&str]) {
+    /// Adds `queues` to the registry with the time they were seen, in one script (both keys
+    /// share a slot), before anything is written to them: a queue is listed before it
+    /// holds anything, so operators never miss one.
+    async fn register_queues(&self, queues: &[&str]) -> Result<()> {
+        if queues.is_empty() {
+            return Ok(());
+        }
+        let _: i64 = scripts::REGISTER_QUEUES
+            .key(keys::QUEUES)
+            .key(keys::QUEUES_SEEN)
+            .arg(millis(self.now()))
+            .arg(queues)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        let at = std::time::Instant::now();
         let mut known = self.shared.known_queues.lock();
-        known.extend(queues.iter().map(|q| (*q).to_owned()));
+        known.extend(queues.iter().map(|q| ((*q).to_owned(), at)));
+        Ok(())
     }
 
     /// Under durable writes, waits for replicas to have a settle on `key`'s server; a settle
@@ -574,7 +605,8 @@ impl RedisBroker {
             .key(keys.redeliveries())
             .key(keys.dead())
             .key(keys.dead_dropped())
-            .key(keys.holders());
+            .key(keys.holders())
+            .key(keys.dead_bytes());
         for key in keys.pending_ascending() {
             invocation.key(key);
         }
@@ -590,7 +622,8 @@ impl RedisBroker {
                 RecoverMode::Lost => "0",
                 RecoverMode::Deregister => "1",
                 RecoverMode::Orphan => "2",
-            });
+            })
+            .arg(self.shared.config.max_dead_letter_bytes());
         invocation
             .invoke_async(&mut self.conn())
             .await

@@ -14,11 +14,7 @@ use taskq_core::history::{minute_of, HISTORY_KEPT_MINUTES};
 
 /// How long a minute of history is kept, ms.
 const HISTORY_KEPT_MS: i64 = HISTORY_KEPT_MINUTES * 60_000;
-use crate::{
-    connection::redis_error,
-    keys::{self, QueueKeys},
-    scripts,
-};
+use crate::{connection::redis_error, keys::QueueKeys, scripts};
 
 #[async_trait]
 impl Transport for RedisBroker {
@@ -60,16 +56,7 @@ impl Transport for RedisBroker {
             .map(|b| b.queue)
             .filter(|q| !self.knows_queue(q))
             .collect();
-        if !new_queues.is_empty() {
-            // The registry first (its own slot on a cluster): a queue is listed before it
-            // holds anything, so operators never miss one.
-            redis::cmd("SADD")
-                .arg(keys::QUEUES)
-                .arg(&new_queues)
-                .query_async::<()>(&mut self.conn())
-                .await
-                .map_err(redis_error)?;
-        }
+        self.register_queues(&new_queues).await?;
         if self.shared.server.is_cluster() {
             // One script per queue, each on its master: a queue's part is all or nothing.
             let writes = batches
@@ -100,7 +87,6 @@ impl Transport for RedisBroker {
             )
             .await?;
         }
-        self.remember_queues(&new_queues);
         Ok(())
     }
 
@@ -148,14 +134,7 @@ impl Transport for RedisBroker {
             return Ok(Some(holder.parse().unwrap_or_default()));
         }
         if !self.knows_queue(&message.queue) {
-            let mut conn = self.conn();
-            redis::cmd("SADD")
-                .arg(keys::QUEUES)
-                .arg(&message.queue)
-                .query_async::<()>(&mut conn)
-                .await
-                .map_err(redis_error)?;
-            self.remember_queues(&[&message.queue]);
+            self.register_queues(&[&message.queue]).await?;
         }
         Ok(None)
     }
@@ -293,18 +272,20 @@ impl Transport for RedisBroker {
             .key(keys.redeliveries())
             .key(keys.dead_dropped())
             .key(keys.history(minute_of(self.now())))
+            .key(keys.dead_bytes())
             .arg(delivery.payload())
             .arg(record)
             .arg(self.shared.config.max_dead_letters())
             .arg(delivery.id().map(|id| id.to_string()).unwrap_or_default())
             .arg(HISTORY_KEPT_MS)
+            .arg(self.shared.config.max_dead_letter_bytes())
             .invoke_async(&mut self.conn())
             .await
             .map_err(redis_error)?;
         self.replicate_settle(&keys.wake()).await;
         self.release(worker, std::slice::from_ref(delivery));
         if dropped > 0 {
-            tracing::warn!(queue = delivery.queue(), dropped, "dead-letter list full: dropped the oldest (raise max_dead_letters, or requeue or purge them)");
+            tracing::warn!(queue = delivery.queue(), dropped, "dead-letter list full: dropped the oldest (raise max_dead_letters or max_dead_letter_bytes, or requeue or purge them)");
         }
         Ok(moved == 1)
     }

@@ -28,9 +28,13 @@ async fn cluster_broker() -> (Arc<dyn Broker>, ()) {
 }
 
 async fn capped_cluster_broker() -> (Arc<dyn Broker>, ()) {
-    let broker = RedisBroker::connect(config().with_max_dead_letters(2))
-        .await
-        .expect("connect");
+    let broker = RedisBroker::connect(
+        config()
+            .with_max_dead_letters(2)
+            .with_max_dead_letter_bytes(taskq_testkit::suite::inspector::CAPPED_DEAD_BYTES),
+    )
+    .await
+    .expect("connect");
     (Arc::new(broker), ())
 }
 
@@ -50,7 +54,7 @@ async fn cluster_backend() -> (Arc<dyn ResultBackend>, ()) {
 taskq_testkit::transport_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] transport => cluster_broker(), bounded_at_fifty => bounded_cluster_broker());
 taskq_testkit::membership_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] membership => cluster_broker());
 taskq_testkit::control_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] control => cluster_broker());
-taskq_testkit::inspector_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] inspector => cluster_broker(), capped_at_two => capped_cluster_broker());
+taskq_testkit::inspector_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] inspector => cluster_broker(), capped => capped_cluster_broker());
 taskq_testkit::catalog_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] catalog => cluster_broker());
 taskq_testkit::backend_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] backend => cluster_backend());
 

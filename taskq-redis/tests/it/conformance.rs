@@ -3,7 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use taskq_core::{Broker, Error, Inspector, ResultBackend, Transport, WorkerId};
+use taskq_core::{Broker, Error, Inspector, Membership, ResultBackend, Transport, WorkerId};
 use taskq_redis::{RedisBroker, RedisConfig, RedisResultBackend};
 use taskq_testkit::{suite::message, RedisServer};
 
@@ -23,9 +23,13 @@ async fn redis_broker() -> (Arc<dyn Broker>, RedisServer) {
 
 async fn capped_redis_broker() -> (Arc<dyn Broker>, RedisServer) {
     let server = RedisServer::start();
-    let broker = RedisBroker::connect(config(&server).with_max_dead_letters(2))
-        .await
-        .expect("connect");
+    let broker = RedisBroker::connect(
+        config(&server)
+            .with_max_dead_letters(2)
+            .with_max_dead_letter_bytes(taskq_testkit::suite::inspector::CAPPED_DEAD_BYTES),
+    )
+    .await
+    .expect("connect");
     (Arc::new(broker), server)
 }
 
@@ -49,7 +53,7 @@ async fn redis_backend() -> (Arc<dyn ResultBackend>, RedisServer) {
 taskq_testkit::transport_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] transport => redis_broker(), bounded_at_fifty => bounded_redis_broker());
 taskq_testkit::membership_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] membership => redis_broker());
 taskq_testkit::control_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] control => redis_broker());
-taskq_testkit::inspector_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] inspector => redis_broker(), capped_at_two => capped_redis_broker());
+taskq_testkit::inspector_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] inspector => redis_broker(), capped => capped_redis_broker());
 taskq_testkit::catalog_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] catalog => redis_broker());
 taskq_testkit::backend_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] backend => redis_backend());
 
@@ -580,4 +584,82 @@ async fn durable_writes_fail_when_no_replica_acknowledges() {
         .await
         .unwrap_err();
     assert!(err.is_transient(), "{err:?}");
+}
+
+/// The queue registry forgets a queue only when it holds nothing, no worker consumes it and no
+/// producer registered it for the idle time; a forgotten queue comes back with its next
+/// message.
+#[tokio::test]
+async fn idle_queues_are_forgotten_and_come_back() {
+    let server = RedisServer::start();
+    let broker = RedisBroker::connect(config(&server)).await.unwrap();
+    let name = |what: &str| format!("{what}-{}", uuid::Uuid::new_v4());
+    let (idle, busy, consumed, dead, fresh) = (
+        name("idle"),
+        name("busy"),
+        name("consumed"),
+        name("dead"),
+        name("fresh"),
+    );
+    let worker = WorkerId::generate();
+    let drain = |q: String| {
+        let (broker, worker) = (broker.clone(), worker.clone());
+        async move {
+            broker.enqueue(vec![message(&q, 0)]).await.unwrap();
+            let got = broker
+                .fetch(&worker, std::slice::from_ref(&q), 1, Duration::ZERO)
+                .await
+                .unwrap();
+            broker.ack(&worker, &got).await.unwrap();
+        }
+    };
+    drain(idle.clone()).await;
+    drain(consumed.clone()).await;
+    broker.enqueue(vec![message(&busy, 0)]).await.unwrap();
+    broker.enqueue(vec![message(&dead, 0)]).await.unwrap();
+    let got = broker
+        .fetch(&worker, std::slice::from_ref(&dead), 1, Duration::ZERO)
+        .await
+        .unwrap();
+    broker
+        .dead_letter(&worker, &got[0], taskq_core::DeadReason::Failed, None)
+        .await
+        .unwrap();
+    // The fetching worker leaves (its fetches leased it on those queues).
+    broker
+        .deregister(&worker, &[idle.clone(), consumed.clone(), dead.clone()])
+        .await
+        .unwrap();
+    let consumer = WorkerId::generate();
+    broker
+        .heartbeat(
+            &consumer,
+            std::slice::from_ref(&consumed),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    drain(fresh.clone()).await;
+
+    let forgotten = broker
+        .forget_idle_queues(Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert_eq!(forgotten, vec![idle.clone()], "only the idle queue goes");
+    let listed = broker.queues().await.unwrap();
+    for kept in [&busy, &consumed, &dead, &fresh] {
+        assert!(listed.contains(kept), "{kept} is kept: {listed:?}");
+    }
+    assert!(!listed.contains(&idle));
+
+    // Another process enqueues to it: it is listed again.
+    let producer = RedisBroker::connect(config(&server)).await.unwrap();
+    producer.enqueue(vec![message(&idle, 0)]).await.unwrap();
+    assert!(broker.queues().await.unwrap().contains(&idle));
+    assert!(broker
+        .forget_idle_queues(Duration::from_millis(300))
+        .await
+        .unwrap()
+        .is_empty());
 }

@@ -6,10 +6,10 @@ use super::*;
 
 /// Expands the inspector suite: one test per behaviour, each on a broker made by `$make` (a future
 /// of `(broker, guard)`), under the test attribute `$attr`; `$capped` makes one that keeps at
-/// most two dead letters per queue.
+/// most two dead letters per queue, and at most [`CAPPED_DEAD_BYTES`] of them.
 #[macro_export]
 macro_rules! inspector_conformance {
-    (#[$attr:meta] $name:ident => $make:expr, capped_at_two => $capped:expr) => {
+    (#[$attr:meta] $name:ident => $make:expr, capped => $capped:expr) => {
         mod $name {
             #[allow(unused_imports)]
             use super::*;
@@ -27,6 +27,7 @@ macro_rules! inspector_conformance {
             );
             $crate::__suite_tests!(inspector [$attr] $capped;
                 dead_letters_are_capped_newest_first,
+                dead_letters_are_capped_by_bytes,
             );
         }
     };
@@ -57,6 +58,77 @@ pub async fn dead_letters_are_capped_newest_first(broker: Shared) {
         (2, 1),
         "drops are counted"
     );
+}
+
+/// The byte cap of the capped broker the inspector suite asks for.
+pub const CAPPED_DEAD_BYTES: usize = 16 * 1024;
+
+/// A message whose arguments carry `bytes` of filler.
+fn bulky_message(queue: &str, bytes: usize) -> taskq_core::OutboundMessage {
+    let envelope = taskq_core::Envelope::new(
+        "suite.task",
+        &serde_json::json!({ "filler": "x".repeat(bytes) }),
+        queue,
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    taskq_core::OutboundMessage::from_envelope(&envelope, 1 << 20).unwrap()
+}
+
+/// Run on a broker that keeps [`CAPPED_DEAD_BYTES`] of dead letters per queue: past it the
+/// oldest go (counted) though the record cap holds, and the newest always stays.
+pub async fn dead_letters_are_capped_by_bytes(broker: Shared) {
+    let q = queue();
+    let sizes = [
+        CAPPED_DEAD_BYTES * 6 / 10,
+        CAPPED_DEAD_BYTES * 6 / 10,
+        CAPPED_DEAD_BYTES * 2,
+        100,
+    ];
+    broker
+        .enqueue(sizes.iter().map(|&n| bulky_message(&q, n)).collect())
+        .await
+        .unwrap();
+    let dead_ids = || async {
+        broker
+            .dead_letters(&q, Page::first(10))
+            .await
+            .unwrap()
+            .iter()
+            .map(|d| d.id.unwrap())
+            .collect::<Vec<_>>()
+    };
+    let first = kill(&broker, &q, 1).await;
+    assert_eq!(dead_ids().await, first, "one fits");
+    let second = kill(&broker, &q, 1).await;
+    assert_eq!(
+        dead_ids().await,
+        second,
+        "two are over the bytes: the oldest goes"
+    );
+    let huge = kill(&broker, &q, 1).await;
+    assert_eq!(
+        dead_ids().await,
+        huge,
+        "the newest stays, even larger than the cap"
+    );
+    let small = kill(&broker, &q, 1).await;
+    assert_eq!(dead_ids().await, small);
+    let stats = broker.stats(&q).await.unwrap();
+    assert_eq!(
+        (stats.dead, stats.dead_dropped),
+        (1, 3),
+        "drops are counted"
+    );
+    // Removing dead letters uncounts their bytes: two small ones fit again.
+    broker.purge_dead(&q, None).await.unwrap();
+    broker
+        .enqueue(vec![bulky_message(&q, 100), bulky_message(&q, 100)])
+        .await
+        .unwrap();
+    kill(&broker, &q, 2).await;
+    let stats = broker.stats(&q).await.unwrap();
+    assert_eq!((stats.dead, stats.dead_dropped), (2, 3));
 }
 
 pub async fn stats_count_every_place(broker: Shared) {

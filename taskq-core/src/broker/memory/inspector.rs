@@ -1,7 +1,7 @@
 //! The memory broker's operator queries ([`Inspector`]).
 
 use chrono::{DateTime, Utc};
-use std::{collections::VecDeque, sync::Arc};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -82,10 +82,9 @@ impl Inspector for MemoryBroker {
         let Some(q) = state.queues.get_mut(queue) else {
             return Ok(0);
         };
-        let before = q.dead.len();
-        q.dead
-            .retain(|letter| !letter.id.is_some_and(|id| ids.contains(&id)));
-        Ok(before - q.dead.len())
+        Ok(q.dead
+            .take(|letter| letter.id.is_some_and(|id| ids.contains(&id)))
+            .len())
     }
 
     async fn history(&self, queue: &str, minutes: usize) -> Result<Vec<MinuteCounts>> {
@@ -118,11 +117,9 @@ impl Inspector for MemoryBroker {
         let Some(q) = state.queues.get_mut(queue) else {
             return Ok(0);
         };
-        let (chosen, kept): (VecDeque<DeadLetter>, VecDeque<DeadLetter>) =
-            std::mem::take(&mut q.dead).into_iter().partition(|letter| {
-                ids.is_none_or(|ids| letter.id.is_some_and(|id| ids.contains(&id)))
-            });
-        q.dead = kept;
+        let chosen = q
+            .dead
+            .take(|letter| ids.is_none_or(|ids| letter.id.is_some_and(|id| ids.contains(&id))));
         let moved = chosen.len();
         for letter in chosen {
             let payload = letter.requeue_payload();
@@ -145,10 +142,9 @@ impl Inspector for MemoryBroker {
         let Some(q) = state.queues.get_mut(queue) else {
             return Ok(0);
         };
-        let before = q.dead.len();
-        q.dead
-            .retain(|letter| older_than.is_some_and(|cutoff| letter.at >= cutoff));
-        Ok(before - q.dead.len())
+        Ok(q.dead
+            .take(|letter| older_than.is_none_or(|cutoff| letter.at < cutoff))
+            .len())
     }
 
     async fn purge_queue(&self, queue: &str) -> Result<usize> {
@@ -183,7 +179,7 @@ impl Inspector for MemoryBroker {
                 scheduled: q.scheduled.len(),
                 processing,
                 dead: q.dead.len(),
-                dead_dropped: q.dead_dropped,
+                dead_dropped: q.dead.dropped(),
                 oldest_pending: q
                     .levels
                     .iter()

@@ -74,7 +74,7 @@ impl Membership for MemoryBroker {
         max_redeliveries: u32,
     ) -> Result<RecoveryReport> {
         let now = self.shared.clock.now();
-        let max_dead = self.shared.config.max_dead_letters;
+        let caps = self.shared.config.dead_caps();
         let mut state = self.lock();
         let mut report = RecoveryReport::default();
         for queue_name in queues {
@@ -95,7 +95,7 @@ impl Membership for MemoryBroker {
                             Some(worker.to_string()),
                             now,
                         );
-                        queue.add_dead(letter, max_dead);
+                        queue.dead.push(letter, caps);
                         report.dead_lettered += 1;
                         report
                             .poisoned

@@ -9,13 +9,14 @@ use chrono::{DateTime, Utc};
 use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::{mpsc, Notify};
 
-use super::{
-    Broker, DeadLetter, Delivery, Membership, OutboundMessage, Receipt, WorkerId, FETCH_LEASE,
-};
+use super::{Broker, Delivery, Membership, OutboundMessage, Receipt, WorkerId, FETCH_LEASE};
+use dead_letters::{DeadCaps, DeadLetters};
+
 use crate::{Clock, ControlMessage, Priority, TaskId, WorkerInfo};
 
 mod catalog;
 mod control;
+mod dead_letters;
 mod inspector;
 mod membership;
 mod rate_limiter;
@@ -32,6 +33,7 @@ mod transport;
 pub struct MemoryBrokerConfig {
     capacity: usize,
     max_dead_letters: usize,
+    max_dead_letter_bytes: usize,
 }
 
 impl MemoryBrokerConfig {
@@ -47,14 +49,34 @@ impl MemoryBrokerConfig {
         self.max_dead_letters = max;
         self
     }
+
+    /// Bytes of dead letters (payloads and errors) kept per queue; the oldest are dropped past
+    /// it, though the newest always stays.
+    ///
+    /// ```
+    /// let config = taskq_core::MemoryBrokerConfig::default().with_max_dead_letter_bytes(1 << 20);
+    /// # let _ = config;
+    /// ```
+    pub fn with_max_dead_letter_bytes(mut self, max: usize) -> Self {
+        self.max_dead_letter_bytes = max;
+        self
+    }
+
+    fn dead_caps(&self) -> DeadCaps {
+        DeadCaps {
+            records: self.max_dead_letters,
+            bytes: self.max_dead_letter_bytes,
+        }
+    }
 }
 
 impl Default for MemoryBrokerConfig {
-    /// 100,000 messages per queue, 10,000 dead letters per queue.
+    /// 100,000 messages per queue, 10,000 dead letters and 64 MiB of them per queue.
     fn default() -> Self {
         Self {
             capacity: 100_000,
             max_dead_letters: 10_000,
+            max_dead_letter_bytes: 64 << 20,
         }
     }
 }
@@ -112,10 +134,7 @@ struct QueueState {
     pending: usize,
     /// Due time and insertion sequence -> message.
     scheduled: BTreeMap<(DateTime<Utc>, u64), Message>,
-    /// Newest at the front.
-    dead: VecDeque<DeadLetter>,
-    /// Dead letters dropped by the cap.
-    dead_dropped: u64,
+    dead: DeadLetters,
     /// Times each message was recovered from a lost worker.
     redeliveries: HashMap<TaskId, u32>,
     /// Claimed uniqueness keys: when each claim expires and which task holds it.
@@ -318,15 +337,5 @@ impl QueueState {
             }
         }
         moved
-    }
-
-    fn add_dead(&mut self, letter: DeadLetter, max: usize) {
-        self.dead.push_front(letter);
-        if self.dead.len() > max {
-            let dropped = self.dead.len() - max;
-            self.dead.truncate(max);
-            self.dead_dropped += dropped as u64;
-            tracing::warn!(dropped, "dead-letter list full: dropped the oldest (raise max_dead_letters, or requeue or purge them)");
-        }
     }
 }

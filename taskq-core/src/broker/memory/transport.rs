@@ -177,7 +177,7 @@ impl Transport for MemoryBroker {
         error: Option<String>,
     ) -> Result<bool> {
         let now = self.shared.clock.now();
-        let max = self.shared.config.max_dead_letters;
+        let caps = self.shared.config.dead_caps();
         let mut state = self.lock();
         let Some(message) = Self::take_processing(&mut state, worker, delivery) else {
             return Ok(false);
@@ -193,7 +193,7 @@ impl Transport for MemoryBroker {
         let queue = state.queues.entry(delivery.queue().to_owned()).or_default();
         // Its redelivery count goes with it: a requeued dead letter starts afresh.
         queue.redeliveries.remove(&message.id);
-        queue.add_dead(letter, max);
+        queue.dead.push(letter, caps);
         queue.count_ended(now, 0, 1);
         Ok(true)
     }
