@@ -8,6 +8,9 @@
 //! a replica and 3 sentinels. Both are meant to be shared by the tests of one binary (start
 //! them once, give each test fresh queue names) and are killed when that process exits.
 //!
+//! [`RabbitNode`] starts a private RabbitMQ node (its own name, ports and directories) for the
+//! tests of one binary, handing each test a fresh vhost.
+//!
 //! [`Proxy`] stands between a client and a server and can cut the traffic without closing
 //! anything (a partition), then heal it.
 //!
@@ -21,6 +24,7 @@
 pub mod backend_suite;
 mod cluster;
 mod proxy;
+mod rabbitmq;
 mod sentinel;
 #[allow(missing_docs)]
 pub mod suite;
@@ -29,6 +33,7 @@ mod watchdog;
 
 pub use cluster::RedisCluster;
 pub use proxy::Proxy;
+pub use rabbitmq::RabbitNode;
 pub use sentinel::SentinelGroup;
 pub use tls::TlsFiles;
 

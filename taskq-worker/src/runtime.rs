@@ -244,6 +244,7 @@ impl Shared {
         if let Some(membership) = broker.membership() {
             membership.deregister(&id, &config.queues).await?;
         }
+        broker.release_worker(&id).await?;
         Ok(ended)
     }
 }

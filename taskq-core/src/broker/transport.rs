@@ -126,6 +126,16 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
         Ok(None)
     }
 
+    /// `worker` stops fetching for good (it is shutting down, after settling what it could):
+    /// a transport that keeps per-worker state (a consumer channel) releases it, and whatever
+    /// it had handed the worker and nobody settled goes back to its queue. The default does
+    /// nothing (brokers with a [`Membership`](super::Membership) role return leftovers through
+    /// `deregister`).
+    async fn release_worker(&self, worker: &WorkerId) -> Result<()> {
+        let _ = worker;
+        Ok(())
+    }
+
     /// Server settings that can lose acknowledged tasks, as warnings a worker logs at start.
     async fn durability_warnings(&self) -> Result<Vec<String>> {
         Ok(Vec::new())

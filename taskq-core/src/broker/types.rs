@@ -222,6 +222,38 @@ impl DeadReason {
     }
 }
 
+impl std::str::FromStr for DeadReason {
+    type Err = crate::Error;
+
+    /// Reads the wire spelling back.
+    ///
+    /// ```
+    /// use taskq_core::DeadReason;
+    /// assert_eq!("worker_lost".parse::<DeadReason>()?, DeadReason::WorkerLost);
+    /// assert!("tired".parse::<DeadReason>().is_err());
+    /// # Ok::<(), taskq_core::Error>(())
+    /// ```
+    fn from_str(text: &str) -> crate::Result<Self> {
+        use DeadReason::*;
+        [
+            Malformed,
+            UnknownTask,
+            Oversized,
+            Failed,
+            RetriesExhausted,
+            WorkerLost,
+            BadSignature,
+            Undecryptable,
+        ]
+        .into_iter()
+        .find(|reason| reason.as_str() == text)
+        .ok_or_else(|| crate::Error::Invalid {
+            what: "dead-letter reason",
+            reason: format!("`{text}` is not one"),
+        })
+    }
+}
+
 impl fmt::Display for DeadReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

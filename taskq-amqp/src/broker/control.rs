@@ -1,0 +1,127 @@
+//! The control channel on RabbitMQ: broadcasts through a fanout exchange (each subscriber
+//! binds a queue of its own), revocations kept as expiring messages so that a worker that was
+//! not listening still honours them.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use lapin::{
+    options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
+    types::FieldTable,
+};
+use serde_json::json;
+use taskq_core::{ControlChannel, ControlMessage, ControlStream, Error, Result, TaskId};
+
+use super::AmqpBroker;
+use crate::{
+    error::amqp_error,
+    names,
+    publish::{publish_confirmed, Outgoing},
+    scan::Scan,
+};
+
+#[async_trait]
+impl ControlChannel for AmqpBroker {
+    async fn broadcast(&self, message: &ControlMessage) -> Result<()> {
+        let body = serde_json::to_vec(message).map_err(|source| Error::Serialize {
+            what: "control message",
+            source,
+        })?;
+        self.link().ensure_shared().await?;
+        publish_confirmed(
+            self.link(),
+            vec![Outgoing::to_exchange(names::CONTROL_EXCHANGE, "", body).unrouted_is_fine()],
+        )
+        .await
+    }
+
+    async fn subscribe_control(&self) -> Result<ControlStream> {
+        self.link().ensure_shared().await?;
+        let channel = self.link().channel().await?;
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(amqp_error)?;
+        channel
+            .queue_bind(
+                queue.name().clone(),
+                names::CONTROL_EXCHANGE.into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(amqp_error)?;
+        let consumer = channel
+            .basic_consume(
+                queue.name().clone(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(amqp_error)?;
+        // The stream owns the channel: dropping it closes the subscription.
+        let messages = consumer.filter_map(move |delivery| {
+            let _subscription = &channel;
+            let message = delivery
+                .ok()
+                .and_then(|delivery| serde_json::from_slice::<ControlMessage>(&delivery.data).ok());
+            async move { message }
+        });
+        Ok(messages.boxed())
+    }
+
+    async fn revoke(&self, id: TaskId, terminate: bool, ttl: Duration) -> Result<()> {
+        self.link().ensure_shared().await?;
+        let until = self.shared.clock.now()
+            + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(1));
+        let record = json!({ "id": id, "until": until }).to_string();
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        publish_confirmed(
+            self.link(),
+            vec![
+                Outgoing::to_queue(names::REVOKED_QUEUE, record.into_bytes())
+                    .expiring_after(ttl_ms),
+            ],
+        )
+        .await?;
+        self.broadcast(&ControlMessage::Revoke { id, terminate })
+            .await
+    }
+
+    async fn revoked(&self) -> Result<Vec<TaskId>> {
+        self.link().ensure_shared().await?;
+        let scan = Scan::take(self.link(), names::REVOKED_QUEUE, usize::MAX).await?;
+        let now = self.shared.clock.now();
+        let ids = scan
+            .messages
+            .iter()
+            .filter_map(|message| {
+                serde_json::from_slice::<serde_json::Value>(&message.delivery.data).ok()
+            })
+            .filter(|record| {
+                record["until"]
+                    .as_str()
+                    .and_then(|until| until.parse::<DateTime<Utc>>().ok())
+                    .is_some_and(|until| until > now)
+            })
+            .filter_map(|record| record["id"].as_str()?.parse().ok())
+            .collect();
+        scan.finish().await;
+        Ok(ids)
+    }
+}

@@ -1,0 +1,136 @@
+//! [`AmqpConfig`]: where the RabbitMQ node is and how taskq's queues are declared there.
+
+use std::time::Duration;
+
+/// How taskq talks to RabbitMQ.
+///
+/// ```
+/// use taskq_amqp::AmqpConfig;
+/// let config = AmqpConfig::new("amqp://guest:guest@127.0.0.1:5672/%2f")
+///     .with_delivery_limit(5)
+///     .with_prefetch(64);
+/// assert_eq!(config.delivery_limit(), 5);
+/// ```
+#[derive(Clone, Debug)]
+pub struct AmqpConfig {
+    url: String,
+    delivery_limit: u32,
+    prefetch: Option<u16>,
+    max_queue_length: Option<usize>,
+    connect_timeout: Duration,
+    consumer_timeout: Duration,
+}
+
+impl AmqpConfig {
+    /// `amqp://user:password@host:port/vhost` or `amqps://…` (the vhost URL-encoded: `%2f` is
+    /// `/`).
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            delivery_limit: 3,
+            prefetch: None,
+            max_queue_length: None,
+            connect_timeout: Duration::from_secs(5),
+            consumer_timeout: Duration::from_secs(30 * 60),
+        }
+    }
+
+    /// Redeliveries after which RabbitMQ dead-letters a message as `worker_lost` (the quorum
+    /// queues' `x-delivery-limit`; default 3, as the Redis broker's poison cap). Fixed when a
+    /// queue is first declared: RabbitMQ refuses to redeclare a queue with other arguments.
+    pub fn with_delivery_limit(mut self, limit: u32) -> Self {
+        self.delivery_limit = limit;
+        self
+    }
+
+    /// Deliveries RabbitMQ sends a worker ahead of its acks (`basic.qos`); by default the size
+    /// of the worker's first fetch, which is its whole window (concurrency plus prefetch).
+    pub fn with_prefetch(mut self, prefetch: u16) -> Self {
+        self.prefetch = Some(prefetch.max(1));
+        self
+    }
+
+    /// Bounds every priority level of every queue to `max` ready messages (`x-max-length`
+    /// with `reject-publish`: an enqueue past it fails with `Error::QueueFull`). Fixed when a
+    /// queue is first declared.
+    pub fn with_max_queue_length(mut self, max: Option<usize>) -> Self {
+        self.max_queue_length = max;
+        self
+    }
+
+    /// How long connecting may take before it counts as failed (default 5 s).
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The node's `consumer_timeout` (default 30 minutes, RabbitMQ's own default): a worker
+    /// hands a delivery it has held for half of it back to the queue through a fresh copy, so
+    /// RabbitMQ never closes its channel (see `docs/amqp.md`).
+    pub fn with_consumer_timeout(mut self, timeout: Duration) -> Self {
+        self.consumer_timeout = timeout;
+        self
+    }
+
+    /// The URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Redeliveries before a message is dead-lettered.
+    pub fn delivery_limit(&self) -> u32 {
+        self.delivery_limit
+    }
+
+    /// The fixed prefetch, if one was set.
+    pub fn prefetch(&self) -> Option<u16> {
+        self.prefetch
+    }
+
+    /// The bound on each priority level, if any.
+    pub fn max_queue_length(&self) -> Option<usize> {
+        self.max_queue_length
+    }
+
+    /// How long connecting may take.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// The node's delivery acknowledgement timeout.
+    pub fn consumer_timeout(&self) -> Duration {
+        self.consumer_timeout
+    }
+
+    /// The URL with its password replaced by `***`, for errors and logs.
+    pub fn redacted_url(&self) -> String {
+        redact(&self.url)
+    }
+}
+
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("amqp://guest:secret@host:5672/%2f"),
+            "amqp://guest:***@host:5672/%2f"
+        );
+        assert_eq!(redact("amqp://host/%2f"), "amqp://host/%2f");
+    }
+}

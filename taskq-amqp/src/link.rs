@@ -1,0 +1,343 @@
+//! The link to RabbitMQ: one connection (re-opened when lost), a publisher channel in confirm
+//! mode, and the topology (queues, exchanges, bindings) declared once per process.
+
+use std::{collections::HashSet, sync::Arc};
+
+use lapin::{
+    options::{
+        ConfirmSelectOptions, ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions,
+        QueueDeclareOptions,
+    },
+    types::{AMQPValue, FieldTable},
+    Channel, Connection, ConnectionProperties, ExchangeKind,
+};
+use parking_lot::Mutex;
+use taskq_core::{Error, Result};
+
+use crate::{
+    delay,
+    error::amqp_error,
+    names::{self, DELAY_LEVELS},
+    AmqpConfig,
+};
+
+/// The connection, its publisher channel and what was declared.
+#[derive(Debug)]
+pub(crate) struct Link {
+    config: AmqpConfig,
+    /// The current connection; replaced when it is found closed.
+    connection: tokio::sync::Mutex<Option<Arc<Connection>>>,
+    /// Publishes and waits for confirms; replaced when closed.
+    publisher: tokio::sync::Mutex<Option<Channel>>,
+    /// taskq queues whose RabbitMQ queues and bindings this process declared.
+    declared: Mutex<HashSet<String>>,
+    /// Whether the shared exchanges and queues were declared.
+    shared_declared: tokio::sync::OnceCell<()>,
+    /// Whether the delay chain was declared.
+    delays_declared: tokio::sync::OnceCell<()>,
+}
+
+impl Link {
+    pub(crate) fn new(config: AmqpConfig) -> Self {
+        Self {
+            config,
+            connection: tokio::sync::Mutex::new(None),
+            publisher: tokio::sync::Mutex::new(None),
+            declared: Mutex::new(HashSet::new()),
+            shared_declared: tokio::sync::OnceCell::new(),
+            delays_declared: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    pub(crate) fn config(&self) -> &AmqpConfig {
+        &self.config
+    }
+
+    /// The open connection, connecting (again) when there is none.
+    pub(crate) async fn connection(&self) -> Result<Arc<Connection>> {
+        let mut slot = self.connection.lock().await;
+        if let Some(connection) = slot.as_ref() {
+            if connection.status().connected() {
+                return Ok(connection.clone());
+            }
+        }
+        let properties = ConnectionProperties::default()
+            .with_connection_name(format!("taskq {}", std::process::id()).into());
+        let connecting = Connection::connect(self.config.url(), properties);
+        let connection = match tokio::time::timeout(self.config.connect_timeout(), connecting).await
+        {
+            Ok(Ok(connection)) => Arc::new(connection),
+            Ok(Err(err)) => return Err(self.unreachable(amqp_error(err))),
+            Err(_) => {
+                return Err(self.unreachable(Error::Timeout(self.config.connect_timeout())));
+            }
+        };
+        *slot = Some(connection.clone());
+        Ok(connection)
+    }
+
+    fn unreachable(&self, cause: Error) -> Error {
+        Error::Broker {
+            transport: "amqp",
+            transient: true,
+            source: format!(
+                "cannot reach RabbitMQ at {}: {}",
+                self.config.redacted_url(),
+                taskq_core::error_chain(&cause)
+            )
+            .into(),
+        }
+    }
+
+    /// A new channel on the current connection.
+    pub(crate) async fn channel(&self) -> Result<Channel> {
+        let connection = self.connection().await?;
+        match connection.create_channel().await {
+            Ok(channel) => Ok(channel),
+            Err(err) => {
+                // A connection that cannot open channels is replaced on the next call.
+                self.connection.lock().await.take();
+                Err(amqp_error(err))
+            }
+        }
+    }
+
+    /// The publisher channel (publisher confirms on).
+    pub(crate) async fn publisher(&self) -> Result<Channel> {
+        let mut slot = self.publisher.lock().await;
+        if let Some(channel) = slot.as_ref() {
+            if channel.status().connected() {
+                return Ok(channel.clone());
+            }
+        }
+        let channel = self.channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(amqp_error)?;
+        *slot = Some(channel.clone());
+        Ok(channel)
+    }
+
+    /// Declares `queue`'s level queues, its dead-letter queue and their bindings, once per
+    /// process (declarations are idempotent and durable on the broker).
+    pub(crate) async fn ensure_queue(&self, queue: &str) -> Result<()> {
+        if self.declared.lock().contains(queue) {
+            return Ok(());
+        }
+        self.ensure_shared().await?;
+        let channel = self.channel().await?;
+        let declared = self.declare_queue(&channel, queue).await;
+        let _ = channel.close(200, "OK".into()).await;
+        declared?;
+        self.declared.lock().insert(queue.to_owned());
+        self.register(queue).await
+    }
+
+    async fn declare_queue(&self, channel: &Channel, queue: &str) -> Result<()> {
+        let dead = names::dead_queue(queue);
+        channel
+            .queue_declare(
+                dead.as_str().into(),
+                QueueDeclareOptions::durable(),
+                quorum(),
+            )
+            .await
+            .map_err(amqp_error)?;
+        channel
+            .queue_bind(
+                dead.as_str().into(),
+                names::DEAD_EXCHANGE.into(),
+                queue.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(amqp_error)?;
+        for (_, level_queue) in names::level_queues_highest_first(queue) {
+            let mut arguments = quorum();
+            arguments.insert(
+                "x-delivery-limit".into(),
+                AMQPValue::LongLongInt(i64::from(self.config.delivery_limit())),
+            );
+            arguments.insert(
+                "x-dead-letter-exchange".into(),
+                string(names::DEAD_EXCHANGE),
+            );
+            arguments.insert("x-dead-letter-routing-key".into(), string(queue));
+            at_least_once_dead_lettering(&mut arguments);
+            if let Some(max) = self.config.max_queue_length() {
+                // A quorum queue refuses publishes only once it is over its limit, so it holds
+                // one more than `x-max-length`.
+                let limit = i64::try_from(max.saturating_sub(1)).unwrap_or(i64::MAX);
+                arguments.insert("x-max-length".into(), AMQPValue::LongLongInt(limit));
+            }
+            channel
+                .queue_declare(
+                    level_queue.as_str().into(),
+                    QueueDeclareOptions::durable(),
+                    arguments,
+                )
+                .await
+                .map_err(amqp_error)?;
+            channel
+                .queue_bind(
+                    level_queue.as_str().into(),
+                    names::DELIVER_EXCHANGE.into(),
+                    names::delivery_binding(&level_queue).into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(amqp_error)?;
+        }
+        Ok(())
+    }
+
+    /// Adds `queue` to the registry `taskq status` reads (once per process).
+    async fn register(&self, queue: &str) -> Result<()> {
+        crate::publish::publish_confirmed(
+            self,
+            vec![crate::publish::Outgoing::to_queue(
+                names::REGISTRY_QUEUE,
+                queue.as_bytes().to_vec(),
+            )],
+        )
+        .await
+    }
+
+    /// The delay chain, once per process, when the first delayed message is published (a
+    /// deployment without countdowns never has its 28 queues).
+    pub(crate) async fn ensure_delays(&self) -> Result<()> {
+        self.delays_declared
+            .get_or_try_init(|| async {
+                self.ensure_shared().await?;
+                let channel = self.channel().await?;
+                let declared = declare_delays(&channel).await;
+                let _ = channel.close(200, "OK".into()).await;
+                declared
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// The exchanges every queue uses and the shared queues, once per process.
+    pub(crate) async fn ensure_shared(&self) -> Result<()> {
+        self.shared_declared
+            .get_or_try_init(|| async {
+                let channel = self.channel().await?;
+                let declared = declare_shared(&channel).await;
+                let _ = channel.close(200, "OK".into()).await;
+                declared
+            })
+            .await
+            .map(|_| ())
+    }
+}
+
+async fn declare_shared(channel: &Channel) -> Result<()> {
+    let exchange = |name: &'static str, kind: ExchangeKind| async move {
+        channel
+            .exchange_declare(
+                name.into(),
+                kind,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(amqp_error)
+    };
+    exchange(names::DEAD_EXCHANGE, ExchangeKind::Direct).await?;
+    exchange(names::DELIVER_EXCHANGE, ExchangeKind::Topic).await?;
+    exchange(names::CONTROL_EXCHANGE, ExchangeKind::Fanout).await?;
+    for queue in [names::REGISTRY_QUEUE, names::REVOKED_QUEUE] {
+        channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions::durable(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(amqp_error)?;
+    }
+    Ok(())
+}
+
+/// The delay chain: 28 levels, each an exchange and a queue whose messages wait 2^k seconds.
+async fn declare_delays(channel: &Channel) -> Result<()> {
+    for k in 0..DELAY_LEVELS {
+        let level = names::delay_level(k);
+        channel
+            .exchange_declare(
+                level.as_str().into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(amqp_error)?;
+        let mut arguments = quorum();
+        arguments.insert("x-message-ttl".into(), AMQPValue::LongLongInt(1000i64 << k));
+        arguments.insert(
+            "x-dead-letter-exchange".into(),
+            string(&delay::next_exchange(k)),
+        );
+        at_least_once_dead_lettering(&mut arguments);
+        channel
+            .queue_declare(
+                level.as_str().into(),
+                QueueDeclareOptions::durable(),
+                arguments,
+            )
+            .await
+            .map_err(amqp_error)?;
+        channel
+            .queue_bind(
+                level.as_str().into(),
+                level.as_str().into(),
+                delay::level_binding(k, true).into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(amqp_error)?;
+    }
+    // Bit clear: on to the next level down (declared above).
+    for k in 0..DELAY_LEVELS {
+        channel
+            .exchange_bind(
+                delay::next_exchange(k).as_str().into(),
+                names::delay_level(k).as_str().into(),
+                delay::level_binding(k, false).into(),
+                ExchangeBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(amqp_error)?;
+    }
+    Ok(())
+}
+
+/// Arguments of a quorum queue.
+fn quorum() -> FieldTable {
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-queue-type".into(), string("quorum"));
+    arguments
+}
+
+/// Dead-lettering that waits for the target to confirm (quorum queues, RabbitMQ 3.10+): a
+/// message in flight between two queues survives a node crash. It requires `reject-publish`.
+fn at_least_once_dead_lettering(arguments: &mut FieldTable) {
+    arguments.insert("x-dead-letter-strategy".into(), string("at-least-once"));
+    arguments.insert("x-overflow".into(), string("reject-publish"));
+}
+
+fn string(value: &str) -> AMQPValue {
+    AMQPValue::LongString(value.into())
+}

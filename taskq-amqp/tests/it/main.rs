@@ -1,0 +1,8 @@
+//! Integration tests of taskq-amqp on a private RabbitMQ node (one per test binary, a fresh
+//! vhost per test): the conformance suites where AMQP behaves as the other brokers, and what
+//! only RabbitMQ does (delays, delivery limits, redelivery by the server).
+
+mod behaviour;
+mod conformance;
+mod delays;
+mod support;
