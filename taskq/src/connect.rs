@@ -32,12 +32,14 @@ impl Connect for Client {
 /// backend; with the `redis` feature, `redis://`, `rediss://` (TLS), `redis+unix://`,
 /// `redis+cluster://h1:p1,h2:p2` (Redis Cluster) and `redis+sentinel://s1:p1,s2:p2/<master>`
 /// for the Redis broker and result backend with default settings (`?durable=1` turns on
-/// durable writes; see `taskq_redis::RedisConfig::new`).
+/// durable writes; see `taskq_redis::RedisConfig::new`); with the `amqp` feature,
+/// `amqp://user:password@host:port/vhost?results=redis://host:6379` for the RabbitMQ broker
+/// with results in Redis (or `results=memory`, this process only).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq::Result<()> {
 /// let client = taskq::connect("memory://").await?;
-/// assert!(taskq::connect("amqp://localhost").await.is_err());
+/// assert!(taskq::connect("mqtt://localhost").await.is_err());
 /// # let _ = client;
 /// # Ok(()) }
 /// ```
@@ -54,7 +56,60 @@ pub async fn connect(url: &str) -> Result<Client> {
     if taskq_redis::handles_url(url) {
         return taskq_redis::client(taskq_redis::RedisConfig::new(url)).await;
     }
+    #[cfg(feature = "amqp")]
+    if taskq_amqp::handles_url(url) {
+        return connect_amqp(url).await;
+    }
     Err(unsupported(url))
+}
+
+/// RabbitMQ carries the tasks; the results go where `results=` says: a Redis URL (shared by
+/// every process) or `memory` (this process only, for a single-process app). RabbitMQ keeps
+/// no results of its own, so there is no silent default.
+#[cfg(feature = "amqp")]
+async fn connect_amqp(url: &str) -> Result<Client> {
+    let (broker_url, results) = take_param(url, "results");
+    let broker =
+        Arc::new(taskq_amqp::AmqpBroker::connect(taskq_amqp::AmqpConfig::new(&broker_url)).await?);
+    let backend: Arc<dyn taskq_core::ResultBackend> = match results.as_deref() {
+        Some("memory") => Arc::new(taskq_core::MemoryResultBackend::new()),
+        #[cfg(feature = "redis")]
+        Some(results) if taskq_redis::handles_url(results) => Arc::new(
+            taskq_redis::RedisResultBackend::connect(taskq_redis::RedisConfig::new(results))
+                .await?,
+        ),
+        other => {
+            return Err(Error::Invalid {
+                what: "broker url",
+                reason: format!(
+                    "`{}`: say where results go with `?results=redis://host:6379` (shared) or \
+                     `?results=memory` (this process only){}",
+                    redacted_url(url),
+                    other
+                        .map(|o| format!("; `{o}` is neither"))
+                        .unwrap_or_default()
+                ),
+            })
+        }
+    };
+    Ok(Client::new(broker, backend))
+}
+
+/// `url` without its query parameter `name`, and that parameter's value (which may itself be
+/// a URL: it runs to the next `&` that starts another parameter of ours, or to the end).
+#[cfg(feature = "amqp")]
+fn take_param(url: &str, name: &str) -> (String, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_owned(), None);
+    };
+    let prefix = format!("{name}=");
+    match query.strip_prefix(&prefix) {
+        Some(value) => (base.to_owned(), Some(value.to_owned())),
+        None => match query.split_once(&format!("&{prefix}")) {
+            Some((rest, value)) => (format!("{base}?{rest}"), Some(value.to_owned())),
+            None => (url.to_owned(), None),
+        },
+    }
 }
 
 /// The beat store at `url`: an in-process one for `memory://`, Redis for Redis URLs.
@@ -132,13 +187,41 @@ fn is_memory(url: &str) -> bool {
 }
 
 fn unsupported(url: &str) -> Error {
-    let schemes = if cfg!(feature = "redis") {
-        "memory://, redis://, rediss://, redis+unix://, redis+cluster:// or redis+sentinel://"
-    } else {
-        "memory:// (build with the `redis` feature for Redis)"
+    let schemes = match (cfg!(feature = "redis"), cfg!(feature = "amqp")) {
+        (true, true) => "memory://, redis://, rediss://, redis+unix://, redis+cluster://, redis+sentinel://, amqp:// or amqps://",
+        (true, false) => "memory://, redis://, rediss://, redis+unix://, redis+cluster:// or redis+sentinel://",
+        (false, true) => "memory://, amqp:// or amqps:// (build with the `redis` feature for Redis)",
+        (false, false) => "memory:// (build with the `redis` or `amqp` feature for a server)",
     };
     Error::Invalid {
         what: "broker url",
         reason: format!("`{url}`: expected {schemes}"),
+    }
+}
+
+#[cfg(all(test, feature = "amqp"))]
+mod tests {
+    use super::take_param;
+
+    #[test]
+    fn the_results_parameter_comes_off_the_broker_url() {
+        assert_eq!(
+            take_param("amqp://h/%2f?results=redis://r:6379/0?durable=1", "results"),
+            (
+                "amqp://h/%2f".to_owned(),
+                Some("redis://r:6379/0?durable=1".to_owned())
+            )
+        );
+        assert_eq!(
+            take_param("amqp://h/v?heartbeat=10&results=memory", "results"),
+            (
+                "amqp://h/v?heartbeat=10".to_owned(),
+                Some("memory".to_owned())
+            )
+        );
+        assert_eq!(
+            take_param("amqp://h/v", "results"),
+            ("amqp://h/v".to_owned(), None)
+        );
     }
 }

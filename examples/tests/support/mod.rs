@@ -27,10 +27,15 @@ impl WorkerProcess {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
+        Self::start_on(&server.url(), extra, env)
+    }
+
+    /// A demo worker on the broker at `url`.
+    pub(crate) fn start_on(url: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_taskq-demo-worker"))
             .args([
                 "--broker",
-                &server.url(),
+                url,
                 "--heartbeat",
                 "200ms",
                 "--liveness-ttl",
