@@ -9,20 +9,22 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures_util::StreamExt;
 use lapin::{
-    options::{BasicConsumeOptions, BasicGetOptions, BasicQosOptions},
+    options::{
+        BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicQosOptions,
+    },
     types::FieldTable,
     Acker, Channel,
 };
 use parking_lot::Mutex;
-use taskq_core::{Delivery, Receipt, Result, WorkerId};
+use taskq_core::{Delivery, PayloadFields, Receipt, Result, TaskId, WorkerId};
 use tokio::sync::mpsc;
 
-use crate::{error::amqp_error, link::Link, names};
+use crate::{error::amqp_error, guard, link::Link, names};
 
 /// Receipts carry the consumer's serial in their high bits: a receipt from a channel that was
 /// replaced never matches a delivery of the new one (delivery tags restart at 1).
@@ -35,6 +37,52 @@ struct Incoming {
     queue: Arc<str>,
     level: u8,
     delivery: lapin::message::Delivery,
+    /// When it arrived (RabbitMQ's acknowledgement timeout counts from about then).
+    received: Instant,
+}
+
+impl Incoming {
+    fn new(queue: Arc<str>, level: u8, delivery: lapin::message::Delivery) -> Self {
+        Self {
+            queue,
+            level,
+            delivery,
+            received: Instant::now(),
+        }
+    }
+
+    /// The task id of a guard copy (see [`guard`]), or `None` for an ordinary message.
+    fn guard_copy_of(&self) -> Option<TaskId> {
+        let headers = self.delivery.properties.headers().as_ref()?;
+        headers.inner().get(guard::HEADER)?;
+        self.delivery
+            .properties
+            .message_id()
+            .as_ref()?
+            .as_str()
+            .parse()
+            .ok()
+    }
+}
+
+/// A delivery handed to the worker and not settled yet.
+pub(crate) struct Held {
+    acker: Acker,
+    since: Instant,
+    level_queue: String,
+    payload: Arc<str>,
+    id: Option<TaskId>,
+    /// Acked early behind a lease and a guard copy (see [`guard`]).
+    guarded: bool,
+}
+
+/// How a held delivery ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// Done with for good (acked, or replaced by a retry or a dead letter).
+    Settled,
+    /// Handed back to run again (a shutting-down worker's leftovers).
+    Returned,
 }
 
 /// Received deliveries per (queue, level), oldest first.
@@ -53,8 +101,11 @@ pub(crate) struct WorkerConsumer {
     incoming: tokio::sync::Mutex<mpsc::UnboundedReceiver<Incoming>>,
     /// Received, not handed out: per (queue, level), oldest first.
     buffer: Mutex<Buffer>,
-    /// Handed out, not settled: receipt -> acker.
-    held: Mutex<HashMap<u64, Acker>>,
+    /// Handed out, not settled.
+    held: Mutex<HashMap<u64, Held>>,
+    link: Arc<Link>,
+    /// The node's delivery acknowledgement timeout: nothing is held for half of it.
+    consumer_timeout: Duration,
 }
 
 impl std::fmt::Debug for WorkerConsumer {
@@ -71,7 +122,7 @@ impl WorkerConsumer {
     /// Opens a channel with `prefetch` per consumer for `queues` (consuming starts with the
     /// first fetch that may wait: see [`WorkerConsumer::take`]).
     pub(crate) async fn start(
-        link: &Link,
+        link: &Arc<Link>,
         worker: &WorkerId,
         queues: &[String],
         prefetch: u16,
@@ -95,6 +146,8 @@ impl WorkerConsumer {
             incoming: tokio::sync::Mutex::new(receiver),
             buffer: Mutex::new(HashMap::new()),
             held: Mutex::new(HashMap::new()),
+            link: link.clone(),
+            consumer_timeout: link.config().consumer_timeout(),
         })
     }
 
@@ -143,6 +196,7 @@ impl WorkerConsumer {
             if let Err(err) = self.get_once(queues, max).await {
                 tracing::warn!(error = %taskq_core::error_chain(&err), "basic.get failed");
             }
+            self.resolve_guard_copies().await;
             return self.hand_out(queues, max);
         }
         if let Err(err) = self.consume().await {
@@ -163,6 +217,7 @@ impl WorkerConsumer {
             }
         }
         drop(incoming);
+        self.resolve_guard_copies().await;
         self.hand_out(queues, max)
     }
 
@@ -182,11 +237,7 @@ impl WorkerConsumer {
                         .await
                         .map_err(amqp_error)?;
                     let Some(message) = message else { break };
-                    self.buffer_one(Incoming {
-                        queue: shared.clone(),
-                        level,
-                        delivery: message.delivery,
-                    });
+                    self.buffer_one(Incoming::new(shared.clone(), level, message.delivery));
                     got += 1;
                 }
             }
@@ -229,16 +280,26 @@ impl WorkerConsumer {
                         break;
                     };
                     let receipt = self.serial << SERIAL_SHIFT | next.delivery.delivery_tag;
-                    let payload = match String::from_utf8(next.delivery.data) {
-                        Ok(text) => text,
+                    let payload: Arc<str> = match String::from_utf8(next.delivery.data) {
+                        Ok(text) => Arc::from(text),
                         // Not UTF-8: the worker refuses it as malformed and dead-letters it.
-                        Err(err) => String::from_utf8_lossy(err.as_bytes()).into_owned(),
+                        Err(err) => Arc::from(String::from_utf8_lossy(err.as_bytes())),
                     };
-                    held.insert(receipt, next.delivery.acker);
+                    held.insert(
+                        receipt,
+                        Held {
+                            acker: next.delivery.acker,
+                            since: next.received,
+                            level_queue: names::level_queue(&next.queue, next.level),
+                            id: PayloadFields::read(&payload).id,
+                            payload: payload.clone(),
+                            guarded: false,
+                        },
+                    );
                     out.push(Delivery::new(
                         next.queue,
                         next.level,
-                        Arc::from(payload),
+                        payload,
                         Receipt::new(receipt),
                     ));
                 }
@@ -250,10 +311,199 @@ impl WorkerConsumer {
         out
     }
 
-    /// The acker of a delivery this consumer handed out and nobody settled; `None` for one it
-    /// does not hold (settled already, or handed out by a channel since replaced).
-    pub(crate) fn take_held(&self, receipt: Receipt) -> Option<Acker> {
-        self.held.lock().remove(&receipt.raw())
+    /// Ends a delivery this consumer handed out and nobody settled; false for one it does not
+    /// hold (settled already, or handed out by a channel since replaced: RabbitMQ redelivers
+    /// it).
+    pub(crate) async fn end(&self, receipt: Receipt, ending: Ending) -> Result<bool> {
+        let Some(held) = self.held.lock().remove(&receipt.raw()) else {
+            return Ok(false);
+        };
+        if held.guarded {
+            // Acked long ago; the lease and the done marker tell its guard copy what happened.
+            if let Some(id) = held.id {
+                guard::release(
+                    &self.link,
+                    id,
+                    ending == Ending::Settled,
+                    self.consumer_timeout,
+                )
+                .await?;
+            }
+            return Ok(true);
+        }
+        let outcome = match ending {
+            Ending::Settled => held.acker.ack(BasicAckOptions::default()).await,
+            Ending::Returned => {
+                held.acker
+                    .nack(BasicNackOptions {
+                        multiple: false,
+                        requeue: true,
+                    })
+                    .await
+            }
+        };
+        match outcome {
+            Ok(done) => Ok(done),
+            Err(err) => Err(amqp_error(err)),
+        }
+    }
+
+    /// One pass of the guard (see [`guard`]): deliveries held for half the acknowledgement
+    /// timeout are acked behind a lease and a guard copy; received ones that waited that long
+    /// unclaimed go back to their queue.
+    pub(crate) async fn guard_round(&self) {
+        let half = self.consumer_timeout / 2;
+        let due: Vec<(u64, String, Arc<str>, TaskId)> = self
+            .held
+            .lock()
+            .iter()
+            .filter(|(_, held)| !held.guarded && held.since.elapsed() >= half)
+            .filter_map(|(receipt, held)| {
+                Some((
+                    *receipt,
+                    held.level_queue.clone(),
+                    held.payload.clone(),
+                    held.id?,
+                ))
+            })
+            .collect();
+        for (receipt, level_queue, payload, id) in due {
+            if let Err(err) = self.guard(receipt, &level_queue, &payload, id, half).await {
+                tracing::warn!(%id, error = %taskq_core::error_chain(&err), "could not guard a long run; RabbitMQ may redeliver it");
+            }
+        }
+        let stale: Vec<Incoming> = {
+            let mut buffer = self.buffer.lock();
+            let mut stale = Vec::new();
+            for waiting in buffer.values_mut() {
+                while waiting
+                    .front()
+                    .is_some_and(|next| next.received.elapsed() >= half)
+                {
+                    stale.extend(waiting.pop_front());
+                }
+            }
+            stale
+        };
+        for incoming in stale {
+            let _ = incoming
+                .delivery
+                .acker
+                .nack(BasicNackOptions {
+                    multiple: false,
+                    requeue: true,
+                })
+                .await;
+        }
+    }
+
+    async fn guard(
+        &self,
+        receipt: u64,
+        level_queue: &str,
+        payload: &str,
+        id: TaskId,
+        after: Duration,
+    ) -> Result<()> {
+        guard::take_lease(&self.link, id).await?;
+        guard::send_copy(
+            &self.link,
+            level_queue,
+            id,
+            payload,
+            after,
+            chrono::Utc::now(),
+        )
+        .await?;
+        let acker = {
+            let mut held = self.held.lock();
+            let Some(entry) = held.get_mut(&receipt) else {
+                return Ok(()); // settled meanwhile: its copy finds the done marker
+            };
+            entry.guarded = true;
+            entry.acker.clone()
+        };
+        acker
+            .ack(BasicAckOptions::default())
+            .await
+            .map_err(amqp_error)?;
+        tracing::info!(%id, "a long run is guarded: acked early behind a lease (RabbitMQ's consumer timeout)");
+        Ok(())
+    }
+
+    /// Settles the guard copies among received deliveries: a copy of a run still going goes
+    /// round again, one of a finished run is dropped, one whose worker is gone stays to run.
+    async fn resolve_guard_copies(&self) {
+        let copies: Vec<(Incoming, TaskId)> = {
+            let mut buffer = self.buffer.lock();
+            let mut copies = Vec::new();
+            for waiting in buffer.values_mut() {
+                let mut kept = VecDeque::with_capacity(waiting.len());
+                for incoming in waiting.drain(..) {
+                    match incoming.guard_copy_of() {
+                        Some(id) => copies.push((incoming, id)),
+                        None => kept.push_back(incoming),
+                    }
+                }
+                *waiting = kept;
+            }
+            copies
+        };
+        for (incoming, id) in copies {
+            let level_queue = names::level_queue(&incoming.queue, incoming.level);
+            let settled = match guard::verdict(&self.link, id).await {
+                Ok(guard::Verdict::Running) => {
+                    let payload = String::from_utf8_lossy(&incoming.delivery.data).into_owned();
+                    guard::send_copy(
+                        &self.link,
+                        &level_queue,
+                        id,
+                        &payload,
+                        self.consumer_timeout / 2,
+                        chrono::Utc::now(),
+                    )
+                    .await
+                    .map(|()| true)
+                }
+                Ok(guard::Verdict::Finished) => Ok(true),
+                Ok(guard::Verdict::Orphaned) => {
+                    tracing::warn!(%id, "the worker running a guarded task is gone: running it again");
+                    Ok(false)
+                }
+                Err(err) => Err(err),
+            };
+            match settled {
+                Ok(true) => {
+                    let _ = incoming
+                        .delivery
+                        .acker
+                        .ack(BasicAckOptions::default())
+                        .await;
+                }
+                Ok(false) => self.buffer_one(incoming),
+                Err(err) => {
+                    tracing::warn!(%id, error = %taskq_core::error_chain(&err), "could not check a guard copy; it comes back");
+                    let _ = incoming
+                        .delivery
+                        .acker
+                        .nack(BasicNackOptions {
+                            multiple: false,
+                            requeue: true,
+                        })
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// The node's acknowledgement timeout this consumer guards against.
+    pub(crate) fn consumer_timeout(&self) -> Duration {
+        self.consumer_timeout
+    }
+
+    /// Whether its channel is gone.
+    pub(crate) fn closed(&self) -> bool {
+        !self.channel.status().connected()
     }
 
     /// Whether it holds the delivery with `receipt`.
@@ -278,12 +528,10 @@ fn forward(
     tokio::spawn(async move {
         while let Some(delivery) = consumer.next().await {
             let Ok(delivery) = delivery else { break };
-            let incoming = Incoming {
-                queue: queue.clone(),
-                level,
-                delivery,
-            };
-            if sender.send(incoming).is_err() {
+            if sender
+                .send(Incoming::new(queue.clone(), level, delivery))
+                .is_err()
+            {
                 break;
             }
         }

@@ -29,6 +29,7 @@ mod config;
 mod consumer;
 mod delay;
 mod error;
+mod guard;
 mod link;
 mod names;
 mod publish;

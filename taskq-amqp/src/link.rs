@@ -76,6 +76,13 @@ impl Link {
         Ok(connection)
     }
 
+    /// Closes the connection (channels, consumers and exclusive queues with it).
+    pub(crate) async fn close(&self) {
+        if let Some(connection) = self.connection.lock().await.take() {
+            let _ = connection.close(200, "OK".into()).await;
+        }
+    }
+
     fn unreachable(&self, cause: Error) -> Error {
         Error::Broker {
             transport: "amqp",

@@ -1,6 +1,6 @@
 //! [`AmqpBroker`]: taskq's broker roles on RabbitMQ.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use parking_lot::Mutex;
 use taskq_core::{Broker, Clock, Membership, Result, WorkerId};
@@ -29,7 +29,7 @@ pub struct AmqpBroker {
 
 #[derive(Debug)]
 struct Shared {
-    link: Link,
+    link: Arc<Link>,
     clock: Clock,
     /// Each fetching worker's consumer channel.
     consumers: Mutex<HashMap<WorkerId, Arc<WorkerConsumer>>>,
@@ -45,7 +45,7 @@ impl AmqpBroker {
     /// [`taskq_core::Error::Broker`] naming the (redacted) URL when RabbitMQ cannot be reached
     /// or refuses the login.
     pub async fn connect(config: AmqpConfig) -> Result<Self> {
-        let link = Link::new(config);
+        let link = Arc::new(Link::new(config));
         link.connection().await?;
         Ok(Self {
             shared: Arc::new(Shared {
@@ -55,6 +55,22 @@ impl AmqpBroker {
                 starting: tokio::sync::Mutex::new(()),
             }),
         })
+    }
+
+    /// Closes the connection: RabbitMQ returns what this process's workers held to their
+    /// queues. Later calls reconnect.
+    pub async fn close(&self) {
+        let consumers: Vec<_> = self
+            .shared
+            .consumers
+            .lock()
+            .drain()
+            .map(|(_, c)| c)
+            .collect();
+        for consumer in consumers {
+            consumer.close().await;
+        }
+        self.link().close().await;
     }
 
     fn link(&self) -> &Link {
@@ -93,7 +109,8 @@ impl AmqpBroker {
             .prefetch()
             .unwrap_or_else(|| u16::try_from(window.max(1)).unwrap_or(u16::MAX));
         let consumer =
-            Arc::new(WorkerConsumer::start(self.link(), worker, queues, prefetch).await?);
+            Arc::new(WorkerConsumer::start(&self.shared.link, worker, queues, prefetch).await?);
+        guard_long_runs(&consumer);
         self.shared
             .consumers
             .lock()
@@ -104,6 +121,26 @@ impl AmqpBroker {
     fn existing(&self, worker: &WorkerId) -> Option<Arc<WorkerConsumer>> {
         self.shared.consumers.lock().get(worker).cloned()
     }
+}
+
+/// Runs the consumer's guard (see `guard.rs`) a few times per half timeout, for as long as the
+/// consumer lives.
+fn guard_long_runs(consumer: &Arc<WorkerConsumer>) {
+    let tick = (consumer.consumer_timeout() / 10)
+        .clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let consumer = Arc::downgrade(consumer);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(tick).await;
+            let Some(consumer) = consumer.upgrade() else {
+                return;
+            };
+            if consumer.closed() {
+                return;
+            }
+            consumer.guard_round().await;
+        }
+    });
 }
 
 impl Broker for AmqpBroker {

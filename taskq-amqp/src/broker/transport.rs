@@ -4,16 +4,14 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
 use taskq_core::{
     Clock, DeadReason, Delivery, OutboundMessage, Result, TaskId, Transport, WorkerId,
 };
 
 use super::AmqpBroker;
 use crate::{
-    delay,
-    error::amqp_error,
-    names,
+    consumer::{Ending, WorkerConsumer},
+    delay, names,
     publish::{publish_confirmed, Outgoing},
 };
 
@@ -58,23 +56,17 @@ impl AmqpBroker {
             return Ok(false);
         }
         publish_confirmed(self.link(), publish).await?;
-        let Some(acker) = consumer.take_held(delivery.receipt()) else {
-            return Ok(false);
-        };
-        settled(acker.ack(BasicAckOptions::default()).await, delivery)
+        settled(&consumer, delivery, Ending::Settled).await
     }
 }
 
-/// An ack or nack's outcome: false (and a log line) when the channel was gone.
-fn settled(outcome: lapin::Result<bool>, delivery: &Delivery) -> Result<bool> {
-    match outcome {
-        Ok(true) => Ok(true),
-        Ok(false) => {
-            tracing::warn!(queue = delivery.queue(), id = ?delivery.id(), "settle on a closed channel changed nothing: RabbitMQ redelivers the message");
-            Ok(false)
-        }
-        Err(err) => Err(amqp_error(err)),
+/// Ends one held delivery: false (and a log line) when the channel was gone.
+async fn settled(consumer: &WorkerConsumer, delivery: &Delivery, ending: Ending) -> Result<bool> {
+    let ended = consumer.end(delivery.receipt(), ending).await?;
+    if !ended {
+        tracing::warn!(queue = delivery.queue(), id = ?delivery.id(), "settle on a closed channel changed nothing: RabbitMQ redelivers the message");
     }
+    Ok(ended)
 }
 
 #[async_trait]
@@ -128,10 +120,10 @@ impl Transport for AmqpBroker {
         };
         let mut acked = 0;
         for delivery in deliveries {
-            if let Some(acker) = consumer.take_held(delivery.receipt()) {
-                if settled(acker.ack(BasicAckOptions::default()).await, delivery)? {
-                    acked += 1;
-                }
+            if consumer.holds(delivery.receipt())
+                && settled(&consumer, delivery, Ending::Settled).await?
+            {
+                acked += 1;
             }
         }
         Ok(acked)
@@ -156,16 +148,10 @@ impl Transport for AmqpBroker {
         };
         let mut requeued = 0;
         for delivery in deliveries {
-            if let Some(acker) = consumer.take_held(delivery.receipt()) {
-                let nack = acker
-                    .nack(BasicNackOptions {
-                        multiple: false,
-                        requeue: true,
-                    })
-                    .await;
-                if settled(nack, delivery)? {
-                    requeued += 1;
-                }
+            if consumer.holds(delivery.receipt())
+                && settled(&consumer, delivery, Ending::Returned).await?
+            {
+                requeued += 1;
             }
         }
         Ok(requeued)

@@ -5,4 +5,5 @@
 mod behaviour;
 mod conformance;
 mod delays;
+mod long_runs;
 mod support;
