@@ -17,7 +17,8 @@ use serde::Serialize;
 #[command(about = "Benchmark taskq against a broker")]
 struct Cli {
     /// Broker URL: redis://HOST:PORT, rediss://, redis+cluster://H:P,H:P,
-    /// redis+sentinel://H:P,H:P/MASTER (add ?durable=1 for durable writes) or memory://.
+    /// redis+sentinel://H:P,H:P/MASTER (add ?durable=1 for durable writes),
+    /// amqp://USER:PW@HOST:PORT/VHOST?results=redis://HOST:PORT (RabbitMQ) or memory://.
     #[arg(long, env = "TASKQ_BROKER", default_value = "redis://127.0.0.1:6379")]
     broker: String,
     /// PEM file of the certificate authority to trust for rediss:// (Redis counters are not

@@ -664,3 +664,81 @@ fn the_dashboard_refuses_a_public_address_without_authentication() {
     let hash = String::from_utf8_lossy(&hashed.stdout);
     assert!(hash.starts_with("$argon2id$"), "{hash}");
 }
+
+/// The operator commands on RabbitMQ (a private node): status from passive declarations, dead
+/// letters listed, shown, requeued and purged, a queue purged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_commands_work_on_rabbitmq() {
+    let node = taskq_testkit::RabbitNode::start(&[]);
+    let url = format!("{}?results=memory", node.fresh_vhost_url());
+    let client = taskq::connect(&url).await.unwrap();
+    let ids: Vec<_> = client
+        .enqueue_many((0..3).map(|i| Add { a: i, b: 0 }))
+        .await
+        .unwrap()
+        .iter()
+        .map(|h| h.id())
+        .collect();
+    let status = stdout(&taskq_with_input(&url, &["status"], ""));
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("cli ") && l.contains(" 3 ")),
+        "{status}"
+    );
+
+    let worker = WorkerId::generate();
+    let held = client
+        .broker()
+        .fetch(&worker, &["cli".into()], 2, Duration::ZERO)
+        .await
+        .unwrap();
+    for delivery in &held {
+        client
+            .broker()
+            .dead_letter(&worker, delivery, DeadReason::Failed, Some("boom".into()))
+            .await
+            .unwrap();
+    }
+    let table = stdout(&taskq_with_input(
+        &url,
+        &["dead", "list", "--queue", "cli"],
+        "",
+    ));
+    assert!(
+        table.contains("failed") && table.contains("boom"),
+        "{table}"
+    );
+    let shown = json(&taskq_with_input(
+        &url,
+        &["dead", "show", &ids[0].to_string()],
+        "",
+    ));
+    assert_eq!(shown["reason"], "failed");
+    assert_eq!(
+        stdout(&taskq_with_input(
+            &url,
+            &["dead", "requeue", &ids[0].to_string()],
+            ""
+        )),
+        "requeued 1"
+    );
+    assert_eq!(
+        stdout(&taskq_with_input(
+            &url,
+            &["dead", "purge", "--queue", "cli"],
+            ""
+        )),
+        "purged 1"
+    );
+    let stats = client.broker().stats("cli").await.unwrap();
+    assert_eq!((stats.pending, stats.dead), (2, 0), "{stats:?}");
+    assert_eq!(
+        stdout(&taskq_with_input(
+            &url,
+            &["queue", "purge", "cli", "--yes"],
+            ""
+        )),
+        "purged 2"
+    );
+}
