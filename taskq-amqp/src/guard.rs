@@ -27,7 +27,7 @@ use crate::{
     delay,
     error::{amqp_error, is_not_found},
     link::Link,
-    publish::{publish_confirmed, Outgoing},
+    publish::Outgoing,
 };
 
 /// Marks a guard copy.
@@ -88,7 +88,7 @@ pub(crate) async fn send_copy(
     }
     .with_message_id(id.to_string())
     .with_header(HEADER, "1");
-    publish_confirmed(link, vec![copy]).await
+    link.publish(vec![copy]).await
 }
 
 /// Ends a guarded run: the done marker when it `finished` (settled for good), then the lease.
@@ -143,19 +143,7 @@ pub(crate) async fn verdict(link: &Link, id: TaskId) -> Result<Verdict> {
 /// Whether queue `name` exists: a passive declaration answers, or is refused with NOT_FOUND
 /// (none) or RESOURCE_LOCKED (an exclusive queue of another live connection: it exists).
 async fn exists(link: &Link, name: &str) -> Result<bool> {
-    let channel = link.channel().await?;
-    let declared = channel
-        .queue_declare(
-            name.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await;
-    let _ = channel.close(200, "OK".into()).await;
-    match declared {
+    match link.inspect_queue(name).await? {
         Ok(_) => Ok(true),
         Err(err) if is_not_found(&err) => Ok(false),
         Err(err) if err.to_string().contains("RESOURCE_LOCKED") => Ok(true),

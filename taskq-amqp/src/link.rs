@@ -18,6 +18,7 @@ use crate::{
     delay,
     error::amqp_error,
     names::{self, DELAY_LEVELS},
+    publish::{publish_confirmed, Outgoing},
     AmqpConfig,
 };
 
@@ -109,6 +110,25 @@ impl Link {
         }
     }
 
+    /// A passive declaration of queue `name` on a channel of its own (a refusal closes the
+    /// channel): the queue when it exists, or the broker's refusal (NOT_FOUND, RESOURCE_LOCKED
+    /// for another connection's exclusive queue).
+    pub(crate) async fn inspect_queue(&self, name: &str) -> Result<lapin::Result<lapin::Queue>> {
+        let channel = self.channel().await?;
+        let declared = channel
+            .queue_declare(
+                name.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        let _ = channel.close(200, "OK".into()).await;
+        Ok(declared)
+    }
+
     /// The publisher channel (publisher confirms on).
     pub(crate) async fn publisher(&self) -> Result<Channel> {
         let mut slot = self.publisher.lock().await;
@@ -124,6 +144,16 @@ impl Link {
             .map_err(amqp_error)?;
         *slot = Some(channel.clone());
         Ok(channel)
+    }
+
+    /// Publishes `messages` on the publisher channel and waits for every confirm (see
+    /// [`publish_confirmed`]).
+    pub(crate) async fn publish(&self, messages: Vec<Outgoing>) -> Result<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let channel = self.publisher().await?;
+        publish_confirmed(&channel, self.config.max_queue_length(), messages).await
     }
 
     /// Declares `queue`'s level queues, its dead-letter queue and their bindings, once per
@@ -203,13 +233,10 @@ impl Link {
 
     /// Adds `queue` to the registry `taskq status` reads (once per process).
     async fn register(&self, queue: &str) -> Result<()> {
-        crate::publish::publish_confirmed(
-            self,
-            vec![crate::publish::Outgoing::to_queue(
-                names::REGISTRY_QUEUE,
-                queue.as_bytes().to_vec(),
-            )],
-        )
+        self.publish(vec![Outgoing::to_queue(
+            names::REGISTRY_QUEUE,
+            queue.as_bytes().to_vec(),
+        )])
         .await
     }
 

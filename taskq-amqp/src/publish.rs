@@ -4,11 +4,11 @@
 use lapin::{
     options::BasicPublishOptions,
     types::{AMQPValue, FieldTable},
-    BasicProperties,
+    BasicProperties, Channel,
 };
 use taskq_core::{Error, Result};
 
-use crate::{error::amqp_error, link::Link};
+use crate::error::amqp_error;
 
 /// One message to publish.
 #[derive(Debug)]
@@ -100,11 +100,14 @@ impl Outgoing {
 /// (`basic.nack`: a bounded queue full, a node out of resources) or an unroutable message
 /// fails the call; messages confirmed before it stay published (at least once: a caller's
 /// retry may publish them twice).
-pub(crate) async fn publish_confirmed(link: &Link, messages: Vec<Outgoing>) -> Result<()> {
+pub(crate) async fn publish_confirmed(
+    channel: &Channel,
+    max_queue_length: Option<usize>,
+    messages: Vec<Outgoing>,
+) -> Result<()> {
     if messages.is_empty() {
         return Ok(());
     }
-    let channel = link.publisher().await?;
     let mut confirms = Vec::with_capacity(messages.len());
     for message in &messages {
         let confirm = channel
@@ -129,7 +132,7 @@ pub(crate) async fn publish_confirmed(link: &Link, messages: Vec<Outgoing>) -> R
             continue;
         }
         if confirmation.is_nack() {
-            failure = Some(match (&message.queue, link.config().max_queue_length()) {
+            failure = Some(match (&message.queue, max_queue_length) {
                 (Some(queue), Some(capacity)) => Error::QueueFull {
                     queue: queue.clone(),
                     capacity,

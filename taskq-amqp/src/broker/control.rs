@@ -15,12 +15,7 @@ use serde_json::json;
 use taskq_core::{ControlChannel, ControlMessage, ControlStream, Error, Result, TaskId};
 
 use super::AmqpBroker;
-use crate::{
-    error::amqp_error,
-    names,
-    publish::{publish_confirmed, Outgoing},
-    scan::Scan,
-};
+use crate::{error::amqp_error, names, publish::Outgoing, scan::Scan};
 
 #[async_trait]
 impl ControlChannel for AmqpBroker {
@@ -30,11 +25,14 @@ impl ControlChannel for AmqpBroker {
             source,
         })?;
         self.link().ensure_shared().await?;
-        publish_confirmed(
-            self.link(),
-            vec![Outgoing::to_exchange(names::CONTROL_EXCHANGE, "", body).unrouted_is_fine()],
-        )
-        .await
+        self.link()
+            .publish(vec![Outgoing::to_exchange(
+                names::CONTROL_EXCHANGE,
+                "",
+                body,
+            )
+            .unrouted_is_fine()])
+            .await
     }
 
     async fn subscribe_control(&self) -> Result<ControlStream> {
@@ -91,14 +89,13 @@ impl ControlChannel for AmqpBroker {
             + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(1));
         let record = json!({ "id": id, "until": until }).to_string();
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        publish_confirmed(
-            self.link(),
-            vec![
-                Outgoing::to_queue(names::REVOKED_QUEUE, record.into_bytes())
-                    .expiring_after(ttl_ms),
-            ],
-        )
-        .await?;
+        self.link()
+            .publish(vec![Outgoing::to_queue(
+                names::REVOKED_QUEUE,
+                record.into_bytes(),
+            )
+            .expiring_after(ttl_ms)])
+            .await?;
         self.broadcast(&ControlMessage::Revoke { id, terminate })
             .await
     }

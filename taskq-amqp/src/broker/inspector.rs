@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use lapin::{
     message::BasicGetMessage,
-    options::{QueueDeclareOptions, QueuePurgeOptions},
+    options::QueuePurgeOptions,
     types::{AMQPValue, FieldTable},
 };
 use taskq_core::{
@@ -20,26 +20,15 @@ use super::{transport::dead_headers, AmqpBroker};
 use crate::{
     error::{amqp_error, is_not_found},
     names,
-    publish::{publish_confirmed, Outgoing},
+    publish::Outgoing,
     scan::Scan,
 };
 
 impl AmqpBroker {
-    /// Ready messages in a RabbitMQ queue (0 when it does not exist).
+    /// Ready messages in a RabbitMQ queue (0 when it does not exist: nothing was ever sent to
+    /// it).
     async fn depth(&self, queue: &str) -> Result<usize> {
-        let channel = self.link().channel().await?;
-        let declared = channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await;
-        let _ = channel.close(200, "OK".into()).await;
-        // A missing queue is refused with NOT_FOUND: nothing was ever sent to it.
+        let declared = self.link().inspect_queue(queue).await?;
         Ok(declared.map_or(0, |queue| queue.message_count() as usize))
     }
 
@@ -76,7 +65,7 @@ impl AmqpBroker {
                     )
                     .for_queue(queue);
                     self.link().ensure_queue(queue).await?;
-                    publish_confirmed(self.link(), vec![again]).await?;
+                    self.link().publish(vec![again]).await?;
                 }
                 scan.remove(index).await?;
                 settled += 1;

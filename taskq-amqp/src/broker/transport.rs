@@ -12,7 +12,7 @@ use super::AmqpBroker;
 use crate::{
     consumer::{Ending, WorkerConsumer},
     delay, names,
-    publish::{publish_confirmed, Outgoing},
+    publish::Outgoing,
 };
 
 /// Headers a dead letter published by a worker carries.
@@ -55,7 +55,7 @@ impl AmqpBroker {
         if !consumer.holds(delivery.receipt()) {
             return Ok(false);
         }
-        publish_confirmed(self.link(), publish).await?;
+        self.link().publish(publish).await?;
         settled(&consumer, delivery, Ending::Settled).await
     }
 }
@@ -84,7 +84,7 @@ impl Transport for AmqpBroker {
         if outgoing.iter().any(Outgoing::is_delayed) {
             self.link().ensure_delays().await?;
         }
-        publish_confirmed(self.link(), outgoing).await
+        self.link().publish(outgoing).await
     }
 
     async fn enqueue_unique(
