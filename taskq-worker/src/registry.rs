@@ -73,6 +73,18 @@ impl Registry {
         self.tasks.is_empty()
     }
 
+    /// The names of the registered tasks that declare a rate limit, sorted.
+    pub(crate) fn rate_limited(&self) -> Vec<&'static str> {
+        let mut names: Vec<_> = self
+            .tasks
+            .iter()
+            .filter(|(_, task)| task.options.rate_limit().is_some())
+            .map(|(name, _)| *name)
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
     /// What each registered task declares, sorted by name, for the broker's task catalog.
     pub(crate) fn declarations(&self) -> Vec<TaskDeclaration> {
         let mut declared: Vec<_> = self

@@ -35,6 +35,14 @@ pub(crate) async fn run(
         id,
         hooks,
     } = worker;
+    let rate_limited = registry.rate_limited();
+    if !rate_limited.is_empty() && !client.broker().keeps_rate_limits() {
+        return Err(crate::Error::Config(format!(
+            "{} declare(s) a rate limit, which this broker cannot keep (it has no shared \
+             state: use the Redis broker, or drop the limit)",
+            rate_limited.join(", ")
+        )));
+    }
     let shared = Shared {
         recorder: Arc::new(Recorder::new(config.metrics)),
         revocations: Arc::new(Revocations::default()),

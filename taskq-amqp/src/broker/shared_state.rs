@@ -30,6 +30,10 @@ impl RateLimiter for AmqpBroker {
     ) -> Result<Option<Duration>> {
         Err(needs_a_store("global rate limit"))
     }
+
+    fn keeps_rate_limits(&self) -> bool {
+        false
+    }
 }
 
 #[async_trait]

@@ -7,3 +7,4 @@ mod conformance;
 mod delays;
 mod long_runs;
 mod support;
+mod worker;

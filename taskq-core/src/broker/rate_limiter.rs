@@ -30,6 +30,13 @@ pub trait RateLimiter: Send + Sync + std::fmt::Debug {
         task: &str,
         limit: RateLimit,
     ) -> Result<Option<Duration>>;
+
+    /// Whether this broker can keep rate limits at all (false for RabbitMQ alone, which has no
+    /// shared counter): a worker with a rate-limited task refuses to start on one that cannot,
+    /// rather than postponing that task for ever.
+    fn keeps_rate_limits(&self) -> bool {
+        true
+    }
 }
 
 /// Compile-time check that [`RateLimiter`] stays object safe.
