@@ -173,24 +173,7 @@ impl Link {
 
     async fn declare_queue(&self, channel: &Channel, queue: &str) -> Result<()> {
         let dead = names::dead_queue(queue);
-        channel
-            .queue_declare(
-                dead.as_str().into(),
-                QueueDeclareOptions::durable(),
-                quorum(),
-            )
-            .await
-            .map_err(amqp_error)?;
-        channel
-            .queue_bind(
-                dead.as_str().into(),
-                names::DEAD_EXCHANGE.into(),
-                queue.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(amqp_error)?;
+        declare_bound(channel, &dead, quorum(), names::DEAD_EXCHANGE, queue).await?;
         for (_, level_queue) in names::level_queues_highest_first(queue) {
             let mut arguments = quorum();
             arguments.insert(
@@ -209,24 +192,15 @@ impl Link {
                 let limit = i64::try_from(max.saturating_sub(1)).unwrap_or(i64::MAX);
                 arguments.insert("x-max-length".into(), AMQPValue::LongLongInt(limit));
             }
-            channel
-                .queue_declare(
-                    level_queue.as_str().into(),
-                    QueueDeclareOptions::durable(),
-                    arguments,
-                )
-                .await
-                .map_err(amqp_error)?;
-            channel
-                .queue_bind(
-                    level_queue.as_str().into(),
-                    names::DELIVER_EXCHANGE.into(),
-                    names::delivery_binding(&level_queue).into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(amqp_error)?;
+            let binding = names::delivery_binding(&level_queue);
+            declare_bound(
+                channel,
+                &level_queue,
+                arguments,
+                names::DELIVER_EXCHANGE,
+                &binding,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -323,24 +297,14 @@ async fn declare_delays(channel: &Channel) -> Result<()> {
             string(&delay::next_exchange(k)),
         );
         at_least_once_dead_lettering(&mut arguments);
-        channel
-            .queue_declare(
-                level.as_str().into(),
-                QueueDeclareOptions::durable(),
-                arguments,
-            )
-            .await
-            .map_err(amqp_error)?;
-        channel
-            .queue_bind(
-                level.as_str().into(),
-                level.as_str().into(),
-                delay::level_binding(k, true).into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(amqp_error)?;
+        declare_bound(
+            channel,
+            &level,
+            arguments,
+            &level,
+            &delay::level_binding(k, true),
+        )
+        .await?;
     }
     // Bit clear: on to the next level down (declared above).
     for k in 0..DELAY_LEVELS {
@@ -355,6 +319,31 @@ async fn declare_delays(channel: &Channel) -> Result<()> {
             .await
             .map_err(amqp_error)?;
     }
+    Ok(())
+}
+
+/// Declares durable queue `name` with `arguments` and binds it to `exchange` with `binding`.
+async fn declare_bound(
+    channel: &Channel,
+    name: &str,
+    arguments: FieldTable,
+    exchange: &str,
+    binding: &str,
+) -> Result<()> {
+    channel
+        .queue_declare(name.into(), QueueDeclareOptions::durable(), arguments)
+        .await
+        .map_err(amqp_error)?;
+    channel
+        .queue_bind(
+            name.into(),
+            exchange.into(),
+            binding.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(amqp_error)?;
     Ok(())
 }
 

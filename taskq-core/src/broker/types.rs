@@ -234,20 +234,10 @@ impl std::str::FromStr for DeadReason {
     /// # Ok::<(), taskq_core::Error>(())
     /// ```
     fn from_str(text: &str) -> crate::Result<Self> {
-        use DeadReason::*;
-        [
-            Malformed,
-            UnknownTask,
-            Oversized,
-            Failed,
-            RetriesExhausted,
-            WorkerLost,
-            BadSignature,
-            Undecryptable,
-        ]
-        .into_iter()
-        .find(|reason| reason.as_str() == text)
-        .ok_or_else(|| crate::Error::Invalid {
+        // The serde spelling is the wire spelling: one list of names, in the enum.
+        use serde::de::{value::StrDeserializer, IntoDeserializer};
+        let spelled: StrDeserializer<'_, serde::de::value::Error> = text.into_deserializer();
+        Self::deserialize(spelled).map_err(|_| crate::Error::Invalid {
             what: "dead-letter reason",
             reason: format!("`{text}` is not one"),
         })

@@ -28,6 +28,7 @@ macro_rules! inspector_conformance {
             $crate::__suite_tests!(inspector [$attr] $capped;
                 dead_letters_are_capped_newest_first,
                 dead_letters_are_capped_by_bytes,
+                removed_dead_letters_free_their_bytes,
             );
         }
     };
@@ -129,6 +130,41 @@ pub async fn dead_letters_are_capped_by_bytes(broker: Shared) {
     kill(&broker, &q, 2).await;
     let stats = broker.stats(&q).await.unwrap();
     assert_eq!((stats.dead, stats.dead_dropped), (2, 3));
+}
+
+/// Run on the byte-capped broker: dead letters deleted or requeued stop counting toward the
+/// byte cap (stale bytes would push the older of two small dead letters out).
+pub async fn removed_dead_letters_free_their_bytes(broker: Shared) {
+    let q = queue();
+    let big = CAPPED_DEAD_BYTES * 6 / 10;
+    let small = CAPPED_DEAD_BYTES * 45 / 100;
+    broker
+        .enqueue(vec![
+            bulky_message(&q, big),
+            bulky_message(&q, big),
+            bulky_message(&q, small),
+            bulky_message(&q, small),
+        ])
+        .await
+        .unwrap();
+    let deleted = kill(&broker, &q, 1).await;
+    assert_eq!(broker.delete_dead(&q, &deleted).await.unwrap(), 1);
+    let requeued = kill(&broker, &q, 1).await;
+    assert_eq!(broker.requeue_dead(&q, Some(&requeued)).await.unwrap(), 1);
+    let mut smalls = kill(&broker, &q, 2).await;
+    smalls.reverse();
+    let dead: Vec<_> = broker
+        .dead_letters(&q, Page::first(10))
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id.unwrap())
+        .collect();
+    assert_eq!(
+        dead, smalls,
+        "both small ones fit once the big ones are gone"
+    );
+    assert_eq!(broker.stats(&q).await.unwrap().dead_dropped, 0);
 }
 
 pub async fn stats_count_every_place(broker: Shared) {
