@@ -86,7 +86,10 @@ pub(crate) enum Ending {
 }
 
 /// Received deliveries per (queue, level), oldest first.
-type Buffer = HashMap<(Arc<str>, u8), VecDeque<Incoming>>;
+type Buffer = HashMap<Arc<str>, Levels>;
+
+/// One queue's received deliveries, by priority level.
+type Levels = [VecDeque<Incoming>; taskq_core::Priority::LEVELS as usize];
 
 /// A worker's channel, its consumers and what it holds.
 pub(crate) struct WorkerConsumer {
@@ -101,6 +104,9 @@ pub(crate) struct WorkerConsumer {
     incoming: tokio::sync::Mutex<mpsc::UnboundedReceiver<Incoming>>,
     /// Received, not handed out: per (queue, level), oldest first.
     buffer: Mutex<Buffer>,
+    /// Received guard copies (see [`guard`]), sorted out as they arrive so that fetches
+    /// without any pay nothing for them.
+    copies: Mutex<Vec<(Incoming, TaskId)>>,
     /// Handed out, not settled.
     held: Mutex<HashMap<u64, Held>>,
     link: Arc<Link>,
@@ -145,6 +151,7 @@ impl WorkerConsumer {
             consuming: tokio::sync::OnceCell::new(),
             incoming: tokio::sync::Mutex::new(receiver),
             buffer: Mutex::new(HashMap::new()),
+            copies: Mutex::new(Vec::new()),
             held: Mutex::new(HashMap::new()),
             link: link.clone(),
             consumer_timeout: link.config().consumer_timeout(),
@@ -252,17 +259,27 @@ impl WorkerConsumer {
     }
 
     fn buffer_one(&self, incoming: Incoming) {
+        match incoming.guard_copy_of() {
+            Some(id) => self.copies.lock().push((incoming, id)),
+            None => self.buffer_plain(incoming),
+        }
+    }
+
+    fn buffer_plain(&self, incoming: Incoming) {
+        let level = usize::from(incoming.level);
         self.buffer
             .lock()
-            .entry((incoming.queue.clone(), incoming.level))
-            .or_default()
+            .entry(incoming.queue.clone())
+            .or_default()[level]
             .push_back(incoming);
     }
 
     fn has_any(&self, queues: &[String]) -> bool {
         let buffer = self.buffer.lock();
-        buffer.iter().any(|((queue, _), waiting)| {
-            !waiting.is_empty() && queues.iter().any(|q| **q == **queue)
+        queues.iter().any(|queue| {
+            buffer
+                .get(queue.as_str())
+                .is_some_and(|levels| levels.iter().any(|waiting| !waiting.is_empty()))
         })
     }
 
@@ -271,10 +288,10 @@ impl WorkerConsumer {
         let mut buffer = self.buffer.lock();
         let mut held = self.held.lock();
         'queues: for queue in queues {
-            for level in (0..taskq_core::Priority::LEVELS).rev() {
-                let Some(waiting) = buffer.get_mut(&(Arc::from(queue.as_str()), level)) else {
-                    continue;
-                };
+            let Some(levels) = buffer.get_mut(queue.as_str()) else {
+                continue;
+            };
+            for waiting in levels.iter_mut().rev() {
                 while out.len() < max {
                     let Some(next) = waiting.pop_front() else {
                         break;
@@ -375,7 +392,7 @@ impl WorkerConsumer {
         let stale: Vec<Incoming> = {
             let mut buffer = self.buffer.lock();
             let mut stale = Vec::new();
-            for waiting in buffer.values_mut() {
+            for waiting in buffer.values_mut().flat_map(|levels| levels.iter_mut()) {
                 while waiting
                     .front()
                     .is_some_and(|next| next.received.elapsed() >= half)
@@ -434,21 +451,7 @@ impl WorkerConsumer {
     /// Settles the guard copies among received deliveries: a copy of a run still going goes
     /// round again, one of a finished run is dropped, one whose worker is gone stays to run.
     async fn resolve_guard_copies(&self) {
-        let copies: Vec<(Incoming, TaskId)> = {
-            let mut buffer = self.buffer.lock();
-            let mut copies = Vec::new();
-            for waiting in buffer.values_mut() {
-                let mut kept = VecDeque::with_capacity(waiting.len());
-                for incoming in waiting.drain(..) {
-                    match incoming.guard_copy_of() {
-                        Some(id) => copies.push((incoming, id)),
-                        None => kept.push_back(incoming),
-                    }
-                }
-                *waiting = kept;
-            }
-            copies
-        };
+        let copies = std::mem::take(&mut *self.copies.lock());
         for (incoming, id) in copies {
             let level_queue = names::level_queue(&incoming.queue, incoming.level);
             let settled = match guard::verdict(&self.link, id).await {
@@ -480,7 +483,7 @@ impl WorkerConsumer {
                         .ack(BasicAckOptions::default())
                         .await;
                 }
-                Ok(false) => self.buffer_one(incoming),
+                Ok(false) => self.buffer_plain(incoming),
                 Err(err) => {
                     tracing::warn!(%id, error = %taskq_core::error_chain(&err), "could not check a guard copy; it comes back");
                     let _ = incoming
