@@ -33,10 +33,13 @@ mod guard;
 mod link;
 mod names;
 mod publish;
+mod replies;
 mod scan;
+mod stream;
 
 pub use broker::AmqpBroker;
 pub use config::AmqpConfig;
+pub use replies::AmqpReplyBackend;
 
 /// True for the URL schemes this crate serves: `amqp://` and `amqps://`.
 ///

@@ -243,6 +243,10 @@ impl Link {
     }
 }
 
+/// How long the workers stream keeps reports (`x-max-age`): well beyond what a reader looks
+/// back ([`crate::broker::WORKER_INFO_WINDOW`]).
+const WORKER_INFO_KEPT: &str = "15m";
+
 async fn declare_shared(channel: &Channel) -> Result<()> {
     let exchange = |name: &'static str, kind: ExchangeKind| async move {
         channel
@@ -261,6 +265,7 @@ async fn declare_shared(channel: &Channel) -> Result<()> {
     exchange(names::DEAD_EXCHANGE, ExchangeKind::Direct).await?;
     exchange(names::DELIVER_EXCHANGE, ExchangeKind::Topic).await?;
     exchange(names::CONTROL_EXCHANGE, ExchangeKind::Fanout).await?;
+    crate::stream::declare(channel, names::WORKERS_STREAM, WORKER_INFO_KEPT).await?;
     for queue in [names::REGISTRY_QUEUE, names::REVOKED_QUEUE] {
         channel
             .queue_declare(

@@ -17,8 +17,18 @@ pub(crate) const DELIVER_EXCHANGE: &str = "taskq.delay.deliver";
 /// One message per queue name a process started using (the registry `taskq status` reads).
 pub(crate) const REGISTRY_QUEUE: &str = "taskq.registry";
 
+/// What workers report about themselves (`taskq workers`): a stream, read by every inspector
+/// in full.
+pub(crate) const WORKERS_STREAM: &str = "taskq.workers";
+
 /// Revocations, one message each, expiring with the revocation.
 pub(crate) const REVOKED_QUEUE: &str = "taskq.revoked";
+
+/// The reply queue of one client process (`?results=rpc`): its results, delivered to it
+/// alone; exclusive to its connection.
+pub(crate) fn reply_queue(process: uuid::Uuid) -> String {
+    format!("taskq.reply.{}", process.simple())
+}
 
 /// The quorum queue holding `queue`'s ready messages of one priority level.
 pub(crate) fn level_queue(queue: &str, level: u8) -> String {

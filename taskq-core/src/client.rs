@@ -132,10 +132,19 @@ impl Client {
 
     /// `envelope` as a message: arguments sealed, then signed, as the client is configured.
     pub(crate) fn outbound(&self, envelope: &crate::Envelope) -> Result<OutboundMessage> {
-        if self.inner.signing.is_none() && self.inner.encryption.is_none() {
+        let reply_to = self
+            .inner
+            .backend
+            .reply_to()
+            .filter(|_| !envelope.headers.contains_key(crate::REPLY_TO_HEADER));
+        if self.inner.signing.is_none() && self.inner.encryption.is_none() && reply_to.is_none() {
             return OutboundMessage::from_envelope(envelope, self.max_payload_bytes());
         }
         let mut sent = envelope.clone();
+        if let Some(reply_to) = reply_to {
+            sent.headers
+                .insert(crate::REPLY_TO_HEADER.to_owned(), reply_to.to_owned());
+        }
         if let Some(keys) = &self.inner.encryption {
             let sealed = keys.seal(
                 sent.args.get(),

@@ -69,7 +69,7 @@ pub mod history {
 }
 pub use clock::Clock;
 pub use encryption::{Encryption, OpenError};
-pub use enqueue::{Enqueue, Sent, UNIQUE_KEY_HEADER};
+pub use enqueue::{Enqueue, Sent, REPLY_TO_HEADER, UNIQUE_KEY_HEADER};
 pub use envelope::{
     DecodeError, Envelope, TaskId, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_QUEUE, PROTOCOL_VERSION,
 };

@@ -129,6 +129,10 @@ pub struct TaskResult {
     pub started_at: Option<DateTime<Utc>>,
     /// When this record was written.
     pub updated_at: DateTime<Utc>,
+    /// Where a delivering result backend sends this record (the task's
+    /// [`REPLY_TO_HEADER`](crate::REPLY_TO_HEADER)); routing, not part of the stored record.
+    #[serde(skip)]
+    pub reply_to: Option<String>,
 }
 
 impl TaskResult {
@@ -145,7 +149,15 @@ impl TaskResult {
             worker: None,
             started_at: None,
             updated_at: now,
+            reply_to: None,
         }
+    }
+
+    /// Sets where a delivering result backend sends the record: the reply address the
+    /// invocation's `headers` carry, if any (builder style).
+    pub fn replying_as(mut self, headers: &std::collections::BTreeMap<String, String>) -> Self {
+        self.reply_to = headers.get(crate::REPLY_TO_HEADER).cloned();
+        self
     }
 
     /// Sets the output (builder style).

@@ -479,7 +479,8 @@ impl TaskContext {
         let now = chrono::Utc::now();
         let mut record =
             crate::TaskResult::new(self.id, &*self.name, crate::TaskState::Started, now)
-                .with_attempts(self.attempt + 1);
+                .with_attempts(self.attempt + 1)
+                .replying_as(&self.headers);
         record.progress = Some(value);
         record.worker = self.worker.as_deref().map(str::to_owned);
         sink.backend.store(&record, sink.ttl).await

@@ -252,6 +252,9 @@ pub(crate) async fn execute(
 }
 
 /// Where a message stands when its execution ends.
+// Returned once per execution and consumed at once: boxing the record would cost an
+// allocation per task for nothing.
+#[allow(clippy::large_enum_variant)]
 enum Outcome {
     /// Retried or dead-lettered already.
     Settled,
@@ -745,6 +748,7 @@ impl Execution<'_> {
         TaskResult::new(self.envelope.id, &self.envelope.task, state, now)
             .with_attempts(attempts)
             .with_worker(self.executor.worker.as_str())
+            .replying_as(&self.envelope.headers)
     }
 
     fn max_retries(&self, task: &Registered) -> u32 {

@@ -145,11 +145,13 @@ impl Maintenance {
         for (id, payload) in poisoned {
             let envelope = Envelope::decode(payload, usize::MAX).ok();
             let task = envelope.as_ref().map_or("", |e| e.task.as_str());
-            records.push(
-                TaskResult::new(*id, task, TaskState::Failure, now)
-                    .with_error(&error)
-                    .with_worker(self.worker.as_str()),
-            );
+            let mut record = TaskResult::new(*id, task, TaskState::Failure, now)
+                .with_error(&error)
+                .with_worker(self.worker.as_str());
+            if let Some(envelope) = &envelope {
+                record = record.replying_as(&envelope.headers);
+            }
+            records.push(record);
             if let Some(flow) = envelope.as_ref().and_then(|e| e.workflow().ok().flatten()) {
                 let ending = Ending::Ended {
                     state: TaskState::Failure,
@@ -197,13 +199,12 @@ impl Maintenance {
         info.in_flight = info.concurrency - self.slots.available_permits().min(info.concurrency);
         self.recorder.in_flight(info.in_flight);
         info.last_heartbeat = self.broker.clock().now();
-        if let Some(membership) = self.broker.membership() {
-            if let Err(err) = membership
-                .publish_worker_info(&info, self.liveness_ttl)
-                .await
-            {
-                tracing::warn!(error = %err, "publishing worker info failed");
-            }
+        if let Err(err) = self
+            .broker
+            .publish_worker_info(&info, self.liveness_ttl)
+            .await
+        {
+            tracing::warn!(error = %err, "publishing worker info failed");
         }
         match self.broker.revoked().await {
             Ok(ids) => self.revocations.refresh(ids),

@@ -34,7 +34,8 @@ impl Connect for Client {
 /// for the Redis broker and result backend with default settings (`?durable=1` turns on
 /// durable writes; see `taskq_redis::RedisConfig::new`); with the `amqp` feature,
 /// `amqp://user:password@host:port/vhost?results=redis://host:6379` for the RabbitMQ broker
-/// with results in Redis (or `results=memory`, this process only).
+/// with results in Redis (or `results=rpc`, delivered to the sending process through a reply
+/// queue, see `taskq_amqp::AmqpReplyBackend`; or `results=memory`, this process only).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq::Result<()> {
@@ -64,7 +65,8 @@ pub async fn connect(url: &str) -> Result<Client> {
 }
 
 /// RabbitMQ carries the tasks; the results go where `results=` says: a Redis URL (shared by
-/// every process) or `memory` (this process only, for a single-process app). RabbitMQ keeps
+/// every process), `rpc` (to the process that sent the task, through its reply queue) or
+/// `memory` (this process only, for a single-process app). RabbitMQ keeps
 /// no results of its own, so there is no silent default.
 #[cfg(feature = "amqp")]
 async fn connect_amqp(url: &str) -> Result<Client> {
@@ -73,6 +75,7 @@ async fn connect_amqp(url: &str) -> Result<Client> {
         Arc::new(taskq_amqp::AmqpBroker::connect(taskq_amqp::AmqpConfig::new(&broker_url)).await?);
     let backend: Arc<dyn taskq_core::ResultBackend> = match results.as_deref() {
         Some("memory") => Arc::new(taskq_core::MemoryResultBackend::new()),
+        Some("rpc") => Arc::new(taskq_amqp::AmqpReplyBackend::connect(&broker).await?),
         #[cfg(feature = "redis")]
         Some(results) if taskq_redis::handles_url(results) => Arc::new(
             taskq_redis::RedisResultBackend::connect(taskq_redis::RedisConfig::new(results))
@@ -82,7 +85,8 @@ async fn connect_amqp(url: &str) -> Result<Client> {
             return Err(Error::Invalid {
                 what: "broker url",
                 reason: format!(
-                    "`{}`: say where results go with `?results=redis://host:6379` (shared) or \
+                    "`{}`: say where results go with `?results=redis://host:6379` (shared), \
+                     `?results=rpc` (to the sending process, through RabbitMQ) or \
                      `?results=memory` (this process only){}",
                     redacted_url(url),
                     other

@@ -12,9 +12,11 @@ use lapin::{
     types::FieldTable,
 };
 use serde_json::json;
-use taskq_core::{ControlChannel, ControlMessage, ControlStream, Error, Result, TaskId};
+use taskq_core::{
+    ControlChannel, ControlMessage, ControlStream, Error, Result, TaskId, WorkerInfo,
+};
 
-use super::AmqpBroker;
+use super::{AmqpBroker, UNTIL_HEADER};
 use crate::{error::amqp_error, names, publish::Outgoing, scan::Scan};
 
 #[async_trait]
@@ -97,6 +99,20 @@ impl ControlChannel for AmqpBroker {
             .expiring_after(ttl_ms)])
             .await?;
         self.broadcast(&ControlMessage::Revoke { id, terminate })
+            .await
+    }
+
+    async fn publish_worker_info(&self, info: &WorkerInfo, ttl: Duration) -> Result<()> {
+        let body = serde_json::to_vec(info).map_err(|source| Error::Serialize {
+            what: "worker info",
+            source,
+        })?;
+        let until = self.shared.clock.now()
+            + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(1));
+        self.link().ensure_shared().await?;
+        self.link()
+            .publish(vec![Outgoing::to_queue(names::WORKERS_STREAM, body)
+                .with_header(UNTIL_HEADER, &until.to_rfc3339())])
             .await
     }
 

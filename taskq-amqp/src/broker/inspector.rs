@@ -1,7 +1,8 @@
 //! The inspector role on RabbitMQ, without the management plugin: depths from passive
-//! declarations, dead letters and the registry read by [`Scan`].
+//! declarations, dead letters and the registry read by [`Scan`], worker reports read from a
+//! stream.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -22,6 +23,7 @@ use crate::{
     names,
     publish::Outgoing,
     scan::Scan,
+    stream,
 };
 
 impl AmqpBroker {
@@ -220,7 +222,15 @@ impl Inspector for AmqpBroker {
     }
 
     async fn workers(&self) -> Result<Vec<WorkerInfo>> {
-        Ok(Vec::new())
+        self.link().ensure_shared().await?;
+        let now = self.shared.clock.now();
+        let reports = stream::read(
+            self.link(),
+            names::WORKERS_STREAM,
+            Some(now - super::WORKER_INFO_WINDOW),
+        )
+        .await?;
+        Ok(latest_live_reports(&reports, now))
     }
 
     async fn pending(&self, _queue: &str, _page: Page) -> Result<Vec<String>> {
@@ -275,4 +285,28 @@ impl AmqpBroker {
             Err(err) => Err(amqp_error(err)),
         }
     }
+}
+
+/// Each worker's latest report among `reports` (oldest first), if it still holds at `now`.
+fn latest_live_reports(
+    reports: &[lapin::message::Delivery],
+    now: DateTime<Utc>,
+) -> Vec<WorkerInfo> {
+    let mut latest: HashMap<String, (WorkerInfo, DateTime<Utc>)> = HashMap::new();
+    for report in reports {
+        let until = stream::header(report, super::UNTIL_HEADER)
+            .and_then(|until| until.parse::<DateTime<Utc>>().ok());
+        let (Ok(info), Some(until)) = (serde_json::from_slice::<WorkerInfo>(&report.data), until)
+        else {
+            continue;
+        };
+        latest.insert(info.id.clone(), (info, until));
+    }
+    let mut live: Vec<WorkerInfo> = latest
+        .into_values()
+        .filter(|(_, until)| *until > now)
+        .map(|(info, _)| info)
+        .collect();
+    live.sort_by(|a, b| a.id.cmp(&b.id));
+    live
 }

@@ -12,6 +12,13 @@ mod inspector;
 mod shared_state;
 mod transport;
 
+/// How far back `workers()` reads the workers stream: a live worker reports every few
+/// seconds, so its latest report is well within it.
+pub(crate) const WORKER_INFO_WINDOW: chrono::Duration = chrono::Duration::minutes(5);
+
+/// The header saying until when a worker report holds (RFC 3339).
+const UNTIL_HEADER: &str = "taskq-until";
+
 /// The RabbitMQ broker: durable quorum queues, publisher confirms, manual acks; RabbitMQ itself
 /// redelivers what a lost consumer held, so there is no reaper (no [`Membership`] role).
 ///
@@ -75,6 +82,10 @@ impl AmqpBroker {
 
     fn link(&self) -> &Link {
         &self.shared.link
+    }
+
+    pub(crate) fn link_arc(&self) -> Arc<Link> {
+        self.shared.link.clone()
     }
 
     /// `worker`'s consumer for `queues`, started (again) when it has none, or its channel

@@ -40,6 +40,7 @@ taskq_testkit::__suite_tests!(transport [tokio::test(flavor = "multi_thread", wo
 taskq_testkit::__suite_tests!(control [tokio::test(flavor = "multi_thread", worker_threads = 2)] amqp_broker();
     control_messages_reach_subscribers,
     revocations_expire,
+    worker_info_expires,
 );
 
 taskq_testkit::__suite_tests!(inspector [tokio::test(flavor = "multi_thread", worker_threads = 2)] amqp_broker();

@@ -6,5 +6,6 @@ mod behaviour;
 mod conformance;
 mod delays;
 mod long_runs;
+mod replies;
 mod support;
 mod worker;

@@ -36,6 +36,14 @@ pub trait ResultBackend: Send + Sync + std::fmt::Debug {
         Ok(())
     }
 
+    /// Where the results of tasks this process sends are to be delivered, for a backend that
+    /// delivers results to their sender instead of storing them where anyone can read them
+    /// (RabbitMQ's reply queues); `None` (the default) for a store. The client writes it into
+    /// every envelope it sends ([`REPLY_TO_HEADER`](crate::REPLY_TO_HEADER)).
+    fn reply_to(&self) -> Option<&str> {
+        None
+    }
+
     /// The current record of `id`, or `None` if nothing is known (PENDING) or it expired.
     async fn get(&self, id: TaskId) -> Result<Option<TaskResult>>;
 

@@ -14,8 +14,8 @@ use crate::{Result, TaskId};
 /// it is dropped.
 pub type ControlStream = BoxStream<'static, ControlMessage>;
 
-/// Broadcast to every listening worker (ping, revoke), and revocations persisted so that a
-/// worker that was not listening still honours them.
+/// Broadcast to every listening worker (ping, revoke), revocations persisted so that a worker
+/// that was not listening still honours them, and what workers report about themselves.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq_core::Result<()> {
@@ -41,6 +41,11 @@ pub trait ControlChannel: Send + Sync + std::fmt::Debug {
 
     /// Ids revoked and not yet expired.
     async fn revoked(&self) -> Result<Vec<TaskId>>;
+
+    /// Publishes what a worker reports about itself for operators (`taskq workers`), kept for
+    /// `ttl`; the worker refreshes it well within that. Every broker keeps it, including those
+    /// without a [`Membership`](crate::Membership) role.
+    async fn publish_worker_info(&self, info: &WorkerInfo, ttl: Duration) -> Result<()>;
 }
 
 /// Compile-time check that [`ControlChannel`] stays object safe.

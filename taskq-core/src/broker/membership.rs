@@ -75,9 +75,6 @@ pub trait Membership: Send + Sync + std::fmt::Debug {
     /// the worker from the live set of those queues; the last call of a worker shutting down.
     async fn deregister(&self, worker: &WorkerId, queues: &[String]) -> Result<()>;
 
-    /// Publishes what a worker reports about itself for operators, kept for `ttl`.
-    async fn publish_worker_info(&self, info: &WorkerInfo, ttl: Duration) -> Result<()>;
-
     /// Notes, for operators, that `workers` were found lost at `at` (their messages were just
     /// recovered), with their last reports; the most recent [`LOST_WORKERS_KEPT`] are kept
     /// ([`Inspector::lost_workers`](super::Inspector::lost_workers)). The default keeps nothing.

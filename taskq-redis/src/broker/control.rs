@@ -4,13 +4,46 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use taskq_core::{ControlChannel, ControlMessage, ControlStream, Error, Result, TaskId};
+use taskq_core::{
+    ControlChannel, ControlMessage, ControlStream, Error, Result, TaskId, WorkerInfo,
+};
 
 use super::{millis, RedisBroker};
 use crate::{connection::redis_error, keys};
 
 #[async_trait]
 impl ControlChannel for RedisBroker {
+    async fn publish_worker_info(&self, info: &WorkerInfo, ttl: Duration) -> Result<()> {
+        let json = serde_json::to_string(info).map_err(|source| Error::Serialize {
+            what: "worker info",
+            source,
+        })?;
+        let ttl_ms = i64::try_from(ttl.as_millis())
+            .unwrap_or(i64::MAX / 2)
+            .max(1);
+        // The record, then its registry entry (different slots on a cluster).
+        redis::cmd("SET")
+            .arg(keys::worker_info(&info.id))
+            .arg(json)
+            .arg("PX")
+            .arg(ttl_ms)
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        redis::pipe()
+            .zadd(keys::WORKERS, &info.id, millis(self.now()) + ttl_ms)
+            .ignore()
+            // Entries of workers long gone would pile up, one per worker start.
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(keys::WORKERS)
+            .arg("-inf")
+            .arg(format!("({}", millis(self.now())))
+            .ignore()
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(redis_error)
+    }
+
     async fn revoke(&self, id: TaskId, terminate: bool, ttl: Duration) -> Result<()> {
         let until = millis(self.now()) + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
         let message =

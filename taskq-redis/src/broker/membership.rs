@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use taskq_core::{Error, Membership, RecoveryReport, Result, WorkerId, WorkerInfo};
+use taskq_core::{Error, Membership, RecoveryReport, Result, WorkerId};
 
 use super::{millis, parse_poisoned, RecoverMode, RedisBroker};
 use crate::{
@@ -169,37 +169,6 @@ impl Membership for RedisBroker {
             .arg(keys::LOST_WORKERS)
             .arg(0)
             .arg(taskq_core::LOST_WORKERS_KEPT - 1)
-            .ignore()
-            .query_async::<()>(&mut self.conn())
-            .await
-            .map_err(redis_error)
-    }
-
-    async fn publish_worker_info(&self, info: &WorkerInfo, ttl: Duration) -> Result<()> {
-        let json = serde_json::to_string(info).map_err(|source| Error::Serialize {
-            what: "worker info",
-            source,
-        })?;
-        let ttl_ms = i64::try_from(ttl.as_millis())
-            .unwrap_or(i64::MAX / 2)
-            .max(1);
-        // The record, then its registry entry (different slots on a cluster).
-        redis::cmd("SET")
-            .arg(keys::worker_info(&info.id))
-            .arg(json)
-            .arg("PX")
-            .arg(ttl_ms)
-            .query_async::<()>(&mut self.conn())
-            .await
-            .map_err(redis_error)?;
-        redis::pipe()
-            .zadd(keys::WORKERS, &info.id, millis(self.now()) + ttl_ms)
-            .ignore()
-            // Entries of workers long gone would pile up, one per worker start.
-            .cmd("ZREMRANGEBYSCORE")
-            .arg(keys::WORKERS)
-            .arg("-inf")
-            .arg(format!("({}", millis(self.now())))
             .ignore()
             .query_async::<()>(&mut self.conn())
             .await

@@ -18,6 +18,7 @@ macro_rules! control_conformance {
             $crate::__suite_tests!(control [$attr] $make;
                 revocations_expire,
                 control_messages_reach_subscribers,
+                worker_info_expires,
             );
         }
     };
@@ -68,4 +69,32 @@ pub async fn control_messages_reach_subscribers(broker: Shared) {
             })
         );
     }
+}
+
+pub async fn worker_info_expires(broker: Shared) {
+    let (kept, expiring) = (WorkerId::generate(), WorkerId::generate());
+    for (id, ttl) in [
+        (&kept, Duration::from_secs(60)),
+        (&expiring, Duration::from_millis(100)),
+    ] {
+        let info = taskq_core::WorkerInfo::new(
+            id.as_str(),
+            "suite-host",
+            vec![queue()],
+            4,
+            broker.clock().now(),
+        );
+        broker.publish_worker_info(&info, ttl).await.unwrap();
+    }
+    let workers = broker.workers().await.unwrap();
+    assert!(
+        workers
+            .iter()
+            .any(|w| w.id == kept.as_str() && w.concurrency == 4),
+        "{workers:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let workers = broker.workers().await.unwrap();
+    assert!(workers.iter().any(|w| w.id == kept.as_str()), "{workers:?}");
+    assert!(!workers.iter().any(|w| w.id == expiring.as_str()));
 }

@@ -497,7 +497,7 @@ pub async fn lost_workers_are_remembered_newest_first_with_their_last_report(bro
         4,
         broker.clock().now(),
     );
-    members
+    broker
         .publish_worker_info(&info, std::time::Duration::from_secs(60))
         .await
         .unwrap();

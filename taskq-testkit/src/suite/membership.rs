@@ -20,7 +20,6 @@ macro_rules! membership_conformance {
                 racing_reapers_recover_once,
                 poison_message_is_dead_lettered,
                 deregister_returns_held_messages,
-                worker_info_expires,
                 recovery_is_per_queue,
                 a_recovered_worker_learns_it_lost_its_lease,
                 a_lapsed_lease_not_yet_recovered_is_renewed,
@@ -162,37 +161,6 @@ pub async fn deregister_returns_held_messages(broker: Shared) {
 
 /// Presence is checked on a report that lives a minute and expiry on one that lives 100 ms,
 /// so no assertion depends on how fast the test runs.
-pub async fn worker_info_expires(broker: Shared) {
-    let (kept, expiring) = (WorkerId::generate(), WorkerId::generate());
-    for (id, ttl) in [
-        (&kept, Duration::from_secs(60)),
-        (&expiring, Duration::from_millis(100)),
-    ] {
-        let info = taskq_core::WorkerInfo::new(
-            id.as_str(),
-            "suite-host",
-            vec![queue()],
-            4,
-            broker.clock().now(),
-        );
-        members(&broker)
-            .publish_worker_info(&info, ttl)
-            .await
-            .unwrap();
-    }
-    let workers = broker.workers().await.unwrap();
-    assert!(
-        workers
-            .iter()
-            .any(|w| w.id == kept.as_str() && w.concurrency == 4),
-        "{workers:?}"
-    );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let workers = broker.workers().await.unwrap();
-    assert!(workers.iter().any(|w| w.id == kept.as_str()), "{workers:?}");
-    assert!(!workers.iter().any(|w| w.id == expiring.as_str()));
-}
-
 pub async fn recovery_is_per_queue(broker: Shared) {
     let (a, b) = (queue(), queue());
     broker

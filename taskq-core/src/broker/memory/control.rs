@@ -8,12 +8,21 @@ use futures_util::StreamExt;
 
 use super::MemoryBroker;
 use crate::{
-    broker::{ControlChannel, ControlMessage, ControlStream},
+    broker::{ControlChannel, ControlMessage, ControlStream, WorkerInfo},
     Result, TaskId,
 };
 
 #[async_trait]
 impl ControlChannel for MemoryBroker {
+    async fn publish_worker_info(&self, info: &WorkerInfo, ttl: Duration) -> Result<()> {
+        let until = self.shared.clock.now()
+            + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+        self.lock()
+            .infos
+            .insert(info.id.clone(), (info.clone(), until));
+        Ok(())
+    }
+
     async fn revoke(&self, id: TaskId, terminate: bool, ttl: Duration) -> Result<()> {
         let until = self.shared.clock.now()
             + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);

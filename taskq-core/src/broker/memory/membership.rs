@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use super::{MemoryBroker, State};
 use crate::broker::{LostWorker, LOST_WORKERS_KEPT};
 use crate::{
-    broker::{DeadLetter, DeadReason, Membership, RecoveryReport, WorkerId, WorkerInfo},
+    broker::{DeadLetter, DeadReason, Membership, RecoveryReport, WorkerId},
     Error, Result,
 };
 
@@ -152,15 +152,6 @@ impl Membership for MemoryBroker {
                 .push_front(LostWorker::new(worker.as_str(), at, info));
         }
         state.lost.truncate(LOST_WORKERS_KEPT);
-        Ok(())
-    }
-
-    async fn publish_worker_info(&self, info: &WorkerInfo, ttl: Duration) -> Result<()> {
-        let until = self.shared.clock.now()
-            + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
-        self.lock()
-            .infos
-            .insert(info.id.clone(), (info.clone(), until));
         Ok(())
     }
 }

@@ -1,0 +1,206 @@
+//! [`AmqpReplyBackend`]: results delivered to the process that sent the task, through a reply
+//! queue of its own (Celery's `rpc://`), so that a deployment with RabbitMQ and nothing else
+//! can wait for results.
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use lapin::{
+    options::{BasicConsumeOptions, QueueDeclareOptions},
+    types::{AMQPValue, FieldTable},
+    Consumer,
+};
+use taskq_core::{MemoryResultBackend, Result, ResultBackend, TaskId, TaskResult};
+
+use crate::{error::amqp_error, link::Link, names, publish::Outgoing, AmqpBroker};
+
+/// The header carrying a result's time to live, in milliseconds, to the receiving process.
+const TTL_HEADER: &str = "taskq-result-ttl-ms";
+
+/// Results as messages to the sender's reply queue, kept in the sender's memory.
+///
+/// - The sending side declares an exclusive, non-durable queue `taskq.reply.<uuid>` and names
+///   it in every envelope it sends ([`taskq_core::REPLY_TO_HEADER`]); what arrives there is
+///   kept in this process for the result's time to live, where `get` and `wait` read it.
+/// - The worker side publishes each record to the queue its task named. A record whose task
+///   named no reply queue is not kept anywhere.
+///
+/// What this gives up, as Celery's `rpc://` does: only the sending process sees a result (a
+/// `taskq result ID` from another process finds nothing); results published while the sender
+/// is disconnected or gone are dropped (its queue dies with its connection); groups and chords
+/// need a shared store ([`ResultBackend::put_workflow`] refuses).
+///
+/// ```no_run
+/// # #[tokio::main] async fn main() -> taskq_core::Result<()> {
+/// use std::sync::Arc;
+/// use taskq_amqp::{AmqpBroker, AmqpConfig, AmqpReplyBackend};
+/// let broker = AmqpBroker::connect(AmqpConfig::new("amqp://guest:guest@127.0.0.1:5672/%2f")).await?;
+/// let results = AmqpReplyBackend::connect(&broker).await?;
+/// let client = taskq_core::Client::new(Arc::new(broker), Arc::new(results));
+/// # let _ = client;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct AmqpReplyBackend {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    link: Arc<Link>,
+    queue: String,
+    received: MemoryResultBackend,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+impl AmqpReplyBackend {
+    /// Declares this process's reply queue on `broker`'s connection and starts receiving.
+    ///
+    /// # Errors
+    ///
+    /// [`taskq_core::Error::Broker`] when RabbitMQ cannot be reached or refuses the queue.
+    pub async fn connect(broker: &AmqpBroker) -> Result<Self> {
+        let link = broker.link_arc();
+        let queue = names::reply_queue(uuid::Uuid::new_v4());
+        let received = MemoryResultBackend::new();
+        let consumer = consume(&link, &queue).await?;
+        let listener = tokio::spawn(listen(
+            link.clone(),
+            queue.clone(),
+            received.clone(),
+            consumer,
+        ));
+        Ok(Self {
+            shared: Arc::new(Shared {
+                link,
+                queue,
+                received,
+                listener,
+            }),
+        })
+    }
+
+    /// The name of this process's reply queue.
+    pub fn queue(&self) -> &str {
+        &self.shared.queue
+    }
+}
+
+/// Declares the reply queue (again, after a reconnect) and consumes it without acks: a
+/// result is a notification to one process, with nothing to redeliver.
+async fn consume(link: &Link, queue: &str) -> Result<Consumer> {
+    let channel = link.channel().await?;
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(amqp_error)?;
+    channel
+        .basic_consume(
+            queue.into(),
+            format!("{queue}/results").as_str().into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(amqp_error)
+}
+
+/// Keeps what arrives; when the connection goes, declares the queue again on the next one.
+async fn listen(link: Arc<Link>, queue: String, received: MemoryResultBackend, first: Consumer) {
+    let mut consumer = Some(first);
+    let mut pause = Duration::from_millis(100);
+    loop {
+        if let Some(mut open) = consumer.take() {
+            pause = Duration::from_millis(100);
+            while let Some(Ok(delivery)) = open.next().await {
+                keep(&received, &delivery.data, &delivery.properties).await;
+            }
+            tracing::warn!(%queue, "the reply queue's consumer ended (connection lost?): \
+                results published until it is declared again are dropped");
+        }
+        tokio::time::sleep(pause).await;
+        match consume(&link, &queue).await {
+            Ok(open) => consumer = Some(open),
+            Err(err) => {
+                tracing::warn!(%queue, error = %err, "cannot declare the reply queue again");
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+async fn keep(received: &MemoryResultBackend, body: &[u8], properties: &lapin::BasicProperties) {
+    let record: TaskResult = match serde_json::from_slice(body) {
+        Ok(record) => record,
+        Err(err) => {
+            tracing::warn!(error = %err, "a reply that is not a result record was dropped");
+            return;
+        }
+    };
+    let ttl = properties
+        .headers()
+        .as_ref()
+        .and_then(|headers| headers.inner().get(TTL_HEADER))
+        .and_then(|value| match value {
+            AMQPValue::LongString(text) => text.to_string().parse().ok(),
+            _ => None,
+        })
+        .map_or(taskq_core::DEFAULT_RESULT_TTL, Duration::from_millis);
+    // The in-memory backend cannot fail; it keeps results monotonic as every backend does.
+    let _ = received.store(&record, ttl).await;
+}
+
+fn reply(record: &TaskResult, ttl: Duration) -> Option<Outgoing> {
+    let queue = record.reply_to.as_deref()?;
+    let body = serde_json::to_vec(record).ok()?;
+    let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+    Some(
+        Outgoing::to_queue(queue, body)
+            .with_header(TTL_HEADER, &ttl_ms.to_string())
+            .expiring_after(ttl_ms)
+            // The sender may be gone: its result has nowhere to go, which is not an error.
+            .unrouted_is_fine(),
+    )
+}
+
+#[async_trait]
+impl ResultBackend for AmqpReplyBackend {
+    async fn store(&self, result: &TaskResult, ttl: Duration) -> Result<()> {
+        self.store_many(std::slice::from_ref(result), ttl).await
+    }
+
+    async fn store_many(&self, results: &[TaskResult], ttl: Duration) -> Result<()> {
+        let replies: Vec<Outgoing> = results.iter().filter_map(|r| reply(r, ttl)).collect();
+        self.shared.link.publish(replies).await
+    }
+
+    fn reply_to(&self) -> Option<&str> {
+        Some(&self.shared.queue)
+    }
+
+    async fn get(&self, id: TaskId) -> Result<Option<TaskResult>> {
+        self.shared.received.get(id).await
+    }
+
+    async fn wait(&self, id: TaskId, timeout: Duration) -> Result<Option<TaskResult>> {
+        self.shared.received.wait(id, timeout).await
+    }
+}
