@@ -247,6 +247,10 @@ impl Link {
 /// back ([`crate::broker::WORKER_INFO_WINDOW`]).
 const WORKER_INFO_KEPT: &str = "15m";
 
+/// How long the revocations stream keeps revocations (`x-max-age`): beyond the longest a
+/// client revokes for (a day).
+const REVOCATIONS_KEPT: &str = "7D";
+
 async fn declare_shared(channel: &Channel) -> Result<()> {
     let exchange = |name: &'static str, kind: ExchangeKind| async move {
         channel
@@ -266,16 +270,15 @@ async fn declare_shared(channel: &Channel) -> Result<()> {
     exchange(names::DELIVER_EXCHANGE, ExchangeKind::Topic).await?;
     exchange(names::CONTROL_EXCHANGE, ExchangeKind::Fanout).await?;
     crate::stream::declare(channel, names::WORKERS_STREAM, WORKER_INFO_KEPT).await?;
-    for queue in [names::REGISTRY_QUEUE, names::REVOKED_QUEUE] {
-        channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions::durable(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(amqp_error)?;
-    }
+    crate::stream::declare(channel, names::REVOCATIONS_STREAM, REVOCATIONS_KEPT).await?;
+    channel
+        .queue_declare(
+            names::REGISTRY_QUEUE.into(),
+            QueueDeclareOptions::durable(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(amqp_error)?;
     Ok(())
 }
 

@@ -21,8 +21,8 @@ pub(crate) const REGISTRY_QUEUE: &str = "taskq.registry";
 /// in full.
 pub(crate) const WORKERS_STREAM: &str = "taskq.workers";
 
-/// Revocations, one message each, expiring with the revocation.
-pub(crate) const REVOKED_QUEUE: &str = "taskq.revoked";
+/// Revocations, appended with the time they end: a stream every worker follows.
+pub(crate) const REVOCATIONS_STREAM: &str = "taskq.revocations";
 
 /// The reply queue of one client process (`?results=rpc`): its results, delivered to it
 /// alone; exclusive to its connection.

@@ -24,7 +24,7 @@ use crate::{error::amqp_error, link::Link, publish::Outgoing};
 const MARKER_HEADER: &str = "taskq-read-marker";
 
 /// How long a reader waits for its own marker before giving up with what it read.
-const READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Declares stream `name`, keeping records for `max_age` (RabbitMQ's syntax: `10m`, `7D`);
 /// small segments so that retention drops old records soon after they age out.
@@ -54,15 +54,22 @@ pub(crate) async fn read(
     name: &str,
     since: Option<DateTime<Utc>>,
 ) -> Result<Vec<Delivery>> {
+    let marker = append_marker(link, name).await?;
+    let channel = link.channel().await?;
+    let read = read_to_marker(&channel, name, since, &marker).await;
+    let _ = channel.close(200, "OK".into()).await;
+    read
+}
+
+/// Appends a marker of this reader's to stream `name` and returns it: reading until it is met
+/// reads everything published before.
+pub(crate) async fn append_marker(link: &Link, name: &str) -> Result<String> {
     let marker = uuid::Uuid::new_v4().simple().to_string();
     link.publish(vec![
         Outgoing::to_queue(name, Vec::new()).with_header(MARKER_HEADER, &marker)
     ])
     .await?;
-    let channel = link.channel().await?;
-    let read = read_to_marker(&channel, name, since, &marker).await;
-    let _ = channel.close(200, "OK".into()).await;
-    read
+    Ok(marker)
 }
 
 async fn read_to_marker(
@@ -119,7 +126,7 @@ async fn read_to_marker(
     }
 }
 
-fn marker_of(delivery: &Delivery) -> Option<String> {
+pub(crate) fn marker_of(delivery: &Delivery) -> Option<String> {
     header(delivery, MARKER_HEADER)
 }
 

@@ -1,23 +1,24 @@
 //! The control channel on RabbitMQ: broadcasts through a fanout exchange (each subscriber
-//! binds a queue of its own), revocations kept as expiring messages so that a worker that was
-//! not listening still honours them.
+//! binds a queue of its own), revocations appended to a stream every worker follows, so that a
+//! worker that was not listening still honours them, and worker reports in a stream.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use lapin::{
     options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
     types::FieldTable,
 };
-use serde_json::json;
 use taskq_core::{
     ControlChannel, ControlMessage, ControlStream, Error, Result, TaskId, WorkerInfo,
 };
 
-use super::{AmqpBroker, UNTIL_HEADER};
-use crate::{error::amqp_error, names, publish::Outgoing, scan::Scan};
+use super::{
+    revocations::{self, Follower, Revocation},
+    AmqpBroker, UNTIL_HEADER,
+};
+use crate::{error::amqp_error, names, publish::Outgoing};
 
 #[async_trait]
 impl ControlChannel for AmqpBroker {
@@ -89,14 +90,8 @@ impl ControlChannel for AmqpBroker {
         self.link().ensure_shared().await?;
         let until = self.shared.clock.now()
             + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(1));
-        let record = json!({ "id": id, "until": until }).to_string();
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         self.link()
-            .publish(vec![Outgoing::to_queue(
-                names::REVOKED_QUEUE,
-                record.into_bytes(),
-            )
-            .expiring_after(ttl_ms)])
+            .publish(vec![revocations::append(&Revocation { id, until })])
             .await?;
         self.broadcast(&ControlMessage::Revoke { id, terminate })
             .await
@@ -118,23 +113,14 @@ impl ControlChannel for AmqpBroker {
 
     async fn revoked(&self) -> Result<Vec<TaskId>> {
         self.link().ensure_shared().await?;
-        let scan = Scan::take(self.link(), names::REVOKED_QUEUE, usize::MAX).await?;
+        let mut follower = self.shared.revocations.lock().await;
+        if !follower.as_ref().is_some_and(Follower::following) {
+            *follower = Some(Follower::start(self.link()).await?);
+        }
         let now = self.shared.clock.now();
-        let ids = scan
-            .messages
-            .iter()
-            .filter_map(|message| {
-                serde_json::from_slice::<serde_json::Value>(&message.delivery.data).ok()
-            })
-            .filter(|record| {
-                record["until"]
-                    .as_str()
-                    .and_then(|until| until.parse::<DateTime<Utc>>().ok())
-                    .is_some_and(|until| until > now)
-            })
-            .filter_map(|record| record["id"].as_str()?.parse().ok())
-            .collect();
-        scan.finish().await;
-        Ok(ids)
+        Ok(follower
+            .as_ref()
+            .map(|f| f.revoked_at(now))
+            .unwrap_or_default())
     }
 }

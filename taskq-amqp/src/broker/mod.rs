@@ -9,6 +9,7 @@ use crate::{consumer::WorkerConsumer, link::Link, AmqpConfig};
 
 mod control;
 mod inspector;
+mod revocations;
 mod shared_state;
 mod transport;
 
@@ -42,6 +43,8 @@ struct Shared {
     consumers: Mutex<HashMap<WorkerId, Arc<WorkerConsumer>>>,
     /// Serialises starting a worker's consumer.
     starting: tokio::sync::Mutex<()>,
+    /// The revocations stream, followed from the first `revoked()` on.
+    revocations: tokio::sync::Mutex<Option<revocations::Follower>>,
 }
 
 impl AmqpBroker {
@@ -60,6 +63,7 @@ impl AmqpBroker {
                 clock: Clock::system(),
                 consumers: Mutex::new(HashMap::new()),
                 starting: tokio::sync::Mutex::new(()),
+                revocations: tokio::sync::Mutex::new(None),
             }),
         })
     }

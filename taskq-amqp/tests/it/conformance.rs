@@ -41,6 +41,7 @@ taskq_testkit::__suite_tests!(control [tokio::test(flavor = "multi_thread", work
     control_messages_reach_subscribers,
     revocations_expire,
     worker_info_expires,
+    concurrent_readers_each_see_every_revocation_and_worker,
 );
 
 taskq_testkit::__suite_tests!(inspector [tokio::test(flavor = "multi_thread", worker_threads = 2)] amqp_broker();

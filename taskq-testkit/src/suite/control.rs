@@ -19,6 +19,7 @@ macro_rules! control_conformance {
                 revocations_expire,
                 control_messages_reach_subscribers,
                 worker_info_expires,
+                concurrent_readers_each_see_every_revocation_and_worker,
             );
         }
     };
@@ -97,4 +98,47 @@ pub async fn worker_info_expires(broker: Shared) {
     let workers = broker.workers().await.unwrap();
     assert!(workers.iter().any(|w| w.id == kept.as_str()), "{workers:?}");
     assert!(!workers.iter().any(|w| w.id == expiring.as_str()));
+}
+
+/// Readers at the same time (a worker refreshing its revoked set while another does, the CLI
+/// and the dashboard listing workers) each see everything: a read must not hide from one
+/// reader what another is reading.
+pub async fn concurrent_readers_each_see_every_revocation_and_worker(broker: Shared) {
+    let revoked: Vec<TaskId> = (0..30).map(|_| TaskId::new()).collect();
+    for id in &revoked {
+        broker
+            .revoke(*id, false, Duration::from_secs(60))
+            .await
+            .unwrap();
+    }
+    let workers: Vec<WorkerId> = (0..3).map(|_| WorkerId::generate()).collect();
+    for id in &workers {
+        let info = taskq_core::WorkerInfo::new(
+            id.as_str(),
+            "suite-host",
+            vec![queue()],
+            2,
+            broker.clock().now(),
+        );
+        broker
+            .publish_worker_info(&info, Duration::from_secs(60))
+            .await
+            .unwrap();
+    }
+    let revoked_reads = futures_util::future::try_join_all((0..8).map(|_| broker.revoked())).await;
+    for read in revoked_reads.unwrap() {
+        let missing = revoked.iter().filter(|id| !read.contains(id)).count();
+        assert_eq!(
+            missing, 0,
+            "a reader missed revocations another was reading"
+        );
+    }
+    let worker_reads = futures_util::future::try_join_all((0..4).map(|_| broker.workers())).await;
+    for read in worker_reads.unwrap() {
+        let missing = workers
+            .iter()
+            .filter(|id| !read.iter().any(|w| w.id == id.as_str()))
+            .count();
+        assert_eq!(missing, 0, "a reader missed workers another was reading");
+    }
 }
