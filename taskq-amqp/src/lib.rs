@@ -24,6 +24,7 @@
 //! # Ok(()) }
 //! ```
 
+mod beat_store;
 mod broker;
 mod config;
 mod consumer;
@@ -37,6 +38,7 @@ mod replies;
 mod scan;
 mod stream;
 
+pub use beat_store::AmqpBeatStore;
 pub use broker::AmqpBroker;
 pub use config::AmqpConfig;
 pub use replies::AmqpReplyBackend;

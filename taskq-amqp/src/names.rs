@@ -21,6 +21,12 @@ pub(crate) const REGISTRY_QUEUE: &str = "taskq.registry";
 /// in full.
 pub(crate) const WORKERS_STREAM: &str = "taskq.workers";
 
+/// The beat leader's token: a quorum queue with a single active consumer.
+pub(crate) const BEAT_LEADER_QUEUE: &str = "taskq.beat.leader";
+
+/// What the leading beat publishes about its schedule (the dashboard reads the latest).
+pub(crate) const BEAT_STATUS_STREAM: &str = "taskq.beat.status";
+
 /// Revocations, appended with the time they end: a stream every worker follows.
 pub(crate) const REVOCATIONS_STREAM: &str = "taskq.revocations";
 

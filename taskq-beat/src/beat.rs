@@ -51,8 +51,10 @@ pub struct BeatReport {
 }
 
 /// Fires periodic tasks. Any number of beats may run against one broker: one leads through the
-/// store's lock, and every fire is enqueued at most once per slot through a uniqueness key, so
-/// even two beats that both believe they lead cannot enqueue a slot twice.
+/// store's lock, and every fire is enqueued at most once per slot through a uniqueness key (or,
+/// on a store that [claims fires](BeatStore::claims_fires) itself, RabbitMQ's, through the
+/// claim recorded before the enqueue), so even two beats that both believe they lead cannot
+/// enqueue a slot twice.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -279,9 +281,22 @@ impl Beat {
             .enqueue_by_name(&entry.task, &entry.args)
             .id(id)
             .header("taskq-beat-entry", entry.name.clone())
-            .header("taskq-beat-slot", slot.to_rfc3339())
-            .unique_key(format!("beat:{}:{}", entry.name, slot.timestamp_millis()))
-            .unique_for(self.config.marker_ttl);
+            .header("taskq-beat-slot", slot.to_rfc3339());
+        if self.store.claims_fires() {
+            // The store's claim guards the slot (RabbitMQ alone has no uniqueness keys).
+            if !self
+                .store
+                .claim_fire(&entry.name, slot)
+                .await
+                .map_err(Error::Store)?
+            {
+                return Ok(false);
+            }
+        } else {
+            call = call
+                .unique_key(format!("beat:{}:{}", entry.name, slot.timestamp_millis()))
+                .unique_for(self.config.marker_ttl);
+        }
         for (key, value) in &entry.headers {
             call = call.header(key.clone(), value.clone());
         }

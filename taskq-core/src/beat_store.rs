@@ -29,6 +29,20 @@ pub trait BeatStore: Send + Sync + std::fmt::Debug {
     /// Records the last fired slot of `entry`.
     async fn set_last_fire(&self, entry: &str, slot: DateTime<Utc>) -> Result<()>;
 
+    /// Whether the store guards each fire itself through [`BeatStore::claim_fire`]; false
+    /// (the default) leaves it to the broker's uniqueness key, enqueued with the fire.
+    fn claims_fires(&self) -> bool {
+        false
+    }
+
+    /// Claims the fire of `entry`'s `slot` before it is enqueued: true when this beat may
+    /// enqueue it, false when that slot (or a later one) was claimed already. Only called
+    /// when [`BeatStore::claims_fires`]; the default claims nothing.
+    async fn claim_fire(&self, entry: &str, slot: DateTime<Utc>) -> Result<bool> {
+        let _ = (entry, slot);
+        Ok(true)
+    }
+
     /// Publishes the leading beat's view of its schedule for operators, kept for `ttl` (the
     /// leader republishes it while it leads). The default keeps nothing.
     async fn publish_status(&self, status: &BeatStatus, ttl: Duration) -> Result<()> {

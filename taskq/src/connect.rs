@@ -116,7 +116,8 @@ fn take_param(url: &str, name: &str) -> (String, Option<String>) {
     }
 }
 
-/// The beat store at `url`: an in-process one for `memory://`, Redis for Redis URLs.
+/// The beat store at `url`: an in-process one for `memory://`, Redis for Redis URLs, and
+/// RabbitMQ's single-active-consumer token for `amqp://` (`taskq_amqp::AmqpBeatStore`).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq::Result<()> {
@@ -137,6 +138,14 @@ pub async fn connect_beat_store(url: &str) -> Result<Arc<dyn BeatStore>> {
         let config = taskq_redis::RedisConfig::new(url);
         return Ok(Arc::new(
             taskq_redis::RedisBeatStore::connect(&config).await?,
+        ));
+    }
+    #[cfg(feature = "amqp")]
+    if taskq_amqp::handles_url(url) {
+        // The results parameter is the client's business, not the store's.
+        let (broker_url, _) = take_param(url, "results");
+        return Ok(Arc::new(
+            taskq_amqp::AmqpBeatStore::connect(taskq_amqp::AmqpConfig::new(broker_url)).await?,
         ));
     }
     Err(unsupported(url))

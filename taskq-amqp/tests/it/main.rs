@@ -2,6 +2,7 @@
 //! vhost per test): the conformance suites where AMQP behaves as the other brokers, and what
 //! only RabbitMQ does (delays, delivery limits, redelivery by the server).
 
+mod beat;
 mod behaviour;
 mod conformance;
 mod delays;

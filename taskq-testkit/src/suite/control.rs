@@ -54,21 +54,26 @@ pub async fn control_messages_reach_subscribers(broker: Shared) {
         .revoke(id, true, Duration::from_secs(60))
         .await
         .unwrap();
+    let revoke = taskq_core::ControlMessage::Revoke {
+        id,
+        terminate: true,
+    };
     for rx in [&mut first, &mut second] {
-        let got = tokio::time::timeout(Duration::from_secs(5), rx.next())
-            .await
-            .unwrap();
-        assert_eq!(got, Some(ping.clone()));
-        let got = tokio::time::timeout(Duration::from_secs(5), rx.next())
-            .await
-            .unwrap();
-        assert_eq!(
-            got,
-            Some(taskq_core::ControlMessage::Revoke {
-                id,
-                terminate: true
-            })
-        );
+        // Other tests may broadcast on a shared broker meanwhile: only ours count, in order.
+        let mine = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut mine = Vec::new();
+            while mine.len() < 2 {
+                match rx.next().await {
+                    Some(message) if message == ping || message == revoke => mine.push(message),
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+            mine
+        })
+        .await
+        .expect("both messages arrive");
+        assert_eq!(mine, [ping.clone(), revoke.clone()]);
     }
 }
 
