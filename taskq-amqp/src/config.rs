@@ -14,6 +14,7 @@ use std::time::Duration;
 #[derive(Clone, Debug)]
 pub struct AmqpConfig {
     url: String,
+    tls: TlsFiles,
     delivery_limit: u32,
     prefetch: Option<u16>,
     max_queue_length: Option<usize>,
@@ -23,10 +24,19 @@ pub struct AmqpConfig {
 
 impl AmqpConfig {
     /// `amqp://user:password@host:port/vhost` or `amqps://…` (the vhost URL-encoded: `%2f` is
-    /// `/`).
+    /// `/`). For `amqps://`, `?tls_ca=<pem file>` names the authority to trust besides the
+    /// system's, and `tls_cert=<pem>&tls_key=<pem>` a client certificate (mutual TLS); the
+    /// files are read at each connect. Other parameters (`heartbeat=`, …) go to lapin.
+    ///
+    /// ```
+    /// let config = taskq_amqp::AmqpConfig::new("amqps://rabbit:5671/%2f?tls_ca=/etc/ca.pem&heartbeat=10");
+    /// assert_eq!(config.url(), "amqps://rabbit:5671/%2f?heartbeat=10");
+    /// ```
     pub fn new(url: impl Into<String>) -> Self {
+        let (url, tls) = TlsFiles::take_from(&url.into());
         Self {
-            url: url.into(),
+            url,
+            tls,
             delivery_limit: 3,
             prefetch: None,
             max_queue_length: None,
@@ -72,9 +82,14 @@ impl AmqpConfig {
         self
     }
 
-    /// The URL.
+    /// The URL (without taskq's TLS parameters).
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The TLS files named in the URL.
+    pub(crate) fn tls(&self) -> &TlsFiles {
+        &self.tls
     }
 
     /// Redeliveries before a message is dead-lettered.
@@ -105,6 +120,65 @@ impl AmqpConfig {
     /// The URL with its password replaced by `***`, for errors and logs.
     pub fn redacted_url(&self) -> String {
         redact(&self.url)
+    }
+}
+
+/// PEM files for `amqps://`: an authority to trust and a client identity.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct TlsFiles {
+    pub(crate) ca: Option<std::path::PathBuf>,
+    pub(crate) cert: Option<std::path::PathBuf>,
+    pub(crate) key: Option<std::path::PathBuf>,
+}
+
+impl TlsFiles {
+    /// `url` without `tls_ca`, `tls_cert` and `tls_key`, and those files.
+    fn take_from(url: &str) -> (String, Self) {
+        let Some((base, query)) = url.split_once('?') else {
+            return (url.to_owned(), Self::default());
+        };
+        let mut files = Self::default();
+        let mut kept = Vec::new();
+        for pair in query.split('&') {
+            match pair.split_once('=') {
+                Some(("tls_ca", path)) => files.ca = Some(path.into()),
+                Some(("tls_cert", path)) => files.cert = Some(path.into()),
+                Some(("tls_key", path)) => files.key = Some(path.into()),
+                _ => kept.push(pair),
+            }
+        }
+        let url = if kept.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        };
+        (url, files)
+    }
+
+    /// lapin's TLS settings, reading the files now.
+    pub(crate) fn load(&self) -> Result<lapin::tcp::OwnedTLSConfig, String> {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|err| format!("cannot read {}: {err}", path.display()))
+        };
+        let cert_chain = match &self.ca {
+            Some(path) => Some(
+                String::from_utf8(read(path)?)
+                    .map_err(|_| format!("{} is not a PEM file", path.display()))?,
+            ),
+            None => None,
+        };
+        let identity = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Some(lapin::tcp::OwnedIdentity::PKCS8 {
+                pem: read(cert)?,
+                key: read(key)?,
+            }),
+            (None, None) => None,
+            _ => return Err("`tls_cert` and `tls_key` go together".to_owned()),
+        };
+        Ok(lapin::tcp::OwnedTLSConfig {
+            identity,
+            cert_chain,
+        })
     }
 }
 

@@ -64,7 +64,18 @@ impl Link {
         }
         let properties = ConnectionProperties::default()
             .with_connection_name(format!("taskq {}", std::process::id()).into());
-        let connecting = Connection::connect(self.config.url(), properties);
+        let tls = self.config.tls().load().map_err(|reason| {
+            self.unreachable(Error::Invalid {
+                what: "amqps settings",
+                reason,
+            })
+        })?;
+        let builder = lapin::DefaultConnectionBuilder::new()
+            .map_err(amqp_error)?
+            .with_uri_str(self.config.url().to_owned())
+            .with_properties(properties)
+            .with_tls_config(tls);
+        let connecting = builder.connect();
         let connection = match tokio::time::timeout(self.config.connect_timeout(), connecting).await
         {
             Ok(Ok(connection)) => Arc::new(connection),

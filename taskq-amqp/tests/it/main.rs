@@ -9,4 +9,5 @@ mod delays;
 mod long_runs;
 mod replies;
 mod support;
+mod tls;
 mod worker;
