@@ -741,4 +741,24 @@ async fn the_operator_commands_work_on_rabbitmq() {
         )),
         "purged 2"
     );
+
+    // A running worker shows in `taskq workers` (its reports go to a stream) and answers pings.
+    let worker = start_worker(&client).await;
+    let mut listed = serde_json::Value::Null;
+    for _ in 0..100 {
+        listed = json(&taskq_with_input(&url, &["workers", "--json"], ""));
+        if listed.as_array().is_some_and(|w| !w.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(listed[0]["id"], worker.id.as_str(), "{listed}");
+    assert_eq!(listed[0]["queues"], serde_json::json!(["cli"]));
+    let answers = json(&taskq_with_input(
+        &url,
+        &["ping", "--json", "--timeout", "2s"],
+        "",
+    ));
+    assert_eq!(answers[0]["worker"], worker.id.as_str());
+    worker.stop().await;
 }
