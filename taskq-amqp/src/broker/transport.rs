@@ -118,15 +118,13 @@ impl Transport for AmqpBroker {
         let Some(consumer) = self.existing(worker) else {
             return Ok(0);
         };
-        let mut acked = 0;
-        for delivery in deliveries {
-            if consumer.holds(delivery.receipt())
-                && settled(&consumer, delivery, Ending::Settled).await?
-            {
-                acked += 1;
-            }
-        }
-        Ok(acked)
+        // Sent together: lapin writes the frames in one go instead of one wake-up each.
+        let acks = deliveries
+            .iter()
+            .filter(|delivery| consumer.holds(delivery.receipt()))
+            .map(|delivery| settled(&consumer, delivery, Ending::Settled));
+        let ended = futures_util::future::try_join_all(acks).await?;
+        Ok(ended.into_iter().filter(|ended| *ended).count())
     }
 
     async fn retry(
