@@ -99,10 +99,18 @@ pub struct Envelope {
     #[serde(default)]
     pub priority: u8,
     /// Not to be run before this instant.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::timestamp::option"
+    )]
     pub eta: Option<DateTime<Utc>>,
     /// Not to be run after this instant; ends as EXPIRED instead.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::timestamp::option"
+    )]
     pub expires: Option<DateTime<Utc>>,
     /// Number of earlier failed attempts (0 on the first run).
     #[serde(default)]
@@ -111,6 +119,7 @@ pub struct Envelope {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_retries: Option<u32>,
     /// When the invocation was first enqueued.
+    #[serde(with = "crate::timestamp")]
     pub created_at: DateTime<Utc>,
     /// Free-form string metadata carried to the task's context.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -50,6 +50,7 @@ mod result;
 mod retry;
 pub mod signing;
 mod task;
+mod timestamp;
 pub mod workflow;
 
 pub use backend::{MemoryResultBackend, ResultBackend, DEFAULT_RESULT_TTL};

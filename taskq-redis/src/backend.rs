@@ -57,24 +57,42 @@ struct Shared {
 /// Waiters per task id, shared with the subscriber task.
 #[derive(Debug, Default)]
 struct Waiters {
-    by_id: Mutex<HashMap<TaskId, (Arc<Notify>, usize)>>,
+    by_id: Mutex<HashMap<TaskId, Waiting>>,
+}
+
+/// The waiters of one id.
+#[derive(Debug)]
+struct Waiting {
+    notify: Arc<Notify>,
+    count: usize,
+    /// The final record the announcement carried, if it carried one.
+    announced: Option<TaskResult>,
 }
 
 impl Waiters {
-    fn lock(&self) -> MutexGuard<'_, HashMap<TaskId, (Arc<Notify>, usize)>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<TaskId, Waiting>> {
         self.by_id.lock()
     }
 
-    fn wake(&self, id: &TaskId) {
-        if let Some((notify, _)) = self.lock().get(id) {
-            notify.notify_waiters();
+    /// Wakes the waiters of `id`, handing them `record` when the announcement carried it.
+    fn wake(&self, id: &TaskId, record: Option<TaskResult>) {
+        if let Some(waiting) = self.lock().get_mut(id) {
+            if record.is_some() {
+                waiting.announced = record;
+            }
+            waiting.notify.notify_waiters();
         }
     }
 
     fn wake_all(&self) {
-        for (notify, _) in self.lock().values() {
-            notify.notify_waiters();
+        for waiting in self.lock().values() {
+            waiting.notify.notify_waiters();
         }
+    }
+
+    /// The final record announced for `id`, if one was.
+    fn announced(&self, id: &TaskId) -> Option<TaskResult> {
+        self.lock().get(id).and_then(|w| w.announced.clone())
     }
 }
 
@@ -94,9 +112,9 @@ impl Drop for Registration<'_> {
     fn drop(&mut self) {
         let mut waiters = self.backend.shared.waiters.lock();
         let last = match waiters.get_mut(&self.id) {
-            Some((_, count)) => {
-                *count -= 1;
-                *count == 0
+            Some(waiting) => {
+                waiting.count -= 1;
+                waiting.count == 0
             }
             None => false,
         };
@@ -177,12 +195,14 @@ impl RedisResultBackend {
         id: TaskId,
     ) -> (Arc<Notify>, Registration<'_>, Option<oneshot::Receiver<()>>) {
         let mut waiters = self.shared.waiters.lock();
-        let entry = waiters
-            .entry(id)
-            .or_insert_with(|| (Arc::new(Notify::new()), 0));
-        entry.1 += 1;
-        let notify = entry.0.clone();
-        let first = entry.1 == 1;
+        let entry = waiters.entry(id).or_insert_with(|| Waiting {
+            notify: Arc::new(Notify::new()),
+            count: 0,
+            announced: None,
+        });
+        entry.count += 1;
+        let notify = entry.notify.clone();
+        let first = entry.count == 1;
         drop(waiters);
         let subscribed = first.then(|| {
             let (tx, rx) = oneshot::channel();
@@ -329,7 +349,10 @@ impl ResultBackend for RedisResultBackend {
             let notified = notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let current = self.get(id).await?;
+            let current = match self.shared.waiters.announced(&id) {
+                Some(announced) => Some(announced),
+                None => self.get(id).await?,
+            };
             let now = tokio::time::Instant::now();
             if current.as_ref().is_some_and(|r| r.state.is_ready()) || now >= deadline {
                 return Ok(current);
@@ -473,7 +496,11 @@ async fn subscriber(
                             .next()
                             .and_then(|id| id.parse::<TaskId>().ok());
                         if let Some(id) = id {
-                            registered.wake(&id);
+                            // The record itself, or '1' for a large one (read by GET).
+                            let record = serde_json::from_slice::<TaskResult>(message.get_payload_bytes())
+                                .ok()
+                                .filter(|record| record.id == id && record.state.is_ready());
+                            registered.wake(&id, record);
                         }
                     }
                 },

@@ -17,6 +17,7 @@ macro_rules! backend_conformance {
                 stored_record_round_trips,
                 later_write_replaces_earlier,
                 wait_is_woken_by_the_write,
+                waiters_get_small_and_large_results_whole,
                 wait_returns_latest_on_timeout,
                 many_waiters_on_many_ids,
                 records_expire_after_ttl,
@@ -106,6 +107,33 @@ pub async fn wait_is_woken_by_the_write(backend: Shared) {
         .unwrap()
         .unwrap();
     assert_eq!(got.state, TaskState::Success);
+}
+
+/// A backend may hand the record to waiters with its announcement (Redis does, up to 8 KiB)
+/// and have them read larger ones: both arrive whole.
+pub async fn waiters_get_small_and_large_results_whole(backend: Shared) {
+    for size in [10, 100_000] {
+        let id = TaskId::new();
+        let waiter = {
+            let backend = backend.clone();
+            tokio::spawn(async move { backend.wait(id, Duration::from_secs(30)).await.unwrap() })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let value = "x".repeat(size);
+        backend
+            .store(&success(id, serde_json::json!(value)), DAY)
+            .await
+            .unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("a waiter must wake on the write, not at its timeout")
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.id, id);
+        assert_eq!(got.state, TaskState::Success);
+        let output: String = serde_json::from_str(got.result.unwrap().get()).unwrap();
+        assert_eq!(output.len(), size);
+    }
 }
 
 pub async fn wait_returns_latest_on_timeout(backend: Shared) {

@@ -1,6 +1,9 @@
 //! [`Revocations`]: the ids this worker must not run, and the signals that stop a running one.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use parking_lot::Mutex;
 use taskq_core::TaskId;
@@ -9,12 +12,13 @@ use tokio_util::sync::CancellationToken;
 /// Revoked ids and the cancellation handles of running executions.
 #[derive(Debug, Default)]
 pub(crate) struct Revocations {
-    revoked: Mutex<HashSet<TaskId>>,
-    running: Mutex<HashMap<TaskId, RunTokens>>,
+    revoked: Mutex<HashSet<TaskId, foldhash::fast::RandomState>>,
+    /// Shared with the run (an `Arc` clone is one atomic increment; a token clone locks it).
+    running: Mutex<HashMap<TaskId, Arc<RunTokens>, foldhash::fast::RandomState>>,
 }
 
 /// The signals of one running execution.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub(crate) struct RunTokens {
     /// The task's own cancellation signal (soft limit, revocation): it may clean up.
     pub(crate) soft: CancellationToken,
@@ -52,15 +56,17 @@ impl Revocations {
     }
 
     /// Registers a running execution and returns its signals.
-    pub(crate) fn start(&self, id: TaskId) -> RunTokens {
-        let tokens = RunTokens::default();
+    pub(crate) fn start(&self, id: TaskId) -> Arc<RunTokens> {
+        let tokens = Arc::new(RunTokens::default());
         self.running.lock().insert(id, tokens.clone());
         tokens
     }
 
     pub(crate) fn finish(&self, id: &TaskId) {
-        if let Some(tokens) = self.running.lock().remove(id) {
-            // Ends a pending grace timer.
+        let tokens = self.running.lock().remove(id);
+        // A grace timer runs only after a termination signalled the run (`soft`); end it.
+        // Otherwise there is nothing to wake, and cancelling would lock the token for nothing.
+        if let Some(tokens) = tokens.filter(|tokens| tokens.soft.is_cancelled()) {
             tokens.kill.cancel();
         }
     }

@@ -40,10 +40,10 @@ struct Shared {
 
 #[derive(Debug, Default)]
 struct State {
-    results: HashMap<TaskId, (TaskResult, Instant)>,
+    results: HashMap<TaskId, (TaskResult, Instant), foldhash::fast::RandomState>,
     /// Expiry times in order; swept as they pass.
     expiry: BTreeSet<(Instant, TaskId)>,
-    waiters: HashMap<TaskId, Arc<Notify>>,
+    waiters: HashMap<TaskId, Arc<Notify>, foldhash::fast::RandomState>,
     /// Workflow and group records, with their members' outcomes.
     workflows: HashMap<TaskId, Workflow>,
     /// Expiry times of workflow records in order; swept as they pass.
