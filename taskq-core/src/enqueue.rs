@@ -151,6 +151,16 @@ pub const MAX_NAME_BYTES: usize = 200;
 ///
 /// [`Error::Invalid`] naming what is wrong.
 pub fn check_name(what: &'static str, name: &str) -> Result<()> {
+    // Every enqueue checks two names: printable ASCII without braces is the common case and
+    // needs no character decoding.
+    if !name.is_empty()
+        && name.len() <= MAX_NAME_BYTES
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}')
+    {
+        return Ok(());
+    }
     let reason = if name.is_empty() {
         "the name is empty".to_owned()
     } else if name.len() > MAX_NAME_BYTES {
