@@ -14,11 +14,11 @@ pub(crate) fn serialize<S: Serializer>(
     at: &DateTime<Utc>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
-    match std::time::SystemTime::try_from(*at) {
-        Ok(system) if (0..253_402_300_800).contains(&at.timestamp()) => {
-            serializer.collect_str(&humantime::format_rfc3339_nanos(system))
-        }
-        _ => at.serialize(serializer),
+    if (0..253_402_300_800).contains(&at.timestamp()) {
+        let system = std::time::SystemTime::from(*at);
+        serializer.collect_str(&humantime::format_rfc3339_nanos(system))
+    } else {
+        at.serialize(serializer)
     }
 }
 
