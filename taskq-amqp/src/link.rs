@@ -341,6 +341,43 @@ async fn declare_delays(channel: &Channel) -> Result<()> {
     Ok(())
 }
 
+/// Declares a queue that lives only as long as this connection (exclusive, auto-delete):
+/// named `name`, or by the server when `name` is empty.
+pub(crate) async fn declare_private(channel: &Channel, name: &str) -> Result<lapin::Queue> {
+    channel
+        .queue_declare(
+            name.into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(amqp_error)
+}
+
+/// Consumes `queue` without acknowledgements: for notifications, which nobody redelivers.
+pub(crate) async fn consume_without_acks(
+    channel: &Channel,
+    queue: &str,
+    tag: &str,
+) -> Result<lapin::Consumer> {
+    channel
+        .basic_consume(
+            queue.into(),
+            tag.into(),
+            lapin::options::BasicConsumeOptions {
+                no_ack: true,
+                ..lapin::options::BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(amqp_error)
+}
+
 /// Declares durable queue `name` with `arguments` and binds it to `exchange` with `binding`.
 async fn declare_bound(
     channel: &Channel,

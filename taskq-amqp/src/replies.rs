@@ -6,14 +6,15 @@ use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use lapin::{
-    options::{BasicConsumeOptions, QueueDeclareOptions},
-    types::{AMQPValue, FieldTable},
-    Consumer,
-};
+use lapin::{types::AMQPValue, Consumer};
 use taskq_core::{MemoryResultBackend, Result, ResultBackend, TaskId, TaskResult};
 
-use crate::{error::amqp_error, link::Link, names, publish::Outgoing, AmqpBroker};
+use crate::{
+    link::{self, Link},
+    names,
+    publish::Outgoing,
+    AmqpBroker,
+};
 
 /// The header carrying a result's time to live, in milliseconds, to the receiving process.
 const TTL_HEADER: &str = "taskq-result-ttl-ms";
@@ -97,30 +98,8 @@ impl AmqpReplyBackend {
 /// result is a notification to one process, with nothing to redeliver.
 async fn consume(link: &Link, queue: &str) -> Result<Consumer> {
     let channel = link.channel().await?;
-    channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(amqp_error)?;
-    channel
-        .basic_consume(
-            queue.into(),
-            format!("{queue}/results").as_str().into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(amqp_error)
+    link::declare_private(&channel, queue).await?;
+    link::consume_without_acks(&channel, queue, &format!("{queue}/results")).await
 }
 
 /// Keeps what arrives; when the connection goes, declares the queue again on the next one.

@@ -89,11 +89,7 @@ pub async fn later_write_replaces_earlier(backend: Shared) {
 
 pub async fn wait_is_woken_by_the_write(backend: Shared) {
     let id = TaskId::new();
-    let waiter = {
-        let backend = backend.clone();
-        tokio::spawn(async move { backend.wait(id, Duration::from_secs(30)).await.unwrap() })
-    };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let waiter = waiting(&backend, id).await;
     let started = TaskResult::new(id, "suite.task", TaskState::Started, Utc::now());
     backend.store(&started, DAY).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -101,12 +97,26 @@ pub async fn wait_is_woken_by_the_write(backend: Shared) {
         .store(&success(id, serde_json::json!("done")), DAY)
         .await
         .unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(10), waiter)
+    assert_eq!(woken(waiter).await.state, TaskState::Success);
+}
+
+/// A waiter on `id`, given a moment to subscribe.
+async fn waiting(backend: &Shared, id: TaskId) -> tokio::task::JoinHandle<Option<TaskResult>> {
+    let waiter = {
+        let backend = backend.clone();
+        tokio::spawn(async move { backend.wait(id, Duration::from_secs(30)).await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    waiter
+}
+
+/// What `waiter` returned, which must come from a write rather than its 30 s timeout.
+async fn woken(waiter: tokio::task::JoinHandle<Option<TaskResult>>) -> TaskResult {
+    tokio::time::timeout(Duration::from_secs(10), waiter)
         .await
         .expect("a waiter must wake on the write, not at its timeout")
         .unwrap()
-        .unwrap();
-    assert_eq!(got.state, TaskState::Success);
+        .expect("a record")
 }
 
 /// A backend may hand the record to waiters with its announcement (Redis does, up to 8 KiB)
@@ -114,21 +124,13 @@ pub async fn wait_is_woken_by_the_write(backend: Shared) {
 pub async fn waiters_get_small_and_large_results_whole(backend: Shared) {
     for size in [10, 100_000] {
         let id = TaskId::new();
-        let waiter = {
-            let backend = backend.clone();
-            tokio::spawn(async move { backend.wait(id, Duration::from_secs(30)).await.unwrap() })
-        };
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let waiter = waiting(&backend, id).await;
         let value = "x".repeat(size);
         backend
             .store(&success(id, serde_json::json!(value)), DAY)
             .await
             .unwrap();
-        let got = tokio::time::timeout(Duration::from_secs(10), waiter)
-            .await
-            .expect("a waiter must wake on the write, not at its timeout")
-            .unwrap()
-            .unwrap();
+        let got = woken(waiter).await;
         assert_eq!(got.id, id);
         assert_eq!(got.state, TaskState::Success);
         let output: String = serde_json::from_str(got.result.unwrap().get()).unwrap();

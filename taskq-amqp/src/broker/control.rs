@@ -6,10 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use lapin::{
-    options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
-    types::FieldTable,
-};
+use lapin::{options::QueueBindOptions, types::FieldTable};
 use taskq_core::{
     ControlChannel, ControlMessage, ControlStream, Error, Result, TaskId, WorkerInfo,
 };
@@ -18,7 +15,7 @@ use super::{
     revocations::{self, Follower, Revocation},
     AmqpBroker, UNTIL_HEADER,
 };
-use crate::{error::amqp_error, names, publish::Outgoing};
+use crate::{error::amqp_error, link, names, publish::Outgoing};
 
 #[async_trait]
 impl ControlChannel for AmqpBroker {
@@ -41,18 +38,7 @@ impl ControlChannel for AmqpBroker {
     async fn subscribe_control(&self) -> Result<ControlStream> {
         self.link().ensure_shared().await?;
         let channel = self.link().channel().await?;
-        let queue = channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(amqp_error)?;
+        let queue = link::declare_private(&channel, "").await?;
         channel
             .queue_bind(
                 queue.name().clone(),
@@ -63,18 +49,7 @@ impl ControlChannel for AmqpBroker {
             )
             .await
             .map_err(amqp_error)?;
-        let consumer = channel
-            .basic_consume(
-                queue.name().clone(),
-                "".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..BasicConsumeOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(amqp_error)?;
+        let consumer = link::consume_without_acks(&channel, queue.name().as_str(), "").await?;
         // The stream owns the channel: dropping it closes the subscription.
         let messages = consumer.filter_map(move |delivery| {
             let _subscription = &channel;
