@@ -93,7 +93,7 @@ impl AmqpBeatStore {
     pub async fn connect(config: AmqpConfig) -> Result<Self> {
         let link = Arc::new(Link::new(config));
         let channel = link.channel().await?;
-        let declared = stream::declare(&channel, names::BEAT_STATUS_STREAM, "1h").await;
+        let declared = crate::link::declare_stream(&channel, names::BEAT_STATUS_STREAM, "1h").await;
         let _ = channel.close(200, "OK".into()).await;
         declared?;
         Ok(Self {

@@ -280,8 +280,8 @@ async fn declare_shared(channel: &Channel) -> Result<()> {
     exchange(names::DEAD_EXCHANGE, ExchangeKind::Direct).await?;
     exchange(names::DELIVER_EXCHANGE, ExchangeKind::Topic).await?;
     exchange(names::CONTROL_EXCHANGE, ExchangeKind::Fanout).await?;
-    crate::stream::declare(channel, names::WORKERS_STREAM, WORKER_INFO_KEPT).await?;
-    crate::stream::declare(channel, names::REVOCATIONS_STREAM, REVOCATIONS_KEPT).await?;
+    declare_stream(channel, names::WORKERS_STREAM, WORKER_INFO_KEPT).await?;
+    declare_stream(channel, names::REVOCATIONS_STREAM, REVOCATIONS_KEPT).await?;
     channel
         .queue_declare(
             names::REGISTRY_QUEUE.into(),
@@ -338,6 +338,26 @@ async fn declare_delays(channel: &Channel) -> Result<()> {
             .await
             .map_err(amqp_error)?;
     }
+    Ok(())
+}
+
+/// Declares stream `name`, keeping records for `max_age` (RabbitMQ's syntax: `10m`, `7D`);
+/// small segments so that retention drops old records soon after they age out.
+pub(crate) async fn declare_stream(channel: &Channel, name: &str, max_age: &str) -> Result<()> {
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("stream".into()),
+    );
+    arguments.insert("x-max-age".into(), AMQPValue::LongString(max_age.into()));
+    arguments.insert(
+        "x-stream-max-segment-size-bytes".into(),
+        AMQPValue::LongLongInt(1_000_000),
+    );
+    channel
+        .queue_declare(name.into(), QueueDeclareOptions::durable(), arguments)
+        .await
+        .map_err(amqp_error)?;
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use lapin::{
     message::Delivery,
-    options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions},
+    options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions},
     types::{AMQPValue, FieldTable},
     Channel,
 };
@@ -25,26 +25,6 @@ const MARKER_HEADER: &str = "taskq-read-marker";
 
 /// How long a reader waits for its own marker before giving up with what it read.
 pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Declares stream `name`, keeping records for `max_age` (RabbitMQ's syntax: `10m`, `7D`);
-/// small segments so that retention drops old records soon after they age out.
-pub(crate) async fn declare(channel: &Channel, name: &str, max_age: &str) -> Result<()> {
-    let mut arguments = FieldTable::default();
-    arguments.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("stream".into()),
-    );
-    arguments.insert("x-max-age".into(), AMQPValue::LongString(max_age.into()));
-    arguments.insert(
-        "x-stream-max-segment-size-bytes".into(),
-        AMQPValue::LongLongInt(1_000_000),
-    );
-    channel
-        .queue_declare(name.into(), QueueDeclareOptions::durable(), arguments)
-        .await
-        .map_err(amqp_error)?;
-    Ok(())
-}
 
 /// Every record of stream `name` published since `since` (a little earlier too: RabbitMQ
 /// starts at the chunk holding that time) or since the stream's start, up to this call.
