@@ -147,29 +147,25 @@ impl RedisResultBackend {
         })
     }
 
-    /// Runs the store script for records of one slot in one round trip: EVALSHA in a
-    /// pipeline, loading the script first when the server does not know it (first use, or
-    /// after a restart).
-    async fn store_group(&self, group: &[(String, redis::ScriptInvocation<'_>)]) -> Result<()> {
-        for load_first in [false, true] {
-            let mut pipe = redis::pipe();
-            if load_first {
-                pipe.load_script(&scripts::STORE_RESULT).ignore();
-            }
-            for (_, invocation) in group {
-                pipe.invoke_script(invocation).ignore();
-            }
-            let mut conn = self.shared.conn.clone();
-            match pipe.query_async::<()>(&mut conn).await {
-                Ok(()) => return conn.replicate(self.shared.durable, &group[0].0).await,
-                Err(err)
-                    if !load_first
-                        && err.kind()
-                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {}
-                Err(err) => return Err(redis_error(err)),
-            }
+    /// Runs the store script once for records of one slot (`(key, record, state, channel)`
+    /// each), loading the script first when the server does not know it (first use, or after
+    /// a restart).
+    async fn store_group(
+        &self,
+        group: &[(String, String, &'static str, String)],
+        ttl_ms: u64,
+    ) -> Result<()> {
+        let mut invocation = scripts::STORE_RESULT.prepare_invoke();
+        invocation.arg(ttl_ms);
+        for (key, record, state, channel) in group {
+            invocation.key(key).arg(record).arg(*state).arg(channel);
         }
-        Ok(())
+        let mut conn = self.shared.conn.clone();
+        invocation
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        conn.replicate(self.shared.durable, &group[0].0).await
     }
 
     fn send(&self, command: Command) {
@@ -231,27 +227,26 @@ impl ResultBackend for RedisResultBackend {
 
     async fn store_many(&self, results: &[TaskResult], ttl: Duration) -> Result<()> {
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let mut invocations = Vec::with_capacity(results.len());
+        let mut records = Vec::with_capacity(results.len());
         for result in results {
             let id = result.id.to_string();
             let json = serde_json::to_string(result).map_err(|source| Error::Serialize {
                 what: "task result",
                 source,
             })?;
-            let mut invocation = scripts::STORE_RESULT.prepare_invoke();
-            let key = keys::result(&id);
-            invocation
-                .key(&key)
-                .arg(json)
-                .arg(result.state.as_str())
-                .arg(ttl_ms)
-                .arg(keys::result_channel(&id));
-            invocations.push((key, invocation));
+            records.push((
+                keys::result(&id),
+                json,
+                result.state.as_str(),
+                keys::result_channel(&id),
+            ));
         }
-        // One round trip per slot (one for the whole batch on a single server).
-        let groups = by_slot(self.shared.server.is_cluster(), invocations, |(key, _)| key);
-        futures_util::future::try_join_all(groups.iter().map(|group| self.store_group(group)))
-            .await?;
+        // One script call per slot (one for the whole batch on a single server).
+        let groups = by_slot(self.shared.server.is_cluster(), records, |(key, ..)| key);
+        futures_util::future::try_join_all(
+            groups.iter().map(|group| self.store_group(group, ttl_ms)),
+        )
+        .await?;
         Ok(())
     }
 
