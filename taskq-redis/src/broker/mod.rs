@@ -66,6 +66,13 @@ struct Shared {
     conn: Conn,
     /// Blocking waits for wake-up tokens, on connections of their own.
     wakers: wake::Wakers,
+    /// Each single-queue worker's own blocking connection on one server, where its fetch
+    /// follows its wake-up pop in one round trip ([`RedisBroker::wait_then_fetch`]).
+    blocking: tokio::sync::Mutex<HashMap<WorkerId, Conn>>,
+    /// Workers whose last fetch ended with a pipelined fetch that found the queue empty:
+    /// their next fetch waits at once (anything enqueued since left a wake-up token), instead
+    /// of running the fetch script twice per idle wait.
+    found_empty: Mutex<HashSet<WorkerId>>,
     /// What this process handed to each worker and not yet released, per queue, so that a
     /// fetch whose reply was lost can be reconciled with the processing list.
     held: Mutex<Held>,
@@ -218,6 +225,8 @@ impl RedisBroker {
                 server,
                 conn,
                 wakers: wake::Wakers::default(),
+                blocking: tokio::sync::Mutex::new(HashMap::new()),
+                found_empty: Mutex::new(HashSet::new()),
                 held: Mutex::new(HashMap::new()),
                 unreconciled: Mutex::new(HashSet::new()),
                 known_queues: Mutex::new(HashMap::new()),
@@ -450,41 +459,100 @@ impl RedisBroker {
                 break;
             }
             let keys = QueueKeys::new(queue);
-            let mut invocation = scripts::FETCH.prepare_invoke();
-            for key in keys.pending_descending() {
-                invocation.key(key);
-            }
-            invocation
-                .key(keys.processing(worker.as_str()))
-                .key(keys.workers())
-                .key(keys.holders())
-                .arg(max - out.len())
-                .arg(worker.as_str())
-                .arg(if self.has_heartbeat(worker) {
-                    0
-                } else {
-                    millis(self.now()) + FETCH_LEASE.as_millis() as i64
-                });
-            let (payloads, levels, lost): (Vec<String>, Vec<u8>, i64) = invocation
+            let fetched = self
+                .fetch_invocation(&keys, worker, max - out.len())
                 .invoke_async(&mut self.conn())
                 .await
                 .map_err(redis_error)?;
-            if lost == 1 {
-                return Err(Error::LeaseLost {
-                    worker: worker.to_string(),
-                });
-            }
-            let queue_name: Arc<str> = Arc::from(queue.as_str());
-            out.extend(payloads.into_iter().zip(levels).map(|(payload, level)| {
-                Delivery::new(
-                    queue_name.clone(),
-                    level,
-                    Arc::from(payload),
-                    Receipt::default(),
-                )
-            }));
+            out.extend(fetched_deliveries(worker, queue, fetched)?);
         }
         Ok(out)
+    }
+
+    /// `fetch.lua` for up to `max` messages of one queue.
+    fn fetch_invocation(
+        &self,
+        keys: &QueueKeys,
+        worker: &WorkerId,
+        max: usize,
+    ) -> redis::ScriptInvocation<'static> {
+        let mut invocation = scripts::FETCH.prepare_invoke();
+        for key in keys.pending_descending() {
+            invocation.key(key);
+        }
+        invocation
+            .key(keys.processing(worker.as_str()))
+            .key(keys.workers())
+            .key(keys.holders())
+            .arg(max)
+            .arg(worker.as_str())
+            .arg(if self.has_heartbeat(worker) {
+                0
+            } else {
+                millis(self.now()) + FETCH_LEASE.as_millis() as i64
+            });
+        invocation
+    }
+
+    /// An idle single-queue worker's wait and fetch in one round trip, on one server: the
+    /// fetch script follows the wake-up pop in the pipeline of the worker's own blocking
+    /// connection, so Redis runs it the moment the pop returns, and the reply carries both.
+    /// `Ok(None)` when this does not apply (a cluster, several queues); else whether a token
+    /// arrived and what was fetched.
+    ///
+    /// A worker that drops the call (shutting down) leaves the pipeline to run: its fetch
+    /// finds the worker's lease gone once it has deregistered and moves nothing; before its
+    /// first heartbeat it may move messages, which the orphan sweep returns.
+    async fn wait_then_fetch(
+        &self,
+        worker: &WorkerId,
+        queues: &[String],
+        max: usize,
+        wait: Duration,
+    ) -> Result<Option<(bool, Vec<Delivery>)>> {
+        let [queue] = queues else {
+            return Ok(None);
+        };
+        if self.shared.server.is_cluster() {
+            return Ok(None);
+        }
+        let config = &self.shared.config;
+        let mut conn = {
+            let mut blocking = self.shared.blocking.lock().await;
+            match blocking.get(worker) {
+                Some(conn) => conn.clone(),
+                None => {
+                    let conn = self
+                        .shared
+                        .server
+                        .connect(config.block_timeout() + config.response_timeout())
+                        .await?;
+                    blocking.insert(worker.clone(), conn.clone());
+                    conn
+                }
+            }
+        };
+        let keys = QueueKeys::new(queue);
+        let mut pipe = redis::pipe();
+        pipe.cmd("BLPOP")
+            .arg(keys.wake())
+            .arg(wait.min(config.block_timeout()).as_secs_f64());
+        pipe.invoke_script(&self.fetch_invocation(&keys, worker, max));
+        type Reply = (Option<(String, String)>, (Vec<String>, Vec<u8>, i64));
+        match pipe.query_async::<Reply>(&mut conn).await {
+            Ok((token, fetched)) => Ok(Some((
+                token.is_some(),
+                fetched_deliveries(worker, queue, fetched)?,
+            ))),
+            // The pop ran but the server did not know the script (first use, or a restart):
+            // fetch the usual way, which loads it.
+            Err(err)
+                if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                Ok(Some((true, self.fetch_ready(worker, queues, max).await?)))
+            }
+            Err(err) => Err(redis_error(err)),
+        }
     }
 
     /// Waits up to `wait` for a wake-up token of any of `queues`; true when one arrived
@@ -522,7 +590,8 @@ impl RedisBroker {
         // Nothing is recorded as handed out until the whole call succeeds: if a later step
         // fails, the caller gets an error and the next fetch adopts what the server moved.
         let mut out = self.reconcile(worker, queues).await?;
-        if out.len() < max {
+        let found_empty = self.shared.found_empty.lock().remove(worker);
+        if out.len() < max && !found_empty {
             out.extend(self.fetch_ready(worker, queues, max - out.len()).await?);
         }
         // A token may be stale (passed on by a worker that took a full batch, then the rest
@@ -530,10 +599,24 @@ impl RedisBroker {
         let deadline = tokio::time::Instant::now() + wait;
         while out.is_empty() {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if left.is_zero() || !self.wait_for_wake(queues, left).await? {
+            if left.is_zero() {
                 break;
             }
-            let ready = self.fetch_ready(worker, queues, max).await?;
+            let ready = match self.wait_then_fetch(worker, queues, max, left).await? {
+                Some((woke, ready)) => {
+                    if !woke && ready.is_empty() {
+                        self.shared.found_empty.lock().insert(worker.clone());
+                        break;
+                    }
+                    ready
+                }
+                None => {
+                    if !self.wait_for_wake(queues, left).await? {
+                        break;
+                    }
+                    self.fetch_ready(worker, queues, max).await?
+                }
+            };
             if ready.len() == max {
                 if let Some(first) = ready.first() {
                     self.pass_wake(first.queue()).await?;
@@ -629,4 +712,30 @@ impl RedisBroker {
             .await
             .map_err(redis_error)
     }
+}
+
+/// The deliveries of one `fetch.lua` reply (`payloads, levels, lost`) for `queue`.
+fn fetched_deliveries(
+    worker: &WorkerId,
+    queue: &str,
+    (payloads, levels, lost): (Vec<String>, Vec<u8>, i64),
+) -> Result<Vec<Delivery>> {
+    if lost == 1 {
+        return Err(Error::LeaseLost {
+            worker: worker.to_string(),
+        });
+    }
+    let queue_name: Arc<str> = Arc::from(queue);
+    Ok(payloads
+        .into_iter()
+        .zip(levels)
+        .map(|(payload, level)| {
+            Delivery::new(
+                queue_name.clone(),
+                level,
+                Arc::from(payload),
+                Receipt::default(),
+            )
+        })
+        .collect())
 }
