@@ -469,6 +469,12 @@ impl RedisBroker {
         Ok(out)
     }
 
+    /// Drops `worker`'s own blocking connection and idle mark (the worker ended).
+    pub(crate) async fn forget_blocking(&self, worker: &WorkerId) {
+        self.shared.blocking.lock().await.remove(worker);
+        self.shared.found_empty.lock().remove(worker);
+    }
+
     /// `fetch.lua` for up to `max` messages of one queue.
     fn fetch_invocation(
         &self,

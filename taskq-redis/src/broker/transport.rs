@@ -314,6 +314,12 @@ impl Transport for RedisBroker {
         Ok(moved)
     }
 
+    async fn release_worker(&self, worker: &WorkerId) -> Result<()> {
+        // Its blocking connection (a single-queue worker on one server) closes with it.
+        self.forget_blocking(worker).await;
+        Ok(())
+    }
+
     async fn durability_warnings(&self) -> Result<Vec<String>> {
         self.conn().durability_warnings().await
     }

@@ -663,3 +663,74 @@ async fn idle_queues_are_forgotten_and_come_back() {
         .unwrap()
         .is_empty());
 }
+
+/// Connections to the server, as `CLIENT LIST` counts them.
+async fn client_count(server: &RedisServer) -> usize {
+    let mut admin = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    // Less the admin connection itself.
+    list.lines().count() - 1
+}
+
+#[tokio::test]
+async fn an_idle_single_queue_worker_fetches_behind_its_pop_and_lets_its_connection_go() {
+    let server = RedisServer::start();
+    let broker = RedisBroker::connect(config(&server)).await.unwrap();
+    let q = format!("q-{}", uuid::Uuid::new_v4());
+    let worker = WorkerId::generate();
+    let queues = [q.clone()];
+    let before = client_count(&server).await;
+    // Idle: the wait times out; the worker now has a blocking connection of its own.
+    let none = broker
+        .fetch(&worker, &queues, 10, Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    assert_eq!(client_count(&server).await, before + 1);
+    // A message enqueued while it waits arrives with its wake-up, in that one round trip.
+    let waiting = {
+        let broker = broker.clone();
+        let (worker, queues) = (worker.clone(), queues.clone());
+        tokio::spawn(async move {
+            broker
+                .fetch(&worker, &queues, 10, Duration::from_secs(5))
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sent = message(&q, 0);
+    let id = sent.id;
+    broker.enqueue(vec![sent]).await.unwrap();
+    let fetched = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("woken by the enqueue")
+        .unwrap();
+    assert_eq!(
+        fetched.iter().map(|d| d.id()).collect::<Vec<_>>(),
+        [Some(id)]
+    );
+    broker.ack(&worker, &fetched).await.unwrap();
+    // The worker ends: its blocking connection goes with it.
+    broker.release_worker(&worker).await.unwrap();
+    let mut count = client_count(&server).await;
+    for _ in 0..50 {
+        if count == before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        count = client_count(&server).await;
+    }
+    assert_eq!(
+        count, before,
+        "the ended worker's blocking connection is closed"
+    );
+}
