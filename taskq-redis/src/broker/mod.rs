@@ -119,7 +119,10 @@ pub(crate) enum RecoverMode {
 /// Payloads handed out and not yet released, with multiplicity, per (worker, queue).
 /// worker -> queue -> payload -> count. Keys share the deliveries' `Arc`s, so holding a
 /// message copies no bytes.
-type Held = HashMap<WorkerId, HashMap<Arc<str>, HashMap<Arc<str>, usize>>>;
+/// Hashed with foldhash: the inner keys are whole payloads, which SipHash read at ~5
+/// instructions a byte on every fetch and ack.
+type Held = FastMap<WorkerId, FastMap<Arc<str>, FastMap<Arc<str>, usize>>>;
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The messages of one enqueue call that go to one queue.
 struct QueueBatch<'a> {
@@ -227,7 +230,7 @@ impl RedisBroker {
                 wakers: wake::Wakers::default(),
                 blocking: tokio::sync::Mutex::new(HashMap::new()),
                 found_empty: Mutex::new(HashSet::new()),
-                held: Mutex::new(HashMap::new()),
+                held: Mutex::new(Held::default()),
                 unreconciled: Mutex::new(HashSet::new()),
                 known_queues: Mutex::new(HashMap::new()),
                 heartbeating: Mutex::new(HashSet::new()),
