@@ -5,9 +5,10 @@
 use std::{path::Path, sync::OnceLock, time::Duration};
 
 use lapin::{options::BasicPublishOptions, BasicProperties};
-use support::{executions, ledger_path, wait_until, WorkerProcess};
+use support::{
+    assert_every_id_ran, enqueue_sleeps, executions, ledger_path, wait_until, WorkerProcess,
+};
 use taskq_core::{Client, TaskId, TaskState};
-use taskq_examples::demo::Sleep;
 use taskq_testkit::{RabbitNode, RedisServer};
 
 mod support;
@@ -21,20 +22,6 @@ fn shared_node() -> &'static RabbitNode {
 /// The broker URL a worker and the test's client use: a fresh vhost, results in `results`.
 fn url(vhost_url: &str, results: &RedisServer) -> String {
     format!("{vhost_url}?results={}", results.url())
-}
-
-async fn enqueue_sleeps(client: &Client, n: usize, ms: u64, ledger: &Path) -> Vec<TaskId> {
-    let tasks = (0..n).map(|_| Sleep {
-        ms,
-        ledger: Some(ledger.display().to_string()),
-    });
-    client
-        .enqueue_many(tasks)
-        .await
-        .expect("enqueue")
-        .iter()
-        .map(|h| h.id())
-        .collect()
 }
 
 /// Waits until every id has a SUCCESS result, then names any id that never ran; returns the
@@ -55,15 +42,7 @@ async fn assert_all_succeed(
         true
     })
     .await;
-    let counts = executions(ledger);
-    let lost: Vec<_> = ids.iter().filter(|id| !counts.contains_key(id)).collect();
-    assert!(
-        lost.is_empty(),
-        "{} of {} never ran: {lost:?}",
-        lost.len(),
-        ids.len()
-    );
-    counts.values().map(|n| n - 1).sum()
+    assert_every_id_ran(ids, ledger)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

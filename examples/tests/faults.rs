@@ -5,26 +5,13 @@
 
 use std::{path::Path, time::Duration};
 
-use support::{executions, ledger_path, wait_until, WorkerProcess};
+use support::{
+    assert_every_id_ran, enqueue_sleeps, executions, ledger_path, wait_until, WorkerProcess,
+};
 use taskq_core::{Client, TaskId, TaskState};
-use taskq_examples::demo::Sleep;
 use taskq_testkit::RedisServer;
 
 mod support;
-
-async fn enqueue_sleeps(client: &Client, n: usize, ms: u64, ledger: &Path) -> Vec<TaskId> {
-    let tasks = (0..n).map(|_| Sleep {
-        ms,
-        ledger: Some(ledger.display().to_string()),
-    });
-    client
-        .enqueue_many(tasks)
-        .await
-        .expect("enqueue")
-        .iter()
-        .map(|h| h.id())
-        .collect()
-}
 
 /// Waits until the queue has settled (nothing pending, scheduled or held), then states the
 /// promise: every id ran (a lost one is named) and succeeded; returns the number of duplicate
@@ -36,14 +23,7 @@ async fn assert_none_lost(client: &Client, ids: &[TaskId], ledger: &Path) -> usi
         stats.pending + stats.scheduled + stats.processing == 0
     })
     .await;
-    let counts = executions(ledger);
-    let lost: Vec<_> = ids.iter().filter(|id| !counts.contains_key(id)).collect();
-    assert!(
-        lost.is_empty(),
-        "{} of {} tasks never ran: {lost:?}",
-        lost.len(),
-        ids.len()
-    );
+    let duplicates = assert_every_id_ran(ids, ledger);
     for id in ids {
         let record = client
             .result(*id)
@@ -58,7 +38,7 @@ async fn assert_none_lost(client: &Client, ids: &[TaskId], ledger: &Path) -> usi
         (0, 0, 0),
         "{stats:?}"
     );
-    counts.values().map(|n| n - 1).sum()
+    duplicates
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

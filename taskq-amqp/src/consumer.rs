@@ -350,14 +350,7 @@ impl WorkerConsumer {
         }
         let outcome = match ending {
             Ending::Settled => held.acker.ack(BasicAckOptions::default()).await,
-            Ending::Returned => {
-                held.acker
-                    .nack(BasicNackOptions {
-                        multiple: false,
-                        requeue: true,
-                    })
-                    .await
-            }
+            Ending::Returned => give_back(&held.acker).await,
         };
         match outcome {
             Ok(done) => Ok(done),
@@ -403,14 +396,7 @@ impl WorkerConsumer {
             stale
         };
         for incoming in stale {
-            let _ = incoming
-                .delivery
-                .acker
-                .nack(BasicNackOptions {
-                    multiple: false,
-                    requeue: true,
-                })
-                .await;
+            let _ = give_back(&incoming.delivery.acker).await;
         }
     }
 
@@ -486,14 +472,7 @@ impl WorkerConsumer {
                 Ok(false) => self.buffer_plain(incoming),
                 Err(err) => {
                     tracing::warn!(%id, error = %taskq_core::error_chain(&err), "could not check a guard copy; it comes back");
-                    let _ = incoming
-                        .delivery
-                        .acker
-                        .nack(BasicNackOptions {
-                            multiple: false,
-                            requeue: true,
-                        })
-                        .await;
+                    let _ = give_back(&incoming.delivery.acker).await;
                 }
             }
         }
@@ -539,4 +518,15 @@ fn forward(
             }
         }
     });
+}
+
+/// Returns one delivery to the head of its queue (RabbitMQ counts it toward the delivery
+/// limit).
+async fn give_back(acker: &Acker) -> lapin::Result<bool> {
+    acker
+        .nack(BasicNackOptions {
+            multiple: false,
+            requeue: true,
+        })
+        .await
 }

@@ -8,7 +8,7 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use taskq_core::{Client, DeadReason, Run, Task, TaskContext, TaskError, WorkerId};
+use taskq_core::{Client, Run, Task, TaskContext, TaskError};
 use taskq_testkit::RedisServer;
 use taskq_worker::Worker;
 use tokio_util::sync::CancellationToken;
@@ -231,24 +231,8 @@ async fn dead_letters_list_show_requeue_purge() {
         .iter()
         .map(|h| h.id())
         .collect();
-    let worker = WorkerId::generate();
-    let held = client
-        .broker()
-        .fetch(&worker, &["cli".into()], 3, Duration::ZERO)
-        .await
-        .unwrap();
-    for delivery in &held {
-        client
-            .broker()
-            .dead_letter(
-                &worker,
-                delivery,
-                DeadReason::RetriesExhausted,
-                Some("boom".into()),
-            )
-            .await
-            .unwrap();
-    }
+    // Dead-lettered as retries_exhausted with the error "boom".
+    taskq_testkit::suite::kill(client.broker(), "cli", 3).await;
 
     let listed = json(&taskq(&server, &["dead", "list", "--json"]));
     assert_eq!(listed.as_array().unwrap().len(), 3);
@@ -687,26 +671,14 @@ async fn the_operator_commands_work_on_rabbitmq() {
         "{status}"
     );
 
-    let worker = WorkerId::generate();
-    let held = client
-        .broker()
-        .fetch(&worker, &["cli".into()], 2, Duration::ZERO)
-        .await
-        .unwrap();
-    for delivery in &held {
-        client
-            .broker()
-            .dead_letter(&worker, delivery, DeadReason::Failed, Some("boom".into()))
-            .await
-            .unwrap();
-    }
+    taskq_testkit::suite::kill(client.broker(), "cli", 2).await;
     let table = stdout(&taskq_with_input(
         &url,
         &["dead", "list", "--queue", "cli"],
         "",
     ));
     assert!(
-        table.contains("failed") && table.contains("boom"),
+        table.contains("retries_exhausted") && table.contains("boom"),
         "{table}"
     );
     let shown = json(&taskq_with_input(
@@ -714,7 +686,7 @@ async fn the_operator_commands_work_on_rabbitmq() {
         &["dead", "show", &ids[0].to_string()],
         "",
     ));
-    assert_eq!(shown["reason"], "failed");
+    assert_eq!(shown["reason"], "retries_exhausted");
     assert_eq!(
         stdout(&taskq_with_input(
             &url,

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use taskq_core::TaskId;
+use taskq_core::{Client, TaskId};
 use taskq_testkit::RedisServer;
 
 /// A demo worker process.
@@ -105,4 +105,38 @@ pub(crate) async fn wait_until(what: &str, within: Duration, mut check: impl Asy
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Enqueues `n` demo sleeps of `ms` that record each run in `ledger`; their ids.
+pub(crate) async fn enqueue_sleeps(
+    client: &Client,
+    n: usize,
+    ms: u64,
+    ledger: &Path,
+) -> Vec<TaskId> {
+    let tasks = (0..n).map(|_| taskq_examples::demo::Sleep {
+        ms,
+        ledger: Some(ledger.display().to_string()),
+    });
+    client
+        .enqueue_many(tasks)
+        .await
+        .expect("enqueue")
+        .iter()
+        .map(|h| h.id())
+        .collect()
+}
+
+/// The promise of every fault test: each of `ids` ran (one that never did is named); returns
+/// the number of duplicate runs.
+pub(crate) fn assert_every_id_ran(ids: &[TaskId], ledger: &Path) -> usize {
+    let counts = executions(ledger);
+    let lost: Vec<_> = ids.iter().filter(|id| !counts.contains_key(id)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} tasks never ran: {lost:?}",
+        lost.len(),
+        ids.len()
+    );
+    counts.values().map(|n| n - 1).sum()
 }

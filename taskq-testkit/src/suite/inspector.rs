@@ -45,13 +45,7 @@ pub async fn dead_letters_are_capped_newest_first(broker: Shared) {
     for _ in 0..3 {
         ids.extend(kill(&broker, &q, 1).await);
     }
-    let dead: Vec<_> = broker
-        .dead_letters(&q, Page::first(10))
-        .await
-        .unwrap()
-        .iter()
-        .map(|d| d.id.unwrap())
-        .collect();
+    let dead = dead_ids(&broker, &q).await;
     assert_eq!(dead, vec![ids[2], ids[1]]);
     let stats = broker.stats(&q).await.unwrap();
     assert_eq!(
@@ -90,31 +84,22 @@ pub async fn dead_letters_are_capped_by_bytes(broker: Shared) {
         .enqueue(sizes.iter().map(|&n| bulky_message(&q, n)).collect())
         .await
         .unwrap();
-    let dead_ids = || async {
-        broker
-            .dead_letters(&q, Page::first(10))
-            .await
-            .unwrap()
-            .iter()
-            .map(|d| d.id.unwrap())
-            .collect::<Vec<_>>()
-    };
     let first = kill(&broker, &q, 1).await;
-    assert_eq!(dead_ids().await, first, "one fits");
+    assert_eq!(dead_ids(&broker, &q).await, first, "one fits");
     let second = kill(&broker, &q, 1).await;
     assert_eq!(
-        dead_ids().await,
+        dead_ids(&broker, &q).await,
         second,
         "two are over the bytes: the oldest goes"
     );
     let huge = kill(&broker, &q, 1).await;
     assert_eq!(
-        dead_ids().await,
+        dead_ids(&broker, &q).await,
         huge,
         "the newest stays, even larger than the cap"
     );
     let small = kill(&broker, &q, 1).await;
-    assert_eq!(dead_ids().await, small);
+    assert_eq!(dead_ids(&broker, &q).await, small);
     let stats = broker.stats(&q).await.unwrap();
     assert_eq!(
         (stats.dead, stats.dead_dropped),
@@ -153,13 +138,7 @@ pub async fn removed_dead_letters_free_their_bytes(broker: Shared) {
     assert_eq!(broker.requeue_dead(&q, Some(&requeued)).await.unwrap(), 1);
     let mut smalls = kill(&broker, &q, 2).await;
     smalls.reverse();
-    let dead: Vec<_> = broker
-        .dead_letters(&q, Page::first(10))
-        .await
-        .unwrap()
-        .iter()
-        .map(|d| d.id.unwrap())
-        .collect();
+    let dead = dead_ids(&broker, &q).await;
     assert_eq!(
         dead, smalls,
         "both small ones fit once the big ones are gone"
@@ -385,13 +364,7 @@ pub async fn dead_letters_are_deleted_by_id(broker: Shared) {
             .unwrap(),
         1
     );
-    let left: Vec<_> = broker
-        .dead_letters(&q, Page::first(10))
-        .await
-        .unwrap()
-        .iter()
-        .map(|d| d.id.unwrap())
-        .collect();
+    let left = dead_ids(&broker, &q).await;
     assert_eq!(left.len(), 2);
     assert!(!left.contains(&ids[1]));
     assert_eq!(
@@ -531,4 +504,15 @@ pub async fn lost_workers_are_remembered_newest_first_with_their_last_report(bro
         taskq_core::LOST_WORKERS_KEPT,
         "capped"
     );
+}
+
+/// The ids of `q`'s dead letters, newest first (the first page of ten).
+async fn dead_ids(broker: &Shared, q: &str) -> Vec<TaskId> {
+    broker
+        .dead_letters(q, Page::first(10))
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id.unwrap())
+        .collect()
 }
