@@ -376,14 +376,15 @@ impl Fetcher<'_> {
                     Some(permit) => {
                         // In the worker's span, so every task's log lines name the worker.
                         // Boxed: the execution's state is ~4 KB, and tokio would copy it
-                        // into its task cell on every spawn; a box moves as a pointer.
+                        // into its task cell on every spawn; a box moves as a pointer. The box
+                        // is made by the first poll, on the thread that runs the execution and
+                        // most likely frees it: a large block allocated on one thread and freed
+                        // on another costs glibc's allocator a lock on the first's arena.
+                        let executor = self.executor.clone();
                         executions.spawn(
-                            Box::pin(execute::execute(
-                                self.executor.clone(),
-                                seq,
-                                delivery,
-                                permit,
-                            ))
+                            async move {
+                                Box::pin(execute::execute(executor, seq, delivery, permit)).await
+                            }
                             .in_current_span(),
                         );
                     }
