@@ -129,6 +129,12 @@ struct Row {
     redis_commands_per_second: Option<f64>,
 }
 
+/// With `--features mimalloc`, the whole benchmark allocates through mimalloc instead of the
+/// system allocator (glibc's): the same code, to show what the allocator costs a drain.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let _ = tracing_subscriber::fmt()
