@@ -85,6 +85,9 @@ enum Workload {
     W2b,
     /// Enqueue then wait for the result, sequentially.
     W3,
+    /// W3 with a worker of three queues, every task sent to the last one (the worker looks at
+    /// the other two first, as a worker of several queues does).
+    W3q3,
     /// Latency under load: producers enqueue at a steady half of the measured W2 rate for
     /// --w4-seconds while one worker drains; p50/p99/p99.9 from enqueue to start (table: p50,
     /// p99) and, sampled, from enqueue to result.

@@ -97,7 +97,11 @@ impl Bench {
             Workload::W1bulk => self.w1_bulk(&queue).await?,
             Workload::W2 => self.drain::<QuietNoop>(&queue).await?,
             Workload::W2b => self.drain::<Noop>(&queue).await?,
-            Workload::W3 => self.w3(&queue).await?,
+            Workload::W3 => self.w3(&[queue]).await?,
+            Workload::W3q3 => {
+                self.w3(&spread_queues(&queue, self.redis.as_ref()).await?)
+                    .await?
+            }
             Workload::Chord => self.chord(&queue).await?,
             Workload::W4 => self.w4(&queue).await?,
             Workload::Idle => self.idle(&[queue]).await?,
@@ -345,8 +349,10 @@ impl Bench {
         Ok(row)
     }
 
-    async fn w3(&self, queue: &str) -> Result<Row, BoxError> {
-        let (stop, running) = self.start_worker(&[queue])?;
+    /// Sequential round trips to a worker of `queues`, every task sent to the last queue.
+    async fn w3(&self, queues: &[String]) -> Result<Row, BoxError> {
+        let (stop, running) = self.start_worker(queues)?;
+        let queue = queues.last().ok_or("w3 needs a queue")?.as_str();
         // Warm up connections and scripts.
         for n in 0..20 {
             let handle = self.client.enqueue(Noop { n }).queue(queue).await?;

@@ -1,58 +1,78 @@
 #!lua
--- Moves up to ARGV[1] ready messages of one queue into a worker's processing list, highest
--- priority level first, oldest first within a level. Atomic: a message is either still pending
--- or in exactly this worker's processing list.
+-- Moves up to ARGV[1] ready messages of a worker's queues into its processing lists, queue by
+-- queue in the order given, highest priority level first within a queue, oldest first within
+-- a level. Atomic: a message is either still pending or in exactly this worker's processing
+-- list. One call serves every queue on one server (a worker of three queues pays one round
+-- trip, not three); on a cluster each queue is its own call, its keys sharing one slot.
 --
--- Cost is independent of the batch size: EXISTS answers "anything at all?" for every level in
--- one call, and each level is taken with LRANGE + LTRIM + LPUSH instead of one LMOVE per message.
+-- Cost is independent of the batch size and of how many levels are empty: each LMPOP (Redis
+-- 7.0) takes a whole batch from the first non-empty level, and one LPUSH moves it, instead of
+-- one LMOVE per message.
 --
--- KEYS[1..L]   taskq:{q}:pending:<L-1> .. taskq:{q}:pending:0 (highest level first; L, the
---              number of priority levels, is #KEYS - 3)
--- KEYS[L+1]    taskq:{q}:processing:<worker>
--- KEYS[L+2]    taskq:{q}:workers
--- KEYS[L+3]    taskq:{q}:holders (workers with a processing list)
+-- KEYS         per queue, in order of preference, L + 3 keys (L, the number of priority
+--              levels, is #KEYS / ARGV[4] - 3):
+--                taskq:{q}:pending:<L-1> .. taskq:{q}:pending:0 (highest level first)
+--                taskq:{q}:processing:<worker>
+--                taskq:{q}:workers
+--                taskq:{q}:holders (workers with a processing list)
 -- ARGV[1]      most messages to move (0 only registers the worker); capped at 1000 per call,
---              because unpack() fails near 8000 values and the LTRIM comes before the LPUSH
+--              because unpack() fails near 8000 values and the pop comes before the LPUSH
 -- ARGV[2]      worker id
 -- ARGV[3]      lease deadline (ms) for a worker not yet registered by a heartbeat; 0 when
 --              it has sent one: then its lease must still be there
--- returns      {payloads, levels, lost}: two arrays of equal length, oldest first, and 1 when
---              the worker's lease was gone (a reaper recovered it), in which case nothing moved
-local levels_count = #KEYS - 3
-local processing, workers = KEYS[levels_count + 1], KEYS[levels_count + 2]
-local holders = KEYS[levels_count + 3]
+-- ARGV[4]      number of queues
+-- returns      {payloads, levels, queues, lost}: three arrays of equal length, oldest first
+--              within a queue (queues is each message's queue, 1-based in KEYS' order), and 1
+--              when the worker's lease was gone on any queue (a reaper recovered it), in which
+--              case nothing moved
+local queue_count = tonumber(ARGV[4]) or 1
+local stride = #KEYS / queue_count
+local levels_count = stride - 3
 local max = math.min(tonumber(ARGV[1]) or 0, 1000)
-local payloads, levels = {}, {}
+local payloads, levels, queues = {}, {}, {}
 -- A worker holding messages must be known to reapers even before its first heartbeat, and one
 -- whose lease was recovered must not take more: nothing is fetched into a list no reaper sees.
-if ARGV[3] ~= '0' then
-  redis.call('ZADD', workers, 'NX', ARGV[3], ARGV[2])
-elseif not redis.call('ZSCORE', workers, ARGV[2]) then
-  return {payloads, levels, 1}
-end
-if max <= 0 or redis.call('EXISTS', unpack(KEYS, 1, levels_count)) == 0 then
-  return {payloads, levels, 0}
-end
-for i = 1, levels_count do
-  local want = max - #payloads
-  if want <= 0 then break end
-  -- Producers push left, so the oldest messages are at the right end.
-  local taken = redis.call('LRANGE', KEYS[i], -want, -1)
-  local n = #taken
-  if n > 0 then
-    redis.call('LTRIM', KEYS[i], 0, -n - 1)
-    -- taken is newest..oldest; report oldest first, and push oldest first so that the
-    -- processing list keeps the newest at its head, like LMOVE would.
-    local oldest_first = {}
-    for j = n, 1, -1 do
-      oldest_first[#oldest_first + 1] = taken[j]
-      payloads[#payloads + 1] = taken[j]
-      levels[#levels + 1] = levels_count - i
-    end
-    redis.call('LPUSH', processing, unpack(oldest_first))
+-- Every queue's lease is settled before anything moves.
+for q = 0, queue_count - 1 do
+  local workers = KEYS[q * stride + levels_count + 2]
+  if ARGV[3] ~= '0' then
+    redis.call('ZADD', workers, 'NX', ARGV[3], ARGV[2])
+  elseif not redis.call('ZSCORE', workers, ARGV[2]) then
+    return {{}, {}, {}, 1}
   end
 end
-if #payloads > 0 then
-  redis.call('SADD', holders, ARGV[2])
+for q = 0, queue_count - 1 do
+  if #payloads >= max then break end
+  local base = q * stride
+  local processing, holders = KEYS[base + levels_count + 1], KEYS[base + levels_count + 3]
+  -- LMPOP <numkeys> <levels, highest first> RIGHT COUNT <n>; the count is set per call.
+  local pop = {levels_count}
+  local level_of = {}
+  for i = 1, levels_count do
+    pop[#pop + 1] = KEYS[base + i]
+    level_of[KEYS[base + i]] = levels_count - i
+  end
+  pop[#pop + 1] = 'RIGHT'
+  pop[#pop + 1] = 'COUNT'
+  local count_at = #pop + 1
+  local moved = #payloads
+  -- LMPOP takes from the first non-empty level, oldest first (producers push left): one call
+  -- per level that has messages, and one that finds nothing, however many levels are empty.
+  while #payloads < max do
+    pop[count_at] = max - #payloads
+    local popped = redis.call('LMPOP', unpack(pop))
+    if not popped then break end
+    local level, taken = level_of[popped[1]], popped[2]
+    for j = 1, #taken do
+      payloads[#payloads + 1] = taken[j]
+      levels[#levels + 1] = level
+      queues[#queues + 1] = q + 1
+    end
+    -- Oldest first, so that the processing list keeps the newest at its head, like LMOVE.
+    redis.call('LPUSH', processing, unpack(taken))
+  end
+  if #payloads > moved then
+    redis.call('SADD', holders, ARGV[2])
+  end
 end
-return {payloads, levels, 0}
+return {payloads, levels, queues, 0}

@@ -241,7 +241,26 @@ impl RedisBroker {
             }),
         };
         broker.sync_clock().await?;
+        broker.check_server().await?;
         Ok(broker)
+    }
+
+    /// Refuses a server older than Redis 7.0 with a clear error at connect, rather than a
+    /// fetch script failing on every call: `fetch.lua` takes batches with `LMPOP` (7.0).
+    async fn check_server(&self) -> Result<()> {
+        let info: Vec<redis::Value> = redis::cmd("COMMAND")
+            .arg("INFO")
+            .arg("LMPOP")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        match info.first() {
+            Some(redis::Value::Array(_)) => Ok(()),
+            _ => Err(Error::Invalid {
+                what: "redis server",
+                reason: "taskq needs Redis 7.0 or later (this server has no LMPOP)".to_owned(),
+            }),
+        }
     }
 
     /// Measures how far the host clock is from the server's (`TIME`, taken as read halfway
@@ -456,14 +475,24 @@ impl RedisBroker {
         queues: &[String],
         max: usize,
     ) -> Result<Vec<Delivery>> {
+        if !self.shared.server.is_cluster() {
+            // One server: one script takes from every queue, in order.
+            let fetched = self
+                .fetch_invocation(queues, worker, max)
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(redis_error)?;
+            return fetched_deliveries(worker, queues, fetched);
+        }
+        // A cluster: each queue's keys share a slot, but different queues' need not.
         let mut out = Vec::new();
         for (index, queue) in queues.iter().enumerate() {
             if out.len() >= max && index > 0 {
                 break;
             }
-            let keys = QueueKeys::new(queue);
+            let queue = std::slice::from_ref(queue);
             let fetched = self
-                .fetch_invocation(&keys, worker, max - out.len())
+                .fetch_invocation(queue, worker, max - out.len())
                 .invoke_async(&mut self.conn())
                 .await
                 .map_err(redis_error)?;
@@ -478,36 +507,42 @@ impl RedisBroker {
         self.shared.found_empty.lock().remove(worker);
     }
 
-    /// `fetch.lua` for up to `max` messages of one queue.
+    /// `fetch.lua` for up to `max` messages of `queues`, taken in that order (on a cluster,
+    /// one queue: their keys may live in different slots).
     fn fetch_invocation(
         &self,
-        keys: &QueueKeys,
+        queues: &[String],
         worker: &WorkerId,
         max: usize,
     ) -> redis::ScriptInvocation<'static> {
         let mut invocation = scripts::FETCH.prepare_invoke();
-        for key in keys.pending_descending() {
-            invocation.key(key);
+        for queue in queues {
+            let keys = QueueKeys::new(queue);
+            for key in keys.pending_descending() {
+                invocation.key(key);
+            }
+            invocation
+                .key(keys.processing(worker.as_str()))
+                .key(keys.workers())
+                .key(keys.holders());
         }
         invocation
-            .key(keys.processing(worker.as_str()))
-            .key(keys.workers())
-            .key(keys.holders())
             .arg(max)
             .arg(worker.as_str())
             .arg(if self.has_heartbeat(worker) {
                 0
             } else {
                 millis(self.now()) + FETCH_LEASE.as_millis() as i64
-            });
+            })
+            .arg(queues.len());
         invocation
     }
 
-    /// An idle single-queue worker's wait and fetch in one round trip, on one server: the
-    /// fetch script follows the wake-up pop in the pipeline of the worker's own blocking
-    /// connection, so Redis runs it the moment the pop returns, and the reply carries both.
-    /// `Ok(None)` when this does not apply (a cluster, several queues); else whether a token
-    /// arrived and what was fetched.
+    /// An idle worker's wait and fetch in one round trip, on one server: the fetch script (of
+    /// every queue of the worker) follows the wake-up pop (of every queue's token) in the
+    /// pipeline of the worker's own blocking connection, so Redis runs it the moment the pop
+    /// returns, and the reply carries both. `Ok(None)` on a cluster, where the queues' wake
+    /// lists may live in different slots; else whether a token arrived and what was fetched.
     ///
     /// A worker that drops the call (shutting down) leaves the pipeline to run: its fetch
     /// finds the worker's lease gone once it has deregistered and moves nothing; before its
@@ -519,9 +554,6 @@ impl RedisBroker {
         max: usize,
         wait: Duration,
     ) -> Result<Option<(bool, Vec<Delivery>)>> {
-        let [queue] = queues else {
-            return Ok(None);
-        };
         if self.shared.server.is_cluster() {
             return Ok(None);
         }
@@ -541,17 +573,18 @@ impl RedisBroker {
                 }
             }
         };
-        let keys = QueueKeys::new(queue);
         let mut pipe = redis::pipe();
-        pipe.cmd("BLPOP")
-            .arg(keys.wake())
-            .arg(wait.min(config.block_timeout()).as_secs_f64());
-        pipe.invoke_script(&self.fetch_invocation(&keys, worker, max));
-        type Reply = (Option<(String, String)>, (Vec<String>, Vec<u8>, i64));
+        let pop = pipe.cmd("BLPOP");
+        for queue in queues {
+            pop.arg(QueueKeys::new(queue).wake());
+        }
+        pop.arg(wait.min(config.block_timeout()).as_secs_f64());
+        pipe.invoke_script(&self.fetch_invocation(queues, worker, max));
+        type Reply = (Option<(String, String)>, Fetched);
         match pipe.query_async::<Reply>(&mut conn).await {
             Ok((token, fetched)) => Ok(Some((
                 token.is_some(),
-                fetched_deliveries(worker, queue, fetched)?,
+                fetched_deliveries(worker, queues, fetched)?,
             ))),
             // The pop ran but the server did not know the script (first use, or a restart):
             // fetch the usual way, which loads it.
@@ -724,27 +757,39 @@ impl RedisBroker {
 }
 
 /// The deliveries of one `fetch.lua` reply (`payloads, levels, lost`) for `queue`.
+/// `fetch.lua`'s reply: payloads, their levels and their queues (1-based), and the lost flag.
+type Fetched = (Vec<String>, Vec<u8>, Vec<usize>, i64);
+
+/// The deliveries in `fetch.lua`'s reply for `queues`.
 fn fetched_deliveries(
     worker: &WorkerId,
-    queue: &str,
-    (payloads, levels, lost): (Vec<String>, Vec<u8>, i64),
+    queues: &[String],
+    (payloads, levels, from, lost): Fetched,
 ) -> Result<Vec<Delivery>> {
     if lost == 1 {
         return Err(Error::LeaseLost {
             worker: worker.to_string(),
         });
     }
-    let queue_name: Arc<str> = Arc::from(queue);
-    Ok(payloads
+    let names: Vec<Arc<str>> = queues.iter().map(|q| Arc::from(q.as_str())).collect();
+    payloads
         .into_iter()
         .zip(levels)
-        .map(|(payload, level)| {
-            Delivery::new(
-                queue_name.clone(),
+        .zip(from)
+        .map(|((payload, level), queue)| {
+            let queue = names
+                .get(queue.wrapping_sub(1))
+                .ok_or_else(|| Error::Broker {
+                    transport: "redis",
+                    transient: false,
+                    source: format!("fetch.lua named queue {queue} of {}", names.len()).into(),
+                })?;
+            Ok(Delivery::new(
+                queue.clone(),
                 level,
                 Arc::from(payload),
                 Receipt::default(),
-            )
+            ))
         })
-        .collect())
+        .collect()
 }

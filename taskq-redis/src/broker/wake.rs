@@ -1,8 +1,9 @@
-//! Idle waiting: blocking pops on the queues' wake-up tokens, one per slot.
+//! Idle waiting on a cluster: blocking pops on the queues' wake-up tokens, one per slot. (On
+//! one server a worker's pop and its fetch share one pipeline instead; see
+//! `RedisBroker::wait_then_fetch`.)
 //!
-//! One `BLPOP` watches every queue of a worker at once on a single server. On a cluster the
-//! wake lists of queues in different slots cannot share a command, so each slot gets its own
-//! blocking pop on its own connection, and the first token to arrive wins. The others stay in
+//! The wake lists of queues in different slots cannot share a command, so each slot gets its
+//! own blocking pop on its own connection, and the first token to arrive wins. The others stay in
 //! flight for the next wait instead of being cancelled (a cancelled pop may still take a token
 //! on the server); a token taken while nobody waits on that slot is pushed back, so it wakes
 //! someone else.

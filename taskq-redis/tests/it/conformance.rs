@@ -681,7 +681,7 @@ async fn client_count(server: &RedisServer) -> usize {
 }
 
 #[tokio::test]
-async fn an_idle_single_queue_worker_fetches_behind_its_pop_and_lets_its_connection_go() {
+async fn an_idle_worker_fetches_behind_its_pop_and_lets_its_connection_go() {
     let server = RedisServer::start();
     let broker = RedisBroker::connect(config(&server)).await.unwrap();
     let q = format!("q-{}", uuid::Uuid::new_v4());
@@ -733,4 +733,111 @@ async fn an_idle_single_queue_worker_fetches_behind_its_pop_and_lets_its_connect
         count, before,
         "the ended worker's blocking connection is closed"
     );
+}
+
+/// `fetch.lua` calls (`EVALSHA`) the server has run since its counters were reset.
+async fn fetch_scripts_run(server: &RedisServer) -> u64 {
+    let mut admin = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |calls| calls.parse().unwrap())
+}
+
+#[tokio::test]
+async fn an_idle_worker_of_three_queues_is_woken_and_fetches_in_one_script() {
+    let server = RedisServer::start();
+    let broker = RedisBroker::connect(config(&server)).await.unwrap();
+    let queues: Vec<String> = (0..3)
+        .map(|n| format!("q{n}-{}", uuid::Uuid::new_v4()))
+        .collect();
+    let worker = WorkerId::generate();
+    // The queues are known (registered) and the worker idle: its wait has timed out once.
+    for queue in &queues {
+        broker.enqueue(vec![message(queue, 0)]).await.unwrap();
+    }
+    let first = broker
+        .fetch(&worker, &queues, 10, Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 3, "one call took from every queue");
+    broker.ack(&worker, &first).await.unwrap();
+    let none = broker
+        .fetch(&worker, &queues, 10, Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+
+    let mut admin = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+    let waiting = {
+        let (broker, worker, queues) = (broker.clone(), worker.clone(), queues.clone());
+        tokio::spawn(async move {
+            broker
+                .fetch(&worker, &queues, 10, Duration::from_secs(5))
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A message for the last queue wakes the worker, and the fetch behind its pop takes it.
+    let sent = message(&queues[2], 0);
+    let id = sent.id;
+    broker.enqueue(vec![sent]).await.unwrap();
+    let fetched = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("woken by the enqueue")
+        .unwrap();
+    assert_eq!(
+        fetched
+            .iter()
+            .map(|d| (d.id(), d.queue()))
+            .collect::<Vec<_>>(),
+        [(Some(id), queues[2].as_str())]
+    );
+    assert_eq!(
+        fetch_scripts_run(&server).await,
+        1,
+        "the wake-up and the fetch of all three queues took one script, not one per queue"
+    );
+    broker.ack(&worker, &fetched).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_server_without_lmpop_is_refused_at_connect() {
+    // Redis before 7.0 has no LMPOP; a server with the command renamed away answers as one.
+    let server = RedisServer::start_with(
+        &[
+            "--rename-command".to_owned(),
+            "LMPOP".to_owned(),
+            String::new(),
+        ],
+        taskq_testkit::free_port,
+    );
+    let refused = RedisBroker::connect(config(&server)).await;
+    match refused {
+        Err(Error::Invalid { what, reason }) => {
+            assert_eq!(what, "redis server");
+            assert!(reason.contains("Redis 7.0"), "{reason}");
+        }
+        other => panic!("expected a clear refusal, got {other:?}"),
+    }
 }
