@@ -150,8 +150,7 @@ async fn messages_of_a_fetch_whose_reply_was_lost_are_adopted() {
         .unwrap();
 
     // Pause the server so that the fetch times out on our side but still runs afterwards.
-    let admin = redis::Client::open(server.url()).unwrap();
-    let mut admin = admin.get_multiplexed_async_connection().await.unwrap();
+    let mut admin = admin(&server).await;
     redis::cmd("CLIENT")
         .arg("PAUSE")
         .arg(600)
@@ -189,8 +188,7 @@ async fn messages_of_a_fetch_whose_reply_was_lost_are_adopted() {
 #[tokio::test]
 async fn acl_user_and_password_in_the_url() {
     let server = RedisServer::start();
-    let admin = redis::Client::open(server.url()).unwrap();
-    let mut admin = admin.get_multiplexed_async_connection().await.unwrap();
+    let mut admin = admin(&server).await;
     redis::cmd("ACL")
         .arg("SETUSER")
         .arg("taskq")
@@ -428,11 +426,7 @@ async fn an_orphaned_processing_list_is_counted_and_swept_back_after_a_grace_per
 #[tokio::test]
 async fn messages_moved_by_a_fetch_that_then_failed_are_adopted_by_the_next() {
     let server = RedisServer::start();
-    let mut admin = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut admin = admin(&server).await;
     // Everything, except LTRIM outside the pending lists: passing a wake-up on fails.
     redis::cmd("ACL")
         .arg("SETUSER")
@@ -664,13 +658,33 @@ async fn idle_queues_are_forgotten_and_come_back() {
         .is_empty());
 }
 
-/// Connections to the server, as `CLIENT LIST` counts them.
-async fn client_count(server: &RedisServer) -> usize {
-    let mut admin = redis::Client::open(server.url())
+/// A connection of the test's own, beside the broker's.
+async fn admin(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(server.url())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// A worker's fetch of up to 10 messages, waiting up to 5 s, running while the test goes on.
+fn fetch_in_background(
+    broker: &RedisBroker,
+    worker: &WorkerId,
+    queues: &[String],
+) -> tokio::task::JoinHandle<Vec<taskq_core::Delivery>> {
+    let (broker, worker, queues) = (broker.clone(), worker.clone(), queues.to_vec());
+    tokio::spawn(async move {
+        broker
+            .fetch(&worker, &queues, 10, Duration::from_secs(5))
+            .await
+            .unwrap()
+    })
+}
+
+/// Connections to the server, as `CLIENT LIST` counts them.
+async fn client_count(server: &RedisServer) -> usize {
+    let mut admin = admin(server).await;
     let list: String = redis::cmd("CLIENT")
         .arg("LIST")
         .query_async(&mut admin)
@@ -696,16 +710,7 @@ async fn an_idle_worker_fetches_behind_its_pop_and_lets_its_connection_go() {
     assert!(none.is_empty());
     assert_eq!(client_count(&server).await, before + 1);
     // A message enqueued while it waits arrives with its wake-up, in that one round trip.
-    let waiting = {
-        let broker = broker.clone();
-        let (worker, queues) = (worker.clone(), queues.clone());
-        tokio::spawn(async move {
-            broker
-                .fetch(&worker, &queues, 10, Duration::from_secs(5))
-                .await
-                .unwrap()
-        })
-    };
+    let waiting = fetch_in_background(&broker, &worker, &queues);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let sent = message(&q, 0);
     let id = sent.id;
@@ -737,11 +742,7 @@ async fn an_idle_worker_fetches_behind_its_pop_and_lets_its_connection_go() {
 
 /// `fetch.lua` calls (`EVALSHA`) the server has run since its counters were reset.
 async fn fetch_scripts_run(server: &RedisServer) -> u64 {
-    let mut admin = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut admin = admin(server).await;
     let stats: String = redis::cmd("INFO")
         .arg("commandstats")
         .query_async(&mut admin)
@@ -778,25 +779,13 @@ async fn an_idle_worker_of_three_queues_is_woken_and_fetches_in_one_script() {
         .unwrap();
     assert!(none.is_empty());
 
-    let mut admin = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut admin = admin(&server).await;
     redis::cmd("CONFIG")
         .arg("RESETSTAT")
         .query_async::<()>(&mut admin)
         .await
         .unwrap();
-    let waiting = {
-        let (broker, worker, queues) = (broker.clone(), worker.clone(), queues.clone());
-        tokio::spawn(async move {
-            broker
-                .fetch(&worker, &queues, 10, Duration::from_secs(5))
-                .await
-                .unwrap()
-        })
-    };
+    let waiting = fetch_in_background(&broker, &worker, &queues);
     tokio::time::sleep(Duration::from_millis(200)).await;
     // A message for the last queue wakes the worker, and the fetch behind its pop takes it.
     let sent = message(&queues[2], 0);
