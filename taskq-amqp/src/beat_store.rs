@@ -3,6 +3,7 @@
 //! every entry) travels in the one message it holds: the token.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use tokio_util::task::AbortOnDropHandle;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -75,13 +76,8 @@ struct Held {
 struct Session {
     channel: Channel,
     serial: u64,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    /// Ends with the session.
+    task: AbortOnDropHandle<()>,
 }
 
 impl AmqpBeatStore {
@@ -152,7 +148,7 @@ impl AmqpBeatStore {
         *session = Some(Session {
             channel,
             serial,
-            task,
+            task: AbortOnDropHandle::new(task),
         });
         Ok(true)
     }

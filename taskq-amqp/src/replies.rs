@@ -3,6 +3,7 @@
 //! can wait for results.
 
 use std::{sync::Arc, time::Duration};
+use tokio_util::task::AbortOnDropHandle;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -52,13 +53,8 @@ struct Shared {
     link: Arc<Link>,
     queue: String,
     received: MemoryResultBackend,
-    listener: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        self.listener.abort();
-    }
+    /// The reply consumer, held only so that it ends with the backend.
+    _listener: AbortOnDropHandle<()>,
 }
 
 impl AmqpReplyBackend {
@@ -72,18 +68,18 @@ impl AmqpReplyBackend {
         let queue = names::reply_queue(uuid::Uuid::new_v4());
         let received = MemoryResultBackend::new();
         let consumer = consume(&link, &queue).await?;
-        let listener = tokio::spawn(listen(
+        let listener = AbortOnDropHandle::new(tokio::spawn(listen(
             link.clone(),
             queue.clone(),
             received.clone(),
             consumer,
-        ));
+        )));
         Ok(Self {
             shared: Arc::new(Shared {
                 link,
                 queue,
                 received,
-                listener,
+                _listener: listener,
             }),
         })
     }

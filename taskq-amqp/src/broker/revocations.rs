@@ -9,6 +9,7 @@ use std::{
         Arc,
     },
 };
+use tokio_util::task::AbortOnDropHandle;
 
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
@@ -38,13 +39,8 @@ pub(crate) struct Follower {
     revoked: Arc<Mutex<HashMap<TaskId, DateTime<Utc>>>>,
     /// False once the consumer ended (connection lost): the next read starts a new follower.
     following: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Follower {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    /// The consumer, held only so that it ends with the follower.
+    _consumer: AbortOnDropHandle<()>,
 }
 
 impl Follower {
@@ -85,7 +81,7 @@ impl Follower {
         let follower = Self {
             revoked,
             following,
-            task,
+            _consumer: AbortOnDropHandle::new(task),
         };
         match tokio::time::timeout(stream::READ_TIMEOUT, caught_up_rx).await {
             Ok(Ok(())) => Ok(follower),
