@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use taskq_core::{BeatStore, Envelope, WorkerId};
 use taskq_testkit::RabbitNode;
 
-use crate::replicas::{signal, BeatProcess};
+use crate::replicas::{signal, terminate_all, BeatProcess};
 
 /// The pid of the leader that published the newest status.
 async fn leader_pid(store: &dyn BeatStore) -> u32 {
@@ -64,13 +64,7 @@ async fn beats_on_rabbitmq_alone_never_fire_a_slot_twice_across_failures() {
     tokio::time::sleep(Duration::from_secs(10)).await;
     signal(second, "CONT");
     tokio::time::sleep(Duration::from_secs(4)).await;
-    for beat in &beats {
-        signal(beat.pid(), "TERM");
-    }
-    for beat in &mut beats {
-        let status = beat.0.wait().unwrap();
-        assert!(status.success(), "{status}");
-    }
+    terminate_all(&mut beats);
 
     let client = taskq::connect(&url).await.unwrap();
     let reader = WorkerId::generate();

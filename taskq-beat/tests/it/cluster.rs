@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use taskq_core::{Envelope, WorkerId};
 use taskq_testkit::RedisCluster;
 
-use crate::replicas::{signal, BeatProcess};
+use crate::replicas::{signal, terminate_all, BeatProcess};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_beats_on_a_cluster_fire_every_slot_exactly_once() {
@@ -35,13 +35,7 @@ async fn two_beats_on_a_cluster_fire_every_slot_exactly_once() {
     signal(victim.pid(), "KILL");
     drop(victim);
     tokio::time::sleep(Duration::from_secs(5)).await;
-    for beat in &beats {
-        signal(beat.pid(), "TERM");
-    }
-    for beat in &mut beats {
-        let status = beat.0.wait().unwrap();
-        assert!(status.success(), "{status}");
-    }
+    terminate_all(&mut beats);
 
     let fired = client
         .broker()

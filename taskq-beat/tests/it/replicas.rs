@@ -49,6 +49,17 @@ impl Drop for BeatProcess {
     }
 }
 
+/// Stops every beat with SIGTERM and checks that each exited cleanly.
+pub(crate) fn terminate_all(beats: &mut [BeatProcess]) {
+    for beat in beats.iter() {
+        signal(beat.pid(), "TERM");
+    }
+    for beat in beats.iter_mut() {
+        let status = beat.0.wait().unwrap();
+        assert!(status.success(), "{status}");
+    }
+}
+
 pub(crate) fn signal(pid: u32, name: &str) {
     let status = Command::new("kill")
         .arg(format!("-{name}"))
@@ -118,13 +129,7 @@ async fn every_slot_is_enqueued_exactly_once_across_replicas_and_failures() {
     tokio::time::sleep(Duration::from_millis(3_500)).await;
     signal(second, "CONT");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    for beat in &beats {
-        signal(beat.pid(), "TERM");
-    }
-    for beat in &mut beats {
-        let status = beat.0.wait().unwrap();
-        assert!(status.success(), "{status}");
-    }
+    terminate_all(&mut beats);
 
     let raw: Vec<String> = redis::cmd("LRANGE")
         .arg("taskq:{beat}:pending:0")
