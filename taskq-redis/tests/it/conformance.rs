@@ -830,3 +830,48 @@ async fn a_server_without_lmpop_is_refused_at_connect() {
         other => panic!("expected a clear refusal, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_worker_lost_on_one_queue_takes_nothing_from_its_others() {
+    let server = RedisServer::start();
+    let broker = RedisBroker::connect(config(&server)).await.unwrap();
+    let (a, b) = (
+        format!("a-{}", uuid::Uuid::new_v4()),
+        format!("b-{}", uuid::Uuid::new_v4()),
+    );
+    let both = [a.clone(), b.clone()];
+    let lost = WorkerId::generate();
+    broker
+        .heartbeat(&lost, &both, Duration::from_millis(100))
+        .await
+        .unwrap();
+    broker.enqueue(vec![message(&b, 0)]).await.unwrap();
+    assert_eq!(
+        broker
+            .fetch(&lost, &both, 1, Duration::ZERO)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // b's reaper recovers the silent worker; its lease on a is still listed.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let report = broker
+        .recover_lost_workers(std::slice::from_ref(&b), 3)
+        .await
+        .unwrap();
+    assert_eq!(report.workers, vec![lost.clone()]);
+    broker.enqueue(vec![message(&a, 0)]).await.unwrap();
+    // One script checks every queue's lease before it moves anything: a's message stays.
+    let fetched = broker.fetch(&lost, &both, 10, Duration::ZERO).await;
+    assert!(
+        matches!(fetched, Err(Error::LeaseLost { .. })),
+        "{fetched:?}"
+    );
+    let stats = broker.stats(&a).await.unwrap();
+    assert_eq!(
+        (stats.pending, stats.processing),
+        (1, 0),
+        "nothing moved from a"
+    );
+}
