@@ -682,15 +682,18 @@ fn fetch_in_background(
     })
 }
 
+/// The server's text answer to `command` (e.g. `INFO commandstats`), on a connection of the
+/// test's own.
+async fn server_says(server: &RedisServer, command: &[&str]) -> String {
+    let mut cmd = redis::cmd(command[0]);
+    cmd.arg(&command[1..]);
+    cmd.query_async(&mut admin(server).await).await.unwrap()
+}
+
 /// Connections to the server, as `CLIENT LIST` counts them.
 async fn client_count(server: &RedisServer) -> usize {
-    let mut admin = admin(server).await;
-    let list: String = redis::cmd("CLIENT")
-        .arg("LIST")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    // Less the admin connection itself.
+    let list = server_says(server, &["CLIENT", "LIST"]).await;
+    // Less the connection that asked.
     list.lines().count() - 1
 }
 
@@ -742,13 +745,8 @@ async fn an_idle_worker_fetches_behind_its_pop_and_lets_its_connection_go() {
 
 /// `fetch.lua` calls (`EVALSHA`) the server has run since its counters were reset.
 async fn fetch_scripts_run(server: &RedisServer) -> u64 {
-    let mut admin = admin(server).await;
-    let stats: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut admin)
+    server_says(server, &["INFO", "commandstats"])
         .await
-        .unwrap();
-    stats
         .lines()
         .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
         .and_then(|rest| rest.split(',').next())
