@@ -23,7 +23,9 @@ pub struct BeatConfig {
     /// logged as late, and [`crate::CatchUp::Skip`] drops them.
     pub grace: Duration,
     /// How long the "slot fired" marker is kept (default 7 days); it must outlive any overlap
-    /// of two beats that both believe they lead.
+    /// of two beats that both believe they lead, and any re-plan after a leader died between a
+    /// fire and recording it. One small key per slot: an entry firing every minute keeps about
+    /// 10,000, one firing every second about 600,000 (some 60 MB); lower it for such entries.
     pub marker_ttl: Duration,
 }
 
@@ -295,7 +297,11 @@ impl Beat {
         } else {
             call = call
                 .unique_key(format!("beat:{}:{}", entry.name, slot.timestamp_millis()))
-                .unique_for(self.config.marker_ttl);
+                .unique_for(self.config.marker_ttl)
+                // The key is the slot's "fired" marker: it must outlive the task, or a re-plan
+                // after the task ended (a leader that died before recording the fire, two
+                // leaders at once) fires the slot again.
+                .unique_until_expired();
         }
         for (key, value) in &entry.headers {
             call = call.header(key.clone(), value.clone());

@@ -8,7 +8,9 @@
 //! Several beats may run against one Redis: one leads through a lock with an owner token
 //! ([`BeatStore`], in Redis: `taskq_redis::RedisBeatStore`); every fire has a deterministic task id ([`fire_id`]) and is enqueued only if
 //! the slot's uniqueness key was not claimed, atomically, so a slot is never enqueued twice, not
-//! even by two beats that both believe they lead.
+//! even by two beats that both believe they lead. The key outlives the task (it is not released
+//! when the task ends; see `Enqueue::unique_until_expired`), so a slot planned again after its
+//! task ran is still known as fired.
 
 mod beat;
 mod config;

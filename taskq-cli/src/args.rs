@@ -116,6 +116,10 @@ pub struct DashboardArgs {
     /// Show, never change: no requeue, delete or purge.
     #[arg(long)]
     pub read_only: bool,
+    /// Without authentication the dashboard answers only requests addressed to localhost or
+    /// an IP address (against DNS rebinding); also answer this host name (repeatable).
+    #[arg(long = "allow-host", value_name = "NAME")]
+    pub allow_hosts: Vec<String>,
     /// Read a password from standard input, print its argon2 hash for --basic-password-hash,
     /// and exit.
     #[arg(long)]

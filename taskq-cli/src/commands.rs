@@ -484,10 +484,13 @@ async fn dashboard(
     args: crate::args::DashboardArgs,
     beat: std::sync::Arc<dyn taskq_core::BeatStore>,
 ) -> Result<(), Failure> {
-    let dashboard = taskq_dashboard::Dashboard::new(client)
+    let mut dashboard = taskq_dashboard::Dashboard::new(client)
         .access(dashboard_access(&args)?)
         .read_only(args.read_only)
         .beat_store(beat);
+    for name in &args.allow_hosts {
+        dashboard = dashboard.allow_host(name);
+    }
     eprintln!("taskq dashboard on http://{}/", args.listen);
     dashboard
         .serve(args.listen, taskq::signal::Shutdown::listen().requested())

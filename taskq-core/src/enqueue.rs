@@ -61,6 +61,8 @@ pub(crate) struct CallOptions {
     headers: BTreeMap<String, String>,
     unique_for: Option<Duration>,
     unique_key: Option<String>,
+    /// Keep the uniqueness key for its whole window, even once the task finished.
+    unique_until_expired: bool,
     on_success: Vec<crate::workflow::Signature>,
     on_failure: Vec<crate::workflow::Signature>,
 }
@@ -125,9 +127,12 @@ pub(crate) fn plan(
             .unique_key
             .clone()
             .unwrap_or_else(|| default_unique_key(&envelope));
-        envelope
-            .headers
-            .insert(UNIQUE_KEY_HEADER.to_owned(), key.clone());
+        // The header is what tells the worker to release the key when the task ends.
+        if !call.unique_until_expired {
+            envelope
+                .headers
+                .insert(UNIQUE_KEY_HEADER.to_owned(), key.clone());
+        }
         (key, window)
     });
     Ok(Planned { envelope, unique })
@@ -306,6 +311,32 @@ impl<'a, O> Enqueue<'a, O> {
     /// Uses `key` instead of the task name and arguments to decide what counts as a duplicate.
     pub fn unique_key(mut self, key: impl Into<String>) -> Self {
         self.call.unique_key = Some(key.into());
+        self
+    }
+
+    /// Keeps the uniqueness key for the whole `unique_for` window, even after the task ended:
+    /// an enqueue with the same key within the window is a duplicate whether the first has
+    /// run or not. By default the worker releases the key when the task ends, so that the same
+    /// work can be asked for again; keep it when the key marks work that must happen once, as
+    /// the beat does for each slot.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq_core::Result<()> {
+    /// use std::time::Duration;
+    /// let client = taskq_core::Client::in_memory();
+    /// let once = || {
+    ///     client
+    ///         .enqueue_by_name("reports.daily", &serde_json::json!({}))
+    ///         .unique_key("reports.daily:2026-12-05")
+    ///         .unique_for(Duration::from_secs(86_400))
+    ///         .unique_until_expired()
+    /// };
+    /// assert!(matches!(once().send().await?, taskq_core::Sent::Enqueued(_)));
+    /// assert!(matches!(once().send().await?, taskq_core::Sent::Duplicate(_)));
+    /// # Ok(()) }
+    /// ```
+    pub fn unique_until_expired(mut self) -> Self {
+        self.call.unique_until_expired = true;
         self
     }
 

@@ -2,12 +2,10 @@
 //! bearer token, or HTTP basic auth against a stored argon2 password hash.
 
 use argon2::{
-    password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString},
+    password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, SaltString},
     Argon2,
 };
 use axum::http::{header, HeaderMap};
-use base64::Engine as _;
-use subtle::ConstantTimeEq;
 
 use crate::DashboardError;
 
@@ -98,37 +96,6 @@ impl Access {
     pub fn is_required(&self) -> bool {
         !matches!(self, Access::Open)
     }
-
-    /// Whether the request's headers carry valid credentials.
-    pub(crate) fn allows(&self, headers: &HeaderMap) -> bool {
-        match self {
-            Access::Open => true,
-            Access::Token(token) => {
-                let bearer = headers
-                    .get(header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "));
-                let cookie = cookie(headers, TOKEN_COOKIE);
-                let matches = |given: &str| bool::from(given.as_bytes().ct_eq(token.as_bytes()));
-                bearer.is_some_and(matches) || cookie.as_deref().is_some_and(matches)
-            }
-            Access::Basic {
-                user,
-                password_hash,
-            } => {
-                let Some((given_user, given_password)) = basic_credentials(headers) else {
-                    return false;
-                };
-                let Ok(hash) = PasswordHash::new(password_hash) else {
-                    return false;
-                };
-                bool::from(given_user.as_bytes().ct_eq(user.as_bytes()))
-                    & Argon2::default()
-                        .verify_password(given_password.as_bytes(), &hash)
-                        .is_ok()
-            }
-        }
-    }
 }
 
 /// An argon2id PHC hash of `password`, for [`Access::basic`].
@@ -144,20 +111,6 @@ pub fn hash_password(password: &str) -> String {
         .hash_password(password.as_bytes(), &salt)
         .map(|hash| hash.to_string())
         .unwrap_or_default()
-}
-
-fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
-    let encoded = headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Basic ")?;
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    let (user, password) = text.split_once(':')?;
-    Some((user.to_owned(), password.to_owned()))
 }
 
 /// The value of cookie `name`, if sent.

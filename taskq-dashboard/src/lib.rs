@@ -5,8 +5,10 @@
 //! server (maud escapes everything it prints), and stays bounded (pages of at most
 //! [`MAX_PAGE`] entries). Live numbers arrive by server-sent events. Safe to expose: it binds
 //! loopback by default and refuses any other address without [`Access::Token`] or
-//! [`Access::Basic`]; every action is a POST carrying a CSRF token; [`Dashboard::read_only`]
-//! hides and refuses actions.
+//! [`Access::Basic`]; open (loopback) mode answers only requests addressed to the machine
+//! itself (DNS rebinding); basic auth's argon2 runs off the async runtime, cached and rate
+//! limited; every action is a POST carrying a CSRF token; [`Dashboard::read_only`] hides and
+//! refuses actions.
 //!
 //! ```no_run
 //! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -26,6 +28,8 @@
 mod access;
 mod csrf;
 mod events;
+mod gate;
+mod host;
 mod layout;
 mod pages;
 mod server;

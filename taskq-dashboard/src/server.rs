@@ -4,7 +4,7 @@
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use axum::{
-    extract::{Request, State},
+    extract::{ConnectInfo, Request, State},
     http::{header, HeaderMap, HeaderValue, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -16,7 +16,10 @@ use taskq_core::{BeatStore, Client};
 use crate::{
     access::Access,
     csrf::Csrf,
-    events, layout, pages,
+    events,
+    gate::{Gate, Verdict},
+    host::AllowedHosts,
+    layout, pages,
     state::{AppState, Shared},
 };
 
@@ -47,6 +50,7 @@ pub struct Dashboard {
     access: Access,
     read_only: bool,
     beat: Option<Arc<dyn BeatStore>>,
+    hosts: AllowedHosts,
 }
 
 impl Dashboard {
@@ -57,6 +61,7 @@ impl Dashboard {
             access: Access::Open,
             read_only: false,
             beat: None,
+            hosts: AllowedHosts::default(),
         }
     }
 
@@ -69,6 +74,22 @@ impl Dashboard {
     /// Requires `access` of every request.
     pub fn access(mut self, access: Access) -> Self {
         self.access = access;
+        self
+    }
+
+    /// Also answers requests addressed to `name` (a `Host` header without its port) when open.
+    ///
+    /// An open dashboard answers only `localhost`, names under `.localhost` and IP literals, so
+    /// that a web page whose own name an attacker made resolve to 127.0.0.1 (DNS rebinding)
+    /// cannot use it. Allow the names a proxy or an SSH tunnel reaches it by.
+    ///
+    /// ```
+    /// let dashboard = taskq_dashboard::Dashboard::new(taskq_core::Client::in_memory())
+    ///     .allow_host("taskq.internal");
+    /// # let _ = dashboard;
+    /// ```
+    pub fn allow_host(mut self, name: &str) -> Self {
+        self.hosts.allow(name);
         self
     }
 
@@ -89,10 +110,15 @@ impl Dashboard {
     }
 
     /// The routes, for embedding the dashboard in an application's own server.
+    ///
+    /// Serve them with `into_make_service_with_connect_info::<SocketAddr>()` so that basic
+    /// auth counts failed attempts per client address (without it, all clients share one
+    /// count).
     pub fn router(self) -> Router {
         let state = Arc::new(AppState {
             client: self.client,
-            access: self.access,
+            gate: Gate::new(self.access),
+            hosts: self.hosts,
             read_only: self.read_only,
             csrf: Csrf::new(),
             beat: self.beat,
@@ -137,26 +163,49 @@ impl Dashboard {
         self.check_listen(listen)?;
         let listener = tokio::net::TcpListener::bind(listen).await?;
         tracing::info!(address = %listener.local_addr()?, "dashboard listening");
-        axum::serve(listener, self.router())
+        let service = self
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, service)
             .with_graceful_shutdown(shutdown)
             .await?;
         Ok(())
     }
 }
 
-/// Authentication for every route (the login route checks its own token), and no POST at all
-/// in read-only mode.
+/// For every route: an open dashboard answers only requests addressed to this machine,
+/// authentication (the login route checks its own token), and no POST at all in read-only mode.
 async fn guard(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    let open = !state.gate.access().is_required();
+    if open && !state.hosts.admit(request.headers()) {
+        return (
+            StatusCode::FORBIDDEN,
+            "unknown Host: an open dashboard answers only localhost and IP addresses; allow this name with --allow-host",
+        )
+            .into_response();
+    }
     let login = request.uri().path() == "/login";
-    if !login && !state.access.allows(request.headers()) {
-        let mut response = (StatusCode::UNAUTHORIZED, "authentication required").into_response();
-        if matches!(state.access, Access::Basic { .. }) {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"taskq\""),
-            );
+    if !login {
+        let client = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0.ip());
+        match state.gate.check(request.headers(), client).await {
+            Verdict::Pass => {}
+            Verdict::Refuse => return unauthorized(state.gate.access()),
+            Verdict::Slow(wait) => {
+                let mut response = (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many failed logins; try later",
+                )
+                    .into_response();
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(wait.as_secs().max(1)),
+                );
+                return response;
+            }
         }
-        return response;
     }
     if state.read_only && request.method() == axum::http::Method::POST {
         return (StatusCode::FORBIDDEN, "the dashboard is read-only").into_response();
@@ -182,13 +231,25 @@ async fn guard(State(state): State<Shared>, request: Request, next: Next) -> Res
     response
 }
 
+/// 401, asking a browser for basic credentials when those are what it needs.
+fn unauthorized(access: &Access) -> Response {
+    let mut response = (StatusCode::UNAUTHORIZED, "authentication required").into_response();
+    if matches!(access, Access::Basic { .. }) {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"taskq\""),
+        );
+    }
+    response
+}
+
 /// `/login?token=...`: checks the token and keeps it in a cookie, so a browser can use token
 /// access without sending a header.
 async fn login(
     State(state): State<Shared>,
     axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> Response {
-    let Access::Token(_) = &state.access else {
+    let Access::Token(_) = state.gate.access() else {
         return axum::response::Redirect::to("/").into_response();
     };
     let given = query.get("token").cloned().unwrap_or_default();
@@ -197,7 +258,7 @@ async fn login(
         header::AUTHORIZATION,
         HeaderValue::from_str(&format!("Bearer {given}")).unwrap_or(HeaderValue::from_static("")),
     );
-    if !state.access.allows(&headers) {
+    if state.gate.check(&headers, None).await != Verdict::Pass {
         return (StatusCode::UNAUTHORIZED, "wrong token").into_response();
     }
     let cookie = format!(

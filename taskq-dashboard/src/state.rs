@@ -9,7 +9,7 @@ use axum::{
 };
 use taskq_core::{BeatStore, Client};
 
-use crate::{access::Access, csrf::Csrf};
+use crate::{csrf::Csrf, gate::Gate, host::AllowedHosts};
 
 /// Most entries one page lists, whatever the request asks: a million dead letters never make
 /// a page slow.
@@ -19,7 +19,9 @@ pub const MAX_PAGE: usize = 200;
 #[derive(Debug)]
 pub(crate) struct AppState {
     pub(crate) client: Client,
-    pub(crate) access: Access,
+    pub(crate) gate: Gate,
+    /// `Host` names an open dashboard answers (see [`crate::host`]).
+    pub(crate) hosts: AllowedHosts,
     pub(crate) read_only: bool,
     pub(crate) csrf: Csrf,
     /// Where the beat publishes its schedule, when known.

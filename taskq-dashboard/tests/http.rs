@@ -328,6 +328,94 @@ async fn token_and_basic_access_and_the_loopback_rule() {
     assert!(Access::token("short").is_err());
 }
 
+/// DNS rebinding: a page on `attacker.example` whose name resolves to 127.0.0.1 sends the
+/// attacker's name as `Host` and the same as `Origin`; an open dashboard must answer neither
+/// its reads (the CSRF token) nor its actions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_dashboard_refuses_requests_for_another_host_name() {
+    let client = Client::in_memory();
+    client
+        .enqueue_by_name("dash.double", &serde_json::json!({"n": 1}))
+        .queue("rebind")
+        .await
+        .unwrap();
+    let (address, _server) = serve(Dashboard::new(client.clone())).await;
+    let (status, page) = get(address, "/queues/rebind").await;
+    assert_eq!(status, 200);
+    let csrf = csrf_of(&page);
+    let rebound = format!("attacker.example:{}", address.port());
+
+    let read = http()
+        .get(format!("http://{address}/queues/rebind"))
+        .header("Host", &rebound)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status().as_u16(), 403);
+    assert!(!read.text().await.unwrap().contains(&csrf));
+    let purge = http()
+        .post(format!("http://{address}/queues/rebind/purge"))
+        .header("Host", &rebound)
+        .header("Origin", format!("http://{rebound}"))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(purge.status().as_u16(), 403);
+    assert_eq!(client.inspector().stats("rebind").await.unwrap().pending, 1);
+
+    // Names the operator allows, `localhost` and IP literals still pass.
+    let (allowed, _other) =
+        serve(Dashboard::new(client.clone()).allow_host("taskq.internal")).await;
+    for host in [
+        format!("taskq.internal:{}", allowed.port()),
+        format!("localhost:{}", allowed.port()),
+        allowed.to_string(),
+    ] {
+        let answered = http()
+            .get(format!("http://{allowed}/"))
+            .header("Host", &host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answered.status().as_u16(), 200, "{host}");
+    }
+}
+
+/// Basic auth with wrong passwords: after a few failures a client is answered 429 without an
+/// argon2 check, while a client that logged in before keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_wrong_passwords_are_slowed_down() {
+    let hash = taskq_dashboard::hash_password("s3cret password");
+    let (address, _server) =
+        serve(Dashboard::new(Client::in_memory()).access(Access::basic("ops", hash).unwrap()))
+            .await;
+    let attempt = |password: &'static str| {
+        http()
+            .get(format!("http://{address}/"))
+            .basic_auth("ops", Some(password))
+            .send()
+    };
+    assert_eq!(
+        attempt("s3cret password").await.unwrap().status().as_u16(),
+        200
+    );
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(attempt("guess").await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses[..10], [401; 10]);
+    let slowed = attempt("guess").await.unwrap();
+    assert_eq!(slowed.status().as_u16(), 429);
+    assert!(slowed.headers().contains_key("retry-after"));
+    assert_eq!(statuses[10..], [429, 429]);
+    // Credentials verified before still pass (remembered, no argon2 check needed).
+    assert_eq!(
+        attempt("s3cret password").await.unwrap().status().as_u16(),
+        200
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_text_is_shown_as_text() {
     let deployment = deployment().await;

@@ -8,3 +8,4 @@ mod fires;
 mod lock;
 mod replicas;
 mod schedule_file;
+mod with_workers;

@@ -82,7 +82,10 @@ pub(crate) async fn serve(dashboard: Dashboard) -> (SocketAddr, Stop) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let handle = tokio::spawn(async move {
-        axum::serve(listener, dashboard.router()).await.unwrap();
+        let service = dashboard
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, service).await.unwrap();
     });
     (address, Stop(handle))
 }
