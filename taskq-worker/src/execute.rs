@@ -65,9 +65,33 @@ fn open_args(executor: &Executor, envelope: &Envelope) -> Result<Option<Box<RawV
             &taskq_core::Encryption::associated(envelope.id, &envelope.task),
         )
         .map_err(|err| err.to_string())?;
-    RawValue::from_string(opened)
-        .map(Some)
-        .map_err(|err| format!("the opened arguments are not JSON: {err}"))
+    RawValue::from_string(opened).map(Some).map_err(|err| {
+        format!(
+            "the opened arguments are not JSON: {}",
+            args_error(&err, true)
+        )
+    })
+}
+
+/// Why arguments did not decode, for results, dead letters and logs. serde quotes the value it
+/// rejected (`invalid type: string "4111-...", expected i64`); for sealed arguments that would
+/// put decrypted data where the sealed form was promised, so only the kind of error and its
+/// place are told.
+fn args_error(err: &serde_json::Error, sealed: bool) -> String {
+    if !sealed {
+        return err.to_string();
+    }
+    let kind = match err.classify() {
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Syntax => "not valid JSON",
+        serde_json::error::Category::Data => "of the wrong shape for the task",
+        serde_json::error::Category::Eof => "cut short",
+    };
+    format!(
+        "the decrypted arguments are {kind} (at line {} column {}; details withheld because they are encrypted)",
+        err.line(),
+        err.column()
+    )
 }
 
 /// The settings an execution reads.
@@ -458,9 +482,11 @@ impl Execution<'_> {
             Ok(running) => running,
             Err(err) => {
                 executor.revocations.finish(&self.envelope.id);
+                let sealed = taskq_core::Encryption::sealed_text(self.envelope.args.get());
                 return Attempt::Rejected(format!(
-                    "invalid arguments for `{}`: {err}",
-                    self.envelope.task
+                    "invalid arguments for `{}`: {}",
+                    self.envelope.task,
+                    args_error(&err, sealed.is_some())
                 ));
             }
         };

@@ -185,3 +185,64 @@ async fn sealed_and_signed_tasks_retry_and_succeed() {
         (1, 1, 0)
     );
 }
+
+/// Sealed arguments of the wrong shape for their task: the error taskq writes into the result
+/// record and the dead letter names the problem without quoting the decrypted value (serde's
+/// own message would: `invalid type: string "4111-...", expected u64`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_about_sealed_arguments_do_not_quote_them() {
+    let server = RedisServer::start();
+    let plain = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
+        .await
+        .unwrap();
+    let client = plain.clone().with_encryption(keys());
+    let worker = Running::start(all_tasks(builder(&client)).encryption(keys()));
+    let card = "4111-1111-1111-1111";
+    let handle = client
+        .enqueue_by_name(
+            "test.record",
+            &serde_json::json!({"label": "x", "ms": card}),
+        )
+        .await
+        .unwrap();
+    let err = client
+        .result_handle::<String>(handle.id())
+        .wait(Duration::from_secs(20))
+        .await
+        .unwrap_err();
+    let said = err.to_string();
+    assert!(
+        said.contains("invalid arguments for `test.record`"),
+        "{said}"
+    );
+    assert!(said.contains("wrong shape"), "{said}");
+    assert!(
+        !said.contains("4111"),
+        "the result quotes sealed data: {said}"
+    );
+    let dead = dead_letters_of_default_queue(&client, 1).await;
+    let dead_error = dead[0].error.clone().unwrap_or_default();
+    assert!(dead_error.contains("withheld"), "{dead_error}");
+    assert!(
+        !dead_error.contains("4111"),
+        "the dead letter quotes sealed data: {dead_error}"
+    );
+    worker.stop().await;
+
+    // Plain arguments keep serde's whole message: it helps and reveals nothing new.
+    let worker = Running::start(all_tasks(builder(&plain)));
+    let handle = plain
+        .enqueue_by_name(
+            "test.record",
+            &serde_json::json!({"label": "x", "ms": "soon"}),
+        )
+        .await
+        .unwrap();
+    let err = plain
+        .result_handle::<String>(handle.id())
+        .wait(Duration::from_secs(20))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("\"soon\""), "{err}");
+    worker.stop().await;
+}
