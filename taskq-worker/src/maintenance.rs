@@ -42,6 +42,9 @@ pub(crate) struct Maintenance {
     pub(crate) result_ttl: Duration,
     pub(crate) liveness_ttl: Duration,
     pub(crate) max_redeliveries: u32,
+    /// The keys a message's signature must hold under before its content drives anything
+    /// (the workflow a poison message ends), as on the fetch path.
+    pub(crate) signatures: Option<taskq_core::Keyring>,
     /// Execution slots, to report how many are in use.
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) revocations: Arc<Revocations>,
@@ -152,7 +155,8 @@ impl Maintenance {
                 record = record.replying_as(&envelope.headers);
             }
             records.push(record);
-            if let Some(flow) = envelope.as_ref().and_then(|e| e.workflow().ok().flatten()) {
+            let trusted = envelope.as_ref().filter(|e| self.holds_signature(e));
+            if let Some(flow) = trusted.and_then(|e| e.workflow().ok().flatten()) {
                 let ending = Ending::Ended {
                     state: TaskState::Failure,
                     error: error.clone(),
@@ -171,6 +175,24 @@ impl Maintenance {
                 .await
             {
                 tracing::warn!(error = %err, "could not end the workflows of poison messages");
+            }
+        }
+    }
+
+    /// Whether `envelope`'s content may drive an action: its signature holds, or this worker
+    /// does not verify signatures. A poison message is dead-lettered and given its FAILURE
+    /// either way (so its waiters end), but the workflow it names (callbacks with their
+    /// arguments, later steps) continues only from a message a producer with a key sent: the
+    /// worker's client signs what it sends on, so continuing an unsigned flow would launder it.
+    fn holds_signature(&self, envelope: &Envelope) -> bool {
+        let Some(keyring) = &self.signatures else {
+            return true;
+        };
+        match keyring.verify(envelope, self.broker.clock().now()) {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::error!(task.id = %envelope.id, task.name = %envelope.task, error = %err, "a poison message's signature does not hold; its workflow is not continued");
+                false
             }
         }
     }

@@ -157,6 +157,7 @@ impl Shared {
             heartbeat_interval: config.heartbeat_interval,
             liveness_ttl: config.liveness_ttl,
             max_redeliveries: config.max_redeliveries,
+            signatures: config.signatures.clone(),
             slots,
             revocations: self.revocations.clone(),
             recorder: recorder.clone(),

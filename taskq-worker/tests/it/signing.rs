@@ -115,3 +115,62 @@ async fn a_keyring_not_yet_required_runs_unsigned_messages_but_not_bad_ones() {
     assert_eq!((report.succeeded, report.dead_lettered), (1, 1));
     assert!(ran.try_recv().is_err());
 }
+
+/// The reaper acts on a message's content too: a poison message's workflow (here an
+/// `on_failure` callback with an attacker's arguments) must not run unless its signature
+/// holds, or the worker's client would sign and send what nobody with a key sent. Unsigned, in
+/// a lost worker's processing list, at the redelivery cap, against a worker that requires
+/// signatures, on a real Redis: it ends FAILURE (its waiter sees it) and its callback never
+/// runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reaper_does_not_continue_the_workflow_of_an_unsigned_poison_message() {
+    let server = taskq_testkit::RedisServer::start();
+    let plain = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
+        .await
+        .unwrap();
+    let mut ran = log("reaped-");
+    let callback = taskq_core::workflow::Signature::by_name(
+        "test.record",
+        serde_json::json!({ "label": "reaped-callback", "ms": 0 }),
+    );
+    let callback_id = callback.id;
+    let handle = plain
+        .enqueue_by_name(
+            "test.record",
+            &serde_json::json!({ "label": "reaped-poison", "ms": 0 }),
+        )
+        .on_failure(callback)
+        .await
+        .unwrap();
+    // A worker that took the message and vanished.
+    let lost = taskq_core::WorkerId::generate();
+    let queues = [taskq_core::DEFAULT_QUEUE.to_owned()];
+    let membership = plain.broker().membership().unwrap();
+    membership
+        .heartbeat(&lost, &queues, Duration::from_millis(200))
+        .await
+        .unwrap();
+    let held = plain
+        .broker()
+        .fetch(&lost, &queues, 1, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 1);
+
+    let signing = key("k1", 1);
+    let worker = Running::start(
+        all_tasks(builder(&plain.clone().with_signing_key(signing.clone())))
+            .verify_signatures(Keyring::new(vec![signing]).required())
+            .configure(|config| config.max_redeliveries = 0),
+    );
+    crate::support::assert_ended_in(
+        handle.wait(Duration::from_secs(30)).await,
+        TaskState::Failure,
+    );
+    // The callback would be sent right after that record is written; give it time to run.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    worker.stop().await;
+    assert!(ran.try_recv().is_err(), "the attacker's callback ran");
+    let callback = plain.backend().get(callback_id).await.unwrap();
+    assert!(callback.is_none(), "the callback was sent: {callback:?}");
+}
