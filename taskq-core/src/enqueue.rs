@@ -434,6 +434,9 @@ impl<'a, O> Enqueue<'a, O> {
     /// ([`Error::Invalid`]), or the broker's error.
     pub async fn send(mut self) -> Result<Sent<O>> {
         let client = self.client;
+        if !self.call.on_success.is_empty() || !self.call.on_failure.is_empty() {
+            client.check_workflows_supported()?;
+        }
         // By-name callbacks take the options their tasks declare, like workflow steps.
         client.resolve_callbacks(&mut self.call.on_success).await?;
         client.resolve_callbacks(&mut self.call.on_failure).await?;

@@ -12,8 +12,10 @@ use taskq_core::{Error, Result};
 /// Wraps a redis-rs error, transient unless redis-rs says retrying cannot help (a script
 /// error, a wrong type, a refused password).
 pub(crate) fn redis_error(err: redis::RedisError) -> Error {
-    // Out of memory (maxmemory with noeviction) passes once settling frees memory.
+    // Out of memory (maxmemory with noeviction) passes once settling frees memory; the server's
+    // conditions in `passes_by_itself` pass too.
     let transient = is_out_of_memory(&err)
+        || passes_by_itself(&err)
         || (!matches!(err.retry_method(), redis::RetryMethod::NoRetry) && !is_refused_login(&err));
     Error::Broker {
         transport: "redis",
@@ -31,6 +33,25 @@ fn is_refused_login(err: &redis::RedisError) -> bool {
     }
     let text = err.to_string();
     text.contains("AuthenticationFailed") || text.contains("WRONGPASS")
+}
+
+/// Server refusals of a state that passes without anyone changing the request, which redis-rs
+/// counts as final: `NOREPLICAS` (fewer replicas than `min-replicas-to-write` are attached,
+/// until one reconnects), `MISCONF` (writes stopped after a failed snapshot, until one
+/// succeeds) and `BUSY` (a script runs past `busy-reply-threshold`, until it ends or is
+/// killed). Treated as final, a settle gave up and stranded its message while the worker
+/// lived; retried, it lands once the condition passes.
+const PASSING_CONDITIONS: [&str; 3] = ["NOREPLICAS", "MISCONF", "BUSY"];
+
+/// True for a refusal in [`PASSING_CONDITIONS`], alone or inside a pipeline.
+fn passes_by_itself(err: &redis::RedisError) -> bool {
+    err.code()
+        .is_some_and(|code| PASSING_CONDITIONS.contains(&code))
+        || err.clone().into_server_errors().is_some_and(|errors| {
+            errors
+                .iter()
+                .any(|(_, error)| PASSING_CONDITIONS.contains(&error.code()))
+        })
 }
 
 /// True when the server refused a write for lack of memory, alone or inside a pipeline.

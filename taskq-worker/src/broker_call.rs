@@ -44,11 +44,33 @@ impl Backoff {
     }
 }
 
+/// Why [`insist_or_error`] gave up.
+#[derive(Debug)]
+pub(crate) enum Abandoned {
+    /// Shutdown's grace period ended first.
+    Stopped,
+    /// The error cannot pass by retrying.
+    Refused(taskq_core::Error),
+}
+
 /// Calls `op` until it succeeds, so that a broker outage delays a message's transition instead
 /// of stranding it. Returns `None` when the error is not transient (a retry cannot fix it) or
 /// when `stop` fires first; the message then stays where the broker has it, and the reaper (or
 /// the server's redelivery) brings it back.
-pub(crate) async fn insist<T, F, Fut>(what: &str, stop: &CancellationToken, mut op: F) -> Option<T>
+pub(crate) async fn insist<T, F, Fut>(what: &str, stop: &CancellationToken, op: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = taskq_core::Result<T>>,
+{
+    insist_or_error(what, stop, op).await.ok()
+}
+
+/// [`insist`], saying why it gave up, for callers that do something else then.
+pub(crate) async fn insist_or_error<T, F, Fut>(
+    what: &str,
+    stop: &CancellationToken,
+    mut op: F,
+) -> Result<T, Abandoned>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = taskq_core::Result<T>>,
@@ -56,19 +78,19 @@ where
     let mut backoff = Backoff::new(broker_backoff());
     loop {
         let err = match op().await {
-            Ok(value) => return Some(value),
+            Ok(value) => return Ok(value),
             Err(err) => err,
         };
         if !err.is_transient() {
-            tracing::error!(error = %error_chain(&err), "{what} failed and cannot succeed by retrying; leaving the message to recovery");
-            return None;
+            tracing::error!(error = %error_chain(&err), "{what} failed and cannot succeed by retrying");
+            return Err(Abandoned::Refused(err));
         }
         let delay = backoff.next_delay();
         tracing::warn!(error = %error_chain(&err), ?delay, failures = backoff.failures(), "{what} failed; retrying");
         tokio::select! {
             _ = stop.cancelled() => {
                 tracing::error!("{what} abandoned at shutdown; the message will be recovered");
-                return None;
+                return Err(Abandoned::Stopped);
             }
             _ = tokio::time::sleep(delay) => {}
         }

@@ -11,8 +11,8 @@
 use std::{sync::Arc, time::Duration};
 
 use taskq_core::{
-    workflow::Finished, Broker, Client, DeadReason, Delivery, OutboundMessage, ResultBackend,
-    TaskId, TaskResult, WorkerId,
+    error_chain, workflow::Finished, Broker, Client, DeadReason, Delivery, OutboundMessage,
+    ResultBackend, TaskId, TaskResult, WorkerId,
 };
 use tokio::{
     sync::{mpsc, Mutex, OwnedSemaphorePermit},
@@ -21,7 +21,10 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::{broker_call::insist, report::Recorder};
+use crate::{
+    broker_call::{insist, insist_or_error, Abandoned},
+    report::Recorder,
+};
 
 /// Most completions written and acknowledged in one flush.
 const MAX_BATCH: usize = 256;
@@ -35,8 +38,9 @@ pub(crate) struct Completion {
     acked: bool,
     /// The workflow it belongs to, continued after the result write and before the ack.
     workflow: Option<Finished>,
-    /// Keeps the message counted against the prefetch limit until it is acknowledged.
-    held: OwnedSemaphorePermit,
+    /// Keeps the message counted against the prefetch limit until it is acknowledged (dropped
+    /// with the completion, never read).
+    _held: OwnedSemaphorePermit,
 }
 
 impl Completion {
@@ -52,7 +56,7 @@ impl Completion {
             record,
             acked,
             workflow,
-            held,
+            _held: held,
         }
     }
 }
@@ -245,55 +249,108 @@ impl Settler {
         }
     }
 
-    /// Writes the batch's results, then acknowledges it: results always land before the ack,
-    /// and a batch whose result write was abandoned is not acknowledged at all (recovery runs
-    /// it again rather than lose its result).
-    async fn flush(&self, batch: Vec<Completion>) {
-        let mut records = Vec::new();
-        let mut finished = Vec::new();
-        let mut deliveries = Vec::with_capacity(batch.len());
-        let mut permits = Vec::with_capacity(batch.len());
-        for completion in batch {
-            records.extend(completion.record);
-            finished.extend(completion.workflow);
-            if !completion.acked {
-                deliveries.push(completion.delivery);
+    /// Writes the batch's results, continues its workflows, then acknowledges it: results
+    /// always land before the ack. A batch refused for good (an error no retry fixes) is
+    /// settled again message by message, so that one message that cannot be settled (a
+    /// continuation its broker refuses, a record its backend refuses) holds only itself; that
+    /// one is dead-lettered with the reason, in sight of operators, instead of sitting
+    /// unacknowledged in this worker's hands for as long as it lives. At shutdown, what is not
+    /// settled is left for recovery.
+    async fn flush(&self, mut batch: Vec<Completion>) {
+        if let Err(Abandoned::Refused(err)) = self.settle(&mut batch).await {
+            if batch.len() > 1 {
+                tracing::warn!(
+                    messages = batch.len(),
+                    error = %error_chain(&err),
+                    "a batch could not be settled; settling its messages one by one"
+                );
             }
-            permits.push(completion.held);
+            for completion in &mut batch {
+                if let Err(Abandoned::Refused(err)) =
+                    self.settle(std::slice::from_mut(completion)).await
+                {
+                    self.unsettled(completion, &err).await;
+                }
+            }
         }
+        // The permits go with the batch: its messages stop counting against the prefetch limit.
+        drop(batch);
+    }
+
+    /// One settle of `batch`: results, workflows, ack. What it did not finish stays in the
+    /// completions (results not stored, workflows not continued), so that it can run again.
+    async fn settle(&self, batch: &mut [Completion]) -> Result<(), Abandoned> {
+        let (records, owners): (Vec<TaskResult>, Vec<usize>) = batch
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(index, c)| c.record.take().map(|record| (record, index)))
+            .unzip();
         if !records.is_empty() {
             let (backend, ttl) = (&self.backend, self.result_ttl);
-            let stored = insist("store results", &self.hard_stop, || {
+            let stored = insist_or_error("store results", &self.hard_stop, || {
                 backend.store_many(&records, ttl)
             })
             .await;
-            if stored.is_none() {
-                tracing::error!(
-                    messages = deliveries.len(),
-                    "results not written; leaving the messages unacknowledged for recovery"
-                );
-                return;
+            if let Err(why) = stored {
+                for (record, index) in records.into_iter().zip(owners) {
+                    batch[index].record = Some(record);
+                }
+                return Err(why);
             }
         }
-        if !self.continue_workflows(finished).await {
-            tracing::error!(
-                messages = deliveries.len(),
-                "workflows not continued; leaving the messages unacknowledged for recovery"
-            );
-            return;
-        }
-        if !deliveries.is_empty() {
-            let acked = insist("ack", &self.hard_stop, || {
-                self.broker.ack(&self.worker, &deliveries)
+        let (finished, owners): (Vec<Finished>, Vec<usize>) = batch
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(index, c)| c.workflow.take().map(|finished| (finished, index)))
+            .unzip();
+        if !finished.is_empty() {
+            let (client, ttl) = (&self.client, self.result_ttl);
+            let continued = insist_or_error("continue workflows", &self.hard_stop, || {
+                client.advance_workflows(finished.clone(), ttl)
             })
             .await;
-            if let Some(acked) = acked.filter(|acked| *acked < deliveries.len()) {
+            if let Err(why) = continued {
+                for (finished, index) in finished.into_iter().zip(owners) {
+                    batch[index].workflow = Some(finished);
+                }
+                return Err(why);
+            }
+        }
+        let deliveries: Vec<Delivery> = batch
+            .iter()
+            .filter(|c| !c.acked)
+            .map(|c| c.delivery.clone())
+            .collect();
+        if !deliveries.is_empty() {
+            let acked = insist_or_error("ack", &self.hard_stop, || {
+                self.broker.ack(&self.worker, &deliveries)
+            })
+            .await?;
+            if acked < deliveries.len() {
                 tracing::warn!(
                     fenced = deliveries.len() - acked,
                     "messages were recovered by another worker before the ack"
                 );
             }
         }
-        drop(permits);
+        Ok(())
+    }
+
+    /// A message that cannot be settled, for a reason no retry fixes: dead-lettered with it.
+    /// Its result, if it was stored, stays; requeued after the cause is fixed, a workflow step
+    /// whose success is stored continues without running again.
+    async fn unsettled(&self, completion: &Completion, err: &taskq_core::Error) {
+        let error = format!("not settled: {}", error_chain(err));
+        tracing::error!(
+            queue = completion.delivery.queue(),
+            task.id = ?completion.delivery.id(),
+            %error,
+            "dead-lettering a message that cannot be settled"
+        );
+        if completion.acked {
+            return;
+        }
+        self.dead_letter(&completion.delivery, DeadReason::Failed, error, None)
+            .await;
     }
 }

@@ -96,6 +96,10 @@ impl Transport for AmqpBroker {
         Err(super::shared_state::needs_a_store("unique enqueue"))
     }
 
+    fn supports_unique(&self) -> bool {
+        false
+    }
+
     async fn release_unique(&self, _queue: &str, _unique_key: &str, _id: TaskId) -> Result<()> {
         Ok(())
     }

@@ -86,3 +86,80 @@ async fn a_worker_with_a_rate_limited_task_refuses_to_start() {
         "{text}"
     );
 }
+
+/// Workflows need uniqueness keys, which RabbitMQ lacks: producers are refused before anything
+/// is sent, with an error naming the need.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producers_are_refused_workflows_rabbitmq_cannot_continue() {
+    use taskq_core::workflow::{chain, Signature};
+    let client = client().await;
+    let err = client
+        .send_chain(chain(Double { n: 1 }).then_ignoring(Double { n: 2 }))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("need the Redis broker"), "{err}");
+    let err = client
+        .enqueue(Double { n: 1 })
+        .on_success(Signature::of(&Double { n: 2 }).unwrap())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("need the Redis broker"), "{err}");
+    let stats = client.inspector().stats("amqp-worker").await.unwrap();
+    assert_eq!(stats.pending, 0, "nothing was sent");
+}
+
+/// A message with a workflow reaches a RabbitMQ worker anyway (another producer wrote it): its
+/// continuation is refused for good, and it alone is dead-lettered; the unrelated messages
+/// settled in the same batch are acknowledged, not left in the worker's hands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_whose_workflow_cannot_continue_holds_no_other_ack() {
+    let client = client().await;
+    let handles = client
+        .enqueue_many((0..40).map(|n| Double { n }))
+        .await
+        .unwrap();
+    let mut envelope = taskq_core::Envelope::new(
+        "amqp.double",
+        &serde_json::json!({ "n": 100 }),
+        "amqp-worker",
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    let mut flow = taskq_core::workflow::Flow::default();
+    flow.on_success
+        .push(taskq_core::workflow::Signature::of(&Double { n: 3 }).unwrap());
+    envelope.flow = Some(serde_json::value::to_raw_value(&flow).unwrap());
+    let message = taskq_core::OutboundMessage::from_envelope(&envelope, 1 << 20).unwrap();
+    client.broker().enqueue(vec![message]).await.unwrap();
+
+    let worker = Worker::builder(client.clone())
+        .register::<Double>()
+        .build()
+        .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
+    for handle in &handles {
+        handle.wait(Duration::from_secs(30)).await.unwrap();
+    }
+    let mut dead = Vec::new();
+    for _ in 0..200 {
+        dead = client
+            .inspector()
+            .dead_letters("amqp-worker", taskq_core::Page::first(10))
+            .await
+            .unwrap();
+        if !dead.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    running.await.unwrap().unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].id, Some(envelope.id));
+    let error = dead[0].error.as_deref().unwrap_or_default();
+    assert!(error.starts_with("not settled"), "{error}");
+    // Unacknowledged messages would be back in the queue once the worker's channel closed.
+    let stats = client.inspector().stats("amqp-worker").await.unwrap();
+    assert_eq!((stats.pending, stats.processing), (0, 0), "{stats:?}");
+}

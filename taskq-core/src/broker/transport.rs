@@ -63,6 +63,14 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
         ttl: Duration,
     ) -> Result<Option<TaskId>>;
 
+    /// Whether [`Transport::enqueue_unique`] works on this transport (true unless it says
+    /// otherwise). Workflows need it: a worker sends each next step once per id through it, so
+    /// producers refuse chains, groups and callbacks where it is missing, before sending
+    /// anything, instead of letting workers meet the refusal after the first step ran.
+    fn supports_unique(&self) -> bool {
+        true
+    }
+
     /// Releases `unique_key` of `queue` if task `id` holds it (the task finished).
     async fn release_unique(&self, queue: &str, unique_key: &str, id: TaskId) -> Result<()>;
 

@@ -78,8 +78,20 @@ impl Client {
     ///
     /// The broker's or backend's error; calling again later is safe.
     pub async fn advance_workflows(&self, finished: Vec<Finished>, ttl: Duration) -> Result<()> {
+        let mut finished = finished;
+        // Steps that could not be sent (a full queue) end as FAILURE and continue as such;
+        // each round sends only what follows the last, so this ends.
+        while !finished.is_empty() {
+            finished = self.advance_once(finished, ttl).await?;
+        }
+        Ok(())
+    }
+
+    /// One round of [`Client::advance_workflows`]; returns the steps it could not send.
+    async fn advance_once(&self, finished: Vec<Finished>, ttl: Duration) -> Result<Vec<Finished>> {
         let mut work = VecDeque::new();
         let mut plan = Plan::default();
+        let mut not_sent = Vec::new();
         for finished in finished {
             let flow = finished.flow;
             let callbacks = match &finished.ending {
@@ -124,9 +136,9 @@ impl Client {
             while let Some(next) = work.pop_front() {
                 self.continue_one(&mut plan, &mut reports, &mut work, next);
             }
-            self.commit(std::mem::take(&mut plan), true, ttl).await?;
+            not_sent.extend(self.commit(std::mem::take(&mut plan), true, ttl).await?);
             if reports.is_empty() {
-                return Ok(());
+                return Ok(not_sent);
             }
             let statuses = self.backend().report_members(&reports, ttl).await?;
             for status in statuses {

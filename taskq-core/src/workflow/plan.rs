@@ -34,8 +34,16 @@ pub(super) struct Context {
 #[derive(Debug, Default)]
 pub(super) struct Plan {
     pub(super) groups: Vec<WorkflowRecord>,
-    pub(super) messages: Vec<OutboundMessage>,
+    pub(super) messages: Vec<PlannedStep>,
     pub(super) records: Vec<TaskResult>,
+}
+
+/// One step's message, with what its workflow needs to end it if it cannot be sent.
+#[derive(Debug)]
+pub(super) struct PlannedStep {
+    pub(super) message: OutboundMessage,
+    pub(super) task: String,
+    pub(super) flow: Flow,
 }
 
 impl Client {
@@ -66,7 +74,11 @@ impl Client {
                     on_failure: signature.on_failure.clone(),
                 };
                 let envelope = self.envelope_of(signature, input, &flow)?;
-                plan.messages.push(self.outbound(&envelope)?);
+                plan.messages.push(PlannedStep {
+                    message: self.outbound(&envelope)?,
+                    task: signature.task.clone(),
+                    flow,
+                });
             }
             Node::Group(group) => {
                 let of = u32::try_from(group.members.len())
@@ -141,31 +153,71 @@ impl Client {
 
     /// Writes a plan: group records, then the messages (each once per id when `once`), then
     /// the records of what will never run.
-    pub(super) async fn commit(&self, plan: Plan, once: bool, ttl: Duration) -> Result<()> {
+    /// Writes `plan`. With `once` (a worker continuing a workflow), each message is enqueued
+    /// once per id, and a step refused because its queue is full is not retried here: it
+    /// comes back as a FAILURE naming the bound, for the caller to end what follows it. A
+    /// worker retrying it in place would hold its own settling, and so the drain that would
+    /// make room, for ever.
+    pub(super) async fn commit(
+        &self,
+        plan: Plan,
+        once: bool,
+        ttl: Duration,
+    ) -> Result<Vec<super::Finished>> {
         let Plan {
             groups,
             messages,
-            records,
+            mut records,
         } = plan;
         for group in &groups {
             self.backend().put_workflow(group, ttl).await?;
         }
+        let mut not_sent = Vec::new();
         if once {
-            try_join_all(messages.into_iter().map(|message| {
-                let key = once_key(message.id);
+            let sent = try_join_all(messages.into_iter().map(|step| {
+                let key = once_key(step.message.id);
                 async move {
-                    self.broker().enqueue_unique(message, &key, ttl).await?;
-                    Ok::<_, Error>(())
+                    let id = step.message.id;
+                    match self.broker().enqueue_unique(step.message, &key, ttl).await {
+                        Ok(_) => Ok(None),
+                        Err(err @ Error::QueueFull { .. }) => {
+                            Ok(Some((id, step.task, step.flow, err)))
+                        }
+                        Err(err) => Err(err),
+                    }
                 }
             }))
             .await?;
+            for (id, task, flow, err) in sent.into_iter().flatten() {
+                let error = format!("not sent: {err}");
+                records.push(self.ended_record(id, TaskState::Failure, error.clone()));
+                let ending = super::Ending::Ended {
+                    state: TaskState::Failure,
+                    error,
+                };
+                not_sent.push(super::Finished::new(id, task, flow, ending));
+            }
         } else if !messages.is_empty() {
-            self.broker().enqueue(messages).await?;
+            self.broker()
+                .enqueue(messages.into_iter().map(|step| step.message).collect())
+                .await?;
         }
         if !records.is_empty() {
             self.backend().store_many(&records, ttl).await?;
         }
-        Ok(())
+        Ok(not_sent)
+    }
+
+    /// Refuses a workflow (steps after the first, callbacks) on a broker that cannot send its
+    /// later steps once each (see [`crate::Transport::supports_unique`]).
+    pub(crate) fn check_workflows_supported(&self) -> Result<()> {
+        if self.broker().supports_unique() {
+            return Ok(());
+        }
+        Err(invalid(
+            "this broker cannot send a workflow's later steps once each (it has no uniqueness \
+             keys, as RabbitMQ): chains, groups, chords and callbacks need the Redis broker",
+        ))
     }
 
     /// Applies the declared options of by-name steps (looked up once per name).

@@ -16,6 +16,7 @@ impl Client {
         kind: WorkflowKind,
         mut nodes: Vec<Node>,
     ) -> Result<WorkflowRecord> {
+        self.check_workflows_supported()?;
         self.resolve(&mut nodes).await?;
         let mut all = Vec::new();
         for node in &nodes {

@@ -333,3 +333,54 @@ async fn a_partitioned_worker_loses_nothing_and_rejoins() {
         "{stats:?}"
     );
 }
+
+/// A settle refused by a condition of the server that passes by itself (here `NOREPLICAS`:
+/// `min-replicas-to-write 1` with no replica, for a moment) is retried until it lands, not
+/// abandoned: abandoned, the message sat in the worker's processing list with no result for as
+/// long as the worker lived (recovery only runs for expired leases or at deregistration).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settle_refused_for_missing_replicas_lands_once_they_are_back() {
+    let server = RedisServer::start();
+    let client = redis_client(&server).await;
+    let mut started = crate::support::log("norep-");
+    let worker = Running::start(
+        all_tasks(builder(&client)).liveness(Duration::from_millis(500), Duration::from_secs(30)),
+    );
+    let handle = client
+        .enqueue(crate::support::Record {
+            label: "norep-1".into(),
+            ms: 1_500,
+        })
+        .await
+        .unwrap();
+    assert_eq!(started.recv().await.as_deref(), Some("norep-1"));
+    let admin = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let refuse_writes = |on: bool| {
+        let mut admin = admin.clone();
+        async move {
+            let () = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("min-replicas-to-write")
+                .arg(if on { 1 } else { 0 })
+                .query_async(&mut admin)
+                .await
+                .unwrap();
+        }
+    };
+    refuse_writes(true).await;
+    // The task ends while writes are refused; its result write and ack meet NOREPLICAS.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    refuse_writes(false).await;
+    assert_eq!(
+        handle.wait(Duration::from_secs(20)).await.unwrap(),
+        "norep-1",
+        "the result landed once writes were accepted again"
+    );
+    let stats = client.inspector().stats(DEFAULT_QUEUE).await.unwrap();
+    assert_eq!((stats.pending, stats.processing), (0, 0), "{stats:?}");
+    worker.stop().await;
+}

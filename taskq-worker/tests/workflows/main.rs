@@ -180,3 +180,64 @@ async fn an_undecryptable_step_ends_the_rest_of_its_chain() {
     stop.cancel();
     handle.await.unwrap().unwrap();
 }
+
+/// A bounded queue with less room than a workflow's next group needs: the members that fit
+/// are sent, the rest end FAILURE naming the bound, so the chord fails visibly; and the worker
+/// (concurrency 1) keeps draining, so a task enqueued afterwards runs. Before, the worker
+/// retried the full queue inside its only settle path for ever and stopped fetching.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_fails_the_workflow_and_the_worker_keeps_draining() {
+    use taskq_core::workflow::chain;
+    let server = RedisServer::start();
+    let url = format!("{}?max_queue_length=5", server.url());
+    let client = taskq_redis::client(taskq_redis::RedisConfig::new(url))
+        .await
+        .expect("connect");
+    // One message in hand at a time: a completion waiting in the settle path holds the only
+    // permit, so nothing more is fetched until it settles.
+    let worker = Running::start_with(&client, |config| {
+        config.concurrency = 1;
+        config.prefetch = 0;
+    });
+    let label = "bounded-chord";
+    let sent = client
+        .send_chain(
+            chain(tasks::Number {
+                label: label.into(),
+                n: 2,
+            })
+            .then_chord(
+                (0..8).map(|i| tasks::Add::step(label, i)),
+                tasks::Sum::callback(label),
+            ),
+        )
+        .await
+        .unwrap();
+    match sent.wait(Duration::from_secs(30)).await {
+        Err(taskq_core::Error::TaskFailed { message, .. }) => {
+            assert!(message.contains("is full (5 messages)"), "{message}");
+        }
+        other => panic!("expected the chord to fail on the bound, got {other:?}"),
+    }
+    // The members that fit fill the queue; it has room again only if the worker drains it.
+    let mut later = None;
+    for _ in 0..600 {
+        let sent = client
+            .enqueue(tasks::Number {
+                label: "bounded-later".into(),
+                n: 7,
+            })
+            .await;
+        match sent {
+            Ok(handle) => {
+                later = Some(handle);
+                break;
+            }
+            Err(err) if err.is_transient() => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(err) => panic!("{err}"),
+        }
+    }
+    let later = later.expect("the queue never had room again: the worker stopped draining");
+    assert_eq!(later.wait(Duration::from_secs(30)).await.unwrap(), 7);
+    worker.stop().await;
+}
