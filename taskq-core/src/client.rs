@@ -53,6 +53,8 @@ struct Inner {
     signing: Option<crate::SigningKey>,
     /// Keys arguments are sealed and results opened with, when set.
     encryption: Option<crate::Encryption>,
+    /// How long the records of workflows this client sends are kept.
+    workflow_ttl: std::time::Duration,
 }
 
 impl Client {
@@ -76,6 +78,7 @@ impl Client {
                 room_wait: std::time::Duration::ZERO,
                 signing: None,
                 encryption: None,
+                workflow_ttl: crate::DEFAULT_RESULT_TTL,
             }),
         }
     }
@@ -130,6 +133,27 @@ impl Client {
         self.edited(|inner| inner.encryption = Some(keys))
     }
 
+    /// The same client, keeping the records of the workflows it sends (a chain's members, a
+    /// group's members and what follows it) for `ttl` (default 24 h, the default result TTL).
+    /// Every member's report extends a group's record to the reporting worker's result TTL, so
+    /// a group lives while its members keep finishing; set this to at least the longest time
+    /// a group's first member may take to finish, or its record expires first and what follows
+    /// the group cannot run.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let client = taskq_core::Client::in_memory().with_workflow_ttl(Duration::from_secs(7 * 86_400));
+    /// # let _ = client;
+    /// ```
+    pub fn with_workflow_ttl(self, ttl: std::time::Duration) -> Self {
+        self.edited(|inner| inner.workflow_ttl = ttl)
+    }
+
+    /// How long the records of workflows this client sends are kept.
+    pub(crate) fn workflow_ttl(&self) -> std::time::Duration {
+        self.inner.workflow_ttl
+    }
+
     /// `envelope` as a message: arguments sealed, then signed, as the client is configured.
     pub(crate) fn outbound(&self, envelope: &crate::Envelope) -> Result<OutboundMessage> {
         let reply_to = self
@@ -171,6 +195,7 @@ impl Client {
             room_wait: self.inner.room_wait,
             signing: self.inner.signing.clone(),
             encryption: self.inner.encryption.clone(),
+            workflow_ttl: self.inner.workflow_ttl,
         };
         edit(&mut inner);
         Self {

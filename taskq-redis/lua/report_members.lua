@@ -5,7 +5,7 @@
 -- KEYS[1]  taskq:workflow:{<group>}          the group's record (JSON)
 -- KEYS[2]  taskq:workflow:{<group>}:done     member index -> outcome (JSON)
 -- KEYS[3]  taskq:workflow:{<group>}:failed   set once, by the group's first failure
--- ARGV[1]  time to live, ms
+-- ARGV[1]  time to live, ms (the record's is extended to it when shorter)
 -- ARGV[2]  how many members the group has
 -- ARGV[3..] triples: member index, outcome (JSON), '1' when the outcome is a failure
 -- returns  {0} while members are missing (or the group is unknown),
@@ -14,6 +14,11 @@
 local record = redis.call('GET', KEYS[1])
 if not record then
   return {0}
+end
+-- A group lives at least as long as its reporting members' results (the producer's TTL may be
+-- shorter than the workers').
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
 end
 local first_failure = nil
 for i = 3, #ARGV - 2, 3 do

@@ -191,11 +191,13 @@ impl ResultBackend for MemoryResultBackend {
     async fn report_members(
         &self,
         reports: &[(MemberOf, MemberOutcome)],
-        _ttl: Duration,
+        ttl: Duration,
     ) -> Result<Vec<GroupStatus>> {
         let now = Instant::now();
+        let extended = now + ttl;
         let mut state = self.lock();
-        Ok(reports
+        let mut moved = Vec::new();
+        let statuses = reports
             .iter()
             .map(|(member, outcome)| {
                 let Some(workflow) = state
@@ -205,6 +207,11 @@ impl ResultBackend for MemoryResultBackend {
                 else {
                     return GroupStatus::Waiting;
                 };
+                // A group lives at least as long as its reporting members' results.
+                if workflow.expires < extended {
+                    moved.push((workflow.expires, member.group));
+                    workflow.expires = extended;
+                }
                 let first = !workflow.outcomes.contains_key(&member.index);
                 if first {
                     workflow.outcomes.insert(member.index, outcome.clone());
@@ -222,7 +229,12 @@ impl ResultBackend for MemoryResultBackend {
                 }
                 GroupStatus::Waiting
             })
-            .collect())
+            .collect();
+        for (old, id) in moved {
+            state.workflow_expiry.remove(&(old, id));
+            state.workflow_expiry.insert((extended, id));
+        }
+        Ok(statuses)
     }
 
     async fn wait(&self, id: TaskId, timeout: Duration) -> Result<Option<TaskResult>> {

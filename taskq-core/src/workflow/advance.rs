@@ -117,7 +117,13 @@ impl Client {
                         Some(&input),
                         context,
                     ) {
-                        tracing::error!(callback = %callback.task, error = %err, "callback not sent");
+                        // It will never run: its record says so, so that its waiter ends.
+                        tracing::error!(callback = %callback.task, task.id = %callback.id, error = %err, "callback not sent");
+                        plan.records.push(self.ended_record(
+                            callback.id,
+                            TaskState::Failure,
+                            format!("callback not sent: {}", crate::error_chain(&err)),
+                        ));
                     }
                 }
             }

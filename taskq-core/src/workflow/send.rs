@@ -60,7 +60,7 @@ impl Client {
             }
             None => plan.groups.push(record.clone()),
         }
-        self.commit(plan, false, crate::DEFAULT_RESULT_TTL).await?;
+        self.commit(plan, false, self.workflow_ttl()).await?;
         Ok(record)
     }
 

@@ -100,6 +100,8 @@ on_both!(
     settled_chord_runs_with_every_outcome,
     a_member_lost_as_poison_fails_the_chord,
     a_failed_member_fails_the_chord_before_the_others_finish,
+    a_callback_that_cannot_be_sent_ends_failed,
+    a_group_outlives_its_producers_record_ttl,
 );
 
 /// With encryption keys, a group's stored member outputs are sealed like results, and the

@@ -9,7 +9,7 @@ use taskq_core::{
 };
 
 use crate::{
-    tasks::{runs, Add, Note, Number, Sleep, Square, SquareInput, Sum, Tally},
+    tasks::{runs, Add, Note, Number, Repeat, Sleep, Square, SquareInput, Sum, Tally},
     Running,
 };
 
@@ -581,5 +581,63 @@ pub(crate) async fn a_failed_member_fails_the_chord_before_the_others_finish(
         !slow_state.is_some_and(|state| state.is_ready()),
         "the chord failed only after the slow member finished ({slow_state:?})"
     );
+    worker.stop().await;
+}
+
+/// A callback whose envelope cannot be built (the task's output makes it larger than the
+/// payload limit) never runs: it ends FAILURE saying why, so that its waiter ends instead of
+/// waiting for ever.
+pub(crate) async fn a_callback_that_cannot_be_sent_ends_failed(client: Client, broker: &str) {
+    let client = client.with_max_payload_bytes(4_096);
+    let label = format!("{broker}-unsendable-callback");
+    let worker = Running::start(&client);
+    let callback = Signature::step(&Note {
+        label: label.clone(),
+        seen: serde_json::Value::Null,
+    })
+    .unwrap();
+    let callback_id = callback.id;
+    let big = client
+        .enqueue(Repeat {
+            label: label.clone(),
+            n: 10_000,
+        })
+        .on_success(callback)
+        .await
+        .unwrap();
+    assert_eq!(big.wait(WAIT).await.unwrap().len(), 10_000);
+    let ended = client
+        .result_handle::<()>(callback_id)
+        .wait(WAIT)
+        .await
+        .unwrap_err();
+    match ended {
+        Error::TaskFailed { state, message, .. } => {
+            assert_eq!(state, TaskState::Failure);
+            assert!(message.contains("callback not sent"), "{message}");
+            assert!(message.contains("exceeds the limit"), "{message}");
+        }
+        other => panic!("expected the callback to end failed, got {other:?}"),
+    }
+    assert_eq!(runs(&label).len(), 1, "only the task ran");
+    worker.stop().await;
+}
+
+/// A group whose producer keeps its record for less time than the group takes: each member's
+/// report extends the record to the worker's result TTL, so the chord still calls back. Before,
+/// the record expired with the producer's TTL and every later report answered "waiting".
+pub(crate) async fn a_group_outlives_its_producers_record_ttl(client: Client, broker: &str) {
+    let label = format!("{broker}-outlived-ttl");
+    let worker = Running::start(&client);
+    let producer = client.with_workflow_ttl(Duration::from_secs(2));
+    let members = [0, 0, 3_000].map(|ms| Sleep {
+        label: label.clone(),
+        ms,
+    });
+    let sent = producer
+        .send_chain(group(members).then_signature(Signature::step(&Sum::callback(&label)).unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(sent.wait(WAIT).await.unwrap(), json!(3_000));
     worker.stop().await;
 }

@@ -208,6 +208,22 @@ impl Run for Sleep {
     }
 }
 
+/// Returns `n` copies of `x` (a large output from small arguments).
+#[derive(Task, Serialize, Deserialize)]
+#[task(name = "wf.repeat", max_retries = 0)]
+pub(crate) struct Repeat {
+    pub(crate) label: String,
+    pub(crate) n: usize,
+}
+
+impl Run for Repeat {
+    type Output = String;
+    async fn run(self, _ctx: TaskContext) -> Result<String, TaskError> {
+        count(&self.label, self.n.into());
+        Ok("x".repeat(self.n))
+    }
+}
+
 pub(crate) fn all_tasks(builder: WorkerBuilder) -> WorkerBuilder {
     builder
         .register::<Number>()
@@ -218,4 +234,5 @@ pub(crate) fn all_tasks(builder: WorkerBuilder) -> WorkerBuilder {
         .register::<Note>()
         .register::<Tally>()
         .register::<Sleep>()
+        .register::<Repeat>()
 }
