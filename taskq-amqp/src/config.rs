@@ -18,6 +18,8 @@ pub struct AmqpConfig {
     delivery_limit: u32,
     prefetch: Option<u16>,
     max_queue_length: Option<usize>,
+    max_dead_letters: usize,
+    max_dead_letter_bytes: usize,
     connect_timeout: Duration,
     consumer_timeout: Duration,
 }
@@ -40,6 +42,8 @@ impl AmqpConfig {
             delivery_limit: 3,
             prefetch: None,
             max_queue_length: None,
+            max_dead_letters: 10_000,
+            max_dead_letter_bytes: 64 << 20,
             connect_timeout: Duration::from_secs(5),
             consumer_timeout: Duration::from_secs(30 * 60),
         }
@@ -65,6 +69,27 @@ impl AmqpConfig {
     /// queue is first declared.
     pub fn with_max_queue_length(mut self, max: Option<usize>) -> Self {
         self.max_queue_length = max;
+        self
+    }
+
+    /// Most dead letters each queue keeps (default 10,000, as on Redis): past it the oldest
+    /// go (`x-max-length` with `drop-head` on the dead-letter queue). It also bounds what one
+    /// dead-letter page or lookup reads: RabbitMQ shows a queue only by taking its messages,
+    /// one `basic.get` each. Fixed when a queue is first declared.
+    ///
+    /// ```
+    /// let config = taskq_amqp::AmqpConfig::new("amqp://127.0.0.1:5672/%2f").with_max_dead_letters(1_000);
+    /// assert_eq!(config.max_dead_letters(), 1_000);
+    /// ```
+    pub fn with_max_dead_letters(mut self, max: usize) -> Self {
+        self.max_dead_letters = max.max(1);
+        self
+    }
+
+    /// Most bytes of dead letters each queue keeps (default 64 MiB, as on Redis): past it the
+    /// oldest go (`x-max-length-bytes`). Fixed when a queue is first declared.
+    pub fn with_max_dead_letter_bytes(mut self, max: usize) -> Self {
+        self.max_dead_letter_bytes = max.max(1);
         self
     }
 
@@ -105,6 +130,16 @@ impl AmqpConfig {
     /// The bound on each priority level, if any.
     pub fn max_queue_length(&self) -> Option<usize> {
         self.max_queue_length
+    }
+
+    /// Most dead letters kept per queue.
+    pub fn max_dead_letters(&self) -> usize {
+        self.max_dead_letters
+    }
+
+    /// Most bytes of dead letters kept per queue.
+    pub fn max_dead_letter_bytes(&self) -> usize {
+        self.max_dead_letter_bytes
     }
 
     /// How long connecting may take.

@@ -174,6 +174,7 @@ impl Link {
             return Ok(());
         }
         self.ensure_shared().await?;
+        self.declare_dead_queue(queue).await?;
         let channel = self.channel().await?;
         let declared = self.declare_queue(&channel, queue).await;
         let _ = channel.close(200, "OK".into()).await;
@@ -182,9 +183,33 @@ impl Link {
         self.register(queue).await
     }
 
-    async fn declare_queue(&self, channel: &Channel, queue: &str) -> Result<()> {
+    /// Declares `queue`'s dead-letter queue, capped by records and bytes (the oldest go), on a
+    /// channel of its own: a queue declared by an older taskq without the caps makes RabbitMQ
+    /// refuse the declaration (and close the channel); that queue stays as it is, uncapped,
+    /// with a warning, until an operator deletes it.
+    async fn declare_dead_queue(&self, queue: &str) -> Result<()> {
         let dead = names::dead_queue(queue);
-        declare_bound(channel, &dead, quorum(), names::DEAD_EXCHANGE, queue).await?;
+        let mut arguments = quorum();
+        let cap = |n: usize| AMQPValue::LongLongInt(i64::try_from(n).unwrap_or(i64::MAX));
+        arguments.insert("x-max-length".into(), cap(self.config.max_dead_letters()));
+        arguments.insert(
+            "x-max-length-bytes".into(),
+            cap(self.config.max_dead_letter_bytes()),
+        );
+        arguments.insert("x-overflow".into(), string("drop-head"));
+        let channel = self.channel().await?;
+        let declared = declare_bound(&channel, &dead, arguments, names::DEAD_EXCHANGE, queue).await;
+        let _ = channel.close(200, "OK".into()).await;
+        match declared {
+            Err(err) if is_inequivalent(&err) => {
+                tracing::warn!(queue = %dead, "this dead-letter queue was declared without taskq's caps (an older version); it keeps every dead letter until it is deleted and declared again");
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    async fn declare_queue(&self, channel: &Channel, queue: &str) -> Result<()> {
         for (_, level_queue) in names::level_queues_highest_first(queue) {
             let mut arguments = quorum();
             arguments.insert(
@@ -421,6 +446,11 @@ async fn declare_bound(
         .await
         .map_err(amqp_error)?;
     Ok(())
+}
+
+/// True when RabbitMQ refused a declaration because the queue exists with other arguments.
+fn is_inequivalent(err: &Error) -> bool {
+    taskq_core::error_chain(err).contains("PRECONDITION_FAILED")
 }
 
 /// Arguments of a quorum queue.

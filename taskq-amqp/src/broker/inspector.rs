@@ -34,9 +34,12 @@ impl AmqpBroker {
         Ok(declared.map_or(0, |queue| queue.message_count() as usize))
     }
 
-    /// Every dead letter of `queue`, oldest first, with the scan that holds them.
+    /// Every dead letter of `queue`, oldest first, with the scan that holds them. The queue
+    /// keeps at most `max_dead_letters`, and no scan reads more: a dead-letter queue declared
+    /// uncapped by an older version shows its oldest that many.
     async fn dead_scan(&self, queue: &str) -> Result<(Scan, Vec<DeadLetter>)> {
-        let scan = Scan::take(self.link(), &names::dead_queue(queue), usize::MAX).await?;
+        let limit = self.link().config().max_dead_letters();
+        let scan = Scan::take(self.link(), &names::dead_queue(queue), limit).await?;
         let letters = scan
             .messages
             .iter()

@@ -170,3 +170,39 @@ async fn an_unreachable_node_is_a_clear_error() {
     assert!(err.is_transient());
     let _ = node();
 }
+
+/// Dead letters are capped per queue as on Redis (the oldest go), so that a page, which reads
+/// the dead-letter queue with one `basic.get` per message, reads a bounded number of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_capped_newest_first() {
+    let broker = broker(config().with_max_dead_letters(2)).await;
+    let q = queue();
+    let sent: Vec<_> = (0..3).map(|_| message(&q, 0)).collect();
+    let expected: Vec<TaskId> = sent.iter().map(|m| m.id).collect();
+    broker.enqueue(sent).await.unwrap();
+    let worker = WorkerId::generate();
+    for _ in 0..3 {
+        let held = broker
+            .fetch(&worker, std::slice::from_ref(&q), 1, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(held.len(), 1);
+        broker
+            .dead_letter(&worker, &held[0], DeadReason::Failed, Some("no".into()))
+            .await
+            .unwrap();
+    }
+    let dead: Vec<_> = broker
+        .dead_letters(&q, Page::first(10))
+        .await
+        .unwrap()
+        .iter()
+        .map(|letter| letter.id.unwrap())
+        .collect();
+    assert_eq!(
+        dead,
+        vec![expected[2], expected[1]],
+        "the newest two, newest first"
+    );
+    assert_eq!(broker.stats(&q).await.unwrap().dead, 2);
+}
