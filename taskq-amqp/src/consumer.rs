@@ -51,10 +51,22 @@ impl Incoming {
         }
     }
 
-    /// The task id of a guard copy (see [`guard`]), or `None` for an ordinary message.
+    /// Whether it is a guard copy (see [`guard`]).
+    fn carries_guard_header(&self) -> bool {
+        self.delivery
+            .properties
+            .headers()
+            .as_ref()
+            .is_some_and(|headers| headers.inner().contains_key(guard::HEADER))
+    }
+
+    /// The task id of a delivery whose run may be guarded elsewhere (see [`guard`]): a guard
+    /// copy, or a redelivered message (its early ack may have failed with its channel, and its
+    /// first run still go on behind a lease). `None` for an ordinary first delivery.
     fn guard_copy_of(&self) -> Option<TaskId> {
-        let headers = self.delivery.properties.headers().as_ref()?;
-        headers.inner().get(guard::HEADER)?;
+        if !self.delivery.redelivered && !self.carries_guard_header() {
+            return None;
+        }
         self.delivery
             .properties
             .message_id()
@@ -350,7 +362,10 @@ impl WorkerConsumer {
         }
         let outcome = match ending {
             Ending::Settled => held.acker.ack(BasicAckOptions::default()).await,
-            Ending::Returned => give_back(&held.acker).await,
+            Ending::Returned => {
+                let body = held.payload.as_bytes().to_vec();
+                return hand_back(&self.link, &held.level_queue, body, held.id, &held.acker).await;
+            }
         };
         match outcome {
             Ok(done) => Ok(done),
@@ -396,7 +411,19 @@ impl WorkerConsumer {
             stale
         };
         for incoming in stale {
-            let _ = give_back(&incoming.delivery.acker).await;
+            let level_queue = names::level_queue(&incoming.queue, incoming.level);
+            let id = incoming
+                .delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .and_then(|id| id.as_str().parse().ok());
+            let body = incoming.delivery.data.clone();
+            if let Err(err) =
+                hand_back(&self.link, &level_queue, body, id, &incoming.delivery.acker).await
+            {
+                tracing::warn!(error = %taskq_core::error_chain(&err), "could not hand back a delivery not started in time; RabbitMQ returns it when the channel closes");
+            }
         }
     }
 
@@ -423,13 +450,18 @@ impl WorkerConsumer {
             let Some(entry) = held.get_mut(&receipt) else {
                 return Ok(()); // settled meanwhile: its copy finds the done marker
             };
+            // Marked before the ack, so that a run ending meanwhile does not ack it twice.
             entry.guarded = true;
             entry.acker.clone()
         };
-        acker
-            .ack(BasicAckOptions::default())
-            .await
-            .map_err(amqp_error)?;
+        if let Err(err) = acker.ack(BasicAckOptions::default()).await {
+            // Not acked: the run still owes RabbitMQ its ack. If the channel is gone, RabbitMQ
+            // redelivers the original, and its receiver finds the lease (see `buffer_one`).
+            if let Some(entry) = self.held.lock().get_mut(&receipt) {
+                entry.guarded = false;
+            }
+            return Err(amqp_error(err));
+        }
         tracing::info!(%id, "a long run is guarded: acked early behind a lease (RabbitMQ's consumer timeout)");
         Ok(())
     }
@@ -454,7 +486,9 @@ impl WorkerConsumer {
                     .await
                     .map(|()| true)
                 }
-                Ok(guard::Verdict::Finished) => Ok(true),
+                // A redelivered original of a finished run may be a later attempt of the same
+                // task (a retry keeps the id): only a guard copy is dropped on the marker.
+                Ok(guard::Verdict::Finished) => Ok(incoming.carries_guard_header()),
                 Ok(guard::Verdict::Orphaned) => {
                     tracing::warn!(%id, "the worker running a guarded task is gone: running it again");
                     Ok(false)
@@ -518,6 +552,36 @@ fn forward(
             }
         }
     });
+}
+
+/// Hands a delivery that never ran back to its queue as a fresh message: published again
+/// (confirmed) to the tail of its level, then acked. A nack with requeue would count as a
+/// failed delivery toward the queue's `x-delivery-limit` (RabbitMQ 3.10-3.13), so a message a
+/// busy worker returned unstarted a few times was dead-lettered as `worker_lost` without ever
+/// running. When the publish is refused (a bounded level that is full), it is nacked back
+/// instead (counted, but not lost). A crash between the publish and the ack leaves two copies:
+/// at least once.
+async fn hand_back(
+    link: &Link,
+    level_queue: &str,
+    body: Vec<u8>,
+    id: Option<TaskId>,
+    acker: &Acker,
+) -> Result<bool> {
+    let mut fresh = crate::publish::Outgoing::to_queue(level_queue, body);
+    if let Some(id) = id {
+        fresh = fresh.with_message_id(id.to_string());
+    }
+    match link.publish(vec![fresh]).await {
+        Ok(()) => acker
+            .ack(BasicAckOptions::default())
+            .await
+            .map_err(amqp_error),
+        Err(err) => {
+            tracing::warn!(error = %taskq_core::error_chain(&err), "could not publish a returned delivery again; returning it with a nack (it counts toward the delivery limit)");
+            give_back(acker).await.map_err(amqp_error)
+        }
+    }
 }
 
 /// Returns one delivery to the head of its queue (RabbitMQ counts it toward the delivery

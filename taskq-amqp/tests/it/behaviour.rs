@@ -206,3 +206,32 @@ async fn dead_letters_are_capped_newest_first() {
     );
     assert_eq!(broker.stats(&q).await.unwrap().dead, 2);
 }
+
+/// Handing back a delivery that never ran (a worker's leftovers at shutdown, deliveries a busy
+/// worker could not start in time) is not a failed delivery: with nack-requeue, each return
+/// counted toward `x-delivery-limit` (RabbitMQ 3.10-3.13), and a message returned a few times
+/// was dead-lettered as `worker_lost` without ever running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_handed_back_unstarted_do_not_count_toward_the_delivery_limit() {
+    let broker = broker(config().with_delivery_limit(2)).await;
+    let q = queue();
+    let sent = message(&q, 0);
+    let id = sent.id;
+    broker.enqueue(vec![sent]).await.unwrap();
+    for round in 0..5 {
+        let worker = WorkerId::generate();
+        let held = broker
+            .fetch(&worker, std::slice::from_ref(&q), 1, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(&held),
+            vec![id],
+            "round {round}: the message is still there"
+        );
+        assert_eq!(broker.requeue(&worker, &held).await.unwrap(), 1);
+        broker.release_worker(&worker).await.unwrap();
+    }
+    let dead = broker.dead_letters(&q, Page::first(10)).await.unwrap();
+    assert!(dead.is_empty(), "dead-lettered without running: {dead:?}");
+}

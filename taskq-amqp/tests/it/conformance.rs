@@ -12,6 +12,10 @@
 //!   deliveries are not visible over AMQP without the management plugin.
 //! - uniqueness and rate limits need a shared store (Redis).
 //! - bounded queues bound each priority level, not the queue.
+//! - `requeue_returns_to_the_head`: a requeued message is published again, to the tail of its
+//!   level, because a return with nack-requeue counts toward `x-delivery-limit` (RabbitMQ
+//!   3.10-3.13) and would dead-letter a message that never ran. See
+//!   `behaviour::messages_handed_back_unstarted_do_not_count_toward_the_delivery_limit`.
 //!
 //! Inspector exceptions: `stats_count_every_place` and `queue_purge_removes_waiting_messages_only`
 //! count held and scheduled messages and the oldest ready one, which AMQP does not show;
@@ -33,7 +37,6 @@ taskq_testkit::__suite_tests!(transport [tokio::test(flavor = "multi_thread", wo
     a_burst_wakes_enough_waiting_fetches,
     ack_is_fenced,
     retry_stays_in_the_delivery_queue,
-    requeue_returns_to_the_head,
     dead_letter_keeps_payload_and_reason,
 );
 

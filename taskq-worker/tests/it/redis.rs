@@ -380,7 +380,15 @@ async fn a_settle_refused_for_missing_replicas_lands_once_they_are_back() {
         "norep-1",
         "the result landed once writes were accepted again"
     );
-    let stats = client.inspector().stats(DEFAULT_QUEUE).await.unwrap();
+    // The result is written before the ack: the ack follows it.
+    let mut stats = client.inspector().stats(DEFAULT_QUEUE).await.unwrap();
+    for _ in 0..200 {
+        if stats.processing == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stats = client.inspector().stats(DEFAULT_QUEUE).await.unwrap();
+    }
     assert_eq!((stats.pending, stats.processing), (0, 0), "{stats:?}");
     worker.stop().await;
 }
