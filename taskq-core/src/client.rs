@@ -366,7 +366,7 @@ impl Client {
         // One task, one set of options: every invocation has the same queue and uniqueness.
         let planned = args
             .into_iter()
-            .map(|args| plan(name, args, declared, &call, now))
+            .map(|args| plan(name, args, declared, &call, now, self.encryption()))
             .collect::<Result<Vec<_>>>()?;
         let Some(first) = planned.first() else {
             return Ok(Vec::new());

@@ -27,6 +27,8 @@ use chacha20poly1305::{
     aead::{Aead, AeadCore, KeyInit, OsRng, Payload},
     XChaCha20Poly1305, XNonce,
 };
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
 use crate::{Error, Result};
 
@@ -37,6 +39,8 @@ const PREFIX: &str = "taskq-enc:v1:";
 #[derive(Clone)]
 pub struct Encryption {
     keys: Vec<(String, XChaCha20Poly1305)>,
+    /// Derived from the sealing key for [`Encryption::digest`] (never the key itself).
+    digest_key: [u8; 32],
 }
 
 impl fmt::Debug for Encryption {
@@ -76,9 +80,33 @@ pub enum OpenError {
 impl Encryption {
     /// Seals with key `id` (32 bytes) and opens what it sealed.
     pub fn new(id: impl Into<String>, key: [u8; 32]) -> Self {
+        let mut derive =
+            <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("HMAC takes keys of any size");
+        derive.update(b"taskq digest key v1");
         Self {
             keys: vec![(id.into(), XChaCha20Poly1305::new(&key.into()))],
+            digest_key: derive.finalize().into_bytes().into(),
         }
+    }
+
+    /// A keyed digest of `data` (HMAC-SHA256 under a key derived from the sealing key), as a
+    /// UUID: stands in for the arguments where a stable name of them is needed (the default
+    /// uniqueness key), so that nobody without the keys can confirm a guessed value by
+    /// hashing it. Holders of the same sealing key get the same digest.
+    ///
+    /// ```
+    /// let keys = taskq_core::Encryption::new("k1", [7; 32]);
+    /// assert_eq!(keys.digest(b"{\"n\":1}"), keys.digest(b"{\"n\":1}"));
+    /// assert_ne!(keys.digest(b"{\"n\":1}"), taskq_core::Encryption::new("k1", [8; 32]).digest(b"{\"n\":1}"));
+    /// ```
+    pub fn digest(&self, data: &[u8]) -> uuid::Uuid {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.digest_key)
+            .expect("HMAC takes keys of any size");
+        mac.update(data);
+        let bytes: [u8; 32] = mac.finalize().into_bytes().into();
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&bytes[..16]);
+        uuid::Builder::from_custom_bytes(first).into_uuid()
     }
 
     /// The same, also opening values sealed with an older key (rotation).

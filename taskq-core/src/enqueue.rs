@@ -82,6 +82,7 @@ pub(crate) fn plan(
     declared: Option<&TaskOptions>,
     call: &CallOptions,
     now: DateTime<Utc>,
+    encryption: Option<&crate::Encryption>,
 ) -> Result<Planned> {
     let queue = call
         .queue
@@ -112,11 +113,16 @@ pub(crate) fn plan(
         for callback in call.on_success.iter().chain(&call.on_failure) {
             callback.validate()?;
         }
-        let flow = crate::workflow::Flow {
+        let mut flow = crate::workflow::Flow {
             on_success: call.on_success.clone(),
             on_failure: call.on_failure.clone(),
             ..Default::default()
         };
+        if let Some(keys) = encryption {
+            for callback in flow.on_success.iter_mut().chain(&mut flow.on_failure) {
+                callback.seal_args(keys);
+            }
+        }
         envelope.flow = Some(encode_args(&flow)?);
     }
     let window = call
@@ -126,7 +132,7 @@ pub(crate) fn plan(
         let key = call
             .unique_key
             .clone()
-            .unwrap_or_else(|| default_unique_key(&envelope));
+            .unwrap_or_else(|| default_unique_key(&envelope, encryption));
         // The header is what tells the worker to release the key when the task ends.
         if !call.unique_until_expired {
             envelope
@@ -187,9 +193,14 @@ pub fn check_name(what: &'static str, name: &str) -> Result<()> {
     Err(Error::Invalid { what, reason })
 }
 
-/// Task name plus a stable digest (UUID v5) of the encoded arguments.
-fn default_unique_key(envelope: &Envelope) -> String {
-    let digest = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, envelope.args.get().as_bytes());
+/// Task name plus a stable digest of the encoded arguments: a UUID v5, or with encryption a
+/// keyed digest (a plain hash of sealed arguments would let anyone confirm a guessed value).
+fn default_unique_key(envelope: &Envelope, encryption: Option<&crate::Encryption>) -> String {
+    let args = envelope.args.get().as_bytes();
+    let digest = match encryption {
+        Some(keys) => keys.digest(args),
+        None => uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, args),
+    };
     format!("{}:{digest}", envelope.task)
 }
 
@@ -450,6 +461,7 @@ impl<'a, O> Enqueue<'a, O> {
             declared.as_ref(),
             &self.call,
             client.clock().now(),
+            client.encryption(),
         )?;
         client.send_planned(planned).await
     }

@@ -132,6 +132,9 @@ impl Client {
         input: Option<&Value>,
         flow: &Flow,
     ) -> Result<Envelope> {
+        // Sealed in the flow; the envelope's arguments are sealed again as it is sent.
+        let opened = signature.opened(self.encryption())?;
+        let signature = opened.as_ref().unwrap_or(signature);
         let args = signature.args_with(input)?;
         let queue = signature.queue.as_deref().unwrap_or(DEFAULT_QUEUE);
         let mut envelope = Envelope::new(&signature.task, &args, queue, self.clock().now())?;

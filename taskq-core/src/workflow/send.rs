@@ -18,6 +18,12 @@ impl Client {
     ) -> Result<WorkflowRecord> {
         self.check_workflows_supported()?;
         self.resolve(&mut nodes).await?;
+        if let Some(keys) = self.encryption() {
+            // Later steps travel in flows and group records: sealed like any task's arguments.
+            for node in &mut nodes {
+                node.signatures_mut(&mut |signature| signature.seal_args(keys));
+            }
+        }
         let mut all = Vec::new();
         for node in &nodes {
             node.task_ids(&mut all);

@@ -215,6 +215,58 @@ impl Signature {
         Ok(serde_json::Value::Object(args))
     }
 
+    /// Seals the arguments (and those of its callbacks) with `keys`, bound to its id and task
+    /// as a task's sealed arguments are: a workflow's later steps and callbacks then travel
+    /// sealed in its envelopes' `flow` and in group records. Opened again, with the input
+    /// merged in, when the step's envelope is built ([`Signature::opened`]).
+    pub(crate) fn seal_args(&mut self, keys: &crate::Encryption) {
+        if crate::Encryption::sealed_text(&self.args.to_string()).is_none() {
+            let associated = crate::Encryption::associated(self.id, &self.task);
+            self.args = serde_json::Value::String(keys.seal(&self.args.to_string(), &associated));
+        }
+        for callback in self.on_success.iter_mut().chain(&mut self.on_failure) {
+            callback.seal_args(keys);
+        }
+    }
+
+    /// This call with its arguments opened, when they were sealed ([`Signature::seal_args`]);
+    /// `None` when they are plain.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] when they are sealed and `keys` are missing or do not open them.
+    pub(crate) fn opened(&self, keys: Option<&crate::Encryption>) -> Result<Option<Self>> {
+        let serde_json::Value::String(text) = &self.args else {
+            return Ok(None);
+        };
+        if !text.starts_with("taskq-enc:") {
+            return Ok(None);
+        }
+        let invalid = |reason: String| Error::Invalid {
+            what: "workflow step",
+            reason,
+        };
+        let keys = keys.ok_or_else(|| {
+            invalid(format!(
+                "the arguments of `{}` are encrypted and this client has no encryption keys",
+                self.task
+            ))
+        })?;
+        let opened = keys
+            .open(text, &crate::Encryption::associated(self.id, &self.task))
+            .map_err(|err| invalid(format!("the arguments of `{}`: {err}", self.task)))?;
+        let args = serde_json::from_str(&opened).map_err(|_| {
+            invalid(format!(
+                "the opened arguments of `{}` are not JSON",
+                self.task
+            ))
+        })?;
+        Ok(Some(Self {
+            args,
+            ..self.clone()
+        }))
+    }
+
     /// Checks what can be checked before sending: names, and arguments that can take an
     /// input.
     pub(crate) fn validate(&self) -> Result<()> {

@@ -243,3 +243,142 @@ async fn a_full_queue_fails_the_workflow_and_the_worker_keeps_draining() {
     assert_eq!(later.wait(Duration::from_secs(30)).await.unwrap(), 7);
     worker.stop().await;
 }
+
+/// Every key and value taskq keeps in `server`, as text (lists, hashes, sets, sorted sets and
+/// strings), key names included.
+async fn redis_dump(server: &RedisServer) -> String {
+    let mut conn = ::redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = ::redis::cmd("KEYS")
+        .arg("taskq*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut text = String::new();
+    for key in keys {
+        let kind: String = ::redis::cmd("TYPE")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let read = match kind.as_str() {
+            "list" => ::redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).clone(),
+            "hash" => ::redis::cmd("HGETALL").arg(&key).clone(),
+            "set" => ::redis::cmd("SMEMBERS").arg(&key).clone(),
+            "zset" => ::redis::cmd("ZRANGE").arg(&key).arg(0).arg(-1).clone(),
+            "string" => ::redis::cmd("GET").arg(&key).clone(),
+            _ => continue,
+        };
+        let values: Vec<String> = match kind.as_str() {
+            "string" => vec![read.query_async(&mut conn).await.unwrap()],
+            _ => read.query_async(&mut conn).await.unwrap(),
+        };
+        text.push_str(&key);
+        text.push('\n');
+        for value in values {
+            text.push_str(&value);
+            text.push('\n');
+        }
+    }
+    text
+}
+
+/// With encryption, nothing of any argument is readable in Redis: not the first step's (as
+/// before), nor a later step's or a callback's inside the `flow` of the messages that carry
+/// them, nor a chord callback's inside its group's record, nor a digest of the arguments in
+/// a default uniqueness key (a UUIDv5 of them could be confirmed by guessing). Checked while
+/// everything waits in the queue and again after it ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflows_rest_sealed_when_arguments_are_encrypted() {
+    use taskq_core::workflow::{chain, group, Signature};
+    let server = RedisServer::start();
+    let keys = taskq_core::Encryption::new("k1", [5; 32]);
+    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
+        .await
+        .expect("connect")
+        .with_encryption(keys.clone());
+    let secret = "4111-1111-1111-1111";
+    let note = |where_: &str| {
+        Signature::step(&tasks::Note {
+            label: format!("{where_} {secret}"),
+            seen: serde_json::Value::Null,
+        })
+        .unwrap()
+    };
+    let chained = client
+        .send_chain(
+            chain(tasks::Number {
+                label: "sealed-chain".into(),
+                n: 3,
+            })
+            .then_signature(note("step")),
+        )
+        .await
+        .unwrap();
+    let called_back = client
+        .enqueue(tasks::Number {
+            label: "sealed-callback".into(),
+            n: 4,
+        })
+        .on_success(note("callback"))
+        .await
+        .unwrap();
+    let chord = client
+        .send_chain(
+            group((1..=3).map(|n| tasks::Number {
+                label: "sealed-chord".into(),
+                n,
+            }))
+            .then_signature(note("chord")),
+        )
+        .await
+        .unwrap();
+    let unique_args = serde_json::json!({ "label": secret, "n": 5 });
+    client
+        .enqueue_by_name("wf.number", &unique_args)
+        .unique_for(Duration::from_secs(600))
+        .await
+        .unwrap();
+    let guessable = uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_OID,
+        serde_json::to_string(&unique_args).unwrap().as_bytes(),
+    )
+    .to_string();
+
+    let queued = redis_dump(&server).await;
+    assert!(
+        queued.contains("taskq:workflow:"),
+        "the dump sees group records"
+    );
+    assert!(!queued.contains(secret), "readable while queued:\n{queued}");
+    assert!(
+        !queued.contains(&guessable),
+        "a plain digest of arguments is in a key"
+    );
+
+    let worker = tasks::all_tasks(Worker::builder(client.clone()))
+        .encryption(keys)
+        .build()
+        .expect("valid worker");
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
+    chained.wait(Duration::from_secs(30)).await.unwrap();
+    chord.wait(Duration::from_secs(30)).await.unwrap();
+    called_back.wait(Duration::from_secs(30)).await.unwrap();
+    for label in ["step", "callback", "chord"].map(|w| format!("{w} {secret}")) {
+        for _ in 0..200 {
+            if !tasks::runs(&label).is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(tasks::runs(&label).len(), 1, "{label} ran once, opened");
+    }
+    let after = redis_dump(&server).await;
+    assert!(!after.contains(secret), "readable after the run:\n{after}");
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+}
