@@ -414,10 +414,19 @@ impl Execution<'_> {
         executor.recorder.run_time(self.envelope, started.elapsed());
         match attempt {
             Attempt::Succeeded(output) => {
+                let ending = self.succeeded(&output);
+                if self.flow.is_some() && ending.is_none() {
+                    // Its workflow cannot take it: fail it here, so that its record and
+                    // what follows agree (not a SUCCESS followed by `on_failure`).
+                    let error = TaskError::permanent(
+                        "the output cannot be passed on in its workflow: it does not read back as JSON (nested deeper than 128 levels)",
+                    );
+                    self.fail(&task, error).await;
+                    return Outcome::Settled;
+                }
                 tracing::debug!("succeeded");
                 executor.recorder.record(Event::Succeeded, self.envelope);
                 self.hook(On::Success, None, None);
-                let ending = self.succeeded(&output);
                 let record = self
                     .record(&task, TaskState::Success)
                     .with_result(self.sealed(output));

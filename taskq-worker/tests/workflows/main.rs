@@ -102,6 +102,7 @@ on_both!(
     a_failed_member_fails_the_chord_before_the_others_finish,
     a_callback_that_cannot_be_sent_ends_failed,
     a_group_outlives_its_producers_record_ttl,
+    an_output_too_deep_to_pass_on_fails_its_step,
 );
 
 /// With encryption keys, a group's stored member outputs are sealed like results, and the

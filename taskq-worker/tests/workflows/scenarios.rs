@@ -9,7 +9,7 @@ use taskq_core::{
 };
 
 use crate::{
-    tasks::{runs, Add, Note, Number, Repeat, Sleep, Square, SquareInput, Sum, Tally},
+    tasks::{runs, Add, Deep, Note, Number, Repeat, Sleep, Square, SquareInput, Sum, Tally},
     Running,
 };
 
@@ -639,5 +639,48 @@ pub(crate) async fn a_group_outlives_its_producers_record_ttl(client: Client, br
         .await
         .unwrap();
     assert_eq!(sent.wait(WAIT).await.unwrap(), json!(3_000));
+    worker.stop().await;
+}
+
+/// A step whose output nests deeper than JSON is read back (128 levels) cannot pass it on: it
+/// ends FAILURE saying so and its `on_failure` runs, instead of a SUCCESS followed by
+/// `on_failure`.
+pub(crate) async fn an_output_too_deep_to_pass_on_fails_its_step(client: Client, broker: &str) {
+    let label = format!("{broker}-too-deep");
+    let on_success = format!("{broker}-too-deep-success");
+    let on_failure = format!("{broker}-too-deep-failure");
+    let worker = Running::start(&client);
+    let note = |label: &str| {
+        Signature::step(&Note {
+            label: label.to_owned(),
+            seen: serde_json::Value::Null,
+        })
+        .unwrap()
+    };
+    let deep = client
+        .enqueue(Deep {
+            label: label.clone(),
+            depth: 200,
+        })
+        .on_success(note(&on_success))
+        .on_failure(note(&on_failure))
+        .await
+        .unwrap();
+    match deep.wait(WAIT).await {
+        Err(Error::TaskFailed { state, message, .. }) => {
+            assert_eq!(state, TaskState::Failure);
+            assert!(message.contains("cannot be passed on"), "{message}");
+        }
+        other => panic!("expected the step to fail, got {other:?}"),
+    }
+    for _ in 0..200 {
+        if !runs(&on_failure).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    settle().await;
+    assert_eq!(runs(&on_failure).len(), 1);
+    assert!(runs(&on_success).is_empty());
     worker.stop().await;
 }

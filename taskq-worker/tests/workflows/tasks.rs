@@ -224,6 +224,26 @@ impl Run for Repeat {
     }
 }
 
+/// Returns a JSON value nested `depth` arrays deep.
+#[derive(Task, Serialize, Deserialize)]
+#[task(name = "wf.deep", max_retries = 0)]
+pub(crate) struct Deep {
+    pub(crate) label: String,
+    pub(crate) depth: usize,
+}
+
+impl Run for Deep {
+    type Output = serde_json::Value;
+    async fn run(self, _ctx: TaskContext) -> Result<serde_json::Value, TaskError> {
+        count(&self.label, self.depth.into());
+        let mut value = serde_json::Value::Null;
+        for _ in 0..self.depth {
+            value = serde_json::Value::Array(vec![value]);
+        }
+        Ok(value)
+    }
+}
+
 pub(crate) fn all_tasks(builder: WorkerBuilder) -> WorkerBuilder {
     builder
         .register::<Number>()
@@ -235,4 +255,5 @@ pub(crate) fn all_tasks(builder: WorkerBuilder) -> WorkerBuilder {
         .register::<Tally>()
         .register::<Sleep>()
         .register::<Repeat>()
+        .register::<Deep>()
 }
