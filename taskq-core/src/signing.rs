@@ -206,6 +206,18 @@ impl Keyring {
         self
     }
 
+    /// Whether unsigned messages are refused.
+    ///
+    /// ```
+    /// use taskq_core::{Keyring, SigningKey};
+    /// let keys = || vec![SigningKey::new("k1", vec![1; 32])];
+    /// assert!(!Keyring::new(keys()).is_required());
+    /// assert!(Keyring::new(keys()).required().is_required());
+    /// ```
+    pub fn is_required(&self) -> bool {
+        self.required
+    }
+
     /// Checks `envelope`'s signature at `now`.
     ///
     /// # Errors

@@ -717,9 +717,21 @@ impl Execution<'_> {
     /// A workflow step whose SUCCESS is already stored (a redelivery after its worker died
     /// between the result write and the ack) is not run again: running it could put it after
     /// its successor. Its workflow is continued from the stored output instead (idempotent).
+    ///
+    /// Not where signatures are required: nothing authenticates a stored record, and its
+    /// output would become the next step's input, which the worker's client then signs. The
+    /// step runs again instead (its successor is still sent once per id).
     async fn already_succeeded(&self) -> Option<Outcome> {
         self.flow.as_ref().filter(|flow| flow.has_successor())?;
         let executor = self.executor;
+        if executor
+            .settings
+            .signatures
+            .as_ref()
+            .is_some_and(taskq_core::Keyring::is_required)
+        {
+            return None;
+        }
         let stored = match executor.progress.get(self.envelope.id).await {
             Ok(stored) => stored?,
             Err(err) => {

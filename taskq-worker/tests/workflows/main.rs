@@ -383,3 +383,50 @@ async fn workflows_rest_sealed_when_arguments_are_encrypted() {
     stop.cancel();
     handle.await.unwrap().unwrap();
 }
+
+/// Where signatures are required, a stored SUCCESS (which nothing authenticates: anyone who
+/// can write to the backend could have put it there) does not feed the next step: the step
+/// runs again and its own output goes on. Otherwise the worker's client would sign and send a
+/// step whose input came from an attacker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_success_is_not_trusted_where_signatures_are_required() {
+    use taskq_core::{workflow::chain, Keyring, SigningKey, TaskResult, TaskState};
+    let server = RedisServer::start();
+    let key = SigningKey::new("k1", vec![4; 32]);
+    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
+        .await
+        .expect("connect")
+        .with_signing_key(key.clone());
+    let label = "unsigned-success";
+    let sent = client
+        .send_chain(
+            chain(tasks::Number {
+                label: label.into(),
+                n: 3,
+            })
+            .then(tasks::Add::step(label, 1)),
+        )
+        .await
+        .unwrap();
+    let first = client.workflow(sent.id()).await.unwrap().unwrap().members[0];
+    let planted = TaskResult::new(first, "wf.number", TaskState::Success, chrono::Utc::now())
+        .with_result(serde_json::value::to_raw_value(&999).unwrap());
+    client
+        .backend()
+        .store(&planted, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let worker = tasks::all_tasks(Worker::builder(client.clone()))
+        .verify_signatures(Keyring::new(vec![key]).required())
+        .build()
+        .expect("valid worker");
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
+    assert_eq!(
+        sent.wait(Duration::from_secs(30)).await.unwrap(),
+        4,
+        "the next step got the step's own output, not the planted one"
+    );
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+}
