@@ -23,6 +23,7 @@
 #[allow(missing_docs)]
 pub mod backend_suite;
 mod cluster;
+mod dump;
 mod proxy;
 mod rabbitmq;
 mod sentinel;

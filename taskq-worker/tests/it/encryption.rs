@@ -29,47 +29,7 @@ async fn arguments_and_results_are_encrypted_at_rest_in_redis() {
         })
         .await
         .unwrap();
-    let mut redis = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let dump = |conn: &mut redis::aio::MultiplexedConnection| {
-        let mut conn = conn.clone();
-        async move {
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg("taskq:*")
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            let mut text = String::new();
-            for key in keys {
-                let kind: String = redis::cmd("TYPE")
-                    .arg(&key)
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap();
-                let value: Vec<String> = match kind.as_str() {
-                    "list" => redis::cmd("LRANGE")
-                        .arg(&key)
-                        .arg(0)
-                        .arg(-1)
-                        .query_async(&mut conn)
-                        .await
-                        .unwrap(),
-                    "string" => vec![redis::cmd("GET")
-                        .arg(&key)
-                        .query_async(&mut conn)
-                        .await
-                        .unwrap()],
-                    _ => Vec::new(),
-                };
-                text.push_str(&value.join("\n"));
-            }
-            text
-        }
-    };
-    let queued = dump(&mut redis).await;
+    let queued = server.dump().await;
     assert!(queued.contains("test.record"), "metadata stays readable");
     assert!(!queued.contains(secret), "arguments are sealed: {queued}");
 
@@ -82,7 +42,7 @@ async fn arguments_and_results_are_encrypted_at_rest_in_redis() {
         serde_json::to_string(secret).unwrap()
     );
     worker.stop().await;
-    let stored = dump(&mut redis).await;
+    let stored = server.dump().await;
     assert!(stored.contains("SUCCESS"));
     assert!(!stored.contains(secret), "results are sealed: {stored}");
 

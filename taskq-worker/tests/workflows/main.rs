@@ -8,7 +8,7 @@ use std::{future::Future, time::Duration};
 
 use taskq_core::Client;
 use taskq_testkit::RedisServer;
-use taskq_worker::{Worker, WorkerConfig, WorkerReport};
+use taskq_worker::{Worker, WorkerBuilder, WorkerConfig, WorkerReport};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -24,12 +24,18 @@ impl Running {
     }
 
     pub(crate) fn start_with(client: &Client, configure: impl FnOnce(&mut WorkerConfig)) -> Self {
-        let worker = tasks::all_tasks(Worker::builder(client.clone()))
-            .concurrency(32)
-            .liveness(Duration::from_millis(200), Duration::from_secs(1))
-            .configure(configure)
-            .build()
-            .expect("valid worker");
+        Self::spawn(
+            Worker::builder(client.clone())
+                .concurrency(32)
+                .liveness(Duration::from_millis(200), Duration::from_secs(1))
+                .configure(configure),
+        )
+    }
+
+    /// A worker running every workflow test task, built from `builder` (for what
+    /// [`WorkerConfig`] does not hold: keys, signatures).
+    pub(crate) fn spawn(builder: WorkerBuilder) -> Self {
+        let worker = tasks::all_tasks(builder).build().expect("valid worker");
         let stop = CancellationToken::new();
         let handle = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
         Self { stop, handle }
@@ -116,12 +122,7 @@ async fn member_outputs_rest_sealed_when_results_are_encrypted() {
         .await
         .expect("connect")
         .with_encryption(keys.clone());
-    let worker = tasks::all_tasks(Worker::builder(client.clone()))
-        .encryption(keys)
-        .build()
-        .expect("valid worker");
-    let stop = CancellationToken::new();
-    let handle = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
+    let worker = Running::spawn(Worker::builder(client.clone()).encryption(keys));
     let label = "sealed-members";
     let sent = client
         .send_chain(
@@ -147,8 +148,7 @@ async fn member_outputs_rest_sealed_when_results_are_encrypted() {
         let output = outcome["output"].as_str().unwrap_or_default();
         assert!(output.starts_with("taskq-enc:v1:k1:"), "{outcome}");
     }
-    stop.cancel();
-    handle.await.unwrap().unwrap();
+    worker.stop().await;
 }
 
 /// A step whose arguments do not open is dead-lettered unrun, and what follows it ends too (its
@@ -157,12 +157,9 @@ async fn member_outputs_rest_sealed_when_results_are_encrypted() {
 async fn an_undecryptable_step_ends_the_rest_of_its_chain() {
     use taskq_core::workflow::chain;
     let client = Client::in_memory().with_encryption(taskq_core::Encryption::new("k1", [1; 32]));
-    let worker = tasks::all_tasks(Worker::builder(client.clone()))
-        .encryption(taskq_core::Encryption::new("k2", [2; 32]))
-        .build()
-        .expect("valid worker");
-    let stop = CancellationToken::new();
-    let handle = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
+    let worker = Running::spawn(
+        Worker::builder(client.clone()).encryption(taskq_core::Encryption::new("k2", [2; 32])),
+    );
     let sent = client
         .send_chain(
             chain(tasks::Number {
@@ -180,8 +177,7 @@ async fn an_undecryptable_step_ends_the_rest_of_its_chain() {
         other => panic!("expected the chain to fail, got {other:?}"),
     }
     assert!(tasks::runs("undecryptable").is_empty(), "nothing ran");
-    stop.cancel();
-    handle.await.unwrap().unwrap();
+    worker.stop().await;
 }
 
 /// A bounded queue with less room than a workflow's next group needs: the members that fit
@@ -243,48 +239,6 @@ async fn a_full_queue_fails_the_workflow_and_the_worker_keeps_draining() {
     let later = later.expect("the queue never had room again: the worker stopped draining");
     assert_eq!(later.wait(Duration::from_secs(30)).await.unwrap(), 7);
     worker.stop().await;
-}
-
-/// Every key and value taskq keeps in `server`, as text (lists, hashes, sets, sorted sets and
-/// strings), key names included.
-async fn redis_dump(server: &RedisServer) -> String {
-    let mut conn = ::redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let keys: Vec<String> = ::redis::cmd("KEYS")
-        .arg("taskq*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let mut text = String::new();
-    for key in keys {
-        let kind: String = ::redis::cmd("TYPE")
-            .arg(&key)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        let read = match kind.as_str() {
-            "list" => ::redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).clone(),
-            "hash" => ::redis::cmd("HGETALL").arg(&key).clone(),
-            "set" => ::redis::cmd("SMEMBERS").arg(&key).clone(),
-            "zset" => ::redis::cmd("ZRANGE").arg(&key).arg(0).arg(-1).clone(),
-            "string" => ::redis::cmd("GET").arg(&key).clone(),
-            _ => continue,
-        };
-        let values: Vec<String> = match kind.as_str() {
-            "string" => vec![read.query_async(&mut conn).await.unwrap()],
-            _ => read.query_async(&mut conn).await.unwrap(),
-        };
-        text.push_str(&key);
-        text.push('\n');
-        for value in values {
-            text.push_str(&value);
-            text.push('\n');
-        }
-    }
-    text
 }
 
 /// With encryption, nothing of any argument is readable in Redis: not the first step's (as
@@ -349,7 +303,7 @@ async fn workflows_rest_sealed_when_arguments_are_encrypted() {
     )
     .to_string();
 
-    let queued = redis_dump(&server).await;
+    let queued = server.dump().await;
     assert!(
         queued.contains("taskq:workflow:"),
         "the dump sees group records"
@@ -360,28 +314,17 @@ async fn workflows_rest_sealed_when_arguments_are_encrypted() {
         "a plain digest of arguments is in a key"
     );
 
-    let worker = tasks::all_tasks(Worker::builder(client.clone()))
-        .encryption(keys)
-        .build()
-        .expect("valid worker");
-    let stop = CancellationToken::new();
-    let handle = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
+    let worker = Running::spawn(Worker::builder(client.clone()).encryption(keys));
     chained.wait(Duration::from_secs(30)).await.unwrap();
     chord.wait(Duration::from_secs(30)).await.unwrap();
     called_back.wait(Duration::from_secs(30)).await.unwrap();
     for label in ["step", "callback", "chord"].map(|w| format!("{w} {secret}")) {
-        for _ in 0..200 {
-            if !tasks::runs(&label).is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        tasks::wait_for_runs(&[&label]).await;
         assert_eq!(tasks::runs(&label).len(), 1, "{label} ran once, opened");
     }
-    let after = redis_dump(&server).await;
+    let after = server.dump().await;
     assert!(!after.contains(secret), "readable after the run:\n{after}");
-    stop.cancel();
-    handle.await.unwrap().unwrap();
+    worker.stop().await;
 }
 
 /// Where signatures are required, a stored SUCCESS (which nothing authenticates: anyone who
@@ -416,17 +359,13 @@ async fn a_stored_success_is_not_trusted_where_signatures_are_required() {
         .store(&planted, Duration::from_secs(60))
         .await
         .unwrap();
-    let worker = tasks::all_tasks(Worker::builder(client.clone()))
-        .verify_signatures(Keyring::new(vec![key]).required())
-        .build()
-        .expect("valid worker");
-    let stop = CancellationToken::new();
-    let handle = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
+    let worker = Running::spawn(
+        Worker::builder(client.clone()).verify_signatures(Keyring::new(vec![key]).required()),
+    );
     assert_eq!(
         sent.wait(Duration::from_secs(30)).await.unwrap(),
         4,
         "the next step got the step's own output, not the planted one"
     );
-    stop.cancel();
-    handle.await.unwrap().unwrap();
+    worker.stop().await;
 }

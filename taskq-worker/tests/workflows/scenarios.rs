@@ -9,7 +9,10 @@ use taskq_core::{
 };
 
 use crate::{
-    tasks::{runs, Add, Deep, Note, Number, Repeat, Sleep, Square, SquareInput, Sum, Tally},
+    tasks::{
+        runs, wait_for_runs, Add, Deep, Note, Number, Repeat, Sleep, Square, SquareInput, Sum,
+        Tally,
+    },
     Running,
 };
 
@@ -221,12 +224,7 @@ pub(crate) async fn callbacks_on_success_and_failure(client: Client, broker: &st
         .unwrap();
     assert_eq!(ok.wait(WAIT).await.unwrap(), 5);
     assert!(failing.wait(WAIT).await.unwrap_err().is_task_failure());
-    for _ in 0..200 {
-        if !runs(&on_success).is_empty() && !runs(&on_failure).is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_runs(&[&on_success, &on_failure]).await;
     settle().await;
     assert_eq!(
         runs(&on_success),
@@ -673,12 +671,7 @@ pub(crate) async fn an_output_too_deep_to_pass_on_fails_its_step(client: Client,
         }
         other => panic!("expected the step to fail, got {other:?}"),
     }
-    for _ in 0..200 {
-        if !runs(&on_failure).is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_runs(&[&on_failure]).await;
     settle().await;
     assert_eq!(runs(&on_failure).len(), 1);
     assert!(runs(&on_success).is_empty());

@@ -27,6 +27,16 @@ pub(crate) fn runs(label: &str) -> Vec<serde_json::Value> {
         .unwrap_or_default()
 }
 
+/// Waits up to ten seconds for a run under each of `labels`.
+pub(crate) async fn wait_for_runs(labels: &[&str]) {
+    for _ in 0..200 {
+        if labels.iter().all(|label| !runs(label).is_empty()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Returns `n`.
 #[derive(Task, Serialize, Deserialize)]
 #[task(name = "wf.number", max_retries = 0)]
