@@ -55,6 +55,8 @@ struct Inner {
     encryption: Option<crate::Encryption>,
     /// How long the records of workflows this client sends are kept.
     workflow_ttl: std::time::Duration,
+    /// The keys group members' outcomes must be signed with, when continuing workflows.
+    outcome_keys: Option<crate::Keyring>,
 }
 
 impl Client {
@@ -79,6 +81,7 @@ impl Client {
                 signing: None,
                 encryption: None,
                 workflow_ttl: crate::DEFAULT_RESULT_TTL,
+                outcome_keys: None,
             }),
         }
     }
@@ -149,6 +152,32 @@ impl Client {
         self.edited(|inner| inner.workflow_ttl = ttl)
     }
 
+    /// The same client, which, continuing a workflow (a worker's client), trusts a group
+    /// member's recorded outcome only when it is signed by a key of `keyring`, if the keyring
+    /// requires signatures: a chord's callback takes its input from those records, in the
+    /// result backend, where nothing else authenticates them. Workers set it from their own
+    /// `verify_signatures` keyring; outcomes are signed with the client's signing key.
+    ///
+    /// ```
+    /// use taskq_core::{Client, Keyring, SigningKey};
+    /// let key = SigningKey::new("k1", vec![7; 32]);
+    /// let client = Client::in_memory()
+    ///     .with_signing_key(key.clone())
+    ///     .with_outcome_keys(Keyring::new(vec![key]).required());
+    /// # let _ = client;
+    /// ```
+    pub fn with_outcome_keys(self, keyring: crate::Keyring) -> Self {
+        self.edited(|inner| inner.outcome_keys = Some(keyring))
+    }
+
+    /// The key outcomes are signed with, and the keys they are checked against.
+    pub(crate) fn outcome_signing(&self) -> (Option<&crate::SigningKey>, Option<&crate::Keyring>) {
+        (
+            self.inner.signing.as_ref(),
+            self.inner.outcome_keys.as_ref(),
+        )
+    }
+
     /// How long the records of workflows this client sends are kept.
     pub(crate) fn workflow_ttl(&self) -> std::time::Duration {
         self.inner.workflow_ttl
@@ -196,6 +225,7 @@ impl Client {
             signing: self.inner.signing.clone(),
             encryption: self.inner.encryption.clone(),
             workflow_ttl: self.inner.workflow_ttl,
+            outcome_keys: self.inner.outcome_keys.clone(),
         };
         edit(&mut inner);
         Self {

@@ -113,18 +113,24 @@ impl SigningKey {
 
     /// Signs `envelope` (sets its `sig` to `<key id>:<hex HMAC-SHA256>`).
     pub fn sign(&self, envelope: &mut Envelope) {
-        let mac = self.mac(envelope).finalize().into_bytes();
+        envelope.sig = Some(self.sign_bytes(&canonical_bytes(envelope)));
+    }
+
+    /// `<key id>:<hex HMAC-SHA256>` of `data`: for records taskq writes that drive what runs
+    /// next (a group member's outcome), checked with [`Keyring::verify_bytes`].
+    pub(crate) fn sign_bytes(&self, data: &[u8]) -> String {
+        let mac = self.mac(data).finalize().into_bytes();
         let mut hex = String::with_capacity(mac.len() * 2);
         for byte in mac {
             let _ = write!(hex, "{byte:02x}");
         }
-        envelope.sig = Some(format!("{}:{hex}", self.id));
+        format!("{}:{hex}", self.id)
     }
 
-    fn mac(&self, envelope: &Envelope) -> HmacSha256 {
+    fn mac(&self, data: &[u8]) -> HmacSha256 {
         let mut mac =
             HmacSha256::new_from_slice(&self.secret).expect("HMAC takes keys of any size");
-        mac.update(&canonical_bytes(envelope));
+        mac.update(data);
         mac
     }
 }
@@ -224,7 +230,17 @@ impl Keyring {
     ///
     /// A [`SignatureError`] saying why it is refused.
     pub fn verify(&self, envelope: &Envelope, now: DateTime<Utc>) -> Result<(), SignatureError> {
-        let Some(sig) = &envelope.sig else {
+        self.verify_bytes(&canonical_bytes(envelope), envelope.sig.as_deref(), now)
+    }
+
+    /// Checks `sig` (made by [`SigningKey::sign_bytes`]) over `data` at `now`.
+    pub(crate) fn verify_bytes(
+        &self,
+        data: &[u8],
+        sig: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(), SignatureError> {
+        let Some(sig) = sig else {
             return if self.required {
                 Err(SignatureError::Missing)
             } else {
@@ -248,7 +264,7 @@ impl Keyring {
             .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
             .collect::<std::result::Result<Vec<u8>, _>>()
             .map_err(|_| SignatureError::Malformed)?;
-        key.mac(envelope)
+        key.mac(data)
             .verify_slice(&expected)
             .map_err(|_| SignatureError::Mismatch(id.to_owned()))
     }

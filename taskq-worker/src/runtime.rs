@@ -43,6 +43,11 @@ pub(crate) async fn run(
             rate_limited.join(", ")
         )));
     }
+    // Where signatures are checked, the group outcomes a chord's callback is fed from are too.
+    let client = match &config.signatures {
+        Some(keyring) => client.with_outcome_keys(keyring.clone()),
+        None => client,
+    };
     let shared = Shared {
         recorder: Arc::new(Recorder::new(config.metrics)),
         revocations: Arc::new(Revocations::default()),

@@ -148,6 +148,7 @@ impl Client {
             }
             let statuses = self.backend().report_members(&reports, ttl).await?;
             for status in statuses {
+                let status = self.authenticated(status);
                 work.extend(group_continuation(status).map(|c| self.opened_outputs(c)));
             }
         }
@@ -194,13 +195,17 @@ impl Client {
                 } else if let Some(member_of) = context.member_of {
                     reports.push((
                         member_of,
-                        MemberOutcome {
-                            id: origin.0,
-                            task: origin.1,
-                            state: TaskState::Success,
-                            output: Some(self.sealed_output(output, member_of)),
-                            error: None,
-                        },
+                        self.signed_outcome(
+                            member_of,
+                            MemberOutcome {
+                                id: origin.0,
+                                task: origin.1,
+                                state: TaskState::Success,
+                                output: Some(self.sealed_output(output, member_of)),
+                                error: None,
+                                sig: None,
+                            },
+                        ),
                     ));
                 }
             }
@@ -219,13 +224,17 @@ impl Client {
                 if let Some(member_of) = context.member_of {
                     reports.push((
                         member_of,
-                        MemberOutcome {
-                            id: origin.0,
-                            task: origin.1,
-                            state,
-                            output: None,
-                            error: Some(error),
-                        },
+                        self.signed_outcome(
+                            member_of,
+                            MemberOutcome {
+                                id: origin.0,
+                                task: origin.1,
+                                state,
+                                output: None,
+                                error: Some(error),
+                                sig: None,
+                            },
+                        ),
                     ));
                 }
             }
@@ -275,6 +284,73 @@ impl Client {
             }
         }
         continuation
+    }
+}
+
+impl Client {
+    /// `outcome` signed with the client's signing key, when it has one.
+    fn signed_outcome(&self, member_of: MemberOf, mut outcome: MemberOutcome) -> MemberOutcome {
+        if let (Some(key), _) = self.outcome_signing() {
+            outcome.sig = Some(key.sign_bytes(&outcome.signed_bytes(member_of.group)));
+        }
+        outcome
+    }
+
+    /// `status` with every outcome whose signature does not hold (where signatures are
+    /// required) turned into a failure saying so: the callback never receives an input that
+    /// no worker with a key reported.
+    fn authenticated(&self, status: GroupStatus) -> GroupStatus {
+        let (_, Some(keyring)) = self.outcome_signing() else {
+            return status;
+        };
+        if !keyring.is_required() {
+            return status;
+        }
+        let now = self.clock().now();
+        // The outcome as the callback may see it, and whether its signature was refused.
+        let check = |group: TaskId, outcome: MemberOutcome| -> (MemberOutcome, bool) {
+            let held =
+                keyring.verify_bytes(&outcome.signed_bytes(group), outcome.sig.as_deref(), now);
+            match held {
+                Ok(()) => (outcome, false),
+                Err(err) => {
+                    tracing::error!(group = %group, member = %outcome.id, error = %err, "a group member's recorded outcome is not signed by an accepted key; failing the group");
+                    let refused = MemberOutcome {
+                        state: TaskState::Failure,
+                        output: None,
+                        error: Some(format!("its recorded outcome is refused: {err}")),
+                        sig: None,
+                        ..outcome
+                    };
+                    (refused, true)
+                }
+            }
+        };
+        match status {
+            GroupStatus::Complete(record, outcomes) => {
+                let mut first_refused = None;
+                let mut checked = Vec::with_capacity(outcomes.len());
+                for outcome in outcomes {
+                    let (outcome, refused) = check(record.id, outcome);
+                    if refused && first_refused.is_none() {
+                        first_refused = Some(outcome.clone());
+                    }
+                    checked.push(outcome);
+                }
+                match first_refused {
+                    // A settled group's callback sees every outcome, the refused as failures.
+                    Some(refused) if !record.settled => {
+                        GroupStatus::Failed(record, Box::new(refused))
+                    }
+                    _ => GroupStatus::Complete(record, checked),
+                }
+            }
+            GroupStatus::Failed(record, failed) => {
+                let (failed, _) = check(record.id, *failed);
+                GroupStatus::Failed(record, Box::new(failed))
+            }
+            other => other,
+        }
     }
 }
 

@@ -230,6 +230,26 @@ pub struct MemberOutcome {
     /// Why it failed, otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// `<key id>:<hex>` by the reporting worker's signing key, when it has one: a chord's
+    /// callback takes its input from these records, so a worker that requires signatures
+    /// refuses outcomes without a valid one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<String>,
+}
+
+impl MemberOutcome {
+    /// The bytes its signature covers: the group and everything but the signature.
+    pub(crate) fn signed_bytes(&self, group: crate::TaskId) -> Vec<u8> {
+        serde_json::to_vec(&(
+            group.to_string(),
+            self.id.to_string(),
+            &self.task,
+            self.state,
+            &self.output,
+            &self.error,
+        ))
+        .expect("plain values serialize")
+    }
 }
 
 /// What recording a member's outcome found.

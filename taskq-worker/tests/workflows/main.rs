@@ -369,3 +369,54 @@ async fn a_stored_success_is_not_trusted_where_signatures_are_required() {
     );
     worker.stop().await;
 }
+
+/// Where signatures are required, a chord's callback is not fed a member outcome that no
+/// worker with a key reported: an outcome planted in the group's record (first report wins)
+/// before the member ran fails the chord instead of becoming the callback's input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planted_member_outcome_is_refused_where_signatures_are_required() {
+    use taskq_core::{workflow::group, Keyring, SigningKey};
+    let server = RedisServer::start();
+    let key = SigningKey::new("k1", vec![6; 32]);
+    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
+        .await
+        .expect("connect")
+        .with_signing_key(key.clone());
+    let label = "planted-outcome";
+    let sent = client
+        .send_chain(
+            group((1..=3).map(|n| tasks::Number {
+                label: label.into(),
+                n,
+            }))
+            .then(tasks::Sum::callback(label)),
+        )
+        .await
+        .unwrap();
+    let first = client.workflow(sent.id()).await.unwrap().unwrap().members[0];
+    let planted = serde_json::json!({
+        "id": first, "task": "wf.number", "state": "SUCCESS", "output": 1000
+    });
+    let mut conn = ::redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let () = ::redis::cmd("HSET")
+        .arg(format!("taskq:workflow:{{{}}}:done", sent.id()))
+        .arg(0)
+        .arg(planted.to_string())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let worker = Running::spawn(
+        Worker::builder(client.clone()).verify_signatures(Keyring::new(vec![key]).required()),
+    );
+    match sent.wait(Duration::from_secs(30)).await {
+        Err(taskq_core::Error::TaskFailed { message, .. }) => {
+            assert!(message.contains("recorded outcome is refused"), "{message}");
+        }
+        other => panic!("expected the chord to fail, got {other:?}"),
+    }
+    worker.stop().await;
+}
