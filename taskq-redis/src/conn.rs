@@ -17,7 +17,7 @@ use parking_lot::RwLock;
 use redis::{
     aio::{ConnectionLike, ConnectionManager},
     cluster_async::ClusterConnection,
-    cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr},
+    cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr},
     sentinel::SentinelClient,
     Cmd, Pipeline, RedisFuture, RedisResult, Value,
 };
@@ -26,7 +26,7 @@ use taskq_core::Result;
 
 use crate::{
     connection::{manager, redis_error},
-    replicas::{connected_replicas, DurableWrites, Wait},
+    Durable,
 };
 
 /// A connection of any topology; cheap to clone (clones share the connection).
@@ -82,87 +82,32 @@ impl Conn {
         Ok(warnings)
     }
 
-    /// Under durable writes, waits until the replicas asked for have every write sent so far
-    /// through this connection to the server holding `key`; on a master with fewer replicas
-    /// attached, waits for those attached (see [`crate::replicas`]).
+    /// Under durable writes, waits until `durable.replicas` replicas have every write sent so
+    /// far through this connection to the server holding `key`.
     ///
     /// # Errors
     ///
-    /// A transient [`taskq_core::Error::Broker`] when an attached replica did not acknowledge
-    /// in time.
-    pub(crate) async fn replicate(
-        &mut self,
-        durable: Option<&DurableWrites>,
-        key: &str,
-    ) -> Result<()> {
+    /// A transient [`taskq_core::Error::Broker`] when fewer acknowledged in time.
+    pub(crate) async fn replicate(&mut self, durable: Option<Durable>, key: &str) -> Result<()> {
         let Some(durable) = durable else {
             return Ok(());
         };
-        let slot = self.slot_of(key);
-        let wanted = match durable.wait_for(slot) {
-            Wait::Whole => durable.setting.replicas,
-            Wait::Degraded(attached) => attached,
-            Wait::Recheck => durable.attached(slot, self.attached_replicas(key).await?),
-        };
-        if wanted == 0 {
-            return Ok(());
-        }
-        let acknowledged = match self
-            .wait_for_replicas(key, wanted, durable.setting.timeout)
+        let acknowledged = self
+            .wait_for_replicas(key, durable.replicas, durable.timeout)
             .await
-        {
-            Ok(acknowledged) => acknowledged,
-            // A `WAIT` as long as the response timeout ends on the client's side first.
-            Err(err) if err.is_timeout() => 0,
-            Err(err) => return Err(redis_error(err)),
-        };
-        if acknowledged >= wanted {
-            return Ok(());
-        }
-        // Fewer than asked: a master short of replicas waits only for those attached.
-        let attached = durable.attached(slot, self.attached_replicas(key).await?);
-        if acknowledged >= attached {
+            .map_err(redis_error)?;
+        if acknowledged >= durable.replicas {
             return Ok(());
         }
         Err(taskq_core::Error::Broker {
             transport: "redis",
             transient: true,
             source: format!(
-                "written on the master, but {acknowledged} of {wanted} replicas acknowledged within {:?}: a failover now could lose it",
-                durable.setting.timeout
+                "written on the master, but {acknowledged} of {} replicas acknowledged within {:?}: a failover now could lose it",
+                durable.replicas, durable.timeout
             )
             .into(),
         })
-    }
-
-    /// The hash slot of `key` on a cluster (durable writes keep their state per master, found
-    /// by slot); one slot for all keys elsewhere (one master).
-    fn slot_of(&self, key: &str) -> Slot {
-        match self {
-            Self::Cluster(_) => Slot::for_key(key),
-            _ => Slot::for_key(""),
-        }
-    }
-
-    /// How many replicas the master holding `key` has attached (`INFO replication`).
-    async fn attached_replicas(&mut self, key: &str) -> Result<usize> {
-        let mut info = redis::cmd("INFO");
-        info.arg("replication");
-        let text: String = match self {
-            Self::Cluster(conn) => {
-                let route = Route::with_key(key, SlotAddr::Master);
-                let value = conn
-                    .route_command(
-                        info,
-                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
-                    )
-                    .await
-                    .map_err(redis_error)?;
-                redis::from_redis_value(value).map_err(|err| redis_error(err.into()))?
-            }
-            _ => info.query_async(self).await.map_err(redis_error)?,
-        };
-        Ok(connected_replicas(&text).unwrap_or(0))
     }
 
     /// Waits until `replicas` replicas acknowledged every write sent so far through this

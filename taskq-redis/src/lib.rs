@@ -27,7 +27,6 @@ mod config;
 mod conn;
 mod connection;
 mod keys;
-mod replicas;
 mod scripts;
 mod server;
 

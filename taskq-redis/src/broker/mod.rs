@@ -61,8 +61,6 @@ pub struct RedisBroker {
 #[derive(Debug)]
 struct Shared {
     config: RedisConfig,
-    /// Durable writes, when on, and the masters known to be short of replicas.
-    durable: Option<crate::replicas::DurableWrites>,
     server: Server,
     /// Ordinary commands and scripts, multiplexed.
     conn: Conn,
@@ -226,7 +224,6 @@ impl RedisBroker {
         let correction = Arc::new(AtomicI64::new(0));
         let broker = Self {
             shared: Arc::new(Shared {
-                durable: crate::replicas::DurableWrites::new(config.durable()),
                 config,
                 server,
                 conn,
@@ -361,7 +358,7 @@ impl RedisBroker {
     async fn replicate_settle(&self, key: &str) {
         if let Err(err) = self
             .conn()
-            .replicate(self.shared.durable.as_ref(), key)
+            .replicate(self.shared.config.durable(), key)
             .await
         {
             tracing::warn!(error = %err, "settle not replicated in time; a failover now would redeliver the message");
@@ -711,7 +708,7 @@ impl RedisBroker {
             });
         }
         conn.replicate(
-            self.shared.durable.as_ref(),
+            self.shared.config.durable(),
             &QueueKeys::new(batches[0].queue).wake(),
         )
         .await

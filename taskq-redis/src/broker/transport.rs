@@ -82,7 +82,7 @@ impl Transport for RedisBroker {
                 .await
                 .map_err(redis_error)?;
             conn.replicate(
-                self.shared.durable.as_ref(),
+                self.shared.config.durable(),
                 &QueueKeys::new(batches[0].queue).wake(),
             )
             .await?;
@@ -128,7 +128,7 @@ impl Transport for RedisBroker {
             });
         }
         self.conn()
-            .replicate(self.shared.durable.as_ref(), &keys.wake())
+            .replicate(self.shared.config.durable(), &keys.wake())
             .await?;
         if !holder.is_empty() {
             return Ok(Some(holder.parse().unwrap_or_default()));
