@@ -280,11 +280,7 @@ impl Settler {
     /// One settle of `batch`: results, workflows, ack. What it did not finish stays in the
     /// completions (results not stored, workflows not continued), so that it can run again.
     async fn settle(&self, batch: &mut [Completion]) -> Result<(), Abandoned> {
-        let (records, owners): (Vec<TaskResult>, Vec<usize>) = batch
-            .iter_mut()
-            .enumerate()
-            .filter_map(|(index, c)| c.record.take().map(|record| (record, index)))
-            .unzip();
+        let (records, owners) = take_each(batch, |c| &mut c.record);
         if !records.is_empty() {
             let (backend, ttl) = (&self.backend, self.result_ttl);
             let stored = insist_or_error("store results", &self.hard_stop, || {
@@ -292,17 +288,11 @@ impl Settler {
             })
             .await;
             if let Err(why) = stored {
-                for (record, index) in records.into_iter().zip(owners) {
-                    batch[index].record = Some(record);
-                }
+                put_back(batch, records, owners, |c| &mut c.record);
                 return Err(why);
             }
         }
-        let (finished, owners): (Vec<Finished>, Vec<usize>) = batch
-            .iter_mut()
-            .enumerate()
-            .filter_map(|(index, c)| c.workflow.take().map(|finished| (finished, index)))
-            .unzip();
+        let (finished, owners) = take_each(batch, |c| &mut c.workflow);
         if !finished.is_empty() {
             let (client, ttl) = (&self.client, self.result_ttl);
             let continued = insist_or_error("continue workflows", &self.hard_stop, || {
@@ -310,9 +300,7 @@ impl Settler {
             })
             .await;
             if let Err(why) = continued {
-                for (finished, index) in finished.into_iter().zip(owners) {
-                    batch[index].workflow = Some(finished);
-                }
+                put_back(batch, finished, owners, |c| &mut c.workflow);
                 return Err(why);
             }
         }
@@ -341,16 +329,39 @@ impl Settler {
     /// whose success is stored continues without running again.
     async fn unsettled(&self, completion: &Completion, err: &taskq_core::Error) {
         let error = format!("not settled: {}", error_chain(err));
-        tracing::error!(
-            queue = completion.delivery.queue(),
-            task.id = ?completion.delivery.id(),
-            %error,
-            "dead-lettering a message that cannot be settled"
-        );
+        let (queue, id) = (completion.delivery.queue(), completion.delivery.id());
         if completion.acked {
+            // Acknowledged before it ran (at-most-once): nothing left to hand anyone.
+            tracing::error!(queue, task.id = ?id, %error, "a finished at-most-once message could not be settled");
             return;
         }
+        tracing::error!(queue, task.id = ?id, %error, "dead-lettering a message that cannot be settled");
         self.dead_letter(&completion.delivery, DeadReason::Failed, error, None)
             .await;
+    }
+}
+
+/// Takes the field `of` picks out of every completion that has it, with the position it came
+/// from, so that a step refused for good can [`put_back`] what it did not finish.
+fn take_each<T>(
+    batch: &mut [Completion],
+    of: impl Fn(&mut Completion) -> &mut Option<T>,
+) -> (Vec<T>, Vec<usize>) {
+    batch
+        .iter_mut()
+        .enumerate()
+        .filter_map(|(index, completion)| of(completion).take().map(|value| (value, index)))
+        .unzip()
+}
+
+/// Undoes [`take_each`].
+fn put_back<T>(
+    batch: &mut [Completion],
+    values: Vec<T>,
+    owners: Vec<usize>,
+    of: impl Fn(&mut Completion) -> &mut Option<T>,
+) {
+    for (value, index) in values.into_iter().zip(owners) {
+        *of(&mut batch[index]) = Some(value);
     }
 }

@@ -309,20 +309,7 @@ async fn a_poison_message_ends_with_a_failure_its_waiter_sees() {
         })
         .await
         .unwrap();
-    // A worker that took the message and vanished.
-    let lost = WorkerId::generate();
-    let queues = ["default".to_owned()];
-    let membership = client.broker().membership().unwrap();
-    membership
-        .heartbeat(&lost, &queues, Duration::from_millis(200))
-        .await
-        .unwrap();
-    let held = client
-        .broker()
-        .fetch(&lost, &queues, 1, Duration::ZERO)
-        .await
-        .unwrap();
-    assert_eq!(held.len(), 1);
+    crate::support::vanished_worker_holding(&client, 1).await;
     // A reaper that allows no redelivery dead-letters it as worker_lost at once.
     let worker = Running::start(all_tasks(builder(&client)).configure(|config| {
         config.max_redeliveries = 0;

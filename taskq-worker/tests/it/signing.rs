@@ -142,20 +142,7 @@ async fn the_reaper_does_not_continue_the_workflow_of_an_unsigned_poison_message
         .on_failure(callback)
         .await
         .unwrap();
-    // A worker that took the message and vanished.
-    let lost = taskq_core::WorkerId::generate();
-    let queues = [taskq_core::DEFAULT_QUEUE.to_owned()];
-    let membership = plain.broker().membership().unwrap();
-    membership
-        .heartbeat(&lost, &queues, Duration::from_millis(200))
-        .await
-        .unwrap();
-    let held = plain
-        .broker()
-        .fetch(&lost, &queues, 1, Duration::ZERO)
-        .await
-        .unwrap();
-    assert_eq!(held.len(), 1);
+    crate::support::vanished_worker_holding(&plain, 1).await;
 
     let signing = key("k1", 1);
     let worker = Running::start(

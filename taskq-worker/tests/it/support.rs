@@ -214,3 +214,22 @@ pub(crate) async fn dead_letters_of_default_queue(
     assert_eq!(dead.len(), count, "{dead:?}");
     dead
 }
+
+/// A worker that took `count` messages of the default queue and vanished: it sent one short
+/// heartbeat and never another, so a reaper finds its lease lapsed.
+pub(crate) async fn vanished_worker_holding(client: &Client, count: usize) -> taskq_core::WorkerId {
+    let lost = taskq_core::WorkerId::generate();
+    let queues = [taskq_core::DEFAULT_QUEUE.to_owned()];
+    let membership = client.broker().membership().expect("a broker with leases");
+    membership
+        .heartbeat(&lost, &queues, Duration::from_millis(200))
+        .await
+        .unwrap();
+    let held = client
+        .broker()
+        .fetch(&lost, &queues, count, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(held.len(), count, "the vanished worker holds its messages");
+    lost
+}

@@ -248,7 +248,7 @@ async fn a_full_queue_fails_the_workflow_and_the_worker_keeps_draining() {
 /// everything waits in the queue and again after it ran.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workflows_rest_sealed_when_arguments_are_encrypted() {
-    use taskq_core::workflow::{chain, group, Signature};
+    use taskq_core::workflow::{chain, group};
     let server = RedisServer::start();
     let keys = taskq_core::Encryption::new("k1", [5; 32]);
     let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
@@ -256,13 +256,7 @@ async fn workflows_rest_sealed_when_arguments_are_encrypted() {
         .expect("connect")
         .with_encryption(keys.clone());
     let secret = "4111-1111-1111-1111";
-    let note = |where_: &str| {
-        Signature::step(&tasks::Note {
-            label: format!("{where_} {secret}"),
-            seen: serde_json::Value::Null,
-        })
-        .unwrap()
-    };
+    let note = |where_: &str| tasks::Note::callback(&format!("{where_} {secret}"));
     let chained = client
         .send_chain(
             chain(tasks::Number {

@@ -197,13 +197,7 @@ pub(crate) async fn callbacks_on_success_and_failure(client: Client, broker: &st
     let on_success = format!("{broker}-on-success");
     let on_failure = format!("{broker}-on-failure");
     let worker = Running::start(&client);
-    let note = |label: &str| {
-        Signature::step(&Note {
-            label: label.to_owned(),
-            seen: serde_json::Value::Null,
-        })
-        .unwrap()
-    };
+    let note = Note::callback;
     let ok = client
         .enqueue(Number {
             label: label.clone(),
@@ -589,11 +583,7 @@ pub(crate) async fn a_callback_that_cannot_be_sent_ends_failed(client: Client, b
     let client = client.with_max_payload_bytes(4_096);
     let label = format!("{broker}-unsendable-callback");
     let worker = Running::start(&client);
-    let callback = Signature::step(&Note {
-        label: label.clone(),
-        seen: serde_json::Value::Null,
-    })
-    .unwrap();
+    let callback = Note::callback(&label);
     let callback_id = callback.id;
     let big = client
         .enqueue(Repeat {
@@ -648,13 +638,7 @@ pub(crate) async fn an_output_too_deep_to_pass_on_fails_its_step(client: Client,
     let on_success = format!("{broker}-too-deep-success");
     let on_failure = format!("{broker}-too-deep-failure");
     let worker = Running::start(&client);
-    let note = |label: &str| {
-        Signature::step(&Note {
-            label: label.to_owned(),
-            seen: serde_json::Value::Null,
-        })
-        .unwrap()
-    };
+    let note = Note::callback;
     let deep = client
         .enqueue(Deep {
             label: label.clone(),

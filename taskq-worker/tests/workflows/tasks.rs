@@ -193,6 +193,17 @@ pub(crate) struct Note {
     pub(crate) seen: serde_json::Value,
 }
 
+impl Note {
+    /// A callback that records its input under `label`.
+    pub(crate) fn callback(label: &str) -> taskq_core::workflow::Signature {
+        taskq_core::workflow::Signature::step(&Note {
+            label: label.to_owned(),
+            seen: serde_json::Value::Null,
+        })
+        .expect("a note encodes")
+    }
+}
+
 impl Run for Note {
     type Output = ();
     async fn run(self, _ctx: TaskContext) -> Result<(), TaskError> {
