@@ -156,8 +156,11 @@ async fn status(client: &Client, json: bool) -> Result<String, Failure> {
         );
     }
     let workers = broker.workers().await?.len();
+    let warnings = broker.durability_warnings().await?;
     if json {
-        return Ok(json!({"queues": stats, "live_workers": workers}).to_string());
+        return Ok(
+            json!({"queues": stats, "live_workers": workers, "warnings": warnings}).to_string(),
+        );
     }
     let header = [
         "QUEUE",
@@ -167,10 +170,14 @@ async fn status(client: &Client, json: bool) -> Result<String, Failure> {
         "DEAD",
         "OLDEST",
     ];
-    Ok(format!(
+    let mut text = format!(
         "{}\n\n{workers} live worker(s)",
         table::render(&header, &rows)
-    ))
+    );
+    for warning in warnings {
+        text.push_str(&format!("\nwarning: {warning}"));
+    }
+    Ok(text)
 }
 
 async fn workers(client: &Client, json: bool) -> Result<String, Failure> {

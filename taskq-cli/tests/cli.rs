@@ -734,3 +734,38 @@ async fn the_operator_commands_work_on_rabbitmq() {
     assert_eq!(answers[0]["worker"], worker.id.as_str());
     worker.stop().await;
 }
+
+/// `taskq status` says when the server can lose tasks: here a lone master asked for durable
+/// writes to one replica (it has none, so writes wait for none) and without AOF.
+#[test]
+fn status_warns_of_a_durable_master_short_of_replicas() {
+    let server = RedisServer::start();
+    let url = format!("{}?durable=1", server.url());
+    let status = json(&taskq_with_input(&url, &["status", "--json"], ""));
+    let warnings: Vec<&str> = status["warnings"]
+        .as_array()
+        .expect("a warnings list")
+        .iter()
+        .filter_map(|w| w.as_str())
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("durable writes degraded: the master has 0 of durable=1")),
+        "{warnings:?}"
+    );
+    let table = stdout(&taskq_with_input(&url, &["status"], ""));
+    assert!(
+        table.contains("warning: durable writes degraded"),
+        "{table}"
+    );
+    let plain = json(&taskq(&server, &["status", "--json"]));
+    assert!(
+        plain["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|w| !w.as_str().unwrap().contains("durable")),
+        "no durable warning without durable writes: {plain}"
+    );
+}

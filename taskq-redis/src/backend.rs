@@ -48,7 +48,7 @@ struct Shared {
     server: crate::server::Server,
     poll_interval: Duration,
     /// Replicas a result write waits for, when durable writes are on.
-    durable: Option<crate::Durable>,
+    durable: Option<crate::replicas::DurableWrites>,
     waiters: Arc<Waiters>,
     /// Requests to the subscriber task; started on the first wait.
     commands: Mutex<Option<mpsc::UnboundedSender<Command>>>,
@@ -140,7 +140,10 @@ impl RedisResultBackend {
                 conn,
                 server,
                 poll_interval: config.result_poll_interval(),
-                durable: config.durable(),
+                durable: crate::replicas::DurableWrites::new(
+                    config.durable(),
+                    config.response_timeout(),
+                ),
                 waiters: Arc::new(Waiters::default()),
                 commands: Mutex::new(None),
             }),
@@ -165,7 +168,8 @@ impl RedisResultBackend {
             .invoke_async::<i64>(&mut conn)
             .await
             .map_err(redis_error)?;
-        conn.replicate(self.shared.durable, &group[0].0).await
+        conn.replicate(self.shared.durable.as_ref(), &group[0].0)
+            .await
     }
 
     fn send(&self, command: Command) {
@@ -274,7 +278,7 @@ impl ResultBackend for RedisResultBackend {
             .query_async::<()>(&mut conn)
             .await
             .map_err(redis_error)?;
-        conn.replicate(self.shared.durable, &key).await
+        conn.replicate(self.shared.durable.as_ref(), &key).await
     }
 
     async fn workflow(&self, id: TaskId) -> Result<Option<WorkflowRecord>> {

@@ -17,7 +17,9 @@ use parking_lot::RwLock;
 use redis::{
     aio::{ConnectionLike, ConnectionManager},
     cluster_async::ClusterConnection,
-    cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr},
+    cluster_routing::{
+        MultipleNodeRoutingInfo, Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr,
+    },
     sentinel::SentinelClient,
     Cmd, Pipeline, RedisFuture, RedisResult, Value,
 };
@@ -26,6 +28,7 @@ use taskq_core::Result;
 
 use crate::{
     connection::{manager, redis_error},
+    replicas::{connected_replicas, DurableWrites, Wait},
     Durable,
 };
 
@@ -51,10 +54,18 @@ impl Conn {
     /// Settings of the server that can lose acknowledged tasks, as human-readable warnings.
     ///
     /// `maxmemory-policy` other than `noeviction` lets Redis evict queue keys under memory
-    /// pressure; without AOF (`appendonly no`) a restart loses everything since the last RDB save.
-    pub(crate) async fn durability_warnings(&mut self) -> Result<Vec<String>> {
+    /// pressure; without AOF (`appendonly no`) a restart loses everything since the last RDB
+    /// save; under durable writes, a master with fewer replicas attached than asked for has its
+    /// writes waiting only for those attached (see [`crate::replicas`]).
+    pub(crate) async fn durability_warnings(
+        &mut self,
+        durable: Option<Durable>,
+    ) -> Result<Vec<String>> {
+        let mut warnings = match durable {
+            Some(durable) => self.degraded_masters(durable.replicas).await?,
+            None => Vec::new(),
+        };
         let conn = self;
-        let mut warnings = Vec::new();
         let policy: Vec<String> = redis::cmd("CONFIG")
             .arg("GET")
             .arg("maxmemory-policy")
@@ -82,32 +93,158 @@ impl Conn {
         Ok(warnings)
     }
 
-    /// Under durable writes, waits until `durable.replicas` replicas have every write sent so
-    /// far through this connection to the server holding `key`.
+    /// Under durable writes, waits until the replicas asked for have every write sent so far
+    /// through this connection to the server holding `key`; on a master with fewer replicas
+    /// attached, waits for those attached (see [`crate::replicas`]).
     ///
     /// # Errors
     ///
-    /// A transient [`taskq_core::Error::Broker`] when fewer acknowledged in time.
-    pub(crate) async fn replicate(&mut self, durable: Option<Durable>, key: &str) -> Result<()> {
+    /// A transient [`taskq_core::Error::Broker`] when an attached replica did not acknowledge
+    /// in time.
+    pub(crate) async fn replicate(
+        &mut self,
+        durable: Option<&DurableWrites>,
+        key: &str,
+    ) -> Result<()> {
         let Some(durable) = durable else {
             return Ok(());
         };
+        let slot = self.slot_of(key);
+        let epoch = self.epoch();
+        let wanted = match durable.wait_for(slot, epoch) {
+            Wait::Whole => durable.setting.replicas,
+            Wait::Degraded(attached) => attached,
+            Wait::Recheck => self.judge_attached(durable, slot, epoch, key).await?,
+        };
+        if wanted == 0 {
+            return Ok(());
+        }
+        // A `WAIT` that did not answer (a client timeout, a reset) is a failed write: its
+        // connection may since lead to another server, whose count would say nothing of it.
         let acknowledged = self
-            .wait_for_replicas(key, durable.replicas, durable.timeout)
+            .wait_for_replicas(key, wanted, durable.setting.timeout)
             .await
             .map_err(redis_error)?;
-        if acknowledged >= durable.replicas {
+        if acknowledged >= wanted {
+            return Ok(());
+        }
+        // Fewer than asked: a master short of replicas waits only for those attached.
+        let attached = self.judge_attached(durable, slot, epoch, key).await?;
+        if acknowledged >= attached {
             return Ok(());
         }
         Err(taskq_core::Error::Broker {
             transport: "redis",
             transient: true,
             source: format!(
-                "written on the master, but {acknowledged} of {} replicas acknowledged within {:?}: a failover now could lose it",
-                durable.replicas, durable.timeout
+                "written on the master, but {acknowledged} of {wanted} replicas acknowledged within {:?}: a failover now could lose it",
+                durable.setting.timeout
             )
             .into(),
         })
+    }
+
+    /// The connection a write goes through now: the Sentinel connection's generation (it
+    /// changes when the master moved), 0 elsewhere (the connection stays with its server or,
+    /// on a cluster, a write to a moved slot fails before it is waited for).
+    fn epoch(&self) -> u64 {
+        match self {
+            Self::Sentinel(conn) => conn.generation(),
+            _ => 0,
+        }
+    }
+
+    /// How many replicas a write to `key` must wait for, judged on the server that took it:
+    /// the attached count of a master, recorded in `durable`. Refused (transient) when the
+    /// server is not a master, when the Sentinel connection moved since the write (`epoch`),
+    /// or when the sentinels no longer name it as the master.
+    async fn judge_attached(
+        &mut self,
+        durable: &DurableWrites,
+        slot: Slot,
+        epoch: u64,
+        key: &str,
+    ) -> Result<usize> {
+        let refused = |why: &str| taskq_core::Error::Broker {
+            transport: "redis",
+            transient: true,
+            source: format!("written, but not confirmed on N replicas: {why}").into(),
+        };
+        let attached = connected_replicas(&self.replication_info(key).await?)
+            .ok_or_else(|| refused("the server is no longer a master"))?;
+        if attached < durable.setting.replicas {
+            if let Self::Sentinel(conn) = self {
+                if !conn.still_named(epoch).await {
+                    return Err(refused(
+                        "the master moved, or the sentinels no longer name it",
+                    ));
+                }
+            }
+        }
+        Ok(durable.attached(slot, epoch, attached))
+    }
+
+    /// The hash slot of `key` on a cluster (durable writes keep their state per master, found
+    /// by slot); one slot for all keys elsewhere (one master).
+    fn slot_of(&self, key: &str) -> Slot {
+        match self {
+            Self::Cluster(_) => Slot::for_key(key),
+            _ => Slot::for_key(""),
+        }
+    }
+
+    /// A warning for each master with fewer than `replicas` replicas attached.
+    async fn degraded_masters(&mut self, replicas: usize) -> Result<Vec<String>> {
+        let mut info = redis::cmd("INFO");
+        info.arg("replication");
+        let answers: Vec<(String, String)> = match self {
+            Self::Cluster(conn) => {
+                let value = conn
+                    .route_command(
+                        info,
+                        RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None)),
+                    )
+                    .await
+                    .map_err(redis_error)?;
+                redis::from_redis_value(value).map_err(|err| redis_error(err.into()))?
+            }
+            _ => vec![(
+                "the master".to_owned(),
+                info.query_async(self).await.map_err(redis_error)?,
+            )],
+        };
+        Ok(answers
+            .into_iter()
+            .filter_map(|(master, text)| {
+                let attached = connected_replicas(&text)?;
+                (attached < replicas).then(|| {
+                    format!(
+                        "durable writes degraded: {master} has {attached} of durable={replicas} replicas attached; writes wait only for those attached, and a failover now could lose them (add a replica)"
+                    )
+                })
+            })
+            .collect())
+    }
+
+    /// The `INFO replication` answer of the master holding `key`.
+    async fn replication_info(&mut self, key: &str) -> Result<String> {
+        let mut info = redis::cmd("INFO");
+        info.arg("replication");
+        let text: String = match self {
+            Self::Cluster(conn) => {
+                let route = Route::with_key(key, SlotAddr::Master);
+                let value = conn
+                    .route_command(
+                        info,
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                    )
+                    .await
+                    .map_err(redis_error)?;
+                redis::from_redis_value(value).map_err(|err| redis_error(err.into()))?
+            }
+            _ => info.query_async(self).await.map_err(redis_error)?,
+        };
+        Ok(text)
     }
 
     /// Waits until `replicas` replicas acknowledged every write sent so far through this
@@ -215,6 +352,22 @@ impl SentinelConn {
         let address = client.get_connection_info().addr().to_string();
         let conn = manager(&client, response_timeout).await?;
         Ok((address, conn))
+    }
+
+    /// The generation of the connection calls go through now.
+    fn generation(&self) -> u64 {
+        self.inner.current.read().0
+    }
+
+    /// True while the connection is still the one of `generation` and the sentinels still
+    /// name its server as the master.
+    async fn still_named(&self, generation: u64) -> bool {
+        let named = match self.inner.sentinel.lock().await.async_get_client().await {
+            Ok(client) => client.get_connection_info().addr().to_string(),
+            Err(_) => return false,
+        };
+        let current = self.inner.current.read();
+        current.0 == generation && current.1 == named
     }
 
     fn current(&self) -> (u64, ConnectionManager) {

@@ -27,6 +27,7 @@ mod config;
 mod conn;
 mod connection;
 mod keys;
+mod replicas;
 mod scripts;
 mod server;
 

@@ -16,6 +16,8 @@ pub(crate) struct Overview {
     pub(crate) queues: Vec<QueueRow>,
     pub(crate) history: Vec<MinuteCounts>,
     pub(crate) workers: usize,
+    /// Server settings or states that can lose tasks (a durable master short of replicas).
+    pub(crate) warnings: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -65,10 +67,12 @@ pub(crate) async fn read(client: &Client) -> taskq_core::Result<Overview> {
             .collect();
     }
     let workers = inspector.workers().await?.len();
+    let warnings = client.broker().durability_warnings().await?;
     Ok(Overview {
         queues,
         history,
         workers,
+        warnings,
     })
 }
 
@@ -76,6 +80,9 @@ pub(crate) async fn page(State(state): State<Shared>) -> Result<maud::Markup, Re
     let overview = read(&state.client).await.map_err(layout::broker_error)?;
     let history = serde_json::to_string(&overview.history).unwrap_or_default();
     let body = html! {
+        @for warning in &overview.warnings {
+            p.warning role="alert" { (warning) }
+        }
         section.cards {
             div.card { span.label { "Workers" } span.value #workers { (overview.workers) } }
             div.card { span.label { "Processed, last hour" } span.value #processed-hour { (overview.history.iter().map(|m| m.processed).sum::<u64>()) } }

@@ -61,6 +61,8 @@ pub struct RedisBroker {
 #[derive(Debug)]
 struct Shared {
     config: RedisConfig,
+    /// Durable writes, when on, and the masters known to be short of replicas.
+    durable: Option<crate::replicas::DurableWrites>,
     server: Server,
     /// Ordinary commands and scripts, multiplexed.
     conn: Conn,
@@ -224,6 +226,10 @@ impl RedisBroker {
         let correction = Arc::new(AtomicI64::new(0));
         let broker = Self {
             shared: Arc::new(Shared {
+                durable: crate::replicas::DurableWrites::new(
+                    config.durable(),
+                    config.response_timeout(),
+                ),
                 config,
                 server,
                 conn,
@@ -358,7 +364,7 @@ impl RedisBroker {
     async fn replicate_settle(&self, key: &str) {
         if let Err(err) = self
             .conn()
-            .replicate(self.shared.config.durable(), key)
+            .replicate(self.shared.durable.as_ref(), key)
             .await
         {
             tracing::warn!(error = %err, "settle not replicated in time; a failover now would redeliver the message");
@@ -708,7 +714,7 @@ impl RedisBroker {
             });
         }
         conn.replicate(
-            self.shared.config.durable(),
+            self.shared.durable.as_ref(),
             &QueueKeys::new(batches[0].queue).wake(),
         )
         .await

@@ -82,7 +82,7 @@ impl Transport for RedisBroker {
                 .await
                 .map_err(redis_error)?;
             conn.replicate(
-                self.shared.config.durable(),
+                self.shared.durable.as_ref(),
                 &QueueKeys::new(batches[0].queue).wake(),
             )
             .await?;
@@ -128,7 +128,7 @@ impl Transport for RedisBroker {
             });
         }
         self.conn()
-            .replicate(self.shared.config.durable(), &keys.wake())
+            .replicate(self.shared.durable.as_ref(), &keys.wake())
             .await?;
         if !holder.is_empty() {
             return Ok(Some(holder.parse().unwrap_or_default()));
@@ -321,6 +321,8 @@ impl Transport for RedisBroker {
     }
 
     async fn durability_warnings(&self) -> Result<Vec<String>> {
-        self.conn().durability_warnings().await
+        self.conn()
+            .durability_warnings(self.shared.config.durable())
+            .await
     }
 }

@@ -546,14 +546,44 @@ async fn a_producer_waits_for_room_in_a_full_queue() {
     assert!(started.elapsed() >= Duration::from_millis(200));
 }
 
-/// Durable writes on a server without replicas: an enqueue and a result write report that no
-/// replica acknowledged them (a transient error, so callers retry), instead of returning as
-/// if they were safe.
+/// Durable writes on a master whose replica is attached but does not answer (stopped with
+/// SIGSTOP): an enqueue and a result write report that no replica acknowledged them (a
+/// transient error, so callers retry), instead of returning as if they were safe.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn durable_writes_fail_when_no_replica_acknowledges() {
+async fn durable_writes_fail_when_an_attached_replica_does_not_acknowledge() {
     let server = RedisServer::start();
+    let replica = RedisServer::start_with(
+        &[
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            server.port().to_string(),
+        ],
+        taskq_testkit::free_port,
+    );
     let config = config(&server).with_durable_writes(1, Duration::from_millis(100));
     let broker = RedisBroker::connect(config.clone()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let degraded = |warnings: Vec<String>| {
+        warnings
+            .iter()
+            .any(|w| w.contains("durable writes degraded"))
+    };
+    while degraded(broker.durability_warnings().await.unwrap()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the replica never attached"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = replica.pid().expect("replica running").to_string();
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
     let err = broker
         .enqueue(vec![message(
             &format!("durable-{}", uuid::Uuid::new_v4()),
@@ -573,11 +603,33 @@ async fn durable_writes_fail_when_no_replica_acknowledges() {
         taskq_core::TaskState::Success,
         chrono::Utc::now(),
     );
-    let err = backend
-        .store(&record, Duration::from_secs(60))
+    let stored = backend.store(&record, Duration::from_secs(60)).await;
+    signal("-CONT");
+    assert!(stored.unwrap_err().is_transient());
+}
+
+/// Durable writes on a master with no replica attached (one lost for good): writes wait for
+/// the replicas attached, none, instead of failing for ever, and the broker names the
+/// degraded master for `taskq status` and the dashboard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_writes_on_a_master_without_replicas_go_on_degraded() {
+    let server = RedisServer::start();
+    let config = config(&server).with_durable_writes(1, Duration::from_millis(100));
+    let broker = RedisBroker::connect(config.clone()).await.unwrap();
+    broker
+        .enqueue(vec![message(
+            &format!("durable-{}", uuid::Uuid::new_v4()),
+            0,
+        )])
         .await
-        .unwrap_err();
-    assert!(err.is_transient(), "{err:?}");
+        .expect("a write waits for none when none is attached");
+    let warnings = broker.durability_warnings().await.unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("durable writes degraded: the master has 0 of durable=1")),
+        "{warnings:?}"
+    );
 }
 
 /// The queue registry forgets a queue only when it holds nothing, no worker consumes it and no

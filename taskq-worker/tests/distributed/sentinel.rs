@@ -8,7 +8,10 @@ use crate::support::{assert_all_succeed, client, enqueue_insisting, produce, Run
 
 /// The master is killed mid-run; the sentinels promote the replica and clients move to it by
 /// themselves (no restart). With durable writes no task is lost; the workers' first fetch on
-/// the new master comes within seconds of the promotion.
+/// the new master comes within seconds of the promotion. The promoted master has no replica
+/// until the old one rejoins, so writes there wait for none (degraded): a judgement made on
+/// the wrong server (a `WAIT` the client gave up on, a count read after the connection moved)
+/// lost 1-2 of 400 tasks in 2 of 5 runs of this test under load.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_follow_a_sentinel_failover_and_lose_nothing_with_durable_writes() {
     let mut group = SentinelGroup::start();
@@ -75,5 +78,46 @@ async fn workers_resume_within_seconds_of_a_sentinel_promotion() {
         promoted_at.elapsed()
     );
     worker.stop().await;
+    drop(group);
+}
+
+/// Durable writes and a master lost for good: the sentinels promote the only replica, which
+/// has no replica of its own, and the old master never returns. Writes then wait for the
+/// replicas attached (none; a warning says durable writes are degraded) instead of failing
+/// `WAIT` for ever: every task still succeeds. Before, every result write and enqueue failed
+/// from the promotion on and the workers stopped completing anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_writes_go_on_when_the_master_is_lost_for_good() {
+    let mut group = SentinelGroup::start();
+    let queues = vec![format!("sentinel-{}", uuid::Uuid::new_v4())];
+    let client = client(&group.url(), true).await;
+    let workers = [
+        Running::start(&client, &queues),
+        Running::start(&client, &queues),
+    ];
+    let producer = produce(&client, &queues, 400, Duration::from_millis(5));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let old = group.master_port();
+    group.kill_master();
+    let group = tokio::task::spawn_blocking(move || {
+        group.wait_for_new_master(old, Duration::from_secs(30));
+        group
+    })
+    .await
+    .unwrap();
+    let ids = producer
+        .await
+        .expect("every enqueue landed on the promoted master");
+    assert_all_succeed(&client, &ids, Duration::from_secs(60)).await;
+    let warnings = client.broker().durability_warnings().await.unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("durable writes degraded") && w.contains("0 of durable=1")),
+        "`taskq status` and the dashboard show the degraded master: {warnings:?}"
+    );
+    for worker in workers {
+        worker.stop().await;
+    }
     drop(group);
 }
