@@ -4,11 +4,12 @@
 //! - [`Task`] (derived) names a task and its defaults; [`Run`] is its handler.
 //! - [`Client`] enqueues invocations and hands back [`AsyncResult`]s.
 //! - A [`Broker`] plays the roles [`Transport`] (moves messages), [`Membership`] (worker
-//!   leases), [`ControlChannel`] (broadcasts) and [`Inspector`] (operators);
-//!   [`MemoryBroker`] plays them in-process. [`ResultBackend`] stores outcomes
-//!   ([`MemoryResultBackend`]).
-//! - Workers live in the `taskq-worker` crate, the Redis implementations in `taskq-redis`;
-//!   the `taskq` crate puts them behind one import.
+//!   leases), [`ControlChannel`] (broadcasts), [`Inspector`] (operators), [`RateLimiter`]
+//!   (limits shared by workers) and [`TaskCatalog`] (declared options for by-name
+//!   producers); [`MemoryBroker`] plays them in-process. [`ResultBackend`] stores outcomes
+//!   ([`MemoryResultBackend`]); [`BeatStore`] holds the beat's shared state.
+//! - Workers live in the `taskq-worker` crate, the Redis implementations in `taskq-redis`,
+//!   the RabbitMQ ones in `taskq-amqp`; the `taskq` crate puts them behind one import.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq_core::Result<()> {

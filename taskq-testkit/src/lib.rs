@@ -18,7 +18,7 @@
 //! broker role plus the result backend's, are expanded for one implementation by
 //! [`transport_conformance!`], [`membership_conformance!`], [`control_conformance!`],
 //! [`inspector_conformance!`], [`catalog_conformance!`] and [`backend_conformance!`]; taskq-core runs them on the memory
-//! implementations, taskq-redis on Redis.
+//! implementations, taskq-redis on Redis, taskq-amqp on RabbitMQ.
 
 #[allow(missing_docs)]
 pub mod backend_suite;

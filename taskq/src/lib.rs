@@ -1,8 +1,9 @@
 //! taskq: a distributed task queue for Rust in the spirit of Celery.
 //!
 //! This crate is the one import path: it re-exports the task model and client of
-//! `taskq-core`, the worker of `taskq-worker`, and (feature `redis`, on by default) the Redis
-//! broker of `taskq-redis`, and it turns a broker URL into a [`Client`].
+//! `taskq-core`, the worker of `taskq-worker`, and (features `redis` and `amqp`, on by
+//! default) the Redis broker of `taskq-redis` and the RabbitMQ broker of `taskq-amqp`, and it
+//! turns a broker URL into a [`Client`].
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -52,6 +53,17 @@ pub mod worker {
 #[cfg(feature = "redis")]
 pub mod redis {
     pub use taskq_redis::*;
+}
+
+/// The RabbitMQ broker, reply backend and beat store (`taskq-amqp`).
+///
+/// ```
+/// let config = taskq::amqp::AmqpConfig::new("amqp://guest:guest@127.0.0.1:5672/%2f");
+/// # let _ = config;
+/// ```
+#[cfg(feature = "amqp")]
+pub mod amqp {
+    pub use taskq_amqp::*;
 }
 
 /// The README's Rust code runs as doc tests of this crate, so it stays true.

@@ -1,6 +1,6 @@
 //! The broker roles and the [`Broker`] that bundles them.
 //!
-//! A broker plays up to four roles, each a trait with its own conformance suite, split by who
+//! A broker plays up to six roles, each a trait with its own conformance suite, split by who
 //! calls it:
 //!
 //! | role | called by | what it does |
@@ -13,7 +13,8 @@
 //! plus [`RateLimiter`], the state shared by workers for global rate limits, and
 //! [`TaskCatalog`], the tasks' declared options for producers that enqueue by name.
 //! Implementations:
-//! [`MemoryBroker`] here, `RedisBroker` in `taskq-redis`.
+//! [`MemoryBroker`] here, `RedisBroker` in `taskq-redis`, `AmqpBroker` in `taskq-amqp` (no
+//! [`Membership`]: RabbitMQ redelivers a lost consumer's messages itself).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq_core::Result<()> {
