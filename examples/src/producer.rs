@@ -8,9 +8,9 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(about = "Enqueue N invocations of a task by name")]
 pub struct ProducerCli {
-    /// Broker URL: redis://HOST:PORT or rediss://.
-    #[arg(long, env = "TASKQ_BROKER", default_value = "redis://127.0.0.1:6379")]
-    pub broker: String,
+    /// Where the broker is (`--broker`, TLS files).
+    #[command(flatten)]
+    pub connection: taskq::cli::ConnectArgs,
     /// Registered task name, e.g. demo.add.
     #[arg(long)]
     pub task: String,
@@ -52,13 +52,7 @@ pub async fn producer_main() -> std::process::ExitCode {
 pub async fn produce(cli: &ProducerCli) -> Result<usize, Box<dyn std::error::Error>> {
     let args: serde_json::Value = serde_json::from_str(&cli.args)
         .map_err(|err| format!("--args is not valid JSON: {err}"))?;
-    let client = taskq::connect(&cli.broker).await.map_err(|err| {
-        format!(
-            "cannot use the broker at {}: {}",
-            taskq::redacted_url(&cli.broker),
-            taskq::error_chain(&err)
-        )
-    })?;
+    let client = cli.connection.connect().await?;
     let mut out = match &cli.ids_out {
         Some(path) => Some(std::io::BufWriter::new(std::fs::File::create(path)?)),
         None => None,

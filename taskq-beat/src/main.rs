@@ -11,19 +11,9 @@ use taskq_beat::{Beat, BeatConfig};
 #[derive(Debug, Parser)]
 #[command(name = "taskq-beat", version)]
 struct Cli {
-    /// Broker URL: redis://HOST:PORT, rediss://, redis+cluster://H:P,H:P,
-    /// redis+sentinel://H:P,H:P/MASTER, or memory:// (in-process, for trying it out).
-    #[arg(long, env = "TASKQ_BROKER", default_value = "redis://127.0.0.1:6379")]
-    broker: String,
-    /// PEM file of the certificate authority to trust for rediss:// (default: public roots).
-    #[arg(long, env = "TASKQ_TLS_CA")]
-    tls_ca: Option<PathBuf>,
-    /// PEM file of a client certificate, for servers that require one.
-    #[arg(long, env = "TASKQ_TLS_CERT", requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// PEM file of the client certificate's private key.
-    #[arg(long, env = "TASKQ_TLS_KEY", requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
+    /// Where the broker is (`--broker`, TLS files).
+    #[command(flatten)]
+    connection: taskq::cli::ConnectArgs,
     /// Keys task arguments are sealed (and results opened) with, KEY-ID:64-HEX, comma-separated.
     #[arg(long, env = "TASKQ_ENCRYPTION_KEYS")]
     encryption_keys: Option<taskq_core::Encryption>,
@@ -84,19 +74,14 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: &Cli, entries: Vec<taskq_beat::Entry>) -> Result<(), Box<dyn std::error::Error>> {
-    let broker = taskq::redacted_url(&cli.broker);
+    let broker = cli.connection.redacted();
     let unreachable = |err: taskq::Error| {
         format!(
             "cannot use the broker at {broker}: {}",
             taskq::error_chain(&err)
         )
     };
-    let url = taskq::url_with_tls(
-        &cli.broker,
-        cli.tls_ca.as_deref(),
-        cli.tls_cert.as_deref(),
-        cli.tls_key.as_deref(),
-    );
+    let url = cli.connection.url();
     let client = taskq::connect(&url).await.map_err(unreachable)?;
     let client = match cli.signing_key.clone() {
         Some(key) => client.with_signing_key(key),

@@ -16,21 +16,9 @@ use serde::Serialize;
 #[derive(Debug, Parser)]
 #[command(about = "Benchmark taskq against a broker")]
 struct Cli {
-    /// Broker URL: redis://HOST:PORT, rediss://, redis+cluster://H:P,H:P,
-    /// redis+sentinel://H:P,H:P/MASTER (add ?durable=1 for durable writes),
-    /// amqp://USER:PW@HOST:PORT/VHOST?results=redis://HOST:PORT (RabbitMQ) or memory://.
-    #[arg(long, env = "TASKQ_BROKER", default_value = "redis://127.0.0.1:6379")]
-    broker: String,
-    /// PEM file of the certificate authority to trust for rediss:// (Redis counters are not
-    /// collected then).
-    #[arg(long, env = "TASKQ_TLS_CA")]
-    tls_ca: Option<std::path::PathBuf>,
-    /// PEM file of a client certificate, for servers that require one.
-    #[arg(long, env = "TASKQ_TLS_CERT", requires = "tls_key")]
-    tls_cert: Option<std::path::PathBuf>,
-    /// PEM file of the client certificate's private key.
-    #[arg(long, env = "TASKQ_TLS_KEY", requires = "tls_cert")]
-    tls_key: Option<std::path::PathBuf>,
+    /// Where the broker is (`--broker`, TLS files; Redis counters are not collected over TLS).
+    #[command(flatten)]
+    connection: taskq::cli::ConnectArgs,
     /// Workloads to run (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     workload: Vec<Workload>,
@@ -148,12 +136,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .with_writer(std::io::stderr)
         .try_init();
     let mut cli = Cli::parse();
-    cli.broker = taskq::url_with_tls(
-        &cli.broker,
-        cli.tls_ca.as_deref(),
-        cli.tls_cert.as_deref(),
-        cli.tls_key.as_deref(),
-    );
+    cli.connection.broker = cli.connection.url();
     let workloads = if cli.workload.is_empty() {
         Workload::value_variants().to_vec()
     } else {
@@ -185,7 +168,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     })
     .await??;
     let mut report = serde_json::json!({
-        "broker": cli.broker,
+        "broker": cli.connection.broker,
         "n": cli.n,
         "concurrency": cli.concurrency,
         "peak_rss_mib": measure::peak_rss_kib().map(|k| k as f64 / 1024.0),

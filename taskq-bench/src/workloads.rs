@@ -46,7 +46,7 @@ struct Costs {
 
 impl Bench {
     pub(crate) async fn connect(cli: &Cli) -> Result<Self, BoxError> {
-        let client = if cli.broker.starts_with("memory") {
+        let client = if cli.connection.broker.starts_with("memory") {
             // Room for the largest --n, so the bounded queue never refuses the benchmark.
             let broker = taskq_core::MemoryBroker::with_config(
                 taskq_core::MemoryBrokerConfig::default().with_capacity(cli.n.max(100_000) * 2),
@@ -56,7 +56,7 @@ impl Bench {
                 Arc::new(taskq_core::MemoryResultBackend::new()),
             )
         } else {
-            taskq::connect(&cli.broker).await?
+            taskq::connect(&cli.connection.broker).await?
         };
         let client = match &cli.signing_key {
             Some(key) => client.with_signing_key(key.clone()),
@@ -66,7 +66,7 @@ impl Bench {
             Some(keys) => client.with_encryption(keys.clone()),
             None => client,
         };
-        let redis = RedisNodes::connect(&cli.broker).await?;
+        let redis = RedisNodes::connect(&cli.connection.broker).await?;
         Ok(Self {
             client,
             redis,

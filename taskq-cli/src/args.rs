@@ -8,24 +8,9 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "taskq", version)]
 pub struct Cli {
-    /// Broker URL: redis://HOST:PORT[/DB], rediss:// for TLS, redis+cluster://H:P,H:P or
-    /// redis+sentinel://H:P,H:P/MASTER.
-    #[arg(
-        long,
-        env = "TASKQ_BROKER",
-        default_value = "redis://127.0.0.1:6379",
-        global = true
-    )]
-    pub broker: String,
-    /// PEM file of the certificate authority to trust for rediss:// (default: public roots).
-    #[arg(long, env = "TASKQ_TLS_CA", global = true)]
-    pub tls_ca: Option<std::path::PathBuf>,
-    /// PEM file of a client certificate, for servers that require one.
-    #[arg(long, env = "TASKQ_TLS_CERT", global = true, requires = "tls_key")]
-    pub tls_cert: Option<std::path::PathBuf>,
-    /// PEM file of the client certificate's private key.
-    #[arg(long, env = "TASKQ_TLS_KEY", global = true, requires = "tls_cert")]
-    pub tls_key: Option<std::path::PathBuf>,
+    /// Where the broker is (`--broker`, TLS files), before or after the subcommand.
+    #[command(flatten)]
+    pub connection: taskq::cli::ConnectArgs,
     /// Keys task arguments are sealed (and results opened) with, KEY-ID:64-HEX, comma-separated.
     #[arg(long, env = "TASKQ_ENCRYPTION_KEYS", global = true)]
     pub encryption_keys: Option<taskq_core::Encryption>,

@@ -27,12 +27,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         // Refused before connecting to anything.
         dashboard_access(args)?.check_listen(args.listen)?;
     }
-    let url = taskq::url_with_tls(
-        &cli.broker,
-        cli.tls_ca.as_deref(),
-        cli.tls_cert.as_deref(),
-        cli.tls_key.as_deref(),
-    );
+    let url = cli.connection.url();
     let client = connect(&url).await?;
     let client = match cli.signing_key.clone() {
         Some(key) => client.with_signing_key(key),

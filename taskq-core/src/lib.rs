@@ -47,6 +47,7 @@ pub mod enqueue;
 mod envelope;
 mod error;
 mod priority;
+mod rate_grammar;
 mod result;
 mod retry;
 pub mod signing;

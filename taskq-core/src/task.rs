@@ -270,20 +270,7 @@ impl std::str::FromStr for RateLimit {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let invalid = || {
-            format!("invalid rate limit `{text}`: write it like \"100/s\", \"10/m\" or \"5/30s\"")
-        };
-        let (count, per) = text.split_once('/').ok_or_else(invalid)?;
-        let count: u32 = count.trim().parse().map_err(|_| invalid())?;
-        let period = match per.trim() {
-            "s" => Duration::from_secs(1),
-            "m" => Duration::from_secs(60),
-            "h" => Duration::from_secs(3600),
-            other => humantime::parse_duration(other).map_err(|_| invalid())?,
-        };
-        if count == 0 || period.is_zero() {
-            return Err(invalid());
-        }
+        let (count, period) = crate::rate_grammar::parse_rate(text)?;
         Ok(Self::new(count, period))
     }
 }

@@ -187,25 +187,7 @@ fn flag(meta: &syn::meta::ParseNestedMeta<'_>) -> syn::Result<bool> {
 /// `"100/s"`, `"10/m"`, `"1/h"` or `"5/30s"`.
 fn rate(meta: &syn::meta::ParseNestedMeta<'_>) -> syn::Result<(u32, Duration)> {
     let lit = string(meta)?;
-    let text = lit.value();
-    let invalid = || {
-        syn::Error::new(
-            lit.span(),
-            format!("invalid rate limit `{text}`: write it like \"100/s\", \"10/m\" or \"5/30s\""),
-        )
-    };
-    let (count, per) = text.split_once('/').ok_or_else(invalid)?;
-    let count: u32 = count.trim().parse().map_err(|_| invalid())?;
-    let period = match per.trim() {
-        "s" => Duration::from_secs(1),
-        "m" => Duration::from_secs(60),
-        "h" => Duration::from_secs(3600),
-        other => humantime::parse_duration(other).map_err(|_| invalid())?,
-    };
-    if count == 0 || period.is_zero() {
-        return Err(invalid());
-    }
-    Ok((count, period))
+    crate::rate_grammar::parse_rate(&lit.value()).map_err(|err| syn::Error::new(lit.span(), err))
 }
 
 fn duration(meta: &syn::meta::ParseNestedMeta<'_>) -> syn::Result<Duration> {

@@ -6,6 +6,9 @@
 mod attr;
 mod expand;
 mod input;
+/// The rate-limit grammar, shared with taskq-core's `RateLimit` (one parser, one error text).
+#[path = "../../taskq-core/src/rate_grammar.rs"]
+mod rate_grammar;
 
 use proc_macro::TokenStream;
 use syn::{parse_macro_input, DeriveInput};

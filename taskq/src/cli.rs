@@ -8,6 +8,84 @@ use taskq_core::{Client, Encryption, Keyring, SigningKey};
 use crate::signal::Shutdown;
 use taskq_worker::{Worker, WorkerBuilder, WorkerReport};
 
+/// Where the broker is and how to reach it: the flags every taskq program shares (the worker's
+/// [`WorkerArgs`], the `taskq` CLI, `taskq-beat`, `taskq-bench`, the demo producer), declared
+/// once so their help and their environment variables cannot drift apart. Global: a parser
+/// with subcommands takes them before or after the subcommand.
+///
+/// ```
+/// use clap::Parser;
+/// use taskq::cli::ConnectArgs;
+///
+/// #[derive(Parser)]
+/// struct Cli {
+///     #[command(flatten)]
+///     connection: ConnectArgs,
+/// }
+///
+/// let cli = Cli::parse_from(["my-producer", "--broker", "rediss://cache:6380", "--tls-ca", "ca.pem"]);
+/// assert_eq!(cli.connection.url(), "rediss://cache:6380?tls_ca=ca.pem");
+/// assert_eq!(Cli::parse_from(["p"]).connection.broker, "redis://127.0.0.1:6379");
+/// ```
+#[derive(Clone, Debug, clap::Args)]
+#[command(about = None, long_about = None)]
+#[non_exhaustive]
+pub struct ConnectArgs {
+    /// Broker URL: redis://HOST:PORT[/DB] (rediss:// for TLS), redis+cluster://H:P,H:P,
+    /// redis+sentinel://H:P,H:P/MASTER (Redis: add ?durable=N to wait for N replicas),
+    /// amqp://USER:PW@HOST:PORT/VHOST (amqps:// for TLS; RabbitMQ, with
+    /// ?results=redis://HOST:PORT for a result store), or memory:// (in-process).
+    #[arg(
+        long,
+        env = "TASKQ_BROKER",
+        default_value = "redis://127.0.0.1:6379",
+        global = true
+    )]
+    pub broker: String,
+    /// PEM file of the certificate authority to trust for rediss:// and amqps:// (default:
+    /// public roots).
+    #[arg(long, env = "TASKQ_TLS_CA", global = true)]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// PEM file of this program's client certificate, for servers that require one.
+    #[arg(long, env = "TASKQ_TLS_CERT", global = true, requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM file of the client certificate's private key.
+    #[arg(long, env = "TASKQ_TLS_KEY", global = true, requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+}
+
+impl ConnectArgs {
+    /// `--broker` with the TLS files added, ready for [`crate::connect`].
+    pub fn url(&self) -> String {
+        crate::url_with_tls(
+            &self.broker,
+            self.tls_ca.as_deref(),
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+        )
+    }
+
+    /// `--broker` without its password, for messages.
+    pub fn redacted(&self) -> String {
+        crate::redacted_url(&self.broker)
+    }
+
+    /// Connects to the broker.
+    ///
+    /// # Errors
+    ///
+    /// An unsupported URL or an unreachable broker, naming the broker without its password.
+    pub async fn connect(&self) -> Result<Client, String> {
+        crate::connect(&self.url()).await.map_err(|err| {
+            format!(
+                "cannot use the broker at {}: {}",
+                self.redacted(),
+                taskq_core::error_chain(&err)
+            )
+        })
+    }
+}
+
 /// Command-line flags of a worker process; flatten them into your own clap parser. Every flag
 /// can also be set by an environment variable (`TASKQ_BROKER`, `TASKQ_QUEUES`,
 /// `TASKQ_CONCURRENCY`, ...), as containers expect.
@@ -30,19 +108,9 @@ use taskq_worker::{Worker, WorkerBuilder, WorkerReport};
 #[command(about = None, long_about = None)]
 #[non_exhaustive]
 pub struct WorkerArgs {
-    /// Broker URL: redis://HOST:PORT[/DB], rediss:// for TLS, redis+cluster://H:P,H:P,
-    /// redis+sentinel://H:P,H:P/MASTER, or memory:// (in-process).
-    #[arg(long, env = "TASKQ_BROKER", default_value = "redis://127.0.0.1:6379")]
-    pub broker: String,
-    /// PEM file of the certificate authority to trust for rediss:// (default: public roots).
-    #[arg(long, env = "TASKQ_TLS_CA")]
-    pub tls_ca: Option<std::path::PathBuf>,
-    /// PEM file of this worker's client certificate, for servers that require one.
-    #[arg(long, env = "TASKQ_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<std::path::PathBuf>,
-    /// PEM file of the client certificate's private key.
-    #[arg(long, env = "TASKQ_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<std::path::PathBuf>,
+    /// Where the broker is (`--broker`, TLS files).
+    #[command(flatten)]
+    pub connection: ConnectArgs,
     /// Keys whose signatures this worker accepts, KEY-ID:HEX-SECRET, comma-separated (rotation:
     /// list the old and the new key).
     #[arg(long, env = "TASKQ_SIGNING_KEYS", value_delimiter = ',')]
@@ -130,7 +198,7 @@ impl WorkerArgs {
     ///
     /// An unsupported URL or an unreachable broker.
     pub async fn connect(&self) -> taskq_core::Result<Client> {
-        let client = crate::connect(&self.broker_url()).await?;
+        let client = crate::connect(&self.connection.url()).await?;
         let client = match &self.signing_key {
             Some(key) => client.with_signing_key(key.clone()),
             None => client,
@@ -139,16 +207,6 @@ impl WorkerArgs {
             Some(keys) => client.with_encryption(keys.clone()),
             None => client,
         })
-    }
-
-    /// `--broker` with the TLS files added.
-    pub fn broker_url(&self) -> String {
-        crate::url_with_tls(
-            &self.broker,
-            self.tls_ca.as_deref(),
-            self.tls_cert.as_deref(),
-            self.tls_key.as_deref(),
-        )
     }
 
     /// Applies the flags to a builder.
@@ -192,7 +250,7 @@ impl WorkerArgs {
         let client = self.connect().await.map_err(|err| {
             format!(
                 "cannot use the broker at {}: {}",
-                crate::redacted_url(&self.broker),
+                self.connection.redacted(),
                 taskq_core::error_chain(&err)
             )
         })?;
@@ -296,6 +354,23 @@ mod tests {
             !help.contains("flatten them"),
             "rustdoc leaked into --help:\n{help}"
         );
+    }
+
+    #[test]
+    fn the_one_broker_help_names_every_scheme() {
+        let help = ReadmeWorker::command().render_long_help().to_string();
+        for scheme in [
+            "redis://",
+            "rediss://",
+            "redis+cluster://",
+            "redis+sentinel://",
+            "amqp://",
+            "amqps://",
+            "memory://",
+            "TASKQ_BROKER",
+        ] {
+            assert!(help.contains(scheme), "{scheme} missing from:\n{help}");
+        }
     }
 
     #[tokio::test]
