@@ -6,6 +6,7 @@
 //! names now.
 
 use std::{
+    ops::RangeInclusive,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -18,7 +19,7 @@ use redis::{
     aio::{ConnectionLike, ConnectionManager},
     cluster_async::ClusterConnection,
     cluster_routing::{
-        MultipleNodeRoutingInfo, Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr,
+        MultipleNodeRoutingInfo, Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
     },
     sentinel::SentinelClient,
     Cmd, Pipeline, RedisFuture, RedisResult, Value,
@@ -28,7 +29,7 @@ use taskq_core::Result;
 
 use crate::{
     connection::{manager, redis_error},
-    replicas::{connected_replicas, DurableWrites, Wait},
+    replicas::{self, connected_replicas, DurableWrites, Wait},
     Durable,
 };
 
@@ -161,7 +162,7 @@ impl Conn {
     async fn judge_attached(
         &mut self,
         durable: &DurableWrites,
-        slot: Slot,
+        slot: u16,
         epoch: u64,
         key: &str,
     ) -> Result<usize> {
@@ -172,25 +173,53 @@ impl Conn {
         };
         let attached = connected_replicas(&self.replication_info(key).await?)
             .ok_or_else(|| refused("the server is no longer a master"))?;
-        if attached < durable.setting.replicas {
-            if let Self::Sentinel(conn) = self {
-                if !conn.still_named(epoch).await {
-                    return Err(refused(
-                        "the master moved, or the sentinels no longer name it",
-                    ));
-                }
+        if attached >= durable.setting.replicas {
+            return Ok(durable.attached(vec![slot..=slot], epoch, attached));
+        }
+        if let Self::Sentinel(conn) = self {
+            if !conn.still_named(epoch).await {
+                return Err(refused(
+                    "the master moved, or the sentinels no longer name it",
+                ));
             }
         }
-        Ok(durable.attached(slot, epoch, attached))
+        let slots = self.served_slots(key).await?;
+        Ok(durable.attached(slots, epoch, attached))
     }
 
     /// The hash slot of `key` on a cluster (durable writes keep their state per master, found
     /// by slot); one slot for all keys elsewhere (one master).
-    fn slot_of(&self, key: &str) -> Slot {
+    fn slot_of(&self, key: &str) -> u16 {
         match self {
-            Self::Cluster(_) => Slot::for_key(key),
-            _ => Slot::for_key(""),
+            Self::Cluster(_) => replicas::slot_of(key),
+            _ => 0,
         }
+    }
+
+    /// Every hash slot the master holding `key` serves: on a cluster, its own line of
+    /// `CLUSTER NODES`; elsewhere all of them.
+    async fn served_slots(&mut self, key: &str) -> Result<Vec<RangeInclusive<u16>>> {
+        let Self::Cluster(conn) = self else {
+            return Ok(vec![replicas::ALL_SLOTS]);
+        };
+        let mut nodes = redis::cmd("CLUSTER");
+        nodes.arg("NODES");
+        let route = Route::with_key(key, SlotAddr::Master);
+        let value = conn
+            .route_command(
+                nodes,
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+            )
+            .await
+            .map_err(redis_error)?;
+        let text: String = redis::from_redis_value(value).map_err(|err| redis_error(err.into()))?;
+        let slots = replicas::own_slots(&text);
+        let slot = replicas::slot_of(key);
+        Ok(if slots.is_empty() {
+            vec![slot..=slot]
+        } else {
+            slots
+        })
     }
 
     /// A warning for each master with fewer than `replicas` replicas attached.

@@ -6,12 +6,16 @@
 //! stop completing anything at the first failure, which is not what anyone turns durable mode
 //! on for. So, as Redis's own `min-replicas-to-write` users expect, a write waits for the
 //! replicas that are **attached**, at most N: with none attached it is accepted after the
-//! master's own write, and taskq warns once (per master slot) that durable writes are degraded,
+//! master's own write, and taskq warns once (per master) that durable writes are degraded,
 //! and once more when they are whole again. A replica that is attached but does not acknowledge
 //! in time still fails the write (transient: retried), as before.
 //!
 //! While degraded, the attached count is asked again (`INFO replication`) at most once a
-//! second, so a returning replica is waited for again within a second of attaching.
+//! second, so a returning replica is waited for again within a second of attaching. What is
+//! known is kept per master, as the hash slots it serves (on a cluster, read from the master
+//! itself with `CLUSTER NODES`; elsewhere all of them): a write to any key of a degraded master
+//! skips the `WAIT` it cannot satisfy, so a worker writing results to thousands of keys pays one
+//! `WAIT` and one `INFO` per master and second, not one per key.
 //!
 //! The judgement must describe the server that took the write, or a write to an old master
 //! could be acknowledged on the word of the new one: a `WAIT` that did not answer (client
@@ -22,33 +26,42 @@
 //! answers but has lost its replica to the promotion, is never written to without one).
 
 use std::{
-    collections::HashMap,
+    ops::RangeInclusive,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use parking_lot::Mutex;
-use redis::cluster_routing::Slot;
 
 use crate::Durable;
 
 /// How long a degraded master's attached-replica count is trusted before it is asked again.
 const RECHECK: Duration = Duration::from_secs(1);
 
+/// The hash slots of a Redis Cluster; a lone master or a Sentinel group serves all of them.
+pub(crate) const ALL_SLOTS: RangeInclusive<u16> = 0..=16383;
+
 /// Durable writes of one broker or backend: the setting, and what is known of degraded masters.
 #[derive(Clone, Debug)]
 pub(crate) struct DurableWrites {
     pub(crate) setting: Durable,
-    watch: Arc<Mutex<HashMap<Slot, Degraded>>>,
+    watch: Arc<Mutex<Vec<Degraded>>>,
 }
 
-/// A master (by the slot written to) seen with fewer replicas than the setting asks for.
-#[derive(Clone, Copy, Debug)]
+/// A master, by the hash slots it serves, seen with fewer replicas than the setting asks for.
+#[derive(Clone, Debug)]
 struct Degraded {
+    slots: Vec<RangeInclusive<u16>>,
     attached: usize,
     checked: Instant,
     /// The connection the count was read on (the Sentinel connection's generation).
     epoch: u64,
+}
+
+impl Degraded {
+    fn serves(&self, slot: u16) -> bool {
+        self.slots.iter().any(|range| range.contains(&slot))
+    }
 }
 
 /// What a write should wait for on one master.
@@ -64,21 +77,21 @@ pub(crate) enum Wait {
 
 impl DurableWrites {
     /// The setting of a connection whose calls give up after `response_timeout`: `WAIT`'s
-    /// own timeout is kept to three quarters of it, so that the server always answers with
-    /// its count (a `WAIT` the client gave up on says nothing, and fails the write).
+    /// own timeout is kept to half of it, so that the server always answers with its count
+    /// (a `WAIT` the client gave up on says nothing, and fails the write).
     pub(crate) fn new(setting: Option<Durable>, response_timeout: Duration) -> Option<Self> {
         setting.map(|setting| Self {
             setting: Durable {
                 replicas: setting.replicas,
-                timeout: setting.timeout.min(response_timeout * 3 / 4),
+                timeout: setting.timeout.min(response_timeout / 2),
             },
             watch: Arc::default(),
         })
     }
 
     /// What a write to `slot`, sent on the connection of `epoch`, waits for.
-    pub(crate) fn wait_for(&self, slot: Slot, epoch: u64) -> Wait {
-        match self.watch.lock().get(&slot) {
+    pub(crate) fn wait_for(&self, slot: u16, epoch: u64) -> Wait {
+        match self.watch.lock().iter().find(|known| known.serves(slot)) {
             None => Wait::Whole,
             Some(known) if known.epoch == epoch && known.checked.elapsed() < RECHECK => {
                 Wait::Degraded(known.attached)
@@ -87,45 +100,91 @@ impl DurableWrites {
         }
     }
 
-    /// Records that `slot`'s master has `attached` replicas; warns when it becomes degraded
-    /// and when it is whole again. Returns how many replicas a write there waits for.
-    pub(crate) fn attached(&self, slot: Slot, epoch: u64, attached: usize) -> usize {
+    /// Records that the master serving `slots` has `attached` replicas; warns when it becomes
+    /// degraded and when it is whole again. Returns how many replicas a write there waits for.
+    pub(crate) fn attached(
+        &self,
+        slots: Vec<RangeInclusive<u16>>,
+        epoch: u64,
+        attached: usize,
+    ) -> usize {
         let wanted = self.setting.replicas;
         let mut watch = self.watch.lock();
+        let overlaps = |known: &Degraded| {
+            slots.iter().any(|range| {
+                known
+                    .slots
+                    .iter()
+                    .any(|r| r.start() <= range.end() && range.start() <= r.end())
+            })
+        };
+        let was_degraded = watch.iter().any(overlaps);
+        watch.retain(|known| !overlaps(known));
+        let first = slots.first().map(|range| *range.start());
         if attached >= wanted {
-            if watch.remove(&slot).is_some() {
+            if was_degraded {
                 tracing::info!(
-                    ?slot,
+                    first_slot = first,
                     attached,
                     "durable writes whole again: the master has its replicas back"
                 );
             }
             return wanted;
         }
-        let was = watch.insert(
-            slot,
-            Degraded {
-                attached,
-                checked: Instant::now(),
-                epoch,
-            },
-        );
-        if was.is_none() {
+        if !was_degraded {
             tracing::warn!(
-                ?slot,
+                first_slot = first,
                 attached,
                 wanted,
                 "durable writes degraded: the master has fewer replicas attached than durable={wanted}; writes wait for the {attached} attached (with none, a failover now could lose them) until replicas return"
             );
         }
+        watch.push(Degraded {
+            slots,
+            attached,
+            checked: Instant::now(),
+            epoch,
+        });
         attached
     }
 
-    /// Slots whose master is known to be degraded now.
+    /// Masters known to be degraded now.
     #[cfg(test)]
     fn degraded(&self) -> usize {
         self.watch.lock().len()
     }
+}
+
+/// The hash slot of `key`, as Redis Cluster computes it: CRC16 of the key's hash tag (the
+/// text between its first `{` and the next `}`, when not empty) or of the whole key.
+pub(crate) fn slot_of(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tagged = bytes.iter().position(|b| *b == b'{').and_then(|open| {
+        let tag = &bytes[open + 1..];
+        let close = tag.iter().position(|b| *b == b'}')?;
+        (close > 0).then(|| &tag[..close])
+    });
+    crc16::State::<crc16::XMODEM>::calculate(tagged.unwrap_or(bytes)) % 16384
+}
+
+/// The slots the answering node serves, from its `CLUSTER NODES` answer (the `myself` line:
+/// `0-5460`, `5461`; slots being migrated, `[…]`, are left out).
+pub(crate) fn own_slots(nodes: &str) -> Vec<RangeInclusive<u16>> {
+    let Some(line) = nodes.lines().find(|line| {
+        line.split(' ')
+            .nth(2)
+            .is_some_and(|flags| flags.split(',').any(|flag| flag == "myself"))
+    }) else {
+        return Vec::new();
+    };
+    line.split(' ')
+        .skip(8)
+        .filter(|token| !token.starts_with('['))
+        .filter_map(|token| match token.split_once('-') {
+            Some((start, end)) => Some(start.parse().ok()?..=end.parse().ok()?),
+            None => token.parse().ok().map(|slot| slot..=slot),
+        })
+        .collect()
 }
 
 /// The `connected_slaves` count of an `INFO replication` answer from a master; `None` from
@@ -160,24 +219,30 @@ mod tests {
     #[test]
     fn a_master_short_of_replicas_is_waited_on_for_those_attached_until_they_return() {
         let durable = writes(2);
-        let (seven, eight) = (Slot::new(7).unwrap(), Slot::new(8).unwrap());
-        assert_eq!(durable.wait_for(seven, 0), Wait::Whole);
-        assert_eq!(durable.attached(seven, 0, 1), 1);
-        assert_eq!(durable.wait_for(seven, 0), Wait::Degraded(1));
+        let master = || vec![0..=5460, 7000..=7000];
+        assert_eq!(durable.wait_for(7, 0), Wait::Whole);
+        assert_eq!(durable.attached(master(), 0, 1), 1);
+        assert_eq!(durable.wait_for(7, 0), Wait::Degraded(1));
         assert_eq!(
-            durable.wait_for(eight, 0),
+            durable.wait_for(7000, 0),
+            Wait::Degraded(1),
+            "every slot of the master is known at once"
+        );
+        assert_eq!(
+            durable.wait_for(5461, 0),
             Wait::Whole,
             "other masters are not affected"
         );
-        assert_eq!(durable.attached(seven, 0, 0), 0);
-        assert_eq!(durable.wait_for(seven, 0), Wait::Degraded(0));
+        assert_eq!(durable.attached(master(), 0, 0), 0);
+        assert_eq!(durable.wait_for(7, 0), Wait::Degraded(0));
+        assert_eq!(durable.degraded(), 1, "one entry per master");
         assert_eq!(
-            durable.wait_for(seven, 1),
+            durable.wait_for(7, 1),
             Wait::Recheck,
             "a count read on another connection (the master moved) is asked again"
         );
-        assert_eq!(durable.attached(seven, 0, 2), 2);
-        assert_eq!(durable.wait_for(seven, 0), Wait::Whole);
+        assert_eq!(durable.attached(master(), 0, 2), 2);
+        assert_eq!(durable.wait_for(7, 0), Wait::Whole);
         assert_eq!(durable.degraded(), 0);
     }
 
@@ -191,5 +256,26 @@ mod tests {
             None,
             "a replica (a demoted master) is never judged degraded"
         );
+    }
+
+    #[test]
+    fn slots_are_those_redis_computes() {
+        // Values from `CLUSTER KEYSLOT`.
+        assert_eq!(slot_of("foo"), 12182);
+        assert_eq!(slot_of("{user1000}.following"), slot_of("user1000"));
+        assert_ne!(
+            slot_of("{}foo"),
+            slot_of("foo"),
+            "an empty tag hashes the whole key"
+        );
+    }
+
+    #[test]
+    fn a_node_serves_the_slots_of_its_myself_line() {
+        let nodes = "07c37dfeb235213a872192d90877d0cd55635b91 127.0.0.1:30004@31004 slave e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 0 1426238317239 4 connected\n\
+e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460 7000 [5461->-292f8b365bb7edb5e285caf0b7e6ddc7265d2f4f]\n\
+292f8b365bb7edb5e285caf0b7e6ddc7265d2f4f 127.0.0.1:30003@31003 master - 0 1426238318243 3 connected 10923-16383\n";
+        assert_eq!(own_slots(nodes), vec![0..=5460, 7000..=7000]);
+        assert!(own_slots("").is_empty());
     }
 }

@@ -155,3 +155,43 @@ async fn without_durable_writes_losses_stay_inside_the_failover_window() {
     }
     drop(cluster);
 }
+
+/// A master is killed for good (SIGKILL, never restarted) under durable writes: its replica
+/// is promoted with no replica of its own, writes to that shard wait for the replicas attached
+/// (none; the broker names it degraded) and every task on every shard still succeeds. Before,
+/// every write to the promoted master failed `WAIT` for ever; with the degraded state kept per
+/// slot instead of per master, each result key paid its own one-second `WAIT` in the worker's
+/// one settle path and the run had not finished after five minutes (13 s now).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_lost_for_good_leaves_durable_writes_degraded_not_stopped() {
+    let mut cluster = RedisCluster::start();
+    let queues: Vec<String> = (0..3).map(|i| cluster.queue_on_master(i, "lost")).collect();
+    let victim = cluster.masters()[0];
+    let client = client(&cluster.url(), true).await;
+    let workers = [
+        Running::start(&client, &queues),
+        Running::start(&client, &queues),
+    ];
+    let producer = produce(&client, &queues, 600, Duration::from_millis(5));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    cluster.kill(victim);
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.wait_for_failover(victim, Duration::from_secs(30));
+        cluster
+    })
+    .await
+    .unwrap();
+    let ids = producer.await.unwrap();
+    assert_all_succeed(&client, &ids, Duration::from_secs(90)).await;
+    let warnings = client.broker().durability_warnings().await.unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("durable writes degraded") && w.contains("0 of durable=1")),
+        "the promoted master is named degraded: {warnings:?}"
+    );
+    for worker in workers {
+        worker.stop().await;
+    }
+    drop(cluster);
+}
