@@ -570,3 +570,30 @@ async fn queue_names_with_url_characters_still_link_to_themselves() {
     assert_eq!(post(address, &format!("{link}/purge"), &csrf).await, 303);
     assert_eq!(client.inspector().stats(odd).await.unwrap().pending, 0);
 }
+
+/// The overview names a durable master short of replicas (here a lone server asked for one
+/// replica), and a deployment without durable writes sees no such warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_warns_of_a_durable_master_short_of_replicas() {
+    let server = taskq_testkit::RedisServer::start();
+    let durable = taskq_redis::client(
+        taskq_redis::RedisConfig::new(server.url())
+            .with_durable_writes(1, Duration::from_millis(100)),
+    )
+    .await
+    .unwrap();
+    let (address, _served) = serve(Dashboard::new(durable)).await;
+    let (status, page) = get(address, "/").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("durable writes degraded: the master has 0 of durable=1"),
+        "{page}"
+    );
+
+    let plain = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
+        .await
+        .unwrap();
+    let (address, _served) = serve(Dashboard::new(plain)).await;
+    let (_, page) = get(address, "/").await;
+    assert!(!page.contains("durable writes degraded"), "{page}");
+}
