@@ -172,6 +172,48 @@ impl RedisCluster {
         }
     }
 
+    /// The port of a replica of the master on `master`.
+    ///
+    /// # Panics
+    ///
+    /// When no node replicates it.
+    pub fn replica_of(&self, master: u16) -> u16 {
+        self.nodes
+            .iter()
+            .map(RedisServer::port)
+            .find(|port| {
+                redis_cli(*port, &["INFO".into(), "replication".into()])
+                    .lines()
+                    .any(|line| line.trim() == format!("master_port:{master}"))
+            })
+            .unwrap_or_else(|| panic!("no replica of {master}"))
+    }
+
+    /// Stops the node on `port` (SIGSTOP) without closing anything: its connections stay open
+    /// and unanswered, as with a hung process or a stalled link, until [`RedisCluster::resume`].
+    pub fn pause(&self, port: u16) {
+        self.signal(port, "-STOP");
+    }
+
+    /// Lets a node [`RedisCluster::pause`] stopped run again (SIGCONT).
+    pub fn resume(&self, port: u16) {
+        self.signal(port, "-CONT");
+    }
+
+    fn signal(&self, port: u16, signal: &str) {
+        let node = self
+            .nodes
+            .iter()
+            .find(|n| n.port() == port)
+            .unwrap_or_else(|| panic!("no node on {port}"));
+        let pid = node.pid().expect("the node runs").to_string();
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
     /// Kills the node on `port` with SIGKILL (its replica takes over after the node timeout).
     pub fn kill(&mut self, port: u16) {
         if let Some(node) = self.nodes.iter_mut().find(|n| n.port() == port) {

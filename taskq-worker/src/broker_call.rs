@@ -51,6 +51,41 @@ pub(crate) enum Abandoned {
     Stopped,
     /// The error cannot pass by retrying.
     Refused(taskq_core::Error),
+    /// A single try ([`Patience::Once`]) failed with an error that may pass.
+    Unavailable(taskq_core::Error),
+}
+
+/// How long a call goes on trying.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Patience {
+    /// Until it succeeds, a retry cannot help, or shutdown's grace ends ([`insist_or_error`]).
+    Insist,
+    /// One try: whoever calls does something else on a transient error.
+    Once,
+}
+
+/// Calls `op` with `patience`.
+pub(crate) async fn call_with<T, F, Fut>(
+    what: &str,
+    stop: &CancellationToken,
+    patience: Patience,
+    mut op: F,
+) -> Result<T, Abandoned>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = taskq_core::Result<T>>,
+{
+    match patience {
+        Patience::Insist => insist_or_error(what, stop, op).await,
+        Patience::Once => op().await.map_err(|err| {
+            if err.is_transient() {
+                Abandoned::Unavailable(err)
+            } else {
+                tracing::error!(error = %error_chain(&err), "{what} failed and cannot succeed by retrying");
+                Abandoned::Refused(err)
+            }
+        }),
+    }
 }
 
 /// Calls `op` until it succeeds, so that a broker outage delays a message's transition instead

@@ -16,13 +16,13 @@ use taskq_core::{
 };
 use tokio::{
     sync::{mpsc, Mutex, OwnedSemaphorePermit},
-    task::JoinHandle,
+    task::{JoinHandle, JoinSet},
 };
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{
-    broker_call::{insist, insist_or_error, Abandoned},
+    broker_call::{call_with, insist, Abandoned, Patience},
     report::Recorder,
 };
 
@@ -117,7 +117,7 @@ impl Settler {
             async move {
                 let receiver = settler.receiver.lock().await.take();
                 if let Some(receiver) = receiver {
-                    settler.run_acker(receiver).await;
+                    Self::run_acker(&settler, receiver).await;
                 }
             }
             .in_current_span(),
@@ -217,12 +217,13 @@ impl Settler {
         }
     }
 
-    async fn run_acker(&self, mut receiver: mpsc::UnboundedReceiver<Completion>) {
+    async fn run_acker(this: &Arc<Self>, mut receiver: mpsc::UnboundedReceiver<Completion>) {
+        let mut apart = JoinSet::new();
         loop {
             let first = tokio::select! {
                 biased;
                 completion = receiver.recv() => completion,
-                _ = self.closing.cancelled() => None,
+                _ = this.closing.cancelled() => None,
             };
             let Some(first) = first else {
                 break;
@@ -234,42 +235,70 @@ impl Settler {
                     Err(_) => break,
                 }
             }
-            self.flush(batch).await;
+            this.flush(batch, &mut apart).await;
+            while apart.try_join_next().is_some() {}
         }
         // Closing: everything sent before `close` is already in the channel.
         let mut rest = Vec::new();
         while let Ok(completion) = receiver.try_recv() {
             rest.push(completion);
             if rest.len() == MAX_BATCH {
-                self.flush(std::mem::take(&mut rest)).await;
+                this.flush(std::mem::take(&mut rest), &mut apart).await;
             }
         }
         if !rest.is_empty() {
-            self.flush(rest).await;
+            this.flush(rest, &mut apart).await;
         }
+        while apart.join_next().await.is_some() {}
     }
 
     /// Writes the batch's results, continues its workflows, then acknowledges it: results
-    /// always land before the ack. A batch refused for good (an error no retry fixes) is
-    /// settled again message by message, so that one message that cannot be settled (a
-    /// continuation its broker refuses, a record its backend refuses) holds only itself; that
-    /// one is dead-lettered with the reason, in sight of operators, instead of sitting
-    /// unacknowledged in this worker's hands for as long as it lives. At shutdown, what is not
-    /// settled is left for recovery.
-    async fn flush(&self, mut batch: Vec<Completion>) {
-        if let Err(Abandoned::Refused(err)) = self.settle(&mut batch).await {
-            if batch.len() > 1 {
+    /// always land before the ack.
+    ///
+    /// A batch is tried once as a whole; the acker itself never waits out an outage. When that
+    /// try fails with an error that may pass (a broker outage, or one cluster shard that cannot
+    /// take a write now: a master whose replica stalled under durable writes), each message is
+    /// settled on its own, in its own task in `apart`, insisting: the messages whose writes
+    /// land are acknowledged at once and the acker goes on with the next batch, so one shard's
+    /// stall holds only the messages that write there (and their permits), never the whole
+    /// worker.
+    ///
+    /// A batch refused for good (an error no retry fixes) is settled again message by
+    /// message, so that one message that cannot be settled (a continuation its broker refuses,
+    /// a record its backend refuses) holds only itself; that one is dead-lettered with the
+    /// reason, in sight of operators, instead of sitting unacknowledged in this worker's hands
+    /// for as long as it lives. At shutdown, what is not settled is left for recovery.
+    async fn flush(self: &Arc<Self>, mut batch: Vec<Completion>, apart: &mut JoinSet<()>) {
+        match self.settle(&mut batch, Patience::Once).await {
+            Ok(()) | Err(Abandoned::Stopped) => {}
+            Err(Abandoned::Unavailable(err)) => {
                 tracing::warn!(
                     messages = batch.len(),
                     error = %error_chain(&err),
-                    "a batch could not be settled; settling its messages one by one"
+                    "a batch could not be settled at once; settling its messages each on its own, insisting"
                 );
+                for completion in batch {
+                    let this = self.clone();
+                    apart.spawn(
+                        async move {
+                            let mut completion = completion;
+                            this.settle_alone(&mut completion).await;
+                        }
+                        .in_current_span(),
+                    );
+                }
+                return;
             }
-            for completion in &mut batch {
-                if let Err(Abandoned::Refused(err)) =
-                    self.settle(std::slice::from_mut(completion)).await
-                {
-                    self.unsettled(completion, &err).await;
+            Err(Abandoned::Refused(err)) => {
+                if batch.len() > 1 {
+                    tracing::warn!(
+                        messages = batch.len(),
+                        error = %error_chain(&err),
+                        "a batch could not be settled; settling its messages one by one"
+                    );
+                }
+                for completion in &mut batch {
+                    self.settle_alone(completion).await;
                 }
             }
         }
@@ -277,13 +306,24 @@ impl Settler {
         drop(batch);
     }
 
+    /// Settles one message, insisting; dead-letters it when that is refused for good.
+    async fn settle_alone(&self, completion: &mut Completion) {
+        if let Err(Abandoned::Refused(err)) = self
+            .settle(std::slice::from_mut(completion), Patience::Insist)
+            .await
+        {
+            self.unsettled(completion, &err).await;
+        }
+    }
+
     /// One settle of `batch`: results, workflows, ack. What it did not finish stays in the
     /// completions (results not stored, workflows not continued), so that it can run again.
-    async fn settle(&self, batch: &mut [Completion]) -> Result<(), Abandoned> {
+    async fn settle(&self, batch: &mut [Completion], patience: Patience) -> Result<(), Abandoned> {
+        let stop = &self.hard_stop;
         let (records, owners) = take_each(batch, |c| &mut c.record);
         if !records.is_empty() {
             let (backend, ttl) = (&self.backend, self.result_ttl);
-            let stored = insist_or_error("store results", &self.hard_stop, || {
+            let stored = call_with("store results", stop, patience, || {
                 backend.store_many(&records, ttl)
             })
             .await;
@@ -295,7 +335,7 @@ impl Settler {
         let (finished, owners) = take_each(batch, |c| &mut c.workflow);
         if !finished.is_empty() {
             let (client, ttl) = (&self.client, self.result_ttl);
-            let continued = insist_or_error("continue workflows", &self.hard_stop, || {
+            let continued = call_with("continue workflows", stop, patience, || {
                 client.advance_workflows(finished.clone(), ttl)
             })
             .await;
@@ -310,7 +350,7 @@ impl Settler {
             .map(|c| c.delivery.clone())
             .collect();
         if !deliveries.is_empty() {
-            let acked = insist_or_error("ack", &self.hard_stop, || {
+            let acked = call_with("ack", stop, patience, || {
                 self.broker.ack(&self.worker, &deliveries)
             })
             .await?;

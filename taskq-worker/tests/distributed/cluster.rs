@@ -2,10 +2,11 @@
 
 use std::{sync::OnceLock, time::Duration};
 
+use taskq_core::TaskId;
 use taskq_testkit::RedisCluster;
 
 use crate::support::{
-    assert_all_succeed, client, never_succeeded, produce, produce_timed, RunLog, Running,
+    assert_all_succeed, client, never_succeeded, produce, produce_timed, Echo, RunLog, Running,
 };
 
 /// The cluster shared by the tests that leave its masters alone.
@@ -194,4 +195,73 @@ async fn a_master_lost_for_good_leaves_durable_writes_degraded_not_stopped() {
         worker.stop().await;
     }
     drop(cluster);
+}
+
+/// One shard stalls: durable writes on, and the only replica of one master stopped (SIGSTOP:
+/// still attached, never acknowledging), so every result write to that master fails after the
+/// `WAIT` timeout. Tasks whose result key lives on the other masters are still stored and
+/// acknowledged while it lasts, and the stalled ones once the replica runs again. Before, the
+/// acker insisted on a batch holding a stalled result, and every completion behind it waited
+/// (the healthy results were never stored: the test failed at its first assertion).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_shard_holds_only_the_results_written_there() {
+    let cluster = RedisCluster::start();
+    let stalled_master = cluster.masters()[0];
+    let replica = cluster.replica_of(stalled_master);
+    let queue = cluster.queue_on_master(1, "stall");
+    let client = client(&cluster.url(), true).await;
+    let worker = Running::start(&client, std::slice::from_ref(&queue));
+    let warm = crate::support::enqueue_insisting(&client, &queue, 0, 0).await;
+    assert_all_succeed(&client, &[warm], Duration::from_secs(20)).await;
+
+    let on_stalled = |id: &TaskId| {
+        cluster.master_of_slot(cluster.slot_of(&format!("taskq:result:{id}"))) == stalled_master
+    };
+    let (mut stalled, mut healthy) = (Vec::new(), Vec::new());
+    while stalled.len() < 3 || healthy.len() < 3 {
+        let id = TaskId::new();
+        match on_stalled(&id) {
+            true if stalled.len() < 3 => stalled.push(id),
+            false if healthy.len() < 3 => healthy.push(id),
+            _ => {}
+        }
+    }
+    cluster.pause(replica);
+    // The stalled ones first: they run first and finish first, ahead of the healthy ones.
+    for (n, id) in stalled.iter().chain(&healthy).enumerate() {
+        client
+            .enqueue(Echo {
+                n: n as u64,
+                ms: 300,
+            })
+            .queue(&queue)
+            .id(*id)
+            .await
+            .expect("the queue's master is healthy");
+    }
+    // The healthy ones are stored and acknowledged while the stall lasts; the stalled ones
+    // (written on their master, not replicated) stay unacknowledged in the worker's hands.
+    assert_all_succeed(&client, &healthy, Duration::from_secs(15)).await;
+    let in_hand = |wanted: usize| {
+        let (client, queue) = (client.clone(), queue.clone());
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+            loop {
+                let processing = client.broker().stats(&queue).await.unwrap().processing;
+                if processing == wanted {
+                    return;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{processing} messages in the worker's hands, not {wanted}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    in_hand(3).await;
+    cluster.resume(replica);
+    assert_all_succeed(&client, &stalled, Duration::from_secs(30)).await;
+    in_hand(0).await;
+    worker.stop().await;
 }
