@@ -16,6 +16,7 @@
 -- ARGV[6]      most bytes of dead letters kept
 -- returns      {moved, dropped}: moved is 1, or 0 when this worker no longer held the message;
 --              dropped is how many of the oldest dead letters the cap pushed out
+--- @include lib/dead_letters.lua
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then
   return {0, 0}
 end

@@ -6,6 +6,7 @@
 -- KEYS[2]  taskq:{q}:dead-bytes (bytes the dead-letter list holds)
 -- ARGV     task ids (UUID text)
 -- returns  how many were deleted
+--- @include lib/dead_letters.lua
 local deleted = 0
 for _, id in ipairs(ARGV) do
   local needle = '"id":"' .. id .. '"'

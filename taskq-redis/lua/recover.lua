@@ -26,6 +26,7 @@
 -- returns      {requeued, dead_lettered, {id, payload, id, payload, ...}}: with the ids and
 --              payloads of the messages dead-lettered as poison (those with an id), or {-1, 0, {}} when the
 --              worker is alive or already recovered
+--- @include lib/dead_letters.lua
 local top_level = #KEYS - 9
 local bytes_key = KEYS[7]
 local wake = KEYS[#KEYS]

@@ -9,6 +9,7 @@
 -- ARGV[1]      the dead letter record, exactly as stored
 -- ARGV[2]      the payload to enqueue
 -- returns      1 when requeued, 0 when the record was no longer there
+--- @include lib/dead_letters.lua
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then
   return 0
 end

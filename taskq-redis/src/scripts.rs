@@ -4,32 +4,40 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// `lua/lib/dead_letters.lua`: the dead-letter list and its byte count, kept together.
-const DEAD_LETTERS_LIB: &str = include_str!("../lua/lib/dead_letters.lua");
+/// The libraries a script may include, by the path its `--- @include` line names (relative to
+/// `lua/`).
+const LIBRARIES: &[(&str, &str)] = &[(
+    "lib/dead_letters.lua",
+    include_str!("../lua/lib/dead_letters.lua"),
+)];
 
-/// A script with a library inserted after its first line (the `#!lua` flags line must stay
-/// first; a script without one gets the library in front).
-fn with_library(source: &str, library: &str) -> String {
-    match source.split_once('\n') {
-        Some((flags, body)) if flags.starts_with("#!") => format!("{flags}\n{library}{body}"),
-        _ => format!("{library}{source}"),
-    }
+/// A script with every library it declares (`--- @include lib/NAME.lua`, one per line, as
+/// BullMQ's scripts do) put in place of its declaration, so a script says itself where the
+/// functions it calls come from and gets nothing it did not ask for.
+///
+/// # Panics
+///
+/// On a declared library that does not exist: a script that could never run (tested for
+/// every script).
+fn with_includes(source: &str) -> String {
+    source
+        .split_inclusive('\n')
+        .map(|line| match line.trim().strip_prefix("--- @include ") {
+            Some(path) => LIBRARIES
+                .iter()
+                .find(|(name, _)| *name == path.trim())
+                .map(|(_, library)| (*library).to_owned())
+                .unwrap_or_else(|| panic!("`--- @include {path}`: no such library in lua/")),
+            None => line.to_owned(),
+        })
+        .collect()
 }
 
 macro_rules! script {
     ($name:ident, $file:literal) => {
         #[doc = concat!("`lua/", $file, "`")]
         pub(crate) static $name: LazyLock<Script> =
-            LazyLock::new(|| Script::new(include_str!(concat!("../lua/", $file))));
-    };
-    ($name:ident, $file:literal, with $library:expr) => {
-        #[doc = concat!("`lua/", $file, "`, with a library")]
-        pub(crate) static $name: LazyLock<Script> = LazyLock::new(|| {
-            Script::new(&with_library(
-                include_str!(concat!("../lua/", $file)),
-                $library,
-            ))
-        });
+            LazyLock::new(|| Script::new(&with_includes(include_str!(concat!("../lua/", $file)))));
     };
 }
 
@@ -38,11 +46,11 @@ script!(FETCH, "fetch.lua");
 script!(ACK, "ack.lua");
 script!(RETRY, "retry.lua");
 script!(REQUEUE, "requeue.lua");
-script!(DEAD_LETTER, "dead_letter.lua", with DEAD_LETTERS_LIB);
+script!(DEAD_LETTER, "dead_letter.lua");
 script!(PROMOTE_SCHEDULED, "promote_scheduled.lua");
-script!(RECOVER, "recover.lua", with DEAD_LETTERS_LIB);
+script!(RECOVER, "recover.lua");
 script!(ENQUEUE_UNIQUE, "enqueue_unique.lua");
-script!(REQUEUE_DEAD, "requeue_dead.lua", with DEAD_LETTERS_LIB);
+script!(REQUEUE_DEAD, "requeue_dead.lua");
 script!(RELEASE_UNIQUE, "release_unique.lua");
 script!(RATE_LIMIT, "rate_limit.lua");
 script!(EXTEND_LOCK, "extend_lock.lua");
@@ -50,12 +58,12 @@ script!(RELEASE_LOCK, "release_lock.lua");
 script!(SET_LAST_FIRE, "set_last_fire.lua");
 script!(FIND_DEAD, "find_dead.lua");
 script!(STATS, "stats.lua");
-script!(PURGE_DEAD, "purge_dead.lua", with DEAD_LETTERS_LIB);
+script!(PURGE_DEAD, "purge_dead.lua");
 script!(PURGE_QUEUE, "purge_queue.lua");
 script!(STORE_RESULT, "store_result.lua");
 script!(REPORT_MEMBERS, "report_members.lua");
 script!(PENDING_PAGE, "pending_page.lua");
-script!(DELETE_DEAD, "delete_dead.lua", with DEAD_LETTERS_LIB);
+script!(DELETE_DEAD, "delete_dead.lua");
 script!(SETTLE_SCHEDULED, "settle_scheduled.lua");
 script!(QUEUE_IDLE, "queue_idle.lua");
 script!(REGISTER_QUEUES, "register_queues.lua");
@@ -92,5 +100,51 @@ pub(crate) async fn invoke_read_only<T: redis::FromRedisValue>(
             Ok(value)
         }
         outcome => outcome,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every script, with what it declares put in place: none names a missing library, and
+    /// every library function a script calls comes from a library it includes.
+    #[test]
+    fn every_script_includes_what_it_calls_and_nothing_else() {
+        let directory = concat!(env!("CARGO_MANIFEST_DIR"), "/lua");
+        for entry in std::fs::read_dir(directory).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|ext| ext != "lua") {
+                continue;
+            }
+            let source = std::fs::read_to_string(&path).unwrap();
+            let expanded = with_includes(&source);
+            for (name, library) in LIBRARIES {
+                let functions: Vec<&str> = library
+                    .lines()
+                    .filter_map(|line| line.strip_prefix("local function "))
+                    .filter_map(|rest| rest.split('(').next())
+                    .collect();
+                let calls = functions
+                    .iter()
+                    .any(|function| source.contains(&format!("{function}(")));
+                let includes = source.contains(&format!("--- @include {name}"));
+                assert_eq!(
+                    calls,
+                    includes,
+                    "{}: calls a function of {name} without including it, or includes it unused",
+                    path.display()
+                );
+                if includes {
+                    assert!(expanded.contains(library), "{}", path.display());
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "no such library")]
+    fn a_missing_library_is_named() {
+        with_includes("--- @include lib/nowhere.lua\nreturn 1\n");
     }
 }

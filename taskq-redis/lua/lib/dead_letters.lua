@@ -1,6 +1,6 @@
--- Shared by every script that adds or removes dead letters (inserted after the script's flags
--- line when it is loaded): a queue's dead-letter list and its byte count move together, so the
--- list can be capped by bytes as well as by records.
+-- Shared by every script that adds or removes dead letters (put in place of its
+-- `--- @include lib/dead_letters.lua` line when it is loaded): a queue's dead-letter list and
+-- its byte count move together, so the list can be capped by bytes as well as by records.
 
 -- Pushes one record, newest first, and counts its bytes.
 local function dead_push(dead, bytes, record)
