@@ -17,8 +17,7 @@ async fn the_producer_enqueues_by_name_with_the_declared_options() {
         .liveness(Duration::from_millis(200), Duration::from_secs(2))
         .build()
         .unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let running = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
+    let running = worker.start();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while client
         .broker()
@@ -54,7 +53,6 @@ async fn the_producer_enqueues_by_name_with_the_declared_options() {
         .await
         .unwrap();
     assert_eq!(attempt, 4, "ran a fifth time: the declared retries applied");
-    stop.cancel();
-    running.await.unwrap().unwrap();
+    running.stop().await.unwrap();
     let _ = std::fs::remove_file(ids);
 }

@@ -10,8 +10,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use taskq_core::{Client, Run, Task, TaskContext, TaskError};
 use taskq_testkit::RedisServer;
-use taskq_worker::Worker;
-use tokio_util::sync::CancellationToken;
+use taskq_worker::{RunningWorker, Worker};
 
 #[derive(Task, Serialize, Deserialize)]
 #[task(name = "cli.add", queue = "cli")]
@@ -77,30 +76,14 @@ fn json(out: &Output) -> serde_json::Value {
     serde_json::from_str(&stdout(out)).expect("valid JSON")
 }
 
-struct RunningWorker {
-    stop: CancellationToken,
-    handle: tokio::task::JoinHandle<taskq_worker::Result<taskq_worker::WorkerReport>>,
-    id: String,
-}
-
 async fn start_worker(client: &Client) -> RunningWorker {
-    let worker = Worker::builder(client.clone())
+    Worker::builder(client.clone())
         .register::<Add>()
         .queues(["cli"])
         .liveness(Duration::from_millis(200), Duration::from_secs(2))
         .build()
-        .unwrap();
-    let id = worker.id().to_string();
-    let stop = CancellationToken::new();
-    let handle = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
-    RunningWorker { stop, handle, id }
-}
-
-impl RunningWorker {
-    async fn stop(self) {
-        self.stop.cancel();
-        self.handle.await.unwrap().unwrap();
-    }
+        .unwrap()
+        .start()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,7 +149,7 @@ async fn enqueue_status_and_result() {
         text.contains("state     SUCCESS") && text.contains("result    3"),
         "{text}"
     );
-    worker.stop().await;
+    worker.stop().await.unwrap();
 
     // A running task's progress shows too.
     let running = taskq_core::TaskId::new();
@@ -204,15 +187,15 @@ async fn workers_and_ping() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(listed[0]["id"], worker.id.as_str());
+    assert_eq!(listed[0]["id"], worker.id().to_string());
     assert_eq!(listed[0]["queues"], serde_json::json!(["cli"]));
     let table = stdout(&taskq(&server, &["workers"]));
-    assert!(table.contains(&worker.id), "{table}");
+    assert!(table.contains(&worker.id().to_string()), "{table}");
 
     let answers = json(&taskq(&server, &["ping", "--json", "--timeout", "2s"]));
-    assert_eq!(answers[0]["worker"], worker.id.as_str());
+    assert_eq!(answers[0]["worker"], worker.id().to_string());
     assert!(answers[0]["latency_ms"].as_f64().unwrap() < 2_000.0);
-    worker.stop().await;
+    worker.stop().await.unwrap();
     // Nobody left to answer.
     let err = failure(&taskq(&server, &["ping", "--timeout", "300ms"]));
     assert!(err.contains("no worker answered"), "{err}");
@@ -450,7 +433,7 @@ async fn enqueue_by_name_follows_the_declared_queue_and_retries() {
         "ran on the worker consuming `cli`: {record}"
     );
     assert_eq!(record["result"], 5);
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 /// `status`, `workers`, `ping` and `result` against a Redis Cluster (3 masters + 3 replicas):
@@ -486,20 +469,20 @@ async fn status_workers_and_ping_on_a_cluster() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(listed[0]["id"], worker.id.as_str());
+    assert_eq!(listed[0]["id"], worker.id().to_string());
     let answers = json(&taskq_with_input(
         &url,
         &["ping", "--json", "--timeout", "2s"],
         "",
     ));
-    assert_eq!(answers[0]["worker"], worker.id.as_str());
+    assert_eq!(answers[0]["worker"], worker.id().to_string());
     let result = stdout(&taskq_with_input(
         &url,
         &["result", &handles[0].id().to_string()],
         "",
     ));
     assert!(result.contains("SUCCESS"), "{result}");
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 /// `--tls-ca`, `--tls-cert` and `--tls-key` (or `TASKQ_TLS_*`) reach the connection: a TLS-only
@@ -593,7 +576,7 @@ async fn result_and_revoke_of_a_workflow_show_its_members() {
         .await
         .unwrap();
     assert_eq!(chain.wait(Duration::from_secs(10)).await.unwrap(), 13);
-    worker.stop().await;
+    worker.stop().await.unwrap();
 
     let text = stdout(&taskq(&server, &["result", &group.id().to_string()]));
     assert!(
@@ -724,15 +707,15 @@ async fn the_operator_commands_work_on_rabbitmq() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(listed[0]["id"], worker.id.as_str(), "{listed}");
+    assert_eq!(listed[0]["id"], worker.id().to_string(), "{listed}");
     assert_eq!(listed[0]["queues"], serde_json::json!(["cli"]));
     let answers = json(&taskq_with_input(
         &url,
         &["ping", "--json", "--timeout", "2s"],
         "",
     ));
-    assert_eq!(answers[0]["worker"], worker.id.as_str());
-    worker.stop().await;
+    assert_eq!(answers[0]["worker"], worker.id().to_string());
+    worker.stop().await.unwrap();
 }
 
 /// `taskq status` says when the server can lose tasks: here a lone master asked for durable

@@ -36,6 +36,7 @@
 //! # Ok(()) }
 //! ```
 
+mod background;
 mod broker_call;
 mod builder;
 mod config;
@@ -52,6 +53,7 @@ mod revocations;
 mod runtime;
 mod settle;
 
+pub use background::RunningWorker;
 pub use builder::WorkerBuilder;
 pub use config::WorkerConfig;
 pub use error::{Error, Result};
@@ -124,5 +126,15 @@ impl Worker {
     /// whatever this one still held.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<WorkerReport> {
         runtime::run(self, shutdown).await
+    }
+
+    /// Runs in the background on the current tokio runtime until [`RunningWorker::stop`]: for
+    /// a worker inside an application (beside an HTTP server) or a test.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn start(self) -> RunningWorker {
+        RunningWorker::spawn(self)
     }
 }

@@ -7,8 +7,7 @@ use std::{sync::Arc, time::Duration};
 use serde::{Deserialize, Serialize};
 use taskq_amqp::{AmqpBroker, AmqpConfig, AmqpReplyBackend};
 use taskq_core::{Client, Inspector, ResultBackend, Run, Task, TaskContext, TaskError, TaskState};
-use taskq_worker::{Worker, WorkerReport};
-use tokio_util::sync::CancellationToken;
+use taskq_worker::{RunningWorker, Worker};
 
 use crate::support::config;
 
@@ -46,31 +45,14 @@ async fn process(config: &AmqpConfig) -> (Client, AmqpBroker) {
     )
 }
 
-struct RunningWorker {
-    stop: CancellationToken,
-    running: tokio::task::JoinHandle<taskq_worker::Result<WorkerReport>>,
-}
-
 async fn start_worker(config: &AmqpConfig) -> RunningWorker {
     let (client, _) = process(config).await;
-    let worker = Worker::builder(client)
+    Worker::builder(client)
         .register::<Square>()
         .register::<Refuse>()
         .build()
-        .unwrap();
-    let stop = CancellationToken::new();
-    let running = tokio::spawn({
-        let stop = stop.clone();
-        async move { worker.run(stop.cancelled_owned()).await }
-    });
-    RunningWorker { stop, running }
-}
-
-impl RunningWorker {
-    async fn stop(self) -> WorkerReport {
-        self.stop.cancel();
-        self.running.await.unwrap().unwrap()
-    }
+        .unwrap()
+        .start()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,7 +90,7 @@ async fn results_reach_the_process_that_sent_the_task_and_nobody_else() {
             "a result went to a process that did not send its task"
         );
     }
-    let report = worker.stop().await;
+    let report = worker.stop().await.unwrap();
     assert_eq!(report.succeeded, 40);
 }
 
@@ -131,7 +113,7 @@ async fn a_sender_that_went_away_costs_the_worker_nothing() {
     let worker = start_worker(&config).await;
     let later = sender.enqueue(Square { n: 7 }).await.unwrap();
     assert_eq!(later.wait(Duration::from_secs(30)).await.unwrap(), 49);
-    let report = worker.stop().await;
+    let report = worker.stop().await.unwrap();
     assert_eq!(
         report.succeeded, 21,
         "every orphan ran; its result had nowhere to go"

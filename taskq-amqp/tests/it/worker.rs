@@ -53,19 +53,14 @@ async fn a_worker_runs_tasks_and_stores_their_results() {
         .register::<Double>()
         .build()
         .unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let running = tokio::spawn({
-        let stop = stop.clone();
-        async move { worker.run(stop.cancelled_owned()).await }
-    });
+    let running = worker.start();
     for (n, handle) in handles.iter().enumerate() {
         assert_eq!(
             handle.wait(Duration::from_secs(30)).await.unwrap(),
             n as i64 * 2
         );
     }
-    stop.cancel();
-    let report = running.await.unwrap().unwrap();
+    let report = running.stop().await.unwrap();
     assert_eq!(report.succeeded, 50);
 }
 
@@ -136,8 +131,7 @@ async fn a_message_whose_workflow_cannot_continue_holds_no_other_ack() {
         .register::<Double>()
         .build()
         .unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let running = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
+    let running = worker.start();
     for handle in &handles {
         handle.wait(Duration::from_secs(30)).await.unwrap();
     }
@@ -153,8 +147,7 @@ async fn a_message_whose_workflow_cannot_continue_holds_no_other_ack() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    stop.cancel();
-    running.await.unwrap().unwrap();
+    running.stop().await.unwrap();
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0].id, Some(envelope.id));
     let error = dead[0].error.as_deref().unwrap_or_default();

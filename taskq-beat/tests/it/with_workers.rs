@@ -62,8 +62,7 @@ async fn a_slot_replanned_after_its_task_ran_does_not_fire_again() {
         .queues([queue.clone()])
         .build()
         .unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let running = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
+    let running = worker.start();
 
     let every_second = Every::new(Duration::from_secs(1)).unwrap();
     let entry = || {
@@ -99,7 +98,6 @@ async fn a_slot_replanned_after_its_task_ran_does_not_fire_again() {
     );
     // Let the worker take whatever the second beat may have enqueued.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.cancel();
-    running.await.unwrap().unwrap();
+    running.stop().await.unwrap();
     assert_eq!(runs_of(&ids), vec![1; ids.len()], "each slot ran once");
 }

@@ -6,7 +6,8 @@ use taskq_core::TaskId;
 use taskq_testkit::RedisCluster;
 
 use crate::support::{
-    assert_all_succeed, client, never_succeeded, produce, produce_timed, Echo, RunLog, Running,
+    assert_all_succeed, client, never_succeeded, produce, produce_timed, start_worker,
+    start_worker_noting_runs, Echo, RunLog,
 };
 
 /// The cluster shared by the tests that leave its masters alone.
@@ -29,8 +30,8 @@ async fn every_task_on_queues_over_three_masters_succeeds() {
     assert_eq!(masters.len(), 3, "one queue per master");
     let client = client(&cluster.url(), false).await;
     let workers = [
-        Running::start(&client, &queues),
-        Running::start(&client, &queues),
+        start_worker(&client, &queues),
+        start_worker(&client, &queues),
     ];
     let ids = produce(&client, &queues, 300, Duration::ZERO)
         .await
@@ -38,7 +39,7 @@ async fn every_task_on_queues_over_three_masters_succeeds() {
     assert_all_succeed(&client, &ids, Duration::from_secs(60)).await;
     let mut succeeded = 0;
     for worker in workers {
-        succeeded += worker.stop().await.succeeded;
+        succeeded += worker.stop().await.unwrap().succeeded;
     }
     assert!(succeeded >= 300, "{succeeded} runs for 300 tasks");
 }
@@ -52,7 +53,7 @@ async fn moving_a_busy_queues_slot_to_another_master_loses_nothing() {
     let slot = cluster.slot_of(&format!("{{{queue}}}"));
     let target = cluster.masters()[1];
     let client = client(&cluster.url(), false).await;
-    let worker = Running::start(&client, std::slice::from_ref(&queue));
+    let worker = start_worker(&client, std::slice::from_ref(&queue));
     let producer = produce(
         &client,
         std::slice::from_ref(&queue),
@@ -68,7 +69,7 @@ async fn moving_a_busy_queues_slot_to_another_master_loses_nothing() {
     assert_eq!(cluster.master_of_slot(slot), target);
     let ids = producer.await.unwrap();
     assert_all_succeed(&client, &ids, Duration::from_secs(60)).await;
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 /// A master is killed (SIGKILL) mid-run and its replica promoted; the killed node comes back
@@ -82,8 +83,8 @@ async fn a_killed_master_loses_nothing_with_durable_writes() {
     let victim = cluster.masters()[0];
     let client = client(&cluster.url(), true).await;
     let workers = [
-        Running::start(&client, &queues),
-        Running::start(&client, &queues),
+        start_worker(&client, &queues),
+        start_worker(&client, &queues),
     ];
     let producer = produce(&client, &queues, 600, Duration::from_millis(5));
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -103,7 +104,7 @@ async fn a_killed_master_loses_nothing_with_durable_writes() {
     let ids = producer.await.unwrap();
     assert_all_succeed(&client, &ids, Duration::from_secs(90)).await;
     for worker in workers {
-        worker.stop().await;
+        worker.stop().await.unwrap();
     }
 }
 
@@ -120,8 +121,8 @@ async fn without_durable_writes_losses_stay_inside_the_failover_window() {
     let client = client(&cluster.url(), false).await;
     let runs = RunLog::default();
     let workers = [
-        Running::start_noting_runs(&client, &queues, runs.clone()),
-        Running::start_noting_runs(&client, &queues, runs.clone()),
+        start_worker_noting_runs(&client, &queues, runs.clone()),
+        start_worker_noting_runs(&client, &queues, runs.clone()),
     ];
     let producer = produce_timed(&client, &queues, 600, Duration::from_millis(5));
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -152,7 +153,7 @@ async fn without_durable_writes_losses_stay_inside_the_failover_window() {
     );
     assert!(outside.is_empty(), "lost outside the window: {outside:?}");
     for worker in workers {
-        worker.stop().await;
+        worker.stop().await.unwrap();
     }
     drop(cluster);
 }
@@ -170,8 +171,8 @@ async fn a_master_lost_for_good_leaves_durable_writes_degraded_not_stopped() {
     let victim = cluster.masters()[0];
     let client = client(&cluster.url(), true).await;
     let workers = [
-        Running::start(&client, &queues),
-        Running::start(&client, &queues),
+        start_worker(&client, &queues),
+        start_worker(&client, &queues),
     ];
     let producer = produce(&client, &queues, 600, Duration::from_millis(5));
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -192,7 +193,7 @@ async fn a_master_lost_for_good_leaves_durable_writes_degraded_not_stopped() {
         "the promoted master is named degraded: {warnings:?}"
     );
     for worker in workers {
-        worker.stop().await;
+        worker.stop().await.unwrap();
     }
     drop(cluster);
 }
@@ -210,7 +211,7 @@ async fn a_stalled_shard_holds_only_the_results_written_there() {
     let replica = cluster.replica_of(stalled_master);
     let queue = cluster.queue_on_master(1, "stall");
     let client = client(&cluster.url(), true).await;
-    let worker = Running::start(&client, std::slice::from_ref(&queue));
+    let worker = start_worker(&client, std::slice::from_ref(&queue));
     let warm = crate::support::enqueue_insisting(&client, &queue, 0, 0).await;
     assert_all_succeed(&client, &[warm], Duration::from_secs(20)).await;
 
@@ -263,5 +264,5 @@ async fn a_stalled_shard_holds_only_the_results_written_there() {
     cluster.resume(replica);
     assert_all_succeed(&client, &stalled, Duration::from_secs(30)).await;
     in_hand(0).await;
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use taskq_testkit::SentinelGroup;
 
-use crate::support::{assert_all_succeed, client, enqueue_insisting, produce, Running};
+use crate::support::{assert_all_succeed, client, enqueue_insisting, produce, start_worker};
 
 /// The master is killed mid-run; the sentinels promote the replica and clients move to it by
 /// themselves (no restart). With durable writes no task is lost; the workers' first fetch on
@@ -18,8 +18,8 @@ async fn workers_follow_a_sentinel_failover_and_lose_nothing_with_durable_writes
     let queues = vec![format!("sentinel-{}", uuid::Uuid::new_v4())];
     let client = client(&group.url(), true).await;
     let workers = [
-        Running::start(&client, &queues),
-        Running::start(&client, &queues),
+        start_worker(&client, &queues),
+        start_worker(&client, &queues),
     ];
     let producer = produce(&client, &queues, 400, Duration::from_millis(5));
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -47,7 +47,7 @@ async fn workers_follow_a_sentinel_failover_and_lose_nothing_with_durable_writes
     let ids = producer.await.unwrap();
     assert_all_succeed(&client, &ids, Duration::from_secs(90)).await;
     for worker in workers {
-        worker.stop().await;
+        worker.stop().await.unwrap();
     }
     drop(group);
 }
@@ -59,7 +59,7 @@ async fn workers_resume_within_seconds_of_a_sentinel_promotion() {
     let mut group = SentinelGroup::start();
     let queues = vec![format!("sentinel-{}", uuid::Uuid::new_v4())];
     let client = client(&group.url(), false).await;
-    let worker = Running::start(&client, &queues);
+    let worker = start_worker(&client, &queues);
     let warm = enqueue_insisting(&client, &queues[0], 0, 0).await;
     assert_all_succeed(&client, &[warm], Duration::from_secs(10)).await;
     let old = group.master_port();
@@ -77,7 +77,7 @@ async fn workers_resume_within_seconds_of_a_sentinel_promotion() {
         "a task sent after the promotion succeeded {:?} later",
         promoted_at.elapsed()
     );
-    worker.stop().await;
+    worker.stop().await.unwrap();
     drop(group);
 }
 
@@ -92,8 +92,8 @@ async fn durable_writes_go_on_when_the_master_is_lost_for_good() {
     let queues = vec![format!("sentinel-{}", uuid::Uuid::new_v4())];
     let client = client(&group.url(), true).await;
     let workers = [
-        Running::start(&client, &queues),
-        Running::start(&client, &queues),
+        start_worker(&client, &queues),
+        start_worker(&client, &queues),
     ];
     let producer = produce(&client, &queues, 400, Duration::from_millis(5));
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -117,7 +117,7 @@ async fn durable_writes_go_on_when_the_master_is_lost_for_good() {
         "`taskq status` and the dashboard show the degraded master: {warnings:?}"
     );
     for worker in workers {
-        worker.stop().await;
+        worker.stop().await.unwrap();
     }
     drop(group);
 }

@@ -9,9 +9,8 @@ use std::{
 use serde::{Deserialize, Serialize};
 use taskq_core::{Client, Run, Task, TaskContext, TaskError, TaskId, TaskState};
 use taskq_redis::RedisConfig;
-use taskq_worker::{Worker, WorkerReport};
+use taskq_worker::{RunningWorker, Worker};
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 /// Sleeps `ms`, then returns `n`.
 #[derive(Task, Serialize, Deserialize)]
@@ -43,41 +42,31 @@ pub(crate) async fn client(url: &str, durable: bool) -> Client {
 /// When each task last succeeded, by id.
 pub(crate) type RunLog = Arc<Mutex<HashMap<TaskId, tokio::time::Instant>>>;
 
-/// A worker running in the background until [`Running::stop`].
-pub(crate) struct Running {
-    stop: CancellationToken,
-    handle: JoinHandle<taskq_worker::Result<WorkerReport>>,
+/// A worker consuming `queues` in the background.
+pub(crate) fn start_worker(client: &Client, queues: &[String]) -> RunningWorker {
+    start_worker_noting_runs(client, queues, RunLog::default())
 }
 
-impl Running {
-    pub(crate) fn start(client: &Client, queues: &[String]) -> Self {
-        Self::start_noting_runs(client, queues, RunLog::default())
-    }
-
-    /// A worker that notes in `runs` when each task succeeded.
-    pub(crate) fn start_noting_runs(client: &Client, queues: &[String], runs: RunLog) -> Self {
-        let worker = Worker::builder(client.clone())
-            .register::<Echo>()
-            .on_success(move |event| {
-                if let Some(id) = event.id {
-                    runs.lock().unwrap().insert(id, tokio::time::Instant::now());
-                }
-                Ok(())
-            })
-            .queues(queues.iter().cloned())
-            .concurrency(8)
-            .liveness(Duration::from_millis(500), Duration::from_secs(10))
-            .build()
-            .expect("valid worker");
-        let stop = CancellationToken::new();
-        let handle = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
-        Self { stop, handle }
-    }
-
-    pub(crate) async fn stop(self) -> WorkerReport {
-        self.stop.cancel();
-        self.handle.await.expect("worker task").expect("worker run")
-    }
+/// A worker that notes in `runs` when each task succeeded.
+pub(crate) fn start_worker_noting_runs(
+    client: &Client,
+    queues: &[String],
+    runs: RunLog,
+) -> RunningWorker {
+    Worker::builder(client.clone())
+        .register::<Echo>()
+        .on_success(move |event| {
+            if let Some(id) = event.id {
+                runs.lock().unwrap().insert(id, tokio::time::Instant::now());
+            }
+            Ok(())
+        })
+        .queues(queues.iter().cloned())
+        .concurrency(8)
+        .liveness(Duration::from_millis(500), Duration::from_secs(10))
+        .build()
+        .expect("valid worker")
+        .start()
 }
 
 /// Enqueues `Echo { n }` on `queue` under a fixed id, retrying transient errors (a failover

@@ -8,7 +8,7 @@ use taskq_core::{Client, Page, WorkerId};
 use taskq_redis::{acl, RedisConfig};
 use taskq_testkit::RedisServer;
 
-use crate::support::{all_tasks, builder, Reject, Running, Stats};
+use crate::support::{all_tasks, builder, start_worker, Reject, Stats};
 
 async fn client_as(server: &RedisServer, user: &str) -> Client {
     taskq_redis::client(RedisConfig::new(server.url_as(user, "pw")))
@@ -36,7 +36,7 @@ async fn each_role_can_do_its_job_and_no_more() {
     server.add_user("operator", "pw", acl::OPERATOR_READ_ONLY);
 
     let worker_client = client_as(&server, "worker").await;
-    let worker = Running::start(all_tasks(builder(&worker_client)));
+    let worker = start_worker(all_tasks(builder(&worker_client)));
     let producer = client_as(&server, "producer").await;
     let operator = client_as(&server, "operator").await;
 
@@ -122,6 +122,6 @@ async fn each_role_can_do_its_job_and_no_more() {
         operator.enqueue(Stats { values: vec![] }).await.map(|_| ()),
     );
 
-    let report = worker.stop().await;
+    let report = worker.stop().await.unwrap();
     assert_eq!((report.succeeded, report.dead_lettered), (3, 1));
 }

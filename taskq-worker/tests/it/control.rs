@@ -6,12 +6,12 @@ use futures_util::StreamExt;
 use taskq_core::{Client, ControlMessage, TaskState};
 use taskq_testkit::RedisServer;
 
-use crate::support::{all_tasks, assert_ended_in, builder, log, Record, Running};
+use crate::support::{all_tasks, assert_ended_in, builder, log, start_worker, Record};
 
 async fn revoke_queued_and_running(client: Client) {
     let prefix = format!("revoke-{}", taskq_core::TaskId::new());
     let mut rx = log(&prefix);
-    let worker = Running::start(all_tasks(builder(&client)));
+    let worker = start_worker(all_tasks(builder(&client)));
     // Queued: revoked before it is due, so it never runs.
     let later = client
         .enqueue(Record {
@@ -27,7 +27,7 @@ async fn revoke_queued_and_running(client: Client) {
         TaskState::Revoked,
     );
 
-    // Running: revoked with terminate, the run is stopped.
+    // RunningWorker: revoked with terminate, the run is stopped.
     let long = client
         .enqueue(Record {
             label: format!("{prefix}-long"),
@@ -39,7 +39,7 @@ async fn revoke_queued_and_running(client: Client) {
     client.revoke(long.id(), true).await.unwrap();
     assert_ended_in(long.wait(Duration::from_secs(10)).await, TaskState::Revoked);
     assert!(rx.try_recv().is_err(), "the queued one never ran");
-    assert_eq!(worker.stop().await.revoked, 2);
+    assert_eq!(worker.stop().await.unwrap().revoked, 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -66,8 +66,7 @@ async fn workers_answer_pings_and_publish_their_info_on_redis() {
         .unwrap();
     let worker = all_tasks(builder(&client)).concurrency(7).build().unwrap();
     let id = worker.id().to_string();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let running = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
+    let running = worker.start();
     let mut infos = Vec::new();
     for _ in 0..50 {
         infos = client.broker().workers().await.unwrap();
@@ -111,6 +110,5 @@ async fn workers_answer_pings_and_publish_their_info_on_redis() {
         }
     }
     assert_eq!(answered.as_deref(), Some(id.as_str()));
-    stop.cancel();
-    running.await.unwrap().unwrap();
+    running.stop().await.unwrap();
 }

@@ -6,7 +6,9 @@ use chrono::Utc;
 use taskq_core::{Client, DeadReason, Encryption, Envelope, Keyring, OutboundMessage, SigningKey};
 use taskq_testkit::RedisServer;
 
-use crate::support::{all_tasks, builder, dead_letters_of_default_queue, Flaky, Record, Running};
+use crate::support::{
+    all_tasks, builder, dead_letters_of_default_queue, start_worker, Flaky, Record,
+};
 
 fn keys() -> Encryption {
     Encryption::new("k1", [7; 32])
@@ -33,7 +35,7 @@ async fn arguments_and_results_are_encrypted_at_rest_in_redis() {
     assert!(queued.contains("test.record"), "metadata stays readable");
     assert!(!queued.contains(secret), "arguments are sealed: {queued}");
 
-    let worker = Running::start(all_tasks(builder(&plain)).encryption(keys()));
+    let worker = start_worker(all_tasks(builder(&plain)).encryption(keys()));
     assert_eq!(handle.wait(Duration::from_secs(10)).await.unwrap(), secret);
     // The untyped record (what `taskq result` prints) is opened for a client with the keys.
     let record = client.result(handle.id()).await.unwrap().unwrap();
@@ -41,7 +43,7 @@ async fn arguments_and_results_are_encrypted_at_rest_in_redis() {
         record.result.unwrap().get(),
         serde_json::to_string(secret).unwrap()
     );
-    worker.stop().await;
+    worker.stop().await.unwrap();
     let stored = server.dump().await;
     assert!(stored.contains("SUCCESS"));
     assert!(!stored.contains(secret), "results are sealed: {stored}");
@@ -61,7 +63,7 @@ async fn arguments_and_results_are_encrypted_at_rest_in_redis() {
 async fn sealed_arguments_that_do_not_open_are_dead_lettered_unrun() {
     let client = Client::in_memory();
     let mut ran = crate::support::log("enc-");
-    let worker = Running::start(all_tasks(builder(&client)).encryption(keys()));
+    let worker = start_worker(all_tasks(builder(&client)).encryption(keys()));
     let seal = |envelope: &mut Envelope, keys: &Encryption| {
         let sealed = keys.seal(
             envelope.args.get(),
@@ -105,13 +107,13 @@ async fn sealed_arguments_that_do_not_open_are_dead_lettered_unrun() {
         dead.iter().all(|d| d.reason == DeadReason::Undecryptable),
         "{dead:?}"
     );
-    let report = worker.stop().await;
+    let report = worker.stop().await.unwrap();
     assert_eq!((report.succeeded, report.dead_lettered), (1, 3));
     assert!(ran.try_recv().is_err(), "nothing that did not open ran");
 
     // A worker with no keys refuses sealed arguments too.
     let client = Client::in_memory();
-    let worker = Running::start(all_tasks(builder(&client)));
+    let worker = start_worker(all_tasks(builder(&client)));
     let mut sealed = envelope("enc-no-keys");
     seal(&mut sealed, &keys());
     let message = OutboundMessage::from_envelope(&sealed, 1 << 20).unwrap();
@@ -122,7 +124,7 @@ async fn sealed_arguments_that_do_not_open_are_dead_lettered_unrun() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("undecryptable"), "{err}");
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 /// Sealed and signed together, required signatures: retries stay sealed and keep the
@@ -135,14 +137,14 @@ async fn sealed_and_signed_tasks_retry_and_succeed() {
         .clone()
         .with_encryption(keys())
         .with_signing_key(signing.clone());
-    let worker = Running::start(
+    let worker = start_worker(
         all_tasks(builder(&plain))
             .encryption(keys())
             .verify_signatures(Keyring::new(vec![signing]).required()),
     );
     let flaky = client.enqueue(Flaky { fail_times: 1 }).await.unwrap();
     assert_eq!(flaky.wait(Duration::from_secs(60)).await.unwrap(), 1);
-    let report = worker.stop().await;
+    let report = worker.stop().await.unwrap();
     assert_eq!(
         (report.succeeded, report.retried, report.dead_lettered),
         (1, 1, 0)
@@ -159,7 +161,7 @@ async fn errors_about_sealed_arguments_do_not_quote_them() {
         .await
         .unwrap();
     let client = plain.clone().with_encryption(keys());
-    let worker = Running::start(all_tasks(builder(&client)).encryption(keys()));
+    let worker = start_worker(all_tasks(builder(&client)).encryption(keys()));
     let card = "4111-1111-1111-1111";
     let handle = client
         .enqueue_by_name(
@@ -190,10 +192,10 @@ async fn errors_about_sealed_arguments_do_not_quote_them() {
         !dead_error.contains("4111"),
         "the dead letter quotes sealed data: {dead_error}"
     );
-    worker.stop().await;
+    worker.stop().await.unwrap();
 
     // Plain arguments keep serde's whole message: it helps and reveals nothing new.
-    let worker = Running::start(all_tasks(builder(&plain)));
+    let worker = start_worker(all_tasks(builder(&plain)));
     let handle = plain
         .enqueue_by_name(
             "test.record",
@@ -207,5 +209,5 @@ async fn errors_about_sealed_arguments_do_not_quote_them() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("\"soon\""), "{err}");
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use taskq_core::{Client, DeadReason, Envelope, OutboundMessage, TaskState, DEFAULT_QUEUE};
 
 use crate::support::{
-    all_tasks, assert_ended_in, builder, Flaky, Panic, Record, Reject, Running, Slow,
+    all_tasks, assert_ended_in, builder, start_worker, Flaky, Panic, Record, Reject, Slow,
 };
 
 /// Asserts the worker still runs tasks after whatever the test threw at it.
@@ -39,7 +39,7 @@ async fn only_dead_letter(client: &Client) -> taskq_core::DeadLetter {
 #[tokio::test(start_paused = true)]
 async fn exhausted_retries_fail_and_dead_letter() {
     let client = Client::in_memory();
-    let worker = Running::start(all_tasks(builder(&client)));
+    let worker = start_worker(all_tasks(builder(&client)));
     let handle = client.enqueue(Flaky { fail_times: 10 }).await.unwrap();
     assert_ended_in(
         handle.wait(Duration::from_secs(600)).await,
@@ -52,7 +52,7 @@ async fn exhausted_retries_fail_and_dead_letter() {
     assert_eq!(dead.reason, DeadReason::RetriesExhausted);
     assert_eq!(dead.id, Some(handle.id()));
     still_works(&client).await;
-    let report = worker.stop().await;
+    let report = worker.stop().await.unwrap();
     assert_eq!(
         (report.retried, report.failed, report.dead_lettered),
         (3, 1, 1)
@@ -62,32 +62,32 @@ async fn exhausted_retries_fail_and_dead_letter() {
 #[tokio::test(start_paused = true)]
 async fn permanent_error_is_not_retried() {
     let client = Client::in_memory();
-    let worker = Running::start(all_tasks(builder(&client)));
+    let worker = start_worker(all_tasks(builder(&client)));
     let handle = client.enqueue(Reject).await.unwrap();
     handle.wait(Duration::from_secs(30)).await.unwrap_err();
     let record = handle.info().await.unwrap().unwrap();
     assert_eq!((record.state, record.attempts), (TaskState::Failure, 1));
     assert_eq!(only_dead_letter(&client).await.reason, DeadReason::Failed);
-    assert_eq!(worker.stop().await.retried, 0);
+    assert_eq!(worker.stop().await.unwrap().retried, 0);
 }
 
 #[tokio::test(start_paused = true)]
 async fn panic_is_a_failed_attempt() {
     let client = Client::in_memory();
-    let worker = Running::start(all_tasks(builder(&client)));
+    let worker = start_worker(all_tasks(builder(&client)));
     let handle = client.enqueue(Panic).await.unwrap();
     handle.wait(Duration::from_secs(60)).await.unwrap_err();
     let record = handle.info().await.unwrap().unwrap();
     assert_eq!((record.state, record.attempts), (TaskState::Failure, 2));
     assert_eq!(record.error.as_deref(), Some("task panicked: kaboom"));
     still_works(&client).await;
-    assert_eq!(worker.stop().await.retried, 1);
+    assert_eq!(worker.stop().await.unwrap().retried, 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn time_limit_fails_the_attempt() {
     let client = Client::in_memory();
-    let worker = Running::start(all_tasks(builder(&client)));
+    let worker = start_worker(all_tasks(builder(&client)));
     let started = client.clock().now();
     let handle = client.enqueue(Slow).await.unwrap();
     handle.wait(Duration::from_secs(60)).await.unwrap_err();
@@ -99,13 +99,13 @@ async fn time_limit_fails_the_attempt() {
         took < chrono::Duration::seconds(3),
         "stopped at the limit, took {took}"
     );
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
 async fn unknown_task_is_dead_lettered() {
     let client = Client::in_memory();
-    let worker = Running::start(all_tasks(builder(&client)));
+    let worker = start_worker(all_tasks(builder(&client)));
     let handle = client
         .enqueue_by_name("nobody.handles.this", &serde_json::json!({"x": 1}))
         .await
@@ -120,13 +120,13 @@ async fn unknown_task_is_dead_lettered() {
         handle.wait(Duration::from_secs(1)).await,
         TaskState::Failure,
     );
-    assert_eq!(worker.stop().await.dead_lettered, 1);
+    assert_eq!(worker.stop().await.unwrap().dead_lettered, 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn malformed_payload_is_dead_lettered_with_raw_bytes() {
     let client = Client::in_memory();
-    let worker = Running::start(all_tasks(builder(&client)));
+    let worker = start_worker(all_tasks(builder(&client)));
     let mut garbage = OutboundMessage::from_envelope(
         &Envelope::new("x", &(), DEFAULT_QUEUE, client.clock().now()).unwrap(),
         1 << 20,
@@ -139,13 +139,13 @@ async fn malformed_payload_is_dead_lettered_with_raw_bytes() {
     assert_eq!(dead.reason, DeadReason::Malformed);
     assert_eq!(dead.payload, "{not json at all");
     assert!(dead.error.unwrap().starts_with("malformed envelope"));
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
 async fn arguments_of_the_wrong_shape_are_dead_lettered() {
     let client = Client::in_memory();
-    let worker = Running::start(all_tasks(builder(&client)));
+    let worker = start_worker(all_tasks(builder(&client)));
     let handle = client
         .enqueue_by_name("test.record", &serde_json::json!({"label": 5}))
         .await
@@ -159,13 +159,13 @@ async fn arguments_of_the_wrong_shape_are_dead_lettered() {
         .unwrap()
         .starts_with("invalid arguments for `test.record`"));
     still_works(&client).await;
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
 async fn oversized_payload_is_dead_lettered_not_run() {
     let client = Client::in_memory();
-    let worker = Running::start(
+    let worker = start_worker(
         all_tasks(taskq_worker::Worker::builder(client.clone())).configure(|config| {
             config.max_payload_bytes = 500;
             config.liveness_ttl = Duration::from_millis(500);
@@ -188,5 +188,5 @@ async fn oversized_payload_is_dead_lettered_not_run() {
         .unwrap()
         .contains("exceeds the limit of 500 bytes"));
     crate::support::assert_ended_in(big.wait(Duration::from_secs(1)).await, TaskState::Failure);
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }

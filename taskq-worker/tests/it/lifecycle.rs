@@ -5,14 +5,13 @@ use std::time::Duration;
 use taskq_core::{Broker, Client, TaskId, WorkerId};
 use taskq_worker::{Error, Worker};
 
-use crate::support::{all_tasks, builder, log, Record, Running};
+use crate::support::{all_tasks, builder, log, start_worker, Record};
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_finishes_in_flight_work_within_grace() {
     let client = Client::in_memory();
     let mut rx = log("grace-");
-    let worker =
-        Running::start(all_tasks(builder(&client)).shutdown_grace(Duration::from_secs(10)));
+    let worker = start_worker(all_tasks(builder(&client)).shutdown_grace(Duration::from_secs(10)));
     let handle = client
         .enqueue(Record {
             label: "grace-1".into(),
@@ -21,7 +20,7 @@ async fn shutdown_finishes_in_flight_work_within_grace() {
         .await
         .unwrap();
     rx.recv().await.unwrap();
-    let report = worker.stop().await;
+    let report = worker.stop().await.unwrap();
     assert_eq!((report.succeeded, report.requeued), (1, 0));
     assert_eq!(handle.wait(Duration::ZERO).await.unwrap(), "grace-1");
 }
@@ -40,14 +39,14 @@ async fn shutdown_requeues_unstarted_and_unfinished_work() {
         .iter()
         .map(|h| h.id())
         .collect();
-    let worker = Running::start(
+    let worker = start_worker(
         all_tasks(builder(&client))
             .concurrency(1)
             .prefetch(8)
             .shutdown_grace(Duration::from_secs(1)),
     );
     assert_eq!(rx.recv().await.unwrap(), "requeue-0");
-    let report = worker.stop().await;
+    let report = worker.stop().await.unwrap();
     assert_eq!((report.succeeded, report.requeued), (0, 4));
     let stats = client.broker().stats("default").await.unwrap();
     assert_eq!((stats.pending, stats.processing), (4, 0));
@@ -99,11 +98,11 @@ async fn messages_of_a_lost_worker_are_run_by_a_live_one() {
         3
     );
 
-    let worker = Running::start(all_tasks(builder(&client)));
+    let worker = start_worker(all_tasks(builder(&client)));
     for handle in &handles {
         handle.wait(Duration::from_secs(30)).await.unwrap();
     }
-    assert_eq!(worker.stop().await.succeeded, 3);
+    assert_eq!(worker.stop().await.unwrap().succeeded, 3);
     // The reaper noted it for operators (the dashboard's "recently lost").
     let noted = client.inspector().lost_workers().await.unwrap();
     assert_eq!(
@@ -194,7 +193,7 @@ async fn results_are_written_before_the_ack() {
         held: std::sync::Mutex::new(Vec::new()),
     });
     let client = Client::new(broker, backend.clone());
-    let worker = Running::start(all_tasks(builder(&client)));
+    let worker = start_worker(all_tasks(builder(&client)));
     for i in 0..3 {
         let handle = client
             .enqueue(Record {
@@ -205,7 +204,7 @@ async fn results_are_written_before_the_ack() {
             .unwrap();
         handle.wait(Duration::from_secs(10)).await.unwrap();
     }
-    worker.stop().await;
+    worker.stop().await.unwrap();
     // One task at a time: at each final write the message was still in the processing set.
     assert_eq!(*backend.held.lock().unwrap(), vec![1, 1, 1]);
 }
@@ -236,7 +235,7 @@ async fn no_ack_without_a_written_result_and_shutdown_ends_with_the_grace_period
     let broker = std::sync::Arc::new(taskq_core::MemoryBroker::new());
     let client = Client::new(broker.clone(), std::sync::Arc::new(DownBackend));
     let mut rx = log("unwritten-");
-    let worker = Running::start(all_tasks(builder(&client)).shutdown_grace(Duration::from_secs(5)));
+    let worker = start_worker(all_tasks(builder(&client)).shutdown_grace(Duration::from_secs(5)));
     client
         .enqueue(Record {
             label: "unwritten-1".into(),
@@ -248,7 +247,9 @@ async fn no_ack_without_a_written_result_and_shutdown_ends_with_the_grace_period
     // The run finished; its result cannot be written. Shutdown must end with the grace
     // period instead of waiting for the backend forever, and must not ack the message.
     let stopped = tokio::time::timeout(Duration::from_secs(60), worker.stop()).await;
-    let report = stopped.expect("shutdown waited past its grace period");
+    let report = stopped
+        .expect("shutdown waited past its grace period")
+        .unwrap();
     assert_eq!(report.succeeded, 1);
     let stats = taskq_core::Inspector::stats(broker.as_ref(), "default")
         .await
@@ -266,8 +267,7 @@ async fn a_worker_that_lost_its_lease_stops_its_runs_and_rejoins_under_a_fresh_i
     let mut labels = log("rejoin-");
     let worker = all_tasks(builder(&client)).build().unwrap();
     let first_id = worker.id().clone();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let running = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
+    let running = worker.start();
     let handle = client
         .enqueue(Record {
             label: "rejoin-1".into(),
@@ -294,8 +294,7 @@ async fn a_worker_that_lost_its_lease_stops_its_runs_and_rejoins_under_a_fresh_i
     );
     let record = handle.info().await.unwrap().unwrap();
     assert_ne!(record.worker.as_deref(), Some(first_id.as_str()));
-    stop.cancel();
-    let report = running.await.unwrap().unwrap();
+    let report = running.stop().await.unwrap();
     assert_eq!((report.lease_losses, report.succeeded), (1, 1));
 }
 
@@ -311,7 +310,7 @@ async fn a_poison_message_ends_with_a_failure_its_waiter_sees() {
         .unwrap();
     crate::support::vanished_worker_holding(&client, 1).await;
     // A reaper that allows no redelivery dead-letters it as worker_lost at once.
-    let worker = Running::start(all_tasks(builder(&client)).configure(|config| {
+    let worker = start_worker(all_tasks(builder(&client)).configure(|config| {
         config.max_redeliveries = 0;
     }));
     crate::support::assert_ended_in(
@@ -328,5 +327,5 @@ async fn a_poison_message_ends_with_a_failure_its_waiter_sees() {
         "{record:?}"
     );
     assert_eq!(record.task, "test.record");
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use taskq_core::{Client, TaskState};
 
-use crate::support::{all_tasks, assert_ended_in, builder, log, Record, Running};
+use crate::support::{all_tasks, assert_ended_in, builder, log, start_worker, Record};
 
 async fn collect(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>, n: usize) -> Vec<String> {
     let mut seen = Vec::new();
@@ -34,7 +34,7 @@ async fn countdown_and_eta_run_in_due_order_never_early() {
         .await
         .unwrap();
     client.enqueue(record("due-now")).await.unwrap();
-    let worker = Running::start(all_tasks(builder(&client)).concurrency(1));
+    let worker = start_worker(all_tasks(builder(&client)).concurrency(1));
     assert_eq!(collect(&mut rx, 3).await, ["due-now", "due-1s", "due-3s"]);
     late.wait(Duration::from_secs(5)).await.unwrap();
     let ran_at = late.info().await.unwrap().unwrap().updated_at;
@@ -42,7 +42,7 @@ async fn countdown_and_eta_run_in_due_order_never_early() {
         ran_at >= start + chrono::Duration::seconds(3),
         "ran early at {ran_at}"
     );
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -59,12 +59,12 @@ async fn higher_priority_runs_first() {
             .await
             .unwrap();
     }
-    let worker = Running::start(all_tasks(builder(&client)).concurrency(1));
+    let worker = start_worker(all_tasks(builder(&client)).concurrency(1));
     assert_eq!(
         collect(&mut rx, 4).await,
         ["prio-9", "prio-9b", "prio-5", "prio-0"]
     );
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -80,7 +80,7 @@ async fn expired_task_is_not_run() {
         .expires_in(Duration::from_secs(5))
         .await
         .unwrap();
-    let worker = Running::start(all_tasks(builder(&client)));
+    let worker = start_worker(all_tasks(builder(&client)));
     assert_ended_in(
         stale.wait(Duration::from_secs(30)).await,
         TaskState::Expired,
@@ -99,5 +99,5 @@ async fn expired_task_is_not_run() {
         ["expiry-fresh"],
         "the stale one never ran"
     );
-    assert_eq!(worker.stop().await.expired, 1);
+    assert_eq!(worker.stop().await.unwrap().expired, 1);
 }

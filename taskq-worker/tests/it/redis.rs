@@ -5,7 +5,7 @@ use std::time::Duration;
 use taskq_core::{Client, DeadReason, TaskState, DEFAULT_QUEUE};
 use taskq_testkit::RedisServer;
 
-use crate::support::{all_tasks, builder, Flaky, Running, Stats, Summary};
+use crate::support::{all_tasks, builder, start_worker, Flaky, Stats, Summary};
 
 async fn redis_client(server: &RedisServer) -> Client {
     taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
@@ -17,7 +17,7 @@ async fn redis_client(server: &RedisServer) -> Client {
 async fn typed_results_retries_and_dead_letters_on_redis() {
     let server = RedisServer::start();
     let client = redis_client(&server).await;
-    let worker = Running::start(all_tasks(builder(&client)));
+    let worker = start_worker(all_tasks(builder(&client)));
 
     let stats = client
         .enqueue(Stats {
@@ -71,7 +71,7 @@ async fn typed_results_retries_and_dead_letters_on_redis() {
         "{ended:?}"
     );
 
-    let report = worker.stop().await;
+    let report = worker.stop().await.unwrap();
     assert_eq!(
         (report.succeeded, report.retried, report.dead_lettered),
         (2, 1, 1)
@@ -87,7 +87,7 @@ async fn typed_results_retries_and_dead_letters_on_redis() {
 async fn countdown_runs_no_earlier_on_redis() {
     let server = RedisServer::start();
     let client = redis_client(&server).await;
-    let worker = Running::start(all_tasks(builder(&client)));
+    let worker = start_worker(all_tasks(builder(&client)));
     let enqueued = client.clock().now();
     let handle = client
         .enqueue(Stats { values: vec![1.0] })
@@ -101,14 +101,14 @@ async fn countdown_runs_no_earlier_on_redis() {
         "ran after {}",
         ran - enqueued
     );
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_envelope_written_by_hand_per_the_protocol_doc_runs() {
     let server = RedisServer::start();
     let client = redis_client(&server).await;
-    let worker = Running::start(all_tasks(builder(&client)));
+    let worker = start_worker(all_tasks(builder(&client)));
     let id = taskq_core::TaskId::new();
     // What docs/protocol.md tells a producer in another language to write.
     let envelope = serde_json::json!({
@@ -140,7 +140,7 @@ async fn an_envelope_written_by_hand_per_the_protocol_doc_runs() {
         .await
         .unwrap();
     assert_eq!(summary.count, 3);
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,7 +153,7 @@ async fn unique_and_rate_limited_tasks_on_redis() {
     assert_eq!(first.id(), again.id());
     let limited = client.enqueue_many((0..4).map(|_| Limited)).await.unwrap();
 
-    let worker = Running::start(
+    let worker = start_worker(
         builder(&client)
             .register::<Unique>()
             .register::<Limited>()
@@ -176,7 +176,7 @@ async fn unique_and_rate_limited_tasks_on_redis() {
         span >= chrono::Duration::milliseconds(1_400),
         "4 starts at 2/s took only {span}"
     );
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 async fn client_with_clock_off_by(server: &RedisServer, seconds: i64) -> Client {
@@ -201,9 +201,9 @@ async fn clock_skew_between_hosts_changes_nothing() {
     let behind = client_with_clock_off_by(&server, -30).await;
     let mut labels = log("skew-");
     let workers = [
-        Running::start(all_tasks(builder(&a)).concurrency(4)),
-        Running::start(all_tasks(builder(&b)).concurrency(4)),
-        Running::start(all_tasks(builder(&ahead)).concurrency(4)),
+        start_worker(all_tasks(builder(&a)).concurrency(4)),
+        start_worker(all_tasks(builder(&b)).concurrency(4)),
+        start_worker(all_tasks(builder(&ahead)).concurrency(4)),
     ];
     let tasks = 36;
     let handles = a
@@ -230,7 +230,7 @@ async fn clock_skew_between_hosts_changes_nothing() {
     let countdown_ran_after = enqueued_at.elapsed();
     let mut reports = Vec::new();
     for worker in workers {
-        reports.push(worker.stop().await);
+        reports.push(worker.stop().await.unwrap());
     }
 
     let mut runs: HashMap<String, usize> = HashMap::new();
@@ -278,7 +278,7 @@ async fn a_partitioned_worker_loses_nothing_and_rejoins() {
         .build()
         .unwrap();
     let first_identity = behind_proxy.id().to_string();
-    let behind_proxy = Running::from_worker(behind_proxy);
+    let behind_proxy = behind_proxy.start();
     let tasks = 24;
     let handles = direct
         .enqueue_many((0..tasks).map(|i| Record {
@@ -294,7 +294,7 @@ async fn a_partitioned_worker_loses_nothing_and_rejoins() {
         started += 1;
     }
     proxy.cut();
-    let healthy = Running::start(all_tasks(builder(&direct)).concurrency(concurrency));
+    let healthy = start_worker(all_tasks(builder(&direct)).concurrency(concurrency));
     tokio::time::sleep(Duration::from_secs(15)).await;
     proxy.heal();
     for handle in &handles {
@@ -306,8 +306,8 @@ async fn a_partitioned_worker_loses_nothing_and_rejoins() {
         workers.len() == 2 && workers.iter().all(|w| w.id != first_identity)
     })
     .await;
-    let partitioned = behind_proxy.stop().await;
-    healthy.stop().await;
+    let partitioned = behind_proxy.stop().await.unwrap();
+    healthy.stop().await.unwrap();
 
     // Runs started before the cut were counted above; every later one is counted here.
     let mut total = started;
@@ -343,7 +343,7 @@ async fn a_settle_refused_for_missing_replicas_lands_once_they_are_back() {
     let server = RedisServer::start();
     let client = redis_client(&server).await;
     let mut started = crate::support::log("norep-");
-    let worker = Running::start(
+    let worker = start_worker(
         all_tasks(builder(&client)).liveness(Duration::from_millis(500), Duration::from_secs(30)),
     );
     let handle = client
@@ -390,5 +390,5 @@ async fn a_settle_refused_for_missing_replicas_lands_once_they_are_back() {
         stats = client.inspector().stats(DEFAULT_QUEUE).await.unwrap();
     }
     assert_eq!((stats.pending, stats.processing), (0, 0), "{stats:?}");
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }

@@ -13,7 +13,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use taskq_core::{Client, DeadReason, Run, Task, TaskContext, TaskError, TaskState};
 
-use crate::support::{all_tasks, assert_ended_in, builder, log, report, Record, Running};
+use crate::support::{all_tasks, assert_ended_in, builder, log, report, start_worker, Record};
 
 #[derive(Task, Serialize, Deserialize)]
 #[task(name = "sem.polite", soft_timeout = "1s", timeout = "10s")]
@@ -32,7 +32,7 @@ impl Run for Polite {
 #[tokio::test(start_paused = true)]
 async fn soft_time_limit_signals_the_task_which_can_clean_up() {
     let client = Client::in_memory();
-    let worker = Running::start(builder(&client).register::<Polite>());
+    let worker = start_worker(builder(&client).register::<Polite>());
     let start = client.clock().now();
     let handle = client.enqueue(Polite).await.unwrap();
     assert_eq!(
@@ -44,7 +44,7 @@ async fn soft_time_limit_signals_the_task_which_can_clean_up() {
         took >= chrono::Duration::seconds(1) && took < chrono::Duration::seconds(2),
         "{took}"
     );
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 #[derive(Task, Serialize, Deserialize)]
@@ -64,7 +64,7 @@ impl Run for Later {
 #[tokio::test(start_paused = true)]
 async fn manual_retry_waits_exactly_as_asked() {
     let client = Client::in_memory();
-    let worker = Running::start(builder(&client).register::<Later>());
+    let worker = start_worker(builder(&client).register::<Later>());
     let start = client.clock().now();
     let handle = client.enqueue(Later).await.unwrap();
     assert_eq!(handle.wait(Duration::from_secs(120)).await.unwrap(), 1);
@@ -73,7 +73,7 @@ async fn manual_retry_waits_exactly_as_asked() {
         took >= chrono::Duration::seconds(30),
         "retried after {took}"
     );
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 #[derive(Task, Serialize, Deserialize)]
@@ -100,7 +100,7 @@ async fn at_most_once_acks_before_running_and_never_retries() {
     let client = Client::in_memory();
     let prefix = format!("once-{}", taskq_core::TaskId::new());
     let mut rx = log(&prefix);
-    let worker = Running::start(builder(&client).register::<Once>());
+    let worker = start_worker(builder(&client).register::<Once>());
     let ok = client
         .enqueue(Once {
             label: format!("{prefix}-ok"),
@@ -127,7 +127,7 @@ async fn at_most_once_acks_before_running_and_never_retries() {
         (stats.pending, stats.scheduled, stats.processing, stats.dead),
         (0, 0, 0, 0)
     );
-    assert_eq!(worker.stop().await.retried, 0);
+    assert_eq!(worker.stop().await.unwrap().retried, 0);
 }
 
 #[derive(Task, Serialize, Deserialize)]
@@ -169,13 +169,13 @@ async fn unique_tasks_return_the_existing_id_until_it_finishes() {
     );
     assert_eq!(client.broker().stats("default").await.unwrap().pending, 3);
 
-    let worker = Running::start(builder(&client).register::<Unique>());
+    let worker = start_worker(builder(&client).register::<Unique>());
     assert_eq!(first.wait(Duration::from_secs(10)).await.unwrap(), 7);
     // Finished: the lock is released and a new enqueue creates a new task.
     let later = client.enqueue(Unique { account: 7 }).await.unwrap();
     assert_ne!(later.id(), first.id());
     later.wait(Duration::from_secs(10)).await.unwrap();
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 #[derive(Task, Serialize, Deserialize)]
@@ -195,7 +195,7 @@ impl Run for Progress {
 #[tokio::test(start_paused = true)]
 async fn progress_is_visible_while_running() {
     let client = Client::in_memory();
-    let worker = Running::start(builder(&client).register::<Progress>());
+    let worker = start_worker(builder(&client).register::<Progress>());
     let handle = client.enqueue(Progress).await.unwrap();
     crate::support::eventually("progress", || async {
         handle
@@ -212,7 +212,7 @@ async fn progress_is_visible_while_running() {
         Some(serde_json::json!({"done": 5, "total": 10}))
     );
     handle.wait(Duration::from_secs(30)).await.unwrap();
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -220,7 +220,7 @@ async fn hooks_see_outcomes_and_cannot_hurt_the_worker() {
     let client = Client::in_memory();
     let counts: Arc<[AtomicUsize; 4]> = Arc::new(Default::default());
     let c = counts.clone();
-    let worker = Running::start(
+    let worker = start_worker(
         all_tasks(builder(&client))
             .on_success(move |_| {
                 c[0].fetch_add(1, Ordering::SeqCst);
@@ -271,7 +271,7 @@ async fn hooks_see_outcomes_and_cannot_hurt_the_worker() {
         .await
         .unwrap();
     again.wait(Duration::from_secs(10)).await.unwrap();
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 #[derive(Task, Serialize, Deserialize)]
@@ -289,7 +289,7 @@ impl Run for Limited {
 async fn rate_limit_spaces_starts_without_dropping_any() {
     let client = Client::in_memory();
     let handles = client.enqueue_many((0..6).map(|_| Limited)).await.unwrap();
-    let worker = Running::start(builder(&client).register::<Limited>().concurrency(8));
+    let worker = start_worker(builder(&client).register::<Limited>().concurrency(8));
     let mut started = Vec::new();
     for handle in &handles {
         handle.wait(Duration::from_secs(60)).await.unwrap();
@@ -302,7 +302,7 @@ async fn rate_limit_spaces_starts_without_dropping_any() {
         "6 starts at 2/s took only {span}"
     );
     assert_eq!(
-        worker.stop().await.retried,
+        worker.stop().await.unwrap().retried,
         0,
         "waiting for the limiter spends no retry"
     );
@@ -323,7 +323,7 @@ async fn weighted_queues_lead_by_weight() {
                 .unwrap();
         }
     }
-    let worker = Running::start(
+    let worker = start_worker(
         all_tasks(builder(&client))
             .queue_weights([("a", 3), ("b", 1)])
             .concurrency(1)
@@ -335,7 +335,7 @@ async fn weighted_queues_lead_by_weight() {
         order.push_str(label.rsplit('-').next().unwrap());
     }
     assert_eq!(order, "aabaaaba");
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 #[derive(Task, Serialize, Deserialize)]
@@ -359,7 +359,7 @@ async fn terminate_signals_then_stops_after_the_grace() {
     let client = Client::in_memory();
     let prefix = format!("stubborn-{}", taskq_core::TaskId::new());
     let mut rx = log(&prefix);
-    let worker = Running::start(
+    let worker = start_worker(
         builder(&client)
             .register::<Stubborn>()
             .register::<Polite>()
@@ -399,7 +399,7 @@ async fn terminate_signals_then_stops_after_the_grace() {
     );
     let stopped = polite.info().await.unwrap().unwrap().updated_at - revoked_at;
     assert!(stopped < chrono::Duration::seconds(1), "took {stopped}");
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -407,7 +407,7 @@ async fn at_most_once_run_stopped_by_shutdown_ends_as_failure_and_is_not_requeue
     let client = Client::in_memory();
     let prefix = format!("once-stop-{}", taskq_core::TaskId::new());
     let mut rx = log(&prefix);
-    let worker = Running::start(
+    let worker = start_worker(
         builder(&client)
             .register::<Once>()
             .shutdown_grace(Duration::from_millis(100)),
@@ -421,7 +421,7 @@ async fn at_most_once_run_stopped_by_shutdown_ends_as_failure_and_is_not_requeue
         .unwrap();
     rx.recv().await.unwrap();
     // The run takes 1 s; the grace period is 100 ms.
-    let report = worker.stop().await;
+    let report = worker.stop().await.unwrap();
     assert_eq!((report.requeued, report.failed), (0, 1), "{report:?}");
     let stats = client.broker().stats("default").await.unwrap();
     assert_eq!((stats.pending, stats.processing), (0, 0), "not requeued");

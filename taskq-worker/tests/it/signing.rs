@@ -7,7 +7,7 @@ use chrono::Utc;
 use taskq_core::{Client, DeadReason, Envelope, Keyring, OutboundMessage, SigningKey, TaskState};
 
 use crate::support::{
-    all_tasks, builder, dead_letters_of_default_queue, log, Flaky, Running, Stats,
+    all_tasks, builder, dead_letters_of_default_queue, log, start_worker, Flaky, Stats,
 };
 
 fn key(id: &str, byte: u8) -> SigningKey {
@@ -35,12 +35,12 @@ async fn signed_tasks_run_and_their_retries_keep_the_signature() {
     let plain = Client::in_memory();
     let client = plain.clone().with_signing_key(key("k1", 1));
     let keyring = Keyring::new(vec![key("k1", 1)]).required();
-    let worker = Running::start(all_tasks(builder(&plain)).verify_signatures(keyring));
+    let worker = start_worker(all_tasks(builder(&plain)).verify_signatures(keyring));
     let stats = client.enqueue(Stats { values: vec![2.0] }).await.unwrap();
     assert_eq!(stats.wait(Duration::from_secs(5)).await.unwrap().count, 1);
     let flaky = client.enqueue(Flaky { fail_times: 1 }).await.unwrap();
     assert_eq!(flaky.wait(Duration::from_secs(60)).await.unwrap(), 1);
-    let report = worker.stop().await;
+    let report = worker.stop().await.unwrap();
     assert_eq!((report.succeeded, report.dead_lettered), (2, 0));
 }
 
@@ -55,7 +55,7 @@ async fn unsigned_tampered_unknown_and_retired_keys_are_dead_lettered_unrun() {
             .retired_after(Utc::now() - chrono::Duration::hours(1)),
     ])
     .required();
-    let worker = Running::start(all_tasks(builder(&client)).verify_signatures(keyring));
+    let worker = start_worker(all_tasks(builder(&client)).verify_signatures(keyring));
 
     let unsigned = record_envelope("sig-unsigned");
     let mut tampered = record_envelope("sig-tampered");
@@ -95,7 +95,7 @@ async fn unsigned_tampered_unknown_and_retired_keys_are_dead_lettered_unrun() {
     assert_eq!(ended.state, TaskState::Failure);
 
     assert_eq!(ran.recv().await.as_deref(), Some("sig-good"));
-    let report = worker.stop().await;
+    let report = worker.stop().await.unwrap();
     assert_eq!((report.succeeded, report.dead_lettered), (1, 4));
     assert!(ran.try_recv().is_err(), "nothing refused ran");
 }
@@ -105,13 +105,13 @@ async fn a_keyring_not_yet_required_runs_unsigned_messages_but_not_bad_ones() {
     let client = Client::in_memory();
     let mut ran = log("opt-");
     let keyring = Keyring::new(vec![key("k1", 1)]);
-    let worker = Running::start(all_tasks(builder(&client)).verify_signatures(keyring));
+    let worker = start_worker(all_tasks(builder(&client)).verify_signatures(keyring));
     send(&client, &record_envelope("opt-unsigned")).await;
     let mut wrong = record_envelope("opt-wrong");
     key("k1", 9).sign(&mut wrong);
     send(&client, &wrong).await;
     assert_eq!(ran.recv().await.as_deref(), Some("opt-unsigned"));
-    let report = worker.stop().await;
+    let report = worker.stop().await.unwrap();
     assert_eq!((report.succeeded, report.dead_lettered), (1, 1));
     assert!(ran.try_recv().is_err());
 }
@@ -145,7 +145,7 @@ async fn the_reaper_does_not_continue_the_workflow_of_an_unsigned_poison_message
     crate::support::vanished_worker_holding(&plain, 1).await;
 
     let signing = key("k1", 1);
-    let worker = Running::start(
+    let worker = start_worker(
         all_tasks(builder(&plain.clone().with_signing_key(signing.clone())))
             .verify_signatures(Keyring::new(vec![signing]).required())
             .configure(|config| config.max_redeliveries = 0),
@@ -156,7 +156,7 @@ async fn the_reaper_does_not_continue_the_workflow_of_an_unsigned_poison_message
     );
     // The callback would be sent right after that record is written; give it time to run.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    worker.stop().await;
+    worker.stop().await.unwrap();
     assert!(ran.try_recv().is_err(), "the attacker's callback ran");
     let callback = plain.backend().get(callback_id).await.unwrap();
     assert!(callback.is_none(), "the callback was sent: {callback:?}");

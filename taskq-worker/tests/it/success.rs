@@ -4,12 +4,12 @@ use std::time::Duration;
 
 use taskq_core::{Client, Run, Task, TaskContext, TaskError, TaskState};
 
-use crate::support::{all_tasks, builder, Flaky, Running, Stats, Summary};
+use crate::support::{all_tasks, builder, start_worker, Flaky, Stats, Summary};
 
 #[tokio::test(start_paused = true)]
 async fn typed_result_round_trip() {
     let client = Client::in_memory();
-    let worker = Running::start(all_tasks(builder(&client)));
+    let worker = start_worker(all_tasks(builder(&client)));
     let handle = client
         .enqueue(Stats {
             values: vec![1.0, 2.0, 6.0],
@@ -28,26 +28,26 @@ async fn typed_result_round_trip() {
     );
     let record = handle.info().await.unwrap().unwrap();
     assert_eq!((record.state, record.attempts), (TaskState::Success, 1));
-    assert_eq!(worker.stop().await.succeeded, 1);
+    assert_eq!(worker.stop().await.unwrap().succeeded, 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn retry_then_success() {
     let client = Client::in_memory();
-    let worker = Running::start(all_tasks(builder(&client)));
+    let worker = start_worker(all_tasks(builder(&client)));
     let handle = client.enqueue(Flaky { fail_times: 2 }).await.unwrap();
     // Backoff is 1s doubling with jitter; the paused clock jumps through it.
     assert_eq!(handle.wait(Duration::from_secs(60)).await.unwrap(), 2);
     let record = handle.info().await.unwrap().unwrap();
     assert_eq!(record.attempts, 3);
-    let report = worker.stop().await;
+    let report = worker.stop().await.unwrap();
     assert_eq!((report.retried, report.succeeded, report.failed), (2, 1, 0));
 }
 
 #[tokio::test(start_paused = true)]
 async fn retry_state_is_visible_with_last_error() {
     let client = Client::in_memory();
-    let worker = Running::start(all_tasks(builder(&client)));
+    let worker = start_worker(all_tasks(builder(&client)));
     let handle = client.enqueue(Flaky { fail_times: 1 }).await.unwrap();
     crate::support::eventually("RETRY", || async {
         handle.state().await.unwrap() == TaskState::Retry
@@ -57,7 +57,7 @@ async fn retry_state_is_visible_with_last_error() {
     assert_eq!(record.error.as_deref(), Some("flaky attempt 0"));
     assert_eq!(record.attempts, 1);
     handle.wait(Duration::from_secs(60)).await.unwrap();
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 #[derive(Task, serde::Serialize, serde::Deserialize)]
@@ -74,14 +74,14 @@ impl Run for Quiet {
 #[tokio::test(start_paused = true)]
 async fn ignore_result_writes_nothing() {
     let client = Client::in_memory();
-    let worker = Running::start(builder(&client).register::<Quiet>());
+    let worker = start_worker(builder(&client).register::<Quiet>());
     let handle = client.enqueue(Quiet).await.unwrap();
     crate::support::eventually("drained", || async {
         let stats = client.broker().stats("default").await.unwrap();
         stats.pending + stats.processing == 0
     })
     .await;
-    assert_eq!(worker.stop().await.succeeded, 1);
+    assert_eq!(worker.stop().await.unwrap().succeeded, 1);
     assert_eq!(handle.state().await.unwrap(), TaskState::Pending);
 }
 
@@ -100,7 +100,7 @@ impl Run for Routed {
 #[tokio::test(start_paused = true)]
 async fn by_name_enqueue_follows_what_the_worker_declared() {
     let client = Client::in_memory();
-    let worker = Running::start(builder(&client).register::<Routed>());
+    let worker = start_worker(builder(&client).register::<Routed>());
     crate::support::eventually("declarations published", || async {
         client
             .broker()
@@ -122,6 +122,6 @@ async fn by_name_enqueue_follows_what_the_worker_declared() {
     );
     let record = handle.info().await.unwrap().unwrap();
     assert_eq!(record.attempts, 1, "declared max_retries = 0: one attempt");
-    let report = worker.stop().await;
+    let report = worker.stop().await.unwrap();
     assert_eq!((report.retried, report.failed), (0, 1));
 }

@@ -4,31 +4,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use taskq_core::{Client, Error, Run, Task, TaskContext, TaskError, TaskState};
-use taskq_worker::{Worker, WorkerBuilder, WorkerReport};
-use tokio::{sync::mpsc, task::JoinHandle};
-use tokio_util::sync::CancellationToken;
+pub(crate) use taskq_worker::RunningWorker;
+use taskq_worker::{Worker, WorkerBuilder};
+use tokio::sync::mpsc;
 
-/// A worker running in the background until [`Running::stop`].
-pub(crate) struct Running {
-    stop: CancellationToken,
-    handle: JoinHandle<taskq_worker::Result<WorkerReport>>,
-}
-
-impl Running {
-    pub(crate) fn start(builder: WorkerBuilder) -> Self {
-        Self::from_worker(builder.build().expect("valid worker"))
-    }
-
-    pub(crate) fn from_worker(worker: Worker) -> Self {
-        let stop = CancellationToken::new();
-        let handle = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
-        Self { stop, handle }
-    }
-
-    pub(crate) async fn stop(self) -> WorkerReport {
-        self.stop.cancel();
-        self.handle.await.expect("worker task").expect("worker run")
-    }
+/// Builds the worker `builder` describes and starts it in the background.
+pub(crate) fn start_worker(builder: WorkerBuilder) -> RunningWorker {
+    builder.build().expect("valid worker").start()
 }
 
 /// Fast liveness so recovery tests take simulated seconds, not minutes.

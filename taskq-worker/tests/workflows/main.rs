@@ -8,43 +8,33 @@ use std::{future::Future, time::Duration};
 
 use taskq_core::Client;
 use taskq_testkit::RedisServer;
-use taskq_worker::{Worker, WorkerBuilder, WorkerConfig, WorkerReport};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use taskq_worker::{RunningWorker, Worker, WorkerBuilder, WorkerConfig};
 
-/// A worker running every workflow test task until [`Running::stop`].
-pub(crate) struct Running {
-    stop: CancellationToken,
-    handle: JoinHandle<taskq_worker::Result<WorkerReport>>,
+/// A worker running every workflow test task, in the background.
+pub(crate) fn start_worker(client: &Client) -> RunningWorker {
+    start_worker_with(client, |_| {})
 }
 
-impl Running {
-    pub(crate) fn start(client: &Client) -> Self {
-        Self::start_with(client, |_| {})
-    }
+/// As [`start_worker`], with settings changed by `configure`.
+pub(crate) fn start_worker_with(
+    client: &Client,
+    configure: impl FnOnce(&mut WorkerConfig),
+) -> RunningWorker {
+    spawn_worker(
+        Worker::builder(client.clone())
+            .concurrency(32)
+            .liveness(Duration::from_millis(200), Duration::from_secs(1))
+            .configure(configure),
+    )
+}
 
-    pub(crate) fn start_with(client: &Client, configure: impl FnOnce(&mut WorkerConfig)) -> Self {
-        Self::spawn(
-            Worker::builder(client.clone())
-                .concurrency(32)
-                .liveness(Duration::from_millis(200), Duration::from_secs(1))
-                .configure(configure),
-        )
-    }
-
-    /// A worker running every workflow test task, built from `builder` (for what
-    /// [`WorkerConfig`] does not hold: keys, signatures).
-    pub(crate) fn spawn(builder: WorkerBuilder) -> Self {
-        let worker = tasks::all_tasks(builder).build().expect("valid worker");
-        let stop = CancellationToken::new();
-        let handle = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
-        Self { stop, handle }
-    }
-
-    pub(crate) async fn stop(self) -> WorkerReport {
-        self.stop.cancel();
-        self.handle.await.expect("worker task").expect("worker run")
-    }
+/// A worker running every workflow test task, built from `builder` (for what
+/// [`WorkerConfig`] does not hold: keys, signatures).
+pub(crate) fn spawn_worker(builder: WorkerBuilder) -> RunningWorker {
+    tasks::all_tasks(builder)
+        .build()
+        .expect("valid worker")
+        .start()
 }
 
 /// Runs `scenario` with a client on the in-memory broker.
@@ -122,7 +112,7 @@ async fn member_outputs_rest_sealed_when_results_are_encrypted() {
         .await
         .expect("connect")
         .with_encryption(keys.clone());
-    let worker = Running::spawn(Worker::builder(client.clone()).encryption(keys));
+    let worker = spawn_worker(Worker::builder(client.clone()).encryption(keys));
     let label = "sealed-members";
     let sent = client
         .send_chain(
@@ -148,7 +138,7 @@ async fn member_outputs_rest_sealed_when_results_are_encrypted() {
         let output = outcome["output"].as_str().unwrap_or_default();
         assert!(output.starts_with("taskq-enc:v1:k1:"), "{outcome}");
     }
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 /// A step whose arguments do not open is dead-lettered unrun, and what follows it ends too (its
@@ -157,7 +147,7 @@ async fn member_outputs_rest_sealed_when_results_are_encrypted() {
 async fn an_undecryptable_step_ends_the_rest_of_its_chain() {
     use taskq_core::workflow::chain;
     let client = Client::in_memory().with_encryption(taskq_core::Encryption::new("k1", [1; 32]));
-    let worker = Running::spawn(
+    let worker = spawn_worker(
         Worker::builder(client.clone()).encryption(taskq_core::Encryption::new("k2", [2; 32])),
     );
     let sent = client
@@ -177,7 +167,7 @@ async fn an_undecryptable_step_ends_the_rest_of_its_chain() {
         other => panic!("expected the chain to fail, got {other:?}"),
     }
     assert!(tasks::runs("undecryptable").is_empty(), "nothing ran");
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 /// A bounded queue with less room than a workflow's next group needs: the members that fit
@@ -194,7 +184,7 @@ async fn a_full_queue_fails_the_workflow_and_the_worker_keeps_draining() {
         .expect("connect");
     // One message in hand at a time: a completion waiting in the settle path holds the only
     // permit, so nothing more is fetched until it settles.
-    let worker = Running::start_with(&client, |config| {
+    let worker = start_worker_with(&client, |config| {
         config.concurrency = 1;
         config.prefetch = 0;
     });
@@ -238,7 +228,7 @@ async fn a_full_queue_fails_the_workflow_and_the_worker_keeps_draining() {
     }
     let later = later.expect("the queue never had room again: the worker stopped draining");
     assert_eq!(later.wait(Duration::from_secs(30)).await.unwrap(), 7);
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 /// With encryption, nothing of any argument is readable in Redis: not the first step's (as
@@ -308,7 +298,7 @@ async fn workflows_rest_sealed_when_arguments_are_encrypted() {
         "a plain digest of arguments is in a key"
     );
 
-    let worker = Running::spawn(Worker::builder(client.clone()).encryption(keys));
+    let worker = spawn_worker(Worker::builder(client.clone()).encryption(keys));
     chained.wait(Duration::from_secs(30)).await.unwrap();
     chord.wait(Duration::from_secs(30)).await.unwrap();
     called_back.wait(Duration::from_secs(30)).await.unwrap();
@@ -318,7 +308,7 @@ async fn workflows_rest_sealed_when_arguments_are_encrypted() {
     }
     let after = server.dump().await;
     assert!(!after.contains(secret), "readable after the run:\n{after}");
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 /// Where signatures are required, a stored SUCCESS (which nothing authenticates: anyone who
@@ -353,7 +343,7 @@ async fn a_stored_success_is_not_trusted_where_signatures_are_required() {
         .store(&planted, Duration::from_secs(60))
         .await
         .unwrap();
-    let worker = Running::spawn(
+    let worker = spawn_worker(
         Worker::builder(client.clone()).verify_signatures(Keyring::new(vec![key]).required()),
     );
     assert_eq!(
@@ -361,7 +351,7 @@ async fn a_stored_success_is_not_trusted_where_signatures_are_required() {
         4,
         "the next step got the step's own output, not the planted one"
     );
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 /// Where signatures are required, a chord's callback is not fed a member outcome that no
@@ -403,7 +393,7 @@ async fn a_planted_member_outcome_is_refused_where_signatures_are_required() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let worker = Running::spawn(
+    let worker = spawn_worker(
         Worker::builder(client.clone()).verify_signatures(Keyring::new(vec![key]).required()),
     );
     match sent.wait(Duration::from_secs(30)).await {
@@ -412,5 +402,5 @@ async fn a_planted_member_outcome_is_refused_where_signatures_are_required() {
         }
         other => panic!("expected the chord to fail, got {other:?}"),
     }
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }

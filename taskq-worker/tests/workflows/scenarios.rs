@@ -9,11 +9,11 @@ use taskq_core::{
 };
 
 use crate::{
+    start_worker, start_worker_with,
     tasks::{
         runs, wait_for_runs, Add, Deep, Note, Number, Repeat, Sleep, Square, SquareInput, Sum,
         Tally,
     },
-    Running,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -25,7 +25,7 @@ async fn settle() {
 
 pub(crate) async fn typed_chain_of_three(client: Client, broker: &str) {
     let label = format!("{broker}-chain-of-three");
-    let worker = Running::start(&client);
+    let worker = start_worker(&client);
     let sent = client
         .send_chain(
             chain(Number {
@@ -55,12 +55,12 @@ pub(crate) async fn typed_chain_of_three(client: Client, broker: &str) {
     assert_eq!(record.kind, WorkflowKind::Chain);
     assert_eq!(record.members.len(), 3);
     assert_eq!(*record.members.last().unwrap(), sent.last().id());
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 pub(crate) async fn group_of_a_hundred_with_one_failure(client: Client, broker: &str) {
     let label = format!("{broker}-group-of-a-hundred");
-    let worker = Running::start(&client);
+    let worker = start_worker(&client);
     let members = (0..100).map(|n| Square {
         fail_on: Some(42),
         ..Square::of(&label, n)
@@ -93,13 +93,13 @@ pub(crate) async fn group_of_a_hundred_with_one_failure(client: Client, broker: 
         states.iter().filter(|s| **s == TaskState::Success).count(),
         99
     );
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 pub(crate) async fn chord_of_a_thousand_calls_back_once(client: Client, broker: &str) {
     let label = format!("{broker}-chord-members");
     let callback = format!("{broker}-chord-callback");
-    let worker = Running::start(&client);
+    let worker = start_worker(&client);
     let sent = client
         .send_chain(group((0..1000).map(|n| Square::of(&label, n))).then(Sum::callback(&callback)))
         .await
@@ -123,13 +123,13 @@ pub(crate) async fn chord_of_a_thousand_calls_back_once(client: Client, broker: 
         .expect("the chord's record");
     assert_eq!(record.kind, WorkflowKind::Chord);
     assert_eq!(record.members.len(), 1000);
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 pub(crate) async fn retried_member_counts_once(client: Client, broker: &str) {
     let label = format!("{broker}-retried-member");
     let callback = format!("{broker}-retried-callback");
-    let worker = Running::start(&client);
+    let worker = start_worker(&client);
     let members = (0..10).map(|n| Square {
         flaky: if n == 3 { 2 } else { 0 },
         ..Square::of(&label, n)
@@ -152,13 +152,13 @@ pub(crate) async fn retried_member_counts_once(client: Client, broker: &str) {
         10,
         "the retried member counted once"
     );
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 pub(crate) async fn failed_member_fails_the_chord(client: Client, broker: &str) {
     let label = format!("{broker}-failing-member");
     let callback = format!("{broker}-failing-callback");
-    let worker = Running::start(&client);
+    let worker = start_worker(&client);
     let members = (0..10).map(|n| Square {
         fail_on: Some(5),
         ..Square::of(&label, n)
@@ -189,14 +189,14 @@ pub(crate) async fn failed_member_fails_the_chord(client: Client, broker: &str) 
         .await
         .unwrap();
     assert_eq!(dead.len(), 1, "the failed member is a dead letter");
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 pub(crate) async fn callbacks_on_success_and_failure(client: Client, broker: &str) {
     let label = format!("{broker}-callback-tasks");
     let on_success = format!("{broker}-on-success");
     let on_failure = format!("{broker}-on-failure");
-    let worker = Running::start(&client);
+    let worker = start_worker(&client);
     let note = Note::callback;
     let ok = client
         .enqueue(Number {
@@ -238,12 +238,12 @@ pub(crate) async fn callbacks_on_success_and_failure(client: Client, broker: &st
         .as_str()
         .unwrap()
         .contains("refusing 1"));
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 pub(crate) async fn chain_through_a_chord_and_group_of_chains(client: Client, broker: &str) {
     let label = format!("{broker}-nested");
-    let worker = Running::start(&client);
+    let worker = start_worker(&client);
     // A chain whose middle step is a group: 2 -> [2+0 .. 2+4] -> sum.
     let through_chord = chain(Number {
         label: label.clone(),
@@ -278,12 +278,12 @@ pub(crate) async fn chain_through_a_chord_and_group_of_chains(client: Client, br
         let record = client.result(member).await.unwrap().unwrap();
         assert_eq!(record.task, "wf.square_input");
     }
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 pub(crate) async fn revoking_a_workflow_ends_its_pending_steps(client: Client, broker: &str) {
     let label = format!("{broker}-revoked");
-    let worker = Running::start(&client);
+    let worker = start_worker(&client);
     let sent = client
         .send_chain(
             chain(Sleep {
@@ -315,12 +315,12 @@ pub(crate) async fn revoking_a_workflow_ends_its_pending_steps(client: Client, b
         [json!(1000)],
         "only the step already running ran"
     );
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 pub(crate) async fn failed_step_ends_the_rest_of_the_chain(client: Client, broker: &str) {
     let label = format!("{broker}-failed-step");
-    let worker = Running::start(&client);
+    let worker = start_worker(&client);
     let first = Square {
         fail_on: Some(1),
         ..Square::of(&label, 1)
@@ -358,7 +358,7 @@ pub(crate) async fn failed_step_ends_the_rest_of_the_chain(client: Client, broke
     );
     settle().await;
     assert_eq!(runs(&label), [json!(1)], "no step after the failed one ran");
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 /// A worker killed after continuing a workflow but before acknowledging the message makes the
@@ -453,11 +453,11 @@ pub(crate) async fn a_delivered_step_that_already_succeeded_is_not_run_again(
         .store(&stored, Duration::from_secs(60))
         .await
         .unwrap();
-    let worker = Running::start(&client);
+    let worker = start_worker(&client);
     assert_eq!(sent.wait(WAIT).await.unwrap(), 4);
     settle().await;
     assert_eq!(runs(&label), [json!(3)], "only the second step ran");
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 /// Takes the default queue's pending messages (asserting how many) as a worker would.
@@ -481,7 +481,7 @@ async fn take_pending(client: &Client, count: usize) -> Vec<Envelope> {
 pub(crate) async fn settled_chord_runs_with_every_outcome(client: Client, broker: &str) {
     let label = format!("{broker}-settled-members");
     let callback = format!("{broker}-settled-callback");
-    let worker = Running::start(&client);
+    let worker = start_worker(&client);
     let members = (0..6).map(|n| Square {
         fail_on: Some(2),
         ..Square::of(&label, n)
@@ -502,7 +502,7 @@ pub(crate) async fn settled_chord_runs_with_every_outcome(client: Client, broker
     assert_eq!(outcomes[2]["failed"]["task"], json!("wf.square"));
     assert_eq!(outcomes[2]["failed"]["state"], json!("FAILURE"));
     assert_eq!(outcomes[2]["failed"]["error"], json!("refusing 2"));
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 /// A member its workers kept dying on (dead-lettered as `worker_lost` by a reaper) fails its
@@ -529,7 +529,7 @@ pub(crate) async fn a_member_lost_as_poison_fails_the_chord(client: Client, brok
         .unwrap();
     let poisoned = Envelope::decode(held[0].payload(), usize::MAX).unwrap().id;
     // A reaper that allows no redelivery dead-letters it as worker_lost at once.
-    let worker = Running::start_with(&client, |config| config.max_redeliveries = 0);
+    let worker = start_worker_with(&client, |config| config.max_redeliveries = 0);
     match sent.wait(WAIT).await {
         Err(Error::TaskFailed { state, message, .. }) => {
             assert_eq!(state, TaskState::Failure);
@@ -541,7 +541,7 @@ pub(crate) async fn a_member_lost_as_poison_fails_the_chord(client: Client, brok
     settle().await;
     assert!(runs(&callback).is_empty(), "the callback never runs");
     assert_eq!(runs(&label).len(), 2, "the other members ran");
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 /// A member that fails ends its chord at once: the callback's waiter learns it while the
@@ -551,7 +551,7 @@ pub(crate) async fn a_failed_member_fails_the_chord_before_the_others_finish(
     broker: &str,
 ) {
     let label = format!("{broker}-fail-fast");
-    let worker = Running::start(&client);
+    let worker = start_worker(&client);
     let slow = Signature::by_name("wf.sleep", json!({"label": label, "ms": 3000}));
     let failing = Signature::by_name("wf.square", json!({"label": label, "n": 7, "fail_on": 7}));
     let callback = Signature::by_name("wf.sum", json!({"label": label})).input("values");
@@ -573,7 +573,7 @@ pub(crate) async fn a_failed_member_fails_the_chord_before_the_others_finish(
         !slow_state.is_some_and(|state| state.is_ready()),
         "the chord failed only after the slow member finished ({slow_state:?})"
     );
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 /// A callback whose envelope cannot be built (the task's output makes it larger than the
@@ -582,7 +582,7 @@ pub(crate) async fn a_failed_member_fails_the_chord_before_the_others_finish(
 pub(crate) async fn a_callback_that_cannot_be_sent_ends_failed(client: Client, broker: &str) {
     let client = client.with_max_payload_bytes(4_096);
     let label = format!("{broker}-unsendable-callback");
-    let worker = Running::start(&client);
+    let worker = start_worker(&client);
     let callback = Note::callback(&label);
     let callback_id = callback.id;
     let big = client
@@ -608,7 +608,7 @@ pub(crate) async fn a_callback_that_cannot_be_sent_ends_failed(client: Client, b
         other => panic!("expected the callback to end failed, got {other:?}"),
     }
     assert_eq!(runs(&label).len(), 1, "only the task ran");
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 /// A group whose producer keeps its record for less time than the group takes: each member's
@@ -616,7 +616,7 @@ pub(crate) async fn a_callback_that_cannot_be_sent_ends_failed(client: Client, b
 /// the record expired with the producer's TTL and every later report answered "waiting".
 pub(crate) async fn a_group_outlives_its_producers_record_ttl(client: Client, broker: &str) {
     let label = format!("{broker}-outlived-ttl");
-    let worker = Running::start(&client);
+    let worker = start_worker(&client);
     let producer = client.with_workflow_ttl(Duration::from_secs(2));
     let members = [0, 0, 3_000].map(|ms| Sleep {
         label: label.clone(),
@@ -627,7 +627,7 @@ pub(crate) async fn a_group_outlives_its_producers_record_ttl(client: Client, br
         .await
         .unwrap();
     assert_eq!(sent.wait(WAIT).await.unwrap(), json!(3_000));
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 /// A step whose output nests deeper than JSON is read back (128 levels) cannot pass it on: it
@@ -637,7 +637,7 @@ pub(crate) async fn an_output_too_deep_to_pass_on_fails_its_step(client: Client,
     let label = format!("{broker}-too-deep");
     let on_success = format!("{broker}-too-deep-success");
     let on_failure = format!("{broker}-too-deep-failure");
-    let worker = Running::start(&client);
+    let worker = start_worker(&client);
     let note = Note::callback;
     let deep = client
         .enqueue(Deep {
@@ -659,5 +659,5 @@ pub(crate) async fn an_output_too_deep_to_pass_on_fails_its_step(client: Client,
     settle().await;
     assert_eq!(runs(&on_failure).len(), 1);
     assert!(runs(&on_success).is_empty());
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
