@@ -199,20 +199,15 @@ impl Conn {
     /// Every hash slot the master holding `key` serves: on a cluster, its own line of
     /// `CLUSTER NODES`; elsewhere all of them.
     async fn served_slots(&mut self, key: &str) -> Result<Vec<RangeInclusive<u16>>> {
-        let Self::Cluster(conn) = self else {
+        if !matches!(self, Self::Cluster(_)) {
             return Ok(vec![replicas::ALL_SLOTS]);
-        };
+        }
         let mut nodes = redis::cmd("CLUSTER");
         nodes.arg("NODES");
-        let route = Route::with_key(key, SlotAddr::Master);
-        let value = conn
-            .route_command(
-                nodes,
-                RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
-            )
+        let text: String = self
+            .query_on_master_of(key, nodes)
             .await
             .map_err(redis_error)?;
-        let text: String = redis::from_redis_value(value).map_err(|err| redis_error(err.into()))?;
         let slots = replicas::own_slots(&text);
         let slot = replicas::slot_of(key);
         Ok(if slots.is_empty() {
@@ -259,21 +254,9 @@ impl Conn {
     async fn replication_info(&mut self, key: &str) -> Result<String> {
         let mut info = redis::cmd("INFO");
         info.arg("replication");
-        let text: String = match self {
-            Self::Cluster(conn) => {
-                let route = Route::with_key(key, SlotAddr::Master);
-                let value = conn
-                    .route_command(
-                        info,
-                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
-                    )
-                    .await
-                    .map_err(redis_error)?;
-                redis::from_redis_value(value).map_err(|err| redis_error(err.into()))?
-            }
-            _ => info.query_async(self).await.map_err(redis_error)?,
-        };
-        Ok(text)
+        self.query_on_master_of(key, info)
+            .await
+            .map_err(redis_error)
     }
 
     /// Waits until `replicas` replicas acknowledged every write sent so far through this
@@ -287,19 +270,29 @@ impl Conn {
         let mut wait = redis::cmd("WAIT");
         wait.arg(replicas)
             .arg(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
+        // The cluster keeps one connection per node, the one the write went through.
+        self.query_on_master_of(key, wait).await
+    }
+
+    /// Runs `command` on the master holding `key`: routed by its slot on a cluster, on the one
+    /// master elsewhere.
+    async fn query_on_master_of<T: redis::FromRedisValue>(
+        &mut self,
+        key: &str,
+        command: Cmd,
+    ) -> RedisResult<T> {
         match self {
-            // The cluster keeps one connection per node, the one the write went through.
             Self::Cluster(conn) => {
                 let route = Route::with_key(key, SlotAddr::Master);
                 let value = conn
                     .route_command(
-                        wait,
+                        command,
                         RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
                     )
                     .await?;
                 redis::from_redis_value(value).map_err(Into::into)
             }
-            _ => wait.query_async(self).await,
+            _ => command.query_async(self).await,
         }
     }
 }

@@ -6,8 +6,8 @@ use taskq_core::TaskId;
 use taskq_testkit::RedisCluster;
 
 use crate::support::{
-    assert_all_succeed, client, never_succeeded, produce, produce_timed, start_worker,
-    start_worker_noting_runs, Echo, RunLog,
+    assert_all_succeed, assert_named_degraded, client, never_succeeded, produce, produce_timed,
+    start_worker, start_worker_noting_runs, Echo, RunLog,
 };
 
 /// The cluster shared by the tests that leave its masters alone.
@@ -185,13 +185,7 @@ async fn a_master_lost_for_good_leaves_durable_writes_degraded_not_stopped() {
     .unwrap();
     let ids = producer.await.unwrap();
     assert_all_succeed(&client, &ids, Duration::from_secs(90)).await;
-    let warnings = client.broker().durability_warnings().await.unwrap();
-    assert!(
-        warnings
-            .iter()
-            .any(|w| w.contains("durable writes degraded") && w.contains("0 of durable=1")),
-        "the promoted master is named degraded: {warnings:?}"
-    );
+    assert_named_degraded(&client).await;
     for worker in workers {
         worker.stop().await.unwrap();
     }

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use taskq_testkit::SentinelGroup;
 
-use crate::support::{assert_all_succeed, client, enqueue_insisting, produce, start_worker};
+use crate::support::{
+    assert_all_succeed, assert_named_degraded, client, enqueue_insisting, produce, start_worker,
+};
 
 /// The master is killed mid-run; the sentinels promote the replica and clients move to it by
 /// themselves (no restart). With durable writes no task is lost; the workers' first fetch on
@@ -109,13 +111,7 @@ async fn durable_writes_go_on_when_the_master_is_lost_for_good() {
         .await
         .expect("every enqueue landed on the promoted master");
     assert_all_succeed(&client, &ids, Duration::from_secs(60)).await;
-    let warnings = client.broker().durability_warnings().await.unwrap();
-    assert!(
-        warnings
-            .iter()
-            .any(|w| w.contains("durable writes degraded") && w.contains("0 of durable=1")),
-        "`taskq status` and the dashboard show the degraded master: {warnings:?}"
-    );
+    assert_named_degraded(&client).await;
     for worker in workers {
         worker.stop().await.unwrap();
     }

@@ -157,3 +157,15 @@ pub(crate) async fn never_succeeded(
     }
     missing
 }
+
+/// Asserts that the broker names a master degraded under durable writes (no replica of the
+/// one asked for), as `taskq status` and the dashboard show it.
+pub(crate) async fn assert_named_degraded(client: &Client) {
+    let warnings = client.broker().durability_warnings().await.unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("durable writes degraded") && w.contains("0 of durable=1")),
+        "no degraded master named: {warnings:?}"
+    );
+}
