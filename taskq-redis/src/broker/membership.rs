@@ -175,3 +175,46 @@ impl Membership for RedisBroker {
             .map_err(redis_error)
     }
 }
+
+impl RedisBroker {
+    pub(super) async fn recover(
+        &self,
+        queue: &str,
+        worker: &str,
+        max_redeliveries: u32,
+        mode: RecoverMode,
+    ) -> Result<(i64, i64, Vec<String>)> {
+        let keys = QueueKeys::new(queue);
+        let now = self.now();
+        let mut invocation = scripts::RECOVER.prepare_invoke();
+        invocation
+            .key(keys.workers())
+            .key(keys.processing(worker))
+            .key(keys.redeliveries())
+            .key(keys.dead())
+            .key(keys.dead_dropped())
+            .key(keys.holders())
+            .key(keys.dead_bytes());
+        for key in keys.pending_ascending() {
+            invocation.key(key);
+        }
+        invocation.key(keys.wake());
+        invocation
+            .arg(worker)
+            .arg(millis(now))
+            .arg(max_redeliveries)
+            .arg(self.shared.config.max_dead_letters())
+            .arg(now.to_rfc3339())
+            .arg(queue)
+            .arg(match mode {
+                RecoverMode::Lost => "0",
+                RecoverMode::Deregister => "1",
+                RecoverMode::Orphan => "2",
+            })
+            .arg(self.shared.config.max_dead_letter_bytes());
+        invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(redis_error)
+    }
+}
