@@ -18,12 +18,7 @@ use taskq_core::{
     Error, Result, ResultBackend, TaskId, TaskResult,
 };
 
-use crate::{
-    connection::{self, redis_error},
-    keys, scripts,
-    server::by_slot,
-    RedisConfig,
-};
+use crate::{conn, error::redis_error, keys, scripts, server::by_slot, RedisConfig};
 
 /// The Redis result backend.
 ///
@@ -447,7 +442,7 @@ async fn subscriber(
             Err(err) => {
                 failures += 1;
                 tracing::warn!(error = %err, "result subscriber cannot connect; retrying");
-                tokio::time::sleep(connection::reconnect_backoff().delay(failures)).await;
+                tokio::time::sleep(conn::reconnect_backoff().delay(failures)).await;
                 continue;
             }
         };

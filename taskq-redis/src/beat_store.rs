@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use taskq_core::{BeatStatus, BeatStore, Error, Result};
 
-use crate::{connection::redis_error, keys, scripts, RedisConfig};
+use crate::{error::redis_error, keys, scripts, RedisConfig};
 
 /// Redis store: `SET NX PX` lock with an owner token, extended and released by owner-checking
 /// scripts; last fires in a hash.

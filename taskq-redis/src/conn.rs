@@ -3,7 +3,8 @@
 //! Everything above this module sends commands through [`redis::aio::ConnectionLike`] and does
 //! not care whether they go to one server, are routed by slot through a cluster (which
 //! follows `MOVED`/`ASK` and refreshes its slot map itself), or go to the master Sentinel
-//! names now.
+//! names now. What is asked of the server about the connection itself lives here too: the
+//! settings that can lose tasks, and durable writes' `WAIT` (with [`crate::replicas`]).
 
 use std::{
     ops::RangeInclusive,
@@ -16,19 +17,19 @@ use std::{
 
 use parking_lot::RwLock;
 use redis::{
-    aio::{ConnectionLike, ConnectionManager},
+    aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
     cluster_async::ClusterConnection,
     cluster_routing::{
         MultipleNodeRoutingInfo, Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
     },
     sentinel::SentinelClient,
-    Cmd, Pipeline, RedisFuture, RedisResult, Value,
+    Client, Cmd, Pipeline, RedisFuture, RedisResult, Value,
 };
 
 use taskq_core::Result;
 
 use crate::{
-    connection::{manager, redis_error},
+    error::redis_error,
     replicas::{self, connected_replicas, DurableWrites, Wait},
     Durable,
 };
@@ -492,4 +493,30 @@ impl SentinelConn {
     fn get_db(&self) -> i64 {
         self.current().1.get_db()
     }
+}
+
+/// A self-reconnecting multiplexed connection whose calls time out after `response_timeout`.
+///
+/// Reconnection backs off exponentially from 50 ms up to 2 s; calls made while the server is
+/// unreachable fail fast with a connection error, so callers' own backoff decides pacing.
+pub(crate) async fn manager(
+    client: &Client,
+    response_timeout: Duration,
+) -> Result<ConnectionManager> {
+    let config = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(response_timeout))
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_secs(2))
+        .set_number_of_retries(3);
+    client
+        .get_connection_manager_with_config(config)
+        .await
+        .map_err(redis_error)
+}
+
+/// Backoff between attempts to reconnect a subscriber (control channel, result waits): 50 ms
+/// doubling up to 2 s, full jitter.
+pub(crate) fn reconnect_backoff() -> taskq_core::RetryPolicy {
+    taskq_core::RetryPolicy::exponential(Duration::from_millis(50), Duration::from_secs(2))
 }

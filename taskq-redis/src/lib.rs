@@ -25,7 +25,7 @@ mod beat_store;
 mod broker;
 mod config;
 mod conn;
-mod connection;
+mod error;
 mod keys;
 mod replicas;
 mod scripts;

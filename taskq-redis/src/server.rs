@@ -21,8 +21,9 @@ use redis::{
 use taskq_core::{Error, Result};
 
 use crate::{
+    conn::manager,
     conn::{Conn, SentinelConn},
-    connection::{manager, redis_error},
+    error::redis_error,
 };
 
 /// The URL schemes this crate serves.

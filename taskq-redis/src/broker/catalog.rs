@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use taskq_core::{Error, Result, TaskCatalog, TaskDeclaration};
 
 use super::RedisBroker;
-use crate::{connection::redis_error, keys};
+use crate::{error::redis_error, keys};
 
 #[async_trait]
 impl TaskCatalog for RedisBroker {

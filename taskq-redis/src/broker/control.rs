@@ -9,7 +9,7 @@ use taskq_core::{
 };
 
 use super::{millis, RedisBroker};
-use crate::{connection::redis_error, keys};
+use crate::{error::redis_error, keys};
 
 #[async_trait]
 impl ControlChannel for RedisBroker {
@@ -152,7 +152,7 @@ async fn forward_control(
             if tx.is_closed() {
                 return;
             }
-            tokio::time::sleep(crate::connection::reconnect_backoff().delay(failures)).await;
+            tokio::time::sleep(crate::conn::reconnect_backoff().delay(failures)).await;
             failures += 1;
             let Ok(mut fresh) = server.pubsub().await else {
                 continue;

@@ -9,7 +9,7 @@ use std::{sync::Arc, time::Duration};
 use taskq_core::{Delivery, Error, PayloadFields, Receipt, Result, WorkerId, FETCH_LEASE};
 
 use super::{millis, wake, RedisBroker};
-use crate::{connection::redis_error, keys::QueueKeys, scripts};
+use crate::{error::redis_error, keys::QueueKeys, scripts};
 
 impl RedisBroker {
     pub(super) fn mark_unreconciled(&self, worker: &WorkerId) {

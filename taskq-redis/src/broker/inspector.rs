@@ -10,7 +10,7 @@ use taskq_core::{
 
 use super::{millis, RedisBroker};
 use crate::{
-    connection::redis_error,
+    error::redis_error,
     keys::{self, QueueKeys},
     scripts,
 };

@@ -8,7 +8,7 @@ use taskq_core::{Error, Membership, RecoveryReport, Result, WorkerId};
 
 use super::{millis, parse_poisoned, RecoverMode, RedisBroker};
 use crate::{
-    connection::redis_error,
+    error::redis_error,
     keys::{self, QueueKeys},
     scripts,
     server::by_slot,

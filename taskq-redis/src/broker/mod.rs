@@ -20,7 +20,7 @@ use taskq_core::{Broker, Clock, Delivery, Error, Membership, Result, WorkerId};
 
 use crate::{
     conn::Conn,
-    connection::redis_error,
+    error::redis_error,
     keys::{self, QueueKeys},
     scripts,
     server::Server,

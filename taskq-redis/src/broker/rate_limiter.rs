@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use taskq_core::{RateLimit, RateLimiter, Result};
 
 use super::{millis, RedisBroker};
-use crate::{connection::redis_error, keys::QueueKeys, scripts};
+use crate::{error::redis_error, keys::QueueKeys, scripts};
 
 #[async_trait]
 impl RateLimiter for RedisBroker {

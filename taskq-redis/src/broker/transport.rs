@@ -14,7 +14,7 @@ use taskq_core::history::{minute_of, HISTORY_KEPT_MINUTES};
 
 /// How long a minute of history is kept, ms.
 const HISTORY_KEPT_MS: i64 = HISTORY_KEPT_MINUTES * 60_000;
-use crate::{connection::redis_error, keys::QueueKeys, scripts};
+use crate::{error::redis_error, keys::QueueKeys, scripts};
 
 #[async_trait]
 impl Transport for RedisBroker {

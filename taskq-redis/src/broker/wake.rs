@@ -21,7 +21,7 @@ use taskq_core::Result;
 
 use crate::{
     conn::Conn,
-    connection::redis_error,
+    error::redis_error,
     server::{by_slot, Server},
 };
 

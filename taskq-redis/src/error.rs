@@ -1,13 +1,6 @@
-//! Opening Redis connections and checking the server's settings.
+//! redis-rs's errors as taskq's: transient when a later try may succeed.
 
-use std::time::Duration;
-
-use redis::{
-    aio::{ConnectionManager, ConnectionManagerConfig},
-    Client,
-};
-
-use taskq_core::{Error, Result};
+use taskq_core::Error;
 
 /// Wraps a redis-rs error, transient unless redis-rs says retrying cannot help (a script
 /// error, a wrong type, a refused password).
@@ -59,30 +52,4 @@ fn is_out_of_memory(err: &redis::RedisError) -> bool {
     err.clone()
         .into_server_errors()
         .is_some_and(|errors| errors.iter().any(|(_, error)| error.code() == "OOM"))
-}
-
-/// A self-reconnecting multiplexed connection whose calls time out after `response_timeout`.
-///
-/// Reconnection backs off exponentially from 50 ms up to 2 s; calls made while the server is
-/// unreachable fail fast with a connection error, so callers' own backoff decides pacing.
-pub(crate) async fn manager(
-    client: &Client,
-    response_timeout: Duration,
-) -> Result<ConnectionManager> {
-    let config = ConnectionManagerConfig::new()
-        .set_response_timeout(Some(response_timeout))
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_min_delay(Duration::from_millis(50))
-        .set_max_delay(Duration::from_secs(2))
-        .set_number_of_retries(3);
-    client
-        .get_connection_manager_with_config(config)
-        .await
-        .map_err(redis_error)
-}
-
-/// Backoff between attempts to reconnect a subscriber (control channel, result waits): 50 ms
-/// doubling up to 2 s, full jitter.
-pub(crate) fn reconnect_backoff() -> taskq_core::RetryPolicy {
-    taskq_core::RetryPolicy::exponential(Duration::from_millis(50), Duration::from_secs(2))
 }
