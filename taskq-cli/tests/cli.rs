@@ -752,3 +752,47 @@ fn status_warns_of_a_durable_master_short_of_replicas() {
         "no durable warning without durable writes: {plain}"
     );
 }
+
+/// `taskq dashboard --allow-host NAME` serves requests for that host name (a proxy's or a DNS
+/// name of the machine) and still refuses any other (DNS rebinding).
+#[test]
+fn the_dashboard_serves_an_allowed_host_name_and_refuses_others() {
+    let server = RedisServer::start();
+    let port = taskq_testkit::free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_taskq"))
+        .args(["--broker", &server.url(), "dashboard", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["--allow-host", "tasks.internal"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run taskq dashboard");
+    let status_for = |host: &str| -> Option<u16> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        write!(
+            stream,
+            "GET / HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).ok()?;
+        reply.split_whitespace().nth(1)?.parse().ok()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let allowed = loop {
+        if let Some(status) = status_for("tasks.internal") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dashboard never listened"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let refused = status_for("attacker.example");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(allowed, 200, "the allowed host name is served");
+    assert_eq!(refused, Some(403), "any other host name is refused");
+}
