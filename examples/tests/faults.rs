@@ -44,9 +44,7 @@ async fn assert_none_lost(client: &Client, ids: &[TaskId], ledger: &Path) -> usi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_task_is_lost_when_a_worker_is_killed() {
     let server = RedisServer::start();
-    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
-        .await
-        .unwrap();
+    let client = taskq::connect(&server.url()).await.unwrap();
     let ledger = ledger_path("kill");
     let ids = enqueue_sleeps(&client, 300, 20, &ledger).await;
 
@@ -73,9 +71,7 @@ async fn no_task_is_lost_when_a_worker_is_killed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_worker_cannot_duplicate_recovered_work_after_it_resumes() {
     let server = RedisServer::start();
-    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
-        .await
-        .unwrap();
+    let client = taskq::connect(&server.url()).await.unwrap();
     let ledger = ledger_path("pause");
     let ids = enqueue_sleeps(&client, 100, 300, &ledger).await;
 
@@ -111,9 +107,7 @@ async fn a_paused_worker_cannot_duplicate_recovered_work_after_it_resumes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_requeues_unfinished_work_and_a_new_worker_completes_it() {
     let server = RedisServer::start();
-    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
-        .await
-        .unwrap();
+    let client = taskq::connect(&server.url()).await.unwrap();
     let ledger = ledger_path("term");
     let ids = enqueue_sleeps(&client, 20, 5_000, &ledger).await;
 
@@ -155,9 +149,7 @@ async fn worker_resumes_by_itself_after_redis_restarts() {
     let ledger = ledger_path("restart");
     let mut worker = WorkerProcess::start(&server, &["--concurrency", "8"]);
     {
-        let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
-            .await
-            .unwrap();
+        let client = taskq::connect(&server.url()).await.unwrap();
         let before = enqueue_sleeps(&client, 10, 10, &ledger).await;
         wait_until(
             "tasks before the restart",
@@ -168,9 +160,7 @@ async fn worker_resumes_by_itself_after_redis_restarts() {
     }
     server.restart();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
-        .await
-        .unwrap();
+    let client = taskq::connect(&server.url()).await.unwrap();
     let after = enqueue_sleeps(&client, 10, 10, &ledger).await;
     assert_none_lost(&client, &after, &ledger).await;
     worker.signal("TERM");
@@ -192,9 +182,7 @@ async fn a_worker_process_whose_clock_is_30s_ahead_changes_nothing() {
         "{LIBFAKETIME} is missing: install Debian's `faketime` package (.ci/run does)"
     );
     let server = RedisServer::start();
-    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
-        .await
-        .unwrap();
+    let client = taskq::connect(&server.url()).await.unwrap();
     let ledger = ledger_path("skew");
     let ids = enqueue_sleeps(&client, 150, 300, &ledger).await;
     let skew = [
@@ -235,9 +223,7 @@ async fn a_worker_process_whose_clock_is_30s_ahead_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_stops_at_once_and_nothing_is_lost() {
     let server = RedisServer::start();
-    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
-        .await
-        .unwrap();
+    let client = taskq::connect(&server.url()).await.unwrap();
     let ledger = ledger_path("twice");
     let ids = enqueue_sleeps(&client, 8, 3_000, &ledger).await;
     let mut first =
@@ -278,9 +264,7 @@ async fn a_worker_requiring_signatures_runs_only_signed_tasks() {
             ("TASKQ_REQUIRE_SIGNATURES", "true"),
         ],
     );
-    let plain = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
-        .await
-        .unwrap();
+    let plain = taskq::connect(&server.url()).await.unwrap();
     let signed = plain
         .clone()
         .with_signing_key(taskq_core::SigningKey::parse(&accepted).unwrap());
@@ -329,9 +313,7 @@ async fn a_worker_process_with_encryption_keys_runs_sealed_tasks() {
     let keys = format!("k1:{}", "3c".repeat(32));
     let mut worker =
         WorkerProcess::start_with_env(&server, &[], &[("TASKQ_ENCRYPTION_KEYS", keys.as_str())]);
-    let plain = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
-        .await
-        .unwrap();
+    let plain = taskq::connect(&server.url()).await.unwrap();
     let sealed = plain
         .clone()
         .with_encryption(taskq_core::Encryption::parse(&keys).unwrap());

@@ -73,9 +73,7 @@ async fn counters_move_on_the_metrics_endpoint() {
             .spawn()
             .unwrap(),
     );
-    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
-        .await
-        .unwrap();
+    let client = taskq::connect(&server.url()).await.unwrap();
     let handles = client
         .enqueue_many((0..5).map(|a| Add { a, b: 1 }))
         .await

@@ -10,9 +10,7 @@ use taskq_testkit::RedisServer;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_producer_enqueues_by_name_with_the_declared_options() {
     let server = RedisServer::start();
-    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
-        .await
-        .unwrap();
+    let client = taskq::connect(&server.url()).await.unwrap();
     let worker = taskq_examples::demo::register(taskq::Worker::builder(client.clone()))
         .liveness(Duration::from_millis(200), Duration::from_secs(2))
         .build()

@@ -19,9 +19,7 @@ const STEPS: u64 = 50;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_storm_neither_loses_nor_repeats_workflow_steps() {
     let server = RedisServer::start();
-    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
-        .await
-        .expect("connect");
+    let client = taskq::connect(&server.url()).await.expect("connect");
     let ledger = ledger_path("kill-storm");
     let ledger_arg = Some(ledger.display().to_string());
     let start = || WorkerProcess::start(&server, &["--concurrency", "16"]);

@@ -137,9 +137,7 @@ async fn enqueue_status_and_result() {
         "{table}"
     );
 
-    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
-        .await
-        .unwrap();
+    let client = taskq::connect(&server.url()).await.unwrap();
     let worker = start_worker(&client).await;
     let record = json(&taskq(&server, &["result", &id, "--wait", "10s", "--json"]));
     assert_eq!(record["state"], "SUCCESS");
@@ -175,9 +173,7 @@ async fn enqueue_status_and_result() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_and_ping() {
     let server = RedisServer::start();
-    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
-        .await
-        .unwrap();
+    let client = taskq::connect(&server.url()).await.unwrap();
     let worker = start_worker(&client).await;
     let mut listed = serde_json::Value::Null;
     for _ in 0..50 {
@@ -204,9 +200,7 @@ async fn workers_and_ping() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_list_show_requeue_purge() {
     let server = RedisServer::start();
-    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
-        .await
-        .unwrap();
+    let client = taskq::connect(&server.url()).await.unwrap();
     let ids: Vec<_> = client
         .enqueue_many((0..3).map(|i| Add { a: i, b: 0 }))
         .await
@@ -258,9 +252,7 @@ async fn dead_letters_list_show_requeue_purge() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_purge_asks_first_and_revoke_persists() {
     let server = RedisServer::start();
-    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
-        .await
-        .unwrap();
+    let client = taskq::connect(&server.url()).await.unwrap();
     client
         .enqueue_many((0..4).map(|i| Add { a: i, b: 0 }))
         .await
@@ -360,9 +352,7 @@ async fn errors_are_one_clear_line() {
 async fn status_watch_refreshes_until_interrupted() {
     use std::io::Read;
     let server = RedisServer::start();
-    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
-        .await
-        .unwrap();
+    let client = taskq::connect(&server.url()).await.unwrap();
     client.enqueue(Add { a: 1, b: 1 }).await.unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_taskq"))
         .args(["--broker", &server.url(), "status", "--watch", "100ms"])
@@ -397,9 +387,7 @@ async fn status_watch_refreshes_until_interrupted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enqueue_by_name_follows_the_declared_queue_and_retries() {
     let server = RedisServer::start();
-    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
-        .await
-        .unwrap();
+    let client = taskq::connect(&server.url()).await.unwrap();
     // Before any worker declared it, the task goes to `default`.
     let early = stdout(&taskq(
         &server,
@@ -538,9 +526,7 @@ async fn tls_files_come_from_flags_and_the_environment() {
 async fn result_and_revoke_of_a_workflow_show_its_members() {
     use taskq_core::workflow::{Chain, Group, Signature};
     let server = RedisServer::start();
-    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
-        .await
-        .unwrap();
+    let client = taskq::connect(&server.url()).await.unwrap();
     // Sent before any worker declared `cli.add`, so the queue is named.
     let add = |a: i64, b: i64| {
         Signature::by_name("cli.add", serde_json::json!({"a": a, "b": b})).queue("cli")

@@ -590,9 +590,7 @@ async fn the_overview_warns_of_a_durable_master_short_of_replicas() {
         "{page}"
     );
 
-    let plain = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
-        .await
-        .unwrap();
+    let plain = taskq::connect(&server.url()).await.unwrap();
     let (address, _served) = serve(Dashboard::new(plain)).await;
     let (_, page) = get(address, "/").await;
     assert!(!page.contains("durable writes degraded"), "{page}");

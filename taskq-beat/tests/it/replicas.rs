@@ -170,9 +170,7 @@ async fn split_brain_beats_on_redis_fire_each_slot_once() {
     use std::sync::Arc;
     use taskq_beat::{Beat, Entry, Every, MemoryBeatStore};
     let server = RedisServer::start();
-    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
-        .await
-        .unwrap();
+    let client = taskq::connect(&server.url()).await.unwrap();
     let entry = || {
         vec![Entry::new(
             "tick",

@@ -53,9 +53,7 @@ async fn all_ran(ids: &[TaskId]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slot_replanned_after_its_task_ran_does_not_fire_again() {
     let server = RedisServer::start();
-    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
-        .await
-        .unwrap();
+    let client = taskq::connect(&server.url()).await.unwrap();
     let queue = format!("beat-{}", uuid::Uuid::new_v4().simple());
     let worker = Worker::builder(client.clone())
         .register::<CountRuns>()

@@ -60,9 +60,7 @@ pub(crate) struct Deployment {
 
 pub(crate) async fn deployment() -> Deployment {
     let server = RedisServer::start();
-    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
-        .await
-        .expect("connect");
+    let client = taskq::connect(&server.url()).await.expect("connect");
     let worker = Worker::builder(client.clone())
         .register::<Double>()
         .build()

@@ -50,20 +50,13 @@ async fn revoke_on_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoke_on_redis() {
     let server = RedisServer::start();
-    revoke_queued_and_running(
-        taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
-            .await
-            .unwrap(),
-    )
-    .await;
+    revoke_queued_and_running(taskq::connect(&server.url()).await.unwrap()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_answer_pings_and_publish_their_info_on_redis() {
     let server = RedisServer::start();
-    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
-        .await
-        .unwrap();
+    let client = taskq::connect(&server.url()).await.unwrap();
     let worker = all_tasks(builder(&client)).concurrency(7).build().unwrap();
     let id = worker.id().to_string();
     let running = worker.start();

@@ -19,9 +19,7 @@ fn keys() -> Encryption {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn arguments_and_results_are_encrypted_at_rest_in_redis() {
     let server = RedisServer::start();
-    let plain = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
-        .await
-        .unwrap();
+    let plain = taskq::connect(&server.url()).await.unwrap();
     let client = plain.clone().with_encryption(keys());
     let secret = "card-4111-1111-1111-1111";
     let handle = client
@@ -157,9 +155,7 @@ async fn sealed_and_signed_tasks_retry_and_succeed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_about_sealed_arguments_do_not_quote_them() {
     let server = RedisServer::start();
-    let plain = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
-        .await
-        .unwrap();
+    let plain = taskq::connect(&server.url()).await.unwrap();
     let client = plain.clone().with_encryption(keys());
     let worker = start_worker(all_tasks(builder(&client)).encryption(keys()));
     let card = "4111-1111-1111-1111";

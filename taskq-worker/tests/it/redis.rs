@@ -8,9 +8,7 @@ use taskq_testkit::RedisServer;
 use crate::support::{all_tasks, builder, start_worker, Flaky, Stats, Summary};
 
 async fn redis_client(server: &RedisServer) -> Client {
-    taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
-        .await
-        .expect("connect")
+    taskq::connect(&server.url()).await.expect("connect")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -125,9 +125,7 @@ async fn a_keyring_not_yet_required_runs_unsigned_messages_but_not_bad_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reaper_does_not_continue_the_workflow_of_an_unsigned_poison_message() {
     let server = taskq_testkit::RedisServer::start();
-    let plain = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
-        .await
-        .unwrap();
+    let plain = taskq::connect(&server.url()).await.unwrap();
     let mut ran = log("reaped-");
     let callback = taskq_core::workflow::Signature::by_name(
         "test.record",

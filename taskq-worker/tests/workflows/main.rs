@@ -53,7 +53,7 @@ where
     Fut: Future<Output = ()>,
 {
     let server = RedisServer::start();
-    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
+    let client = taskq::connect(&server.url())
         .await
         .expect("connect to the test redis-server");
     scenario(client).await;
@@ -108,7 +108,7 @@ async fn member_outputs_rest_sealed_when_results_are_encrypted() {
     use taskq_core::workflow::group;
     let server = RedisServer::start();
     let keys = taskq_core::Encryption::new("k1", [9; 32]);
-    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
+    let client = taskq::connect(&server.url())
         .await
         .expect("connect")
         .with_encryption(keys.clone());
@@ -241,7 +241,7 @@ async fn workflows_rest_sealed_when_arguments_are_encrypted() {
     use taskq_core::workflow::{chain, group};
     let server = RedisServer::start();
     let keys = taskq_core::Encryption::new("k1", [5; 32]);
-    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
+    let client = taskq::connect(&server.url())
         .await
         .expect("connect")
         .with_encryption(keys.clone());
@@ -320,7 +320,7 @@ async fn a_stored_success_is_not_trusted_where_signatures_are_required() {
     use taskq_core::{workflow::chain, Keyring, SigningKey, TaskResult, TaskState};
     let server = RedisServer::start();
     let key = SigningKey::new("k1", vec![4; 32]);
-    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
+    let client = taskq::connect(&server.url())
         .await
         .expect("connect")
         .with_signing_key(key.clone());
@@ -362,7 +362,7 @@ async fn a_planted_member_outcome_is_refused_where_signatures_are_required() {
     use taskq_core::{workflow::group, Keyring, SigningKey};
     let server = RedisServer::start();
     let key = SigningKey::new("k1", vec![6; 32]);
-    let client = taskq_redis::client(taskq_redis::RedisConfig::new(server.url()))
+    let client = taskq::connect(&server.url())
         .await
         .expect("connect")
         .with_signing_key(key.clone());
