@@ -1,1 +1,1 @@
-//! The quickstart package: see `quickstart.rs` (`cargo run --example quickstart`).
+//! The quickstart package: see `quickstart.rs` (`cargo run -p taskq-quickstart --example quickstart`).

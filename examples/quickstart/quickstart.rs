@@ -1,7 +1,8 @@
 //! Quickstart: typed tasks on the in-memory broker, an in-process worker, typed results.
 //!
-//! Run it with `cargo run --example quickstart`. Nothing else needs to be installed, and
-//! nothing of Redis or TLS is compiled: this package takes `taskq` without default features.
+//! Run it with `cargo run -p taskq-quickstart --example quickstart`. Nothing else needs to be
+//! installed, and nothing of Redis or TLS is compiled: this package takes `taskq` without
+//! default features (and `-p` keeps cargo from adding the other members' features).
 
 use std::{
     sync::atomic::{AtomicU32, Ordering},
