@@ -167,14 +167,15 @@ impl Conn {
         epoch: u64,
         key: &str,
     ) -> Result<usize> {
+        let wanted = durable.setting.replicas;
         let refused = |why: &str| taskq_core::Error::Broker {
             transport: "redis",
             transient: true,
-            source: format!("written, but not confirmed on N replicas: {why}").into(),
+            source: format!("written, but not confirmed on {wanted} replicas: {why}").into(),
         };
         let attached = connected_replicas(&self.replication_info(key).await?)
             .ok_or_else(|| refused("the server is no longer a master"))?;
-        if attached >= durable.setting.replicas {
+        if attached >= wanted {
             return Ok(durable.attached(vec![slot..=slot], epoch, attached));
         }
         if let Self::Sentinel(conn) = self {

@@ -16,8 +16,6 @@ pub(crate) struct Overview {
     pub(crate) queues: Vec<QueueRow>,
     pub(crate) history: Vec<MinuteCounts>,
     pub(crate) workers: usize,
-    /// Server settings or states that can lose tasks (a durable master short of replicas).
-    pub(crate) warnings: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -67,20 +65,26 @@ pub(crate) async fn read(client: &Client) -> taskq_core::Result<Overview> {
             .collect();
     }
     let workers = inspector.workers().await?.len();
-    let warnings = client.broker().durability_warnings().await?;
     Ok(Overview {
         queues,
         history,
         workers,
-        warnings,
     })
 }
 
 pub(crate) async fn page(State(state): State<Shared>) -> Result<maud::Markup, Response> {
     let overview = read(&state.client).await.map_err(layout::broker_error)?;
+    // Read with the page, not in `read`: the live stream calls that every two seconds and
+    // the page does not redraw warnings.
+    let warnings = state
+        .client
+        .broker()
+        .durability_warnings()
+        .await
+        .map_err(layout::broker_error)?;
     let history = serde_json::to_string(&overview.history).unwrap_or_default();
     let body = html! {
-        @for warning in &overview.warnings {
+        @for warning in &warnings {
             p.warning role="alert" { (warning) }
         }
         section.cards {
