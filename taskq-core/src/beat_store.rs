@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use parking_lot::{Mutex, MutexGuard};
 use tokio::time::Instant;
 
-use crate::Result;
+use crate::error::Result;
 
 /// Leader lock and per-entry state shared by every beat replica.
 #[async_trait]

@@ -1,14 +1,25 @@
 //! [`Client`]: enqueue typed tasks and get their results.
 
-use std::{marker::PhantomData, sync::Arc, time::Duration};
-
-use serde::de::DeserializeOwned;
+use std::{sync::Arc, time::Duration};
 
 use crate::{
-    enqueue::{count_enqueued, encode_args, plan, CallOptions, Planned},
-    envelope::DEFAULT_MAX_PAYLOAD_BYTES,
-    Broker, Clock, Enqueue, Error, MemoryBroker, MemoryResultBackend, OutboundMessage, Result,
-    ResultBackend, Run, Sent, TaskId, TaskOptions, TaskResult, TaskState,
+    backend::{MemoryResultBackend, ResultBackend},
+    broker::{Broker, Inspector, MemoryBroker},
+    client_core::ClientCore,
+    clock::Clock,
+    encryption::Encryption,
+    enqueue::Enqueue,
+    error::Result,
+    id::TaskId,
+    plan::encode_args,
+    result::{TaskResult, TaskState},
+    result_handle::AsyncResult,
+    signing::{Keyring, SigningKey},
+    task::Run,
+    workflow::{
+        self, Chain, ChainResult, Finished, Group, GroupNode, GroupResult, Node, WorkflowKind,
+        WorkflowRecord,
+    },
 };
 
 /// How long a revocation is remembered.
@@ -38,25 +49,7 @@ const REVOCATION_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// ```
 #[derive(Clone, Debug)]
 pub struct Client {
-    inner: Arc<Inner>,
-}
-
-#[derive(Debug)]
-struct Inner {
-    broker: Arc<dyn Broker>,
-    backend: Arc<dyn ResultBackend>,
-    clock: Clock,
-    max_payload_bytes: usize,
-    /// How long an enqueue into a full queue waits for room before failing.
-    room_wait: std::time::Duration,
-    /// The key every envelope is signed with, when set.
-    signing: Option<crate::SigningKey>,
-    /// Keys arguments are sealed and results opened with, when set.
-    encryption: Option<crate::Encryption>,
-    /// How long the records of workflows this client sends are kept.
-    workflow_ttl: std::time::Duration,
-    /// The keys group members' outcomes must be signed with, when continuing workflows.
-    outcome_keys: Option<crate::Keyring>,
+    core: Arc<ClientCore>,
 }
 
 impl Client {
@@ -70,25 +63,23 @@ impl Client {
 
     /// A client on the given broker and result backend.
     pub fn new(broker: Arc<dyn Broker>, backend: Arc<dyn ResultBackend>) -> Self {
-        let clock = broker.clock();
         Self {
-            inner: Arc::new(Inner {
-                broker,
-                backend,
-                clock,
-                max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
-                room_wait: std::time::Duration::ZERO,
-                signing: None,
-                encryption: None,
-                workflow_ttl: crate::DEFAULT_RESULT_TTL,
-                outcome_keys: None,
-            }),
+            core: Arc::new(ClientCore::new(broker, backend)),
+        }
+    }
+
+    /// A client whose core is this one's, changed by `edit`.
+    fn edited(&self, edit: impl FnOnce(&mut ClientCore)) -> Self {
+        let mut core = ClientCore::clone(&self.core);
+        edit(&mut core);
+        Self {
+            core: Arc::new(core),
         }
     }
 
     /// The same client with another payload limit (default 1 MiB per encoded envelope).
     pub fn with_max_payload_bytes(self, limit: usize) -> Self {
-        self.edited(|inner| inner.max_payload_bytes = limit)
+        self.edited(|core| core.max_payload_bytes = limit)
     }
 
     /// The same client, whose enqueues into a full queue (flow control,
@@ -108,20 +99,20 @@ impl Client {
     /// assert!(matches!(full, Err(taskq_core::Error::QueueFull { .. })));
     /// # }
     /// ```
-    pub fn with_room_wait(self, wait: std::time::Duration) -> Self {
-        self.edited(|inner| inner.room_wait = wait)
+    pub fn with_room_wait(self, wait: Duration) -> Self {
+        self.edited(|core| core.room_wait = wait)
     }
 
     /// The same client, signing every envelope it sends with `key` (HMAC-SHA256; workers
-    /// verify with a [`Keyring`](crate::Keyring)). See [`crate::signing`].
+    /// verify with a [`Keyring`](Keyring)). See [`crate::signing`].
     ///
     /// ```
     /// use taskq_core::{Client, SigningKey};
     /// let client = Client::in_memory().with_signing_key(SigningKey::new("k1", vec![7; 32]));
     /// # let _ = client;
     /// ```
-    pub fn with_signing_key(self, key: crate::SigningKey) -> Self {
-        self.edited(|inner| inner.signing = Some(key))
+    pub fn with_signing_key(self, key: SigningKey) -> Self {
+        self.edited(|core| core.signing = Some(key))
     }
 
     /// The same client, sealing every task's arguments and opening results with `keys`
@@ -132,8 +123,8 @@ impl Client {
     /// let client = Client::in_memory().with_encryption(Encryption::new("k1", [7; 32]));
     /// # let _ = client;
     /// ```
-    pub fn with_encryption(self, keys: crate::Encryption) -> Self {
-        self.edited(|inner| inner.encryption = Some(keys))
+    pub fn with_encryption(self, keys: Encryption) -> Self {
+        self.edited(|core| core.encryption = Some(keys))
     }
 
     /// The same client, keeping the records of the workflows it sends (a chain's members, a
@@ -148,8 +139,8 @@ impl Client {
     /// let client = taskq_core::Client::in_memory().with_workflow_ttl(Duration::from_secs(7 * 86_400));
     /// # let _ = client;
     /// ```
-    pub fn with_workflow_ttl(self, ttl: std::time::Duration) -> Self {
-        self.edited(|inner| inner.workflow_ttl = ttl)
+    pub fn with_workflow_ttl(self, ttl: Duration) -> Self {
+        self.edited(|core| core.workflow_ttl = ttl)
     }
 
     /// The same client, which, continuing a workflow (a worker's client), trusts a group
@@ -166,132 +157,33 @@ impl Client {
     ///     .with_outcome_keys(Keyring::new(vec![key]).required());
     /// # let _ = client;
     /// ```
-    pub fn with_outcome_keys(self, keyring: crate::Keyring) -> Self {
-        self.edited(|inner| inner.outcome_keys = Some(keyring))
-    }
-
-    /// The key outcomes are signed with, and the keys they are checked against.
-    pub(crate) fn outcome_signing(&self) -> (Option<&crate::SigningKey>, Option<&crate::Keyring>) {
-        (
-            self.inner.signing.as_ref(),
-            self.inner.outcome_keys.as_ref(),
-        )
-    }
-
-    /// How long the records of workflows this client sends are kept.
-    pub(crate) fn workflow_ttl(&self) -> std::time::Duration {
-        self.inner.workflow_ttl
-    }
-
-    /// `envelope` as a message: arguments sealed, then signed, as the client is configured.
-    pub(crate) fn outbound(&self, envelope: &crate::Envelope) -> Result<OutboundMessage> {
-        let reply_to = self
-            .inner
-            .backend
-            .reply_to()
-            .filter(|_| !envelope.headers.contains_key(crate::REPLY_TO_HEADER));
-        if self.inner.signing.is_none() && self.inner.encryption.is_none() && reply_to.is_none() {
-            return OutboundMessage::from_envelope(envelope, self.max_payload_bytes());
-        }
-        let mut sent = envelope.clone();
-        if let Some(reply_to) = reply_to {
-            sent.headers
-                .insert(crate::REPLY_TO_HEADER.to_owned(), reply_to.to_owned());
-        }
-        if let Some(keys) = &self.inner.encryption {
-            let sealed = keys.seal(
-                sent.args.get(),
-                &crate::Encryption::associated(sent.id, &sent.task),
-            );
-            sent.args =
-                serde_json::value::to_raw_value(&sealed).map_err(|source| Error::Serialize {
-                    what: "sealed arguments",
-                    source,
-                })?;
-        }
-        if let Some(key) = &self.inner.signing {
-            key.sign(&mut sent);
-        }
-        OutboundMessage::from_envelope(&sent, self.max_payload_bytes())
-    }
-
-    fn edited(&self, edit: impl FnOnce(&mut Inner)) -> Self {
-        let mut inner = Inner {
-            broker: self.inner.broker.clone(),
-            backend: self.inner.backend.clone(),
-            clock: self.inner.clock.clone(),
-            max_payload_bytes: self.inner.max_payload_bytes,
-            room_wait: self.inner.room_wait,
-            signing: self.inner.signing.clone(),
-            encryption: self.inner.encryption.clone(),
-            workflow_ttl: self.inner.workflow_ttl,
-            outcome_keys: self.inner.outcome_keys.clone(),
-        };
-        edit(&mut inner);
-        Self {
-            inner: Arc::new(inner),
-        }
-    }
-
-    /// Sends `value` with `send`, again while it fails with a full queue, with backoff, for up
-    /// to the client's room wait (copies of `value` are made only then).
-    async fn waiting_for_room<V, T, F, Fut>(&self, value: V, send: F) -> Result<T>
-    where
-        V: Clone,
-        F: Fn(V) -> Fut,
-        Fut: std::future::Future<Output = Result<T>>,
-    {
-        if self.inner.room_wait.is_zero() {
-            return send(value).await;
-        }
-        let deadline = tokio::time::Instant::now() + self.inner.room_wait;
-        let backoff = crate::RetryPolicy::exponential(
-            std::time::Duration::from_millis(5),
-            std::time::Duration::from_millis(500),
-        );
-        let mut attempt = 0;
-        loop {
-            match send(value.clone()).await {
-                Err(Error::QueueFull { .. }) if tokio::time::Instant::now() < deadline => {
-                    let pause = backoff
-                        .delay(attempt)
-                        .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
-                    tokio::time::sleep(pause).await;
-                    attempt += 1;
-                }
-                outcome => return outcome,
-            }
-        }
-    }
-
-    /// The keys arguments are sealed and results opened with, if any.
-    pub(crate) fn encryption(&self) -> Option<&crate::Encryption> {
-        self.inner.encryption.as_ref()
+    pub fn with_outcome_keys(self, keyring: Keyring) -> Self {
+        self.edited(|core| core.outcome_keys = Some(keyring))
     }
 
     /// The broker messages go through.
     pub fn broker(&self) -> &Arc<dyn Broker> {
-        &self.inner.broker
+        &self.core.broker
     }
 
     /// The broker's operator queries (counts, dead letters, workers, requeue, purge).
-    pub fn inspector(&self) -> Arc<dyn crate::Inspector> {
-        self.inner.broker.clone()
+    pub fn inspector(&self) -> Arc<dyn Inspector> {
+        self.core.broker.clone()
     }
 
     /// The result backend.
     pub fn backend(&self) -> &Arc<dyn ResultBackend> {
-        &self.inner.backend
+        &self.core.backend
     }
 
     /// The broker's clock.
     pub fn clock(&self) -> Clock {
-        self.inner.clock.clone()
+        self.core.clock.clone()
     }
 
     /// The payload limit in bytes.
     pub fn max_payload_bytes(&self) -> usize {
-        self.inner.max_payload_bytes
+        self.core.max_payload_bytes
     }
 
     /// Starts an enqueue of `task` with its declared options; `.await` it to send.
@@ -299,7 +191,7 @@ impl Client {
     /// See [`Enqueue`] for per-call options (countdown, ETA, expiry, priority, queue, id) and
     /// the [`enqueue`](crate::enqueue) module for how they combine with the declared ones.
     pub fn enqueue<T: Run>(&self, task: T) -> Enqueue<'_, T::Output> {
-        Enqueue::typed(self, T::NAME, encode_args(&task), T::options())
+        Enqueue::typed(&self.core, T::NAME, encode_args(&task), T::options())
     }
 
     /// Starts an enqueue by task name with JSON arguments, for producers that do not link the
@@ -322,7 +214,7 @@ impl Client {
         name: &str,
         args: &serde_json::Value,
     ) -> Enqueue<'_, serde_json::Value> {
-        Enqueue::by_name(self, name, encode_args(args))
+        Enqueue::by_name(&self.core, name, encode_args(args))
     }
 
     /// Enqueues one invocation of the task named `name` per element of `args`, in one broker
@@ -346,12 +238,12 @@ impl Client {
         name: &str,
         args: impl IntoIterator<Item = serde_json::Value>,
     ) -> Result<Vec<TaskId>> {
-        let declared = self.declared_options(name).await?;
+        let declared = self.core.declared_options(name).await?;
         let planned = args
             .into_iter()
             .map(|args| encode_args(&args))
             .collect::<Result<Vec<_>>>()?;
-        self.send_many(name, planned, declared.as_ref()).await
+        self.core.send_many(name, planned, declared.as_ref()).await
     }
 
     /// Enqueues many invocations of one task in one broker call, each with the task's declared
@@ -370,75 +262,135 @@ impl Client {
             .into_iter()
             .map(|task| encode_args(&task))
             .collect::<Result<Vec<_>>>()?;
-        let ids = self.send_many(T::NAME, args, Some(&T::options())).await?;
+        let ids = self
+            .core
+            .send_many(T::NAME, args, Some(&T::options()))
+            .await?;
         Ok(ids.into_iter().map(|id| self.result_handle(id)).collect())
     }
 
-    /// The options task `name` declared, as published in the broker's catalog.
-    pub(crate) async fn declared_options(&self, name: &str) -> Result<Option<TaskOptions>> {
-        Ok(self
-            .broker()
-            .task_declaration(name)
-            .await?
-            .map(|declared| declared.to_options()))
-    }
-
-    /// Plans and sends one enqueue per element of `args`, in one broker call; invocations of
-    /// a task that declares uniqueness each go through their own guarded enqueue instead.
-    async fn send_many(
-        &self,
-        name: &str,
-        args: Vec<Box<serde_json::value::RawValue>>,
-        declared: Option<&TaskOptions>,
-    ) -> Result<Vec<TaskId>> {
-        let now = self.clock().now();
-        let call = CallOptions::default();
-        // One task, one set of options: every invocation has the same queue and uniqueness.
-        let planned = args
-            .into_iter()
-            .map(|args| plan(name, args, declared, &call, now, self.encryption()))
-            .collect::<Result<Vec<_>>>()?;
-        let Some(first) = planned.first() else {
-            return Ok(Vec::new());
+    /// Sends a chain (or a chord: a group followed by steps). Every id is assigned and the
+    /// workflow's record is written before the first step is enqueued.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq_core::Result<()> {
+    /// use serde::{Deserialize, Serialize};
+    /// use taskq_core::{workflow::chain, Client, Run, Task, TaskContext, TaskError};
+    ///
+    /// #[derive(Task, Serialize, Deserialize)]
+    /// #[task(name = "math.double")]
+    /// struct Double { #[task(input)] n: i64 }
+    /// impl Run for Double {
+    ///     type Output = i64;
+    ///     async fn run(self, _ctx: TaskContext) -> Result<i64, TaskError> { Ok(self.n * 2) }
+    /// }
+    ///
+    /// let client = Client::in_memory();
+    /// let sent = client
+    ///     .send_chain(chain(Double { n: 1 }).then(Double { n: 0 }).then(Double { n: 0 }))
+    ///     .await?;
+    /// assert_eq!(client.inspector().stats("default").await?.pending, 1, "one step at a time");
+    /// assert_eq!(client.workflow(sent.id()).await?.unwrap().members.len(), 3);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// Encoding and validation errors ([`Error::Invalid`](crate::Error::Invalid) for an empty
+    /// chain or group, or a bad name), or the broker's or backend's error.
+    pub async fn send_chain<O>(&self, chain: Chain<O>) -> Result<ChainResult<O>> {
+        let nodes = chain.into_nodes()?;
+        let (root, kind) = match nodes.first() {
+            Some(Node::Group(group)) => (group.id, WorkflowKind::Chord),
+            _ => (TaskId::new(), WorkflowKind::Chain),
         };
-        if first.unique.is_some() {
-            let mut ids = Vec::with_capacity(planned.len());
-            for planned in planned {
-                ids.push(self.send_planned::<()>(planned).await?.into_handle().id());
-            }
-            return Ok(ids);
-        }
-        let queue = first.envelope.queue.clone();
-        let messages = planned
-            .iter()
-            .map(|p| self.outbound(&p.envelope))
-            .collect::<Result<Vec<_>>>()?;
-        let ids: Vec<TaskId> = messages.iter().map(|m| m.id).collect();
-        self.waiting_for_room(messages, |messages| self.broker().enqueue(messages))
-            .await?;
-        count_enqueued(name, &queue, ids.len() as u64);
-        Ok(ids)
+        let last = nodes.last().map(Node::output_id).unwrap_or(root);
+        workflow::send_workflow(&self.core, root, kind, nodes).await?;
+        Ok(ChainResult {
+            id: root,
+            last: self.result_handle(last),
+        })
     }
 
-    /// Sends one planned enqueue: guarded by its uniqueness claim if it has one.
-    pub(crate) async fn send_planned<O>(&self, planned: Planned) -> Result<Sent<O>> {
-        let Planned { envelope, unique } = planned;
-        let message = self.outbound(&envelope)?;
-        if let Some((key, window)) = unique {
-            let claimed = self
-                .waiting_for_room(message, |message| {
-                    self.broker().enqueue_unique(message, &key, window)
-                })
-                .await?;
-            if let Some(holder) = claimed {
-                return Ok(Sent::Duplicate(self.result_handle(holder)));
-            }
+    /// Sends a group: every member is enqueued at once (in one broker call).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq_core::Result<()> {
+    /// use taskq_core::{workflow::{Group, Signature}, Client};
+    /// let client = Client::in_memory();
+    /// let members = (0..3).map(|i| Signature::by_name("math.square", serde_json::json!([i])));
+    /// let sent = client.send_group(Group::<serde_json::Value>::of_signatures(members)).await?;
+    /// assert_eq!(sent.members().len(), 3);
+    /// assert_eq!(client.inspector().stats("default").await?.pending, 3);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::send_chain`].
+    pub async fn send_group<O>(&self, group: Group<O>) -> Result<GroupResult<O>> {
+        let (id, members) = group.into_parts()?;
+        let node = Node::Group(GroupNode {
+            id,
+            members,
+            settled: false,
+        });
+        let record =
+            workflow::send_workflow(&self.core, id, WorkflowKind::Group, vec![node]).await?;
+        Ok(GroupResult {
+            id,
+            members: record
+                .members
+                .iter()
+                .map(|member| self.result_handle(*member))
+                .collect(),
+        })
+    }
+
+    /// The record of a workflow (by the id its handle gives) or of a group inside one.
+    ///
+    /// # Errors
+    ///
+    /// The backend's error.
+    pub async fn workflow(&self, id: TaskId) -> Result<Option<WorkflowRecord>> {
+        self.core.backend.workflow(id).await
+    }
+
+    /// Revokes every task of the workflow `id` that has not finished: pending ones are skipped
+    /// and end REVOKED, steps not yet sent end REVOKED when their turn comes, and what follows
+    /// them ends too. With `terminate`, running members are stopped. Returns how many ids were
+    /// revoked (0 for an unknown workflow).
+    ///
+    /// # Errors
+    ///
+    /// The broker's or backend's error.
+    pub async fn revoke_workflow(&self, id: TaskId, terminate: bool) -> Result<usize> {
+        let Some(record) = self.workflow(id).await? else {
+            return Ok(0);
+        };
+        let ids = if record.all.is_empty() {
+            record.members
         } else {
-            self.waiting_for_room(vec![message], |messages| self.broker().enqueue(messages))
-                .await?;
-        }
-        count_enqueued(&envelope.task, &envelope.queue, 1);
-        Ok(Sent::Enqueued(self.result_handle(envelope.id)))
+            record.all
+        };
+        futures_util::future::try_join_all(ids.iter().map(|id| self.revoke(*id, terminate)))
+            .await?;
+        Ok(ids.len())
+    }
+
+    /// Continues the workflows of finished messages: sends the next steps (once per id, however
+    /// often this runs for the same message), records group members' outcomes, sends a
+    /// group's next step when its last member reports, and ends what will never run (with the
+    /// failure that stopped it) so that no waiter hangs. For worker runtimes.
+    ///
+    /// Idempotent: a worker calls it after storing the results and before acknowledging, and
+    /// a redelivered message calls it again.
+    ///
+    /// # Errors
+    ///
+    /// The broker's or backend's error; calling again later is safe.
+    pub async fn advance_workflows(&self, finished: Vec<Finished>, ttl: Duration) -> Result<()> {
+        workflow::advance(&self.core, finished, ttl).await
     }
 
     /// The stored record of any task, untyped; `None` while nothing is known (PENDING). A
@@ -449,10 +401,11 @@ impl Client {
     /// The backend's error.
     pub async fn result(&self, id: TaskId) -> Result<Option<TaskResult>> {
         Ok(self
-            .backend()
+            .core
+            .backend
             .get(id)
             .await?
-            .map(|record| self.opened(record)))
+            .map(|record| self.core.opened(record)))
     }
 
     /// The current states of `ids`, in order (PENDING where nothing is recorded): one read per
@@ -474,26 +427,8 @@ impl Client {
 
     /// `record` with its result opened when it is sealed and the client has the keys (left
     /// as it is otherwise).
-    pub fn opened(&self, mut record: TaskResult) -> TaskResult {
-        let Some(keys) = &self.inner.encryption else {
-            return record;
-        };
-        let Some(sealed) = record
-            .result
-            .as_deref()
-            .and_then(|raw| crate::Encryption::sealed_text(raw.get()))
-        else {
-            return record;
-        };
-        if let Ok(opened) = keys.open(
-            &sealed,
-            &crate::Encryption::associated(record.id, &record.task),
-        ) {
-            if let Ok(raw) = serde_json::value::RawValue::from_string(opened) {
-                record.result = Some(raw);
-            }
-        }
-        record
+    pub fn opened(&self, record: TaskResult) -> TaskResult {
+        self.core.opened(record)
     }
 
     /// Revokes `id` for a day: workers skip it and record REVOKED; with `terminate`, a running
@@ -518,117 +453,6 @@ impl Client {
 
     /// A typed handle for a task id obtained elsewhere.
     pub fn result_handle<T>(&self, id: TaskId) -> AsyncResult<T> {
-        AsyncResult {
-            id,
-            backend: self.inner.backend.clone(),
-            encryption: self.inner.encryption.clone(),
-            _output: PhantomData,
-        }
-    }
-}
-
-/// A typed handle on one invocation's result.
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq_core::Result<()> {
-/// use std::time::Duration;
-/// use taskq_core::{Client, TaskId, TaskState};
-/// let client = Client::in_memory();
-/// let handle = client.result_handle::<u64>(TaskId::new());
-/// assert_eq!(handle.state().await?, TaskState::Pending);
-/// assert!(handle.wait(Duration::from_millis(10)).await.unwrap_err().is_transient());
-/// # Ok(()) }
-/// ```
-#[derive(Debug)]
-pub struct AsyncResult<T> {
-    id: TaskId,
-    backend: Arc<dyn ResultBackend>,
-    /// Opens sealed results.
-    encryption: Option<crate::Encryption>,
-    _output: PhantomData<fn() -> T>,
-}
-
-impl<T> Clone for AsyncResult<T> {
-    fn clone(&self) -> Self {
-        Self {
-            id: self.id,
-            backend: self.backend.clone(),
-            encryption: self.encryption.clone(),
-            _output: PhantomData,
-        }
-    }
-}
-
-impl<T: DeserializeOwned> AsyncResult<T> {
-    /// The invocation's id.
-    pub fn id(&self) -> TaskId {
-        self.id
-    }
-
-    /// The current state; PENDING when nothing is recorded yet.
-    ///
-    /// # Errors
-    ///
-    /// The backend's error.
-    pub async fn state(&self) -> Result<TaskState> {
-        Ok(self.info().await?.map_or(TaskState::Pending, |r| r.state))
-    }
-
-    /// The full stored record, if any.
-    ///
-    /// # Errors
-    ///
-    /// The backend's error.
-    pub async fn info(&self) -> Result<Option<TaskResult>> {
-        self.backend.get(self.id).await
-    }
-
-    /// Waits up to `timeout` for the final state, woken by the result write, and returns the
-    /// typed output.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Timeout`] if no final state arrived in time, [`Error::TaskFailed`] for FAILURE,
-    /// REVOKED or EXPIRED, [`Error::Deserialize`] if the output does not match `T`.
-    pub async fn wait(&self, timeout: Duration) -> Result<T> {
-        match self.backend.wait(self.id, timeout).await? {
-            Some(record) if record.state.is_ready() => self.output_of(record),
-            _ => Err(Error::Timeout(timeout)),
-        }
-    }
-
-    fn output_of(&self, record: TaskResult) -> Result<T> {
-        if record.state != TaskState::Success {
-            return Err(Error::TaskFailed {
-                id: self.id,
-                state: record.state,
-                message: record.error.unwrap_or_default(),
-            });
-        }
-        let raw = record.result.as_deref().map_or("null", |r| r.get());
-        let opened;
-        let raw = match crate::Encryption::sealed_text(raw) {
-            Some(sealed) => {
-                let keys = self.encryption.as_ref().ok_or_else(|| Error::Invalid {
-                    what: "task result",
-                    reason: "the result is encrypted; give the client the keys (Client::with_encryption)".into(),
-                })?;
-                opened = keys
-                    .open(
-                        &sealed,
-                        &crate::Encryption::associated(self.id, &record.task),
-                    )
-                    .map_err(|err| Error::Invalid {
-                        what: "task result",
-                        reason: err.to_string(),
-                    })?;
-                opened.as_str()
-            }
-            None => raw,
-        };
-        serde_json::from_str(raw).map_err(|source| Error::Deserialize {
-            what: "task result",
-            source,
-        })
+        self.core.result_handle(id)
     }
 }

@@ -30,7 +30,7 @@ use chacha20poly1305::{
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::{Error, Result};
+use crate::{error::Error, error::Result};
 
 /// The prefix of every sealed value.
 const PREFIX: &str = "taskq-enc:v1:";
@@ -218,7 +218,7 @@ impl Encryption {
     }
 
     /// The associated data of a task's sealed values: its id and name.
-    pub fn associated(id: crate::TaskId, task: &str) -> Vec<u8> {
+    pub fn associated(id: crate::id::TaskId, task: &str) -> Vec<u8> {
         format!("{id}\n{task}").into_bytes()
     }
 }

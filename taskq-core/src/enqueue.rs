@@ -1,6 +1,6 @@
-//! The one enqueue path: typed, bulk, by-name and beat enqueues all turn (task name, arguments,
-//! the task's declared options, per-call options) into an envelope in one function (`plan`), and send it
-//! through [`Enqueue`] or [`Client::enqueue_many`](crate::Client::enqueue_many).
+//! [`Enqueue`], the builder of one enqueue: it gathers the per-call options, and when awaited
+//! plans the invocation and hands the plan to the client to send. Typed, bulk, by-name, beat and
+//! callback enqueues all plan their envelopes in one function, whatever sends them.
 //!
 //! Precedence, for every option: a per-call setting wins over what the task declares
 //! (`#[task(...)]`, or the declaration a worker published for producers that enqueue by name),
@@ -10,7 +10,6 @@
 //! the task's own setting.
 
 use std::{
-    collections::BTreeMap,
     future::{Future, IntoFuture},
     marker::PhantomData,
     pin::Pin,
@@ -20,207 +19,18 @@ use std::{
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 
-use crate::{AsyncResult, Client, Envelope, Error, Priority, Result, TaskId, TaskOptions};
-
-/// Header carrying the uniqueness key, so the worker can release it when the task finishes.
-pub const UNIQUE_KEY_HEADER: &str = "taskq-unique-key";
-
-/// The header naming where a task's result is delivered, for result backends that deliver
-/// results to the process that sent the task instead of storing them (RabbitMQ's reply
-/// queues, `?results=rpc`): set by the client from [`ResultBackend::reply_to`], read by the
-/// worker into [`TaskResult::reply_to`](crate::TaskResult::reply_to). Signed like every header.
-///
-/// [`ResultBackend::reply_to`]: crate::ResultBackend::reply_to
-pub const REPLY_TO_HEADER: &str = "taskq-reply-to";
-
-/// A point in time given either as a delay from the enqueue or as an instant.
-#[derive(Clone, Copy, Debug)]
-enum When {
-    After(Duration),
-    At(DateTime<Utc>),
-}
-
-impl When {
-    fn resolve(self, now: DateTime<Utc>) -> DateTime<Utc> {
-        match self {
-            When::After(delay) => now + to_chrono(delay),
-            When::At(at) => at,
-        }
-    }
-}
-
-/// What one call says, each field unset unless the caller set it.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct CallOptions {
-    queue: Option<String>,
-    priority: Option<u8>,
-    max_retries: Option<u32>,
-    eta: Option<When>,
-    expires: Option<When>,
-    id: Option<TaskId>,
-    headers: BTreeMap<String, String>,
-    unique_for: Option<Duration>,
-    unique_key: Option<String>,
-    /// Keep the uniqueness key for its whole window, even once the task finished.
-    unique_until_expired: bool,
-    on_success: Vec<crate::workflow::Signature>,
-    on_failure: Vec<crate::workflow::Signature>,
-}
-
-/// An envelope ready to send, and the uniqueness claim that must guard its enqueue.
-#[derive(Debug)]
-pub(crate) struct Planned {
-    pub(crate) envelope: Envelope,
-    pub(crate) unique: Option<(String, Duration)>,
-}
-
-/// Builds the envelope of one invocation: `declared` is what the task declares (`None` when a
-/// by-name producer knows nothing of it), `call` what this call says.
-pub(crate) fn plan(
-    name: &str,
-    args: Box<RawValue>,
-    declared: Option<&TaskOptions>,
-    call: &CallOptions,
-    now: DateTime<Utc>,
-    encryption: Option<&crate::Encryption>,
-) -> Result<Planned> {
-    let queue = call
-        .queue
-        .clone()
-        .or_else(|| declared.map(|d| d.queue().to_owned()))
-        .unwrap_or_else(|| crate::DEFAULT_QUEUE.to_owned());
-    check_name("queue", &queue)?;
-    check_name("task name", name)?;
-    let mut envelope = Envelope::from_raw_args(name, args, queue, now);
-    if let Some(id) = call.id {
-        envelope.id = id;
-    }
-    envelope.priority = call
-        .priority
-        .or_else(|| declared.map(TaskOptions::priority))
-        .map_or(Priority::LOWEST, Priority::new)
-        .get();
-    envelope.max_retries = call
-        .max_retries
-        .or_else(|| declared.map(TaskOptions::max_retries));
-    envelope.eta = call.eta.map(|when| when.resolve(now));
-    envelope.expires = call
-        .expires
-        .or_else(|| declared.and_then(TaskOptions::expires).map(When::After))
-        .map(|when| when.resolve(now));
-    envelope.headers = call.headers.clone();
-    if !call.on_success.is_empty() || !call.on_failure.is_empty() {
-        for callback in call.on_success.iter().chain(&call.on_failure) {
-            callback.validate()?;
-        }
-        let mut flow = crate::workflow::Flow {
-            on_success: call.on_success.clone(),
-            on_failure: call.on_failure.clone(),
-            ..Default::default()
-        };
-        if let Some(keys) = encryption {
-            for callback in flow.on_success.iter_mut().chain(&mut flow.on_failure) {
-                callback.seal_args(keys);
-            }
-        }
-        envelope.flow = Some(encode_args(&flow)?);
-    }
-    let window = call
-        .unique_for
-        .or_else(|| declared.and_then(TaskOptions::unique_for));
-    let unique = window.map(|window| {
-        let key = call
-            .unique_key
-            .clone()
-            .unwrap_or_else(|| default_unique_key(&envelope, encryption));
-        // The header is what tells the worker to release the key when the task ends.
-        if !call.unique_until_expired {
-            envelope
-                .headers
-                .insert(UNIQUE_KEY_HEADER.to_owned(), key.clone());
-        }
-        (key, window)
-    });
-    Ok(Planned { envelope, unique })
-}
-
-/// Longest queue or task name accepted, in bytes.
-pub const MAX_NAME_BYTES: usize = 200;
-
-/// Checks a queue or task name before it becomes part of a key: not empty, at most
-/// [`MAX_NAME_BYTES`], no whitespace or control characters, and no `{` or `}` (a queue's keys
-/// share the hash tag `{<queue>}`; a brace would break it, an empty one scatters them).
-///
-/// ```
-/// assert!(taskq_core::enqueue::check_name("queue", "emails-eu").is_ok());
-/// for bad in ["", "a b", "}x", "{x}", "tab\there"] {
-///     assert!(taskq_core::enqueue::check_name("queue", bad).is_err(), "{bad:?}");
-/// }
-/// ```
-///
-/// # Errors
-///
-/// [`Error::Invalid`] naming what is wrong.
-pub fn check_name(what: &'static str, name: &str) -> Result<()> {
-    // Every enqueue checks two names: printable ASCII without braces is the common case and
-    // needs no character decoding.
-    if !name.is_empty()
-        && name.len() <= MAX_NAME_BYTES
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}')
-    {
-        return Ok(());
-    }
-    let reason = if name.is_empty() {
-        "the name is empty".to_owned()
-    } else if name.len() > MAX_NAME_BYTES {
-        format!(
-            "the name is {} bytes long; at most {MAX_NAME_BYTES} are allowed",
-            name.len()
-        )
-    } else if let Some(bad) = name
-        .chars()
-        .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '{' | '}'))
-    {
-        format!(
-            "`{}` contains {bad:?}; use letters, digits and punctuation other than braces",
-            name.escape_debug()
-        )
-    } else {
-        return Ok(());
-    };
-    Err(Error::Invalid { what, reason })
-}
-
-/// Task name plus a stable digest of the encoded arguments: a UUID v5, or with encryption a
-/// keyed digest (a plain hash of sealed arguments would let anyone confirm a guessed value).
-fn default_unique_key(envelope: &Envelope, encryption: Option<&crate::Encryption>) -> String {
-    let args = envelope.args.get().as_bytes();
-    let digest = match encryption {
-        Some(keys) => keys.digest(args),
-        None => uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, args),
-    };
-    format!("{}:{digest}", envelope.task)
-}
-
-/// Counts enqueues in `taskq_tasks_enqueued_total{task,queue}` (a no-op without a recorder).
-pub(crate) fn count_enqueued(task: &str, queue: &str, count: u64) {
-    metrics::counter!("taskq_tasks_enqueued_total", "task" => task.to_owned(), "queue" => queue.to_owned())
-        .increment(count);
-}
-
-fn to_chrono(duration: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
-}
-
-/// Encodes task arguments once, for [`plan`].
-pub(crate) fn encode_args<A: serde::Serialize + ?Sized>(args: &A) -> Result<Box<RawValue>> {
-    serde_json::value::to_raw_value(args).map_err(|source| Error::Serialize {
-        what: "task arguments",
-        source,
-    })
-}
+pub use crate::headers::{REPLY_TO_HEADER, UNIQUE_KEY_HEADER};
+pub use crate::names::{check_name, MAX_NAME_BYTES};
+use crate::{
+    client_core::{ClientCore, Placed},
+    error::Result,
+    id::TaskId,
+    plan::{plan, CallOptions, When},
+    priority::Priority,
+    result_handle::AsyncResult,
+    task::TaskOptions,
+    workflow::{self, Signature},
+};
 
 /// Where the task's declared options come from.
 #[derive(Debug)]
@@ -272,7 +82,7 @@ impl<O> Sent<O> {
 #[must_use = "an enqueue does nothing until it is awaited"]
 #[derive(Debug)]
 pub struct Enqueue<'a, O> {
-    client: &'a Client,
+    core: &'a ClientCore,
     name: String,
     args: Result<Box<RawValue>>,
     declared: Declared,
@@ -283,27 +93,27 @@ pub struct Enqueue<'a, O> {
 impl<'a, O> Enqueue<'a, O> {
     /// An enqueue of a task whose type the producer links.
     pub(crate) fn typed(
-        client: &'a Client,
+        core: &'a ClientCore,
         name: &str,
         args: Result<Box<RawValue>>,
         options: TaskOptions,
     ) -> Self {
-        Self::new(client, name, args, Declared::Known(options))
+        Self::new(core, name, args, Declared::Known(options))
     }
 
     /// An enqueue by name; the declared options are looked up when it is sent.
-    pub(crate) fn by_name(client: &'a Client, name: &str, args: Result<Box<RawValue>>) -> Self {
-        Self::new(client, name, args, Declared::ByName)
+    pub(crate) fn by_name(core: &'a ClientCore, name: &str, args: Result<Box<RawValue>>) -> Self {
+        Self::new(core, name, args, Declared::ByName)
     }
 
     fn new(
-        client: &'a Client,
+        core: &'a ClientCore,
         name: &str,
         args: Result<Box<RawValue>>,
         declared: Declared,
     ) -> Self {
         Self {
-            client,
+            core,
             name: name.to_owned(),
             args,
             declared,
@@ -418,7 +228,7 @@ impl<'a, O> Enqueue<'a, O> {
     ///     .await?;
     /// # Ok(()) }
     /// ```
-    pub fn on_success(mut self, callback: crate::workflow::Signature) -> Self {
+    pub fn on_success(mut self, callback: Signature) -> Self {
         self.call.on_success.push(callback);
         self
     }
@@ -426,7 +236,7 @@ impl<'a, O> Enqueue<'a, O> {
     /// Sends `callback` when this invocation ends as FAILURE, REVOKED or EXPIRED (after its
     /// retries; dead letters included), with a [`Failed`](crate::workflow::Failed) in its
     /// input field.
-    pub fn on_failure(mut self, callback: crate::workflow::Signature) -> Self {
+    pub fn on_failure(mut self, callback: Signature) -> Self {
         self.call.on_failure.push(callback);
         self
     }
@@ -444,26 +254,29 @@ impl<'a, O> Enqueue<'a, O> {
     /// Encoding errors ([`Error::Serialize`], [`Error::PayloadTooLarge`]), an empty queue name
     /// ([`Error::Invalid`]), or the broker's error.
     pub async fn send(mut self) -> Result<Sent<O>> {
-        let client = self.client;
+        let core = self.core;
         if !self.call.on_success.is_empty() || !self.call.on_failure.is_empty() {
-            client.check_workflows_supported()?;
+            workflow::check_supported(core)?;
         }
         // By-name callbacks take the options their tasks declare, like workflow steps.
-        client.resolve_callbacks(&mut self.call.on_success).await?;
-        client.resolve_callbacks(&mut self.call.on_failure).await?;
+        workflow::resolve_callbacks(core, &mut self.call.on_success).await?;
+        workflow::resolve_callbacks(core, &mut self.call.on_failure).await?;
         let declared = match self.declared {
             Declared::Known(options) => Some(options),
-            Declared::ByName => client.declared_options(&self.name).await?,
+            Declared::ByName => core.declared_options(&self.name).await?,
         };
         let planned = plan(
             &self.name,
             self.args?,
             declared.as_ref(),
             &self.call,
-            client.clock().now(),
-            client.encryption(),
+            core.clock.now(),
+            core.encryption(),
         )?;
-        client.send_planned(planned).await
+        Ok(match core.send_planned(planned).await? {
+            Placed::Enqueued(id) => Sent::Enqueued(core.result_handle(id)),
+            Placed::Duplicate(holder) => Sent::Duplicate(core.result_handle(holder)),
+        })
     }
 }
 

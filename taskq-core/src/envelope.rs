@@ -1,12 +1,12 @@
 //! The wire format: one versioned JSON [`Envelope`] per task invocation (see `docs/protocol.md`).
 
-use std::{collections::BTreeMap, fmt, str::FromStr};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::{Error, Result};
+use crate::{error::Error, error::Result, id::TaskId};
 
 /// The envelope version this build writes and reads.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -16,56 +16,6 @@ pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
 
 /// The queue a task goes to when neither the task nor the call names one.
 pub const DEFAULT_QUEUE: &str = "default";
-
-/// The unique id of one task invocation; results are looked up by it.
-///
-/// ```
-/// use taskq_core::TaskId;
-/// let id = TaskId::new();
-/// let parsed: TaskId = id.to_string().parse()?;
-/// assert_eq!(id, parsed);
-/// # Ok::<(), uuid::Error>(())
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct TaskId(uuid::Uuid);
-
-impl TaskId {
-    /// A fresh random (v4) id.
-    pub fn new() -> Self {
-        Self(uuid::Uuid::new_v4())
-    }
-
-    /// Wraps an existing UUID, e.g. a deterministic one for idempotent enqueues.
-    pub fn from_uuid(uuid: uuid::Uuid) -> Self {
-        Self(uuid)
-    }
-
-    /// The underlying UUID.
-    pub fn as_uuid(&self) -> &uuid::Uuid {
-        &self.0
-    }
-}
-
-impl Default for TaskId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Display for TaskId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl FromStr for TaskId {
-    type Err = uuid::Error;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        uuid::Uuid::parse_str(s).map(Self)
-    }
-}
 
 /// One task invocation as it travels through the broker.
 ///
@@ -221,22 +171,6 @@ impl Envelope {
             return Err(DecodeError::UnsupportedVersion(envelope.v));
         }
         Ok(envelope)
-    }
-
-    /// The workflow this invocation belongs to, if any.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Deserialize`] when the `flow` field is not a workflow.
-    pub fn workflow(&self) -> Result<Option<crate::workflow::Flow>> {
-        self.flow
-            .as_deref()
-            .map(|raw| serde_json::from_str(raw.get()))
-            .transpose()
-            .map_err(|source| Error::Deserialize {
-                what: "workflow",
-                source,
-            })
     }
 
     /// True when `expires` lies before `now`.

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::{result::TaskState, TaskId};
+use crate::{id::TaskId, result::TaskState};
 
 /// Everything that can go wrong talking to a broker or result backend, or waiting for a result.
 ///

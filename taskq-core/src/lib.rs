@@ -41,17 +41,25 @@ mod backend;
 mod beat_store;
 mod broker;
 mod client;
+mod client_core;
 mod clock;
+mod context;
 pub mod encryption;
 pub mod enqueue;
 mod envelope;
 mod error;
+mod headers;
+mod id;
+pub mod names;
+mod plan;
 mod priority;
 mod rate_grammar;
 mod result;
+mod result_handle;
 mod retry;
 pub mod signing;
 mod task;
+mod task_error;
 mod timestamp;
 pub mod workflow;
 
@@ -64,24 +72,29 @@ pub use broker::{
     ScheduledMessage, TaskCatalog, TaskDeclaration, Transport, WorkerId, WorkerInfo, FETCH_LEASE,
     LOST_WORKERS_KEPT,
 };
-pub use client::{AsyncResult, Client};
+pub use client::Client;
+pub use result_handle::AsyncResult;
 
 /// Per-minute history of ended messages: how brokers bucket it (see [`Inspector::history`]).
 pub mod history {
     pub use crate::broker::{last_minutes, minute_of, minute_start, HISTORY_KEPT_MINUTES};
 }
 pub use clock::Clock;
+pub use context::TaskContext;
 pub use encryption::{Encryption, OpenError};
-pub use enqueue::{Enqueue, Sent, REPLY_TO_HEADER, UNIQUE_KEY_HEADER};
+pub use enqueue::{Enqueue, Sent};
 pub use envelope::{
-    DecodeError, Envelope, TaskId, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_QUEUE, PROTOCOL_VERSION,
+    DecodeError, Envelope, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_QUEUE, PROTOCOL_VERSION,
 };
 pub use error::{error_chain, Error, Result};
+pub use headers::{REPLY_TO_HEADER, UNIQUE_KEY_HEADER};
+pub use id::TaskId;
 pub use priority::Priority;
 pub use result::{TaskResult, TaskState};
-pub use retry::RetryPolicy;
+pub use retry::{RetryPolicy, DEFAULT_MAX_RETRIES};
 pub use signing::{Keyring, SignatureError, SigningKey};
-pub use task::{RateLimit, Run, Task, TaskContext, TaskError, TaskOptions, DEFAULT_MAX_RETRIES};
+pub use task::{RateLimit, Run, Task, TaskOptions};
+pub use task_error::TaskError;
 /// `#[derive(Task)]`: see [`Task`].
 pub use taskq_macros::Task;
 
@@ -91,5 +104,5 @@ pub mod __private {
     pub use std::time::Duration;
 
     /// How worker runtimes build a [`TaskContext`](crate::TaskContext).
-    pub use crate::task::RunParts;
+    pub use crate::context::{ProgressStore, RunParts};
 }

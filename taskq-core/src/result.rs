@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::TaskId;
+use crate::id::TaskId;
 
 /// Where an invocation is in its life, as recorded in the result backend.
 ///
@@ -130,7 +130,7 @@ pub struct TaskResult {
     /// When this record was written.
     pub updated_at: DateTime<Utc>,
     /// Where a delivering result backend sends this record (the task's
-    /// [`REPLY_TO_HEADER`](crate::REPLY_TO_HEADER)); routing, not part of the stored record.
+    /// [`REPLY_TO_HEADER`](crate::headers::REPLY_TO_HEADER)); routing, not part of the stored record.
     #[serde(skip)]
     pub reply_to: Option<String>,
 }
@@ -156,7 +156,7 @@ impl TaskResult {
     /// Sets where a delivering result backend sends the record: the reply address the
     /// invocation's `headers` carry, if any (builder style).
     pub fn replying_as(mut self, headers: &std::collections::BTreeMap<String, String>) -> Self {
-        self.reply_to = headers.get(crate::REPLY_TO_HEADER).cloned();
+        self.reply_to = headers.get(crate::headers::REPLY_TO_HEADER).cloned();
         self
     }
 

@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+/// Retries allowed after the first attempt when a task does not say (Celery's default).
+pub const DEFAULT_MAX_RETRIES: u32 = 3;
+
 /// How long to wait before attempt `n + 1` after attempt `n` failed.
 ///
 /// The delay is drawn uniformly from `0..=min(cap, base * 2^n)` ("full jitter"), which spreads

@@ -32,7 +32,7 @@ use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::{Envelope, Error, Result};
+use crate::{envelope::Envelope, error::Error, error::Result};
 
 type HmacSha256 = Hmac<Sha256>;
 

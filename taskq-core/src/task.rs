@@ -1,15 +1,17 @@
-//! What a task is: [`Task`] (name and options, derived), [`Run`] (the handler the user writes),
-//! [`TaskError`] (what happens after a failure) and [`TaskContext`] (what a run knows).
+//! What a task is: [`Task`] (name and options, derived), [`Run`] (the handler the user writes)
+//! and [`TaskOptions`] (its defaults); what a run knows is in `context.rs`, how it fails in
+//! `task_error.rs`.
 
-use std::{borrow::Cow, collections::BTreeMap, fmt, future::Future, sync::Arc, time::Duration};
+use std::{borrow::Cow, future::Future, time::Duration};
 
 use serde::{de::DeserializeOwned, Serialize};
-use tokio_util::sync::CancellationToken;
 
-use crate::{envelope::DEFAULT_QUEUE, Envelope, RetryPolicy, TaskId};
-
-/// Retries allowed after the first attempt when a task does not say (Celery's default).
-pub const DEFAULT_MAX_RETRIES: u32 = 3;
+use crate::{
+    context::TaskContext,
+    envelope::DEFAULT_QUEUE,
+    retry::{RetryPolicy, DEFAULT_MAX_RETRIES},
+    task_error::TaskError,
+};
 
 /// A typed task: a serializable struct of arguments with a stable wire name.
 ///
@@ -171,7 +173,7 @@ impl TaskOptions {
 
     /// Priority 0 (lowest, default) to 9 (highest); values above 9 are clamped.
     pub fn with_priority(mut self, priority: u8) -> Self {
-        self.priority = crate::Priority::new(priority).get();
+        self.priority = crate::priority::Priority::new(priority).get();
         self
     }
 
@@ -272,268 +274,5 @@ impl std::str::FromStr for RateLimit {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let (count, period) = crate::rate_grammar::parse_rate(text)?;
         Ok(Self::new(count, period))
-    }
-}
-
-/// Why an attempt failed, and whether another attempt should follow.
-///
-/// Any `std::error::Error` converts into a *retryable* `TaskError` through `?`, because most
-/// failures in background work (timeouts, lost connections) are transient. Use
-/// [`TaskError::permanent`] for failures that no retry will fix.
-///
-/// ```
-/// use std::time::Duration;
-/// use taskq_core::TaskError;
-/// let err = TaskError::permanent("no such user");
-/// assert!(!err.is_retryable());
-/// let err = TaskError::retry_after(Duration::from_secs(30), "rate limited");
-/// assert_eq!(err.retry_delay(), Some(Duration::from_secs(30)));
-/// ```
-#[derive(Clone, Debug)]
-pub struct TaskError {
-    retryable: bool,
-    retry_after: Option<Duration>,
-    message: String,
-}
-
-impl TaskError {
-    /// A failure that may succeed on a later attempt (backoff from the retry policy).
-    pub fn retryable(message: impl fmt::Display) -> Self {
-        Self {
-            retryable: true,
-            retry_after: None,
-            message: message.to_string(),
-        }
-    }
-
-    /// A failure no retry will fix: the task ends as FAILURE at once.
-    pub fn permanent(message: impl fmt::Display) -> Self {
-        Self {
-            retryable: false,
-            retry_after: None,
-            message: message.to_string(),
-        }
-    }
-
-    /// A retryable failure whose next attempt should wait exactly `delay`.
-    pub fn retry_after(delay: Duration, message: impl fmt::Display) -> Self {
-        Self {
-            retryable: true,
-            retry_after: Some(delay),
-            message: message.to_string(),
-        }
-    }
-
-    /// True when another attempt may follow (if retries are left).
-    pub fn is_retryable(&self) -> bool {
-        self.retryable
-    }
-
-    /// The delay the task asked for, overriding the retry policy.
-    pub fn retry_delay(&self) -> Option<Duration> {
-        self.retry_after
-    }
-
-    /// The error message.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-}
-
-impl fmt::Display for TaskError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl<E: std::error::Error + Send + Sync + 'static> From<E> for TaskError {
-    fn from(err: E) -> Self {
-        Self::retryable(crate::error_chain(&err))
-    }
-}
-
-/// What a running attempt knows about itself.
-///
-/// ```
-/// use taskq_core::{Envelope, TaskContext};
-/// let envelope = Envelope::new("t", &(), "default", chrono::Utc::now())?;
-/// let ctx = TaskContext::detached(&envelope);
-/// assert_eq!(ctx.attempt(), 0);
-/// assert!(!ctx.is_cancelled());
-/// # Ok::<(), taskq_core::Error>(())
-/// ```
-#[derive(Clone, Debug)]
-pub struct TaskContext {
-    id: TaskId,
-    name: Arc<str>,
-    queue: Arc<str>,
-    attempt: u32,
-    max_retries: u32,
-    headers: Arc<BTreeMap<String, String>>,
-    cancellation: CancellationToken,
-    run: Option<CancellationToken>,
-    worker: Option<Arc<str>>,
-    progress: Option<Arc<ProgressSink>>,
-}
-
-/// Where [`TaskContext::set_progress`] writes.
-struct ProgressSink {
-    backend: Arc<dyn crate::ResultBackend>,
-    ttl: Duration,
-}
-
-/// What a worker runtime knows about one attempt; built through `__private` by the worker
-/// crate, not a public API.
-#[doc(hidden)]
-#[allow(missing_debug_implementations)]
-pub struct RunParts<'a> {
-    /// The message being run.
-    pub envelope: &'a Envelope,
-    /// Retries allowed (the envelope's, else the task's).
-    pub max_retries: u32,
-    /// Fires when the worker shuts down.
-    pub shutdown: CancellationToken,
-    /// Fires for this run alone (soft time limit, revocation).
-    pub run: Option<CancellationToken>,
-    /// The worker running it.
-    pub worker: Option<Arc<str>>,
-    /// Where progress goes, and for how long it is kept.
-    pub progress: Option<(Arc<dyn crate::ResultBackend>, Duration)>,
-}
-
-impl RunParts<'_> {
-    /// The task's context.
-    pub fn into_context(self) -> TaskContext {
-        TaskContext::for_run(self)
-    }
-}
-
-impl fmt::Debug for ProgressSink {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ProgressSink")
-            .field("ttl", &self.ttl)
-            .finish_non_exhaustive()
-    }
-}
-
-impl TaskContext {
-    /// A context for running `envelope`'s task outside a worker, e.g. to unit-test a handler:
-    /// never cancelled, no progress sink, the envelope's retry limit (or the default).
-    pub fn detached(envelope: &Envelope) -> Self {
-        Self::for_run(RunParts {
-            envelope,
-            max_retries: envelope.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
-            shutdown: CancellationToken::new(),
-            run: None,
-            worker: None,
-            progress: None,
-        })
-    }
-
-    /// The context a worker runtime builds for one attempt.
-    pub(crate) fn for_run(parts: RunParts<'_>) -> Self {
-        let envelope = parts.envelope;
-        Self {
-            id: envelope.id,
-            name: Arc::from(envelope.task.as_str()),
-            queue: Arc::from(envelope.queue.as_str()),
-            attempt: envelope.attempt,
-            max_retries: parts.max_retries,
-            headers: Arc::new(envelope.headers.clone()),
-            cancellation: parts.shutdown,
-            run: parts.run,
-            worker: parts.worker,
-            progress: parts
-                .progress
-                .map(|(backend, ttl)| Arc::new(ProgressSink { backend, ttl })),
-        }
-    }
-
-    /// Records progress (any JSON value) readable through the result handle while the task
-    /// runs (state STARTED). A no-op for tasks that ignore results.
-    ///
-    /// # Errors
-    ///
-    /// When the value cannot be encoded or the backend write fails.
-    pub async fn set_progress<P: Serialize + ?Sized>(&self, progress: &P) -> crate::Result<()> {
-        let Some(sink) = &self.progress else {
-            return Ok(());
-        };
-        let value = serde_json::to_value(progress).map_err(|source| crate::Error::Serialize {
-            what: "progress",
-            source,
-        })?;
-        let now = chrono::Utc::now();
-        let mut record =
-            crate::TaskResult::new(self.id, &*self.name, crate::TaskState::Started, now)
-                .with_attempts(self.attempt + 1)
-                .replying_as(&self.headers);
-        record.progress = Some(value);
-        record.worker = self.worker.as_deref().map(str::to_owned);
-        sink.backend.store(&record, sink.ttl).await
-    }
-
-    /// A retryable error asking for the next attempt after exactly `delay`: `return
-    /// Err(ctx.retry_after(delay, "busy"))`.
-    pub fn retry_after(&self, delay: Duration, message: impl fmt::Display) -> TaskError {
-        TaskError::retry_after(delay, message)
-    }
-
-    /// Id of the worker running this attempt, when run by a worker.
-    pub fn worker(&self) -> Option<&str> {
-        self.worker.as_deref()
-    }
-
-    /// The invocation's id.
-    pub fn id(&self) -> TaskId {
-        self.id
-    }
-
-    /// The registered task name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The queue the invocation came from.
-    pub fn queue(&self) -> &str {
-        &self.queue
-    }
-
-    /// Earlier failed attempts: 0 on the first run.
-    pub fn attempt(&self) -> u32 {
-        self.attempt
-    }
-
-    /// Retries allowed after the first attempt.
-    pub fn max_retries(&self) -> u32 {
-        self.max_retries
-    }
-
-    /// True when this is the last attempt retries allow.
-    pub fn is_last_attempt(&self) -> bool {
-        self.attempt >= self.max_retries
-    }
-
-    /// Headers set at enqueue.
-    pub fn headers(&self) -> &BTreeMap<String, String> {
-        &self.headers
-    }
-
-    /// True once the worker asked this run to stop (shutdown, soft limit, revoke).
-    pub fn is_cancelled(&self) -> bool {
-        self.cancellation.is_cancelled() || self.run.as_ref().is_some_and(|t| t.is_cancelled())
-    }
-
-    /// Completes when the worker asks this run to stop; select on it in long loops.
-    pub async fn cancelled(&self) {
-        match &self.run {
-            Some(run) => {
-                tokio::select! {
-                    _ = self.cancellation.cancelled() => {}
-                    _ = run.cancelled() => {}
-                }
-            }
-            None => self.cancellation.cancelled().await,
-        }
     }
 }

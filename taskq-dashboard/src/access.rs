@@ -7,7 +7,7 @@ use argon2::{
 };
 use axum::http::{header, HeaderMap};
 
-use crate::DashboardError;
+use crate::error::DashboardError;
 
 /// The cookie a token login sets, so a browser sends the token on every request.
 pub(crate) const TOKEN_COOKIE: &str = "taskq_dashboard_token";

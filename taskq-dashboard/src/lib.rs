@@ -27,6 +27,7 @@
 
 mod access;
 mod csrf;
+mod error;
 mod events;
 mod gate;
 mod host;
@@ -36,5 +37,6 @@ mod server;
 mod state;
 
 pub use access::{hash_password, Access};
-pub use server::{Dashboard, DashboardError};
+pub use error::DashboardError;
+pub use server::Dashboard;
 pub use state::MAX_PAGE;

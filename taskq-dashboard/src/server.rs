@@ -16,24 +16,13 @@ use taskq_core::{BeatStore, Client};
 use crate::{
     access::Access,
     csrf::Csrf,
+    error::DashboardError,
     events,
     gate::{Gate, Verdict},
     host::AllowedHosts,
     layout, pages,
     state::{AppState, Shared},
 };
-
-/// Why the dashboard could not start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum DashboardError {
-    /// A setting is wrong, e.g. a public address without authentication.
-    #[error("{0}")]
-    Config(String),
-    /// The address could not be bound or the server failed.
-    #[error("dashboard server failed")]
-    Io(#[from] std::io::Error),
-}
 
 /// The web dashboard over one deployment (the client's broker and result backend).
 ///

@@ -18,7 +18,13 @@ use taskq_core::{
     Error, Result, ResultBackend, TaskId, TaskResult,
 };
 
-use crate::{conn, error::redis_error, keys, scripts, server::by_slot, RedisConfig};
+use crate::{
+    conn,
+    error::redis_error,
+    keys, scripts,
+    server::{by_slot, Server},
+    RedisConfig,
+};
 
 /// The Redis result backend.
 ///
@@ -128,7 +134,7 @@ impl RedisResultBackend {
     ///
     /// [`Error::Invalid`] for a bad URL, [`Error::Broker`] when the server cannot be reached.
     pub async fn connect(config: RedisConfig) -> Result<Self> {
-        let server = config.server()?;
+        let server = Server::of(&config)?;
         let conn = server.connect(config.response_timeout()).await?;
         Ok(Self {
             shared: Arc::new(Shared {

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use taskq_core::{BeatStatus, BeatStore, Error, Result};
 
-use crate::{error::redis_error, keys, scripts, RedisConfig};
+use crate::{error::redis_error, keys, scripts, server::Server, RedisConfig};
 
 /// Redis store: `SET NX PX` lock with an owner token, extended and released by owner-checking
 /// scripts; last fires in a hash.
@@ -30,7 +30,9 @@ impl RedisBeatStore {
     /// [`taskq_core::Error::Invalid`] for a bad URL, [`taskq_core::Error::Broker`] when Redis is
     /// unreachable.
     pub async fn connect(config: &RedisConfig) -> Result<Self> {
-        let conn = config.server()?.connect(config.response_timeout()).await?;
+        let conn = Server::of(config)?
+            .connect(config.response_timeout())
+            .await?;
         Ok(Self { conn })
     }
 }

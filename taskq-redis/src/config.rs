@@ -198,7 +198,7 @@ impl RedisConfig {
     }
 
     /// The certificates to hand redis-rs, read from the TLS files.
-    fn certificates(&self) -> Result<Option<redis::TlsCertificates>, String> {
+    pub(crate) fn certificates(&self) -> Result<Option<redis::TlsCertificates>, String> {
         if self.tls == TlsFiles::default() {
             return Ok(None);
         }
@@ -219,21 +219,9 @@ impl RedisConfig {
         }))
     }
 
-    /// The server this configuration names.
-    ///
-    /// # Errors
-    ///
-    /// [`taskq_core::Error::Invalid`] for a bad URL or bad taskq parameters in it.
-    pub(crate) fn server(&self) -> taskq_core::Result<crate::server::Server> {
-        let invalid = |reason: String| taskq_core::Error::Invalid {
-            what: "redis url",
-            reason,
-        };
-        if let Some(problem) = &self.url_problem {
-            return Err(invalid(problem.clone()));
-        }
-        let certificates = self.certificates().map_err(invalid)?;
-        crate::server::Server::open(&self.url, certificates)
+    /// Why the URL's taskq parameters are not valid, if they are not.
+    pub(crate) fn url_problem(&self) -> Option<&str> {
+        self.url_problem.as_deref()
     }
 
     /// The durable-write setting, when on.
@@ -368,9 +356,8 @@ mod tests {
             })
         );
         assert_eq!(RedisConfig::new("redis://h:1").durable(), None);
-        let err = RedisConfig::new("redis://h:1?durable=yes")
-            .server()
-            .unwrap_err();
+        let err =
+            crate::server::Server::of(&RedisConfig::new("redis://h:1?durable=yes")).unwrap_err();
         assert!(err.to_string().contains("durable=yes"), "{err}");
     }
 }

@@ -21,6 +21,7 @@ use redis::{
 use taskq_core::{Error, Result};
 
 use crate::{
+    config::RedisConfig,
     conn::manager,
     conn::{Conn, SentinelConn},
     error::redis_error,
@@ -88,6 +89,19 @@ fn invalid(reason: impl Into<String>) -> Error {
 }
 
 impl Server {
+    /// The server `config` names.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] for a bad URL or bad taskq parameters in it.
+    pub(crate) fn of(config: &RedisConfig) -> Result<Self> {
+        if let Some(problem) = config.url_problem() {
+            return Err(invalid(problem.to_owned()));
+        }
+        let certificates = config.certificates().map_err(invalid)?;
+        Self::open(config.url(), certificates)
+    }
+
     /// Parses `url`; nothing is contacted yet.
     ///
     /// # Errors

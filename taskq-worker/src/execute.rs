@@ -7,7 +7,7 @@ use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
 use futures_util::FutureExt;
 use serde_json::value::RawValue;
 use taskq_core::{
-    __private::RunParts,
+    __private::{ProgressStore, RunParts},
     error_chain,
     workflow::{Ending, Finished, Flow},
     Clock, DeadReason, DecodeError, Delivery, Envelope, OutboundMessage, RateLimiter,
@@ -128,6 +128,8 @@ pub(crate) struct Executor {
     pub(crate) rate_limiter: Arc<dyn RateLimiter>,
     /// Where tasks report progress.
     pub(crate) progress: Arc<dyn ResultBackend>,
+    /// The same backend, seen through the one write a task's context makes.
+    pub(crate) progress_store: Arc<dyn ProgressStore>,
     pub(crate) settler: Arc<Settler>,
     pub(crate) recorder: Arc<Recorder>,
     pub(crate) hooks: Hooks,
@@ -193,7 +195,7 @@ pub(crate) async fn execute(
             return None;
         }
     }
-    let flow = match envelope.workflow() {
+    let flow = match Flow::of(&envelope) {
         Ok(flow) => flow,
         Err(err) => {
             tracing::error!(queue = delivery.queue(), task.id = %envelope.id, task.name = %envelope.task, error = %error_chain(&err), "unreadable workflow");
@@ -483,8 +485,12 @@ impl Execution<'_> {
             shutdown: executor.stopping.clone(),
             run: Some(tokens.soft.clone()),
             worker: Some(Arc::from(executor.worker.as_str())),
-            progress: (!task.options.ignore_result())
-                .then(|| (executor.progress.clone(), executor.settings.result_ttl)),
+            progress: (!task.options.ignore_result()).then(|| {
+                (
+                    executor.progress_store.clone(),
+                    executor.settings.result_ttl,
+                )
+            }),
         }
         .into_context();
         let running = match task.start(self.args, ctx) {

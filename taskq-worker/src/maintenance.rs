@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use taskq_core::{
-    workflow::{Ending, Finished},
+    workflow::{Ending, Finished, Flow},
     Broker, Client, Envelope, Membership, TaskId, TaskResult, TaskState, WorkerId, WorkerInfo,
 };
 use tokio::sync::Semaphore;
@@ -156,7 +156,7 @@ impl Maintenance {
             }
             records.push(record);
             let trusted = envelope.as_ref().filter(|e| self.holds_signature(e));
-            if let Some(flow) = trusted.and_then(|e| e.workflow().ok().flatten()) {
+            if let Some(flow) = trusted.and_then(|e| Flow::of(e).ok().flatten()) {
                 let ending = Ending::Ended {
                     state: TaskState::Failure,
                     error: error.clone(),

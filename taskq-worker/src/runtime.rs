@@ -143,6 +143,7 @@ impl Shared {
             revocations: self.revocations.clone(),
             rate_limiter: broker.clone(),
             progress: client.backend().clone(),
+            progress_store: Arc::new(client.backend().clone()),
             settler: settler.clone(),
             recorder: recorder.clone(),
             hooks: self.hooks.clone(),

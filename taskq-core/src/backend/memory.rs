@@ -12,8 +12,11 @@ use tokio::{sync::Notify, time::Instant};
 
 use super::ResultBackend;
 use crate::{
+    error::Result,
+    id::TaskId,
+    result::TaskResult,
+    result::TaskState,
     workflow::{GroupStatus, MemberOf, MemberOutcome, WorkflowRecord},
-    Result, TaskId, TaskResult, TaskState,
 };
 
 /// The in-process result backend.

@@ -4,13 +4,16 @@ mod memory;
 
 pub use memory::MemoryResultBackend;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 
 use crate::{
+    context::ProgressStore,
+    error::Result,
+    id::TaskId,
+    result::TaskResult,
     workflow::{GroupStatus, MemberOf, MemberOutcome, WorkflowRecord},
-    Result, TaskId, TaskResult,
 };
 
 /// Default time a result is kept (24 hours).
@@ -81,8 +84,16 @@ pub trait ResultBackend: Send + Sync + std::fmt::Debug {
     }
 }
 
-fn no_workflows() -> crate::Error {
-    crate::Error::Invalid {
+/// A running task's progress is a record like any other, kept by the same backend.
+#[async_trait]
+impl<B: ResultBackend + ?Sized> ProgressStore for Arc<B> {
+    async fn store_progress(&self, record: &TaskResult, ttl: Duration) -> Result<()> {
+        self.store(record, ttl).await
+    }
+}
+
+fn no_workflows() -> crate::error::Error {
+    crate::error::Error::Invalid {
         what: "result backend",
         reason: "this result backend does not store workflows (groups and chords)".into(),
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::{Result, TaskOptions};
+use crate::{error::Result, task::TaskOptions};
 
 /// The options a task declares with `#[task(...)]` that matter to whoever enqueues it by name:
 /// where it goes, how often it is retried, how long it may wait and run.

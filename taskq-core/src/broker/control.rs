@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use futures_util::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
-use crate::{Result, TaskId};
+use crate::{error::Result, id::TaskId};
 
 /// A subscription to the control channel: every message broadcast after it was opened, until
 /// it is dropped.

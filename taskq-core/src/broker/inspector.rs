@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{DeadLetter, QueueStats, WorkerInfo};
-use crate::{Result, TaskId};
+use crate::{error::Result, id::TaskId};
 
 /// A window of a list, newest first: skip `offset` entries, return at most `limit`.
 ///

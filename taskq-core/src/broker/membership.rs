@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{RecoveryReport, WorkerId, WorkerInfo};
-use crate::Result;
+use crate::error::Result;
 
 /// Worker liveness: who holds which messages, and recovering the messages of workers that
 /// stopped renewing their lease.

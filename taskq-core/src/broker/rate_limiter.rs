@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::{RateLimit, Result};
+use crate::{error::Result, task::RateLimit};
 
 /// Admits task starts under a limit shared by every worker of a deployment (a GCRA: one start
 /// per `interval`, no bursts). It lives with the broker because the state must be shared by

@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{DeadReason, Delivery, OutboundMessage, WorkerId};
-use crate::{Clock, Result, TaskId};
+use crate::{clock::Clock, error::Result, id::TaskId};
 
 /// Moves messages: enqueue, fetch into a worker's hands, settle (ack, retry, requeue,
 /// dead-letter), promote due scheduled messages.

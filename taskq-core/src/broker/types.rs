@@ -5,7 +5,7 @@ use std::{fmt, sync::Arc};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{Envelope, Result, TaskId};
+use crate::{envelope::Envelope, error::Result, id::TaskId};
 
 /// Identity of one worker process start: `host:pid:random`, never reused after a restart.
 ///
@@ -85,7 +85,7 @@ impl OutboundMessage {
         Ok(Self {
             id: envelope.id,
             queue: envelope.queue.clone(),
-            priority: crate::Priority::new(envelope.priority).get(),
+            priority: crate::priority::Priority::new(envelope.priority).get(),
             eta: envelope.eta,
             payload: envelope.encode(max_payload_bytes)?,
         })
@@ -223,7 +223,7 @@ impl DeadReason {
 }
 
 impl std::str::FromStr for DeadReason {
-    type Err = crate::Error;
+    type Err = crate::error::Error;
 
     /// Reads the wire spelling back.
     ///
@@ -233,11 +233,11 @@ impl std::str::FromStr for DeadReason {
     /// assert!("tired".parse::<DeadReason>().is_err());
     /// # Ok::<(), taskq_core::Error>(())
     /// ```
-    fn from_str(text: &str) -> crate::Result<Self> {
+    fn from_str(text: &str) -> crate::error::Result<Self> {
         // The serde spelling is the wire spelling: one list of names, in the enum.
         use serde::de::{value::StrDeserializer, IntoDeserializer};
         let spelled: StrDeserializer<'_, serde::de::value::Error> = text.into_deserializer();
-        Self::deserialize(spelled).map_err(|_| crate::Error::Invalid {
+        Self::deserialize(spelled).map_err(|_| crate::error::Error::Invalid {
             what: "dead-letter reason",
             reason: format!("`{text}` is not one"),
         })
@@ -289,7 +289,7 @@ impl DeadLetter {
     /// The payload to enqueue again: the same invocation with its attempt count reset, or the
     /// raw payload unchanged when it is not a readable envelope.
     pub fn requeue_payload(&self) -> String {
-        match serde_json::from_str::<crate::Envelope>(&self.payload) {
+        match serde_json::from_str::<crate::envelope::Envelope>(&self.payload) {
             Ok(mut envelope) => {
                 envelope.attempt = 0;
                 envelope.last_error = None;
@@ -354,7 +354,7 @@ impl PayloadFields {
     /// Reads what it can of `payload`; never fails.
     pub fn read(payload: &str) -> Self {
         let mut fields: Self = serde_json::from_str(payload).unwrap_or_default();
-        fields.priority = crate::Priority::new(fields.priority).get();
+        fields.priority = crate::priority::Priority::new(fields.priority).get();
         fields
     }
 }

@@ -1,6 +1,6 @@
 //! Continuing a workflow when one of its messages ends: the next step, a group report, and
 //! what a group's last report or first failure sets off. For worker runtimes, through
-//! [`Client::advance_workflows`]; idempotent, so a redelivered message continues it again
+//! [`Client::advance_workflows`](crate::Client::advance_workflows); idempotent, so a redelivered message continues it again
 //! without sending anything twice.
 
 use std::{collections::VecDeque, time::Duration};
@@ -8,53 +8,15 @@ use std::{collections::VecDeque, time::Duration};
 use serde_json::Value;
 
 use super::{
+    finished::{Ending, Finished},
     flow::MemberOf,
-    plan::{Context, Plan},
-    Failed, Flow, GroupStatus, MemberOutcome, Node,
+    plan::{ended_record, Context, Plan},
+    Failed, GroupStatus, MemberOutcome, Node,
 };
-use crate::{Client, Result, TaskId, TaskState};
-
-/// How a workflow member ended, as its worker saw it.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub enum Ending {
-    /// It succeeded with this output (plain JSON, not sealed).
-    Succeeded(Value),
-    /// It ended in a final state other than SUCCESS.
-    Ended {
-        /// FAILURE, REVOKED or EXPIRED.
-        state: TaskState,
-        /// Why.
-        error: String,
-    },
-}
-
-/// One finished message whose workflow continues: what a worker hands to
-/// [`Client::advance_workflows`].
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct Finished {
-    /// The finished task.
-    pub id: TaskId,
-    /// Its name.
-    pub task: String,
-    /// What its envelope carried.
-    pub flow: Flow,
-    /// How it ended.
-    pub ending: Ending,
-}
-
-impl Finished {
-    /// A finished message.
-    pub fn new(id: TaskId, task: impl Into<String>, flow: Flow, ending: Ending) -> Self {
-        Self {
-            id,
-            task: task.into(),
-            flow,
-            ending,
-        }
-    }
-}
+use crate::{
+    client_core::ClientCore, encryption::Encryption, error::error_chain, error::Result, id::TaskId,
+    result::TaskState,
+};
 
 /// Something that ended, and the context its workflow continues from.
 #[derive(Debug)]
@@ -65,292 +27,289 @@ struct Continuation {
     ending: Ending,
 }
 
-impl Client {
-    /// Continues the workflows of finished messages: sends the next steps (once per id, however
-    /// often this runs for the same message), records group members' outcomes, sends a
-    /// group's next step when its last member reports, and ends what will never run (with the
-    /// failure that stopped it) so that no waiter hangs. For worker runtimes.
-    ///
-    /// Idempotent: a worker calls it after storing the results and before acknowledging, and
-    /// a redelivered message calls it again.
-    ///
-    /// # Errors
-    ///
-    /// The broker's or backend's error; calling again later is safe.
-    pub async fn advance_workflows(&self, finished: Vec<Finished>, ttl: Duration) -> Result<()> {
-        let mut finished = finished;
-        // Steps that could not be sent (a full queue) end as FAILURE and continue as such;
-        // each round sends only what follows the last, so this ends.
-        while !finished.is_empty() {
-            finished = self.advance_once(finished, ttl).await?;
-        }
-        Ok(())
+/// Continues the workflows of `finished` messages (see [`Client::advance_workflows`]).
+///
+/// [`Client::advance_workflows`]: crate::Client::advance_workflows
+pub(crate) async fn advance(
+    core: &ClientCore,
+    finished: Vec<Finished>,
+    ttl: Duration,
+) -> Result<()> {
+    let mut finished = finished;
+    // Steps that could not be sent (a full queue) end as FAILURE and continue as such;
+    // each round sends only what follows the last, so this ends.
+    while !finished.is_empty() {
+        finished = advance_once(core, finished, ttl).await?;
     }
+    Ok(())
+}
 
-    /// One round of [`Client::advance_workflows`]; returns the steps it could not send.
-    async fn advance_once(&self, finished: Vec<Finished>, ttl: Duration) -> Result<Vec<Finished>> {
-        let mut work = VecDeque::new();
-        let mut plan = Plan::default();
-        let mut not_sent = Vec::new();
-        for finished in finished {
-            let flow = finished.flow;
-            let callbacks = match &finished.ending {
-                Ending::Succeeded(output) => Some((flow.on_success, output.clone())),
-                Ending::Ended { state, error } => serde_json::to_value(Failed {
-                    id: finished.id,
-                    task: finished.task.clone(),
-                    state: *state,
-                    error: error.clone(),
-                })
-                .ok()
-                .map(|failed| (flow.on_failure, failed)),
-            };
-            if let Some((callbacks, input)) = callbacks {
-                for callback in &callbacks {
-                    let context = Context {
-                        root: flow.root,
-                        ..Context::default()
-                    };
-                    if let Err(err) = self.spawn(
-                        &mut plan,
-                        &Node::Task(callback.clone()),
-                        Some(&input),
-                        context,
-                    ) {
-                        // It will never run: its record says so, so that its waiter ends.
-                        tracing::error!(callback = %callback.task, task.id = %callback.id, error = %err, "callback not sent");
-                        plan.records.push(self.ended_record(
-                            callback.id,
-                            TaskState::Failure,
-                            format!("callback not sent: {}", crate::error_chain(&err)),
-                        ));
-                    }
-                }
-            }
-            work.push_back(Continuation {
-                context: Context {
+/// One round of [`advance`]; returns the steps it could not send.
+async fn advance_once(
+    core: &ClientCore,
+    finished: Vec<Finished>,
+    ttl: Duration,
+) -> Result<Vec<Finished>> {
+    let mut work = VecDeque::new();
+    let mut plan = Plan::default();
+    let mut not_sent = Vec::new();
+    for finished in finished {
+        let flow = finished.flow;
+        let callbacks = match &finished.ending {
+            Ending::Succeeded(output) => Some((flow.on_success, output.clone())),
+            Ending::Ended { state, error } => serde_json::to_value(Failed {
+                id: finished.id,
+                task: finished.task.clone(),
+                state: *state,
+                error: error.clone(),
+            })
+            .ok()
+            .map(|failed| (flow.on_failure, failed)),
+        };
+        if let Some((callbacks, input)) = callbacks {
+            for callback in &callbacks {
+                let context = Context {
                     root: flow.root,
-                    then: flow.then,
-                    member_of: flow.member_of,
-                },
-                origin: (finished.id, finished.task),
-                ending: finished.ending,
-            });
+                    ..Context::default()
+                };
+                if let Err(err) =
+                    plan.spawn(core, &Node::Task(callback.clone()), Some(&input), context)
+                {
+                    // It will never run: its record says so, so that its waiter ends.
+                    tracing::error!(callback = %callback.task, task.id = %callback.id, error = %err, "callback not sent");
+                    plan.records.push(ended_record(
+                        core,
+                        callback.id,
+                        TaskState::Failure,
+                        format!("callback not sent: {}", error_chain(&err)),
+                    ));
+                }
+            }
         }
-        loop {
-            let mut reports = Vec::new();
-            while let Some(next) = work.pop_front() {
-                self.continue_one(&mut plan, &mut reports, &mut work, next);
-            }
-            not_sent.extend(self.commit(std::mem::take(&mut plan), true, ttl).await?);
-            if reports.is_empty() {
-                return Ok(not_sent);
-            }
-            let statuses = self.backend().report_members(&reports, ttl).await?;
-            for status in statuses {
-                let status = self.authenticated(status);
-                work.extend(group_continuation(status).map(|c| self.opened_outputs(c)));
-            }
+        work.push_back(Continuation {
+            context: Context {
+                root: flow.root,
+                then: flow.then,
+                member_of: flow.member_of,
+            },
+            origin: (finished.id, finished.task),
+            ending: finished.ending,
+        });
+    }
+    loop {
+        let mut reports = Vec::new();
+        while let Some(next) = work.pop_front() {
+            continue_one(core, &mut plan, &mut reports, &mut work, next);
+        }
+        not_sent.extend(std::mem::take(&mut plan).commit(core, true, ttl).await?);
+        if reports.is_empty() {
+            return Ok(not_sent);
+        }
+        let statuses = core.backend.report_members(&reports, ttl).await?;
+        for status in statuses {
+            let status = authenticated(core, status);
+            work.extend(group_continuation(status).map(|c| opened_outputs(core, c)));
         }
     }
+}
 
-    /// Plans what follows one ending: the next step, a group report, or the end of what
-    /// follows.
-    fn continue_one(
-        &self,
-        plan: &mut Plan,
-        reports: &mut Vec<(MemberOf, MemberOutcome)>,
-        work: &mut VecDeque<Continuation>,
-        next: Continuation,
-    ) {
-        let Continuation {
-            context,
-            origin,
-            ending,
-        } = next;
-        match ending {
-            Ending::Succeeded(output) => {
-                if let Some((first, rest)) = context.then.split_first() {
-                    let step = Context {
-                        root: context.root,
-                        then: rest.to_vec(),
-                        member_of: context.member_of,
-                    };
-                    if let Err(err) = self.spawn(plan, first, Some(&output), step.clone()) {
-                        let id = first.output_id();
-                        plan.records.push(self.ended_record(
-                            id,
-                            TaskState::Failure,
-                            format!("not sent: {err}"),
-                        ));
-                        work.push_back(Continuation {
-                            context: step,
-                            origin: (id, "step".into()),
-                            ending: Ending::Ended {
-                                state: TaskState::Failure,
-                                error: crate::error_chain(&err),
-                            },
-                        });
-                    }
-                } else if let Some(member_of) = context.member_of {
-                    reports.push((
-                        member_of,
-                        self.signed_outcome(
-                            member_of,
-                            MemberOutcome {
-                                id: origin.0,
-                                task: origin.1,
-                                state: TaskState::Success,
-                                output: Some(self.sealed_output(output, member_of)),
-                                error: None,
-                                sig: None,
-                            },
-                        ),
+/// Plans what follows one ending: the next step, a group report, or the end of what
+/// follows.
+fn continue_one(
+    core: &ClientCore,
+    plan: &mut Plan,
+    reports: &mut Vec<(MemberOf, MemberOutcome)>,
+    work: &mut VecDeque<Continuation>,
+    next: Continuation,
+) {
+    let Continuation {
+        context,
+        origin,
+        ending,
+    } = next;
+    match ending {
+        Ending::Succeeded(output) => {
+            if let Some((first, rest)) = context.then.split_first() {
+                let step = Context {
+                    root: context.root,
+                    then: rest.to_vec(),
+                    member_of: context.member_of,
+                };
+                if let Err(err) = plan.spawn(core, first, Some(&output), step.clone()) {
+                    let id = first.output_id();
+                    plan.records.push(ended_record(
+                        core,
+                        id,
+                        TaskState::Failure,
+                        format!("not sent: {err}"),
                     ));
+                    work.push_back(Continuation {
+                        context: step,
+                        origin: (id, "step".into()),
+                        ending: Ending::Ended {
+                            state: TaskState::Failure,
+                            error: error_chain(&err),
+                        },
+                    });
                 }
+            } else if let Some(member_of) = context.member_of {
+                reports.push((
+                    member_of,
+                    signed_outcome(
+                        core,
+                        member_of,
+                        MemberOutcome {
+                            id: origin.0,
+                            task: origin.1,
+                            state: TaskState::Success,
+                            output: Some(sealed_output(core, output, member_of)),
+                            error: None,
+                            sig: None,
+                        },
+                    ),
+                ));
             }
-            Ending::Ended { state, error } => {
-                let why = format!(
-                    "not run: {} ({}) ended {state}: {error}",
-                    origin.1, origin.0
-                );
-                let mut never_run = Vec::new();
-                for node in &context.then {
-                    node.task_ids(&mut never_run);
-                }
-                for id in never_run {
-                    plan.records.push(self.ended_record(id, state, why.clone()));
-                }
-                if let Some(member_of) = context.member_of {
-                    reports.push((
+        }
+        Ending::Ended { state, error } => {
+            let why = format!(
+                "not run: {} ({}) ended {state}: {error}",
+                origin.1, origin.0
+            );
+            let mut never_run = Vec::new();
+            for node in &context.then {
+                node.task_ids(&mut never_run);
+            }
+            for id in never_run {
+                plan.records
+                    .push(ended_record(core, id, state, why.clone()));
+            }
+            if let Some(member_of) = context.member_of {
+                reports.push((
+                    member_of,
+                    signed_outcome(
+                        core,
                         member_of,
-                        self.signed_outcome(
-                            member_of,
-                            MemberOutcome {
-                                id: origin.0,
-                                task: origin.1,
-                                state,
-                                output: None,
-                                error: Some(error),
-                                sig: None,
-                            },
-                        ),
-                    ));
-                }
+                        MemberOutcome {
+                            id: origin.0,
+                            task: origin.1,
+                            state,
+                            output: None,
+                            error: Some(error),
+                            sig: None,
+                        },
+                    ),
+                ));
             }
         }
     }
 }
 
-impl Client {
-    /// A member's output as its group stores it: sealed when the client has encryption keys
-    /// (outputs then rest encrypted in the backend, like results), bound to the group and the
-    /// member's position.
-    fn sealed_output(&self, output: Value, member_of: MemberOf) -> Value {
-        let Some(keys) = self.encryption() else {
-            return output;
-        };
-        let sealed = keys.seal(
-            &output.to_string(),
-            &member_binding(member_of.group, member_of.index),
-        );
-        Value::String(sealed)
-    }
-
-    /// A group's outputs opened, where they were sealed (see [`Client::sealed_output`]); an
-    /// output that does not open stays as it is, and the next step fails on it visibly.
-    fn opened_outputs(&self, mut continuation: Continuation) -> Continuation {
-        let Some(keys) = self.encryption() else {
-            return continuation;
-        };
-        let group = continuation.origin.0;
-        let Ending::Succeeded(Value::Array(outputs)) = &mut continuation.ending else {
-            return continuation;
-        };
-        for (index, output) in outputs.iter_mut().enumerate() {
-            // A settled group's outputs sit inside {"ok": ...}.
-            let slot = match output.get_mut("ok") {
-                Some(inner) => inner,
-                None => output,
-            };
-            let Value::String(text) = slot else { continue };
-            if crate::Encryption::sealed_text(&Value::String(text.clone()).to_string()).is_none() {
-                continue;
-            }
-            if let Ok(opened) = keys.open(text, &member_binding(group, index as u32)) {
-                if let Ok(value) = serde_json::from_str(&opened) {
-                    *slot = value;
-                }
-            }
-        }
-        continuation
-    }
+/// A member's output as its group stores it: sealed when the client has encryption keys
+/// (outputs then rest encrypted in the backend, like results), bound to the group and the
+/// member's position.
+fn sealed_output(core: &ClientCore, output: Value, member_of: MemberOf) -> Value {
+    let Some(keys) = core.encryption() else {
+        return output;
+    };
+    let sealed = keys.seal(
+        &output.to_string(),
+        &member_binding(member_of.group, member_of.index),
+    );
+    Value::String(sealed)
 }
 
-impl Client {
-    /// `outcome` signed with the client's signing key, when it has one.
-    fn signed_outcome(&self, member_of: MemberOf, mut outcome: MemberOutcome) -> MemberOutcome {
-        if let (Some(key), _) = self.outcome_signing() {
-            outcome.sig = Some(key.sign_bytes(&outcome.signed_bytes(member_of.group)));
+/// A group's outputs opened, where they were sealed (see [`sealed_output`]); an
+/// output that does not open stays as it is, and the next step fails on it visibly.
+fn opened_outputs(core: &ClientCore, mut continuation: Continuation) -> Continuation {
+    let Some(keys) = core.encryption() else {
+        return continuation;
+    };
+    let group = continuation.origin.0;
+    let Ending::Succeeded(Value::Array(outputs)) = &mut continuation.ending else {
+        return continuation;
+    };
+    for (index, output) in outputs.iter_mut().enumerate() {
+        // A settled group's outputs sit inside {"ok": ...}.
+        let slot = match output.get_mut("ok") {
+            Some(inner) => inner,
+            None => output,
+        };
+        let Value::String(text) = slot else { continue };
+        if Encryption::sealed_text(&Value::String(text.clone()).to_string()).is_none() {
+            continue;
         }
-        outcome
+        if let Ok(opened) = keys.open(text, &member_binding(group, index as u32)) {
+            if let Ok(value) = serde_json::from_str(&opened) {
+                *slot = value;
+            }
+        }
     }
+    continuation
+}
 
-    /// `status` with every outcome whose signature does not hold (where signatures are
-    /// required) turned into a failure saying so: the callback never receives an input that
-    /// no worker with a key reported.
-    fn authenticated(&self, status: GroupStatus) -> GroupStatus {
-        let (_, Some(keyring)) = self.outcome_signing() else {
-            return status;
-        };
-        if !keyring.is_required() {
-            return status;
+/// `outcome` signed with the client's signing key, when it has one.
+fn signed_outcome(
+    core: &ClientCore,
+    member_of: MemberOf,
+    mut outcome: MemberOutcome,
+) -> MemberOutcome {
+    if let (Some(key), _) = core.outcome_signing() {
+        outcome.sig = Some(key.sign_bytes(&outcome.signed_bytes(member_of.group)));
+    }
+    outcome
+}
+
+/// `status` with every outcome whose signature does not hold (where signatures are
+/// required) turned into a failure saying so: the callback never receives an input that
+/// no worker with a key reported.
+fn authenticated(core: &ClientCore, status: GroupStatus) -> GroupStatus {
+    let (_, Some(keyring)) = core.outcome_signing() else {
+        return status;
+    };
+    if !keyring.is_required() {
+        return status;
+    }
+    let now = core.clock.now();
+    // The outcome as the callback may see it, and whether its signature was refused.
+    let check = |group: TaskId, outcome: MemberOutcome| -> (MemberOutcome, bool) {
+        let held = keyring.verify_bytes(&outcome.signed_bytes(group), outcome.sig.as_deref(), now);
+        match held {
+            Ok(()) => (outcome, false),
+            Err(err) => {
+                tracing::error!(group = %group, member = %outcome.id, error = %err, "a group member's recorded outcome is not signed by an accepted key; failing the group");
+                let refused = MemberOutcome {
+                    state: TaskState::Failure,
+                    output: None,
+                    error: Some(format!("its recorded outcome is refused: {err}")),
+                    sig: None,
+                    ..outcome
+                };
+                (refused, true)
+            }
         }
-        let now = self.clock().now();
-        // The outcome as the callback may see it, and whether its signature was refused.
-        let check = |group: TaskId, outcome: MemberOutcome| -> (MemberOutcome, bool) {
-            let held =
-                keyring.verify_bytes(&outcome.signed_bytes(group), outcome.sig.as_deref(), now);
-            match held {
-                Ok(()) => (outcome, false),
-                Err(err) => {
-                    tracing::error!(group = %group, member = %outcome.id, error = %err, "a group member's recorded outcome is not signed by an accepted key; failing the group");
-                    let refused = MemberOutcome {
-                        state: TaskState::Failure,
-                        output: None,
-                        error: Some(format!("its recorded outcome is refused: {err}")),
-                        sig: None,
-                        ..outcome
-                    };
-                    (refused, true)
+    };
+    match status {
+        GroupStatus::Complete(record, outcomes) => {
+            let mut first_refused = None;
+            let mut checked = Vec::with_capacity(outcomes.len());
+            for outcome in outcomes {
+                let (outcome, refused) = check(record.id, outcome);
+                if refused && first_refused.is_none() {
+                    first_refused = Some(outcome.clone());
                 }
+                checked.push(outcome);
             }
-        };
-        match status {
-            GroupStatus::Complete(record, outcomes) => {
-                let mut first_refused = None;
-                let mut checked = Vec::with_capacity(outcomes.len());
-                for outcome in outcomes {
-                    let (outcome, refused) = check(record.id, outcome);
-                    if refused && first_refused.is_none() {
-                        first_refused = Some(outcome.clone());
-                    }
-                    checked.push(outcome);
-                }
-                match first_refused {
-                    // A settled group's callback sees every outcome, the refused as failures.
-                    Some(refused) if !record.settled => {
-                        GroupStatus::Failed(record, Box::new(refused))
-                    }
-                    _ => GroupStatus::Complete(record, checked),
-                }
+            match first_refused {
+                // A settled group's callback sees every outcome, the refused as failures.
+                Some(refused) if !record.settled => GroupStatus::Failed(record, Box::new(refused)),
+                _ => GroupStatus::Complete(record, checked),
             }
-            GroupStatus::Failed(record, failed) => {
-                let (failed, _) = check(record.id, *failed);
-                GroupStatus::Failed(record, Box::new(failed))
-            }
-            other => other,
         }
+        GroupStatus::Failed(record, failed) => {
+            let (failed, _) = check(record.id, *failed);
+            GroupStatus::Failed(record, Box::new(failed))
+        }
+        other => other,
     }
 }
 

@@ -5,7 +5,7 @@
 use std::marker::PhantomData;
 
 use super::{GroupNode, Node, Signature, Step};
-use crate::{Error, Result, Run, TaskId};
+use crate::{error::Error, error::Result, id::TaskId, task::Run};
 
 /// Steps run one after another, each receiving its predecessor's output; `O` is the last
 /// step's output. Start one with [`chain`].

@@ -5,7 +5,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::Signature;
-use crate::{TaskId, TaskState};
+use crate::{
+    envelope::Envelope,
+    error::{Error, Result},
+    id::TaskId,
+    result::TaskState,
+};
 
 /// One step of a workflow still to run: a task call, or a group of chains run in parallel.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -106,6 +111,23 @@ pub struct Flow {
 }
 
 impl Flow {
+    /// The workflow `envelope` belongs to, if any (read from its `flow` field).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Deserialize`] when the `flow` field is not a workflow.
+    pub fn of(envelope: &Envelope) -> Result<Option<Self>> {
+        envelope
+            .flow
+            .as_deref()
+            .map(|raw| serde_json::from_str(raw.get()))
+            .transpose()
+            .map_err(|source| Error::Deserialize {
+                what: "workflow",
+                source,
+            })
+    }
+
     /// True when nothing follows the task: no envelope field is needed.
     pub fn is_empty(&self) -> bool {
         self.then.is_empty()
@@ -239,7 +261,7 @@ pub struct MemberOutcome {
 
 impl MemberOutcome {
     /// The bytes its signature covers: the group and everything but the signature.
-    pub(crate) fn signed_bytes(&self, group: crate::TaskId) -> Vec<u8> {
+    pub(crate) fn signed_bytes(&self, group: crate::id::TaskId) -> Vec<u8> {
         serde_json::to_vec(&(
             group.to_string(),
             self.id.to_string(),

@@ -6,7 +6,9 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use serde::de::DeserializeOwned;
 
-use crate::{AsyncResult, Error, Result, TaskId, TaskState};
+use crate::{
+    error::Error, error::Result, id::TaskId, result::TaskState, result_handle::AsyncResult,
+};
 
 /// A sent chain (or chord): wait for its last step's output.
 #[derive(Debug)]

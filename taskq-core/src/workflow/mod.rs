@@ -48,17 +48,21 @@
 
 mod advance;
 mod canvas;
+mod finished;
 mod flow;
 mod handle;
 mod plan;
 mod send;
 mod signature;
 
-pub use advance::{Ending, Finished};
+pub(crate) use advance::advance;
 pub use canvas::{chain, group, Chain, Group};
+pub use finished::{Ending, Finished};
 pub use flow::{
     Failed, Flow, GroupNode, GroupStatus, MemberOf, MemberOutcome, Node, Settled, WorkflowKind,
     WorkflowRecord,
 };
 pub use handle::{ChainResult, GroupResult};
+pub(crate) use plan::{check_supported, resolve_callbacks};
+pub(crate) use send::send_workflow;
 pub use signature::{Signature, Step};

@@ -13,7 +13,13 @@ use super::{
     Flow, Node, Signature, WorkflowKind, WorkflowRecord,
 };
 use crate::{
-    Client, Envelope, Error, OutboundMessage, Result, TaskId, TaskResult, TaskState, DEFAULT_QUEUE,
+    broker::OutboundMessage,
+    client_core::ClientCore,
+    envelope::{Envelope, DEFAULT_QUEUE},
+    error::{Error, Result},
+    id::TaskId,
+    result::{TaskResult, TaskState},
+    task::TaskOptions,
 };
 
 /// The claim guarding the one enqueue of a workflow message, per id.
@@ -46,20 +52,26 @@ pub(super) struct PlannedStep {
     pub(super) flow: Flow,
 }
 
-impl Client {
-    pub(super) fn ended_record(&self, id: TaskId, state: TaskState, error: String) -> TaskResult {
-        let state = if state.is_ready() && state != TaskState::Success {
-            state
-        } else {
-            TaskState::Failure
-        };
-        TaskResult::new(id, "", state, self.clock().now()).with_error(error)
-    }
+/// The final record of a step that will never run: FAILURE unless it ended otherwise.
+pub(super) fn ended_record(
+    core: &ClientCore,
+    id: TaskId,
+    state: TaskState,
+    error: String,
+) -> TaskResult {
+    let state = if state.is_ready() && state != TaskState::Success {
+        state
+    } else {
+        TaskState::Failure
+    };
+    TaskResult::new(id, "", state, core.clock.now()).with_error(error)
+}
 
+impl Plan {
     /// Plans `node` with `input` (its predecessor's output) in `context`.
     pub(super) fn spawn(
-        &self,
-        plan: &mut Plan,
+        &mut self,
+        core: &ClientCore,
         node: &Node,
         input: Option<&Value>,
         context: Context,
@@ -73,9 +85,9 @@ impl Client {
                     on_success: signature.on_success.clone(),
                     on_failure: signature.on_failure.clone(),
                 };
-                let envelope = self.envelope_of(signature, input, &flow)?;
-                plan.messages.push(PlannedStep {
-                    message: self.outbound(&envelope)?,
+                let envelope = envelope_of(core, signature, input, &flow)?;
+                self.messages.push(PlannedStep {
+                    message: core.outbound(&envelope)?,
                     task: signature.task.clone(),
                     flow,
                 });
@@ -86,7 +98,7 @@ impl Client {
                 if of == 0 {
                     return Err(invalid("a group needs at least one member"));
                 }
-                plan.groups.push(WorkflowRecord {
+                self.groups.push(WorkflowRecord {
                     id: group.id,
                     kind: if context.then.is_empty() {
                         WorkflowKind::Group
@@ -102,7 +114,7 @@ impl Client {
                     then: context.then,
                     member_of: context.member_of,
                     root: context.root,
-                    created_at: self.clock().now(),
+                    created_at: core.clock.now(),
                     settled: group.settled,
                 });
                 for (index, member) in group.members.iter().enumerate() {
@@ -118,40 +130,11 @@ impl Client {
                             of,
                         }),
                     };
-                    self.spawn(plan, first, input, member_context)?;
+                    self.spawn(core, first, input, member_context)?;
                 }
             }
         }
         Ok(())
-    }
-
-    /// The envelope of one step.
-    fn envelope_of(
-        &self,
-        signature: &Signature,
-        input: Option<&Value>,
-        flow: &Flow,
-    ) -> Result<Envelope> {
-        // Sealed in the flow; the envelope's arguments are sealed again as it is sent.
-        let opened = signature.opened(self.encryption())?;
-        let signature = opened.as_ref().unwrap_or(signature);
-        let args = signature.args_with(input)?;
-        let queue = signature.queue.as_deref().unwrap_or(DEFAULT_QUEUE);
-        let mut envelope = Envelope::new(&signature.task, &args, queue, self.clock().now())?;
-        envelope.id = signature.id;
-        envelope.priority = signature.priority.unwrap_or(0);
-        envelope.max_retries = signature.max_retries;
-        envelope.headers = signature.headers.clone();
-        if !flow.is_empty() {
-            envelope.flow =
-                Some(
-                    serde_json::value::to_raw_value(flow).map_err(|source| Error::Serialize {
-                        what: "workflow",
-                        source,
-                    })?,
-                );
-        }
-        Ok(envelope)
     }
 
     /// Writes a plan: group records, then the messages (each once per id when `once`), then
@@ -162,8 +145,8 @@ impl Client {
     /// worker retrying it in place would hold its own settling, and so the drain that would
     /// make room, for ever.
     pub(super) async fn commit(
-        &self,
-        plan: Plan,
+        self,
+        core: &ClientCore,
         once: bool,
         ttl: Duration,
     ) -> Result<Vec<super::Finished>> {
@@ -171,9 +154,9 @@ impl Client {
             groups,
             messages,
             mut records,
-        } = plan;
+        } = self;
         for group in &groups {
-            self.backend().put_workflow(group, ttl).await?;
+            core.backend.put_workflow(group, ttl).await?;
         }
         let mut not_sent = Vec::new();
         if once {
@@ -181,7 +164,7 @@ impl Client {
                 let key = once_key(step.message.id);
                 async move {
                     let id = step.message.id;
-                    match self.broker().enqueue_unique(step.message, &key, ttl).await {
+                    match core.broker.enqueue_unique(step.message, &key, ttl).await {
                         Ok(_) => Ok(None),
                         Err(err @ Error::QueueFull { .. }) => {
                             Ok(Some((id, step.task, step.flow, err)))
@@ -193,7 +176,7 @@ impl Client {
             .await?;
             for (id, task, flow, err) in sent.into_iter().flatten() {
                 let error = format!("not sent: {err}");
-                records.push(self.ended_record(id, TaskState::Failure, error.clone()));
+                records.push(ended_record(core, id, TaskState::Failure, error.clone()));
                 let ending = super::Ending::Ended {
                     state: TaskState::Failure,
                     error,
@@ -201,67 +184,100 @@ impl Client {
                 not_sent.push(super::Finished::new(id, task, flow, ending));
             }
         } else if !messages.is_empty() {
-            self.broker()
+            core.broker
                 .enqueue(messages.into_iter().map(|step| step.message).collect())
                 .await?;
         }
         if !records.is_empty() {
-            self.backend().store_many(&records, ttl).await?;
+            core.backend.store_many(&records, ttl).await?;
         }
         Ok(not_sent)
     }
+}
 
-    /// Refuses a workflow (steps after the first, callbacks) on a broker that cannot send its
-    /// later steps once each (see [`crate::Transport::supports_unique`]).
-    pub(crate) fn check_workflows_supported(&self) -> Result<()> {
-        if self.broker().supports_unique() {
-            return Ok(());
-        }
-        Err(invalid(
-            "this broker cannot send a workflow's later steps once each (it has no uniqueness \
+/// The envelope of one step.
+fn envelope_of(
+    core: &ClientCore,
+    signature: &Signature,
+    input: Option<&Value>,
+    flow: &Flow,
+) -> Result<Envelope> {
+    // Sealed in the flow; the envelope's arguments are sealed again as it is sent.
+    let opened = signature.opened(core.encryption())?;
+    let signature = opened.as_ref().unwrap_or(signature);
+    let args = signature.args_with(input)?;
+    let queue = signature.queue.as_deref().unwrap_or(DEFAULT_QUEUE);
+    let mut envelope = Envelope::new(&signature.task, &args, queue, core.clock.now())?;
+    envelope.id = signature.id;
+    envelope.priority = signature.priority.unwrap_or(0);
+    envelope.max_retries = signature.max_retries;
+    envelope.headers = signature.headers.clone();
+    if !flow.is_empty() {
+        envelope.flow =
+            Some(
+                serde_json::value::to_raw_value(flow).map_err(|source| Error::Serialize {
+                    what: "workflow",
+                    source,
+                })?,
+            );
+    }
+    Ok(envelope)
+}
+
+/// Refuses a workflow (steps after the first, callbacks) on a broker that cannot send its
+/// later steps once each (see [`crate::Transport::supports_unique`]).
+pub(crate) fn check_supported(core: &ClientCore) -> Result<()> {
+    if core.broker.supports_unique() {
+        return Ok(());
+    }
+    Err(invalid(
+        "this broker cannot send a workflow's later steps once each (it has no uniqueness \
              keys, as RabbitMQ): chains, groups, chords and callbacks need the Redis broker",
-        ))
-    }
+    ))
+}
 
-    /// Applies the declared options of by-name steps (looked up once per name).
-    /// Applies the declared options of by-name callbacks (see [`Client::resolve`]).
-    pub(crate) async fn resolve_callbacks(&self, callbacks: &mut Vec<Signature>) -> Result<()> {
-        if callbacks.iter().all(|callback| callback.resolved) {
-            return Ok(());
-        }
-        let mut nodes: Vec<Node> = callbacks.drain(..).map(Node::Task).collect();
-        self.resolve(&mut nodes).await?;
-        callbacks.extend(nodes.into_iter().filter_map(|node| match node {
-            Node::Task(signature) => Some(signature),
-            Node::Group(_) => None,
-        }));
-        Ok(())
+/// Applies the declared options of by-name callbacks (see [`resolve`]).
+pub(crate) async fn resolve_callbacks(
+    core: &ClientCore,
+    callbacks: &mut Vec<Signature>,
+) -> Result<()> {
+    if callbacks.iter().all(|callback| callback.resolved) {
+        return Ok(());
     }
+    let mut nodes: Vec<Node> = callbacks.drain(..).map(Node::Task).collect();
+    resolve(core, &mut nodes).await?;
+    callbacks.extend(nodes.into_iter().filter_map(|node| match node {
+        Node::Task(signature) => Some(signature),
+        Node::Group(_) => None,
+    }));
+    Ok(())
+}
 
-    pub(super) async fn resolve(&self, nodes: &mut [Node]) -> Result<()> {
-        let mut names = Vec::new();
-        for node in nodes.iter_mut() {
-            node.signatures_mut(&mut |signature| collect_unresolved(signature, &mut names));
+/// Applies the declared options of by-name steps (looked up once per name), then checks
+/// every step.
+pub(crate) async fn resolve(core: &ClientCore, nodes: &mut [Node]) -> Result<()> {
+    let mut names = Vec::new();
+    for node in nodes.iter_mut() {
+        node.signatures_mut(&mut |signature| collect_unresolved(signature, &mut names));
+    }
+    names.sort();
+    names.dedup();
+    let mut declared = std::collections::HashMap::new();
+    for name in names {
+        if let Some(options) = core.declared_options(&name).await? {
+            declared.insert(name, options);
         }
-        names.sort();
-        names.dedup();
-        let mut declared = std::collections::HashMap::new();
-        for name in names {
-            if let Some(options) = self.declared_options(&name).await? {
-                declared.insert(name, options);
+    }
+    let mut error = None;
+    for node in nodes.iter_mut() {
+        node.signatures_mut(&mut |signature| {
+            apply_declared(signature, &declared);
+            if let Err(err) = signature.validate() {
+                error.get_or_insert(err);
             }
-        }
-        let mut error = None;
-        for node in nodes.iter_mut() {
-            node.signatures_mut(&mut |signature| {
-                apply_declared(signature, &declared);
-                if let Err(err) = signature.validate() {
-                    error.get_or_insert(err);
-                }
-            });
-        }
-        error.map_or(Ok(()), Err)
+        });
     }
+    error.map_or(Ok(()), Err)
 }
 
 fn collect_unresolved(signature: &Signature, names: &mut Vec<String>) {
@@ -275,7 +291,7 @@ fn collect_unresolved(signature: &Signature, names: &mut Vec<String>) {
 
 fn apply_declared(
     signature: &mut Signature,
-    declared: &std::collections::HashMap<String, crate::TaskOptions>,
+    declared: &std::collections::HashMap<String, TaskOptions>,
 ) {
     if !signature.resolved {
         if let Some(options) = declared.get(&signature.task) {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use crate::{Error, Priority, Result, Run, TaskId};
+use crate::{error::Error, error::Result, id::TaskId, priority::Priority, task::Run};
 
 /// A task that can follow another in a workflow: its field [`Step::INPUT_FIELD`] receives the
 /// predecessor's output, of type [`Step::Input`].
@@ -219,9 +219,9 @@ impl Signature {
     /// as a task's sealed arguments are: a workflow's later steps and callbacks then travel
     /// sealed in its envelopes' `flow` and in group records. Opened again, with the input
     /// merged in, when the step's envelope is built ([`Signature::opened`]).
-    pub(crate) fn seal_args(&mut self, keys: &crate::Encryption) {
-        if crate::Encryption::sealed_text(&self.args.to_string()).is_none() {
-            let associated = crate::Encryption::associated(self.id, &self.task);
+    pub(crate) fn seal_args(&mut self, keys: &crate::encryption::Encryption) {
+        if crate::encryption::Encryption::sealed_text(&self.args.to_string()).is_none() {
+            let associated = crate::encryption::Encryption::associated(self.id, &self.task);
             self.args = serde_json::Value::String(keys.seal(&self.args.to_string(), &associated));
         }
         for callback in self.on_success.iter_mut().chain(&mut self.on_failure) {
@@ -235,7 +235,10 @@ impl Signature {
     /// # Errors
     ///
     /// [`Error::Invalid`] when they are sealed and `keys` are missing or do not open them.
-    pub(crate) fn opened(&self, keys: Option<&crate::Encryption>) -> Result<Option<Self>> {
+    pub(crate) fn opened(
+        &self,
+        keys: Option<&crate::encryption::Encryption>,
+    ) -> Result<Option<Self>> {
         let serde_json::Value::String(text) = &self.args else {
             return Ok(None);
         };
@@ -253,7 +256,10 @@ impl Signature {
             ))
         })?;
         let opened = keys
-            .open(text, &crate::Encryption::associated(self.id, &self.task))
+            .open(
+                text,
+                &crate::encryption::Encryption::associated(self.id, &self.task),
+            )
             .map_err(|err| invalid(format!("the arguments of `{}`: {err}", self.task)))?;
         let args = serde_json::from_str(&opened).map_err(|_| {
             invalid(format!(
@@ -270,9 +276,9 @@ impl Signature {
     /// Checks what can be checked before sending: names, and arguments that can take an
     /// input.
     pub(crate) fn validate(&self) -> Result<()> {
-        crate::enqueue::check_name("task name", &self.task)?;
+        crate::names::check_name("task name", &self.task)?;
         if let Some(queue) = &self.queue {
-            crate::enqueue::check_name("queue", queue)?;
+            crate::names::check_name("queue", queue)?;
         }
         if self.input.is_some() {
             self.args_with(Some(&serde_json::Value::Null))?;

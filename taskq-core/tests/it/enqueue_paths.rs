@@ -303,7 +303,7 @@ async fn by_name_callbacks_and_steps_take_the_declared_options() {
         .await
         .unwrap();
     let envelope = Envelope::decode(held[0].payload(), usize::MAX).unwrap();
-    let flow = envelope.workflow().unwrap().unwrap();
+    let flow = taskq_core::workflow::Flow::of(&envelope).unwrap().unwrap();
     assert_eq!(flow.on_success[0].queue.as_deref(), Some("notify"));
     assert_eq!(flow.on_success[0].priority, Some(6));
 

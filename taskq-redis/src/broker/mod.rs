@@ -218,7 +218,7 @@ impl RedisBroker {
     ///
     /// [`Error::Invalid`](taskq_core::Error::Invalid) for a bad URL, [`Error::Broker`](taskq_core::Error::Broker) when the server cannot be reached.
     pub async fn connect(config: RedisConfig) -> Result<Self> {
-        let server = config.server()?;
+        let server = Server::of(&config)?;
         let conn = server.connect(config.response_timeout()).await?;
         let host_clock = config.host_clock().clone();
         let correction = Arc::new(AtomicI64::new(0));

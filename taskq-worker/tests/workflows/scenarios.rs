@@ -377,8 +377,7 @@ pub(crate) async fn continuing_twice_sends_the_next_step_once(client: Client, br
         .await
         .unwrap();
     let first = take_pending(&client, 1).await.remove(0);
-    let flow = first
-        .workflow()
+    let flow = taskq_core::workflow::Flow::of(&first)
         .unwrap()
         .expect("a chain step carries its flow");
     let finished = Finished::new(first.id, &first.task, flow, Ending::Succeeded(json!(3)));
@@ -407,7 +406,7 @@ pub(crate) async fn continuing_twice_sends_the_next_step_once(client: Client, br
             let n: i64 = serde_json::from_str::<serde_json::Value>(member.args.get()).unwrap()["n"]
                 .as_i64()
                 .unwrap();
-            let flow = member.workflow().unwrap().unwrap();
+            let flow = taskq_core::workflow::Flow::of(member).unwrap().unwrap();
             Finished::new(
                 member.id,
                 &member.task,

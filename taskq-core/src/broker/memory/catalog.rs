@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use super::MemoryBroker;
 use crate::{
     broker::{TaskCatalog, TaskDeclaration},
-    Result,
+    error::Result,
 };
 
 #[async_trait]

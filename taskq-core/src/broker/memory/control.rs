@@ -9,7 +9,8 @@ use futures_util::StreamExt;
 use super::MemoryBroker;
 use crate::{
     broker::{ControlChannel, ControlMessage, ControlStream, WorkerInfo},
-    Result, TaskId,
+    error::Result,
+    id::TaskId,
 };
 
 #[async_trait]

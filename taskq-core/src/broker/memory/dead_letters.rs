@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 
-use crate::DeadLetter;
+use crate::broker::DeadLetter;
 
 /// How many dead letters a queue keeps, and how many bytes of them.
 #[derive(Clone, Copy, Debug)]

@@ -11,7 +11,8 @@ use crate::{
         last_minutes, minute_start, DeadLetter, Inspector, MinuteCounts, Page, PayloadFields,
         QueueStats, ScheduledMessage, WorkerInfo,
     },
-    Result, TaskId,
+    error::Result,
+    id::TaskId,
 };
 
 #[async_trait]
@@ -102,7 +103,7 @@ impl Inspector for MemoryBroker {
             .collect())
     }
 
-    async fn lost_workers(&self) -> Result<Vec<crate::LostWorker>> {
+    async fn lost_workers(&self) -> Result<Vec<crate::broker::LostWorker>> {
         Ok(self.lock().lost.iter().cloned().collect())
     }
 

@@ -12,7 +12,8 @@ use super::{MemoryBroker, State};
 use crate::broker::{LostWorker, LOST_WORKERS_KEPT};
 use crate::{
     broker::{DeadLetter, DeadReason, Membership, RecoveryReport, WorkerId},
-    Error, Result,
+    error::Error,
+    error::Result,
 };
 
 impl State {

@@ -12,7 +12,9 @@ use tokio::sync::{mpsc, Notify};
 use super::{Broker, Delivery, Membership, OutboundMessage, Receipt, WorkerId, FETCH_LEASE};
 use dead_letters::{DeadCaps, DeadLetters};
 
-use crate::{Clock, ControlMessage, Priority, TaskId, WorkerInfo};
+use crate::{
+    broker::ControlMessage, broker::WorkerInfo, clock::Clock, id::TaskId, priority::Priority,
+};
 
 mod catalog;
 mod control;
@@ -202,7 +204,7 @@ impl MemoryBroker {
         worker: &WorkerId,
         queues: &[String],
         max: usize,
-    ) -> crate::Result<Vec<Delivery>> {
+    ) -> crate::error::Result<Vec<Delivery>> {
         let now = self.shared.clock.now();
         let lease = chrono::Duration::from_std(FETCH_LEASE).unwrap_or(chrono::Duration::MAX);
         let mut state = self.lock();
@@ -213,7 +215,7 @@ impl MemoryBroker {
                 .iter()
                 .any(|q| !leases.is_some_and(|leases| leases.contains_key(q)))
             {
-                return Err(crate::Error::LeaseLost {
+                return Err(crate::error::Error::LeaseLost {
                     worker: worker.to_string(),
                 });
             }

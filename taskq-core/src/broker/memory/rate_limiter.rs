@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::MemoryBroker;
-use crate::{broker::RateLimiter, Result};
+use crate::{broker::RateLimiter, error::Result};
 
 #[async_trait]
 impl RateLimiter for MemoryBroker {
@@ -13,7 +13,7 @@ impl RateLimiter for MemoryBroker {
         &self,
         queue: &str,
         task: &str,
-        limit: crate::RateLimit,
+        limit: crate::task::RateLimit,
     ) -> Result<Option<Duration>> {
         let now = self.shared.clock.now();
         let interval =

@@ -8,7 +8,10 @@ use async_trait::async_trait;
 use super::MemoryBroker;
 use crate::{
     broker::{DeadLetter, DeadReason, Delivery, OutboundMessage, Transport, WorkerId},
-    Clock, Error, Result, TaskId,
+    clock::Clock,
+    error::Error,
+    error::Result,
+    id::TaskId,
 };
 
 #[async_trait]

@@ -1,0 +1,49 @@
+//! What a worker hands the workflow engine when a workflow's message ends: [`Finished`] and
+//! its [`Ending`].
+
+use serde_json::Value;
+
+use super::Flow;
+use crate::{id::TaskId, result::TaskState};
+
+/// How a workflow member ended, as its worker saw it.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Ending {
+    /// It succeeded with this output (plain JSON, not sealed).
+    Succeeded(Value),
+    /// It ended in a final state other than SUCCESS.
+    Ended {
+        /// FAILURE, REVOKED or EXPIRED.
+        state: TaskState,
+        /// Why.
+        error: String,
+    },
+}
+
+/// One finished message whose workflow continues: what a worker hands to
+/// [`Client::advance_workflows`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Finished {
+    /// The finished task.
+    pub id: TaskId,
+    /// Its name.
+    pub task: String,
+    /// What its envelope carried.
+    pub flow: Flow,
+    /// How it ended.
+    pub ending: Ending,
+}
+
+impl Finished {
+    /// A finished message.
+    pub fn new(id: TaskId, task: impl Into<String>, flow: Flow, ending: Ending) -> Self {
+        Self {
+            id,
+            task: task.into(),
+            flow,
+            ending,
+        }
+    }
+}
