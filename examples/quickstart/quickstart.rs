@@ -78,7 +78,7 @@ impl Run for SendEmail {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> taskq::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
@@ -93,10 +93,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .concurrency(8)
         .build()?;
     println!("worker {} consuming {:?}", worker.id(), worker.queues());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run(async {
-        let _ = stopped.await;
-    }));
+    // In the background until `stop()`: a warm shutdown (unstarted messages go back, running
+    // ones finish). A worker binary runs `worker.run(shutdown_signal)` in place instead.
+    let running = worker.start();
 
     let sums = client
         .enqueue_many((1..=5).map(|i| Add { a: i, b: i * 10 }))
@@ -124,8 +123,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         later.wait(Duration::from_secs(5)).await?
     );
 
-    let _ = stop.send(());
-    let report = running.await??;
+    let report = running.stop().await?;
     println!(
         "worker report: {} succeeded, {} retried, {} failed",
         report.succeeded, report.retried, report.failed

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use taskq_core::{BeatStore, Client, Sent, TaskId};
 use tokio::time::Instant;
 
-use crate::{plan, Entry, Error, Result};
+use crate::{error::invalid_schedule_file, plan, Entry, Result};
 
 /// Namespace of the deterministic task ids of fires (UUID v5 of `"<entry>@<slot ms>"`).
 const FIRE_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x7a5b_8a41_3c1e_4f0a_9d6e_2b7c_1f0e_5a93);
@@ -59,7 +59,7 @@ pub struct BeatReport {
 /// enqueue a slot twice.
 ///
 /// ```
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq_core::Result<()> {
 /// use std::{sync::Arc, time::Duration};
 /// use taskq_beat::{Beat, Entry, Every};
 /// use taskq_core::MemoryBeatStore;
@@ -86,15 +86,15 @@ impl Beat {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] when two entries share a name.
+    /// [`Error::Invalid`](crate::Error::Invalid) when two entries share a name.
     pub fn new(client: Client, store: Arc<dyn BeatStore>, entries: Vec<Entry>) -> Result<Self> {
         let mut names = HashSet::new();
         for entry in &entries {
             if !names.insert(entry.name.as_str()) {
-                return Err(Error::Config {
-                    path: "<entries>".into(),
-                    message: format!("duplicate entry name `{}`", entry.name),
-                });
+                return Err(invalid_schedule_file(
+                    "<entries>",
+                    format!("duplicate entry name `{}`", entry.name),
+                ));
             }
         }
         let owner = format!(
@@ -230,18 +230,10 @@ impl Beat {
     /// Plans and fires one entry.
     async fn step(&self, entry: &Entry, report: &mut BeatReport) -> Result<()> {
         let now = self.client.clock().now();
-        let Some(last) = self
-            .store
-            .last_fire(&entry.name)
-            .await
-            .map_err(Error::Store)?
-        else {
+        let Some(last) = self.store.last_fire(&entry.name).await? else {
             // First sight of this entry: start from now, do not fire the past.
             let baseline = entry.schedule.last_at_or_before(now).unwrap_or(now);
-            self.store
-                .set_last_fire(&entry.name, baseline)
-                .await
-                .map_err(Error::Store)?;
+            self.store.set_last_fire(&entry.name, baseline).await?;
             return Ok(());
         };
         let step = plan(
@@ -267,10 +259,7 @@ impl Beat {
             }
         }
         if let Some(latest) = step.last {
-            self.store
-                .set_last_fire(&entry.name, latest)
-                .await
-                .map_err(Error::Store)?;
+            self.store.set_last_fire(&entry.name, latest).await?;
         }
         Ok(())
     }
@@ -286,12 +275,7 @@ impl Beat {
             .header("taskq-beat-slot", slot.to_rfc3339());
         if self.store.claims_fires() {
             // The store's claim guards the slot (RabbitMQ alone has no uniqueness keys).
-            if !self
-                .store
-                .claim_fire(&entry.name, slot)
-                .await
-                .map_err(Error::Store)?
-            {
+            if !self.store.claim_fire(&entry.name, slot).await? {
                 return Ok(false);
             }
         } else {

@@ -23,7 +23,9 @@ use std::{collections::BTreeMap, path::Path};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use crate::{Bounded, CatchUp, CronSchedule, Entry, Error, Every, Result, Schedule};
+use crate::{
+    error::invalid_schedule_file, Bounded, CatchUp, CronSchedule, Entry, Every, Result, Schedule,
+};
 
 /// Default cap of [`CatchUp::All`] when `backfill` is not given.
 const DEFAULT_BACKFILL: usize = 10;
@@ -60,17 +62,13 @@ struct RawEntry {
 ///
 /// # Errors
 ///
-/// [`Error::Config`] naming the file, line and entry: unreadable file, TOML syntax, unknown
+/// [`Error::Invalid`](crate::Error::Invalid) naming the file, line and entry: unreadable file, TOML syntax, unknown
 /// keys, bad cron lines, unknown time zones, bad intervals, duplicate names.
 pub fn load(path: &Path) -> Result<Vec<Entry>> {
-    let text = std::fs::read_to_string(path).map_err(|err| Error::Config {
-        path: path.display().to_string(),
-        message: format!("cannot read: {err}"),
-    })?;
-    parse(&text).map_err(|message| Error::Config {
-        path: path.display().to_string(),
-        message,
-    })
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| invalid_schedule_file(&shown, format!("cannot read: {err}")))?;
+    parse(&text).map_err(|message| invalid_schedule_file(&shown, message))
 }
 
 /// Parses schedule file text; the error is a one-line message naming line and entry.

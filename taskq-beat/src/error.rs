@@ -1,4 +1,8 @@
-//! The beat crate's error types.
+//! The beat reports errors in taskq-core's one error type, so that a program's `?` works the
+//! same on the client, the worker and the beat; [`ScheduleError`] says why one schedule value
+//! does not parse, and converts.
+
+pub use taskq_core::{Error, Result};
 
 /// Why a schedule or a schedule file is invalid.
 #[derive(Debug, thiserror::Error)]
@@ -20,25 +24,20 @@ pub enum ScheduleError {
     Interval(String),
 }
 
-/// Why a beat could not start or stopped.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// The schedule file is invalid; nothing was started.
-    #[error("{path}: {message}")]
-    Config {
-        /// The file.
-        path: String,
-        /// What is wrong, naming the entry and line.
-        message: String,
-    },
-    /// A coordination (lock, state) command failed.
-    #[error("beat store failed")]
-    Store(#[source] taskq_core::Error),
-    /// The broker refused an enqueue.
-    #[error("broker failed")]
-    Broker(#[from] taskq_core::Error),
+/// A schedule value that does not parse is invalid input like any other to a program's `?`.
+impl From<ScheduleError> for Error {
+    fn from(err: ScheduleError) -> Self {
+        Error::Invalid {
+            what: "schedule",
+            reason: err.to_string(),
+        }
+    }
 }
 
-/// `Result` with the beat's [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+/// A schedule file (or a list of entries) that cannot work: `path` and what is wrong with it.
+pub(crate) fn invalid_schedule_file(path: &str, message: impl std::fmt::Display) -> Error {
+    Error::Invalid {
+        what: "beat schedule",
+        reason: format!("{path}: {message}"),
+    }
+}

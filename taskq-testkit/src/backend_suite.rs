@@ -5,37 +5,6 @@ use std::{sync::Arc, time::Duration};
 use chrono::Utc;
 use taskq_core::{ResultBackend, TaskId, TaskResult, TaskState};
 
-/// Expands to one test per suite function; `$make` is a future of `(backend, guard)`.
-#[macro_export]
-macro_rules! backend_conformance {
-    (#[$attr:meta] $name:ident => $make:expr) => {
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-            $crate::backend_conformance!(@tests [$attr] $make;
-                unknown_id_is_none,
-                stored_record_round_trips,
-                later_write_replaces_earlier,
-                wait_is_woken_by_the_write,
-                waiters_get_small_and_large_results_whole,
-                wait_returns_latest_on_timeout,
-                many_waiters_on_many_ids,
-                records_expire_after_ttl,
-                final_states_are_never_undone,
-            );
-        }
-    };
-    (@tests [$attr:meta] $make:expr; $($test:ident),* $(,)?) => {
-        $(
-            #[$attr]
-            async fn $test() {
-                let (backend, _guard) = $make.await;
-                $crate::backend_suite::$test(backend).await;
-            }
-        )*
-    };
-}
-
 pub type Shared = Arc<dyn ResultBackend>;
 
 const DAY: Duration = Duration::from_secs(86_400);

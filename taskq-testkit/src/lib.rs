@@ -29,6 +29,21 @@ mod rabbitmq;
 mod sentinel;
 #[allow(missing_docs)]
 pub mod suite;
+
+// The conformance macros, one per suite, written by build.rs from the suite files.
+include!(concat!(env!("OUT_DIR"), "/conformance.rs"));
+
+/// The fixture a backend gave, or [`suite::missing_fixture`] naming the one it did not.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __fixture_or_missing {
+    ($make:expr; $what:literal) => {
+        $make
+    };
+    (; $what:literal) => {
+        $crate::suite::missing_fixture($what)
+    };
+}
 mod tls;
 mod watchdog;
 

@@ -10,7 +10,7 @@ use crate::{Result, Worker, WorkerReport};
 /// A [`Worker`] running on the tokio runtime, from [`Worker::start`].
 ///
 /// ```
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq_core::Result<()> {
 /// use std::time::Duration;
 /// use serde::{Deserialize, Serialize};
 /// use taskq_core::{Client, Run, Task, TaskContext, TaskError};

@@ -5,9 +5,10 @@ use std::time::Duration;
 use taskq_core::{Client, Run, WorkerId};
 
 use crate::{
+    error::{invalid_config, Error},
     hooks::{Hooks, On},
     registry::Registry,
-    Error, HookError, Result, TaskEvent, Worker, WorkerConfig,
+    HookError, Result, TaskEvent, Worker, WorkerConfig,
 };
 
 /// Builds a [`Worker`]; start with [`Worker::builder`].
@@ -237,22 +238,23 @@ impl WorkerBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::DuplicateTask`] or [`Error::Config`] (no tasks, zero concurrency, a liveness
-    /// TTL not longer than the heartbeat interval).
+    /// [`Error::Invalid`](crate::Error::Invalid) for a task name registered twice or a
+    /// configuration that cannot work (no tasks, zero concurrency, a liveness TTL not longer
+    /// than the heartbeat interval).
     pub fn build(self) -> Result<Worker> {
         if let Some(err) = self.error {
             return Err(err);
         }
         let mut config = self.config;
         if self.registry.is_empty() {
-            return Err(Error::Config("no tasks registered".into()));
+            return Err(invalid_config("no tasks registered"));
         }
         if config.concurrency == 0 {
-            return Err(Error::Config("concurrency must be at least 1".into()));
+            return Err(invalid_config("concurrency must be at least 1"));
         }
         if config.liveness_ttl <= config.heartbeat_interval {
-            return Err(Error::Config(
-                "liveness ttl must be longer than the heartbeat interval".into(),
+            return Err(invalid_config(
+                "liveness ttl must be longer than the heartbeat interval",
             ));
         }
         if config.queues.is_empty() {
@@ -260,7 +262,7 @@ impl WorkerBuilder {
         }
         for queue in &config.queues {
             taskq_core::enqueue::check_name("queue", queue)
-                .map_err(|err| Error::Config(taskq_core::error_chain(&err)))?;
+                .map_err(|err| invalid_config(taskq_core::error_chain(&err)))?;
         }
         config.fetch_batch = config.fetch_batch.max(1);
         if config
@@ -268,7 +270,7 @@ impl WorkerBuilder {
             .as_ref()
             .is_some_and(|w| w.len() != config.queues.len())
         {
-            return Err(Error::Config("one weight per queue".into()));
+            return Err(invalid_config("one weight per queue"));
         }
         Ok(Worker::new(
             self.client,

@@ -1,19 +1,20 @@
-//! The worker crate's error type.
+//! The worker reports errors in taskq-core's one error type, so that a program's `?` works the
+//! same on the client, the worker and the beat; this file names the worker's own cases.
 
-/// Why a worker could not be built or stopped running.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// The configuration cannot work (no tasks, zero concurrency, no queues).
-    #[error("invalid worker configuration: {0}")]
-    Config(String),
-    /// Two task types were registered under one name.
-    #[error("task name `{0}` is registered twice")]
-    DuplicateTask(String),
-    /// The broker or backend failed in a way the worker cannot ride out.
-    #[error("broker failure")]
-    Broker(#[from] taskq_core::Error),
+pub use taskq_core::{Error, Result};
+
+/// A configuration that cannot work (no tasks, zero concurrency, no queues).
+pub(crate) fn invalid_config(reason: impl Into<String>) -> Error {
+    Error::Invalid {
+        what: "worker configuration",
+        reason: reason.into(),
+    }
 }
 
-/// `Result` with the worker's [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+/// Two task types registered under one name.
+pub(crate) fn duplicate_task(name: &str) -> Error {
+    Error::Invalid {
+        what: "task registration",
+        reason: format!("task name `{name}` is registered twice"),
+    }
+}

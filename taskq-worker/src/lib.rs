@@ -7,7 +7,7 @@
 //! fresh, and every worker's reaper returns the messages of lost workers to their queues.
 //!
 //! ```
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq_core::Result<()> {
 //! use std::time::Duration;
 //! use serde::{Deserialize, Serialize};
 //! use taskq_core::{Client, Run, Task, TaskContext, TaskError};
@@ -24,14 +24,12 @@
 //!
 //! let client = Client::in_memory();
 //! let worker = Worker::builder(client.clone()).register::<Add>().build()?;
-//! let stop = tokio_util::sync::CancellationToken::new();
-//! let running = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
+//! let running = worker.start(); // or `worker.run(shutdown_future).await` in place
 //!
 //! let sum = client.enqueue(Add { a: 2, b: 3 }).await?.wait(Duration::from_secs(5)).await?;
 //! assert_eq!(sum, 5);
 //!
-//! stop.cancel();
-//! let report = running.await??;
+//! let report = running.stop().await?;
 //! assert_eq!(report.succeeded, 1);
 //! # Ok(()) }
 //! ```

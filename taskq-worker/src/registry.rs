@@ -6,7 +6,7 @@ use futures_util::future::BoxFuture;
 use serde_json::value::RawValue;
 use taskq_core::{Run, TaskContext, TaskDeclaration, TaskError, TaskOptions};
 
-use crate::{Error, Result};
+use crate::Result;
 
 /// A started run: resolves to the JSON-encoded output or the task's error.
 pub(crate) type RunFuture = BoxFuture<'static, Result<Box<RawValue>, TaskError>>;
@@ -60,7 +60,7 @@ impl Registry {
             start: Box::new(start),
         };
         if self.tasks.insert(T::NAME, Arc::new(registered)).is_some() {
-            return Err(Error::DuplicateTask(T::NAME.to_owned()));
+            return Err(crate::error::duplicate_task(T::NAME));
         }
         Ok(())
     }

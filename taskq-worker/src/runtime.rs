@@ -37,7 +37,7 @@ pub(crate) async fn run(
     } = worker;
     let rate_limited = registry.rate_limited();
     if !rate_limited.is_empty() && !client.broker().keeps_rate_limits() {
-        return Err(crate::Error::Config(format!(
+        return Err(crate::error::invalid_config(format!(
             "{} declare(s) a rate limit, which this broker cannot keep (it has no shared \
              state: use the Redis broker, or drop the limit)",
             rate_limited.join(", ")

@@ -6,7 +6,7 @@
 //! turns a broker URL into a [`Client`].
 //!
 //! ```
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq::Result<()> {
 //! use std::time::Duration;
 //! use serde::{Deserialize, Serialize};
 //! use taskq::prelude::*;
@@ -21,14 +21,14 @@
 //! }
 //!
 //! let client = Client::connect("memory://").await?;   // or "redis://127.0.0.1:6379"
-//! let worker = Worker::builder(client.clone()).register::<Add>().build()?;
-//! let stop = tokio_util::sync::CancellationToken::new();
-//! let running = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
+//! let running = Worker::builder(client.clone()).register::<Add>().build()?.start();
 //! assert_eq!(client.enqueue(Add { a: 2, b: 3 }).await?.wait(Duration::from_secs(5)).await?, 5);
-//! stop.cancel();
-//! running.await??;
+//! running.stop().await?;
 //! # Ok(()) }
 //! ```
+//!
+//! One error type, [`Error`], comes back from the client, the worker and the beat alike, so a
+//! program's `?` needs no conversion and [`Error::is_transient`] decides what to retry.
 //!
 //! Features: `redis` (default) adds `redis://`, `rediss://`, `redis+unix://`, `redis+cluster://`
 //! and `redis+sentinel://` URLs and the
@@ -44,7 +44,7 @@ pub use connect::{connect, connect_beat_store, redacted_url, url_with_tls, Conne
 pub use taskq_core::*;
 pub use taskq_worker::{TaskEvent, Worker, WorkerBuilder, WorkerConfig, WorkerReport};
 
-/// The worker runtime (`taskq-worker`), including its own error type.
+/// The worker runtime (`taskq-worker`).
 pub mod worker {
     pub use taskq_worker::*;
 }

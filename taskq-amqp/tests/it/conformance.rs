@@ -1,55 +1,51 @@
-//! The broker conformance suites on RabbitMQ. Every suite test runs here except those whose
-//! behaviour AMQP cannot show the same way; each exception is listed with its reason and
-//! replaced by a test of what RabbitMQ does instead (`docs/amqp.md`, "Differences").
-//!
-//! Transport exceptions:
-//! - scheduling (`eta_is_not_fetched_early`, `fetch_is_woken_by_promotion`,
-//!   `retry_reschedules_the_next_attempt`, `racing_promoters_promote_once`): RabbitMQ moves
-//!   delayed messages itself, in whole seconds; `promote_scheduled` does nothing. See
-//!   `delays::*`.
-//! - counts of held and scheduled messages (`retry_by_another_worker_changes_nothing`,
-//!   `dead_letter_by_another_worker_changes_nothing` check `processing`): unacknowledged
-//!   deliveries are not visible over AMQP without the management plugin.
-//! - uniqueness and rate limits need a shared store (Redis).
-//! - bounded queues bound each priority level, not the queue.
-//! - `requeue_returns_to_the_head`: a requeued message is published again, to the tail of its
-//!   level, because a return with nack-requeue counts toward `x-delivery-limit` (RabbitMQ
-//!   3.10-3.13) and would dead-letter a message that never ran. See
-//!   `behaviour::messages_handed_back_unstarted_do_not_count_toward_the_delivery_limit`.
-//!
-//! Inspector exceptions: `stats_count_every_place` and `queue_purge_removes_waiting_messages_only`
-//! count held and scheduled messages and the oldest ready one, which AMQP does not show;
-//! `pending_is_paged_in_fetch_order` and the scheduled listing (reading a quorum queue counts
-//! as a delivery; delayed messages wait in the shared delay chain); history and lost workers
-//! are not kept. `inspector::*` checks purge and stats as far as AMQP shows them.
-//! - `a_huge_fetch_loses_nothing` and `a_huge_enqueue_lands_whole_and_in_order` count held and
-//!   scheduled messages; `huge::*` checks the same without those counts.
+//! The broker conformance suites on RabbitMQ. Every suite test runs here except those named in
+//! a `skip` list below, each with the reason AMQP cannot show that behaviour the same way; what
+//! RabbitMQ does instead is tested in `delays`, `behaviour`, `inspector` and `huge`
+//! (`docs/amqp.md`, "Differences"). A new suite test runs here by default.
 
-use super::support::amqp_broker;
+use std::sync::Arc;
 
-taskq_testkit::__suite_tests!(transport [tokio::test(flavor = "multi_thread", worker_threads = 2)] amqp_broker();
-    fifo_within_a_level,
-    higher_priority_first,
-    queues_in_order_of_preference,
-    fetch_returns_empty_after_waiting,
-    fetch_is_woken_by_enqueue,
-    fetch_is_woken_for_any_queue_and_level,
-    a_burst_wakes_enough_waiting_fetches,
-    ack_is_fenced,
-    retry_stays_in_the_delivery_queue,
-    dead_letter_keeps_payload_and_reason,
-);
+use taskq_core::Broker;
 
-taskq_testkit::__suite_tests!(control [tokio::test(flavor = "multi_thread", worker_threads = 2)] amqp_broker();
-    control_messages_reach_subscribers,
-    revocations_expire,
-    worker_info_expires,
-    concurrent_readers_each_see_every_revocation_and_worker,
-);
+use super::support::{amqp_broker, config};
 
-taskq_testkit::__suite_tests!(inspector [tokio::test(flavor = "multi_thread", worker_threads = 2)] amqp_broker();
-    dead_letters_requeue_atomically_with_attempts_reset,
-    dead_letters_purge_by_age,
-    dead_letters_are_paged_and_found_by_id,
-    dead_letters_are_deleted_by_id,
-);
+/// A broker on a fresh vhost keeping two dead letters per queue, and few bytes of them.
+async fn capped_amqp_broker() -> (Arc<dyn Broker>, ()) {
+    let config = config()
+        .with_max_dead_letters(2)
+        .with_max_dead_letter_bytes(taskq_testkit::suite::inspector::CAPPED_DEAD_BYTES);
+    let broker = taskq_amqp::AmqpBroker::connect(config)
+        .await
+        .expect("connect");
+    (Arc::new(broker), ())
+}
+
+taskq_testkit::transport_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] transport => amqp_broker(), skip {
+    eta_is_not_fetched_early: "RabbitMQ moves delayed messages itself, in whole seconds (delays::*)",
+    fetch_is_woken_by_promotion: "promote_scheduled does nothing: RabbitMQ delivers delayed messages itself",
+    retry_reschedules_the_next_attempt: "a retry's delay is RabbitMQ's, in whole seconds (delays::*)",
+    racing_promoters_promote_once: "there is no promotion step on AMQP",
+    retry_by_another_worker_changes_nothing: "counts held messages, which AMQP does not show without the management plugin",
+    dead_letter_by_another_worker_changes_nothing: "counts held messages, which AMQP does not show without the management plugin",
+    unique_enqueue_happens_once_per_key: "uniqueness needs a shared store (Redis)",
+    rate_limit_spaces_starts: "shared rate limits need a shared store (Redis)",
+    requeue_returns_to_the_head: "a requeued message is published again, to the tail of its level: a nack-requeue counts toward x-delivery-limit (behaviour::messages_handed_back_unstarted_do_not_count_toward_the_delivery_limit)",
+    a_huge_fetch_loses_nothing: "counts held and scheduled messages (huge::* checks the same without them)",
+    a_huge_enqueue_lands_whole_and_in_order: "counts held and scheduled messages (huge::* checks the same without them)",
+    a_full_queue_refuses_the_whole_call_naming_the_queue: "a bounded queue bounds each priority level, not the queue",
+    concurrent_producers_never_exceed_the_bound: "a bounded queue bounds each priority level, not the queue",
+    a_unique_enqueue_into_a_full_queue_is_refused_and_claims_nothing: "uniqueness needs a shared store (Redis)",
+});
+
+taskq_testkit::control_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] control => amqp_broker());
+
+taskq_testkit::inspector_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] inspector => amqp_broker(), capped => capped_amqp_broker(), skip {
+    stats_count_every_place: "counts held and scheduled messages and the oldest ready one, which AMQP does not show (inspector::*)",
+    queue_purge_removes_waiting_messages_only: "counts held and scheduled messages, which AMQP does not show (inspector::*)",
+    pending_is_paged_in_fetch_order: "reading a quorum queue counts as a delivery",
+    scheduled_are_listed_soonest_first_and_run_now_or_deleted: "delayed messages wait in the shared delay chain, not per queue",
+    history_counts_what_ended_per_minute: "per-minute history is not kept on AMQP",
+    lost_workers_are_remembered_newest_first_with_their_last_report: "lost workers are not kept on AMQP",
+    dead_letters_are_capped_newest_first: "RabbitMQ drops the oldest itself (x-overflow drop-head) and does not count the drops (behaviour::dead_letters_are_capped_newest_first checks the cap)",
+    dead_letters_are_capped_by_bytes: "RabbitMQ's x-max-length-bytes drops even the newest letter when it alone is larger than the cap",
+});

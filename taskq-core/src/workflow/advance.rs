@@ -153,20 +153,13 @@ fn continue_one(
                     });
                 }
             } else if let Some(member_of) = context.member_of {
-                reports.push((
+                let output = sealed_output(core, output, member_of);
+                reports.push(report(
+                    core,
                     member_of,
-                    signed_outcome(
-                        core,
-                        member_of,
-                        MemberOutcome {
-                            id: origin.0,
-                            task: origin.1,
-                            state: TaskState::Success,
-                            output: Some(sealed_output(core, output, member_of)),
-                            error: None,
-                            sig: None,
-                        },
-                    ),
+                    origin,
+                    TaskState::Success,
+                    Ok(output),
                 ));
             }
         }
@@ -184,21 +177,7 @@ fn continue_one(
                     .push(ended_record(core, id, state, why.clone()));
             }
             if let Some(member_of) = context.member_of {
-                reports.push((
-                    member_of,
-                    signed_outcome(
-                        core,
-                        member_of,
-                        MemberOutcome {
-                            id: origin.0,
-                            task: origin.1,
-                            state,
-                            output: None,
-                            error: Some(error),
-                            sig: None,
-                        },
-                    ),
-                ));
+                reports.push(report(core, member_of, origin, state, Err(error)));
             }
         }
     }
@@ -245,6 +224,30 @@ fn opened_outputs(core: &ClientCore, mut continuation: Continuation) -> Continua
         }
     }
     continuation
+}
+
+/// What a group's member `origin` reports to its group: ended in `state` with its (sealed)
+/// output or its error, signed.
+fn report(
+    core: &ClientCore,
+    member_of: MemberOf,
+    origin: (TaskId, String),
+    state: TaskState,
+    result: std::result::Result<Value, String>,
+) -> (MemberOf, MemberOutcome) {
+    let (output, error) = match result {
+        Ok(output) => (Some(output), None),
+        Err(error) => (None, Some(error)),
+    };
+    let outcome = MemberOutcome {
+        id: origin.0,
+        task: origin.1,
+        state,
+        output,
+        error,
+        sig: None,
+    };
+    (member_of, signed_outcome(core, member_of, outcome))
 }
 
 /// `outcome` signed with the client's signing key, when it has one.

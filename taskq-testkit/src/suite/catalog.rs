@@ -7,21 +7,6 @@ use taskq_core::{TaskDeclaration, TaskOptions};
 
 use super::*;
 
-/// Expands the catalog suite: one test per behaviour, each on a broker made by `$make` (a
-/// future of `(broker, guard)`), under the test attribute `$attr`.
-#[macro_export]
-macro_rules! catalog_conformance {
-    (#[$attr:meta] $name:ident => $make:expr) => {
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-            $crate::__suite_tests!(catalog [$attr] $make;
-                declarations_round_trip_and_the_latest_wins,
-            );
-        }
-    };
-}
-
 pub async fn declarations_round_trip_and_the_latest_wins(broker: Shared) {
     let name = format!("suite.{}", queue());
     assert_eq!(broker.task_declaration(&name).await.unwrap(), None);

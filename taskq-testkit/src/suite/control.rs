@@ -7,24 +7,6 @@ use taskq_core::TaskId;
 
 use super::*;
 
-/// Expands the control suite: one test per behaviour, each on a broker made by `$make` (a future
-/// of `(broker, guard)`), under the test attribute `$attr`.
-#[macro_export]
-macro_rules! control_conformance {
-    (#[$attr:meta] $name:ident => $make:expr) => {
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-            $crate::__suite_tests!(control [$attr] $make;
-                revocations_expire,
-                control_messages_reach_subscribers,
-                worker_info_expires,
-                concurrent_readers_each_see_every_revocation_and_worker,
-            );
-        }
-    };
-}
-
 /// Presence is checked on a revocation that lives a minute and expiry on one that lives
 /// 100 ms, so no assertion depends on how fast the test runs.
 pub async fn revocations_expire(broker: Shared) {

@@ -4,38 +4,8 @@ use taskq_core::{DeadReason, Page, TaskId, WorkerId};
 
 use super::*;
 
-/// Expands the inspector suite: one test per behaviour, each on a broker made by `$make` (a future
-/// of `(broker, guard)`), under the test attribute `$attr`; `$capped` makes one that keeps at
-/// most two dead letters per queue, and at most [`CAPPED_DEAD_BYTES`] of them.
-#[macro_export]
-macro_rules! inspector_conformance {
-    (#[$attr:meta] $name:ident => $make:expr, capped => $capped:expr) => {
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-            $crate::__suite_tests!(inspector [$attr] $make;
-                stats_count_every_place,
-                dead_letters_requeue_atomically_with_attempts_reset,
-                dead_letters_purge_by_age,
-                queue_purge_removes_waiting_messages_only,
-                dead_letters_are_paged_and_found_by_id,
-                pending_is_paged_in_fetch_order,
-                dead_letters_are_deleted_by_id,
-                history_counts_what_ended_per_minute,
-                scheduled_are_listed_soonest_first_and_run_now_or_deleted,
-                lost_workers_are_remembered_newest_first_with_their_last_report,
-            );
-            $crate::__suite_tests!(inspector [$attr] $capped;
-                dead_letters_are_capped_newest_first,
-                dead_letters_are_capped_by_bytes,
-                removed_dead_letters_free_their_bytes,
-            );
-        }
-    };
-}
-
 /// Run on a broker that keeps two dead letters per queue: the newest two are kept.
-pub async fn dead_letters_are_capped_newest_first(broker: Shared) {
+pub async fn dead_letters_are_capped_newest_first(broker: CappedDeadLetters) {
     let q = queue();
     broker
         .enqueue((0..3).map(|_| message(&q, 0)).collect())
@@ -72,7 +42,7 @@ fn bulky_message(queue: &str, bytes: usize) -> taskq_core::OutboundMessage {
 
 /// Run on a broker that keeps [`CAPPED_DEAD_BYTES`] of dead letters per queue: past it the
 /// oldest go (counted) though the record cap holds, and the newest always stays.
-pub async fn dead_letters_are_capped_by_bytes(broker: Shared) {
+pub async fn dead_letters_are_capped_by_bytes(broker: CappedDeadLetters) {
     let q = queue();
     let sizes = [
         CAPPED_DEAD_BYTES * 6 / 10,
@@ -119,7 +89,7 @@ pub async fn dead_letters_are_capped_by_bytes(broker: Shared) {
 
 /// Run on the byte-capped broker: dead letters deleted or requeued stop counting toward the
 /// byte cap (stale bytes would push the older of two small dead letters out).
-pub async fn removed_dead_letters_free_their_bytes(broker: Shared) {
+pub async fn removed_dead_letters_free_their_bytes(broker: CappedDeadLetters) {
     let q = queue();
     let big = CAPPED_DEAD_BYTES * 6 / 10;
     let small = CAPPED_DEAD_BYTES * 45 / 100;

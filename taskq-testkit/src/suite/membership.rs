@@ -6,29 +6,6 @@ use taskq_core::{DeadReason, Page, WorkerId};
 
 use super::*;
 
-/// Expands the membership suite: one test per behaviour, each on a broker made by `$make` (a future
-/// of `(broker, guard)`), under the test attribute `$attr`.
-#[macro_export]
-macro_rules! membership_conformance {
-    (#[$attr:meta] $name:ident => $make:expr) => {
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-            $crate::__suite_tests!(membership [$attr] $make;
-                lost_worker_is_recovered,
-                live_worker_is_not_recovered,
-                racing_reapers_recover_once,
-                poison_message_is_dead_lettered,
-                deregister_returns_held_messages,
-                recovery_is_per_queue,
-                a_recovered_worker_learns_it_lost_its_lease,
-                a_lapsed_lease_not_yet_recovered_is_renewed,
-                a_requeued_dead_letter_starts_its_redelivery_count_afresh,
-            );
-        }
-    };
-}
-
 pub async fn lost_worker_is_recovered(broker: Shared) {
     let q = queue();
     let sent = vec![message(&q, 0), message(&q, 0)];

@@ -1,9 +1,11 @@
 //! The broker conformance suites, one per role: behaviour every implementation must show,
 //! written once and expanded per implementation by [`transport_conformance!`](crate::transport_conformance),
 //! [`membership_conformance!`](crate::membership_conformance),
-//! [`control_conformance!`](crate::control_conformance) and
+//! [`control_conformance!`](crate::control_conformance),
 //! [`inspector_conformance!`](crate::inspector_conformance) and
-//! [`catalog_conformance!`](crate::catalog_conformance).
+//! [`catalog_conformance!`](crate::catalog_conformance). Those macros are written by
+//! `build.rs` from the suite files: every `pub async fn` of a suite is a test on every backend
+//! that does not name it in its `skip` list, and its parameter type picks the fixture.
 //!
 //! Each test gets a fresh broker handle and uses fresh uuid queue names, so implementations
 //! backed by one shared server run the suites in parallel. Waiting uses `tokio::time::sleep`,
@@ -22,22 +24,6 @@ use taskq_core::{
     Broker, DeadReason, Delivery, Envelope, Membership, OutboundMessage, TaskId, WorkerId,
 };
 
-/// Expands one test per listed suite function of `$module`; `$make` is a future of
-/// `(broker, guard)`, where the guard keeps whatever backs the broker alive for the test.
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __suite_tests {
-    ($module:ident [$attr:meta] $make:expr; $($test:ident),* $(,)?) => {
-        $(
-            #[$attr]
-            async fn $test() {
-                let (broker, _guard) = $make.await;
-                $crate::suite::$module::$test(broker).await;
-            }
-        )*
-    };
-}
-
 /// The membership role of `broker`, which the membership suite requires.
 pub fn members(broker: &Shared) -> &dyn Membership {
     broker
@@ -45,8 +31,20 @@ pub fn members(broker: &Shared) -> &dyn Membership {
         .expect("the membership suite runs only on brokers with a Membership role")
 }
 
-/// The broker under test.
+/// The broker under test (the backend's plain fixture).
 pub type Shared = Arc<dyn Broker>;
+
+/// A broker whose queues hold at most fifty messages (the `bounded_at_fifty` fixture).
+pub type BoundedAtFifty = Shared;
+
+/// A broker that keeps two dead letters per queue (the `capped` fixture).
+pub type CappedDeadLetters = Shared;
+
+/// Stands in for a fixture a backend did not give: every test that needs it is in the
+/// backend's `skip` list, or this fails the test naming what is missing.
+pub async fn missing_fixture<T>(what: &str) -> (T, ()) {
+    panic!("this backend gives no `{what}` fixture; give one, or skip the tests that need it")
+}
 
 pub fn queue() -> String {
     format!("q-{}", uuid::Uuid::new_v4())

@@ -6,47 +6,6 @@ use taskq_core::{DeadReason, Page, WorkerId};
 
 use super::*;
 
-/// Expands the transport suite: one test per behaviour, each on a broker made by `$make` (a future
-/// of `(broker, guard)`), under the test attribute `$attr`; the flow-control tests run on one
-/// made by `$bounded`, whose queues hold at most 50 messages.
-#[macro_export]
-macro_rules! transport_conformance {
-    (#[$attr:meta] $name:ident => $make:expr, bounded_at_fifty => $bounded:expr) => {
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-            $crate::__suite_tests!(transport [$attr] $bounded;
-                a_full_queue_refuses_the_whole_call_naming_the_queue,
-                concurrent_producers_never_exceed_the_bound,
-                a_unique_enqueue_into_a_full_queue_is_refused_and_claims_nothing,
-            );
-            $crate::__suite_tests!(transport [$attr] $make;
-                fifo_within_a_level,
-                higher_priority_first,
-                queues_in_order_of_preference,
-                fetch_returns_empty_after_waiting,
-                fetch_is_woken_by_enqueue,
-                fetch_is_woken_for_any_queue_and_level,
-                fetch_is_woken_by_promotion,
-                a_burst_wakes_enough_waiting_fetches,
-                ack_is_fenced,
-                eta_is_not_fetched_early,
-                retry_reschedules_the_next_attempt,
-                retry_by_another_worker_changes_nothing,
-                retry_stays_in_the_delivery_queue,
-                requeue_returns_to_the_head,
-                dead_letter_keeps_payload_and_reason,
-                dead_letter_by_another_worker_changes_nothing,
-                racing_promoters_promote_once,
-                unique_enqueue_happens_once_per_key,
-                rate_limit_spaces_starts,
-                a_huge_fetch_loses_nothing,
-                a_huge_enqueue_lands_whole_and_in_order,
-            );
-        }
-    };
-}
-
 pub async fn fifo_within_a_level(broker: Shared) {
     let q = queue();
     let messages: Vec<_> = (0..5).map(|_| message(&q, 0)).collect();
@@ -522,7 +481,7 @@ fn assert_full(result: taskq_core::Result<()>, q: &str) {
 
 /// A call that would take a queue past its bound is refused whole, naming the queue; pending
 /// and scheduled messages count, messages being processed do not.
-pub async fn a_full_queue_refuses_the_whole_call_naming_the_queue(broker: Shared) {
+pub async fn a_full_queue_refuses_the_whole_call_naming_the_queue(broker: BoundedAtFifty) {
     let q = queue();
     broker
         .enqueue((0..BOUND - 2).map(|_| message(&q, 0)).collect())
@@ -559,7 +518,7 @@ pub async fn a_full_queue_refuses_the_whole_call_naming_the_queue(broker: Shared
 }
 
 /// Producers racing for the last places never push a queue past its bound.
-pub async fn concurrent_producers_never_exceed_the_bound(broker: Shared) {
+pub async fn concurrent_producers_never_exceed_the_bound(broker: BoundedAtFifty) {
     let q = queue();
     let producers: Vec<_> = (0..10)
         .map(|_| {
@@ -587,7 +546,9 @@ pub async fn concurrent_producers_never_exceed_the_bound(broker: Shared) {
 
 /// A unique enqueue into a full queue is refused and leaves no claim behind, so the same key
 /// goes through once there is room.
-pub async fn a_unique_enqueue_into_a_full_queue_is_refused_and_claims_nothing(broker: Shared) {
+pub async fn a_unique_enqueue_into_a_full_queue_is_refused_and_claims_nothing(
+    broker: BoundedAtFifty,
+) {
     let q = queue();
     broker
         .enqueue((0..BOUND).map(|_| message(&q, 0)).collect())

@@ -123,7 +123,13 @@ fn invalid_configurations_are_refused() {
         .concurrency(0)
         .build()
         .unwrap_err();
-    assert!(matches!(err, Error::Config(_)));
+    assert!(matches!(
+        err,
+        Error::Invalid {
+            what: "worker configuration",
+            ..
+        }
+    ));
     let err = Worker::builder(client.clone())
         .register::<Record>()
         .register::<Record>()
@@ -131,13 +137,19 @@ fn invalid_configurations_are_refused() {
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "task name `test.record` is registered twice"
+        "invalid task registration: task name `test.record` is registered twice"
     );
     let err = all_tasks(Worker::builder(client.clone()))
         .liveness(Duration::from_secs(5), Duration::from_secs(5))
         .build()
         .unwrap_err();
-    assert!(matches!(err, Error::Config(_)));
+    assert!(matches!(
+        err,
+        Error::Invalid {
+            what: "worker configuration",
+            ..
+        }
+    ));
     let err = all_tasks(Worker::builder(client))
         .queues(["ok", "}broken"])
         .build()
