@@ -214,7 +214,7 @@ impl<'a, O> Enqueue<'a, O> {
     }
 
     /// Sends `callback` when this invocation succeeds, with its output in the callback's
-    /// input field (see [`Signature`](crate::workflow::Signature)); enqueued once however
+    /// input field (see [`Signature`]); enqueued once however
     /// often the task runs.
     ///
     /// ```
@@ -251,8 +251,8 @@ impl<'a, O> Enqueue<'a, O> {
     ///
     /// # Errors
     ///
-    /// Encoding errors ([`Error::Serialize`], [`Error::PayloadTooLarge`]), an empty queue name
-    /// ([`Error::Invalid`]), or the broker's error.
+    /// Encoding errors ([`Error::Serialize`](crate::Error::Serialize), [`Error::PayloadTooLarge`](crate::Error::PayloadTooLarge)), an empty queue name
+    /// ([`Error::Invalid`](crate::Error::Invalid)), or the broker's error.
     pub async fn send(mut self) -> Result<Sent<O>> {
         let core = self.core;
         if !self.call.on_success.is_empty() || !self.call.on_failure.is_empty() {

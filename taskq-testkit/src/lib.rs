@@ -24,6 +24,7 @@
 pub mod backend_suite;
 mod cluster;
 mod dump;
+mod postgres;
 mod proxy;
 mod rabbitmq;
 mod sentinel;
@@ -48,6 +49,7 @@ mod tls;
 mod watchdog;
 
 pub use cluster::RedisCluster;
+pub use postgres::PostgresServer;
 pub use proxy::Proxy;
 pub use rabbitmq::RabbitNode;
 pub use sentinel::SentinelGroup;

@@ -22,7 +22,7 @@ pub enum Ending {
 }
 
 /// One finished message whose workflow continues: what a worker hands to
-/// [`Client::advance_workflows`].
+/// [`Client::advance_workflows`](crate::Client::advance_workflows).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Finished {

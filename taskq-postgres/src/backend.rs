@@ -1,0 +1,228 @@
+//! [`PostgresResultBackend`]: results by task id in their own table, each with its expiry,
+//! written monotonically by one function call (`store_result`), and waiters woken by NOTIFY
+//! with the task id. Expired records are deleted in batches by a sweep, not left to grow.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use sqlx::PgPool;
+use taskq_core::{Error, Result, ResultBackend, TaskId, TaskResult};
+use tokio::{sync::Notify, time::Instant};
+
+use crate::{
+    broker::millis,
+    config::PostgresConfig,
+    error::pg_error,
+    listen::{self, ListenTask},
+    pool,
+    schema::Names,
+};
+
+/// Expired records deleted per sweep statement.
+const SWEEP_BATCH: i64 = 5_000;
+
+/// The PostgreSQL result backend; cheap to clone.
+///
+/// ```no_run
+/// # #[tokio::main] async fn main() -> taskq_core::Result<()> {
+/// use taskq_postgres::{PostgresConfig, PostgresResultBackend};
+/// let config = PostgresConfig::new("postgres://app@127.0.0.1:5432/app?migrate=auto")?;
+/// let backend = PostgresResultBackend::connect(config).await?;
+/// # let _ = backend;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct PostgresResultBackend {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    pool: PgPool,
+    store: String,
+    get: String,
+    sweep: String,
+    waiters: Arc<Waiters>,
+    _listening: ListenTask,
+    _sweeping: Sweeper,
+}
+
+/// Who waits for which id.
+#[derive(Debug, Default)]
+struct Waiters(Mutex<HashMap<TaskId, Arc<Notify>>>);
+
+impl Waiters {
+    fn wake(&self, payload: &str) {
+        let waiters = self.0.lock();
+        if payload.is_empty() {
+            // Notifications may have been missed: everyone looks again.
+            for notify in waiters.values() {
+                notify.notify_waiters();
+            }
+        } else if let Some(notify) = payload.parse().ok().and_then(|id| waiters.get(&id)) {
+            notify.notify_waiters();
+        }
+    }
+}
+
+/// The background sweep of expired records; stops when dropped.
+#[derive(Debug)]
+struct Sweeper(tokio::task::JoinHandle<()>);
+
+impl Drop for Sweeper {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl PostgresResultBackend {
+    /// Connects to the database in `config` (see [`crate::PostgresBroker::connect`]).
+    ///
+    /// # Errors
+    ///
+    /// An unreachable database, or a schema not at this build's version.
+    pub async fn connect(config: PostgresConfig) -> Result<Self> {
+        let pool = pool::open(&config).await?;
+        let names = Names::new(config.schema());
+        let waiters = Arc::new(Waiters::default());
+        let woken = waiters.clone();
+        let listening = listen::spawn(
+            pool.clone(),
+            vec![(
+                names.results.clone(),
+                Arc::new(move |payload: &str| woken.wake(payload)),
+            )],
+        );
+        listening.ready().await;
+        let sweep = names.fill(
+            "DELETE FROM @s.results WHERE id IN (
+                 SELECT id FROM @s.results WHERE expires_at < now() LIMIT $1)",
+        );
+        let sweeping = Sweeper(tokio::spawn(sweep_expired(pool.clone(), sweep.clone())));
+        Ok(Self {
+            shared: Arc::new(Shared {
+                store: names.fill(
+                    "SELECT count(*) FROM (
+                         SELECT @s.store_result(r.id, r.state, r.record, $4)
+                         FROM unnest($1::uuid[], $2::text[], $3::text[]) AS r(id, state, record)
+                     ) stored",
+                ),
+                get: names
+                    .fill("SELECT record FROM @s.results WHERE id = $1 AND expires_at > now()"),
+                sweep,
+                pool,
+                waiters,
+                _listening: listening,
+                _sweeping: sweeping,
+            }),
+        })
+    }
+
+    /// Deletes expired records now (the sweep does it every minute); returns how many.
+    ///
+    /// # Errors
+    ///
+    /// The database's error.
+    pub async fn sweep_expired(&self) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let done = sqlx::query(&self.shared.sweep)
+                .bind(SWEEP_BATCH)
+                .execute(&self.shared.pool)
+                .await
+                .map_err(pg_error)?;
+            total += done.rows_affected();
+            if done.rows_affected() < SWEEP_BATCH as u64 {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+async fn sweep_expired(pool: PgPool, sweep: String) {
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if let Err(err) = sqlx::query(&sweep).bind(SWEEP_BATCH).execute(&pool).await {
+            tracing::debug!(error = %err, "sweeping expired results failed; trying again later");
+        }
+    }
+}
+
+fn encoded(result: &TaskResult) -> Result<String> {
+    serde_json::to_string(result).map_err(|source| Error::Serialize {
+        what: "task result",
+        source,
+    })
+}
+
+#[async_trait]
+impl ResultBackend for PostgresResultBackend {
+    async fn store(&self, result: &TaskResult, ttl: Duration) -> Result<()> {
+        self.store_many(std::slice::from_ref(result), ttl).await
+    }
+
+    async fn store_many(&self, results: &[TaskResult], ttl: Duration) -> Result<()> {
+        if results.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<uuid::Uuid> = results.iter().map(|r| *r.id.as_uuid()).collect();
+        let states: Vec<&str> = results.iter().map(|r| r.state.as_str()).collect();
+        let records = results.iter().map(encoded).collect::<Result<Vec<_>>>()?;
+        sqlx::query(&self.shared.store)
+            .bind(ids)
+            .bind(states)
+            .bind(records)
+            .bind(millis(ttl))
+            .execute(&self.shared.pool)
+            .await
+            .map_err(pg_error)?;
+        Ok(())
+    }
+
+    async fn get(&self, id: TaskId) -> Result<Option<TaskResult>> {
+        let record: Option<String> = sqlx::query_scalar(&self.shared.get)
+            .bind(id.as_uuid())
+            .fetch_optional(&self.shared.pool)
+            .await
+            .map_err(pg_error)?;
+        record
+            .map(|record| {
+                serde_json::from_str(&record).map_err(|source| Error::Deserialize {
+                    what: "task result",
+                    source,
+                })
+            })
+            .transpose()
+    }
+
+    async fn wait(&self, id: TaskId, timeout: Duration) -> Result<Option<TaskResult>> {
+        let deadline = Instant::now() + timeout;
+        let notify = self.shared.waiters.0.lock().entry(id).or_default().clone();
+        let outcome = loop {
+            let woken = notify.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let current = match self.get(id).await {
+                Ok(current) => current,
+                Err(err) => break Err(err),
+            };
+            let now = Instant::now();
+            if current.as_ref().is_some_and(|r| r.state.is_ready()) || now >= deadline {
+                break Ok(current);
+            }
+            // A missed notification costs at most a second.
+            tokio::select! {
+                _ = &mut woken => {}
+                _ = tokio::time::sleep_until(deadline.min(now + Duration::from_secs(1))) => {}
+            }
+        };
+        let mut waiters = self.shared.waiters.0.lock();
+        if Arc::strong_count(&notify) <= 2 {
+            waiters.remove(&id);
+        }
+        outcome
+    }
+}

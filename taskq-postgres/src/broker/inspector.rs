@@ -1,0 +1,340 @@
+//! The PostgreSQL broker's operator queries ([`Inspector`]): counts, listings in fetch order,
+//! dead letters newest first, requeue and purge, each one statement or one transaction.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{postgres::PgRow, Row};
+use taskq_core::{
+    history::{last_minutes, minute_of, minute_start},
+    DeadLetter, DeadReason, Inspector, LostWorker, MinuteCounts, Page, PayloadFields, QueueStats,
+    Result, ScheduledMessage, TaskId, WorkerInfo,
+};
+
+use super::PostgresBroker;
+use crate::error::pg_error;
+
+/// `page` as SQL `OFFSET` and `LIMIT`.
+fn window(page: Page) -> (i64, i64) {
+    let clamp = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    (clamp(page.offset), clamp(page.limit))
+}
+
+fn uuids(ids: &[TaskId]) -> Vec<uuid::Uuid> {
+    ids.iter().map(|id| *id.as_uuid()).collect()
+}
+
+/// A `dead_letters` row (queue, reason, error, worker, at, payload) as a [`DeadLetter`].
+fn dead_letter(row: &PgRow) -> Result<DeadLetter> {
+    let reason: String = row.try_get("reason").map_err(pg_error)?;
+    Ok(DeadLetter::new(
+        row.try_get::<String, _>("queue").map_err(pg_error)?,
+        row.try_get::<String, _>("payload").map_err(pg_error)?,
+        reason.parse().unwrap_or(DeadReason::Failed),
+        row.try_get("error").map_err(pg_error)?,
+        row.try_get("worker").map_err(pg_error)?,
+        row.try_get("at").map_err(pg_error)?,
+    ))
+}
+
+const DEAD_COLUMNS: &str = "queue, reason, error, worker, at, payload";
+
+#[async_trait]
+impl Inspector for PostgresBroker {
+    async fn queues(&self) -> Result<Vec<String>> {
+        sqlx::query_scalar(
+            &self
+                .names()
+                .fill("SELECT name FROM @s.queues ORDER BY name"),
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(pg_error)
+    }
+
+    async fn stats(&self, queue: &str) -> Result<QueueStats> {
+        let row = sqlx::query(&self.names().fill(
+            "SELECT
+                 (SELECT count(*) FROM @s.messages WHERE queue = $1 AND worker IS NULL AND due_at IS NULL),
+                 (SELECT count(*) FROM @s.messages WHERE queue = $1 AND worker IS NULL AND due_at IS NOT NULL),
+                 (SELECT count(*) FROM @s.messages WHERE queue = $1 AND worker IS NOT NULL),
+                 (SELECT count(*) FROM @s.dead_letters WHERE queue = $1),
+                 (SELECT coalesce(max(dead_dropped), 0) FROM @s.queues WHERE name = $1),
+                 (SELECT array_agg(payload) FROM (
+                      SELECT DISTINCT ON (priority) payload FROM @s.messages
+                      WHERE queue = $1 AND worker IS NULL AND due_at IS NULL
+                      ORDER BY priority, pos) heads)",
+        ))
+        .bind(queue)
+        .fetch_one(self.pool())
+        .await
+        .map_err(pg_error)?;
+        let count = |index: usize| -> Result<usize> {
+            let n: i64 = row.try_get(index).map_err(pg_error)?;
+            Ok(usize::try_from(n).unwrap_or_default())
+        };
+        let heads: Option<Vec<String>> = row.try_get(5).map_err(pg_error)?;
+        let dropped: i64 = row.try_get(4).map_err(pg_error)?;
+        let mut stats = QueueStats::default();
+        stats.pending = count(0)?;
+        stats.scheduled = count(1)?;
+        stats.processing = count(2)?;
+        stats.dead = count(3)?;
+        stats.dead_dropped = u64::try_from(dropped).unwrap_or_default();
+        stats.oldest_pending = heads
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|payload| PayloadFields::read(payload).created_at)
+            .min();
+        Ok(stats)
+    }
+
+    async fn dead_letters(&self, queue: &str, page: Page) -> Result<Vec<DeadLetter>> {
+        let (offset, limit) = window(page);
+        let rows = sqlx::query(&self.names().fill(&format!(
+            "SELECT {DEAD_COLUMNS} FROM @s.dead_letters WHERE queue = $1
+             ORDER BY seq DESC OFFSET $2 LIMIT $3"
+        )))
+        .bind(queue)
+        .bind(offset)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await
+        .map_err(pg_error)?;
+        rows.iter().map(dead_letter).collect()
+    }
+
+    async fn find_dead_letter(&self, queue: &str, id: TaskId) -> Result<Option<DeadLetter>> {
+        let row = sqlx::query(&self.names().fill(&format!(
+            "SELECT {DEAD_COLUMNS} FROM @s.dead_letters WHERE queue = $1 AND id = $2
+             ORDER BY seq DESC LIMIT 1"
+        )))
+        .bind(queue)
+        .bind(id.as_uuid())
+        .fetch_optional(self.pool())
+        .await
+        .map_err(pg_error)?;
+        row.as_ref().map(dead_letter).transpose()
+    }
+
+    async fn requeue_dead(&self, queue: &str, ids: Option<&[TaskId]>) -> Result<usize> {
+        let mut tx = self.pool().begin().await.map_err(pg_error)?;
+        let rows = sqlx::query(&self.names().fill(&format!(
+            "DELETE FROM @s.dead_letters WHERE queue = $1 AND ($2::uuid[] IS NULL OR id = ANY($2))
+             RETURNING seq, {DEAD_COLUMNS}"
+        )))
+        .bind(queue)
+        .bind(ids.map(uuids))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        let mut letters = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let seq: i64 = row.try_get("seq").map_err(pg_error)?;
+            letters.push((seq, dead_letter(row)?));
+        }
+        // Newest first, as they are listed.
+        letters.sort_by_key(|(seq, _)| std::cmp::Reverse(*seq));
+        let moved = letters.len();
+        for (_, letter) in letters {
+            sqlx::query(&self.names().fill(
+                "INSERT INTO @s.messages (queue, priority, id, payload) VALUES ($1, $2, $3, $4)",
+            ))
+            .bind(queue)
+            .bind(i16::from(letter.priority()))
+            .bind(letter.id.unwrap_or_default().as_uuid())
+            .bind(letter.requeue_payload())
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        }
+        if moved > 0 {
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(&self.names().ready)
+                .execute(&mut *tx)
+                .await
+                .map_err(pg_error)?;
+        }
+        tx.commit().await.map_err(pg_error)?;
+        Ok(moved)
+    }
+
+    async fn purge_dead(&self, queue: &str, older_than: Option<DateTime<Utc>>) -> Result<usize> {
+        let done = sqlx::query(&self.names().fill(
+            "DELETE FROM @s.dead_letters WHERE queue = $1 AND ($2::timestamptz IS NULL OR at < $2)",
+        ))
+        .bind(queue)
+        .bind(older_than)
+        .execute(self.pool())
+        .await
+        .map_err(pg_error)?;
+        Ok(usize::try_from(done.rows_affected()).unwrap_or_default())
+    }
+
+    async fn purge_queue(&self, queue: &str) -> Result<usize> {
+        let done = sqlx::query(
+            &self
+                .names()
+                .fill("DELETE FROM @s.messages WHERE queue = $1 AND worker IS NULL"),
+        )
+        .bind(queue)
+        .execute(self.pool())
+        .await
+        .map_err(pg_error)?;
+        Ok(usize::try_from(done.rows_affected()).unwrap_or_default())
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerInfo>> {
+        let infos: Vec<String> = sqlx::query_scalar(
+            &self
+                .names()
+                .fill("SELECT info FROM @s.worker_infos WHERE until > now() ORDER BY id"),
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(pg_error)?;
+        Ok(infos
+            .iter()
+            .filter_map(|info| serde_json::from_str(info).ok())
+            .collect())
+    }
+
+    async fn lost_workers(&self) -> Result<Vec<LostWorker>> {
+        let rows = sqlx::query(
+            &self
+                .names()
+                .fill("SELECT id, lost_at, info FROM @s.lost_workers ORDER BY seq DESC"),
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(pg_error)?;
+        let mut lost = Vec::with_capacity(rows.len());
+        for row in rows {
+            let info: Option<String> = row.try_get(2).map_err(pg_error)?;
+            lost.push(LostWorker::new(
+                row.try_get::<String, _>(0).map_err(pg_error)?,
+                row.try_get(1).map_err(pg_error)?,
+                info.and_then(|info| serde_json::from_str(&info).ok()),
+            ));
+        }
+        Ok(lost)
+    }
+
+    async fn pending(&self, queue: &str, page: Page) -> Result<Vec<String>> {
+        let (offset, limit) = window(page);
+        sqlx::query_scalar(&self.names().fill(
+            "SELECT payload FROM @s.messages WHERE queue = $1 AND worker IS NULL AND due_at IS NULL
+             ORDER BY priority DESC, pos OFFSET $2 LIMIT $3",
+        ))
+        .bind(queue)
+        .bind(offset)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await
+        .map_err(pg_error)
+    }
+
+    async fn scheduled(&self, queue: &str, page: Page) -> Result<Vec<ScheduledMessage>> {
+        let (offset, limit) = window(page);
+        let rows = sqlx::query(&self.names().fill(
+            "SELECT due_at, payload FROM @s.messages
+             WHERE queue = $1 AND worker IS NULL AND due_at IS NOT NULL
+             ORDER BY due_at, pos OFFSET $2 LIMIT $3",
+        ))
+        .bind(queue)
+        .bind(offset)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await
+        .map_err(pg_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(ScheduledMessage::new(
+                    row.try_get(0).map_err(pg_error)?,
+                    row.try_get::<String, _>(1).map_err(pg_error)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn settle_scheduled(
+        &self,
+        queue: &str,
+        id: TaskId,
+        due: DateTime<Utc>,
+        run_now: bool,
+    ) -> Result<bool> {
+        let statement = if run_now {
+            "WITH moved AS (
+                 UPDATE @s.messages SET due_at = NULL, pos = nextval('@s.tail_positions')
+                 WHERE tag = (SELECT tag FROM @s.messages
+                              WHERE queue = $1 AND id = $2 AND due_at = $3 AND worker IS NULL
+                              LIMIT 1 FOR UPDATE)
+                 RETURNING 1
+             ), notified AS (
+                 SELECT pg_notify('@ready', '') WHERE EXISTS (SELECT 1 FROM moved)
+             )
+             SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM notified)"
+        } else {
+            "WITH gone AS (
+                 DELETE FROM @s.messages
+                 WHERE tag = (SELECT tag FROM @s.messages
+                              WHERE queue = $1 AND id = $2 AND due_at = $3 AND worker IS NULL
+                              LIMIT 1 FOR UPDATE)
+                 RETURNING 1
+             )
+             SELECT (SELECT count(*) FROM gone), 0::bigint"
+        };
+        let row = sqlx::query(&self.names().fill(statement))
+            .bind(queue)
+            .bind(id.as_uuid())
+            .bind(due)
+            .fetch_one(self.pool())
+            .await
+            .map_err(pg_error)?;
+        let settled: i64 = row.try_get(0).map_err(pg_error)?;
+        Ok(settled > 0)
+    }
+
+    async fn delete_dead(&self, queue: &str, ids: &[TaskId]) -> Result<usize> {
+        let done = sqlx::query(
+            &self
+                .names()
+                .fill("DELETE FROM @s.dead_letters WHERE queue = $1 AND id = ANY($2)"),
+        )
+        .bind(queue)
+        .bind(uuids(ids))
+        .execute(self.pool())
+        .await
+        .map_err(pg_error)?;
+        Ok(usize::try_from(done.rows_affected()).unwrap_or_default())
+    }
+
+    async fn history(&self, queue: &str, minutes: usize) -> Result<Vec<MinuteCounts>> {
+        let now = self.now();
+        let wanted = last_minutes(now, minutes);
+        let since = wanted.first().copied().unwrap_or_else(|| minute_of(now));
+        let rows = sqlx::query(&self.names().fill(
+            "SELECT minute, processed, failed FROM @s.history WHERE queue = $1 AND minute >= $2",
+        ))
+        .bind(queue)
+        .bind(since)
+        .fetch_all(self.pool())
+        .await
+        .map_err(pg_error)?;
+        let mut counts = std::collections::HashMap::new();
+        for row in rows {
+            let minute: i64 = row.try_get(0).map_err(pg_error)?;
+            let processed: i64 = row.try_get(1).map_err(pg_error)?;
+            let failed: i64 = row.try_get(2).map_err(pg_error)?;
+            counts.insert(minute, (processed, failed));
+        }
+        let unsigned = |n: i64| u64::try_from(n).unwrap_or_default();
+        Ok(wanted
+            .into_iter()
+            .map(|minute| {
+                let (processed, failed) = counts.get(&minute).copied().unwrap_or_default();
+                MinuteCounts::new(minute_start(minute), unsigned(processed), unsigned(failed))
+            })
+            .collect())
+    }
+}

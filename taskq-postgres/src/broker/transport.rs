@@ -1,0 +1,436 @@
+//! The PostgreSQL broker as a [`Transport`]: enqueue (one statement per call, one
+//! notification), fetch by `fetch()` (`FOR UPDATE SKIP LOCKED`, in the order of preference),
+//! and the fenced transitions of a held message.
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use taskq_core::{
+    Clock, DeadReason, Delivery, Error, OutboundMessage, Receipt, Result, TaskId, Transport,
+    WorkerId,
+};
+use tokio::time::Instant;
+
+use super::{millis, PostgresBroker};
+use crate::{
+    error::{lease_error, pg_error},
+    schema::Names,
+};
+
+/// The transport's statements, with the schema filled in once.
+#[derive(Debug)]
+pub(super) struct Statements {
+    enqueue: String,
+    enqueue_unique: String,
+    lock_queue: String,
+    queue_size: String,
+    release_unique: String,
+    fetch: String,
+    ack: String,
+    retry: String,
+    requeue: String,
+    dead_letter: String,
+    promote: String,
+}
+
+impl Statements {
+    pub(super) fn new(names: &Names) -> Self {
+        Self {
+            enqueue: names.fill(
+                "WITH known AS (
+                     INSERT INTO @s.queues (name) SELECT DISTINCT q FROM unnest($1::text[]) q
+                     ON CONFLICT DO NOTHING
+                 ), added AS (
+                     INSERT INTO @s.messages (queue, priority, id, payload, due_at)
+                     SELECT t.queue, t.priority, t.id, t.payload,
+                            CASE WHEN t.eta > now() THEN t.eta END
+                     FROM unnest($1::text[], $2::smallint[], $3::uuid[], $4::text[], $5::timestamptz[])
+                          WITH ORDINALITY AS t(queue, priority, id, payload, eta, ord)
+                     ORDER BY t.ord
+                     RETURNING due_at IS NULL AS ready
+                 ), notified AS (
+                     SELECT pg_notify('@ready', '') WHERE EXISTS (SELECT 1 FROM added WHERE ready)
+                 )
+                 SELECT (SELECT count(*) FROM added), (SELECT count(*) FROM notified)",
+            ),
+            enqueue_unique: names.fill(
+                "WITH claim AS (
+                     INSERT INTO @s.unique_keys AS u (queue, key, holder, until)
+                     VALUES ($1, $6, $3, now() + $7 * interval '1 millisecond')
+                     ON CONFLICT (queue, key) DO UPDATE SET holder = EXCLUDED.holder, until = EXCLUDED.until
+                     WHERE u.until <= now()
+                     RETURNING holder
+                 ), known AS (
+                     INSERT INTO @s.queues (name) VALUES ($1) ON CONFLICT DO NOTHING
+                 ), added AS (
+                     INSERT INTO @s.messages (queue, priority, id, payload, due_at)
+                     SELECT $1, $2, $3, $4, CASE WHEN $5::timestamptz > now() THEN $5 END
+                     WHERE EXISTS (SELECT 1 FROM claim)
+                     RETURNING due_at IS NULL AS ready
+                 ), notified AS (
+                     SELECT pg_notify('@ready', '') WHERE EXISTS (SELECT 1 FROM added WHERE ready)
+                 )
+                 SELECT (SELECT holder FROM claim),
+                        (SELECT holder FROM @s.unique_keys WHERE queue = $1 AND key = $6),
+                        (SELECT count(*) FROM notified)",
+            ),
+            // Two statements: the count's snapshot must be taken after the lock is held.
+            lock_queue: names.fill("SELECT pg_advisory_xact_lock(hashtext('@s.' || $1))"),
+            queue_size: names.fill(
+                "SELECT count(*) FROM @s.messages WHERE queue = $1 AND worker IS NULL",
+            ),
+            release_unique: names.fill(
+                "DELETE FROM @s.unique_keys WHERE queue = $1 AND key = $2 AND holder = $3",
+            ),
+            fetch: names.fill(
+                "SELECT tag, queue, priority, payload, id, pos, preference FROM @s.fetch($1, $2, $3)",
+            ),
+            ack: names.fill(
+                "WITH gone AS (
+                     DELETE FROM @s.messages WHERE tag = ANY($2) AND worker = $1 RETURNING queue
+                 ), counted AS (
+                     INSERT INTO @s.history (queue, minute, processed)
+                     SELECT queue, @s.minute_now(), count(*) FROM gone GROUP BY queue
+                     ON CONFLICT (queue, minute)
+                     DO UPDATE SET processed = @s.history.processed + EXCLUDED.processed
+                 ), pruned AS (
+                     DELETE FROM @s.history
+                     WHERE queue IN (SELECT queue FROM gone) AND minute <= @s.minute_now() - 120
+                 )
+                 SELECT count(*) FROM gone",
+            ),
+            retry: names.fill(
+                "WITH moved AS (
+                     UPDATE @s.messages SET worker = NULL, payload = $3, priority = $4, id = $5,
+                         due_at = CASE WHEN $6::timestamptz > now() THEN $6 END,
+                         pos = nextval('@s.tail_positions')
+                     WHERE tag = $1 AND worker = $2
+                     RETURNING due_at IS NULL AS ready
+                 ), notified AS (
+                     SELECT pg_notify('@ready', '') WHERE EXISTS (SELECT 1 FROM moved WHERE ready)
+                 )
+                 SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM notified)",
+            ),
+            requeue: names.fill("SELECT @s.requeue($1, $2)"),
+            dead_letter: names.fill("SELECT @s.dead_letter($1, $2, $3, $4, $5, $6)"),
+            promote: names.fill(
+                "WITH due AS (
+                     SELECT tag FROM @s.messages
+                     WHERE queue = ANY($1) AND worker IS NULL AND due_at <= now()
+                     ORDER BY due_at LIMIT $2
+                     FOR UPDATE SKIP LOCKED
+                 ), moved AS (
+                     UPDATE @s.messages m SET due_at = NULL, pos = nextval('@s.tail_positions')
+                     FROM due WHERE m.tag = due.tag
+                     RETURNING 1
+                 ), notified AS (
+                     SELECT pg_notify('@ready', '') WHERE EXISTS (SELECT 1 FROM moved)
+                 )
+                 SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM notified)",
+            ),
+        }
+    }
+}
+
+/// Messages split into the columns the enqueue statement binds.
+struct Columns {
+    queues: Vec<String>,
+    priorities: Vec<i16>,
+    ids: Vec<uuid::Uuid>,
+    payloads: Vec<String>,
+    etas: Vec<Option<DateTime<Utc>>>,
+}
+
+impl Columns {
+    fn of(messages: Vec<OutboundMessage>) -> Self {
+        let mut columns = Self {
+            queues: Vec::with_capacity(messages.len()),
+            priorities: Vec::with_capacity(messages.len()),
+            ids: Vec::with_capacity(messages.len()),
+            payloads: Vec::with_capacity(messages.len()),
+            etas: Vec::with_capacity(messages.len()),
+        };
+        for message in messages {
+            columns.queues.push(message.queue);
+            columns.priorities.push(i16::from(message.priority));
+            columns.ids.push(*message.id.as_uuid());
+            columns.payloads.push(message.payload);
+            columns.etas.push(message.eta);
+        }
+        columns
+    }
+}
+
+impl PostgresBroker {
+    /// Within `tx`, refuses when adding `adding` messages per queue would pass the queue's
+    /// bound (each queue locked for the rest of the transaction, in name order).
+    async fn check_room(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        adding: &[(&str, usize)],
+    ) -> Result<()> {
+        let Some(capacity) = self.shared.config.capacity() else {
+            return Ok(());
+        };
+        for (queue, count) in adding {
+            sqlx::query(&self.shared.sql.lock_queue)
+                .bind(queue)
+                .execute(&mut *tx)
+                .await
+                .map_err(pg_error)?;
+            let held: i64 = sqlx::query_scalar(&self.shared.sql.queue_size)
+                .bind(queue)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(pg_error)?;
+            if usize::try_from(held).unwrap_or(usize::MAX) + count > capacity {
+                return Err(Error::QueueFull {
+                    queue: (*queue).to_owned(),
+                    capacity,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How many of `messages` go to each queue, in queue-name order.
+fn per_queue(messages: &[OutboundMessage]) -> Vec<(&str, usize)> {
+    let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for message in messages {
+        *counts.entry(message.queue.as_str()).or_default() += 1;
+    }
+    counts.into_iter().collect()
+}
+
+#[async_trait]
+impl Transport for PostgresBroker {
+    fn clock(&self) -> Clock {
+        self.server_clock()
+    }
+
+    async fn measure_clock(&self) -> Result<Option<chrono::Duration>> {
+        let offset = crate::pool::clock_offset(&self.shared.pool).await?;
+        self.shared
+            .correction
+            .store(offset, std::sync::atomic::Ordering::Relaxed);
+        Ok(Some(chrono::Duration::milliseconds(-offset)))
+    }
+
+    async fn enqueue(&self, messages: Vec<OutboundMessage>) -> Result<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let adding = per_queue(&messages);
+        let bounded = self.shared.config.capacity().is_some();
+        let owned: Vec<(String, usize)> =
+            adding.iter().map(|(q, n)| ((*q).to_owned(), *n)).collect();
+        let columns = Columns::of(messages);
+        let statement = sqlx::query(&self.shared.sql.enqueue)
+            .bind(columns.queues)
+            .bind(columns.priorities)
+            .bind(columns.ids)
+            .bind(columns.payloads)
+            .bind(columns.etas);
+        if !bounded {
+            statement
+                .execute(&self.shared.pool)
+                .await
+                .map_err(pg_error)?;
+            return Ok(());
+        }
+        let mut tx = self.shared.pool.begin().await.map_err(pg_error)?;
+        let adding: Vec<(&str, usize)> = owned.iter().map(|(q, n)| (q.as_str(), *n)).collect();
+        self.check_room(&mut tx, &adding).await?;
+        statement.execute(&mut *tx).await.map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)
+    }
+
+    async fn enqueue_unique(
+        &self,
+        message: OutboundMessage,
+        unique_key: &str,
+        ttl: Duration,
+    ) -> Result<Option<TaskId>> {
+        let mut tx = self.shared.pool.begin().await.map_err(pg_error)?;
+        self.check_room(&mut tx, &[(message.queue.as_str(), 1)])
+            .await?;
+        let row = sqlx::query(&self.shared.sql.enqueue_unique)
+            .bind(&message.queue)
+            .bind(i16::from(message.priority))
+            .bind(message.id.as_uuid())
+            .bind(&message.payload)
+            .bind(message.eta)
+            .bind(unique_key)
+            .bind(millis(ttl))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        let claimed: Option<uuid::Uuid> = row.try_get(0).map_err(pg_error)?;
+        if claimed.is_some() {
+            return Ok(None);
+        }
+        let holder: Option<uuid::Uuid> = row.try_get(1).map_err(pg_error)?;
+        Ok(Some(TaskId::from_uuid(holder.unwrap_or_default())))
+    }
+
+    async fn release_unique(&self, queue: &str, unique_key: &str, id: TaskId) -> Result<()> {
+        sqlx::query(&self.shared.sql.release_unique)
+            .bind(queue)
+            .bind(unique_key)
+            .bind(id.as_uuid())
+            .execute(&self.shared.pool)
+            .await
+            .map_err(pg_error)?;
+        Ok(())
+    }
+
+    async fn fetch(
+        &self,
+        worker: &WorkerId,
+        queues: &[String],
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>> {
+        let max = i32::try_from(max.max(1)).unwrap_or(i32::MAX);
+        let deadline = Instant::now() + wait;
+        loop {
+            let woken = self.shared.ready.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let taken = self.take(worker, queues, max).await?;
+            let now = Instant::now();
+            if !taken.is_empty() || now >= deadline {
+                return Ok(taken);
+            }
+            let poll = now + self.shared.config.poll_interval();
+            tokio::select! {
+                _ = &mut woken => {}
+                _ = tokio::time::sleep_until(deadline.min(poll)) => {}
+            }
+        }
+    }
+
+    async fn ack(&self, worker: &WorkerId, deliveries: &[Delivery]) -> Result<usize> {
+        if deliveries.is_empty() {
+            return Ok(0);
+        }
+        let acked: i64 = sqlx::query_scalar(&self.shared.sql.ack)
+            .bind(worker.as_str())
+            .bind(tags(deliveries))
+            .fetch_one(&self.shared.pool)
+            .await
+            .map_err(pg_error)?;
+        Ok(usize::try_from(acked).unwrap_or_default())
+    }
+
+    async fn retry(
+        &self,
+        worker: &WorkerId,
+        delivery: &Delivery,
+        next: OutboundMessage,
+    ) -> Result<bool> {
+        let row = sqlx::query(&self.shared.sql.retry)
+            .bind(tag(delivery))
+            .bind(worker.as_str())
+            .bind(&next.payload)
+            .bind(i16::from(next.priority))
+            .bind(next.id.as_uuid())
+            .bind(next.eta)
+            .fetch_one(&self.shared.pool)
+            .await
+            .map_err(pg_error)?;
+        let moved: i64 = row.try_get(0).map_err(pg_error)?;
+        Ok(moved > 0)
+    }
+
+    async fn requeue(&self, worker: &WorkerId, deliveries: &[Delivery]) -> Result<usize> {
+        if deliveries.is_empty() {
+            return Ok(0);
+        }
+        let moved: i32 = sqlx::query_scalar(&self.shared.sql.requeue)
+            .bind(worker.as_str())
+            .bind(tags(deliveries))
+            .fetch_one(&self.shared.pool)
+            .await
+            .map_err(pg_error)?;
+        Ok(usize::try_from(moved).unwrap_or_default())
+    }
+
+    async fn dead_letter(
+        &self,
+        worker: &WorkerId,
+        delivery: &Delivery,
+        reason: DeadReason,
+        error: Option<String>,
+    ) -> Result<bool> {
+        let (records, bytes) = self.shared.config.dead_caps();
+        sqlx::query_scalar(&self.shared.sql.dead_letter)
+            .bind(worker.as_str())
+            .bind(tag(delivery))
+            .bind(reason.as_str())
+            .bind(error)
+            .bind(records)
+            .bind(bytes)
+            .fetch_one(&self.shared.pool)
+            .await
+            .map_err(pg_error)
+    }
+
+    async fn promote_scheduled(&self, queues: &[String], limit: usize) -> Result<usize> {
+        let row = sqlx::query(&self.shared.sql.promote)
+            .bind(queues)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_one(&self.shared.pool)
+            .await
+            .map_err(pg_error)?;
+        let moved: i64 = row.try_get(0).map_err(pg_error)?;
+        Ok(usize::try_from(moved).unwrap_or_default())
+    }
+}
+
+impl PostgresBroker {
+    /// One `fetch()` call: what it took, in the order of preference, priority and position.
+    async fn take(&self, worker: &WorkerId, queues: &[String], max: i32) -> Result<Vec<Delivery>> {
+        let rows = sqlx::query(&self.shared.sql.fetch)
+            .bind(worker.as_str())
+            .bind(queues)
+            .bind(max)
+            .fetch_all(&self.shared.pool)
+            .await
+            .map_err(|err| lease_error(err, worker.as_str()))?;
+        let mut taken = Vec::with_capacity(rows.len());
+        for row in rows {
+            let tag: i64 = row.try_get(0).map_err(pg_error)?;
+            let queue: String = row.try_get(1).map_err(pg_error)?;
+            let priority: i16 = row.try_get(2).map_err(pg_error)?;
+            let payload: String = row.try_get(3).map_err(pg_error)?;
+            let id: uuid::Uuid = row.try_get(4).map_err(pg_error)?;
+            let pos: i64 = row.try_get(5).map_err(pg_error)?;
+            let preference: i32 = row.try_get(6).map_err(pg_error)?;
+            let priority = u8::try_from(priority).unwrap_or_default();
+            let delivery = Delivery::new(
+                Arc::from(queue),
+                priority,
+                Arc::from(payload),
+                Receipt::new(u64::try_from(tag).unwrap_or_default()),
+            )
+            .with_id(TaskId::from_uuid(id));
+            taken.push(((preference, std::cmp::Reverse(priority), pos), delivery));
+        }
+        taken.sort_by_key(|(order, _)| *order);
+        Ok(taken.into_iter().map(|(_, delivery)| delivery).collect())
+    }
+}
+
+/// The tag (receipt) of a delivery.
+fn tag(delivery: &Delivery) -> i64 {
+    i64::try_from(delivery.receipt().raw()).unwrap_or_default()
+}
+
+fn tags(deliveries: &[Delivery]) -> Vec<i64> {
+    deliveries.iter().map(tag).collect()
+}

@@ -1,0 +1,126 @@
+//! The schema: versioned migrations shipped with the crate, applied by an explicit call
+//! ([`migrate`], `taskq postgres migrate`) or at connect when the URL says `migrate=auto`, in
+//! one transaction under an advisory lock, so that two processes migrating at once apply
+//! each version once.
+
+use sqlx::{PgPool, Row};
+use taskq_core::{Error, Result};
+
+use crate::error::pg_error;
+
+/// Every migration, in order: (version, SQL with the schema and channels left as `@s`,
+/// `@ready`, `@control`, `@results`).
+const MIGRATIONS: [(i32, &str); 1] = [(1, include_str!("../migrations/0001_queue.sql"))];
+
+/// The version this build's statements expect.
+pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+
+/// The names taskq's statements use in one schema.
+#[derive(Clone, Debug)]
+pub(crate) struct Names {
+    /// The schema, quoted for splicing into statements.
+    pub(crate) schema: String,
+    /// Notified when messages become ready.
+    pub(crate) ready: String,
+    /// Carries control messages.
+    pub(crate) control: String,
+    /// Notified with a task id when its result is written.
+    pub(crate) results: String,
+}
+
+impl Names {
+    pub(crate) fn new(schema: &str) -> Self {
+        Self {
+            schema: format!("\"{schema}\""),
+            ready: format!("{schema}_ready"),
+            control: format!("{schema}_control"),
+            results: format!("{schema}_results"),
+        }
+    }
+
+    /// `sql` with the schema and channel placeholders filled in.
+    pub(crate) fn fill(&self, sql: &str) -> String {
+        sql.replace("@ready", &self.ready)
+            .replace("@control", &self.control)
+            .replace("@results", &self.results)
+            .replace("@s", &self.schema)
+    }
+}
+
+/// Brings `schema` to [`SCHEMA_VERSION`], creating it when missing; returns the version it
+/// found.
+///
+/// # Errors
+///
+/// The database's error, e.g. no permission to create the schema.
+pub async fn migrate(pool: &PgPool, schema: &str) -> Result<i32> {
+    let names = Names::new(schema);
+    let mut tx = pool.begin().await.map_err(pg_error)?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+        .bind(format!("taskq-migrate:{schema}"))
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+    sqlx::raw_sql(&names.fill(
+        "CREATE SCHEMA IF NOT EXISTS @s;
+         CREATE TABLE IF NOT EXISTS @s.schema_version (
+             version integer PRIMARY KEY,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         );",
+    ))
+    .execute(&mut *tx)
+    .await
+    .map_err(pg_error)?;
+    let found = current_version(&mut tx, &names).await?;
+    for (version, sql) in MIGRATIONS.iter().filter(|(version, _)| *version > found) {
+        sqlx::raw_sql(&names.fill(sql))
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        sqlx::query(&names.fill("INSERT INTO @s.schema_version (version) VALUES ($1)"))
+            .bind(version)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        tracing::info!(schema, version, "applied taskq migration");
+    }
+    tx.commit().await.map_err(pg_error)?;
+    Ok(found)
+}
+
+/// Refuses a schema that is not at [`SCHEMA_VERSION`], naming the fix.
+pub(crate) async fn check(pool: &PgPool, schema: &str) -> Result<()> {
+    let names = Names::new(schema);
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM information_schema.tables
+                        WHERE table_schema = $1 AND table_name = 'schema_version')",
+    )
+    .bind(schema)
+    .fetch_one(pool)
+    .await
+    .map_err(pg_error)?;
+    let found = if exists {
+        let mut conn = pool.acquire().await.map_err(pg_error)?;
+        current_version(&mut conn, &names).await?
+    } else {
+        0
+    };
+    if found == SCHEMA_VERSION {
+        return Ok(());
+    }
+    Err(Error::Invalid {
+        what: "postgres schema",
+        reason: format!(
+            "schema `{schema}` is at taskq version {found}, this build needs {SCHEMA_VERSION}: \
+             run `taskq postgres migrate --broker <url>` or add `migrate=auto` to the URL"
+        ),
+    })
+}
+
+async fn current_version(conn: &mut sqlx::PgConnection, names: &Names) -> Result<i32> {
+    let row = sqlx::query(&names.fill("SELECT coalesce(max(version), 0) FROM @s.schema_version"))
+        .fetch_one(conn)
+        .await
+        .map_err(pg_error)?;
+    row.try_get::<i32, _>(0).map_err(pg_error)
+}

@@ -1,0 +1,6 @@
+//! Integration tests of taskq-postgres against a private PostgreSQL server this binary starts
+//! (one per binary, a fresh schema per test): the conformance suites, and what only
+//! PostgreSQL does.
+
+mod conformance;
+mod support;
