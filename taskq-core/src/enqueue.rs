@@ -21,11 +21,14 @@ use serde_json::value::RawValue;
 
 pub use crate::headers::{REPLY_TO_HEADER, UNIQUE_KEY_HEADER};
 pub use crate::names::{check_name, MAX_NAME_BYTES};
+use std::sync::Arc;
+
 use crate::{
+    broker::{Broker, OutboundMessage},
     client_core::{ClientCore, Placed},
     error::Result,
     id::TaskId,
-    plan::{plan, CallOptions, When},
+    plan::{count_enqueued, plan, CallOptions, When},
     priority::Priority,
     result_handle::AsyncResult,
     task::TaskOptions,
@@ -251,9 +254,48 @@ impl<'a, O> Enqueue<'a, O> {
     ///
     /// # Errors
     ///
-    /// Encoding errors ([`Error::Serialize`](crate::Error::Serialize), [`Error::PayloadTooLarge`](crate::Error::PayloadTooLarge)), an empty queue name
+    /// Encoding errors ([`Error::Serialize`](crate::Error::Serialize),
+    /// [`Error::PayloadTooLarge`](crate::Error::PayloadTooLarge)), an empty queue name
     /// ([`Error::Invalid`](crate::Error::Invalid)), or the broker's error.
-    pub async fn send(mut self) -> Result<Sent<O>> {
+    pub async fn send(self) -> Result<Sent<O>> {
+        let core = self.core;
+        let planned = self.planned().await?;
+        Ok(match core.send_planned(planned).await? {
+            Placed::Enqueued(id) => Sent::Enqueued(core.result_handle(id)),
+            Placed::Duplicate(holder) => Sent::Duplicate(core.result_handle(holder)),
+        })
+    }
+
+    /// Plans the enqueue and seals and signs its message as [`Enqueue::send`] would, but sends
+    /// nothing: for transports the client does not own, such as the application's own
+    /// database transaction (`taskq_postgres::EnqueueWithin`).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq_core::Result<()> {
+    /// let client = taskq_core::Client::in_memory();
+    /// let prepared = client.enqueue_by_name("reports.build", &serde_json::json!({})).prepare().await?;
+    /// assert_eq!(prepared.message().queue, "default");
+    /// assert_eq!(client.inspector().stats("default").await?.pending, 0, "nothing sent");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Enqueue::send`], but never the broker's.
+    pub async fn prepare(self) -> Result<Prepared<'a, O>> {
+        let core = self.core;
+        let planned = self.planned().await?;
+        Ok(Prepared {
+            message: core.outbound(&planned.envelope)?,
+            task: planned.envelope.task,
+            unique: planned.unique,
+            core,
+            _output: PhantomData,
+        })
+    }
+
+    /// Resolves the callbacks and declared options, then plans the envelope.
+    async fn planned(mut self) -> Result<crate::plan::Planned> {
         let core = self.core;
         if !self.call.on_success.is_empty() || !self.call.on_failure.is_empty() {
             workflow::check_supported(core)?;
@@ -265,18 +307,57 @@ impl<'a, O> Enqueue<'a, O> {
             Declared::Known(options) => Some(options),
             Declared::ByName => core.declared_options(&self.name).await?,
         };
-        let planned = plan(
+        plan(
             &self.name,
             self.args?,
             declared.as_ref(),
             &self.call,
             core.clock.now(),
             core.encryption(),
-        )?;
-        Ok(match core.send_planned(planned).await? {
-            Placed::Enqueued(id) => Sent::Enqueued(core.result_handle(id)),
-            Placed::Duplicate(holder) => Sent::Duplicate(core.result_handle(holder)),
-        })
+        )
+    }
+}
+
+/// An enqueue planned, sealed and signed, not yet sent ([`Enqueue::prepare`]): the message to
+/// write, the uniqueness claim that must guard it, and the handles to hand back once written.
+#[derive(Debug)]
+#[must_use = "a prepared enqueue does nothing until its message is written"]
+pub struct Prepared<'a, O> {
+    core: &'a ClientCore,
+    message: OutboundMessage,
+    task: String,
+    unique: Option<(String, Duration)>,
+    _output: PhantomData<fn() -> O>,
+}
+
+impl<O> Prepared<'_, O> {
+    /// The message to write, exactly as the broker would receive it.
+    pub fn message(&self) -> &OutboundMessage {
+        &self.message
+    }
+
+    /// The uniqueness key and window that must guard the write, when the task declares one.
+    pub fn unique(&self) -> Option<(&str, Duration)> {
+        self.unique
+            .as_ref()
+            .map(|(key, window)| (key.as_str(), *window))
+    }
+
+    /// The broker of the client that prepared it: the writer checks it is its own.
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.core.broker
+    }
+
+    /// What happened, once the writer wrote the message (`holder`: `None`) or found its
+    /// uniqueness key held (`holder`: the holder's id).
+    pub fn written(self, holder: Option<TaskId>) -> Sent<O> {
+        match holder {
+            None => {
+                count_enqueued(&self.task, &self.message.queue, 1);
+                Sent::Enqueued(self.core.result_handle(self.message.id))
+            }
+            Some(holder) => Sent::Duplicate(self.core.result_handle(holder)),
+        }
     }
 }
 

@@ -82,7 +82,7 @@ pub mod history {
 pub use clock::Clock;
 pub use context::TaskContext;
 pub use encryption::{Encryption, OpenError};
-pub use enqueue::{Enqueue, Sent};
+pub use enqueue::{Enqueue, Prepared, Sent};
 pub use envelope::{
     DecodeError, Envelope, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_QUEUE, PROTOCOL_VERSION,
 };

@@ -84,6 +84,11 @@ impl PostgresResultBackend {
     /// An unreachable database, or a schema not at this build's version.
     pub async fn connect(config: PostgresConfig) -> Result<Self> {
         let pool = pool::open(&config).await?;
+        Ok(Self::with_pool(pool, &config).await)
+    }
+
+    /// A backend on an open pool (a broker's, say) whose schema is up to date.
+    pub async fn with_pool(pool: PgPool, config: &PostgresConfig) -> Self {
         let names = Names::new(config.schema());
         let waiters = Arc::new(Waiters::default());
         let woken = waiters.clone();
@@ -100,7 +105,7 @@ impl PostgresResultBackend {
                  SELECT id FROM @s.results WHERE expires_at < now() LIMIT $1)",
         );
         let sweeping = Sweeper(tokio::spawn(sweep_expired(pool.clone(), sweep.clone())));
-        Ok(Self {
+        Self {
             shared: Arc::new(Shared {
                 store: names.fill(
                     "SELECT count(*) FROM (
@@ -116,7 +121,7 @@ impl PostgresResultBackend {
                 _listening: listening,
                 _sweeping: sweeping,
             }),
-        })
+        }
     }
 
     /// Deletes expired records now (the sweep does it every minute); returns how many.

@@ -3,14 +3,17 @@
 //! one transaction under an advisory lock, so that two processes migrating at once apply
 //! each version once.
 
-use sqlx::{PgPool, Row};
+use sqlx::{Executor, PgPool, Row};
 use taskq_core::{Error, Result};
 
 use crate::error::pg_error;
 
 /// Every migration, in order: (version, SQL with the schema and channels left as `@s`,
 /// `@ready`, `@control`, `@results`).
-const MIGRATIONS: [(i32, &str); 1] = [(1, include_str!("../migrations/0001_queue.sql"))];
+const MIGRATIONS: [(i32, &str); 2] = [
+    (1, include_str!("../migrations/0001_queue.sql")),
+    (2, include_str!("../migrations/0002_beat.sql")),
+];
 
 /// The version this build's statements expect.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
@@ -61,20 +64,26 @@ pub async fn migrate(pool: &PgPool, schema: &str) -> Result<i32> {
         .execute(&mut *tx)
         .await
         .map_err(pg_error)?;
-    sqlx::raw_sql(&names.fill(
+    let bookkeeping = names.fill(
         "CREATE SCHEMA IF NOT EXISTS @s;
          CREATE TABLE IF NOT EXISTS @s.schema_version (
              version integer PRIMARY KEY,
              applied_at timestamptz NOT NULL DEFAULT now()
          );",
-    ))
-    .execute(&mut *tx)
-    .await
-    .map_err(pg_error)?;
+    );
+    // A plain string runs in the simple query protocol: several statements in one call.
+    (&mut *tx)
+        .execute(bookkeeping.as_str())
+        .await
+        .map_err(pg_error)?;
     let found = current_version(&mut tx, &names).await?;
-    for (version, sql) in MIGRATIONS.iter().filter(|(version, _)| *version > found) {
-        sqlx::raw_sql(&names.fill(sql))
-            .execute(&mut *tx)
+    for (version, sql) in MIGRATIONS {
+        if version <= found {
+            continue;
+        }
+        let filled = names.fill(sql);
+        (&mut *tx)
+            .execute(filled.as_str())
             .await
             .map_err(pg_error)?;
         sqlx::query(&names.fill("INSERT INTO @s.schema_version (version) VALUES ($1)"))
@@ -119,7 +128,7 @@ pub(crate) async fn check(pool: &PgPool, schema: &str) -> Result<()> {
 
 async fn current_version(conn: &mut sqlx::PgConnection, names: &Names) -> Result<i32> {
     let row = sqlx::query(&names.fill("SELECT coalesce(max(version), 0) FROM @s.schema_version"))
-        .fetch_one(conn)
+        .fetch_one(&mut *conn)
         .await
         .map_err(pg_error)?;
     row.try_get::<i32, _>(0).map_err(pg_error)

@@ -22,6 +22,7 @@
 
 #[allow(missing_docs)]
 pub mod backend_suite;
+pub mod beat_store_suite;
 mod cluster;
 mod dump;
 mod postgres;

@@ -154,9 +154,16 @@ impl PostgresServer {
     /// As [`PostgresServer::start`].
     pub fn restart(&self) {
         self.kill();
-        // A killed postmaster leaves its pid file; pg_ctl starts over it once the old
-        // children are gone.
-        std::thread::sleep(Duration::from_millis(200));
+        // A killed postmaster leaves its pid file, and where nothing reaps orphans (PID 1 of
+        // a container) it stays a zombie whose pid still answers: the server would refuse to
+        // start over it. It is dead (the port is closed), so the file goes; the children
+        // exit as soon as they see the postmaster gone.
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = std::fs::remove_file(self.data().join("postmaster.pid"));
+        for socket_file in [".s.PGSQL.{port}", ".s.PGSQL.{port}.lock"] {
+            let name = socket_file.replace("{port}", &self.port.to_string());
+            let _ = std::fs::remove_file(self.dir.join(name));
+        }
         self.spawn();
     }
 

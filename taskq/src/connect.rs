@@ -35,7 +35,10 @@ impl Connect for Client {
 /// durable writes; see `taskq_redis::RedisConfig::new`); with the `amqp` feature,
 /// `amqp://user:password@host:port/vhost?results=redis://host:6379` for the RabbitMQ broker
 /// with results in Redis (or `results=rpc`, delivered to the sending process through a reply
-/// queue, see `taskq_amqp::AmqpReplyBackend`; or `results=memory`, this process only).
+/// queue, see `taskq_amqp::AmqpReplyBackend`; or `results=memory`, this process only); with
+/// the `postgres` feature, `postgres://user:password@host:port/database?schema=taskq` for the
+/// PostgreSQL broker and result backend in one pool (see `taskq_postgres::PostgresConfig`;
+/// `migrate=auto` creates or upgrades the schema at connect).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq::Result<()> {
@@ -60,6 +63,10 @@ pub async fn connect(url: &str) -> Result<Client> {
     #[cfg(feature = "amqp")]
     if taskq_amqp::handles_url(url) {
         return connect_amqp(url).await;
+    }
+    #[cfg(feature = "postgres")]
+    if taskq_postgres::handles_url(url) {
+        return taskq_postgres::client(taskq_postgres::PostgresConfig::new(url)?).await;
     }
     Err(unsupported(url))
 }
@@ -116,8 +123,9 @@ fn take_param(url: &str, name: &str) -> (String, Option<String>) {
     }
 }
 
-/// The beat store at `url`: an in-process one for `memory://`, Redis for Redis URLs, and
-/// RabbitMQ's single-active-consumer token for `amqp://` (`taskq_amqp::AmqpBeatStore`).
+/// The beat store at `url`: an in-process one for `memory://`, Redis for Redis URLs,
+/// RabbitMQ's single-active-consumer token for `amqp://` (`taskq_amqp::AmqpBeatStore`), and
+/// a lock row for `postgres://` (`taskq_postgres::PostgresBeatStore`).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq::Result<()> {
@@ -146,6 +154,13 @@ pub async fn connect_beat_store(url: &str) -> Result<Arc<dyn BeatStore>> {
         let (broker_url, _) = take_param(url, "results");
         return Ok(Arc::new(
             taskq_amqp::AmqpBeatStore::connect(taskq_amqp::AmqpConfig::new(broker_url)).await?,
+        ));
+    }
+    #[cfg(feature = "postgres")]
+    if taskq_postgres::handles_url(url) {
+        let config = taskq_postgres::PostgresConfig::new(url)?;
+        return Ok(Arc::new(
+            taskq_postgres::PostgresBeatStore::connect(config).await?,
         ));
     }
     Err(unsupported(url))
@@ -200,15 +215,39 @@ fn is_memory(url: &str) -> bool {
 }
 
 fn unsupported(url: &str) -> Error {
-    let schemes = match (cfg!(feature = "redis"), cfg!(feature = "amqp")) {
-        (true, true) => "memory://, redis://, rediss://, redis+unix://, redis+cluster://, redis+sentinel://, amqp:// or amqps://",
-        (true, false) => "memory://, redis://, rediss://, redis+unix://, redis+cluster:// or redis+sentinel://",
-        (false, true) => "memory://, amqp:// or amqps:// (build with the `redis` feature for Redis)",
-        (false, false) => "memory:// (build with the `redis` or `amqp` feature for a server)",
+    let mut schemes = vec!["memory://"];
+    if cfg!(feature = "redis") {
+        schemes.extend([
+            "redis://",
+            "rediss://",
+            "redis+unix://",
+            "redis+cluster://",
+            "redis+sentinel://",
+        ]);
+    }
+    if cfg!(feature = "amqp") {
+        schemes.extend(["amqp://", "amqps://"]);
+    }
+    if cfg!(feature = "postgres") {
+        schemes.extend(["postgres://", "postgresql://"]);
+    }
+    let missing: Vec<&str> = [
+        ("redis", cfg!(feature = "redis")),
+        ("amqp", cfg!(feature = "amqp")),
+        ("postgres", cfg!(feature = "postgres")),
+    ]
+    .into_iter()
+    .filter(|(_, on)| !on)
+    .map(|(name, _)| name)
+    .collect();
+    let hint = if missing.is_empty() {
+        String::new()
+    } else {
+        format!(" (build with the {} feature for more)", missing.join(", "))
     };
     Error::Invalid {
         what: "broker url",
-        reason: format!("`{url}`: expected {schemes}"),
+        reason: format!("`{url}`: expected one of {}{hint}", schemes.join(", ")),
     }
 }
 

@@ -30,7 +30,8 @@
 //! One error type, [`Error`], comes back from the client, the worker and the beat alike, so a
 //! program's `?` needs no conversion and [`Error::is_transient`] decides what to retry.
 //!
-//! Features: `redis` (default) adds `redis://`, `rediss://`, `redis+unix://`, `redis+cluster://`
+//! Features: `postgres` (default) adds `postgres://` and `postgresql://` URLs and the
+//! [`postgres`] module; `redis` (default) adds `redis://`, `rediss://`, `redis+unix://`, `redis+cluster://`
 //! and `redis+sentinel://` URLs and the
 //! [`redis`] module; `cli` adds [`cli::WorkerArgs`], the flags, logging and metrics endpoint
 //! of a worker binary.
@@ -53,6 +54,18 @@ pub mod worker {
 #[cfg(feature = "redis")]
 pub mod redis {
     pub use taskq_redis::*;
+}
+
+/// The PostgreSQL broker, result backend and beat store (`taskq-postgres`).
+///
+/// ```
+/// let config = taskq::postgres::PostgresConfig::new("postgres://app@127.0.0.1/app?schema=jobs")?;
+/// assert_eq!(config.schema(), "jobs");
+/// # Ok::<(), taskq::Error>(())
+/// ```
+#[cfg(feature = "postgres")]
+pub mod postgres {
+    pub use taskq_postgres::*;
 }
 
 /// The RabbitMQ broker, reply backend and beat store (`taskq-amqp`).

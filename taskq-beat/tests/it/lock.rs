@@ -1,43 +1,21 @@
 //! The leader lock: acquire, extend by owner only, release by owner only, takeover after
 //! expiry; on the memory store (paused clock) and on Redis (real time).
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
-use taskq_beat::{BeatStore, MemoryBeatStore};
+use taskq_beat::MemoryBeatStore;
 use taskq_redis::RedisBeatStore;
 use taskq_testkit::RedisServer;
 
-async fn lock_behaviour(store: Arc<dyn BeatStore>) {
-    let ttl = Duration::from_millis(500);
-    assert!(store.try_acquire("a", ttl).await.unwrap());
-    assert!(!store.try_acquire("b", ttl).await.unwrap(), "held by a");
-    assert!(store.extend("a", ttl).await.unwrap());
-    assert!(!store.extend("b", ttl).await.unwrap(), "b does not own it");
-    store.release("b").await.unwrap();
-    assert!(
-        !store.try_acquire("b", ttl).await.unwrap(),
-        "release by a non-owner changes nothing"
-    );
-    // Let it expire without extension: b takes over, and a can no longer extend.
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    assert!(store.try_acquire("b", ttl).await.unwrap());
-    assert!(!store.extend("a", ttl).await.unwrap(), "a lost it");
-    store.release("b").await.unwrap();
-    assert!(
-        store.try_acquire("a", ttl).await.unwrap(),
-        "released by its owner"
-    );
-}
-
 #[tokio::test(start_paused = true)]
 async fn memory_lock() {
-    lock_behaviour(Arc::new(MemoryBeatStore::new())).await;
+    taskq_testkit::beat_store_suite::lock_behaviour(Arc::new(MemoryBeatStore::new())).await;
 }
 
 #[tokio::test]
 async fn redis_lock() {
     let server = RedisServer::start();
-    lock_behaviour(Arc::new(
+    taskq_testkit::beat_store_suite::lock_behaviour(Arc::new(
         RedisBeatStore::connect(&taskq_redis::RedisConfig::new(server.url()))
             .await
             .unwrap(),
@@ -51,10 +29,5 @@ async fn redis_last_fire_never_moves_backwards() {
     let store = RedisBeatStore::connect(&taskq_redis::RedisConfig::new(server.url()))
         .await
         .unwrap();
-    let later: chrono::DateTime<chrono::Utc> = "2026-01-01T00:00:10Z".parse().unwrap();
-    let earlier: chrono::DateTime<chrono::Utc> = "2026-01-01T00:00:05Z".parse().unwrap();
-    assert_eq!(store.last_fire("e").await.unwrap(), None);
-    store.set_last_fire("e", later).await.unwrap();
-    store.set_last_fire("e", earlier).await.unwrap();
-    assert_eq!(store.last_fire("e").await.unwrap(), Some(later));
+    taskq_testkit::beat_store_suite::last_fire_never_moves_backwards(Arc::new(store)).await;
 }

@@ -67,6 +67,12 @@ pub trait Broker: Transport + ControlChannel + Inspector + RateLimiter + TaskCat
     /// Worker leases and recovery, or `None` when the server redelivers a lost consumer's
     /// messages by itself (no heartbeat, no reaper needed).
     fn membership(&self) -> Option<&dyn Membership>;
+
+    /// The concrete broker, for extensions that work with one kind only (a transactional
+    /// enqueue writes into its own database's tables); `None` unless it opts in.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 }
 
 /// Compile-time check that [`Broker`] stays object safe.

@@ -119,6 +119,10 @@ impl Broker for PostgresBroker {
     fn membership(&self) -> Option<&dyn Membership> {
         Some(self)
     }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
 }
 
 /// `duration` in whole milliseconds, saturating.

@@ -393,6 +393,48 @@ impl Transport for PostgresBroker {
 }
 
 impl PostgresBroker {
+    /// Writes one message through `conn` (the caller's transaction): guarded by `unique`'s
+    /// claim when given; returns the holder when the key was held. Bounded queues are locked
+    /// until the caller's transaction ends.
+    pub(crate) async fn write_within(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        message: &OutboundMessage,
+        unique: Option<(&str, Duration)>,
+    ) -> Result<Option<TaskId>> {
+        self.check_room(&mut *conn, &[(message.queue.as_str(), 1)])
+            .await?;
+        let Some((key, window)) = unique else {
+            sqlx::query(&self.shared.sql.enqueue)
+                .bind(vec![message.queue.as_str()])
+                .bind(vec![i16::from(message.priority)])
+                .bind(vec![*message.id.as_uuid()])
+                .bind(vec![message.payload.as_str()])
+                .bind(vec![message.eta])
+                .execute(&mut *conn)
+                .await
+                .map_err(pg_error)?;
+            return Ok(None);
+        };
+        let row = sqlx::query(&self.shared.sql.enqueue_unique)
+            .bind(&message.queue)
+            .bind(i16::from(message.priority))
+            .bind(message.id.as_uuid())
+            .bind(&message.payload)
+            .bind(message.eta)
+            .bind(key)
+            .bind(millis(window))
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(pg_error)?;
+        let claimed: Option<uuid::Uuid> = row.try_get(0).map_err(pg_error)?;
+        if claimed.is_some() {
+            return Ok(None);
+        }
+        let holder: Option<uuid::Uuid> = row.try_get(1).map_err(pg_error)?;
+        Ok(Some(TaskId::from_uuid(holder.unwrap_or_default())))
+    }
+
     /// One `fetch()` call: what it took, in the order of preference, priority and position.
     async fn take(&self, worker: &WorkerId, queues: &[String], max: i32) -> Result<Vec<Delivery>> {
         let rows = sqlx::query(&self.shared.sql.fetch)

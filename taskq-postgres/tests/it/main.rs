@@ -2,5 +2,7 @@
 //! (one per binary, a fresh schema per test): the conformance suites, and what only
 //! PostgreSQL does.
 
+mod beat_store;
 mod conformance;
 mod support;
+mod within;

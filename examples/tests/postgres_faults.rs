@@ -1,0 +1,143 @@
+//! Fault tests on PostgreSQL with real processes: demo workers (`taskq-demo-worker --broker
+//! postgres://…`) on a private PostgreSQL server, killed with SIGKILL, paused past their
+//! lease with SIGSTOP, and the server itself killed with SIGKILL and restarted. Every
+//! enqueued task id is counted in the workers' ledger: lost must be zero.
+
+use std::{path::Path, sync::OnceLock, time::Duration};
+
+use support::{
+    assert_every_id_ran, enqueue_sleeps, executions, ledger_path, wait_until, WorkerProcess,
+};
+use taskq_core::{Client, TaskId, TaskState};
+use taskq_testkit::PostgresServer;
+
+mod support;
+
+/// One server for this binary (each test takes a schema); the crash test starts its own.
+fn shared_server() -> &'static PostgresServer {
+    static SERVER: OnceLock<PostgresServer> = OnceLock::new();
+    SERVER.get_or_init(PostgresServer::start)
+}
+
+/// A URL on a fresh schema, created by whoever connects first.
+fn fresh_url(server: &PostgresServer) -> String {
+    format!("{}&migrate=auto", server.fresh_url())
+}
+
+/// Waits until the queue has settled (nothing ready, scheduled or held), then states the
+/// promise: every id ran and succeeded; returns the number of duplicate runs.
+async fn assert_none_lost(client: &Client, ids: &[TaskId], ledger: &Path) -> usize {
+    wait_until("the queue to settle", Duration::from_secs(90), async || {
+        let stats = client.broker().stats("default").await.unwrap();
+        stats.pending + stats.scheduled + stats.processing == 0
+    })
+    .await;
+    let duplicates = assert_every_id_ran(ids, ledger);
+    for id in ids {
+        let record = client
+            .result(*id)
+            .await
+            .unwrap()
+            .expect("a result for every task");
+        assert_eq!(record.state, TaskState::Success, "{id}");
+    }
+    let stats = client.broker().stats("default").await.unwrap();
+    assert_eq!((stats.pending, stats.dead), (0, 0), "{stats:?}");
+    duplicates
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_task_is_lost_when_a_worker_is_killed_on_postgres() {
+    let url = fresh_url(shared_server());
+    let client = taskq::connect(&url).await.unwrap();
+    let ledger = ledger_path("pg-kill");
+    let ids = enqueue_sleeps(&client, 300, 20, &ledger).await;
+
+    let mut victim = WorkerProcess::start_on(&url, &["--concurrency", "16"], &[]);
+    let mut survivor = WorkerProcess::start_on(&url, &["--concurrency", "16"], &[]);
+    wait_until("some progress", Duration::from_secs(60), async || {
+        executions(&ledger).len() >= 60
+    })
+    .await;
+    victim.signal("KILL");
+    victim.wait_exit(Duration::from_secs(5));
+
+    let duplicates = assert_none_lost(&client, &ids, &ledger).await;
+    eprintln!(
+        "postgres, killed worker: 0 lost, {duplicates} duplicate executions of {}",
+        ids.len()
+    );
+    survivor.signal("TERM");
+    assert!(survivor.wait_exit(Duration::from_secs(15)).success());
+    let _ = std::fs::remove_file(&ledger);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_worker_cannot_duplicate_recovered_work_on_postgres() {
+    let url = fresh_url(shared_server());
+    let client = taskq::connect(&url).await.unwrap();
+    let ledger = ledger_path("pg-pause");
+    let ids = enqueue_sleeps(&client, 100, 300, &ledger).await;
+
+    let mut paused = WorkerProcess::start_on(&url, &["--concurrency", "20"], &[]);
+    wait_until(
+        "the first worker to hold tasks",
+        Duration::from_secs(30),
+        async || client.broker().stats("default").await.unwrap().processing >= 20,
+    )
+    .await;
+    paused.signal("STOP");
+    let mut other = WorkerProcess::start_on(&url, &["--concurrency", "20"], &[]);
+    // Past the paused worker's liveness deadline, its tasks are recovered and run by the other.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    paused.signal("CONT");
+
+    let duplicates = assert_none_lost(&client, &ids, &ledger).await;
+    // The paused worker's in-flight runs finish after resuming (at most its concurrency), but
+    // their acks are fenced: nothing it held goes back to the queue a second time.
+    assert!(duplicates <= 20, "{duplicates} duplicates");
+    eprintln!(
+        "postgres, paused worker: 0 lost, {duplicates} duplicate executions of {}",
+        ids.len()
+    );
+    paused.signal("TERM");
+    other.signal("TERM");
+    paused.wait_exit(Duration::from_secs(15));
+    assert!(other.wait_exit(Duration::from_secs(15)).success());
+    let _ = std::fs::remove_file(&ledger);
+}
+
+/// kill -9 of the postmaster mid-run, then a restart: every committed enqueue survives (the
+/// WAL is replayed), and the worker reconnects and finishes by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_killed_mid_run_loses_no_committed_task() {
+    let server = PostgresServer::start();
+    let url = fresh_url(&server);
+    let client = taskq::connect(&url).await.unwrap();
+    let ledger = ledger_path("pg-crash");
+    // 200 runs of 100 ms on 8 slots: about 2.5 s of work, so the crash lands mid-run.
+    let ids = enqueue_sleeps(&client, 200, 100, &ledger).await;
+
+    let mut worker = WorkerProcess::start_on(&url, &["--concurrency", "8"], &[]);
+    wait_until("some progress", Duration::from_secs(60), async || {
+        executions(&ledger).len() >= 20
+    })
+    .await;
+    server.kill();
+    let done_at_crash = executions(&ledger).len();
+    assert!(
+        done_at_crash < ids.len(),
+        "the crash came after the work was done"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    server.restart();
+
+    let duplicates = assert_none_lost(&client, &ids, &ledger).await;
+    eprintln!(
+        "postgres, server killed after {done_at_crash} runs: 0 lost, {duplicates} duplicates of {}",
+        ids.len()
+    );
+    worker.signal("TERM");
+    assert!(worker.wait_exit(Duration::from_secs(15)).success());
+    let _ = std::fs::remove_file(&ledger);
+}
