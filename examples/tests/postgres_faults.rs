@@ -141,3 +141,73 @@ async fn a_database_killed_mid_run_loses_no_committed_task() {
     assert!(worker.wait_exit(Duration::from_secs(15)).success());
     let _ = std::fs::remove_file(&ledger);
 }
+
+/// Runs the order producer; returns its process once it printed `written <id>`, and the id.
+fn start_producer(
+    url: &str,
+    order: i64,
+    ledger: &Path,
+    hold: bool,
+) -> (std::process::Child, TaskId) {
+    use std::io::BufRead;
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_taskq-order-producer"));
+    command
+        .args(["--broker", url, "--order", &order.to_string()])
+        .args(["--ledger", &ledger.display().to_string()])
+        .stdout(std::process::Stdio::piped());
+    if hold {
+        command.arg("--hold");
+    }
+    let mut child = command.spawn().expect("start taskq-order-producer");
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = lines.next().expect("a line").expect("readable");
+    let id = line
+        .strip_prefix("written ")
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected output: {line}"));
+    // Keep reading in the background so the producer never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, id)
+}
+
+/// A producer SIGKILLed between its business write and its commit leaves neither the order
+/// nor its task; one that commits leaves both, and the task runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_killed_before_its_commit_leaves_neither_the_order_nor_the_task() {
+    let url = fresh_url(shared_server());
+    let client = taskq::connect(&url).await.unwrap();
+    let schema = taskq::postgres::PostgresConfig::new(&url)
+        .unwrap()
+        .schema()
+        .to_owned();
+    let pool = taskq::postgres::pool_of(&client).unwrap().clone();
+    let ledger = ledger_path("pg-producer");
+
+    let (mut killed, lost_id) = start_producer(&url, 1, &ledger, true);
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let (mut committed, kept_id) = start_producer(&url, 2, &ledger, false);
+    assert!(committed.wait().unwrap().success());
+
+    let orders: Vec<i64> =
+        taskq::postgres::sqlx::query_scalar(&format!("SELECT id FROM {schema}.orders ORDER BY id"))
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        orders,
+        vec![2],
+        "the killed producer's order is gone, the other's kept"
+    );
+    let mut worker = WorkerProcess::start_on(&url, &["--concurrency", "4"], &[]);
+    let duplicates = assert_none_lost(&client, &[kept_id], &ledger).await;
+    assert_eq!(duplicates, 0);
+    assert!(
+        !executions(&ledger).contains_key(&lost_id),
+        "the killed producer's task never existed"
+    );
+    assert!(client.result(lost_id).await.unwrap().is_none());
+    worker.signal("TERM");
+    assert!(worker.wait_exit(Duration::from_secs(15)).success());
+    let _ = std::fs::remove_file(&ledger);
+}

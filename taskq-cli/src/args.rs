@@ -75,6 +75,20 @@ pub enum Command {
     /// Serve the web dashboard: queues, workers, tasks, dead letters (loopback only unless
     /// --token or --basic-user is given).
     Dashboard(DashboardArgs),
+    /// PostgreSQL: create or upgrade taskq's schema (`--broker postgres://…?schema=NAME`).
+    Postgres {
+        /// What to do.
+        #[command(subcommand)]
+        command: PostgresCommand,
+    },
+}
+
+/// `taskq postgres ...`.
+#[derive(Debug, Subcommand)]
+pub enum PostgresCommand {
+    /// Bring the schema to this build's version (creating it when missing); safe to run again
+    /// and from several hosts at once.
+    Migrate,
 }
 
 /// `taskq dashboard` flags.

@@ -8,9 +8,40 @@ use serde_json::json;
 use taskq_core::{error_chain, Client, ControlMessage, DeadLetter, Page, TaskId};
 
 use crate::{
-    args::{Cli, Command, DeadCommand, EnqueueArgs, QueueCommand},
+    args::{Cli, Command, DeadCommand, EnqueueArgs, PostgresCommand, QueueCommand},
     table, Failure,
 };
+
+/// `taskq postgres migrate`: the schema the URL names, at this build's version.
+async fn migrate_postgres(url: &str, json: bool) -> Result<String, Failure> {
+    use taskq::postgres::{migrate, sqlx, PostgresConfig, SCHEMA_VERSION};
+    if !taskq::postgres::handles_url(url) {
+        return Err(format!(
+            "`taskq postgres migrate` needs a postgres:// URL, not `{}`",
+            taskq::redacted_url(url)
+        )
+        .into());
+    }
+    let config = PostgresConfig::new(url)?;
+    let pool = sqlx::PgPool::connect(config.url())
+        .await
+        .map_err(|err| format!("cannot connect to {}: {err}", taskq::redacted_url(url)))?;
+    let found = migrate(&pool, config.schema()).await?;
+    pool.close().await;
+    Ok(if json {
+        json!({"schema": config.schema(), "from": found, "to": SCHEMA_VERSION}).to_string()
+    } else if found == SCHEMA_VERSION {
+        format!(
+            "schema `{}` is at version {SCHEMA_VERSION}: nothing to do",
+            config.schema()
+        )
+    } else {
+        format!(
+            "schema `{}`: version {found} -> {SCHEMA_VERSION}",
+            config.schema()
+        )
+    })
+}
 
 pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
     if let Command::Dashboard(args) = &cli.command {
@@ -28,6 +59,13 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         dashboard_access(args)?.check_listen(args.listen)?;
     }
     let url = cli.connection.url();
+    if let Command::Postgres {
+        command: PostgresCommand::Migrate,
+    } = &cli.command
+    {
+        println!("{}", migrate_postgres(&url, cli.json).await?);
+        return Ok(());
+    }
     let client = connect(&url).await?;
     let client = match cli.signing_key.clone() {
         Some(key) => client.with_signing_key(key),
@@ -83,6 +121,8 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
             );
         }
         Command::Ping { timeout } => println!("{}", ping(&client, timeout, json).await?),
+        // Migrated above, before connecting (a client refuses a schema that is not migrated).
+        Command::Postgres { .. } => {}
         Command::Dashboard(args) => {
             let beat = taskq::connect_beat_store(&url).await?;
             dashboard(client, args, beat).await?

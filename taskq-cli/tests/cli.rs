@@ -782,3 +782,32 @@ fn the_dashboard_serves_an_allowed_host_name_and_refuses_others() {
     assert_eq!(allowed, 200, "the allowed host name is served");
     assert_eq!(refused, Some(403), "any other host name is refused");
 }
+
+/// `taskq postgres migrate` creates the schema a URL names, says so, does nothing the second
+/// time, and from then on the other commands connect to it; before, they refuse with the fix.
+#[test]
+fn postgres_migrate_creates_the_schema_once_and_other_commands_name_it_until_then() {
+    let server = taskq_testkit::PostgresServer::start();
+    let url = server.fresh_url();
+    let before = taskq_with_input(&url, &["status"], "");
+    assert!(!before.status.success());
+    let refusal = String::from_utf8_lossy(&before.stderr);
+    assert!(refusal.contains("taskq postgres migrate"), "{refusal}");
+
+    let first = taskq_with_input(&url, &["postgres", "migrate"], "");
+    assert!(first.status.success(), "{first:?}");
+    let said = String::from_utf8_lossy(&first.stdout);
+    assert!(said.contains("version 0 -> "), "{said}");
+    let again = taskq_with_input(&url, &["postgres", "migrate"], "");
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("nothing to do"),
+        "{again:?}"
+    );
+
+    let enqueued = taskq_with_input(&url, &["enqueue", "demo.add", "--args", r#"{"a":1}"#], "");
+    assert!(enqueued.status.success(), "{enqueued:?}");
+    let status = taskq_with_input(&url, &["--json", "status"], "");
+    assert!(status.status.success(), "{status:?}");
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("\"pending\":1"), "{text}");
+}

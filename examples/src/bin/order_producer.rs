@@ -1,0 +1,62 @@
+//! `taskq-order-producer --broker postgres://… --order N [--hold]`: what a handler that takes
+//! an order does with taskq on PostgreSQL. It writes the order and enqueues its receipt
+//! (`demo.sleep`, recorded in `--ledger`) in one transaction, then commits; with `--hold` it
+//! stops before the commit and waits to be killed (the fault tests kill it there: neither
+//! the order nor its task may remain).
+
+use std::io::Write;
+
+use clap::Parser;
+use taskq::postgres::{pool_of, sqlx, EnqueueWithin};
+
+#[derive(Parser)]
+struct Args {
+    /// The PostgreSQL URL (`?schema=` names the schema of both taskq and the orders table).
+    #[arg(long)]
+    broker: String,
+    /// The order's number.
+    #[arg(long)]
+    order: i64,
+    /// The ledger file the receipt task writes to when it runs.
+    #[arg(long)]
+    ledger: String,
+    /// Stop before the commit and wait to be killed.
+    #[arg(long)]
+    hold: bool,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let args = Args::parse();
+    let client = taskq::connect(&args.broker).await?;
+    let config = taskq::postgres::PostgresConfig::new(&args.broker)?;
+    let pool = pool_of(&client).ok_or("not a PostgreSQL broker")?;
+    let orders = format!("{}.orders", config.schema());
+    sqlx::query(&format!(
+        "CREATE TABLE IF NOT EXISTS {orders} (id bigint PRIMARY KEY)"
+    ))
+    .execute(pool)
+    .await?;
+
+    let mut tx = pool.begin().await?;
+    sqlx::query(&format!("INSERT INTO {orders} (id) VALUES ($1)"))
+        .bind(args.order)
+        .execute(&mut *tx)
+        .await?;
+    let receipt = client
+        .enqueue(taskq_examples::demo::Sleep {
+            ms: 1,
+            ledger: Some(args.ledger),
+        })
+        .within(&mut tx)
+        .await?;
+    println!("written {}", receipt.id());
+    std::io::stdout().flush()?;
+    if args.hold {
+        // Killed here, between the writes and the commit.
+        std::future::pending::<()>().await;
+    }
+    tx.commit().await?;
+    println!("committed {}", receipt.id());
+    Ok(())
+}
