@@ -7,7 +7,10 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use sqlx::PgPool;
-use taskq_core::{Error, Result, ResultBackend, TaskId, TaskResult};
+use taskq_core::{
+    workflow::{GroupStatus, MemberOf, MemberOutcome, WorkflowRecord},
+    Error, Result, ResultBackend, TaskId, TaskResult, TaskState,
+};
 use tokio::{sync::Notify, time::Instant};
 
 use crate::{
@@ -43,6 +46,9 @@ struct Shared {
     store: String,
     get: String,
     sweep: String,
+    put_workflow: String,
+    workflow: String,
+    report: String,
     waiters: Arc<Waiters>,
     _listening: ListenTask,
     _sweeping: Sweeper,
@@ -101,8 +107,16 @@ impl PostgresResultBackend {
         );
         listening.ready().await;
         let sweep = names.fill(
-            "DELETE FROM @s.results WHERE id IN (
-                 SELECT id FROM @s.results WHERE expires_at < now() LIMIT $1)",
+            "WITH results AS (
+                 DELETE FROM @s.results WHERE id IN (
+                     SELECT id FROM @s.results WHERE expires_at < now() LIMIT $1)
+                 RETURNING 1
+             ), workflows AS (
+                 DELETE FROM @s.workflows WHERE id IN (
+                     SELECT id FROM @s.workflows WHERE expires_at < now() LIMIT $1)
+                 RETURNING 1
+             )
+             SELECT (SELECT count(*) FROM results) + (SELECT count(*) FROM workflows)",
         );
         let sweeping = Sweeper(tokio::spawn(sweep_expired(pool.clone(), sweep.clone())));
         Self {
@@ -115,6 +129,21 @@ impl PostgresResultBackend {
                 ),
                 get: names
                     .fill("SELECT record FROM @s.results WHERE id = $1 AND expires_at > now()"),
+                put_workflow: names.fill(
+                    "INSERT INTO @s.workflows (id, record, expires_at)
+                     VALUES ($1, $2, now() + $3 * interval '1 millisecond')
+                     ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record, expires_at = EXCLUDED.expires_at",
+                ),
+                workflow: names.fill(
+                    "SELECT record FROM @s.workflows WHERE id = $1 AND expires_at > now()",
+                ),
+                report: names.fill(
+                    "SELECT r.status, r.group_record, r.outcomes
+                     FROM unnest($1::uuid[], $2::integer[], $3::integer[], $4::text[], $5::boolean[])
+                          WITH ORDINALITY AS u(grp, member, of, outcome, success, ord)
+                     CROSS JOIN LATERAL @s.report_member(u.grp, u.member, u.of, u.outcome, u.success, $6) r
+                     ORDER BY u.ord",
+                ),
                 sweep,
                 pool,
                 waiters,
@@ -132,13 +161,13 @@ impl PostgresResultBackend {
     pub async fn sweep_expired(&self) -> Result<u64> {
         let mut total = 0;
         loop {
-            let done = sqlx::query(&self.shared.sweep)
+            let swept: i64 = sqlx::query_scalar(&self.shared.sweep)
                 .bind(SWEEP_BATCH)
-                .execute(&self.shared.pool)
+                .fetch_one(&self.shared.pool)
                 .await
                 .map_err(pg_error)?;
-            total += done.rows_affected();
-            if done.rows_affected() < SWEEP_BATCH as u64 {
+            total += u64::try_from(swept).unwrap_or_default();
+            if swept < SWEEP_BATCH {
                 return Ok(total);
             }
         }
@@ -156,11 +185,12 @@ async fn sweep_expired(pool: PgPool, sweep: String) {
     }
 }
 
-fn encoded(result: &TaskResult) -> Result<String> {
-    serde_json::to_string(result).map_err(|source| Error::Serialize {
-        what: "task result",
-        source,
-    })
+fn encoded<T: serde::Serialize>(what: &'static str, value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|source| Error::Serialize { what, source })
+}
+
+fn decoded<T: serde::de::DeserializeOwned>(what: &'static str, text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|source| Error::Deserialize { what, source })
 }
 
 #[async_trait]
@@ -175,7 +205,10 @@ impl ResultBackend for PostgresResultBackend {
         }
         let ids: Vec<uuid::Uuid> = results.iter().map(|r| *r.id.as_uuid()).collect();
         let states: Vec<&str> = results.iter().map(|r| r.state.as_str()).collect();
-        let records = results.iter().map(encoded).collect::<Result<Vec<_>>>()?;
+        let records = results
+            .iter()
+            .map(|result| encoded("task result", result))
+            .collect::<Result<Vec<_>>>()?;
         sqlx::query(&self.shared.store)
             .bind(ids)
             .bind(states)
@@ -194,12 +227,7 @@ impl ResultBackend for PostgresResultBackend {
             .await
             .map_err(pg_error)?;
         record
-            .map(|record| {
-                serde_json::from_str(&record).map_err(|source| Error::Deserialize {
-                    what: "task result",
-                    source,
-                })
-            })
+            .map(|record| decoded("task result", &record))
             .transpose()
     }
 
@@ -230,4 +258,87 @@ impl ResultBackend for PostgresResultBackend {
         }
         outcome
     }
+
+    async fn put_workflow(&self, record: &WorkflowRecord, ttl: Duration) -> Result<()> {
+        sqlx::query(&self.shared.put_workflow)
+            .bind(record.id.as_uuid())
+            .bind(encoded("workflow record", record)?)
+            .bind(millis(ttl))
+            .execute(&self.shared.pool)
+            .await
+            .map_err(pg_error)?;
+        Ok(())
+    }
+
+    async fn workflow(&self, id: TaskId) -> Result<Option<WorkflowRecord>> {
+        let record: Option<String> = sqlx::query_scalar(&self.shared.workflow)
+            .bind(id.as_uuid())
+            .fetch_optional(&self.shared.pool)
+            .await
+            .map_err(pg_error)?;
+        record
+            .map(|record| decoded("workflow record", &record))
+            .transpose()
+    }
+
+    async fn report_members(
+        &self,
+        reports: &[(MemberOf, MemberOutcome)],
+        ttl: Duration,
+    ) -> Result<Vec<GroupStatus>> {
+        if reports.is_empty() {
+            return Ok(Vec::new());
+        }
+        let groups: Vec<uuid::Uuid> = reports.iter().map(|(m, _)| *m.group.as_uuid()).collect();
+        let members: Vec<i32> = reports.iter().map(|(m, _)| index(m.index)).collect();
+        let sizes: Vec<i32> = reports.iter().map(|(m, _)| index(m.of)).collect();
+        let outcomes = reports
+            .iter()
+            .map(|(_, outcome)| encoded("member outcome", outcome))
+            .collect::<Result<Vec<_>>>()?;
+        let succeeded: Vec<bool> = reports
+            .iter()
+            .map(|(_, outcome)| outcome.state == TaskState::Success)
+            .collect();
+        let rows = sqlx::query(&self.shared.report)
+            .bind(groups)
+            .bind(members)
+            .bind(sizes)
+            .bind(outcomes)
+            .bind(succeeded)
+            .bind(millis(ttl))
+            .fetch_all(&self.shared.pool)
+            .await
+            .map_err(pg_error)?;
+        rows.iter().map(group_status).collect()
+    }
+}
+
+/// A member index or group size as the database stores it.
+fn index(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+/// One row of `report_member` as a [`GroupStatus`].
+fn group_status(row: &sqlx::postgres::PgRow) -> Result<GroupStatus> {
+    use sqlx::Row;
+    let status: String = row.try_get(0).map_err(pg_error)?;
+    let record: Option<String> = row.try_get(1).map_err(pg_error)?;
+    let outcomes: Option<Vec<String>> = row.try_get(2).map_err(pg_error)?;
+    let record = || -> Result<Box<WorkflowRecord>> {
+        decoded("workflow record", record.as_deref().unwrap_or("null"))
+    };
+    let outcomes = outcomes
+        .unwrap_or_default()
+        .iter()
+        .map(|outcome| decoded("member outcome", outcome))
+        .collect::<Result<Vec<MemberOutcome>>>()?;
+    Ok(match status.as_str() {
+        "complete" => GroupStatus::Complete(record()?, outcomes),
+        "failed" => match outcomes.into_iter().next() {
+            Some(failed) => GroupStatus::Failed(record()?, Box::new(failed)),
+            None => GroupStatus::Waiting,
+        },
+        _ => GroupStatus::Waiting,
+    })
 }

@@ -10,9 +10,10 @@ use crate::error::pg_error;
 
 /// Every migration, in order: (version, SQL with the schema and channels left as `@s`,
 /// `@ready`, `@control`, `@results`).
-const MIGRATIONS: [(i32, &str); 2] = [
+const MIGRATIONS: [(i32, &str); 3] = [
     (1, include_str!("../migrations/0001_queue.sql")),
     (2, include_str!("../migrations/0002_beat.sql")),
+    (3, include_str!("../migrations/0003_workflows.sql")),
 ];
 
 /// The version this build's statements expect.

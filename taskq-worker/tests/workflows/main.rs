@@ -1,5 +1,6 @@
-//! Workflows (chain, group, chord, callbacks) end to end on the in-memory broker and on a real
-//! redis-server: every scenario runs on both, with a worker running in the same process.
+//! Workflows (chain, group, chord, callbacks) end to end on the in-memory broker, on a real
+//! redis-server and on a real PostgreSQL server: every scenario runs on each, with a worker
+//! running in the same process.
 
 mod scenarios;
 mod tasks;
@@ -7,7 +8,7 @@ mod tasks;
 use std::{future::Future, time::Duration};
 
 use taskq_core::Client;
-use taskq_testkit::RedisServer;
+use taskq_testkit::{PostgresServer, RedisServer};
 use taskq_worker::{RunningWorker, Worker, WorkerBuilder, WorkerConfig};
 
 /// A worker running every workflow test task, in the background.
@@ -59,8 +60,22 @@ where
     scenario(client).await;
 }
 
+/// Runs `scenario` with a client on a fresh schema of this binary's PostgreSQL server.
+async fn on_postgres<F, Fut>(scenario: F)
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    static SERVER: std::sync::OnceLock<PostgresServer> = std::sync::OnceLock::new();
+    let server = SERVER.get_or_init(PostgresServer::start);
+    let client = taskq::connect(&format!("{}&migrate=auto", server.fresh_url()))
+        .await
+        .expect("connect to the test PostgreSQL server");
+    scenario(client).await;
+}
+
 /// One test per scenario and broker.
-macro_rules! on_both {
+macro_rules! on_every_broker {
     ($($scenario:ident),* $(,)?) => {
         mod memory {
             $(
@@ -78,10 +93,18 @@ macro_rules! on_both {
                 }
             )*
         }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::on_postgres(|client| super::scenarios::$scenario(client, "postgres")).await;
+                }
+            )*
+        }
     };
 }
 
-on_both!(
+on_every_broker!(
     typed_chain_of_three,
     group_of_a_hundred_with_one_failure,
     chord_of_a_thousand_calls_back_once,

@@ -1,4 +1,4 @@
-//! The scenarios, each run on the in-memory broker and on Redis (see `on_both!`).
+//! The scenarios, each run on the in-memory broker, Redis and PostgreSQL (see `on_every_broker!`).
 
 use std::time::Duration;
 
