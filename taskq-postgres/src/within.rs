@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 use sqlx::PgConnection;
-use taskq_core::{AsyncResult, Enqueue, Error, Result, Sent};
+use taskq_core::{AsyncResult, Client, Enqueue, Error, Prepared, Result, Run, Sent};
 
 use crate::PostgresBroker;
 
@@ -55,19 +55,76 @@ impl<'a, O: Send + 'a> EnqueueWithin<O> for Enqueue<'a, O> {
 
     async fn send_within(self, conn: &mut PgConnection) -> Result<Sent<O>> {
         let prepared = self.prepare().await?;
-        let broker = prepared
-            .broker()
-            .as_any()
-            .and_then(|any| any.downcast_ref::<PostgresBroker>())
-            .ok_or_else(|| Error::Invalid {
-                what: "transactional enqueue",
-                reason: "the client's broker is not PostgreSQL: a transaction of this database \
-                         cannot hold its tasks"
-                    .into(),
-            })?;
+        let broker = postgres_broker(&prepared)?;
         let holder = broker
             .write_within(conn, prepared.message(), prepared.unique())
             .await?;
         Ok(prepared.written(holder))
+    }
+}
+
+/// The client's broker, when it is PostgreSQL.
+fn postgres_broker<'b, O>(prepared: &'b Prepared<'_, O>) -> Result<&'b PostgresBroker> {
+    prepared
+        .broker()
+        .as_any()
+        .and_then(|any| any.downcast_ref::<PostgresBroker>())
+        .ok_or_else(|| Error::Invalid {
+            what: "transactional enqueue",
+            reason: "the client's broker is not PostgreSQL: a transaction of this database \
+                     cannot hold its tasks"
+                .into(),
+        })
+}
+
+/// Bulk enqueue inside the application's transaction: `client.enqueue_many_within(&mut tx,
+/// tasks)`, one statement for every invocation (each task's declared options apply; a task
+/// that declares uniqueness is written one claim at a time).
+#[async_trait]
+pub trait EnqueueManyWithin {
+    /// Writes one invocation per element of `tasks` through `conn`; their handles, in order.
+    ///
+    /// # Errors
+    ///
+    /// As [`EnqueueWithin::within`].
+    async fn enqueue_many_within<T: Run>(
+        &self,
+        conn: &mut PgConnection,
+        tasks: Vec<T>,
+    ) -> Result<Vec<AsyncResult<T::Output>>>;
+}
+
+#[async_trait]
+impl EnqueueManyWithin for Client {
+    async fn enqueue_many_within<T: Run>(
+        &self,
+        conn: &mut PgConnection,
+        tasks: Vec<T>,
+    ) -> Result<Vec<AsyncResult<T::Output>>> {
+        let mut prepared = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            prepared.push(self.enqueue(task).prepare().await?);
+        }
+        let Some(first) = prepared.first() else {
+            return Ok(Vec::new());
+        };
+        let broker = postgres_broker(first)?.clone();
+        if first.unique().is_some() {
+            let mut handles = Vec::with_capacity(prepared.len());
+            for one in prepared {
+                let holder = broker
+                    .write_within(&mut *conn, one.message(), one.unique())
+                    .await?;
+                handles.push(one.written(holder).into_handle());
+            }
+            return Ok(handles);
+        }
+        let messages: Vec<&taskq_core::OutboundMessage> =
+            prepared.iter().map(Prepared::message).collect();
+        broker.write_many_within(&mut *conn, &messages).await?;
+        Ok(prepared
+            .into_iter()
+            .map(|one| one.written(None).into_handle())
+            .collect())
     }
 }

@@ -435,6 +435,45 @@ impl PostgresBroker {
         Ok(Some(TaskId::from_uuid(holder.unwrap_or_default())))
     }
 
+    /// Writes `messages` through `conn` (the caller's transaction) in one statement.
+    pub(crate) async fn write_many_within(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        messages: &[&OutboundMessage],
+    ) -> Result<()> {
+        let mut adding: std::collections::BTreeMap<&str, usize> = Default::default();
+        for message in messages {
+            *adding.entry(message.queue.as_str()).or_default() += 1;
+        }
+        let adding: Vec<(&str, usize)> = adding.into_iter().collect();
+        self.check_room(&mut *conn, &adding).await?;
+        sqlx::query(&self.shared.sql.enqueue)
+            .bind(
+                messages
+                    .iter()
+                    .map(|m| m.queue.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                messages
+                    .iter()
+                    .map(|m| i16::from(m.priority))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(messages.iter().map(|m| *m.id.as_uuid()).collect::<Vec<_>>())
+            .bind(
+                messages
+                    .iter()
+                    .map(|m| m.payload.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(messages.iter().map(|m| m.eta).collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await
+            .map_err(pg_error)?;
+        Ok(())
+    }
+
     /// One `fetch()` call: what it took, in the order of preference, priority and position.
     async fn take(&self, worker: &WorkerId, queues: &[String], max: i32) -> Result<Vec<Delivery>> {
         let rows = sqlx::query(&self.shared.sql.fetch)

@@ -147,3 +147,41 @@ async fn a_client_on_another_broker_is_refused_clearly() {
     assert!(err.to_string().contains("not PostgreSQL"), "{err}");
     assert!(pool_of(&client).is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_enqueue_within_a_transaction_lands_whole_and_in_order_only_on_commit() {
+    use taskq_postgres::EnqueueManyWithin;
+    let (client, _) = client_with_orders().await;
+    let pool = pool_of(&client).unwrap().clone();
+    let batch = || {
+        (0..50)
+            .map(|order| SendReceipt { order })
+            .collect::<Vec<_>>()
+    };
+
+    let mut rolled_back = pool.begin().await.unwrap();
+    client
+        .enqueue_many_within(&mut rolled_back, batch())
+        .await
+        .unwrap();
+    rolled_back.rollback().await.unwrap();
+    assert_eq!(client.broker().stats("default").await.unwrap().pending, 0);
+
+    let mut committed = pool.begin().await.unwrap();
+    let handles = client
+        .enqueue_many_within(&mut committed, batch())
+        .await
+        .unwrap();
+    committed.commit().await.unwrap();
+    let pending = client
+        .inspector()
+        .pending("default", taskq_core::Page::first(100))
+        .await
+        .unwrap();
+    let ids: Vec<_> = pending
+        .iter()
+        .map(|payload| taskq_core::Envelope::decode(payload, 1 << 20).unwrap().id)
+        .collect();
+    let expected: Vec<_> = handles.iter().map(|handle| handle.id()).collect();
+    assert_eq!(ids, expected, "every invocation, in the order given");
+}
