@@ -173,6 +173,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         "concurrency": cli.concurrency,
         "peak_rss_mib": measure::peak_rss_kib().map(|k| k as f64 / 1024.0),
         "rows": rows,
+        "postgres_tables": measure::postgres_tables(&cli.connection.broker).await,
     });
     let row_values = report["rows"].as_array().cloned().unwrap_or_default();
     if let Some(baseline) = &baseline {
@@ -198,6 +199,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         }
         if let Some(rss) = report["peak_rss_mib"].as_f64() {
             println!("peak RSS of the benchmark process (producer + worker): {rss:.1} MiB");
+        }
+        if let Some(tables) = report["postgres_tables"].as_object() {
+            let sizes: Vec<String> = tables
+                .iter()
+                .map(|(table, bytes)| format!("{table} {} KiB", bytes.as_i64().unwrap_or(0) / 1024))
+                .collect();
+            println!(
+                "postgres tables with their indexes, after the run: {}",
+                sizes.join(", ")
+            );
         }
         for row in rows.iter().filter(|row| row.offered_per_second.is_some()) {
             let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3}"));

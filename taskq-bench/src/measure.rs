@@ -130,3 +130,25 @@ async fn redis_counters(
         commands: field("total_commands_processed").parse().unwrap_or(0),
     })
 }
+
+/// On a PostgreSQL broker, the size of taskq's busiest tables with their indexes and TOAST
+/// (`pg_total_relation_size`), in bytes: what a run left behind. `None` for other brokers.
+pub(crate) async fn postgres_tables(url: &str) -> Option<serde_json::Value> {
+    use taskq::postgres::{sqlx, PostgresConfig};
+    if !taskq::postgres::handles_url(url) {
+        return None;
+    }
+    let config = PostgresConfig::new(url).ok()?;
+    let pool = sqlx::PgPool::connect(config.url()).await.ok()?;
+    let mut sizes = serde_json::Map::new();
+    for table in ["messages", "results", "dead_letters"] {
+        let bytes: i64 = sqlx::query_scalar("SELECT pg_total_relation_size($1::regclass)")
+            .bind(format!("\"{}\".{table}", config.schema()))
+            .fetch_one(&pool)
+            .await
+            .ok()?;
+        sizes.insert(table.to_owned(), bytes.into());
+    }
+    pool.close().await;
+    Some(sizes.into())
+}
