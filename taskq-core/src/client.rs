@@ -17,10 +17,32 @@ use crate::{
     signing::{Keyring, SigningKey},
     task::Run,
     workflow::{
-        self, Chain, ChainResult, Finished, Group, GroupNode, GroupResult, Node, WorkflowKind,
-        WorkflowRecord,
+        self, Chain, ChainResult, Finished, Group, GroupNode, GroupResult, Node, PreparedWorkflow,
+        WorkflowKind, WorkflowRecord,
     },
 };
+
+/// A chain's root id, kind, last step's id and nodes.
+fn chain_parts<O>(chain: Chain<O>) -> Result<(TaskId, WorkflowKind, TaskId, Vec<Node>)> {
+    let nodes = chain.into_nodes()?;
+    let (root, kind) = match nodes.first() {
+        Some(Node::Group(group)) => (group.id, WorkflowKind::Chord),
+        _ => (TaskId::new(), WorkflowKind::Chain),
+    };
+    let last = nodes.last().map(Node::output_id).unwrap_or(root);
+    Ok((root, kind, last, nodes))
+}
+
+/// A group's id and its node.
+fn group_parts<O>(group: Group<O>) -> Result<(TaskId, Node)> {
+    let (id, members) = group.into_parts()?;
+    let node = Node::Group(GroupNode {
+        id,
+        members,
+        settled: false,
+    });
+    Ok((id, node))
+}
 
 /// How long a revocation is remembered.
 const REVOCATION_TTL: Duration = Duration::from_secs(24 * 60 * 60);
@@ -299,17 +321,32 @@ impl Client {
     /// Encoding and validation errors ([`Error::Invalid`](crate::Error::Invalid) for an empty
     /// chain or group, or a bad name), or the broker's or backend's error.
     pub async fn send_chain<O>(&self, chain: Chain<O>) -> Result<ChainResult<O>> {
-        let nodes = chain.into_nodes()?;
-        let (root, kind) = match nodes.first() {
-            Some(Node::Group(group)) => (group.id, WorkflowKind::Chord),
-            _ => (TaskId::new(), WorkflowKind::Chain),
-        };
-        let last = nodes.last().map(Node::output_id).unwrap_or(root);
+        let (root, kind, last, nodes) = chain_parts(chain)?;
         workflow::send_workflow(&self.core, root, kind, nodes).await?;
         Ok(ChainResult {
             id: root,
             last: self.result_handle(last),
         })
+    }
+
+    /// Plans a chain as [`Client::send_chain`] does and writes nothing: for writers the
+    /// client does not own, such as the application's own database transaction
+    /// (`taskq_postgres::WorkflowWithin`).
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::send_chain`], but never the broker's or backend's.
+    pub async fn prepare_chain<O>(
+        &self,
+        chain: Chain<O>,
+    ) -> Result<PreparedWorkflow<ChainResult<O>>> {
+        let (root, kind, last, nodes) = chain_parts(chain)?;
+        let (_, plan) = workflow::plan_workflow(&self.core, root, kind, nodes).await?;
+        let handle = ChainResult {
+            id: root,
+            last: self.result_handle(last),
+        };
+        Ok(plan.prepared(&self.core, handle))
     }
 
     /// Sends a group: every member is enqueued at once (in one broker call).
@@ -329,22 +366,39 @@ impl Client {
     ///
     /// As [`Client::send_chain`].
     pub async fn send_group<O>(&self, group: Group<O>) -> Result<GroupResult<O>> {
-        let (id, members) = group.into_parts()?;
-        let node = Node::Group(GroupNode {
-            id,
-            members,
-            settled: false,
-        });
+        let (id, node) = group_parts(group)?;
         let record =
             workflow::send_workflow(&self.core, id, WorkflowKind::Group, vec![node]).await?;
-        Ok(GroupResult {
-            id,
+        Ok(self.group_handle(&record))
+    }
+
+    /// Plans a group as [`Client::send_group`] does and writes nothing (see
+    /// [`Client::prepare_chain`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::send_group`], but never the broker's or backend's.
+    pub async fn prepare_group<O>(
+        &self,
+        group: Group<O>,
+    ) -> Result<PreparedWorkflow<GroupResult<O>>> {
+        let (id, node) = group_parts(group)?;
+        let (record, plan) =
+            workflow::plan_workflow(&self.core, id, WorkflowKind::Group, vec![node]).await?;
+        let handle = self.group_handle(&record);
+        Ok(plan.prepared(&self.core, handle))
+    }
+
+    /// The handle on a sent group: its members' results, in order.
+    fn group_handle<O>(&self, record: &WorkflowRecord) -> GroupResult<O> {
+        GroupResult {
+            id: record.id,
             members: record
                 .members
                 .iter()
                 .map(|member| self.result_handle(*member))
                 .collect(),
-        })
+        }
     }
 
     /// The record of a workflow (by the id its handle gives) or of a group inside one.

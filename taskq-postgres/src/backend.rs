@@ -49,6 +49,7 @@ struct Shared {
     put_workflow: String,
     workflow: String,
     report: String,
+    schema: String,
     waiters: Arc<Waiters>,
     _listening: ListenTask,
     _sweeping: Sweeper,
@@ -144,6 +145,7 @@ impl PostgresResultBackend {
                      CROSS JOIN LATERAL @s.report_member(u.grp, u.member, u.of, u.outcome, u.success, $6) r
                      ORDER BY u.ord",
                 ),
+                schema: config.schema().to_owned(),
                 sweep,
                 pool,
                 waiters,
@@ -193,8 +195,43 @@ fn decoded<T: serde::de::DeserializeOwned>(what: &'static str, text: &str) -> Re
     serde_json::from_str(text).map_err(|source| Error::Deserialize { what, source })
 }
 
+impl PostgresResultBackend {
+    /// Stores `results` through `conn` (the caller's transaction), kept for `ttl`.
+    pub(crate) async fn store_within(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        results: &[TaskResult],
+        ttl: Duration,
+    ) -> Result<()> {
+        let ids: Vec<uuid::Uuid> = results.iter().map(|r| *r.id.as_uuid()).collect();
+        let states: Vec<&str> = results.iter().map(|r| r.state.as_str()).collect();
+        let records = results
+            .iter()
+            .map(|result| encoded("task result", result))
+            .collect::<Result<Vec<_>>>()?;
+        sqlx::query(&self.shared.store)
+            .bind(ids)
+            .bind(states)
+            .bind(records)
+            .bind(millis(ttl))
+            .execute(&mut *conn)
+            .await
+            .map_err(pg_error)?;
+        Ok(())
+    }
+
+    /// The schema its tables live in.
+    pub(crate) fn schema(&self) -> &str {
+        &self.shared.schema
+    }
+}
+
 #[async_trait]
 impl ResultBackend for PostgresResultBackend {
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+
     async fn store(&self, result: &TaskResult, ttl: Duration) -> Result<()> {
         self.store_many(std::slice::from_ref(result), ttl).await
     }

@@ -40,7 +40,7 @@ pub use config::{PostgresConfig, DEFAULT_SCHEMA};
 pub use schema::{migrate, SCHEMA_VERSION};
 /// The sqlx this crate is built with: begin transactions with it, so that the types match.
 pub use sqlx;
-pub use within::{EnqueueManyWithin, EnqueueWithin};
+pub use within::{EnqueueManyWithin, EnqueueWithin, WorkflowWithin};
 
 use std::sync::Arc;
 

@@ -5,11 +5,15 @@
 
 use async_trait::async_trait;
 use sqlx::PgConnection;
-use taskq_core::{AsyncResult, Client, Enqueue, Error, Prepared, Result, Run, Sent};
+use taskq_core::{
+    workflow::{Chain, ChainResult, Group, GroupResult, PreparedWorkflow},
+    AsyncResult, Client, Enqueue, Error, Prepared, Result, Run, Sent,
+};
 
-use crate::PostgresBroker;
+use crate::{PostgresBroker, PostgresResultBackend};
 
-/// `client.enqueue(task).within(&mut tx)`: see the [module](self) and the README.
+/// `client.enqueue(task).within(&mut tx)`: the task exists if and only if the transaction
+/// commits (its NOTIFY is sent at commit too); one statement, no second connection.
 ///
 /// ```no_run
 /// # #[tokio::main] async fn main() -> taskq_core::Result<()> {
@@ -127,4 +131,92 @@ impl EnqueueManyWithin for Client {
             .map(|one| one.written(None).into_handle())
             .collect())
     }
+}
+
+/// Workflows inside the application's transaction: `client.send_chain_within(&mut tx,
+/// chain)`: the workflow's records and its first steps are written through `conn`, so the
+/// whole workflow exists if and only if the transaction commits.
+#[async_trait]
+pub trait WorkflowWithin {
+    /// [`Client::send_chain`] through `conn`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::send_chain`]; [`Error::Invalid`] unless both the client's broker and its
+    /// result backend are PostgreSQL in one schema.
+    async fn send_chain_within<O: Send + 'static>(
+        &self,
+        conn: &mut PgConnection,
+        chain: Chain<O>,
+    ) -> Result<ChainResult<O>>;
+
+    /// [`Client::send_group`] through `conn`.
+    ///
+    /// # Errors
+    ///
+    /// As [`WorkflowWithin::send_chain_within`].
+    async fn send_group_within<O: Send + 'static>(
+        &self,
+        conn: &mut PgConnection,
+        group: Group<O>,
+    ) -> Result<GroupResult<O>>;
+}
+
+#[async_trait]
+impl WorkflowWithin for Client {
+    async fn send_chain_within<O: Send + 'static>(
+        &self,
+        conn: &mut PgConnection,
+        chain: Chain<O>,
+    ) -> Result<ChainResult<O>> {
+        let prepared = self.prepare_chain(chain).await?;
+        write_workflow(conn, &prepared).await?;
+        Ok(prepared.into_handle())
+    }
+
+    async fn send_group_within<O: Send + 'static>(
+        &self,
+        conn: &mut PgConnection,
+        group: Group<O>,
+    ) -> Result<GroupResult<O>> {
+        let prepared = self.prepare_group(group).await?;
+        write_workflow(conn, &prepared).await?;
+        Ok(prepared.into_handle())
+    }
+}
+
+/// Writes a prepared workflow through `conn`: records, then messages, then ended records.
+async fn write_workflow<H>(conn: &mut PgConnection, prepared: &PreparedWorkflow<H>) -> Result<()> {
+    let refused = |why: &str| Error::Invalid {
+        what: "transactional workflow",
+        reason: why.to_owned(),
+    };
+    let broker = prepared
+        .broker()
+        .as_any()
+        .and_then(|any| any.downcast_ref::<PostgresBroker>())
+        .ok_or_else(|| refused("the client's broker is not PostgreSQL"))?;
+    let backend = prepared
+        .backend()
+        .as_any()
+        .and_then(|any| any.downcast_ref::<PostgresResultBackend>())
+        .ok_or_else(|| refused("the client's result backend is not PostgreSQL"))?;
+    if backend.schema() != broker.config().schema() {
+        return Err(refused(
+            "the client's broker and result backend are in different schemas",
+        ));
+    }
+    broker
+        .write_workflow_within(&mut *conn, prepared.records(), prepared.ttl())
+        .await?;
+    let messages: Vec<&taskq_core::OutboundMessage> = prepared.messages().iter().collect();
+    if !messages.is_empty() {
+        broker.write_many_within(&mut *conn, &messages).await?;
+    }
+    if !prepared.ended().is_empty() {
+        backend
+            .store_within(&mut *conn, prepared.ended(), prepared.ttl())
+            .await?;
+    }
+    Ok(())
 }

@@ -34,7 +34,9 @@ pub struct ConnectArgs {
     /// Broker URL: redis://HOST:PORT[/DB] (rediss:// for TLS), redis+cluster://H:P,H:P,
     /// redis+sentinel://H:P,H:P/MASTER (Redis: add ?durable=N to wait for N replicas),
     /// amqp://USER:PW@HOST:PORT/VHOST (amqps:// for TLS; RabbitMQ, with
-    /// ?results=redis://HOST:PORT for a result store), or memory:// (in-process).
+    /// ?results=redis://HOST:PORT for a result store), postgres://USER:PW@HOST:PORT/DB
+    /// (?schema=NAME, ?sslmode=require for TLS, ?migrate=auto to create the schema), or
+    /// memory:// (in-process).
     #[arg(
         long,
         env = "TASKQ_BROKER",
@@ -366,6 +368,7 @@ mod tests {
             "redis+sentinel://",
             "amqp://",
             "amqps://",
+            "postgres://",
             "memory://",
             "TASKQ_BROKER",
         ] {

@@ -47,6 +47,13 @@ pub trait ResultBackend: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// The concrete backend, for extensions that work with one kind only (a workflow sent
+    /// inside a database transaction writes its records into that database); `None` unless it
+    /// opts in.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
+
     /// The current record of `id`, or `None` if nothing is known (PENDING) or it expired.
     async fn get(&self, id: TaskId) -> Result<Option<TaskResult>>;
 

@@ -52,6 +52,7 @@ mod finished;
 mod flow;
 mod handle;
 mod plan;
+mod prepared;
 mod send;
 mod signature;
 
@@ -64,5 +65,6 @@ pub use flow::{
 };
 pub use handle::{ChainResult, GroupResult};
 pub(crate) use plan::{check_supported, resolve_callbacks};
-pub(crate) use send::send_workflow;
+pub use prepared::PreparedWorkflow;
+pub(crate) use send::{plan_workflow, send_workflow};
 pub use signature::{Signature, Step};

@@ -38,7 +38,7 @@ pub(super) struct Context {
 /// What one round of continuing writes: group records first, then messages, then the records
 /// of steps that will never run.
 #[derive(Debug, Default)]
-pub(super) struct Plan {
+pub(crate) struct Plan {
     pub(super) groups: Vec<WorkflowRecord>,
     pub(super) messages: Vec<PlannedStep>,
     pub(super) records: Vec<TaskResult>,
@@ -68,6 +68,19 @@ pub(super) fn ended_record(
 }
 
 impl Plan {
+    /// This plan as writes for a writer the client does not own, with `handle` to give back.
+    pub(crate) fn prepared<H>(self, core: &ClientCore, handle: H) -> super::PreparedWorkflow<H> {
+        super::PreparedWorkflow {
+            records: self.groups,
+            messages: self.messages.into_iter().map(|step| step.message).collect(),
+            ended: self.records,
+            ttl: core.workflow_ttl,
+            broker: core.broker.clone(),
+            backend: core.backend.clone(),
+            handle,
+        }
+    }
+
     /// Plans `node` with `input` (its predecessor's output) in `context`.
     pub(super) fn spawn(
         &mut self,

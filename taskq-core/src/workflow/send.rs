@@ -14,8 +14,20 @@ pub(crate) async fn send_workflow(
     core: &ClientCore,
     root: TaskId,
     kind: WorkflowKind,
-    mut nodes: Vec<Node>,
+    nodes: Vec<Node>,
 ) -> Result<WorkflowRecord> {
+    let (record, plan) = plan_workflow(core, root, kind, nodes).await?;
+    plan.commit(core, false, core.workflow_ttl).await?;
+    Ok(record)
+}
+
+/// Plans a workflow without writing anything: its root record, and the writes that send it.
+pub(crate) async fn plan_workflow(
+    core: &ClientCore,
+    root: TaskId,
+    kind: WorkflowKind,
+    mut nodes: Vec<Node>,
+) -> Result<(WorkflowRecord, Plan)> {
     check_supported(core)?;
     resolve(core, &mut nodes).await?;
     if let Some(keys) = core.encryption() {
@@ -66,6 +78,5 @@ pub(crate) async fn send_workflow(
         }
         None => plan.groups.push(record.clone()),
     }
-    plan.commit(core, false, core.workflow_ttl).await?;
-    Ok(record)
+    Ok((record, plan))
 }

@@ -474,6 +474,40 @@ impl PostgresBroker {
         Ok(())
     }
 
+    /// Writes workflow `records` through `conn`, kept for `ttl`.
+    pub(crate) async fn write_workflow_within(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        records: &[taskq_core::workflow::WorkflowRecord],
+        ttl: Duration,
+    ) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<uuid::Uuid> = records.iter().map(|r| *r.id.as_uuid()).collect();
+        let bodies = records
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|source| Error::Serialize {
+                what: "workflow record",
+                source,
+            })?;
+        sqlx::query(&self.names().fill(
+            "INSERT INTO @s.workflows (id, record, expires_at)
+             SELECT id, record, now() + $3 * interval '1 millisecond'
+             FROM unnest($1::uuid[], $2::text[]) AS w(id, record)
+             ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record, expires_at = EXCLUDED.expires_at",
+        ))
+        .bind(ids)
+        .bind(bodies)
+        .bind(millis(ttl))
+        .execute(&mut *conn)
+        .await
+        .map_err(pg_error)?;
+        Ok(())
+    }
+
     /// One `fetch()` call: what it took, in the order of preference, priority and position.
     async fn take(&self, worker: &WorkerId, queues: &[String], max: i32) -> Result<Vec<Delivery>> {
         let rows = sqlx::query(&self.shared.sql.fetch)

@@ -185,3 +185,86 @@ async fn a_bulk_enqueue_within_a_transaction_lands_whole_and_in_order_only_on_co
     let expected: Vec<_> = handles.iter().map(|handle| handle.id()).collect();
     assert_eq!(ids, expected, "every invocation, in the order given");
 }
+
+#[derive(Task, Serialize, Deserialize)]
+#[task(name = "math.double")]
+struct Double {
+    #[task(input)]
+    n: i64,
+}
+
+impl Run for Double {
+    type Output = i64;
+    async fn run(self, _ctx: TaskContext) -> Result<i64, TaskError> {
+        Ok(self.n * 2)
+    }
+}
+
+/// A chord and a chain sent inside a transaction: rolled back, neither the workflow's record
+/// nor any step exists; committed, the chain runs to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_sent_within_a_transaction_exists_only_if_it_commits() {
+    use taskq_core::workflow::{chain, group};
+    use taskq_postgres::WorkflowWithin;
+    let (client, _) = client_with_orders().await;
+    let pool = pool_of(&client).unwrap().clone();
+
+    let mut rolled_back = pool.begin().await.unwrap();
+    let chord = client
+        .send_chain_within(
+            &mut rolled_back,
+            group((1..=3).map(|n| Double { n })).then(SumOf { values: vec![] }),
+        )
+        .await
+        .unwrap();
+    rolled_back.rollback().await.unwrap();
+    assert!(client.workflow(chord.id()).await.unwrap().is_none());
+    assert_eq!(client.broker().stats("default").await.unwrap().pending, 0);
+
+    let running = Worker::builder(client.clone())
+        .register::<Double>()
+        .register::<SumOf>()
+        .build()
+        .unwrap()
+        .start();
+    let mut committed = pool.begin().await.unwrap();
+    let sent = client
+        .send_chain_within(
+            &mut committed,
+            chain(Double { n: 3 })
+                .then(Double { n: 0 })
+                .then(Double { n: 0 }),
+        )
+        .await
+        .unwrap();
+    let chord = client
+        .send_chain_within(
+            &mut committed,
+            group((1..=3).map(|n| Double { n })).then(SumOf { values: vec![] }),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        client.workflow(sent.id()).await.unwrap().is_none(),
+        "not before the commit"
+    );
+    committed.commit().await.unwrap();
+    assert_eq!(sent.wait(Duration::from_secs(10)).await.unwrap(), 24);
+    assert_eq!(chord.wait(Duration::from_secs(10)).await.unwrap(), 12);
+    running.stop().await.unwrap();
+}
+
+#[derive(Task, Serialize, Deserialize)]
+#[task(name = "math.sum_of")]
+struct SumOf {
+    #[task(input)]
+    values: Vec<i64>,
+}
+
+impl Run for SumOf {
+    type Output = i64;
+    async fn run(self, _ctx: TaskContext) -> Result<i64, TaskError> {
+        Ok(self.values.iter().sum())
+    }
+}
