@@ -43,6 +43,16 @@ async fn migrate_postgres(url: &str, json: bool) -> Result<String, Failure> {
     })
 }
 
+/// A dead letter as JSON, with its payload as the JSON object it is (a payload that is not
+/// JSON, such as a malformed message, stays a string).
+fn readable(letter: &DeadLetter) -> Result<serde_json::Value, Failure> {
+    let mut value = serde_json::to_value(letter)?;
+    if let Ok(payload) = serde_json::from_str::<serde_json::Value>(&letter.payload) {
+        value["payload"] = payload;
+    }
+    Ok(value)
+}
+
 pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
     if let Command::Dashboard(args) = &cli.command {
         if args.hash_password {
@@ -385,7 +395,7 @@ async fn dead(client: &Client, command: DeadCommand, json: bool) -> Result<Strin
             let id = parse_id(&id)?;
             for queue in target_queues(client, queue).await? {
                 if let Some(letter) = inspector.find_dead_letter(&queue, id).await? {
-                    return Ok(serde_json::to_string_pretty(&letter)?);
+                    return Ok(serde_json::to_string_pretty(&readable(&letter)?)?);
                 }
             }
             Err(format!("no dead letter with id {id}").into())

@@ -221,6 +221,11 @@ async fn dead_letters_list_show_requeue_purge() {
     let shown = json(&taskq(&server, &["dead", "show", &ids[0].to_string()]));
     assert_eq!(shown["id"], ids[0].to_string());
     assert_eq!(shown["reason"], "retries_exhausted");
+    assert_eq!(
+        shown["payload"]["id"],
+        ids[0].to_string(),
+        "the payload is shown as JSON, not as an escaped string: {shown}"
+    );
 
     assert_eq!(
         stdout(&taskq(&server, &["dead", "requeue", &ids[0].to_string()])),
