@@ -75,11 +75,33 @@ pub enum Command {
     /// Serve the web dashboard: queues, workers, tasks, dead letters (loopback only unless
     /// --token or --basic-user is given).
     Dashboard(DashboardArgs),
+    /// The PostgreSQL outbox of an application whose tasks go to this broker.
+    Outbox {
+        /// What to do.
+        #[command(subcommand)]
+        command: OutboxCommand,
+    },
     /// PostgreSQL: create or upgrade taskq's schema (`--broker postgres://…?schema=NAME`).
     Postgres {
         /// What to do.
         #[command(subcommand)]
         command: PostgresCommand,
+    },
+}
+
+/// `taskq outbox ...`.
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// Move committed outbox rows to the broker (`--broker`) until SIGINT or SIGTERM; several
+    /// relays may run at once.
+    Relay {
+        /// The application's database and the schema of its outbox
+        /// (`postgres://…?schema=NAME`).
+        #[arg(long, env = "TASKQ_OUTBOX")]
+        outbox: String,
+        /// How often to look without a notification.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        poll: Duration,
     },
 }
 

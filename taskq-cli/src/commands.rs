@@ -8,7 +8,7 @@ use serde_json::json;
 use taskq_core::{error_chain, Client, ControlMessage, DeadLetter, Page, TaskId};
 
 use crate::{
-    args::{Cli, Command, DeadCommand, EnqueueArgs, PostgresCommand, QueueCommand},
+    args::{Cli, Command, DeadCommand, EnqueueArgs, OutboxCommand, PostgresCommand, QueueCommand},
     table, Failure,
 };
 
@@ -133,6 +133,21 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Ping { timeout } => println!("{}", ping(&client, timeout, json).await?),
         // Migrated above, before connecting (a client refuses a schema that is not migrated).
         Command::Postgres { .. } => {}
+        Command::Outbox {
+            command: OutboxCommand::Relay { outbox, poll },
+        } => {
+            let config = taskq::postgres::PostgresConfig::new(&outbox)?;
+            eprintln!(
+                "relaying the outbox at {} to {}",
+                taskq::redacted_url(&outbox),
+                taskq::redacted_url(&url)
+            );
+            let outbox = taskq::postgres::PostgresOutbox::connect(config).await?;
+            let shutdown = taskq::signal::Shutdown::listen();
+            outbox
+                .relay(client.broker().clone(), poll, shutdown.requested())
+                .await;
+        }
         Command::Dashboard(args) => {
             let beat = taskq::connect_beat_store(&url).await?;
             dashboard(client, args, beat).await?

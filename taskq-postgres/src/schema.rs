@@ -9,11 +9,12 @@ use taskq_core::{Error, Result};
 use crate::error::pg_error;
 
 /// Every migration, in order: (version, SQL with the schema and channels left as `@s`,
-/// `@ready`, `@control`, `@results`).
-const MIGRATIONS: [(i32, &str); 3] = [
+/// `@ready`, `@control`, `@results`, `@outbox`).
+const MIGRATIONS: [(i32, &str); 4] = [
     (1, include_str!("../migrations/0001_queue.sql")),
     (2, include_str!("../migrations/0002_beat.sql")),
     (3, include_str!("../migrations/0003_workflows.sql")),
+    (4, include_str!("../migrations/0004_outbox.sql")),
 ];
 
 /// The version this build's statements expect.
@@ -30,6 +31,8 @@ pub(crate) struct Names {
     pub(crate) control: String,
     /// Notified with a task id when its result is written.
     pub(crate) results: String,
+    /// Notified when tasks are written to the outbox.
+    pub(crate) outbox: String,
 }
 
 impl Names {
@@ -39,12 +42,14 @@ impl Names {
             ready: format!("{schema}_ready"),
             control: format!("{schema}_control"),
             results: format!("{schema}_results"),
+            outbox: format!("{schema}_outbox"),
         }
     }
 
     /// `sql` with the schema and channel placeholders filled in.
     pub(crate) fn fill(&self, sql: &str) -> String {
         sql.replace("@ready", &self.ready)
+            .replace("@outbox", &self.outbox)
             .replace("@control", &self.control)
             .replace("@results", &self.results)
             .replace("@s", &self.schema)

@@ -90,6 +90,33 @@ impl OutboundMessage {
             payload: envelope.encode(max_payload_bytes)?,
         })
     }
+
+    /// A message from parts stored earlier (an outbox row): `payload` is the encoded envelope
+    /// exactly as it was sealed and signed, the other parts as read from it when it was made.
+    ///
+    /// ```
+    /// use taskq_core::{Envelope, OutboundMessage};
+    /// let envelope = Envelope::new("t", &(), "q", chrono::Utc::now())?;
+    /// let made = OutboundMessage::from_envelope(&envelope, 1 << 20)?;
+    /// let again = OutboundMessage::from_parts(made.id, "q", made.priority, made.eta, made.payload.clone());
+    /// assert_eq!(again.payload, made.payload);
+    /// # Ok::<(), taskq_core::Error>(())
+    /// ```
+    pub fn from_parts(
+        id: TaskId,
+        queue: impl Into<String>,
+        priority: u8,
+        eta: Option<DateTime<Utc>>,
+        payload: impl Into<String>,
+    ) -> Self {
+        Self {
+            id,
+            queue: queue.into(),
+            priority: crate::priority::Priority::new(priority).get(),
+            eta,
+            payload: payload.into(),
+        }
+    }
 }
 
 /// A broker's own handle on one delivery (the memory broker's hand-out number, an AMQP
