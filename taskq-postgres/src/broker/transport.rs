@@ -380,6 +380,37 @@ impl Transport for PostgresBroker {
             .map_err(pg_error)
     }
 
+    async fn durability_warnings(&self) -> Result<Vec<String>> {
+        let row = sqlx::query(
+            "SELECT current_setting('fsync'), current_setting('synchronous_commit'),
+                    current_setting('full_page_writes')",
+        )
+        .fetch_one(&self.shared.pool)
+        .await
+        .map_err(pg_error)?;
+        let setting = |index: usize| -> Result<String> { row.try_get(index).map_err(pg_error) };
+        let mut warnings = Vec::new();
+        if setting(0)? == "off" {
+            warnings.push(
+                "PostgreSQL runs with fsync=off: a crash of its host can lose committed tasks and corrupt the database"
+                    .to_owned(),
+            );
+        }
+        if setting(1)? == "off" {
+            warnings.push(
+                "PostgreSQL runs with synchronous_commit=off: a crash of the server can lose the last committed enqueues and acknowledgements"
+                    .to_owned(),
+            );
+        }
+        if setting(2)? == "off" {
+            warnings.push(
+                "PostgreSQL runs with full_page_writes=off: a crash of its host can corrupt pages holding tasks"
+                    .to_owned(),
+            );
+        }
+        Ok(warnings)
+    }
+
     async fn promote_scheduled(&self, queues: &[String], limit: usize) -> Result<usize> {
         let row = sqlx::query(&self.shared.sql.promote)
             .bind(queues)

@@ -4,5 +4,6 @@
 
 mod beat_store;
 mod conformance;
+mod durability;
 mod support;
 mod within;
