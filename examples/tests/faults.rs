@@ -5,40 +5,15 @@
 
 use std::{path::Path, time::Duration};
 
-use support::{
-    assert_every_id_ran, enqueue_sleeps, executions, ledger_path, wait_until, WorkerProcess,
-};
-use taskq_core::{Client, TaskId, TaskState};
+use support::{enqueue_sleeps, executions, ledger_path, wait_until, WorkerProcess};
+use taskq_core::{Client, TaskId};
 use taskq_testkit::RedisServer;
 
 mod support;
 
-/// Waits until the queue has settled (nothing pending, scheduled or held), then states the
-/// promise: every id ran (a lost one is named) and succeeded; returns the number of duplicate
-/// runs. Waiting for the queue, not for the ids, keeps the "lost" assertion meaningful: a
-/// message that vanished leaves a settled queue and an id that never ran.
+/// [`support::assert_none_lost`] with this file's patience.
 async fn assert_none_lost(client: &Client, ids: &[TaskId], ledger: &Path) -> usize {
-    wait_until("the queue to settle", Duration::from_secs(60), async || {
-        let stats = client.broker().stats("default").await.unwrap();
-        stats.pending + stats.scheduled + stats.processing == 0
-    })
-    .await;
-    let duplicates = assert_every_id_ran(ids, ledger);
-    for id in ids {
-        let record = client
-            .result(*id)
-            .await
-            .unwrap()
-            .expect("a result for every task");
-        assert_eq!(record.state, TaskState::Success, "{id}");
-    }
-    let stats = client.broker().stats("default").await.unwrap();
-    assert_eq!(
-        (stats.pending, stats.scheduled, stats.dead),
-        (0, 0, 0),
-        "{stats:?}"
-    );
-    duplicates
+    support::assert_none_lost(client, ids, ledger, Duration::from_secs(60)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -196,10 +196,11 @@ fn decoded<T: serde::de::DeserializeOwned>(what: &'static str, text: &str) -> Re
 }
 
 impl PostgresResultBackend {
-    /// Stores `results` through `conn` (the caller's transaction), kept for `ttl`.
-    pub(crate) async fn store_within(
+    /// Stores `results` through `executor` (the pool, or the caller's transaction), kept for
+    /// `ttl`, in one statement.
+    pub(crate) async fn store_through<'e>(
         &self,
-        conn: &mut sqlx::PgConnection,
+        executor: impl sqlx::PgExecutor<'e>,
         results: &[TaskResult],
         ttl: Duration,
     ) -> Result<()> {
@@ -214,7 +215,7 @@ impl PostgresResultBackend {
             .bind(states)
             .bind(records)
             .bind(millis(ttl))
-            .execute(&mut *conn)
+            .execute(executor)
             .await
             .map_err(pg_error)?;
         Ok(())
@@ -240,21 +241,7 @@ impl ResultBackend for PostgresResultBackend {
         if results.is_empty() {
             return Ok(());
         }
-        let ids: Vec<uuid::Uuid> = results.iter().map(|r| *r.id.as_uuid()).collect();
-        let states: Vec<&str> = results.iter().map(|r| r.state.as_str()).collect();
-        let records = results
-            .iter()
-            .map(|result| encoded("task result", result))
-            .collect::<Result<Vec<_>>>()?;
-        sqlx::query(&self.shared.store)
-            .bind(ids)
-            .bind(states)
-            .bind(records)
-            .bind(millis(ttl))
-            .execute(&self.shared.pool)
-            .await
-            .map_err(pg_error)?;
-        Ok(())
+        self.store_through(&self.shared.pool, results, ttl).await
     }
 
     async fn get(&self, id: TaskId) -> Result<Option<TaskResult>> {

@@ -215,7 +215,7 @@ async fn write_workflow<H>(conn: &mut PgConnection, prepared: &PreparedWorkflow<
     }
     if !prepared.ended().is_empty() {
         backend
-            .store_within(&mut *conn, prepared.ended(), prepared.ttl())
+            .store_through(&mut *conn, prepared.ended(), prepared.ttl())
             .await?;
     }
     Ok(())

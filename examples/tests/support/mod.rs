@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use taskq_core::{Client, TaskId};
+use taskq_core::{Client, TaskId, TaskState};
 use taskq_testkit::RedisServer;
 
 /// A demo worker process.
@@ -139,4 +139,38 @@ pub(crate) fn assert_every_id_ran(ids: &[TaskId], ledger: &Path) -> usize {
         ids.len()
     );
     counts.values().map(|n| n - 1).sum()
+}
+
+/// Waits up to `within` until the queue `default` has settled (nothing pending, scheduled or
+/// held), then states the promise: every id ran (a lost one is named) and succeeded, nothing
+/// is left pending or dead; returns the number of duplicate runs. Waiting for the queue, not
+/// for the ids, keeps the "lost" assertion meaningful: a message that vanished leaves a settled
+/// queue and an id that never ran.
+pub(crate) async fn assert_none_lost(
+    client: &Client,
+    ids: &[TaskId],
+    ledger: &Path,
+    within: Duration,
+) -> usize {
+    wait_until("the queue to settle", within, async || {
+        let stats = client.broker().stats("default").await.unwrap();
+        stats.pending + stats.scheduled + stats.processing == 0
+    })
+    .await;
+    let duplicates = assert_every_id_ran(ids, ledger);
+    for id in ids {
+        let record = client
+            .result(*id)
+            .await
+            .unwrap()
+            .expect("a result for every task");
+        assert_eq!(record.state, TaskState::Success, "{id}");
+    }
+    let stats = client.broker().stats("default").await.unwrap();
+    assert_eq!(
+        (stats.pending, stats.scheduled, stats.dead),
+        (0, 0, 0),
+        "{stats:?}"
+    );
+    duplicates
 }

@@ -135,31 +135,23 @@ impl Statements {
 }
 
 /// Messages split into the columns the enqueue statement binds.
-struct Columns {
-    queues: Vec<String>,
+struct Columns<'m> {
+    queues: Vec<&'m str>,
     priorities: Vec<i16>,
     ids: Vec<uuid::Uuid>,
-    payloads: Vec<String>,
+    payloads: Vec<&'m str>,
     etas: Vec<Option<DateTime<Utc>>>,
 }
 
-impl Columns {
-    fn of(messages: Vec<OutboundMessage>) -> Self {
-        let mut columns = Self {
-            queues: Vec::with_capacity(messages.len()),
-            priorities: Vec::with_capacity(messages.len()),
-            ids: Vec::with_capacity(messages.len()),
-            payloads: Vec::with_capacity(messages.len()),
-            etas: Vec::with_capacity(messages.len()),
-        };
-        for message in messages {
-            columns.queues.push(message.queue);
-            columns.priorities.push(i16::from(message.priority));
-            columns.ids.push(*message.id.as_uuid());
-            columns.payloads.push(message.payload);
-            columns.etas.push(message.eta);
+impl<'m> Columns<'m> {
+    fn of(messages: &[&'m OutboundMessage]) -> Self {
+        Self {
+            queues: messages.iter().map(|m| m.queue.as_str()).collect(),
+            priorities: messages.iter().map(|m| i16::from(m.priority)).collect(),
+            ids: messages.iter().map(|m| *m.id.as_uuid()).collect(),
+            payloads: messages.iter().map(|m| m.payload.as_str()).collect(),
+            etas: messages.iter().map(|m| m.eta).collect(),
         }
-        columns
     }
 }
 
@@ -196,9 +188,59 @@ impl PostgresBroker {
     }
 }
 
+impl PostgresBroker {
+    /// Adds `messages` through `executor` (the pool, or a transaction) in one statement,
+    /// with one notification when any is ready.
+    async fn insert_through<'e>(
+        &self,
+        executor: impl sqlx::PgExecutor<'e>,
+        messages: &[&OutboundMessage],
+    ) -> Result<()> {
+        let columns = Columns::of(messages);
+        sqlx::query(&self.shared.sql.enqueue)
+            .bind(columns.queues)
+            .bind(columns.priorities)
+            .bind(columns.ids)
+            .bind(columns.payloads)
+            .bind(columns.etas)
+            .execute(executor)
+            .await
+            .map_err(pg_error)?;
+        Ok(())
+    }
+
+    /// Adds `message` through `executor` if it claims `key` for `window`; the holder when the
+    /// key is held.
+    async fn claim_through<'e>(
+        &self,
+        executor: impl sqlx::PgExecutor<'e>,
+        message: &OutboundMessage,
+        key: &str,
+        window: Duration,
+    ) -> Result<Option<TaskId>> {
+        let row = sqlx::query(&self.shared.sql.enqueue_unique)
+            .bind(&message.queue)
+            .bind(i16::from(message.priority))
+            .bind(message.id.as_uuid())
+            .bind(&message.payload)
+            .bind(message.eta)
+            .bind(key)
+            .bind(millis(window))
+            .fetch_one(executor)
+            .await
+            .map_err(pg_error)?;
+        let claimed: Option<uuid::Uuid> = row.try_get(0).map_err(pg_error)?;
+        if claimed.is_some() {
+            return Ok(None);
+        }
+        let holder: Option<uuid::Uuid> = row.try_get(1).map_err(pg_error)?;
+        Ok(Some(TaskId::from_uuid(holder.unwrap_or_default())))
+    }
+}
+
 /// How many of `messages` go to each queue, in queue-name order.
-fn per_queue(messages: &[OutboundMessage]) -> Vec<(&str, usize)> {
-    let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+fn per_queue<'m>(messages: &[&'m OutboundMessage]) -> Vec<(&'m str, usize)> {
+    let mut counts: std::collections::BTreeMap<&'m str, usize> = std::collections::BTreeMap::new();
     for message in messages {
         *counts.entry(message.queue.as_str()).or_default() += 1;
     }
@@ -223,28 +265,13 @@ impl Transport for PostgresBroker {
         if messages.is_empty() {
             return Ok(());
         }
-        let adding = per_queue(&messages);
-        let bounded = self.shared.config.capacity().is_some();
-        let owned: Vec<(String, usize)> =
-            adding.iter().map(|(q, n)| ((*q).to_owned(), *n)).collect();
-        let columns = Columns::of(messages);
-        let statement = sqlx::query(&self.shared.sql.enqueue)
-            .bind(columns.queues)
-            .bind(columns.priorities)
-            .bind(columns.ids)
-            .bind(columns.payloads)
-            .bind(columns.etas);
-        if !bounded {
-            statement
-                .execute(&self.shared.pool)
-                .await
-                .map_err(pg_error)?;
-            return Ok(());
+        let messages: Vec<&OutboundMessage> = messages.iter().collect();
+        if self.shared.config.capacity().is_none() {
+            return self.insert_through(&self.shared.pool, &messages).await;
         }
         let mut tx = self.shared.pool.begin().await.map_err(pg_error)?;
-        let adding: Vec<(&str, usize)> = owned.iter().map(|(q, n)| (q.as_str(), *n)).collect();
-        self.check_room(&mut tx, &adding).await?;
-        statement.execute(&mut *tx).await.map_err(pg_error)?;
+        self.check_room(&mut tx, &per_queue(&messages)).await?;
+        self.insert_through(&mut *tx, &messages).await?;
         tx.commit().await.map_err(pg_error)
     }
 
@@ -257,24 +284,11 @@ impl Transport for PostgresBroker {
         let mut tx = self.shared.pool.begin().await.map_err(pg_error)?;
         self.check_room(&mut tx, &[(message.queue.as_str(), 1)])
             .await?;
-        let row = sqlx::query(&self.shared.sql.enqueue_unique)
-            .bind(&message.queue)
-            .bind(i16::from(message.priority))
-            .bind(message.id.as_uuid())
-            .bind(&message.payload)
-            .bind(message.eta)
-            .bind(unique_key)
-            .bind(millis(ttl))
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(pg_error)?;
+        let holder = self
+            .claim_through(&mut *tx, &message, unique_key, ttl)
+            .await?;
         tx.commit().await.map_err(pg_error)?;
-        let claimed: Option<uuid::Uuid> = row.try_get(0).map_err(pg_error)?;
-        if claimed.is_some() {
-            return Ok(None);
-        }
-        let holder: Option<uuid::Uuid> = row.try_get(1).map_err(pg_error)?;
-        Ok(Some(TaskId::from_uuid(holder.unwrap_or_default())))
+        Ok(holder)
     }
 
     async fn release_unique(&self, queue: &str, unique_key: &str, id: TaskId) -> Result<()> {
@@ -435,35 +449,13 @@ impl PostgresBroker {
     ) -> Result<Option<TaskId>> {
         self.check_room(&mut *conn, &[(message.queue.as_str(), 1)])
             .await?;
-        let Some((key, window)) = unique else {
-            sqlx::query(&self.shared.sql.enqueue)
-                .bind(vec![message.queue.as_str()])
-                .bind(vec![i16::from(message.priority)])
-                .bind(vec![*message.id.as_uuid()])
-                .bind(vec![message.payload.as_str()])
-                .bind(vec![message.eta])
-                .execute(&mut *conn)
-                .await
-                .map_err(pg_error)?;
-            return Ok(None);
-        };
-        let row = sqlx::query(&self.shared.sql.enqueue_unique)
-            .bind(&message.queue)
-            .bind(i16::from(message.priority))
-            .bind(message.id.as_uuid())
-            .bind(&message.payload)
-            .bind(message.eta)
-            .bind(key)
-            .bind(millis(window))
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(pg_error)?;
-        let claimed: Option<uuid::Uuid> = row.try_get(0).map_err(pg_error)?;
-        if claimed.is_some() {
-            return Ok(None);
+        match unique {
+            None => {
+                self.insert_through(&mut *conn, &[message]).await?;
+                Ok(None)
+            }
+            Some((key, window)) => self.claim_through(&mut *conn, message, key, window).await,
         }
-        let holder: Option<uuid::Uuid> = row.try_get(1).map_err(pg_error)?;
-        Ok(Some(TaskId::from_uuid(holder.unwrap_or_default())))
     }
 
     /// Writes `messages` through `conn` (the caller's transaction) in one statement.
@@ -472,37 +464,8 @@ impl PostgresBroker {
         conn: &mut sqlx::PgConnection,
         messages: &[&OutboundMessage],
     ) -> Result<()> {
-        let mut adding: std::collections::BTreeMap<&str, usize> = Default::default();
-        for message in messages {
-            *adding.entry(message.queue.as_str()).or_default() += 1;
-        }
-        let adding: Vec<(&str, usize)> = adding.into_iter().collect();
-        self.check_room(&mut *conn, &adding).await?;
-        sqlx::query(&self.shared.sql.enqueue)
-            .bind(
-                messages
-                    .iter()
-                    .map(|m| m.queue.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                messages
-                    .iter()
-                    .map(|m| i16::from(m.priority))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(messages.iter().map(|m| *m.id.as_uuid()).collect::<Vec<_>>())
-            .bind(
-                messages
-                    .iter()
-                    .map(|m| m.payload.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(messages.iter().map(|m| m.eta).collect::<Vec<_>>())
-            .execute(&mut *conn)
-            .await
-            .map_err(pg_error)?;
-        Ok(())
+        self.check_room(&mut *conn, &per_queue(messages)).await?;
+        self.insert_through(&mut *conn, messages).await
     }
 
     /// Writes workflow `records` through `conn`, kept for `ttl`.
