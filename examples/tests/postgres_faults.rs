@@ -192,3 +192,57 @@ async fn a_producer_killed_before_its_commit_leaves_neither_the_order_nor_the_ta
     assert!(worker.wait_exit(Duration::from_secs(15)).success());
     let _ = std::fs::remove_file(&ledger);
 }
+
+/// A worker on Redis started with `--outbox postgres://…` relays what the application wrote
+/// to its outbox in committed transactions, and runs it; a rolled-back write never reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_an_outbox_relays_what_committed_and_runs_it_once() {
+    use taskq::postgres::{EnqueueOutbox, PostgresConfig, PostgresOutbox};
+    let redis = taskq_testkit::RedisServer::start();
+    let client = taskq::connect(&redis.url()).await.unwrap();
+    let outbox_url = fresh_url(shared_server());
+    let outbox = PostgresOutbox::connect(PostgresConfig::new(&outbox_url).unwrap())
+        .await
+        .unwrap();
+    let ledger = ledger_path("pg-outbox-worker");
+    let sleep = || taskq_examples::demo::Sleep {
+        ms: 1,
+        ledger: Some(ledger.display().to_string()),
+    };
+
+    let mut rolled_back = outbox.pool().begin().await.unwrap();
+    let never = client
+        .enqueue(sleep())
+        .via_outbox(&outbox, &mut rolled_back)
+        .await
+        .unwrap();
+    rolled_back.rollback().await.unwrap();
+    let mut ids = Vec::new();
+    let mut committed = outbox.pool().begin().await.unwrap();
+    for _ in 0..50 {
+        let handle = client
+            .enqueue(sleep())
+            .via_outbox(&outbox, &mut committed)
+            .await
+            .unwrap();
+        ids.push(handle.id());
+    }
+    committed.commit().await.unwrap();
+
+    let mut worker = WorkerProcess::start_on(
+        &redis.url(),
+        &["--concurrency", "8", "--outbox", &outbox_url],
+        &[],
+    );
+    // The queue is empty until the relay moved the rows: wait for the outbox first.
+    wait_until("the outbox to drain", Duration::from_secs(60), async || {
+        outbox.waiting().await.unwrap() == 0
+    })
+    .await;
+    let duplicates = assert_none_lost(&client, &ids, &ledger).await;
+    assert_eq!(duplicates, 0);
+    assert!(!executions(&ledger).contains_key(&never.id()));
+    worker.signal("TERM");
+    assert!(worker.wait_exit(Duration::from_secs(15)).success());
+    let _ = std::fs::remove_file(&ledger);
+}

@@ -151,6 +151,11 @@ pub struct WorkerArgs {
     /// Log format on stderr; `RUST_LOG` sets the level (default info).
     #[arg(long, env = "TASKQ_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Also relay the PostgreSQL outbox at this URL (`postgres://…?schema=NAME`) to the
+    /// broker, until shutdown (see `taskq outbox relay`).
+    #[cfg(feature = "postgres")]
+    #[arg(long, env = "TASKQ_OUTBOX")]
+    pub outbox: Option<String>,
 }
 
 /// How a worker binary writes its logs.
@@ -256,16 +261,51 @@ impl WorkerArgs {
                 taskq_core::error_chain(&err)
             )
         })?;
+        let signals = Shutdown::listen();
+        let relay = self.start_relay(&client, &signals).await?;
         let worker = self
             .configure(register(Worker::builder(client)))
             .metrics(self.metrics_addr.is_some())
             .build()?;
         tracing::info!(worker = %worker.id(), queues = ?worker.queues(), "starting");
-        let signals = Shutdown::listen();
-        tokio::select! {
-            report = worker.run(signals.requested()) => Ok(report?),
-            _ = signals.forced() => Err("stopped at once by a second signal".into()),
+        let report = tokio::select! {
+            report = worker.run(signals.requested()) => report?,
+            _ = signals.forced() => return Err("stopped at once by a second signal".into()),
+        };
+        if let Some(relay) = relay {
+            let _ = relay.await;
         }
+        Ok(report)
+    }
+
+    /// With `--outbox`, the outbox relay, running until `signals` ask for shutdown.
+    #[allow(clippy::unused_async)]
+    async fn start_relay(
+        &self,
+        client: &taskq_core::Client,
+        signals: &Shutdown,
+    ) -> Result<Option<tokio::task::JoinHandle<()>>, Box<dyn std::error::Error + Send + Sync>> {
+        #[cfg(feature = "postgres")]
+        if let Some(url) = &self.outbox {
+            let config = taskq_postgres::PostgresConfig::new(url)?;
+            let outbox = taskq_postgres::PostgresOutbox::connect(config)
+                .await
+                .map_err(|err| {
+                    format!(
+                        "cannot use the outbox at {}: {}",
+                        crate::redacted_url(url),
+                        taskq_core::error_chain(&err)
+                    )
+                })?;
+            let broker = client.broker().clone();
+            let stop = signals.requested();
+            tracing::info!(outbox = %crate::redacted_url(url), "relaying the outbox");
+            return Ok(Some(tokio::spawn(async move {
+                outbox.relay(broker, Duration::from_secs(5), stop).await;
+            })));
+        }
+        let _ = (client, signals);
+        Ok(None)
     }
 
     /// What a worker binary's `main` does: [`WorkerArgs::run`], then a failure reported on
