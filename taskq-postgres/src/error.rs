@@ -22,10 +22,18 @@ pub(crate) fn pg_error(err: sqlx::Error) -> Error {
         }),
         _ => false,
     };
+    // The database's own message, once: sqlx's error repeats it as its own source.
+    let source: Box<dyn std::error::Error + Send + Sync> = match &err {
+        sqlx::Error::Database(db) => match db.code() {
+            Some(code) => format!("{} (SQLSTATE {code})", db.message()).into(),
+            None => db.message().to_owned().into(),
+        },
+        _ => Box::new(err),
+    };
     Error::Broker {
         transport: "postgres",
         transient,
-        source: Box::new(err),
+        source,
     }
 }
 

@@ -40,7 +40,7 @@ fn unreachable_database(config: &PostgresConfig, err: sqlx::Error) -> Error {
         sqlx::Error::Database(db) if db.code().as_deref() == Some("3D000") => {
             "the database does not exist"
         }
-        sqlx::Error::Io(_) => "is PostgreSQL running there?",
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => "is PostgreSQL running there?",
         _ => "check the URL",
     };
     let transient = matches!(err, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut);

@@ -106,9 +106,12 @@ pub async fn migrate(pool: &PgPool, schema: &str) -> Result<i32> {
 /// Refuses a schema that is not at [`SCHEMA_VERSION`], naming the fix.
 pub(crate) async fn check(pool: &PgPool, schema: &str) -> Result<()> {
     let names = Names::new(schema);
+    // The catalog, not information_schema: a role without privileges on the schema must be
+    // told so (by the next query), not that the schema is missing.
     let exists: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM information_schema.tables
-                        WHERE table_schema = $1 AND table_name = 'schema_version')",
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+                        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                        WHERE n.nspname = $1 AND c.relname = 'schema_version')",
     )
     .bind(schema)
     .fetch_one(pool)

@@ -5,5 +5,6 @@
 mod beat_store;
 mod conformance;
 mod durability;
+mod errors;
 mod support;
 mod within;
