@@ -456,7 +456,10 @@ mod tests {
             "TASKQ_LIVENESS_TTL",
             "TASKQ_METRICS_ADDR",
             "TASKQ_LOG_FORMAT",
-        ] {
+        ]
+        .into_iter()
+        .chain(cfg!(feature = "postgres").then_some("TASKQ_OUTBOX"))
+        {
             assert!(
                 help.contains(&format!("[env: {env}")),
                 "{env} missing:\n{help}"
@@ -464,7 +467,8 @@ mod tests {
         }
         let flags = help.matches("\n      --").count();
         assert_eq!(
-            flags, 16,
+            flags,
+            16 + usize::from(cfg!(feature = "postgres")),
             "a new flag needs an environment variable too:\n{help}"
         );
     }
