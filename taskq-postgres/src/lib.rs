@@ -68,11 +68,7 @@ pub async fn client(config: PostgresConfig) -> taskq_core::Result<taskq_core::Cl
 /// The pool of `client`'s PostgreSQL broker (to begin the transactions enqueues are written
 /// in), or `None` when its broker is not PostgreSQL.
 pub fn pool_of(client: &taskq_core::Client) -> Option<&sqlx::PgPool> {
-    client
-        .broker()
-        .as_any()
-        .and_then(|any| any.downcast_ref::<PostgresBroker>())
-        .map(PostgresBroker::pool)
+    PostgresBroker::of(client.broker().as_ref()).map(PostgresBroker::pool)
 }
 
 /// True for the URL schemes this crate serves: `postgres://` and `postgresql://`.

@@ -69,16 +69,12 @@ impl<'a, O: Send + 'a> EnqueueWithin<O> for Enqueue<'a, O> {
 
 /// The client's broker, when it is PostgreSQL.
 fn postgres_broker<'b, O>(prepared: &'b Prepared<'_, O>) -> Result<&'b PostgresBroker> {
-    prepared
-        .broker()
-        .as_any()
-        .and_then(|any| any.downcast_ref::<PostgresBroker>())
-        .ok_or_else(|| Error::Invalid {
-            what: "transactional enqueue",
-            reason: "the client's broker is not PostgreSQL: a transaction of this database \
+    PostgresBroker::of(prepared.broker().as_ref()).ok_or_else(|| Error::Invalid {
+        what: "transactional enqueue",
+        reason: "the client's broker is not PostgreSQL: a transaction of this database \
                      cannot hold its tasks"
-                .into(),
-        })
+            .into(),
+    })
 }
 
 /// Bulk enqueue inside the application's transaction: `client.enqueue_many_within(&mut tx,
@@ -191,10 +187,7 @@ async fn write_workflow<H>(conn: &mut PgConnection, prepared: &PreparedWorkflow<
         what: "transactional workflow",
         reason: why.to_owned(),
     };
-    let broker = prepared
-        .broker()
-        .as_any()
-        .and_then(|any| any.downcast_ref::<PostgresBroker>())
+    let broker = PostgresBroker::of(prepared.broker().as_ref())
         .ok_or_else(|| refused("the client's broker is not PostgreSQL"))?;
     let backend = prepared
         .backend()

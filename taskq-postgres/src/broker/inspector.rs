@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use sqlx::{postgres::PgRow, Row};
 use taskq_core::{
     history::{last_minutes, minute_of, minute_start},
-    DeadLetter, DeadReason, Inspector, LostWorker, MinuteCounts, Page, PayloadFields, QueueStats,
-    Result, ScheduledMessage, TaskId, WorkerInfo,
+    DeadLetter, DeadReason, Inspector, LostWorker, MinuteCounts, OutboundMessage, Page,
+    PayloadFields, QueueStats, Result, ScheduledMessage, TaskId, WorkerInfo,
 };
 
 use super::PostgresBroker;
@@ -132,27 +132,24 @@ impl Inspector for PostgresBroker {
             let seq: i64 = row.try_get("seq").map_err(pg_error)?;
             letters.push((seq, dead_letter(row)?));
         }
-        // Newest first, as they are listed.
+        // Newest first, as they are listed; back at the tail, with their attempts reset.
         letters.sort_by_key(|(seq, _)| std::cmp::Reverse(*seq));
         let moved = letters.len();
-        for (_, letter) in letters {
-            sqlx::query(&self.names().fill(
-                "INSERT INTO @s.messages (queue, priority, id, payload) VALUES ($1, $2, $3, $4)",
-            ))
-            .bind(queue)
-            .bind(i16::from(letter.priority()))
-            .bind(letter.id.unwrap_or_default().as_uuid())
-            .bind(letter.requeue_payload())
-            .execute(&mut *tx)
-            .await
-            .map_err(pg_error)?;
-        }
-        if moved > 0 {
-            sqlx::query("SELECT pg_notify($1, '')")
-                .bind(&self.names().ready)
-                .execute(&mut *tx)
-                .await
-                .map_err(pg_error)?;
+        let messages: Vec<OutboundMessage> = letters
+            .into_iter()
+            .map(|(_, letter)| {
+                OutboundMessage::from_parts(
+                    letter.id.unwrap_or_default(),
+                    queue,
+                    letter.priority(),
+                    None,
+                    letter.requeue_payload(),
+                )
+            })
+            .collect();
+        if !messages.is_empty() {
+            let messages: Vec<&OutboundMessage> = messages.iter().collect();
+            self.insert_through(&mut *tx, &messages).await?;
         }
         tx.commit().await.map_err(pg_error)?;
         Ok(moved)

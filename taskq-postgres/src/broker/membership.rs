@@ -15,7 +15,7 @@ use crate::error::{lease_error, pg_error};
 #[async_trait]
 impl Membership for PostgresBroker {
     async fn heartbeat(&self, worker: &WorkerId, queues: &[String], ttl: Duration) -> Result<()> {
-        sqlx::query(&self.names().fill("SELECT @s.heartbeat($1, $2, $3)"))
+        sqlx::query(&self.shared.sql.heartbeat)
             .bind(worker.as_str())
             .bind(queues)
             .bind(millis(ttl))
@@ -31,18 +31,14 @@ impl Membership for PostgresBroker {
         max_redeliveries: u32,
     ) -> Result<RecoveryReport> {
         let (records, bytes) = self.config().dead_caps();
-        let rows = sqlx::query(
-            &self
-                .names()
-                .fill("SELECT worker, outcome, id, payload FROM @s.recover($1, $2, $3, $4)"),
-        )
-        .bind(queues)
-        .bind(i32::try_from(max_redeliveries).unwrap_or(i32::MAX))
-        .bind(records)
-        .bind(bytes)
-        .fetch_all(self.pool())
-        .await
-        .map_err(pg_error)?;
+        let rows = sqlx::query(&self.shared.sql.recover)
+            .bind(queues)
+            .bind(i32::try_from(max_redeliveries).unwrap_or(i32::MAX))
+            .bind(records)
+            .bind(bytes)
+            .fetch_all(self.pool())
+            .await
+            .map_err(pg_error)?;
         let mut report = RecoveryReport::default();
         for row in rows {
             let worker: String = row.try_get(0).map_err(pg_error)?;

@@ -90,6 +90,11 @@ impl PostgresBroker {
         })
     }
 
+    /// `broker` as a PostgreSQL broker, when it is one (the one place that downcasts).
+    pub fn of(broker: &dyn Broker) -> Option<&Self> {
+        broker.as_any()?.downcast_ref::<Self>()
+    }
+
     /// The pool statements go through, for transactional enqueue and tests.
     pub fn pool(&self) -> &PgPool {
         &self.shared.pool

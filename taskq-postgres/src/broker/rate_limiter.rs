@@ -18,14 +18,13 @@ impl RateLimiter for PostgresBroker {
         limit: RateLimit,
     ) -> Result<Option<Duration>> {
         let interval_us = i64::try_from(limit.interval().as_micros()).unwrap_or(i64::MAX);
-        let wait: Option<i64> =
-            sqlx::query_scalar(&self.names().fill("SELECT @s.rate_limit($1, $2, $3)"))
-                .bind(queue)
-                .bind(task)
-                .bind(interval_us)
-                .fetch_one(self.pool())
-                .await
-                .map_err(pg_error)?;
+        let wait: Option<i64> = sqlx::query_scalar(&self.shared.sql.rate_limit)
+            .bind(queue)
+            .bind(task)
+            .bind(interval_us)
+            .fetch_one(self.pool())
+            .await
+            .map_err(pg_error)?;
         Ok(wait.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or_default())))
     }
 }

@@ -19,7 +19,8 @@ use crate::{
     schema::Names,
 };
 
-/// The transport's statements, with the schema filled in once.
+/// The broker's recurring statements (every fetch, settle, heartbeat, reaper round and
+/// rate-limited start), with the schema filled in once.
 #[derive(Debug)]
 pub(super) struct Statements {
     enqueue: String,
@@ -33,6 +34,9 @@ pub(super) struct Statements {
     requeue: String,
     dead_letter: String,
     promote: String,
+    pub(super) heartbeat: String,
+    pub(super) recover: String,
+    pub(super) rate_limit: String,
 }
 
 impl Statements {
@@ -114,6 +118,10 @@ impl Statements {
                  SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM notified)",
             ),
             requeue: names.fill("SELECT @s.requeue($1, $2)"),
+            heartbeat: names.fill("SELECT @s.heartbeat($1, $2, $3)"),
+            recover: names
+                .fill("SELECT worker, outcome, id, payload FROM @s.recover($1, $2, $3, $4)"),
+            rate_limit: names.fill("SELECT @s.rate_limit($1, $2, $3)"),
             dead_letter: names.fill("SELECT @s.dead_letter($1, $2, $3, $4, $5, $6)"),
             promote: names.fill(
                 "WITH due AS (
@@ -191,7 +199,7 @@ impl PostgresBroker {
 impl PostgresBroker {
     /// Adds `messages` through `executor` (the pool, or a transaction) in one statement,
     /// with one notification when any is ready.
-    async fn insert_through<'e>(
+    pub(super) async fn insert_through<'e>(
         &self,
         executor: impl sqlx::PgExecutor<'e>,
         messages: &[&OutboundMessage],

@@ -7,4 +7,5 @@ mod conformance;
 mod durability;
 mod errors;
 mod support;
+mod upkeep;
 mod within;
