@@ -112,6 +112,12 @@ struct Row {
     result_p99_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     result_p999_ms: Option<f64>,
+    /// W3: enqueue-to-start percentiles beside the round trip (`p50_ms`), the figure queues
+    /// that report only when a job starts (graphile-worker, pg-boss) compare with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    start_p50_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    start_p99_ms: Option<f64>,
     /// CPU of this process (producer and/or worker) per task.
     process_cpu_us_per_task: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -222,6 +228,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 ms(row.result_p50_ms),
                 ms(row.result_p99_ms),
                 ms(row.result_p999_ms),
+            );
+        }
+        for row in rows.iter().filter(|row| row.start_p50_ms.is_some()) {
+            let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3}"));
+            println!(
+                "{}: enqueue->start p50/p99 {} / {} ms; enqueue->result p50/p99 {} / {} ms",
+                row.workload,
+                ms(row.start_p50_ms),
+                ms(row.start_p99_ms),
+                ms(row.p50_ms),
+                ms(row.p99_ms),
             );
         }
         if let Some(baseline) = &baseline {

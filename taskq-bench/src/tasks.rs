@@ -98,7 +98,7 @@ pub(crate) fn take_starts() -> Vec<u64> {
     std::mem::take(&mut *STARTS.lock().unwrap())
 }
 
-/// W4's task: records how long it waited between its enqueue (`sent_us`) and its start.
+/// W3's and W4's task: records how long it waited between its enqueue (`sent_us`) and its start.
 #[derive(Task, Serialize, Deserialize)]
 #[task(name = "bench.stamp", max_retries = 0)]
 pub(crate) struct Stamp {

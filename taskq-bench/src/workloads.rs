@@ -349,24 +349,25 @@ impl Bench {
         Ok(row)
     }
 
-    /// Sequential round trips to a worker of `queues`, every task sent to the last queue.
+    /// Sequential round trips to a worker of `queues`, every task sent to the last queue:
+    /// enqueue to result (`p50_ms`), and enqueue to start as the task saw it (`start_p50_ms`).
     async fn w3(&self, queues: &[String]) -> Result<Row, BoxError> {
         let (stop, running) = self.start_worker(queues)?;
         let queue = queues.last().ok_or("w3 needs a queue")?.as_str();
+        let stamp = || tasks::Stamp {
+            sent_us: tasks::now_us(),
+        };
         // Warm up connections and scripts.
-        for n in 0..20 {
-            let handle = self.client.enqueue(Noop { n }).queue(queue).await?;
+        for _ in 0..20 {
+            let handle = self.client.enqueue(stamp()).queue(queue).await?;
             handle.wait(Duration::from_secs(10)).await?;
         }
+        tasks::take_starts();
         let before = self.costs().await?;
         let mut latencies = Vec::with_capacity(self.round_trips);
-        for n in 0..self.round_trips {
+        for _ in 0..self.round_trips {
             let started = Instant::now();
-            let handle = self
-                .client
-                .enqueue(Noop { n: n as u64 })
-                .queue(queue)
-                .await?;
+            let handle = self.client.enqueue(stamp()).queue(queue).await?;
             handle.wait(Duration::from_secs(10)).await?;
             latencies.push(started.elapsed());
         }
@@ -376,6 +377,14 @@ impl Bench {
             |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
         row.p50_ms = Some(at(0.50));
         row.p99_ms = Some(at(0.99));
+        let mut starts = tasks::take_starts();
+        starts.sort_unstable();
+        let start_at = |q: f64| {
+            (!starts.is_empty())
+                .then(|| starts[((starts.len() - 1) as f64 * q) as usize] as f64 / 1e3)
+        };
+        row.start_p50_ms = start_at(0.50);
+        row.start_p99_ms = start_at(0.99);
         stop.cancel();
         running.await??;
         Ok(row)

@@ -102,6 +102,10 @@ pub enum OutboxCommand {
         /// How often to look without a notification.
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         poll: Duration,
+        /// How long a relay's claim on a batch lasts: rows of a relay killed mid-round are
+        /// sent again once it runs out.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        lease: Duration,
     },
 }
 

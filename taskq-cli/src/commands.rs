@@ -134,7 +134,12 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         // Migrated above, before connecting (a client refuses a schema that is not migrated).
         Command::Postgres { .. } => {}
         Command::Outbox {
-            command: OutboxCommand::Relay { outbox, poll },
+            command:
+                OutboxCommand::Relay {
+                    outbox,
+                    poll,
+                    lease,
+                },
         } => {
             let config = taskq::postgres::PostgresConfig::new(&outbox)?;
             eprintln!(
@@ -142,7 +147,9 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
                 taskq::redacted_url(&outbox),
                 taskq::redacted_url(&url)
             );
-            let outbox = taskq::postgres::PostgresOutbox::connect(config).await?;
+            let outbox = taskq::postgres::PostgresOutbox::connect(config)
+                .await?
+                .with_lease(lease);
             let shutdown = taskq::signal::Shutdown::listen();
             outbox
                 .relay(client.broker().clone(), poll, shutdown.requested())

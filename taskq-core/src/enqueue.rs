@@ -19,7 +19,7 @@ use std::{
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 
-pub use crate::headers::{REPLY_TO_HEADER, UNIQUE_KEY_HEADER};
+pub use crate::headers::{RELAYED_HEADER, REPLY_TO_HEADER, UNIQUE_KEY_HEADER};
 pub use crate::names::{check_name, MAX_NAME_BYTES};
 use std::sync::Arc;
 
@@ -214,6 +214,27 @@ impl<'a, O> Enqueue<'a, O> {
     pub fn header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.call.headers.insert(key.into(), value.into());
         self
+    }
+
+    /// Marks an enqueue that an outbox relay will send later (`taskq_postgres::EnqueueOutbox`
+    /// calls it). A relay killed between the broker's confirmation and its delete sends the
+    /// message again: where the broker keeps uniqueness keys the relay's key stops the copy;
+    /// where it does not (RabbitMQ), the message carries [`RELAYED_HEADER`] and a worker skips
+    /// a copy whose success is already stored.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq_core::Result<()> {
+    /// let client = taskq_core::Client::in_memory(); // keeps uniqueness keys: no header needed
+    /// let prepared = client.enqueue_by_name("emails.receipt", &serde_json::json!({})).relayed().prepare().await?;
+    /// assert!(!prepared.message().payload.contains(taskq_core::RELAYED_HEADER));
+    /// # Ok(()) }
+    /// ```
+    pub fn relayed(self) -> Self {
+        if self.core.broker.supports_unique() {
+            self
+        } else {
+            self.header(RELAYED_HEADER, "1")
+        }
     }
 
     /// Sends `callback` when this invocation succeeds, with its output in the callback's

@@ -10,3 +10,9 @@ pub const UNIQUE_KEY_HEADER: &str = "taskq-unique-key";
 ///
 /// [`ResultBackend::reply_to`]: crate::ResultBackend::reply_to
 pub const REPLY_TO_HEADER: &str = "taskq-reply-to";
+
+/// Header marking a task written to an outbox for a broker without uniqueness keys
+/// ([`Enqueue::relayed`](crate::Enqueue::relayed)): a relay killed between the broker's
+/// confirmation and its delete sends it again, so the worker does not run a copy whose
+/// success is already stored.
+pub const RELAYED_HEADER: &str = "taskq-relayed";

@@ -87,7 +87,7 @@ pub use envelope::{
     DecodeError, Envelope, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_QUEUE, PROTOCOL_VERSION,
 };
 pub use error::{error_chain, Error, Result};
-pub use headers::{REPLY_TO_HEADER, UNIQUE_KEY_HEADER};
+pub use headers::{RELAYED_HEADER, REPLY_TO_HEADER, UNIQUE_KEY_HEADER};
 pub use id::TaskId;
 pub use priority::Priority;
 pub use result::{TaskResult, TaskState};

@@ -38,7 +38,7 @@ pub use backend::PostgresResultBackend;
 pub use beat_store::PostgresBeatStore;
 pub use broker::PostgresBroker;
 pub use config::{PostgresConfig, DEFAULT_SCHEMA};
-pub use outbox::{EnqueueOutbox, PostgresOutbox, RELAY_DEDUP_WINDOW};
+pub use outbox::{EnqueueOutbox, PostgresOutbox, RELAY_DEDUP_WINDOW, RELAY_LEASE};
 pub use schema::{migrate, SCHEMA_VERSION};
 /// The sqlx this crate is built with: begin transactions with it, so that the types match.
 pub use sqlx;

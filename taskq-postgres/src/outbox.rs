@@ -3,14 +3,7 @@
 //! the application's own transaction; a relay moves committed rows to the broker in batches
 //! and deletes them once the broker has them.
 //!
-//! A relay killed at any point loses nothing: a row is deleted only in the transaction that
-//! follows the broker's confirmation. Killed between the two, the row is relayed again; on a
-//! broker with uniqueness keys (Redis) each row is sent as a unique enqueue keyed by its task
-//! id (or by the task's own uniqueness key), so the second relay finds the key held and sends
-//! nothing: the task runs once, provided the second relay comes within
-//! [`RELAY_DEDUP_WINDOW`] of the first (it comes at the relay's next round). On a broker
-//! without them (RabbitMQ) a row relayed twice is enqueued twice: at most one batch per relay
-//! crash may run twice.
+//! How a row relayed twice still runs once, and the bound: see [`PostgresOutbox`].
 
 use std::{sync::Arc, time::Duration};
 
@@ -33,15 +26,26 @@ use crate::{
 /// committed) is not enqueued a second time.
 pub const RELAY_DEDUP_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
 
+/// How long a relay's claim on a batch lasts: rows of a relay killed mid-round are sent
+/// again once it has run out (see [`PostgresOutbox`]).
+pub const RELAY_LEASE: Duration = Duration::from_secs(30);
+
 /// Rows moved per relay round.
 const RELAY_BATCH: i64 = 500;
 
 /// The outbox in one schema of the application's database.
 ///
-/// A relay killed after the broker confirmed a batch, before its delete committed, sends the
-/// batch again: on a broker with uniqueness keys (Redis) each row goes as a unique enqueue
-/// keyed by its task id (or the task's own uniqueness key), held [`RELAY_DEDUP_WINDOW`], so it
-/// runs once; on one without (RabbitMQ) at most one batch per relay crash may run twice.
+/// A relay killed at any point loses nothing: it claims a batch with a committed lease,
+/// sends it, and deletes it only once the broker confirmed. Killed between the two, its rows
+/// are sent again when the lease runs out, and the second copy does not run:
+/// - on a broker with uniqueness keys (Redis) each row goes as a unique enqueue keyed by its
+///   task id (or by the task's own uniqueness key), so the second relay finds the key held
+///   and sends nothing, provided it comes within [`RELAY_DEDUP_WINDOW`] of the first;
+/// - on one without (RabbitMQ) the row carries [`taskq_core::RELAYED_HEADER`] and a worker
+///   acknowledges a copy whose success its result backend already holds without running it.
+///   The second copy follows the first by at least the lease, so the first has run unless it
+///   waited in the queue, or ran, longer than that; with a result backend that stores nothing
+///   (`results=rpc`) nothing is checked and at most one batch per relay crash runs twice.
 ///
 /// ```no_run
 /// # #[tokio::main] async fn main() -> taskq_core::Result<()> {
@@ -63,6 +67,7 @@ const RELAY_BATCH: i64 = 500;
 pub struct PostgresOutbox {
     pool: PgPool,
     names: Names,
+    lease: Duration,
 }
 
 impl PostgresOutbox {
@@ -81,7 +86,17 @@ impl PostgresOutbox {
         Self {
             pool,
             names: Names::new(config.schema()),
+            lease: RELAY_LEASE,
         }
+    }
+
+    /// Relays with claims lasting `lease` instead of [`RELAY_LEASE`]: shorter sends a killed
+    /// relay's rows sooner; on a broker without uniqueness keys it also narrows the margin
+    /// by which a second copy follows the first (see [`PostgresOutbox`]).
+    #[must_use]
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
     }
 
     /// The pool, to begin the transactions tasks are written in.
@@ -130,26 +145,33 @@ impl PostgresOutbox {
     }
 
     /// Moves up to one batch of committed rows to `broker` and deletes them; returns how many
-    /// were moved. The rows stay locked (`FOR UPDATE SKIP LOCKED`) until their delete commits,
-    /// so relays running at once share the work without sending a row twice.
+    /// were moved. The batch is first claimed with a committed lease ([`RELAY_LEASE`] unless
+    /// [`PostgresOutbox::with_lease`] says otherwise), so relays running at once share the
+    /// work, and rows of a relay killed mid-round wait out the lease before they are sent
+    /// again (see [`PostgresOutbox`] for why that wait matters).
     ///
     /// # Errors
     ///
-    /// The database's or the broker's error; nothing is deleted then, and the next round
-    /// sends the rows again (deduplicated as [`PostgresOutbox`] says).
+    /// The database's or the broker's error; nothing is deleted then, and the rows are sent
+    /// again once their lease ran out (deduplicated as [`PostgresOutbox`] says).
     pub async fn relay_once(&self, broker: &dyn Broker) -> Result<usize> {
-        let mut tx = self.pool.begin().await.map_err(pg_error)?;
-        let rows = sqlx::query(&self.names.fill(
-            "SELECT seq, queue, priority, id, payload, eta, unique_key, unique_ms
-             FROM @s.outbox ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+        let mut rows = sqlx::query(&self.names.fill(
+            "UPDATE @s.outbox o SET relayed_at = now()
+             FROM (SELECT seq FROM @s.outbox
+                   WHERE relayed_at IS NULL OR relayed_at < now() - $2 * interval '1 millisecond'
+                   ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED) picked
+             WHERE o.seq = picked.seq
+             RETURNING o.seq, o.queue, o.priority, o.id, o.payload, o.eta, o.unique_key, o.unique_ms",
         ))
         .bind(RELAY_BATCH)
-        .fetch_all(&mut *tx)
+        .bind(millis(self.lease))
+        .fetch_all(&self.pool)
         .await
         .map_err(pg_error)?;
         if rows.is_empty() {
             return Ok(0);
         }
+        rows.sort_by_key(|row| row.try_get::<i64, _>("seq").unwrap_or_default());
         let mut seqs = Vec::with_capacity(rows.len());
         let mut plain = Vec::new();
         for row in &rows {
@@ -183,10 +205,9 @@ impl PostgresOutbox {
         }
         sqlx::query(&self.names.fill("DELETE FROM @s.outbox WHERE seq = ANY($1)"))
             .bind(&seqs)
-            .execute(&mut *tx)
+            .execute(&self.pool)
             .await
             .map_err(pg_error)?;
-        tx.commit().await.map_err(pg_error)?;
         Ok(seqs.len())
     }
 
@@ -256,7 +277,7 @@ impl<'a, O: Send + 'a> EnqueueOutbox<O> for Enqueue<'a, O> {
         outbox: &PostgresOutbox,
         conn: &mut PgConnection,
     ) -> Result<AsyncResult<O>> {
-        let prepared = self.prepare().await?;
+        let prepared = self.relayed().prepare().await?;
         outbox
             .write(conn, prepared.message(), prepared.unique())
             .await?;

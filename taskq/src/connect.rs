@@ -34,7 +34,8 @@ impl Connect for Client {
 /// for the Redis broker and result backend with default settings (`?durable=1` turns on
 /// durable writes; see `taskq_redis::RedisConfig::new`); with the `amqp` feature,
 /// `amqp://user:password@host:port/vhost?results=redis://host:6379` for the RabbitMQ broker
-/// with results in Redis (or `results=rpc`, delivered to the sending process through a reply
+/// with results in Redis (or in PostgreSQL, `results=postgres://…`, with the `postgres`
+/// feature; or `results=rpc`, delivered to the sending process through a reply
 /// queue, see `taskq_amqp::AmqpReplyBackend`; or `results=memory`, this process only); with
 /// the `postgres` feature, `postgres://user:password@host:port/database?schema=taskq` for the
 /// PostgreSQL broker and result backend in one pool (see `taskq_postgres::PostgresConfig`;
@@ -71,8 +72,8 @@ pub async fn connect(url: &str) -> Result<Client> {
     Err(unsupported(url))
 }
 
-/// RabbitMQ carries the tasks; the results go where `results=` says: a Redis URL (shared by
-/// every process), `rpc` (to the process that sent the task, through its reply queue) or
+/// RabbitMQ carries the tasks; the results go where `results=` says: a Redis or PostgreSQL
+/// URL (shared by every process), `rpc` (to the process that sent the task, through its reply queue) or
 /// `memory` (this process only, for a single-process app). RabbitMQ keeps
 /// no results of its own, so there is no silent default.
 #[cfg(feature = "amqp")]
@@ -88,11 +89,18 @@ async fn connect_amqp(url: &str) -> Result<Client> {
             taskq_redis::RedisResultBackend::connect(taskq_redis::RedisConfig::new(results))
                 .await?,
         ),
+        #[cfg(feature = "postgres")]
+        Some(results) if taskq_postgres::handles_url(results) => Arc::new(
+            taskq_postgres::PostgresResultBackend::connect(taskq_postgres::PostgresConfig::new(
+                results,
+            )?)
+            .await?,
+        ),
         other => {
             return Err(Error::Invalid {
                 what: "broker url",
                 reason: format!(
-                    "`{}`: say where results go with `?results=redis://host:6379` (shared), \
+                    "`{}`: say where results go with `?results=redis://host:6379` or `?results=postgres://…` (shared), \
                      `?results=rpc` (to the sending process, through RabbitMQ) or \
                      `?results=memory` (this process only){}",
                     redacted_url(url),

@@ -175,28 +175,36 @@ impl Execution<'_> {
         }
     }
 
-    /// A workflow step whose SUCCESS is already stored (a redelivery after its worker died
-    /// between the result write and the ack) is not run again: running it could put it after
-    /// its successor. Its workflow is continued from the stored output instead (idempotent).
+    /// A message whose SUCCESS is already stored is not run again when running it twice would
+    /// do harm the broker cannot prevent:
+    /// - a workflow step redelivered after its worker died between the result write and the
+    ///   ack: running it could put it after its successor, so its workflow is continued from
+    ///   the stored output instead (idempotent);
+    /// - a copy of an outbox row that a relay sent twice to a broker without uniqueness keys
+    ///   ([`taskq_core::RELAYED_HEADER`]): it is acknowledged without running.
     ///
-    /// Not where signatures are required: nothing authenticates a stored record, and its
-    /// output would become the next step's input, which the worker's client then signs. The
-    /// step runs again instead (its successor is still sent once per id).
+    /// Not for workflow steps where signatures are required: nothing authenticates a stored
+    /// record, and its output would become the next step's input, which the worker's client
+    /// then signs. The step runs again instead (its successor is still sent once per id).
     pub(super) async fn already_succeeded(&self) -> Option<Outcome> {
-        self.flow.as_ref().filter(|flow| flow.has_successor())?;
+        let continues_workflow = self.flow.as_ref().is_some_and(|flow| flow.has_successor());
+        let relayed = self
+            .envelope
+            .headers
+            .contains_key(taskq_core::RELAYED_HEADER);
         let executor = self.executor;
-        if executor
+        let signatures_required = executor
             .settings
             .signatures
             .as_ref()
-            .is_some_and(taskq_core::Keyring::is_required)
-        {
+            .is_some_and(taskq_core::Keyring::is_required);
+        if continues_workflow && signatures_required || !(continues_workflow || relayed) {
             return None;
         }
         let stored = match executor.progress.get(self.envelope.id).await {
             Ok(stored) => stored?,
             Err(err) => {
-                tracing::warn!(error = %err, "could not check for an earlier success; running the step");
+                tracing::warn!(error = %err, "could not check for an earlier success; running it");
                 return None;
             }
         };
@@ -207,9 +215,13 @@ impl Execution<'_> {
             .result
             .as_deref()
             .map_or(Some(serde_json::Value::Null), |raw| self.plain_output(raw))?;
-        tracing::info!(
-            "succeeded before (redelivered): continuing its workflow without running it again"
-        );
+        if relayed {
+            tracing::info!("succeeded before (an outbox row relayed twice): not running it again");
+        } else {
+            tracing::info!(
+                "succeeded before (redelivered): continuing its workflow without running it again"
+            );
+        }
         Some(Outcome::Complete {
             record: None,
             acked: false,
