@@ -12,7 +12,17 @@ mod support;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_page_shows_the_deployment() {
     let deployment = deployment().await;
-    let client = &deployment.client;
+    every_page_shows(&deployment.client).await;
+}
+
+/// The same pages on PostgreSQL: queues, priorities, workers, results, dead letters, history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_shows_the_deployment_on_postgres() {
+    let (_server, client, _worker) = support::postgres_deployment().await;
+    every_page_shows(&client).await;
+}
+
+async fn every_page_shows(client: &Client) {
     let ok = client
         .enqueue(Double {
             n: 21,

@@ -1,5 +1,5 @@
-//! What the dashboard tests share: a deployment (a redis-server, a client, a worker running
-//! [`Double`]) and a dashboard served on a free loopback port.
+//! What the dashboard tests share: a deployment (a redis-server or a PostgreSQL server, a
+//! client, a worker running [`Double`]) and a dashboard served on a free loopback port.
 
 #![allow(dead_code)] // each test binary uses its own part
 
@@ -8,7 +8,7 @@ use std::{collections::HashSet, net::SocketAddr, sync::Mutex, time::Duration};
 use serde::{Deserialize, Serialize};
 use taskq_core::{Client, Run, Task, TaskContext, TaskError, TaskId};
 use taskq_dashboard::Dashboard;
-use taskq_testkit::RedisServer;
+use taskq_testkit::{PostgresServer, RedisServer};
 use taskq_worker::Worker;
 
 /// Stops a spawned server or worker when dropped.
@@ -61,18 +61,33 @@ pub(crate) struct Deployment {
 pub(crate) async fn deployment() -> Deployment {
     let server = RedisServer::start();
     let client = taskq::connect(&server.url()).await.expect("connect");
-    let worker = Worker::builder(client.clone())
-        .register::<Double>()
-        .build()
-        .unwrap();
-    let handle = tokio::spawn(async move {
-        let _ = worker.run(std::future::pending::<()>()).await;
-    });
+    let worker = worker_for(client.clone());
     Deployment {
         server,
         client,
-        _worker: Stop(handle),
+        _worker: worker,
     }
+}
+
+/// The same on a private PostgreSQL server (the broker, result backend and history in one
+/// schema).
+pub(crate) async fn postgres_deployment() -> (PostgresServer, Client, Stop) {
+    let server = PostgresServer::start();
+    let url = format!("{}&migrate=auto", server.fresh_url());
+    let client = taskq::connect(&url).await.expect("connect");
+    let worker = worker_for(client.clone());
+    (server, client, worker)
+}
+
+/// A worker running [`Double`] on `client`, stopped when the returned [`Stop`] is dropped.
+fn worker_for(client: Client) -> Stop {
+    let worker = Worker::builder(client)
+        .register::<Double>()
+        .build()
+        .unwrap();
+    Stop(tokio::spawn(async move {
+        let _ = worker.run(std::future::pending::<()>()).await;
+    }))
 }
 
 /// Serves `dashboard` on a free loopback port.
