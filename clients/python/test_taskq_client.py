@@ -1,6 +1,9 @@
 """Tests of taskq_client against a real redis-server and a real taskq worker.
 
-Run by `examples/tests/python_client.rs`, which starts both and passes the URL in TASKQ_BROKER.
+Run by `examples/tests/python_client.rs`, which starts both, installs the client into a fresh
+virtual environment (`pip install ./clients/python`) and runs this file from a directory
+without the source, so the installed copy is the one tested; it passes the URL in
+TASKQ_BROKER and the directory the module must come from in TASKQ_CLIENT_FROM.
 """
 
 import datetime
@@ -10,8 +13,12 @@ import time
 import unittest
 import uuid
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from taskq_client import Client, TaskqError  # noqa: E402
+import taskq_client
+from taskq_client import Client, TaskqError
+
+if os.environ.get("TASKQ_CLIENT_FROM") and not os.path.abspath(taskq_client.__file__).startswith(
+        os.environ["TASKQ_CLIENT_FROM"]):
+    sys.exit(f"testing {taskq_client.__file__}, not the copy in {os.environ['TASKQ_CLIENT_FROM']}")
 
 URL = os.environ["TASKQ_BROKER"]
 

@@ -1,8 +1,10 @@
 //! The Python producer in `clients/python` against a real redis-server and a real demo worker
-//! process: its own unittest suite, run with `python3`. Needs python3 with redis-py (`.ci/run`
-//! installs it); fails loudly without.
+//! process: the package installed as a user installs it (`pip install ./clients/python` into a
+//! fresh virtual environment), then its own unittest suite run against that installed copy.
+//! Needs python3 with venv and pip (`.ci/run` checks); fails loudly without.
 
 use std::{
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     time::Duration,
 };
@@ -49,16 +51,21 @@ fn the_python_client_enqueues_and_waits_against_a_real_worker() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../clients/python/test_taskq_client.py"
-    );
-    let run = Command::new("python3")
-        .arg(script)
+    let (python, site) = installed_client();
+    // The suite runs from a directory without the source, so only the installed copy imports.
+    let run_dir = std::env::temp_dir().join(format!("taskq-py-run-{}", std::process::id()));
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let script = run_dir.join("test_taskq_client.py");
+    std::fs::copy(client_dir().join("test_taskq_client.py"), &script).unwrap();
+    let run = Command::new(&python)
+        .arg(&script)
+        .current_dir(&run_dir)
         .env("TASKQ_BROKER", server.url())
         .env("TASKQ_TEST_KEY", PYTHON_KEY)
+        .env("TASKQ_CLIENT_FROM", &site)
         .output()
-        .expect("python3 is needed for the Python client's tests (.ci/run installs it)");
+        .expect("run the Python client's tests");
+    let _ = std::fs::remove_dir_all(&run_dir);
     let _ = worker.kill();
     let _ = worker.wait();
     assert!(declared, "the demo worker never published its declarations");
@@ -67,5 +74,61 @@ fn the_python_client_enqueues_and_waits_against_a_real_worker() {
         "python client tests failed:\n{}{}",
         String::from_utf8_lossy(&run.stdout),
         String::from_utf8_lossy(&run.stderr)
+    );
+}
+
+/// `clients/python`.
+fn client_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../clients/python")
+}
+
+/// A fresh virtual environment with `clients/python` installed by pip from its
+/// `pyproject.toml`, its dependency (redis-py) with it: its interpreter, and its site-packages
+/// directory.
+fn installed_client() -> (PathBuf, String) {
+    let venv = std::env::temp_dir().join(format!("taskq-py-venv-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&venv);
+    run_ok(
+        Command::new("python3")
+            .args(["-m", "venv", "--system-site-packages"])
+            .arg(&venv),
+        "python3 -m venv (python3 with venv is needed for the Python client's tests)",
+    );
+    let python = venv.join("bin/python");
+    let work = std::env::temp_dir().join(format!("taskq-py-src-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    // pip builds in the source directory: build from a copy, not the checkout.
+    for file in ["pyproject.toml", "README.md", "taskq_client.py"] {
+        std::fs::copy(client_dir().join(file), work.join(file)).unwrap();
+    }
+    run_ok(
+        Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet"])
+            .arg(&work),
+        "pip install ./clients/python",
+    );
+    let site = Command::new(&python)
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+        ])
+        .output()
+        .expect("ask the venv for its site-packages");
+    let site = String::from_utf8_lossy(&site.stdout).trim().to_owned();
+    assert!(site.starts_with(&*venv.to_string_lossy()), "{site}");
+    let _ = std::fs::remove_dir_all(&work);
+    (python, site)
+}
+
+fn run_ok(command: &mut Command, what: &str) {
+    let out = command
+        .output()
+        .unwrap_or_else(|err| panic!("{what}: {err}"));
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
 }
