@@ -1,6 +1,6 @@
 //! The rate-limit grammar (`"100/s"`, `"10/m"`, `"5/30s"`), in one place for both readers:
 //! [`crate::RateLimit`]'s `FromStr` at run time and `#[task(rate_limit = "…")]` at compile time
-//! (taskq-macros includes this file by path, as serde_derive shares its internals, because a
+//! (taskq-macros links this file into its sources, as serde_derive shares its internals, because a
 //! proc-macro crate cannot depend on the crate it generates code for). Depends on std and
 //! humantime only.
 

@@ -41,7 +41,10 @@ impl Driver {
     }
 
     async fn browser(&self) -> Browser {
-        // Two TLS backends are linked (ring and aws-lc); say which one WebDriver's client uses.
+        // Two TLS backends are linked (ring and aws-lc); say which one WebDriver's client uses
+        // (ring, deprecated from rustls 0.23.48 for lacking post-quantum key exchange: see
+        // taskq-redis's server.rs).
+        #[allow(deprecated)]
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut capabilities = serde_json::Map::new();
         capabilities.insert(

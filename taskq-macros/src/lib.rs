@@ -6,8 +6,9 @@
 mod attr;
 mod expand;
 mod input;
-/// The rate-limit grammar, shared with taskq-core's `RateLimit` (one parser, one error text).
-#[path = "../../taskq-core/src/rate_grammar.rs"]
+/// The rate-limit grammar, shared with taskq-core's `RateLimit` (one parser, one error text):
+/// `src/rate_grammar.rs` is a symbolic link to taskq-core's file, which packaging turns into a
+/// copy, so the published crate carries it.
 mod rate_grammar;
 
 use proc_macro::TokenStream;

@@ -110,7 +110,12 @@ impl Server {
     pub(crate) fn open(url: &str, certificates: Option<redis::TlsCertificates>) -> Result<Self> {
         if url.starts_with("rediss") {
             // rustls needs a process-wide crypto provider; another part of the program may
-            // already have installed one, which is fine.
+            // already have installed one, which is fine. rustls 0.23.48 deprecates ring's
+            // provider (it has no post-quantum key exchange); taskq stays on ring, which every
+            // other TLS stack it builds (lapin, sqlx) uses too, rather than add aws-lc-rs and
+            // its C build for Redis alone. A program that wants post-quantum key exchange
+            // installs the aws-lc-rs provider first, and this line leaves it in place.
+            #[allow(deprecated)]
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
         let topology = if let Some((tls, rest)) = strip_scheme(url, "cluster") {

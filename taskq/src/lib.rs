@@ -1,9 +1,17 @@
 //! taskq: a distributed task queue for Rust in the spirit of Celery.
 //!
 //! This crate is the one import path: it re-exports the task model and client of
-//! `taskq-core`, the worker of `taskq-worker`, and (features `redis` and `amqp`, on by
-//! default) the Redis broker of `taskq-redis` and the RabbitMQ broker of `taskq-amqp`, and it
+//! `taskq-core`, the worker of `taskq-worker`, and the transports behind their features, and it
 //! turns a broker URL into a [`Client`].
+//!
+//! | feature | default | brings |
+//! |---|---|---|
+//! | `redis` | on | the Redis broker, result backend and beat store (`taskq-redis`): `redis://`, `rediss://`, `redis+cluster://`, `redis+sentinel://` |
+//! | `amqp` | on | the RabbitMQ broker and reply backend (`taskq-amqp`): `amqp://`, `amqps://` |
+//! | `postgres` | on | the PostgreSQL broker, result backend, beat store, transactional enqueue and outbox (`taskq-postgres`): `postgres://` |
+//! | `cli` | off | what a worker binary needs: clap flags (`cli::WorkerArgs`), logging setup, a Prometheus endpoint |
+//!
+//! With every feature off, `memory://` (the in-process broker) still works.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq::Result<()> {

@@ -1,0 +1,1 @@
+../../taskq-core/src/rate_grammar.rs
