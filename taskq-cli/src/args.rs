@@ -174,6 +174,9 @@ pub struct EnqueueArgs {
     /// Expire if not started by then: a duration from now (1h) or an RFC 3339 instant.
     #[arg(long)]
     pub expires: Option<String>,
+    /// Send even if no worker declared the task or the arguments do not fit its fields.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `taskq dead ...`.

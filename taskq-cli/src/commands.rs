@@ -289,6 +289,9 @@ async fn workers(client: &Client, json: bool) -> Result<String, Failure> {
 async fn enqueue(client: &Client, args: EnqueueArgs, json: bool) -> Result<String, Failure> {
     let values: serde_json::Value = serde_json::from_str(&args.args)
         .map_err(|err| format!("--args is not valid JSON: {err}"))?;
+    if !args.force {
+        check_declared(client, &args.name, &values).await?;
+    }
     let mut call = client.enqueue_by_name(&args.name, &values);
     if let Some(queue) = args.queue {
         call = call.queue(queue);
@@ -316,6 +319,38 @@ async fn enqueue(client: &Client, args: EnqueueArgs, json: bool) -> Result<Strin
     } else {
         handle.id().to_string()
     })
+}
+
+/// Refuses what a worker would only dead-letter: a task no worker declared (naming the ones
+/// that are) or arguments that do not fit the fields it declared. Brokers that keep no catalog
+/// (RabbitMQ) cannot tell, and nothing is checked there.
+async fn check_declared(
+    client: &Client,
+    name: &str,
+    args: &serde_json::Value,
+) -> Result<(), Failure> {
+    let catalog = client.broker();
+    if !catalog.keeps_catalog() {
+        return Ok(());
+    }
+    let Some(declared) = catalog.task_declaration(name).await? else {
+        let known = catalog.task_names().await?;
+        let known = if known.is_empty() {
+            "no worker has declared any task yet (workers publish the tasks they register as they start)".to_owned()
+        } else {
+            format!("known tasks: {}", known.join(", "))
+        };
+        return Err(format!(
+            "no worker has declared a task named `{name}`; {known}; pass --force to send it anyway"
+        )
+        .into());
+    };
+    if let Some(shape) = &declared.arguments {
+        shape
+            .check(args)
+            .map_err(|wrong| format!("task `{name}` {wrong}; pass --force to send it anyway"))?;
+    }
+    Ok(())
 }
 
 async fn result(

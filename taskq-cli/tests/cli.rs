@@ -98,6 +98,7 @@ async fn enqueue_status_and_result() {
             r#"{"a":1,"b":2}"#,
             "--queue",
             "cli",
+            "--force",
         ],
     ));
     let pending = stdout(&taskq(
@@ -113,6 +114,7 @@ async fn enqueue_status_and_result() {
             "1h",
             "--priority",
             "7",
+            "--force",
         ],
     ));
     assert_ne!(id, pending);
@@ -393,10 +395,24 @@ async fn status_watch_refreshes_until_interrupted() {
 async fn enqueue_by_name_follows_the_declared_queue_and_retries() {
     let server = RedisServer::start();
     let client = taskq::connect(&server.url()).await.unwrap();
-    // Before any worker declared it, the task goes to `default`.
-    let early = stdout(&taskq(
+    // Before any worker declared it, the task is refused, then goes to `default` when forced.
+    let refused = failure(&taskq(
         &server,
         &["enqueue", "cli.add", "--args", r#"{"a":1,"b":1}"#],
+    ));
+    assert!(
+        refused.contains("no worker has declared any task yet"),
+        "{refused}"
+    );
+    let early = stdout(&taskq(
+        &server,
+        &[
+            "enqueue",
+            "cli.add",
+            "--args",
+            r#"{"a":1,"b":1}"#,
+            "--force",
+        ],
     ));
     assert_eq!(
         client.broker().stats("default").await.unwrap().pending,
@@ -426,6 +442,35 @@ async fn enqueue_by_name_follows_the_declared_queue_and_retries() {
         "ran on the worker consuming `cli`: {record}"
     );
     assert_eq!(record["result"], 5);
+
+    // What a worker would only dead-letter is refused, in one line naming what is wrong.
+    let unknown = failure(&taskq(&server, &["enqueue", "cli.ad", "--args", "{}"]));
+    assert_eq!(unknown.trim_end().lines().count(), 1, "{unknown}");
+    assert!(
+        unknown.contains("no worker has declared a task named `cli.ad`")
+            && unknown.contains("known tasks: cli.add")
+            && unknown.contains("--force"),
+        "{unknown}"
+    );
+    let array = failure(&taskq(&server, &["enqueue", "cli.add", "--args", "[1,2]"]));
+    assert!(
+        array.contains(
+            "task `cli.add` takes a JSON object with fields a, b (all required), not an array"
+        ),
+        "{array}"
+    );
+    let short = failure(&taskq(
+        &server,
+        &["enqueue", "cli.add", "--args", r#"{"a":1}"#],
+    ));
+    assert!(short.contains("task `cli.add` needs field b"), "{short}");
+    let typo = failure(&taskq(
+        &server,
+        &["enqueue", "cli.add", "--args", r#"{"a":1,"b":1,"c":1}"#],
+    ));
+    assert!(typo.contains("has no field c (it takes a, b)"), "{typo}");
+    // Refused calls sent nothing: only the forced early one waits in `default`.
+    assert_eq!(client.broker().stats("default").await.unwrap().pending, 1);
     worker.stop().await.unwrap();
 }
 
@@ -809,7 +854,11 @@ fn postgres_migrate_creates_the_schema_once_and_other_commands_name_it_until_the
         "{again:?}"
     );
 
-    let enqueued = taskq_with_input(&url, &["enqueue", "demo.add", "--args", r#"{"a":1}"#], "");
+    let enqueued = taskq_with_input(
+        &url,
+        &["enqueue", "demo.add", "--args", r#"{"a":1}"#, "--force"],
+        "",
+    );
     assert!(enqueued.status.success(), "{enqueued:?}");
     let status = taskq_with_input(&url, &["--json", "status"], "");
     assert!(status.status.success(), "{status:?}");

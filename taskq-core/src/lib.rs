@@ -37,6 +37,7 @@
 //! # Ok(()) }
 //! ```
 
+mod arguments;
 mod backend;
 mod beat_store;
 mod broker;
@@ -63,6 +64,7 @@ mod task_error;
 mod timestamp;
 pub mod workflow;
 
+pub use arguments::ArgumentShape;
 pub use backend::{MemoryResultBackend, ResultBackend, DEFAULT_RESULT_TTL};
 pub use beat_store::{BeatEntryStatus, BeatStatus, BeatStore, MemoryBeatStore};
 pub use broker::{

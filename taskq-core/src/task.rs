@@ -7,6 +7,7 @@ use std::{borrow::Cow, future::Future, time::Duration};
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::{
+    arguments::ArgumentShape,
     context::TaskContext,
     envelope::DEFAULT_QUEUE,
     retry::{RetryPolicy, DEFAULT_MAX_RETRIES},
@@ -85,6 +86,7 @@ pub struct TaskOptions {
     at_most_once: bool,
     unique_for: Option<Duration>,
     rate_limit: Option<RateLimit>,
+    arguments: Option<ArgumentShape>,
 }
 
 impl TaskOptions {
@@ -98,6 +100,7 @@ impl TaskOptions {
             expires: None,
             ignore_result: false,
             retry_policy: RetryPolicy::default(),
+            arguments: None,
             soft_timeout: None,
             at_most_once: false,
             unique_for: None,
@@ -228,6 +231,19 @@ impl TaskOptions {
     /// The backoff between attempts.
     pub fn retry_policy(&self) -> RetryPolicy {
         self.retry_policy
+    }
+
+    /// The arguments' shape (`#[derive(Task)]` records it), published with the task's
+    /// declaration so producers without the type can check arguments before sending.
+    #[must_use]
+    pub fn with_arguments(mut self, shape: ArgumentShape) -> Self {
+        self.arguments = Some(shape);
+        self
+    }
+
+    /// The arguments' shape, when known.
+    pub fn arguments(&self) -> Option<&ArgumentShape> {
+        self.arguments.as_ref()
     }
 }
 

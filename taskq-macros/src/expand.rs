@@ -78,6 +78,12 @@ pub(crate) fn derive_task(input: &DeriveInput) -> syn::Result<TokenStream> {
         setters.push(quote!(.with_rate_limit(#krate::RateLimit::new(#count, #private::Duration::from_millis(#millis)))));
     }
 
+    if let Some((fields, required)) = crate::shape::argument_shape(input) {
+        setters.push(
+            quote!(.with_arguments(#krate::ArgumentShape::new(&[#(#fields),*], &[#(#required),*]))),
+        );
+    }
+
     let step = crate::input::input_field(input)?.map(|(field, ty)| {
         let field = field.to_string();
         let field = field.strip_prefix("r#").unwrap_or(&field).to_owned();

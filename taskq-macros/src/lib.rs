@@ -10,6 +10,7 @@ mod input;
 /// `src/rate_grammar.rs` is a symbolic link to taskq-core's file, which packaging turns into a
 /// copy, so the published crate carries it.
 mod rate_grammar;
+mod shape;
 
 use proc_macro::TokenStream;
 use syn::{parse_macro_input, DeriveInput};

@@ -66,3 +66,47 @@ fn omitted_attributes_take_defaults() {
     assert_eq!((options.soft_timeout(), options.unique_for()), (None, None));
     assert!(options.rate_limit().is_none());
 }
+
+#[derive(Task, Serialize, Deserialize)]
+#[task(name = "emails.send")]
+struct Shaped {
+    to: String,
+    cc: Option<String>,
+    #[serde(default)]
+    retries: u32,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(skip)]
+    _local: u8,
+    r#ref: u64,
+}
+
+#[derive(Task, Serialize, Deserialize)]
+#[task(name = "emails.camel")]
+#[serde(rename_all = "camelCase")]
+struct Renamed {
+    reply_to: String,
+}
+
+#[test]
+fn named_fields_publish_their_shape_and_unreadable_shapes_none() {
+    let shape = Shaped::options().arguments().cloned().expect("a shape");
+    assert_eq!(shape.fields, ["to", "cc", "retries", "type", "ref"]);
+    assert_eq!(shape.required, ["to", "type", "ref"]);
+    // What serde accepts, the shape accepts: missing optional fields included.
+    let minimal = serde_json::json!({"to": "a", "type": "b", "ref": 1});
+    assert!(serde_json::from_value::<Shaped>(minimal.clone()).is_ok());
+    assert!(shape.check(&minimal).is_ok());
+    // What serde refuses, the shape refuses.
+    let short = serde_json::json!({"to": "a"});
+    assert!(serde_json::from_value::<Shaped>(short.clone()).is_err());
+    assert!(shape.check(&short).is_err());
+    assert!(
+        Renamed::options().arguments().is_none(),
+        "rename_all is not read"
+    );
+    assert!(
+        Plain::options().arguments().is_none(),
+        "a unit struct has no fields"
+    );
+}

@@ -45,4 +45,12 @@ impl TaskCatalog for AmqpBroker {
     async fn task_declaration(&self, _name: &str) -> Result<Option<TaskDeclaration>> {
         Ok(None)
     }
+
+    async fn task_names(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
+    fn keeps_catalog(&self) -> bool {
+        false
+    }
 }

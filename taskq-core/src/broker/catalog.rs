@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::{error::Result, task::TaskOptions};
+use crate::{arguments::ArgumentShape, error::Result, task::TaskOptions};
 
 /// The options a task declares with `#[task(...)]` that matter to whoever enqueues it by name:
 /// where it goes, how often it is retried, how long it may wait and run.
@@ -43,6 +43,9 @@ pub struct TaskDeclaration {
     /// Uniqueness window, ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unique_for_ms: Option<u64>,
+    /// The arguments' shape, when `#[derive(Task)]` could read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<ArgumentShape>,
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -61,6 +64,7 @@ impl TaskDeclaration {
             timeout_ms: options.timeout().map(millis),
             soft_timeout_ms: options.soft_timeout().map(millis),
             unique_for_ms: options.unique_for().map(millis),
+            arguments: options.arguments().cloned(),
         }
     }
 
@@ -83,6 +87,9 @@ impl TaskDeclaration {
         if let Some(ms) = self.unique_for_ms {
             options = options.with_unique_for(Duration::from_millis(ms));
         }
+        if let Some(shape) = &self.arguments {
+            options = options.with_arguments(shape.clone());
+        }
         options
     }
 }
@@ -100,6 +107,7 @@ impl TaskDeclaration {
 /// broker.publish_tasks(&[declared.clone()]).await?;
 /// assert_eq!(broker.task_declaration("emails.send").await?, Some(declared));
 /// assert_eq!(broker.task_declaration("nobody.knows").await?, None);
+/// assert_eq!(broker.task_names().await?, ["emails.send"]);
 /// # Ok(()) }
 /// ```
 #[async_trait]
@@ -109,6 +117,16 @@ pub trait TaskCatalog: Send + Sync + std::fmt::Debug {
 
     /// The latest declaration of task `name`, if any worker published one.
     async fn task_declaration(&self, name: &str) -> Result<Option<TaskDeclaration>>;
+
+    /// The names of every declared task, sorted: what a producer refusing an unknown name
+    /// offers instead.
+    async fn task_names(&self) -> Result<Vec<String>>;
+
+    /// Whether this broker keeps declarations at all (RabbitMQ does not: its catalog is always
+    /// empty, so an unknown name there proves nothing).
+    fn keeps_catalog(&self) -> bool {
+        true
+    }
 }
 
 /// Compile-time check that [`TaskCatalog`] stays object safe.

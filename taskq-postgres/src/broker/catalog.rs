@@ -54,4 +54,15 @@ impl TaskCatalog for PostgresBroker {
         })
         .transpose()
     }
+
+    async fn task_names(&self) -> Result<Vec<String>> {
+        sqlx::query_scalar(
+            &self
+                .names()
+                .fill("SELECT name FROM @s.declarations ORDER BY name COLLATE \"C\""),
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(pg_error)
+    }
 }

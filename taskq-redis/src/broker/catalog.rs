@@ -42,4 +42,14 @@ impl TaskCatalog for RedisBroker {
         })
         .transpose()
     }
+
+    async fn task_names(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = redis::cmd("HKEYS")
+            .arg(keys::TASKS)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        names.sort();
+        Ok(names)
+    }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use taskq_core::{TaskDeclaration, TaskOptions};
+use taskq_core::{ArgumentShape, TaskDeclaration, TaskOptions};
 
 use super::*;
 
@@ -16,7 +16,8 @@ pub async fn declarations_round_trip_and_the_latest_wins(broker: Shared) {
             .with_queue("a")
             .with_max_retries(0)
             .with_expires(Duration::from_secs(90))
-            .with_timeout(Duration::from_millis(1500)),
+            .with_timeout(Duration::from_millis(1500))
+            .with_arguments(ArgumentShape::new(&["to", "cc"], &["to"])),
     );
     let other = TaskDeclaration::new(format!("{name}.other"), &TaskOptions::new());
     broker
@@ -29,7 +30,16 @@ pub async fn declarations_round_trip_and_the_latest_wins(broker: Shared) {
     );
     assert_eq!(
         broker.task_declaration(&other.name).await.unwrap(),
-        Some(other)
+        Some(other.clone())
+    );
+    let names = broker.task_names().await.unwrap();
+    assert!(
+        names.contains(&name) && names.contains(&other.name),
+        "{names:?}"
+    );
+    assert!(
+        names.windows(2).all(|pair| pair[0] < pair[1]),
+        "sorted: {names:?}"
     );
     let second = TaskDeclaration::new(&name, &TaskOptions::new().with_queue("b"));
     broker

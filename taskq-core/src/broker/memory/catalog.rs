@@ -23,4 +23,10 @@ impl TaskCatalog for MemoryBroker {
     async fn task_declaration(&self, name: &str) -> Result<Option<TaskDeclaration>> {
         Ok(self.lock().declarations.get(name).cloned())
     }
+
+    async fn task_names(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self.lock().declarations.keys().cloned().collect();
+        names.sort();
+        Ok(names)
+    }
 }
