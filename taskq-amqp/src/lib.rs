@@ -35,6 +35,7 @@ mod link;
 mod names;
 mod publish;
 mod replies;
+mod replies_alongside;
 mod scan;
 mod stream;
 
@@ -42,6 +43,7 @@ pub use beat_store::AmqpBeatStore;
 pub use broker::AmqpBroker;
 pub use config::AmqpConfig;
 pub use replies::AmqpReplyBackend;
+pub use replies_alongside::RepliesAlongside;
 
 /// True for the URL schemes this crate serves: `amqp://` and `amqps://`.
 ///

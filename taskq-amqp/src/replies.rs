@@ -53,6 +53,8 @@ struct Shared {
     link: Arc<Link>,
     queue: String,
     received: MemoryResultBackend,
+    /// Whether the "nowhere to go" warning was given.
+    warned: std::sync::atomic::AtomicBool,
     /// The reply consumer, held only so that it ends with the backend.
     _listener: AbortOnDropHandle<()>,
 }
@@ -79,6 +81,7 @@ impl AmqpReplyBackend {
                 link,
                 queue,
                 received,
+                warned: std::sync::atomic::AtomicBool::new(false),
                 _listener: listener,
             }),
         })
@@ -87,6 +90,23 @@ impl AmqpReplyBackend {
     /// The name of this process's reply queue.
     pub fn queue(&self) -> &str {
         &self.shared.queue
+    }
+
+    /// A worker on `results=rpc` running tasks from a producer that named no reply queue (it
+    /// stores results elsewhere) keeps their results nowhere: said once per process, not per
+    /// result.
+    fn warn_once_of_unanswerable(&self) {
+        if !self
+            .shared
+            .warned
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                "a task's result has nowhere to go: its producer named no reply queue (it keeps \
+                 results elsewhere, e.g. ?results=redis://…); give this worker the producer's \
+                 results= setting"
+            );
+        }
     }
 }
 
@@ -143,7 +163,8 @@ async fn keep(received: &MemoryResultBackend, body: &[u8], properties: &lapin::B
     let _ = received.store(&record, ttl).await;
 }
 
-fn reply(record: &TaskResult, ttl: Duration) -> Option<Outgoing> {
+/// The message that answers `record`'s reply queue, if its task named one.
+pub(crate) fn reply(record: &TaskResult, ttl: Duration) -> Option<Outgoing> {
     let queue = record.reply_to.as_deref()?;
     let body = serde_json::to_vec(record).ok()?;
     let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
@@ -164,6 +185,9 @@ impl ResultBackend for AmqpReplyBackend {
 
     async fn store_many(&self, results: &[TaskResult], ttl: Duration) -> Result<()> {
         let replies: Vec<Outgoing> = results.iter().filter_map(|r| reply(r, ttl)).collect();
+        if replies.len() < results.len() {
+            self.warn_once_of_unanswerable();
+        }
         self.shared.link.publish(replies).await
     }
 

@@ -81,9 +81,9 @@ async fn connect_amqp(url: &str) -> Result<Client> {
     let (broker_url, results) = take_param(url, "results");
     let broker =
         Arc::new(taskq_amqp::AmqpBroker::connect(taskq_amqp::AmqpConfig::new(&broker_url)).await?);
-    let backend: Arc<dyn taskq_core::ResultBackend> = match results.as_deref() {
-        Some("memory") => Arc::new(taskq_core::MemoryResultBackend::new()),
+    let stored: Arc<dyn taskq_core::ResultBackend> = match results.as_deref() {
         Some("rpc") => Arc::new(taskq_amqp::AmqpReplyBackend::connect(&broker).await?),
+        Some("memory") => Arc::new(taskq_core::MemoryResultBackend::new()),
         #[cfg(feature = "redis")]
         Some(results) if taskq_redis::handles_url(results) => Arc::new(
             taskq_redis::RedisResultBackend::connect(taskq_redis::RedisConfig::new(results))
@@ -110,6 +110,13 @@ async fn connect_amqp(url: &str) -> Result<Client> {
                 ),
             })
         }
+    };
+    // A producer on `results=rpc` may send to workers that store results: answer its reply
+    // queue too, so that mixed settings still deliver.
+    let backend: Arc<dyn taskq_core::ResultBackend> = if results.as_deref() == Some("rpc") {
+        stored
+    } else {
+        Arc::new(taskq_amqp::RepliesAlongside::new(&broker, stored))
     };
     Ok(Client::new(broker, backend))
 }

@@ -144,3 +144,28 @@ async fn an_envelope_names_the_reply_queue_of_its_sender() {
         "each backend has a queue of its own"
     );
 }
+
+/// Mixed settings in one deployment: a producer on `results=rpc`, a worker whose results go to
+/// a shared store (what `taskq::connect` gives `results=redis://…`: the store with
+/// [`RepliesAlongside`] around it). The worker stores the result and answers the producer's
+/// reply queue, so the producer's wait ends instead of timing out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_storing_results_elsewhere_still_answers_a_reply_queue() {
+    use taskq_amqp::RepliesAlongside;
+    let config = config();
+    let (sender, _) = process(&config).await;
+    let worker_broker = AmqpBroker::connect(config.clone()).await.unwrap();
+    let stored = Arc::new(taskq_core::MemoryResultBackend::new());
+    let results = RepliesAlongside::new(&worker_broker, stored.clone());
+    let worker = Worker::builder(Client::new(Arc::new(worker_broker), Arc::new(results)))
+        .register::<Square>()
+        .build()
+        .unwrap()
+        .start();
+
+    let handle = sender.enqueue(Square { n: 12 }).await.unwrap();
+    assert_eq!(handle.wait(Duration::from_secs(30)).await.unwrap(), 144);
+    let kept = stored.get(handle.id()).await.unwrap().expect("stored too");
+    assert_eq!(kept.state, TaskState::Success);
+    worker.stop().await.unwrap();
+}
