@@ -154,7 +154,7 @@ impl AmqpConfig {
 
     /// The URL with its password replaced by `***`, for errors and logs.
     pub fn redacted_url(&self) -> String {
-        redact(&self.url)
+        taskq_core::redacted_url(&self.url)
     }
 }
 
@@ -217,29 +217,13 @@ impl TlsFiles {
     }
 }
 
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let Some((userinfo, host)) = rest.split_once('@') else {
-        return url.to_owned();
-    };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(
-            redact("amqp://guest:secret@host:5672/%2f"),
-            "amqp://guest:***@host:5672/%2f"
-        );
-        assert_eq!(redact("amqp://host/%2f"), "amqp://host/%2f");
+        let config = AmqpConfig::new("amqp://guest:secret@host:5672/%2f");
+        assert_eq!(config.redacted_url(), "amqp://guest:***@host:5672/%2f");
     }
 }

@@ -96,13 +96,22 @@ impl Link {
     }
 
     fn unreachable(&self, cause: Error) -> Error {
+        let cause = taskq_core::error_chain(&cause);
+        let hint = if cause.contains("ACCESS_REFUSED") || cause.contains("ACCESS-REFUSED") {
+            "RabbitMQ refused the login: check the user and password in the URL"
+        } else if cause.contains("NOT_ALLOWED") || cause.contains("NOT-ALLOWED") {
+            "the user may not use this vhost: check the vhost in the URL and its permissions"
+        } else if cause.contains("Connection refused") {
+            "is RabbitMQ running there?"
+        } else {
+            "check the URL, and that RabbitMQ runs there"
+        };
         Error::Broker {
             transport: "amqp",
             transient: true,
             source: format!(
-                "cannot reach RabbitMQ at {}: {}",
+                "cannot reach RabbitMQ at {} ({hint}): {cause}",
                 self.config.redacted_url(),
-                taskq_core::error_chain(&cause)
             )
             .into(),
         }

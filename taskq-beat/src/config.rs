@@ -44,8 +44,8 @@ struct RawEntry {
     task: String,
     #[serde(default)]
     args: Option<toml::Value>,
-    cron: Option<String>,
-    every: Option<String>,
+    cron: Option<toml::Spanned<String>>,
+    every: Option<toml::Spanned<String>>,
     timezone: Option<String>,
     queue: Option<String>,
     priority: Option<u8>,
@@ -78,7 +78,7 @@ pub fn load(path: &Path) -> Result<Vec<Entry>> {
 /// assert_eq!(entries[0].name(), "t");
 /// assert!(taskq_beat::parse_schedule("# nothing yet\n").unwrap_err().starts_with("no entries"));
 /// let err = taskq_beat::parse_schedule("[[entry]]\nname = \"t\"\ntask = \"x\"\ncron = \"bad\"\n").unwrap_err();
-/// assert!(err.starts_with("line 1, entry `t`: invalid cron expression `bad`"), "{err}");
+/// assert!(err.starts_with("line 4, entry `t`: invalid cron expression `bad`"), "{err}");
 /// # Ok::<(), String>(())
 /// ```
 pub fn parse(text: &str) -> std::result::Result<Vec<Entry>, String> {
@@ -105,16 +105,25 @@ pub fn parse(text: &str) -> std::result::Result<Vec<Entry>, String> {
                 "duplicate entry name (first defined on line {first})"
             )));
         }
-        entries.push(build(&raw).map_err(context)?);
+        // A schedule error names the line of its `cron` or `every`, not the entry's header.
+        let schedule_line = raw
+            .cron
+            .as_ref()
+            .or(raw.every.as_ref())
+            .map_or(line, |value| line_of(text, value.span().start));
+        let schedule = schedule_of(&raw)
+            .map_err(|message| format!("line {schedule_line}, entry `{}`: {message}", raw.name))?;
+        entries.push(build(&raw, schedule).map_err(context)?);
     }
     Ok(entries)
 }
 
-fn build(raw: &RawEntry) -> std::result::Result<Entry, String> {
+/// The entry's `cron` or `every`, in its `timezone`.
+fn schedule_of(raw: &RawEntry) -> std::result::Result<Box<dyn Schedule>, String> {
     let timezone = raw.timezone.as_deref().unwrap_or("UTC");
-    let schedule: Box<dyn Schedule> = match (&raw.cron, &raw.every) {
+    Ok(match (&raw.cron, &raw.every) {
         (Some(cron), None) => {
-            Box::new(CronSchedule::parse(cron, timezone).map_err(|e| e.to_string())?)
+            Box::new(CronSchedule::parse(cron.get_ref(), timezone).map_err(|e| e.to_string())?)
         }
         (None, Some(every)) => {
             if raw.timezone.is_some() {
@@ -122,11 +131,14 @@ fn build(raw: &RawEntry) -> std::result::Result<Entry, String> {
                     "`timezone` applies to `cron` only; intervals are time-zone free".into(),
                 );
             }
-            Box::new(Every::parse(every).map_err(|e| e.to_string())?)
+            Box::new(Every::parse(every.get_ref()).map_err(|e| e.to_string())?)
         }
         (Some(_), Some(_)) => return Err("give either `cron` or `every`, not both".into()),
         (None, None) => return Err("missing schedule: give `cron` or `every`".into()),
-    };
+    })
+}
+
+fn build(raw: &RawEntry, schedule: Box<dyn Schedule>) -> std::result::Result<Entry, String> {
     let start = raw.start.as_ref().map(datetime).transpose()?;
     let end = raw.end.as_ref().map(datetime).transpose()?;
     if let (Some(start), Some(end)) = (start, end) {

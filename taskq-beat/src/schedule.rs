@@ -55,10 +55,55 @@ impl CronSchedule {
             .parse::<croner::Cron>()
             .map_err(|err| ScheduleError::Cron {
                 expr: expr.to_owned(),
-                reason: err.to_string(),
+                reason: wrong_field(expr).unwrap_or_else(|| err.to_string()),
             })?;
         Ok(Self { cron, tz })
     }
+}
+
+/// The fields of a cron line with seconds (6 fields), without (5) or with a year (7): their
+/// names and what each takes.
+fn cron_fields(count: usize) -> Option<&'static [(&'static str, &'static str)]> {
+    const FIELDS: [(&str, &str); 7] = [
+        ("second", "0-59"),
+        ("minute", "0-59"),
+        ("hour", "0-23"),
+        ("day-of-month", "1-31, L, W"),
+        ("month", "1-12 or JAN-DEC"),
+        ("day-of-week", "0-7 or SUN-SAT, #, L"),
+        ("year", "a year"),
+    ];
+    match count {
+        5 => Some(&FIELDS[1..6]),
+        6 => Some(&FIELDS[..6]),
+        7 => Some(&FIELDS[..]),
+        _ => None,
+    }
+}
+
+/// Which field of `expr` is wrong, in words: each field is tried alone (the others `*`), so
+/// the message names the field and what it takes instead of the parser's general complaint.
+fn wrong_field(expr: &str) -> Option<String> {
+    let parts: Vec<&str> = expr.split_whitespace().collect();
+    if parts.len() == 1 && expr.trim_start().starts_with('@') {
+        return None; // @hourly and the like: the parser's message says it
+    }
+    let Some(fields) = cron_fields(parts.len()) else {
+        return Some(format!(
+            "it has {} fields; write 5 (minute hour day-of-month month day-of-week) or 6 (with seconds first)",
+            parts.len()
+        ));
+    };
+    parts.iter().enumerate().find_map(|(i, part)| {
+        let alone: Vec<&str> = (0..parts.len())
+            .map(|j| if j == i { *part } else { "*" })
+            .collect();
+        let err = alone.join(" ").parse::<croner::Cron>().err()?;
+        let (name, takes) = fields[i];
+        Some(format!(
+            "the {name} field `{part}` is not valid ({err}); it takes {takes}"
+        ))
+    })
 }
 
 impl Schedule for CronSchedule {

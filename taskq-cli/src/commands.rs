@@ -176,7 +176,8 @@ async fn connect(url: &str) -> Result<Client, Failure> {
         let cause = first_line(&error_chain(&err));
         match err {
             taskq_core::Error::Invalid { .. } => format!("invalid broker URL `{shown}`: {cause}"),
-            _ => format!("cannot reach the broker at {shown} (is Redis running there?): {cause}"),
+            // The transports name the place and the likely fix themselves.
+            _ => format!("cannot reach the broker: {cause}"),
         }
         .into()
     })

@@ -305,13 +305,25 @@ async fn errors_are_one_clear_line() {
         let gone = RedisServer::start();
         gone.port()
     };
-    let unreachable = taskq_with_input(&format!("redis://127.0.0.1:{port}"), &["status"], "");
+    let unreachable = taskq_with_input(
+        &format!("redis://app:s3cret@127.0.0.1:{port}"),
+        &["status"],
+        "",
+    );
     let err = failure(&unreachable);
     assert!(
-        err.starts_with("taskq: cannot reach the broker at redis://127.0.0.1:"),
+        err.contains(&format!(
+            "cannot reach Redis at redis://app:***@127.0.0.1:{port} (is Redis running there?)"
+        )),
         "{err}"
     );
+    assert!(!err.contains("s3cret"), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert_eq!(
+        err.matches("Connection refused").count(),
+        1,
+        "said once: {err}"
+    );
 
     let malformed = taskq_with_input("reddis://nope", &["status"], "");
     let err = failure(&malformed);
@@ -343,6 +355,10 @@ async fn errors_are_one_clear_line() {
     let err = failure(&confused);
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(err.starts_with("taskq: cannot reach the broker"), "{err}");
+    assert!(
+        err.contains("does not answer as Redis does: is another service on that port?"),
+        "{err}"
+    );
 
     let unknown = taskq_core::TaskId::new().to_string();
     let err = failure(&taskq(&server, &["result", &unknown]));
@@ -674,6 +690,21 @@ fn the_dashboard_refuses_a_public_address_without_authentication() {
 async fn the_operator_commands_work_on_rabbitmq() {
     let node = taskq_testkit::RabbitNode::start(&[]);
     let url = format!("{}?results=memory", node.fresh_vhost_url());
+    // A wrong password: one line naming the place and the fix, the server's words once.
+    let wrong = url.replacen("guest:guest@", "guest:wrong@", 1);
+    let err = failure(&taskq_with_input(&wrong, &["status"], ""));
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("cannot reach RabbitMQ at amqp://guest:***@")
+            && err.contains("RabbitMQ refused the login: check the user and password in the URL")
+            && !err.contains("Redis"),
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("Login was refused").count(),
+        1,
+        "said once: {err}"
+    );
     let client = taskq::connect(&url).await.unwrap();
     let ids: Vec<_> = client
         .enqueue_many((0..3).map(|i| Add { a: i, b: 0 }))

@@ -17,7 +17,7 @@ use crate::{id::TaskId, result::TaskState};
 /// assert_eq!(err.to_string(), "timed out after 0ns waiting for the result");
 /// # }
 /// ```
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// Task arguments or a result could not be turned into JSON.
@@ -126,6 +126,27 @@ impl Error {
     }
 }
 
+/// The whole chain in one line ([`error_chain`]), not the variant's fields: what
+/// `fn main() -> taskq::Result<()>` prints when it fails is then the message an operator
+/// needs, with the place (URL, file) the failing layer named.
+///
+/// ```
+/// let err = taskq_core::Error::Broker {
+///     transport: "redis",
+///     transient: true,
+///     source: "cannot reach Redis at redis://cache:6379 (is Redis running there?)".into(),
+/// };
+/// assert_eq!(
+///     format!("{err:?}"),
+///     "redis command failed: cannot reach Redis at redis://cache:6379 (is Redis running there?)"
+/// );
+/// ```
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&error_chain(self))
+    }
+}
+
 /// `Result` with taskq-core's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -142,8 +163,12 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        // Many errors repeat their source in their own message: say each cause once.
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
         source = cause.source();
     }
     text

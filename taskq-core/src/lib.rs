@@ -55,6 +55,7 @@ pub mod names;
 mod plan;
 mod priority;
 mod rate_grammar;
+mod redact;
 mod result;
 mod result_handle;
 mod retry;
@@ -75,6 +76,7 @@ pub use broker::{
     LOST_WORKERS_KEPT,
 };
 pub use client::Client;
+pub use redact::redacted_url;
 pub use result_handle::AsyncResult;
 
 /// Per-minute history of ended messages: how brokers bucket it (see [`Inspector::history`]).

@@ -32,7 +32,7 @@ pub(crate) async fn open(config: &PostgresConfig) -> Result<PgPool> {
 
 /// A connection failure, naming the database (password masked) and the likely fix.
 fn unreachable_database(config: &PostgresConfig, err: sqlx::Error) -> Error {
-    let shown = masked(config.url());
+    let shown = taskq_core::redacted_url(config.url());
     let hint = match &err {
         sqlx::Error::Database(db) if db.code().as_deref() == Some("28P01") => {
             "the password was refused"
@@ -51,20 +51,6 @@ fn unreachable_database(config: &PostgresConfig, err: sqlx::Error) -> Error {
     }
 }
 
-/// `url` with its password replaced by `***`.
-pub(crate) fn masked(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let Some((credentials, host)) = rest.split_once('@') else {
-        return url.to_owned();
-    };
-    match credentials.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
-    }
-}
-
 /// The server's clock minus the host's, in milliseconds (what the broker's clock adds).
 pub(crate) async fn clock_offset(pool: &PgPool) -> Result<i64> {
     let before = chrono::Utc::now();
@@ -75,16 +61,4 @@ pub(crate) async fn clock_offset(pool: &PgPool) -> Result<i64> {
     let after = chrono::Utc::now();
     let host = before + (after - before) / 2;
     Ok((server - host).num_milliseconds())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn passwords_are_masked() {
-        assert_eq!(
-            super::masked("postgres://app:secret@db:5432/app"),
-            "postgres://app:***@db:5432/app"
-        );
-        assert_eq!(super::masked("postgres://db/app"), "postgres://db/app");
-    }
 }

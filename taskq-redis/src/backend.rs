@@ -135,7 +135,10 @@ impl RedisResultBackend {
     /// [`Error::Invalid`] for a bad URL, [`Error::Broker`] when the server cannot be reached.
     pub async fn connect(config: RedisConfig) -> Result<Self> {
         let server = Server::of(&config)?;
-        let conn = server.connect(config.response_timeout()).await?;
+        let conn = server
+            .connect(config.response_timeout())
+            .await
+            .map_err(|err| crate::error::unreachable(config.url(), err))?;
         Ok(Self {
             shared: Arc::new(Shared {
                 conn,

@@ -53,3 +53,52 @@ fn is_out_of_memory(err: &redis::RedisError) -> bool {
         .into_server_errors()
         .is_some_and(|errors| errors.iter().any(|(_, error)| error.code() == "OOM"))
 }
+
+/// A failure to reach the server at `url` as one line: the URL (password masked), the likely
+/// fix, then the cause, each said once. Other errors pass unchanged.
+pub(crate) fn unreachable(url: &str, err: Error) -> Error {
+    let Error::Broker {
+        transport,
+        transient,
+        source,
+    } = err
+    else {
+        return err;
+    };
+    let cause = taskq_core::error_chain(source.as_ref());
+    let hint = if [
+        "WRONGPASS",
+        "NOAUTH",
+        "AuthenticationFailed",
+        "invalid username-password",
+    ]
+    .iter()
+    .any(|sign| cause.contains(sign))
+    {
+        "the server refused the user or password in the URL"
+    } else if cause.contains("Connection refused") || cause.contains("No such file") {
+        "is Redis running there?"
+    } else if [
+        "Parse error",
+        "Incompatible type",
+        "broken pipe",
+        "Broken pipe",
+        "unexpected",
+    ]
+    .iter()
+    .any(|sign| cause.contains(sign))
+    {
+        "the server there does not answer as Redis does: is another service on that port?"
+    } else {
+        "check the URL, and that Redis runs there"
+    };
+    Error::Broker {
+        transport,
+        transient,
+        source: format!(
+            "cannot reach Redis at {} ({hint}): {cause}",
+            taskq_core::redacted_url(url)
+        )
+        .into(),
+    }
+}

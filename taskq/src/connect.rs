@@ -209,21 +209,7 @@ pub fn url_with_tls(
     url
 }
 
-/// `url` with its password replaced, for messages and logs.
-///
-/// ```
-/// assert_eq!(taskq::redacted_url("redis://taskq:s3cret@cache:6379/0"), "redis://taskq:***@cache:6379/0");
-/// assert_eq!(taskq::redacted_url("redis://cache:6379"), "redis://cache:6379");
-/// ```
-pub fn redacted_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => match url[scheme + 3..at].split_once(':') {
-            Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-            None => url.to_owned(),
-        },
-        _ => url.to_owned(),
-    }
-}
+pub use taskq_core::redacted_url;
 
 fn is_memory(url: &str) -> bool {
     url == "memory://" || url == "memory"

@@ -21,14 +21,17 @@ fn example_schedule_file_is_valid() {
 #[test]
 fn errors_name_the_entry_and_line() {
     let cases = [
-        ("[[entry]]\nname = \"a\"\ntask = \"t\"\ncron = \"61 * * * *\"\n", "line 1, entry `a`: invalid cron expression `61 * * * *`"),
-        ("[[entry]]\nname = \"a\"\ntask = \"t\"\ncron = \"* * * * *\"\ntimezone = \"Mars/Base\"\n", "line 1, entry `a`: unknown time zone `Mars/Base`"),
+        // A schedule error names the line of `cron` (or `every`) and the field that is wrong.
+        ("[[entry]]\nname = \"a\"\ntask = \"t\"\ncron = \"61 * * * *\"\n", "line 4, entry `a`: invalid cron expression `61 * * * *`: the minute field `61` is not valid"),
+        ("[[entry]]\nname = \"a\"\ntask = \"t\"\n\ncron = \"0 0 1 13 *\"\n", "line 5, entry `a`: invalid cron expression `0 0 1 13 *`: the month field `13` is not valid"),
+        ("[[entry]]\nname = \"a\"\ntask = \"t\"\ncron = \"1 2 3\"\n", "line 4, entry `a`: invalid cron expression `1 2 3`: it has 3 fields"),
+        ("[[entry]]\nname = \"a\"\ntask = \"t\"\ncron = \"* * * * *\"\ntimezone = \"Mars/Base\"\n", "line 4, entry `a`: unknown time zone `Mars/Base`"),
         (
             "[[entry]]\nname = \"a\"\ntask = \"t\"\nevery = \"1s\"\n\n[[entry]]\nname = \"a\"\ntask = \"t\"\nevery = \"2s\"\n",
             "line 6, entry `a`: duplicate entry name (first defined on line 1)",
         ),
         ("[[entry]]\nname = \"a\"\ntask = \"t\"\n", "line 1, entry `a`: missing schedule: give `cron` or `every`"),
-        ("[[entry]]\nname = \"a\"\ntask = \"t\"\nevery = \"0s\"\n", "line 1, entry `a`: invalid interval `0s`"),
+        ("[[entry]]\nname = \"a\"\ntask = \"t\"\nevery = \"0s\"\n", "line 4, entry `a`: invalid interval `0s`"),
         ("[[entry]]\nname = \"a\"\ntask = \"t\"\nevery = \"1s\"\ncatch_up = \"sometimes\"\n", "line 1, entry `a`: unknown catch_up `sometimes`"),
     ];
     for (text, expected) in cases {
@@ -58,7 +61,7 @@ fn invalid_schedule_exits_non_zero_before_touching_redis() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("line 1, entry `nightly`: invalid cron expression `0 25 * * *`"),
+        stderr.contains("line 4, entry `nightly`: invalid cron expression `0 25 * * *`: the hour field `25` is not valid"),
         "{stderr}"
     );
     let _ = std::fs::remove_file(path);

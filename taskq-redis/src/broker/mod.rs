@@ -218,6 +218,14 @@ impl RedisBroker {
     ///
     /// [`Error::Invalid`](taskq_core::Error::Invalid) for a bad URL, [`Error::Broker`](taskq_core::Error::Broker) when the server cannot be reached.
     pub async fn connect(config: RedisConfig) -> Result<Self> {
+        let url = config.url().to_owned();
+        Self::reach(config)
+            .await
+            .map_err(|err| crate::error::unreachable(&url, err))
+    }
+
+    /// The connection and the first commands; [`RedisBroker::connect`] words their failure.
+    async fn reach(config: RedisConfig) -> Result<Self> {
         let server = Server::of(&config)?;
         let conn = server.connect(config.response_timeout()).await?;
         let host_clock = config.host_clock().clone();

@@ -68,6 +68,15 @@ async fn unreachable_server_is_a_clear_error() {
         .unwrap_err();
     assert!(matches!(err, Error::Broker { .. }), "{err:?}");
     assert!(err.is_transient());
+    // What `fn main() -> taskq::Result<()>` prints: one line naming the place and the fix.
+    let printed = format!("{err:?}");
+    assert_eq!(printed.lines().count(), 1, "{printed}");
+    assert!(
+        printed.contains(&format!(
+            "cannot reach Redis at redis://127.0.0.1:{port} (is Redis running there?)"
+        )),
+        "{printed}"
+    );
     let err = RedisBroker::connect(RedisConfig::new("http://nope"))
         .await
         .unwrap_err();
