@@ -145,6 +145,10 @@ pub struct WorkerArgs {
     /// How long after its last heartbeat this worker's tasks are recovered by others.
     #[arg(long, env = "TASKQ_LIVENESS_TTL", value_parser = humantime::parse_duration, default_value = "5s")]
     pub liveness_ttl: Duration,
+    /// Times a task may be recovered from lost workers before it is dead-lettered as
+    /// `worker_lost` (a poison message that keeps killing its workers).
+    #[arg(long, env = "TASKQ_MAX_REDELIVERIES", default_value_t = 3)]
+    pub max_redeliveries: u32,
     /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9090 (path /metrics).
     #[arg(long, env = "TASKQ_METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
@@ -222,7 +226,8 @@ impl WorkerArgs {
             .concurrency(self.concurrency)
             .prefetch(self.prefetch.unwrap_or(self.concurrency))
             .shutdown_grace(self.shutdown_grace)
-            .liveness(self.heartbeat, self.liveness_ttl);
+            .liveness(self.heartbeat, self.liveness_ttl)
+            .configure(|config| config.max_redeliveries = self.max_redeliveries);
         if !self.queues.is_empty() {
             builder = builder.queues(self.queues.clone());
         }
@@ -454,6 +459,7 @@ mod tests {
             "TASKQ_SHUTDOWN_GRACE",
             "TASKQ_HEARTBEAT",
             "TASKQ_LIVENESS_TTL",
+            "TASKQ_MAX_REDELIVERIES",
             "TASKQ_METRICS_ADDR",
             "TASKQ_LOG_FORMAT",
         ]
@@ -468,7 +474,7 @@ mod tests {
         let flags = help.matches("\n      --").count();
         assert_eq!(
             flags,
-            16 + usize::from(cfg!(feature = "postgres")),
+            17 + usize::from(cfg!(feature = "postgres")),
             "a new flag needs an environment variable too:\n{help}"
         );
     }
