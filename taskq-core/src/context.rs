@@ -1,7 +1,12 @@
 //! [`TaskContext`]: what one running attempt knows about itself (id, attempt, headers,
 //! cancellation) and the one thing it may write, its progress.
 
-use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    fmt,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -35,8 +40,28 @@ pub struct TaskContext {
     headers: Arc<BTreeMap<String, String>>,
     cancellation: CancellationToken,
     run: Option<CancellationToken>,
+    reason: Option<Arc<OnceLock<CancelReason>>>,
     worker: Option<Arc<str>>,
     progress: Option<Arc<ProgressSink>>,
+}
+
+/// Why the worker asked a run to stop ([`TaskContext::cancel_reason`]), and what the run's
+/// ending then means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CancelReason {
+    /// The worker is shutting down (SIGTERM, `RunningWorker::stop`): stop at a safe point and
+    /// return. Unless the run returns `Ok`, its message goes back to the queue unchanged (the
+    /// attempt is not counted) and runs again on another worker; one still running when the
+    /// grace period ends is dropped and goes back the same way.
+    Shutdown,
+    /// The task was revoked with `terminate`: stop and return; the run ends REVOKED whatever
+    /// it returns, and is dropped if it has not returned when the grace period ends.
+    Revoked,
+    /// The task's soft time limit passed: clean up and return. What it returns counts as
+    /// usual (an error is retried or not as its retry policy says); the hard limit, if any,
+    /// still drops it.
+    SoftTimeLimit,
 }
 
 /// Where [`TaskContext::set_progress`] writes.
@@ -68,6 +93,8 @@ pub struct RunParts<'a> {
     pub shutdown: CancellationToken,
     /// Fires for this run alone (soft time limit, revocation).
     pub run: Option<CancellationToken>,
+    /// Why `run` fired, set before it fires.
+    pub reason: Option<Arc<OnceLock<CancelReason>>>,
     /// The worker running it.
     pub worker: Option<Arc<str>>,
     /// Where progress goes, and for how long it is kept.
@@ -98,6 +125,7 @@ impl TaskContext {
             max_retries: envelope.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
             shutdown: CancellationToken::new(),
             run: None,
+            reason: None,
             worker: None,
             progress: None,
         })
@@ -115,6 +143,7 @@ impl TaskContext {
             headers: Arc::new(envelope.headers.clone()),
             cancellation: parts.shutdown,
             run: parts.run,
+            reason: parts.reason,
             worker: parts.worker,
             progress: parts
                 .progress
@@ -194,6 +223,44 @@ impl TaskContext {
     /// True once the worker asked this run to stop (shutdown, soft limit, revoke).
     pub fn is_cancelled(&self) -> bool {
         self.cancellation.is_cancelled() || self.run.as_ref().is_some_and(|t| t.is_cancelled())
+    }
+
+    /// Why the worker asked this run to stop, once it has; see [`CancelReason`] for what the
+    /// task should do in each case.
+    ///
+    /// ```
+    /// # async fn step() {}
+    /// use taskq_core::{CancelReason, TaskContext, TaskError};
+    /// async fn long_job(ctx: TaskContext) -> Result<u32, TaskError> {
+    ///     for done in 0..1000 {
+    ///         tokio::select! {
+    ///             _ = ctx.cancelled() => return match ctx.cancel_reason() {
+    ///                 // Requeued whatever we return: say why, for the log.
+    ///                 Some(CancelReason::Shutdown) => Err(TaskError::retryable("worker shutting down")),
+    ///                 // Ends REVOKED whatever we return.
+    ///                 Some(CancelReason::Revoked) => Err(TaskError::permanent("revoked")),
+    ///                 // Counts as usual: keep what is done, or fail for a retry.
+    ///                 _ => Ok(done),
+    ///             },
+    ///             _ = step() => {}
+    ///         }
+    ///     }
+    ///     Ok(1000)
+    /// }
+    /// ```
+    pub fn cancel_reason(&self) -> Option<CancelReason> {
+        let run_stopped = self
+            .run
+            .as_ref()
+            .is_some_and(CancellationToken::is_cancelled);
+        if run_stopped {
+            if let Some(reason) = self.reason.as_ref().and_then(|reason| reason.get()) {
+                return Some(*reason);
+            }
+        }
+        self.cancellation
+            .is_cancelled()
+            .then_some(CancelReason::Shutdown)
     }
 
     /// Completes when the worker asks this run to stop; select on it in long loops.

@@ -84,7 +84,7 @@ pub mod history {
     pub use crate::broker::{last_minutes, minute_of, minute_start, HISTORY_KEPT_MINUTES};
 }
 pub use clock::Clock;
-pub use context::TaskContext;
+pub use context::{CancelReason, TaskContext};
 pub use encryption::{Encryption, OpenError};
 pub use enqueue::{Enqueue, Prepared, Sent};
 pub use envelope::{

@@ -6,7 +6,7 @@ use std::{
 };
 
 use parking_lot::Mutex;
-use taskq_core::TaskId;
+use taskq_core::{CancelReason, TaskId};
 use tokio_util::sync::CancellationToken;
 
 /// Revoked ids and the cancellation handles of running executions.
@@ -24,6 +24,16 @@ pub(crate) struct RunTokens {
     pub(crate) soft: CancellationToken,
     /// Stops the run: its future is dropped.
     pub(crate) kill: CancellationToken,
+    /// Why `soft` fired, set before it fires (the task reads it from its context).
+    pub(crate) reason: Arc<std::sync::OnceLock<CancelReason>>,
+}
+
+impl RunTokens {
+    /// Signals the run, saying why (the first reason given stays).
+    pub(crate) fn signal(&self, reason: CancelReason) {
+        let _ = self.reason.set(reason);
+        self.soft.cancel();
+    }
 }
 
 impl Revocations {
@@ -45,7 +55,7 @@ impl Revocations {
         }
         let tokens = self.running.lock().get(&id).cloned();
         if let Some(tokens) = tokens {
-            tokens.soft.cancel();
+            tokens.signal(CancelReason::Revoked);
             tokio::spawn(async move {
                 tokio::select! {
                     _ = tokens.kill.cancelled() => {}

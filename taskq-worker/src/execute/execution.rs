@@ -222,6 +222,7 @@ impl Execution<'_> {
             max_retries,
             shutdown: executor.stopping.clone(),
             run: Some(tokens.soft.clone()),
+            reason: Some(tokens.reason.clone()),
             worker: Some(Arc::from(executor.worker.as_str())),
             progress: (!task.options.ignore_result()).then(|| {
                 (
@@ -283,7 +284,7 @@ impl Execution<'_> {
                 _ = &mut soft_limit, if soft_armed => {
                     tracing::warn!("soft time limit reached; signalling the task");
                     soft_armed = false;
-                    tokens.soft.cancel();
+                    tokens.signal(taskq_core::CancelReason::SoftTimeLimit);
                 }
             }
         };
@@ -291,8 +292,13 @@ impl Execution<'_> {
         // A run told to stop by a revocation ends REVOKED, however it returned.
         let told_to_stop =
             tokens.soft.is_cancelled() && executor.revocations.is_revoked(&self.envelope.id);
+        // A run that shutdown told to stop and that did not succeed goes back to the queue
+        // unchanged, as one the grace period ended: stopping when asked is not a failure, and
+        // the attempt is not counted.
+        let shutting_down = executor.stopping.is_cancelled();
         match attempt {
             Attempt::Succeeded(_) | Attempt::Failed(_) if told_to_stop => Attempt::Revoked,
+            Attempt::Failed(_) if shutting_down => Attempt::Interrupted,
             other => other,
         }
     }

@@ -432,3 +432,117 @@ async fn at_most_once_run_stopped_by_shutdown_ends_as_failure_and_is_not_requeue
     let record = handle.info().await.unwrap().unwrap();
     assert!(record.error.unwrap().contains("at-most-once"));
 }
+
+/// Runs until told to stop, then reports why (`label: reason`) and does what the docs of
+/// [`taskq_core::CancelReason`] allow: it returns an error, permanent unless the soft limit
+/// stopped it (a retryable one then, for the retry policy to decide).
+#[derive(Task, Serialize, Deserialize)]
+#[task(name = "sem.obedient", soft_timeout = "5s", max_retries = 1)]
+struct Obedient {
+    label: String,
+    /// Run this long before looking at the signal at all (past the soft limit when > 5 s).
+    work_ms: u64,
+}
+
+impl Run for Obedient {
+    type Output = ();
+    async fn run(self, ctx: TaskContext) -> Result<(), TaskError> {
+        tokio::select! {
+            _ = ctx.cancelled() => {}
+            _ = tokio::time::sleep(Duration::from_millis(self.work_ms)) => return Ok(()),
+        }
+        let reason = ctx.cancel_reason();
+        report(&format!("{}: {reason:?}", self.label));
+        Err(match reason {
+            Some(taskq_core::CancelReason::SoftTimeLimit) => TaskError::retryable("out of time"),
+            _ => TaskError::permanent(format!("stopped: {reason:?}")),
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_stopped_by_shutdown_is_requeued_whatever_it_returns() {
+    let client = Client::in_memory();
+    let mut rx = log("obey-shutdown");
+    let worker = start_worker(
+        builder(&client)
+            .register::<Obedient>()
+            .shutdown_grace(Duration::from_secs(30)),
+    );
+    let handle = client
+        .enqueue(Obedient {
+            label: "obey-shutdown".into(),
+            work_ms: 4_000,
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let report = worker.stop().await.unwrap();
+    assert_eq!(rx.recv().await.unwrap(), "obey-shutdown: Some(Shutdown)");
+    // It returned a permanent error when told to stop: still not a failure, not a retry.
+    assert_eq!((report.requeued, report.failed), (1, 0), "{report:?}");
+    assert_eq!(client.broker().stats("default").await.unwrap().pending, 1);
+    assert!(
+        handle
+            .info()
+            .await
+            .unwrap()
+            .is_none_or(|r| !r.state.is_ready()),
+        "no final state was stored"
+    );
+    // It runs again, as a first attempt, on the next worker.
+    let next = start_worker(builder(&client).register::<Obedient>());
+    handle.wait(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(
+        handle.info().await.unwrap().unwrap().attempts,
+        1,
+        "the stopped run did not count"
+    );
+    next.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_stopped_by_revocation_ends_revoked_and_knows_why() {
+    let client = Client::in_memory();
+    let mut rx = log("obey-revoke");
+    let worker = start_worker(builder(&client).register::<Obedient>());
+    let handle = client
+        .enqueue(Obedient {
+            label: "obey-revoke".into(),
+            work_ms: 4_000,
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    client.revoke(handle.id(), true).await.unwrap();
+    assert_eq!(rx.recv().await.unwrap(), "obey-revoke: Some(Revoked)");
+    assert_ended_in(
+        handle.wait(Duration::from_secs(30)).await,
+        TaskState::Revoked,
+    );
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_stopped_by_its_soft_limit_follows_its_retry_policy() {
+    let client = Client::in_memory();
+    let mut rx = log("obey-soft");
+    let worker = start_worker(builder(&client).register::<Obedient>());
+    let handle = client
+        .enqueue(Obedient {
+            label: "obey-soft".into(),
+            work_ms: 60_000,
+        })
+        .await
+        .unwrap();
+    // Both attempts (max_retries = 1) reach the soft limit and ask for a retry.
+    assert_eq!(rx.recv().await.unwrap(), "obey-soft: Some(SoftTimeLimit)");
+    assert_eq!(rx.recv().await.unwrap(), "obey-soft: Some(SoftTimeLimit)");
+    assert_ended_in(
+        handle.wait(Duration::from_secs(120)).await,
+        TaskState::Failure,
+    );
+    let record = handle.info().await.unwrap().unwrap();
+    assert_eq!(record.attempts, 2, "retried once, as its policy says");
+    worker.stop().await.unwrap();
+}
