@@ -70,10 +70,10 @@ pub use backend::{MemoryResultBackend, ResultBackend, DEFAULT_RESULT_TTL};
 pub use beat_store::{BeatEntryStatus, BeatStatus, BeatStore, MemoryBeatStore};
 pub use broker::{
     local_hostname, Broker, ControlChannel, ControlMessage, ControlStream, DeadLetter, DeadReason,
-    Delivery, Inspector, LostWorker, Membership, MemoryBroker, MemoryBrokerConfig, MinuteCounts,
-    OutboundMessage, Page, PayloadFields, QueueStats, RateLimiter, Receipt, RecoveryReport,
-    ScheduledMessage, TaskCatalog, TaskDeclaration, Transport, WorkerId, WorkerInfo, FETCH_LEASE,
-    LOST_WORKERS_KEPT,
+    Delivery, HeldMessage, Inspector, LostWorker, Membership, MemoryBroker, MemoryBrokerConfig,
+    MinuteCounts, OutboundMessage, Page, PayloadFields, QueueStats, RateLimiter, Receipt,
+    RecoveryReport, ScheduledMessage, TaskCatalog, TaskDeclaration, Transport, WorkerId,
+    WorkerInfo, FETCH_LEASE, LOST_WORKERS_KEPT,
 };
 pub use client::Client;
 pub use redact::redacted_url;

@@ -13,8 +13,8 @@ use lapin::{
 };
 use taskq_core::{
     history::{last_minutes, minute_start},
-    DeadLetter, DeadReason, Inspector, MinuteCounts, Page, QueueStats, Result, ScheduledMessage,
-    TaskId, WorkerInfo,
+    DeadLetter, DeadReason, HeldMessage, Inspector, MinuteCounts, Page, QueueStats, Result,
+    ScheduledMessage, TaskId, WorkerInfo,
 };
 
 use super::{transport::dead_headers, AmqpBroker};
@@ -243,6 +243,19 @@ impl Inspector for AmqpBroker {
                      delivery counts toward the poison cap"
                 .to_owned(),
         })
+    }
+
+    async fn held(&self, _queue: &str, _limit: usize) -> Result<Vec<HeldMessage>> {
+        Err(taskq_core::Error::Invalid {
+            what: "held listing",
+            reason: "RabbitMQ does not show unacknowledged deliveries without its management \
+                     plugin; tasks that record STARTED (track_started) show in their results"
+                .to_owned(),
+        })
+    }
+
+    fn sees_held(&self) -> bool {
+        false
     }
 
     async fn scheduled(&self, _queue: &str, _page: Page) -> Result<Vec<ScheduledMessage>> {

@@ -126,10 +126,41 @@ pub trait Inspector: Send + Sync + std::fmt::Debug {
     /// many were deleted.
     async fn delete_dead(&self, queue: &str, ids: &[TaskId]) -> Result<usize>;
 
+    /// Up to `limit` messages of `queue` that workers hold now (fetched: running, or
+    /// prefetched and about to run), with the holding worker. Operators see running tasks
+    /// here whether or not tasks record STARTED.
+    async fn held(&self, queue: &str, limit: usize) -> Result<Vec<HeldMessage>>;
+
+    /// Whether [`held`](Self::held) can see held messages (RabbitMQ keeps unacknowledged
+    /// deliveries out of sight without its management plugin).
+    fn sees_held(&self) -> bool {
+        true
+    }
+
     /// Messages of `queue` that ended per minute over the last `minutes` minutes (by the
     /// broker's clock), oldest first, one entry per minute (zeros included). Workers count
     /// them inside the calls that settle the messages, so history costs no extra round trip.
     async fn history(&self, queue: &str, minutes: usize) -> Result<Vec<MinuteCounts>>;
+}
+
+/// A message a worker holds ([`Inspector::held`]): its payload and the worker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HeldMessage {
+    /// The worker holding it.
+    pub worker: String,
+    /// The message as the broker keeps it (an encoded envelope).
+    pub payload: String,
+}
+
+impl HeldMessage {
+    /// `payload`, held by `worker`.
+    pub fn new(worker: impl Into<String>, payload: impl Into<String>) -> Self {
+        Self {
+            worker: worker.into(),
+            payload: payload.into(),
+        }
+    }
 }
 
 /// A message waiting in a queue's scheduled set.

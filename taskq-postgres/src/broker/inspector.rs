@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use sqlx::{postgres::PgRow, Row};
 use taskq_core::{
     history::{last_minutes, minute_of, minute_start},
-    DeadLetter, DeadReason, Inspector, LostWorker, MinuteCounts, OutboundMessage, Page,
-    PayloadFields, QueueStats, Result, ScheduledMessage, TaskId, WorkerInfo,
+    DeadLetter, DeadReason, HeldMessage, Inspector, LostWorker, MinuteCounts, OutboundMessage,
+    Page, PayloadFields, QueueStats, Result, ScheduledMessage, TaskId, WorkerInfo,
 };
 
 use super::PostgresBroker;
@@ -228,6 +228,26 @@ impl Inspector for PostgresBroker {
         .fetch_all(self.pool())
         .await
         .map_err(pg_error)
+    }
+
+    async fn held(&self, queue: &str, limit: usize) -> Result<Vec<HeldMessage>> {
+        let rows = sqlx::query(&self.names().fill(
+            "SELECT worker, payload FROM @s.messages WHERE queue = $1 AND worker IS NOT NULL
+             ORDER BY worker, pos LIMIT $2",
+        ))
+        .bind(queue)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(self.pool())
+        .await
+        .map_err(pg_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(HeldMessage::new(
+                    row.try_get::<String, _>("worker").map_err(pg_error)?,
+                    row.try_get::<String, _>("payload").map_err(pg_error)?,
+                ))
+            })
+            .collect()
     }
 
     async fn scheduled(&self, queue: &str, page: Page) -> Result<Vec<ScheduledMessage>> {

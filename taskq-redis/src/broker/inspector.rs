@@ -4,8 +4,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use taskq_core::{
     history::{last_minutes, minute_start},
-    DeadLetter, Error, Inspector, MinuteCounts, Page, PayloadFields, QueueStats, Result,
-    ScheduledMessage, TaskId, WorkerInfo,
+    DeadLetter, Error, HeldMessage, Inspector, MinuteCounts, Page, PayloadFields, QueueStats,
+    Result, ScheduledMessage, TaskId, WorkerInfo,
 };
 
 use super::{millis, RedisBroker};
@@ -56,6 +56,39 @@ impl Inspector for RedisBroker {
         )
         .await
         .map_err(redis_error)
+    }
+
+    async fn held(&self, queue: &str, limit: usize) -> Result<Vec<HeldMessage>> {
+        let keys = QueueKeys::new(queue);
+        let mut holders: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(keys.holders())
+            .query_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        holders.sort();
+        let mut held = Vec::new();
+        for worker in holders {
+            if held.len() >= limit {
+                break;
+            }
+            // A processing list keeps the newest at its head: oldest first is from the tail.
+            let mut payloads: Vec<String> = redis::cmd("LRANGE")
+                .arg(keys.processing(&worker))
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(redis_error)?;
+            payloads.reverse();
+            let room = limit - held.len();
+            held.extend(
+                payloads
+                    .into_iter()
+                    .take(room)
+                    .map(|payload| HeldMessage::new(worker.as_str(), payload)),
+            );
+        }
+        Ok(held)
     }
 
     async fn scheduled(&self, queue: &str, page: Page) -> Result<Vec<ScheduledMessage>> {

@@ -486,3 +486,43 @@ async fn dead_ids(broker: &Shared, q: &str) -> Vec<TaskId> {
         .map(|d| d.id.unwrap())
         .collect()
 }
+
+/// Fetched messages show as held by their worker, oldest first, until settled.
+pub async fn held_messages_show_with_their_worker_until_settled(broker: Shared) {
+    let q = queue();
+    let first = message(&q, 0);
+    let second = message(&q, 0);
+    let ids = [first.id, second.id];
+    broker
+        .enqueue(vec![first, second, message(&q, 0)])
+        .await
+        .unwrap();
+    assert!(broker.held(&q, 10).await.unwrap().is_empty());
+    let worker = WorkerId::generate();
+    let got = broker
+        .fetch(&worker, std::slice::from_ref(&q), 2, NO_WAIT)
+        .await
+        .unwrap();
+    let held = broker.held(&q, 10).await.unwrap();
+    let held_ids: Vec<TaskId> = held
+        .iter()
+        .map(|m| {
+            taskq_core::Envelope::decode(&m.payload, 1 << 20)
+                .unwrap()
+                .id
+        })
+        .collect();
+    assert_eq!(
+        held_ids, ids,
+        "oldest first, the unfetched one not among them"
+    );
+    assert!(held.iter().all(|m| m.worker == worker.as_str()), "{held:?}");
+    assert_eq!(
+        broker.held(&q, 1).await.unwrap().len(),
+        1,
+        "bounded by the limit"
+    );
+    broker.ack(&worker, &got[..1]).await.unwrap();
+    let left = broker.held(&q, 10).await.unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+}

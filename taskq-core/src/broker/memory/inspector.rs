@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use super::{MemoryBroker, Message};
 use crate::{
     broker::{
-        last_minutes, minute_start, DeadLetter, Inspector, MinuteCounts, Page, PayloadFields,
-        QueueStats, ScheduledMessage, WorkerInfo,
+        last_minutes, minute_start, DeadLetter, HeldMessage, Inspector, MinuteCounts, Page,
+        PayloadFields, QueueStats, ScheduledMessage, WorkerInfo,
     },
     error::Result,
     id::TaskId,
@@ -36,6 +36,24 @@ impl Inspector for MemoryBroker {
             .take(page.limit)
             .map(|message| message.payload.to_string())
             .collect())
+    }
+
+    async fn held(&self, queue: &str, limit: usize) -> Result<Vec<HeldMessage>> {
+        let state = self.lock();
+        let mut held: Vec<(u64, HeldMessage)> = state
+            .workers
+            .iter()
+            .flat_map(|(worker, held)| {
+                held.processing
+                    .iter()
+                    .filter(|(_, (name, _))| &**name == queue)
+                    .map(move |(tag, (_, message))| {
+                        (*tag, HeldMessage::new(worker.as_str(), &*message.payload))
+                    })
+            })
+            .collect();
+        held.sort_by_key(|(tag, _)| *tag);
+        Ok(held.into_iter().take(limit).map(|(_, m)| m).collect())
     }
 
     async fn scheduled(&self, queue: &str, page: Page) -> Result<Vec<ScheduledMessage>> {
