@@ -38,6 +38,12 @@ pub enum Command {
     Workers,
     /// Enqueue a task by name with JSON arguments; prints its id.
     Enqueue(EnqueueArgs),
+    /// Tasks workers hold now (running, or fetched and about to run), with their worker.
+    Active {
+        /// Only this queue (default: all).
+        #[arg(long)]
+        queue: Option<String>,
+    },
     /// State, result or error, and attempts of a task.
     Result {
         /// Task id.

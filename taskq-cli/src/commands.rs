@@ -98,6 +98,9 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
             }
         },
         Command::Workers => println!("{}", workers(&client, json).await?),
+        Command::Active { queue } => {
+            println!("{}", crate::held::active(&client, queue, json).await?)
+        }
         Command::Enqueue(args) => println!("{}", enqueue(&client, args, json).await?),
         Command::Result { id, wait } => {
             println!("{}", result(&client, &parse_id(&id)?, wait, json).await?)
@@ -115,18 +118,26 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
                 );
                 return Ok(());
             }
-            // Revoked either way (it may still be queued without a record), but say so when
-            // nothing is known of it: a mistyped id is the likelier reason.
-            let known = client.result(id).await?.is_some();
+            // Revoked either way (it may still be queued without a record), but say what was
+            // found: a run to stop, a record, or nothing (a mistyped id is then likelier).
+            let recorded = client.result(id).await?.is_some();
+            let held = client.find_held(id).await?;
             client.revoke(id, terminate).await?;
+            let worker = held.as_ref().map(|(_, held)| held.worker.clone());
             println!(
                 "{}",
                 if json {
-                    json!({"revoked": id, "terminate": terminate, "known": known}).to_string()
-                } else if known {
+                    json!({"revoked": id, "terminate": terminate, "known": recorded || held.is_some(), "held_by": worker}).to_string()
+                } else if let Some(worker) = worker {
+                    if terminate {
+                        format!("revoked {id}: worker {worker} holds it; told to stop it (it ends REVOKED)")
+                    } else {
+                        format!("revoked {id}: worker {worker} holds it; a run already started finishes (add --terminate to stop it)")
+                    }
+                } else if recorded {
                     format!("revoked {id}")
                 } else {
-                    format!("revoked {id}; note: nothing is known of this id yet (no result recorded): if it is queued it will be skipped, otherwise check the id")
+                    format!("revoked {id}; note: nothing is known of this id yet (no result recorded, no worker holds it): if it is queued it will be skipped, otherwise check the id")
                 }
             );
         }
@@ -372,6 +383,9 @@ async fn result(
         None => client.result(*id).await?,
     };
     let Some(record) = record else {
+        if let Some((queue, held)) = client.find_held(*id).await? {
+            return Ok(crate::held::describe(*id, &queue, &held, json));
+        }
         return Err(format!("no result for {id}: unknown, not finished yet, or expired").into());
     };
     if wait.is_some() && !record.state.is_ready() {

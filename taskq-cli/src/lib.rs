@@ -2,6 +2,7 @@
 
 mod args;
 mod commands;
+mod held;
 mod table;
 mod workflow;
 

@@ -537,6 +537,27 @@ async fn status_workers_and_ping_on_a_cluster() {
     ));
     assert!(result.contains("SUCCESS"), "{result}");
     worker.stop().await.unwrap();
+
+    // A task a worker holds shows with its worker, from that queue's master.
+    let held = client
+        .enqueue(Add { a: 1, b: 1 })
+        .queue("elsewhere")
+        .await
+        .unwrap()
+        .id();
+    let holder = taskq_core::WorkerId::generate();
+    client
+        .broker()
+        .fetch(&holder, &["elsewhere".into()], 1, Duration::ZERO)
+        .await
+        .unwrap();
+    let active = stdout(&taskq_with_input(&url, &["active"], ""));
+    assert!(
+        active.contains(&held.to_string()) && active.contains(holder.as_str()),
+        "{active}"
+    );
+    let result = stdout(&taskq_with_input(&url, &["result", &held.to_string()], ""));
+    assert!(result.starts_with("RECEIVED: held by worker"), "{result}");
 }
 
 /// `--tls-ca`, `--tls-cert` and `--tls-key` (or `TASKQ_TLS_*`) reach the connection: a TLS-only
@@ -895,4 +916,80 @@ fn postgres_migrate_creates_the_schema_once_and_other_commands_name_it_until_the
     assert!(status.status.success(), "{status:?}");
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(text.contains("\"pending\":1"), "{text}");
+}
+
+/// Runs until told to stop (a minute at most).
+#[derive(Task, Serialize, Deserialize)]
+#[task(name = "cli.busy", queue = "busy")]
+struct Busy;
+
+impl Run for Busy {
+    type Output = ();
+    async fn run(self, ctx: TaskContext) -> Result<(), TaskError> {
+        tokio::select! {
+            _ = ctx.cancelled() => Err(TaskError::permanent("stopped")),
+            _ = tokio::time::sleep(Duration::from_secs(60)) => Ok(()),
+        }
+    }
+}
+
+/// A running task without a STARTED record (no `track_started`) shows as held by its worker
+/// in `taskq active` and `taskq result`, and `taskq revoke --terminate` says whom it told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_task_shows_with_its_worker_and_revoke_says_what_it_did() {
+    let server = RedisServer::start();
+    let client = taskq::connect(&server.url()).await.unwrap();
+    assert_eq!(
+        stdout(&taskq(&server, &["active"])),
+        "no task is held by a worker"
+    );
+    let worker = Worker::builder(client.clone())
+        .register::<Busy>()
+        .build()
+        .unwrap()
+        .start();
+    let id = client.enqueue(Busy).await.unwrap().id();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while client
+        .inspector()
+        .held("busy", 10)
+        .await
+        .unwrap()
+        .is_empty()
+    {
+        assert!(std::time::Instant::now() < deadline, "never fetched");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let holder = client.inspector().held("busy", 10).await.unwrap()[0]
+        .worker
+        .clone();
+    assert!(
+        client.result(id).await.unwrap().is_none(),
+        "no record of it"
+    );
+
+    let active = stdout(&taskq(&server, &["active"]));
+    assert!(active.starts_with("ID"), "{active}");
+    assert!(
+        active.contains(&id.to_string()) && active.contains("cli.busy") && active.contains(&holder),
+        "{active}"
+    );
+    let listed = json(&taskq(&server, &["--json", "active", "--queue", "busy"]));
+    assert_eq!(listed[0]["id"], id.to_string());
+    let result = stdout(&taskq(&server, &["result", &id.to_string()]));
+    assert!(
+        result.starts_with("RECEIVED: held by worker") && result.contains(&holder),
+        "{result}"
+    );
+    let said = stdout(&taskq(&server, &["revoke", &id.to_string(), "--terminate"]));
+    assert_eq!(
+        said,
+        format!("revoked {id}: worker {holder} holds it; told to stop it (it ends REVOKED)")
+    );
+    let record = json(&taskq(
+        &server,
+        &["result", &id.to_string(), "--wait", "10s", "--json"],
+    ));
+    assert_eq!(record["state"], "REVOKED", "{record}");
+    worker.stop().await.unwrap();
 }

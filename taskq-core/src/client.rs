@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use crate::{
     backend::{MemoryResultBackend, ResultBackend},
-    broker::{Broker, Inspector, MemoryBroker},
+    broker::{Broker, HeldMessage, Inspector, MemoryBroker, PayloadFields},
     client_core::ClientCore,
     clock::Clock,
     encryption::Encryption,
@@ -445,6 +445,50 @@ impl Client {
     /// The broker's or backend's error; calling again later is safe.
     pub async fn advance_workflows(&self, finished: Vec<Finished>, ttl: Duration) -> Result<()> {
         workflow::advance(&self.core, finished, ttl).await
+    }
+
+    /// Where task `id` is held, if a worker holds it now (running, or fetched and about to
+    /// run): its queue and the holding worker, read from the broker whether or not the task
+    /// records STARTED. `None` when no worker holds it, and on brokers that cannot tell
+    /// ([`Inspector::sees_held`](crate::Inspector::sees_held)). Reads every queue's held
+    /// messages: an operator's call, not one for a hot path.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq_core::Result<()> {
+    /// use std::time::Duration;
+    /// use taskq_core::{Client, Transport, WorkerId};
+    /// let client = Client::in_memory();
+    /// let id = client.enqueue_by_name("reports.build", &serde_json::json!({})).await?.id();
+    /// assert!(client.find_held(id).await?.is_none(), "queued, not held");
+    /// let worker = WorkerId::generate();
+    /// client.broker().fetch(&worker, &["default".into()], 1, Duration::ZERO).await?;
+    /// let (queue, held) = client.find_held(id).await?.expect("held");
+    /// assert_eq!((queue.as_str(), held.worker.as_str()), ("default", worker.as_str()));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The broker's error.
+    pub async fn find_held(&self, id: TaskId) -> Result<Option<(String, HeldMessage)>> {
+        /// Most held messages read per queue: a fleet holds at most the sum of its workers'
+        /// concurrency and prefetch.
+        const HELD_READ: usize = 10_000;
+        let broker = &self.core.broker;
+        if !broker.sees_held() {
+            return Ok(None);
+        }
+        for queue in broker.queues().await? {
+            let found = broker
+                .held(&queue, HELD_READ)
+                .await?
+                .into_iter()
+                .find(|held| PayloadFields::read(&held.payload).id == Some(id));
+            if let Some(held) = found {
+                return Ok(Some((queue, held)));
+            }
+        }
+        Ok(None)
     }
 
     /// The stored record of any task, untyped; `None` while nothing is known (PENDING). A

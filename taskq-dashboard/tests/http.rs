@@ -605,3 +605,41 @@ async fn the_overview_warns_of_a_durable_master_short_of_replicas() {
     let (_, page) = get(address, "/").await;
     assert!(!page.contains("durable writes degraded"), "{page}");
 }
+
+/// A task a worker holds but that recorded nothing (no track_started) shows as RECEIVED with
+/// its worker, not as "nothing recorded".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_task_without_a_record_shows_with_its_worker() {
+    let server = taskq_testkit::RedisServer::start();
+    let client = taskq::connect(&server.url()).await.unwrap();
+    let id = client
+        .enqueue_by_name("dash.long", &serde_json::json!({}))
+        .queue("held")
+        .await
+        .unwrap()
+        .id();
+    let (address, _server) = serve(Dashboard::new(client.clone())).await;
+    let (_, queued) = get(address, &format!("/tasks?id={id}")).await;
+    assert!(queued.contains("Nothing is recorded"), "{queued}");
+
+    // What a worker's fetch does: the message moves into its processing list.
+    let worker = taskq_core::WorkerId::generate();
+    let fetched = client
+        .broker()
+        .fetch(&worker, &["held".into()], 1, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(fetched.len(), 1);
+    let (status, held) = get(address, &format!("/tasks?id={id}")).await;
+    assert_eq!(status, 200);
+    assert!(
+        held.contains(">RECEIVED<") && held.contains(worker.as_str()) && held.contains("dash.long"),
+        "{held}"
+    );
+    let (_, queue) = get(address, "/queues/held").await;
+    let section = &queue[queue.find("Held by workers").expect("a held section")..];
+    assert!(
+        section.contains(&id.to_string()) && section.contains(worker.as_str()),
+        "{queue}"
+    );
+}

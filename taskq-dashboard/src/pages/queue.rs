@@ -1,4 +1,5 @@
-//! `/queues/{queue}`: one queue's counts and its ready messages, paged; purge.
+//! `/queues/{queue}`: one queue's counts, the messages its workers hold, and its ready
+//! messages, paged; purge.
 
 use axum::{
     extract::{Path, Query, State},
@@ -33,6 +34,15 @@ pub(crate) async fn page(
         .pending(&queue, Page::new(paging.offset, limit))
         .await
         .map_err(layout::broker_error)?;
+    // What workers hold now (running or about to run), where the broker can tell.
+    let held = if inspector.sees_held() {
+        inspector
+            .held(&queue, PER_PAGE)
+            .await
+            .map_err(layout::broker_error)?
+    } else {
+        Vec::new()
+    };
     let q = layout::url_part(&queue);
     let body = html! {
         section.cards {
@@ -43,6 +53,22 @@ pub(crate) async fn page(
         }
         (layout::action(&state, &format!("/queues/{q}/purge"), "Purge pending and scheduled messages",
             Some("Delete every pending and scheduled message of this queue?")))
+        @if !held.is_empty() {
+            h2 { "Held by workers: running or about to run" }
+            table #held {
+                thead { tr { th { "Task id" } th { "Task" } th { "Worker" } } }
+                tbody {
+                    @for message in &held {
+                        @let fields = PayloadFields::read(&message.payload);
+                        tr {
+                            td { @if let Some(id) = fields.id { a href=(format!("/tasks?id={id}")) { (id) } } @else { "-" } }
+                            td { (fields.task.as_deref().unwrap_or("?")) }
+                            td { code { (message.worker) } }
+                        }
+                    }
+                }
+            }
+        }
         h2 { "Ready messages, in the order workers take them" }
         @if pending.is_empty() {
             p.note { "Nothing is waiting." }

@@ -42,11 +42,30 @@ pub(crate) async fn page(
     }
     let record = client.result(id).await.map_err(layout::broker_error)?;
     let letter = dead_letter_of(&state, id, record.as_ref()).await?;
-    let body = match record {
-        None => html! {
+    // A running task without a STARTED record (no track_started) is still in a worker's hands.
+    let held = match record {
+        None => client.find_held(id).await.map_err(layout::broker_error)?,
+        Some(_) => None,
+    };
+    let body = match (record, held) {
+        (None, Some((queue, held))) => {
+            let task = taskq_core::PayloadFields::read(&held.payload)
+                .task
+                .unwrap_or_default();
+            html! {
+                dl.record {
+                    dt { "State" } dd.state data-state="RECEIVED" { "RECEIVED" }
+                    dt { "Task" } dd { (task) }
+                    dt { "Queue" } dd { (queue) }
+                    dt { "Worker" } dd { code { (held.worker) } }
+                }
+                p.note { "Held by its worker: running or about to run. The task records no STARTED (track_started would)." }
+            }
+        }
+        (None, None) => html! {
             p.note { "Nothing is recorded for " code { (id) } ": not run yet (PENDING), unknown, or its result expired." }
         },
-        Some(record) => html! {
+        (Some(record), _) => html! {
             dl.record {
                 dt { "State" } dd.state data-state=(record.state) { (record.state) }
                 dt { "Task" } dd { (record.task) }
