@@ -81,6 +81,12 @@ pub enum Command {
     /// Serve the web dashboard: queues, workers, tasks, dead letters (loopback only unless
     /// --token or --basic-user is given).
     Dashboard(DashboardArgs),
+    /// Queue signals for Prometheus and autoscalers, read from the broker.
+    Metrics {
+        /// What to do.
+        #[command(subcommand)]
+        command: MetricsCommand,
+    },
     /// The PostgreSQL outbox of an application whose tasks go to this broker.
     Outbox {
         /// What to do.
@@ -92,6 +98,18 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         command: PostgresCommand,
+    },
+}
+
+/// `taskq metrics ...`.
+#[derive(Debug, Subcommand)]
+pub enum MetricsCommand {
+    /// Serve per-queue pending, scheduled, processing, dead, oldest pending age and rates at
+    /// /metrics (Prometheus text format) until SIGINT or SIGTERM.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9808")]
+        listen: std::net::SocketAddr,
     },
 }
 

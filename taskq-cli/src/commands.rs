@@ -8,7 +8,10 @@ use serde_json::json;
 use taskq_core::{error_chain, Client, ControlMessage, DeadLetter, Page, TaskId};
 
 use crate::{
-    args::{Cli, Command, DeadCommand, EnqueueArgs, OutboxCommand, PostgresCommand, QueueCommand},
+    args::{
+        Cli, Command, DeadCommand, EnqueueArgs, MetricsCommand, OutboxCommand, PostgresCommand,
+        QueueCommand,
+    },
     table, Failure,
 };
 
@@ -165,6 +168,17 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
             outbox
                 .relay(client.broker().clone(), poll, shutdown.requested())
                 .await;
+        }
+        Command::Metrics {
+            command: MetricsCommand::Serve { listen },
+        } => {
+            eprintln!("taskq queue metrics on http://{listen}/metrics");
+            taskq_dashboard::serve_queue_metrics(
+                client,
+                listen,
+                taskq::signal::Shutdown::listen().requested(),
+            )
+            .await?;
         }
         Command::Dashboard(args) => {
             let beat = taskq::connect_beat_store(&url).await?;

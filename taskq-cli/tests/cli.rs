@@ -993,3 +993,72 @@ async fn a_running_task_shows_with_its_worker_and_revoke_says_what_it_did() {
     assert_eq!(record["state"], "REVOKED", "{record}");
     worker.stop().await.unwrap();
 }
+
+/// `taskq metrics serve`: the queue signals a Prometheus or KEDA scrape reads, from the
+/// broker, for a queue nobody consumes too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_serve_reports_every_queue_from_the_broker() {
+    let server = RedisServer::start();
+    let client = taskq::connect(&server.url()).await.unwrap();
+    client
+        .enqueue_many((0..3).map(|i| Add { a: i, b: 0 }))
+        .await
+        .unwrap();
+    client
+        .enqueue(Add { a: 9, b: 9 })
+        .countdown(Duration::from_secs(3600))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await; // the oldest waits over a second
+    let port = taskq_testkit::free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_taskq"))
+        .args(["--broker", &server.url(), "metrics", "serve", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run taskq metrics serve");
+    let scrape = || -> Option<String> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).ok()?;
+        Some(reply)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let reply = loop {
+        if let Some(reply) = scrape() {
+            break reply;
+        }
+        assert!(std::time::Instant::now() < deadline, "never listened");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let value = |series: &str| -> f64 {
+        reply
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{series} ")))
+            .unwrap_or_else(|| panic!("no {series} in {reply}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value(r#"taskq_queue_pending{queue="cli"}"#), 3.0);
+    assert_eq!(value(r#"taskq_queue_scheduled{queue="cli"}"#), 1.0);
+    assert_eq!(value(r#"taskq_queue_processing{queue="cli"}"#), 0.0);
+    assert_eq!(value(r#"taskq_queue_dead{queue="cli"}"#), 0.0);
+    let age = value(r#"taskq_queue_oldest_pending_age_seconds{queue="cli"}"#);
+    assert!((1.0..600.0).contains(&age), "{age}");
+    assert_eq!(
+        value(r#"taskq_queue_completed_per_second{queue="cli"}"#),
+        0.0
+    );
+    assert!(reply.contains("# HELP taskq_queue_pending"), "{reply}");
+}

@@ -33,10 +33,12 @@ mod gate;
 mod host;
 mod layout;
 mod pages;
+mod queue_metrics;
 mod server;
 mod state;
 
 pub use access::{hash_password, Access};
 pub use error::DashboardError;
+pub use queue_metrics::{queue_metrics, serve_queue_metrics};
 pub use server::Dashboard;
 pub use state::MAX_PAGE;

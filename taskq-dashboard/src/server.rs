@@ -115,6 +115,7 @@ impl Dashboard {
         Router::new()
             .route("/", get(pages::overview::page))
             .route("/events", get(events::stream))
+            .route("/metrics", get(crate::queue_metrics::serve))
             .route("/queues/{queue}", get(pages::queue::page))
             .route("/queues/{queue}/purge", post(pages::queue::purge))
             .route("/workers", get(pages::workers::page))

@@ -636,6 +636,12 @@ async fn a_held_task_without_a_record_shows_with_its_worker() {
         held.contains(">RECEIVED<") && held.contains(worker.as_str()) && held.contains("dash.long"),
         "{held}"
     );
+    let (status, metrics) = get(address, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("taskq_queue_processing{queue=\"held\"} 1"),
+        "{metrics}"
+    );
     let (_, queue) = get(address, "/queues/held").await;
     let section = &queue[queue.find("Held by workers").expect("a held section")..];
     assert!(
