@@ -5,6 +5,7 @@
 //! the given Redis) or `--broker memory://`. See `docs/performance.md`.
 
 mod baseline;
+mod floor;
 mod measure;
 mod tasks;
 mod workloads;
@@ -73,6 +74,11 @@ enum Workload {
     W2b,
     /// Enqueue then wait for the result, sequentially.
     W3,
+    /// The floor W3 is judged against: the least any Redis queue with a result does per round
+    /// trip (LPUSH, a consumer's BLPOP and LPUSH of a reply, the producer's BLPOP), with
+    /// redis-rs on the same runtime; `redis://` only. Run it beside w3: the report prints
+    /// W3's p50 over the floor's.
+    Floor,
     /// W3 with a worker of three queues, every task sent to the last one (the worker looks at
     /// the other two first, as a worker of several queues does).
     W3q3,
@@ -228,6 +234,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 ms(row.result_p50_ms),
                 ms(row.result_p99_ms),
                 ms(row.result_p999_ms),
+            );
+        }
+        let p50_of = |name: &str| {
+            rows.iter()
+                .find(|r| r.workload == name)
+                .and_then(|r| r.p50_ms)
+        };
+        if let (Some(w3), Some(floor)) = (p50_of("w3"), p50_of("floor")) {
+            println!(
+                "w3 / floor: p50 {w3:.3} / {floor:.3} ms = {:.2}x",
+                w3 / floor
             );
         }
         for row in rows.iter().filter(|row| row.start_p50_ms.is_some()) {

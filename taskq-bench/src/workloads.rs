@@ -24,6 +24,8 @@ const BULK: usize = 1_000;
 
 pub(crate) struct Bench {
     client: Client,
+    /// The broker URL, for workloads that talk to the server without taskq (the floor).
+    url: String,
     redis: Option<RedisNodes>,
     n: usize,
     round_trips: usize,
@@ -69,6 +71,7 @@ impl Bench {
         let redis = RedisNodes::connect(&cli.connection.broker).await?;
         Ok(Self {
             client,
+            url: cli.connection.broker.clone(),
             redis,
             n: cli.n,
             round_trips: cli.round_trips,
@@ -98,6 +101,7 @@ impl Bench {
             Workload::W2 => self.drain::<QuietNoop>(&queue).await?,
             Workload::W2b => self.drain::<Noop>(&queue).await?,
             Workload::W3 => self.w3(&[queue]).await?,
+            Workload::Floor => crate::floor::redis_floor(&self.url, self.round_trips).await?,
             Workload::W3q3 => {
                 self.w3(&spread_queues(&queue, self.redis.as_ref()).await?)
                     .await?
