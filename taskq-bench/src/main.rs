@@ -4,6 +4,7 @@
 //! `cargo run --release -p taskq-bench -- --broker redis://127.0.0.1:6379` (spawns nothing; uses
 //! the given Redis) or `--broker memory://`. See `docs/performance.md`.
 
+mod amqp_floor;
 mod baseline;
 mod floor;
 mod measure;
@@ -79,6 +80,13 @@ enum Workload {
     /// redis-rs on the same runtime; `redis://` only. Run it beside w3: the report prints
     /// W3's p50 over the floor's.
     Floor,
+    /// RabbitMQ's floor for W1: a plain lapin publisher with confirms, one message at a
+    /// time, persistent, into a quorum queue of the same node (`amqp://` only).
+    FloorAmqpW1,
+    /// RabbitMQ's floor for W1c: 64 such publishers at once.
+    FloorAmqpW1c,
+    /// RabbitMQ's floor for W1bulk: batches of 1,000, then their confirms.
+    FloorAmqpBulk,
     /// W3 with a worker of three queues, every task sent to the last one (the worker looks at
     /// the other two first, as a worker of several queues does).
     W3q3,

@@ -10,6 +10,7 @@ use taskq_worker::{Worker, WorkerReport};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    amqp_floor::Publishing,
     measure::{self, RedisCounters, RedisNodes},
     tasks::{self, Noop, QuietNoop},
     Cli, Row, Workload,
@@ -102,6 +103,15 @@ impl Bench {
             Workload::W2b => self.drain::<Noop>(&queue).await?,
             Workload::W3 => self.w3(&[queue]).await?,
             Workload::Floor => crate::floor::redis_floor(&self.url, self.round_trips).await?,
+            Workload::FloorAmqpW1 => {
+                crate::amqp_floor::amqp_floor(&self.url, self.n, Publishing::OneAtATime).await?
+            }
+            Workload::FloorAmqpW1c => {
+                crate::amqp_floor::amqp_floor(&self.url, self.n, Publishing::Concurrent).await?
+            }
+            Workload::FloorAmqpBulk => {
+                crate::amqp_floor::amqp_floor(&self.url, self.n, Publishing::Bulk).await?
+            }
             Workload::W3q3 => {
                 self.w3(&spread_queues(&queue, self.redis.as_ref()).await?)
                     .await?
