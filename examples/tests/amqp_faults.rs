@@ -2,13 +2,13 @@
 //! amqp://…?results=redis://…`) on a private RabbitMQ node, results in a real redis-server.
 //! Every enqueued task id is counted in the workers' ledger: lost must be zero.
 
-use std::{path::Path, sync::OnceLock, time::Duration};
+use std::{sync::OnceLock, time::Duration};
 
 use lapin::{options::BasicPublishOptions, BasicProperties};
 use support::{
-    assert_every_id_ran, enqueue_sleeps, executions, ledger_path, wait_until, WorkerProcess,
+    assert_all_succeed, enqueue_sleeps, executions, ledger_path, wait_until, WorkerProcess,
 };
-use taskq_core::{Client, TaskId, TaskState};
+use taskq_core::TaskId;
 use taskq_testkit::{RabbitNode, RedisServer};
 
 mod support;
@@ -22,27 +22,6 @@ fn shared_node() -> &'static RabbitNode {
 /// The broker URL a worker and the test's client use: a fresh vhost, results in `results`.
 fn url(vhost_url: &str, results: &RedisServer) -> String {
     format!("{vhost_url}?results={}", results.url())
-}
-
-/// Waits until every id has a SUCCESS result, then names any id that never ran; returns the
-/// number of duplicate runs.
-async fn assert_all_succeed(
-    client: &Client,
-    ids: &[TaskId],
-    ledger: &Path,
-    within: Duration,
-) -> usize {
-    wait_until("every task to succeed", within, async || {
-        for id in ids {
-            match client.result(*id).await {
-                Ok(Some(record)) if record.state == TaskState::Success => {}
-                _ => return false,
-            }
-        }
-        true
-    })
-    .await;
-    assert_every_id_ran(ids, ledger)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

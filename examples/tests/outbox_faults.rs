@@ -7,9 +7,9 @@
 
 use std::{path::Path, sync::OnceLock, time::Duration};
 
-use support::{assert_every_id_ran, executions, ledger_path, wait_until, WorkerProcess};
+use support::{assert_all_succeed, executions, ledger_path, wait_until, WorkerProcess};
 use taskq::postgres::{sqlx, EnqueueOutbox, PostgresConfig, PostgresOutbox};
-use taskq_core::{Client, TaskId, TaskState};
+use taskq_core::TaskId;
 use taskq_testkit::{PostgresServer, RabbitNode, RedisServer};
 
 mod support;
@@ -25,8 +25,22 @@ fn fresh_postgres_url() -> String {
     format!("{}&migrate=auto", shared_postgres().fresh_url())
 }
 
-/// Runs the order producer with its outbox; returns its process once it printed
-/// `written <id>`, and the id.
+/// The order producer's arguments for `order` through the outbox, held before its commit
+/// when `hold`.
+fn producer_args(broker: &str, outbox: &str, order: i64, ledger: &Path, hold: bool) -> Vec<String> {
+    let mut args: Vec<String> = ["--broker", broker, "--outbox", outbox, "--order"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    args.push(order.to_string());
+    args.extend(["--ledger".to_owned(), ledger.display().to_string()]);
+    if hold {
+        args.push("--hold".to_owned());
+    }
+    args
+}
+
+/// Runs the order producer through the outbox; returns its process and the task id.
 fn start_producer(
     broker: &str,
     outbox: &str,
@@ -34,26 +48,8 @@ fn start_producer(
     ledger: &Path,
     hold: bool,
 ) -> (std::process::Child, TaskId) {
-    use std::io::BufRead;
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_taskq-order-producer"));
-    command
-        .args(["--broker", broker, "--outbox", outbox])
-        .args(["--order", &order.to_string()])
-        .args(["--ledger", &ledger.display().to_string()])
-        .stdout(std::process::Stdio::piped());
-    if hold {
-        command.arg("--hold");
-    }
-    let mut child = command.spawn().expect("start taskq-order-producer");
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = lines.next().expect("a line").expect("readable");
-    let id = line
-        .strip_prefix("written ")
-        .and_then(|id| id.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected output: {line}"));
-    // Keep reading in the background so the producer never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    (child, id)
+    let args = producer_args(broker, outbox, order, ledger, hold);
+    support::start_producer(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 /// The three promises of transactional enqueue through the outbox, on the broker at
@@ -116,8 +112,8 @@ async fn the_outbox_holds_exactly_what_committed(broker: &str, name: &str) {
         outbox.waiting().await.unwrap() == 0
     })
     .await;
-    assert_all_succeed(&client, &ids).await;
-    assert_eq!(assert_every_id_ran(&ids, &ledger), 0, "duplicate runs");
+    let duplicates = assert_all_succeed(&client, &ids, &ledger, Duration::from_secs(60)).await;
+    assert_eq!(duplicates, 0, "duplicate runs");
     for id in [never.id(), lost] {
         assert!(!executions(&ledger).contains_key(&id), "{id} ran");
         assert!(
@@ -128,23 +124,6 @@ async fn the_outbox_holds_exactly_what_committed(broker: &str, name: &str) {
     worker.signal("TERM");
     assert!(worker.wait_exit(Duration::from_secs(15)).success());
     let _ = std::fs::remove_file(&ledger);
-}
-
-async fn assert_all_succeed(client: &Client, ids: &[TaskId]) {
-    wait_until(
-        "every task to succeed",
-        Duration::from_secs(60),
-        async || {
-            for id in ids {
-                match client.result(*id).await {
-                    Ok(Some(record)) if record.state == TaskState::Success => {}
-                    _ => return false,
-                }
-            }
-            true
-        },
-    )
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

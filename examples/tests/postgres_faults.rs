@@ -123,32 +123,20 @@ async fn a_database_killed_mid_run_loses_no_committed_task() {
     let _ = std::fs::remove_file(&ledger);
 }
 
-/// Runs the order producer; returns its process once it printed `written <id>`, and the id.
+/// Runs the order producer on the PostgreSQL broker at `url`; returns its process once it
+/// wrote, and the task id.
 fn start_producer(
     url: &str,
     order: i64,
     ledger: &Path,
     hold: bool,
 ) -> (std::process::Child, TaskId) {
-    use std::io::BufRead;
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_taskq-order-producer"));
-    command
-        .args(["--broker", url, "--order", &order.to_string()])
-        .args(["--ledger", &ledger.display().to_string()])
-        .stdout(std::process::Stdio::piped());
+    let (order, ledger) = (order.to_string(), ledger.display().to_string());
+    let mut args = vec!["--broker", url, "--order", &order, "--ledger", &ledger];
     if hold {
-        command.arg("--hold");
+        args.push("--hold");
     }
-    let mut child = command.spawn().expect("start taskq-order-producer");
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = lines.next().expect("a line").expect("readable");
-    let id = line
-        .strip_prefix("written ")
-        .and_then(|id| id.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected output: {line}"));
-    // Keep reading in the background so the producer never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    (child, id)
+    support::start_producer(&args)
 }
 
 /// A producer SIGKILLed between its business write and its commit leaves neither the order

@@ -174,3 +174,44 @@ pub(crate) async fn assert_none_lost(
     );
     duplicates
 }
+
+/// Waits until every id has a SUCCESS result, then names any id that never ran; returns the
+/// number of duplicate runs.
+pub(crate) async fn assert_all_succeed(
+    client: &Client,
+    ids: &[TaskId],
+    ledger: &Path,
+    within: Duration,
+) -> usize {
+    wait_until("every task to succeed", within, async || {
+        for id in ids {
+            match client.result(*id).await {
+                Ok(Some(record)) if record.state == TaskState::Success => {}
+                _ => return false,
+            }
+        }
+        true
+    })
+    .await;
+    assert_every_id_ran(ids, ledger)
+}
+
+/// Runs `taskq-order-producer` with `args`; returns its process once it printed
+/// `written <id>`, and the id. With `--hold` in `args` it then waits to be killed.
+pub(crate) fn start_producer(args: &[&str]) -> (Child, TaskId) {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_taskq-order-producer"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start taskq-order-producer");
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = lines.next().expect("a line").expect("readable");
+    let id = line
+        .strip_prefix("written ")
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected output: {line}"));
+    // Keep reading in the background so the producer never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, id)
+}
