@@ -36,7 +36,7 @@ struct Cli {
     /// Seconds W4 keeps its producers running.
     #[arg(long, default_value_t = 30)]
     w4_seconds: u64,
-    /// Share of the measured W2 rate W4 offers (the W4 is 0.5).
+    /// Share of the W2b rate (measured in the same run) W4 offers.
     #[arg(long, default_value_t = 0.5)]
     w4_share: f64,
     /// Seconds the idle workload observes an idle worker.
@@ -90,10 +90,15 @@ enum Workload {
     /// W3 with a worker of three queues, every task sent to the last one (the worker looks at
     /// the other two first, as a worker of several queues does).
     W3q3,
-    /// Latency under load: producers enqueue at a steady half of the measured W2 rate for
+    /// Latency under load: producers enqueue at a steady share (--w4-share, half by default)
+    /// of the W2b rate measured in the same run (W4's tasks store results, as W2b's do) for
     /// --w4-seconds while one worker drains; p50/p99/p99.9 from enqueue to start (table: p50,
     /// p99) and, sampled, from enqueue to result.
     W4,
+    /// W4 at 80 % of the W2b rate.
+    #[value(name = "w4-80")]
+    #[serde(rename = "w4-80")]
+    W4x80,
     /// A chord of N no-op members and a callback summing their outputs: from the worker's
     /// start to the callback's result (compare with W2b, which drains N tasks with results).
     Chord,

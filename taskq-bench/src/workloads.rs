@@ -117,7 +117,8 @@ impl Bench {
                     .await?
             }
             Workload::Chord => self.chord(&queue).await?,
-            Workload::W4 => self.w4(&queue).await?,
+            Workload::W4 => self.w4(&queue, self.w4_share).await?,
+            Workload::W4x80 => self.w4(&queue, 0.8).await?,
             Workload::Idle => self.idle(&[queue]).await?,
             Workload::Idle3 => {
                 self.idle(&spread_queues(&queue, self.redis.as_ref()).await?)
@@ -290,10 +291,11 @@ impl Bench {
     /// `w4_seconds` (a bulk enqueue per millisecond of what is due) while one worker drains.
     /// Every run records its enqueue-to-start wait; one message in 500 is also
     /// waited for, for enqueue-to-result.
-    async fn w4(&self, queue: &str) -> Result<Row, BoxError> {
+    /// Offers `share` of the W2b rate (what a results-storing worker drains, measured now).
+    async fn w4(&self, queue: &str, share: f64) -> Result<Row, BoxError> {
         const RESULT_SAMPLE: u64 = 500;
         let side = format!("{queue}-rate");
-        let rate = self.drain::<QuietNoop>(&side).await?.tasks_per_second * self.w4_share;
+        let rate = self.drain::<Noop>(&side).await?.tasks_per_second * share;
         let (stop, running) = self.start_worker(&[queue])?;
         tasks::take_starts();
         let before = self.costs().await?;
