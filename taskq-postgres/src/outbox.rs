@@ -174,6 +174,7 @@ impl PostgresOutbox {
         rows.sort_by_key(|row| row.try_get::<i64, _>("seq").unwrap_or_default());
         let mut seqs = Vec::with_capacity(rows.len());
         let mut plain = Vec::new();
+        let mut unique = Vec::new();
         for row in &rows {
             seqs.push(row.try_get::<i64, _>("seq").map_err(pg_error)?);
             let id: uuid::Uuid = row.try_get("id").map_err(pg_error)?;
@@ -198,8 +199,16 @@ impl PostgresOutbox {
                 ),
                 None => (format!("taskq.outbox:{id}"), RELAY_DEDUP_WINDOW),
             };
-            broker.enqueue_unique(message, &key, window).await?;
+            unique.push((message, key, window));
         }
+        // Sent together: on one multiplexed connection they go out in order, in one round
+        // trip's time instead of one each.
+        futures_util::future::try_join_all(
+            unique.into_iter().map(|(message, key, window)| async move {
+                broker.enqueue_unique(message, &key, window).await
+            }),
+        )
+        .await?;
         if !plain.is_empty() {
             broker.enqueue(plain).await?;
         }
