@@ -649,3 +649,48 @@ async fn a_held_task_without_a_record_shows_with_its_worker() {
         "{queue}"
     );
 }
+
+/// The rates count what ended in the last five whole minutes: 120 successes and 30 failures
+/// a minute ago read as 0.4 and 0.1 per second (on the memory broker, whose clock follows
+/// tokio's paused time).
+#[tokio::test(start_paused = true)]
+async fn the_metrics_rates_count_the_last_five_whole_minutes() {
+    let client = Client::in_memory();
+    let worker = taskq_worker::Worker::builder(client.clone())
+        .register::<Double>()
+        .build()
+        .unwrap()
+        .start();
+    let succeeding = client
+        .enqueue_many((100..220).map(|n| Double {
+            n,
+            note: String::new(),
+        }))
+        .await
+        .unwrap();
+    let failing = client
+        .enqueue_many((0..30).map(|_| Double {
+            n: 13,
+            note: String::new(),
+        }))
+        .await
+        .unwrap();
+    for handle in &succeeding {
+        handle.wait(Duration::from_secs(60)).await.unwrap();
+    }
+    for handle in &failing {
+        assert!(handle.wait(Duration::from_secs(60)).await.is_err());
+    }
+    worker.stop().await.unwrap();
+    // Into the next minute: the one they ended in is whole now.
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let text = taskq_dashboard::queue_metrics(&client).await.unwrap();
+    assert!(
+        text.contains("taskq_queue_completed_per_second{queue=\"dash\"} 0.4"),
+        "{text}"
+    );
+    assert!(
+        text.contains("taskq_queue_failed_per_second{queue=\"dash\"} 0.1"),
+        "{text}"
+    );
+}
