@@ -92,10 +92,15 @@ impl ClientCore {
             .backend
             .reply_to()
             .filter(|_| !envelope.headers.contains_key(REPLY_TO_HEADER));
-        if self.signing.is_none() && self.encryption.is_none() && reply_to.is_none() {
+        // With `otel`, every message carries its `taskq send` span's trace context (before
+        // signing, so the signature covers it).
+        let traced = cfg!(feature = "otel");
+        if !traced && self.signing.is_none() && self.encryption.is_none() && reply_to.is_none() {
             return OutboundMessage::from_envelope(envelope, self.max_payload_bytes);
         }
         let mut sent = envelope.clone();
+        #[cfg(feature = "otel")]
+        crate::trace_context::inject(&mut sent);
         if let Some(reply_to) = reply_to {
             sent.headers
                 .insert(REPLY_TO_HEADER.to_owned(), reply_to.to_owned());

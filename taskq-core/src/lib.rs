@@ -63,6 +63,8 @@ pub mod signing;
 mod task;
 mod task_error;
 mod timestamp;
+#[cfg(feature = "otel")]
+pub mod trace_context;
 pub mod workflow;
 
 pub use arguments::ArgumentShape;

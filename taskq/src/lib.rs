@@ -9,6 +9,7 @@
 //! | `redis` | on | the Redis broker, result backend and beat store (`taskq-redis`): `redis://`, `rediss://`, `redis+cluster://`, `redis+sentinel://` |
 //! | `amqp` | on | the RabbitMQ broker and reply backend (`taskq-amqp`): `amqp://`, `amqps://` |
 //! | `postgres` | on | the PostgreSQL broker, result backend, beat store, transactional enqueue and outbox (`taskq-postgres`): `postgres://` |
+//! | `otel` | off | OpenTelemetry traces across the queue: W3C `traceparent` in every envelope, the worker's run a child of the producer's `taskq send` span, through the `tracing-opentelemetry` bridge |
 //! | `cli` | off | what a worker binary needs: clap flags (`cli::WorkerArgs`), logging setup, a Prometheus endpoint |
 //!
 //! With every feature off, `memory://` (the in-process broker) still works.

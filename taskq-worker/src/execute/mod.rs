@@ -151,7 +151,21 @@ pub(crate) async fn execute(
         task.name = %envelope.task,
         queue = %envelope.queue,
         attempt = envelope.attempt,
+        // OpenTelemetry's messaging conventions, for the `otel` bridge.
+        otel.name = %format_args!("{} process", envelope.task),
+        otel.kind = "consumer",
+        messaging.system = "taskq",
+        messaging.operation.type = "process",
+        messaging.destination.name = %envelope.queue,
+        messaging.message.id = %envelope.id,
+        messaging.taskq.retry_count = envelope.attempt,
     );
+    // With `otel`, the run joins the producer's trace.
+    #[cfg(feature = "otel")]
+    {
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let _ = span.set_parent(taskq_core::trace_context::extract(&envelope.headers));
+    }
     let outcome = Execution {
         executor: &executor,
         delivery: &delivery,
