@@ -149,6 +149,11 @@ pub struct WorkerArgs {
     /// `worker_lost` (a poison message that keeps killing its workers).
     #[arg(long, env = "TASKQ_MAX_REDELIVERIES", default_value_t = 3)]
     pub max_redeliveries: u32,
+    /// Export spans over OTLP/HTTP to this collector, e.g. http://127.0.0.1:4318 (the service
+    /// name from OTEL_SERVICE_NAME, default taskq-worker).
+    #[cfg(feature = "otel")]
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9090 (path /metrics).
     #[arg(long, env = "TASKQ_METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
@@ -175,6 +180,13 @@ impl WorkerArgs {
     /// Installs the `tracing` subscriber for `--log-format`, honouring `RUST_LOG`; does
     /// nothing when the program already installed one.
     pub fn init_logging(&self) {
+        #[cfg(feature = "otel")]
+        if let Some(endpoint) = &self.otlp_endpoint {
+            match crate::otlp::init_logging(self.log_format, endpoint) {
+                Ok(()) => return,
+                Err(err) => eprintln!("taskq worker: spans not exported to {endpoint}: {err}"),
+            }
+        }
         init_logging(self.log_format);
     }
 
@@ -280,6 +292,8 @@ impl WorkerArgs {
         if let Some(relay) = relay {
             let _ = relay.await;
         }
+        #[cfg(feature = "otel")]
+        crate::otlp::flush();
         Ok(report)
     }
 
@@ -465,6 +479,7 @@ mod tests {
         ]
         .into_iter()
         .chain(cfg!(feature = "postgres").then_some("TASKQ_OUTBOX"))
+        .chain(cfg!(feature = "otel").then_some("OTEL_EXPORTER_OTLP_ENDPOINT"))
         {
             assert!(
                 help.contains(&format!("[env: {env}")),
@@ -474,7 +489,7 @@ mod tests {
         let flags = help.matches("\n      --").count();
         assert_eq!(
             flags,
-            17 + usize::from(cfg!(feature = "postgres")),
+            17 + usize::from(cfg!(feature = "postgres")) + usize::from(cfg!(feature = "otel")),
             "a new flag needs an environment variable too:\n{help}"
         );
     }

@@ -48,6 +48,8 @@
 #[cfg(feature = "cli")]
 pub mod cli;
 mod connect;
+#[cfg(all(feature = "cli", feature = "otel"))]
+mod otlp;
 pub mod signal;
 
 pub use connect::{connect, connect_beat_store, redacted_url, url_with_tls, Connect};

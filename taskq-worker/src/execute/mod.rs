@@ -145,27 +145,36 @@ pub(crate) async fn execute(
     };
     // Brokers acknowledge by id too; spare them parsing the payload again.
     let delivery = delivery.with_id(envelope.id);
+    #[cfg(not(feature = "otel"))]
     let span = tracing::info_span!(
         "task",
         task.id = %envelope.id,
         task.name = %envelope.task,
         queue = %envelope.queue,
         attempt = envelope.attempt,
-        // OpenTelemetry's messaging conventions, for the `otel` bridge.
-        otel.name = %format_args!("{} process", envelope.task),
-        otel.kind = "consumer",
-        messaging.system = "taskq",
-        messaging.operation.type = "process",
-        messaging.destination.name = %envelope.queue,
-        messaging.message.id = %envelope.id,
-        messaging.taskq.retry_count = envelope.attempt,
     );
-    // With `otel`, the run joins the producer's trace.
+    // With `otel`, the span carries OpenTelemetry's messaging conventions and joins the
+    // producer's trace (its parent is the `taskq send` span the envelope names).
     #[cfg(feature = "otel")]
-    {
+    let span = {
         use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let span = tracing::info_span!(
+            "task",
+            task.id = %envelope.id,
+            task.name = %envelope.task,
+            queue = %envelope.queue,
+            attempt = envelope.attempt,
+            otel.name = %format_args!("{} process", envelope.task),
+            otel.kind = "consumer",
+            messaging.system = "taskq",
+            messaging.operation.type = "process",
+            messaging.destination.name = %envelope.queue,
+            messaging.message.id = %envelope.id,
+            messaging.taskq.retry_count = envelope.attempt,
+        );
         let _ = span.set_parent(taskq_core::trace_context::extract(&envelope.headers));
-    }
+        span
+    };
     let outcome = Execution {
         executor: &executor,
         delivery: &delivery,
