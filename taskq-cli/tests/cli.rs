@@ -558,6 +558,14 @@ async fn status_workers_and_ping_on_a_cluster() {
     );
     let result = stdout(&taskq_with_input(&url, &["result", &held.to_string()], ""));
     assert!(result.starts_with("RECEIVED: held by worker"), "{result}");
+    // The queue signals read the same counts from the cluster's masters.
+    metrics_agree_with_status(&url, "elsewhere", false).await;
+    client
+        .enqueue(Add { a: 3, b: 3 })
+        .queue("waiting")
+        .await
+        .unwrap();
+    metrics_agree_with_status(&url, "waiting", true).await;
 }
 
 /// `--tls-ca`, `--tls-cert` and `--tls-key` (or `TASKQ_TLS_*`) reach the connection: a TLS-only
@@ -726,6 +734,12 @@ async fn the_operator_commands_work_on_rabbitmq() {
         1,
         "said once: {err}"
     );
+    // RabbitMQ cannot show what workers hold: `taskq active` says so instead of an empty list.
+    let active = failure(&taskq_with_input(&url, &["active"], ""));
+    assert!(
+        active.contains("does not show the messages workers hold"),
+        "{active}"
+    );
     let client = taskq::connect(&url).await.unwrap();
     let ids: Vec<_> = client
         .enqueue_many((0..3).map(|i| Add { a: i, b: 0 }))
@@ -743,6 +757,8 @@ async fn the_operator_commands_work_on_rabbitmq() {
     );
 
     taskq_testkit::suite::kill(client.broker(), "cli", 2).await;
+    // The queue signals agree with `taskq status` on RabbitMQ too (it shows no oldest age).
+    metrics_agree_with_status(&url, "cli", false).await;
     let table = stdout(&taskq_with_input(
         &url,
         &["dead", "list", "--queue", "cli"],
@@ -994,32 +1010,18 @@ async fn a_running_task_shows_with_its_worker_and_revoke_says_what_it_did() {
     worker.stop().await.unwrap();
 }
 
-/// `taskq metrics serve`: the queue signals a Prometheus or KEDA scrape reads, from the
-/// broker, for a queue nobody consumes too.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_serve_reports_every_queue_from_the_broker() {
-    let server = RedisServer::start();
-    let client = taskq::connect(&server.url()).await.unwrap();
-    client
-        .enqueue_many((0..3).map(|i| Add { a: i, b: 0 }))
-        .await
-        .unwrap();
-    client
-        .enqueue(Add { a: 9, b: 9 })
-        .countdown(Duration::from_secs(3600))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(1100)).await; // the oldest waits over a second
+/// Scrapes `taskq metrics serve` on the broker at `url` once; the response, head and body.
+fn scrape_metrics(url: &str) -> String {
     let port = taskq_testkit::free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_taskq"))
-        .args(["--broker", &server.url(), "metrics", "serve", "--listen"])
+        .args(["--broker", url, "metrics", "serve", "--listen"])
         .arg(format!("127.0.0.1:{port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("run taskq metrics serve");
     let scrape = || -> Option<String> {
-        use std::io::{Read, Write};
+        use std::io::Read;
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
         write!(
             stream,
@@ -1041,24 +1043,83 @@ async fn metrics_serve_reports_every_queue_from_the_broker() {
     let _ = child.kill();
     let _ = child.wait();
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-    let value = |series: &str| -> f64 {
-        reply
-            .lines()
-            .find_map(|line| line.strip_prefix(&format!("{series} ")))
-            .unwrap_or_else(|| panic!("no {series} in {reply}"))
-            .trim()
-            .parse()
-            .unwrap()
-    };
-    assert_eq!(value(r#"taskq_queue_pending{queue="cli"}"#), 3.0);
-    assert_eq!(value(r#"taskq_queue_scheduled{queue="cli"}"#), 1.0);
-    assert_eq!(value(r#"taskq_queue_processing{queue="cli"}"#), 0.0);
-    assert_eq!(value(r#"taskq_queue_dead{queue="cli"}"#), 0.0);
-    let age = value(r#"taskq_queue_oldest_pending_age_seconds{queue="cli"}"#);
-    assert!((1.0..600.0).contains(&age), "{age}");
+    reply
+}
+
+/// The value of `series{queue="queue"}` in a scrape.
+fn series(scrape: &str, series: &str, queue: &str) -> f64 {
+    let prefix = format!("{series}{{queue=\"{queue}\"}} ");
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in {scrape}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The queue signals agree with `taskq status --json` for `queue` on the broker at `url`; with
+/// `ages`, the oldest pending age grows while no worker runs (RabbitMQ cannot tell it).
+async fn metrics_agree_with_status(url: &str, queue: &str, ages: bool) {
+    let first = scrape_metrics(url);
+    let status = json(&taskq_with_input(url, &["status", "--json"], ""));
+    let row = status["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == queue)
+        .unwrap_or_else(|| panic!("{queue} not in {status}"))
+        .clone();
+    for (name, field) in [
+        ("taskq_queue_pending", "pending"),
+        ("taskq_queue_scheduled", "scheduled"),
+        ("taskq_queue_processing", "processing"),
+        ("taskq_queue_dead", "dead"),
+    ] {
+        assert_eq!(
+            series(&first, name, queue),
+            row[field].as_f64().unwrap(),
+            "{name} against status: {row}"
+        );
+    }
+    assert!(first.contains("# HELP taskq_queue_pending"), "{first}");
+    if ages {
+        let before = series(&first, "taskq_queue_oldest_pending_age_seconds", queue);
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let after = series(
+            &scrape_metrics(url),
+            "taskq_queue_oldest_pending_age_seconds",
+            queue,
+        );
+        assert!(
+            after >= before + 1.0,
+            "the oldest age grows: {before} then {after}"
+        );
+    }
+}
+
+/// `taskq metrics serve`: the queue signals a Prometheus or KEDA scrape reads, from the
+/// broker, for a queue nobody consumes too (the cluster and RabbitMQ are checked in their
+/// tests above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_serve_reports_every_queue_from_the_broker() {
+    let server = RedisServer::start();
+    let client = taskq::connect(&server.url()).await.unwrap();
+    client
+        .enqueue_many((0..3).map(|i| Add { a: i, b: 0 }))
+        .await
+        .unwrap();
+    client
+        .enqueue(Add { a: 9, b: 9 })
+        .countdown(Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let scrape = scrape_metrics(&server.url());
+    assert_eq!(series(&scrape, "taskq_queue_pending", "cli"), 3.0);
+    assert_eq!(series(&scrape, "taskq_queue_scheduled", "cli"), 1.0);
     assert_eq!(
-        value(r#"taskq_queue_completed_per_second{queue="cli"}"#),
+        series(&scrape, "taskq_queue_completed_per_second", "cli"),
         0.0
     );
-    assert!(reply.contains("# HELP taskq_queue_pending"), "{reply}");
+    metrics_agree_with_status(&server.url(), "cli", true).await;
 }
