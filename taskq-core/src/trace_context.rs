@@ -62,3 +62,15 @@ pub(crate) fn inject(envelope: &mut Envelope) {
 pub fn extract(headers: &BTreeMap<String, String>) -> opentelemetry::Context {
     TraceContextPropagator::new().extract(&ReadHeaders(headers))
 }
+
+/// Enters a `taskq continue` span whose parent is the context `headers` carry (a finished
+/// workflow step's), so that the next step's `taskq send` joins that trace; `None` when they
+/// carry none.
+pub(crate) fn continuing(headers: &BTreeMap<String, String>) -> Option<tracing::span::EnteredSpan> {
+    if !headers.contains_key(TRACEPARENT) {
+        return None;
+    }
+    let span = tracing::info_span!("taskq continue", otel.kind = "internal");
+    let _ = span.set_parent(extract(headers));
+    Some(span.entered())
+}

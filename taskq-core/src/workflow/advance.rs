@@ -25,6 +25,8 @@ struct Continuation {
     /// The task (or group) that ended, and its name for error messages.
     origin: (TaskId, String),
     ending: Ending,
+    /// The finished message's trace context: what follows is sent under it.
+    trace: std::collections::BTreeMap<String, String>,
 }
 
 /// Continues the workflows of `finished` messages (see [`Client::advance_workflows`]).
@@ -94,6 +96,7 @@ async fn advance_once(
             },
             origin: (finished.id, finished.task),
             ending: finished.ending,
+            trace: finished.trace,
         });
     }
     loop {
@@ -126,7 +129,13 @@ fn continue_one(
         context,
         origin,
         ending,
+        trace,
     } = next;
+    // With `otel`, the next step's `taskq send` span joins the finished step's trace.
+    #[cfg(feature = "otel")]
+    let _continuing = crate::trace_context::continuing(&trace);
+    #[cfg(not(feature = "otel"))]
+    let _ = trace;
     match ending {
         Ending::Succeeded(output) => {
             if let Some((first, rest)) = context.then.split_first() {
@@ -150,6 +159,7 @@ fn continue_one(
                             state: TaskState::Failure,
                             error: error_chain(&err),
                         },
+                        trace: std::collections::BTreeMap::new(),
                     });
                 }
             } else if let Some(member_of) = context.member_of {
@@ -352,6 +362,8 @@ fn group_continuation(status: GroupStatus) -> Option<Continuation> {
             context,
             origin,
             ending: Ending::Succeeded(Value::Array(settled)),
+            // A group's continuation has no one message's trace to follow.
+            trace: std::collections::BTreeMap::new(),
         });
     }
     let ending = match outcomes.iter().find(|o| o.state != TaskState::Success) {
@@ -367,6 +379,7 @@ fn group_continuation(status: GroupStatus) -> Option<Continuation> {
         context,
         origin,
         ending,
+        trace: std::collections::BTreeMap::new(),
     })
 }
 

@@ -34,6 +34,9 @@ pub struct Finished {
     pub flow: Flow,
     /// How it ended.
     pub ending: Ending,
+    /// The trace context its message carried (`traceparent`, `tracestate`), so that what
+    /// follows it joins the same trace (feature `otel`); empty otherwise.
+    pub trace: std::collections::BTreeMap<String, String>,
 }
 
 impl Finished {
@@ -44,6 +47,18 @@ impl Finished {
             task: task.into(),
             flow,
             ending,
+            trace: std::collections::BTreeMap::new(),
         }
+    }
+
+    /// The same, continuing the trace whose context `headers` (the finished message's) carry.
+    #[must_use]
+    pub fn with_trace(mut self, headers: &std::collections::BTreeMap<String, String>) -> Self {
+        for key in ["traceparent", "tracestate"] {
+            if let Some(value) = headers.get(key) {
+                self.trace.insert(key.to_owned(), value.clone());
+            }
+        }
+        self
     }
 }

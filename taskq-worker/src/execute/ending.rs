@@ -144,12 +144,10 @@ impl Execution<'_> {
     /// The workflow's view of this message ending as `ending`, if it belongs to one.
     pub(super) fn finished(&self, ending: Ending) -> Option<Finished> {
         let flow = self.flow.clone()?;
-        Some(Finished::new(
-            self.envelope.id,
-            &self.envelope.task,
-            flow,
-            ending,
-        ))
+        Some(
+            Finished::new(self.envelope.id, &self.envelope.task, flow, ending)
+                .with_trace(&self.envelope.headers),
+        )
     }
 
     /// The ending of a success with `output`, when a workflow needs it (parsed only then).
