@@ -119,6 +119,45 @@ fn relay(broker: &str, outbox: &str) -> Child {
         .expect("start taskq outbox relay")
 }
 
+/// A relay process SIGKILLed and started again every 150 ms, counting the kills.
+struct KilledRelay<'a> {
+    broker: &'a str,
+    outbox: &'a str,
+    process: Child,
+    kills: usize,
+    last_kill: Instant,
+}
+
+impl<'a> KilledRelay<'a> {
+    fn start(broker: &'a str, outbox: &'a str) -> Self {
+        Self {
+            broker,
+            outbox,
+            process: relay(broker, outbox),
+            kills: 0,
+            last_kill: Instant::now(),
+        }
+    }
+
+    /// Kills the relay and starts another when 150 ms passed since the last kill.
+    fn kill_when_due(&mut self) {
+        if self.last_kill.elapsed() > Duration::from_millis(150) {
+            self.process.kill().unwrap();
+            self.process.wait().unwrap();
+            self.kills += 1;
+            self.process = relay(self.broker, self.outbox);
+            self.last_kill = Instant::now();
+        }
+    }
+
+    /// Kills the last relay; returns how many were killed before it.
+    fn stop(mut self) -> usize {
+        self.process.kill().unwrap();
+        self.process.wait().unwrap();
+        self.kills
+    }
+}
+
 /// 10,000 tasks through the outbox to the broker at `broker` while its relay is SIGKILLed
 /// and restarted every 150 ms: every committed id runs, none twice.
 async fn a_relay_killed_in_a_loop_loses_no_task_and_runs_none_twice(
@@ -137,9 +176,7 @@ async fn a_relay_killed_in_a_loop_loses_no_task_and_runs_none_twice(
     // 10,000 tasks in 100 committed transactions of 100, while a relay is killed and
     // restarted every 150 ms.
     let mut ids = Vec::with_capacity(10_000);
-    let mut relay_process = relay(broker, &outbox_url);
-    let mut kills = 0;
-    let mut last_kill = Instant::now();
+    let mut relays = KilledRelay::start(broker, &outbox_url);
     for batch in 0..100u64 {
         let mut tx = outbox.pool().begin().await.unwrap();
         for n in 0..100 {
@@ -151,28 +188,15 @@ async fn a_relay_killed_in_a_loop_loses_no_task_and_runs_none_twice(
             ids.push(handle.id());
         }
         tx.commit().await.unwrap();
-        if last_kill.elapsed() > Duration::from_millis(150) {
-            relay_process.kill().unwrap();
-            relay_process.wait().unwrap();
-            kills += 1;
-            relay_process = relay(broker, &outbox_url);
-            last_kill = Instant::now();
-        }
+        relays.kill_when_due();
     }
     let deadline = Instant::now() + Duration::from_secs(120);
     while outbox.waiting().await.unwrap() > 0 {
         assert!(Instant::now() < deadline, "the outbox did not drain");
-        if last_kill.elapsed() > Duration::from_millis(150) {
-            relay_process.kill().unwrap();
-            relay_process.wait().unwrap();
-            kills += 1;
-            relay_process = relay(broker, &outbox_url);
-            last_kill = Instant::now();
-        }
+        relays.kill_when_due();
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    relay_process.kill().unwrap();
-    relay_process.wait().unwrap();
+    let kills = relays.stop();
     // Every id ran and nothing waits (RabbitMQ counts no "processing": the graceful stop
     // below finishes what is in hand, and anything it gave back would show as pending).
     let settle = Instant::now() + Duration::from_secs(120);

@@ -190,13 +190,16 @@ impl Execution<'_> {
             .envelope
             .headers
             .contains_key(taskq_core::RELAYED_HEADER);
+        if !(continues_workflow || relayed) {
+            return None; // the common case: nothing to look up
+        }
         let executor = self.executor;
         let signatures_required = executor
             .settings
             .signatures
             .as_ref()
             .is_some_and(taskq_core::Keyring::is_required);
-        if continues_workflow && signatures_required || !(continues_workflow || relayed) {
+        if continues_workflow && signatures_required {
             return None;
         }
         let stored = match executor.progress.get(self.envelope.id).await {
