@@ -15,7 +15,7 @@ struct Suite {
     module: &'static str,
 }
 
-const SUITES: [Suite; 6] = [
+const SUITES: [Suite; 7] = [
     Suite {
         name: "transport",
         file: "src/suite/transport.rs",
@@ -40,6 +40,11 @@ const SUITES: [Suite; 6] = [
         name: "catalog",
         file: "src/suite/catalog.rs",
         module: "suite::catalog",
+    },
+    Suite {
+        name: "partitions",
+        file: "src/suite/partitions.rs",
+        module: "suite::partitions",
     },
     Suite {
         name: "backend",

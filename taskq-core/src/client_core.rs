@@ -88,6 +88,9 @@ impl ClientCore {
 
     /// `envelope` as a message: arguments sealed, then signed, as the client is configured.
     pub(crate) fn outbound(&self, envelope: &Envelope) -> Result<OutboundMessage> {
+        if envelope.partition.is_some() {
+            self.broker.check_partitions()?;
+        }
         let reply_to = self
             .backend
             .reply_to()

@@ -200,6 +200,33 @@ impl<'a, O> Enqueue<'a, O> {
         self
     }
 
+    /// Puts this invocation in partition `key` (a tenant, an account, a document): the queue
+    /// hands out its partitions' work in turn, so one partition's backlog does not hold up the
+    /// others, and [`Enqueue::partition_concurrency`] caps how many of one partition run at
+    /// once across the fleet. Overrides the task's `#[task(partition = "field")]`. Needs a
+    /// broker that keeps partitions (Redis, in-memory); others refuse it with
+    /// [`Error::Unsupported`](crate::Error::Unsupported). See `docs/partitions.md`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq_core::Result<()> {
+    /// let client = taskq_core::Client::in_memory();
+    /// client.enqueue_by_name("reports.build", &serde_json::json!({})).partition("tenant-42").await?;
+    /// assert_eq!(client.inspector().partitions("default").await?[0].key, "tenant-42");
+    /// # Ok(()) }
+    /// ```
+    pub fn partition(mut self, key: impl Into<String>) -> Self {
+        self.call.partition = Some(key.into());
+        self
+    }
+
+    /// At most `limit` invocations of this one's partition run at once, across every worker
+    /// (at least 1; the latest enqueue of a partition sets its limit). Without a partition it
+    /// does nothing.
+    pub fn partition_concurrency(mut self, limit: u32) -> Self {
+        self.call.partition_concurrency = Some(limit.max(1));
+        self
+    }
+
     /// Uses `id` instead of a random one, e.g. to know the id before the enqueue returns.
     ///
     /// Not an idempotency key by itself: two enqueues with one id are two invocations (both

@@ -86,6 +86,14 @@ pub struct Envelope {
     /// worker that finishes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flow: Option<Box<RawValue>>,
+    /// The partition (fairness key, e.g. a tenant) this invocation belongs to: a queue hands
+    /// out its partitions' work in turn, and caps how many of one partition run at once when
+    /// `partition_limit` says so (see `docs/partitions.md`). Travels in clear, like `queue`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    /// Most invocations of `partition` running at once across every worker of the queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition_limit: Option<u32>,
 }
 
 impl Envelope {
@@ -130,6 +138,8 @@ impl Envelope {
             last_error: None,
             sig: None,
             flow: None,
+            partition: None,
+            partition_limit: None,
         }
     }
 

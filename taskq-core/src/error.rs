@@ -96,6 +96,15 @@ pub enum Error {
         /// The worker's id.
         worker: String,
     },
+    /// The broker cannot do what the call asks (a feature its model does not have); nothing
+    /// was sent.
+    #[error("{feature} is not supported by this broker: {reason}")]
+    Unsupported {
+        /// The feature, as the docs name it, e.g. `"partition keys"`.
+        feature: &'static str,
+        /// Why this broker cannot, and what can.
+        reason: &'static str,
+    },
     /// A command to the broker or result store failed (the source names the server's error).
     #[error("{transport} command failed")]
     Broker {

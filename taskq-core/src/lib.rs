@@ -71,11 +71,11 @@ pub use arguments::ArgumentShape;
 pub use backend::{MemoryResultBackend, ResultBackend, DEFAULT_RESULT_TTL};
 pub use beat_store::{BeatEntryStatus, BeatStatus, BeatStore, MemoryBeatStore};
 pub use broker::{
-    local_hostname, Broker, ControlChannel, ControlMessage, ControlStream, DeadLetter, DeadReason,
-    Delivery, HeldMessage, Inspector, LostWorker, Membership, MemoryBroker, MemoryBrokerConfig,
-    MinuteCounts, OutboundMessage, Page, PayloadFields, QueueStats, RateLimiter, Receipt,
-    RecoveryReport, ScheduledMessage, TaskCatalog, TaskDeclaration, Transport, WorkerId,
-    WorkerInfo, FETCH_LEASE, LOST_WORKERS_KEPT,
+    local_hostname, rank_partitions, Broker, ControlChannel, ControlMessage, ControlStream,
+    DeadLetter, DeadReason, Delivery, HeldMessage, Inspector, LostWorker, Membership, MemoryBroker,
+    MemoryBrokerConfig, MinuteCounts, OutboundMessage, Page, PartitionStats, PayloadFields,
+    QueueStats, RateLimiter, Receipt, RecoveryReport, ScheduledMessage, TaskCatalog,
+    TaskDeclaration, Transport, WorkerId, WorkerInfo, FETCH_LEASE, LOST_WORKERS_KEPT,
 };
 pub use client::Client;
 pub use redact::redacted_url;

@@ -50,3 +50,35 @@ pub fn check_name(what: &'static str, name: &str) -> Result<()> {
     };
     Err(Error::Invalid { what, reason })
 }
+
+/// Checks a partition key (see [`crate::Envelope::partition`]): not empty, at most
+/// [`MAX_NAME_BYTES`], no control characters. Spaces and braces are fine: a key is a member
+/// and a key suffix after the queue's hash tag, never a tag of its own.
+///
+/// ```
+/// assert!(taskq_core::names::check_partition_key("Acme Corp {EU}").is_ok());
+/// assert!(taskq_core::names::check_partition_key("").is_err());
+/// assert!(taskq_core::names::check_partition_key("a\nb").is_err());
+/// ```
+///
+/// # Errors
+///
+/// [`Error::Invalid`] naming what is wrong.
+pub fn check_partition_key(key: &str) -> Result<()> {
+    let reason = if key.is_empty() {
+        "the key is empty".to_owned()
+    } else if key.len() > MAX_NAME_BYTES {
+        format!(
+            "the key is {} bytes long; at most {MAX_NAME_BYTES} are allowed",
+            key.len()
+        )
+    } else if key.chars().any(char::is_control) {
+        format!("{key:?} holds a control character")
+    } else {
+        return Ok(());
+    };
+    Err(Error::Invalid {
+        what: "partition key",
+        reason,
+    })
+}

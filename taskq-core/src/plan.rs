@@ -13,7 +13,7 @@ use crate::{
     error::{Error, Result},
     headers::UNIQUE_KEY_HEADER,
     id::TaskId,
-    names::check_name,
+    names::{check_name, check_partition_key},
     priority::Priority,
     task::TaskOptions,
     workflow::{Flow, Signature},
@@ -51,6 +51,8 @@ pub(crate) struct CallOptions {
     pub(crate) unique_until_expired: bool,
     pub(crate) on_success: Vec<Signature>,
     pub(crate) on_failure: Vec<Signature>,
+    pub(crate) partition: Option<String>,
+    pub(crate) partition_concurrency: Option<u32>,
 }
 
 /// An envelope ready to send, and the uniqueness claim that must guard its enqueue.
@@ -95,6 +97,20 @@ pub(crate) fn plan(
         .or_else(|| declared.and_then(TaskOptions::expires).map(When::After))
         .map(|when| when.resolve(now));
     envelope.headers = call.headers.clone();
+    envelope.partition = match &call.partition {
+        Some(key) => Some(key.clone()),
+        None => match declared.and_then(TaskOptions::partition_field) {
+            Some(field) => partition_from_field(&envelope, field)?,
+            None => None,
+        },
+    };
+    if let Some(key) = &envelope.partition {
+        check_partition_key(key)?;
+        envelope.partition_limit = call
+            .partition_concurrency
+            .or_else(|| declared.and_then(TaskOptions::partition_concurrency))
+            .map(|limit| limit.max(1));
+    }
     if !call.on_success.is_empty() || !call.on_failure.is_empty() {
         for callback in call.on_success.iter().chain(&call.on_failure) {
             callback.validate()?;
@@ -128,6 +144,35 @@ pub(crate) fn plan(
         (key, window)
     });
     Ok(Planned { envelope, unique })
+}
+
+/// The partition key held by argument `field`: its text, or a number's digits; `None` when
+/// the arguments lack it (or hold `null`).
+fn partition_from_field(envelope: &Envelope, field: &str) -> Result<Option<String>> {
+    #[derive(serde::Deserialize)]
+    struct Fields<'a>(#[serde(borrow)] BTreeMap<&'a str, &'a RawValue>);
+    let invalid = |reason: String| Error::Invalid {
+        what: "partition key",
+        reason,
+    };
+    let Ok(Fields(fields)) = serde_json::from_str::<Fields<'_>>(envelope.args.get()) else {
+        return Err(invalid(format!(
+            "task `{}` takes its partition from field `{field}`, but its arguments are not an object",
+            envelope.task
+        )));
+    };
+    let Some(raw) = fields.get(field) else {
+        return Ok(None);
+    };
+    match serde_json::from_str::<serde_json::Value>(raw.get()) {
+        Ok(serde_json::Value::Null) => Ok(None),
+        Ok(serde_json::Value::String(text)) => Ok(Some(text)),
+        Ok(serde_json::Value::Number(number)) => Ok(Some(number.to_string())),
+        _ => Err(invalid(format!(
+            "field `{field}` of task `{}` must be a string or a number to be a partition key",
+            envelope.task
+        ))),
+    }
 }
 
 /// Task name plus a stable digest of the encoded arguments: a UUID v5, or with encryption a

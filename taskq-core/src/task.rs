@@ -87,6 +87,8 @@ pub struct TaskOptions {
     unique_for: Option<Duration>,
     rate_limit: Option<RateLimit>,
     arguments: Option<ArgumentShape>,
+    partition_field: Option<Cow<'static, str>>,
+    partition_concurrency: Option<u32>,
 }
 
 impl TaskOptions {
@@ -105,6 +107,8 @@ impl TaskOptions {
             at_most_once: false,
             unique_for: None,
             rate_limit: None,
+            partition_field: None,
+            partition_concurrency: None,
         }
     }
 
@@ -244,6 +248,42 @@ impl TaskOptions {
     /// The arguments' shape, when known.
     pub fn arguments(&self) -> Option<&ArgumentShape> {
         self.arguments.as_ref()
+    }
+
+    /// Takes each invocation's partition key (see `docs/partitions.md`) from the argument
+    /// field `field` (a string or a number; an invocation without it has no partition).
+    ///
+    /// ```
+    /// let options = taskq_core::TaskOptions::new().with_partition_field("account_id");
+    /// assert_eq!(options.partition_field(), Some("account_id"));
+    /// ```
+    #[must_use]
+    pub fn with_partition_field(mut self, field: impl Into<Cow<'static, str>>) -> Self {
+        self.partition_field = Some(field.into());
+        self
+    }
+
+    /// The argument field that holds the partition key, if any.
+    pub fn partition_field(&self) -> Option<&str> {
+        self.partition_field.as_deref()
+    }
+
+    /// At most `limit` invocations of one partition run at once, across every worker of the
+    /// queue (at least 1).
+    ///
+    /// ```
+    /// let options = taskq_core::TaskOptions::new().with_partition_concurrency(1);
+    /// assert_eq!(options.partition_concurrency(), Some(1));
+    /// ```
+    #[must_use]
+    pub fn with_partition_concurrency(mut self, limit: u32) -> Self {
+        self.partition_concurrency = Some(limit.max(1));
+        self
+    }
+
+    /// The per-partition running limit, if any.
+    pub fn partition_concurrency(&self) -> Option<u32> {
+        self.partition_concurrency
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use syn::{spanned::Spanned, Attribute, Expr, ExprLit, Lit, LitStr, Path};
 
 /// Every key `#[task(...)]` accepts, listed in error messages.
-const KEYS: &str = "name, queue, max_retries, timeout, soft_timeout, priority, expires, ignore_result, at_most_once, unique_for, rate_limit, crate";
+const KEYS: &str = "name, queue, max_retries, timeout, soft_timeout, priority, expires, ignore_result, at_most_once, unique_for, rate_limit, partition, partition_concurrency, crate";
 
 /// The highest priority level a task may declare.
 const MAX_PRIORITY: u8 = 9;
@@ -24,6 +24,9 @@ pub(crate) struct TaskAttrs {
     pub(crate) unique_for: Option<Duration>,
     /// Starts per period: (count, period).
     pub(crate) rate_limit: Option<(u32, Duration)>,
+    /// The argument field (wire name) holding the partition key.
+    pub(crate) partition: Option<LitStr>,
+    pub(crate) partition_concurrency: Option<u32>,
     pub(crate) krate: Option<Path>,
 }
 
@@ -44,6 +47,8 @@ impl TaskAttrs {
         let mut at_most_once = false;
         let mut unique_for = None;
         let mut rate_limit = None;
+        let mut partition = None;
+        let mut partition_concurrency = None;
         let mut krate = None;
 
         for attr in attrs.iter().filter(|a| a.path().is_ident("task")) {
@@ -62,6 +67,14 @@ impl TaskAttrs {
                     "soft_timeout" => set_once(&mut soft_timeout, duration(&meta)?, &meta),
                     "unique_for" => set_once(&mut unique_for, duration(&meta)?, &meta),
                     "rate_limit" => set_once(&mut rate_limit, rate(&meta)?, &meta),
+                    "partition" => set_once(&mut partition, non_empty(string(&meta)?)?, &meta),
+                    "partition_concurrency" => {
+                        let value = integer::<u32>(&meta)?;
+                        if value == 0 {
+                            return Err(meta.error("partition_concurrency must be at least 1"));
+                        }
+                        set_once(&mut partition_concurrency, value, &meta)
+                    }
                     "at_most_once" => {
                         at_most_once = flag(&meta)?;
                         Ok(())
@@ -108,6 +121,8 @@ impl TaskAttrs {
             at_most_once,
             unique_for,
             rate_limit,
+            partition,
+            partition_concurrency,
             krate,
         })
     }

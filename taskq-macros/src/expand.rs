@@ -78,6 +78,26 @@ pub(crate) fn derive_task(input: &DeriveInput) -> syn::Result<TokenStream> {
         setters.push(quote!(.with_rate_limit(#krate::RateLimit::new(#count, #private::Duration::from_millis(#millis)))));
     }
 
+    if let Some(field) = &attrs.partition {
+        // A field the arguments never have would silently leave every invocation unpartitioned.
+        if let Some((fields, _)) = crate::shape::argument_shape(input) {
+            if !fields.contains(&field.value()) {
+                return Err(syn::Error::new(
+                    field.span(),
+                    format!(
+                        "partition field `{}` is not one of the arguments' fields ({})",
+                        field.value(),
+                        fields.join(", ")
+                    ),
+                ));
+            }
+        }
+        setters.push(quote!(.with_partition_field(#field)));
+    }
+    if let Some(limit) = attrs.partition_concurrency {
+        setters.push(quote!(.with_partition_concurrency(#limit)));
+    }
+
     if let Some((fields, required)) = crate::shape::argument_shape(input) {
         setters.push(
             quote!(.with_arguments(#krate::ArgumentShape::new(&[#(#fields),*], &[#(#required),*]))),

@@ -100,6 +100,16 @@ impl Transport for AmqpBroker {
         false
     }
 
+    fn check_partitions(&self) -> Result<()> {
+        Err(taskq_core::Error::Unsupported {
+            feature: "partition keys",
+            reason: "RabbitMQ hands a queue's messages out in order to whichever consumer is \
+                     free; it cannot take turns between partitions or cap one partition's \
+                     running tasks across consumers. Use Redis or the in-memory broker for \
+                     partitioned queues",
+        })
+    }
+
     async fn release_unique(&self, _queue: &str, _unique_key: &str, _id: TaskId) -> Result<()> {
         Ok(())
     }

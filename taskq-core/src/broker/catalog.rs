@@ -46,6 +46,12 @@ pub struct TaskDeclaration {
     /// The arguments' shape, when `#[derive(Task)]` could read it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arguments: Option<ArgumentShape>,
+    /// The argument field holding the partition key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition_field: Option<String>,
+    /// Most invocations of one partition running at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition_concurrency: Option<u32>,
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -65,11 +71,13 @@ impl TaskDeclaration {
             soft_timeout_ms: options.soft_timeout().map(millis),
             unique_for_ms: options.unique_for().map(millis),
             arguments: options.arguments().cloned(),
+            partition_field: options.partition_field().map(str::to_owned),
+            partition_concurrency: options.partition_concurrency(),
         }
     }
 
-    /// The options a producer applies: queue, priority, retries, expiry, uniqueness and the
-    /// time limits (those are enforced by the worker, which knows them anyway).
+    /// The options a producer applies: queue, priority, retries, expiry, uniqueness, the
+    /// partition and the time limits (those are enforced by the worker, which knows them anyway).
     pub fn to_options(&self) -> TaskOptions {
         let mut options = TaskOptions::new()
             .with_queue(self.queue.clone())
@@ -89,6 +97,12 @@ impl TaskDeclaration {
         }
         if let Some(shape) = &self.arguments {
             options = options.with_arguments(shape.clone());
+        }
+        if let Some(field) = &self.partition_field {
+            options = options.with_partition_field(field.clone());
+        }
+        if let Some(limit) = self.partition_concurrency {
+            options = options.with_partition_concurrency(limit);
         }
         options
     }

@@ -141,6 +141,59 @@ pub trait Inspector: Send + Sync + std::fmt::Debug {
     /// broker's clock), oldest first, one entry per minute (zeros included). Workers count
     /// them inside the calls that settle the messages, so history costs no extra round trip.
     async fn history(&self, queue: &str, minutes: usize) -> Result<Vec<MinuteCounts>>;
+
+    /// The partitions of `queue` with work (pending or held by workers), most pending first,
+    /// at most `limit` of them (see `docs/partitions.md`). Brokers without partitions have none.
+    async fn partitions(&self, queue: &str, limit: usize) -> Result<Vec<PartitionStats>> {
+        let _ = (queue, limit);
+        Ok(Vec::new())
+    }
+}
+
+/// One busy partition of a queue ([`Inspector::partitions`]).
+///
+/// ```
+/// let busy = taskq_core::PartitionStats::new("tenant-42", 10, 1, Some(1));
+/// assert!(busy.at_limit());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct PartitionStats {
+    /// The partition key.
+    pub key: String,
+    /// Ready messages of the partition (not scheduled ones).
+    pub pending: usize,
+    /// Messages of the partition held by workers.
+    pub running: usize,
+    /// Its running limit, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+impl PartitionStats {
+    /// Counts of partition `key`.
+    pub fn new(key: impl Into<String>, pending: usize, running: usize, limit: Option<u32>) -> Self {
+        Self {
+            key: key.into(),
+            pending,
+            running,
+            limit,
+        }
+    }
+
+    /// True when as many run as its limit allows (fetches skip it until one ends).
+    pub fn at_limit(&self) -> bool {
+        self.limit
+            .is_some_and(|limit| self.running >= limit as usize)
+    }
+}
+
+/// Sorts busy partitions most pending first (then most running, then by key) and keeps
+/// `limit`; every broker reports them in this order.
+pub fn rank_partitions(mut partitions: Vec<PartitionStats>, limit: usize) -> Vec<PartitionStats> {
+    partitions.sort_by(|a, b| (b.pending, b.running, &a.key).cmp(&(a.pending, a.running, &b.key)));
+    partitions.truncate(limit);
+    partitions
 }
 
 /// A message a worker holds ([`Inspector::held`]): its payload and the worker.

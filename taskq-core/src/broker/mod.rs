@@ -39,8 +39,8 @@ mod types;
 pub use catalog::{TaskCatalog, TaskDeclaration};
 pub use control::{ControlChannel, ControlMessage, ControlStream, WorkerInfo};
 pub use inspector::{
-    last_minutes, minute_of, minute_start, HeldMessage, Inspector, MinuteCounts, Page,
-    ScheduledMessage, HISTORY_KEPT_MINUTES,
+    last_minutes, minute_of, minute_start, rank_partitions, HeldMessage, Inspector, MinuteCounts,
+    Page, PartitionStats, ScheduledMessage, HISTORY_KEPT_MINUTES,
 };
 pub use membership::{LostWorker, Membership, LOST_WORKERS_KEPT};
 pub use memory::{MemoryBroker, MemoryBrokerConfig};

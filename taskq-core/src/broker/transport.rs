@@ -71,6 +71,20 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
         true
     }
 
+    /// Whether this transport keeps partitions ([`OutboundMessage::partition`]): round-robin
+    /// between a queue's partitions and a per-partition running limit. Producers refuse a
+    /// partitioned message before sending anything where it does not; the default refuses.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Unsupported`] saying why this transport cannot.
+    fn check_partitions(&self) -> Result<()> {
+        Err(crate::Error::Unsupported {
+            feature: "partition keys",
+            reason: "this broker keeps no per-partition queues; use Redis or the in-memory broker",
+        })
+    }
+
     /// Releases `unique_key` of `queue` if task `id` holds it (the task finished).
     async fn release_unique(&self, queue: &str, unique_key: &str, id: TaskId) -> Result<()>;
 

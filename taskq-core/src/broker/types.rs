@@ -73,6 +73,10 @@ pub struct OutboundMessage {
     pub eta: Option<DateTime<Utc>>,
     /// The encoded envelope.
     pub payload: String,
+    /// The partition it belongs to, if any ([`Envelope::partition`]).
+    pub partition: Option<Arc<str>>,
+    /// Most of its partition running at once ([`Envelope::partition_limit`]).
+    pub partition_limit: Option<u32>,
 }
 
 impl OutboundMessage {
@@ -88,11 +92,14 @@ impl OutboundMessage {
             priority: crate::priority::Priority::new(envelope.priority).get(),
             eta: envelope.eta,
             payload: envelope.encode(max_payload_bytes)?,
+            partition: envelope.partition.as_deref().map(Arc::from),
+            partition_limit: envelope.partition_limit,
         })
     }
 
     /// A message from parts stored earlier (an outbox row): `payload` is the encoded envelope
-    /// exactly as it was sealed and signed, the other parts as read from it when it was made.
+    /// exactly as it was sealed and signed, the other parts as read from it when it was made;
+    /// its partition is read back from the payload.
     ///
     /// ```
     /// use taskq_core::{Envelope, OutboundMessage};
@@ -109,12 +116,16 @@ impl OutboundMessage {
         eta: Option<DateTime<Utc>>,
         payload: impl Into<String>,
     ) -> Self {
+        let payload = payload.into();
+        let fields = PayloadFields::read_partition(&payload);
         Self {
             id,
             queue: queue.into(),
             priority: crate::priority::Priority::new(priority).get(),
             eta,
-            payload: payload.into(),
+            payload,
+            partition: fields.partition.map(Arc::from),
+            partition_limit: fields.partition_limit,
         }
     }
 }
@@ -151,6 +162,7 @@ pub struct Delivery {
     payload: Arc<str>,
     receipt: Receipt,
     id: Option<TaskId>,
+    partition: Option<Arc<str>>,
 }
 
 impl Delivery {
@@ -162,7 +174,19 @@ impl Delivery {
             payload,
             receipt,
             id: None,
+            partition: None,
         }
+    }
+
+    /// Records the partition the broker took it from, which its settle must release.
+    pub fn with_partition(mut self, partition: Option<Arc<str>>) -> Self {
+        self.partition = partition;
+        self
+    }
+
+    /// The partition it was taken from ([`Envelope::partition`]), as the broker recorded it.
+    pub fn partition(&self) -> Option<&str> {
+        self.partition.as_deref()
     }
 
     /// Records the task id once the worker has decoded the payload, so that brokers need not
@@ -375,6 +399,12 @@ pub struct PayloadFields {
     /// When the invocation was created.
     #[serde(default)]
     pub created_at: Option<DateTime<Utc>>,
+    /// Its partition ([`Envelope::partition`]).
+    #[serde(default)]
+    pub partition: Option<String>,
+    /// Its partition's running limit ([`Envelope::partition_limit`]).
+    #[serde(default)]
+    pub partition_limit: Option<u32>,
 }
 
 impl PayloadFields {
@@ -382,7 +412,29 @@ impl PayloadFields {
     pub fn read(payload: &str) -> Self {
         let mut fields: Self = serde_json::from_str(payload).unwrap_or_default();
         fields.priority = crate::priority::Priority::new(fields.priority).get();
+        if fields
+            .partition
+            .as_deref()
+            .is_some_and(|key| crate::names::check_partition_key(key).is_err())
+        {
+            fields.partition = None;
+        }
         fields
+    }
+
+    /// [`PayloadFields::read`], skipping the parse for a payload that names no partition
+    /// (most of them).
+    ///
+    /// ```
+    /// let fields = taskq_core::PayloadFields::read_partition(r#"{"partition": "acme", "partition_limit": 2}"#);
+    /// assert_eq!((fields.partition.as_deref(), fields.partition_limit), (Some("acme"), Some(2)));
+    /// ```
+    pub fn read_partition(payload: &str) -> Self {
+        if payload.contains("\"partition\"") {
+            Self::read(payload)
+        } else {
+            Self::default()
+        }
     }
 }
 

@@ -1,15 +1,15 @@
 //! The memory broker's operator queries ([`Inspector`]).
 
 use chrono::{DateTime, Utc};
-use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use super::{MemoryBroker, Message};
 use crate::{
     broker::{
-        last_minutes, minute_start, DeadLetter, HeldMessage, Inspector, MinuteCounts, Page,
-        PayloadFields, QueueStats, ScheduledMessage, WorkerInfo,
+        last_minutes, minute_start, rank_partitions, DeadLetter, HeldMessage, Inspector,
+        MinuteCounts, Page, PartitionStats, PayloadFields, QueueStats, ScheduledMessage,
+        WorkerInfo,
     },
     error::Result,
     id::TaskId,
@@ -121,6 +121,16 @@ impl Inspector for MemoryBroker {
             .collect())
     }
 
+    async fn partitions(&self, queue: &str, limit: usize) -> Result<Vec<PartitionStats>> {
+        let state = self.lock();
+        let busy = state
+            .queues
+            .get(queue)
+            .map(|q| q.ready.partition_stats())
+            .unwrap_or_default();
+        Ok(rank_partitions(busy, limit))
+    }
+
     async fn lost_workers(&self) -> Result<Vec<crate::broker::LostWorker>> {
         Ok(self.lock().lost.iter().cloned().collect())
     }
@@ -143,11 +153,7 @@ impl Inspector for MemoryBroker {
         for letter in chosen {
             let payload = letter.requeue_payload();
             let id = letter.id.unwrap_or_default();
-            q.push_back(Message {
-                id,
-                priority: letter.priority(),
-                payload: Arc::from(payload),
-            });
+            q.push_back(Message::from_payload(id, letter.priority(), payload));
         }
         drop(state);
         if moved > 0 {
@@ -171,11 +177,7 @@ impl Inspector for MemoryBroker {
         let Some(q) = state.queues.get_mut(queue) else {
             return Ok(0);
         };
-        let purged = q.pending + q.scheduled.len();
-        for level in &mut q.levels {
-            level.clear();
-        }
-        q.pending = 0;
+        let purged = q.ready.clear() + q.scheduled.len();
         q.scheduled.clear();
         Ok(purged)
     }
@@ -194,15 +196,14 @@ impl Inspector for MemoryBroker {
                 ..QueueStats::default()
             },
             |q| QueueStats {
-                pending: q.pending,
+                pending: q.pending(),
                 scheduled: q.scheduled.len(),
                 processing,
                 dead: q.dead.len(),
                 dead_dropped: q.dead.dropped(),
                 oldest_pending: q
-                    .levels
-                    .iter()
-                    .filter_map(|level| level.front())
+                    .ready
+                    .fronts()
                     .filter_map(|m| PayloadFields::read(&m.payload).created_at)
                     .min(),
             },

@@ -31,6 +31,12 @@ impl State {
         if held.processing.is_empty() && held.leases.is_empty() {
             self.workers.remove(worker);
         }
+        // Their partitions' slots come back with them, not earlier.
+        if let Some(q) = self.queues.get_mut(queue) {
+            for (_, message) in &taken {
+                q.ready.release(message);
+            }
+        }
         taken.into_iter().map(|(_, message)| message).collect()
     }
 

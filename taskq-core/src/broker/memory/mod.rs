@@ -12,9 +12,7 @@ use tokio::sync::{mpsc, Notify};
 use super::{Broker, Delivery, Membership, OutboundMessage, Receipt, WorkerId, FETCH_LEASE};
 use dead_letters::{DeadCaps, DeadLetters};
 
-use crate::{
-    broker::ControlMessage, broker::WorkerInfo, clock::Clock, id::TaskId, priority::Priority,
-};
+use crate::{broker::ControlMessage, broker::WorkerInfo, clock::Clock, id::TaskId};
 
 mod catalog;
 mod control;
@@ -22,6 +20,7 @@ mod dead_letters;
 mod inspector;
 mod membership;
 mod rate_limiter;
+mod ready;
 mod transport;
 
 /// Maps on the hot path: foldhash (hashbrown's own default; seeded per process) instead of
@@ -137,9 +136,8 @@ struct State {
 
 #[derive(Debug, Default)]
 struct QueueState {
-    /// Ready messages per priority level, FIFO within a level.
-    levels: [VecDeque<Message>; Priority::LEVELS as usize],
-    pending: usize,
+    /// Ready messages: per priority level, round-robin between partitions.
+    ready: ready::Ready,
     /// Due time and insertion sequence -> message.
     scheduled: BTreeMap<(DateTime<Utc>, u64), Message>,
     dead: DeadLetters,
@@ -158,6 +156,23 @@ struct Message {
     id: TaskId,
     priority: u8,
     payload: Arc<str>,
+    partition: Option<Arc<str>>,
+    partition_limit: Option<u32>,
+}
+
+impl Message {
+    /// A message of `payload`, its partition read from the payload (dead letters, which
+    /// keep only the payload).
+    fn from_payload(id: TaskId, priority: u8, payload: String) -> Self {
+        let fields = super::PayloadFields::read_partition(&payload);
+        Self {
+            id,
+            priority,
+            payload: Arc::from(payload),
+            partition: fields.partition.map(Arc::from),
+            partition_limit: fields.partition_limit,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -232,12 +247,15 @@ impl MemoryBroker {
                 };
                 state.next_tag += 1;
                 let tag = state.next_tag;
-                taken.push(Delivery::new(
-                    queue_name.clone(),
-                    message.priority,
-                    message.payload.clone(),
-                    Receipt::new(tag),
-                ));
+                taken.push(
+                    Delivery::new(
+                        queue_name.clone(),
+                        message.priority,
+                        message.payload.clone(),
+                        Receipt::new(tag),
+                    )
+                    .with_partition(message.partition.clone()),
+                );
                 let held = state.workers.entry(worker.clone()).or_default();
                 if !held.leases.contains_key(name) {
                     held.leases.insert(name.clone(), now + lease);
@@ -251,16 +269,19 @@ impl MemoryBroker {
         Ok(taken)
     }
 
-    /// Removes a delivery from `worker`'s processing set (the fence of every transition).
+    /// Removes a delivery from `worker`'s processing set (the fence of every transition),
+    /// releasing its partition's slot.
     fn take_processing(
         state: &mut State,
         worker: &WorkerId,
         delivery: &Delivery,
     ) -> Option<Message> {
         let held = state.workers.get_mut(worker)?;
-        held.processing
-            .remove(&delivery.receipt().raw())
-            .map(|(_, m)| m)
+        let (queue, message) = held.processing.remove(&delivery.receipt().raw())?;
+        if let Some(queue) = state.queues.get_mut(&*queue) {
+            queue.ready.release(&message);
+        }
+        Some(message)
     }
 }
 
@@ -286,6 +307,8 @@ impl State {
             id: out.id,
             priority: out.priority,
             payload: Arc::from(out.payload),
+            partition: out.partition,
+            partition_limit: out.partition_limit,
         };
         match out.eta {
             Some(eta) if eta > now => {
@@ -311,25 +334,26 @@ impl QueueState {
         }
     }
 
-    /// Ready messages in the order they are taken: highest level first, oldest first.
+    /// Ready messages, highest level first, oldest first within a list.
     fn ready_in_order(&self) -> impl Iterator<Item = &Message> {
-        self.levels.iter().rev().flat_map(|level| level.iter())
+        self.ready.in_order()
     }
 
     fn pop_ready(&mut self) -> Option<Message> {
-        let message = self.levels.iter_mut().rev().find_map(VecDeque::pop_front)?;
-        self.pending -= 1;
-        Some(message)
+        self.ready.pop()
     }
 
     fn push_back(&mut self, message: Message) {
-        self.levels[Priority::new(message.priority).index()].push_back(message);
-        self.pending += 1;
+        self.ready.push_back(message);
     }
 
     fn push_front(&mut self, message: Message) {
-        self.levels[Priority::new(message.priority).index()].push_front(message);
-        self.pending += 1;
+        self.ready.push_front(message);
+    }
+
+    /// Ready messages (not scheduled ones).
+    fn pending(&self) -> usize {
+        self.ready.len()
     }
 
     fn promote_due(&mut self, now: DateTime<Utc>, limit: usize) -> usize {

@@ -32,7 +32,7 @@ impl Transport for MemoryBroker {
             let held = state
                 .queues
                 .get(*queue)
-                .map_or(0, |q| q.pending + q.scheduled.len());
+                .map_or(0, |q| q.pending() + q.scheduled.len());
             if held + count > capacity {
                 return Err(Error::QueueFull {
                     queue: (*queue).to_owned(),
@@ -76,6 +76,10 @@ impl Transport for MemoryBroker {
             return Err(err);
         }
         Ok(None)
+    }
+
+    fn check_partitions(&self) -> Result<()> {
+        Ok(())
     }
 
     async fn release_unique(&self, queue: &str, unique_key: &str, id: TaskId) -> Result<()> {
