@@ -6,17 +6,29 @@
 -- KEYS[2]      taskq:{q}:redeliveries
 -- KEYS[3]      taskq:{q}:history:<minute> (counts what ended this minute)
 -- ARGV[1]      how long history is kept, ms
--- ARGV[2..]    pairs: payload, task id ('' when unknown)
+-- ARGV[2]      the queue's key prefix taskq:{q} (for its partitions' keys)
+-- ARGV[3..]    triples: payload, task id ('' when unknown), partition ('' for none)
 -- returns      number of messages that were still held
+--- @include lib/partitions.lua
 local acked = 0
 local ids = {}
-for i = 2, #ARGV, 2 do
+local released, order = {}, {}
+for i = 3, #ARGV, 3 do
   if redis.call('LREM', KEYS[1], -1, ARGV[i]) == 1 then
     acked = acked + 1
     if ARGV[i + 1] ~= '' then
       ids[#ids + 1] = ARGV[i + 1]
     end
+    local key = ARGV[i + 2]
+    if key ~= '' then
+      if not released[key] then order[#order + 1] = key end
+      released[key] = (released[key] or 0) + 1
+    end
   end
+end
+-- Each partition's slots come back once per call, whatever the batch holds of it.
+for _, key in ipairs(order) do
+  part_release(ARGV[2], key, released[key])
 end
 -- One call for the whole batch: the redelivery counts of finished messages are obsolete.
 if #ids > 0 then

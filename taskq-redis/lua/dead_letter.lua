@@ -14,11 +14,17 @@
 -- ARGV[4]      task id, or '' when unreadable
 -- ARGV[5]      how long history is kept, ms
 -- ARGV[6]      most bytes of dead letters kept
+-- ARGV[7]      the queue's key prefix taskq:{q} (for its partitions' keys)
+-- ARGV[8]      the message's partition ('' for none): its slot is released
 -- returns      {moved, dropped}: moved is 1, or 0 when this worker no longer held the message;
 --              dropped is how many of the oldest dead letters the cap pushed out
 --- @include lib/dead_letters.lua
+--- @include lib/partitions.lua
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then
   return {0, 0}
+end
+if ARGV[8] ~= '' then
+  part_release(ARGV[7], ARGV[8], 1)
 end
 if ARGV[4] ~= '' then
   redis.call('HDEL', KEYS[3], ARGV[4])

@@ -21,15 +21,20 @@
 -- ARGV[3]      lease deadline (ms) for a worker not yet registered by a heartbeat; 0 when
 --              it has sent one: then its lease must still be there
 -- ARGV[4]      number of queues
--- returns      {payloads, levels, queues, lost}: three arrays of equal length, oldest first
---              within a queue (queues is each message's queue, 1-based in KEYS' order), and 1
---              when the worker's lease was gone on any queue (a reaper recovered it), in which
---              case nothing moved
+-- ARGV[5..]    per queue, its key prefix taskq:{q} (for its partitions' keys)
+-- returns      {payloads, levels, queues, lost, partitions}: four arrays of equal length, oldest
+--              first within a turn (queues is each message's queue, 1-based in KEYS' order;
+--              partitions its partition, '' for none), and 1 when the worker's lease was gone on
+--              any queue (a reaper recovered it), in which case nothing moved
+--
+-- A queue with ready partitioned messages (lib/partitions.lua) is taken level by level, turn
+-- by turn between its partitions and its unpartitioned messages; one without any, as before.
+--- @include lib/partitions.lua
 local queue_count = tonumber(ARGV[4]) or 1
 local stride = #KEYS / queue_count
 local levels_count = stride - 3
 local max = math.min(tonumber(ARGV[1]) or 0, 1000)
-local payloads, levels, queues = {}, {}, {}
+local payloads, levels, queues, partitions = {}, {}, {}, {}
 -- A worker holding messages must be known to reapers even before its first heartbeat, and one
 -- whose lease was recovered must not take more: nothing is fetched into a list no reaper sees.
 -- Every queue's lease is settled before anything moves.
@@ -38,41 +43,60 @@ for q = 0, queue_count - 1 do
   if ARGV[3] ~= '0' then
     redis.call('ZADD', workers, 'NX', ARGV[3], ARGV[2])
   elseif not redis.call('ZSCORE', workers, ARGV[2]) then
-    return {{}, {}, {}, 1}
+    return {{}, {}, {}, 1, {}}
   end
 end
 for q = 0, queue_count - 1 do
   if #payloads >= max then break end
   local base = q * stride
   local processing, holders = KEYS[base + levels_count + 1], KEYS[base + levels_count + 3]
-  -- LMPOP <numkeys> <levels, highest first> RIGHT COUNT <n>; the count is set per call.
-  local pop = {levels_count}
-  local level_of = {}
-  for i = 1, levels_count do
-    pop[#pop + 1] = KEYS[base + i]
-    level_of[KEYS[base + i]] = levels_count - i
-  end
-  pop[#pop + 1] = 'RIGHT'
-  pop[#pop + 1] = 'COUNT'
-  local count_at = #pop + 1
   local moved = #payloads
-  -- LMPOP takes from the first non-empty level, oldest first (producers push left): one call
-  -- per level that has messages, and one that finds nothing, however many levels are empty.
-  while #payloads < max do
-    pop[count_at] = max - #payloads
-    local popped = redis.call('LMPOP', unpack(pop))
-    if not popped then break end
-    local level, taken = level_of[popped[1]], popped[2]
-    for j = 1, #taken do
-      payloads[#payloads + 1] = taken[j]
-      levels[#levels + 1] = level
-      queues[#queues + 1] = q + 1
+  local prefix = ARGV[4 + q + 1]
+  if tonumber(redis.call('GET', prefix .. ':part-total') or '0') > 0 then
+    for i = 1, levels_count do
+      if #payloads >= max then break end
+      local level = levels_count - i
+      local taken, keys = part_take(prefix, level, KEYS[base + i], max - #payloads)
+      for j = 1, #taken do
+        payloads[#payloads + 1] = taken[j]
+        levels[#levels + 1] = level
+        queues[#queues + 1] = q + 1
+        partitions[#partitions + 1] = keys[j]
+      end
+      if #taken > 0 then
+        redis.call('LPUSH', processing, unpack(taken))
+      end
     end
-    -- Oldest first, so that the processing list keeps the newest at its head, like LMOVE.
-    redis.call('LPUSH', processing, unpack(taken))
+  else
+    -- LMPOP <numkeys> <levels, highest first> RIGHT COUNT <n>; the count is set per call.
+    local pop = {levels_count}
+    local level_of = {}
+    for i = 1, levels_count do
+      pop[#pop + 1] = KEYS[base + i]
+      level_of[KEYS[base + i]] = levels_count - i
+    end
+    pop[#pop + 1] = 'RIGHT'
+    pop[#pop + 1] = 'COUNT'
+    local count_at = #pop + 1
+    -- LMPOP takes from the first non-empty level, oldest first (producers push left): one call
+    -- per level that has messages, and one that finds nothing, however many levels are empty.
+    while #payloads < max do
+      pop[count_at] = max - #payloads
+      local popped = redis.call('LMPOP', unpack(pop))
+      if not popped then break end
+      local level, taken = level_of[popped[1]], popped[2]
+      for j = 1, #taken do
+        payloads[#payloads + 1] = taken[j]
+        levels[#levels + 1] = level
+        queues[#queues + 1] = q + 1
+        partitions[#partitions + 1] = ''
+      end
+      -- Oldest first, so that the processing list keeps the newest at its head, like LMOVE.
+      redis.call('LPUSH', processing, unpack(taken))
+    end
   end
   if #payloads > moved then
     redis.call('SADD', holders, ARGV[2])
   end
 end
-return {payloads, levels, queues, 0}
+return {payloads, levels, queues, 0, partitions}

@@ -5,11 +5,24 @@
 -- KEYS[1..L]  taskq:{q}:pending:<level>, highest level first
 -- ARGV[1]     entries to skip
 -- ARGV[2]     most entries to return
+-- ARGV[3]     the queue's key prefix taskq:{q}: within a level, each partition's messages
+--             follow the unpartitioned ones, partitions by key (not the exact order of turns)
 -- returns     the payloads
 local skip = tonumber(ARGV[1])
 local want = tonumber(ARGV[2])
 local page = {}
-for _, key in ipairs(KEYS) do
+local prefix = ARGV[3]
+local partitions = redis.call('HKEYS', prefix .. ':part-ready')
+table.sort(partitions)
+local lists = {}
+for i, key in ipairs(KEYS) do
+  lists[#lists + 1] = key
+  local level = #KEYS - i
+  for _, partition in ipairs(partitions) do
+    lists[#lists + 1] = prefix .. ':part:' .. level .. ':' .. partition
+  end
+end
+for _, key in ipairs(lists) do
   if want <= 0 then
     break
   end

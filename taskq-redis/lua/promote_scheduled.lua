@@ -7,12 +7,20 @@
 -- KEYS[#KEYS]  taskq:{q}:wake (a token for one idle worker)
 -- ARGV[1]      now, ms since the epoch
 -- ARGV[2]      most messages to move
+-- ARGV[3]      the queue's key prefix taskq:{q} (for its partitions' keys)
 -- returns      number of messages moved
+--- @include lib/partitions.lua
 local wake = KEYS[#KEYS]
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, member in ipairs(due) do
   local level = tonumber(string.sub(member, 1, 1)) or 0
-  redis.call('LPUSH', KEYS[2 + level], string.sub(member, 2))
+  local payload = string.sub(member, 2)
+  local key, limit = part_of(payload)
+  if key then
+    part_push(ARGV[3], level, key, limit, {payload}, 1, 1, false)
+  else
+    redis.call('LPUSH', KEYS[2 + level], payload)
+  end
   redis.call('ZREM', KEYS[1], member)
 end
 if #due > 0 then

@@ -23,10 +23,12 @@
 --              check and the counting (a worker deregistering itself); '2' for an orphaned list
 --              (its worker must hold no lease at all)
 -- ARGV[8]      most bytes of dead letters kept
+-- ARGV[9]      the queue's key prefix taskq:{q} (for its partitions' keys)
 -- returns      {requeued, dead_lettered, {id, payload, id, payload, ...}}: with the ids and
 --              payloads of the messages dead-lettered as poison (those with an id), or {-1, 0, {}} when the
 --              worker is alive or already recovered
 --- @include lib/dead_letters.lua
+--- @include lib/partitions.lua
 local top_level = #KEYS - 9
 local bytes_key = KEYS[7]
 local wake = KEYS[#KEYS]
@@ -45,6 +47,8 @@ redis.call('ZREM', KEYS[1], ARGV[1])
 local held = redis.call('LRANGE', KEYS[2], 0, -1)
 local requeued, dead = 0, 0
 local poisoned = {}
+-- Partition -> its messages this list held: their slots come back with them, not earlier.
+local released, order = {}, {}
 for _, payload in ipairs(held) do
   local ok, message = pcall(cjson.decode, payload)
   if not ok or type(message) ~= 'table' then message = {} end
@@ -69,9 +73,22 @@ for _, payload in ipairs(held) do
     dead_push(KEYS[4], bytes_key, cjson.encode(letter))
     dead = dead + 1
   else
-    redis.call('RPUSH', KEYS[8 + level], payload)
+    local key = type(message.partition) == 'string' and message.partition ~= '' and message.partition
+    if key then
+      part_push(ARGV[9], level, key, nil, {payload}, 1, 1, true)
+    else
+      redis.call('RPUSH', KEYS[8 + level], payload)
+    end
     requeued = requeued + 1
   end
+  if type(message.partition) == 'string' and message.partition ~= '' then
+    local key = message.partition
+    if not released[key] then order[#order + 1] = key end
+    released[key] = (released[key] or 0) + 1
+  end
+end
+for _, key in ipairs(order) do
+  part_release(ARGV[9], key, released[key])
 end
 if dead > 0 then
   dead_cap(KEYS[4], bytes_key, KEYS[5], tonumber(ARGV[4]), tonumber(ARGV[8]))

@@ -5,13 +5,23 @@
 -- KEYS[1]      taskq:{q}:processing:<worker>
 -- KEYS[2..]    taskq:{q}:pending:0 .. taskq:{q}:pending:<L-1> (L priority levels: #KEYS - 2)
 -- KEYS[#KEYS]  taskq:{q}:wake (a token for one idle worker)
--- ARGV         pairs: level, payload, in the order they should run
+-- ARGV[1]      the queue's key prefix taskq:{q} (for its partitions' keys)
+-- ARGV[2..]    triples: level, payload, partition ('' for none), in the order they should run
 -- returns      number of messages that were still held
+--- @include lib/partitions.lua
 local wake = KEYS[#KEYS]
 local requeued = 0
-for i = #ARGV - 1, 1, -2 do
+for i = #ARGV - 2, 2, -3 do
   if redis.call('LREM', KEYS[1], 1, ARGV[i + 1]) == 1 then
-    redis.call('RPUSH', KEYS[2 + tonumber(ARGV[i])], ARGV[i + 1])
+    local key = ARGV[i + 2]
+    if key ~= '' then
+      -- Back ahead of its partition's others, then its slot is released (in that order, so
+      -- that the partition, still busy, keeps its limit).
+      part_push(ARGV[1], ARGV[i], key, nil, {ARGV[i + 1]}, 1, 1, true)
+      part_release(ARGV[1], key, 1)
+    else
+      redis.call('RPUSH', KEYS[2 + tonumber(ARGV[i])], ARGV[i + 1])
+    end
     requeued = requeued + 1
   end
 end

@@ -11,15 +11,28 @@
 -- ARGV[3]      due time, ms since the epoch
 -- ARGV[4]      now, ms since the epoch
 -- ARGV[5]      level of the next attempt (one digit, prefixed to scheduled members)
+-- ARGV[6]      the queue's key prefix taskq:{q} (for its partitions' keys)
+-- ARGV[7]      the current message's partition ('' for none): its slot is released
+-- ARGV[8]      the next attempt's partition ('' for none)
+-- ARGV[9]      the next attempt's partition limit ('' for none)
 -- returns      1 when moved, 0 when this worker no longer held the message
+--- @include lib/partitions.lua
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then
   return 0
 end
 if tonumber(ARGV[3]) <= tonumber(ARGV[4]) then
-  redis.call('LPUSH', KEYS[3], ARGV[2])
+  if ARGV[8] ~= '' then
+    part_push(ARGV[6], ARGV[5], ARGV[8], ARGV[9], {ARGV[2]}, 1, 1, false)
+  else
+    redis.call('LPUSH', KEYS[3], ARGV[2])
+  end
   redis.call('LPUSH', KEYS[4], '1')
   redis.call('LTRIM', KEYS[4], 0, 0)
 else
+  -- Promotion reads the partition back from the payload.
   redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5] .. ARGV[2])
+end
+if ARGV[7] ~= '' then
+  part_release(ARGV[6], ARGV[7], 1)
 end
 return 1

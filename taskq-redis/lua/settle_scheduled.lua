@@ -9,7 +9,9 @@
 -- ARGV[1]      the task id (UUID text)
 -- ARGV[2]      its due time, ms since the epoch (its score)
 -- ARGV[3]      'run' or 'delete'
+-- ARGV[4]      the queue's key prefix taskq:{q} (for its partitions' keys)
 -- returns      1 when moved or deleted, 0 when no such message is scheduled at that time
+--- @include lib/partitions.lua
 local needle = '"id":"' .. ARGV[1] .. '"'
 local members = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[2], ARGV[2])
 for _, member in ipairs(members) do
@@ -19,7 +21,13 @@ for _, member in ipairs(members) do
       local top = #KEYS - 2
       local level = tonumber(string.sub(member, 1, 1)) or 0
       if level >= top then level = top - 1 end
-      redis.call('LPUSH', KEYS[2 + level], string.sub(member, 2))
+      local payload = string.sub(member, 2)
+      local key, limit = part_of(payload)
+      if key then
+        part_push(ARGV[4], level, key, limit, {payload}, 1, 1, false)
+      else
+        redis.call('LPUSH', KEYS[2 + level], payload)
+      end
       redis.call('LPUSH', KEYS[#KEYS], '1')
       redis.call('LTRIM', KEYS[#KEYS], 0, 0)
     end

@@ -8,6 +8,8 @@
 -- KEYS[L+4]    taskq:{q}:dead-dropped (dead letters the cap pushed out)
 -- KEYS[L+5]    taskq:{q}:holders (workers with a processing list, leased or not)
 -- ARGV[1]      the queue's processing key prefix, `taskq:{q}:processing:`
+-- ARGV[2]      the queue's key prefix taskq:{q} (ready partitioned messages count as pending;
+--              the oldest of the first 1,000 partitions count for the oldest entry)
 -- returns      {pending, scheduled, processing, dead, {oldest payload of each non-empty level},
 --              dead letters dropped}
 --
@@ -22,6 +24,15 @@ for level = 1, levels_count do
   if length > 0 then
     pending = pending + length
     oldest[#oldest + 1] = redis.call('LINDEX', KEYS[level], -1)
+  end
+end
+local prefix = ARGV[2]
+pending = pending + math.max(0, tonumber(redis.call('GET', prefix .. ':part-total') or '0'))
+for i, partition in ipairs(redis.call('HKEYS', prefix .. ':part-ready')) do
+  if i > 1000 then break end
+  for level = 0, levels_count - 1 do
+    local first = redis.call('LINDEX', prefix .. ':part:' .. level .. ':' .. partition, -1)
+    if first then oldest[#oldest + 1] = first end
   end
 end
 -- Every list is counted once, whether its worker holds a lease (workers) or not (holders).

@@ -21,6 +21,27 @@ impl QueueKeys {
         }
     }
 
+    /// The prefix every key of this queue starts with, `taskq:{q}`: scripts name a queue's
+    /// partition keys from it (`lua/lib/partitions.lua`), since partition keys are data.
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Partition -> its ready messages (HASH; `lua/lib/partitions.lua` keeps it).
+    pub(crate) fn partitions_ready(&self) -> String {
+        format!("{}:part-ready", self.prefix)
+    }
+
+    /// Partition -> its messages held by workers (HASH).
+    pub(crate) fn partitions_running(&self) -> String {
+        format!("{}:part-running", self.prefix)
+    }
+
+    /// Partition -> its running limit (HASH).
+    pub(crate) fn partition_limits(&self) -> String {
+        format!("{}:part-limit", self.prefix)
+    }
+
     /// Ready messages of one priority level (LIST; producers push left, consumers take right).
     pub(crate) fn pending(&self, level: u8) -> String {
         format!("{}:pending:{}", self.prefix, level.min(LEVELS - 1))

@@ -6,10 +6,16 @@ use redis::Script;
 
 /// The libraries a script may include, by the path its `--- @include` line names (relative to
 /// `lua/`).
-const LIBRARIES: &[(&str, &str)] = &[(
-    "lib/dead_letters.lua",
-    include_str!("../lua/lib/dead_letters.lua"),
-)];
+const LIBRARIES: &[(&str, &str)] = &[
+    (
+        "lib/dead_letters.lua",
+        include_str!("../lua/lib/dead_letters.lua"),
+    ),
+    (
+        "lib/partitions.lua",
+        include_str!("../lua/lib/partitions.lua"),
+    ),
+];
 
 /// A script with every library it declares (`--- @include lib/NAME.lua`, one per line, as
 /// BullMQ's scripts do) put in place of its declaration, so a script says itself where the

@@ -49,13 +49,16 @@ impl RedisBroker {
                 match known.get_mut(payload.as_str()) {
                     Some(count) if *count > 0 => *count -= 1,
                     _ => {
-                        let level = PayloadFields::read(&payload).priority;
-                        adopted.push(Delivery::new(
-                            queue_name.clone(),
-                            level,
-                            Arc::from(payload),
-                            Receipt::default(),
-                        ));
+                        let fields = PayloadFields::read(&payload);
+                        adopted.push(
+                            Delivery::new(
+                                queue_name.clone(),
+                                fields.priority,
+                                Arc::from(payload),
+                                Receipt::default(),
+                            )
+                            .with_partition(fields.partition.map(Arc::from)),
+                        );
                     }
                 }
             }
@@ -135,6 +138,9 @@ impl RedisBroker {
                 millis(self.now()) + FETCH_LEASE.as_millis() as i64
             })
             .arg(queues.len());
+        for queue in queues {
+            invocation.arg(QueueKeys::new(queue).prefix());
+        }
         invocation
     }
 
@@ -271,15 +277,15 @@ impl RedisBroker {
     }
 }
 
-/// The deliveries of one `fetch.lua` reply (`payloads, levels, lost`) for `queue`.
-/// `fetch.lua`'s reply: payloads, their levels and their queues (1-based), and the lost flag.
-type Fetched = (Vec<String>, Vec<u8>, Vec<usize>, i64);
+/// `fetch.lua`'s reply: payloads, their levels and their queues (1-based), the lost flag, and
+/// each payload's partition ('' for none).
+type Fetched = (Vec<String>, Vec<u8>, Vec<usize>, i64, Vec<String>);
 
 /// The deliveries in `fetch.lua`'s reply for `queues`.
 fn fetched_deliveries(
     worker: &WorkerId,
     queues: &[String],
-    (payloads, levels, from, lost): Fetched,
+    (payloads, levels, from, lost, partitions): Fetched,
 ) -> Result<Vec<Delivery>> {
     if lost == 1 {
         return Err(Error::LeaseLost {
@@ -291,7 +297,8 @@ fn fetched_deliveries(
         .into_iter()
         .zip(levels)
         .zip(from)
-        .map(|((payload, level), queue)| {
+        .zip(partitions)
+        .map(|(((payload, level), queue), partition)| {
             let queue = names
                 .get(queue.wrapping_sub(1))
                 .ok_or_else(|| Error::Broker {
@@ -299,12 +306,11 @@ fn fetched_deliveries(
                     transient: false,
                     source: format!("fetch.lua named queue {queue} of {}", names.len()).into(),
                 })?;
-            Ok(Delivery::new(
-                queue.clone(),
-                level,
-                Arc::from(payload),
-                Receipt::default(),
-            ))
+            let partition = (!partition.is_empty()).then(|| Arc::from(partition));
+            Ok(
+                Delivery::new(queue.clone(), level, Arc::from(payload), Receipt::default())
+                    .with_partition(partition),
+            )
         })
         .collect()
 }

@@ -4,8 +4,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use taskq_core::{
     history::{last_minutes, minute_start},
-    DeadLetter, Error, HeldMessage, Inspector, MinuteCounts, Page, PayloadFields, QueueStats,
-    Result, ScheduledMessage, TaskId, WorkerInfo,
+    rank_partitions, DeadLetter, Error, HeldMessage, Inspector, MinuteCounts, Page, PartitionStats,
+    PayloadFields, QueueStats, Result, ScheduledMessage, TaskId, WorkerInfo,
 };
 
 use super::{millis, RedisBroker};
@@ -48,14 +48,46 @@ impl Inspector for RedisBroker {
         if page.limit == 0 {
             return Ok(Vec::new());
         }
+        let keys = QueueKeys::new(queue);
         scripts::invoke_read_only(
             &mut self.conn(),
             &scripts::PENDING_PAGE,
-            &QueueKeys::new(queue).pending_descending(),
-            &[page.offset.to_string(), page.limit.to_string()],
+            &keys.pending_descending(),
+            &[
+                page.offset.to_string(),
+                page.limit.to_string(),
+                keys.prefix().to_owned(),
+            ],
         )
         .await
         .map_err(redis_error)
+    }
+
+    async fn partitions(&self, queue: &str, limit: usize) -> Result<Vec<PartitionStats>> {
+        let keys = QueueKeys::new(queue);
+        type Counts = std::collections::HashMap<String, usize>;
+        let (ready, running, limits): (Counts, Counts, std::collections::HashMap<String, u32>) =
+            redis::pipe()
+                .hgetall(keys.partitions_ready())
+                .hgetall(keys.partitions_running())
+                .hgetall(keys.partition_limits())
+                .query_async(&mut self.conn())
+                .await
+                .map_err(redis_error)?;
+        let mut busy: Vec<PartitionStats> = ready
+            .iter()
+            .map(|(key, pending)| {
+                let held = running.get(key).copied().unwrap_or(0);
+                PartitionStats::new(key, *pending, held, limits.get(key).copied())
+            })
+            .collect();
+        busy.extend(
+            running
+                .iter()
+                .filter(|(key, _)| !ready.contains_key(*key))
+                .map(|(key, held)| PartitionStats::new(key, 0, *held, limits.get(key).copied())),
+        );
+        Ok(rank_partitions(busy, limit))
     }
 
     async fn held(&self, queue: &str, limit: usize) -> Result<Vec<HeldMessage>> {
@@ -130,7 +162,8 @@ impl Inspector for RedisBroker {
             .key(keys.wake())
             .arg(id.to_string())
             .arg(due.timestamp_millis())
-            .arg(if run_now { "run" } else { "delete" });
+            .arg(if run_now { "run" } else { "delete" })
+            .arg(keys.prefix());
         let settled: i64 = invocation
             .invoke_async(&mut self.conn())
             .await
@@ -269,6 +302,8 @@ impl Inspector for RedisBroker {
                 .key(keys.dead_bytes())
                 .arg(record)
                 .arg(letter.requeue_payload())
+                .arg(keys.prefix())
+                .arg(letter.priority())
                 .invoke_async(&mut self.conn())
                 .await
                 .map_err(redis_error)?;
@@ -301,7 +336,7 @@ impl Inspector for RedisBroker {
         for key in keys.pending_ascending() {
             script.key(key);
         }
-        script.key(keys.scheduled());
+        script.key(keys.scheduled()).arg(keys.prefix());
         script
             .invoke_async(&mut self.conn())
             .await
@@ -329,7 +364,7 @@ impl Inspector for RedisBroker {
             &mut self.conn(),
             &scripts::STATS,
             &script_keys,
-            &[keys.processing_prefix()],
+            &[keys.processing_prefix(), keys.prefix().to_owned()],
         )
         .await
         .map_err(redis_error)?;

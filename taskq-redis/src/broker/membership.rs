@@ -211,7 +211,8 @@ impl RedisBroker {
                 RecoverMode::Deregister => "1",
                 RecoverMode::Orphan => "2",
             })
-            .arg(self.shared.config.max_dead_letter_bytes());
+            .arg(self.shared.config.max_dead_letter_bytes())
+            .arg(keys.prefix());
         invocation
             .invoke_async(&mut self.conn())
             .await

@@ -131,6 +131,16 @@ struct QueueBatch<'a> {
     ready: [Vec<&'a str>; 10],
     /// Scheduled members (level-prefixed payloads) with their due times.
     scheduled: Vec<(i64, String)>,
+    /// Ready partitioned payloads, one run per partition and level, in arrival order.
+    partitioned: Vec<PartitionRun<'a>>,
+}
+
+/// Ready payloads of one partition at one level, in one enqueue call.
+struct PartitionRun<'a> {
+    level: u8,
+    key: &'a str,
+    limit: Option<u32>,
+    payloads: Vec<&'a str>,
 }
 
 impl<'a> QueueBatch<'a> {
@@ -139,7 +149,30 @@ impl<'a> QueueBatch<'a> {
             queue,
             ready: Default::default(),
             scheduled: Vec::new(),
+            partitioned: Vec::new(),
         }
+    }
+
+    /// Adds a ready payload of partition `key` to its run (the latest limit given wins).
+    fn push_partitioned(&mut self, level: u8, key: &'a str, limit: Option<u32>, payload: &'a str) {
+        let run = match self
+            .partitioned
+            .iter()
+            .rposition(|run| run.level == level && run.key == key)
+        {
+            Some(at) => &mut self.partitioned[at],
+            None => {
+                self.partitioned.push(PartitionRun {
+                    level,
+                    key,
+                    limit,
+                    payloads: Vec::new(),
+                });
+                self.partitioned.last_mut().expect("just pushed")
+            }
+        };
+        run.limit = limit.or(run.limit);
+        run.payloads.push(payload);
     }
 
     /// Data commands this batch needs (not counting the wake-up token).
@@ -187,6 +220,10 @@ fn enqueue_script_call<'a>(
         keys.push(queue.scheduled());
         args.extend(batch.ready.iter().map(|p| Cow::Owned(p.len().to_string())));
         args.push(Cow::Owned(batch.scheduled.len().to_string()));
+        let partitioned: usize = batch.partitioned.iter().map(|r| r.payloads.len()).sum();
+        args.push(Cow::Owned(partitioned.to_string()));
+        args.push(Cow::Owned(batch.partitioned.len().to_string()));
+        args.push(Cow::Owned(queue.prefix().to_owned()));
     }
     for batch in batches {
         for level in &batch.ready {
@@ -195,6 +232,15 @@ fn enqueue_script_call<'a>(
         for (due, member) in &batch.scheduled {
             args.push(Cow::Owned(due.to_string()));
             args.push(Cow::Owned(member.clone()));
+        }
+        for run in &batch.partitioned {
+            args.push(Cow::Owned(run.level.to_string()));
+            args.push(Cow::Borrowed(run.key));
+            args.push(Cow::Owned(
+                run.limit.map(|l| l.to_string()).unwrap_or_default(),
+            ));
+            args.push(Cow::Owned(run.payloads.len().to_string()));
+            args.extend(run.payloads.iter().map(|p| Cow::Borrowed(*p)));
         }
     }
     (keys, args)

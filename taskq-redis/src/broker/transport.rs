@@ -44,10 +44,13 @@ impl Transport for RedisBroker {
             };
             let batch = &mut batches[index];
             let level = message.priority.min(9);
-            match message.eta {
-                Some(eta) if eta > now => batch
+            match (message.eta, &message.partition) {
+                (Some(eta), _) if eta > now => batch
                     .scheduled
                     .push((millis(eta), format!("{level}{}", message.payload))),
+                (_, Some(key)) => {
+                    batch.push_partitioned(level, key, message.partition_limit, &message.payload)
+                }
                 _ => batch.ready[usize::from(level)].push(&message.payload),
             }
         }
@@ -63,8 +66,11 @@ impl Transport for RedisBroker {
                 .iter()
                 .map(|batch| async move { self.enqueue_by_script(&[batch]).await });
             futures_util::future::try_join_all(writes).await?;
-        } else if self.shared.config.max_queue_length().is_some() {
-            // Bounded queues: the bound is checked and the batch written in one script.
+        } else if self.shared.config.max_queue_length().is_some()
+            || batches.iter().any(|batch| !batch.partitioned.is_empty())
+        {
+            // Bounded queues, or partitions: the bound is checked and the batch written (each
+            // partition joining its level's turns) in one script.
             let all: Vec<&QueueBatch<'_>> = batches.iter().collect();
             self.enqueue_by_script(&all).await?;
         } else {
@@ -101,6 +107,11 @@ impl Transport for RedisBroker {
         let level = message.priority.min(9);
         let due = message.eta.filter(|eta| *eta > now).map_or(0, millis);
         let limit = self.shared.config.max_queue_length();
+        let partition = message.partition.as_deref().unwrap_or_default();
+        let partition_limit = message
+            .partition_limit
+            .map(|l| l.to_string())
+            .unwrap_or_default();
         let mut invocation = scripts::ENQUEUE_UNIQUE.prepare_invoke();
         invocation
             .key(keys.unique(unique_key))
@@ -118,6 +129,9 @@ impl Transport for RedisBroker {
             .arg(level)
             .arg(message.id.to_string())
             .arg(limit.unwrap_or(0))
+            .arg(keys.prefix())
+            .arg(partition)
+            .arg(partition_limit)
             .invoke_async(&mut self.conn())
             .await
             .map_err(redis_error)?;
@@ -137,6 +151,10 @@ impl Transport for RedisBroker {
             self.register_queues(&[&message.queue]).await?;
         }
         Ok(None)
+    }
+
+    fn check_partitions(&self) -> Result<()> {
+        Ok(())
     }
 
     async fn release_unique(&self, queue: &str, unique_key: &str, id: TaskId) -> Result<()> {
@@ -173,11 +191,13 @@ impl Transport for RedisBroker {
                 .key(keys.processing(worker.as_str()))
                 .key(keys.redeliveries())
                 .key(keys.history(minute_of(self.now())))
-                .arg(HISTORY_KEPT_MS);
+                .arg(HISTORY_KEPT_MS)
+                .arg(keys.prefix());
             for delivery in &group {
                 invocation
                     .arg(delivery.payload())
-                    .arg(delivery.id().map(|id| id.to_string()).unwrap_or_default());
+                    .arg(delivery.id().map(|id| id.to_string()).unwrap_or_default())
+                    .arg(delivery.partition().unwrap_or_default());
             }
             let count: usize = invocation
                 .invoke_async(&mut self.conn())
@@ -212,6 +232,14 @@ impl Transport for RedisBroker {
             .arg(due)
             .arg(millis(now))
             .arg(level)
+            .arg(keys.prefix())
+            .arg(delivery.partition().unwrap_or_default())
+            .arg(next.partition.as_deref().unwrap_or_default())
+            .arg(
+                next.partition_limit
+                    .map(|l| l.to_string())
+                    .unwrap_or_default(),
+            )
             .invoke_async(&mut self.conn())
             .await
             .map_err(redis_error)?;
@@ -229,11 +257,12 @@ impl Transport for RedisBroker {
             for key in keys.pending_ascending() {
                 invocation.key(key);
             }
-            invocation.key(keys.wake());
+            invocation.key(keys.wake()).arg(keys.prefix());
             for delivery in &group {
                 invocation
                     .arg(delivery.priority().min(9))
-                    .arg(delivery.payload());
+                    .arg(delivery.payload())
+                    .arg(delivery.partition().unwrap_or_default());
             }
             let count: usize = invocation
                 .invoke_async(&mut self.conn())
@@ -279,6 +308,8 @@ impl Transport for RedisBroker {
             .arg(delivery.id().map(|id| id.to_string()).unwrap_or_default())
             .arg(HISTORY_KEPT_MS)
             .arg(self.shared.config.max_dead_letter_bytes())
+            .arg(keys.prefix())
+            .arg(delivery.partition().unwrap_or_default())
             .invoke_async(&mut self.conn())
             .await
             .map_err(redis_error)?;
@@ -304,7 +335,7 @@ impl Transport for RedisBroker {
                 invocation.key(key);
             }
             invocation.key(keys.wake());
-            invocation.arg(now).arg(limit - moved);
+            invocation.arg(now).arg(limit - moved).arg(keys.prefix());
             let count: usize = invocation
                 .invoke_async(&mut self.conn())
                 .await
