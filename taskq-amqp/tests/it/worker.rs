@@ -103,6 +103,31 @@ async fn producers_are_refused_workflows_rabbitmq_cannot_continue() {
     assert_eq!(stats.pending, 0, "nothing was sent");
 }
 
+/// Partition keys need turns between partitions and a shared running count, which RabbitMQ's
+/// queues do not keep: the producer is refused, naming the feature, and nothing is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producers_are_refused_partition_keys() {
+    let client = client().await;
+    let err = client
+        .enqueue(Double { n: 1 })
+        .partition("tenant-1")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            taskq_core::Error::Unsupported {
+                feature: "partition keys",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("RabbitMQ"), "{err}");
+    let stats = client.inspector().stats("amqp-worker").await.unwrap();
+    assert_eq!(stats.pending, 0, "nothing was sent");
+}
+
 /// A message with a workflow reaches a RabbitMQ worker anyway (another producer wrote it): its
 /// continuation is refused for good, and it alone is dead-lettered; the unrelated messages
 /// settled in the same batch are acknowledged, not left in the worker's hands.

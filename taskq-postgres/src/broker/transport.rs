@@ -283,6 +283,14 @@ impl Transport for PostgresBroker {
         tx.commit().await.map_err(pg_error)
     }
 
+    fn check_partitions(&self) -> Result<()> {
+        Err(taskq_core::Error::Unsupported {
+            feature: "partition keys",
+            reason: "the PostgreSQL broker does not keep partitions yet (its fetch takes the \
+                     oldest ready rows); use Redis or the in-memory broker for partitioned queues",
+        })
+    }
+
     async fn enqueue_unique(
         &self,
         message: OutboundMessage,
