@@ -33,6 +33,13 @@ pub enum Command {
         /// Refresh every INTERVAL until interrupted (default 2s).
         #[arg(long, value_name = "INTERVAL", num_args = 0..=1, default_missing_value = "2s", value_parser = humantime::parse_duration)]
         watch: Option<Duration>,
+        /// Instead, the busy partitions of QUEUE (tenants, accounts): pending, running and
+        /// limit of each, most pending first.
+        #[arg(long, visible_alias = "groups", value_name = "QUEUE")]
+        partitions: Option<String>,
+        /// Most partitions listed with --partitions.
+        #[arg(long, default_value_t = 50, requires = "partitions")]
+        limit: usize,
     },
     /// Live workers.
     Workers,
@@ -198,6 +205,12 @@ pub struct EnqueueArgs {
     /// Expire if not started by then: a duration from now (1h) or an RFC 3339 instant.
     #[arg(long)]
     pub expires: Option<String>,
+    /// Partition key (a tenant, an account): the queue takes turns between partitions.
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// At most this many of the partition run at once across all workers.
+    #[arg(long, requires = "partition", value_parser = clap::value_parser!(u32).range(1..))]
+    pub partition_concurrency: Option<u32>,
     /// Send even if no worker declared the task or the arguments do not fit its fields.
     #[arg(long)]
     pub force: bool,

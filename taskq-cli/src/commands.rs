@@ -90,8 +90,15 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
     };
     let json = cli.json;
     match cli.command {
-        Command::Status { watch: None } => println!("{}", status(&client, json).await?),
-        Command::Status { watch: Some(every) } => loop {
+        Command::Status {
+            partitions: Some(queue),
+            limit,
+            ..
+        } => println!("{}", partitions(&client, &queue, limit, json).await?),
+        Command::Status { watch: None, .. } => println!("{}", status(&client, json).await?),
+        Command::Status {
+            watch: Some(every), ..
+        } => loop {
             let text = status(&client, json).await?;
             println!("\x1b[2J\x1b[H{text}");
             std::io::stdout().flush()?;
@@ -273,6 +280,39 @@ async fn status(client: &Client, json: bool) -> Result<String, Failure> {
     Ok(text)
 }
 
+/// `taskq status --partitions QUEUE`: the queue's busy partitions.
+async fn partitions(
+    client: &Client,
+    queue: &str,
+    limit: usize,
+    json: bool,
+) -> Result<String, Failure> {
+    let busy = client.broker().partitions(queue, limit).await?;
+    if json {
+        return Ok(json!({"queue": queue, "partitions": busy}).to_string());
+    }
+    let rows: Vec<_> = busy
+        .iter()
+        .map(|p| {
+            vec![
+                p.key.clone(),
+                p.pending.to_string(),
+                p.running.to_string(),
+                p.limit.map_or("-".into(), |l| l.to_string()),
+                if p.at_limit() { "at limit" } else { "" }.to_owned(),
+            ]
+        })
+        .collect();
+    let header = ["PARTITION", "PENDING", "RUNNING", "LIMIT", ""];
+    Ok(format!(
+        "{}
+
+{} busy partition(s) shown of queue `{queue}`",
+        table::render(&header, &rows),
+        busy.len()
+    ))
+}
+
 async fn workers(client: &Client, json: bool) -> Result<String, Failure> {
     let workers = client.broker().workers().await?;
     if json {
@@ -327,6 +367,12 @@ async fn enqueue(client: &Client, args: EnqueueArgs, json: bool) -> Result<Strin
     }
     if let Some(at) = args.eta {
         call = call.eta(at);
+    }
+    if let Some(key) = args.partition {
+        call = call.partition(key);
+    }
+    if let Some(limit) = args.partition_concurrency {
+        call = call.partition_concurrency(limit);
     }
     if let Some(priority) = args.priority {
         call = call.priority(priority);

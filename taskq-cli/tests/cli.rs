@@ -1123,3 +1123,57 @@ async fn metrics_serve_reports_every_queue_from_the_broker() {
     );
     metrics_agree_with_status(&server.url(), "cli", true).await;
 }
+
+/// `taskq enqueue --partition` puts tasks in a tenant's partition with its limit, and
+/// `taskq status --partitions Q` lists the busy ones (as a table and as JSON).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_are_enqueued_and_listed() {
+    let server = RedisServer::start();
+    for tenant in ["acme", "acme", "globex"] {
+        stdout(&taskq(
+            &server,
+            &[
+                "enqueue",
+                "cli.add",
+                "--args",
+                r#"{"a":1,"b":2}"#,
+                "--queue",
+                "tenants",
+                "--partition",
+                tenant,
+                "--partition-concurrency",
+                "1",
+                "--force",
+            ],
+        ));
+    }
+    let table = stdout(&taskq(&server, &["status", "--partitions", "tenants"]));
+    let acme = table.find("acme").expect("acme listed");
+    let globex = table.find("globex").expect("globex listed");
+    assert!(acme < globex, "most pending first:\n{table}");
+    assert!(table.contains("PARTITION"), "{table}");
+    let listed = json(&taskq(
+        &server,
+        &["--json", "status", "--groups", "tenants"],
+    ));
+    let rows = listed["partitions"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{listed}");
+    assert_eq!(rows[0]["key"], "acme");
+    assert_eq!(rows[0]["pending"], 2);
+    assert_eq!(rows[0]["limit"], 1);
+    let refused = taskq(
+        &server,
+        &[
+            "enqueue",
+            "cli.add",
+            "--partition-concurrency",
+            "2",
+            "--force",
+        ],
+    );
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && said.contains("--partition <PARTITION>"),
+        "{said}"
+    );
+}

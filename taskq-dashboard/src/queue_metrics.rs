@@ -34,18 +34,35 @@ pub async fn queue_metrics(client: &Client) -> Result<String> {
     let mut queues = Vec::new();
     for queue in inspector.queues().await? {
         let stats = inspector.stats(&queue).await?;
-        let rates = rates(inspector.as_ref(), &queue).await?;
-        queues.push((queue, stats, rates));
+        let (completed, failed) = rates(inspector.as_ref(), &queue).await?;
+        let partitions = inspector.partitions(&queue, usize::MAX).await?;
+        let signals = QueueSignals {
+            stats,
+            completed,
+            failed,
+            busy_partitions: partitions.len(),
+            partitions_at_limit: partitions.iter().filter(|p| p.at_limit()).count(),
+        };
+        queues.push((queue, signals));
     }
     let recorder = PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
     metrics::with_local_recorder(&recorder, || {
         describe();
-        for (queue, stats, (completed, failed)) in &queues {
-            record(queue, stats, now, *completed, *failed);
+        for (queue, signals) in &queues {
+            record(queue, signals, now);
         }
     });
     Ok(handle.render())
+}
+
+/// What one queue's series say.
+struct QueueSignals {
+    stats: QueueStats,
+    completed: f64,
+    failed: f64,
+    busy_partitions: usize,
+    partitions_at_limit: usize,
 }
 
 /// Completions and failures per second over the last [`RATE_MINUTES`] whole minutes.
@@ -81,15 +98,18 @@ fn describe() {
         "taskq_queue_failed_per_second",
         "Messages that ended failed per second, over the last five whole minutes"
     );
+    describe_gauge!(
+        "taskq_queue_busy_partitions",
+        "Partitions (tenants) with ready or running messages"
+    );
+    describe_gauge!(
+        "taskq_queue_partitions_at_limit",
+        "Partitions running as many messages as their limit allows"
+    );
 }
 
-fn record(
-    queue: &str,
-    stats: &QueueStats,
-    now: chrono::DateTime<chrono::Utc>,
-    completed: f64,
-    failed: f64,
-) {
+fn record(queue: &str, signals: &QueueSignals, now: chrono::DateTime<chrono::Utc>) {
+    let stats = &signals.stats;
     let labels = [("queue", queue.to_owned())];
     gauge!("taskq_queue_pending", &labels).set(stats.pending as f64);
     gauge!("taskq_queue_scheduled", &labels).set(stats.scheduled as f64);
@@ -99,8 +119,10 @@ fn record(
         (now - at).num_milliseconds().max(0) as f64 / 1000.0
     });
     gauge!("taskq_queue_oldest_pending_age_seconds", &labels).set(age);
-    gauge!("taskq_queue_completed_per_second", &labels).set(completed);
-    gauge!("taskq_queue_failed_per_second", &labels).set(failed);
+    gauge!("taskq_queue_completed_per_second", &labels).set(signals.completed);
+    gauge!("taskq_queue_failed_per_second", &labels).set(signals.failed);
+    gauge!("taskq_queue_busy_partitions", &labels).set(signals.busy_partitions as f64);
+    gauge!("taskq_queue_partitions_at_limit", &labels).set(signals.partitions_at_limit as f64);
 }
 
 /// `GET /metrics` on the dashboard, behind its access rules.

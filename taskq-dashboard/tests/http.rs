@@ -694,3 +694,46 @@ async fn the_metrics_rates_count_the_last_five_whole_minutes() {
         "{text}"
     );
 }
+
+/// A queue shared by tenants: its page lists the busy partitions with pending, running and
+/// limit, and `/metrics` counts them per queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_partitions_show_on_the_queue_page_and_in_metrics() {
+    let server = taskq_testkit::RedisServer::start();
+    let client = taskq::connect(&server.url()).await.unwrap();
+    for (tenant, count) in [("acme", 3), ("globex", 1)] {
+        for _ in 0..count {
+            client
+                .enqueue_by_name("dash.report", &serde_json::json!({}))
+                .queue("shared")
+                .partition(tenant)
+                .partition_concurrency(1)
+                .await
+                .unwrap();
+        }
+    }
+    let worker = taskq_core::WorkerId::generate();
+    let fetched = client
+        .broker()
+        .fetch(&worker, &["shared".into()], 10, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(fetched.len(), 2, "one of each tenant: their limit is 1");
+    let (address, _server) = serve(Dashboard::new(client.clone())).await;
+    let (status, page) = get(address, "/queues/shared").await;
+    assert_eq!(status, 200);
+    let section = &page[page.find("Busy partitions").expect("a partitions section")..];
+    let acme = section.find("<code>acme</code>").expect("acme listed");
+    let globex = section.find("<code>globex</code>").expect("globex listed");
+    assert!(acme < globex, "most pending first: {section}");
+    assert!(section.contains("at limit"), "{section}");
+    let (_, metrics) = get(address, "/metrics").await;
+    assert!(
+        metrics.contains("taskq_queue_busy_partitions{queue=\"shared\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("taskq_queue_partitions_at_limit{queue=\"shared\"} 2"),
+        "{metrics}"
+    );
+}

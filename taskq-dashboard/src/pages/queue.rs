@@ -1,5 +1,5 @@
-//! `/queues/{queue}`: one queue's counts, the messages its workers hold, and its ready
-//! messages, paged; purge.
+//! `/queues/{queue}`: one queue's counts, its busy partitions, the messages its workers hold,
+//! and its ready messages, paged; purge.
 
 use axum::{
     extract::{Path, Query, State},
@@ -43,6 +43,10 @@ pub(crate) async fn page(
     } else {
         Vec::new()
     };
+    let partitions = inspector
+        .partitions(&queue, PER_PAGE)
+        .await
+        .map_err(layout::broker_error)?;
     let q = layout::url_part(&queue);
     let body = html! {
         section.cards {
@@ -53,6 +57,23 @@ pub(crate) async fn page(
         }
         (layout::action(&state, &format!("/queues/{q}/purge"), "Purge pending and scheduled messages",
             Some("Delete every pending and scheduled message of this queue?")))
+        @if !partitions.is_empty() {
+            h2 { "Busy partitions, most pending first" }
+            table #partitions {
+                thead { tr { th { "Partition" } th.num { "Pending" } th.num { "Running" } th.num { "Limit" } th { "" } } }
+                tbody {
+                    @for partition in &partitions {
+                        tr {
+                            td { code { (partition.key) } }
+                            td.num { (partition.pending) }
+                            td.num { (partition.running) }
+                            td.num { @if let Some(limit) = partition.limit { (limit) } @else { "-" } }
+                            td { @if partition.at_limit() { "at limit" } }
+                        }
+                    }
+                }
+            }
+        }
         @if !held.is_empty() {
             h2 { "Held by workers: running or about to run" }
             table #held {
