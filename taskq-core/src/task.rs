@@ -89,6 +89,7 @@ pub struct TaskOptions {
     arguments: Option<ArgumentShape>,
     partition_field: Option<Cow<'static, str>>,
     partition_concurrency: Option<u32>,
+    partition_rate_limit: Option<RateLimit>,
 }
 
 impl TaskOptions {
@@ -109,6 +110,7 @@ impl TaskOptions {
             rate_limit: None,
             partition_field: None,
             partition_concurrency: None,
+            partition_rate_limit: None,
         }
     }
 
@@ -284,6 +286,25 @@ impl TaskOptions {
     /// The per-partition running limit, if any.
     pub fn partition_concurrency(&self) -> Option<u32> {
         self.partition_concurrency
+    }
+
+    /// At most `limit` starts per period of each partition's invocations across all workers
+    /// (a GCRA keyed by the partition, like [`TaskOptions::with_rate_limit`]); invocations
+    /// without a partition are not limited by it.
+    ///
+    /// ```
+    /// let options = taskq_core::TaskOptions::new().with_partition_rate_limit("10/s".parse().unwrap());
+    /// assert!(options.partition_rate_limit().is_some());
+    /// ```
+    #[must_use]
+    pub fn with_partition_rate_limit(mut self, limit: RateLimit) -> Self {
+        self.partition_rate_limit = Some(limit);
+        self
+    }
+
+    /// The per-partition rate limit, if any.
+    pub fn partition_rate_limit(&self) -> Option<RateLimit> {
+        self.partition_rate_limit
     }
 }
 

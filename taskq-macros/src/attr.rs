@@ -5,7 +5,7 @@ use std::time::Duration;
 use syn::{spanned::Spanned, Attribute, Expr, ExprLit, Lit, LitStr, Path};
 
 /// Every key `#[task(...)]` accepts, listed in error messages.
-const KEYS: &str = "name, queue, max_retries, timeout, soft_timeout, priority, expires, ignore_result, at_most_once, unique_for, rate_limit, partition, partition_concurrency, crate";
+const KEYS: &str = "name, queue, max_retries, timeout, soft_timeout, priority, expires, ignore_result, at_most_once, unique_for, rate_limit, partition, partition_concurrency, partition_rate_limit, crate";
 
 /// The highest priority level a task may declare.
 const MAX_PRIORITY: u8 = 9;
@@ -27,6 +27,8 @@ pub(crate) struct TaskAttrs {
     /// The argument field (wire name) holding the partition key.
     pub(crate) partition: Option<LitStr>,
     pub(crate) partition_concurrency: Option<u32>,
+    /// Starts per period of each partition: (count, period).
+    pub(crate) partition_rate_limit: Option<(u32, Duration)>,
     pub(crate) krate: Option<Path>,
 }
 
@@ -49,6 +51,7 @@ impl TaskAttrs {
         let mut rate_limit = None;
         let mut partition = None;
         let mut partition_concurrency = None;
+        let mut partition_rate_limit = None;
         let mut krate = None;
 
         for attr in attrs.iter().filter(|a| a.path().is_ident("task")) {
@@ -67,6 +70,9 @@ impl TaskAttrs {
                     "soft_timeout" => set_once(&mut soft_timeout, duration(&meta)?, &meta),
                     "unique_for" => set_once(&mut unique_for, duration(&meta)?, &meta),
                     "rate_limit" => set_once(&mut rate_limit, rate(&meta)?, &meta),
+                    "partition_rate_limit" => {
+                        set_once(&mut partition_rate_limit, rate(&meta)?, &meta)
+                    }
                     "partition" => set_once(&mut partition, non_empty(string(&meta)?)?, &meta),
                     "partition_concurrency" => {
                         let value = integer::<u32>(&meta)?;
@@ -123,6 +129,7 @@ impl TaskAttrs {
             rate_limit,
             partition,
             partition_concurrency,
+            partition_rate_limit,
             krate,
         })
     }

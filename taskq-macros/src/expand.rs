@@ -97,6 +97,10 @@ pub(crate) fn derive_task(input: &DeriveInput) -> syn::Result<TokenStream> {
     if let Some(limit) = attrs.partition_concurrency {
         setters.push(quote!(.with_partition_concurrency(#limit)));
     }
+    if let Some((count, period)) = attrs.partition_rate_limit {
+        let millis = millis(period);
+        setters.push(quote!(.with_partition_rate_limit(#krate::RateLimit::new(#count, #private::Duration::from_millis(#millis)))));
+    }
 
     if let Some((fields, required)) = crate::shape::argument_shape(input) {
         setters.push(

@@ -78,7 +78,9 @@ impl Registry {
         let mut names: Vec<_> = self
             .tasks
             .iter()
-            .filter(|(_, task)| task.options.rate_limit().is_some())
+            .filter(|(_, task)| {
+                task.options.rate_limit().is_some() || task.options.partition_rate_limit().is_some()
+            })
             .map(|(name, _)| *name)
             .collect();
         names.sort_unstable();

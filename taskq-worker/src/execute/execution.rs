@@ -111,10 +111,21 @@ impl Execution<'_> {
                 .with_error("expired before it could run");
             return self.finish(&task, record, None).await;
         }
-        if let Some(limit) = task.options.rate_limit() {
+        // The task's own limit, then its partition's: each is one GCRA key.
+        let partition_key = self.envelope.partition.as_deref().map(partition_rate_key);
+        let limits = [
+            task.options
+                .rate_limit()
+                .map(|l| (self.envelope.task.as_str(), l)),
+            task.options
+                .partition_rate_limit()
+                .zip(partition_key.as_deref())
+                .map(|(l, key)| (key, l)),
+        ];
+        for (key, limit) in limits.into_iter().flatten() {
             let admitted = executor
                 .rate_limiter
-                .rate_limit(&self.envelope.queue, &self.envelope.task, limit)
+                .rate_limit(&self.envelope.queue, key, limit)
                 .await;
             let wait = match admitted {
                 Ok(None) => None,
@@ -314,4 +325,10 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
 
 fn humanize(duration: Duration) -> String {
     format!("{:?}", duration)
+}
+
+/// The rate limiter's key of a partition: `{partition}` cannot start a task name (names have
+/// no braces), so a partition's limit never shares state with a task's.
+fn partition_rate_key(partition: &str) -> String {
+    format!("{{partition}}{partition}")
 }

@@ -285,6 +285,61 @@ impl Run for Limited {
     }
 }
 
+#[derive(Task, Serialize, Deserialize)]
+#[task(
+    name = "sem.per_tenant",
+    partition = "tenant",
+    partition_rate_limit = "2/s"
+)]
+pub(crate) struct PerTenant {
+    tenant: String,
+}
+
+impl Run for PerTenant {
+    type Output = chrono::DateTime<chrono::Utc>;
+    async fn run(self, _ctx: TaskContext) -> Result<Self::Output, TaskError> {
+        Ok(chrono::Utc::now())
+    }
+}
+
+/// Each partition gets its own 2/s: four starts of one tenant span at least 1.5 s, and two
+/// tenants run side by side (eight starts in far less than the 3.5 s one shared limit takes).
+#[tokio::test(start_paused = true)]
+async fn a_partition_rate_limit_spaces_each_partition_on_its_own() {
+    let client = Client::in_memory();
+    let tenants = ["a", "b"];
+    let handles = client
+        .enqueue_many((0..8).map(|n| PerTenant {
+            tenant: tenants[n % 2].to_owned(),
+        }))
+        .await
+        .unwrap();
+    let worker = start_worker(builder(&client).register::<PerTenant>().concurrency(8));
+    let mut starts: [Vec<chrono::DateTime<chrono::Utc>>; 2] = Default::default();
+    for (n, handle) in handles.iter().enumerate() {
+        handle.wait(Duration::from_secs(60)).await.unwrap();
+        // The record's time follows the broker's clock, which follows tokio's paused time.
+        starts[n % 2].push(handle.info().await.unwrap().unwrap().updated_at);
+    }
+    let mut all = Vec::new();
+    for tenant in &mut starts {
+        tenant.sort();
+        let span = *tenant.last().unwrap() - tenant[0];
+        assert!(
+            span >= chrono::Duration::milliseconds(1_400),
+            "4 starts of one tenant at 2/s took only {span}"
+        );
+        all.extend(tenant.iter().copied());
+    }
+    all.sort();
+    let span = *all.last().unwrap() - all[0];
+    assert!(
+        span < chrono::Duration::milliseconds(2_500),
+        "the tenants waited for each other: {span}"
+    );
+    worker.stop().await.unwrap();
+}
+
 #[tokio::test(start_paused = true)]
 async fn rate_limit_spaces_starts_without_dropping_any() {
     let client = Client::in_memory();
