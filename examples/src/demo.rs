@@ -153,6 +153,53 @@ impl Run for Collect {
     }
 }
 
+/// `demo.tenant {tenant, ms, ledger?, mark_end}`: one tenant's job, in partition `tenant` (the
+/// queue takes turns between tenants). With `ledger`, appends
+/// `<task-id> <worker-id> start <tenant> <unix ms>` as it starts and, with `mark_end`,
+/// `<task-id> <worker-id> end <tenant> <unix ms>` after sleeping `ms`.
+#[derive(Debug, Task, Serialize, Deserialize)]
+#[task(name = "demo.tenant", partition = "tenant")]
+pub struct TenantJob {
+    /// The tenant: the task's partition key.
+    pub tenant: String,
+    /// How long to sleep.
+    pub ms: u64,
+    /// File to append start (and end) records to.
+    #[serde(default)]
+    pub ledger: Option<String>,
+    /// Also record the end of the run.
+    #[serde(default)]
+    pub mark_end: bool,
+}
+
+impl Run for TenantJob {
+    type Output = ();
+
+    async fn run(self, ctx: TaskContext) -> Result<(), TaskError> {
+        let mark = |what: &str| match &self.ledger {
+            Some(ledger) => append_to_ledger(
+                ledger,
+                &ctx,
+                &format!("{what} {} {}", self.tenant, unix_millis()),
+            ),
+            None => Ok(()),
+        };
+        mark("start")?;
+        tokio::time::sleep(Duration::from_millis(self.ms)).await;
+        if self.mark_end {
+            mark("end")?;
+        }
+        Ok(())
+    }
+}
+
+/// Now, in ms since the Unix epoch (the ledger's clock: every process on one host shares it).
+fn unix_millis() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis())
+}
+
 /// Registers every demo task.
 pub fn register(builder: WorkerBuilder) -> WorkerBuilder {
     builder
@@ -162,6 +209,7 @@ pub fn register(builder: WorkerBuilder) -> WorkerBuilder {
         .register::<Panic>()
         .register::<Step>()
         .register::<Collect>()
+        .register::<TenantJob>()
 }
 
 /// Flags of the demo worker.

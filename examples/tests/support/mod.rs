@@ -51,6 +51,11 @@ impl WorkerProcess {
         Self { child }
     }
 
+    /// Its process id (the second part of its worker ids).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub(crate) fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .arg(format!("-{name}"))
