@@ -102,6 +102,16 @@ enum Workload {
     /// A chord of N no-op members and a callback summing their outputs: from the worker's
     /// start to the callback's result (compare with W2b, which drains N tasks with results).
     Chord,
+    /// W2 with the N tasks spread evenly over 1,000 partitions (tenants): the cost of taking
+    /// turns (compare with W2 in the same run).
+    Fair,
+    /// A hot partition's N queued tasks, then, with the worker running, 2 tasks in each of 999
+    /// cold partitions: the cold tasks' enqueue-to-start p50/p99 (table: p50, p99) and the
+    /// drain rate of all of them.
+    FairHot,
+    /// FairHot without partition keys: the cold tasks wait behind the hot backlog (the
+    /// baseline FairHot is judged against).
+    FairHotPlain,
     /// Redis commands per second of an idle worker.
     Idle,
     /// Redis commands per second of an idle worker listening to three queues whose slots fall

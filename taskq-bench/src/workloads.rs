@@ -100,6 +100,9 @@ impl Bench {
             Workload::W1c => self.w1c(&queue).await?,
             Workload::W1bulk => self.w1_bulk(&queue).await?,
             Workload::W2 => self.drain::<QuietNoop>(&queue).await?,
+            Workload::Fair => self.fair(&queue).await?,
+            Workload::FairHot => self.fair_hot(&queue, true).await?,
+            Workload::FairHotPlain => self.fair_hot(&queue, false).await?,
             Workload::W2b => self.drain::<Noop>(&queue).await?,
             Workload::W3 => self.w3(&[queue]).await?,
             Workload::Floor => crate::floor::redis_floor(&self.url, self.round_trips).await?,
@@ -214,14 +217,26 @@ impl Bench {
     /// The typed bulk API routes by the task's own queue; the benchmark needs a fresh queue per
     /// workload, so it builds the envelopes itself.
     async fn fill(&self, queue: &str, task: &str, n: usize) -> Result<(), BoxError> {
+        self.fill_partitioned(queue, task, n, |_| None).await
+    }
+
+    /// [`Self::fill`], the `i`th task in partition `partition(i)`.
+    async fn fill_partitioned(
+        &self,
+        queue: &str,
+        task: &str,
+        n: usize,
+        partition: impl Fn(usize) -> Option<String>,
+    ) -> Result<(), BoxError> {
         let args = serde_json::json!({"n": 1});
         let now = self.client.clock().now();
         let mut sent = 0;
         while sent < n {
             let batch = BULK.min(n - sent);
             let mut messages = Vec::with_capacity(batch);
-            for _ in 0..batch {
+            for i in sent..sent + batch {
                 let mut envelope = taskq_core::Envelope::new(task, &args, queue, now)?;
+                envelope.partition = partition(i);
                 if let Some(keys) = &self.encryption {
                     let sealed = keys.seal(
                         envelope.args.get(),
@@ -245,18 +260,86 @@ impl Bench {
 
     async fn drain<T: taskq_core::Run>(&self, queue: &str) -> Result<Row, BoxError> {
         self.fill(queue, T::NAME, self.n).await?;
+        self.drain_filled(queue).await
+    }
+
+    /// W2 over 1,000 partitions.
+    async fn fair(&self, queue: &str) -> Result<Row, BoxError> {
+        self.fill_partitioned(queue, QuietNoop::NAME, self.n, |i| {
+            Some(format!("tenant-{}", i % 1_000))
+        })
+        .await?;
+        self.drain_filled(queue).await
+    }
+
+    /// FairHot (`partitioned`) or FairHotPlain.
+    async fn fair_hot(&self, queue: &str, partitioned: bool) -> Result<Row, BoxError> {
+        const COLD_PARTITIONS: usize = 999;
+        const PER_COLD: usize = 2;
+        let cold = COLD_PARTITIONS * PER_COLD;
+        self.fill_partitioned(queue, QuietNoop::NAME, self.n, |_| {
+            partitioned.then(|| "hot".to_owned())
+        })
+        .await?;
+        tasks::reset(self.n);
+        tasks::take_starts();
+        let before = self.costs().await?;
+        let (stop, running) = self.start_worker(&[queue])?;
+        for batch in 0..cold / BULK + 1 {
+            let mut messages = Vec::with_capacity(BULK);
+            for i in batch * BULK..((batch + 1) * BULK).min(cold) {
+                let stamp = tasks::Stamp {
+                    sent_us: tasks::now_us(),
+                };
+                let now = self.client.clock().now();
+                let mut envelope =
+                    taskq_core::Envelope::new(tasks::Stamp::NAME, &stamp, queue, now)?;
+                envelope.partition = partitioned.then(|| format!("cold-{}", i % COLD_PARTITIONS));
+                messages.push(taskq_core::OutboundMessage::from_envelope(
+                    &envelope,
+                    self.client.max_payload_bytes(),
+                )?);
+            }
+            if !messages.is_empty() {
+                self.client.broker().enqueue(messages).await?;
+            }
+        }
+        tasks::finished().await;
+        let mut waits = Vec::with_capacity(cold);
+        while waits.len() < cold {
+            waits.extend(tasks::take_starts());
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        self.settled(queue).await?;
+        let mut row = self.row(before, self.n + cold).await?;
+        waits.sort_unstable();
+        let at = |q: f64| waits[((waits.len() - 1) as f64 * q) as usize] as f64 / 1e3;
+        row.p50_ms = Some(at(0.50));
+        row.p99_ms = Some(at(0.99));
+        stop.cancel();
+        running.await??;
+        Ok(row)
+    }
+
+    /// Waits until nothing of `queue` is pending or held (the last acks landed).
+    async fn settled(&self, queue: &str) -> Result<(), BoxError> {
+        loop {
+            let stats = self.client.broker().stats(queue).await?;
+            if stats.pending + stats.processing == 0 {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Times a worker draining the `self.n` tasks already in `queue`.
+    async fn drain_filled(&self, queue: &str) -> Result<Row, BoxError> {
         tasks::reset(self.n);
         let before = self.costs().await?;
         let (stop, running) = self.start_worker(&[queue])?;
         tasks::finished().await;
         // Wait for the last acks too: the drain is done when nothing is held any more.
-        loop {
-            let stats = self.client.broker().stats(queue).await?;
-            if stats.pending + stats.processing == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        self.settled(queue).await?;
         let row = self.row(before, self.n).await?;
         stop.cancel();
         running.await??;

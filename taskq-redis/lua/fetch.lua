@@ -22,10 +22,11 @@
 --              it has sent one: then its lease must still be there
 -- ARGV[4]      number of queues
 -- ARGV[5..]    per queue, its key prefix taskq:{q} (for its partitions' keys)
--- returns      {payloads, levels, queues, lost, partitions}: four arrays of equal length, oldest
---              first within a turn (queues is each message's queue, 1-based in KEYS' order;
---              partitions its partition, '' for none), and 1 when the worker's lease was gone on
---              any queue (a reaper recovered it), in which case nothing moved
+-- returns      {payloads, levels, queues, lost, partitions, slots}: five arrays of equal length,
+--              oldest first within a turn (queues is each message's queue, 1-based in KEYS'
+--              order; partitions its partition, '' for none; slots 1 when it holds a slot of its
+--              partition's limit), and 1 when the worker's lease was gone on any queue (a reaper
+--              recovered it), in which case nothing moved
 --
 -- A queue with ready partitioned messages (lib/partitions.lua) is taken level by level, turn
 -- by turn between its partitions and its unpartitioned messages; one without any, as before.
@@ -34,7 +35,7 @@ local queue_count = tonumber(ARGV[4]) or 1
 local stride = #KEYS / queue_count
 local levels_count = stride - 3
 local max = math.min(tonumber(ARGV[1]) or 0, 1000)
-local payloads, levels, queues, partitions = {}, {}, {}, {}
+local payloads, levels, queues, partitions, slots = {}, {}, {}, {}, {}
 -- A worker holding messages must be known to reapers even before its first heartbeat, and one
 -- whose lease was recovered must not take more: nothing is fetched into a list no reaper sees.
 -- Every queue's lease is settled before anything moves.
@@ -43,7 +44,7 @@ for q = 0, queue_count - 1 do
   if ARGV[3] ~= '0' then
     redis.call('ZADD', workers, 'NX', ARGV[3], ARGV[2])
   elseif not redis.call('ZSCORE', workers, ARGV[2]) then
-    return {{}, {}, {}, 1, {}}
+    return {{}, {}, {}, 1, {}, {}}
   end
 end
 for q = 0, queue_count - 1 do
@@ -56,12 +57,13 @@ for q = 0, queue_count - 1 do
     for i = 1, levels_count do
       if #payloads >= max then break end
       local level = levels_count - i
-      local taken, keys = part_take(prefix, level, KEYS[base + i], max - #payloads)
+      local taken, keys, held = part_take(prefix, level, KEYS[base + i], max - #payloads)
       for j = 1, #taken do
         payloads[#payloads + 1] = taken[j]
         levels[#levels + 1] = level
         queues[#queues + 1] = q + 1
         partitions[#partitions + 1] = keys[j]
+        slots[#slots + 1] = held[j]
       end
       if #taken > 0 then
         redis.call('LPUSH', processing, unpack(taken))
@@ -90,6 +92,7 @@ for q = 0, queue_count - 1 do
         levels[#levels + 1] = level
         queues[#queues + 1] = q + 1
         partitions[#partitions + 1] = ''
+        slots[#slots + 1] = 0
       end
       -- Oldest first, so that the processing list keeps the newest at its head, like LMOVE.
       redis.call('LPUSH', processing, unpack(taken))
@@ -99,4 +102,4 @@ for q = 0, queue_count - 1 do
     redis.call('SADD', holders, ARGV[2])
   end
 end
-return {payloads, levels, queues, 0, partitions}
+return {payloads, levels, queues, 0, partitions, slots}

@@ -8,12 +8,12 @@
 -- ARGV[3]     the queue's key prefix taskq:{q}: within a level, each partition's messages
 --             follow the unpartitioned ones, partitions by key (not the exact order of turns)
 -- returns     the payloads
+--- @include lib/partitions.lua
 local skip = tonumber(ARGV[1])
 local want = tonumber(ARGV[2])
 local page = {}
 local prefix = ARGV[3]
-local partitions = redis.call('HKEYS', prefix .. ':part-ready')
-table.sort(partitions)
+local partitions = part_known(prefix)
 local lists = {}
 for i, key in ipairs(KEYS) do
   lists[#lists + 1] = key

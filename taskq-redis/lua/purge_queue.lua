@@ -7,6 +7,7 @@
 -- KEYS[#KEYS]       taskq:{q}:scheduled
 -- ARGV[1]           the queue's key prefix taskq:{q} (for its partitions' keys)
 -- returns           how many messages were removed
+--- @include lib/partitions.lua
 local removed = redis.call('ZCARD', KEYS[#KEYS])
 for i = 1, #KEYS - 1 do
   removed = removed + redis.call('LLEN', KEYS[i])
@@ -15,7 +16,7 @@ redis.call('DEL', unpack(KEYS))
 -- Ready partitioned messages, named through the partitions that have some. Running counts and
 -- limits stay: those messages are still held, and their settles release them.
 local prefix = ARGV[1]
-for _, key in ipairs(redis.call('HKEYS', prefix .. ':part-ready')) do
+for _, key in ipairs(part_known(prefix)) do
   for level = 0, #KEYS - 2 do
     local list = prefix .. ':part:' .. level .. ':' .. key
     removed = removed + redis.call('LLEN', list)

@@ -81,7 +81,10 @@ for _, payload in ipairs(held) do
     end
     requeued = requeued + 1
   end
-  if type(message.partition) == 'string' and message.partition ~= '' then
+  -- A message holds a slot when its partition has a limit; each carries it (recovery cannot
+  -- ask the fetch that took it).
+  if type(message.partition) == 'string' and message.partition ~= ''
+      and tonumber(message.partition_limit) then
     local key = message.partition
     if not released[key] then order[#order + 1] = key end
     released[key] = (released[key] or 0) + 1

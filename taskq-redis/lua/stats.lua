@@ -9,7 +9,7 @@
 -- KEYS[L+5]    taskq:{q}:holders (workers with a processing list, leased or not)
 -- ARGV[1]      the queue's processing key prefix, `taskq:{q}:processing:`
 -- ARGV[2]      the queue's key prefix taskq:{q} (ready partitioned messages count as pending;
---              the oldest of the first 1,000 partitions count for the oldest entry)
+--              the oldest of the first 1,000 partitions, by key, count for the oldest entry)
 -- returns      {pending, scheduled, processing, dead, {oldest payload of each non-empty level},
 --              dead letters dropped}
 --
@@ -17,6 +17,7 @@
 -- up front; the script builds their names from ARGV[1], which carries the same hash tag as
 -- every KEYS entry, and only reads them. That keeps it in one slot on a cluster (the same
 -- pattern asynq uses for per-task keys).
+--- @include lib/partitions.lua
 local levels_count = #KEYS - 5
 local pending, oldest = 0, {}
 for level = 1, levels_count do
@@ -28,7 +29,7 @@ for level = 1, levels_count do
 end
 local prefix = ARGV[2]
 pending = pending + math.max(0, tonumber(redis.call('GET', prefix .. ':part-total') or '0'))
-for i, partition in ipairs(redis.call('HKEYS', prefix .. ':part-ready')) do
+for i, partition in ipairs(part_known(prefix)) do
   if i > 1000 then break end
   for level = 0, levels_count - 1 do
     local first = redis.call('LINDEX', prefix .. ':part:' .. level .. ':' .. partition, -1)

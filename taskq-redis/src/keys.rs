@@ -27,19 +27,10 @@ impl QueueKeys {
         &self.prefix
     }
 
-    /// Partition -> its ready messages (HASH; `lua/lib/partitions.lua` keeps it).
+    /// Partition with a limit -> its ready messages (HASH; `lua/lib/partitions.lua` keeps it
+    /// and the queue's other partition keys).
     pub(crate) fn partitions_ready(&self) -> String {
         format!("{}:part-ready", self.prefix)
-    }
-
-    /// Partition -> its messages held by workers (HASH).
-    pub(crate) fn partitions_running(&self) -> String {
-        format!("{}:part-running", self.prefix)
-    }
-
-    /// Partition -> its running limit (HASH).
-    pub(crate) fn partition_limits(&self) -> String {
-        format!("{}:part-limit", self.prefix)
     }
 
     /// Ready messages of one priority level (LIST; producers push left, consumers take right).

@@ -74,6 +74,7 @@ script!(SETTLE_SCHEDULED, "settle_scheduled.lua");
 script!(QUEUE_IDLE, "queue_idle.lua");
 script!(REGISTER_QUEUES, "register_queues.lua");
 script!(FORGET_QUEUE, "forget_queue.lua");
+script!(PARTITIONS, "partitions.lua");
 
 /// `lua/heartbeat.lua`, sent whole with `EVAL` inside a pipeline (one round trip for all of a
 /// worker's queues, whatever the server's script cache holds).

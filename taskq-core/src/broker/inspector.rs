@@ -163,7 +163,7 @@ pub struct PartitionStats {
     pub key: String,
     /// Ready messages of the partition (not scheduled ones).
     pub pending: usize,
-    /// Messages of the partition held by workers.
+    /// Messages of the partition held by workers, counted while it has a limit (its slots).
     pub running: usize,
     /// Its running limit, if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -7,24 +7,39 @@
 --                               and goes back to the left. The member '' is the queue's
 --                               unpartitioned messages, which take one turn like a partition.
 --   :ringed              HASH   '<level>:<key>' -> 1 for every ring member (membership test)
---   :part-ready          HASH   key -> ready messages of the partition, all levels
---   :part-running        HASH   key -> messages of the partition held by workers
+--   :part-ready          HASH   key -> ready messages of a partition with a limit, all levels
+--                               (a partition at its limit is in no ring: this finds it)
+--   :part-running        HASH   key -> messages of a partition with a limit held by workers
 --   :part-limit          HASH   key -> most of the partition held at once
 --   :part-total          STRING ready partitioned messages of the queue
 -- Scripts name these keys from the prefix: partition keys are data, so no caller could list them
 -- in KEYS. They share the queue's hash tag, so on a cluster they live in the script's slot.
+-- Every partition with ready messages is in `ringed` (at each level where it has some) or, when
+-- it has a limit, in `part-ready`: operators' scripts find them there. Partitions without a
+-- limit cost no count per message.
 
 local function part_list(prefix, level, key)
   return prefix .. ':part:' .. level .. ':' .. key
 end
 
--- True when partition `key` holds as many messages as its limit allows.
-local function part_at_limit(prefix, key)
-  local limit = redis.call('HGET', prefix .. ':part-limit', key)
-  if not limit then
-    return false
+-- Every partition that may have ready messages, sorted: `ringed` names each at the levels
+-- where it has some, `part-ready` those with a limit (found there also while at their limit).
+local function part_known(prefix)
+  local seen, keys = {}, {}
+  local function add(key)
+    if key and key ~= '' and not seen[key] then
+      seen[key] = true
+      keys[#keys + 1] = key
+    end
   end
-  return tonumber(redis.call('HGET', prefix .. ':part-running', key) or '0') >= tonumber(limit)
+  for _, field in ipairs(redis.call('HKEYS', prefix .. ':ringed')) do
+    add(string.match(field, '^%d+:(.*)$'))
+  end
+  for _, key in ipairs(redis.call('HKEYS', prefix .. ':part-ready')) do
+    add(key)
+  end
+  table.sort(keys)
+  return keys
 end
 
 -- Puts `member` ('' for the unpartitioned messages) in `level`'s ring unless it is there.
@@ -54,9 +69,13 @@ local function part_push(prefix, level, key, limit, payloads, first, last, front
     end
   end
   local count = last - first + 1
-  redis.call('HINCRBY', prefix .. ':part-ready', key, count)
   redis.call('INCRBY', prefix .. ':part-total', count)
-  if not part_at_limit(prefix, key) then
+  local limit_now = redis.call('HGET', prefix .. ':part-limit', key)
+  if limit_now then
+    redis.call('HINCRBY', prefix .. ':part-ready', key, count)
+  end
+  if not limit_now
+      or tonumber(redis.call('HGET', prefix .. ':part-running', key) or '0') < tonumber(limit_now) then
     part_ring(prefix, level, key)
   end
 end
@@ -100,61 +119,98 @@ end
 
 -- Takes up to `max` messages at `level`, turn by turn: each turn (a partition, or '' for the
 -- unpartitioned list `plain`) gives an equal share of what is left of the batch, at least one,
--- within its partition's room. Returns the payloads (oldest first within a turn) and the
--- partition of each ('' for unpartitioned).
+-- within its partition's room. Returns the payloads (oldest first within a turn), the partition
+-- of each ('' for unpartitioned), and for each 1 when it holds one of its partition's slots
+-- (the partition has a limit; only those are counted, and only those are released).
 local function part_take(prefix, level, plain, max)
   local ring = prefix .. ':ring:' .. level
   local ringed = prefix .. ':ringed'
   local running_key = prefix .. ':part-running'
   local ready_key = prefix .. ':part-ready'
-  local payloads, partitions = {}, {}
+  local payloads, partitions, slots = {}, {}, {}
   if redis.call('LLEN', plain) > 0 then
     part_ring(prefix, level, '')
   end
   local taken_partitioned = 0
+  -- A queue none of whose partitions has a limit needs no limit lookups.
+  local limits = redis.call('HLEN', prefix .. ':part-limit') > 0
   while #payloads < max do
     local turns = redis.call('LLEN', ring)
     if turns == 0 then break end
     local share = math.max(1, math.floor((max - #payloads) / turns))
-    for _ = 1, turns do
+    -- The next turns, read and cut from the right end in two calls (not one rotation per
+    -- turn); those that keep their turn go back to the left end below, in the order served.
+    local visits = math.min(turns, max - #payloads)
+    local visiting = redis.call('LRANGE', ring, -visits, -1)
+    redis.call('LTRIM', ring, 0, -visits - 1)
+    local rotated = {}
+    local next_visit = #visiting
+    while next_visit >= 1 do
       if #payloads >= max then break end
-      local key = redis.call('LINDEX', ring, -1)
+      local key = visiting[next_visit]
+      next_visit = next_visit - 1
       -- `room`: what the partition's limit still allows (nil: no limit).
       local list, room = plain, nil
       if key ~= '' then
         list = part_list(prefix, level, key)
-        local limit = redis.call('HGET', prefix .. ':part-limit', key)
+        local limit = limits and redis.call('HGET', prefix .. ':part-limit', key)
         if limit then
           room = tonumber(limit) - tonumber(redis.call('HGET', running_key, key) or '0')
         end
       end
       local want = math.min(share, max - #payloads, room or share)
-      local taken = want > 0 and redis.call('RPOP', list, want)
-      if taken then
+      local taken = false
+      if want == 1 then
+        -- Without a count RPOP answers one string, several times cheaper than an array of one.
+        local one = redis.call('RPOP', list)
+        taken = one and {one}
+      elseif want > 1 then
+        taken = redis.call('RPOP', list, want)
+      end
+      -- Whether the list is empty now, as far as known without asking: the pop came up short,
+      -- or took the partition's last ready message. A list emptied otherwise (its partition
+      -- has messages at other levels) keeps its turn until the next visit finds it empty: one
+      -- wasted visit, instead of a question on every visit.
+      local emptied = false
+      if not taken then
+        emptied = true
+      else
+        local slot = room and 1 or 0
         for _, payload in ipairs(taken) do
           payloads[#payloads + 1] = payload
           partitions[#partitions + 1] = key
+          slots[#slots + 1] = slot
         end
+        if #taken < want then emptied = true end
         if key ~= '' then
-          redis.call('HINCRBY', running_key, key, #taken)
-          if redis.call('HINCRBY', ready_key, key, -#taken) <= 0 then
-            redis.call('HDEL', ready_key, key)
+          if room then
+            redis.call('HINCRBY', running_key, key, #taken)
+            room = room - #taken
+            if redis.call('HINCRBY', ready_key, key, -#taken) <= 0 then
+              redis.call('HDEL', ready_key, key)
+              emptied = true
+            end
           end
           taken_partitioned = taken_partitioned + #taken
-          if room then room = room - #taken end
         end
       end
-      if (room and room <= 0) or redis.call('EXISTS', list) == 0 then
+      if emptied or (room ~= nil and room <= 0) then
         -- At its limit or out of messages here: out of the ring until that changes.
-        redis.call('RPOP', ring)
         redis.call('HDEL', ringed, level .. ':' .. key)
       else
-        redis.call('LMOVE', ring, ring, 'RIGHT', 'LEFT')
+        rotated[#rotated + 1] = key
       end
+    end
+    if next_visit >= 1 then
+      -- The batch filled first: the turns not visited go back to the right end, in order.
+      redis.call('RPUSH', ring, unpack(visiting, 1, next_visit))
+    end
+    if #rotated > 0 then
+      redis.call('LPUSH', ring, unpack(rotated))
     end
   end
   if taken_partitioned > 0 then
     redis.call('DECRBY', prefix .. ':part-total', taken_partitioned)
   end
-  return payloads, partitions
+  return payloads, partitions, slots
 end

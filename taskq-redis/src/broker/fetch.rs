@@ -50,12 +50,15 @@ impl RedisBroker {
                     Some(count) if *count > 0 => *count -= 1,
                     _ => {
                         let fields = PayloadFields::read(&payload);
+                        // Its fetch's reply is lost: a message holds a slot when it carries
+                        // its partition's limit (as recovery judges it).
+                        let slot = fields.partition.is_some() && fields.partition_limit.is_some();
                         adopted.push(
                             Delivery::new(
                                 queue_name.clone(),
                                 fields.priority,
                                 Arc::from(payload),
-                                Receipt::default(),
+                                slot_receipt(slot),
                             )
                             .with_partition(fields.partition.map(Arc::from)),
                         );
@@ -277,15 +280,15 @@ impl RedisBroker {
     }
 }
 
-/// `fetch.lua`'s reply: payloads, their levels and their queues (1-based), the lost flag, and
-/// each payload's partition ('' for none).
-type Fetched = (Vec<String>, Vec<u8>, Vec<usize>, i64, Vec<String>);
+/// `fetch.lua`'s reply: payloads, their levels and their queues (1-based), the lost flag, each
+/// payload's partition ('' for none), and whether it holds a slot of its partition's limit.
+type Fetched = (Vec<String>, Vec<u8>, Vec<usize>, i64, Vec<String>, Vec<u8>);
 
 /// The deliveries in `fetch.lua`'s reply for `queues`.
 fn fetched_deliveries(
     worker: &WorkerId,
     queues: &[String],
-    (payloads, levels, from, lost, partitions): Fetched,
+    (payloads, levels, from, lost, partitions, slots): Fetched,
 ) -> Result<Vec<Delivery>> {
     if lost == 1 {
         return Err(Error::LeaseLost {
@@ -298,7 +301,8 @@ fn fetched_deliveries(
         .zip(levels)
         .zip(from)
         .zip(partitions)
-        .map(|(((payload, level), queue), partition)| {
+        .zip(slots)
+        .map(|((((payload, level), queue), partition), slot)| {
             let queue = names
                 .get(queue.wrapping_sub(1))
                 .ok_or_else(|| Error::Broker {
@@ -307,10 +311,27 @@ fn fetched_deliveries(
                     source: format!("fetch.lua named queue {queue} of {}", names.len()).into(),
                 })?;
             let partition = (!partition.is_empty()).then(|| Arc::from(partition));
-            Ok(
-                Delivery::new(queue.clone(), level, Arc::from(payload), Receipt::default())
-                    .with_partition(partition),
+            Ok(Delivery::new(
+                queue.clone(),
+                level,
+                Arc::from(payload),
+                slot_receipt(slot == 1),
             )
+            .with_partition(partition))
         })
         .collect()
+}
+
+/// A Redis delivery's receipt: 1 when it holds a slot of its partition's limit, which its
+/// settle must release (see [`held_slot`]); 0 otherwise.
+fn slot_receipt(holds_slot: bool) -> Receipt {
+    Receipt::new(u64::from(holds_slot))
+}
+
+/// The partition whose slot `delivery` holds, for the settle scripts ('' for none).
+pub(super) fn held_slot(delivery: &Delivery) -> &str {
+    match delivery.receipt().raw() {
+        1 => delivery.partition().unwrap_or_default(),
+        _ => "",
+    }
 }

@@ -64,29 +64,36 @@ impl Inspector for RedisBroker {
     }
 
     async fn partitions(&self, queue: &str, limit: usize) -> Result<Vec<PartitionStats>> {
+        /// Partitions looked at per call: the busiest are ranked among these.
+        const MOST_SCANNED: usize = 10_000;
         let keys = QueueKeys::new(queue);
-        type Counts = std::collections::HashMap<String, usize>;
-        let (ready, running, limits): (Counts, Counts, std::collections::HashMap<String, u32>) =
-            redis::pipe()
-                .hgetall(keys.partitions_ready())
-                .hgetall(keys.partitions_running())
-                .hgetall(keys.partition_limits())
-                .query_async(&mut self.conn())
-                .await
-                .map_err(redis_error)?;
-        let mut busy: Vec<PartitionStats> = ready
-            .iter()
-            .map(|(key, pending)| {
-                let held = running.get(key).copied().unwrap_or(0);
-                PartitionStats::new(key, *pending, held, limits.get(key).copied())
+        let flat: Vec<redis::Value> = scripts::invoke_read_only(
+            &mut self.conn(),
+            &scripts::PARTITIONS,
+            &[keys.partitions_ready()],
+            &[
+                keys.prefix().to_owned(),
+                taskq_core::Priority::LEVELS.to_string(),
+                MOST_SCANNED.to_string(),
+            ],
+        )
+        .await
+        .map_err(redis_error)?;
+        let busy = flat
+            .chunks_exact(4)
+            .filter_map(|row| {
+                let key: String = redis::from_redis_value(row[0].clone()).ok()?;
+                let pending: usize = redis::from_redis_value(row[1].clone()).ok()?;
+                let running: usize = redis::from_redis_value(row[2].clone()).ok()?;
+                let limit: i64 = redis::from_redis_value(row[3].clone()).ok()?;
+                Some(PartitionStats::new(
+                    key,
+                    pending,
+                    running,
+                    u32::try_from(limit).ok(),
+                ))
             })
             .collect();
-        busy.extend(
-            running
-                .iter()
-                .filter(|(key, _)| !ready.contains_key(*key))
-                .map(|(key, held)| PartitionStats::new(key, 0, *held, limits.get(key).copied())),
-        );
         Ok(rank_partitions(busy, limit))
     }
 

@@ -197,7 +197,7 @@ impl Transport for RedisBroker {
                 invocation
                     .arg(delivery.payload())
                     .arg(delivery.id().map(|id| id.to_string()).unwrap_or_default())
-                    .arg(delivery.partition().unwrap_or_default());
+                    .arg(super::fetch::held_slot(delivery));
             }
             let count: usize = invocation
                 .invoke_async(&mut self.conn())
@@ -233,7 +233,7 @@ impl Transport for RedisBroker {
             .arg(millis(now))
             .arg(level)
             .arg(keys.prefix())
-            .arg(delivery.partition().unwrap_or_default())
+            .arg(super::fetch::held_slot(delivery))
             .arg(next.partition.as_deref().unwrap_or_default())
             .arg(
                 next.partition_limit
@@ -262,7 +262,8 @@ impl Transport for RedisBroker {
                 invocation
                     .arg(delivery.priority().min(9))
                     .arg(delivery.payload())
-                    .arg(delivery.partition().unwrap_or_default());
+                    .arg(delivery.partition().unwrap_or_default())
+                    .arg(u8::from(!super::fetch::held_slot(delivery).is_empty()));
             }
             let count: usize = invocation
                 .invoke_async(&mut self.conn())
@@ -309,7 +310,7 @@ impl Transport for RedisBroker {
             .arg(HISTORY_KEPT_MS)
             .arg(self.shared.config.max_dead_letter_bytes())
             .arg(keys.prefix())
-            .arg(delivery.partition().unwrap_or_default())
+            .arg(super::fetch::held_slot(delivery))
             .invoke_async(&mut self.conn())
             .await
             .map_err(redis_error)?;

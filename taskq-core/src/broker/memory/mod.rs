@@ -158,6 +158,8 @@ struct Message {
     payload: Arc<str>,
     partition: Option<Arc<str>>,
     partition_limit: Option<u32>,
+    /// Taken while its partition had a limit: it holds one of its slots until settled.
+    holds_slot: bool,
 }
 
 impl Message {
@@ -171,6 +173,7 @@ impl Message {
             payload: Arc::from(payload),
             partition: fields.partition.map(Arc::from),
             partition_limit: fields.partition_limit,
+            holds_slot: false,
         }
     }
 }
@@ -309,6 +312,7 @@ impl State {
             payload: Arc::from(out.payload),
             partition: out.partition,
             partition_limit: out.partition_limit,
+            holds_slot: false,
         };
         match out.eta {
             Some(eta) if eta > now => {

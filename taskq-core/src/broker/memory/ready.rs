@@ -29,7 +29,8 @@ pub(super) struct Ready {
     len: usize,
 }
 
-/// One partition's ready messages, the messages of it workers hold, and its limit.
+/// One partition's ready messages, how many of its slots workers hold, and its limit (slots
+/// are counted only while it has one, as on Redis).
 #[derive(Debug, Default)]
 struct Partition {
     levels: [VecDeque<Message>; LEVELS],
@@ -124,19 +125,25 @@ impl Ready {
             self.ringed.remove(&(level, key));
             return None;
         };
-        let message = if partition.at_limit() {
+        let mut message = if partition.at_limit() {
             None
         } else {
             partition.levels[level].pop_front()
         };
-        if message.is_some() {
+        if let Some(message) = &mut message {
             partition.ready -= 1;
-            partition.running += 1;
+            message.holds_slot = partition.limit.is_some();
+            if message.holds_slot {
+                partition.running += 1;
+            }
         }
         if partition.at_limit() || partition.levels[level].is_empty() {
-            self.ringed.remove(&(level, key));
+            self.ringed.remove(&(level, key.clone()));
         } else {
-            ring.push_back(Some(key));
+            ring.push_back(Some(key.clone()));
+        }
+        if partition.ready == 0 && partition.running == 0 {
+            self.partitions.remove(&key);
         }
         message
     }
@@ -145,7 +152,7 @@ impl Ready {
     /// dead-lettered, recovered): its slot frees, and a partition that was at its limit takes
     /// its turns again.
     pub(super) fn release(&mut self, message: &Message) {
-        let Some(key) = &message.partition else {
+        let Some(key) = message.partition.as_ref().filter(|_| message.holds_slot) else {
             return;
         };
         let Some(partition) = self.partitions.get_mut(key) else {
