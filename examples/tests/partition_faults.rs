@@ -41,6 +41,27 @@ fn marks(ledger: &Path) -> Vec<Mark> {
         .collect()
 }
 
+/// Waits until worker process `pid` is in the middle of a run (its start is in the ledger, its
+/// end is not), so that signalling it now interrupts one.
+async fn wait_for_a_run_on(ledger: &Path, pid: u32) {
+    let pid = format!(":{pid}:");
+    wait_until(
+        "a run in progress on the worker",
+        Duration::from_secs(20),
+        async || {
+            let marks = marks(ledger);
+            marks.iter().any(|(id, worker, what, ..)| {
+                what == "start"
+                    && worker.contains(&pid)
+                    && !marks
+                        .iter()
+                        .any(|m| m.0 == *id && m.1 == *worker && m.2 == "end")
+            })
+        },
+    )
+    .await;
+}
+
 fn unix_millis() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -162,7 +183,7 @@ async fn a_partitions_limit_holds_while_workers_are_killed_and_paused() {
     for doc in 0..6 {
         let tenant = format!("doc-{doc}");
         ids.extend(
-            enqueue_jobs(&client, &tenant, 30, 100, Some(LIMIT as u32), &ledger, true).await,
+            enqueue_jobs(&client, &tenant, 40, 200, Some(LIMIT as u32), &ledger, true).await,
         );
     }
     let flags = ["--concurrency", "8", "--max-redeliveries", "100"];
@@ -174,12 +195,13 @@ async fn a_partitions_limit_holds_while_workers_are_killed_and_paused() {
     let mut signalled: HashMap<u32, u128> = HashMap::new();
 
     for round in 0..4 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        wait_for_a_run_on(&ledger, killed.pid()).await;
         killed.signal("KILL");
         signalled.insert(killed.pid(), unix_millis());
         killed.wait_exit(Duration::from_secs(5));
         killed = WorkerProcess::start(&server, &flags);
         if round == 1 {
+            wait_for_a_run_on(&ledger, paused.pid()).await;
             paused.signal("STOP");
             signalled.insert(paused.pid(), unix_millis());
         }
