@@ -15,7 +15,7 @@ struct Suite {
     module: &'static str,
 }
 
-const SUITES: [Suite; 7] = [
+const SUITES: [Suite; 8] = [
     Suite {
         name: "transport",
         file: "src/suite/transport.rs",
@@ -45,6 +45,11 @@ const SUITES: [Suite; 7] = [
         name: "partitions",
         file: "src/suite/partitions.rs",
         module: "suite::partitions",
+    },
+    Suite {
+        name: "keyed",
+        file: "src/suite/keyed.rs",
+        module: "suite::keyed",
     },
     Suite {
         name: "backend",

@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 
 use crate::{
     backend::ResultBackend,
-    broker::{Broker, OutboundMessage},
+    broker::{Broker, KeyedFlow, KeyedOutcome, OutboundMessage},
     clock::Clock,
     encryption::Encryption,
     envelope::{Envelope, DEFAULT_MAX_PAYLOAD_BYTES},
@@ -204,7 +204,14 @@ impl ClientCore {
 
     /// Sends one planned enqueue: guarded by its uniqueness claim if it has one.
     pub(crate) async fn send_planned(&self, planned: Planned) -> Result<Placed> {
-        let Planned { envelope, unique } = planned;
+        let Planned {
+            envelope,
+            unique,
+            flow,
+        } = planned;
+        if let Some(flow) = flow {
+            return self.send_keyed(envelope, &flow).await;
+        }
         let message = self.outbound(&envelope)?;
         if let Some((key, window)) = unique {
             let claimed = self
@@ -221,6 +228,41 @@ impl ClientCore {
         }
         count_enqueued(&envelope.task, &envelope.queue, 1);
         Ok(Placed::Enqueued(envelope.id))
+    }
+
+    /// Sends one debounced or throttled enqueue. Replacing a pending invocation's arguments
+    /// takes that invocation's id, which only the broker knows: it says so
+    /// ([`KeyedOutcome::Resend`]) and the message is sealed and signed again under that id.
+    /// A few rounds at most: each resend either lands or finds the invocation gone (it started).
+    async fn send_keyed(&self, mut envelope: Envelope, flow: &KeyedFlow) -> Result<Placed> {
+        const ROUNDS: usize = 8;
+        let mut expect = None;
+        for _ in 0..ROUNDS {
+            let message = self.outbound(&envelope)?;
+            let outcome = self
+                .waiting_for_room(message, |message| {
+                    self.broker.enqueue_keyed(message, flow, expect)
+                })
+                .await?;
+            match outcome {
+                KeyedOutcome::Written(id) => {
+                    count_enqueued(&envelope.task, &envelope.queue, 1);
+                    return Ok(Placed::Enqueued(id));
+                }
+                KeyedOutcome::Dropped(id) => return Ok(Placed::Duplicate(id)),
+                KeyedOutcome::Resend(id) => {
+                    expect = id;
+                    envelope.id = id.unwrap_or_else(TaskId::new);
+                }
+            }
+        }
+        Err(Error::Invalid {
+            what: "keyed enqueue",
+            reason: format!(
+                "key `{}` changed hands {ROUNDS} times while this call tried to join it",
+                flow.key()
+            ),
+        })
     }
 
     /// `record` with its result opened when it is sealed and the client has the keys (left

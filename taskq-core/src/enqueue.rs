@@ -227,6 +227,68 @@ impl<'a, O> Enqueue<'a, O> {
         self
     }
 
+    /// Debounces on `key` (per queue): one invocation stays pending per key; each call
+    /// replaces its arguments and moves its start to `window` after the call (see
+    /// [`Enqueue::debounce_max_wait`] for a bound). Every call gets the handle of the one
+    /// invocation that will run. Atomic with the enqueue, so racing producers keep one.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() -> taskq_core::Result<()> {
+    /// use std::time::Duration;
+    /// let client = taskq_core::Client::in_memory();
+    /// let mut ids = Vec::new();
+    /// for n in 0..3 {
+    ///     let call = client.enqueue_by_name("search.reindex", &serde_json::json!({ "n": n }));
+    ///     ids.push(call.debounce("doc-7", Duration::from_secs(5)).await?.id());
+    /// }
+    /// assert!(ids.iter().all(|id| *id == ids[0]), "one invocation, the last arguments");
+    /// assert_eq!(client.inspector().stats("default").await?.scheduled, 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn debounce(mut self, key: impl Into<String>, window: Duration) -> Self {
+        self.call.flow = Some(crate::broker::KeyedFlow::Debounce {
+            key: key.into(),
+            window,
+            max_wait: None,
+        });
+        self
+    }
+
+    /// Bounds a debounce: the pending invocation starts no later than `max_wait` after the
+    /// first call of its burst, however many calls follow. Without
+    /// [`Enqueue::debounce`] it does nothing.
+    pub fn debounce_max_wait(mut self, max_wait: Duration) -> Self {
+        if let Some(crate::broker::KeyedFlow::Debounce {
+            max_wait: bound, ..
+        }) = &mut self.call.flow
+        {
+            *bound = Some(max_wait);
+        }
+        self
+    }
+
+    /// Throttles on `key` (per queue): at most one run per `window`; a call inside a window
+    /// is dropped and gets the handle of the window's run. Atomic with the enqueue.
+    pub fn throttle(mut self, key: impl Into<String>, window: Duration) -> Self {
+        self.call.flow = Some(crate::broker::KeyedFlow::Throttle {
+            key: key.into(),
+            window,
+            keep_last: false,
+        });
+        self
+    }
+
+    /// [`Enqueue::throttle`], but the latest call inside a window is kept, to run when the
+    /// window ends (its run then holds the next window); earlier extra calls are replaced.
+    pub fn throttle_keep_last(mut self, key: impl Into<String>, window: Duration) -> Self {
+        self.call.flow = Some(crate::broker::KeyedFlow::Throttle {
+            key: key.into(),
+            window,
+            keep_last: true,
+        });
+        self
+    }
+
     /// Uses `id` instead of a random one, e.g. to know the id before the enqueue returns.
     ///
     /// Not an idempotency key by itself: two enqueues with one id are two invocations (both

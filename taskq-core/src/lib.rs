@@ -72,10 +72,11 @@ pub use backend::{MemoryResultBackend, ResultBackend, DEFAULT_RESULT_TTL};
 pub use beat_store::{BeatEntryStatus, BeatStatus, BeatStore, MemoryBeatStore};
 pub use broker::{
     local_hostname, rank_partitions, Broker, ControlChannel, ControlMessage, ControlStream,
-    DeadLetter, DeadReason, Delivery, HeldMessage, Inspector, LostWorker, Membership, MemoryBroker,
-    MemoryBrokerConfig, MinuteCounts, OutboundMessage, Page, PartitionStats, PayloadFields,
-    QueueStats, RateLimiter, Receipt, RecoveryReport, ScheduledMessage, TaskCatalog,
-    TaskDeclaration, Transport, WorkerId, WorkerInfo, FETCH_LEASE, LOST_WORKERS_KEPT,
+    DeadLetter, DeadReason, Delivery, HeldMessage, Inspector, KeyedFlow, KeyedOutcome, LostWorker,
+    Membership, MemoryBroker, MemoryBrokerConfig, MinuteCounts, OutboundMessage, Page,
+    PartitionStats, PayloadFields, QueueStats, RateLimiter, Receipt, RecoveryReport,
+    ScheduledMessage, TaskCatalog, TaskDeclaration, Transport, WorkerId, WorkerInfo, FETCH_LEASE,
+    LOST_WORKERS_KEPT,
 };
 pub use client::Client;
 pub use redact::redacted_url;

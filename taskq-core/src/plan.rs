@@ -53,6 +53,7 @@ pub(crate) struct CallOptions {
     pub(crate) on_failure: Vec<Signature>,
     pub(crate) partition: Option<String>,
     pub(crate) partition_concurrency: Option<u32>,
+    pub(crate) flow: Option<crate::broker::KeyedFlow>,
 }
 
 /// An envelope ready to send, and the uniqueness claim that must guard its enqueue.
@@ -60,6 +61,8 @@ pub(crate) struct CallOptions {
 pub(crate) struct Planned {
     pub(crate) envelope: Envelope,
     pub(crate) unique: Option<(String, Duration)>,
+    /// Debounce or throttle, decided by the broker with the enqueue.
+    pub(crate) flow: Option<crate::broker::KeyedFlow>,
 }
 
 /// Builds the envelope of one invocation: `declared` is what the task declares (`None` when a
@@ -143,7 +146,27 @@ pub(crate) fn plan(
         }
         (key, window)
     });
-    Ok(Planned { envelope, unique })
+    if let Some(flow) = &call.flow {
+        if unique.is_some() {
+            return Err(Error::Invalid {
+                what: "enqueue",
+                reason: "a debounced or throttled enqueue cannot also be unique: its key already \
+                         keeps one invocation"
+                    .into(),
+            });
+        }
+        if flow.key().is_empty() || flow.window().is_zero() {
+            return Err(Error::Invalid {
+                what: "enqueue",
+                reason: "debounce and throttle need a key and a window longer than zero".into(),
+            });
+        }
+    }
+    Ok(Planned {
+        envelope,
+        unique,
+        flow: call.flow.clone(),
+    })
 }
 
 /// The partition key held by argument `field`: its text, or a number's digits; `None` when

@@ -106,6 +106,12 @@ impl QueueKeys {
         format!("{}:unique:{}", self.prefix, key)
     }
 
+    /// A debounce or throttle key's state (HASH: id, member, first, start, until; expires after
+    /// its window).
+    pub(crate) fn flow(&self, key: &str) -> String {
+        format!("{}:flow:{}", self.prefix, key)
+    }
+
     /// Rate limiter state of one task name: its theoretical arrival time, ms (STRING).
     pub(crate) fn rate(&self, task: &str) -> String {
         format!("{}:rate:{}", self.prefix, task)

@@ -75,6 +75,7 @@ script!(QUEUE_IDLE, "queue_idle.lua");
 script!(REGISTER_QUEUES, "register_queues.lua");
 script!(FORGET_QUEUE, "forget_queue.lua");
 script!(PARTITIONS, "partitions.lua");
+script!(ENQUEUE_KEYED, "enqueue_keyed.lua");
 
 /// `lua/heartbeat.lua`, sent whole with `EVAL` inside a pipeline (one round trip for all of a
 /// worker's queues, whatever the server's script cache holds).

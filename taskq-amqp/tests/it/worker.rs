@@ -124,6 +124,21 @@ async fn producers_are_refused_partition_keys() {
         "{err}"
     );
     assert!(err.to_string().contains("RabbitMQ"), "{err}");
+    let err = client
+        .enqueue(Double { n: 1 })
+        .debounce("doc-1", Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            taskq_core::Error::Unsupported {
+                feature: "debounce and throttle",
+                ..
+            }
+        ),
+        "{err}"
+    );
     let stats = client.inspector().stats("amqp-worker").await.unwrap();
     assert_eq!(stats.pending, 0, "nothing was sent");
 }

@@ -47,8 +47,8 @@ pub use memory::{MemoryBroker, MemoryBrokerConfig};
 pub use rate_limiter::RateLimiter;
 pub use transport::Transport;
 pub use types::{
-    local_hostname, DeadLetter, DeadReason, Delivery, OutboundMessage, PayloadFields, QueueStats,
-    Receipt, RecoveryReport, WorkerId,
+    local_hostname, DeadLetter, DeadReason, Delivery, KeyedFlow, KeyedOutcome, OutboundMessage,
+    PayloadFields, QueueStats, Receipt, RecoveryReport, WorkerId,
 };
 
 use std::time::Duration;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{DeadReason, Delivery, OutboundMessage, WorkerId};
+use super::{DeadReason, Delivery, KeyedFlow, KeyedOutcome, OutboundMessage, WorkerId};
 use crate::{clock::Clock, error::Result, id::TaskId};
 
 /// Moves messages: enqueue, fetch into a worker's hands, settle (ack, retry, requeue,
@@ -82,6 +82,27 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
         Err(crate::Error::Unsupported {
             feature: "partition keys",
             reason: "this broker keeps no per-partition queues; use Redis or the in-memory broker",
+        })
+    }
+
+    /// Enqueues `message` under per-key flow control ([`KeyedFlow`]: debounce or throttle),
+    /// deciding and writing in one atomic step. To replace a pending invocation's arguments
+    /// the message must carry that invocation's id: the first call says which
+    /// ([`KeyedOutcome::Resend`]) and the producer sends again with `expect` set to it.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Unsupported`] where the transport keeps no per-key state (the default).
+    async fn enqueue_keyed(
+        &self,
+        message: OutboundMessage,
+        flow: &KeyedFlow,
+        expect: Option<TaskId>,
+    ) -> Result<KeyedOutcome> {
+        let _ = (message, flow, expect);
+        Err(crate::Error::Unsupported {
+            feature: "debounce and throttle",
+            reason: "this broker keeps no per-key state; use Redis or the in-memory broker",
         })
     }
 

@@ -481,3 +481,68 @@ pub struct RecoveryReport {
     /// can give them a final result (their waiters then end) and end their workflows.
     pub poisoned: Vec<(TaskId, String)>,
 }
+
+/// Per-key flow control of one enqueue ([`Transport::enqueue_keyed`](super::Transport)):
+/// debounce and throttle, each atomic with the enqueue it decides.
+///
+/// ```
+/// use std::time::Duration;
+/// let flow = taskq_core::KeyedFlow::Debounce {
+///     key: "doc-7".into(), window: Duration::from_secs(5), max_wait: None,
+/// };
+/// assert_eq!(flow.key(), "doc-7");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyedFlow {
+    /// One pending invocation per key: each call replaces its arguments and moves its start to
+    /// `window` after the call, but no later than `max_wait` after the first call.
+    Debounce {
+        /// The key (per queue).
+        key: String,
+        /// Quiet time before the invocation runs.
+        window: std::time::Duration,
+        /// Longest delay from the first call of a burst.
+        max_wait: Option<std::time::Duration>,
+    },
+    /// At most one run per `window` per key: a call inside a window is dropped, or with
+    /// `keep_last` the latest such call runs when the window ends (and holds the next one).
+    Throttle {
+        /// The key (per queue).
+        key: String,
+        /// The window.
+        window: std::time::Duration,
+        /// Keep the latest extra call for the window's end instead of dropping it.
+        keep_last: bool,
+    },
+}
+
+impl KeyedFlow {
+    /// The key.
+    pub fn key(&self) -> &str {
+        match self {
+            KeyedFlow::Debounce { key, .. } | KeyedFlow::Throttle { key, .. } => key,
+        }
+    }
+
+    /// The window.
+    pub fn window(&self) -> std::time::Duration {
+        match self {
+            KeyedFlow::Debounce { window, .. } | KeyedFlow::Throttle { window, .. } => *window,
+        }
+    }
+}
+
+/// What a keyed enqueue did ([`KeyedFlow`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyedOutcome {
+    /// The message was written (new, or replacing the arguments of the pending invocation with
+    /// the same id): this id will run.
+    Written(TaskId),
+    /// The message was dropped: the key's window belongs to this id, which runs or ran.
+    Dropped(TaskId),
+    /// Send the message again with this id (the pending invocation whose arguments it is to
+    /// replace), or with a fresh id when `None` (the one expected has left the pending set).
+    Resend(Option<TaskId>),
+}

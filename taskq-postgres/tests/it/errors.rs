@@ -11,7 +11,7 @@ fn one_line(err: &taskq_core::Error) -> String {
     line
 }
 
-/// Partitions are not built for PostgreSQL yet: a partitioned enqueue is refused before it is
+/// Partitions, debounce and throttle are not built for PostgreSQL yet: such an enqueue is refused before it is
 /// written, naming the feature.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_enqueue_is_refused_naming_the_feature() {
@@ -30,6 +30,21 @@ async fn a_partitioned_enqueue_is_refused_naming_the_feature() {
             err,
             taskq_core::Error::Unsupported {
                 feature: "partition keys",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = client
+        .enqueue_by_name("reports.build", &serde_json::json!({}))
+        .throttle("tenant-1", std::time::Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            taskq_core::Error::Unsupported {
+                feature: "debounce and throttle",
                 ..
             }
         ),

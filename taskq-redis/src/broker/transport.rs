@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use taskq_core::{
-    Clock, DeadLetter, DeadReason, Delivery, Error, OutboundMessage, Result, TaskId, Transport,
-    WorkerId,
+    Clock, DeadLetter, DeadReason, Delivery, Error, KeyedFlow, KeyedOutcome, OutboundMessage,
+    Result, TaskId, Transport, WorkerId,
 };
 
 use super::{millis, QueueBatch, RedisBroker};
@@ -155,6 +155,84 @@ impl Transport for RedisBroker {
 
     fn check_partitions(&self) -> Result<()> {
         Ok(())
+    }
+
+    async fn enqueue_keyed(
+        &self,
+        message: OutboundMessage,
+        flow: &KeyedFlow,
+        expect: Option<TaskId>,
+    ) -> Result<KeyedOutcome> {
+        let now = self.now();
+        let keys = QueueKeys::new(&message.queue);
+        let level = message.priority.min(9);
+        let (mode, max_wait) = match flow {
+            KeyedFlow::Debounce { max_wait, .. } => ("debounce", max_wait.map_or(0, ms)),
+            KeyedFlow::Throttle {
+                keep_last: false, ..
+            } => ("throttle", 0),
+            _ => ("throttle-last", 0),
+        };
+        let bound = self.shared.config.max_queue_length();
+        let mut invocation = scripts::ENQUEUE_KEYED.prepare_invoke();
+        invocation
+            .key(keys.flow(flow.key()))
+            .key(keys.scheduled())
+            .key(keys.pending(level))
+            .key(keys.wake());
+        for key in keys.pending_ascending() {
+            invocation.key(key);
+        }
+        let (kind, id): (String, String) = invocation
+            .arg(mode)
+            .arg(&message.payload)
+            .arg(message.id.to_string())
+            .arg(level)
+            .arg(millis(now))
+            .arg(ms(flow.window()).max(1))
+            .arg(max_wait)
+            .arg(expect.map(|id| id.to_string()).unwrap_or_default())
+            .arg(keys.prefix())
+            .arg(message.partition.as_deref().unwrap_or_default())
+            .arg(
+                message
+                    .partition_limit
+                    .map(|l| l.to_string())
+                    .unwrap_or_default(),
+            )
+            .arg(bound.unwrap_or(0))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        let answered = id.clone();
+        let id = || -> Result<TaskId> {
+            id.parse().map_err(|_| Error::Broker {
+                transport: "redis",
+                transient: false,
+                source: format!("enqueue_keyed.lua answered `{kind}` with id `{id}`").into(),
+            })
+        };
+        let outcome = match kind.as_str() {
+            "written" => KeyedOutcome::Written(id()?),
+            "dropped" => KeyedOutcome::Dropped(id()?),
+            "resend" if answered.is_empty() => KeyedOutcome::Resend(None),
+            "resend" => KeyedOutcome::Resend(Some(id()?)),
+            _ => {
+                return Err(Error::QueueFull {
+                    queue: message.queue.clone(),
+                    capacity: bound.unwrap_or(0),
+                })
+            }
+        };
+        if matches!(outcome, KeyedOutcome::Written(_)) {
+            self.conn()
+                .replicate(self.shared.durable.as_ref(), &keys.wake())
+                .await?;
+            if !self.knows_queue(&message.queue) {
+                self.register_queues(&[&message.queue]).await?;
+            }
+        }
+        Ok(outcome)
     }
 
     async fn release_unique(&self, queue: &str, unique_key: &str, id: TaskId) -> Result<()> {
@@ -357,4 +435,9 @@ impl Transport for RedisBroker {
             .durability_warnings(self.shared.config.durable())
             .await
     }
+}
+
+/// A duration in whole milliseconds, the unit of every window in Redis.
+fn ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }

@@ -3,7 +3,8 @@
 //! [`membership_conformance!`](crate::membership_conformance),
 //! [`control_conformance!`](crate::control_conformance),
 //! [`inspector_conformance!`](crate::inspector_conformance),
-//! [`partitions_conformance!`](crate::partitions_conformance) and
+//! [`partitions_conformance!`](crate::partitions_conformance),
+//! [`keyed_conformance!`](crate::keyed_conformance) and
 //! [`catalog_conformance!`](crate::catalog_conformance). Those macros are written by
 //! `build.rs` from the suite files: every `pub async fn` of a suite is a test on every backend
 //! that does not name it in its `skip` list, and its parameter type picks the fixture.
@@ -15,6 +16,7 @@
 pub mod catalog;
 pub mod control;
 pub mod inspector;
+pub mod keyed;
 pub mod membership;
 pub mod partitions;
 pub mod transport;

@@ -18,6 +18,7 @@ mod catalog;
 mod control;
 mod dead_letters;
 mod inspector;
+mod keyed;
 mod membership;
 mod rate_limiter;
 mod ready;
@@ -147,6 +148,8 @@ struct QueueState {
     unique: FastMap<String, (DateTime<Utc>, TaskId)>,
     /// Rate limiter state per task name: theoretical arrival time of the next start.
     rates: FastMap<String, DateTime<Utc>>,
+    /// Debounce and throttle keys.
+    flows: FastMap<String, keyed::FlowState>,
     /// Minute -> (processed, failed), the last [`HISTORY_KEPT_MINUTES`] minutes.
     history: BTreeMap<i64, (u64, u64)>,
 }
@@ -163,6 +166,18 @@ struct Message {
 }
 
 impl Message {
+    /// A message as a producer sent it.
+    fn from_outbound(out: OutboundMessage) -> Self {
+        Self {
+            id: out.id,
+            priority: out.priority,
+            payload: Arc::from(out.payload),
+            partition: out.partition,
+            partition_limit: out.partition_limit,
+            holds_slot: false,
+        }
+    }
+
     /// A message of `payload`, its partition read from the payload (dead letters, which
     /// keep only the payload).
     fn from_payload(id: TaskId, priority: u8, payload: String) -> Self {
@@ -305,16 +320,10 @@ impl State {
     fn place(&mut self, out: OutboundMessage, now: DateTime<Utc>) {
         let seq = self.next_tag;
         self.next_tag += 1;
-        let queue = self.queues.entry(out.queue).or_default();
-        let message = Message {
-            id: out.id,
-            priority: out.priority,
-            payload: Arc::from(out.payload),
-            partition: out.partition,
-            partition_limit: out.partition_limit,
-            holds_slot: false,
-        };
-        match out.eta {
+        let queue = self.queues.entry(out.queue.clone()).or_default();
+        let eta = out.eta;
+        let message = Message::from_outbound(out);
+        match eta {
             Some(eta) if eta > now => {
                 queue.scheduled.insert((eta, seq), message);
             }

@@ -7,7 +7,10 @@ use async_trait::async_trait;
 
 use super::MemoryBroker;
 use crate::{
-    broker::{DeadLetter, DeadReason, Delivery, OutboundMessage, Transport, WorkerId},
+    broker::{
+        DeadLetter, DeadReason, Delivery, KeyedFlow, KeyedOutcome, OutboundMessage, Transport,
+        WorkerId,
+    },
     clock::Clock,
     error::Error,
     error::Result,
@@ -80,6 +83,22 @@ impl Transport for MemoryBroker {
 
     fn check_partitions(&self) -> Result<()> {
         Ok(())
+    }
+
+    async fn enqueue_keyed(
+        &self,
+        message: OutboundMessage,
+        flow: &KeyedFlow,
+        expect: Option<TaskId>,
+    ) -> Result<KeyedOutcome> {
+        let now = self.shared.clock.now();
+        let capacity = self.shared.config.capacity;
+        let outcome = self
+            .lock()
+            .enqueue_keyed(message, flow, expect, now, capacity)?;
+        // Written messages wake fetchers (scheduled ones re-arm their timers).
+        self.shared.ready.notify_waiters();
+        Ok(outcome)
     }
 
     async fn release_unique(&self, queue: &str, unique_key: &str, id: TaskId) -> Result<()> {
