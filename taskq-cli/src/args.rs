@@ -211,6 +211,27 @@ pub struct EnqueueArgs {
     /// At most this many of the partition run at once across all workers.
     #[arg(long, requires = "partition", value_parser = clap::value_parser!(u32).range(1..))]
     pub partition_concurrency: Option<u32>,
+    /// Debounce on this key: one pending invocation per key, each call replacing its
+    /// arguments and starting --window after the last call.
+    #[arg(
+        long,
+        value_name = "KEY",
+        requires = "window",
+        conflicts_with = "throttle"
+    )]
+    pub debounce: Option<String>,
+    /// Throttle on this key: at most one run per --window; calls inside it are dropped.
+    #[arg(long, value_name = "KEY", requires = "window")]
+    pub throttle: Option<String>,
+    /// The debounce or throttle window, e.g. 5s.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub window: Option<Duration>,
+    /// With --debounce: start no later than this after the first call of the burst.
+    #[arg(long, requires = "debounce", value_parser = humantime::parse_duration)]
+    pub max_wait: Option<Duration>,
+    /// With --throttle: keep the latest call inside a window for the window's end.
+    #[arg(long, requires = "throttle")]
+    pub keep_last: bool,
     /// Send even if no worker declared the task or the arguments do not fit its fields.
     #[arg(long)]
     pub force: bool,

@@ -371,6 +371,18 @@ async fn enqueue(client: &Client, args: EnqueueArgs, json: bool) -> Result<Strin
     if let Some(key) = args.partition {
         call = call.partition(key);
     }
+    if let (Some(key), Some(window)) = (args.debounce, args.window) {
+        call = call.debounce(key, window);
+        if let Some(max_wait) = args.max_wait {
+            call = call.debounce_max_wait(max_wait);
+        }
+    } else if let (Some(key), Some(window)) = (args.throttle, args.window) {
+        call = if args.keep_last {
+            call.throttle_keep_last(key, window)
+        } else {
+            call.throttle(key, window)
+        };
+    }
     if let Some(limit) = args.partition_concurrency {
         call = call.partition_concurrency(limit);
     }

@@ -1177,3 +1177,36 @@ async fn partitions_are_enqueued_and_listed() {
         "{said}"
     );
 }
+
+/// `taskq enqueue --debounce KEY --window D` answers the id that will run: the same for every
+/// call of a burst, which leaves one scheduled invocation; `--throttle` drops calls inside its
+/// window, answering the window's id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debounce_and_throttle_answer_the_id_that_runs() {
+    let server = RedisServer::start();
+    let call = |args: &[&str]| {
+        let mut all = vec!["enqueue", "cli.add", "--queue", "keyed", "--force"];
+        all.extend_from_slice(args);
+        stdout(&taskq(&server, &all))
+    };
+    let first = call(&["--debounce", "doc-1", "--window", "1h"]);
+    let second = call(&["--debounce", "doc-1", "--window", "1h", "--max-wait", "2h"]);
+    assert_eq!(first, second);
+    let status = json(&taskq(&server, &["status", "--json"]));
+    let row = status["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == "keyed")
+        .unwrap()
+        .clone();
+    assert_eq!(row["scheduled"], 1, "{row}");
+    let ran = call(&["--throttle", "user-1", "--window", "1h"]);
+    let dropped = call(&["--throttle", "user-1", "--window", "1h"]);
+    assert_eq!(ran, dropped);
+    let refused = taskq(
+        &server,
+        &["enqueue", "cli.add", "--debounce", "k", "--force"],
+    );
+    assert!(!refused.status.success(), "a debounce needs its window");
+}
