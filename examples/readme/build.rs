@@ -5,7 +5,13 @@
 use std::{env, fs, path::Path};
 
 /// The README's Rust blocks in order, by the name of the file each becomes.
-const PROGRAMS: [&str; 4] = ["tour", "redis_worker", "postgres_handler", "workflows"];
+const PROGRAMS: [&str; 5] = [
+    "tour",
+    "redis_worker",
+    "postgres_handler",
+    "partitions",
+    "workflows",
+];
 
 fn main() {
     // The workspace's README, or the copy packaging puts beside the manifest.

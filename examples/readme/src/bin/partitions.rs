@@ -1,0 +1,3 @@
+//! The README's `partitions` program, as written there (see build.rs).
+
+include!(concat!(env!("OUT_DIR"), "/partitions.rs"));
