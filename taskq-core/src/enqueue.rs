@@ -39,7 +39,7 @@ use crate::{
 #[derive(Debug)]
 enum Declared {
     /// The producer links the task's type.
-    Known(TaskOptions),
+    Known(Box<TaskOptions>),
     /// Looked up in the broker's [`TaskCatalog`](crate::TaskCatalog) when sent.
     ByName,
 }
@@ -101,7 +101,7 @@ impl<'a, O> Enqueue<'a, O> {
         args: Result<Box<RawValue>>,
         options: TaskOptions,
     ) -> Self {
-        Self::new(core, name, args, Declared::Known(options))
+        Self::new(core, name, args, Declared::Known(Box::new(options)))
     }
 
     /// An enqueue by name; the declared options are looked up when it is sent.
@@ -211,7 +211,7 @@ impl<'a, O> Enqueue<'a, O> {
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> taskq_core::Result<()> {
     /// let client = taskq_core::Client::in_memory();
     /// client.enqueue_by_name("reports.build", &serde_json::json!({})).partition("tenant-42").await?;
-    /// assert_eq!(client.inspector().partitions("default").await?[0].key, "tenant-42");
+    /// assert_eq!(client.inspector().partitions("default", 10).await?[0].key, "tenant-42");
     /// # Ok(()) }
     /// ```
     pub fn partition(mut self, key: impl Into<String>) -> Self {
@@ -414,7 +414,7 @@ impl<'a, O> Enqueue<'a, O> {
         workflow::resolve_callbacks(core, &mut self.call.on_success).await?;
         workflow::resolve_callbacks(core, &mut self.call.on_failure).await?;
         let declared = match self.declared {
-            Declared::Known(options) => Some(options),
+            Declared::Known(options) => Some(*options),
             Declared::ByName => core.declared_options(&self.name).await?,
         };
         plan(

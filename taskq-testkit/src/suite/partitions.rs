@@ -101,7 +101,7 @@ pub async fn priorities_still_order_partitioned_messages(broker: Shared) {
         .await
         .unwrap();
     let first = broker
-        .fetch(&WorkerId::generate(), &[q.clone()], 1, NO_WAIT)
+        .fetch(&WorkerId::generate(), std::slice::from_ref(&q), 1, NO_WAIT)
         .await
         .unwrap();
     assert_eq!(keys_of(&first), ["high"]);
@@ -295,7 +295,7 @@ pub async fn operators_see_busy_partitions(broker: Shared) {
     broker.enqueue(vec![message(&q, 0)]).await.unwrap();
     let worker = WorkerId::generate();
     let held = broker
-        .fetch(&worker, &[q.clone()], 3, NO_WAIT)
+        .fetch(&worker, std::slice::from_ref(&q), 3, NO_WAIT)
         .await
         .unwrap();
     assert_eq!(held.len(), 3, "a (limit 1), b and the unpartitioned one");
@@ -312,7 +312,7 @@ pub async fn operators_see_busy_partitions(broker: Shared) {
     assert_eq!(broker.purge_queue(&q).await.unwrap(), 4);
     assert!(broker.partitions(&q, 10).await.unwrap().is_empty());
     assert!(broker
-        .fetch(&worker, &[q.clone()], 10, NO_WAIT)
+        .fetch(&worker, std::slice::from_ref(&q), 10, NO_WAIT)
         .await
         .unwrap()
         .is_empty());
