@@ -15,40 +15,18 @@ fn one_line(err: &taskq_core::Error) -> String {
 /// written, naming the feature.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_enqueue_is_refused_naming_the_feature() {
+    use taskq_testkit::suite::assert_unsupported;
     let (broker, ()) = super::support::postgres_broker().await;
     let client = taskq_core::Client::new(
         broker,
         std::sync::Arc::new(taskq_core::MemoryResultBackend::new()),
     );
-    let err = client
-        .enqueue_by_name("reports.build", &serde_json::json!({}))
-        .partition("tenant-1")
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            taskq_core::Error::Unsupported {
-                feature: "partition keys",
-                ..
-            }
-        ),
-        "{err}"
-    );
-    let err = client
-        .enqueue_by_name("reports.build", &serde_json::json!({}))
-        .throttle("tenant-1", std::time::Duration::from_secs(1))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            taskq_core::Error::Unsupported {
-                feature: "debounce and throttle",
-                ..
-            }
-        ),
-        "{err}"
+    let call = || client.enqueue_by_name("reports.build", &serde_json::json!({}));
+    assert_unsupported(call().partition("tenant-1").await, "partition keys");
+    let window = std::time::Duration::from_secs(1);
+    assert_unsupported(
+        call().throttle("tenant-1", window).await,
+        "debounce and throttle",
     );
     assert_eq!(
         client.inspector().stats("default").await.unwrap().pending,

@@ -75,6 +75,15 @@ pub fn ids(deliveries: &[Delivery]) -> Vec<TaskId> {
 
 pub const NO_WAIT: Duration = Duration::from_millis(0);
 
+/// Asserts that `outcome` is the refusal of `feature` (`Error::Unsupported`), which a broker
+/// that cannot do it gives before sending anything.
+pub fn assert_unsupported<T: std::fmt::Debug>(outcome: taskq_core::Result<T>, feature: &str) {
+    match outcome {
+        Err(taskq_core::Error::Unsupported { feature: named, .. }) if named == feature => {}
+        other => panic!("expected the refusal of {feature}, got {other:?}"),
+    }
+}
+
 /// One fetch by a new worker that waits (up to 30 s) for up to `max` messages, in the background.
 pub fn waiting_fetch(
     broker: &Shared,

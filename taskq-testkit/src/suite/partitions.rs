@@ -24,6 +24,20 @@ pub fn partitioned(queue: &str, key: &str, limit: Option<u32>, priority: u8) -> 
     OutboundMessage::from_envelope(&envelope, 1 << 20).unwrap()
 }
 
+/// Enqueues `count` messages of partition `key` (limit `limit`) at level 0 in one call.
+async fn enqueue_partitioned(
+    broker: &Shared,
+    queue: &str,
+    key: &str,
+    limit: Option<u32>,
+    count: usize,
+) {
+    let messages = (0..count)
+        .map(|_| partitioned(queue, key, limit, 0))
+        .collect();
+    broker.enqueue(messages).await.unwrap();
+}
+
 /// The partition of each delivery, as the broker recorded it.
 fn keys_of(deliveries: &[Delivery]) -> Vec<String> {
     deliveries
@@ -52,14 +66,8 @@ async fn drain_in_batches(broker: &Shared, q: &str, batch: usize) -> Vec<String>
 
 pub async fn a_small_partition_does_not_wait_for_a_large_backlog(broker: Shared) {
     let q = queue();
-    broker
-        .enqueue((0..60).map(|_| partitioned(&q, "big", None, 0)).collect())
-        .await
-        .unwrap();
-    broker
-        .enqueue((0..5).map(|_| partitioned(&q, "small", None, 0)).collect())
-        .await
-        .unwrap();
+    enqueue_partitioned(&broker, &q, "big", None, 60).await;
+    enqueue_partitioned(&broker, &q, "small", None, 5).await;
     let order = drain_in_batches(&broker, &q, 4).await;
     assert_eq!(order.len(), 65, "every message is handed out once");
     let last_small = order.iter().rposition(|k| k == "small").unwrap();
@@ -77,10 +85,7 @@ pub async fn unpartitioned_messages_take_one_turn(broker: Shared) {
         .enqueue((0..40).map(|_| message(&q, 0)).collect())
         .await
         .unwrap();
-    broker
-        .enqueue((0..3).map(|_| partitioned(&q, "tenant", None, 0)).collect())
-        .await
-        .unwrap();
+    enqueue_partitioned(&broker, &q, "tenant", None, 3).await;
     let order = drain_in_batches(&broker, &q, 2).await;
     assert_eq!(order.len(), 43);
     let last = order.iter().rposition(|k| k == "tenant").unwrap();
@@ -92,10 +97,7 @@ pub async fn unpartitioned_messages_take_one_turn(broker: Shared) {
 
 pub async fn priorities_still_order_partitioned_messages(broker: Shared) {
     let q = queue();
-    broker
-        .enqueue((0..10).map(|_| partitioned(&q, "low", None, 0)).collect())
-        .await
-        .unwrap();
+    enqueue_partitioned(&broker, &q, "low", None, 10).await;
     broker
         .enqueue(vec![partitioned(&q, "high", None, 9)])
         .await
@@ -110,14 +112,8 @@ pub async fn priorities_still_order_partitioned_messages(broker: Shared) {
 pub async fn a_partition_at_its_limit_is_skipped_until_a_message_ends(broker: Shared) {
     let q = queue();
     let queues = [q.clone()];
-    broker
-        .enqueue((0..5).map(|_| partitioned(&q, "one", Some(1), 0)).collect())
-        .await
-        .unwrap();
-    broker
-        .enqueue((0..5).map(|_| partitioned(&q, "two", Some(2), 0)).collect())
-        .await
-        .unwrap();
+    enqueue_partitioned(&broker, &q, "one", Some(1), 5).await;
+    enqueue_partitioned(&broker, &q, "two", Some(2), 5).await;
     let worker = WorkerId::generate();
     let first = broker.fetch(&worker, &queues, 10, NO_WAIT).await.unwrap();
     let mut keys = keys_of(&first);
@@ -175,14 +171,7 @@ pub async fn a_partition_at_its_limit_is_skipped_until_a_message_ends(broker: Sh
 pub async fn a_lost_workers_slots_come_back_with_its_messages(broker: Shared) {
     let q = queue();
     let queues = [q.clone()];
-    broker
-        .enqueue(
-            (0..3)
-                .map(|_| partitioned(&q, "doc-7", Some(1), 0))
-                .collect(),
-        )
-        .await
-        .unwrap();
+    enqueue_partitioned(&broker, &q, "doc-7", Some(1), 3).await;
     let lost = WorkerId::generate();
     members(&broker)
         .heartbeat(&lost, &queues, Duration::from_millis(200))
@@ -256,10 +245,7 @@ pub async fn a_due_partitioned_message_returns_to_its_partition(broker: Shared) 
 pub async fn a_requeued_dead_letter_returns_to_its_partition(broker: Shared) {
     let q = queue();
     let queues = [q.clone()];
-    broker
-        .enqueue((0..2).map(|_| partitioned(&q, "t", Some(1), 0)).collect())
-        .await
-        .unwrap();
+    enqueue_partitioned(&broker, &q, "t", Some(1), 2).await;
     let worker = WorkerId::generate();
     let first = broker.fetch(&worker, &queues, 5, NO_WAIT).await.unwrap();
     broker
@@ -284,14 +270,8 @@ pub async fn a_requeued_dead_letter_returns_to_its_partition(broker: Shared) {
 
 pub async fn operators_see_busy_partitions(broker: Shared) {
     let q = queue();
-    broker
-        .enqueue((0..4).map(|_| partitioned(&q, "a", Some(1), 0)).collect())
-        .await
-        .unwrap();
-    broker
-        .enqueue((0..2).map(|_| partitioned(&q, "b", None, 0)).collect())
-        .await
-        .unwrap();
+    enqueue_partitioned(&broker, &q, "a", Some(1), 4).await;
+    enqueue_partitioned(&broker, &q, "b", None, 2).await;
     broker.enqueue(vec![message(&q, 0)]).await.unwrap();
     let worker = WorkerId::generate();
     let held = broker
