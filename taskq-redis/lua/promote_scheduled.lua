@@ -14,13 +14,7 @@ local wake = KEYS[#KEYS]
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, member in ipairs(due) do
   local level = tonumber(string.sub(member, 1, 1)) or 0
-  local payload = string.sub(member, 2)
-  local key, limit = part_of(payload)
-  if key then
-    part_push(ARGV[3], level, key, limit, {payload}, 1, 1, false)
-  else
-    redis.call('LPUSH', KEYS[2 + level], payload)
-  end
+  part_make_ready(ARGV[3], level, string.sub(member, 2), KEYS[2 + level])
   redis.call('ZREM', KEYS[1], member)
 end
 if #due > 0 then

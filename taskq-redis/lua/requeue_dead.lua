@@ -17,12 +17,7 @@ if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then
   return 0
 end
 dead_uncount(KEYS[4], #ARGV[1])
-local key, limit = part_of(ARGV[2])
-if key then
-  part_push(ARGV[3], ARGV[4], key, limit, {ARGV[2]}, 1, 1, false)
-else
-  redis.call('LPUSH', KEYS[2], ARGV[2])
-end
+part_make_ready(ARGV[3], ARGV[4], ARGV[2], KEYS[2])
 redis.call('LPUSH', KEYS[3], '1')
 redis.call('LTRIM', KEYS[3], 0, 0)
 return 1

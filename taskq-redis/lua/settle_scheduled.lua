@@ -21,13 +21,7 @@ for _, member in ipairs(members) do
       local top = #KEYS - 2
       local level = tonumber(string.sub(member, 1, 1)) or 0
       if level >= top then level = top - 1 end
-      local payload = string.sub(member, 2)
-      local key, limit = part_of(payload)
-      if key then
-        part_push(ARGV[4], level, key, limit, {payload}, 1, 1, false)
-      else
-        redis.call('LPUSH', KEYS[2 + level], payload)
-      end
+      part_make_ready(ARGV[4], level, string.sub(member, 2), KEYS[2 + level])
       redis.call('LPUSH', KEYS[#KEYS], '1')
       redis.call('LTRIM', KEYS[#KEYS], 0, 0)
     end

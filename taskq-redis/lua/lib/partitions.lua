@@ -95,6 +95,17 @@ local function part_of(payload)
   return message.partition, limit and tostring(math.floor(limit)) or ''
 end
 
+-- Makes a payload read back from the scheduled set or dead letters ready at `level`: into its
+-- partition when it names one, else at the tail of the unpartitioned list `plain`.
+local function part_make_ready(prefix, level, payload, plain)
+  local key, limit = part_of(payload)
+  if key then
+    part_push(prefix, level, key, limit, {payload}, 1, 1, false)
+  else
+    redis.call('LPUSH', plain, payload)
+  end
+end
+
 -- `count` messages of partition `key` left workers' hands (settled or recovered): a partition
 -- that was at its limit takes turns again at every level where it has ready messages, and an
 -- idle one is forgotten.
