@@ -38,6 +38,7 @@ pub struct TaskContext {
     attempt: u32,
     max_retries: u32,
     headers: Arc<BTreeMap<String, String>>,
+    partition: Option<Arc<str>>,
     cancellation: CancellationToken,
     run: Option<CancellationToken>,
     reason: Option<Arc<OnceLock<CancelReason>>>,
@@ -141,6 +142,7 @@ impl TaskContext {
             attempt: envelope.attempt,
             max_retries: parts.max_retries,
             headers: Arc::new(envelope.headers.clone()),
+            partition: envelope.partition.as_deref().map(Arc::from),
             cancellation: parts.shutdown,
             run: parts.run,
             reason: parts.reason,
@@ -218,6 +220,19 @@ impl TaskContext {
     /// Headers set at enqueue.
     pub fn headers(&self) -> &BTreeMap<String, String> {
         &self.headers
+    }
+
+    /// The partition (tenant) the invocation belongs to, if it has one (see
+    /// `docs/partitions.md`).
+    ///
+    /// ```
+    /// let mut envelope = taskq_core::Envelope::new("t", &(), "q", chrono::Utc::now())?;
+    /// envelope.partition = Some("tenant-42".into());
+    /// assert_eq!(taskq_core::TaskContext::detached(&envelope).partition(), Some("tenant-42"));
+    /// # Ok::<(), taskq_core::Error>(())
+    /// ```
+    pub fn partition(&self) -> Option<&str> {
+        self.partition.as_deref()
     }
 
     /// True once the worker asked this run to stop (shutdown, soft limit, revoke).

@@ -7,26 +7,35 @@
 -- KEYS[3]      taskq:{q}:history:<minute> (counts what ended this minute)
 -- ARGV[1]      how long history is kept, ms
 -- ARGV[2]      the queue's key prefix taskq:{q} (for its partitions' keys)
--- ARGV[3..]    triples: payload, task id ('' when unknown), partition ('' for none)
+-- ARGV[3]      number of messages, n
+-- ARGV[4..]    n pairs: payload, task id ('' when unknown); then triples for the messages
+--              that hold a slot of their partition's limit: payload, partition, 1
 -- returns      number of messages that were still held
 --- @include lib/partitions.lua
 local acked = 0
 local ids = {}
-local released, order = {}, {}
-for i = 3, #ARGV, 3 do
+local last = 3 + 2 * tonumber(ARGV[3])
+-- Which messages were still held matters only when some hold a slot.
+local held = #ARGV > last and {} or nil
+for i = 4, last, 2 do
   if redis.call('LREM', KEYS[1], -1, ARGV[i]) == 1 then
     acked = acked + 1
+    if held then held[ARGV[i]] = true end
     if ARGV[i + 1] ~= '' then
       ids[#ids + 1] = ARGV[i + 1]
     end
-    local key = ARGV[i + 2]
-    if key ~= '' then
-      if not released[key] then order[#order + 1] = key end
-      released[key] = (released[key] or 0) + 1
-    end
   end
 end
--- Each partition's slots come back once per call, whatever the batch holds of it.
+-- Slots come back only for messages this worker still held (fenced like the ack itself),
+-- once per partition and call.
+local released, order = {}, {}
+for i = last + 1, #ARGV, 3 do
+  local key = ARGV[i + 1]
+  if held and held[ARGV[i]] then
+    if not released[key] then order[#order + 1] = key end
+    released[key] = (released[key] or 0) + 1
+  end
+end
 for _, key in ipairs(order) do
   part_release(ARGV[2], key, released[key])
 end

@@ -26,7 +26,9 @@
 --              oldest first within a turn (queues is each message's queue, 1-based in KEYS'
 --              order; partitions its partition, '' for none; slots 1 when it holds a slot of its
 --              partition's limit), and 1 when the worker's lease was gone on any queue (a reaper
---              recovered it), in which case nothing moved
+--              recovered it), in which case nothing moved. When no message came from a
+--              partition, partitions and slots are empty (most fetches: nothing to send per
+--              message)
 --
 -- A queue with ready partitioned messages (lib/partitions.lua) is taken level by level, turn
 -- by turn between its partitions and its unpartitioned messages; one without any, as before.
@@ -36,6 +38,7 @@ local stride = #KEYS / queue_count
 local levels_count = stride - 3
 local max = math.min(tonumber(ARGV[1]) or 0, 1000)
 local payloads, levels, queues, partitions, slots = {}, {}, {}, {}, {}
+local any_partitioned = false
 -- A worker holding messages must be known to reapers even before its first heartbeat, and one
 -- whose lease was recovered must not take more: nothing is fetched into a list no reaper sees.
 -- Every queue's lease is settled before anything moves.
@@ -58,6 +61,7 @@ for q = 0, queue_count - 1 do
       if #payloads >= max then break end
       local level = levels_count - i
       local taken, keys, held = part_take(prefix, level, KEYS[base + i], max - #payloads)
+      any_partitioned = true
       for j = 1, #taken do
         payloads[#payloads + 1] = taken[j]
         levels[#levels + 1] = level
@@ -101,5 +105,8 @@ for q = 0, queue_count - 1 do
   if #payloads > moved then
     redis.call('SADD', holders, ARGV[2])
   end
+end
+if not any_partitioned then
+  partitions, slots = {}, {}
 end
 return {payloads, levels, queues, 0, partitions, slots}

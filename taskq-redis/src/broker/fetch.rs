@@ -281,7 +281,8 @@ impl RedisBroker {
 }
 
 /// `fetch.lua`'s reply: payloads, their levels and their queues (1-based), the lost flag, each
-/// payload's partition ('' for none), and whether it holds a slot of its partition's limit.
+/// payload's partition ('' for none), and whether it holds a slot of its partition's limit (both
+/// lists empty when no message came from a partition).
 type Fetched = (Vec<String>, Vec<u8>, Vec<usize>, i64, Vec<String>, Vec<u8>);
 
 /// The deliveries in `fetch.lua`'s reply for `queues`.
@@ -296,6 +297,11 @@ fn fetched_deliveries(
         });
     }
     let names: Vec<Arc<str>> = queues.iter().map(|q| Arc::from(q.as_str())).collect();
+    // Without partitioned messages the reply leaves both lists empty.
+    let partitions = partitions
+        .into_iter()
+        .chain(std::iter::repeat(String::new()));
+    let slots = slots.into_iter().chain(std::iter::repeat(0));
     payloads
         .into_iter()
         .zip(levels)

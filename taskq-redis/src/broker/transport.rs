@@ -270,12 +270,18 @@ impl Transport for RedisBroker {
                 .key(keys.redeliveries())
                 .key(keys.history(minute_of(self.now())))
                 .arg(HISTORY_KEPT_MS)
-                .arg(keys.prefix());
+                .arg(keys.prefix())
+                .arg(group.len());
             for delivery in &group {
                 invocation
                     .arg(delivery.payload())
-                    .arg(delivery.id().map(|id| id.to_string()).unwrap_or_default())
-                    .arg(super::fetch::held_slot(delivery));
+                    .arg(delivery.id().map(|id| id.to_string()).unwrap_or_default());
+            }
+            for delivery in &group {
+                let partition = super::fetch::held_slot(delivery);
+                if !partition.is_empty() {
+                    invocation.arg(delivery.payload()).arg(partition).arg(1);
+                }
             }
             let count: usize = invocation
                 .invoke_async(&mut self.conn())
