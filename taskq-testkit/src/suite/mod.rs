@@ -54,7 +54,8 @@ pub fn queue() -> String {
     format!("q-{}", uuid::Uuid::new_v4())
 }
 
-pub fn message(queue: &str, priority: u8) -> OutboundMessage {
+/// The suites' envelope: task `suite.task` on `queue` at `priority`.
+pub fn envelope(queue: &str, priority: u8) -> Envelope {
     let mut envelope = Envelope::new(
         "suite.task",
         &serde_json::json!({"n": 1}),
@@ -63,7 +64,11 @@ pub fn message(queue: &str, priority: u8) -> OutboundMessage {
     )
     .unwrap();
     envelope.priority = priority;
-    OutboundMessage::from_envelope(&envelope, 1 << 20).unwrap()
+    envelope
+}
+
+pub fn message(queue: &str, priority: u8) -> OutboundMessage {
+    OutboundMessage::from_envelope(&envelope(queue, priority), 1 << 20).unwrap()
 }
 
 pub fn ids(deliveries: &[Delivery]) -> Vec<TaskId> {

@@ -4,21 +4,13 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
-use taskq_core::{DeadReason, Envelope, OutboundMessage, Page, WorkerId};
+use taskq_core::{DeadReason, OutboundMessage, Page, WorkerId};
 
 use super::*;
 
 /// A message of partition `key` (with running limit `limit`) at `priority`.
 pub fn partitioned(queue: &str, key: &str, limit: Option<u32>, priority: u8) -> OutboundMessage {
-    let mut envelope = Envelope::new(
-        "suite.task",
-        &serde_json::json!({"n": 1}),
-        queue,
-        Utc::now(),
-    )
-    .unwrap();
-    envelope.priority = priority;
+    let mut envelope = envelope(queue, priority);
     envelope.partition = Some(key.to_owned());
     envelope.partition_limit = limit;
     OutboundMessage::from_envelope(&envelope, 1 << 20).unwrap()

@@ -5,10 +5,6 @@
 use chrono::{DateTime, Utc};
 
 use super::{Message, QueueState, State};
-
-fn message_of(out: OutboundMessage) -> Message {
-    Message::from_outbound(out)
-}
 use crate::{
     broker::{KeyedFlow, KeyedOutcome, OutboundMessage},
     error::{Error, Result},
@@ -68,7 +64,9 @@ impl State {
                     if let Some(bound) = max_wait {
                         due = due.min(state.first + to_chrono(*bound));
                     }
-                    queue.scheduled.insert((due, seq), message_of(out));
+                    queue
+                        .scheduled
+                        .insert((due, seq), Message::from_outbound(out));
                     let pending = Some((due, seq));
                     let until = due;
                     queue.flows.insert(
@@ -88,7 +86,9 @@ impl State {
                         due = due.min(now + to_chrono(*bound));
                     }
                     let id = out.id;
-                    queue.scheduled.insert((due, seq), message_of(out));
+                    queue
+                        .scheduled
+                        .insert((due, seq), Message::from_outbound(out));
                     let state = FlowState {
                         id,
                         pending: Some((due, seq)),
@@ -111,7 +111,9 @@ impl State {
                             return Ok(KeyedOutcome::Resend(Some(state.id)));
                         }
                         queue.scheduled.remove(&at);
-                        queue.scheduled.insert((at.0, seq), message_of(out));
+                        queue
+                            .scheduled
+                            .insert((at.0, seq), Message::from_outbound(out));
                         let pending = Some((at.0, seq));
                         queue.flows.insert(key, FlowState { pending, ..state });
                         return Ok(KeyedOutcome::Written(state.id));
@@ -121,7 +123,9 @@ impl State {
                     }
                     // Kept for the window's end, where its run holds the next window.
                     let (id, start) = (out.id, state.until);
-                    queue.scheduled.insert((start, seq), message_of(out));
+                    queue
+                        .scheduled
+                        .insert((start, seq), Message::from_outbound(out));
                     let state = FlowState {
                         id,
                         pending: Some((start, seq)),
@@ -135,7 +139,7 @@ impl State {
                 _ if expect.is_some() => Ok(KeyedOutcome::Resend(None)),
                 _ => {
                     let id = out.id;
-                    queue.push_back(message_of(out));
+                    queue.push_back(Message::from_outbound(out));
                     let state = FlowState {
                         id,
                         pending: None,
