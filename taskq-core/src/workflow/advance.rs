@@ -26,7 +26,7 @@ struct Continuation {
     origin: (TaskId, String),
     ending: Ending,
     /// The finished message's trace context: what follows is sent under it.
-    trace: std::collections::BTreeMap<String, String>,
+    trace: Trace,
 }
 
 /// Continues the workflows of `finished` messages (see [`Client::advance_workflows`]).
@@ -100,28 +100,47 @@ async fn advance_once(
         });
     }
     loop {
-        let mut reports = Vec::new();
+        let mut reports = Reports::default();
         while let Some(next) = work.pop_front() {
             continue_one(core, &mut plan, &mut reports, &mut work, next);
         }
         not_sent.extend(std::mem::take(&mut plan).commit(core, true, ttl).await?);
-        if reports.is_empty() {
+        if reports.outcomes.is_empty() {
             return Ok(not_sent);
         }
-        let statuses = core.backend.report_members(&reports, ttl).await?;
-        for status in statuses {
+        let statuses = core.backend.report_members(&reports.outcomes, ttl).await?;
+        for (status, trace) in statuses.into_iter().zip(reports.traces) {
             let status = authenticated(core, status);
-            work.extend(group_continuation(status).map(|c| opened_outputs(core, c)));
+            work.extend(group_continuation(status, trace).map(|c| opened_outputs(core, c)));
         }
     }
 }
+
+/// Group members' reports of one round, each with the trace context of the member that sent
+/// it: the member whose report completes its group is the one whose trace the group's next
+/// step (a chord's callback) joins.
+#[derive(Default)]
+struct Reports {
+    outcomes: Vec<(MemberOf, MemberOutcome)>,
+    traces: Vec<Trace>,
+}
+
+impl Reports {
+    fn push(&mut self, report: (MemberOf, MemberOutcome), trace: Trace) {
+        self.outcomes.push(report);
+        self.traces.push(trace);
+    }
+}
+
+/// A message's trace context headers (`traceparent`, `tracestate`); empty without one.
+type Trace = std::collections::BTreeMap<String, String>;
 
 /// Plans what follows one ending: the next step, a group report, or the end of what
 /// follows.
 fn continue_one(
     core: &ClientCore,
     plan: &mut Plan,
-    reports: &mut Vec<(MemberOf, MemberOutcome)>,
+    reports: &mut Reports,
     work: &mut VecDeque<Continuation>,
     next: Continuation,
 ) {
@@ -134,8 +153,6 @@ fn continue_one(
     // With `otel`, the next step's `taskq send` span joins the finished step's trace.
     #[cfg(feature = "otel")]
     let _continuing = crate::trace_context::continuing(&trace);
-    #[cfg(not(feature = "otel"))]
-    let _ = trace;
     match ending {
         Ending::Succeeded(output) => {
             if let Some((first, rest)) = context.then.split_first() {
@@ -159,18 +176,15 @@ fn continue_one(
                             state: TaskState::Failure,
                             error: error_chain(&err),
                         },
-                        trace: std::collections::BTreeMap::new(),
+                        trace: Trace::new(),
                     });
                 }
             } else if let Some(member_of) = context.member_of {
                 let output = sealed_output(core, output, member_of);
-                reports.push(report(
-                    core,
-                    member_of,
-                    origin,
-                    TaskState::Success,
-                    Ok(output),
-                ));
+                reports.push(
+                    report(core, member_of, origin, TaskState::Success, Ok(output)),
+                    trace,
+                );
             }
         }
         Ending::Ended { state, error } => {
@@ -187,7 +201,7 @@ fn continue_one(
                     .push(ended_record(core, id, state, why.clone()));
             }
             if let Some(member_of) = context.member_of {
-                reports.push(report(core, member_of, origin, state, Err(error)));
+                reports.push(report(core, member_of, origin, state, Err(error)), trace);
             }
         }
     }
@@ -331,8 +345,9 @@ fn member_binding(group: TaskId, index: u32) -> Vec<u8> {
     format!("{group}\nmember {index}").into_bytes()
 }
 
-/// What follows a group report: nothing yet, its failure, or its next step with every output.
-fn group_continuation(status: GroupStatus) -> Option<Continuation> {
+/// What follows a group report: nothing yet, its failure, or its next step with every output,
+/// sent in the trace of the member whose report (`trace`) decided it.
+fn group_continuation(status: GroupStatus, trace: Trace) -> Option<Continuation> {
     let (record, outcomes) = match status {
         GroupStatus::Waiting => return None,
         // A settled group waits for every member, failed or not.
@@ -362,8 +377,7 @@ fn group_continuation(status: GroupStatus) -> Option<Continuation> {
             context,
             origin,
             ending: Ending::Succeeded(Value::Array(settled)),
-            // A group's continuation has no one message's trace to follow.
-            trace: std::collections::BTreeMap::new(),
+            trace,
         });
     }
     let ending = match outcomes.iter().find(|o| o.state != TaskState::Success) {
@@ -379,7 +393,7 @@ fn group_continuation(status: GroupStatus) -> Option<Continuation> {
         context,
         origin,
         ending,
-        trace: std::collections::BTreeMap::new(),
+        trace,
     })
 }
 
