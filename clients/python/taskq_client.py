@@ -11,7 +11,10 @@ workers that register it) apply unless the call says otherwise.
     record = client.wait(task_id, timeout=30)
     assert record["state"] == "SUCCESS" and record["result"] == 3
 
-Needs redis-py (`pip install redis`).
+Needs redis-py (`pip install redis`). With OpenTelemetry installed (`pip install
+taskq-client[otel]` and an SDK the application configures), each enqueue writes the current
+span's context into the envelope as W3C `traceparent`/`tracestate`, so the worker's run joins
+the caller's trace; a `traceparent` passed in `headers=` wins.
 """
 
 import datetime
@@ -23,10 +26,25 @@ import uuid
 
 import redis
 
+try:  # optional: the trace context of the caller's current span, when OpenTelemetry is there
+    from opentelemetry import propagate as _otel_propagate
+except ImportError:
+    _otel_propagate = None
+
 PROTOCOL_VERSION = 1
 DEFAULT_QUEUE = "default"
 FINAL_STATES = {"SUCCESS", "FAILURE", "REVOKED", "EXPIRED"}
 _FORBIDDEN_IN_NAMES = set("{}")
+
+
+def _with_trace_context(headers):
+    """`headers` (a new dict) with the current OpenTelemetry context written in as W3C
+    `traceparent`/`tracestate`, unless the caller passed a `traceparent` or OpenTelemetry is
+    not installed; without an active span the propagator writes nothing."""
+    headers = dict(headers or {})
+    if _otel_propagate is not None and "traceparent" not in headers:
+        _otel_propagate.inject(headers)
+    return headers
 
 
 class TaskqError(Exception):
@@ -171,6 +189,7 @@ class Client:
         """Enqueues one invocation per element of `args_list` in one round trip; returns ids."""
         declared = self.declaration(task)
         now = self._now()
+        headers = _with_trace_context(headers)
         pipe = self._redis.pipeline(transaction=False)
         ids = []
         for index, args in enumerate(args_list):

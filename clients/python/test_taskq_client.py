@@ -7,6 +7,7 @@ TASKQ_BROKER and the directory the module must come from in TASKQ_CLIENT_FROM.
 """
 
 import datetime
+import json
 import os
 import sys
 import time
@@ -90,6 +91,37 @@ class ClientAgainstAWorker(unittest.TestCase):
         self.assertEqual(len(members), 1)
         self.assertTrue(members[0].startswith("9"), "priority clamps to 9")
         self.assertIn(task_id, members[0])
+
+
+    def test_the_callers_trace_context_goes_into_the_envelope(self):
+        # OpenTelemetry's SDK is installed beside the client (python_client.rs): the worker's
+        # run becomes a child of the span current at enqueue.
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+
+        tracer = TracerProvider().get_tracer("taskq-client-test")
+        with tracer.start_as_current_span("http request") as span:
+            task_id = self.client.enqueue("demo.add", {"a": 1, "b": 1}, queue="python-traced")
+            context = span.get_span_context()
+        traceparent = f"00-{context.trace_id:032x}-{context.span_id:016x}-01"
+        self.assertEqual(self._pending("python-traced", task_id)["headers"]["traceparent"],
+                         traceparent)
+        # The caller's own traceparent wins, and outside any span nothing is written.
+        own = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        task_id = self.client.enqueue("demo.add", {}, queue="python-traced",
+                                      headers={"traceparent": own})
+        self.assertEqual(self._pending("python-traced", task_id)["headers"]["traceparent"], own)
+        task_id = self.client.enqueue("demo.add", {}, queue="python-traced")
+        self.assertNotIn("headers", self._pending("python-traced", task_id))
+        self.assertFalse(trace.get_current_span().get_span_context().is_valid)
+
+    def _pending(self, queue, task_id):
+        """The envelope of `task_id`, waiting in `queue` (which no worker serves)."""
+        for raw in self.client._redis.lrange(f"taskq:{{{queue}}}:pending:0", 0, -1):
+            envelope = json.loads(raw)
+            if envelope["id"] == task_id:
+                return envelope
+        self.fail(f"{task_id} is not pending in {queue}")
 
 
 if __name__ == "__main__":

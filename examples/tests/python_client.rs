@@ -11,6 +11,9 @@ use std::{
 
 use taskq_testkit::RedisServer;
 
+/// The OpenTelemetry SDK the trace test configures, as an application would.
+const OTEL_SDK: &str = "opentelemetry-sdk==1.39.1";
+
 /// The secret of signing key "py", hex.
 const PYTHON_KEY: &str = "5f0e1d2c3b4a59687766554433221100ffeeddccbbaa99887766554433221100";
 
@@ -83,8 +86,9 @@ fn client_dir() -> PathBuf {
 }
 
 /// A fresh virtual environment with `clients/python` installed by pip from its
-/// `pyproject.toml`, its dependency (redis-py) with it: its interpreter, and its site-packages
-/// directory.
+/// `pyproject.toml` with its `otel` extra, its dependencies (redis-py, OpenTelemetry's API)
+/// with it, and the OpenTelemetry SDK an application would configure (pinned, for the trace
+/// test): its interpreter, and its site-packages directory.
 fn installed_client() -> (PathBuf, String) {
     let venv = std::env::temp_dir().join(format!("taskq-py-venv-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&venv);
@@ -105,8 +109,9 @@ fn installed_client() -> (PathBuf, String) {
     run_ok(
         Command::new(&python)
             .args(["-m", "pip", "install", "--quiet"])
-            .arg(&work),
-        "pip install ./clients/python",
+            .arg(format!("{}[otel]", work.display()))
+            .arg(OTEL_SDK),
+        "pip install ./clients/python[otel] opentelemetry-sdk",
     );
     let site = Command::new(&python)
         .args([

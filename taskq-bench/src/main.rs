@@ -50,6 +50,11 @@ struct Cli {
     /// encryption costs.
     #[arg(long)]
     encryption_keys: Option<taskq_core::Encryption>,
+    /// Export every span over OTLP/HTTP to this collector while measuring (`--features otel`;
+    /// `taskq-otlp-sink` is a local stand-in), to measure what exporting costs.
+    #[cfg(feature = "otel")]
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -163,6 +168,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let mut cli = Cli::parse();
+    #[cfg(feature = "otel")]
+    if let Some(endpoint) = &cli.otlp_endpoint {
+        // Log lines at RUST_LOG (default info); spans at info go to the collector.
+        taskq::cli::init_logging_exporting(taskq::cli::LogFormat::Text, endpoint)?;
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -170,7 +181,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         )
         .with_writer(std::io::stderr)
         .try_init();
-    let mut cli = Cli::parse();
     cli.connection.broker = cli.connection.url();
     let workloads = if cli.workload.is_empty() {
         Workload::value_variants().to_vec()
@@ -285,6 +295,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             println!("{}", baseline.report(&row_values));
         }
     }
+    #[cfg(feature = "otel")]
+    taskq::cli::flush_exported_spans();
     Ok(())
 }
 

@@ -182,7 +182,7 @@ impl WorkerArgs {
     pub fn init_logging(&self) {
         #[cfg(feature = "otel")]
         if let Some(endpoint) = &self.otlp_endpoint {
-            match crate::otlp::init_logging(self.log_format, endpoint) {
+            match init_logging_exporting(self.log_format, endpoint) {
                 Ok(()) => return,
                 Err(err) => eprintln!("taskq worker: spans not exported to {endpoint}: {err}"),
             }
@@ -293,7 +293,7 @@ impl WorkerArgs {
             let _ = relay.await;
         }
         #[cfg(feature = "otel")]
-        crate::otlp::flush();
+        flush_exported_spans();
         Ok(report)
     }
 
@@ -391,6 +391,37 @@ pub fn init_logging(format: LogFormat) {
             .with_span_list(true)
             .try_init(),
     };
+}
+
+/// [`init_logging`], and every `info` span also exported over OTLP/HTTP to the collector at
+/// `endpoint` (its base URL, as `OTEL_EXPORTER_OTLP_ENDPOINT` gives it), in batches on the
+/// SDK's own thread, service name from `OTEL_SERVICE_NAME` (default `taskq-worker`):
+/// `--otlp-endpoint` of [`WorkerArgs`], for programs that install their worker without it.
+/// Call [`flush_exported_spans`] before the program exits.
+///
+/// # Errors
+///
+/// When the exporter cannot be built or a subscriber is already installed.
+///
+/// ```no_run
+/// taskq::cli::init_logging_exporting(taskq::cli::LogFormat::Text, "http://127.0.0.1:4318")?;
+/// // ... run the worker ...
+/// taskq::cli::flush_exported_spans();
+/// # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+/// ```
+#[cfg(feature = "otel")]
+pub fn init_logging_exporting(
+    format: LogFormat,
+    endpoint: &str,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    crate::otlp::init_logging(format, endpoint)
+}
+
+/// Sends the spans [`init_logging_exporting`] still holds in its batch; does nothing when it
+/// was not installed.
+#[cfg(feature = "otel")]
+pub fn flush_exported_spans() {
+    crate::otlp::flush();
 }
 
 #[cfg(test)]
