@@ -10,12 +10,13 @@ use crate::error::pg_error;
 
 /// Every migration, in order: (version, SQL with the schema and channels left as `@s`,
 /// `@ready`, `@control`, `@results`, `@outbox`).
-const MIGRATIONS: [(i32, &str); 5] = [
+const MIGRATIONS: [(i32, &str); 6] = [
     (1, include_str!("../migrations/0001_queue.sql")),
     (2, include_str!("../migrations/0002_beat.sql")),
     (3, include_str!("../migrations/0003_workflows.sql")),
     (4, include_str!("../migrations/0004_outbox.sql")),
     (5, include_str!("../migrations/0005_outbox_lease.sql")),
+    (6, include_str!("../migrations/0006_partitions.sql")),
 ];
 
 /// The version this build's statements expect.

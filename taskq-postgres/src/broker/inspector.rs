@@ -1,13 +1,16 @@
 //! The PostgreSQL broker's operator queries ([`Inspector`]): counts, listings in fetch order,
 //! dead letters newest first, requeue and purge, each one statement or one transaction.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{postgres::PgRow, Row};
 use taskq_core::{
     history::{last_minutes, minute_of, minute_start},
-    DeadLetter, DeadReason, HeldMessage, Inspector, LostWorker, MinuteCounts, OutboundMessage,
-    Page, PayloadFields, QueueStats, Result, ScheduledMessage, TaskId, WorkerInfo,
+    rank_partitions, DeadLetter, DeadReason, HeldMessage, Inspector, LostWorker, MinuteCounts,
+    OutboundMessage, Page, PartitionStats, PayloadFields, QueueStats, Result, ScheduledMessage,
+    TaskId, WorkerInfo,
 };
 
 use super::PostgresBroker;
@@ -138,13 +141,19 @@ impl Inspector for PostgresBroker {
         let messages: Vec<OutboundMessage> = letters
             .into_iter()
             .map(|(_, letter)| {
-                OutboundMessage::from_parts(
+                let payload = letter.requeue_payload();
+                // Back in its partition, which only the payload remembers.
+                let partition = PayloadFields::read_partition(&payload);
+                let mut message = OutboundMessage::from_parts(
                     letter.id.unwrap_or_default(),
                     queue,
                     letter.priority(),
                     None,
-                    letter.requeue_payload(),
-                )
+                    payload,
+                );
+                message.partition = partition.partition.map(Arc::from);
+                message.partition_limit = partition.partition_limit;
+                message
             })
             .collect();
         if !messages.is_empty() {
@@ -353,5 +362,43 @@ impl Inspector for PostgresBroker {
                 MinuteCounts::new(minute_start(minute), unsigned(processed), unsigned(failed))
             })
             .collect())
+    }
+
+    async fn partitions(&self, queue: &str, limit: usize) -> Result<Vec<PartitionStats>> {
+        // Held messages are a partition's running count while it has a limit (its slots).
+        let rows = sqlx::query(&self.names().fill(
+            "SELECT partition, pending, running, part_limit FROM (
+                 SELECT partition,
+                        count(*) FILTER (WHERE worker IS NULL AND due_at IS NULL) AS pending,
+                        CASE WHEN max(part_limit) IS NULL THEN 0
+                             ELSE count(*) FILTER (WHERE worker IS NOT NULL) END AS running,
+                        max(part_limit) AS part_limit
+                 FROM @s.messages WHERE queue = $1 AND partition IS NOT NULL
+                 GROUP BY partition
+             ) busy
+             WHERE pending > 0 OR running > 0
+             ORDER BY pending DESC, running DESC, partition
+             LIMIT $2",
+        ))
+        .bind(queue)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(self.pool())
+        .await
+        .map_err(pg_error)?;
+        let mut busy = Vec::with_capacity(rows.len());
+        for row in rows {
+            let count = |index: usize| -> Result<usize> {
+                let n: i64 = row.try_get(index).map_err(pg_error)?;
+                Ok(usize::try_from(n).unwrap_or_default())
+            };
+            let part_limit: Option<i32> = row.try_get(3).map_err(pg_error)?;
+            busy.push(PartitionStats::new(
+                row.try_get::<String, _>(0).map_err(pg_error)?,
+                count(1)?,
+                count(2)?,
+                part_limit.and_then(|l| u32::try_from(l).ok()),
+            ));
+        }
+        Ok(rank_partitions(busy, limit))
     }
 }

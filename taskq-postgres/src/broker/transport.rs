@@ -24,6 +24,7 @@ use crate::{
 #[derive(Debug)]
 pub(super) struct Statements {
     enqueue: String,
+    enqueue_partitioned: String,
     enqueue_unique: String,
     lock_queue: String,
     queue_size: String,
@@ -59,6 +60,32 @@ impl Statements {
                  )
                  SELECT (SELECT count(*) FROM added), (SELECT count(*) FROM notified)",
             ),
+            // As `enqueue`, each partition's messages given consecutive turns in call order
+            // (migrations/0006_partitions.sql); the plain enqueue stays as it was.
+            enqueue_partitioned: names.fill(
+                "WITH known AS (
+                     INSERT INTO @s.queues (name) SELECT DISTINCT q FROM unnest($1::text[]) q
+                     ON CONFLICT DO NOTHING
+                 ), input AS (
+                     SELECT * FROM unnest($1::text[], $2::smallint[], $3::uuid[], $4::text[],
+                                          $5::timestamptz[], $6::text[], $7::integer[])
+                          WITH ORDINALITY AS t(queue, priority, id, payload, eta, partition, part_limit, ord)
+                 ), turns AS (
+                     SELECT queue, partition, @s.take_turns(queue, partition, count(*)::integer) AS first
+                     FROM input WHERE partition IS NOT NULL GROUP BY queue, partition
+                 ), added AS (
+                     INSERT INTO @s.messages (queue, priority, id, payload, due_at, partition, part_limit, turn)
+                     SELECT i.queue, i.priority, i.id, i.payload,
+                            CASE WHEN i.eta > now() THEN i.eta END, i.partition, i.part_limit,
+                            t.first + row_number() OVER (PARTITION BY i.queue, i.partition ORDER BY i.ord) - 1
+                     FROM input i LEFT JOIN turns t ON t.queue = i.queue AND t.partition = i.partition
+                     ORDER BY i.ord
+                     RETURNING due_at IS NULL AS ready
+                 ), notified AS (
+                     SELECT pg_notify('@ready', '') WHERE EXISTS (SELECT 1 FROM added WHERE ready)
+                 )
+                 SELECT (SELECT count(*) FROM added), (SELECT count(*) FROM notified)",
+            ),
             enqueue_unique: names.fill(
                 "WITH claim AS (
                      INSERT INTO @s.unique_keys AS u (queue, key, holder, until)
@@ -69,8 +96,9 @@ impl Statements {
                  ), known AS (
                      INSERT INTO @s.queues (name) VALUES ($1) ON CONFLICT DO NOTHING
                  ), added AS (
-                     INSERT INTO @s.messages (queue, priority, id, payload, due_at)
-                     SELECT $1, $2, $3, $4, CASE WHEN $5::timestamptz > now() THEN $5 END
+                     INSERT INTO @s.messages (queue, priority, id, payload, due_at, partition, part_limit, turn)
+                     SELECT $1, $2, $3, $4, CASE WHEN $5::timestamptz > now() THEN $5 END, $8::text, $9::integer,
+                            CASE WHEN $8::text IS NOT NULL THEN @s.take_turns($1, $8, 1) END
                      WHERE EXISTS (SELECT 1 FROM claim)
                      RETURNING due_at IS NULL AS ready
                  ), notified AS (
@@ -89,7 +117,8 @@ impl Statements {
                 "DELETE FROM @s.unique_keys WHERE queue = $1 AND key = $2 AND holder = $3",
             ),
             fetch: names.fill(
-                "SELECT tag, queue, priority, payload, id, pos, preference FROM @s.fetch($1, $2, $3)",
+                "SELECT tag, queue, priority, payload, id, pos, preference, partition
+                 FROM @s.fetch($1, $2, $3)",
             ),
             ack: names.fill(
                 "WITH gone AS (
@@ -142,7 +171,7 @@ impl Statements {
     }
 }
 
-/// Messages split into the columns the enqueue statement binds.
+/// Messages split into the columns the enqueue statements bind.
 struct Columns<'m> {
     queues: Vec<&'m str>,
     priorities: Vec<i16>,
@@ -161,6 +190,21 @@ impl<'m> Columns<'m> {
             etas: messages.iter().map(|m| m.eta).collect(),
         }
     }
+}
+
+/// Each message's partition key and running limit (`None` for unkeyed ones).
+fn partition_columns<'m>(
+    messages: &[&'m OutboundMessage],
+) -> (Vec<Option<&'m str>>, Vec<Option<i32>>) {
+    messages
+        .iter()
+        .map(|m| {
+            let limit = m
+                .partition_limit
+                .map(|l| i32::try_from(l).unwrap_or(i32::MAX));
+            (m.partition.as_deref(), m.partition.as_ref().and(limit))
+        })
+        .unzip()
 }
 
 impl PostgresBroker {
@@ -205,15 +249,23 @@ impl PostgresBroker {
         messages: &[&OutboundMessage],
     ) -> Result<()> {
         let columns = Columns::of(messages);
-        sqlx::query(&self.shared.sql.enqueue)
+        let partitioned = messages.iter().any(|m| m.partition.is_some());
+        let statement = if partitioned {
+            &self.shared.sql.enqueue_partitioned
+        } else {
+            &self.shared.sql.enqueue
+        };
+        let mut query = sqlx::query(statement)
             .bind(columns.queues)
             .bind(columns.priorities)
             .bind(columns.ids)
             .bind(columns.payloads)
-            .bind(columns.etas)
-            .execute(executor)
-            .await
-            .map_err(pg_error)?;
+            .bind(columns.etas);
+        if partitioned {
+            let (keys, limits) = partition_columns(messages);
+            query = query.bind(keys).bind(limits);
+        }
+        query.execute(executor).await.map_err(pg_error)?;
         Ok(())
     }
 
@@ -234,6 +286,8 @@ impl PostgresBroker {
             .bind(message.eta)
             .bind(key)
             .bind(millis(window))
+            .bind(message.partition.as_deref())
+            .bind(partition_columns(&[message]).1[0])
             .fetch_one(executor)
             .await
             .map_err(pg_error)?;
@@ -284,11 +338,7 @@ impl Transport for PostgresBroker {
     }
 
     fn check_partitions(&self) -> Result<()> {
-        Err(taskq_core::Error::Unsupported {
-            feature: "partition keys",
-            reason: "the PostgreSQL broker does not keep partitions yet (its fetch takes the \
-                     oldest ready rows); use Redis or the in-memory broker for partitioned queues",
-        })
+        Ok(())
     }
 
     async fn enqueue_unique(
@@ -518,7 +568,8 @@ impl PostgresBroker {
         Ok(())
     }
 
-    /// One `fetch()` call: what it took, in the order of preference, priority and position.
+    /// One `fetch()` call: what it took, in the order it hands them out (preference, then
+    /// priority and position, or turns in a partitioned queue).
     async fn take(&self, worker: &WorkerId, queues: &[String], max: i32) -> Result<Vec<Delivery>> {
         let rows = sqlx::query(&self.shared.sql.fetch)
             .bind(worker.as_str())
@@ -534,8 +585,7 @@ impl PostgresBroker {
             let priority: i16 = row.try_get(2).map_err(pg_error)?;
             let payload: String = row.try_get(3).map_err(pg_error)?;
             let id: uuid::Uuid = row.try_get(4).map_err(pg_error)?;
-            let pos: i64 = row.try_get(5).map_err(pg_error)?;
-            let preference: i32 = row.try_get(6).map_err(pg_error)?;
+            let partition: Option<String> = row.try_get(7).map_err(pg_error)?;
             let priority = u8::try_from(priority).unwrap_or_default();
             let delivery = Delivery::new(
                 Arc::from(queue),
@@ -543,11 +593,11 @@ impl PostgresBroker {
                 Arc::from(payload),
                 Receipt::new(u64::try_from(tag).unwrap_or_default()),
             )
-            .with_id(TaskId::from_uuid(id));
-            taken.push(((preference, std::cmp::Reverse(priority), pos), delivery));
+            .with_id(TaskId::from_uuid(id))
+            .with_partition(partition.map(Arc::from));
+            taken.push(delivery);
         }
-        taken.sort_by_key(|(order, _)| *order);
-        Ok(taken.into_iter().map(|(_, delivery)| delivery).collect())
+        Ok(taken)
     }
 }
 

@@ -11,10 +11,10 @@ fn one_line(err: &taskq_core::Error) -> String {
     line
 }
 
-/// Partitions, debounce and throttle are not built for PostgreSQL yet: such an enqueue is refused before it is
-/// written, naming the feature.
+/// Debounce and throttle are not built for PostgreSQL yet: such an enqueue is refused before
+/// it is written, naming the feature.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partitioned_enqueue_is_refused_naming_the_feature() {
+async fn a_debounced_or_throttled_enqueue_is_refused_naming_the_feature() {
     use taskq_testkit::suite::assert_unsupported;
     let (broker, ()) = super::support::postgres_broker().await;
     let client = taskq_core::Client::new(
@@ -22,10 +22,13 @@ async fn a_partitioned_enqueue_is_refused_naming_the_feature() {
         std::sync::Arc::new(taskq_core::MemoryResultBackend::new()),
     );
     let call = || client.enqueue_by_name("reports.build", &serde_json::json!({}));
-    assert_unsupported(call().partition("tenant-1").await, "partition keys");
     let window = std::time::Duration::from_secs(1);
     assert_unsupported(
         call().throttle("tenant-1", window).await,
+        "debounce and throttle",
+    );
+    assert_unsupported(
+        call().debounce("tenant-1", window).await,
         "debounce and throttle",
     );
     assert_eq!(
