@@ -16,7 +16,10 @@ const MIGRATIONS: [(i32, &str); 6] = [
     (3, include_str!("../migrations/0003_workflows.sql")),
     (4, include_str!("../migrations/0004_outbox.sql")),
     (5, include_str!("../migrations/0005_outbox_lease.sql")),
-    (6, include_str!("../migrations/0006_partitions.sql")),
+    (
+        6,
+        include_str!("../migrations/0006_partitions_and_flow.sql"),
+    ),
 ];
 
 /// The version this build's statements expect.

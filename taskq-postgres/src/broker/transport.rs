@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 use taskq_core::{
-    Clock, DeadReason, Delivery, Error, OutboundMessage, Receipt, Result, TaskId, Transport,
-    WorkerId,
+    Clock, DeadReason, Delivery, Error, KeyedFlow, KeyedOutcome, OutboundMessage, Receipt, Result,
+    TaskId, Transport, WorkerId,
 };
 use tokio::time::Instant;
 
@@ -26,6 +26,7 @@ pub(super) struct Statements {
     enqueue: String,
     enqueue_partitioned: String,
     enqueue_unique: String,
+    enqueue_keyed: String,
     lock_queue: String,
     queue_size: String,
     release_unique: String,
@@ -61,7 +62,7 @@ impl Statements {
                  SELECT (SELECT count(*) FROM added), (SELECT count(*) FROM notified)",
             ),
             // As `enqueue`, each partition's messages given consecutive turns in call order
-            // (migrations/0006_partitions.sql); the plain enqueue stays as it was.
+            // (migrations/0006_partitions_and_flow.sql); the plain enqueue stays as it was.
             enqueue_partitioned: names.fill(
                 "WITH known AS (
                      INSERT INTO @s.queues (name) SELECT DISTINCT q FROM unnest($1::text[]) q
@@ -107,6 +108,9 @@ impl Statements {
                  SELECT (SELECT holder FROM claim),
                         (SELECT holder FROM @s.unique_keys WHERE queue = $1 AND key = $6),
                         (SELECT count(*) FROM notified)",
+            ),
+            enqueue_keyed: names.fill(
+                "SELECT kind, id FROM @s.enqueue_keyed($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             ),
             // Two statements: the count's snapshot must be taken after the lock is held.
             lock_queue: names.fill("SELECT pg_advisory_xact_lock(hashtext('@s.' || $1))"),
@@ -355,6 +359,60 @@ impl Transport for PostgresBroker {
             .await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(holder)
+    }
+
+    async fn enqueue_keyed(
+        &self,
+        message: OutboundMessage,
+        flow: &KeyedFlow,
+        expect: Option<TaskId>,
+    ) -> Result<KeyedOutcome> {
+        let (mode, max_wait) = match flow {
+            KeyedFlow::Debounce { max_wait, .. } => ("debounce", max_wait.map_or(0, millis)),
+            KeyedFlow::Throttle {
+                keep_last: false, ..
+            } => ("throttle", 0),
+            _ => ("throttle-last", 0),
+        };
+        let capacity = self.shared.config.capacity();
+        let (_, limits) = partition_columns(&[&message]);
+        let row = sqlx::query(&self.shared.sql.enqueue_keyed)
+            .bind(mode)
+            .bind(&message.queue)
+            .bind(flow.key())
+            .bind(i16::from(message.priority))
+            .bind(message.id.as_uuid())
+            .bind(&message.payload)
+            .bind(millis(flow.window()).max(1))
+            .bind(max_wait)
+            .bind(expect.map(|id| *id.as_uuid()))
+            .bind(message.partition.as_deref())
+            .bind(limits[0])
+            .bind(capacity.map_or(0, |c| i64::try_from(c).unwrap_or(i64::MAX)))
+            .fetch_one(&self.shared.pool)
+            .await
+            .map_err(pg_error)?;
+        let kind: String = row.try_get(0).map_err(pg_error)?;
+        let id: Option<uuid::Uuid> = row.try_get(1).map_err(pg_error)?;
+        let id = id.map(TaskId::from_uuid);
+        Ok(match (kind.as_str(), id) {
+            ("written", Some(id)) => KeyedOutcome::Written(id),
+            ("dropped", Some(id)) => KeyedOutcome::Dropped(id),
+            ("resend", id) => KeyedOutcome::Resend(id),
+            ("full", _) => {
+                return Err(Error::QueueFull {
+                    queue: message.queue.clone(),
+                    capacity: capacity.unwrap_or(0),
+                })
+            }
+            (kind, id) => {
+                return Err(Error::Broker {
+                    transport: "postgres",
+                    transient: false,
+                    source: format!("enqueue_keyed() answered `{kind}` with id {id:?}").into(),
+                })
+            }
+        })
     }
 
     async fn release_unique(&self, queue: &str, unique_key: &str, id: TaskId) -> Result<()> {

@@ -11,32 +11,6 @@ fn one_line(err: &taskq_core::Error) -> String {
     line
 }
 
-/// Debounce and throttle are not built for PostgreSQL yet: such an enqueue is refused before
-/// it is written, naming the feature.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_debounced_or_throttled_enqueue_is_refused_naming_the_feature() {
-    use taskq_testkit::suite::assert_unsupported;
-    let (broker, ()) = super::support::postgres_broker().await;
-    let client = taskq_core::Client::new(
-        broker,
-        std::sync::Arc::new(taskq_core::MemoryResultBackend::new()),
-    );
-    let call = || client.enqueue_by_name("reports.build", &serde_json::json!({}));
-    let window = std::time::Duration::from_secs(1);
-    assert_unsupported(
-        call().throttle("tenant-1", window).await,
-        "debounce and throttle",
-    );
-    assert_unsupported(
-        call().debounce("tenant-1", window).await,
-        "debounce and throttle",
-    );
-    assert_eq!(
-        client.inspector().stats("default").await.unwrap().pending,
-        0
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_database_is_named_with_its_url_and_the_likely_fix() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -289,3 +289,65 @@ pub async fn operators_see_busy_partitions(broker: Shared) {
         .unwrap()
         .is_empty());
 }
+
+pub async fn concurrent_fetchers_never_pass_a_partitions_limit(broker: Shared) {
+    use std::sync::{
+        atomic::{AtomicUsize, Ordering},
+        Mutex,
+    };
+    let q = queue();
+    for key in ["p1", "p2", "p3"] {
+        enqueue_partitioned(&broker, &q, key, Some(2), 20).await;
+    }
+    // Per partition: messages between their fetch and their ack, and the most seen at once.
+    let in_hand: Arc<Mutex<std::collections::HashMap<String, (usize, usize)>>> = Arc::default();
+    let handled = Arc::new(AtomicUsize::new(0));
+    let fetchers: Vec<_> = (0..6)
+        .map(|_| {
+            let (broker, q) = (broker.clone(), q.clone());
+            let (in_hand, handled) = (in_hand.clone(), handled.clone());
+            tokio::spawn(async move {
+                let worker = WorkerId::generate();
+                let mut idle_rounds = 0;
+                while idle_rounds < 20 {
+                    let got = broker
+                        .fetch(&worker, std::slice::from_ref(&q), 3, NO_WAIT)
+                        .await
+                        .unwrap();
+                    if got.is_empty() {
+                        idle_rounds += 1;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        continue;
+                    }
+                    idle_rounds = 0;
+                    for key in keys_of(&got) {
+                        let mut counts = in_hand.lock().unwrap();
+                        let entry = counts.entry(key).or_default();
+                        entry.0 += 1;
+                        entry.1 = entry.1.max(entry.0);
+                    }
+                    tokio::time::sleep(Duration::from_millis(3)).await;
+                    for key in keys_of(&got) {
+                        in_hand.lock().unwrap().get_mut(&key).unwrap().0 -= 1;
+                    }
+                    handled.fetch_add(got.len(), Ordering::Relaxed);
+                    assert_eq!(broker.ack(&worker, &got).await.unwrap(), got.len());
+                }
+            })
+        })
+        .collect();
+    for fetcher in fetchers {
+        fetcher.await.unwrap();
+    }
+    assert_eq!(handled.load(Ordering::Relaxed), 60, "every message once");
+    let most: Vec<_> = {
+        let counts = in_hand.lock().unwrap();
+        let mut most: Vec<_> = counts.iter().map(|(k, (_, m))| (k.clone(), *m)).collect();
+        most.sort();
+        most
+    };
+    assert!(
+        most.iter().all(|(_, m)| *m <= 2),
+        "a partition ran past its limit of 2: {most:?}"
+    );
+}

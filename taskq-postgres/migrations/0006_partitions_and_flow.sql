@@ -199,3 +199,173 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- Debounce and throttle (docs/partitions.md, "Debounce and throttle"): per (queue, key), the
+-- invocation that holds the key (`id`, and `tag` while it waits scheduled), when its burst
+-- began (`first`), when its window starts and ends.
+CREATE TABLE @s.flows (
+    queue text NOT NULL,
+    key text NOT NULL,
+    id uuid NOT NULL,
+    tag bigint,
+    first timestamptz NOT NULL,
+    start timestamptz NOT NULL,
+    until timestamptz NOT NULL,
+    PRIMARY KEY (queue, key)
+);
+CREATE INDEX flows_until ON @s.flows (queue, until);
+
+-- Debounce ('debounce') or throttle ('throttle', 'throttle-last') on p_key, decided and
+-- written in one step under the key's lock, so racing producers see one another; the same
+-- answers as Redis's enqueue_keyed.lua: ('written', id) this id will run, ('dropped', id) the
+-- window's id, ('resend', id) send again carrying this id (NULL: a fresh one), ('full', NULL)
+-- the queue is at its bound (p_bound, 0 for none).
+CREATE FUNCTION @s.enqueue_keyed(
+    p_mode text, p_queue text, p_key text, p_priority smallint, p_id uuid, p_payload text,
+    p_window_ms bigint, p_max_wait_ms bigint, p_expect uuid, p_partition text, p_limit integer,
+    p_bound bigint
+) RETURNS TABLE (kind text, id uuid)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    held record;
+    known boolean;
+    alive boolean := false;
+    due timestamptz;
+    window_length interval := p_window_ms * interval '1 millisecond';
+    written bigint;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended('taskq flow ' || p_queue || chr(10) || p_key, 0));
+    INSERT INTO @s.queues (name) VALUES (p_queue) ON CONFLICT DO NOTHING;
+    -- Keys whose windows ended a minute ago are forgotten, a few per call.
+    DELETE FROM @s.flows f WHERE (f.queue, f.key) IN (
+        SELECT o.queue, o.key FROM @s.flows o
+        WHERE o.queue = p_queue AND o.until < now() - interval '1 minute' AND o.key <> p_key
+        LIMIT 16);
+    SELECT f.id, f.tag, f.first, f.start, f.until INTO held
+    FROM @s.flows f WHERE f.queue = p_queue AND f.key = p_key;
+    known := FOUND;
+    IF known AND held.tag IS NOT NULL THEN
+        alive := EXISTS (SELECT 1 FROM @s.messages m
+                         WHERE m.tag = held.tag AND m.worker IS NULL AND m.due_at IS NOT NULL);
+    END IF;
+
+    IF p_mode = 'debounce' THEN
+        IF alive THEN
+            IF p_expect IS DISTINCT FROM held.id THEN
+                RETURN QUERY SELECT 'resend'::text, held.id;
+                RETURN;
+            END IF;
+            due := now() + window_length;
+            IF p_max_wait_ms > 0 THEN
+                due := least(due, held.first + p_max_wait_ms * interval '1 millisecond');
+            END IF;
+            UPDATE @s.messages m SET payload = p_payload, priority = p_priority, due_at = due
+            WHERE m.tag = held.tag;
+            UPDATE @s.flows f SET until = due WHERE f.queue = p_queue AND f.key = p_key;
+            RETURN QUERY SELECT 'written'::text, held.id;
+            RETURN;
+        END IF;
+        IF p_expect IS NOT NULL THEN
+            RETURN QUERY SELECT 'resend'::text, NULL::uuid;
+            RETURN;
+        END IF;
+        IF NOT @s.has_room(p_queue, p_bound) THEN
+            RETURN QUERY SELECT 'full'::text, NULL::uuid;
+            RETURN;
+        END IF;
+        due := now() + window_length;
+        IF p_max_wait_ms > 0 THEN
+            due := least(due, now() + p_max_wait_ms * interval '1 millisecond');
+        END IF;
+        written := @s.insert_keyed(p_queue, p_priority, p_id, p_payload, due, p_partition, p_limit);
+        INSERT INTO @s.flows AS f (queue, key, id, tag, first, start, until)
+        VALUES (p_queue, p_key, p_id, written, now(), now(), due)
+        ON CONFLICT (queue, key) DO UPDATE SET id = EXCLUDED.id, tag = EXCLUDED.tag,
+            first = EXCLUDED.first, start = EXCLUDED.start, until = EXCLUDED.until;
+        RETURN QUERY SELECT 'written'::text, p_id;
+        RETURN;
+    END IF;
+
+    IF known AND now() < held.until THEN
+        IF p_mode = 'throttle' THEN
+            RETURN QUERY SELECT 'dropped'::text, held.id;
+            RETURN;
+        END IF;
+        IF now() < held.start AND alive THEN
+            -- The next window's run still waits: it takes these arguments, at the same time.
+            IF p_expect IS DISTINCT FROM held.id THEN
+                RETURN QUERY SELECT 'resend'::text, held.id;
+                RETURN;
+            END IF;
+            UPDATE @s.messages m SET payload = p_payload, priority = p_priority WHERE m.tag = held.tag;
+            RETURN QUERY SELECT 'written'::text, held.id;
+            RETURN;
+        END IF;
+        IF p_expect IS NOT NULL THEN
+            RETURN QUERY SELECT 'resend'::text, NULL::uuid;
+            RETURN;
+        END IF;
+        IF NOT @s.has_room(p_queue, p_bound) THEN
+            RETURN QUERY SELECT 'full'::text, NULL::uuid;
+            RETURN;
+        END IF;
+        -- Kept for the window's end, where its run holds the next window.
+        written := @s.insert_keyed(p_queue, p_priority, p_id, p_payload, held.until, p_partition, p_limit);
+        UPDATE @s.flows f SET id = p_id, tag = written, first = now(), start = held.until,
+            until = held.until + window_length
+        WHERE f.queue = p_queue AND f.key = p_key;
+        RETURN QUERY SELECT 'written'::text, p_id;
+        RETURN;
+    END IF;
+    IF p_expect IS NOT NULL THEN
+        RETURN QUERY SELECT 'resend'::text, NULL::uuid;
+        RETURN;
+    END IF;
+    IF NOT @s.has_room(p_queue, p_bound) THEN
+        RETURN QUERY SELECT 'full'::text, NULL::uuid;
+        RETURN;
+    END IF;
+    PERFORM @s.insert_keyed(p_queue, p_priority, p_id, p_payload, NULL, p_partition, p_limit);
+    INSERT INTO @s.flows AS f (queue, key, id, tag, first, start, until)
+    VALUES (p_queue, p_key, p_id, NULL, now(), now(), now() + window_length)
+    ON CONFLICT (queue, key) DO UPDATE SET id = EXCLUDED.id, tag = NULL,
+        first = EXCLUDED.first, start = EXCLUDED.start, until = EXCLUDED.until;
+    RETURN QUERY SELECT 'written'::text, p_id;
+END
+$$;
+
+-- Whether p_queue holds fewer than p_bound waiting messages (ready and scheduled; always
+-- with p_bound 0), under the queue's lock (the one bounded enqueues take) until commit.
+CREATE FUNCTION @s.has_room(p_queue text, p_bound bigint) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_bound <= 0 THEN
+        RETURN true;
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtext('@s.' || p_queue));
+    RETURN (SELECT count(*) FROM @s.messages WHERE queue = p_queue AND worker IS NULL) < p_bound;
+END
+$$;
+
+-- Adds one message of a keyed flow, scheduled at p_due (ready now when NULL), in its
+-- partition's next turn when it has one; returns its tag.
+CREATE FUNCTION @s.insert_keyed(
+    p_queue text, p_priority smallint, p_id uuid, p_payload text, p_due timestamptz,
+    p_partition text, p_limit integer
+) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    written bigint;
+BEGIN
+    INSERT INTO @s.messages (queue, priority, id, payload, due_at, partition, part_limit, turn)
+    VALUES (p_queue, p_priority, p_id, p_payload, p_due, p_partition,
+            CASE WHEN p_partition IS NOT NULL THEN p_limit END,
+            CASE WHEN p_partition IS NOT NULL THEN @s.take_turns(p_queue, p_partition, 1) END)
+    RETURNING tag INTO written;
+    IF p_due IS NULL THEN
+        PERFORM pg_notify('@ready', '');
+    END IF;
+    RETURN written;
+END
+$$;
