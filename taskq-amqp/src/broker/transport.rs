@@ -105,8 +105,8 @@ impl Transport for AmqpBroker {
             feature: "partition keys",
             reason: "RabbitMQ hands a queue's messages out in order to whichever consumer is \
                      free; it cannot take turns between partitions or cap one partition's \
-                     running tasks across consumers. Use Redis or the in-memory broker for \
-                     partitioned queues",
+                     running tasks across consumers. Use Redis, PostgreSQL or the in-memory broker \
+                     for partitioned queues",
         })
     }
 

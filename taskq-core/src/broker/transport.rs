@@ -81,7 +81,7 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
     fn check_partitions(&self) -> Result<()> {
         Err(crate::Error::Unsupported {
             feature: "partition keys",
-            reason: "this broker keeps no per-partition queues; use Redis or the in-memory broker",
+            reason: "this broker keeps no per-partition queues; use Redis, PostgreSQL or the in-memory broker",
         })
     }
 
@@ -102,7 +102,7 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
         let _ = (message, flow, expect);
         Err(crate::Error::Unsupported {
             feature: "debounce and throttle",
-            reason: "this broker keeps no per-key state; use Redis or the in-memory broker",
+            reason: "this broker keeps no per-key state; use Redis, PostgreSQL or the in-memory broker",
         })
     }
 
