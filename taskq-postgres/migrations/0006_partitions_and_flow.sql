@@ -30,6 +30,12 @@ CREATE TABLE @s.partition_turns (
     PRIMARY KEY (queue, partition)
 );
 
+-- Ready messages: unkeyed ones by (priority, position), partitioned ones by (priority, turn,
+-- position). Each index holds only its own kind, so that a partitioned queue's fetch finds its
+-- few unkeyed messages without reading past its keyed backlog.
+DROP INDEX @s.messages_ready;
+CREATE INDEX messages_ready ON @s.messages (queue, priority DESC, pos)
+    WHERE worker IS NULL AND due_at IS NULL AND partition IS NULL;
 CREATE INDEX messages_ready_turns ON @s.messages (queue, priority DESC, turn, pos)
     WHERE worker IS NULL AND due_at IS NULL AND partition IS NOT NULL;
 CREATE INDEX messages_partition_held ON @s.messages (queue, partition)
@@ -55,7 +61,8 @@ END
 $$;
 
 -- Takes up to p_want ready messages of partitioned queue p_queue into p_worker's hands, by
--- turns (see the top of this file), skipping partitions at their limit.
+-- turns (see the top of this file), skipping partitions at their limit: chooses in a loop,
+-- then takes the chosen in one UPDATE and returns them in the order chosen.
 CREATE FUNCTION @s.fetch_turns(p_worker text, p_queue text, p_want integer, p_preference integer)
 RETURNS TABLE (tag bigint, queue text, priority smallint, payload text, id uuid, pos bigint,
                preference integer, partition text)
@@ -68,9 +75,11 @@ DECLARE
     unkeyed_priorities smallint[];
     next_unkeyed integer := 1;
     candidate record;
-    taken integer := 0;
-    checked text[] := '{}';
-    skipped text[] := '{}';
+    chosen bigint[] := '{}';
+    -- Limited partitions seen by this call, and how many more of each it may take.
+    limited text[] := '{}';
+    room integer[] := '{}';
+    slot integer;
     running bigint;
 BEGIN
     SELECT q.round INTO current FROM @s.queues q WHERE q.name = p_queue;
@@ -97,55 +106,54 @@ BEGIN
         FOR UPDATE SKIP LOCKED
     LOOP
         -- Unkeyed messages whose turn comes first.
-        WHILE taken < p_want AND next_unkeyed <= cardinality(unkeyed)
+        WHILE cardinality(chosen) < p_want AND next_unkeyed <= cardinality(unkeyed)
               AND (unkeyed_priorities[next_unkeyed] > candidate.priority
                    OR (unkeyed_priorities[next_unkeyed] = candidate.priority
                        AND current + next_unkeyed <= candidate.turn)) LOOP
-            RETURN QUERY
-                UPDATE @s.messages m SET worker = p_worker, tag = nextval('@s.tags')
-                WHERE m.tag = unkeyed[next_unkeyed]
-                RETURNING m.tag, m.queue, m.priority, m.payload, m.id, m.pos, p_preference, m.partition;
+            chosen := chosen || unkeyed[next_unkeyed];
             latest := greatest(latest, current + next_unkeyed);
             next_unkeyed := next_unkeyed + 1;
-            taken := taken + 1;
         END LOOP;
-        EXIT WHEN taken >= p_want;
-        CONTINUE WHEN candidate.partition = ANY(skipped);
+        EXIT WHEN cardinality(chosen) >= p_want;
         IF candidate.part_limit IS NOT NULL THEN
-            IF NOT candidate.partition = ANY(checked) THEN
-                IF NOT pg_try_advisory_xact_lock(
+            slot := array_position(limited, candidate.partition);
+            IF slot IS NULL THEN
+                -- First seen: its room is its limit less its held messages, counted under its
+                -- lock; a partition another fetch is deciding for gets no room this time.
+                limited := limited || candidate.partition;
+                slot := cardinality(limited);
+                IF pg_try_advisory_xact_lock(
                         hashtextextended('taskq partition ' || p_queue || chr(10) || candidate.partition, 0)) THEN
-                    skipped := skipped || candidate.partition;
-                    CONTINUE;
+                    SELECT count(*) INTO running FROM @s.messages m
+                    WHERE m.queue = p_queue AND m.partition = candidate.partition AND m.worker IS NOT NULL;
+                    room := room || greatest(candidate.part_limit - running, 0)::integer;
+                ELSE
+                    room := room || 0;
                 END IF;
-                checked := checked || candidate.partition;
             END IF;
-            SELECT count(*) INTO running FROM @s.messages m
-            WHERE m.queue = p_queue AND m.partition = candidate.partition AND m.worker IS NOT NULL;
-            IF running >= candidate.part_limit THEN
-                skipped := skipped || candidate.partition;
-                CONTINUE;
-            END IF;
+            CONTINUE WHEN room[slot] <= 0;
+            room[slot] := room[slot] - 1;
         END IF;
-        RETURN QUERY
-            UPDATE @s.messages m SET worker = p_worker, tag = nextval('@s.tags')
-            WHERE m.tag = candidate.tag
-            RETURNING m.tag, m.queue, m.priority, m.payload, m.id, m.pos, p_preference, m.partition;
+        chosen := chosen || candidate.tag;
         latest := greatest(latest, candidate.turn);
-        taken := taken + 1;
     END LOOP;
-    WHILE taken < p_want AND next_unkeyed <= cardinality(unkeyed) LOOP
-        RETURN QUERY
-            UPDATE @s.messages m SET worker = p_worker, tag = nextval('@s.tags')
-            WHERE m.tag = unkeyed[next_unkeyed]
-            RETURNING m.tag, m.queue, m.priority, m.payload, m.id, m.pos, p_preference, m.partition;
+    WHILE cardinality(chosen) < p_want AND next_unkeyed <= cardinality(unkeyed) LOOP
+        chosen := chosen || unkeyed[next_unkeyed];
         latest := greatest(latest, current + next_unkeyed);
         next_unkeyed := next_unkeyed + 1;
-        taken := taken + 1;
     END LOOP;
     IF latest > current THEN
         UPDATE @s.queues q SET round = latest WHERE q.name = p_queue AND q.round < latest;
     END IF;
+    RETURN QUERY
+        WITH taken AS (
+            UPDATE @s.messages m SET worker = p_worker, tag = nextval('@s.tags')
+            FROM unnest(chosen) WITH ORDINALITY AS c(old_tag, ord)
+            WHERE m.tag = c.old_tag
+            RETURNING m.tag, m.queue, m.priority, m.payload, m.id, m.pos, m.partition, c.ord
+        )
+        SELECT t.tag, t.queue, t.priority, t.payload, t.id, t.pos, p_preference, t.partition
+        FROM taken t ORDER BY t.ord;
 END
 $$;
 
@@ -178,7 +186,7 @@ BEGIN
             RETURN QUERY
                 WITH picked AS (
                     SELECT m.tag FROM @s.messages m
-                    WHERE m.queue = q AND m.worker IS NULL AND m.due_at IS NULL
+                    WHERE m.queue = q AND m.worker IS NULL AND m.due_at IS NULL AND m.partition IS NULL
                     ORDER BY m.priority DESC, m.pos
                     LIMIT p_max - got
                     FOR UPDATE SKIP LOCKED

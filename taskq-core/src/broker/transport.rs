@@ -102,7 +102,8 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
         let _ = (message, flow, expect);
         Err(crate::Error::Unsupported {
             feature: "debounce and throttle",
-            reason: "this broker keeps no per-key state; use Redis, PostgreSQL or the in-memory broker",
+            reason:
+                "this broker keeps no per-key state; use Redis, PostgreSQL or the in-memory broker",
         })
     }
 

@@ -57,15 +57,26 @@ impl Inspector for PostgresBroker {
     async fn stats(&self, queue: &str) -> Result<QueueStats> {
         let row = sqlx::query(&self.names().fill(
             "SELECT
-                 (SELECT count(*) FROM @s.messages WHERE queue = $1 AND worker IS NULL AND due_at IS NULL),
+                 (SELECT count(*) FROM @s.messages
+                  WHERE queue = $1 AND worker IS NULL AND due_at IS NULL AND partition IS NULL)
+                 + (SELECT count(*) FROM @s.messages
+                    WHERE queue = $1 AND worker IS NULL AND due_at IS NULL AND partition IS NOT NULL),
                  (SELECT count(*) FROM @s.messages WHERE queue = $1 AND worker IS NULL AND due_at IS NOT NULL),
                  (SELECT count(*) FROM @s.messages WHERE queue = $1 AND worker IS NOT NULL),
                  (SELECT count(*) FROM @s.dead_letters WHERE queue = $1),
                  (SELECT coalesce(max(dead_dropped), 0) FROM @s.queues WHERE name = $1),
-                 (SELECT array_agg(payload) FROM (
-                      SELECT DISTINCT ON (priority) payload FROM @s.messages
-                      WHERE queue = $1 AND worker IS NULL AND due_at IS NULL
-                      ORDER BY priority, pos) heads)",
+                 (SELECT array_agg(head.payload) FROM generate_series(0, 9) AS level(n)
+                  CROSS JOIN LATERAL (
+                      (SELECT payload FROM @s.messages
+                       WHERE queue = $1 AND worker IS NULL AND due_at IS NULL
+                         AND partition IS NULL AND priority = level.n
+                       ORDER BY pos LIMIT 1)
+                      UNION ALL
+                      (SELECT payload FROM @s.messages
+                       WHERE queue = $1 AND worker IS NULL AND due_at IS NULL
+                         AND partition IS NOT NULL AND priority = level.n
+                       ORDER BY turn, pos LIMIT 1)
+                  ) head)",
         ))
         .bind(queue)
         .fetch_one(self.pool())
@@ -227,9 +238,19 @@ impl Inspector for PostgresBroker {
 
     async fn pending(&self, queue: &str, page: Page) -> Result<Vec<String>> {
         let (offset, limit) = window(page);
+        // Unkeyed messages in fetch order, then a partitioned queue's keyed ones by turns; each
+        // read through its own index, at most offset + limit of each.
         sqlx::query_scalar(&self.names().fill(
-            "SELECT payload FROM @s.messages WHERE queue = $1 AND worker IS NULL AND due_at IS NULL
-             ORDER BY priority DESC, pos OFFSET $2 LIMIT $3",
+            "SELECT payload FROM (
+                 (SELECT payload, 0 AS kind, priority, NULL::bigint AS turn, pos FROM @s.messages
+                  WHERE queue = $1 AND worker IS NULL AND due_at IS NULL AND partition IS NULL
+                  ORDER BY priority DESC, pos LIMIT $2 + $3)
+                 UNION ALL
+                 (SELECT payload, 1, priority, turn, pos FROM @s.messages
+                  WHERE queue = $1 AND worker IS NULL AND due_at IS NULL AND partition IS NOT NULL
+                  ORDER BY priority DESC, turn, pos LIMIT $2 + $3)
+             ) ready
+             ORDER BY kind, priority DESC, turn, pos OFFSET $2 LIMIT $3",
         ))
         .bind(queue)
         .bind(offset)

@@ -185,3 +185,42 @@ pub async fn a_throttle_keeps_the_last_extra_call_for_the_windows_end(broker: Sh
     let stats = broker.stats(&q).await.unwrap();
     assert_eq!((stats.pending, stats.scheduled), (0, 0));
 }
+
+pub async fn a_debounced_invocation_waits_for_its_partitions_slot(broker: Shared) {
+    let q = queue();
+    let queues = [q.clone()];
+    let client = client(&broker);
+    let window = Duration::from_millis(100);
+    let running = client
+        .enqueue_by_name("suite.keyed", &serde_json::json!({ "n": 0 }))
+        .queue(&q)
+        .partition("acct-1")
+        .partition_concurrency(1)
+        .await
+        .unwrap();
+    let worker = WorkerId::generate();
+    let held = broker.fetch(&worker, &queues, 5, NO_WAIT).await.unwrap();
+    assert_eq!(ids(&held), [running.id()]);
+    let debounced = client
+        .enqueue_by_name("suite.keyed", &serde_json::json!({ "n": 1 }))
+        .queue(&q)
+        .partition("acct-1")
+        .partition_concurrency(1)
+        .debounce("acct-1-sync", window)
+        .await
+        .unwrap();
+    tokio::time::sleep(window + Duration::from_millis(100)).await;
+    assert_eq!(broker.promote_scheduled(&queues, 10).await.unwrap(), 1);
+    assert!(
+        broker
+            .fetch(&worker, &queues, 5, NO_WAIT)
+            .await
+            .unwrap()
+            .is_empty(),
+        "due, but its partition's one slot is taken"
+    );
+    broker.ack(&worker, &held).await.unwrap();
+    let next = broker.fetch(&worker, &queues, 5, NO_WAIT).await.unwrap();
+    assert_eq!(ids(&next), [debounced.id()]);
+    assert_eq!(next[0].partition(), Some("acct-1"));
+}

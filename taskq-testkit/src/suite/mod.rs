@@ -132,3 +132,16 @@ pub async fn kill(broker: &Shared, q: &str, n: usize) -> Vec<TaskId> {
     }
     ids(&got)
 }
+
+/// The bound of the brokers the flow-control tests run on ([`BoundedAtFifty`]).
+pub(crate) const BOUND: usize = 50;
+
+/// `result` is the refusal of a full `q` at [`BOUND`].
+pub(crate) fn assert_full(result: taskq_core::Result<()>, q: &str) {
+    match result {
+        Err(taskq_core::Error::QueueFull { queue, capacity }) => {
+            assert_eq!((queue.as_str(), capacity), (q, BOUND));
+        }
+        other => panic!("expected QueueFull for {q}, got {other:?}"),
+    }
+}

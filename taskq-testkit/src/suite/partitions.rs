@@ -351,3 +351,35 @@ pub async fn concurrent_fetchers_never_pass_a_partitions_limit(broker: Shared) {
         "a partition ran past its limit of 2: {most:?}"
     );
 }
+
+pub async fn partitioned_messages_count_against_the_queues_bound(broker: BoundedAtFifty) {
+    let q = queue();
+    let spread = (0..BOUND - 10)
+        .map(|i| partitioned(&q, &format!("t{}", i % 7), Some(1), 0))
+        .collect();
+    broker.enqueue(spread).await.unwrap();
+    broker
+        .enqueue((0..10).map(|_| message(&q, 0)).collect())
+        .await
+        .unwrap();
+    assert_full(
+        broker
+            .enqueue(vec![partitioned(&q, "t0", Some(1), 0)])
+            .await,
+        &q,
+    );
+    assert_full(broker.enqueue(vec![message(&q, 0)]).await, &q);
+    assert_eq!(broker.stats(&q).await.unwrap().pending, BOUND);
+    // Held messages do not count: one taken leaves room for one.
+    let worker = WorkerId::generate();
+    let got = broker
+        .fetch(&worker, std::slice::from_ref(&q), 1, NO_WAIT)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    broker
+        .enqueue(vec![partitioned(&q, "t3", Some(1), 0)])
+        .await
+        .unwrap();
+    assert_full(broker.enqueue(vec![message(&q, 0)]).await, &q);
+}

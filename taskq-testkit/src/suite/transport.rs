@@ -467,18 +467,6 @@ pub async fn a_huge_enqueue_lands_whole_and_in_order(broker: Shared) {
     assert_eq!(got[3_000..], expected_low[..]);
 }
 
-/// The bound of the brokers the flow-control tests run on.
-const BOUND: usize = 50;
-
-fn assert_full(result: taskq_core::Result<()>, q: &str) {
-    match result {
-        Err(taskq_core::Error::QueueFull { queue, capacity }) => {
-            assert_eq!((queue.as_str(), capacity), (q, BOUND));
-        }
-        other => panic!("expected QueueFull for {q}, got {other:?}"),
-    }
-}
-
 /// A call that would take a queue past its bound is refused whole, naming the queue; pending
 /// and scheduled messages count, messages being processed do not.
 pub async fn a_full_queue_refuses_the_whole_call_naming_the_queue(broker: BoundedAtFifty) {
