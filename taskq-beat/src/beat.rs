@@ -8,6 +8,9 @@ use tokio::time::Instant;
 
 use crate::{error::invalid_schedule_file, plan, Entry, Result};
 
+/// How many next slots a beat publishes per entry.
+const UPCOMING: usize = 3;
+
 /// Namespace of the deterministic task ids of fires (UUID v5 of `"<entry>@<slot ms>"`).
 const FIRE_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x7a5b_8a41_3c1e_4f0a_9d6e_2b7c_1f0e_5a93);
 
@@ -79,6 +82,9 @@ pub struct Beat {
     entries: Vec<Entry>,
     config: BeatConfig,
     owner: String,
+    /// The first-sight baselines this beat wrote (entry -> slot): a last fire equal to its
+    /// entry's baseline was never fired, and the dashboard says "never".
+    baselines: std::sync::Mutex<std::collections::HashMap<String, DateTime<Utc>>>,
 }
 
 impl Beat {
@@ -113,6 +119,7 @@ impl Beat {
             entries,
             config: BeatConfig::default(),
             owner,
+            baselines: Default::default(),
         })
     }
 
@@ -182,14 +189,28 @@ impl Beat {
         let now = self.client.clock().now();
         let mut entries = Vec::with_capacity(self.entries.len());
         for entry in &self.entries {
-            let last = self.store.last_fire(&entry.name).await.ok().flatten();
-            entries.push(taskq_core::BeatEntryStatus::new(
-                &entry.name,
-                &entry.task,
-                format!("{:?}", entry.schedule),
-                last,
-                entry.schedule.next_after(now),
-            ));
+            let stored = self.store.last_fire(&entry.name).await.ok().flatten();
+            let baseline = self.baseline_of(&entry.name);
+            let last = stored.filter(|slot| Some(*slot) != baseline);
+            let mut upcoming = Vec::with_capacity(UPCOMING);
+            let mut after = now;
+            while upcoming.len() < UPCOMING {
+                let Some(next) = entry.schedule.next_after(after) else {
+                    break;
+                };
+                upcoming.push(next);
+                after = next;
+            }
+            entries.push(
+                taskq_core::BeatEntryStatus::new(
+                    &entry.name,
+                    &entry.task,
+                    entry.schedule.describe(),
+                    last,
+                    None,
+                )
+                .with_upcoming(upcoming),
+            );
         }
         let status = taskq_core::BeatStatus::new(&self.owner, now, entries);
         if let Err(err) = self
@@ -227,6 +248,15 @@ impl Beat {
         wake
     }
 
+    /// The first-sight baseline this beat wrote for `entry`, if it wrote one.
+    fn baseline_of(&self, entry: &str) -> Option<DateTime<Utc>> {
+        self.baselines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(entry)
+            .copied()
+    }
+
     /// Plans and fires one entry.
     async fn step(&self, entry: &Entry, report: &mut BeatReport) -> Result<()> {
         let now = self.client.clock().now();
@@ -234,6 +264,10 @@ impl Beat {
             // First sight of this entry: start from now, do not fire the past.
             let baseline = entry.schedule.last_at_or_before(now).unwrap_or(now);
             self.store.set_last_fire(&entry.name, baseline).await?;
+            self.baselines
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(entry.name.clone(), baseline);
             return Ok(());
         };
         let step = plan(

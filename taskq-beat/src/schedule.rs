@@ -17,6 +17,20 @@ pub trait Schedule: Send + Sync + fmt::Debug {
 
     /// The last slot at or before `t`, or `None` when there is none.
     fn last_at_or_before(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>>;
+
+    /// The schedule as an operator wrote it, for the dashboard and `taskq beat`: a cron line
+    /// with its zone, `every 5m`; a schedule of one's own shows its `Debug` form unless it
+    /// says better.
+    ///
+    /// ```
+    /// use taskq_beat::{CronSchedule, Schedule};
+    /// let cron = CronSchedule::parse("0 30 9 * * MON-FRI", "Europe/Berlin")?;
+    /// assert_eq!(cron.describe(), "0 30 9 * * MON-FRI (Europe/Berlin)");
+    /// # Ok::<(), taskq_beat::ScheduleError>(())
+    /// ```
+    fn describe(&self) -> String {
+        format!("{self:?}")
+    }
 }
 
 /// A cron expression in a time zone: 5 fields, or 6 with seconds first, or `@hourly`-style
@@ -39,6 +53,8 @@ pub trait Schedule: Send + Sync + fmt::Debug {
 pub struct CronSchedule {
     cron: croner::Cron,
     tz: Tz,
+    /// The line as written (whitespace collapsed), for [`Schedule::describe`].
+    expr: String,
 }
 
 impl CronSchedule {
@@ -57,7 +73,8 @@ impl CronSchedule {
                 expr: expr.to_owned(),
                 reason: wrong_field(expr).unwrap_or_else(|| err.to_string()),
             })?;
-        Ok(Self { cron, tz })
+        let expr = expr.split_whitespace().collect::<Vec<_>>().join(" ");
+        Ok(Self { cron, tz, expr })
     }
 }
 
@@ -122,6 +139,10 @@ impl Schedule for CronSchedule {
             .ok()
             .map(|prev| prev.with_timezone(&Utc))
     }
+
+    fn describe(&self) -> String {
+        format!("{} ({})", self.expr, self.tz.name())
+    }
 }
 
 /// A fixed interval, with slots at whole multiples of `every` since the Unix epoch, so that
@@ -180,6 +201,11 @@ impl Schedule for Every {
     fn last_at_or_before(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.at(t.timestamp_millis().div_euclid(self.every_ms))
     }
+
+    fn describe(&self) -> String {
+        let every = Duration::from_millis(u64::try_from(self.every_ms).unwrap_or(u64::MAX));
+        format!("every {}", humantime::format_duration(every))
+    }
 }
 
 /// Another schedule limited to slots within `[start, end]`.
@@ -221,6 +247,17 @@ impl<S: Schedule> Schedule for Bounded<S> {
             .last_at_or_before(until)
             .filter(|slot| self.within(*slot))
     }
+
+    fn describe(&self) -> String {
+        let mut text = self.inner.describe();
+        if let Some(start) = self.start {
+            text.push_str(&format!(", from {}", start.to_rfc3339()));
+        }
+        if let Some(end) = self.end {
+            text.push_str(&format!(", until {}", end.to_rfc3339()));
+        }
+        text
+    }
 }
 
 impl<S: Schedule + ?Sized> Schedule for Box<S> {
@@ -230,6 +267,10 @@ impl<S: Schedule + ?Sized> Schedule for Box<S> {
 
     fn last_at_or_before(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         (**self).last_at_or_before(t)
+    }
+
+    fn describe(&self) -> String {
+        (**self).describe()
     }
 }
 

@@ -97,12 +97,15 @@ pub struct BeatEntryStatus {
     pub name: String,
     /// The task it enqueues.
     pub task: String,
-    /// Its schedule, described.
+    /// Its schedule as written (a cron line with its zone, `every 5m`).
     pub schedule: String,
-    /// The last slot fired.
+    /// The last slot fired; `None` while the entry has not fired yet.
     pub last_fire: Option<DateTime<Utc>>,
     /// The next slot.
     pub next_fire: Option<DateTime<Utc>>,
+    /// The next few slots, the next one first (empty from a beat that did not publish them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upcoming: Vec<DateTime<Utc>>,
 }
 
 impl BeatEntryStatus {
@@ -120,7 +123,23 @@ impl BeatEntryStatus {
             schedule: schedule.into(),
             last_fire,
             next_fire,
+            upcoming: next_fire.into_iter().collect(),
         }
+    }
+
+    /// The same with the next few slots (`upcoming[0]` is the next fire).
+    ///
+    /// ```
+    /// use chrono::{TimeZone, Utc};
+    /// let at = |h| Utc.with_ymd_and_hms(2026, 12, 7, h, 30, 0).unwrap();
+    /// let entry = taskq_core::BeatEntryStatus::new("report", "reports.daily", "0 30 9 * * MON-FRI (Europe/Berlin)", None, Some(at(8)))
+    ///     .with_upcoming(vec![at(8), at(9)]);
+    /// assert_eq!(entry.upcoming.len(), 2);
+    /// ```
+    pub fn with_upcoming(mut self, upcoming: Vec<DateTime<Utc>>) -> Self {
+        self.next_fire = upcoming.first().copied();
+        self.upcoming = upcoming;
+        self
     }
 }
 

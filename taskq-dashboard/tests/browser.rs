@@ -248,3 +248,75 @@ async fn a_malicious_payload_shows_as_text_and_runs_no_script() {
     }
     browser.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_beat_page_shows_each_schedule_as_written_with_its_zone() {
+    let deployment = deployment().await;
+    let client = &deployment.client;
+    let config = taskq_redis::RedisConfig::new(deployment.server.url());
+    let store: std::sync::Arc<dyn taskq_core::BeatStore> =
+        std::sync::Arc::new(taskq_redis::RedisBeatStore::connect(&config).await.unwrap());
+    let entries = vec![taskq_beat::Entry::new(
+        "standup",
+        "dash.double",
+        taskq_beat::CronSchedule::parse("0 30 9 * * MON-FRI", "Europe/Berlin").unwrap(),
+    )];
+    let beat = taskq_beat::Beat::new(client.clone(), store.clone(), entries).unwrap();
+    let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+    let stopped = stop.clone();
+    let running = tokio::spawn(beat.run(async move { stopped.notified().await }));
+    let (address, _server) = serve(Dashboard::new(client.clone()).beat_store(store)).await;
+    let driver = Driver::start();
+    let browser = driver.browser().await;
+    let url = format!("http://{address}/beat");
+    eventually(
+        "the leader published its entries",
+        Duration::from_secs(10),
+        async || {
+            browser.goto(&url).await.unwrap();
+            browser
+                .find(Locator::Css("#beat-entries code.schedule"))
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+    let schedule = browser
+        .find(Locator::Css("#beat-entries code.schedule"))
+        .await
+        .unwrap();
+    assert_eq!(
+        schedule.text().await.unwrap(),
+        "0 30 9 * * MON-FRI (Europe/Berlin)"
+    );
+    let row = browser
+        .find(Locator::Css("#beat-entries tbody tr"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(row.contains("never"), "not fired yet: {row}");
+    let next = browser
+        .find_all(Locator::Css("#beat-entries td.upcoming time"))
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 3, "three next fires");
+    // 09:30 in Berlin is 07:30 or 08:30 UTC, on a weekday.
+    for time in next {
+        let at = time.attr("datetime").await.unwrap().unwrap();
+        let at = chrono::DateTime::parse_from_rfc3339(&at).unwrap();
+        let berlin = at.with_timezone(&chrono_tz::Europe::Berlin);
+        assert_eq!(berlin.format("%H:%M").to_string(), "09:30", "{at}");
+        assert!(
+            !matches!(
+                chrono::Datelike::weekday(&berlin),
+                chrono::Weekday::Sat | chrono::Weekday::Sun
+            ),
+            "{at}"
+        );
+    }
+    browser.close().await.unwrap();
+    stop.notify_one();
+    running.await.unwrap().unwrap();
+}

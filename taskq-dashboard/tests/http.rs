@@ -526,11 +526,18 @@ async fn the_beat_page_shows_the_leader_and_its_entries() {
     let (_, before) = get(address, "/beat").await;
     assert!(before.contains("No beat leads"), "{before}");
 
-    let entries = vec![taskq_beat::Entry::new(
-        "nightly-report",
-        "dash.double",
-        taskq_beat::Every::new(Duration::from_secs(3600)).unwrap(),
-    )];
+    let entries = vec![
+        taskq_beat::Entry::new(
+            "nightly-report",
+            "dash.double",
+            taskq_beat::Every::new(Duration::from_secs(3600)).unwrap(),
+        ),
+        taskq_beat::Entry::new(
+            "standup",
+            "dash.double",
+            taskq_beat::CronSchedule::parse("0 30 9 * * MON-FRI", "Europe/Berlin").unwrap(),
+        ),
+    ];
     let beat = taskq_beat::Beat::new(client.clone(), store.clone(), entries).unwrap();
     let owner = beat.owner().to_owned();
     let stop = std::sync::Arc::new(tokio::sync::Notify::new());
@@ -549,6 +556,23 @@ async fn the_beat_page_shows_the_leader_and_its_entries() {
         page.contains("nightly-report") && page.contains("dash.double"),
         "{page}"
     );
+    // Schedules as written, with their zone; no Rust debug output; entries that have not
+    // fired yet say so; three next fires each.
+    assert!(
+        page.contains("0 30 9 * * MON-FRI (Europe/Berlin)"),
+        "{page}"
+    );
+    assert!(page.contains("every 1h"), "{page}");
+    assert!(
+        !page.contains("every_ms") && !page.contains("CronSchedule"),
+        "{page}"
+    );
+    assert_eq!(page.matches(">never<").count(), 2, "{page}");
+    let upcoming = page.split("<td class=\"upcoming\">").skip(1);
+    for cell in upcoming {
+        let cell = cell.split("</td>").next().unwrap();
+        assert_eq!(cell.matches("<time").count(), 3, "{cell}");
+    }
     stop.notify_one();
     running.await.unwrap().unwrap();
 }

@@ -1,5 +1,5 @@
-//! `/beat`: the leading beat, its entries, and their last and next fires (as the leader last
-//! published them).
+//! `/beat`: the leading beat, its entries with their schedules as written, and their last and
+//! next fires (as the leader last published them).
 
 use axum::{extract::State, response::Response};
 use maud::{html, Markup};
@@ -22,16 +22,26 @@ pub(crate) async fn page(State(state): State<Shared>) -> Result<Markup, Response
                 dt { "Published" } dd { (layout::time(status.published_at)) }
             }
             h2 { "Entries" }
+            p.note { "Schedules as written, cron lines in their own time zone; fire times in UTC." }
             table #beat-entries {
-                thead { tr { th { "Entry" } th { "Task" } th { "Schedule" } th { "Last fire" } th { "Next fire" } } }
+                thead { tr { th { "Entry" } th { "Task" } th { "Schedule" } th { "Last fire" } th { "Next fires" } } }
                 tbody {
                     @for entry in &status.entries {
                         tr {
                             td { (entry.name) }
                             td { (entry.task) }
-                            td { code { (entry.schedule) } }
+                            td { code.schedule { (entry.schedule) } }
                             td { @if let Some(at) = entry.last_fire { (layout::time(at)) } @else { "never" } }
-                            td { @if let Some(at) = entry.next_fire { (layout::time(at)) } @else { "ended" } }
+                            td.upcoming {
+                                @if entry.upcoming.is_empty() {
+                                    @if let Some(at) = entry.next_fire { (layout::time(at)) } @else { "ended" }
+                                } @else {
+                                    @for (i, at) in entry.upcoming.iter().enumerate() {
+                                        @if i > 0 { br; }
+                                        (layout::time(*at))
+                                    }
+                                }
+                            }
                         }
                     }
                 }
