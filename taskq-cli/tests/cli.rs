@@ -756,6 +756,27 @@ async fn the_operator_commands_work_on_rabbitmq() {
         "{status}"
     );
 
+    // The dashboard's queue page shows what RabbitMQ can tell (the counts) and says what it
+    // cannot (the listings), instead of failing.
+    let port = taskq_testkit::free_port();
+    let mut dashboard = Command::new(env!("CARGO_BIN_EXE_taskq"))
+        .args(["--broker", &url, "dashboard", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run taskq dashboard");
+    let (status, page) = dashboard_get(port, "127.0.0.1", "/queues/cli");
+    let _ = dashboard.kill();
+    let _ = dashboard.wait();
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains(r#"<span class="label">Pending</span><span class="value">3</span>"#),
+        "{page}"
+    );
+    assert!(page.contains(r#"id="pending-unlisted""#), "{page}");
+    assert!(page.contains(r#"id="held-unseen""#), "{page}");
+
     taskq_testkit::suite::kill(client.broker(), "cli", 2).await;
     // The queue signals agree with `taskq status` on RabbitMQ too (it shows no oldest age).
     metrics_agree_with_status(&url, "cli", false).await;
@@ -871,34 +892,43 @@ fn the_dashboard_serves_an_allowed_host_name_and_refuses_others() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("run taskq dashboard");
-    let status_for = |host: &str| -> Option<u16> {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-        write!(
-            stream,
-            "GET / HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut reply = String::new();
-        stream.read_to_string(&mut reply).ok()?;
-        reply.split_whitespace().nth(1)?.parse().ok()
-    };
+    let status_for = |host: &str| http_get(port, host, "/").map(|(status, _)| status);
+    let allowed = dashboard_get(port, "tasks.internal", "/").0;
+    let refused = status_for("attacker.example");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(allowed, 200, "the allowed host name is served");
+    assert_eq!(refused, Some(403), "any other host name is refused");
+}
+
+/// One GET of `path` from the dashboard on `port` for `host`: its status and body.
+fn http_get(port: u16, host: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).ok()?;
+    let status = reply.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, reply))
+}
+
+/// [`http_get`] once the dashboard listens (within 20 s).
+fn dashboard_get(port: u16, host: &str, path: &str) -> (u16, String) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let allowed = loop {
-        if let Some(status) = status_for("tasks.internal") {
-            break status;
+    loop {
+        if let Some(reply) = http_get(port, host, path) {
+            return reply;
         }
         assert!(
             std::time::Instant::now() < deadline,
             "the dashboard never listened"
         );
         std::thread::sleep(Duration::from_millis(100));
-    };
-    let refused = status_for("attacker.example");
-    let _ = child.kill();
-    let _ = child.wait();
-    assert_eq!(allowed, 200, "the allowed host name is served");
-    assert_eq!(refused, Some(403), "any other host name is refused");
+    }
 }
 
 /// `taskq postgres migrate` creates the schema a URL names, says so, does nothing the second

@@ -75,6 +75,15 @@ pub(crate) fn action(state: &AppState, action: &str, label: &str, confirm: Optio
 /// JSON text shown in full, pretty-printed and collapsible; past [`SHOWN_BYTES`] its start,
 /// with `download` linking to the whole. Everything is escaped: a payload is text, never markup.
 pub(crate) fn json_block(raw: &str, download: Option<&str>) -> Markup {
+    json_details(raw, download, true)
+}
+
+/// [`json_block`] folded: a list of messages shows each one's size, and its JSON on a click.
+pub(crate) fn json_folded(raw: &str) -> Markup {
+    json_details(raw, None, false)
+}
+
+fn json_details(raw: &str, download: Option<&str>, open: bool) -> Markup {
     let pretty = serde_json::from_str::<serde_json::Value>(raw)
         .ok()
         .and_then(|value| serde_json::to_string_pretty(&value).ok())
@@ -90,7 +99,7 @@ pub(crate) fn json_block(raw: &str, download: Option<&str>) -> Markup {
         &pretty[..]
     };
     html! {
-        details open {
+        details open[open] {
             summary { (format!("{} bytes", raw.len())) }
             pre.json { (shown) }
             @if cut {

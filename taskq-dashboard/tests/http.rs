@@ -74,6 +74,9 @@ async fn every_page_shows(client: &Client) {
         .or_else(|| queue.find("&quot;n&quot;: 0"))
         .expect("n=0 shown");
     assert!(first < last, "highest priority first");
+    // Each message's JSON is folded in the list (a click opens it), not printed open.
+    assert_eq!(queue.matches("<details>").count(), 3, "{queue}");
+    assert!(!queue.contains("<details open"), "{queue}");
 
     let lost = taskq_core::WorkerId::generate();
     let membership = client.broker().membership().unwrap();

@@ -254,6 +254,10 @@ impl Inspector for AmqpBroker {
         })
     }
 
+    fn lists_pending(&self) -> bool {
+        false
+    }
+
     fn sees_held(&self) -> bool {
         false
     }

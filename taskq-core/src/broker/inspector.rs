@@ -131,6 +131,12 @@ pub trait Inspector: Send + Sync + std::fmt::Debug {
     /// here whether or not tasks record STARTED.
     async fn held(&self, queue: &str, limit: usize) -> Result<Vec<HeldMessage>>;
 
+    /// Whether [`pending`](Self::pending) can list ready messages (RabbitMQ cannot without
+    /// delivering them); where it cannot, operators' pages show the counts alone.
+    fn lists_pending(&self) -> bool {
+        true
+    }
+
     /// Whether [`held`](Self::held) can see held messages (RabbitMQ keeps unacknowledged
     /// deliveries out of sight without its management plugin).
     fn sees_held(&self) -> bool {

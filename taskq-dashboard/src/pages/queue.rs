@@ -30,10 +30,15 @@ pub(crate) async fn page(
         .await
         .map_err(layout::broker_error)?;
     let limit = PER_PAGE.min(MAX_PAGE);
-    let pending = inspector
-        .pending(&queue, Page::new(paging.offset, limit))
-        .await
-        .map_err(layout::broker_error)?;
+    // RabbitMQ cannot list ready messages without delivering them: its page shows the counts.
+    let pending = if inspector.lists_pending() {
+        inspector
+            .pending(&queue, Page::new(paging.offset, limit))
+            .await
+            .map_err(layout::broker_error)?
+    } else {
+        Vec::new()
+    };
     // What workers hold now (running or about to run), where the broker can tell.
     let held = if inspector.sees_held() {
         inspector
@@ -90,8 +95,13 @@ pub(crate) async fn page(
                 }
             }
         }
+        @if !inspector.sees_held() {
+            p.note #held-unseen { "This broker does not show the messages its workers hold (RabbitMQ keeps unacknowledged deliveries out of sight without its management plugin); tasks that record STARTED show on their task pages." }
+        }
         h2 { "Ready messages, in the order workers take them" }
-        @if pending.is_empty() {
+        @if !inspector.lists_pending() {
+            p.note #pending-unlisted { "This broker cannot list ready messages without delivering them (RabbitMQ: every delivery counts toward the poison cap); the counts above are its own." }
+        } @else if pending.is_empty() {
             p.note { "Nothing is waiting." }
         } @else {
             table #pending {
@@ -105,7 +115,7 @@ pub(crate) async fn page(
                             td { (fields.task.as_deref().unwrap_or("?")) }
                             td.num { (fields.priority) }
                             td { @if let Some(at) = fields.created_at { (layout::time(at)) } }
-                            td { (layout::json_block(payload, None)) }
+                            td { (layout::json_folded(payload)) }
                         }
                     }
                 }
