@@ -40,6 +40,7 @@ pub(crate) fn page(state: &AppState, title: &str, body: Markup) -> Markup {
                 nav {
                     a.brand href="/" { "taskq" }
                     a href="/" { "Overview" }
+                    a href="/active" { "Active" }
                     a href="/workers" { "Workers" }
                     a href="/scheduled" { "Scheduled" }
                     a href="/dead" { "Dead letters" }

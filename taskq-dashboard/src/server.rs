@@ -119,6 +119,8 @@ impl Dashboard {
             .route("/queues/{queue}", get(pages::queue::page))
             .route("/queues/{queue}/purge", post(pages::queue::purge))
             .route("/workers", get(pages::workers::page))
+            .route("/active", get(pages::active::page))
+            .route("/active/{id}/terminate", post(pages::active::terminate))
             .route("/scheduled", get(pages::scheduled::list))
             .route("/beat", get(pages::beat::page))
             .route(

@@ -320,3 +320,98 @@ async fn the_beat_page_shows_each_schedule_as_written_with_its_zone() {
     stop.notify_one();
     running.await.unwrap().unwrap();
 }
+
+/// Runs until its worker cancels it (a minute at most).
+#[derive(taskq_core::Task, serde::Serialize, serde::Deserialize)]
+#[task(name = "dash.hang", queue = "hanging", max_retries = 0)]
+struct Hang;
+
+impl taskq_core::Run for Hang {
+    type Output = ();
+    async fn run(self, ctx: taskq_core::TaskContext) -> Result<(), taskq_core::TaskError> {
+        for _ in 0..600 {
+            if ctx.is_cancelled() {
+                return Err(taskq_core::TaskError::permanent("cancelled"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_task_shows_as_active_and_is_terminated_from_the_page() {
+    let server = taskq_testkit::RedisServer::start();
+    let client = taskq::connect(&server.url()).await.unwrap();
+    let worker = taskq_worker::Worker::builder(client.clone())
+        .register::<Hang>()
+        .build()
+        .unwrap();
+    let running = tokio::spawn(async move {
+        let _ = worker.run(std::future::pending::<()>()).await;
+    });
+    let handle = client.enqueue(Hang).await.unwrap();
+    eventually(
+        "a worker holds the task",
+        Duration::from_secs(10),
+        async || {
+            !client
+                .inspector()
+                .held("hanging", 10)
+                .await
+                .unwrap()
+                .is_empty()
+        },
+    )
+    .await;
+    let (address, _server) = serve(Dashboard::new(client.clone())).await;
+    let driver = Driver::start();
+    let browser = driver.browser().await;
+    browser
+        .goto(&format!("http://{address}/active"))
+        .await
+        .unwrap();
+    let row = format!(r#"table#active tr[data-id="{}"]"#, handle.id());
+    let shown = browser
+        .find(Locator::Css(&row))
+        .await
+        .expect("the running task is listed")
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        shown.contains("dash.hang") && shown.contains("hanging"),
+        "{shown}"
+    );
+    browser
+        .find(Locator::Css(&format!(
+            "{row} form[action$='/terminate'] button"
+        )))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    // The page asks first (a destructive action).
+    browser.accept_alert().await.unwrap();
+    eventually(
+        "the task ended REVOKED",
+        Duration::from_secs(15),
+        async || handle.state().await.unwrap() == TaskState::Revoked,
+    )
+    .await;
+    eventually(
+        "the list no longer shows it",
+        Duration::from_secs(10),
+        async || {
+            browser
+                .goto(&format!("http://{address}/active"))
+                .await
+                .unwrap();
+            browser.find(Locator::Css(&row)).await.is_err()
+        },
+    )
+    .await;
+    browser.close().await.unwrap();
+    running.abort();
+}

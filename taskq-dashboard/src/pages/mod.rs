@@ -1,5 +1,6 @@
 //! One module per page; each reads the broker and backend afresh on every request.
 
+pub(crate) mod active;
 pub(crate) mod beat;
 pub(crate) mod dead;
 pub(crate) mod overview;
