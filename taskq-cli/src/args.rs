@@ -297,4 +297,15 @@ pub enum QueueCommand {
         #[arg(long)]
         yes: bool,
     },
+    /// Pause a queue: every worker's fetch skips it until it is resumed (enqueues still land,
+    /// running tasks finish). Redis, PostgreSQL and memory; RabbitMQ refuses.
+    Pause {
+        /// The queue.
+        queue: String,
+    },
+    /// Resume a paused queue: workers take from it again at once.
+    Resume {
+        /// The queue.
+        queue: String,
+    },
 }

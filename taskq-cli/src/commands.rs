@@ -119,6 +119,12 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Queue {
             command: QueueCommand::Purge { queue, yes },
         } => println!("{}", purge_queue(&client, &queue, yes, json).await?),
+        Command::Queue {
+            command: QueueCommand::Pause { queue },
+        } => println!("{}", set_paused(&client, &queue, true, json).await?),
+        Command::Queue {
+            command: QueueCommand::Resume { queue },
+        } => println!("{}", set_paused(&client, &queue, false, json).await?),
         Command::Revoke { id, terminate } => {
             let id = parse_id(&id)?;
             if client.workflow(id).await?.is_some() {
@@ -238,7 +244,11 @@ async fn status(client: &Client, json: bool) -> Result<String, Failure> {
         let s = broker.stats(&queue).await?;
         let oldest = s.oldest_pending.map(|t| (now - t).num_seconds());
         rows.push(vec![
-            queue.clone(),
+            if s.paused {
+                format!("{queue} (paused)")
+            } else {
+                queue.clone()
+            },
             s.pending.to_string(),
             s.scheduled.to_string(),
             s.processing.to_string(),
@@ -252,7 +262,7 @@ async fn status(client: &Client, json: bool) -> Result<String, Failure> {
         stats.push(
             json!({"queue": queue, "pending": s.pending, "scheduled": s.scheduled,
             "processing": s.processing, "dead": s.dead, "dead_dropped": s.dead_dropped,
-            "oldest_pending_seconds": oldest}),
+            "oldest_pending_seconds": oldest, "paused": s.paused}),
         );
     }
     let workers = broker.workers().await?.len();
@@ -611,6 +621,22 @@ async fn purge_queue(
         json!({"purged": purged}).to_string()
     } else {
         format!("purged {purged}")
+    })
+}
+
+/// `taskq queue pause|resume QUEUE`.
+async fn set_paused(
+    client: &Client,
+    queue: &str,
+    paused: bool,
+    json: bool,
+) -> Result<String, Failure> {
+    client.broker().set_paused(queue, paused).await?;
+    let state = if paused { "paused" } else { "resumed" };
+    Ok(if json {
+        json!({"queue": queue, "paused": paused}).to_string()
+    } else {
+        format!("{state} `{queue}`")
     })
 }
 

@@ -298,6 +298,47 @@ async fn queue_purge_asks_first_and_revoke_persists() {
     );
 }
 
+/// `taskq queue pause` holds a queue back from a running worker (status says so) until
+/// `taskq queue resume`; on RabbitMQ the refusal names the feature (see the RabbitMQ test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_pause_holds_a_queue_back_until_resume() {
+    let server = RedisServer::start();
+    let client = taskq::connect(&server.url()).await.unwrap();
+    assert_eq!(
+        stdout(&taskq(&server, &["queue", "pause", "cli"])),
+        "paused `cli`"
+    );
+    let _worker = start_worker(&client).await;
+    let handles = client
+        .enqueue_many((0..3).map(|i| Add { a: i, b: 1 }))
+        .await
+        .unwrap();
+    let status = stdout(&taskq(&server, &["status"]));
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("cli (paused) ") && l.contains(" 3 ")),
+        "{status}"
+    );
+    let listed = json(&taskq(&server, &["--json", "status"]));
+    assert_eq!(listed["queues"][0]["paused"], true, "{listed}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        client.broker().stats("cli").await.unwrap().pending,
+        3,
+        "the worker took nothing from the paused queue"
+    );
+    assert_eq!(
+        stdout(&taskq(&server, &["queue", "resume", "cli"])),
+        "resumed `cli`"
+    );
+    for handle in handles {
+        handle.wait(Duration::from_secs(10)).await.unwrap();
+    }
+    let status = stdout(&taskq(&server, &["status"]));
+    assert!(!status.contains("(paused)"), "{status}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_are_one_clear_line() {
     let server = RedisServer::start();
@@ -756,6 +797,8 @@ async fn the_operator_commands_work_on_rabbitmq() {
         "{status}"
     );
 
+    let refused = failure(&taskq_with_input(&url, &["queue", "pause", "cli"], ""));
+    assert!(refused.contains("pausing queues"), "{refused}");
     // The dashboard's queue page shows what RabbitMQ can tell (the counts) and says what it
     // cannot (the listings), instead of failing.
     let port = taskq_testkit::free_port();

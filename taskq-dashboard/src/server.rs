@@ -118,6 +118,8 @@ impl Dashboard {
             .route("/metrics", get(crate::queue_metrics::serve))
             .route("/queues/{queue}", get(pages::queue::page))
             .route("/queues/{queue}/purge", post(pages::queue::purge))
+            .route("/queues/{queue}/pause", post(pages::queue::pause))
+            .route("/queues/{queue}/resume", post(pages::queue::resume))
             .route("/workers", get(pages::workers::page))
             .route("/active", get(pages::active::page))
             .route("/active/{id}/terminate", post(pages::active::terminate))

@@ -415,3 +415,87 @@ async fn a_running_task_shows_as_active_and_is_terminated_from_the_page() {
     browser.close().await.unwrap();
     running.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_paused_from_its_page_runs_nothing_until_resumed() {
+    let deployment = deployment().await;
+    let client = &deployment.client;
+    let (address, _server) = serve(Dashboard::new(client.clone())).await;
+    let driver = Driver::start();
+    let browser = driver.browser().await;
+    // The queue exists once something was sent to it; its worker drains it.
+    client
+        .enqueue(Double {
+            n: 1,
+            note: String::new(),
+        })
+        .await
+        .unwrap()
+        .wait(Duration::from_secs(10))
+        .await
+        .unwrap();
+    browser
+        .goto(&format!("http://{address}/queues/dash"))
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Css("form[action='/queues/dash/pause'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser.accept_alert().await.unwrap();
+    eventually(
+        "the page says paused",
+        Duration::from_secs(10),
+        async || browser.find(Locator::Id("paused")).await.is_ok(),
+    )
+    .await;
+    let handles = client
+        .enqueue_many((0..5).map(|n| Double {
+            n,
+            note: String::new(),
+        }))
+        .await
+        .unwrap();
+    browser.goto(&format!("http://{address}/")).await.unwrap();
+    let state = browser
+        .find(Locator::Css(
+            r#"tr[data-queue="dash"] td[data-field="paused"]"#,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        state.text().await.unwrap(),
+        "paused",
+        "the overview says so"
+    );
+    // The worker is idle and keeps fetching: nothing of the paused queue is taken.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stats = client.inspector().stats("dash").await.unwrap();
+    assert_eq!((stats.pending, stats.processing), (5, 0), "{stats:?}");
+    browser
+        .goto(&format!("http://{address}/queues/dash"))
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Css("form[action='/queues/dash/resume'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    for handle in handles {
+        handle.wait(Duration::from_secs(10)).await.unwrap();
+    }
+    browser.goto(&format!("http://{address}/")).await.unwrap();
+    let state = browser
+        .find(Locator::Css(
+            r#"tr[data-queue="dash"] td[data-field="paused"]"#,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(state.text().await.unwrap(), "");
+    browser.close().await.unwrap();
+}

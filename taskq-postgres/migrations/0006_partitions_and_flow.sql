@@ -19,8 +19,11 @@ ALTER TABLE @s.messages
     ADD COLUMN part_limit integer,
     ADD COLUMN turn bigint;
 
--- The latest turn a fetch took from the queue.
-ALTER TABLE @s.queues ADD COLUMN round bigint NOT NULL DEFAULT 0;
+-- The latest turn a fetch took from the queue; and whether it is paused (`taskq queue pause`:
+-- every fetch skips it).
+ALTER TABLE @s.queues
+    ADD COLUMN round bigint NOT NULL DEFAULT 0,
+    ADD COLUMN paused boolean NOT NULL DEFAULT false;
 
 -- Each partition's latest turn; a queue with a row here is fetched by turns.
 CREATE TABLE @s.partition_turns (
@@ -157,7 +160,8 @@ BEGIN
 END
 $$;
 
--- fetch() as in version 1, a partitioned queue (one with turns) taken by fetch_turns, each
+-- fetch() as in version 1, a paused queue skipped, a partitioned queue (one with turns) taken
+-- by fetch_turns, each
 -- message's partition returned with it, and the rows returned in the order they are handed
 -- out (queue preference, then priority and position, or turns).
 DROP FUNCTION @s.fetch(text, text[], integer);
@@ -180,6 +184,7 @@ BEGIN
     FOREACH q IN ARRAY p_queues LOOP
         EXIT WHEN got >= p_max;
         i := i + 1;
+        CONTINUE WHEN EXISTS (SELECT 1 FROM @s.queues k WHERE k.name = q AND k.paused);
         IF EXISTS (SELECT 1 FROM @s.partition_turns t WHERE t.queue = q) THEN
             RETURN QUERY SELECT * FROM @s.fetch_turns(p_worker, q, p_max - got, i);
         ELSE

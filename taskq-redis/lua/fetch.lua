@@ -21,7 +21,8 @@
 -- ARGV[3]      lease deadline (ms) for a worker not yet registered by a heartbeat; 0 when
 --              it has sent one: then its lease must still be there
 -- ARGV[4]      number of queues
--- ARGV[5..]    per queue, its key prefix taskq:{q} (for its partitions' keys)
+-- ARGV[5..]    per queue, its key prefix taskq:{q} (for its partitions' keys and its pause
+--              flag taskq:{q}:paused: a paused queue is skipped)
 -- returns      {payloads, levels, queues, lost, partitions, slots}: five arrays of equal length,
 --              oldest first within a turn (queues is each message's queue, 1-based in KEYS'
 --              order; partitions its partition, '' for none; slots 1 when it holds a slot of its
@@ -56,7 +57,12 @@ for q = 0, queue_count - 1 do
   local processing, holders = KEYS[base + levels_count + 1], KEYS[base + levels_count + 3]
   local moved = #payloads
   local prefix = ARGV[4 + q + 1]
-  if tonumber(redis.call('GET', prefix .. ':part-total') or '0') > 0 then
+  -- One read answers both: is the queue paused (`taskq queue pause`: skipped), and does it
+  -- hold ready partitioned messages.
+  local flags = redis.call('MGET', prefix .. ':part-total', prefix .. ':paused')
+  if flags[2] then
+    -- Paused: nothing is taken until it is resumed.
+  elseif tonumber(flags[1] or '0') > 0 then
     for i = 1, levels_count do
       if #payloads >= max then break end
       local level = levels_count - i

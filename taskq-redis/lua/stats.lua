@@ -11,7 +11,7 @@
 -- ARGV[2]      the queue's key prefix taskq:{q} (ready partitioned messages count as pending;
 --              the oldest of the first 1,000 partitions, by key, count for the oldest entry)
 -- returns      {pending, scheduled, processing, dead, {oldest payload of each non-empty level},
---              dead letters dropped}
+--              dead letters dropped, 1 when the queue is paused (taskq:{q}:paused) else 0}
 --
 -- The processing lists are named by the workers in KEYS[L+3], so they cannot be listed in KEYS
 -- up front; the script builds their names from ARGV[1], which carries the same hash tag as
@@ -49,4 +49,5 @@ for _, source in ipairs({redis.call('ZRANGE', KEYS[levels_count + 3], 0, -1),
 end
 return {pending, redis.call('ZCARD', KEYS[levels_count + 1]), processing,
   redis.call('LLEN', KEYS[levels_count + 2]), oldest,
-  tonumber(redis.call('GET', KEYS[levels_count + 4]) or '0')}
+  tonumber(redis.call('GET', KEYS[levels_count + 4]) or '0'),
+  redis.call('EXISTS', prefix .. ':paused')}

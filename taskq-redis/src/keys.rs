@@ -106,6 +106,12 @@ impl QueueKeys {
         format!("{}:unique:{}", self.prefix, key)
     }
 
+    /// Present while the queue is paused (`taskq queue pause`): every fetch skips the queue
+    /// (STRING: when it was paused, ms).
+    pub(crate) fn paused(&self) -> String {
+        format!("{}:paused", self.prefix)
+    }
+
     /// A debounce or throttle key's state (HASH: id, member, first, start, until; expires after
     /// its window).
     pub(crate) fn flow(&self, key: &str) -> String {

@@ -235,3 +235,19 @@ async fn messages_handed_back_unstarted_do_not_count_toward_the_delivery_limit()
     let dead = broker.dead_letters(&q, Page::first(10)).await.unwrap();
     assert!(dead.is_empty(), "dead-lettered without running: {dead:?}");
 }
+
+/// RabbitMQ pushes messages to consumers: there is no fetch to hold back, so pausing a queue
+/// is refused, naming the feature, and the queue goes on as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pausing_a_queue_is_refused_naming_the_feature() {
+    let broker = broker(config()).await;
+    let q = queue();
+    broker.enqueue(vec![message(&q, 0)]).await.unwrap();
+    taskq_testkit::suite::assert_unsupported(broker.set_paused(&q, true).await, "pausing queues");
+    assert!(!broker.stats(&q).await.unwrap().paused);
+    let got = broker
+        .fetch(&WorkerId::generate(), std::slice::from_ref(&q), 1, NO_WAIT)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+}

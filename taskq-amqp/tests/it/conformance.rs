@@ -49,4 +49,5 @@ taskq_testkit::inspector_conformance!(#[tokio::test(flavor = "multi_thread", wor
     lost_workers_are_remembered_newest_first_with_their_last_report: "lost workers are not kept on AMQP",
     dead_letters_are_capped_newest_first: "RabbitMQ drops the oldest itself (x-overflow drop-head) and does not count the drops (behaviour::dead_letters_are_capped_newest_first checks the cap)",
     dead_letters_are_capped_by_bytes: "RabbitMQ's x-max-length-bytes drops even the newest letter when it alone is larger than the cap",
+    a_paused_queue_is_skipped_by_every_fetch_until_resumed: "RabbitMQ pushes to consumers with no fetch to hold back: pausing is refused (behaviour::pausing_a_queue_is_refused_naming_the_feature)",
 });

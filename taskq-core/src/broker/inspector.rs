@@ -83,6 +83,22 @@ pub trait Inspector: Send + Sync + std::fmt::Debug {
     /// dead letters); returns how many.
     async fn purge_queue(&self, queue: &str) -> Result<usize>;
 
+    /// Pauses `queue` (`true`) or resumes it: while paused, every worker's fetch skips it
+    /// (checked inside the fetch itself, so no fetch that starts after this returns takes
+    /// from it); enqueues still land, running tasks finish, [`QueueStats::paused`] says so.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Unsupported`] where the broker cannot hold a queue back (the default).
+    async fn set_paused(&self, queue: &str, paused: bool) -> Result<()> {
+        let _ = (queue, paused);
+        Err(crate::Error::Unsupported {
+            feature: "pausing queues",
+            reason: "this broker hands messages to consumers without a fetch to hold back; \
+                     use Redis, PostgreSQL or the in-memory broker",
+        })
+    }
+
     /// Live workers' latest reports.
     async fn workers(&self) -> Result<Vec<WorkerInfo>>;
 

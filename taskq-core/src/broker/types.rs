@@ -465,6 +465,10 @@ pub struct QueueStats {
     /// Creation time of the oldest ready message, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oldest_pending: Option<DateTime<Utc>>,
+    /// Paused ([`Inspector::set_paused`](super::Inspector::set_paused)): every fetch skips the
+    /// queue until it is resumed; enqueues still land.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// What one [`recover_lost_workers`](super::Membership::recover_lost_workers) call did.

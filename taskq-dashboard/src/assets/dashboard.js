@@ -40,7 +40,10 @@ function updateOverview(data) {
     if (!tr) continue;
     for (const cell of tr.querySelectorAll("td[data-field]")) {
       const value = row[cell.dataset.field];
-      const text = cell.dataset.field === "oldest_pending_seconds" ? (value == null ? "-" : `${value} s`) : String(value);
+      const field = cell.dataset.field;
+      const text = field === "oldest_pending_seconds" ? (value == null ? "-" : `${value} s`)
+        : field === "paused" ? (value ? "paused" : "")
+        : String(value);
       const link = cell.querySelector("a");
       (link || cell).textContent = text;
     }

@@ -102,7 +102,7 @@ pub(crate) async fn page(State(state): State<Shared>) -> Result<maud::Markup, Re
                 p.note { "No queue has received a message yet." }
             } @else {
                 table #queues {
-                    thead { tr { th { "Queue" } th.num { "Pending" } th.num { "Scheduled" } th.num { "Processing" } th.num { "Dead" } th.num { "Oldest pending" } } }
+                    thead { tr { th { "Queue" } th.num { "Pending" } th.num { "Scheduled" } th.num { "Processing" } th.num { "Dead" } th.num { "Oldest pending" } th { "State" } } }
                     tbody {
                         @for row in &overview.queues {
                             tr data-queue=(row.queue) {
@@ -112,6 +112,7 @@ pub(crate) async fn page(State(state): State<Shared>) -> Result<maud::Markup, Re
                                 td.num data-field="processing" { (row.stats.processing) }
                                 td.num data-field="dead" { a href=(format!("/dead?queue={}", layout::url_part(&row.queue))) { (row.stats.dead) } }
                                 td.num data-field="oldest_pending_seconds" { (row.oldest_pending_seconds.map(|s| format!("{s} s")).unwrap_or_else(|| "-".into())) }
+                                td.state data-field="paused" { @if row.stats.paused { "paused" } }
                             }
                         }
                     }

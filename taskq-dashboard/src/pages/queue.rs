@@ -1,5 +1,5 @@
 //! `/queues/{queue}`: one queue's counts, its busy partitions, the messages its workers hold,
-//! and its ready messages, paged; purge.
+//! and its ready messages, paged; pause, resume, purge.
 
 use axum::{
     extract::{Path, Query, State},
@@ -59,6 +59,13 @@ pub(crate) async fn page(
             div.card { span.label { "Scheduled" } span.value { (stats.scheduled) } }
             div.card { span.label { "Processing" } span.value { (stats.processing) } }
             div.card { span.label { "Dead" } span.value { a href=(format!("/dead?queue={q}")) { (stats.dead) } } }
+        }
+        @if stats.paused {
+            p.note #paused { "Paused: no worker takes from this queue until it is resumed (enqueues still land)." }
+            (layout::action(&state, &format!("/queues/{q}/resume"), "Resume", None))
+        } @else {
+            (layout::action(&state, &format!("/queues/{q}/pause"), "Pause",
+                Some("Pause this queue? No worker takes from it until it is resumed.")))
         }
         (layout::action(&state, &format!("/queues/{q}/purge"), "Purge pending and scheduled messages",
             Some("Delete every pending and scheduled message of this queue?")))
@@ -151,4 +158,39 @@ pub(crate) async fn purge(
         Ok(purged)
     };
     act(&state, &headers, &form.csrf, back, purge).await
+}
+
+pub(crate) async fn pause(
+    State(state): State<Shared>,
+    Path(queue): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    set_paused(state, queue, headers, form, true).await
+}
+
+pub(crate) async fn resume(
+    State(state): State<Shared>,
+    Path(queue): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    set_paused(state, queue, headers, form, false).await
+}
+
+async fn set_paused(
+    state: Shared,
+    queue: String,
+    headers: HeaderMap,
+    form: ActionForm,
+    paused: bool,
+) -> Response {
+    let back = format!("/queues/{}", layout::url_part(&queue));
+    let inspector = state.client.inspector();
+    let change = async {
+        inspector.set_paused(&queue, paused).await?;
+        tracing::warn!(%queue, paused, "queue paused or resumed from the dashboard");
+        Ok(())
+    };
+    act(&state, &headers, &form.csrf, back, change).await
 }

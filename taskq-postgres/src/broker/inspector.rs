@@ -65,6 +65,7 @@ impl Inspector for PostgresBroker {
                  (SELECT count(*) FROM @s.messages WHERE queue = $1 AND worker IS NOT NULL),
                  (SELECT count(*) FROM @s.dead_letters WHERE queue = $1),
                  (SELECT coalesce(max(dead_dropped), 0) FROM @s.queues WHERE name = $1),
+                 (SELECT coalesce(bool_or(paused), false) FROM @s.queues WHERE name = $1),
                  (SELECT array_agg(head.payload) FROM generate_series(0, 9) AS level(n)
                   CROSS JOIN LATERAL (
                       (SELECT payload FROM @s.messages
@@ -86,7 +87,8 @@ impl Inspector for PostgresBroker {
             let n: i64 = row.try_get(index).map_err(pg_error)?;
             Ok(usize::try_from(n).unwrap_or_default())
         };
-        let heads: Option<Vec<String>> = row.try_get(5).map_err(pg_error)?;
+        let paused: bool = row.try_get(5).map_err(pg_error)?;
+        let heads: Option<Vec<String>> = row.try_get(6).map_err(pg_error)?;
         let dropped: i64 = row.try_get(4).map_err(pg_error)?;
         let mut stats = QueueStats::default();
         stats.pending = count(0)?;
@@ -94,6 +96,7 @@ impl Inspector for PostgresBroker {
         stats.processing = count(2)?;
         stats.dead = count(3)?;
         stats.dead_dropped = u64::try_from(dropped).unwrap_or_default();
+        stats.paused = paused;
         stats.oldest_pending = heads
             .unwrap_or_default()
             .iter()
@@ -185,6 +188,23 @@ impl Inspector for PostgresBroker {
         .await
         .map_err(pg_error)?;
         Ok(usize::try_from(done.rows_affected()).unwrap_or_default())
+    }
+
+    async fn set_paused(&self, queue: &str, paused: bool) -> Result<()> {
+        // Resuming notifies, so that idle workers look again at once.
+        sqlx::query(&self.names().fill(
+            "WITH set AS (
+                 INSERT INTO @s.queues (name, paused) VALUES ($1, $2)
+                 ON CONFLICT (name) DO UPDATE SET paused = EXCLUDED.paused
+             )
+             SELECT pg_notify('@ready', '') WHERE NOT $2",
+        ))
+        .bind(queue)
+        .bind(paused)
+        .execute(self.pool())
+        .await
+        .map_err(pg_error)?;
+        Ok(())
     }
 
     async fn purge_queue(&self, queue: &str) -> Result<usize> {

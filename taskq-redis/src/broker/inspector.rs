@@ -360,13 +360,14 @@ impl Inspector for RedisBroker {
             keys.dead_dropped(),
             keys.holders(),
         ]);
-        let (pending, scheduled, processing, dead, oldest, dead_dropped): (
+        let (pending, scheduled, processing, dead, oldest, dead_dropped, paused): (
             usize,
             usize,
             usize,
             usize,
             Vec<String>,
             u64,
+            u8,
         ) = scripts::invoke_read_only(
             &mut self.conn(),
             &scripts::STATS,
@@ -385,7 +386,46 @@ impl Inspector for RedisBroker {
             .iter()
             .filter_map(|payload| PayloadFields::read(payload).created_at)
             .min();
+        stats.paused = paused == 1;
         Ok(stats)
+    }
+
+    async fn set_paused(&self, queue: &str, paused: bool) -> Result<()> {
+        let key = QueueKeys::new(queue).paused();
+        let mut conn = self.conn();
+        if paused {
+            // When it was paused, for operators reading the key by hand.
+            let _: () = redis::cmd("SET")
+                .arg(&key)
+                .arg(self.now().timestamp_millis())
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_error)?;
+        } else {
+            // Idle workers wait on the wake list: one token, so they look again at once.
+            let wake = QueueKeys::new(queue).wake();
+            let _: () = redis::pipe()
+                .atomic()
+                .cmd("DEL")
+                .arg(&key)
+                .ignore()
+                .cmd("LPUSH")
+                .arg(&wake)
+                .arg("1")
+                .ignore()
+                .cmd("LTRIM")
+                .arg(&wake)
+                .arg(0)
+                .arg(0)
+                .ignore()
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_error)?;
+        }
+        if !self.knows_queue(queue) {
+            self.register_queues(&[queue]).await?;
+        }
+        Ok(())
     }
 
     async fn find_dead_letter(&self, queue: &str, id: TaskId) -> Result<Option<DeadLetter>> {

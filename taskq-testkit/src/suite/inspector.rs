@@ -526,3 +526,42 @@ pub async fn held_messages_show_with_their_worker_until_settled(broker: Shared) 
     let left = broker.held(&q, 10).await.unwrap();
     assert_eq!(left.len(), 1, "{left:?}");
 }
+
+pub async fn a_paused_queue_is_skipped_by_every_fetch_until_resumed(broker: Shared) {
+    let (q, other) = (queue(), queue());
+    broker
+        .enqueue(vec![message(&q, 0), message(&other, 0)])
+        .await
+        .unwrap();
+    broker.set_paused(&q, true).await.unwrap();
+    assert!(broker.stats(&q).await.unwrap().paused);
+    assert!(!broker.stats(&other).await.unwrap().paused);
+    let worker = WorkerId::generate();
+    let both = [q.clone(), other.clone()];
+    let got = broker.fetch(&worker, &both, 10, NO_WAIT).await.unwrap();
+    let from: Vec<&str> = got.iter().map(|d| d.queue()).collect();
+    assert_eq!(from, [other.as_str()], "the paused queue is skipped");
+    // Enqueues still land while it is paused.
+    broker.enqueue(vec![message(&q, 5)]).await.unwrap();
+    assert_eq!(broker.stats(&q).await.unwrap().pending, 2);
+    assert!(broker
+        .fetch(&worker, std::slice::from_ref(&q), 10, NO_WAIT)
+        .await
+        .unwrap()
+        .is_empty());
+    // A fetch waiting on the paused queue takes its messages once it is resumed.
+    let waiting = {
+        let (broker, q, worker) = (broker.clone(), q.clone(), worker.clone());
+        tokio::spawn(async move {
+            broker
+                .fetch(&worker, &[q], 10, Duration::from_secs(10))
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    broker.set_paused(&q, false).await.unwrap();
+    assert!(!broker.stats(&q).await.unwrap().paused);
+    let resumed = waiting.await.unwrap();
+    assert_eq!(resumed.len(), 2, "both waiting messages, once resumed");
+}

@@ -182,6 +182,18 @@ impl Inspector for MemoryBroker {
         Ok(purged)
     }
 
+    async fn set_paused(&self, queue: &str, paused: bool) -> Result<()> {
+        self.lock()
+            .queues
+            .entry(queue.to_owned())
+            .or_default()
+            .paused = paused;
+        if !paused {
+            self.shared.ready.notify_waiters();
+        }
+        Ok(())
+    }
+
     async fn stats(&self, queue: &str) -> Result<QueueStats> {
         let state = self.lock();
         let processing = state
@@ -206,6 +218,7 @@ impl Inspector for MemoryBroker {
                     .fronts()
                     .filter_map(|m| PayloadFields::read(&m.payload).created_at)
                     .min(),
+                paused: q.paused,
             },
         ))
     }

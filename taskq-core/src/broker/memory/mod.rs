@@ -152,6 +152,8 @@ struct QueueState {
     flows: FastMap<String, keyed::FlowState>,
     /// Minute -> (processed, failed), the last [`HISTORY_KEPT_MINUTES`] minutes.
     history: BTreeMap<i64, (u64, u64)>,
+    /// Paused: fetches skip the queue.
+    paused: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -258,6 +260,9 @@ impl MemoryBroker {
             let Some(queue) = state.queues.get_mut(name) else {
                 continue;
             };
+            if queue.paused {
+                continue;
+            }
             let queue_name: Arc<str> = Arc::from(name.as_str());
             while taken.len() < max {
                 let Some(message) = queue.pop_ready() else {
