@@ -148,6 +148,28 @@ async fn the_overview_shows_the_counts_and_its_chart_follows_finished_tasks() {
         async || pending.text().await.unwrap() == "4",
     )
     .await;
+    // The chart says what its lines count and when: a legend, and a time axis whose marks
+    // are the first, middle and last minutes of the hour shown.
+    let legend = browser
+        .find(Locator::Id("chart-legend"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        legend.contains("finished") && legend.contains("dead-lettered"),
+        "{legend}"
+    );
+    let axis = chart.attr("data-axis").await.unwrap().expect("an axis");
+    let marks: Vec<chrono::DateTime<chrono::Utc>> =
+        axis.split(' ').map(|m| m.parse().unwrap()).collect();
+    assert_eq!(marks.len(), 3, "{axis}");
+    assert!(marks[0] < marks[1] && marks[1] < marks[2], "{axis}");
+    assert!(
+        (marks[2] - marks[0]).num_minutes() >= 50,
+        "about an hour: {axis}"
+    );
     browser.close().await.unwrap();
 }
 

@@ -25,6 +25,18 @@ function drawChart(canvas, history) {
     history.forEach((m, i) => (i ? ctx.lineTo(x(i), y(m[field])) : ctx.moveTo(x(i), y(m[field]))));
     ctx.stroke();
   }
+  // The time axis: the first, middle and last minutes, in the browser's time zone.
+  const clock = (m) => new Date(m.minute).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  ctx.fillStyle = "#667085";
+  if (history.length > 0) {
+    const marks = [0, Math.floor((history.length - 1) / 2), history.length - 1];
+    marks.forEach((i, n) => {
+      const label = clock(history[i]);
+      const at = n === 0 ? x(i) : n === 2 ? x(i) - ctx.measureText(label).width : x(i) - ctx.measureText(label).width / 2;
+      ctx.fillText(label, at, height - 6);
+    });
+    canvas.dataset.axis = marks.map((i) => history[i].minute).join(" ");
+  }
   const total = (field) => history.reduce((sum, m) => sum + m[field], 0);
   canvas.dataset.processedTotal = String(total("processed"));
   canvas.dataset.failedTotal = String(total("failed"));

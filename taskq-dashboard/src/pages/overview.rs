@@ -89,12 +89,17 @@ pub(crate) async fn page(State(state): State<Shared>) -> Result<maud::Markup, Re
         }
         section.cards {
             div.card { span.label { "Workers" } span.value #workers { (overview.workers) } }
-            div.card { span.label { "Processed, last hour" } span.value #processed-hour { (overview.history.iter().map(|m| m.processed).sum::<u64>()) } }
-            div.card { span.label { "Failed, last hour" } span.value #failed-hour { (overview.history.iter().map(|m| m.failed).sum::<u64>()) } }
+            div.card title="Tasks acknowledged in the last hour: succeeded, or ended revoked or expired. Each task counts once, however many attempts it took." { span.label { "Finished tasks, last hour" } span.value #processed-hour { (overview.history.iter().map(|m| m.processed).sum::<u64>()) } }
+            div.card title="Tasks dead-lettered in the last hour: failed for good (retries exhausted or not retryable), malformed, unknown task. Failed attempts that were retried are not counted." { span.label { "Dead-lettered tasks, last hour" } span.value #failed-hour { (overview.history.iter().map(|m| m.failed).sum::<u64>()) } }
         }
         section {
-            h2 { "Processed and failed per minute" }
-            canvas #chart width="900" height="180" data-history=(history) aria-label="processed and failed per minute over the last hour" {}
+            h2 { "Finished and dead-lettered tasks per minute, last hour" }
+            p.legend #chart-legend {
+                span.swatch.processed {} " finished (acknowledged; each task once)"
+                span.swatch.failed {} " dead-lettered (failed for good; retried attempts not counted)"
+                " · times in your browser's time zone"
+            }
+            canvas #chart width="900" height="180" data-history=(history) aria-label="finished and dead-lettered tasks per minute over the last hour" {}
         }
         section {
             h2 { "Queues" }
