@@ -17,6 +17,11 @@ pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
 /// The queue a task goes to when neither the task nor the call names one.
 pub const DEFAULT_QUEUE: &str = "default";
 
+/// Errors of earlier attempts an envelope and its result record keep (besides the previous
+/// attempt's `last_error`): enough to see how a failure changed, bounded so that a task
+/// retried a hundred times does not carry a hundred errors.
+pub const EARLIER_ERRORS_KEPT: usize = 9;
+
 /// One task invocation as it travels through the broker.
 ///
 /// Fields are public for reading; build one through [`Client`](crate::Client) or
@@ -77,6 +82,10 @@ pub struct Envelope {
     /// The error of the previous attempt, set on retries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The errors of the attempts before the previous one, oldest first, at most
+    /// [`EARLIER_ERRORS_KEPT`]; set on retries (not signed, like `last_error`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_errors: Vec<String>,
     /// `<key id>:<hex HMAC-SHA256>` over the producer's part of the envelope, when signed
     /// (see [`crate::signing`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -136,6 +145,7 @@ impl Envelope {
             created_at: now,
             headers: BTreeMap::new(),
             last_error: None,
+            earlier_errors: Vec::new(),
             sig: None,
             flow: None,
             partition: None,
@@ -267,5 +277,27 @@ mod tests {
         let envelope = Envelope::decode(raw, 4096).unwrap();
         assert_eq!(envelope.task, "t");
         assert_eq!(envelope.attempt, 0);
+    }
+}
+
+impl Envelope {
+    /// The errors of this invocation's attempts so far, oldest first: the earlier ones and the
+    /// previous attempt's (empty for a first attempt).
+    ///
+    /// ```
+    /// let now = chrono::Utc::now();
+    /// let mut envelope = taskq_core::Envelope::new("reports.build", &serde_json::json!({}), "default", now)?;
+    /// assert!(envelope.errors_so_far().is_empty());
+    /// envelope.earlier_errors = vec!["timeout".into()];
+    /// envelope.last_error = Some("refused".into());
+    /// assert_eq!(envelope.errors_so_far(), ["timeout", "refused"]);
+    /// # Ok::<(), taskq_core::Error>(())
+    /// ```
+    pub fn errors_so_far(&self) -> Vec<String> {
+        self.earlier_errors
+            .iter()
+            .chain(self.last_error.as_ref())
+            .cloned()
+            .collect()
     }
 }

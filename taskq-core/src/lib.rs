@@ -91,7 +91,8 @@ pub use context::{CancelReason, TaskContext};
 pub use encryption::{Encryption, OpenError};
 pub use enqueue::{Enqueue, Prepared, Sent};
 pub use envelope::{
-    DecodeError, Envelope, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_QUEUE, PROTOCOL_VERSION,
+    DecodeError, Envelope, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_QUEUE, EARLIER_ERRORS_KEPT,
+    PROTOCOL_VERSION,
 };
 pub use error::{error_chain, Error, Result};
 pub use headers::{RELAYED_HEADER, REPLY_TO_HEADER, UNIQUE_KEY_HEADER};

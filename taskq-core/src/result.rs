@@ -116,6 +116,10 @@ pub struct TaskResult {
     /// The last error, on RETRY, FAILURE, REVOKED and EXPIRED.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The errors of the attempts before this one, oldest first (at most
+    /// [`EARLIER_ERRORS_KEPT`](crate::EARLIER_ERRORS_KEPT) + 1): how a retried failure changed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_errors: Vec<String>,
     /// Attempts made so far (1 after the first run).
     pub attempts: u32,
     /// Progress reported by the running task (`TaskContext::set_progress`).
@@ -144,6 +148,7 @@ impl TaskResult {
             state,
             result: None,
             error: None,
+            earlier_errors: Vec::new(),
             attempts: 0,
             progress: None,
             worker: None,
@@ -163,6 +168,12 @@ impl TaskResult {
     /// Sets the output (builder style).
     pub fn with_result(mut self, result: Box<RawValue>) -> Self {
         self.result = Some(result);
+        self
+    }
+
+    /// Sets the errors of earlier attempts, oldest first (builder style).
+    pub fn with_earlier_errors(mut self, errors: Vec<String>) -> Self {
+        self.earlier_errors = errors;
         self
     }
 

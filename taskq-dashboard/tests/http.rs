@@ -764,3 +764,41 @@ async fn busy_partitions_show_on_the_queue_page_and_in_metrics() {
         "{metrics}"
     );
 }
+
+/// A task's page lists the errors of its earlier attempts, numbered by attempt, escaped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_page_lists_earlier_attempts_errors() {
+    let client = Client::in_memory();
+    let id = taskq_core::TaskId::new();
+    let record = taskq_core::TaskResult::new(
+        id,
+        "reports.build",
+        taskq_core::TaskState::Retry,
+        client.clock().now(),
+    )
+    .with_attempts(4)
+    .with_error("connection refused")
+    .with_earlier_errors(vec![
+        "timed out <after 30 s>".into(),
+        "task panicked at src/reports.rs:12:5: no rows".into(),
+        "connection reset".into(),
+    ]);
+    client
+        .backend()
+        .store(&record, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let (address, _server) = serve(Dashboard::new(client.clone())).await;
+    let (status, page) = get(address, &format!("/tasks?id={id}")).await;
+    assert_eq!(status, 200);
+    let list = &page[page
+        .find(r#"<ol id="earlier-errors" start="1">"#)
+        .expect("the list")..];
+    let list = &list[..list.find("</ol>").unwrap()];
+    assert_eq!(list.matches("<li>").count(), 3, "{list}");
+    assert!(
+        list.contains("timed out &lt;after 30 s&gt;"),
+        "escaped: {list}"
+    );
+    assert!(list.contains("src/reports.rs:12:5"), "{list}");
+}

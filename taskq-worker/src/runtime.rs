@@ -125,6 +125,8 @@ impl Shared {
             hard_stop.clone(),
             recorder.clone(),
         ));
+        // A task's panic is reported with where it happened.
+        crate::execute::note_panic_locations();
         let executor = Arc::new(Executor {
             registry: self.registry.clone(),
             settings: ExecutionSettings {

@@ -75,6 +75,16 @@ pub(crate) async fn page(
                 dt { "Updated" } dd { (layout::time(record.updated_at)) }
                 @if let Some(progress) = &record.progress { dt { "Progress" } dd { (layout::json_block(&progress.to_string(), None)) } }
                 @if let Some(error) = &record.error { dt { "Error" } dd { pre.error { (error) } } }
+                @if !record.earlier_errors.is_empty() {
+                    dt { "Earlier attempts" }
+                    dd {
+                        // Numbered by attempt: the list keeps the latest ones before this.
+                        @let first = record.attempts.saturating_sub(record.earlier_errors.len() as u32);
+                        ol #earlier-errors start=(first.max(1)) {
+                            @for error in &record.earlier_errors { li { pre.error { (error) } } }
+                        }
+                    }
+                }
                 @if let Some(result) = &record.result { dt { "Result" } dd { (layout::json_block(result.get(), None)) } }
                 @if let Some(letter) = &letter {
                     dt { "Dead letter" } dd { a href=(format!("/dead/{}/{id}", layout::url_part(&letter.queue))) { (letter.reason) " in " (letter.queue) } }

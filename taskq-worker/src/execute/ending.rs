@@ -31,6 +31,12 @@ impl Execution<'_> {
             next.attempt = attempts;
             next.eta =
                 Some(executor.clock.now() + chrono::Duration::from_std(delay).unwrap_or_default());
+            next.earlier_errors = self.envelope.errors_so_far();
+            let overflow = next
+                .earlier_errors
+                .len()
+                .saturating_sub(taskq_core::EARLIER_ERRORS_KEPT);
+            next.earlier_errors.drain(..overflow);
             next.last_error = Some(error.message().to_owned());
             let record = self
                 .record(task, TaskState::Retry)
@@ -268,6 +274,7 @@ impl Execution<'_> {
         };
         TaskResult::new(self.envelope.id, &self.envelope.task, state, now)
             .with_attempts(attempts)
+            .with_earlier_errors(self.envelope.errors_so_far())
             .with_worker(self.executor.worker.as_str())
             .replying_as(&self.envelope.headers)
     }

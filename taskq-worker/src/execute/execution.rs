@@ -283,10 +283,12 @@ impl Execution<'_> {
                 outcome = &mut outcome => break match outcome {
                     Ok(Ok(Ok(output))) => Attempt::Succeeded(output),
                     Ok(Ok(Err(error))) => Attempt::Failed(error),
-                    Ok(Err(panic)) => Attempt::Failed(TaskError::retryable(format!(
-                        "task panicked: {}",
-                        panic_message(&*panic)
-                    ))),
+                    Ok(Err(panic)) => Attempt::Failed(TaskError::retryable(
+                        match super::panics::take_location() {
+                            Some(at) => format!("task panicked at {at}: {}", panic_message(&*panic)),
+                            None => format!("task panicked: {}", panic_message(&*panic)),
+                        },
+                    )),
                     Err(limit) => Attempt::Failed(TaskError::retryable(format!(
                         "time limit of {} exceeded",
                         humanize(limit)

@@ -7,6 +7,7 @@ mod args;
 mod ending;
 mod execution;
 mod executor;
+mod panics;
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ use tracing::Instrument;
 use args::open_args;
 use execution::{Execution, Outcome};
 pub(crate) use executor::{ExecutionSettings, Executor};
+pub(crate) use panics::note_locations as note_panic_locations;
 
 use crate::settle::Completion;
 

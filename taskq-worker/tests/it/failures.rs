@@ -59,6 +59,40 @@ async fn exhausted_retries_fail_and_dead_letter() {
     );
 }
 
+/// Every attempt's error stays visible in the record, the oldest dropped past the bound: a
+/// task failing 14 times keeps its last error and the ten before it.
+#[tokio::test(start_paused = true)]
+async fn the_record_keeps_earlier_attempts_errors_up_to_a_bound() {
+    let client = Client::in_memory();
+    let _worker = start_worker(all_tasks(builder(&client)));
+    let handle = client
+        .enqueue(Flaky { fail_times: 100 })
+        .max_retries(13)
+        .await
+        .unwrap();
+    assert_ended_in(
+        handle.wait(Duration::from_secs(36_000)).await,
+        TaskState::Failure,
+    );
+    let record = handle.info().await.unwrap().unwrap();
+    assert_eq!(record.attempts, 14);
+    assert_eq!(record.error.as_deref(), Some("flaky attempt 13"));
+    let expected: Vec<String> = (3..13).map(|n| format!("flaky attempt {n}")).collect();
+    assert_eq!(
+        record.earlier_errors, expected,
+        "the ten attempts before the last"
+    );
+    // A retry in flight carries them too: the second record already lists the first error.
+    let second = client.enqueue(Flaky { fail_times: 2 }).await.unwrap();
+    assert_eq!(second.wait(Duration::from_secs(600)).await.unwrap(), 2);
+    let record = second.info().await.unwrap().unwrap();
+    assert_eq!(
+        record.earlier_errors,
+        ["flaky attempt 0", "flaky attempt 1"],
+        "a success after retries shows what came before"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn permanent_error_is_not_retried() {
     let client = Client::in_memory();
@@ -79,7 +113,15 @@ async fn panic_is_a_failed_attempt() {
     handle.wait(Duration::from_secs(60)).await.unwrap_err();
     let record = handle.info().await.unwrap().unwrap();
     assert_eq!((record.state, record.attempts), (TaskState::Failure, 2));
-    assert_eq!(record.error.as_deref(), Some("task panicked: kaboom"));
+    // The panic's message and where it happened; both attempts' errors are kept.
+    let error = record.error.as_deref().unwrap_or_default();
+    assert!(
+        error.starts_with("task panicked at ")
+            && error.contains("support.rs:")
+            && error.ends_with(": kaboom"),
+        "{error}"
+    );
+    assert_eq!(record.earlier_errors, [error], "the first attempt's error");
     still_works(&client).await;
     assert_eq!(worker.stop().await.unwrap().retried, 1);
 }
