@@ -219,6 +219,28 @@ pub enum DecodeError {
     },
 }
 
+impl Envelope {
+    /// The errors of this invocation's attempts so far, oldest first: the earlier ones and the
+    /// previous attempt's (empty for a first attempt).
+    ///
+    /// ```
+    /// let now = chrono::Utc::now();
+    /// let mut envelope = taskq_core::Envelope::new("reports.build", &serde_json::json!({}), "default", now)?;
+    /// assert!(envelope.errors_so_far().is_empty());
+    /// envelope.earlier_errors = vec!["timeout".into()];
+    /// envelope.last_error = Some("refused".into());
+    /// assert_eq!(envelope.errors_so_far(), ["timeout", "refused"]);
+    /// # Ok::<(), taskq_core::Error>(())
+    /// ```
+    pub fn errors_so_far(&self) -> Vec<String> {
+        self.earlier_errors
+            .iter()
+            .chain(self.last_error.as_ref())
+            .cloned()
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,27 +299,5 @@ mod tests {
         let envelope = Envelope::decode(raw, 4096).unwrap();
         assert_eq!(envelope.task, "t");
         assert_eq!(envelope.attempt, 0);
-    }
-}
-
-impl Envelope {
-    /// The errors of this invocation's attempts so far, oldest first: the earlier ones and the
-    /// previous attempt's (empty for a first attempt).
-    ///
-    /// ```
-    /// let now = chrono::Utc::now();
-    /// let mut envelope = taskq_core::Envelope::new("reports.build", &serde_json::json!({}), "default", now)?;
-    /// assert!(envelope.errors_so_far().is_empty());
-    /// envelope.earlier_errors = vec!["timeout".into()];
-    /// envelope.last_error = Some("refused".into());
-    /// assert_eq!(envelope.errors_so_far(), ["timeout", "refused"]);
-    /// # Ok::<(), taskq_core::Error>(())
-    /// ```
-    pub fn errors_so_far(&self) -> Vec<String> {
-        self.earlier_errors
-            .iter()
-            .chain(self.last_error.as_ref())
-            .cloned()
-            .collect()
     }
 }
