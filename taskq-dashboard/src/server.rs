@@ -124,6 +124,7 @@ impl Dashboard {
             .route("/active", get(pages::active::page))
             .route("/active/{id}/terminate", post(pages::active::terminate))
             .route("/scheduled", get(pages::scheduled::list))
+            .route("/scheduled/{queue}/bulk", post(pages::scheduled::bulk))
             .route("/beat", get(pages::beat::page))
             .route(
                 "/scheduled/{queue}/{id}/{verb}",

@@ -802,3 +802,51 @@ async fn a_task_page_lists_earlier_attempts_errors() {
     );
     assert!(list.contains("src/reports.rs:12:5"), "{list}");
 }
+
+/// The scheduled list filters by task name, and runs now or deletes every match at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_messages_of_one_task_are_run_or_deleted_in_bulk() {
+    let client = Client::in_memory();
+    for n in 0..3 {
+        client
+            .enqueue_by_name("reports.build", &serde_json::json!({ "n": n }))
+            .queue("bulk")
+            .countdown(Duration::from_secs(3600))
+            .await
+            .unwrap();
+    }
+    for n in 0..2 {
+        client
+            .enqueue_by_name("emails.send", &serde_json::json!({ "n": n }))
+            .queue("bulk")
+            .countdown(Duration::from_secs(3600))
+            .await
+            .unwrap();
+    }
+    let (address, _server) = serve(Dashboard::new(client.clone())).await;
+    let (status, page) = get(address, "/scheduled?queue=bulk&task=reports.build").await;
+    assert_eq!(status, 200);
+    assert_eq!(page.matches("<td>reports.build</td>").count(), 3, "{page}");
+    assert!(!page.contains("<td>emails.send</td>"), "filtered: {page}");
+    let csrf = csrf_of(&page);
+    let bulk = |task: &'static str, verb: &'static str| {
+        let csrf = csrf.clone();
+        async move {
+            http()
+                .post(format!("http://{address}/scheduled/bulk/bulk"))
+                .form(&[("csrf", csrf.as_str()), ("task", task), ("verb", verb)])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(bulk("reports.build", "run").await, 303);
+    let stats = client.inspector().stats("bulk").await.unwrap();
+    assert_eq!((stats.pending, stats.scheduled), (3, 2), "{stats:?}");
+    assert_eq!(bulk("emails.send", "delete").await, 303);
+    let stats = client.inspector().stats("bulk").await.unwrap();
+    assert_eq!((stats.pending, stats.scheduled), (3, 0), "{stats:?}");
+    assert_eq!(bulk("emails.send", "explode").await, 404);
+}
