@@ -121,6 +121,8 @@ impl Dashboard {
             .route("/queues/{queue}/pause", post(pages::queue::pause))
             .route("/queues/{queue}/resume", post(pages::queue::resume))
             .route("/workers", get(pages::workers::page))
+            .route("/workers/ping", get(pages::workers::ping))
+            .route("/workers/{id}/shutdown", post(pages::workers::shutdown))
             .route("/active", get(pages::active::page))
             .route("/active/{id}/terminate", post(pages::active::terminate))
             .route("/scheduled", get(pages::scheduled::list))

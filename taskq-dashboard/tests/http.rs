@@ -850,3 +850,42 @@ async fn scheduled_messages_of_one_task_are_run_or_deleted_in_bulk() {
     assert_eq!((stats.pending, stats.scheduled), (3, 0), "{stats:?}");
     assert_eq!(bulk("emails.send", "explode").await, 404);
 }
+
+/// The workers page pings every worker, and shuts one down warm by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_are_pinged_and_one_is_shut_down_from_the_page() {
+    let deployment = deployment().await;
+    let client = &deployment.client;
+    let mut workers = Vec::new();
+    for _ in 0..100 {
+        workers = client.inspector().workers().await.unwrap();
+        if !workers.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let id = workers.first().expect("the deployment's worker").id.clone();
+    let (address, _server) = serve(Dashboard::new(client.clone())).await;
+    let (status, pong) = get(address, "/workers/ping").await;
+    assert_eq!(status, 200);
+    assert!(
+        pong.contains(r#"<table id="pongs">"#) && pong.contains(&id),
+        "{pong}"
+    );
+    let (_, page) = get(address, "/workers").await;
+    let csrf = csrf_of(&page);
+    let path = format!("/workers/{}/shutdown", id.replace(':', "%3A"));
+    assert!(page.contains(&format!(r#"action="{path}""#)), "{page}");
+    assert_eq!(post(address, &path, &csrf).await, 303);
+    let mut gone = false;
+    for _ in 0..300 {
+        if client.inspector().workers().await.unwrap().is_empty() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "the worker stopped and left the list");
+    let (_, silence) = get(address, "/workers/ping").await;
+    assert!(silence.contains(r#"id="no-answer""#), "{silence}");
+}

@@ -1,4 +1,5 @@
-//! The worker's side of the control channel: answers pings, honours revocations.
+//! The worker's side of the control channel: answers pings, honours revocations, shuts down
+//! when asked by name.
 
 use std::{sync::Arc, time::Duration};
 
@@ -17,6 +18,8 @@ pub(crate) struct Listener {
     pub(crate) revocations: Arc<Revocations>,
     /// Time a task told to stop by a revocation gets before it is dropped.
     pub(crate) revoke_grace: Duration,
+    /// Cancelled when an operator asks this worker to shut down (a warm shutdown).
+    pub(crate) shutdown: CancellationToken,
 }
 
 /// Listens on the control channel until `stop` fires.
@@ -26,6 +29,7 @@ pub(crate) async fn listen(listener: Listener, stop: CancellationToken) {
         worker,
         revocations,
         revoke_grace,
+        shutdown,
     } = listener;
     let mut messages = match channel.subscribe_control().await {
         Ok(messages) => messages,
@@ -56,6 +60,10 @@ pub(crate) async fn listen(listener: Listener, stop: CancellationToken) {
             ControlMessage::Revoke { id, terminate } => {
                 tracing::info!(task.id = %id, terminate, "revoked");
                 revocations.revoke(id, terminate, revoke_grace);
+            }
+            ControlMessage::Shutdown { worker: asked } if asked == worker.as_str() => {
+                tracing::warn!("asked to shut down over the control channel; stopping warm");
+                shutdown.cancel();
             }
             _ => {}
         }

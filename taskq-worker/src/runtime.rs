@@ -55,6 +55,15 @@ pub(crate) async fn run(
         registry,
         config,
         hooks,
+        asked_to_stop: CancellationToken::new(),
+    };
+    // The worker stops when its program says so or when an operator asks it by name.
+    let asked = shared.asked_to_stop.clone();
+    let shutdown = async move {
+        tokio::select! {
+            () = shutdown => {}
+            () = asked.cancelled() => {}
+        }
     };
     tokio::pin!(shutdown);
     let mut id = id;
@@ -91,6 +100,8 @@ struct Shared {
     hooks: crate::hooks::Hooks,
     recorder: Arc<Recorder>,
     revocations: Arc<Revocations>,
+    /// Cancelled by a control message asking this worker to shut down.
+    asked_to_stop: CancellationToken,
 }
 
 /// Why an incarnation ended.
@@ -177,6 +188,7 @@ impl Shared {
             worker: id.clone(),
             revocations: self.revocations.clone(),
             revoke_grace: config.revoke_grace,
+            shutdown: self.asked_to_stop.clone(),
         };
         tracing::info!(queues = ?config.queues, concurrency = config.concurrency, "worker started");
         log_durability_warnings(broker.as_ref()).await;

@@ -79,6 +79,12 @@ pub enum ControlMessage {
         /// Stop a running execution too.
         terminate: bool,
     },
+    /// The worker `worker` shuts down as on SIGTERM: it takes nothing more, lets running
+    /// tasks finish within its grace period, gives back what it prefetched, and exits its run.
+    Shutdown {
+        /// The worker's id (as `taskq workers` lists it).
+        worker: String,
+    },
 }
 
 /// What a worker publishes about itself for operators, refreshed with every heartbeat.

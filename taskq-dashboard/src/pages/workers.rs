@@ -1,9 +1,23 @@
-//! `/workers`: every live worker's report.
+//! `/workers`: every live worker's report; ping them all, or ask one to shut down (warm: it
+//! finishes what it runs and gives back what it prefetched).
 
-use axum::{extract::State, response::Response};
+use std::time::Duration;
+
+use axum::{
+    extract::{Path, State},
+    http::HeaderMap,
+    response::Response,
+    Form,
+};
+use futures_util::StreamExt;
 use maud::html;
+use taskq_core::{ControlMessage, TaskId};
 
+use super::{act, ActionForm};
 use crate::{layout, state::Shared};
+
+/// How long a ping waits for answers.
+const PING_WAIT: Duration = Duration::from_secs(1);
 
 pub(crate) async fn page(State(state): State<Shared>) -> Result<maud::Markup, Response> {
     let inspector = state.client.inspector();
@@ -13,14 +27,15 @@ pub(crate) async fn page(State(state): State<Shared>) -> Result<maud::Markup, Re
         .await
         .map_err(layout::broker_error)?;
     let body = html! {
+        p { a #ping href="/workers/ping" { "Ping every worker" } }
         @if workers.is_empty() {
             p.note { "No worker is running." }
         } @else {
             table #workers {
-                thead { tr { th { "Worker" } th { "Host" } th.num { "Pid" } th { "Queues" } th.num { "In flight" } th.num { "Concurrency" } th { "Started" } th { "Last heartbeat" } th.num { "Clock skew" } } }
+                thead { tr { th { "Worker" } th { "Host" } th.num { "Pid" } th { "Queues" } th.num { "In flight" } th.num { "Concurrency" } th { "Started" } th { "Last heartbeat" } th.num { "Clock skew" } th { "" } } }
                 tbody {
                     @for worker in &workers {
-                        tr {
+                        tr data-worker=(worker.id) {
                             td { code { (worker.id) } }
                             td { (worker.host) }
                             td.num { (worker.pid) }
@@ -30,6 +45,8 @@ pub(crate) async fn page(State(state): State<Shared>) -> Result<maud::Markup, Re
                             td { (layout::time(worker.started_at)) }
                             td { (layout::time(worker.last_heartbeat)) }
                             td.num { (worker.clock_skew_ms.map(|ms| format!("{ms} ms")).unwrap_or_else(|| "-".into())) }
+                            td { (layout::action(&state, &format!("/workers/{}/shutdown", layout::url_part(&worker.id)), "Shut down",
+                                Some("Shut this worker down? It takes nothing more, finishes what it runs within its grace period, and exits."))) }
                         }
                     }
                 }
@@ -59,4 +76,65 @@ pub(crate) async fn page(State(state): State<Shared>) -> Result<maud::Markup, Re
         }
     };
     Ok(layout::page(&state, "Workers", body))
+}
+
+/// `/workers/ping`: asks every worker to answer and lists who did within [`PING_WAIT`].
+pub(crate) async fn ping(State(state): State<Shared>) -> Result<maud::Markup, Response> {
+    let broker = state.client.broker();
+    let mut replies = broker
+        .subscribe_control()
+        .await
+        .map_err(layout::broker_error)?;
+    let nonce = TaskId::new().to_string();
+    let sent = tokio::time::Instant::now();
+    broker
+        .broadcast(&ControlMessage::Ping {
+            nonce: nonce.clone(),
+        })
+        .await
+        .map_err(layout::broker_error)?;
+    let mut answers = Vec::new();
+    while let Ok(Some(message)) = tokio::time::timeout_at(sent + PING_WAIT, replies.next()).await {
+        if let ControlMessage::Pong {
+            nonce: answered,
+            worker,
+            ..
+        } = message
+        {
+            if answered == nonce {
+                answers.push((worker, sent.elapsed()));
+            }
+        }
+    }
+    let body = html! {
+        @if answers.is_empty() {
+            p.note #no-answer { "No worker answered within " (PING_WAIT.as_secs()) " s." }
+        } @else {
+            table #pongs {
+                thead { tr { th { "Worker" } th.num { "Answered in" } } }
+                tbody {
+                    @for (worker, after) in &answers {
+                        tr { td { code { (worker) } } td.num { (format!("{:.1} ms", after.as_secs_f64() * 1000.0)) } }
+                    }
+                }
+            }
+        }
+        p { a href="/workers" { "Back to the workers" } }
+    };
+    Ok(layout::page(&state, "Ping", body))
+}
+
+/// Asks worker `worker` to shut down warm (the control message it answers by name).
+pub(crate) async fn shutdown(
+    State(state): State<Shared>,
+    Path(worker): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    let broker = state.client.broker().clone();
+    let ask = async move {
+        tracing::warn!(%worker, "worker asked to shut down from the dashboard");
+        broker.broadcast(&ControlMessage::Shutdown { worker }).await
+    };
+    act(&state, &headers, &form.csrf, "/workers".to_owned(), ask).await
 }
