@@ -76,6 +76,45 @@ async fn eventually(what: &str, within: Duration, mut check: impl AsyncFnMut() -
     }
 }
 
+/// Opens `path` of the dashboard at `address`.
+async fn open(browser: &Browser, address: std::net::SocketAddr, path: &str) {
+    browser
+        .goto(&format!("http://{address}{path}"))
+        .await
+        .unwrap();
+}
+
+/// Clicks the button of the form whose action ends with `action` (within `scope`, a CSS
+/// selector, or the whole page for ""), and accepts the page's confirmation when it asks.
+async fn press(browser: &Browser, scope: &str, action: &str, confirms: bool) {
+    browser
+        .find(Locator::Css(&format!(
+            "{scope} form[action$='{action}'] button"
+        )))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    if confirms {
+        browser.accept_alert().await.unwrap();
+    }
+}
+
+/// The overview's state cell of `queue` ("paused" or empty).
+async fn queue_state(browser: &Browser, address: std::net::SocketAddr, queue: &str) -> String {
+    open(browser, address, "/").await;
+    browser
+        .find(Locator::Css(&format!(
+            r#"tr[data-queue="{queue}"] td[data-field="paused"]"#
+        )))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_overview_shows_the_counts_and_its_chart_follows_finished_tasks() {
     let deployment = deployment().await;
@@ -188,18 +227,9 @@ async fn requeue_from_the_dead_letter_list_runs_the_task_again() {
     let (address, _server) = serve(Dashboard::new(client.clone())).await;
     let driver = Driver::start();
     let browser = driver.browser().await;
-    browser
-        .goto(&format!("http://{address}/dead?queue=dash"))
-        .await
-        .unwrap();
+    open(&browser, address, "/dead?queue=dash").await;
     let row = format!(r#"tr[data-id="{}"]"#, handle.id());
-    let button = browser
-        .find(Locator::Css(&format!(
-            "{row} form[action$='/requeue'] button"
-        )))
-        .await
-        .unwrap();
-    button.click().await.unwrap();
+    press(&browser, &row, "/requeue", false).await;
     eventually(
         "the list shows again, without the dead letter",
         Duration::from_secs(10),
@@ -405,17 +435,8 @@ async fn a_running_task_shows_as_active_and_is_terminated_from_the_page() {
         shown.contains("dash.hang") && shown.contains("hanging"),
         "{shown}"
     );
-    browser
-        .find(Locator::Css(&format!(
-            "{row} form[action$='/terminate'] button"
-        )))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
     // The page asks first (a destructive action).
-    browser.accept_alert().await.unwrap();
+    press(&browser, &row, "/terminate", true).await;
     eventually(
         "the task ended REVOKED",
         Duration::from_secs(15),
@@ -456,18 +477,8 @@ async fn a_queue_paused_from_its_page_runs_nothing_until_resumed() {
         .wait(Duration::from_secs(10))
         .await
         .unwrap();
-    browser
-        .goto(&format!("http://{address}/queues/dash"))
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Css("form[action='/queues/dash/pause'] button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    browser.accept_alert().await.unwrap();
+    open(&browser, address, "/queues/dash").await;
+    press(&browser, "", "/queues/dash/pause", true).await;
     eventually(
         "the page says paused",
         Duration::from_secs(10),
@@ -481,15 +492,8 @@ async fn a_queue_paused_from_its_page_runs_nothing_until_resumed() {
         }))
         .await
         .unwrap();
-    browser.goto(&format!("http://{address}/")).await.unwrap();
-    let state = browser
-        .find(Locator::Css(
-            r#"tr[data-queue="dash"] td[data-field="paused"]"#,
-        ))
-        .await
-        .unwrap();
     assert_eq!(
-        state.text().await.unwrap(),
+        queue_state(&browser, address, "dash").await,
         "paused",
         "the overview says so"
     );
@@ -497,27 +501,11 @@ async fn a_queue_paused_from_its_page_runs_nothing_until_resumed() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let stats = client.inspector().stats("dash").await.unwrap();
     assert_eq!((stats.pending, stats.processing), (5, 0), "{stats:?}");
-    browser
-        .goto(&format!("http://{address}/queues/dash"))
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Css("form[action='/queues/dash/resume'] button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    open(&browser, address, "/queues/dash").await;
+    press(&browser, "", "/queues/dash/resume", false).await;
     for handle in handles {
         handle.wait(Duration::from_secs(10)).await.unwrap();
     }
-    browser.goto(&format!("http://{address}/")).await.unwrap();
-    let state = browser
-        .find(Locator::Css(
-            r#"tr[data-queue="dash"] td[data-field="paused"]"#,
-        ))
-        .await
-        .unwrap();
-    assert_eq!(state.text().await.unwrap(), "");
+    assert_eq!(queue_state(&browser, address, "dash").await, "");
     browser.close().await.unwrap();
 }

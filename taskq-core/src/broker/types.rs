@@ -535,6 +535,37 @@ impl KeyedFlow {
             KeyedFlow::Debounce { window, .. } | KeyedFlow::Throttle { window, .. } => *window,
         }
     }
+
+    /// The flow's name in brokers' scripts and functions: `debounce`, `throttle` (extra calls
+    /// dropped) or `throttle-last` (the latest extra call kept).
+    ///
+    /// ```
+    /// let flow = taskq_core::KeyedFlow::Throttle {
+    ///     key: "user-9".into(),
+    ///     window: std::time::Duration::from_secs(60),
+    ///     keep_last: true,
+    /// };
+    /// assert_eq!((flow.mode(), flow.max_wait()), ("throttle-last", None));
+    /// ```
+    pub fn mode(&self) -> &'static str {
+        match self {
+            KeyedFlow::Debounce { .. } => "debounce",
+            KeyedFlow::Throttle {
+                keep_last: false, ..
+            } => "throttle",
+            KeyedFlow::Throttle {
+                keep_last: true, ..
+            } => "throttle-last",
+        }
+    }
+
+    /// A debounce's longest delay from the first call of a burst, if it has one.
+    pub fn max_wait(&self) -> Option<std::time::Duration> {
+        match self {
+            KeyedFlow::Debounce { max_wait, .. } => *max_wait,
+            KeyedFlow::Throttle { .. } => None,
+        }
+    }
 }
 
 /// What a keyed enqueue did ([`KeyedFlow`]).

@@ -367,13 +367,7 @@ impl Transport for PostgresBroker {
         flow: &KeyedFlow,
         expect: Option<TaskId>,
     ) -> Result<KeyedOutcome> {
-        let (mode, max_wait) = match flow {
-            KeyedFlow::Debounce { max_wait, .. } => ("debounce", max_wait.map_or(0, millis)),
-            KeyedFlow::Throttle {
-                keep_last: false, ..
-            } => ("throttle", 0),
-            _ => ("throttle-last", 0),
-        };
+        let (mode, max_wait) = (flow.mode(), flow.max_wait().map_or(0, millis));
         let capacity = self.shared.config.capacity();
         let (_, limits) = partition_columns(&[&message]);
         let row = sqlx::query(&self.shared.sql.enqueue_keyed)

@@ -166,13 +166,7 @@ impl Transport for RedisBroker {
         let now = self.now();
         let keys = QueueKeys::new(&message.queue);
         let level = message.priority.min(9);
-        let (mode, max_wait) = match flow {
-            KeyedFlow::Debounce { max_wait, .. } => ("debounce", max_wait.map_or(0, ms)),
-            KeyedFlow::Throttle {
-                keep_last: false, ..
-            } => ("throttle", 0),
-            _ => ("throttle-last", 0),
-        };
+        let (mode, max_wait) = (flow.mode(), flow.max_wait().map_or(0, ms));
         let bound = self.shared.config.max_queue_length();
         let mut invocation = scripts::ENQUEUE_KEYED.prepare_invoke();
         invocation
