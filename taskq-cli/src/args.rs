@@ -85,6 +85,12 @@ pub enum Command {
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
+    /// Ask one live worker (by id, as `taskq workers` lists it) to shut down warm: it takes
+    /// nothing more, finishes what it runs within its grace period, and exits its run.
+    Shutdown {
+        /// The worker's id.
+        worker: String,
+    },
     /// Serve the web dashboard: queues, workers, tasks, dead letters (loopback only unless
     /// --token or --basic-user is given).
     Dashboard(DashboardArgs),

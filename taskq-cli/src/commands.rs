@@ -158,6 +158,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
             );
         }
         Command::Ping { timeout } => println!("{}", ping(&client, timeout, json).await?),
+        Command::Shutdown { worker } => println!("{}", shutdown(&client, &worker, json).await?),
         // Migrated above, before connecting (a client refuses a schema that is not migrated).
         Command::Postgres { .. } => {}
         Command::Outbox {
@@ -637,6 +638,25 @@ async fn set_paused(
         json!({"queue": queue, "paused": paused}).to_string()
     } else {
         format!("{state} `{queue}`")
+    })
+}
+
+/// `taskq shutdown WORKER`: refuses an id no live worker has (a typo would otherwise ask
+/// nobody, silently).
+async fn shutdown(client: &Client, worker: &str, json: bool) -> Result<String, Failure> {
+    let broker = client.broker();
+    if !broker.workers().await?.iter().any(|live| live.id == worker) {
+        return Err(format!("no live worker `{worker}` (see `taskq workers`)").into());
+    }
+    broker
+        .broadcast(&ControlMessage::Shutdown {
+            worker: worker.to_owned(),
+        })
+        .await?;
+    Ok(if json {
+        json!({"asked": worker}).to_string()
+    } else {
+        format!("asked `{worker}` to shut down")
     })
 }
 

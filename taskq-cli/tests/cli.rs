@@ -193,6 +193,23 @@ async fn workers_and_ping() {
     let answers = json(&taskq(&server, &["ping", "--json", "--timeout", "2s"]));
     assert_eq!(answers[0]["worker"], worker.id().to_string());
     assert!(answers[0]["latency_ms"].as_f64().unwrap() < 2_000.0);
+    // A mistyped id is refused; the worker's own makes it stop warm, its run ending by itself.
+    let typo = failure(&taskq(&server, &["shutdown", "no-such-worker"]));
+    assert!(typo.contains("no live worker `no-such-worker`"), "{typo}");
+    let id = worker.id().to_string();
+    assert_eq!(
+        stdout(&taskq(&server, &["shutdown", &id])),
+        format!("asked `{id}` to shut down")
+    );
+    let mut gone = false;
+    for _ in 0..200 {
+        if client.broker().workers().await.unwrap().is_empty() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the worker stopped when asked and left the list");
     worker.stop().await.unwrap();
     // Nobody left to answer.
     let err = failure(&taskq(&server, &["ping", "--timeout", "300ms"]));
