@@ -835,6 +835,10 @@ async fn the_operator_commands_work_on_rabbitmq() {
         "{page}"
     );
     assert!(page.contains(r#"id="pending-unlisted""#), "{page}");
+    assert!(
+        !page.contains("/pause\""),
+        "no pause button it would refuse: {page}"
+    );
     assert!(page.contains(r#"id="held-unseen""#), "{page}");
 
     taskq_testkit::suite::kill(client.broker(), "cli", 2).await;

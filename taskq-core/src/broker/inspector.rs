@@ -83,6 +83,12 @@ pub trait Inspector: Send + Sync + std::fmt::Debug {
     /// dead letters); returns how many.
     async fn purge_queue(&self, queue: &str) -> Result<usize>;
 
+    /// Whether [`set_paused`](Self::set_paused) can hold a queue back here (operators'
+    /// pages offer it only then).
+    fn pauses_queues(&self) -> bool {
+        false
+    }
+
     /// Pauses `queue` (`true`) or resumes it: while paused, every worker's fetch skips it
     /// (checked inside the fetch itself, so no fetch that starts after this returns takes
     /// from it); enqueues still land, running tasks finish, [`QueueStats::paused`] says so.

@@ -63,7 +63,7 @@ pub(crate) async fn page(
         @if stats.paused {
             p.note #paused { "Paused: no worker takes from this queue until it is resumed (enqueues still land)." }
             (layout::action(&state, &format!("/queues/{q}/resume"), "Resume", None))
-        } @else {
+        } @else if inspector.pauses_queues() {
             (layout::action(&state, &format!("/queues/{q}/pause"), "Pause",
                 Some("Pause this queue? No worker takes from it until it is resumed.")))
         }

@@ -190,6 +190,10 @@ impl Inspector for PostgresBroker {
         Ok(usize::try_from(done.rows_affected()).unwrap_or_default())
     }
 
+    fn pauses_queues(&self) -> bool {
+        true
+    }
+
     async fn set_paused(&self, queue: &str, paused: bool) -> Result<()> {
         // Resuming notifies, so that idle workers look again at once.
         sqlx::query(&self.names().fill(

@@ -390,6 +390,10 @@ impl Inspector for RedisBroker {
         Ok(stats)
     }
 
+    fn pauses_queues(&self) -> bool {
+        true
+    }
+
     async fn set_paused(&self, queue: &str, paused: bool) -> Result<()> {
         let key = QueueKeys::new(queue).paused();
         let mut conn = self.conn();

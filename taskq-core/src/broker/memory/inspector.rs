@@ -182,6 +182,10 @@ impl Inspector for MemoryBroker {
         Ok(purged)
     }
 
+    fn pauses_queues(&self) -> bool {
+        true
+    }
+
     async fn set_paused(&self, queue: &str, paused: bool) -> Result<()> {
         self.lock()
             .queues
