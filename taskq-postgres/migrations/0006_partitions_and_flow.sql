@@ -243,6 +243,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     held record;
     known boolean;
+    refusal text;
     alive boolean := false;
     due timestamptz;
     window_length interval := p_window_ms * interval '1 millisecond';
@@ -279,12 +280,9 @@ BEGIN
             RETURN QUERY SELECT 'written'::text, held.id;
             RETURN;
         END IF;
-        IF p_expect IS NOT NULL THEN
-            RETURN QUERY SELECT 'resend'::text, NULL::uuid;
-            RETURN;
-        END IF;
-        IF NOT @s.has_room(p_queue, p_bound) THEN
-            RETURN QUERY SELECT 'full'::text, NULL::uuid;
+        refusal := @s.refuse_fresh(p_expect, p_queue, p_bound);
+        IF refusal IS NOT NULL THEN
+            RETURN QUERY SELECT refusal, NULL::uuid;
             RETURN;
         END IF;
         due := now() + window_length;
@@ -315,12 +313,9 @@ BEGIN
             RETURN QUERY SELECT 'written'::text, held.id;
             RETURN;
         END IF;
-        IF p_expect IS NOT NULL THEN
-            RETURN QUERY SELECT 'resend'::text, NULL::uuid;
-            RETURN;
-        END IF;
-        IF NOT @s.has_room(p_queue, p_bound) THEN
-            RETURN QUERY SELECT 'full'::text, NULL::uuid;
+        refusal := @s.refuse_fresh(p_expect, p_queue, p_bound);
+        IF refusal IS NOT NULL THEN
+            RETURN QUERY SELECT refusal, NULL::uuid;
             RETURN;
         END IF;
         -- Kept for the window's end, where its run holds the next window.
@@ -331,12 +326,9 @@ BEGIN
         RETURN QUERY SELECT 'written'::text, p_id;
         RETURN;
     END IF;
-    IF p_expect IS NOT NULL THEN
-        RETURN QUERY SELECT 'resend'::text, NULL::uuid;
-        RETURN;
-    END IF;
-    IF NOT @s.has_room(p_queue, p_bound) THEN
-        RETURN QUERY SELECT 'full'::text, NULL::uuid;
+    refusal := @s.refuse_fresh(p_expect, p_queue, p_bound);
+    IF refusal IS NOT NULL THEN
+        RETURN QUERY SELECT refusal, NULL::uuid;
         RETURN;
     END IF;
     PERFORM @s.insert_keyed(p_queue, p_priority, p_id, p_payload, NULL, p_partition, p_limit);
@@ -345,6 +337,22 @@ BEGIN
     ON CONFLICT (queue, key) DO UPDATE SET id = EXCLUDED.id, tag = NULL,
         first = EXCLUDED.first, start = EXCLUDED.start, until = EXCLUDED.until;
     RETURN QUERY SELECT 'written'::text, p_id;
+END
+$$;
+
+-- Why a call that would start a fresh invocation cannot: 'resend' when it expected to
+-- replace one (which has left the pending set), 'full' when the queue is at its bound; NULL
+-- when it may.
+CREATE FUNCTION @s.refuse_fresh(p_expect uuid, p_queue text, p_bound bigint) RETURNS text
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_expect IS NOT NULL THEN
+        RETURN 'resend';
+    END IF;
+    IF NOT @s.has_room(p_queue, p_bound) THEN
+        RETURN 'full';
+    END IF;
+    RETURN NULL;
 END
 $$;
 

@@ -36,7 +36,7 @@ taskq_testkit::control_conformance!(#[tokio::test(start_paused = true)] control 
 taskq_testkit::inspector_conformance!(#[tokio::test(start_paused = true)] inspector => memory_broker(), capped => capped_memory_broker());
 taskq_testkit::catalog_conformance!(#[tokio::test(start_paused = true)] catalog => memory_broker());
 taskq_testkit::partitions_conformance!(#[tokio::test(start_paused = true)] partitions => memory_broker(), bounded_at_fifty => bounded_memory_broker());
-taskq_testkit::keyed_conformance!(#[tokio::test(start_paused = true)] keyed => memory_broker());
+taskq_testkit::keyed_conformance!(#[tokio::test(start_paused = true)] keyed => memory_broker(), bounded_at_fifty => bounded_memory_broker());
 taskq_testkit::backend_conformance!(#[tokio::test(start_paused = true)] backend => memory_backend());
 
 #[tokio::test]

@@ -57,7 +57,7 @@ taskq_testkit::control_conformance!(#[tokio::test(flavor = "multi_thread", worke
 taskq_testkit::inspector_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] inspector => cluster_broker(), capped => capped_cluster_broker());
 taskq_testkit::catalog_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] catalog => cluster_broker());
 taskq_testkit::partitions_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] partitions => cluster_broker(), bounded_at_fifty => bounded_cluster_broker());
-taskq_testkit::keyed_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] keyed => cluster_broker());
+taskq_testkit::keyed_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] keyed => cluster_broker(), bounded_at_fifty => bounded_cluster_broker());
 taskq_testkit::backend_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] backend => cluster_backend());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -56,7 +56,7 @@ taskq_testkit::control_conformance!(#[tokio::test(flavor = "multi_thread", worke
 taskq_testkit::inspector_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] inspector => redis_broker(), capped => capped_redis_broker());
 taskq_testkit::catalog_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] catalog => redis_broker());
 taskq_testkit::partitions_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] partitions => redis_broker(), bounded_at_fifty => bounded_redis_broker());
-taskq_testkit::keyed_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] keyed => redis_broker());
+taskq_testkit::keyed_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] keyed => redis_broker(), bounded_at_fifty => bounded_redis_broker());
 taskq_testkit::backend_conformance!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] backend => redis_backend());
 
 #[tokio::test]

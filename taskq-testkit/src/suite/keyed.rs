@@ -224,3 +224,30 @@ pub async fn a_debounced_invocation_waits_for_its_partitions_slot(broker: Shared
     assert_eq!(ids(&next), [debounced.id()]);
     assert_eq!(next[0].partition(), Some("acct-1"));
 }
+
+pub async fn a_keyed_call_into_a_full_queue_is_refused_naming_it(broker: BoundedAtFifty) {
+    let q = queue();
+    broker
+        .enqueue((0..BOUND).map(|_| message(&q, 0)).collect())
+        .await
+        .unwrap();
+    let client = client(&broker);
+    let call = || {
+        client
+            .enqueue_by_name("suite.keyed", &serde_json::json!({ "n": 0 }))
+            .queue(&q)
+    };
+    let window = Duration::from_secs(60);
+    for outcome in [
+        call().debounce("doc-1", window).await.map(|_| ()),
+        call().throttle("user-1", window).await.map(|_| ()),
+    ] {
+        assert_full(outcome, &q);
+    }
+    let stats = broker.stats(&q).await.unwrap();
+    assert_eq!(
+        (stats.pending, stats.scheduled),
+        (BOUND, 0),
+        "nothing landed"
+    );
+}
