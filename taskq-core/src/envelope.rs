@@ -193,6 +193,13 @@ impl Envelope {
         Ok(envelope)
     }
 
+    /// How long it had waited to start at `now`: since it was due (its ETA, or when it was
+    /// created).
+    pub fn queue_wait(&self, now: DateTime<Utc>) -> std::time::Duration {
+        let since = self.eta.unwrap_or(self.created_at).max(self.created_at);
+        (now - since).to_std().unwrap_or_default()
+    }
+
     /// True when `expires` lies before `now`.
     pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
         self.expires.is_some_and(|expires| expires <= now)

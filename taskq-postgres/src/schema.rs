@@ -10,7 +10,7 @@ use crate::error::pg_error;
 
 /// Every migration, in order: (version, SQL with the schema and channels left as `@s`,
 /// `@ready`, `@control`, `@results`, `@outbox`).
-const MIGRATIONS: [(i32, &str); 6] = [
+const MIGRATIONS: [(i32, &str); 7] = [
     (1, include_str!("../migrations/0001_queue.sql")),
     (2, include_str!("../migrations/0002_beat.sql")),
     (3, include_str!("../migrations/0003_workflows.sql")),
@@ -20,6 +20,7 @@ const MIGRATIONS: [(i32, &str); 6] = [
         6,
         include_str!("../migrations/0006_partitions_and_flow.sql"),
     ),
+    (7, include_str!("../migrations/0007_outcomes.sql")),
 ];
 
 /// The version this build's statements expect.

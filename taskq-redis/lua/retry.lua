@@ -14,8 +14,12 @@
 -- ARGV[6]      the queue's key prefix taskq:{q} (for its partitions' keys)
 -- ARGV[7]      the current message's partition ('' for none): its slot is released
 -- ARGV[8]      the next attempt's partition ('' for none)
+-- KEYS[5]      taskq:{q}:outcomes (the record of recent outcomes)
+-- KEYS[6]      taskq:{q}:history:<minute> (counts what ended this minute)
 -- ARGV[9]      the next attempt's partition limit ('' for none)
+-- ARGV[10..]   the failed attempt's outcome, as the worker reports it (see lib/outcomes.lua)
 -- returns      1 when moved, 0 when this worker no longer held the message
+--- @include lib/outcomes.lua
 --- @include lib/partitions.lua
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then
   return 0
@@ -35,4 +39,5 @@ end
 if ARGV[7] ~= '' then
   part_release(ARGV[6], ARGV[7], 1)
 end
+outcomes_record(KEYS[5], KEYS[6], ARGV, 10)
 return 1

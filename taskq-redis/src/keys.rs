@@ -59,6 +59,11 @@ impl QueueKeys {
         format!("{}:history:{minute}", self.prefix)
     }
 
+    /// How recent runs ended, newest first, capped (LIST of encoded outcomes).
+    pub(crate) fn outcomes(&self) -> String {
+        format!("{}:outcomes", self.prefix)
+    }
+
     /// Messages a worker holds (LIST).
     pub(crate) fn processing(&self, worker: &str) -> String {
         format!("{}:processing:{}", self.prefix, worker)

@@ -11,6 +11,7 @@ const LIBRARIES: &[(&str, &str)] = &[
         "lib/dead_letters.lua",
         include_str!("../lua/lib/dead_letters.lua"),
     ),
+    ("lib/outcomes.lua", include_str!("../lua/lib/outcomes.lua")),
     (
         "lib/partitions.lua",
         include_str!("../lua/lib/partitions.lua"),

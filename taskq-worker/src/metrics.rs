@@ -68,11 +68,7 @@ pub(crate) fn run_time(envelope: &Envelope, took: Duration) {
 }
 
 pub(crate) fn queue_wait(envelope: &Envelope, now: DateTime<Utc>) {
-    let since = envelope
-        .eta
-        .unwrap_or(envelope.created_at)
-        .max(envelope.created_at);
-    let waited = (now - since).to_std().unwrap_or_default();
+    let waited = envelope.queue_wait(now);
     metrics::histogram!("taskq_task_queue_wait_seconds", "task" => envelope.task.clone(), "queue" => envelope.queue.clone())
         .record(waited.as_secs_f64());
 }

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{DeadLetter, QueueStats, WorkerInfo};
+use super::{DeadLetter, Outcome, OutcomeFilter, QueueStats, TaskNumbers, WorkerInfo};
 use crate::{error::Result, id::TaskId};
 
 /// A window of a list, newest first: skip `offset` entries, return at most `limit`.
@@ -169,6 +169,33 @@ pub trait Inspector: Send + Sync + std::fmt::Debug {
     /// broker's clock), oldest first, one entry per minute (zeros included). Workers count
     /// them inside the calls that settle the messages, so history costs no extra round trip.
     async fn history(&self, queue: &str, minutes: usize) -> Result<Vec<MinuteCounts>>;
+
+    /// Whether the broker keeps a record of recent outcomes and per-task counters (see
+    /// [`recent_outcomes`](Self::recent_outcomes)); RabbitMQ has nowhere to keep them.
+    fn keeps_outcomes(&self) -> bool {
+        false
+    }
+
+    /// Up to `limit` of `queue`'s recent outcomes that pass `filter`, newest first, from its
+    /// capped record ([`RECENT_OUTCOMES_KEPT`](super::RECENT_OUTCOMES_KEPT) per queue), which
+    /// the calls settling the messages write. Empty where the broker keeps none.
+    async fn recent_outcomes(
+        &self,
+        queue: &str,
+        filter: &OutcomeFilter,
+        limit: usize,
+    ) -> Result<Vec<Outcome>> {
+        let _ = (queue, filter, limit);
+        Ok(Vec::new())
+    }
+
+    /// Per-task numbers of `queue` over the last `minutes` minutes (by the broker's clock),
+    /// by task name: runs per state, runtime and queue-wait histograms. Empty where the
+    /// broker keeps none.
+    async fn task_numbers(&self, queue: &str, minutes: usize) -> Result<Vec<TaskNumbers>> {
+        let _ = (queue, minutes);
+        Ok(Vec::new())
+    }
 
     /// The partitions of `queue` with work (pending or held by workers), most pending first,
     /// at most `limit` of them (see `docs/partitions.md`). Brokers without partitions have none.

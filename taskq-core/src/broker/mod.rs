@@ -32,6 +32,7 @@ mod control;
 mod inspector;
 mod membership;
 mod memory;
+mod outcomes;
 mod rate_limiter;
 mod transport;
 mod types;
@@ -44,6 +45,10 @@ pub use inspector::{
 };
 pub use membership::{LostWorker, Membership, LOST_WORKERS_KEPT};
 pub use memory::{MemoryBroker, MemoryBrokerConfig};
+pub use outcomes::{
+    tally, Histogram, Outcome, OutcomeFilter, TaskNumbers, OUTCOME_ERROR_BYTES,
+    RECENT_OUTCOMES_KEPT,
+};
 pub use rate_limiter::RateLimiter;
 pub use transport::Transport;
 pub use types::{

@@ -163,6 +163,7 @@ pub struct Delivery {
     receipt: Receipt,
     id: Option<TaskId>,
     partition: Option<Arc<str>>,
+    outcome: Option<Arc<super::Outcome>>,
 }
 
 impl Delivery {
@@ -175,7 +176,20 @@ impl Delivery {
             receipt,
             id: None,
             partition: None,
+            outcome: None,
         }
+    }
+
+    /// Records how its run ended, so that the call settling it also writes the queue's
+    /// record of recent outcomes and its counters (see [`Outcome`](super::Outcome)).
+    pub fn with_outcome(mut self, outcome: super::Outcome) -> Self {
+        self.outcome = Some(Arc::new(outcome));
+        self
+    }
+
+    /// How its run ended, when the worker said.
+    pub fn outcome(&self) -> Option<&super::Outcome> {
+        self.outcome.as_deref()
     }
 
     /// Records the partition the broker took it from, which its settle must release.

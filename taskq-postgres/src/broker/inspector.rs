@@ -9,8 +9,8 @@ use sqlx::{postgres::PgRow, Row};
 use taskq_core::{
     history::{last_minutes, minute_of, minute_start},
     rank_partitions, DeadLetter, DeadReason, HeldMessage, Inspector, LostWorker, MinuteCounts,
-    OutboundMessage, Page, PartitionStats, PayloadFields, QueueStats, Result, ScheduledMessage,
-    TaskId, WorkerInfo,
+    OutboundMessage, Outcome, OutcomeFilter, Page, PartitionStats, PayloadFields, QueueStats,
+    Result, ScheduledMessage, TaskId, TaskNumbers, WorkerInfo, RECENT_OUTCOMES_KEPT,
 };
 
 use super::PostgresBroker;
@@ -407,6 +407,69 @@ impl Inspector for PostgresBroker {
                 MinuteCounts::new(minute_start(minute), unsigned(processed), unsigned(failed))
             })
             .collect())
+    }
+
+    fn keeps_outcomes(&self) -> bool {
+        true
+    }
+
+    async fn recent_outcomes(
+        &self,
+        queue: &str,
+        filter: &OutcomeFilter,
+        limit: usize,
+    ) -> Result<Vec<Outcome>> {
+        // In chunks, newest first, until the page is full, the record ends, or entries turn
+        // older than the filter's start (as on Redis).
+        const CHUNK: usize = 1_000;
+        let statement = self.names().fill(
+            "SELECT seq, outcome FROM @s.outcomes WHERE queue = $1 AND seq < $2
+             ORDER BY seq DESC LIMIT $3",
+        );
+        let (mut found, mut before, mut read) = (Vec::new(), i64::MAX, 0);
+        while read < RECENT_OUTCOMES_KEPT {
+            let rows = sqlx::query(&statement)
+                .bind(queue)
+                .bind(before)
+                .bind(CHUNK as i64)
+                .fetch_all(self.pool())
+                .await
+                .map_err(pg_error)?;
+            let mut chunk = Vec::with_capacity(rows.len());
+            for row in &rows {
+                before = row.try_get(0).map_err(pg_error)?;
+                chunk.push(row.try_get::<String, _>(1).map_err(pg_error)?);
+            }
+            read += chunk.len();
+            if filter.collect(&chunk, limit, &mut found) || chunk.len() < CHUNK {
+                break;
+            }
+        }
+        Ok(found)
+    }
+
+    async fn task_numbers(&self, queue: &str, minutes: usize) -> Result<Vec<TaskNumbers>> {
+        let now = self.now();
+        let since = last_minutes(now, minutes)
+            .first()
+            .copied()
+            .unwrap_or_else(|| minute_of(now));
+        let rows = sqlx::query(&self.names().fill(
+            "SELECT field, sum(count)::bigint FROM @s.task_counts
+             WHERE queue = $1 AND minute >= $2 GROUP BY field",
+        ))
+        .bind(queue)
+        .bind(since)
+        .fetch_all(self.pool())
+        .await
+        .map_err(pg_error)?;
+        let mut fields = Vec::with_capacity(rows.len());
+        for row in rows {
+            let field: String = row.try_get(0).map_err(pg_error)?;
+            let count: i64 = row.try_get(1).map_err(pg_error)?;
+            fields.push((field, u64::try_from(count).unwrap_or_default()));
+        }
+        Ok(TaskNumbers::from_fields(fields))
     }
 
     async fn partitions(&self, queue: &str, limit: usize) -> Result<Vec<PartitionStats>> {

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 use taskq_core::{
-    Clock, DeadReason, Delivery, Error, KeyedFlow, KeyedOutcome, OutboundMessage, Receipt, Result,
-    TaskId, Transport, WorkerId,
+    tally, Clock, DeadReason, Delivery, Error, KeyedFlow, KeyedOutcome, OutboundMessage, Outcome,
+    Receipt, Result, TaskId, Transport, WorkerId, RECENT_OUTCOMES_KEPT,
 };
 use tokio::time::Instant;
 
@@ -136,7 +136,8 @@ impl Statements {
                      DELETE FROM @s.history
                      WHERE queue IN (SELECT queue FROM gone) AND minute <= @s.minute_now() - 120
                  )
-                 SELECT count(*) FROM gone",
+                 SELECT (SELECT count(*) FROM gone),
+                        @s.record_outcomes($3, $4, $5, $6, $7, $8)",
             ),
             retry: names.fill(
                 "WITH moved AS (
@@ -148,14 +149,19 @@ impl Statements {
                  ), notified AS (
                      SELECT pg_notify('@ready', '') WHERE EXISTS (SELECT 1 FROM moved WHERE ready)
                  )
-                 SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM notified)",
+                 SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM notified),
+                        CASE WHEN EXISTS (SELECT 1 FROM moved)
+                             THEN @s.record_outcomes($7, $8, $9, $10, $11, $12) END",
             ),
             requeue: names.fill("SELECT @s.requeue($1, $2)"),
             heartbeat: names.fill("SELECT @s.heartbeat($1, $2, $3)"),
             recover: names
                 .fill("SELECT worker, outcome, id, payload FROM @s.recover($1, $2, $3, $4)"),
             rate_limit: names.fill("SELECT @s.rate_limit($1, $2, $3)"),
-            dead_letter: names.fill("SELECT @s.dead_letter($1, $2, $3, $4, $5, $6)"),
+            dead_letter: names.fill(
+                "SELECT moved, CASE WHEN moved THEN @s.record_outcomes($7, $8, $9, $10, $11, $12) END
+                 FROM @s.dead_letter($1, $2, $3, $4, $5, $6) AS moved",
+            ),
             promote: names.fill(
                 "WITH due AS (
                      SELECT tag FROM @s.messages
@@ -450,12 +456,14 @@ impl Transport for PostgresBroker {
         if deliveries.is_empty() {
             return Ok(0);
         }
-        let acked: i64 = sqlx::query_scalar(&self.shared.sql.ack)
+        let query = sqlx::query(&self.shared.sql.ack)
             .bind(worker.as_str())
-            .bind(tags(deliveries))
+            .bind(tags(deliveries));
+        let row = bind_outcomes(query, deliveries.iter())
             .fetch_one(&self.shared.pool)
             .await
             .map_err(pg_error)?;
+        let acked: i64 = row.try_get(0).map_err(pg_error)?;
         Ok(usize::try_from(acked).unwrap_or_default())
     }
 
@@ -465,13 +473,14 @@ impl Transport for PostgresBroker {
         delivery: &Delivery,
         next: OutboundMessage,
     ) -> Result<bool> {
-        let row = sqlx::query(&self.shared.sql.retry)
+        let query = sqlx::query(&self.shared.sql.retry)
             .bind(tag(delivery))
             .bind(worker.as_str())
             .bind(&next.payload)
             .bind(i16::from(next.priority))
             .bind(next.id.as_uuid())
-            .bind(next.eta)
+            .bind(next.eta);
+        let row = bind_outcomes(query, std::iter::once(delivery))
             .fetch_one(&self.shared.pool)
             .await
             .map_err(pg_error)?;
@@ -500,16 +509,18 @@ impl Transport for PostgresBroker {
         error: Option<String>,
     ) -> Result<bool> {
         let (records, bytes) = self.shared.config.dead_caps();
-        sqlx::query_scalar(&self.shared.sql.dead_letter)
+        let query = sqlx::query(&self.shared.sql.dead_letter)
             .bind(worker.as_str())
             .bind(tag(delivery))
             .bind(reason.as_str())
             .bind(error)
             .bind(records)
-            .bind(bytes)
+            .bind(bytes);
+        let row = bind_outcomes(query, std::iter::once(delivery))
             .fetch_one(&self.shared.pool)
             .await
-            .map_err(pg_error)
+            .map_err(pg_error)?;
+        row.try_get(0).map_err(pg_error)
     }
 
     async fn durability_warnings(&self) -> Result<Vec<String>> {
@@ -660,4 +671,43 @@ fn tag(delivery: &Delivery) -> i64 {
 
 fn tags(deliveries: &[Delivery]) -> Vec<i64> {
     deliveries.iter().map(tag).collect()
+}
+
+/// Binds the outcomes `deliveries` carry as `record_outcomes` takes them
+/// (migrations/0007_outcomes.sql): each encoded outcome with its queue, then each queue's
+/// counter increments (one per task and field, not per message), then the cap.
+fn bind_outcomes<'q, 'a>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    deliveries: impl Iterator<Item = &'a Delivery>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let mut by_queue: Vec<(&str, Vec<&Outcome>)> = Vec::new();
+    for delivery in deliveries {
+        let Some(outcome) = delivery.outcome() else {
+            continue;
+        };
+        match by_queue.iter_mut().find(|(q, _)| *q == delivery.queue()) {
+            Some((_, outcomes)) => outcomes.push(outcome),
+            None => by_queue.push((delivery.queue(), vec![outcome])),
+        }
+    }
+    let (mut queues, mut encoded) = (Vec::new(), Vec::new());
+    let (mut counted, mut fields, mut counts) = (Vec::new(), Vec::new(), Vec::new());
+    for (queue, outcomes) in &by_queue {
+        for outcome in outcomes {
+            queues.push(queue.to_string());
+            encoded.push(outcome.encode());
+        }
+        for (field, count) in tally(outcomes.iter().copied()) {
+            counted.push(queue.to_string());
+            fields.push(field);
+            counts.push(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+    }
+    query
+        .bind(queues)
+        .bind(encoded)
+        .bind(counted)
+        .bind(fields)
+        .bind(counts)
+        .bind(i32::try_from(RECENT_OUTCOMES_KEPT).unwrap_or(i32::MAX))
 }

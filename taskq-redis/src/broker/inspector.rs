@@ -4,8 +4,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use taskq_core::{
     history::{last_minutes, minute_start},
-    rank_partitions, DeadLetter, Error, HeldMessage, Inspector, MinuteCounts, Page, PartitionStats,
-    PayloadFields, QueueStats, Result, ScheduledMessage, TaskId, WorkerInfo,
+    rank_partitions, DeadLetter, Error, HeldMessage, Inspector, MinuteCounts, Outcome,
+    OutcomeFilter, Page, PartitionStats, PayloadFields, QueueStats, Result, ScheduledMessage,
+    TaskId, TaskNumbers, WorkerInfo, RECENT_OUTCOMES_KEPT,
 };
 
 use super::{millis, RedisBroker};
@@ -219,6 +220,51 @@ impl Inspector for RedisBroker {
                 )
             })
             .collect())
+    }
+
+    fn keeps_outcomes(&self) -> bool {
+        true
+    }
+
+    async fn recent_outcomes(
+        &self,
+        queue: &str,
+        filter: &OutcomeFilter,
+        limit: usize,
+    ) -> Result<Vec<Outcome>> {
+        // Read in chunks, newest first, until the page is full, the record ends, or entries
+        // turn older than the filter's start.
+        const CHUNK: usize = 1_000;
+        let key = QueueKeys::new(queue).outcomes();
+        let mut found = Vec::new();
+        let mut start = 0;
+        while found.len() < limit && start < RECENT_OUTCOMES_KEPT {
+            let chunk: Vec<String> = redis::cmd("LRANGE")
+                .arg(&key)
+                .arg(start)
+                .arg(start + CHUNK - 1)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(redis_error)?;
+            if filter.collect(&chunk, limit, &mut found) || chunk.len() < CHUNK {
+                break;
+            }
+            start += CHUNK;
+        }
+        Ok(found)
+    }
+
+    async fn task_numbers(&self, queue: &str, minutes: usize) -> Result<Vec<TaskNumbers>> {
+        let keys = QueueKeys::new(queue);
+        let mut pipe = redis::pipe();
+        for minute in last_minutes(self.now(), minutes) {
+            pipe.cmd("HGETALL").arg(keys.history(minute));
+        }
+        let hashes: Vec<Vec<(String, u64)>> = pipe
+            .query_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        Ok(TaskNumbers::from_fields(hashes.into_iter().flatten()))
     }
 
     async fn lost_workers(&self) -> Result<Vec<taskq_core::LostWorker>> {

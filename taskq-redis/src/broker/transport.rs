@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use taskq_core::{
-    Clock, DeadLetter, DeadReason, Delivery, Error, KeyedFlow, KeyedOutcome, OutboundMessage,
-    Result, TaskId, Transport, WorkerId,
+    tally, Clock, DeadLetter, DeadReason, Delivery, Error, KeyedFlow, KeyedOutcome,
+    OutboundMessage, Outcome, Result, TaskId, Transport, WorkerId, RECENT_OUTCOMES_KEPT,
 };
 
 use super::{millis, QueueBatch, RedisBroker};
@@ -263,6 +263,7 @@ impl Transport for RedisBroker {
                 .key(keys.processing(worker.as_str()))
                 .key(keys.redeliveries())
                 .key(keys.history(minute_of(self.now())))
+                .key(keys.outcomes())
                 .arg(HISTORY_KEPT_MS)
                 .arg(keys.prefix())
                 .arg(group.len());
@@ -271,6 +272,7 @@ impl Transport for RedisBroker {
                     .arg(delivery.payload())
                     .arg(delivery.id().map(|id| id.to_string()).unwrap_or_default());
             }
+            outcome_args(&mut invocation, group.iter().copied());
             for delivery in &group {
                 let partition = super::fetch::held_slot(delivery);
                 if !partition.is_empty() {
@@ -300,11 +302,14 @@ impl Transport for RedisBroker {
         let keys = QueueKeys::new(delivery.queue());
         let level = next.priority.min(9);
         let due = next.eta.map_or(millis(now), millis);
-        let moved: i64 = scripts::RETRY
+        let mut invocation = scripts::RETRY.prepare_invoke();
+        invocation
             .key(keys.processing(worker.as_str()))
             .key(keys.scheduled())
             .key(keys.pending(level))
             .key(keys.wake())
+            .key(keys.outcomes())
+            .key(keys.history(minute_of(now)))
             .arg(delivery.payload())
             .arg(&next.payload)
             .arg(due)
@@ -317,7 +322,9 @@ impl Transport for RedisBroker {
                 next.partition_limit
                     .map(|l| l.to_string())
                     .unwrap_or_default(),
-            )
+            );
+        outcome_args(&mut invocation, std::iter::once(delivery));
+        let moved: i64 = invocation
             .invoke_async(&mut self.conn())
             .await
             .map_err(redis_error)?;
@@ -374,13 +381,15 @@ impl Transport for RedisBroker {
             source,
         })?;
         let keys = QueueKeys::new(delivery.queue());
-        let (moved, dropped): (i64, i64) = scripts::DEAD_LETTER
+        let mut invocation = scripts::DEAD_LETTER.prepare_invoke();
+        invocation
             .key(keys.processing(worker.as_str()))
             .key(keys.dead())
             .key(keys.redeliveries())
             .key(keys.dead_dropped())
             .key(keys.history(minute_of(self.now())))
             .key(keys.dead_bytes())
+            .key(keys.outcomes())
             .arg(delivery.payload())
             .arg(record)
             .arg(self.shared.config.max_dead_letters())
@@ -388,7 +397,9 @@ impl Transport for RedisBroker {
             .arg(HISTORY_KEPT_MS)
             .arg(self.shared.config.max_dead_letter_bytes())
             .arg(keys.prefix())
-            .arg(super::fetch::held_slot(delivery))
+            .arg(super::fetch::held_slot(delivery));
+        outcome_args(&mut invocation, std::iter::once(delivery));
+        let (moved, dropped): (i64, i64) = invocation
             .invoke_async(&mut self.conn())
             .await
             .map_err(redis_error)?;
@@ -440,4 +451,26 @@ impl Transport for RedisBroker {
 /// A duration in whole milliseconds, the unit of every window in Redis.
 fn ms(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Appends the outcomes `deliveries` carry to a settling script's arguments, as
+/// `lua/lib/outcomes.lua` reads them: the record's cap, history's lifetime, the encoded
+/// outcomes, and the batch's counter increments (one per task and field, not per message).
+fn outcome_args<'a>(
+    invocation: &mut redis::ScriptInvocation<'_>,
+    deliveries: impl Iterator<Item = &'a Delivery>,
+) {
+    let outcomes: Vec<&Outcome> = deliveries.filter_map(Delivery::outcome).collect();
+    invocation
+        .arg(RECENT_OUTCOMES_KEPT)
+        .arg(HISTORY_KEPT_MS)
+        .arg(outcomes.len());
+    for outcome in &outcomes {
+        invocation.arg(outcome.encode());
+    }
+    let counters = tally(outcomes.iter().copied());
+    invocation.arg(counters.len());
+    for (field, increment) in counters {
+        invocation.arg(field).arg(increment);
+    }
 }

@@ -565,3 +565,101 @@ pub async fn a_paused_queue_is_skipped_by_every_fetch_until_resumed(broker: Shar
     let resumed = waiting.await.unwrap();
     assert_eq!(resumed.len(), 2, "both waiting messages, once resumed");
 }
+
+pub async fn recent_outcomes_are_kept_newest_first_and_counted_per_task(broker: Shared) {
+    use std::time::Duration;
+    use taskq_core::{Outcome, OutcomeFilter, TaskState};
+    let q = queue();
+    broker
+        .enqueue((0..4).map(|_| message(&q, 0)).collect())
+        .await
+        .unwrap();
+    let worker = WorkerId::generate();
+    let held = broker
+        .fetch(&worker, std::slice::from_ref(&q), 4, NO_WAIT)
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 4);
+    let now = broker.clock().now();
+    let ended = |delivery: &taskq_core::Delivery, task: &str, state, ran_ms| {
+        let id = ids(std::slice::from_ref(delivery))[0];
+        let outcome = Outcome::new(id, task, state, now)
+            .with_runtime(Duration::from_millis(ran_ms))
+            .with_wait(Duration::from_millis(1))
+            .with_worker(worker.as_str());
+        let outcome = match state {
+            TaskState::Success => outcome,
+            _ => outcome.with_error(format!("{state} of {task}")),
+        };
+        delivery.clone().with_outcome(outcome)
+    };
+    let succeeded = [
+        ended(&held[0], "suite.a", TaskState::Success, 50),
+        ended(&held[1], "suite.a", TaskState::Success, 100),
+    ];
+    assert_eq!(broker.ack(&worker, &succeeded).await.unwrap(), 2);
+    let mut next = message(&q, 0);
+    next.eta = Some(now + chrono::Duration::minutes(10));
+    let retrying = ended(&held[2], "suite.b", TaskState::Retry, 5);
+    assert!(broker.retry(&worker, &retrying, next).await.unwrap());
+    let failed = ended(&held[3], "suite.b", TaskState::Failure, 5);
+    assert!(broker
+        .dead_letter(&worker, &failed, DeadReason::Failed, Some("bad".into()))
+        .await
+        .unwrap());
+
+    let all = broker
+        .recent_outcomes(&q, &OutcomeFilter::default(), 10)
+        .await
+        .unwrap();
+    let states: Vec<TaskState> = all.iter().map(|o| o.state).collect();
+    assert_eq!(
+        states[..2],
+        [TaskState::Failure, TaskState::Retry],
+        "newest first"
+    );
+    assert_eq!(states.len(), 4);
+    assert_eq!(all[0].error.as_deref(), Some("FAILURE of suite.b"));
+    assert_eq!(all[0].runtime(), Some(Duration::from_millis(5)));
+    assert_eq!(all[0].worker.as_deref(), Some(worker.as_str()));
+
+    let by = |filter: OutcomeFilter, limit| {
+        let broker = broker.clone();
+        let q = q.clone();
+        async move { broker.recent_outcomes(&q, &filter, limit).await.unwrap() }
+    };
+    let failures = by(
+        OutcomeFilter::default()
+            .task("suite.b")
+            .state(TaskState::Failure),
+        10,
+    )
+    .await;
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0].id, ids(&held[3..])[0]);
+    assert_eq!(
+        by(OutcomeFilter::default().state(TaskState::Success), 1)
+            .await
+            .len(),
+        1,
+        "the limit holds"
+    );
+    assert_eq!(by(OutcomeFilter::default().task("suite.c"), 10).await, []);
+    let later = now + chrono::Duration::minutes(5);
+    assert_eq!(by(OutcomeFilter::default().since(later), 10).await, []);
+    assert_eq!(by(OutcomeFilter::default().until(later), 10).await.len(), 4);
+
+    let numbers = broker.task_numbers(&q, 60).await.unwrap();
+    let names: Vec<&str> = numbers.iter().map(|n| n.task.as_str()).collect();
+    assert_eq!(names, ["suite.a", "suite.b"]);
+    let (a, b) = (&numbers[0], &numbers[1]);
+    assert_eq!((a.count(TaskState::Success), a.runtime.count()), (2, 2));
+    let median = a.runtime.quantile(0.5).unwrap().as_secs_f64();
+    assert!((0.045..=0.055).contains(&median), "median {median} s");
+    assert_eq!(a.wait.count(), 2);
+    assert_eq!(
+        (b.count(TaskState::Retry), b.count(TaskState::Failure)),
+        (1, 1)
+    );
+    assert_eq!(b.failure_rate(), Some(1.0));
+}

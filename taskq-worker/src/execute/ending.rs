@@ -10,7 +10,7 @@ use taskq_core::{
     DeadReason, OutboundMessage, TaskError, TaskResult, TaskState, UNIQUE_KEY_HEADER,
 };
 
-use super::execution::{Execution, Outcome};
+use super::execution::{Disposition, Execution, NOT_MEASURED};
 use crate::{hooks::On, metrics::Event, registry::Registered, TaskEvent};
 
 impl Execution<'_> {
@@ -51,14 +51,16 @@ impl Execution<'_> {
                         .with_error(format!("dead-lettered as failed: {error}"));
                     executor.settler.store(&record).await;
                     self.end_workflow(TaskState::Failure, &error).await;
+                    let failed = self.ending_as(TaskState::Failure, Some(&error));
                     executor
                         .settler
-                        .dead_letter(self.delivery, DeadReason::Failed, error, None)
+                        .dead_letter(&failed, DeadReason::Failed, error, None)
                         .await;
                     return;
                 }
             };
-            let moved = executor.settler.reschedule(self.delivery, message).await;
+            let retrying = self.ending_as(TaskState::Retry, Some(error.message()));
+            let moved = executor.settler.reschedule(&retrying, message).await;
             if moved == Some(false) {
                 tracing::warn!("message was recovered by another worker; retry not scheduled");
             }
@@ -82,9 +84,10 @@ impl Execution<'_> {
             return; // at-most-once: the message is gone already
         }
         self.hook(On::DeadLetter, Some(error.message()), Some(reason));
+        let failed = self.ending_as(TaskState::Failure, Some(error.message()));
         executor
             .settler
-            .dead_letter(self.delivery, reason, error.message().to_owned(), None)
+            .dead_letter(&failed, reason, error.message().to_owned(), None)
             .await;
     }
 
@@ -99,6 +102,42 @@ impl Execution<'_> {
             return;
         };
         executor.settler.reschedule(self.delivery, message).await;
+    }
+
+    /// How this run ended, for the queue's record of recent outcomes and its counters.
+    pub(super) fn outcome(&self, state: TaskState, error: Option<&str>) -> taskq_core::Outcome {
+        let envelope = self.envelope;
+        let mut outcome = taskq_core::Outcome::new(
+            envelope.id,
+            &envelope.task,
+            state,
+            self.executor.clock.now(),
+        )
+        .with_attempt(envelope.attempt)
+        .with_worker(self.executor.worker.as_str());
+        let measured = |cell: &std::sync::atomic::AtomicU64| match cell
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            NOT_MEASURED => None,
+            us => Some(Duration::from_micros(us)),
+        };
+        if let Some(ran) = measured(&self.ran_us) {
+            outcome = outcome.with_runtime(ran);
+        }
+        if let Some(waited) = measured(&self.waited_us) {
+            outcome = outcome.with_wait(waited);
+        }
+        match error {
+            Some(error) => outcome.with_error(error),
+            None => outcome,
+        }
+    }
+
+    /// The delivery carrying how this run ended, for the call that settles it.
+    pub(super) fn ending_as(&self, state: TaskState, error: Option<&str>) -> taskq_core::Delivery {
+        self.delivery
+            .clone()
+            .with_outcome(self.outcome(state, error))
     }
 
     /// Calls the user's hooks for `on`.
@@ -134,13 +173,15 @@ impl Execution<'_> {
         task: &Registered,
         record: TaskResult,
         ending: Option<Ending>,
-    ) -> Outcome {
+    ) -> Disposition {
         self.release_unique().await;
         let ending = ending.unwrap_or_else(|| Ending::Ended {
             state: record.state,
             error: record.error.clone().unwrap_or_default(),
         });
-        Outcome::Complete {
+        let ended = self.outcome(record.state, record.error.as_deref());
+        Disposition::Complete {
+            ended: Some(Box::new(ended)),
             workflow: self.finished(ending).map(Box::new),
             record: (!task.options.ignore_result()).then_some(record),
             acked: self.acked.load(std::sync::atomic::Ordering::Relaxed),
@@ -190,7 +231,7 @@ impl Execution<'_> {
     /// Not for workflow steps where signatures are required: nothing authenticates a stored
     /// record, and its output would become the next step's input, which the worker's client
     /// then signs. The step runs again instead (its successor is still sent once per id).
-    pub(super) async fn already_succeeded(&self) -> Option<Outcome> {
+    pub(super) async fn already_succeeded(&self) -> Option<Disposition> {
         let continues_workflow = self.flow.as_ref().is_some_and(|flow| flow.has_successor());
         let relayed = self
             .envelope
@@ -229,9 +270,10 @@ impl Execution<'_> {
                 "succeeded before (redelivered): continuing its workflow without running it again"
             );
         }
-        Some(Outcome::Complete {
+        Some(Disposition::Complete {
             record: None,
             acked: false,
+            ended: None,
             workflow: self.finished(Ending::Succeeded(output)).map(Box::new),
         })
     }

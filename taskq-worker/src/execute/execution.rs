@@ -1,8 +1,15 @@
 //! One decoded message's execution: the checks before a run (revoked, expired, already done,
-//! rate limited), the attempt under its time limits with panics caught, and the [`Outcome`]
+//! rate limited), the attempt under its time limits with panics caught, and the [`Disposition`]
 //! handed to the settler. How a failed or finished execution ends is in `ending.rs`.
 
-use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
+use std::{
+    panic::AssertUnwindSafe,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use futures_util::FutureExt;
 use serde_json::value::RawValue;
@@ -19,7 +26,7 @@ use crate::{hooks::On, metrics::Event, registry::Registered};
 // Returned once per execution and consumed at once: boxing the record would cost an
 // allocation per task for nothing.
 #[allow(clippy::large_enum_variant)]
-pub(super) enum Outcome {
+pub(super) enum Disposition {
     /// Retried or dead-lettered already.
     Settled,
     /// Shutdown stopped it; it goes back to the queue unchanged.
@@ -30,6 +37,9 @@ pub(super) enum Outcome {
         record: Option<TaskResult>,
         acked: bool,
         workflow: Option<Box<Finished>>,
+        /// How the run ended, for the queue's record of recent outcomes (none when it did
+        /// not run: a success stored before).
+        ended: Option<Box<taskq_core::Outcome>>,
     },
 }
 
@@ -45,7 +55,14 @@ pub(super) struct Execution<'a> {
     pub(super) flow: Option<Flow>,
     /// Set once an at-most-once task was acknowledged before running.
     pub(super) acked: std::sync::atomic::AtomicBool,
+    /// How long the message waited before it started, µs ([`NOT_MEASURED`] until then).
+    pub(super) waited_us: AtomicU64,
+    /// How long the attempt ran, µs ([`NOT_MEASURED`] until it ended).
+    pub(super) ran_us: AtomicU64,
 }
+
+/// A duration not measured (yet).
+pub(super) const NOT_MEASURED: u64 = u64::MAX;
 
 /// How one attempt ended.
 pub(super) enum Attempt {
@@ -73,7 +90,7 @@ impl Execution<'_> {
         serde_json::value::to_raw_value(&sealed).unwrap_or(output)
     }
 
-    pub(super) async fn run(self) -> Outcome {
+    pub(super) async fn run(self) -> Disposition {
         let executor = self.executor;
         if let Some(done) = self.already_succeeded().await {
             return done;
@@ -92,9 +109,14 @@ impl Execution<'_> {
             self.end_workflow(TaskState::Failure, &error).await;
             executor
                 .settler
-                .dead_letter(self.delivery, DeadReason::UnknownTask, error, None)
+                .dead_letter(
+                    &self.ending_as(TaskState::Failure, Some(&error)),
+                    DeadReason::UnknownTask,
+                    error,
+                    None,
+                )
                 .await;
-            return Outcome::Settled;
+            return Disposition::Settled;
         };
         let now = executor.clock.now();
         if executor.revocations.is_revoked(&self.envelope.id) {
@@ -138,15 +160,15 @@ impl Execution<'_> {
             if let Some(wait) = wait {
                 tracing::debug!(?wait, "rate limited; postponed");
                 self.postpone(wait).await;
-                return Outcome::Settled;
+                return Disposition::Settled;
             }
         }
         if task.options.at_most_once() {
             if !executor.settler.ack_now(self.delivery).await {
                 tracing::warn!("at-most-once task no longer held; not running it");
-                return Outcome::Settled;
+                return Disposition::Settled;
             }
-            self.acked.store(true, std::sync::atomic::Ordering::Relaxed);
+            self.acked.store(true, Ordering::Relaxed);
         }
         if executor.settings.track_started && !task.options.ignore_result() {
             let record = self.record(&task, TaskState::Started).with_started_at(now);
@@ -160,9 +182,13 @@ impl Execution<'_> {
         }
         executor.recorder.record(Event::Started, self.envelope);
         executor.recorder.queue_wait(self.envelope, now);
+        self.waited_us
+            .store(micros(self.envelope.queue_wait(now)), Ordering::Relaxed);
         let started = tokio::time::Instant::now();
         let attempt = self.attempt(&task).await;
-        executor.recorder.run_time(self.envelope, started.elapsed());
+        let ran = started.elapsed();
+        executor.recorder.run_time(self.envelope, ran);
+        self.ran_us.store(micros(ran), Ordering::Relaxed);
         match attempt {
             Attempt::Succeeded(output) => {
                 let ending = self.succeeded(&output);
@@ -173,7 +199,7 @@ impl Execution<'_> {
                         "the output cannot be passed on in its workflow: it does not read back as JSON (nested deeper than 128 levels)",
                     );
                     self.fail(&task, error).await;
-                    return Outcome::Settled;
+                    return Disposition::Settled;
                 }
                 tracing::debug!("succeeded");
                 executor.recorder.record(Event::Succeeded, self.envelope);
@@ -192,15 +218,20 @@ impl Execution<'_> {
                 self.end_workflow(TaskState::Failure, &error).await;
                 self.hook(On::Failure, Some(&error), None);
                 self.release_unique().await;
-                if !self.acked.load(std::sync::atomic::Ordering::Relaxed) {
+                if !self.acked.load(Ordering::Relaxed) {
                     self.hook(On::DeadLetter, Some(&error), Some(DeadReason::Malformed));
                     executor
                         .settler
-                        .dead_letter(self.delivery, DeadReason::Malformed, error, None)
+                        .dead_letter(
+                            &self.ending_as(TaskState::Failure, Some(&error)),
+                            DeadReason::Malformed,
+                            error,
+                            None,
+                        )
                         .await;
                 }
             }
-            Attempt::Interrupted if self.acked.load(std::sync::atomic::Ordering::Relaxed) => {
+            Attempt::Interrupted if self.acked.load(Ordering::Relaxed) => {
                 tracing::warn!("at-most-once task stopped by shutdown; it will not run again");
                 executor.recorder.record(Event::Failed, self.envelope);
                 let record = self
@@ -210,7 +241,7 @@ impl Execution<'_> {
                 self.end_workflow(TaskState::Failure, "stopped by shutdown")
                     .await;
             }
-            Attempt::Interrupted => return Outcome::Interrupted,
+            Attempt::Interrupted => return Disposition::Interrupted,
             Attempt::Revoked => {
                 tracing::info!("revoked and stopped while running");
                 executor.recorder.record(Event::Revoked, self.envelope);
@@ -220,7 +251,7 @@ impl Execution<'_> {
                 return self.finish(&task, record, None).await;
             }
         }
-        Outcome::Settled
+        Disposition::Settled
     }
 
     /// Runs the handler once, under the hard time limit, catching panics.
@@ -323,6 +354,11 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
         .copied()
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("non-string panic payload")
+}
+
+/// A duration in whole µs, below [`NOT_MEASURED`].
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).map_or(NOT_MEASURED - 1, |us| us.min(NOT_MEASURED - 1))
 }
 
 fn humanize(duration: Duration) -> String {

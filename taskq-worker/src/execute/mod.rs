@@ -20,7 +20,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use args::open_args;
-use execution::{Execution, Outcome};
+use execution::{Disposition, Execution, NOT_MEASURED};
 pub(crate) use executor::{ExecutionSettings, Executor};
 pub(crate) use panics::note_locations as note_panic_locations;
 
@@ -184,18 +184,25 @@ pub(crate) async fn execute(
         args: opened.as_deref().unwrap_or(&envelope.args),
         flow,
         acked: std::sync::atomic::AtomicBool::new(false),
+        waited_us: NOT_MEASURED.into(),
+        ran_us: NOT_MEASURED.into(),
     }
     .run()
     .instrument(span)
     .await;
     match outcome {
-        Outcome::Settled => None,
-        Outcome::Interrupted => Some((seq, delivery)),
-        Outcome::Complete {
+        Disposition::Settled => None,
+        Disposition::Interrupted => Some((seq, delivery)),
+        Disposition::Complete {
             record,
             acked,
             workflow,
+            ended,
         } => {
+            let delivery = match ended {
+                Some(ended) => delivery.with_outcome(*ended),
+                None => delivery,
+            };
             executor.settler.complete(Completion::new(
                 delivery,
                 record,

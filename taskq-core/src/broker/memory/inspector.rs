@@ -8,8 +8,8 @@ use super::{MemoryBroker, Message};
 use crate::{
     broker::{
         last_minutes, minute_start, rank_partitions, DeadLetter, HeldMessage, Inspector,
-        MinuteCounts, Page, PartitionStats, PayloadFields, QueueStats, ScheduledMessage,
-        WorkerInfo,
+        MinuteCounts, Outcome, OutcomeFilter, Page, PartitionStats, PayloadFields, QueueStats,
+        ScheduledMessage, TaskNumbers, WorkerInfo,
     },
     error::Result,
     id::TaskId,
@@ -114,11 +114,47 @@ impl Inspector for MemoryBroker {
             .into_iter()
             .map(|minute| {
                 let (processed, failed) = history
-                    .and_then(|h| h.get(&minute).copied())
-                    .unwrap_or_default();
+                    .and_then(|h| h.get(&minute))
+                    .map_or((0, 0), |m| (m.processed, m.failed));
                 MinuteCounts::new(minute_start(minute), processed, failed)
             })
             .collect())
+    }
+
+    fn keeps_outcomes(&self) -> bool {
+        true
+    }
+
+    async fn recent_outcomes(
+        &self,
+        queue: &str,
+        filter: &OutcomeFilter,
+        limit: usize,
+    ) -> Result<Vec<Outcome>> {
+        let state = self.lock();
+        let Some(queue) = state.queues.get(queue) else {
+            return Ok(Vec::new());
+        };
+        Ok(queue
+            .outcomes
+            .iter()
+            .filter(|outcome| outcome.matches(filter))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn task_numbers(&self, queue: &str, minutes: usize) -> Result<Vec<TaskNumbers>> {
+        let now = self.shared.clock.now();
+        let state = self.lock();
+        let Some(history) = state.queues.get(queue).map(|q| &q.history) else {
+            return Ok(Vec::new());
+        };
+        let fields = last_minutes(now, minutes)
+            .into_iter()
+            .filter_map(|minute| history.get(&minute))
+            .flat_map(|minute| minute.tally.iter().map(|(f, c)| (f.clone(), *c)));
+        Ok(TaskNumbers::from_fields(fields))
     }
 
     async fn partitions(&self, queue: &str, limit: usize) -> Result<Vec<PartitionStats>> {

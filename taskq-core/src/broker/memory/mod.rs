@@ -150,10 +150,23 @@ struct QueueState {
     rates: FastMap<String, DateTime<Utc>>,
     /// Debounce and throttle keys.
     flows: FastMap<String, keyed::FlowState>,
-    /// Minute -> (processed, failed), the last [`HISTORY_KEPT_MINUTES`] minutes.
-    history: BTreeMap<i64, (u64, u64)>,
+    /// Minute -> what ended in it, the last [`HISTORY_KEPT_MINUTES`] minutes.
+    history: BTreeMap<i64, EndedInMinute>,
+    /// How recent runs ended, newest first, at most [`RECENT_OUTCOMES_KEPT`].
+    outcomes: std::collections::VecDeque<super::Outcome>,
     /// Paused: fetches skip the queue.
     paused: bool,
+}
+
+/// What ended in one minute of a queue.
+#[derive(Debug, Default)]
+struct EndedInMinute {
+    /// Acknowledged.
+    processed: u64,
+    /// Dead-lettered.
+    failed: u64,
+    /// Per-task counters ([`tally`](super::tally)'s fields).
+    tally: FastMap<String, u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -340,16 +353,33 @@ impl State {
 impl QueueState {
     /// Counts messages that ended at `now`: `processed` acknowledged, `failed` dead-lettered.
     fn count_ended(&mut self, now: DateTime<Utc>, processed: u64, failed: u64) {
+        let minute = self.minute(now);
+        minute.processed += processed;
+        minute.failed += failed;
+    }
+
+    /// Keeps how a run ended: in the record of recent outcomes and the minute's counters.
+    fn record_outcome(&mut self, now: DateTime<Utc>, outcome: &super::Outcome) {
+        let minute = self.minute(now);
+        for (field, count) in super::tally(std::iter::once(outcome)) {
+            *minute.tally.entry(field).or_default() += count;
+        }
+        if self.outcomes.len() >= super::RECENT_OUTCOMES_KEPT {
+            self.outcomes.pop_back();
+        }
+        self.outcomes.push_front(outcome.clone());
+    }
+
+    /// The counts of the minute `now` falls in, dropping minutes no longer kept.
+    fn minute(&mut self, now: DateTime<Utc>) -> &mut EndedInMinute {
         let minute = crate::broker::minute_of(now);
-        let counts = self.history.entry(minute).or_default();
-        counts.0 += processed;
-        counts.1 += failed;
         while let Some((&oldest, _)) = self.history.first_key_value() {
             if oldest > minute - crate::broker::HISTORY_KEPT_MINUTES {
                 break;
             }
             self.history.pop_first();
         }
+        self.history.entry(minute).or_default()
     }
 
     /// Ready messages, highest level first, oldest first within a list.

@@ -147,6 +147,9 @@ impl Transport for MemoryBroker {
                 if let Some(queue) = state.queues.get_mut(delivery.queue()) {
                     queue.redeliveries.remove(&message.id);
                     queue.count_ended(now, 1, 0);
+                    if let Some(outcome) = delivery.outcome() {
+                        queue.record_outcome(now, outcome);
+                    }
                 }
             }
         }
@@ -163,6 +166,10 @@ impl Transport for MemoryBroker {
         let mut state = self.lock();
         if Self::take_processing(&mut state, worker, delivery).is_none() {
             return Ok(false);
+        }
+        if let Some(outcome) = delivery.outcome() {
+            let queue = state.queues.entry(delivery.queue().to_owned()).or_default();
+            queue.record_outcome(now, outcome);
         }
         let next = OutboundMessage {
             queue: delivery.queue().to_owned(),
@@ -221,6 +228,9 @@ impl Transport for MemoryBroker {
         queue.redeliveries.remove(&message.id);
         queue.dead.push(letter, caps);
         queue.count_ended(now, 0, 1);
+        if let Some(outcome) = delivery.outcome() {
+            queue.record_outcome(now, outcome);
+        }
         Ok(true)
     }
 
