@@ -827,8 +827,14 @@ async fn the_operator_commands_work_on_rabbitmq() {
         .spawn()
         .expect("run taskq dashboard");
     let (status, page) = dashboard_get(port, "127.0.0.1", "/queues/cli");
+    // History and numbers say plainly that RabbitMQ keeps no record of outcomes.
+    let kept = ["/history", "/numbers"].map(|path| dashboard_get(port, "127.0.0.1", path));
     let _ = dashboard.kill();
     let _ = dashboard.wait();
+    for (status, page) in kept {
+        assert_eq!(status, 200, "{page}");
+        assert!(page.contains(r#"id="outcomes-unkept""#), "{page}");
+    }
     assert_eq!(status, 200, "{page}");
     assert!(
         page.contains(r#"<span class="label">Pending</span><span class="value">3</span>"#),

@@ -42,6 +42,8 @@ pub(crate) fn page(state: &AppState, title: &str, body: Markup) -> Markup {
                     a href="/" { "Overview" }
                     a href="/active" { "Active" }
                     a href="/workers" { "Workers" }
+                    a href="/history" { "History" }
+                    a href="/numbers" { "Numbers" }
                     a href="/scheduled" { "Scheduled" }
                     a href="/dead" { "Dead letters" }
                     a href="/beat" { "Beat" }

@@ -133,6 +133,8 @@ impl Dashboard {
                 post(pages::scheduled::settle),
             )
             .route("/tasks", get(pages::tasks::page))
+            .route("/history", get(pages::history::page))
+            .route("/numbers", get(pages::numbers::page))
             .route("/dead", get(pages::dead::list))
             .route("/dead/{queue}/requeue-all", post(pages::dead::requeue_all))
             .route("/dead/{queue}/{id}", get(pages::dead::show))

@@ -509,3 +509,191 @@ async fn a_queue_paused_from_its_page_runs_nothing_until_resumed() {
     assert_eq!(queue_state(&browser, address, "dash").await, "");
     browser.close().await.unwrap();
 }
+
+/// Sleeps `ms` and succeeds.
+#[derive(taskq_core::Task, serde::Serialize, serde::Deserialize)]
+#[task(name = "dash.nap", queue = "napping", max_retries = 0)]
+struct Nap {
+    ms: u64,
+}
+
+impl taskq_core::Run for Nap {
+    type Output = ();
+    async fn run(self, _ctx: taskq_core::TaskContext) -> Result<(), taskq_core::TaskError> {
+        tokio::time::sleep(Duration::from_millis(self.ms)).await;
+        Ok(())
+    }
+}
+
+/// A worker running [`Nap`] on `client` (with `concurrency` at once) until aborted.
+fn nap_worker(client: &taskq_core::Client, concurrency: usize) -> tokio::task::JoinHandle<()> {
+    let worker = taskq_worker::Worker::builder(client.clone())
+        .register::<Nap>()
+        .concurrency(concurrency)
+        .build()
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = worker.run(std::future::pending::<()>()).await;
+    })
+}
+
+/// The `data-id`s of the rows of the table `table` on the page shown now.
+async fn row_ids(browser: &Browser, table: &str) -> std::collections::BTreeSet<String> {
+    let mut ids = std::collections::BTreeSet::new();
+    for row in browser
+        .find_all(Locator::Css(&format!("table#{table} tbody tr")))
+        .await
+        .unwrap()
+    {
+        ids.insert(row.attr("data-id").await.unwrap().expect("a row's id"));
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_is_searched_by_task_name_and_state() {
+    let deployment = deployment().await;
+    let client = &deployment.client;
+    let napping = nap_worker(client, 4);
+    let doubled = client
+        .enqueue_many((1..=4).map(|n| Double {
+            n,
+            note: String::new(),
+        }))
+        .await
+        .unwrap();
+    let unlucky = client
+        .enqueue_many((0..2).map(|_| Double {
+            n: 13,
+            note: "history".into(),
+        }))
+        .await
+        .unwrap();
+    let naps = client
+        .enqueue_many((0..3).map(|_| Nap { ms: 1 }))
+        .await
+        .unwrap();
+    fn ids<T: serde::de::DeserializeOwned>(
+        handles: &[taskq_core::AsyncResult<T>],
+    ) -> std::collections::BTreeSet<String> {
+        handles.iter().map(|h| h.id().to_string()).collect()
+    }
+    let every: Vec<taskq_core::TaskId> = [ids(&doubled), ids(&unlucky), ids(&naps)]
+        .iter()
+        .flatten()
+        .map(|id| id.parse().unwrap())
+        .collect();
+    eventually("every task ended", Duration::from_secs(15), async || {
+        let states = client.states(&every).await.unwrap();
+        states.iter().all(|state| state.is_ready())
+    })
+    .await;
+    let (address, _server) = serve(Dashboard::new(client.clone())).await;
+    let driver = Driver::start();
+    let browser = driver.browser().await;
+    open(&browser, address, "/history").await;
+    assert_eq!(
+        row_ids(&browser, "history").await.len(),
+        9,
+        "every run, unfiltered"
+    );
+    // The form, as a person fills it: a task name and a state.
+    let task = browser
+        .find(Locator::Css("form.filters input[name='task']"))
+        .await
+        .unwrap();
+    task.send_keys("dash.double").await.unwrap();
+    browser
+        .find(Locator::Css("form.filters select[name='state']"))
+        .await
+        .unwrap()
+        .select_by_value("FAILURE")
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Css("form.filters button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    eventually("the search ran", Duration::from_secs(10), async || {
+        browser
+            .current_url()
+            .await
+            .is_ok_and(|url| url.as_str().contains("state=FAILURE"))
+    })
+    .await;
+    assert_eq!(row_ids(&browser, "history").await, ids(&unlucky));
+    let error = browser
+        .find(Locator::Css("table#history tbody tr code.error"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(error.contains("unlucky: history"), "{error}");
+    open(
+        &browser,
+        address,
+        "/history?task=dash.double&state=SUCCESS&within=5m",
+    )
+    .await;
+    assert_eq!(row_ids(&browser, "history").await, ids(&doubled));
+    open(&browser, address, "/history?queue=napping").await;
+    assert_eq!(row_ids(&browser, "history").await, ids(&naps));
+    open(&browser, address, "/history?task=dash.nap&state=FAILURE").await;
+    assert!(browser.find(Locator::Id("no-outcomes")).await.is_ok());
+    browser.close().await.unwrap();
+    napping.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_numbers_match_a_known_workload() {
+    let server = taskq_testkit::RedisServer::start();
+    let client = taskq::connect(&server.url()).await.unwrap();
+    let napping = nap_worker(&client, 10);
+    let handles = client
+        .enqueue_many((0..100).map(|_| Nap { ms: 50 }))
+        .await
+        .unwrap();
+    for handle in &handles {
+        handle.wait(Duration::from_secs(30)).await.unwrap();
+    }
+    let (address, _server) = serve(Dashboard::new(client.clone())).await;
+    let driver = Driver::start();
+    let browser = driver.browser().await;
+    open(&browser, address, "/numbers").await;
+    let row = browser
+        .find(Locator::Css(
+            r#"table#task-numbers tr[data-queue="napping"][data-task="dash.nap"]"#,
+        ))
+        .await
+        .expect("a row for the task");
+    let runs = row
+        .find(Locator::Css("td[data-runs]"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(runs, "100");
+    let p50_us: f64 = row
+        .find(Locator::Css("td[data-runtime-p50-us]"))
+        .await
+        .unwrap()
+        .attr("data-runtime-p50-us")
+        .await
+        .unwrap()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (40_000.0..=60_000.0).contains(&p50_us),
+        "p50 runtime {p50_us} µs for tasks of 50 ms"
+    );
+    let shown = row.text().await.unwrap();
+    assert!(shown.contains(" ms"), "{shown}");
+    browser.close().await.unwrap();
+    napping.abort();
+}

@@ -3,6 +3,8 @@
 pub(crate) mod active;
 pub(crate) mod beat;
 pub(crate) mod dead;
+pub(crate) mod history;
+pub(crate) mod numbers;
 pub(crate) mod overview;
 pub(crate) mod queue;
 pub(crate) mod scheduled;
