@@ -71,13 +71,13 @@ pub use arguments::ArgumentShape;
 pub use backend::{MemoryResultBackend, ResultBackend, DEFAULT_RESULT_TTL};
 pub use beat_store::{BeatEntryStatus, BeatStatus, BeatStore, MemoryBeatStore};
 pub use broker::{
-    local_hostname, rank_partitions, tally, Broker, ControlChannel, ControlMessage, ControlStream,
-    DeadLetter, DeadReason, Delivery, HeldMessage, Histogram, Inspector, KeyedFlow, KeyedOutcome,
-    LostWorker, Membership, MemoryBroker, MemoryBrokerConfig, MinuteCounts, OutboundMessage,
-    Outcome, OutcomeFilter, Page, PartitionStats, PayloadFields, QueueStats, RateLimiter, Receipt,
-    RecoveryReport, ScheduledMessage, TaskCatalog, TaskDeclaration, TaskNumbers, Transport,
-    WorkerId, WorkerInfo, FETCH_LEASE, LOST_WORKERS_KEPT, OUTCOME_ERROR_BYTES,
-    RECENT_OUTCOMES_KEPT,
+    bundle, local_hostname, rank_partitions, tally, unbundle, Broker, ControlChannel,
+    ControlMessage, ControlStream, DeadLetter, DeadReason, Delivery, HeldMessage, Histogram,
+    Inspector, KeyedFlow, KeyedOutcome, LostWorker, Membership, MemoryBroker, MemoryBrokerConfig,
+    MinuteCounts, OutboundMessage, Outcome, OutcomeFilter, Page, PartitionStats, PayloadFields,
+    QueueStats, RateLimiter, Receipt, RecoveryReport, ScheduledMessage, TaskCatalog,
+    TaskDeclaration, TaskNumbers, Transport, WorkerId, WorkerInfo, FETCH_LEASE, LOST_WORKERS_KEPT,
+    OUTCOME_ERROR_BYTES, RECENT_OUTCOMES_KEPT, RECENT_OUTCOMES_TTL,
 };
 pub use client::Client;
 pub use redact::redacted_url;

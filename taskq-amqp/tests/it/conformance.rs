@@ -47,6 +47,7 @@ taskq_testkit::inspector_conformance!(#[tokio::test(flavor = "multi_thread", wor
     scheduled_are_listed_soonest_first_and_run_now_or_deleted: "delayed messages wait in the shared delay chain, not per queue",
     history_counts_what_ended_per_minute: "per-minute history is not kept on AMQP",
     recent_outcomes_are_kept_newest_first_and_counted_per_task: "RabbitMQ has nowhere to keep a record of outcomes or counters (keeps_outcomes is false; the dashboard says so)",
+    the_record_of_outcomes_keeps_about_its_cap: "no record of outcomes on AMQP (as above)",
     lost_workers_are_remembered_newest_first_with_their_last_report: "lost workers are not kept on AMQP",
     dead_letters_are_capped_newest_first: "RabbitMQ drops the oldest itself (x-overflow drop-head) and does not count the drops (behaviour::dead_letters_are_capped_newest_first checks the cap)",
     dead_letters_are_capped_by_bytes: "RabbitMQ's x-max-length-bytes drops even the newest letter when it alone is larger than the cap",

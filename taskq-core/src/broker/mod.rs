@@ -46,8 +46,8 @@ pub use inspector::{
 pub use membership::{LostWorker, Membership, LOST_WORKERS_KEPT};
 pub use memory::{MemoryBroker, MemoryBrokerConfig};
 pub use outcomes::{
-    tally, Histogram, Outcome, OutcomeFilter, TaskNumbers, OUTCOME_ERROR_BYTES,
-    RECENT_OUTCOMES_KEPT,
+    bundle, tally, unbundle, Histogram, Outcome, OutcomeFilter, TaskNumbers, OUTCOME_ERROR_BYTES,
+    RECENT_OUTCOMES_KEPT, RECENT_OUTCOMES_TTL,
 };
 pub use rate_limiter::RateLimiter;
 pub use transport::Transport;

@@ -3,8 +3,11 @@
 //! many ended in each state, runtime and queue-wait histograms), both written by the calls
 //! that settle the messages, so that keeping them costs no extra round trip.
 //!
-//! The worker attaches an [`Outcome`] to the [`Delivery`](super::Delivery) it settles; the
-//! broker appends it to the record and adds its [`tally`] to the minute's counters.
+//! The worker attaches an [`Outcome`] to the [`Delivery`](super::Delivery) it settles (encoded
+//! there, on the task's own thread, not in the acker); the broker appends a settle call's
+//! outcomes to the record as one [`bundle`] and adds their [`tally`] to the minute's counters.
+//! One entry per call, not per outcome: a batch of 256 acknowledgements costs the record one
+//! list push instead of 256.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -14,8 +17,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::{TaskId, TaskState};
 
-/// Most outcomes a queue's record of recent outcomes keeps; older ones fall off.
+/// About how many outcomes a queue's record of recent outcomes keeps; older ones fall off a
+/// whole [`bundle`] at a time, so a record holds between this less one batch and this.
 pub const RECENT_OUTCOMES_KEPT: usize = 10_000;
+
+/// How long a queue's record of recent outcomes outlives its last write (a queue nobody uses
+/// any more does not keep it forever).
+pub const RECENT_OUTCOMES_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Longest error text an outcome keeps, in bytes (the task's result record keeps it whole).
 pub const OUTCOME_ERROR_BYTES: usize = 300;
@@ -147,6 +155,35 @@ impl Outcome {
     }
 }
 
+/// Encoded outcomes (oldest first, as a batch settles them) as one stored entry: how many,
+/// then each on its own line, newest first. Returns the count and the entry.
+///
+/// ```
+/// use taskq_core::{bundle, unbundle, Outcome, TaskId, TaskState};
+/// let now = chrono::Utc::now();
+/// let [a, b] = ["a", "b"].map(|t| Outcome::new(TaskId::new(), t, TaskState::Success, now).encode());
+/// let (count, entry) = bundle([a.as_str(), b.as_str()].into_iter());
+/// let tasks: Vec<String> = unbundle(&entry).map(|o| o.task).collect();
+/// assert_eq!((count, tasks), (2, vec!["b".to_owned(), "a".to_owned()]));
+/// ```
+pub fn bundle<'a>(encoded: impl DoubleEndedIterator<Item = &'a str>) -> (usize, String) {
+    let mut lines = String::new();
+    let mut count = 0;
+    for outcome in encoded.rev() {
+        lines.push('\n');
+        lines.push_str(outcome);
+        count += 1;
+    }
+    (count, format!("{count}{lines}"))
+}
+
+/// The outcomes of a stored [`bundle`], newest first; lines that do not read back are
+/// skipped.
+pub fn unbundle(entry: &str) -> impl Iterator<Item = Outcome> + '_ {
+    // JSON escapes line breaks inside strings: every line past the count is one outcome.
+    entry.split('\n').skip(1).filter_map(Outcome::decode)
+}
+
 fn micros(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
@@ -196,16 +233,17 @@ impl OutcomeFilter {
         self
     }
 
-    /// Adds to `found` the outcomes of `chunk` (stored entries, newest first, as brokers read
-    /// their record a chunk at a time) that pass, up to `limit` in all. True when the search is
-    /// over: the page is full, or entries turned older than `since` (by more than a minute:
-    /// workers' clocks and batches leave a record only roughly in time order).
+    /// Adds to `found` the outcomes of `chunk` (stored [`bundle`]s, newest first, as brokers
+    /// read their record a chunk at a time) that pass, up to `limit` in all. True when the
+    /// search is over: the page is full, or entries turned older than `since` (by more than a
+    /// minute: workers' clocks and batches leave a record only roughly in time order).
     ///
     /// ```
-    /// use taskq_core::{Outcome, OutcomeFilter, TaskId, TaskState};
+    /// use taskq_core::{bundle, Outcome, OutcomeFilter, TaskId, TaskState};
     /// let entry = Outcome::new(TaskId::new(), "t", TaskState::Success, chrono::Utc::now()).encode();
+    /// let (_, stored) = bundle([entry.as_str(), "junk"].into_iter());
     /// let mut found = Vec::new();
-    /// assert!(!OutcomeFilter::default().collect(&[&entry, &"junk".to_owned()], 5, &mut found));
+    /// assert!(!OutcomeFilter::default().collect(&[stored], 5, &mut found));
     /// assert_eq!(found.len(), 1, "what does not read back is skipped");
     /// ```
     pub fn collect<S: AsRef<str>>(
@@ -215,10 +253,7 @@ impl OutcomeFilter {
         found: &mut Vec<Outcome>,
     ) -> bool {
         let settled = chrono::Duration::minutes(1);
-        for outcome in chunk
-            .iter()
-            .filter_map(|entry| Outcome::decode(entry.as_ref()))
-        {
+        for outcome in chunk.iter().flat_map(|entry| unbundle(entry.as_ref())) {
             if found.len() >= limit {
                 return true;
             }

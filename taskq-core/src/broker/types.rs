@@ -163,7 +163,8 @@ pub struct Delivery {
     receipt: Receipt,
     id: Option<TaskId>,
     partition: Option<Arc<str>>,
-    outcome: Option<Arc<super::Outcome>>,
+    /// How its run ended, and that encoded (at attach time, on the task's own thread).
+    outcome: Option<Arc<(super::Outcome, String)>>,
 }
 
 impl Delivery {
@@ -183,13 +184,19 @@ impl Delivery {
     /// Records how its run ended, so that the call settling it also writes the queue's
     /// record of recent outcomes and its counters (see [`Outcome`](super::Outcome)).
     pub fn with_outcome(mut self, outcome: super::Outcome) -> Self {
-        self.outcome = Some(Arc::new(outcome));
+        let encoded = outcome.encode();
+        self.outcome = Some(Arc::new((outcome, encoded)));
         self
     }
 
     /// How its run ended, when the worker said.
     pub fn outcome(&self) -> Option<&super::Outcome> {
-        self.outcome.as_deref()
+        self.outcome.as_deref().map(|(outcome, _)| outcome)
+    }
+
+    /// [`outcome`](Self::outcome) as [`Outcome::encode`](super::Outcome::encode) wrote it.
+    pub fn encoded_outcome(&self) -> Option<&str> {
+        self.outcome.as_deref().map(|(_, encoded)| encoded.as_str())
     }
 
     /// Records the partition the broker took it from, which its settle must release.

@@ -419,11 +419,11 @@ impl Inspector for PostgresBroker {
         filter: &OutcomeFilter,
         limit: usize,
     ) -> Result<Vec<Outcome>> {
-        // In chunks, newest first, until the page is full, the record ends, or entries turn
-        // older than the filter's start (as on Redis).
-        const CHUNK: usize = 1_000;
+        // In chunks of bundles, newest first, until the page is full, the record ends, or
+        // entries turn older than the filter's start (as on Redis).
+        const CHUNK: usize = 64;
         let statement = self.names().fill(
-            "SELECT seq, outcome FROM @s.outcomes WHERE queue = $1 AND seq < $2
+            "SELECT seq, bundle FROM @s.outcomes WHERE queue = $1 AND seq < $2
              ORDER BY seq DESC LIMIT $3",
         );
         let (mut found, mut before, mut read) = (Vec::new(), i64::MAX, 0);

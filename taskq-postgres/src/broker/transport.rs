@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 use taskq_core::{
-    tally, Clock, DeadReason, Delivery, Error, KeyedFlow, KeyedOutcome, OutboundMessage, Outcome,
+    bundle, tally, Clock, DeadReason, Delivery, Error, KeyedFlow, KeyedOutcome, OutboundMessage,
     Receipt, Result, TaskId, Transport, WorkerId, RECENT_OUTCOMES_KEPT,
 };
 use tokio::time::Instant;
@@ -137,7 +137,7 @@ impl Statements {
                      WHERE queue IN (SELECT queue FROM gone) AND minute <= @s.minute_now() - 120
                  )
                  SELECT (SELECT count(*) FROM gone),
-                        @s.record_outcomes($3, $4, $5, $6, $7, $8)",
+                        @s.record_outcomes($3, $4, $5, $6, $7, $8, $9)",
             ),
             retry: names.fill(
                 "WITH moved AS (
@@ -151,7 +151,7 @@ impl Statements {
                  )
                  SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM notified),
                         CASE WHEN EXISTS (SELECT 1 FROM moved)
-                             THEN @s.record_outcomes($7, $8, $9, $10, $11, $12) END",
+                             THEN @s.record_outcomes($7, $8, $9, $10, $11, $12, $13) END",
             ),
             requeue: names.fill("SELECT @s.requeue($1, $2)"),
             heartbeat: names.fill("SELECT @s.heartbeat($1, $2, $3)"),
@@ -159,7 +159,7 @@ impl Statements {
                 .fill("SELECT worker, outcome, id, payload FROM @s.recover($1, $2, $3, $4)"),
             rate_limit: names.fill("SELECT @s.rate_limit($1, $2, $3)"),
             dead_letter: names.fill(
-                "SELECT moved, CASE WHEN moved THEN @s.record_outcomes($7, $8, $9, $10, $11, $12) END
+                "SELECT moved, CASE WHEN moved THEN @s.record_outcomes($7, $8, $9, $10, $11, $12, $13) END
                  FROM @s.dead_letter($1, $2, $3, $4, $5, $6) AS moved",
             ),
             promote: names.fill(
@@ -674,30 +674,27 @@ fn tags(deliveries: &[Delivery]) -> Vec<i64> {
 }
 
 /// Binds the outcomes `deliveries` carry as `record_outcomes` takes them
-/// (migrations/0007_outcomes.sql): each encoded outcome with its queue, then each queue's
+/// (migrations/0007_outcomes.sql): per queue one bundle with its size, then each queue's
 /// counter increments (one per task and field, not per message), then the cap.
 fn bind_outcomes<'q, 'a>(
     query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
     deliveries: impl Iterator<Item = &'a Delivery>,
 ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    let mut by_queue: Vec<(&str, Vec<&Outcome>)> = Vec::new();
-    for delivery in deliveries {
-        let Some(outcome) = delivery.outcome() else {
-            continue;
-        };
+    let mut by_queue: Vec<(&str, Vec<&Delivery>)> = Vec::new();
+    for delivery in deliveries.filter(|d| d.outcome().is_some()) {
         match by_queue.iter_mut().find(|(q, _)| *q == delivery.queue()) {
-            Some((_, outcomes)) => outcomes.push(outcome),
-            None => by_queue.push((delivery.queue(), vec![outcome])),
+            Some((_, settled)) => settled.push(delivery),
+            None => by_queue.push((delivery.queue(), vec![delivery])),
         }
     }
-    let (mut queues, mut encoded) = (Vec::new(), Vec::new());
+    let (mut queues, mut sizes, mut bundles) = (Vec::new(), Vec::new(), Vec::new());
     let (mut counted, mut fields, mut counts) = (Vec::new(), Vec::new(), Vec::new());
-    for (queue, outcomes) in &by_queue {
-        for outcome in outcomes {
-            queues.push(queue.to_string());
-            encoded.push(outcome.encode());
-        }
-        for (field, count) in tally(outcomes.iter().copied()) {
+    for (queue, settled) in &by_queue {
+        let (size, entry) = bundle(settled.iter().filter_map(|d| d.encoded_outcome()));
+        queues.push(queue.to_string());
+        sizes.push(i32::try_from(size).unwrap_or(i32::MAX));
+        bundles.push(entry);
+        for (field, count) in tally(settled.iter().filter_map(|d| d.outcome())) {
             counted.push(queue.to_string());
             fields.push(field);
             counts.push(i64::try_from(count).unwrap_or(i64::MAX));
@@ -705,7 +702,8 @@ fn bind_outcomes<'q, 'a>(
     }
     query
         .bind(queues)
-        .bind(encoded)
+        .bind(sizes)
+        .bind(bundles)
         .bind(counted)
         .bind(fields)
         .bind(counts)

@@ -232,13 +232,14 @@ impl Inspector for RedisBroker {
         filter: &OutcomeFilter,
         limit: usize,
     ) -> Result<Vec<Outcome>> {
-        // Read in chunks, newest first, until the page is full, the record ends, or entries
-        // turn older than the filter's start.
-        const CHUNK: usize = 1_000;
+        // Read in chunks of bundles, newest first, until the page is full, the record ends,
+        // or entries turn older than the filter's start. The record is capped, so reading it
+        // all is bounded.
+        const CHUNK: usize = 64;
         let key = QueueKeys::new(queue).outcomes();
         let mut found = Vec::new();
         let mut start = 0;
-        while found.len() < limit && start < RECENT_OUTCOMES_KEPT {
+        while start < RECENT_OUTCOMES_KEPT {
             let chunk: Vec<String> = redis::cmd("LRANGE")
                 .arg(&key)
                 .arg(start)

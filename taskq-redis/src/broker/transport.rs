@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use taskq_core::{
-    tally, Clock, DeadLetter, DeadReason, Delivery, Error, KeyedFlow, KeyedOutcome,
-    OutboundMessage, Outcome, Result, TaskId, Transport, WorkerId, RECENT_OUTCOMES_KEPT,
+    bundle, tally, Clock, DeadLetter, DeadReason, Delivery, Error, KeyedFlow, KeyedOutcome,
+    OutboundMessage, Result, TaskId, Transport, WorkerId, RECENT_OUTCOMES_KEPT,
+    RECENT_OUTCOMES_TTL,
 };
 
 use super::{millis, QueueBatch, RedisBroker};
@@ -264,6 +265,7 @@ impl Transport for RedisBroker {
                 .key(keys.redeliveries())
                 .key(keys.history(minute_of(self.now())))
                 .key(keys.outcomes())
+                .key(keys.outcomes_count())
                 .arg(HISTORY_KEPT_MS)
                 .arg(keys.prefix())
                 .arg(group.len());
@@ -309,6 +311,7 @@ impl Transport for RedisBroker {
             .key(keys.pending(level))
             .key(keys.wake())
             .key(keys.outcomes())
+            .key(keys.outcomes_count())
             .key(keys.history(minute_of(now)))
             .arg(delivery.payload())
             .arg(&next.payload)
@@ -390,6 +393,7 @@ impl Transport for RedisBroker {
             .key(keys.history(minute_of(self.now())))
             .key(keys.dead_bytes())
             .key(keys.outcomes())
+            .key(keys.outcomes_count())
             .arg(delivery.payload())
             .arg(record)
             .arg(self.shared.config.max_dead_letters())
@@ -454,21 +458,29 @@ fn ms(duration: Duration) -> u64 {
 }
 
 /// Appends the outcomes `deliveries` carry to a settling script's arguments, as
-/// `lua/lib/outcomes.lua` reads them: the record's cap, history's lifetime, the encoded
-/// outcomes, and the batch's counter increments (one per task and field, not per message).
+/// `lua/lib/outcomes.lua` reads them: the record's cap, history's and the record's lifetimes,
+/// the outcomes as one bundle, and the batch's counter increments (one per task and field, not
+/// per message).
 fn outcome_args<'a>(
     invocation: &mut redis::ScriptInvocation<'_>,
-    deliveries: impl Iterator<Item = &'a Delivery>,
+    deliveries: impl Iterator<Item = &'a Delivery> + Clone,
 ) {
-    let outcomes: Vec<&Outcome> = deliveries.filter_map(Delivery::outcome).collect();
+    let (count, entry) = bundle(
+        deliveries
+            .clone()
+            .filter_map(Delivery::encoded_outcome)
+            .collect::<Vec<_>>()
+            .into_iter(),
+    );
     invocation
         .arg(RECENT_OUTCOMES_KEPT)
         .arg(HISTORY_KEPT_MS)
-        .arg(outcomes.len());
-    for outcome in &outcomes {
-        invocation.arg(outcome.encode());
+        .arg(RECENT_OUTCOMES_TTL.as_millis() as u64)
+        .arg(count);
+    if count > 0 {
+        invocation.arg(entry);
     }
-    let counters = tally(outcomes.iter().copied());
+    let counters = tally(deliveries.filter_map(Delivery::outcome));
     invocation.arg(counters.len());
     for (field, increment) in counters {
         invocation.arg(field).arg(increment);

@@ -663,3 +663,52 @@ pub async fn recent_outcomes_are_kept_newest_first_and_counted_per_task(broker: 
     );
     assert_eq!(b.failure_rate(), Some(1.0));
 }
+
+/// Settles a little over the cap of outcomes in batches of 256: the record keeps about its
+/// cap (whole batches fall off its tail), newest first.
+pub async fn the_record_of_outcomes_keeps_about_its_cap(broker: Shared) {
+    use taskq_core::{Outcome, OutcomeFilter, TaskState, RECENT_OUTCOMES_KEPT};
+    const BATCH: usize = 256;
+    let q = queue();
+    let total = RECENT_OUTCOMES_KEPT + 3 * BATCH;
+    for chunk in 0..total.div_ceil(1_000) {
+        let n = (total - chunk * 1_000).min(1_000);
+        broker
+            .enqueue((0..n).map(|_| message(&q, 0)).collect())
+            .await
+            .unwrap();
+    }
+    let worker = WorkerId::generate();
+    let now = broker.clock().now();
+    let mut last = None;
+    loop {
+        let held = broker
+            .fetch(&worker, std::slice::from_ref(&q), BATCH, NO_WAIT)
+            .await
+            .unwrap();
+        if held.is_empty() {
+            break;
+        }
+        let settled: Vec<_> = held
+            .iter()
+            .zip(ids(&held))
+            .map(|(delivery, id)| {
+                last = Some(id);
+                delivery
+                    .clone()
+                    .with_outcome(Outcome::new(id, "suite.a", TaskState::Success, now))
+            })
+            .collect();
+        assert_eq!(broker.ack(&worker, &settled).await.unwrap(), held.len());
+    }
+    let kept = broker
+        .recent_outcomes(&q, &OutcomeFilter::default(), usize::MAX)
+        .await
+        .unwrap();
+    assert!(
+        (RECENT_OUTCOMES_KEPT - BATCH..=RECENT_OUTCOMES_KEPT).contains(&kept.len()),
+        "{} kept of {total}",
+        kept.len()
+    );
+    assert_eq!(kept[0].id, last.unwrap(), "newest first");
+}
