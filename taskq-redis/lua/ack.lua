@@ -6,7 +6,6 @@
 -- KEYS[2]      taskq:{q}:redeliveries
 -- KEYS[3]      taskq:{q}:history:<minute> (counts what ended this minute)
 -- KEYS[4]      taskq:{q}:outcomes (the record of recent outcomes)
--- KEYS[5]      taskq:{q}:outcomes-count
 -- ARGV[1]      how long history is kept, ms
 -- ARGV[2]      the queue's key prefix taskq:{q} (for its partitions' keys)
 -- ARGV[3]      number of messages, n
@@ -20,7 +19,7 @@ local acked = 0
 local ids = {}
 local last = 3 + 2 * tonumber(ARGV[3])
 -- A run reported here ran, whether or not its message was still held: it is recorded.
-local slots = outcomes_record(KEYS[4], KEYS[5], KEYS[3], ARGV, last + 1)
+local slots = outcomes_record(KEYS[4], KEYS[3], ARGV, last + 1)
 -- Which messages were still held matters only when some hold a slot.
 local held = #ARGV >= slots and {} or nil
 for i = 4, last, 2 do

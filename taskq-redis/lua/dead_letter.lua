@@ -9,7 +9,6 @@
 -- KEYS[5]      taskq:{q}:history:<minute> (counts what ended this minute)
 -- KEYS[6]      taskq:{q}:dead-bytes (bytes the dead-letter list holds)
 -- KEYS[7]      taskq:{q}:outcomes (the record of recent outcomes)
--- KEYS[8]      taskq:{q}:outcomes-count
 -- ARGV[1]      payload (as held)
 -- ARGV[2]      dead letter record (JSON)
 -- ARGV[3]      most dead letters kept
@@ -36,5 +35,5 @@ end
 dead_push(KEYS[2], KEYS[6], ARGV[2])
 redis.call('HINCRBY', KEYS[5], 'failed', 1)
 redis.call('PEXPIRE', KEYS[5], ARGV[5])
-outcomes_record(KEYS[7], KEYS[8], KEYS[5], ARGV, 9)
+outcomes_record(KEYS[7], KEYS[5], ARGV, 9)
 return {1, dead_cap(KEYS[2], KEYS[6], KEYS[4], tonumber(ARGV[3]), tonumber(ARGV[6]))}

@@ -15,8 +15,7 @@
 -- ARGV[7]      the current message's partition ('' for none): its slot is released
 -- ARGV[8]      the next attempt's partition ('' for none)
 -- KEYS[5]      taskq:{q}:outcomes (the record of recent outcomes)
--- KEYS[6]      taskq:{q}:outcomes-count
--- KEYS[7]      taskq:{q}:history:<minute> (counts what ended this minute)
+-- KEYS[6]      taskq:{q}:history:<minute> (counts what ended this minute)
 -- ARGV[9]      the next attempt's partition limit ('' for none)
 -- ARGV[10..]   the failed attempt's outcome, as the worker reports it (see lib/outcomes.lua)
 -- returns      1 when moved, 0 when this worker no longer held the message
@@ -40,5 +39,5 @@ end
 if ARGV[7] ~= '' then
   part_release(ARGV[6], ARGV[7], 1)
 end
-outcomes_record(KEYS[5], KEYS[6], KEYS[7], ARGV, 10)
+outcomes_record(KEYS[5], KEYS[6], ARGV, 10)
 return 1

@@ -59,14 +59,9 @@ impl QueueKeys {
         format!("{}:history:{minute}", self.prefix)
     }
 
-    /// How recent runs ended, newest first, capped (LIST of bundles: `taskq_core::bundle`).
+    /// How recent runs ended, newest first, capped (LIST of encoded outcomes).
     pub(crate) fn outcomes(&self) -> String {
         format!("{}:outcomes", self.prefix)
-    }
-
-    /// How many outcomes [`outcomes`](Self::outcomes) holds (STRING).
-    pub(crate) fn outcomes_count(&self) -> String {
-        format!("{}:outcomes-count", self.prefix)
     }
 
     /// Messages a worker holds (LIST).

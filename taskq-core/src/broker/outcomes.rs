@@ -4,10 +4,9 @@
 //! that settle the messages, so that keeping them costs no extra round trip.
 //!
 //! The worker attaches an [`Outcome`] to the [`Delivery`](super::Delivery) it settles (encoded
-//! there, on the task's own thread, not in the acker); the broker appends a settle call's
-//! outcomes to the record as one [`bundle`] and adds their [`tally`] to the minute's counters.
-//! One entry per call, not per outcome: a batch of 256 acknowledgements costs the record one
-//! list push instead of 256.
+//! there, on the task's own thread, not in the acker); the broker appends the settle call's
+//! outcomes to the record (Redis one list entry each; PostgreSQL one row per call, a
+//! [`bundle`]) and adds their [`tally`] to the minute's counters.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -17,8 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{TaskId, TaskState};
 
-/// About how many outcomes a queue's record of recent outcomes keeps; older ones fall off a
-/// whole [`bundle`] at a time, so a record holds between this less one batch and this.
+/// About how many outcomes a queue's record of recent outcomes keeps; older ones fall off (on
+/// PostgreSQL a whole [`bundle`] at a time, so a record holds between this less one batch and
+/// this).
 pub const RECENT_OUTCOMES_KEPT: usize = 10_000;
 
 /// How long a queue's record of recent outcomes outlives its last write (a queue nobody uses
@@ -177,11 +177,13 @@ pub fn bundle<'a>(encoded: impl DoubleEndedIterator<Item = &'a str>) -> (usize, 
     (count, format!("{count}{lines}"))
 }
 
-/// The outcomes of a stored [`bundle`], newest first; lines that do not read back are
-/// skipped.
+/// The outcomes of a stored entry, newest first: a [`bundle`]'s, or the one an entry holds
+/// when it is a single encoded outcome. Lines that do not read back are skipped.
 pub fn unbundle(entry: &str) -> impl Iterator<Item = Outcome> + '_ {
-    // JSON escapes line breaks inside strings: every line past the count is one outcome.
-    entry.split('\n').skip(1).filter_map(Outcome::decode)
+    // JSON escapes line breaks inside strings: every line past a bundle's count is one
+    // outcome, and a single outcome starts with its brace.
+    let skip = usize::from(!entry.starts_with('{'));
+    entry.split('\n').skip(skip).filter_map(Outcome::decode)
 }
 
 fn micros(duration: Duration) -> u64 {
@@ -233,8 +235,8 @@ impl OutcomeFilter {
         self
     }
 
-    /// Adds to `found` the outcomes of `chunk` (stored [`bundle`]s, newest first, as brokers
-    /// read their record a chunk at a time) that pass, up to `limit` in all. True when the
+    /// Adds to `found` the outcomes of `chunk` (stored entries, each an encoded outcome or a
+    /// [`bundle`], newest first, as brokers read their record a chunk at a time) that pass, up to `limit` in all. True when the
     /// search is over: the page is full, or entries turned older than `since` (by more than a
     /// minute: workers' clocks and batches leave a record only roughly in time order).
     ///

@@ -232,10 +232,9 @@ impl Inspector for RedisBroker {
         filter: &OutcomeFilter,
         limit: usize,
     ) -> Result<Vec<Outcome>> {
-        // Read in chunks of bundles, newest first, until the page is full, the record ends,
-        // or entries turn older than the filter's start. The record is capped, so reading it
-        // all is bounded.
-        const CHUNK: usize = 64;
+        // Read in chunks, newest first, until the page is full, the record ends, or entries
+        // turn older than the filter's start. The record is capped: reading it all is bounded.
+        const CHUNK: usize = 1_000;
         let key = QueueKeys::new(queue).outcomes();
         let mut found = Vec::new();
         let mut start = 0;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use taskq_core::{
-    bundle, tally, Clock, DeadLetter, DeadReason, Delivery, Error, KeyedFlow, KeyedOutcome,
+    tally, Clock, DeadLetter, DeadReason, Delivery, Error, KeyedFlow, KeyedOutcome,
     OutboundMessage, Result, TaskId, Transport, WorkerId, RECENT_OUTCOMES_KEPT,
     RECENT_OUTCOMES_TTL,
 };
@@ -265,7 +265,6 @@ impl Transport for RedisBroker {
                 .key(keys.redeliveries())
                 .key(keys.history(minute_of(self.now())))
                 .key(keys.outcomes())
-                .key(keys.outcomes_count())
                 .arg(HISTORY_KEPT_MS)
                 .arg(keys.prefix())
                 .arg(group.len());
@@ -311,7 +310,6 @@ impl Transport for RedisBroker {
             .key(keys.pending(level))
             .key(keys.wake())
             .key(keys.outcomes())
-            .key(keys.outcomes_count())
             .key(keys.history(minute_of(now)))
             .arg(delivery.payload())
             .arg(&next.payload)
@@ -393,7 +391,6 @@ impl Transport for RedisBroker {
             .key(keys.history(minute_of(self.now())))
             .key(keys.dead_bytes())
             .key(keys.outcomes())
-            .key(keys.outcomes_count())
             .arg(delivery.payload())
             .arg(record)
             .arg(self.shared.config.max_dead_letters())
@@ -459,26 +456,20 @@ fn ms(duration: Duration) -> u64 {
 
 /// Appends the outcomes `deliveries` carry to a settling script's arguments, as
 /// `lua/lib/outcomes.lua` reads them: the record's cap, history's and the record's lifetimes,
-/// the outcomes as one bundle, and the batch's counter increments (one per task and field, not
-/// per message).
+/// the outcomes (encoded when they were attached, on the tasks' own threads), and the batch's
+/// counter increments (one per task and field, not per message).
 fn outcome_args<'a>(
     invocation: &mut redis::ScriptInvocation<'_>,
     deliveries: impl Iterator<Item = &'a Delivery> + Clone,
 ) {
-    let (count, entry) = bundle(
-        deliveries
-            .clone()
-            .filter_map(Delivery::encoded_outcome)
-            .collect::<Vec<_>>()
-            .into_iter(),
-    );
+    let encoded = deliveries.clone().filter_map(Delivery::encoded_outcome);
     invocation
         .arg(RECENT_OUTCOMES_KEPT)
         .arg(HISTORY_KEPT_MS)
         .arg(RECENT_OUTCOMES_TTL.as_millis() as u64)
-        .arg(count);
-    if count > 0 {
-        invocation.arg(entry);
+        .arg(encoded.clone().count());
+    for outcome in encoded {
+        invocation.arg(outcome);
     }
     let counters = tally(deliveries.filter_map(Delivery::outcome));
     invocation.arg(counters.len());
