@@ -209,6 +209,19 @@ async fn the_overview_shows_the_counts_and_its_chart_follows_finished_tasks() {
         (marks[2] - marks[0]).num_minutes() >= 50,
         "about an hour: {axis}"
     );
+    // Broken down by queue: the parked queue (no worker serves it) finished nothing, the
+    // worker's queue the tasks above.
+    let pick = browser.find(Locator::Id("chart-queue")).await.unwrap();
+    let total = async || -> u64 {
+        let total = chart.attr("data-processed-total").await.unwrap();
+        total.unwrap_or_default().parse().unwrap_or(0)
+    };
+    pick.select_by_value("parked").await.unwrap();
+    assert_eq!(total().await, 0, "the parked queue's own line");
+    pick.select_by_value("dash").await.unwrap();
+    assert!(total().await >= before + 5, "the worker's queue");
+    pick.select_by_value("").await.unwrap();
+    assert!(total().await >= before + 5, "every queue again");
     browser.close().await.unwrap();
 }
 

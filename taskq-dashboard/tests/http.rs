@@ -112,6 +112,33 @@ async fn every_page_shows(client: &Client) {
     assert_eq!(status, 200);
     assert!(tasks.contains("Recent failures") && tasks.contains(&failed.id().to_string()));
 
+    // Recent outcomes, searched; per-task numbers (kept by the broker: Redis and PostgreSQL).
+    let (status, history) = get(address, "/history?queue=dash").await;
+    assert_eq!(status, 200);
+    for (id, state) in [(ok.id(), "SUCCESS"), (failed.id(), "FAILURE")] {
+        let row = format!(r#"<tr data-id="{id}" data-task="dash.double" data-state="{state}">"#);
+        assert!(history.contains(&row), "{row} in {history}");
+    }
+    let (_, failures) = get(address, "/history?state=FAILURE&task=dash.double").await;
+    assert!(
+        failures.contains(&failed.id().to_string()) && !failures.contains(&ok.id().to_string()),
+        "{failures}"
+    );
+    let (status, refused) = get(address, "/history?state=DONE").await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(refused.contains("not a state a run ends in"), "{refused}");
+    let (status, numbers) = get(address, "/numbers").await;
+    assert_eq!(status, 200);
+    let row = numbers
+        .find(r#"data-queue="dash" data-task="dash.double""#)
+        .map(|at| &numbers[at..])
+        .unwrap_or_else(|| panic!("a row for dash.double: {numbers}"));
+    assert!(
+        row.contains(r#"data-runs="2">2<"#),
+        "one success, one failure: {row}"
+    );
+    assert!(row.contains("50.0 %"), "the failure rate: {row}");
+
     let (status, dead) = get(address, "/dead?queue=dash").await;
     assert_eq!(status, 200);
     assert!(
@@ -449,6 +476,7 @@ async fn hostile_text_is_shown_as_text() {
         format!("/dead/dash/{failed}"),
         "/tasks".to_owned(),
         format!("/tasks?id={failed}"),
+        "/history".to_owned(),
     ] {
         let (status, page) = get(address, &path).await;
         assert_eq!(status, 200, "{path}");

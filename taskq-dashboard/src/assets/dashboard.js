@@ -42,7 +42,35 @@ function drawChart(canvas, history) {
   canvas.dataset.failedTotal = String(total("failed"));
 }
 
+// The overview last drawn, so that choosing a queue redraws without waiting for the next event.
+let latest = null;
+
+// The chart's minutes: every queue's (the sum), or the chosen queue's own.
+function chartHistory(data) {
+  const chosen = document.getElementById("chart-queue")?.value;
+  const row = chosen ? data.queues.find((q) => q.queue === chosen) : null;
+  if (!row) return data.history;
+  return data.history.map((m, i) => ({
+    minute: m.minute,
+    processed: row.minutes[i]?.[0] ?? 0,
+    failed: row.minutes[i]?.[1] ?? 0,
+  }));
+}
+
+// Offers every queue the overview knows in the chart's queue choice (queues appear as they
+// are first sent to).
+function offerQueues(data) {
+  const pick = document.getElementById("chart-queue");
+  if (!pick) return;
+  const offered = new Set(Array.from(pick.options, (o) => o.value));
+  for (const row of data.queues) {
+    if (!offered.has(row.queue)) pick.add(new Option(row.queue, row.queue));
+  }
+}
+
 function updateOverview(data) {
+  latest = data;
+  offerQueues(data);
   const set = (id, value) => { const el = document.getElementById(id); if (el) el.textContent = String(value); };
   set("workers", data.workers);
   set("processed-hour", data.history.reduce((s, m) => s + m.processed, 0));
@@ -61,13 +89,17 @@ function updateOverview(data) {
     }
   }
   const canvas = document.getElementById("chart");
-  if (canvas) drawChart(canvas, data.history);
+  if (canvas) drawChart(canvas, chartHistory(data));
 }
 
 document.addEventListener("DOMContentLoaded", () => {
   const canvas = document.getElementById("chart");
   if (!canvas) return;
-  drawChart(canvas, JSON.parse(canvas.dataset.history || "[]"));
+  latest = JSON.parse(canvas.dataset.overview || "null");
+  if (latest) drawChart(canvas, chartHistory(latest));
+  document.getElementById("chart-queue")?.addEventListener("change", () => {
+    if (latest) drawChart(canvas, chartHistory(latest));
+  });
   const events = new EventSource("/events");
   events.addEventListener("overview", (event) => updateOverview(JSON.parse(event.data)));
   for (const el of document.querySelectorAll("time[datetime]")) el.title = el.getAttribute("datetime");

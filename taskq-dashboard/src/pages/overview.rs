@@ -25,6 +25,9 @@ pub(crate) struct QueueRow {
     pub(crate) stats: QueueStats,
     /// Seconds the oldest ready message has waited.
     pub(crate) oldest_pending_seconds: Option<i64>,
+    /// The queue's own `[processed, failed]` per minute, the chart's minutes (its breakdown:
+    /// pairs of numbers, so a hundred queues add little to every event).
+    pub(crate) minutes: Vec<[u64; 2]>,
 }
 
 /// Reads the overview: per queue one stats call and one history call, every queue's in
@@ -42,6 +45,7 @@ pub(crate) async fn read(client: &Client) -> taskq_core::Result<Overview> {
     let mut queues = Vec::new();
     let mut history: Vec<MinuteCounts> = Vec::new();
     for (queue, (stats, minutes)) in names.into_iter().zip(per_queue) {
+        let own = minutes.iter().map(|m| [m.processed, m.failed]).collect();
         if history.is_empty() {
             history = minutes;
         } else {
@@ -51,6 +55,7 @@ pub(crate) async fn read(client: &Client) -> taskq_core::Result<Overview> {
             }
         }
         queues.push(QueueRow {
+            minutes: own,
             oldest_pending_seconds: stats
                 .oldest_pending
                 .map(|at| (now - at).num_seconds().max(0)),
@@ -82,7 +87,8 @@ pub(crate) async fn page(State(state): State<Shared>) -> Result<maud::Markup, Re
         .durability_warnings()
         .await
         .map_err(layout::broker_error)?;
-    let history = serde_json::to_string(&overview.history).unwrap_or_default();
+    // The whole overview, as `/events` sends it: the script draws the chart from it.
+    let data = serde_json::to_string(&overview).unwrap_or_default();
     let body = html! {
         @for warning in &warnings {
             p.warning role="alert" { (warning) }
@@ -94,12 +100,16 @@ pub(crate) async fn page(State(state): State<Shared>) -> Result<maud::Markup, Re
         }
         section {
             h2 { "Finished and dead-lettered tasks per minute, last hour" }
+            label { "Chart of " select #chart-queue {
+                option value="" { "every queue" }
+                @for row in &overview.queues { option value=(row.queue) { (row.queue) } }
+            } }
             p.legend #chart-legend {
                 span.swatch.processed {} " finished (acknowledged; each task once)"
                 span.swatch.failed {} " dead-lettered (failed for good; retried attempts not counted)"
                 " · times in your browser's time zone"
             }
-            canvas #chart width="900" height="180" data-history=(history) aria-label="finished and dead-lettered tasks per minute over the last hour" {}
+            canvas #chart width="900" height="180" data-overview=(data) aria-label="finished and dead-lettered tasks per minute over the last hour" {}
         }
         section {
             h2 { "Queues" }
