@@ -1,4 +1,4 @@
-//! Writes the screenshots in `docs/img/` (overview, workers, dead letters) from a sample
+//! Writes the screenshots in `docs/img/` (overview, workers, dead letters, history, numbers) from a sample
 //! deployment in this process: an in-memory broker, a worker, some finished, failed and waiting
 //! tasks, and the dashboard on a free loopback port, photographed by headless Chromium.
 //!
@@ -71,6 +71,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("/", "overview.png"),
         ("/workers", "workers.png"),
         ("/dead?queue=images", "dead-letters.png"),
+        ("/history", "history.png"),
+        ("/numbers", "numbers.png"),
     ] {
         let path = format!("{out}/{file}");
         let status = Command::new("chromium")

@@ -116,7 +116,7 @@ async fn every_page_shows(client: &Client) {
     let (status, history) = get(address, "/history?queue=dash").await;
     assert_eq!(status, 200);
     for (id, state) in [(ok.id(), "SUCCESS"), (failed.id(), "FAILURE")] {
-        let row = format!(r#"<tr data-id="{id}" data-task="dash.double" data-state="{state}">"#);
+        let row = format!(r#"<tr data-id="{id}" data-task="dash.double" data-ended="{state}">"#);
         assert!(history.contains(&row), "{row} in {history}");
     }
     let (_, failures) = get(address, "/history?state=FAILURE&task=dash.double").await;

@@ -100,8 +100,8 @@ pub(crate) async fn page(
                 thead { tr { th { "Ended" } th { "Queue" } th { "Task" } th { "State" } th { "Attempt" } th { "Ran" } th { "Waited" } th { "Task id" } th { "Error" } } }
                 tbody {
                     @for (queue, outcome) in &rows {
-                        tr data-id=(outcome.id) data-task=(outcome.task) data-state=(outcome.state) {
-                            td { (layout::time(outcome.at)) }
+                        tr data-id=(outcome.id) data-task=(outcome.task) data-ended=(outcome.state) {
+                            td.num { (layout::time(outcome.at)) }
                             td { (queue) }
                             td { (outcome.task) }
                             td.state data-state=(outcome.state) { (outcome.state) }
