@@ -183,11 +183,20 @@ pub(crate) async fn failed_member_fails_the_chord(client: Client, broker: &str) 
     }
     settle().await;
     assert!(runs(&callback).is_empty(), "the callback never runs");
-    let dead = client
-        .inspector()
-        .dead_letters(taskq_core::DEFAULT_QUEUE, taskq_core::Page::first(10))
-        .await
-        .unwrap();
+    // The chord's FAILURE is stored before its member is dead-lettered (results land before
+    // the settle), so the dead letter may follow a moment later.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let dead = loop {
+        let dead = client
+            .inspector()
+            .dead_letters(taskq_core::DEFAULT_QUEUE, taskq_core::Page::first(10))
+            .await
+            .unwrap();
+        if !dead.is_empty() || tokio::time::Instant::now() > deadline {
+            break dead;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(dead.len(), 1, "the failed member is a dead letter");
     worker.stop().await.unwrap();
 }
