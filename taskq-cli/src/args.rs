@@ -51,6 +51,25 @@ pub enum Command {
         #[arg(long)]
         queue: Option<String>,
     },
+    /// How recent runs ended, newest first (each queue's record of its last 10,000
+    /// outcomes in the broker), searched by queue, task, state and age.
+    History {
+        /// Only this queue (default: all).
+        #[arg(long)]
+        queue: Option<String>,
+        /// Only this task.
+        #[arg(long)]
+        task: Option<String>,
+        /// Only runs that ended so: SUCCESS, FAILURE, RETRY, REVOKED or EXPIRED.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only runs that ended within this long (e.g. 15m).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        within: Option<Duration>,
+        /// Most runs listed.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
     /// State, result or error, and attempts of a task.
     Result {
         /// Task id.

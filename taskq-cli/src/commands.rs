@@ -112,6 +112,22 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
             println!("{}", crate::held::active(&client, queue, json).await?)
         }
         Command::Enqueue(args) => println!("{}", enqueue(&client, args, json).await?),
+        Command::History {
+            queue,
+            task,
+            state,
+            within,
+            limit,
+        } => {
+            let search = crate::history::Search {
+                queue,
+                task,
+                state,
+                within,
+                limit,
+            };
+            println!("{}", crate::history::history(&client, search, json).await?)
+        }
         Command::Result { id, wait } => {
             println!("{}", result(&client, &parse_id(&id)?, wait, json).await?)
         }

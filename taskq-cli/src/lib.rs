@@ -3,6 +3,7 @@
 mod args;
 mod commands;
 mod held;
+mod history;
 mod table;
 mod workflow;
 

@@ -1,8 +1,6 @@
 //! Plain aligned text tables.
 
-/// Renders `rows` under `header`, each column as wide as its widest cell.
 /// `text` cut to at most `max` characters at a word boundary, with `…` when cut.
-///
 pub(crate) fn shorten(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
         return text.to_owned();
@@ -15,6 +13,7 @@ pub(crate) fn shorten(text: &str, max: usize) -> String {
     format!("{}…", cut[..at_word].trim_end())
 }
 
+/// Renders `rows` under `header`, each column as wide as its widest cell.
 pub(crate) fn render(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {

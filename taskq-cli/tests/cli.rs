@@ -594,6 +594,38 @@ async fn status_workers_and_ping_on_a_cluster() {
         "",
     ));
     assert!(result.contains("SUCCESS"), "{result}");
+    // The record of recent outcomes, read from the queue's master: all twenty, newest first.
+    let history = json(&taskq_with_input(
+        &url,
+        &[
+            "history", "--json", "--queue", "cli", "--task", "cli.add", "--state", "success",
+            "--within", "10m",
+        ],
+        "",
+    ));
+    let ids: std::collections::BTreeSet<String> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|run| run["id"].as_str().unwrap().to_owned())
+        .collect();
+    let sent: std::collections::BTreeSet<String> =
+        handles.iter().map(|h| h.id().to_string()).collect();
+    assert_eq!(ids, sent, "{history}");
+    let table = stdout(&taskq_with_input(&url, &["history", "--limit", "3"], ""));
+    assert_eq!(table.lines().count(), 4, "a header and three runs: {table}");
+    assert!(
+        table.contains("SUCCESS") && table.contains("cli.add"),
+        "{table}"
+    );
+    let none = stdout(&taskq_with_input(
+        &url,
+        &["history", "--state", "FAILURE"],
+        "",
+    ));
+    assert_eq!(none.trim(), "no run matches");
+    let refused = failure(&taskq_with_input(&url, &["history", "--state", "done"], ""));
+    assert!(refused.contains("not a state a run ends in"), "{refused}");
     worker.stop().await.unwrap();
 
     // A task a worker holds shows with its worker, from that queue's master.
@@ -816,6 +848,8 @@ async fn the_operator_commands_work_on_rabbitmq() {
 
     let refused = failure(&taskq_with_input(&url, &["queue", "pause", "cli"], ""));
     assert!(refused.contains("pausing queues"), "{refused}");
+    let unkept = failure(&taskq_with_input(&url, &["history"], ""));
+    assert!(unkept.contains("keeps no record"), "{unkept}");
     // The dashboard's queue page shows what RabbitMQ can tell (the counts) and says what it
     // cannot (the listings), instead of failing.
     let port = taskq_testkit::free_port();
