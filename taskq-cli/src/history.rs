@@ -4,18 +4,9 @@
 use std::time::Duration;
 
 use serde_json::json;
-use taskq_core::{Client, Outcome, OutcomeFilter, TaskState};
+use taskq_core::{Client, Outcome, OutcomeFilter, OUTCOME_STATES};
 
 use crate::{table, Failure};
-
-/// The states a run ends in, as `--state` takes them.
-const ENDINGS: [TaskState; 5] = [
-    TaskState::Success,
-    TaskState::Failure,
-    TaskState::Retry,
-    TaskState::Revoked,
-    TaskState::Expired,
-];
 
 /// What `taskq history` searches for.
 pub(crate) struct Search {
@@ -45,7 +36,7 @@ pub(crate) async fn history(
     }
     if let Some(state) = search.state {
         let wanted = state.to_ascii_uppercase();
-        let state = ENDINGS
+        let state = OUTCOME_STATES
             .into_iter()
             .find(|s| s.as_str() == wanted)
             .ok_or_else(|| {

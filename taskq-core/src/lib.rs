@@ -77,7 +77,7 @@ pub use broker::{
     MinuteCounts, OutboundMessage, Outcome, OutcomeFilter, Page, PartitionStats, PayloadFields,
     QueueStats, RateLimiter, Receipt, RecoveryReport, ScheduledMessage, TaskCatalog,
     TaskDeclaration, TaskNumbers, Transport, WorkerId, WorkerInfo, FETCH_LEASE, LOST_WORKERS_KEPT,
-    OUTCOME_ERROR_BYTES, RECENT_OUTCOMES_KEPT, RECENT_OUTCOMES_TTL,
+    OUTCOME_ERROR_BYTES, OUTCOME_STATES, RECENT_OUTCOMES_KEPT, RECENT_OUTCOMES_TTL,
 };
 pub use client::Client;
 pub use redact::redacted_url;

@@ -47,7 +47,7 @@ pub use membership::{LostWorker, Membership, LOST_WORKERS_KEPT};
 pub use memory::{MemoryBroker, MemoryBrokerConfig};
 pub use outcomes::{
     bundle, tally, unbundle, Histogram, Outcome, OutcomeFilter, TaskNumbers, OUTCOME_ERROR_BYTES,
-    RECENT_OUTCOMES_KEPT, RECENT_OUTCOMES_TTL,
+    OUTCOME_STATES, RECENT_OUTCOMES_KEPT, RECENT_OUTCOMES_TTL,
 };
 pub use rate_limiter::RateLimiter;
 pub use transport::Transport;

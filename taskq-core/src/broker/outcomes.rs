@@ -25,6 +25,15 @@ pub const RECENT_OUTCOMES_KEPT: usize = 10_000;
 /// any more does not keep it forever).
 pub const RECENT_OUTCOMES_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// The states a run ends in, as outcomes record them (RETRY: it failed and runs again).
+pub const OUTCOME_STATES: [TaskState; 5] = [
+    TaskState::Success,
+    TaskState::Failure,
+    TaskState::Retry,
+    TaskState::Revoked,
+    TaskState::Expired,
+];
+
 /// Longest error text an outcome keeps, in bytes (the task's result record keeps it whole).
 pub const OUTCOME_ERROR_BYTES: usize = 300;
 

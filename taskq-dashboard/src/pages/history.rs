@@ -8,21 +8,12 @@ use axum::{
     response::Response,
 };
 use maud::{html, Markup};
-use taskq_core::{Outcome, OutcomeFilter, TaskState};
+use taskq_core::{Outcome, OutcomeFilter, OUTCOME_STATES};
 
 use crate::{layout, state::Shared};
 
 /// Outcomes listed at most.
 const SHOWN: usize = 100;
-
-/// The states a run ends in, as the filter offers them.
-const STATES: [TaskState; 5] = [
-    TaskState::Success,
-    TaskState::Failure,
-    TaskState::Retry,
-    TaskState::Revoked,
-    TaskState::Expired,
-];
 
 /// How far back the filter looks, by the broker's clock.
 const WINDOWS: [(&str, &str, Option<i64>); 5] = [
@@ -85,7 +76,7 @@ pub(crate) async fn page(
             label { "Task " input type="text" name="task" value=(search.task) placeholder="any task"; }
             label { "State " select name="state" {
                 option value="" { "any state" }
-                @for s in STATES { option value=(s) selected[s.as_str() == search.state] { (s) } }
+                @for s in OUTCOME_STATES { option value=(s) selected[s.as_str() == search.state] { (s) } }
             } }
             label { "When " select name="within" {
                 @for (value, label, _) in WINDOWS { option value=(value) selected[value == search.within] { (label) } }
@@ -130,7 +121,7 @@ fn filter_of(
         filter = filter.task(task);
     }
     if !search.state.is_empty() {
-        let state = STATES
+        let state = OUTCOME_STATES
             .into_iter()
             .find(|s| s.as_str() == search.state)
             .ok_or_else(|| {
