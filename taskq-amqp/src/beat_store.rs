@@ -29,6 +29,11 @@ const FIRST_TOKEN_WAIT: Duration = Duration::from_secs(2);
 struct Token {
     /// The last fired slot of every entry.
     fires: BTreeMap<String, DateTime<Utc>>,
+    /// Set on the barrier a replica publishes when it first receives the token: every token
+    /// the previous leader published is ahead of it in the queue, so once the barrier comes
+    /// back, the state of all of them is merged and the replica may lead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    barrier: Option<u64>,
 }
 
 /// Beat coordination through RabbitMQ alone.
@@ -37,6 +42,10 @@ struct Token {
 ///   `x-single-active-consumer`; RabbitMQ delivers to one consumer at a time, and the replica
 ///   holding the token (unacknowledged) leads. When its connection or channel goes, RabbitMQ
 ///   gives the token to the next consumer: no lock expiry to wait for.
+/// - **Barrier**: a replica handed the token leads only once a barrier token it publishes
+///   then comes back: the tokens the previous leader published before it went are ahead of
+///   the barrier in the queue, so their state is merged first (without it a new leader could
+///   fire a slot the previous one fired moments before).
 /// - **State**: the token carries the last fired slot of every entry. A leader that changes
 ///   it publishes a new token (confirmed) and acks the old one when the new one arrives, so
 ///   the next leader starts from the newest; tokens that meet are merged (latest slot wins).
@@ -69,6 +78,9 @@ struct Held {
     token: Token,
     /// The channel's serial: a token of a closed session is not held any more.
     session: u64,
+    /// The barrier this session waits for before it leads (see [`Token::barrier`]); `None`
+    /// once it came back.
+    awaiting: Option<u64>,
 }
 
 /// This replica's consumer of the leader queue.
@@ -117,7 +129,7 @@ impl AmqpBeatStore {
                 .held
                 .lock()
                 .as_ref()
-                .is_some_and(|held| held.session == session.serial)
+                .is_some_and(|held| held.session == session.serial && held.awaiting.is_none())
     }
 
     /// Starts consuming the leader queue unless a live session does; true when it started one.
@@ -233,7 +245,15 @@ async fn receive(
         tokio::select! {
             delivery = consumer.next() => {
                 let Some(Ok(delivery)) = delivery else { break };
-                take(&held, session, delivery).await;
+                if let Some(barrier) = take(&held, session, delivery).await {
+                    let message = token_message(&Token { barrier: Some(barrier), ..Token::default() });
+                    if let Err(err) = link.publish(vec![message]).await {
+                        tracing::warn!(error = %err, "could not publish the beat token's barrier; leading without it");
+                        if let Some(h) = held.lock().as_mut().filter(|h| h.session == session) {
+                            h.awaiting = None;
+                        }
+                    }
+                }
             }
             _ = tick.tick() => {
                 let stale = held
@@ -252,15 +272,28 @@ async fn receive(
     held.lock().take_if(|h| h.session == session);
 }
 
-async fn take(held: &Mutex<Option<Held>>, session: u64, delivery: Delivery) {
+/// Merges a delivered token into the held one; returns the barrier to publish when this is the
+/// session's first token.
+async fn take(held: &Mutex<Option<Held>>, session: u64, delivery: Delivery) -> Option<u64> {
     let token: Token = serde_json::from_slice(&delivery.data).unwrap_or_else(|err| {
         tracing::warn!(error = %err, "an unreadable beat token was replaced by an empty one");
         Token::default()
     });
-    let replaced = {
+    let (replaced, barrier) = {
         let mut held = held.lock();
         let mut token = token;
+        let arrived = token.barrier.take();
         let previous = held.take().filter(|h| h.session == session);
+        // The first token of a session sends a barrier and waits for it; later ones carry the
+        // wait on until their own barrier arrives.
+        let (awaiting, barrier) = match &previous {
+            None => {
+                // Random: replicas in other processes count their serials from 1 too.
+                let barrier = uuid::Uuid::new_v4().as_u64_pair().0;
+                (Some(barrier), Some(barrier))
+            }
+            Some(previous) => (previous.awaiting.filter(|b| Some(*b) != arrived), None),
+        };
         if let Some(previous) = &previous {
             for (entry, slot) in &previous.token.fires {
                 let kept = token.fires.entry(entry.clone()).or_insert(*slot);
@@ -272,12 +305,14 @@ async fn take(held: &Mutex<Option<Held>>, session: u64, delivery: Delivery) {
             since: Instant::now(),
             token,
             session,
+            awaiting,
         });
-        previous
+        (previous, barrier)
     };
     if let Some(previous) = replaced {
         let _ = previous.acker.ack(BasicAckOptions::default()).await;
     }
+    barrier
 }
 
 #[async_trait]

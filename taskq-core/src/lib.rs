@@ -41,6 +41,7 @@ mod arguments;
 mod backend;
 mod beat_store;
 mod broker;
+pub mod celery;
 mod client;
 mod client_core;
 mod clock;

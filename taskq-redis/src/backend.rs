@@ -128,6 +128,38 @@ impl Drop for Registration<'_> {
 }
 
 impl RedisResultBackend {
+    /// Writes the final records of Celery-protocol invocations where Celery's Redis result
+    /// backend keeps them (`celery-task-meta-<id>`, for as long as taskq keeps its own) and
+    /// announces each on the channel of the same name, as Celery does: Python's
+    /// `AsyncResult(id).get()` then reads it unchanged. Nothing for other records.
+    async fn store_celery_meta(&self, results: &[TaskResult], ttl_ms: u64) -> Result<()> {
+        let mut pipe = redis::pipe();
+        let mut any = false;
+        for result in results.iter().filter(|r| r.celery) {
+            let Some(meta) = taskq_core::celery::meta_record(result) else {
+                continue;
+            };
+            let key = taskq_core::celery::meta_key(&result.id);
+            pipe.cmd("SET")
+                .arg(&key)
+                .arg(&meta)
+                .arg("PX")
+                .arg(ttl_ms)
+                .ignore();
+            pipe.cmd("PUBLISH").arg(&key).arg(&meta).ignore();
+            any = true;
+        }
+        if !any {
+            return Ok(());
+        }
+        // One pipeline; on a cluster each command goes to its key's master.
+        let _: () = pipe
+            .query_async(&mut self.shared.conn.clone())
+            .await
+            .map_err(redis_error)?;
+        Ok(())
+    }
+
     /// Connects to the server in `config`.
     ///
     /// # Errors
@@ -255,7 +287,7 @@ impl ResultBackend for RedisResultBackend {
             groups.iter().map(|group| self.store_group(group, ttl_ms)),
         )
         .await?;
-        Ok(())
+        self.store_celery_meta(results, ttl_ms).await
     }
 
     async fn get(&self, id: TaskId) -> Result<Option<TaskResult>> {

@@ -51,6 +51,7 @@ macro_rules! script {
 script!(ENQUEUE, "enqueue.lua");
 script!(FETCH, "fetch.lua");
 script!(ACK, "ack.lua");
+script!(CELERY_INTAKE, "celery_intake.lua");
 script!(RETRY, "retry.lua");
 script!(REQUEUE, "requeue.lua");
 script!(DEAD_LETTER, "dead_letter.lua");

@@ -129,6 +129,18 @@ impl WorkerBuilder {
         self
     }
 
+    /// Also serves these queues of Python's Celery (protocol 2, JSON; on Redis): what
+    /// `app.send_task(...)` puts there runs the registered task of that name, and its result
+    /// is written where `AsyncResult(id).get()` reads it. See `docs/celery.md`.
+    pub fn celery_queues<I, S>(mut self, queues: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config.celery_queues = queues.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// Most executions at once (default 32).
     pub fn concurrency(mut self, concurrency: usize) -> Self {
         self.config.concurrency = concurrency;
@@ -259,6 +271,11 @@ impl WorkerBuilder {
         }
         if config.queues.is_empty() {
             config.queues = self.registry.default_queues();
+        }
+        for queue in &config.celery_queues {
+            if !config.queues.contains(queue) {
+                config.queues.push(queue.clone());
+            }
         }
         for queue in &config.queues {
             taskq_core::enqueue::check_name("queue", queue)

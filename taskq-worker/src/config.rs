@@ -11,6 +11,10 @@ pub struct WorkerConfig {
     /// Queues consumed, in order of preference (strict priority). Empty: the registered tasks'
     /// default queues.
     pub queues: Vec<String>,
+    /// Queues Python's Celery sends to (Kombu's lists, on Redis), served besides `queues`:
+    /// their messages are moved into taskq's queue of the same name and run like any other
+    /// (see `docs/celery.md`).
+    pub celery_queues: Vec<String>,
     /// Most executions running at once.
     pub concurrency: usize,
     /// Messages fetched ahead of a free execution slot.
@@ -53,6 +57,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
             queues: Vec::new(),
+            celery_queues: Vec::new(),
             concurrency: 32,
             prefetch: 32,
             fetch_batch: 64,

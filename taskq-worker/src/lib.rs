@@ -37,6 +37,7 @@
 mod background;
 mod broker_call;
 mod builder;
+mod celery_intake;
 mod config;
 mod control;
 mod error;

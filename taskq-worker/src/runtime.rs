@@ -43,6 +43,11 @@ pub(crate) async fn run(
             rate_limited.join(", ")
         )));
     }
+    if let Err(err) =
+        crate::celery_intake::check(client.broker().as_ref(), &config.celery_queues).await
+    {
+        return Err(crate::error::invalid_config(taskq_core::error_chain(&err)));
+    }
     // Where signatures are checked, the group outcomes a chord's callback is fed from are too.
     let client = match &config.signatures {
         Some(keyring) => client.with_outcome_keys(keyring.clone()),
@@ -203,6 +208,14 @@ impl Shared {
         let background = [
             tokio::spawn(maintenance.run(background_stop.clone()).in_current_span()),
             tokio::spawn(control::listen(listener, background_stop.clone()).in_current_span()),
+            tokio::spawn(
+                crate::celery_intake::run(
+                    broker.clone(),
+                    config.celery_queues.clone(),
+                    background_stop.clone(),
+                )
+                .in_current_span(),
+            ),
         ];
 
         let held = Arc::new(Semaphore::new(config.concurrency + config.prefetch));

@@ -240,6 +240,22 @@ impl Transport for RedisBroker {
         Ok(())
     }
 
+    async fn take_celery(&self, queue: &str, max: usize) -> Result<usize> {
+        let keys = QueueKeys::new(queue);
+        let moved: usize = scripts::CELERY_INTAKE
+            .key(queue)
+            .key(keys.pending(0))
+            .key(keys.wake())
+            .arg(max)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        if moved > 0 && !self.knows_queue(queue) {
+            self.register_queues(&[queue]).await?;
+        }
+        Ok(moved)
+    }
+
     async fn fetch(
         &self,
         worker: &WorkerId,

@@ -4,6 +4,7 @@
 //! one attempt, `ending.rs` ends it (retry, dead letter, final record, workflow).
 
 mod args;
+mod celery;
 mod ending;
 mod execution;
 mod executor;
@@ -71,6 +72,12 @@ pub(crate) async fn execute(
     }
     let envelope = match Envelope::decode(delivery.payload(), executor.settings.max_payload_bytes) {
         Ok(envelope) => envelope,
+        Err(_) if taskq_core::celery::is_celery_message(delivery.payload()) => {
+            match celery::read(&executor, &delivery).await {
+                Some(envelope) => envelope,
+                None => return None,
+            }
+        }
         Err(err) => {
             let reason = match err {
                 DecodeError::TooLarge { .. } => DeadReason::Oversized,

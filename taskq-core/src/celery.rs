@@ -1,0 +1,363 @@
+//! Celery's task message protocol, version 2 with the JSON serializer, as Kombu's Redis
+//! transport carries it: what a Python `app.send_task(...)`, `delay` or `apply_async` puts in
+//! the queue's list, read into a taskq [`Envelope`]; and the `celery-task-meta-<id>` record
+//! Celery's Redis result backend keeps, so that `AsyncResult(id).get()` in Python reads what a
+//! taskq worker returned. See `docs/celery.md`.
+//!
+//! Arguments map onto the task's struct: keyword arguments by field name, positional ones by
+//! the order the struct declares its fields (`#[derive(Task)]` records it).
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::{ArgumentShape, Envelope, TaskId, TaskResult, TaskState};
+
+/// The header a Celery-protocol message keeps in its taskq envelope: the worker then writes
+/// its result where Celery's client reads it.
+pub const CELERY_HEADER: &str = "celery";
+
+/// The key Celery's Redis result backend keeps task `id`'s result under (also the channel it
+/// announces it on).
+pub fn meta_key(id: &TaskId) -> String {
+    format!("celery-task-meta-{id}")
+}
+
+/// A message as Kombu's Redis transport stores it (a JSON object; the body base64).
+#[derive(Debug, Deserialize)]
+struct KombuMessage {
+    body: String,
+    #[serde(rename = "content-type")]
+    content_type: String,
+    #[serde(default)]
+    headers: Headers,
+    #[serde(default)]
+    properties: Properties,
+}
+
+/// A protocol 2 body: positional arguments, keyword arguments, and the workflow fields.
+type Body = (Vec<Value>, Map<String, Value>, Option<Map<String, Value>>);
+
+/// The protocol 2 headers taskq reads.
+#[derive(Debug, Default, Deserialize)]
+struct Headers {
+    task: Option<String>,
+    id: Option<String>,
+    eta: Option<String>,
+    expires: Option<String>,
+    retries: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Properties {
+    body_encoding: Option<String>,
+    correlation_id: Option<String>,
+}
+
+/// Why a Celery message cannot run here; with the task id when it could be read, so that the
+/// worker can record the FAILURE where Celery's client waits for it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct CeleryRefusal {
+    /// The task id, when the message had a readable one.
+    pub id: Option<TaskId>,
+    /// The task's name, when readable.
+    pub task: Option<String>,
+    /// What is wrong, in words.
+    pub reason: String,
+}
+
+/// Whether `payload` is a message in Kombu's JSON layout (cheap: its first key), not a taskq
+/// envelope.
+///
+/// ```
+/// assert!(taskq_core::celery::is_celery_message(r#"{"body": "W10=", "content-type": "application/json"}"#));
+/// assert!(!taskq_core::celery::is_celery_message(r#"{"v":1,"id":"x"}"#));
+/// ```
+pub fn is_celery_message(payload: &str) -> bool {
+    payload.trim_start().starts_with(r#"{"body""#)
+}
+
+/// Reads a Celery protocol 2 message (JSON serializer) from queue `queue` into a taskq
+/// envelope: the task's name and id, its arguments mapped onto the task's fields (`shape`,
+/// the registered task's, gives the order for positional ones), `eta`, `expires`, and
+/// `retries` as the attempt. The envelope carries [`CELERY_HEADER`].
+///
+/// # Errors
+///
+/// [`CeleryRefusal`] naming what cannot run: another serializer, an unreadable body, more
+/// positional arguments than the task has fields, or a workflow field (`callbacks`,
+/// `errbacks`, `chain`, `chord`) taskq does not run for Celery messages.
+pub fn envelope_from_celery(
+    payload: &str,
+    queue: &str,
+    now: DateTime<Utc>,
+    shape: impl Fn(&str) -> Option<ArgumentShape>,
+) -> Result<Envelope, CeleryRefusal> {
+    let message: KombuMessage = serde_json::from_str(payload).map_err(|err| CeleryRefusal {
+        id: None,
+        task: None,
+        reason: format!("not a Celery message in Kombu's layout: {err}"),
+    })?;
+    let id = message
+        .headers
+        .id
+        .as_deref()
+        .or(message.properties.correlation_id.as_deref())
+        .and_then(|id| id.parse::<TaskId>().ok());
+    let task = message.headers.task.clone();
+    let refuse = |reason: String| CeleryRefusal {
+        id,
+        task: task.clone(),
+        reason,
+    };
+    let (Some(id), Some(name)) = (id, task.clone()) else {
+        return Err(refuse(
+            "a Celery message without a task name or a UUID task id (protocol 1 is not read)"
+                .into(),
+        ));
+    };
+    if message.content_type != "application/json" {
+        return Err(refuse(format!(
+            "Celery message serialized as {}: taskq reads the JSON serializer (task_serializer = \"json\")",
+            message.content_type
+        )));
+    }
+    let body = match message.properties.body_encoding.as_deref() {
+        Some("base64") | None => base64::engine::general_purpose::STANDARD
+            .decode(message.body.as_bytes())
+            .map_err(|err| refuse(format!("the Celery message's body is not base64: {err}")))?,
+        Some(other) => {
+            return Err(refuse(format!(
+                "the Celery message's body is encoded as {other}, not base64"
+            )))
+        }
+    };
+    let (args, kwargs, embed): Body = serde_json::from_slice(&body).map_err(|err| {
+        refuse(format!(
+            "the Celery message's body is not [args, kwargs, embed]: {err}"
+        ))
+    })?;
+    for field in ["callbacks", "errbacks", "chain", "chord"] {
+        if embed
+            .as_ref()
+            .and_then(|e| e.get(field))
+            .is_some_and(|v| !v.is_null() && v != &Value::Array(Vec::new()))
+        {
+            return Err(refuse(format!(
+                "the Celery message carries `{field}`, which taskq does not run for Celery messages (docs/celery.md)"
+            )));
+        }
+    }
+    let arguments = map_arguments(&name, args, kwargs, shape(&name).as_ref()).map_err(refuse)?;
+    let mut envelope = Envelope::new(&name, &Value::Object(arguments), queue, now)
+        .map_err(|err| refuse(err.to_string()))?;
+    envelope.id = id;
+    envelope.eta = time(message.headers.eta.as_deref(), "eta").map_err(&refuse)?;
+    envelope.expires = time(message.headers.expires.as_deref(), "expires").map_err(&refuse)?;
+    envelope.attempt = message.headers.retries.unwrap_or(0);
+    envelope
+        .headers
+        .insert(CELERY_HEADER.to_owned(), "2".to_owned());
+    Ok(envelope)
+}
+
+/// Keyword arguments by name, positional ones onto the fields in declaration order.
+fn map_arguments(
+    task: &str,
+    args: Vec<Value>,
+    mut kwargs: Map<String, Value>,
+    shape: Option<&ArgumentShape>,
+) -> Result<Map<String, Value>, String> {
+    if args.is_empty() {
+        return Ok(kwargs);
+    }
+    let Some(shape) = shape else {
+        return Err(format!(
+            "`{task}` got positional arguments, but its fields' order is not known here (a struct with named fields and plain serde attributes records it): send keyword arguments"
+        ));
+    };
+    if args.len() > shape.fields.len() {
+        return Err(format!(
+            "`{task}` takes {} arguments ({}), not {}",
+            shape.fields.len(),
+            shape.fields.join(", "),
+            args.len()
+        ));
+    }
+    for (field, value) in shape.fields.iter().zip(args) {
+        if kwargs.insert(field.clone(), value).is_some() {
+            return Err(format!(
+                "`{task}` got `{field}` both by position and by keyword"
+            ));
+        }
+    }
+    Ok(kwargs)
+}
+
+/// An ISO 8601 time as Celery writes it (with or without an offset: without one it is UTC).
+fn time(text: Option<&str>, what: &str) -> Result<Option<DateTime<Utc>>, String> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+        return Ok(Some(at.with_timezone(&Utc)));
+    }
+    chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+        .map(|naive| Some(naive.and_utc()))
+        .map_err(|err| {
+            format!("the Celery message's {what} `{text}` is not an ISO 8601 time: {err}")
+        })
+}
+
+/// The record Celery's Redis result backend keeps for a task that reached a final state (as
+/// `celery.backends.base` writes it): `status`, `result` (the output, or for a failure the
+/// exception Celery's client raises, named `TaskqTaskFailed`), `traceback`, `children`,
+/// `date_done`, `task_id`. `None` for states in progress.
+///
+/// ```
+/// use taskq_core::{celery, TaskId, TaskResult, TaskState};
+/// let record = TaskResult::new(TaskId::new(), "tasks.add", TaskState::Failure, chrono::Utc::now())
+///     .with_error("boom");
+/// let meta: serde_json::Value = serde_json::from_str(&celery::meta_record(&record).unwrap()).unwrap();
+/// assert_eq!(meta["status"], "FAILURE");
+/// assert_eq!(meta["result"]["exc_message"][0], "boom");
+/// ```
+pub fn meta_record(record: &TaskResult) -> Option<String> {
+    if !record.state.is_ready() {
+        return None;
+    }
+    let result = match record.state {
+        TaskState::Success => record
+            .result
+            .as_ref()
+            .and_then(|raw| serde_json::from_str(raw.get()).ok())
+            .unwrap_or(Value::Null),
+        state => {
+            let message = record.error.clone().unwrap_or_else(|| state.to_string());
+            let mut exception = BTreeMap::new();
+            exception.insert("exc_type", Value::from(exception_name(state)));
+            exception.insert("exc_message", Value::from(vec![Value::from(message)]));
+            exception.insert("exc_module", Value::Null);
+            serde_json::to_value(exception).unwrap_or(Value::Null)
+        }
+    };
+    let traceback = match record.state {
+        TaskState::Success => Value::Null,
+        _ => Value::from(
+            record
+                .earlier_errors
+                .iter()
+                .chain(record.error.as_ref())
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+    };
+    // Celery has no EXPIRED: it marks an expired task REVOKED, and its client waits for
+    // one of SUCCESS, FAILURE and REVOKED.
+    let status = match record.state {
+        TaskState::Expired => "REVOKED",
+        state => state.as_str(),
+    };
+    let meta = serde_json::json!({
+        "status": status,
+        "result": result,
+        "traceback": traceback,
+        "children": [],
+        "date_done": record.updated_at.format("%Y-%m-%dT%H:%M:%S%.6f").to_string(),
+        "task_id": record.id.to_string(),
+    });
+    Some(meta.to_string())
+}
+
+/// The exception Celery's client raises for a task that ended in `state`.
+fn exception_name(state: TaskState) -> &'static str {
+    match state {
+        TaskState::Revoked => "TaskRevokedError",
+        TaskState::Expired => "TaskqTaskExpired",
+        _ => "TaskqTaskFailed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A message as Kombu 5 writes it for `send_task("tasks.add", args=[2], kwargs={"b": 3})`.
+    fn message(body: &Value, headers: Value) -> String {
+        let body = base64::engine::general_purpose::STANDARD.encode(body.to_string());
+        serde_json::json!({
+            "body": body,
+            "content-encoding": "utf-8",
+            "content-type": "application/json",
+            "headers": headers,
+            "properties": {"correlation_id": "0b7f1c36-32a6-4f3c-9a53-2fb0b28c3e4e", "body_encoding": "base64",
+                           "delivery_info": {"exchange": "", "routing_key": "celery"}, "priority": 0,
+                           "delivery_tag": "d2a0c4d6-8d6e-4a4e-9f6e-3a1c1f2b5b6a", "delivery_mode": 2},
+        })
+        .to_string()
+    }
+
+    fn headers() -> Value {
+        serde_json::json!({"lang": "py", "task": "tasks.add", "id": "0b7f1c36-32a6-4f3c-9a53-2fb0b28c3e4e",
+                           "eta": "2026-12-06T10:00:00.123456+00:00", "expires": null, "retries": 2})
+    }
+
+    fn shape() -> Option<ArgumentShape> {
+        Some(ArgumentShape::new(&["a", "b"], &["a", "b"]))
+    }
+
+    #[test]
+    fn positional_and_keyword_arguments_map_onto_fields() {
+        let body = serde_json::json!([[2], {"b": 3}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]);
+        let payload = message(&body, headers());
+        assert!(is_celery_message(&payload));
+        let envelope = envelope_from_celery(&payload, "celery", Utc::now(), |_| shape()).unwrap();
+        assert_eq!(envelope.task, "tasks.add");
+        assert_eq!(
+            envelope.id.to_string(),
+            "0b7f1c36-32a6-4f3c-9a53-2fb0b28c3e4e"
+        );
+        let args: Value = serde_json::from_str(envelope.args.get()).unwrap();
+        assert_eq!(args, serde_json::json!({"a": 2, "b": 3}));
+        assert_eq!(envelope.attempt, 2);
+        assert_eq!(
+            envelope.eta.unwrap().to_rfc3339(),
+            "2026-12-06T10:00:00.123456+00:00"
+        );
+        assert_eq!(envelope.headers[CELERY_HEADER], "2");
+    }
+
+    #[test]
+    fn what_cannot_run_is_refused_naming_why() {
+        let refused = |body: Value| {
+            envelope_from_celery(&message(&body, headers()), "celery", Utc::now(), |_| {
+                shape()
+            })
+            .unwrap_err()
+        };
+        let chained = refused(serde_json::json!([[1, 2], {}, {"chain": [{"task": "x"}]}]));
+        assert!(chained.reason.contains("`chain`"), "{chained}");
+        assert_eq!(chained.task.as_deref(), Some("tasks.add"));
+        assert!(chained.id.is_some());
+        let many = refused(serde_json::json!([[1, 2, 3], {}, null]));
+        assert!(
+            many.reason.contains("takes 2 arguments (a, b), not 3"),
+            "{many}"
+        );
+        let twice = refused(serde_json::json!([[1], {"a": 1}, null]));
+        assert!(
+            twice.reason.contains("both by position and by keyword"),
+            "{twice}"
+        );
+        let pickled = message(&serde_json::json!([]), headers())
+            .replace("application/json", "application/x-python-serialize");
+        let pickled =
+            envelope_from_celery(&pickled, "celery", Utc::now(), |_| shape()).unwrap_err();
+        assert!(pickled.reason.contains("JSON serializer"), "{pickled}");
+    }
+}

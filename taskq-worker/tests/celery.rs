@@ -1,0 +1,181 @@
+//! Python's Celery (pinned from PyPI, in a fresh virtual environment) against a taskq worker
+//! serving Celery's queue on a real redis-server: `send_task` in Python, the task run by the
+//! worker, the result read back by `AsyncResult.get()`. Needs python3 with venv and pip
+//! (`.ci/run` checks); fails loudly without.
+
+use std::{
+    path::PathBuf,
+    process::{Command, Stdio},
+};
+
+use serde::{Deserialize, Serialize};
+use taskq_core::{Run, Task, TaskContext, TaskError};
+use taskq_testkit::RedisServer;
+use taskq_worker::Worker;
+
+/// The Celery release the test installs, with the Kombu release it was made with (a newer
+/// Kombu needs `packaging`, which it does not declare).
+const CELERY: [&str; 2] = ["celery[redis]==5.4.0", "kombu==5.4.2"];
+
+/// `tasks.add`, as a Celery project would name it.
+#[derive(Task, Serialize, Deserialize)]
+#[task(name = "tasks.add", queue = "celery")]
+struct Add {
+    a: i64,
+    b: i64,
+}
+
+impl Run for Add {
+    type Output = i64;
+    async fn run(self, _ctx: TaskContext) -> Result<i64, TaskError> {
+        Ok(self.a + self.b)
+    }
+}
+
+/// Fails for good, naming why.
+#[derive(Task, Serialize, Deserialize)]
+#[task(name = "tasks.refuse", queue = "celery", max_retries = 0)]
+struct Refuse {
+    why: String,
+}
+
+impl Run for Refuse {
+    type Output = ();
+    async fn run(self, _ctx: TaskContext) -> Result<(), TaskError> {
+        Err(TaskError::permanent(format!("refused: {}", self.why)))
+    }
+}
+
+/// Fails its first attempt, then succeeds with the attempt it ran as.
+#[derive(Task, Serialize, Deserialize)]
+#[task(name = "tasks.flaky", queue = "celery", max_retries = 3)]
+struct Flaky {}
+
+impl Run for Flaky {
+    type Output = u32;
+    async fn run(self, ctx: TaskContext) -> Result<u32, TaskError> {
+        if ctx.attempt() == 0 {
+            return Err(TaskError::retry_after(
+                std::time::Duration::from_millis(100),
+                "first attempts fail",
+            ));
+        }
+        Ok(ctx.attempt())
+    }
+}
+
+/// What the Python side checks, each step asserting what `AsyncResult` reads.
+const PRODUCER: &str = r#"
+import datetime, sys, time
+from celery import Celery
+
+url = sys.argv[1]
+app = Celery("producer", broker=url, backend=url)
+
+def get(result):
+    return result.get(timeout=30)
+
+assert get(app.send_task("tasks.add", kwargs={"a": 2, "b": 3})) == 5, "kwargs"
+assert get(app.send_task("tasks.add", args=[4, 5])) == 9, "positional args"
+assert get(app.send_task("tasks.add", args=[1], kwargs={"b": 10})) == 11, "both"
+
+started = time.monotonic()
+assert get(app.send_task("tasks.add", args=[1, 1], countdown=2)) == 2, "countdown"
+assert time.monotonic() - started >= 1.5, "ran before its countdown"
+
+eta = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=1)
+assert get(app.send_task("tasks.add", args=[3, 3], eta=eta)) == 6, "eta"
+
+assert get(app.send_task("tasks.flaky")) == 1, "a retried task ends SUCCESS on its second attempt"
+
+failed = app.send_task("tasks.refuse", kwargs={"why": "no thanks"})
+try:
+    get(failed)
+    raise AssertionError("a failure must raise")
+except Exception as err:
+    assert "refused: no thanks" in str(err), repr(err)
+assert failed.status == "FAILURE", failed.status
+assert "refused: no thanks" in failed.traceback, failed.traceback
+
+too_many = app.send_task("tasks.add", args=[1, 2, 3])
+try:
+    get(too_many)
+    raise AssertionError("three arguments for two fields must fail")
+except Exception as err:
+    assert "takes 2 arguments (a, b), not 3" in str(err), repr(err)
+
+past = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=5)
+expired = app.send_task("tasks.add", args=[1, 1], expires=past)
+try:
+    get(expired)
+    raise AssertionError("an expired task must not succeed")
+except Exception:
+    pass
+assert expired.status == "REVOKED", expired.status
+print("ok")
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_celery_sends_and_reads_results_from_a_taskq_worker() {
+    let server = RedisServer::start();
+    let client = taskq::connect(&server.url()).await.unwrap();
+    let worker = Worker::builder(client.clone())
+        .register::<Add>()
+        .register::<Refuse>()
+        .register::<Flaky>()
+        .celery_queues(["celery"])
+        .build()
+        .unwrap()
+        .start();
+    let python = celery_venv();
+    let script = std::env::temp_dir().join(format!("taskq-celery-{}.py", std::process::id()));
+    std::fs::write(&script, PRODUCER).unwrap();
+    let url = server.url();
+    let run = tokio::task::spawn_blocking(move || {
+        Command::new(&python)
+            .arg(&script)
+            .arg(url)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run the Celery producer")
+    })
+    .await
+    .unwrap();
+    worker.stop().await.unwrap();
+    assert!(
+        run.status.success() && String::from_utf8_lossy(&run.stdout).contains("ok"),
+        "the Celery producer failed:\n{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
+/// A fresh virtual environment with Celery (and redis-py) from PyPI: its interpreter.
+fn celery_venv() -> PathBuf {
+    let venv = std::env::temp_dir().join(format!("taskq-celery-venv-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&venv);
+    run_ok(
+        Command::new("python3").args(["-m", "venv"]).arg(&venv),
+        "python3 -m venv (python3 with venv is needed for the Celery tests)",
+    );
+    let python = venv.join("bin/python");
+    run_ok(
+        Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet"])
+            .args(CELERY),
+        "pip install celery[redis]",
+    );
+    python
+}
+
+fn run_ok(command: &mut Command, what: &str) {
+    let out = command
+        .output()
+        .unwrap_or_else(|err| panic!("{what}: {err}"));
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
