@@ -179,3 +179,20 @@ fn run_ok(command: &mut Command, what: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A broker that cannot serve Celery's queues makes the worker refuse to start, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_without_celerys_transport_refuses_celery_queues() {
+    let client = taskq_core::Client::in_memory();
+    let worker = Worker::builder(client)
+        .register::<Add>()
+        .celery_queues(["celery"])
+        .build()
+        .unwrap();
+    let refused = worker
+        .run(std::future::pending::<()>())
+        .await
+        .expect_err("no Celery queues on the memory broker");
+    let refused = taskq_core::error_chain(&refused);
+    assert!(refused.contains("Celery-protocol queues"), "{refused}");
+}

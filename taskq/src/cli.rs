@@ -130,6 +130,11 @@ pub struct WorkerArgs {
     /// Queues to consume, in order of preference (default: the registered tasks' queues).
     #[arg(long, env = "TASKQ_QUEUES", value_delimiter = ',')]
     pub queues: Vec<String>,
+    /// Queues of Python's Celery to serve as well (Redis): what `send_task` puts there runs the
+    /// registered task of that name, its result readable by `AsyncResult.get()`
+    /// (docs/celery.md).
+    #[arg(long, env = "TASKQ_CELERY_QUEUES", value_delimiter = ',')]
+    pub celery_queues: Vec<String>,
     /// Most tasks running at once.
     #[arg(long, env = "TASKQ_CONCURRENCY", default_value_t = 32)]
     pub concurrency: usize,
@@ -242,6 +247,9 @@ impl WorkerArgs {
             .configure(|config| config.max_redeliveries = self.max_redeliveries);
         if !self.queues.is_empty() {
             builder = builder.queues(self.queues.clone());
+        }
+        if !self.celery_queues.is_empty() {
+            builder = builder.celery_queues(self.celery_queues.clone());
         }
         if let Some(keys) = &self.encryption_keys {
             builder = builder.encryption(keys.clone());

@@ -241,6 +241,14 @@ impl Transport for RedisBroker {
     }
 
     async fn take_celery(&self, queue: &str, max: usize) -> Result<usize> {
+        if self.shared.server.is_cluster() {
+            // Kombu's list and taskq's queue fall in different slots; Celery's Redis transport
+            // does not run on a cluster either.
+            return Err(Error::Unsupported {
+                feature: "Celery-protocol queues",
+                reason: "Celery's Redis transport does not run on Redis Cluster: serve Celery's queues from a single Redis or a Sentinel group",
+            });
+        }
         let keys = QueueKeys::new(queue);
         let moved: usize = scripts::CELERY_INTAKE
             .key(queue)
