@@ -27,6 +27,7 @@ mod cluster;
 mod dump;
 mod postgres;
 mod proxy;
+pub mod python;
 mod rabbitmq;
 mod sentinel;
 #[allow(missing_docs)]

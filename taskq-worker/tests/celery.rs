@@ -3,19 +3,12 @@
 //! worker, the result read back by `AsyncResult.get()`. Needs python3 with venv and pip
 //! (`.ci/run` checks); fails loudly without.
 
-use std::{
-    path::PathBuf,
-    process::{Command, Stdio},
-};
+use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
 use taskq_core::{Run, Task, TaskContext, TaskError};
 use taskq_testkit::RedisServer;
 use taskq_worker::Worker;
-
-/// The Celery release the test installs, with the Kombu release it was made with (a newer
-/// Kombu needs `packaging`, which it does not declare).
-const CELERY: [&str; 2] = ["celery[redis]==5.4.0", "kombu==5.4.2"];
 
 /// `tasks.add`, as a Celery project would name it.
 #[derive(Task, Serialize, Deserialize)]
@@ -127,7 +120,7 @@ async fn python_celery_sends_and_reads_results_from_a_taskq_worker() {
         .build()
         .unwrap()
         .start();
-    let python = celery_venv();
+    let python = taskq_testkit::python::venv("celery", &taskq_testkit::python::CELERY);
     let script = std::env::temp_dir().join(format!("taskq-celery-{}.py", std::process::id()));
     std::fs::write(&script, PRODUCER).unwrap();
     let url = server.url();
@@ -147,36 +140,6 @@ async fn python_celery_sends_and_reads_results_from_a_taskq_worker() {
         "the Celery producer failed:\n{}{}",
         String::from_utf8_lossy(&run.stdout),
         String::from_utf8_lossy(&run.stderr)
-    );
-}
-
-/// A fresh virtual environment with Celery (and redis-py) from PyPI: its interpreter.
-fn celery_venv() -> PathBuf {
-    let venv = std::env::temp_dir().join(format!("taskq-celery-venv-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&venv);
-    run_ok(
-        Command::new("python3").args(["-m", "venv"]).arg(&venv),
-        "python3 -m venv (python3 with venv is needed for the Celery tests)",
-    );
-    let python = venv.join("bin/python");
-    run_ok(
-        Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet"])
-            .args(CELERY),
-        "pip install celery[redis]",
-    );
-    python
-}
-
-fn run_ok(command: &mut Command, what: &str) {
-    let out = command
-        .output()
-        .unwrap_or_else(|err| panic!("{what}: {err}"));
-    assert!(
-        out.status.success(),
-        "{what} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
     );
 }
 

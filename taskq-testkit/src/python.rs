@@ -1,0 +1,44 @@
+//! Python for the tests that drive taskq from Python programs (Celery's producer): a fresh
+//! virtual environment with pinned packages from PyPI. Needs python3 with venv and pip
+//! (`.ci/run` checks); panics loudly without.
+
+use std::{path::PathBuf, process::Command};
+
+/// Celery as the tests install it: a pinned release with the Kombu release it was made with
+/// (a newer Kombu needs `packaging`, which it does not declare).
+pub const CELERY: [&str; 2] = ["celery[redis]==5.4.0", "kombu==5.4.2"];
+
+/// A fresh virtual environment (named after `label` and this process) with `packages`
+/// installed by pip: its interpreter.
+///
+/// # Panics
+///
+/// When python3, venv or pip fail, with their output.
+pub fn venv(label: &str, packages: &[&str]) -> PathBuf {
+    let venv = std::env::temp_dir().join(format!("taskq-{label}-venv-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&venv);
+    run_ok(
+        Command::new("python3").args(["-m", "venv"]).arg(&venv),
+        "python3 -m venv (python3 with venv is needed for the tests that run Python)",
+    );
+    let python = venv.join("bin/python");
+    run_ok(
+        Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet"])
+            .args(packages),
+        "pip install",
+    );
+    python
+}
+
+fn run_ok(command: &mut Command, what: &str) {
+    let out = command
+        .output()
+        .unwrap_or_else(|err| panic!("{what}: {err}"));
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
