@@ -283,6 +283,156 @@ fn exception_name(state: TaskState) -> &'static str {
     }
 }
 
+/// A Celery protocol 2 message (JSON serializer) in Kombu's Redis layout, for a Python Celery
+/// worker to run: task `name` with id `id`, positional `args` and keyword `kwargs`, routed to
+/// `queue`.
+///
+/// ```
+/// use taskq_core::{celery, TaskId};
+/// let id = TaskId::new();
+/// let message = celery::message("tasks.add", id, &[2.into()], &Default::default(), "celery");
+/// let read = celery::envelope_from_celery(&message, "celery", chrono::Utc::now(), |_| {
+///     Some(taskq_core::ArgumentShape::new(&["a"], &["a"]))
+/// }).unwrap();
+/// assert_eq!((read.id, read.task.as_str()), (id, "tasks.add"));
+/// ```
+pub fn message(
+    name: &str,
+    id: TaskId,
+    args: &[Value],
+    kwargs: &Map<String, Value>,
+    queue: &str,
+) -> String {
+    let body = serde_json::json!([args, kwargs, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]);
+    let body = base64::engine::general_purpose::STANDARD.encode(body.to_string());
+    let id = id.to_string();
+    serde_json::json!({
+        "body": body,
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": {
+            "lang": "py", "task": name, "id": id, "shadow": null, "eta": null, "expires": null,
+            "group": null, "group_index": null, "retries": 0, "timelimit": [null, null],
+            "root_id": id, "parent_id": null, "argsrepr": Value::from(args.to_vec()).to_string(),
+            "kwargsrepr": Value::Object(kwargs.clone()).to_string(), "origin": "taskq",
+            "ignore_result": false,
+        },
+        "properties": {
+            "correlation_id": id, "reply_to": "", "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": queue},
+            "priority": 0, "body_encoding": "base64", "delivery_tag": uuid::Uuid::new_v4().to_string(),
+        },
+    })
+    .to_string()
+}
+
+/// A result as Celery's Redis result backend keeps it (`celery-task-meta-<id>`).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[non_exhaustive]
+pub struct CeleryResult {
+    /// `SUCCESS`, `FAILURE`, `REVOKED`, `RETRY`, `STARTED` ...
+    pub status: String,
+    /// The return value, or for a failure the exception Celery recorded.
+    #[serde(default)]
+    pub result: Value,
+    /// The traceback of a failure.
+    #[serde(default)]
+    pub traceback: Option<String>,
+}
+
+impl CeleryResult {
+    /// Reads a stored record.
+    ///
+    /// # Errors
+    ///
+    /// When it is not Celery's JSON record.
+    pub fn read(stored: &str) -> crate::Result<Self> {
+        serde_json::from_str(stored).map_err(|err| crate::Error::Invalid {
+            what: "Celery result",
+            reason: err.to_string(),
+        })
+    }
+
+    /// Whether the task ended (SUCCESS, FAILURE or REVOKED, as Celery's READY_STATES).
+    pub fn is_ready(&self) -> bool {
+        matches!(self.status.as_str(), "SUCCESS" | "FAILURE" | "REVOKED")
+    }
+}
+
+/// Sends tasks to Python Celery workers and reads their results, from [`Client::celery`]:
+/// Rust code calling tasks still served by Celery while a migration is under way.
+///
+/// [`Client::celery`]: crate::Client::celery
+#[derive(Debug)]
+pub struct CeleryClient<'a> {
+    client: &'a crate::Client,
+    queue: String,
+}
+
+impl<'a> CeleryClient<'a> {
+    pub(crate) fn new(client: &'a crate::Client) -> Self {
+        Self {
+            client,
+            queue: "celery".to_owned(),
+        }
+    }
+
+    /// Sends to `queue` instead of Celery's default `celery`.
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = queue.into();
+        self
+    }
+
+    /// Sends task `name` with positional `args` and keyword `kwargs`, as Python's
+    /// `app.send_task(name, args, kwargs)` would; returns its id.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Unsupported`] on brokers that do not share a server with Celery's
+    /// transport (Redis does); broker errors.
+    pub async fn send_task(
+        &self,
+        name: &str,
+        args: Vec<Value>,
+        kwargs: Map<String, Value>,
+    ) -> crate::Result<TaskId> {
+        crate::names::check_name("task", name)?;
+        let id = TaskId::new();
+        let message = message(name, id, &args, &kwargs, &self.queue);
+        self.client
+            .broker()
+            .send_celery(&self.queue, message)
+            .await?;
+        Ok(id)
+    }
+
+    /// Waits up to `timeout` for task `id`'s result as Celery's result backend keeps it
+    /// (polled every 50 ms), and returns it once it is final.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Timeout`] when it is not final by then; the backend's errors.
+    pub async fn wait(
+        &self,
+        id: TaskId,
+        timeout: std::time::Duration,
+    ) -> crate::Result<CeleryResult> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(stored) = self.client.backend().celery_result(id).await? {
+                let result = CeleryResult::read(&stored)?;
+                if result.is_ready() {
+                    return Ok(result);
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(crate::Error::Timeout(timeout));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -193,6 +193,11 @@ impl Client {
         self.core.broker.clone()
     }
 
+    /// Tasks for Python Celery workers, and their results (Redis): see [`crate::celery`].
+    pub fn celery(&self) -> crate::celery::CeleryClient<'_> {
+        crate::celery::CeleryClient::new(self)
+    }
+
     /// The result backend.
     pub fn backend(&self) -> &Arc<dyn ResultBackend> {
         &self.core.backend

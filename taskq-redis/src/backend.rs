@@ -290,6 +290,14 @@ impl ResultBackend for RedisResultBackend {
         self.store_celery_meta(results, ttl_ms).await
     }
 
+    async fn celery_result(&self, id: TaskId) -> Result<Option<String>> {
+        redis::cmd("GET")
+            .arg(taskq_core::celery::meta_key(&id))
+            .query_async(&mut self.shared.conn.clone())
+            .await
+            .map_err(redis_error)
+    }
+
     async fn get(&self, id: TaskId) -> Result<Option<TaskResult>> {
         let raw: Option<String> = redis::cmd("GET")
             .arg(keys::result(&id.to_string()))

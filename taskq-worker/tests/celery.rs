@@ -159,3 +159,86 @@ async fn a_broker_without_celerys_transport_refuses_celery_queues() {
     let refused = taskq_core::error_chain(&refused);
     assert!(refused.contains("Celery-protocol queues"), "{refused}");
 }
+
+/// The Python Celery worker's tasks.
+const PYTHON_TASKS: &str = r#"
+import os
+from celery import Celery
+
+app = Celery("tasks", broker=os.environ["BROKER"], backend=os.environ["BROKER"])
+
+@app.task(name="py.mul")
+def mul(a, b):
+    return a * b
+
+@app.task(name="py.boom")
+def boom():
+    raise ValueError("python says no")
+"#;
+
+/// A Python Celery worker process, killed on drop.
+struct CeleryWorker(std::process::Child);
+
+impl Drop for CeleryWorker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_taskq_client_sends_to_a_python_celery_worker_and_reads_its_results() {
+    let server = RedisServer::start();
+    let python = taskq_testkit::python::venv("celery-worker", &taskq_testkit::python::CELERY);
+    let dir = std::env::temp_dir().join(format!("taskq-celery-tasks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("tasks.py"), PYTHON_TASKS).unwrap();
+    let _worker = CeleryWorker(
+        Command::new(&python)
+            .args([
+                "-m", "celery", "-A", "tasks", "worker", "--pool", "solo", "-Q", "celery",
+            ])
+            .args([
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-l",
+                "warning",
+            ])
+            .current_dir(&dir)
+            .env("BROKER", server.url())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start a Python Celery worker"),
+    );
+    let client = taskq::connect(&server.url()).await.unwrap();
+    let celery = client.celery();
+    let mut kwargs = serde_json::Map::new();
+    kwargs.insert("b".into(), 7.into());
+    let id = celery
+        .send_task("py.mul", vec![6.into()], kwargs)
+        .await
+        .unwrap();
+    let wait = std::time::Duration::from_secs(60);
+    let product = celery.wait(id, wait).await.unwrap();
+    assert_eq!(
+        (product.status.as_str(), product.result.clone()),
+        ("SUCCESS", serde_json::json!(42)),
+        "{product:?}"
+    );
+    let boom = celery
+        .send_task("py.boom", Vec::new(), serde_json::Map::new())
+        .await
+        .unwrap();
+    let failed = celery.wait(boom, wait).await.unwrap();
+    assert_eq!(failed.status, "FAILURE", "{failed:?}");
+    assert!(
+        failed
+            .traceback
+            .as_deref()
+            .is_some_and(|t| t.contains("python says no")),
+        "{failed:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -57,6 +57,17 @@ pub trait ResultBackend: Send + Sync + std::fmt::Debug {
     /// The current record of `id`, or `None` if nothing is known (PENDING) or it expired.
     async fn get(&self, id: TaskId) -> Result<Option<TaskResult>>;
 
+    /// The record Celery's result backend keeps for `id` (`celery-task-meta-<id>`), as a
+    /// Python Celery worker wrote it; `None` while there is none. Only backends that share a
+    /// server with Celery's (Redis) can read it; others refuse.
+    async fn celery_result(&self, id: TaskId) -> Result<Option<String>> {
+        let _ = id;
+        Err(crate::Error::Unsupported {
+            feature: "Celery results",
+            reason: "this result backend does not share a server with Celery's (Redis does)",
+        })
+    }
+
     /// Waits up to `timeout` for `id` to reach a final state, woken by the write (not by
     /// polling); returns the latest record either way.
     async fn wait(&self, id: TaskId, timeout: Duration) -> Result<Option<TaskResult>>;

@@ -110,6 +110,17 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
     /// Releases `unique_key` of `queue` if task `id` holds it (the task finished).
     async fn release_unique(&self, queue: &str, unique_key: &str, id: TaskId) -> Result<()>;
 
+    /// Puts `message` (a Celery protocol message, [`crate::celery::message`]) in Celery's own
+    /// list for `queue`, where Python Celery workers take it. Only brokers that share a server
+    /// with Celery's transport can (Redis); others refuse.
+    async fn send_celery(&self, queue: &str, message: String) -> Result<()> {
+        let _ = (queue, message);
+        Err(crate::Error::Unsupported {
+            feature: "Celery-protocol queues",
+            reason: "this broker does not share a server with Celery's transport (Redis does)",
+        })
+    }
+
     /// Moves up to `max` messages that Python's Celery put in its own list for `queue` into
     /// this broker's queue of the same name, atomically, where workers fetch them like any
     /// other and read Celery's layout (`taskq_core::celery`); returns how many moved. Only

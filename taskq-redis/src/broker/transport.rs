@@ -240,6 +240,17 @@ impl Transport for RedisBroker {
         Ok(())
     }
 
+    async fn send_celery(&self, queue: &str, message: String) -> Result<()> {
+        // Kombu's consumers take from the right of the queue's list; producers push left.
+        let _: i64 = redis::cmd("LPUSH")
+            .arg(queue)
+            .arg(message)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        Ok(())
+    }
+
     async fn take_celery(&self, queue: &str, max: usize) -> Result<usize> {
         if self.shared.server.is_cluster() {
             // Kombu's list and taskq's queue fall in different slots; Celery's Redis transport
