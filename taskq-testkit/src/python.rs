@@ -2,19 +2,31 @@
 //! virtual environment with pinned packages from PyPI. Needs python3 with venv and pip
 //! (`.ci/run` checks); panics loudly without.
 
-use std::{path::PathBuf, process::Command};
+use std::{collections::BTreeMap, path::PathBuf, process::Command, sync::Mutex};
 
 /// Celery as the tests install it: a pinned release with the Kombu release it was made with
 /// (a newer Kombu needs `packaging`, which it does not declare).
 pub const CELERY: [&str; 2] = ["celery[redis]==5.4.0", "kombu==5.4.2"];
 
 /// A fresh virtual environment (named after `label` and this process) with `packages`
-/// installed by pip: its interpreter.
+/// installed by pip: its interpreter. Made once per process and label (the tests of one
+/// binary share it; a second call waits for the first).
 ///
 /// # Panics
 ///
 /// When python3, venv or pip fail, with their output.
 pub fn venv(label: &str, packages: &[&str]) -> PathBuf {
+    static MADE: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut made = MADE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(python) = made.get(label) {
+        return python.clone();
+    }
+    let python = make(label, packages);
+    made.insert(label.to_owned(), python.clone());
+    python
+}
+
+fn make(label: &str, packages: &[&str]) -> PathBuf {
     let venv = std::env::temp_dir().join(format!("taskq-{label}-venv-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&venv);
     run_ok(

@@ -186,32 +186,42 @@ impl Drop for CeleryWorker {
     }
 }
 
+impl CeleryWorker {
+    /// A Python Celery worker running [`PYTHON_TASKS`] from `queue` of the Redis at `url`.
+    fn start(url: &str, queue: &str) -> Self {
+        let python = taskq_testkit::python::venv("celery", &taskq_testkit::python::CELERY);
+        let dir =
+            std::env::temp_dir().join(format!("taskq-celery-tasks-{}-{queue}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("tasks.py"), PYTHON_TASKS).unwrap();
+        let worker = [
+            "worker",
+            "--pool",
+            "solo",
+            "--without-gossip",
+            "--without-mingle",
+        ];
+        Self(
+            Command::new(&python)
+                .args(["-m", "celery", "-A", "tasks"])
+                .args(worker)
+                .args(["--without-heartbeat", "-l", "warning", "-Q", queue])
+                .current_dir(&dir)
+                .env("BROKER", url)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                // Celery warns about running as root and about settings of its next release.
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start a Python Celery worker"),
+        )
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_taskq_client_sends_to_a_python_celery_worker_and_reads_its_results() {
     let server = RedisServer::start();
-    let python = taskq_testkit::python::venv("celery-worker", &taskq_testkit::python::CELERY);
-    let dir = std::env::temp_dir().join(format!("taskq-celery-tasks-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("tasks.py"), PYTHON_TASKS).unwrap();
-    let _worker = CeleryWorker(
-        Command::new(&python)
-            .args([
-                "-m", "celery", "-A", "tasks", "worker", "--pool", "solo", "-Q", "celery",
-            ])
-            .args([
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-l",
-                "warning",
-            ])
-            .current_dir(&dir)
-            .env("BROKER", server.url())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start a Python Celery worker"),
-    );
+    let _worker = CeleryWorker::start(&server.url(), "celery");
     let client = taskq::connect(&server.url()).await.unwrap();
     let celery = client.celery();
     let mut kwargs = serde_json::Map::new();
@@ -240,5 +250,55 @@ async fn the_taskq_client_sends_to_a_python_celery_worker_and_reads_its_results(
             .is_some_and(|t| t.contains("python says no")),
         "{failed:?}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A Celery chain sent from Python whose first step runs on a Python worker and whose second
+/// runs on taskq: the Python worker sends the second step (its output first among the
+/// arguments) to the queue taskq serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_celery_chains_second_step_runs_on_taskq() {
+    let server = RedisServer::start();
+    let _python_worker = CeleryWorker::start(&server.url(), "py");
+    let client = taskq::connect(&server.url()).await.unwrap();
+    let worker = Worker::builder(client.clone())
+        .register::<Add>()
+        .celery_queues(["celery"])
+        .build()
+        .unwrap()
+        .start();
+    let python = taskq_testkit::python::venv("celery", &taskq_testkit::python::CELERY);
+    let script = std::env::temp_dir().join(format!("taskq-celery-chain-{}.py", std::process::id()));
+    std::fs::write(
+        &script,
+        r#"
+import sys
+from celery import Celery, chain
+
+app = Celery("producer", broker=sys.argv[1], backend=sys.argv[1])
+steps = chain(app.signature("py.mul", args=(2, 3), queue="py"), app.signature("tasks.add", args=(4,)))
+result = steps.apply_async()
+assert result.get(timeout=60) == 10, result.get(timeout=1)
+assert result.parent.get(timeout=1) == 6
+print("ok")
+"#,
+    )
+    .unwrap();
+    let url = server.url();
+    let run = tokio::task::spawn_blocking(move || {
+        Command::new(&python)
+            .arg(&script)
+            .arg(url)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run the Celery producer")
+    })
+    .await
+    .unwrap();
+    worker.stop().await.unwrap();
+    assert!(
+        run.status.success() && String::from_utf8_lossy(&run.stdout).contains("ok"),
+        "the chain failed:\n{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
 }
