@@ -20,6 +20,11 @@ use crate::{ArgumentShape, Envelope, TaskId, TaskResult, TaskState};
 /// its result where Celery's client reads it.
 pub const CELERY_HEADER: &str = "celery";
 
+/// The header that carries the rest of a Celery chain (its `chain` field, JSON: signatures,
+/// the next one last): after a success, the worker sends the next step with the output first
+/// among its arguments, as a Celery worker does.
+pub const CHAIN_HEADER: &str = "celery-chain";
+
 /// The key Celery's Redis result backend keeps task `id`'s result under (also the channel it
 /// announces it on).
 pub fn meta_key(id: &TaskId) -> String {
@@ -141,7 +146,13 @@ pub fn envelope_from_celery(
             "the Celery message's body is not [args, kwargs, embed]: {err}"
         ))
     })?;
-    for field in ["callbacks", "errbacks", "chain", "chord"] {
+    let chain = embed
+        .as_ref()
+        .and_then(|e| e.get("chain"))
+        .and_then(Value::as_array)
+        .filter(|steps| !steps.is_empty())
+        .map(|steps| Value::Array(steps.clone()).to_string());
+    for field in ["callbacks", "errbacks", "chord"] {
         if embed
             .as_ref()
             .and_then(|e| e.get(field))
@@ -162,6 +173,9 @@ pub fn envelope_from_celery(
     envelope
         .headers
         .insert(CELERY_HEADER.to_owned(), "2".to_owned());
+    if let Some(chain) = chain {
+        envelope.headers.insert(CHAIN_HEADER.to_owned(), chain);
+    }
     Ok(envelope)
 }
 
@@ -303,7 +317,19 @@ pub fn message(
     kwargs: &Map<String, Value>,
     queue: &str,
 ) -> String {
-    let body = serde_json::json!([args, kwargs, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]);
+    message_with_chain(name, id, args, kwargs, queue, Value::Null)
+}
+
+/// [`message`] whose `chain` field is `chain` (signatures, the next one last).
+fn message_with_chain(
+    name: &str,
+    id: TaskId,
+    args: &[Value],
+    kwargs: &Map<String, Value>,
+    queue: &str,
+    chain: Value,
+) -> String {
+    let body = serde_json::json!([args, kwargs, {"callbacks": null, "errbacks": null, "chain": chain, "chord": null}]);
     let body = base64::engine::general_purpose::STANDARD.encode(body.to_string());
     let id = id.to_string();
     serde_json::json!({
@@ -324,6 +350,46 @@ pub fn message(
         },
     })
     .to_string()
+}
+
+/// The next step of a Celery chain after a step that returned `output`: the queue to send it
+/// to and the message (its `task_id` as Celery assigned it, the output first among its
+/// arguments unless the signature is immutable, the rest of the chain with it).
+///
+/// # Errors
+///
+/// What about the chain cannot be read, in words.
+pub fn next_in_chain(chain: &str, output: &Value) -> Result<(String, String), String> {
+    let mut steps: Vec<Value> =
+        serde_json::from_str(chain).map_err(|err| format!("unreadable Celery chain: {err}"))?;
+    let next = steps
+        .pop()
+        .ok_or_else(|| "an empty Celery chain".to_owned())?;
+    let name = next["task"]
+        .as_str()
+        .ok_or_else(|| format!("a Celery chain step without a task name: {next}"))?;
+    let options = &next["options"];
+    let id = options["task_id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(TaskId::new);
+    let mut args = next["args"].as_array().cloned().unwrap_or_default();
+    if !next["immutable"].as_bool().unwrap_or(false) {
+        args.insert(0, output.clone());
+    }
+    let kwargs = next["kwargs"].as_object().cloned().unwrap_or_default();
+    let queue = options["queue"]
+        .as_str()
+        .or_else(|| options["routing_key"].as_str())
+        .unwrap_or("celery")
+        .to_owned();
+    let rest = if steps.is_empty() {
+        Value::Null
+    } else {
+        Value::Array(steps)
+    };
+    let message = message_with_chain(name, id, &args, &kwargs, &queue, rest);
+    Ok((queue, message))
 }
 
 /// A result as Celery's Redis result backend keeps it (`celery-task-meta-<id>`).
@@ -483,6 +549,36 @@ mod tests {
     }
 
     #[test]
+    fn a_chain_continues_with_its_last_signature_and_the_output_first() {
+        let steps = serde_json::json!([
+            {"task": "third", "args": [], "kwargs": {}, "options": {}, "immutable": true},
+            {"task": "second", "args": [4], "kwargs": {"c": 1}, "options": {"queue": "py", "task_id": "0b7f1c36-32a6-4f3c-9a53-2fb0b28c3e4e"}},
+        ]);
+        let body = serde_json::json!([[1, 2], {}, {"chain": steps}]);
+        let envelope =
+            envelope_from_celery(&message(&body, headers()), "celery", Utc::now(), |_| {
+                shape()
+            })
+            .unwrap();
+        let chain = &envelope.headers[CHAIN_HEADER];
+        let (queue, next) = next_in_chain(chain, &serde_json::json!(3)).unwrap();
+        assert_eq!(queue, "py");
+        let next = envelope_from_celery(&next, &queue, Utc::now(), |_| {
+            Some(ArgumentShape::new(&["a", "b", "c"], &[]))
+        })
+        .unwrap();
+        assert_eq!(next.task, "second");
+        assert_eq!(next.id.to_string(), "0b7f1c36-32a6-4f3c-9a53-2fb0b28c3e4e");
+        let args: Value = serde_json::from_str(next.args.get()).unwrap();
+        assert_eq!(args, serde_json::json!({"a": 3, "b": 4, "c": 1}));
+        let (_, last) = next_in_chain(&next.headers[CHAIN_HEADER], &serde_json::json!(9)).unwrap();
+        let last = envelope_from_celery(&last, "celery", Utc::now(), |_| None).unwrap();
+        assert_eq!(last.task, "third");
+        assert!(!last.headers.contains_key(CHAIN_HEADER), "the chain ends");
+        assert_eq!(last.args.get(), "{}", "immutable: no output passed");
+    }
+
+    #[test]
     fn what_cannot_run_is_refused_naming_why() {
         let refused = |body: Value| {
             envelope_from_celery(&message(&body, headers()), "celery", Utc::now(), |_| {
@@ -490,10 +586,10 @@ mod tests {
             })
             .unwrap_err()
         };
-        let chained = refused(serde_json::json!([[1, 2], {}, {"chain": [{"task": "x"}]}]));
-        assert!(chained.reason.contains("`chain`"), "{chained}");
-        assert_eq!(chained.task.as_deref(), Some("tasks.add"));
-        assert!(chained.id.is_some());
+        let chord = refused(serde_json::json!([[1, 2], {}, {"chord": {"task": "x"}}]));
+        assert!(chord.reason.contains("`chord`"), "{chord}");
+        assert_eq!(chord.task.as_deref(), Some("tasks.add"));
+        assert!(chord.id.is_some());
         let many = refused(serde_json::json!([[1, 2, 3], {}, null]));
         assert!(
             many.reason.contains("takes 2 arguments (a, b), not 3"),

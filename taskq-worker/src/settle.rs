@@ -210,6 +210,19 @@ impl Settler {
         done.is_some()
     }
 
+    /// Sends the next step of a Celery chain to Celery's list for `queue`, insisting through
+    /// outages; false when it gave up.
+    pub(crate) async fn send_celery(&self, queue: &str, message: String) -> bool {
+        let broker = &self.broker;
+        insist(
+            "send the next step of a Celery chain",
+            &self.hard_stop,
+            || broker.send_celery(queue, message.clone()),
+        )
+        .await
+        .is_some()
+    }
+
     /// Lets the next enqueue with `key` through: task `id` holding it finished.
     pub(crate) async fn release_unique(&self, queue: &str, key: &str, id: TaskId) {
         if let Err(err) = self.broker.release_unique(queue, key, id).await {

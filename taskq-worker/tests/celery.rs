@@ -252,11 +252,12 @@ async fn the_taskq_client_sends_to_a_python_celery_worker_and_reads_its_results(
     );
 }
 
-/// A Celery chain sent from Python whose first step runs on a Python worker and whose second
-/// runs on taskq: the Python worker sends the second step (its output first among the
-/// arguments) to the queue taskq serves.
+/// Celery chains sent from Python across both kinds of worker: a first step on Python and a
+/// second on taskq (the Python worker sends it), and one that starts on taskq, goes through
+/// Python and ends on taskq (the taskq worker sends the next step, its output first among the
+/// arguments, as a Celery worker does).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_celery_chains_second_step_runs_on_taskq() {
+async fn celery_chains_run_across_python_and_taskq_workers() {
     let server = RedisServer::start();
     let _python_worker = CeleryWorker::start(&server.url(), "py");
     let client = taskq::connect(&server.url()).await.unwrap();
@@ -279,6 +280,13 @@ steps = chain(app.signature("py.mul", args=(2, 3), queue="py"), app.signature("t
 result = steps.apply_async()
 assert result.get(timeout=60) == 10, result.get(timeout=1)
 assert result.parent.get(timeout=1) == 6
+# Starting on taskq, through Python, back to taskq: ((2 + 3) * 4) + 1.
+there_and_back = chain(
+    app.signature("tasks.add", args=(2, 3)),
+    app.signature("py.mul", args=(4,), queue="py"),
+    app.signature("tasks.add", args=(1,)),
+).apply_async()
+assert there_and_back.get(timeout=60) == 21, there_and_back.get(timeout=1)
 print("ok")
 "#,
     )

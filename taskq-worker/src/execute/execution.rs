@@ -201,6 +201,12 @@ impl Execution<'_> {
                     self.fail(&task, error).await;
                     return Disposition::Settled;
                 }
+                if let Err(error) =
+                    super::celery::continue_chain(executor, self.envelope, &output).await
+                {
+                    self.fail(&task, TaskError::permanent(error)).await;
+                    return Disposition::Settled;
+                }
                 tracing::debug!("succeeded");
                 executor.recorder.record(Event::Succeeded, self.envelope);
                 self.hook(On::Success, None, None);
