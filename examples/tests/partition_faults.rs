@@ -163,7 +163,13 @@ async fn a_tenants_few_tasks_start_before_a_noisy_tenants_backlog_drains() {
         a_before < 5_000,
         "B waited behind {a_before} of A's jobs: more than a few fetch rounds"
     );
-    wait_for_every_success(&client, &quiet, Duration::from_secs(30)).await;
+    // B's own tasks end SUCCESS (A's backlog is left to drain: how long 200,000 take depends
+    // on the machine, not on what this test checks).
+    wait_until("B's jobs to succeed", Duration::from_secs(60), async || {
+        let states = client.states(&quiet).await.unwrap();
+        states.iter().all(|state| *state == TaskState::Success)
+    })
+    .await;
     drop(workers);
     assert_eq!(noisy.len(), 200_000);
     let _ = std::fs::remove_file(&ledger);

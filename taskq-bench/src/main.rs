@@ -78,6 +78,11 @@ enum Workload {
     W2,
     /// Drain N queued tasks, results stored.
     W2b,
+    /// W2b from Celery's list: N Celery-protocol messages (as Python's `send_task` writes
+    /// them) drained by a worker serving Celery's queue, each result written where Celery's
+    /// client reads it (`redis://` only; compare with a Celery worker on the same queue,
+    /// docs/celery.md).
+    Celery,
     /// Enqueue then wait for the result, sequentially.
     W3,
     /// The floor W3 is judged against: the least any Redis queue with a result does per round

@@ -104,6 +104,7 @@ impl Bench {
             Workload::FairHot => self.fair_hot(&queue, true).await?,
             Workload::FairHotPlain => self.fair_hot(&queue, false).await?,
             Workload::W2b => self.drain::<Noop>(&queue).await?,
+            Workload::Celery => self.celery(&queue).await?,
             Workload::W3 => self.w3(&[queue]).await?,
             Workload::Floor => crate::floor::redis_floor(&self.url, self.round_trips).await?,
             Workload::FloorAmqpW1 => {
@@ -346,6 +347,36 @@ impl Bench {
         Ok(row)
     }
 
+    /// Fills Celery's list of `queue` with N `bench.noop` messages in Celery's protocol
+    /// (untimed), then times a worker serving it as a Celery queue until all are settled.
+    async fn celery(&self, queue: &str) -> Result<Row, BoxError> {
+        let broker = self.client.broker();
+        for start in (0..self.n).step_by(BULK) {
+            let sends = (start..(start + BULK).min(self.n)).map(|n| {
+                let mut kwargs = serde_json::Map::new();
+                kwargs.insert("n".into(), n.into());
+                let message = taskq_core::celery::message(
+                    Noop::NAME,
+                    taskq_core::TaskId::new(),
+                    &[],
+                    &kwargs,
+                    queue,
+                );
+                broker.send_celery(queue, message)
+            });
+            futures_util::future::try_join_all(sends).await?;
+        }
+        tasks::reset(self.n);
+        let before = self.costs().await?;
+        let (stop, running) = self.start_worker_with(&[queue], &[queue])?;
+        tasks::finished().await;
+        self.settled(queue).await?;
+        let row = self.row(before, self.n).await?;
+        stop.cancel();
+        running.await??;
+        Ok(row)
+    }
+
     /// Sends a chord of `n` no-ops (untimed, like the drains' fill), then times the worker from
     /// its start to the callback's result.
     async fn chord(&self, queue: &str) -> Result<Row, BoxError> {
@@ -507,17 +538,18 @@ impl Bench {
         Ok(row)
     }
 
-    fn start_worker<Q: AsRef<str>>(
+    fn start_worker<Q: AsRef<str>>(&self, queues: &[Q]) -> Result<RunningBench, BoxError> {
+        self.start_worker_with(queues, &[] as &[&str])
+    }
+
+    /// A worker on `queues` that also serves `celery_queues` as Celery's queues.
+    fn start_worker_with<Q: AsRef<str>, C: AsRef<str>>(
         &self,
         queues: &[Q],
-    ) -> Result<
-        (
-            CancellationToken,
-            tokio::task::JoinHandle<taskq_worker::Result<WorkerReport>>,
-        ),
-        BoxError,
-    > {
+        celery_queues: &[C],
+    ) -> Result<RunningBench, BoxError> {
         let mut builder = Worker::builder(self.client.clone())
+            .celery_queues(celery_queues.iter().map(AsRef::as_ref))
             .register::<Noop>()
             .register::<QuietNoop>()
             .register::<tasks::Sum>()
@@ -545,6 +577,12 @@ impl Bench {
         Ok(())
     }
 }
+
+/// A worker the bench started: its stop signal and its run.
+type RunningBench = (
+    CancellationToken,
+    tokio::task::JoinHandle<taskq_worker::Result<WorkerReport>>,
+);
 
 /// Three queue names derived from `base`. On a cluster their hash slots fall in the three
 /// thirds of the slot range (one per master of a cluster created by `redis-cli --cluster
