@@ -507,6 +507,7 @@ mod tests {
             "TASKQ_SIGNING_KEY",
             "TASKQ_ENCRYPTION_KEYS",
             "TASKQ_QUEUES",
+            "TASKQ_CELERY_QUEUES",
             "TASKQ_CONCURRENCY",
             "TASKQ_PREFETCH",
             "TASKQ_SHUTDOWN_GRACE",
@@ -528,7 +529,7 @@ mod tests {
         let flags = help.matches("\n      --").count();
         assert_eq!(
             flags,
-            17 + usize::from(cfg!(feature = "postgres")) + usize::from(cfg!(feature = "otel")),
+            18 + usize::from(cfg!(feature = "postgres")) + usize::from(cfg!(feature = "otel")),
             "a new flag needs an environment variable too:\n{help}"
         );
     }
