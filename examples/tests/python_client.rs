@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use taskq_testkit::RedisServer;
+use taskq_testkit::{python::run_ok, RedisServer};
 
 /// The OpenTelemetry SDK the trace test configures, as an application would.
 const OTEL_SDK: &str = "opentelemetry-sdk==1.39.1";
@@ -124,16 +124,4 @@ fn installed_client() -> (PathBuf, String) {
     assert!(site.starts_with(&*venv.to_string_lossy()), "{site}");
     let _ = std::fs::remove_dir_all(&work);
     (python, site)
-}
-
-fn run_ok(command: &mut Command, what: &str) {
-    let out = command
-        .output()
-        .unwrap_or_else(|err| panic!("{what}: {err}"));
-    assert!(
-        out.status.success(),
-        "{what} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }

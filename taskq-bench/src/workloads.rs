@@ -335,9 +335,18 @@ impl Bench {
 
     /// Times a worker draining the `self.n` tasks already in `queue`.
     async fn drain_filled(&self, queue: &str) -> Result<Row, BoxError> {
+        self.drain_filled_with(queue, &[] as &[&str]).await
+    }
+
+    /// [`Self::drain_filled`] by a worker that also serves `celery_queues` as Celery's.
+    async fn drain_filled_with(
+        &self,
+        queue: &str,
+        celery_queues: &[&str],
+    ) -> Result<Row, BoxError> {
         tasks::reset(self.n);
         let before = self.costs().await?;
-        let (stop, running) = self.start_worker(&[queue])?;
+        let (stop, running) = self.start_worker_with(&[queue], celery_queues)?;
         tasks::finished().await;
         // Wait for the last acks too: the drain is done when nothing is held any more.
         self.settled(queue).await?;
@@ -366,15 +375,7 @@ impl Bench {
             });
             futures_util::future::try_join_all(sends).await?;
         }
-        tasks::reset(self.n);
-        let before = self.costs().await?;
-        let (stop, running) = self.start_worker_with(&[queue], &[queue])?;
-        tasks::finished().await;
-        self.settled(queue).await?;
-        let row = self.row(before, self.n).await?;
-        stop.cancel();
-        running.await??;
-        Ok(row)
+        self.drain_filled_with(queue, &[queue]).await
     }
 
     /// Sends a chord of `n` no-ops (untimed, like the drains' fill), then times the worker from

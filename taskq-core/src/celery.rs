@@ -191,7 +191,7 @@ fn map_arguments(
     }
     let Some(shape) = shape else {
         return Err(format!(
-            "`{task}` got positional arguments, but its fields' order is not known here (a struct with named fields and plain serde attributes records it): send keyword arguments"
+            "`{task}` got positional arguments, but no task of that name here records the order of its fields: it is not registered on this worker, or its struct does not record the order (named fields with plain serde attributes do); send keyword arguments"
         ));
     };
     if args.len() > shape.fields.len() {

@@ -43,7 +43,12 @@ fn make(label: &str, packages: &[&str]) -> PathBuf {
     python
 }
 
-fn run_ok(command: &mut Command, what: &str) {
+/// Runs `command` to its end; panics naming `what`, with its output, unless it succeeded.
+///
+/// # Panics
+///
+/// When the command cannot start or exits with an error.
+pub fn run_ok(command: &mut Command, what: &str) {
     let out = command
         .output()
         .unwrap_or_else(|err| panic!("{what}: {err}"));

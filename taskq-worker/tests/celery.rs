@@ -97,6 +97,13 @@ try:
 except Exception as err:
     assert "takes 2 arguments (a, b), not 3" in str(err), repr(err)
 
+for unknown in (app.send_task("tasks.nope", kwargs={"a": 1}), app.send_task("tasks.nope", args=[1])):
+    try:
+        get(unknown)
+        raise AssertionError("a task no worker registered must fail")
+    except Exception as err:
+        assert "tasks.nope" in str(err) and "registered on this worker" in str(err), repr(err)
+
 past = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=5)
 expired = app.send_task("tasks.add", args=[1, 1], expires=past)
 try:
@@ -120,27 +127,9 @@ async fn python_celery_sends_and_reads_results_from_a_taskq_worker() {
         .build()
         .unwrap()
         .start();
-    let python = taskq_testkit::python::venv("celery", &taskq_testkit::python::CELERY);
-    let script = std::env::temp_dir().join(format!("taskq-celery-{}.py", std::process::id()));
-    std::fs::write(&script, PRODUCER).unwrap();
-    let url = server.url();
-    let run = tokio::task::spawn_blocking(move || {
-        Command::new(&python)
-            .arg(&script)
-            .arg(url)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run the Celery producer")
-    })
-    .await
-    .unwrap();
+    let run = run_producer("producer", PRODUCER, &server.url()).await;
     worker.stop().await.unwrap();
-    assert!(
-        run.status.success() && String::from_utf8_lossy(&run.stdout).contains("ok"),
-        "the Celery producer failed:\n{}{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
+    assert_ran(&run, "the Celery producer");
 }
 
 /// A broker that cannot serve Celery's queues makes the worker refuse to start, saying why.
@@ -267,11 +256,13 @@ async fn celery_chains_run_across_python_and_taskq_workers() {
         .build()
         .unwrap()
         .start();
-    let python = taskq_testkit::python::venv("celery", &taskq_testkit::python::CELERY);
-    let script = std::env::temp_dir().join(format!("taskq-celery-chain-{}.py", std::process::id()));
-    std::fs::write(
-        &script,
-        r#"
+    let run = run_producer("chain", CHAINS, &server.url()).await;
+    worker.stop().await.unwrap();
+    assert_ran(&run, "the chains");
+}
+
+/// The chains the chain test sends.
+const CHAINS: &str = r#"
 import sys
 from celery import Celery, chain
 
@@ -288,24 +279,32 @@ there_and_back = chain(
 ).apply_async()
 assert there_and_back.get(timeout=60) == 21, there_and_back.get(timeout=1)
 print("ok")
-"#,
-    )
-    .unwrap();
-    let url = server.url();
-    let run = tokio::task::spawn_blocking(move || {
+"#;
+
+/// Runs a Python producer `script` (named `label`) against the Redis at `url`, in the Celery
+/// virtual environment, off the runtime's threads.
+async fn run_producer(label: &str, script: &str, url: &str) -> std::process::Output {
+    let python = taskq_testkit::python::venv("celery", &taskq_testkit::python::CELERY);
+    let path = std::env::temp_dir().join(format!("taskq-celery-{label}-{}.py", std::process::id()));
+    std::fs::write(&path, script).unwrap();
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || {
         Command::new(&python)
-            .arg(&script)
+            .arg(&path)
             .arg(url)
             .stdin(Stdio::null())
             .output()
-            .expect("run the Celery producer")
+            .expect("run a Celery producer")
     })
     .await
-    .unwrap();
-    worker.stop().await.unwrap();
+    .unwrap()
+}
+
+/// Asserts that a producer exited well and printed "ok", showing what it printed if not.
+fn assert_ran(run: &std::process::Output, what: &str) {
     assert!(
         run.status.success() && String::from_utf8_lossy(&run.stdout).contains("ok"),
-        "the chain failed:\n{}{}",
+        "{what} failed:\n{}{}",
         String::from_utf8_lossy(&run.stdout),
         String::from_utf8_lossy(&run.stderr)
     );

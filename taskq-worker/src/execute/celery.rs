@@ -11,22 +11,21 @@ use super::{executor::Executor, refuse};
 /// After a success: sends the next step of the Celery chain the message carries, if any, as a
 /// Celery worker would (the output first among its arguments), before the message is
 /// settled. At least once: a worker that dies between this send and its ack sends it again
-/// on redelivery, with the same task id. Errs with what about the chain cannot be read.
+/// on redelivery, with the same task id. `Ok(false)` when shutdown's grace period ended before
+/// the send landed (the message then goes back unchanged); errs with what about the chain
+/// cannot be read.
 pub(super) async fn continue_chain(
     executor: &Executor,
     envelope: &Envelope,
     output: &serde_json::value::RawValue,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     let Some(chain) = envelope.headers.get(celery::CHAIN_HEADER) else {
-        return Ok(());
+        return Ok(true);
     };
     let output: serde_json::Value = serde_json::from_str(output.get())
         .map_err(|err| format!("the output does not read back as JSON: {err}"))?;
     let (queue, message) = celery::next_in_chain(chain, &output)?;
-    if !executor.settler.send_celery(&queue, message).await {
-        return Err("the next step of its Celery chain could not be sent before shutdown".into());
-    }
-    Ok(())
+    Ok(executor.settler.send_celery(&queue, message).await)
 }
 
 /// The envelope a Celery message becomes, or `None` when it was settled here (refused, or put

@@ -201,11 +201,14 @@ impl Execution<'_> {
                     self.fail(&task, error).await;
                     return Disposition::Settled;
                 }
-                if let Err(error) =
-                    super::celery::continue_chain(executor, self.envelope, &output).await
-                {
-                    self.fail(&task, TaskError::permanent(error)).await;
-                    return Disposition::Settled;
+                match super::celery::continue_chain(executor, self.envelope, &output).await {
+                    Ok(true) => {}
+                    // Shutdown ended first: it goes back unchanged and runs again.
+                    Ok(false) => return Disposition::Interrupted,
+                    Err(error) => {
+                        self.fail(&task, TaskError::permanent(error)).await;
+                        return Disposition::Settled;
+                    }
                 }
                 tracing::debug!("succeeded");
                 executor.recorder.record(Event::Succeeded, self.envelope);
