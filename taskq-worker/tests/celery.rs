@@ -66,7 +66,14 @@ url = sys.argv[1]
 app = Celery("producer", broker=url, backend=url)
 
 def get(result):
-    return result.get(timeout=30)
+    # Polls the stored record until it is final, then reads it through `get()` (from the
+    # record it cached): a blocking `get()` on Celery 5.4's Redis pub/sub consumer was seen to
+    # hang past its own timeout on a loaded machine.
+    deadline = time.monotonic() + 30
+    while not result.ready():
+        assert time.monotonic() < deadline, f"{result.id} not final within 30 s"
+        time.sleep(0.05)
+    return result.get(timeout=5)
 
 assert get(app.send_task("tasks.add", kwargs={"a": 2, "b": 3})) == 5, "kwargs"
 assert get(app.send_task("tasks.add", args=[4, 5])) == 9, "positional args"
@@ -289,7 +296,10 @@ async fn run_producer(label: &str, script: &str, url: &str) -> std::process::Out
     std::fs::write(&path, script).unwrap();
     let url = url.to_owned();
     tokio::task::spawn_blocking(move || {
-        Command::new(&python)
+        // Bounded: a producer that hangs fails the test instead of holding CI.
+        Command::new("timeout")
+            .arg("300")
+            .arg(&python)
             .arg(&path)
             .arg(url)
             .stdin(Stdio::null())
