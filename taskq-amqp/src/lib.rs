@@ -26,6 +26,7 @@
 
 mod beat_store;
 mod broker;
+mod celery;
 mod config;
 mod consumer;
 mod delay;

@@ -19,6 +19,8 @@ pub(crate) struct Outgoing {
     headers: FieldTable,
     message_id: Option<String>,
     expiration_ms: Option<u64>,
+    /// Properties Celery's messages and replies carry (see [`crate::celery`]).
+    celery: Option<CeleryProperties>,
     /// The taskq queue named when a bounded queue refuses it.
     queue: Option<String>,
     /// Whether a message no queue takes is an error (everything but broadcasts).
@@ -40,6 +42,7 @@ impl Outgoing {
             headers: FieldTable::default(),
             message_id: None,
             expiration_ms: None,
+            celery: None,
             queue: None,
             mandatory: true,
         }
@@ -81,11 +84,33 @@ impl Outgoing {
         self
     }
 
+    /// Celery's properties (and `headers`, replacing any set before).
+    pub(crate) fn with_celery_properties(
+        mut self,
+        headers: FieldTable,
+        properties: CeleryProperties,
+    ) -> Self {
+        self.headers = headers;
+        self.celery = Some(properties);
+        self
+    }
+
     fn properties(&self) -> BasicProperties {
         let mut properties = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
             .with_headers(self.headers.clone());
+        if let Some(celery) = &self.celery {
+            properties = properties
+                .with_content_encoding("utf-8".into())
+                .with_correlation_id(celery.correlation_id.as_str().into());
+            if let Some(reply_to) = &celery.reply_to {
+                properties = properties.with_reply_to(reply_to.as_str().into());
+            }
+            if let Some(priority) = celery.priority {
+                properties = properties.with_priority(priority);
+            }
+        }
         if let Some(id) = &self.message_id {
             properties = properties.with_message_id(id.as_str().into());
         }
@@ -94,6 +119,15 @@ impl Outgoing {
         }
         properties
     }
+}
+
+/// The properties of a Celery message or reply: the task id as the correlation id (Celery's
+/// `rpc://` client matches replies by it), the producer's reply queue, the priority.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct CeleryProperties {
+    pub(crate) correlation_id: String,
+    pub(crate) reply_to: Option<String>,
+    pub(crate) priority: Option<u8>,
 }
 
 /// Publishes `messages` (mandatory, persistent) and waits for every confirm. A refusal

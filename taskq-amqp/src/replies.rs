@@ -2,7 +2,11 @@
 //! queue of its own (Celery's `rpc://`), so that a deployment with RabbitMQ and nothing else
 //! can wait for results.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 use tokio_util::task::AbortOnDropHandle;
 
 use async_trait::async_trait;
@@ -13,7 +17,7 @@ use taskq_core::{MemoryResultBackend, Result, ResultBackend, TaskId, TaskResult}
 use crate::{
     link::{self, Link},
     names,
-    publish::Outgoing,
+    publish::{CeleryProperties, Outgoing},
     AmqpBroker,
 };
 
@@ -52,7 +56,7 @@ pub struct AmqpReplyBackend {
 struct Shared {
     link: Arc<Link>,
     queue: String,
-    received: MemoryResultBackend,
+    received: Received,
     /// Whether the "nowhere to go" warning was given.
     warned: std::sync::atomic::AtomicBool,
     /// The reply consumer, held only so that it ends with the backend.
@@ -68,7 +72,7 @@ impl AmqpReplyBackend {
     pub async fn connect(broker: &AmqpBroker) -> Result<Self> {
         let link = broker.link_arc();
         let queue = names::reply_queue(uuid::Uuid::new_v4());
-        let received = MemoryResultBackend::new();
+        let received = Received::default();
         let consumer = consume(&link, &queue).await?;
         let listener = AbortOnDropHandle::new(tokio::spawn(listen(
             link.clone(),
@@ -118,8 +122,41 @@ async fn consume(link: &Link, queue: &str) -> Result<Consumer> {
     link::consume_without_acks(&channel, queue, &format!("{queue}/results")).await
 }
 
+/// What arrived on the reply queue: taskq's records, and the records Python Celery workers
+/// on `rpc://` sent for tasks this process sent them ([`taskq_core::celery::CeleryClient`]).
+#[derive(Clone, Debug, Default)]
+struct Received {
+    taskq: MemoryResultBackend,
+    /// Celery's records as they came, by task id, with when they came.
+    celery: Arc<parking_lot::Mutex<HashMap<TaskId, (Instant, String)>>>,
+}
+
+impl Received {
+    /// Keeps `body` if it is a Celery worker's reply (a JSON object with `task_id` and
+    /// `status`), for as long as taskq keeps results by default; true if it was one.
+    fn keep_celery(&self, body: &[u8]) -> bool {
+        let Ok(reply) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return false;
+        };
+        let Some(id) = reply["task_id"].as_str().and_then(|id| id.parse().ok()) else {
+            return false;
+        };
+        if !reply["status"].is_string() {
+            return false;
+        }
+        let mut kept = self.celery.lock();
+        kept.retain(|_, (at, _)| at.elapsed() < taskq_core::DEFAULT_RESULT_TTL);
+        kept.insert(id, (Instant::now(), reply.to_string()));
+        true
+    }
+
+    fn celery(&self, id: TaskId) -> Option<String> {
+        self.celery.lock().get(&id).map(|(_, reply)| reply.clone())
+    }
+}
+
 /// Keeps what arrives; when the connection goes, declares the queue again on the next one.
-async fn listen(link: Arc<Link>, queue: String, received: MemoryResultBackend, first: Consumer) {
+async fn listen(link: Arc<Link>, queue: String, received: Received, first: Consumer) {
     let mut consumer = Some(first);
     let mut pause = Duration::from_millis(100);
     loop {
@@ -142,9 +179,10 @@ async fn listen(link: Arc<Link>, queue: String, received: MemoryResultBackend, f
     }
 }
 
-async fn keep(received: &MemoryResultBackend, body: &[u8], properties: &lapin::BasicProperties) {
+async fn keep(received: &Received, body: &[u8], properties: &lapin::BasicProperties) {
     let record: TaskResult = match serde_json::from_slice(body) {
         Ok(record) => record,
+        Err(_) if received.keep_celery(body) => return,
         Err(err) => {
             tracing::warn!(error = %err, "a reply that is not a result record was dropped");
             return;
@@ -160,12 +198,28 @@ async fn keep(received: &MemoryResultBackend, body: &[u8], properties: &lapin::B
         })
         .map_or(taskq_core::DEFAULT_RESULT_TTL, Duration::from_millis);
     // The in-memory backend cannot fail; it keeps results monotonic as every backend does.
-    let _ = received.store(&record, ttl).await;
+    let _ = received.taskq.store(&record, ttl).await;
 }
 
-/// The message that answers `record`'s reply queue, if its task named one.
+/// The message that answers `record`'s reply queue, if its task named one: taskq's record,
+/// or for a task sent in Celery's protocol the record Celery's `rpc://` client reads, once
+/// final, with the task id as its correlation id.
 pub(crate) fn reply(record: &TaskResult, ttl: Duration) -> Option<Outgoing> {
     let queue = record.reply_to.as_deref()?;
+    if record.celery {
+        let meta = taskq_core::celery::meta_record(record)?;
+        return Some(
+            Outgoing::to_queue(queue, meta.into_bytes())
+                .with_celery_properties(
+                    lapin::types::FieldTable::default(),
+                    CeleryProperties {
+                        correlation_id: record.id.to_string(),
+                        ..CeleryProperties::default()
+                    },
+                )
+                .unrouted_is_fine(),
+        );
+    }
     let body = serde_json::to_vec(record).ok()?;
     let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
     Some(
@@ -184,10 +238,10 @@ impl ResultBackend for AmqpReplyBackend {
     }
 
     async fn store_many(&self, results: &[TaskResult], ttl: Duration) -> Result<()> {
-        let replies: Vec<Outgoing> = results.iter().filter_map(|r| reply(r, ttl)).collect();
-        if replies.len() < results.len() {
+        if results.iter().any(|r| r.reply_to.is_none()) {
             self.warn_once_of_unanswerable();
         }
+        let replies: Vec<Outgoing> = results.iter().filter_map(|r| reply(r, ttl)).collect();
         self.shared.link.publish(replies).await
     }
 
@@ -196,10 +250,14 @@ impl ResultBackend for AmqpReplyBackend {
     }
 
     async fn get(&self, id: TaskId) -> Result<Option<TaskResult>> {
-        self.shared.received.get(id).await
+        self.shared.received.taskq.get(id).await
     }
 
     async fn wait(&self, id: TaskId, timeout: Duration) -> Result<Option<TaskResult>> {
-        self.shared.received.wait(id, timeout).await
+        self.shared.received.taskq.wait(id, timeout).await
+    }
+
+    async fn celery_result(&self, id: TaskId) -> Result<Option<String>> {
+        Ok(self.shared.received.celery(id))
     }
 }

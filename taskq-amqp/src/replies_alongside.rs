@@ -83,6 +83,10 @@ impl ResultBackend for RepliesAlongside {
         self.inner.wait(id, timeout).await
     }
 
+    async fn celery_result(&self, id: TaskId) -> Result<Option<String>> {
+        self.inner.celery_result(id).await
+    }
+
     async fn put_workflow(&self, record: &WorkflowRecord, ttl: Duration) -> Result<()> {
         self.inner.put_workflow(record, ttl).await
     }

@@ -23,6 +23,7 @@
 #[allow(missing_docs)]
 pub mod backend_suite;
 pub mod beat_store_suite;
+pub mod celery;
 mod cluster;
 mod dump;
 mod postgres;

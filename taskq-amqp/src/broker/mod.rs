@@ -45,6 +45,8 @@ struct Shared {
     starting: tokio::sync::Mutex<()>,
     /// The revocations stream, followed from the first `revoked()` on.
     revocations: tokio::sync::Mutex<Option<revocations::Follower>>,
+    /// Celery's queues: the intake's channel and what was declared.
+    celery: crate::celery::Celery,
 }
 
 impl AmqpBroker {
@@ -64,6 +66,7 @@ impl AmqpBroker {
                 consumers: Mutex::new(HashMap::new()),
                 starting: tokio::sync::Mutex::new(()),
                 revocations: tokio::sync::Mutex::new(None),
+                celery: crate::celery::Celery::default(),
             }),
         })
     }

@@ -193,6 +193,14 @@ impl Transport for AmqpBroker {
         self.replace(worker, delivery, vec![letter]).await
     }
 
+    async fn send_celery(&self, queue: &str, message: String) -> Result<()> {
+        self.shared.celery.send(self.link(), queue, &message).await
+    }
+
+    async fn take_celery(&self, queue: &str, max: usize) -> Result<usize> {
+        self.shared.celery.take(self.link(), queue, max).await
+    }
+
     async fn promote_scheduled(&self, _queues: &[String], _limit: usize) -> Result<usize> {
         // RabbitMQ moves delayed messages itself (the delay chain).
         Ok(0)

@@ -4,6 +4,7 @@
 
 mod beat;
 mod behaviour;
+mod celery;
 mod conformance;
 mod delays;
 mod long_runs;

@@ -57,14 +57,15 @@ pub trait ResultBackend: Send + Sync + std::fmt::Debug {
     /// The current record of `id`, or `None` if nothing is known (PENDING) or it expired.
     async fn get(&self, id: TaskId) -> Result<Option<TaskResult>>;
 
-    /// The record Celery's result backend keeps for `id` (`celery-task-meta-<id>`), as a
-    /// Python Celery worker wrote it; `None` while there is none. Only backends that share a
-    /// server with Celery's (Redis) can read it; others refuse.
+    /// The record Celery's result backend keeps for `id` (`celery-task-meta-<id>`), or the
+    /// reply a Python Celery worker on `rpc://` sent this process, as the worker wrote it;
+    /// `None` while there is none. Only backends that share a server with Celery's (Redis) or
+    /// receive its replies (RabbitMQ's reply queue) can read it; others refuse.
     async fn celery_result(&self, id: TaskId) -> Result<Option<String>> {
         let _ = id;
         Err(crate::Error::Unsupported {
             feature: "Celery results",
-            reason: "this result backend does not share a server with Celery's (Redis does)",
+            reason: "this result backend does not share a server with Celery's (Redis does) or receive its replies (RabbitMQ's `results=rpc` does)",
         })
     }
 

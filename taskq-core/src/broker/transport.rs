@@ -110,26 +110,29 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
     /// Releases `unique_key` of `queue` if task `id` holds it (the task finished).
     async fn release_unique(&self, queue: &str, unique_key: &str, id: TaskId) -> Result<()>;
 
-    /// Puts `message` (a Celery protocol message, [`crate::celery::message`]) in Celery's own
-    /// list for `queue`, where Python Celery workers take it. Only brokers that share a server
-    /// with Celery's transport can (Redis); others refuse.
+    /// Puts `message` (a Celery protocol message in Kombu's JSON layout,
+    /// [`crate::celery::message`]) in Celery's own queue `queue` (Kombu's list on Redis, the
+    /// queue of that name on RabbitMQ), where Python Celery workers take it. Only brokers that
+    /// share a server with Celery's transport can (Redis, RabbitMQ); others refuse.
     async fn send_celery(&self, queue: &str, message: String) -> Result<()> {
         let _ = (queue, message);
         Err(crate::Error::Unsupported {
             feature: "Celery-protocol queues",
-            reason: "this broker does not share a server with Celery's transport (Redis does)",
+            reason: "this broker does not share a server with Celery's transport (Redis and RabbitMQ do)",
         })
     }
 
-    /// Moves up to `max` messages that Python's Celery put in its own list for `queue` into
-    /// this broker's queue of the same name, atomically, where workers fetch them like any
-    /// other and read Celery's layout (`taskq_core::celery`); returns how many moved. Only
-    /// brokers that share a server with Celery's transport can (Redis); others refuse.
+    /// Moves up to `max` messages that Python's Celery put in its own queue `queue` into this
+    /// broker's queue of the same name (atomically on Redis; on RabbitMQ at least once: taken,
+    /// published with a confirm, then acknowledged), where workers fetch them like any other
+    /// and read Kombu's JSON layout (`taskq_core::celery`); returns how many moved. With `max`
+    /// 0 it only checks that it can. Only brokers that share a server with Celery's transport
+    /// can (Redis, RabbitMQ); others refuse.
     async fn take_celery(&self, queue: &str, max: usize) -> Result<usize> {
         let _ = (queue, max);
         Err(crate::Error::Unsupported {
             feature: "Celery-protocol queues",
-            reason: "this broker does not share a server with Celery's transport (Redis does)",
+            reason: "this broker does not share a server with Celery's transport (Redis and RabbitMQ do)",
         })
     }
 

@@ -58,6 +58,7 @@ pub(super) async fn read(executor: &Executor, delivery: &Delivery) -> Option<Env
                 .with_error(format!("refused by taskq: {}", refusal.reason))
                 .with_worker(executor.worker.as_str());
                 record.celery = true;
+                record.reply_to = refusal.reply_to.clone();
                 executor.settler.store(&record).await;
             }
             let delivery = match refusal.id {

@@ -16,6 +16,10 @@ use serde_json::{Map, Value};
 
 use crate::{ArgumentShape, Envelope, TaskId, TaskResult, TaskState};
 
+mod parts;
+
+pub use parts::CeleryParts;
+
 /// The header a Celery-protocol message keeps in its taskq envelope: the worker then writes
 /// its result where Celery's client reads it.
 pub const CELERY_HEADER: &str = "celery";
@@ -60,6 +64,8 @@ struct Headers {
 struct Properties {
     body_encoding: Option<String>,
     correlation_id: Option<String>,
+    /// The reply queue of a producer on Celery's `rpc://` result backend (RabbitMQ).
+    reply_to: Option<String>,
 }
 
 /// Why a Celery message cannot run here; with the task id when it could be read, so that the
@@ -73,6 +79,8 @@ pub struct CeleryRefusal {
     pub task: Option<String>,
     /// What is wrong, in words.
     pub reason: String,
+    /// The producer's reply queue (Celery's `rpc://`), where the FAILURE is delivered.
+    pub reply_to: Option<String>,
 }
 
 /// Whether `payload` is a message in Kombu's JSON layout (cheap: its first key), not a taskq
@@ -106,6 +114,7 @@ pub fn envelope_from_celery(
         id: None,
         task: None,
         reason: format!("not a Celery message in Kombu's layout: {err}"),
+        reply_to: None,
     })?;
     let id = message
         .headers
@@ -114,10 +123,16 @@ pub fn envelope_from_celery(
         .or(message.properties.correlation_id.as_deref())
         .and_then(|id| id.parse::<TaskId>().ok());
     let task = message.headers.task.clone();
+    let reply_to = message
+        .properties
+        .reply_to
+        .clone()
+        .filter(|queue| !queue.is_empty());
     let refuse = |reason: String| CeleryRefusal {
         id,
         task: task.clone(),
         reason,
+        reply_to: reply_to.clone(),
     };
     let (Some(id), Some(name)) = (id, task.clone()) else {
         return Err(refuse(
@@ -173,6 +188,13 @@ pub fn envelope_from_celery(
     envelope
         .headers
         .insert(CELERY_HEADER.to_owned(), "2".to_owned());
+    if let Some(reply_to) = reply_to {
+        // Where a delivering result backend answers (Celery's `rpc://`: its record, to the
+        // producer's queue, with the task id as the correlation id).
+        envelope
+            .headers
+            .insert(crate::headers::REPLY_TO_HEADER.to_owned(), reply_to);
+    }
     if let Some(chain) = chain {
         envelope.headers.insert(CHAIN_HEADER.to_owned(), chain);
     }
@@ -317,10 +339,11 @@ pub fn message(
     kwargs: &Map<String, Value>,
     queue: &str,
 ) -> String {
-    message_with_chain(name, id, args, kwargs, queue, Value::Null)
+    message_with_chain(name, id, args, kwargs, queue, Value::Null, "")
 }
 
-/// [`message`] whose `chain` field is `chain` (signatures, the next one last).
+/// [`message`] whose `chain` field is `chain` (signatures, the next one last), naming
+/// `reply_to` (empty for none) as the queue its result is delivered to (Celery's `rpc://`).
 fn message_with_chain(
     name: &str,
     id: TaskId,
@@ -328,6 +351,7 @@ fn message_with_chain(
     kwargs: &Map<String, Value>,
     queue: &str,
     chain: Value,
+    reply_to: &str,
 ) -> String {
     let body = serde_json::json!([args, kwargs, {"callbacks": null, "errbacks": null, "chain": chain, "chord": null}]);
     let body = base64::engine::general_purpose::STANDARD.encode(body.to_string());
@@ -344,7 +368,7 @@ fn message_with_chain(
             "ignore_result": false,
         },
         "properties": {
-            "correlation_id": id, "reply_to": "", "delivery_mode": 2,
+            "correlation_id": id, "reply_to": reply_to, "delivery_mode": 2,
             "delivery_info": {"exchange": "", "routing_key": queue},
             "priority": 0, "body_encoding": "base64", "delivery_tag": uuid::Uuid::new_v4().to_string(),
         },
@@ -388,7 +412,7 @@ pub fn next_in_chain(chain: &str, output: &Value) -> Result<(String, String), St
     } else {
         Value::Array(steps)
     };
-    let message = message_with_chain(name, id, &args, &kwargs, &queue, rest);
+    let message = message_with_chain(name, id, &args, &kwargs, &queue, rest, "");
     Ok((queue, message))
 }
 
@@ -454,8 +478,8 @@ impl<'a> CeleryClient<'a> {
     ///
     /// # Errors
     ///
-    /// [`crate::Error::Unsupported`] on brokers that do not share a server with Celery's
-    /// transport (Redis does); broker errors.
+    /// [`crate::Error::Unsupported`] on brokers that cannot carry Celery's messages (Redis
+    /// except Cluster, and RabbitMQ can); broker errors.
     pub async fn send_task(
         &self,
         name: &str,
@@ -464,7 +488,11 @@ impl<'a> CeleryClient<'a> {
     ) -> crate::Result<TaskId> {
         crate::names::check_name("task", name)?;
         let id = TaskId::new();
-        let message = message(name, id, &args, &kwargs, &self.queue);
+        // A backend that delivers results (RabbitMQ's reply queue) names its queue, where a
+        // Celery worker on `rpc://` answers.
+        let reply_to = self.client.backend().reply_to().unwrap_or_default();
+        let message =
+            message_with_chain(name, id, &args, &kwargs, &self.queue, Value::Null, reply_to);
         self.client
             .broker()
             .send_celery(&self.queue, message)

@@ -1,0 +1,300 @@
+//! Celery's queues on RabbitMQ, in Celery's default topology (a durable classic queue per
+//! name, bound to a direct exchange of the same name, `celery` by default):
+//!
+//! - **Intake**: what a Python producer sends there is moved into taskq's queue of the same
+//!   name (its level queue by the message's priority), in Kombu's JSON layout, which taskq's
+//!   worker reads ([`taskq_core::celery`]). Each batch is taken unacknowledged
+//!   (`basic.get`), published with confirms, then acknowledged: a crash in between leaves the
+//!   messages in Celery's queue, which RabbitMQ hands out again (at least once; the copy
+//!   already moved runs under the same task id).
+//! - **Sending** for Python workers: the message published to Celery's queue as Celery's
+//!   producer publishes it (body, protocol 2 headers, correlation id, reply queue).
+//! - **Replies** (Celery's `rpc://` result backend): see [`crate::replies`].
+//!
+//! Once in taskq's queue a Celery message is a taskq delivery like any other: its lease and
+//! guard keep a long task from being redelivered past RabbitMQ's `consumer_timeout`
+//! (celery #6760).
+
+use std::collections::HashSet;
+
+use lapin::{
+    options::{
+        BasicAckOptions, BasicGetOptions, BasicNackOptions, ExchangeDeclareOptions,
+        QueueBindOptions, QueueDeclareOptions,
+    },
+    types::{AMQPValue, FieldTable},
+    BasicProperties, Channel, ExchangeKind,
+};
+use parking_lot::Mutex;
+use serde_json::{Map, Value};
+use taskq_core::{celery::CeleryParts, Error, Result};
+
+use crate::{
+    error::amqp_error,
+    link::Link,
+    names,
+    publish::{CeleryProperties, Outgoing},
+};
+
+/// The intake's state: its channel, and the Celery queues this process made sure of.
+#[derive(Debug, Default)]
+pub(crate) struct Celery {
+    /// The channel intake takes on (`basic.get`, then acks); replaced when closed.
+    channel: tokio::sync::Mutex<Option<Channel>>,
+    /// Celery queues known to exist.
+    declared: Mutex<HashSet<String>>,
+}
+
+impl Celery {
+    /// Moves up to `max` messages from Celery's queue `queue` into taskq's queue `queue`;
+    /// how many moved. With `max` 0 it only declares both queues (a worker's start-up check).
+    pub(crate) async fn take(&self, link: &Link, queue: &str, max: usize) -> Result<usize> {
+        self.ensure_queue(link, queue).await?;
+        link.ensure_queue(queue).await?;
+        if max == 0 {
+            return Ok(0);
+        }
+        let channel = self.channel(link).await?;
+        let mut moved = Vec::new();
+        let mut last_tag = None;
+        while moved.len() < max {
+            let got = channel
+                .basic_get(queue.into(), BasicGetOptions { no_ack: false })
+                .await
+                .map_err(amqp_error)?;
+            let Some(got) = got else { break };
+            let delivery = got.delivery;
+            last_tag = Some(delivery.delivery_tag);
+            moved.push(into_taskq_queue(queue, delivery.data, &delivery.properties));
+        }
+        let Some(last_tag) = last_tag else {
+            return Ok(0);
+        };
+        let count = moved.len();
+        if let Err(err) = link.publish(moved).await {
+            // Back to Celery's queue, all of them: the next round tries again.
+            let _ = channel
+                .basic_nack(
+                    last_tag,
+                    BasicNackOptions {
+                        multiple: true,
+                        requeue: true,
+                    },
+                )
+                .await;
+            return Err(err);
+        }
+        channel
+            .basic_ack(last_tag, BasicAckOptions { multiple: true })
+            .await
+            .map_err(amqp_error)?;
+        Ok(count)
+    }
+
+    /// Publishes `message` (Kombu's JSON layout, [`taskq_core::celery::message`]) to Celery's
+    /// queue `queue`, as Celery's producer would, with a confirm.
+    pub(crate) async fn send(&self, link: &Link, queue: &str, message: &str) -> Result<()> {
+        let parts = CeleryParts::from_kombu(message).map_err(|reason| Error::Invalid {
+            what: "Celery message",
+            reason,
+        })?;
+        self.ensure_queue(link, queue).await?;
+        let id = parts
+            .headers
+            .get("id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .or_else(|| parts.correlation_id.clone())
+            .unwrap_or_default();
+        let outgoing = Outgoing::to_queue(queue, parts.body).with_celery_properties(
+            table(&parts.headers),
+            CeleryProperties {
+                correlation_id: id,
+                reply_to: parts.reply_to,
+                priority: parts.priority,
+            },
+        );
+        link.publish(vec![outgoing]).await
+    }
+
+    /// The intake channel, opened (again) when there is none or it closed.
+    async fn channel(&self, link: &Link) -> Result<Channel> {
+        let mut slot = self.channel.lock().await;
+        if let Some(channel) = slot.as_ref().filter(|c| c.status().connected()) {
+            return Ok(channel.clone());
+        }
+        let channel = link.channel().await?;
+        *slot = Some(channel.clone());
+        Ok(channel)
+    }
+
+    /// Makes sure Celery's queue `queue` exists, declaring it as Celery does when it does
+    /// not (a durable classic queue, with a direct exchange of the same name bound to it by
+    /// its name); an existing one is left as it is, whatever its arguments (a quorum queue
+    /// an operator chose stays one).
+    async fn ensure_queue(&self, link: &Link, queue: &str) -> Result<()> {
+        if self.declared.lock().contains(queue) {
+            return Ok(());
+        }
+        if link.inspect_queue(queue).await?.is_err() {
+            let channel = link.channel().await?;
+            let declared = declare_as_celery_does(&channel, queue).await;
+            let _ = channel.close(200, "OK".into()).await;
+            declared?;
+        }
+        self.declared.lock().insert(queue.to_owned());
+        Ok(())
+    }
+}
+
+/// Celery's declaration of queue `name`: the queue, its direct exchange, the binding.
+async fn declare_as_celery_does(channel: &Channel, name: &str) -> Result<()> {
+    channel
+        .queue_declare(
+            name.into(),
+            QueueDeclareOptions::durable(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(amqp_error)?;
+    channel
+        .exchange_declare(
+            name.into(),
+            ExchangeKind::Direct,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(amqp_error)?;
+    channel
+        .queue_bind(
+            name.into(),
+            name.into(),
+            name.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(amqp_error)
+}
+
+/// A Celery message taken from `queue`, as the message for taskq's queue of that name: Kombu's
+/// JSON layout, on the level of its priority, with its task id as the message id (the guard
+/// reads it).
+fn into_taskq_queue(queue: &str, body: Vec<u8>, properties: &BasicProperties) -> Outgoing {
+    let headers = properties
+        .headers()
+        .as_ref()
+        .map(json_of_table)
+        .unwrap_or_default();
+    let content_type = properties
+        .content_type()
+        .as_ref()
+        .map_or_else(|| "application/octet-stream".to_owned(), |t| t.to_string());
+    let mut parts = CeleryParts::new(body, content_type, headers);
+    parts.content_encoding = properties
+        .content_encoding()
+        .as_ref()
+        .map(|e| e.to_string());
+    parts.correlation_id = properties.correlation_id().as_ref().map(|c| c.to_string());
+    parts.reply_to = properties
+        .reply_to()
+        .as_ref()
+        .map(|r| r.to_string())
+        .filter(|r| !r.is_empty());
+    parts.priority = *properties.priority();
+    let id = parts
+        .headers
+        .get("id")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .or_else(|| parts.correlation_id.clone());
+    let level = parts.priority.unwrap_or(0);
+    let mut outgoing = Outgoing::to_queue(
+        &names::level_queue(queue, level),
+        parts.to_kombu(queue).into_bytes(),
+    )
+    .for_queue(queue);
+    if let Some(id) = id {
+        outgoing = outgoing.with_message_id(id);
+    }
+    outgoing
+}
+
+/// JSON headers as an AMQP table (Celery's headers hold nulls, numbers, lists, booleans).
+fn table(headers: &Map<String, Value>) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (name, value) in headers {
+        table.insert(name.as_str().into(), amqp_of_json(value));
+    }
+    table
+}
+
+fn amqp_of_json(value: &Value) -> AMQPValue {
+    match value {
+        Value::Null => AMQPValue::Void,
+        Value::Bool(b) => AMQPValue::Boolean(*b),
+        Value::Number(n) => n.as_i64().map_or_else(
+            || AMQPValue::Double(n.as_f64().unwrap_or_default()),
+            AMQPValue::LongLongInt,
+        ),
+        Value::String(text) => AMQPValue::LongString(text.as_str().into()),
+        Value::Array(items) => {
+            AMQPValue::FieldArray(items.iter().map(amqp_of_json).collect::<Vec<_>>().into())
+        }
+        Value::Object(map) => AMQPValue::FieldTable(table(map)),
+    }
+}
+
+/// An AMQP table as JSON (as Kombu reads headers: strings, numbers, lists, nested tables).
+fn json_of_table(table: &FieldTable) -> Map<String, Value> {
+    table
+        .inner()
+        .iter()
+        .map(|(name, value)| (name.to_string(), json_of_amqp(value)))
+        .collect()
+}
+
+fn json_of_amqp(value: &AMQPValue) -> Value {
+    match value {
+        AMQPValue::Boolean(b) => Value::Bool(*b),
+        AMQPValue::ShortShortInt(n) => Value::from(*n),
+        AMQPValue::ShortShortUInt(n) => Value::from(*n),
+        AMQPValue::ShortInt(n) => Value::from(*n),
+        AMQPValue::ShortUInt(n) => Value::from(*n),
+        AMQPValue::LongInt(n) => Value::from(*n),
+        AMQPValue::LongUInt(n) => Value::from(*n),
+        AMQPValue::LongLongInt(n) => Value::from(*n),
+        AMQPValue::Timestamp(n) => Value::from(*n),
+        AMQPValue::Float(n) => Value::from(*n),
+        AMQPValue::Double(n) => Value::from(*n),
+        AMQPValue::DecimalValue(d) => {
+            Value::from(f64::from(d.value) / 10f64.powi(i32::from(d.scale)))
+        }
+        AMQPValue::ShortString(text) => Value::from(text.as_str()),
+        AMQPValue::LongString(text) => Value::from(String::from_utf8_lossy(text.as_bytes())),
+        AMQPValue::ByteArray(bytes) => Value::from(String::from_utf8_lossy(bytes.as_slice())),
+        AMQPValue::FieldArray(items) => items.as_slice().iter().map(json_of_amqp).collect(),
+        AMQPValue::FieldTable(table) => Value::Object(json_of_table(table)),
+        AMQPValue::Void => Value::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn celerys_headers_survive_the_trip_through_an_amqp_table() {
+        let headers = serde_json::json!({
+            "task": "tasks.add", "id": "0b7f1c36-32a6-4f3c-9a53-2fb0b28c3e4e", "eta": null,
+            "retries": 2, "timelimit": [null, 30.5], "ignore_result": false,
+            "stamps": {"a": ["b"]},
+        });
+        let headers = headers.as_object().unwrap();
+        assert_eq!(&json_of_table(&table(headers)), headers);
+    }
+}

@@ -1,0 +1,82 @@
+//! Python's Celery (pinned from PyPI, in a fresh virtual environment) against taskq on the
+//! private RabbitMQ node, in Celery's own topology: `send_task` in Python reaching a taskq
+//! worker and its result read by `AsyncResult.get()` through Celery's `rpc://` backend; the
+//! taskq client calling a Python Celery worker and reading its `rpc://` replies; Celery chains
+//! across both kinds of worker with results in Redis. Needs python3 with venv and pip
+//! (`.ci/run` checks); fails loudly without.
+
+use std::sync::Arc;
+
+use taskq_amqp::{AmqpBroker, AmqpReplyBackend, RepliesAlongside};
+use taskq_core::Client;
+use taskq_testkit::{
+    celery::{
+        assert_ran, python_worker_answers, run_script, Add, CeleryWorker, Flaky, Refuse, CHAINS,
+        PRODUCER,
+    },
+    RedisServer,
+};
+use taskq_worker::Worker;
+
+use crate::support::node;
+
+/// A client on vhost `url` whose results come through its own reply queue (`results=rpc`).
+async fn rpc_client(url: &str) -> Client {
+    let broker = AmqpBroker::connect(taskq_amqp::AmqpConfig::new(url))
+        .await
+        .unwrap();
+    let results = AmqpReplyBackend::connect(&broker).await.unwrap();
+    Client::new(Arc::new(broker), Arc::new(results))
+}
+
+/// Every call of the Python producer, over RabbitMQ with results through Celery's `rpc://`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_celery_sends_to_a_taskq_worker_and_reads_rpc_replies() {
+    let url = node().fresh_vhost_url();
+    let worker = Worker::builder(rpc_client(&url).await)
+        .register::<Add>()
+        .register::<Refuse>()
+        .register::<Flaky>()
+        .celery_queues(["celery"])
+        .build()
+        .unwrap()
+        .start();
+    let run = run_script("amqp-producer", PRODUCER, &[&url, "rpc://"]).await;
+    worker.stop().await.unwrap();
+    assert_ran(&run, "the Celery producer on RabbitMQ");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_taskq_client_calls_a_python_celery_worker_over_rabbitmq() {
+    let url = node().fresh_vhost_url();
+    let _python = CeleryWorker::start(&url, "rpc://", "celery");
+    python_worker_answers(&rpc_client(&url).await).await;
+}
+
+/// Chains from Python through a Python worker (queue `py`) and a taskq worker (queue `celery`)
+/// on RabbitMQ; results in Redis, which both kinds of worker share (Celery's `rpc://` cannot
+/// carry a chain's result: each step's reply would go to the worker that sent it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn celery_chains_run_across_python_and_taskq_workers_on_rabbitmq() {
+    let url = node().fresh_vhost_url();
+    let redis = RedisServer::start();
+    let _python = CeleryWorker::start(&url, &redis.url(), "py");
+    let broker = AmqpBroker::connect(taskq_amqp::AmqpConfig::new(&url))
+        .await
+        .unwrap();
+    let stored =
+        taskq_redis::RedisResultBackend::connect(taskq_redis::RedisConfig::new(redis.url()))
+            .await
+            .unwrap();
+    let results = RepliesAlongside::new(&broker, Arc::new(stored));
+    let client = Client::new(Arc::new(broker), Arc::new(results));
+    let worker = Worker::builder(client)
+        .register::<Add>()
+        .celery_queues(["celery"])
+        .build()
+        .unwrap()
+        .start();
+    let run = run_script("amqp-chain", CHAINS, &[&url, &redis.url()]).await;
+    worker.stop().await.unwrap();
+    assert_ran(&run, "the chains on RabbitMQ");
+}
