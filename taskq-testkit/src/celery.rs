@@ -91,6 +91,24 @@ eta = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=
 assert get(app.send_task("tasks.add", args=[3, 3], eta=eta)) == 6, "eta"
 
 assert get(app.send_task("tasks.flaky")) == 1, "a retried task ends SUCCESS on its second attempt"
+# Kombu's Redis transport keeps a priority in a list of its own; RabbitMQ in the property.
+assert get(app.send_task("tasks.add", args=[2, 2], priority=5)) == 4, "a priority"
+
+if not sys.argv[2].startswith("rpc"):
+    # A callback's result goes to whoever sent the callback: with rpc:// that is the worker.
+    callback = app.signature("tasks.add", args=(10,))
+    frozen = callback.freeze()
+    assert get(app.send_task("tasks.add", args=[1, 2], link=callback)) == 3, "a linked task"
+    assert get(app.AsyncResult(frozen.id)) == 13, "its callback, with the output first"
+
+errback = app.send_task("tasks.add", args=[1, 2], link_error=app.signature("tasks.add", args=(1,)))
+try:
+    get(errback)
+    raise AssertionError("errbacks are refused")
+except AssertionError:
+    raise
+except Exception as err:
+    assert "`errbacks`" in str(err), repr(err)
 
 failed = app.send_task("tasks.refuse", kwargs={"why": "no thanks"})
 try:

@@ -29,10 +29,45 @@ pub const CELERY_HEADER: &str = "celery";
 /// among its arguments, as a Celery worker does.
 pub const CHAIN_HEADER: &str = "celery-chain";
 
+/// The header that carries a Celery message's `callbacks` (its `link` signatures, JSON): after
+/// a success, the worker sends each with the output first among its arguments, as a Celery
+/// worker does.
+pub const CALLBACKS_HEADER: &str = "celery-callbacks";
+
 /// The key Celery's Redis result backend keeps task `id`'s result under (also the channel it
 /// announces it on).
 pub fn meta_key(id: &TaskId) -> String {
     format!("celery-task-meta-{id}")
+}
+
+/// The priority steps of Kombu's Redis transport, in the order its consumers take them: a
+/// queue's messages sit in one list per step, and 0 (the default) goes first.
+pub const KOMBU_PRIORITY_STEPS: [u8; 4] = [0, 3, 6, 9];
+
+/// The lists Kombu's Redis transport keeps `queue`'s messages in, one per
+/// [`KOMBU_PRIORITY_STEPS`] step, in that order (`queue` itself for step 0).
+///
+/// ```
+/// let lists = taskq_core::celery::kombu_priority_lists("celery");
+/// assert_eq!(lists[0], "celery");
+/// assert_eq!(lists[3], "celery\x06\x169");
+/// ```
+pub fn kombu_priority_lists(queue: &str) -> [String; 4] {
+    KOMBU_PRIORITY_STEPS.map(|step| match step {
+        0 => queue.to_owned(),
+        step => format!("{queue}\x06\x16{step}"),
+    })
+}
+
+/// The taskq priority level a message from Kombu's list of priority `step` goes to: Kombu's
+/// Redis priority runs backwards (0 first), taskq's forwards (9 first).
+///
+/// ```
+/// assert_eq!(taskq_core::celery::level_of_kombu_step(0), 9);
+/// assert_eq!(taskq_core::celery::level_of_kombu_step(9), 0);
+/// ```
+pub fn level_of_kombu_step(step: u8) -> u8 {
+    crate::Priority::HIGHEST.get() - step.min(crate::Priority::HIGHEST.get())
 }
 
 /// A message as Kombu's Redis transport stores it (a JSON object; the body base64).
@@ -102,8 +137,8 @@ pub fn is_celery_message(payload: &str) -> bool {
 /// # Errors
 ///
 /// [`CeleryRefusal`] naming what cannot run: another serializer, an unreadable body, more
-/// positional arguments than the task has fields, or a workflow field (`callbacks`,
-/// `errbacks`, `chain`, `chord`) taskq does not run for Celery messages.
+/// positional arguments than the task has fields, or a workflow field taskq does not run for
+/// Celery messages (`errbacks`, `chord`, a group or chord among the chain or callbacks).
 pub fn envelope_from_celery(
     payload: &str,
     queue: &str,
@@ -161,13 +196,28 @@ pub fn envelope_from_celery(
             "the Celery message's body is not [args, kwargs, embed]: {err}"
         ))
     })?;
-    let chain = embed
-        .as_ref()
-        .and_then(|e| e.get("chain"))
-        .and_then(Value::as_array)
-        .filter(|steps| !steps.is_empty())
-        .map(|steps| Value::Array(steps.clone()).to_string());
-    for field in ["callbacks", "errbacks", "chord"] {
+    let signatures = |field: &str| -> Result<Option<String>, CeleryRefusal> {
+        let Some(list) = embed.as_ref().and_then(|e| e.get(field)) else {
+            return Ok(None);
+        };
+        match list {
+            Value::Null => Ok(None),
+            Value::Array(items) if items.is_empty() => Ok(None),
+            Value::Array(items) => {
+                items
+                    .iter()
+                    .try_for_each(|item| plain_signature(item, field))
+                    .map_err(&refuse)?;
+                Ok(Some(list.to_string()))
+            }
+            other => Err(refuse(format!(
+                "the Celery message's `{field}` is not a list of signatures: {other}"
+            ))),
+        }
+    };
+    let chain = signatures("chain")?;
+    let callbacks = signatures("callbacks")?;
+    for field in ["errbacks", "chord"] {
         if embed
             .as_ref()
             .and_then(|e| e.get(field))
@@ -198,7 +248,28 @@ pub fn envelope_from_celery(
     if let Some(chain) = chain {
         envelope.headers.insert(CHAIN_HEADER.to_owned(), chain);
     }
+    if let Some(callbacks) = callbacks {
+        envelope
+            .headers
+            .insert(CALLBACKS_HEADER.to_owned(), callbacks);
+    }
     Ok(envelope)
+}
+
+/// Whether `signature` (a step of `field`) is one taskq can send on: a single task by name,
+/// not a group, chord or chain of its own.
+fn plain_signature(signature: &Value, field: &str) -> Result<(), String> {
+    if let Some(kind) = signature["subtask_type"].as_str() {
+        return Err(format!(
+            "the Celery message's `{field}` holds a {kind}, which taskq does not run for Celery messages (docs/celery.md)"
+        ));
+    }
+    if !signature["task"].is_string() {
+        return Err(format!(
+            "the Celery message's `{field}` holds a signature without a task name: {signature}"
+        ));
+    }
+    Ok(())
 }
 
 /// Keyword arguments by name, positional ones onto the fields in declaration order.
@@ -376,6 +447,31 @@ fn message_with_chain(
     .to_string()
 }
 
+/// What a Celery message whose task returned `output` sends on, as a Celery worker would: the
+/// next step of its chain (from [`CHAIN_HEADER`]) and each of its callbacks (from
+/// [`CALLBACKS_HEADER`]), as (queue, message) pairs.
+///
+/// # Errors
+///
+/// What about them cannot be read, in words.
+pub fn follow_ups(
+    headers: &BTreeMap<String, String>,
+    output: &Value,
+) -> Result<Vec<(String, String)>, String> {
+    let mut messages = Vec::new();
+    if let Some(chain) = headers.get(CHAIN_HEADER) {
+        messages.push(next_in_chain(chain, output)?);
+    }
+    if let Some(callbacks) = headers.get(CALLBACKS_HEADER) {
+        let callbacks: Vec<Value> = serde_json::from_str(callbacks)
+            .map_err(|err| format!("unreadable Celery callbacks: {err}"))?;
+        for callback in &callbacks {
+            messages.push(signature_message(callback, output, Value::Null)?);
+        }
+    }
+    Ok(messages)
+}
+
 /// The next step of a Celery chain after a step that returned `output`: the queue to send it
 /// to and the message (its `task_id` as Celery assigned it, the output first among its
 /// arguments unless the signature is immutable, the rest of the chain with it).
@@ -389,30 +485,40 @@ pub fn next_in_chain(chain: &str, output: &Value) -> Result<(String, String), St
     let next = steps
         .pop()
         .ok_or_else(|| "an empty Celery chain".to_owned())?;
-    let name = next["task"]
-        .as_str()
-        .ok_or_else(|| format!("a Celery chain step without a task name: {next}"))?;
-    let options = &next["options"];
-    let id = options["task_id"]
-        .as_str()
-        .and_then(|id| id.parse().ok())
-        .unwrap_or_else(TaskId::new);
-    let mut args = next["args"].as_array().cloned().unwrap_or_default();
-    if !next["immutable"].as_bool().unwrap_or(false) {
-        args.insert(0, output.clone());
-    }
-    let kwargs = next["kwargs"].as_object().cloned().unwrap_or_default();
-    let queue = options["queue"]
-        .as_str()
-        .or_else(|| options["routing_key"].as_str())
-        .unwrap_or("celery")
-        .to_owned();
     let rest = if steps.is_empty() {
         Value::Null
     } else {
         Value::Array(steps)
     };
-    let message = message_with_chain(name, id, &args, &kwargs, &queue, rest, "");
+    signature_message(&next, output, rest)
+}
+
+/// The message for Celery `signature` after a task that returned `output`, carrying `chain`
+/// (the rest of a chain, or null): its queue and the message.
+fn signature_message(
+    signature: &Value,
+    output: &Value,
+    chain: Value,
+) -> Result<(String, String), String> {
+    let name = signature["task"]
+        .as_str()
+        .ok_or_else(|| format!("a Celery signature without a task name: {signature}"))?;
+    let options = &signature["options"];
+    let id = options["task_id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(TaskId::new);
+    let mut args = signature["args"].as_array().cloned().unwrap_or_default();
+    if !signature["immutable"].as_bool().unwrap_or(false) {
+        args.insert(0, output.clone());
+    }
+    let kwargs = signature["kwargs"].as_object().cloned().unwrap_or_default();
+    let queue = options["queue"]
+        .as_str()
+        .or_else(|| options["routing_key"].as_str())
+        .unwrap_or("celery")
+        .to_owned();
+    let message = message_with_chain(name, id, &args, &kwargs, &queue, chain, "");
     Ok((queue, message))
 }
 
@@ -607,6 +713,39 @@ mod tests {
     }
 
     #[test]
+    fn callbacks_are_sent_on_with_the_output_first() {
+        let callbacks = serde_json::json!([
+            {"task": "notify", "args": ["done"], "kwargs": {}, "options": {"queue": "py"}},
+            {"task": "log", "args": [], "kwargs": {}, "options": {}, "immutable": true},
+        ]);
+        let body = serde_json::json!([[1, 2], {}, {"callbacks": callbacks}]);
+        let envelope =
+            envelope_from_celery(&message(&body, headers()), "celery", Utc::now(), |_| {
+                shape()
+            })
+            .unwrap();
+        let sent = follow_ups(&envelope.headers, &serde_json::json!(3)).unwrap();
+        let read = |(queue, message): &(String, String)| {
+            let next = envelope_from_celery(message, queue, Utc::now(), |_| {
+                Some(ArgumentShape::new(&["output", "what"], &[]))
+            })
+            .unwrap();
+            (queue.clone(), next.task, next.args.get().to_owned())
+        };
+        assert_eq!(
+            sent.iter().map(read).collect::<Vec<_>>(),
+            vec![
+                (
+                    "py".into(),
+                    "notify".into(),
+                    r#"{"output":3,"what":"done"}"#.into()
+                ),
+                ("celery".into(), "log".into(), "{}".into()),
+            ]
+        );
+    }
+
+    #[test]
     fn what_cannot_run_is_refused_naming_why() {
         let refused = |body: Value| {
             envelope_from_celery(&message(&body, headers()), "celery", Utc::now(), |_| {
@@ -614,6 +753,12 @@ mod tests {
             })
             .unwrap_err()
         };
+        let group = refused(
+            serde_json::json!([[1, 2], {}, {"chain": [{"task": "celery.group", "subtask_type": "group"}]}]),
+        );
+        assert!(group.reason.contains("`chain` holds a group"), "{group}");
+        let errbacks = refused(serde_json::json!([[1, 2], {}, {"errbacks": [{"task": "x"}]}]));
+        assert!(errbacks.reason.contains("`errbacks`"), "{errbacks}");
         let chord = refused(serde_json::json!([[1, 2], {}, {"chord": {"task": "x"}}]));
         assert!(chord.reason.contains("`chord`"), "{chord}");
         assert_eq!(chord.task.as_deref(), Some("tasks.add"));

@@ -261,9 +261,14 @@ impl Transport for RedisBroker {
             });
         }
         let keys = QueueKeys::new(queue);
-        let moved: usize = scripts::CELERY_INTAKE
-            .key(queue)
-            .key(keys.pending(0))
+        let mut script = scripts::CELERY_INTAKE.prepare_invoke();
+        for list in taskq_core::celery::kombu_priority_lists(queue) {
+            script.key(list);
+        }
+        for step in taskq_core::celery::KOMBU_PRIORITY_STEPS {
+            script.key(keys.pending(taskq_core::celery::level_of_kombu_step(step)));
+        }
+        let moved: usize = script
             .key(keys.wake())
             .arg(max)
             .invoke_async(&mut self.conn())

@@ -8,24 +8,30 @@ use taskq_core::{celery, DeadReason, Delivery, Envelope, OutboundMessage, TaskRe
 
 use super::{executor::Executor, refuse};
 
-/// After a success: sends the next step of the Celery chain the message carries, if any, as a
-/// Celery worker would (the output first among its arguments), before the message is
-/// settled. At least once: a worker that dies between this send and its ack sends it again
-/// on redelivery, with the same task id. `Ok(false)` when shutdown's grace period ended before
-/// the send landed (the message then goes back unchanged); errs with what about the chain
-/// cannot be read.
-pub(super) async fn continue_chain(
+/// After a success: sends what the Celery message carries on (the next step of its chain, its
+/// callbacks), as a Celery worker would (the output first among their arguments), before the
+/// message is settled. At least once: a worker that dies between these sends and its ack sends
+/// them again on redelivery, with the same task ids where Celery assigned them. `Ok(false)`
+/// when shutdown's grace period ended before a send landed (the message then goes back
+/// unchanged); errs with what cannot be read.
+pub(super) async fn send_follow_ups(
     executor: &Executor,
     envelope: &Envelope,
     output: &serde_json::value::RawValue,
 ) -> Result<bool, String> {
-    let Some(chain) = envelope.headers.get(celery::CHAIN_HEADER) else {
+    if !envelope.headers.contains_key(celery::CHAIN_HEADER)
+        && !envelope.headers.contains_key(celery::CALLBACKS_HEADER)
+    {
         return Ok(true);
-    };
+    }
     let output: serde_json::Value = serde_json::from_str(output.get())
         .map_err(|err| format!("the output does not read back as JSON: {err}"))?;
-    let (queue, message) = celery::next_in_chain(chain, &output)?;
-    Ok(executor.settler.send_celery(&queue, message).await)
+    for (queue, message) in celery::follow_ups(&envelope.headers, &output)? {
+        if !executor.settler.send_celery(&queue, message).await {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// The envelope a Celery message becomes, or `None` when it was settled here (refused, or put
@@ -38,7 +44,7 @@ pub(super) async fn read(executor: &Executor, delivery: &Delivery) -> Option<Env
             .get(name)
             .and_then(|task| task.options.arguments().cloned())
     };
-    let envelope = match celery::envelope_from_celery(
+    let mut envelope = match celery::envelope_from_celery(
         delivery.payload(),
         delivery.queue(),
         now,
@@ -76,6 +82,9 @@ pub(super) async fn read(executor: &Executor, delivery: &Delivery) -> Option<Env
             return None;
         }
     };
+    // The level the intake put it on (from its priority in Celery's queue): a retry or a
+    // put-off keeps it.
+    envelope.priority = delivery.priority();
     if envelope.eta.is_some_and(|eta| eta > now) {
         // Into the scheduled set as a taskq envelope (still marked Celery's), due at its eta.
         let delivery = delivery.clone().with_id(envelope.id);

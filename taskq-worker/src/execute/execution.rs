@@ -201,7 +201,7 @@ impl Execution<'_> {
                     self.fail(&task, error).await;
                     return Disposition::Settled;
                 }
-                match super::celery::continue_chain(executor, self.envelope, &output).await {
+                match super::celery::send_follow_ups(executor, self.envelope, &output).await {
                     Ok(true) => {}
                     // Shutdown ended first: it goes back unchanged and runs again.
                     Ok(false) => return Disposition::Interrupted,
