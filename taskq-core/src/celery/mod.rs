@@ -504,10 +504,11 @@ fn signature_message(
         .as_str()
         .ok_or_else(|| format!("a Celery signature without a task name: {signature}"))?;
     let options = &signature["options"];
-    let id = options["task_id"]
+    // The id Celery assigned when it froze the signature, or a fresh one.
+    let id: TaskId = options["task_id"]
         .as_str()
         .and_then(|id| id.parse().ok())
-        .unwrap_or_else(TaskId::new);
+        .unwrap_or_default();
     let mut args = signature["args"].as_array().cloned().unwrap_or_default();
     if !signature["immutable"].as_bool().unwrap_or(false) {
         args.insert(0, output.clone());
