@@ -42,7 +42,7 @@ impl Run for Refuse {
     }
 }
 
-/// Fails its first attempt, then succeeds with the attempt it ran as.
+/// Fails its first attempt, then succeeds a second later with the attempt it ran as.
 #[derive(Debug, Task, Serialize, Deserialize)]
 #[task(name = "tasks.flaky", queue = "celery", max_retries = 3)]
 pub struct Flaky {}
@@ -52,7 +52,7 @@ impl Run for Flaky {
     async fn run(self, ctx: TaskContext) -> Result<u32, TaskError> {
         if ctx.attempt() == 0 {
             return Err(TaskError::retry_after(
-                std::time::Duration::from_millis(100),
+                std::time::Duration::from_secs(1),
                 "first attempts fail",
             ));
         }
@@ -90,7 +90,15 @@ assert time.monotonic() - started >= 1.5, "ran before its countdown"
 eta = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=1)
 assert get(app.send_task("tasks.add", args=[3, 3], eta=eta)) == 6, "eta"
 
-assert get(app.send_task("tasks.flaky")) == 1, "a retried task ends SUCCESS on its second attempt"
+flaky = app.send_task("tasks.flaky")
+states = set()
+deadline = time.monotonic() + 30
+while not flaky.ready():
+    assert time.monotonic() < deadline, "the retried task did not end"
+    states.add(flaky.state)
+    time.sleep(0.05)
+assert "RETRY" in states, f"the wait between attempts reads RETRY, not {states}"
+assert flaky.get(timeout=5) == 1, "a retried task ends SUCCESS on its second attempt"
 # Kombu's Redis transport keeps a priority in a list of its own; RabbitMQ in the property.
 assert get(app.send_task("tasks.add", args=[2, 2], priority=5)) == 4, "a priority"
 
@@ -240,8 +248,9 @@ impl CeleryWorker {
     }
 }
 
-/// Sends `py.mul(6, b=7)` and `py.boom()` through `client` to a [`CeleryWorker`] on Celery's
-/// default queue, and asserts what comes back: 42, and a FAILURE with Python's traceback.
+/// Sends `py.mul(6, b=7)`, `py.mul(2, 3)` with a countdown of a second, and `py.boom()`
+/// through `client` to a [`CeleryWorker`] on Celery's default queue, and asserts what comes
+/// back: 42, 6 no earlier than the countdown, and a FAILURE with Python's traceback.
 ///
 /// # Panics
 ///
@@ -260,6 +269,19 @@ pub async fn python_worker_answers(client: &taskq_core::Client) {
         (product.status.as_str(), product.result.clone()),
         ("SUCCESS", serde_json::json!(42)),
         "{product:?}"
+    );
+    let sent = std::time::Instant::now();
+    let later = client
+        .celery()
+        .countdown(std::time::Duration::from_secs(1))
+        .send_task("py.mul", vec![2.into(), 3.into()], serde_json::Map::new())
+        .await
+        .expect("send py.mul with a countdown");
+    let product = celery.wait(later, wait).await.expect("py.mul's result");
+    assert_eq!(product.result, serde_json::json!(6), "{product:?}");
+    assert!(
+        sent.elapsed() >= std::time::Duration::from_millis(900),
+        "ran before its countdown"
     );
     let boom = celery
         .send_task("py.boom", Vec::new(), serde_json::Map::new())

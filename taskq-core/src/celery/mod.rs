@@ -320,10 +320,11 @@ fn time(text: Option<&str>, what: &str) -> Result<Option<DateTime<Utc>>, String>
         })
 }
 
-/// The record Celery's Redis result backend keeps for a task that reached a final state (as
-/// `celery.backends.base` writes it): `status`, `result` (the output, or for a failure the
-/// exception Celery's client raises, named `TaskqTaskFailed`), `traceback`, `children`,
-/// `date_done`, `task_id`. `None` for states in progress.
+/// The record Celery's Redis result backend keeps for a task that reached a final state or is
+/// waiting to be retried (as `celery.backends.base` writes it): `status`, `result` (the
+/// output, or for a failure or retry the exception, named `TaskqTaskFailed`), `traceback`,
+/// `children`, `date_done`, `task_id`. `None` for the other states in progress (Celery writes
+/// STARTED only with `task_track_started`; a write per start would cost every task).
 ///
 /// ```
 /// use taskq_core::{celery, TaskId, TaskResult, TaskState};
@@ -332,9 +333,11 @@ fn time(text: Option<&str>, what: &str) -> Result<Option<DateTime<Utc>>, String>
 /// let meta: serde_json::Value = serde_json::from_str(&celery::meta_record(&record).unwrap()).unwrap();
 /// assert_eq!(meta["status"], "FAILURE");
 /// assert_eq!(meta["result"]["exc_message"][0], "boom");
+/// let retrying = TaskResult::new(TaskId::new(), "tasks.add", TaskState::Retry, chrono::Utc::now());
+/// assert!(celery::meta_record(&retrying).unwrap().contains(r#""status":"RETRY""#));
 /// ```
 pub fn meta_record(record: &TaskResult) -> Option<String> {
-    if !record.state.is_ready() {
+    if !record.state.is_ready() && record.state != TaskState::Retry {
         return None;
     }
     let result = match record.state {
@@ -410,20 +413,44 @@ pub fn message(
     kwargs: &Map<String, Value>,
     queue: &str,
 ) -> String {
-    message_with_chain(name, id, args, kwargs, queue, Value::Null, "")
+    message_with(name, id, args, kwargs, queue, Extras::default())
 }
 
-/// [`message`] whose `chain` field is `chain` (signatures, the next one last), naming
-/// `reply_to` (empty for none) as the queue its result is delivered to (Celery's `rpc://`).
-fn message_with_chain(
+/// What a Celery message carries besides its task, id, arguments and queue.
+#[derive(Debug, Default)]
+struct Extras<'a> {
+    /// The rest of a chain (signatures, the next one last), or null.
+    chain: Value,
+    /// The queue its result is delivered to (Celery's `rpc://`), or empty.
+    reply_to: &'a str,
+    /// Not to run before.
+    eta: Option<DateTime<Utc>>,
+    /// Not to run after.
+    expires: Option<DateTime<Utc>>,
+}
+
+/// A time as Celery's producer writes it (ISO 8601 with microseconds and the offset).
+fn iso(at: Option<DateTime<Utc>>) -> Value {
+    at.map_or(Value::Null, |at| {
+        Value::from(at.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string())
+    })
+}
+
+/// [`message`] with `extras`.
+fn message_with(
     name: &str,
     id: TaskId,
     args: &[Value],
     kwargs: &Map<String, Value>,
     queue: &str,
-    chain: Value,
-    reply_to: &str,
+    extras: Extras<'_>,
 ) -> String {
+    let Extras {
+        chain,
+        reply_to,
+        eta,
+        expires,
+    } = extras;
     let body = serde_json::json!([args, kwargs, {"callbacks": null, "errbacks": null, "chain": chain, "chord": null}]);
     let body = base64::engine::general_purpose::STANDARD.encode(body.to_string());
     let id = id.to_string();
@@ -432,7 +459,7 @@ fn message_with_chain(
         "content-encoding": "utf-8",
         "content-type": "application/json",
         "headers": {
-            "lang": "py", "task": name, "id": id, "shadow": null, "eta": null, "expires": null,
+            "lang": "py", "task": name, "id": id, "shadow": null, "eta": iso(eta), "expires": iso(expires),
             "group": null, "group_index": null, "retries": 0, "timelimit": [null, null],
             "root_id": id, "parent_id": null, "argsrepr": Value::from(args.to_vec()).to_string(),
             "kwargsrepr": Value::Object(kwargs.clone()).to_string(), "origin": "taskq",
@@ -519,7 +546,11 @@ fn signature_message(
         .or_else(|| options["routing_key"].as_str())
         .unwrap_or("celery")
         .to_owned();
-    let message = message_with_chain(name, id, &args, &kwargs, &queue, chain, "");
+    let extras = Extras {
+        chain,
+        ..Extras::default()
+    };
+    let message = message_with(name, id, &args, &kwargs, &queue, extras);
     Ok((queue, message))
 }
 
@@ -564,6 +595,9 @@ impl CeleryResult {
 pub struct CeleryClient<'a> {
     client: &'a crate::Client,
     queue: String,
+    countdown: Option<std::time::Duration>,
+    eta: Option<DateTime<Utc>>,
+    expires: Option<DateTime<Utc>>,
 }
 
 impl<'a> CeleryClient<'a> {
@@ -571,12 +605,33 @@ impl<'a> CeleryClient<'a> {
         Self {
             client,
             queue: "celery".to_owned(),
+            countdown: None,
+            eta: None,
+            expires: None,
         }
     }
 
     /// Sends to `queue` instead of Celery's default `celery`.
     pub fn queue(mut self, queue: impl Into<String>) -> Self {
         self.queue = queue.into();
+        self
+    }
+
+    /// Not to run until `delay` after it is sent (Celery's `countdown`).
+    pub fn countdown(mut self, delay: std::time::Duration) -> Self {
+        self.countdown = Some(delay);
+        self
+    }
+
+    /// Not to run before `at` (Celery's `eta`).
+    pub fn eta(mut self, at: DateTime<Utc>) -> Self {
+        self.eta = Some(at);
+        self
+    }
+
+    /// Not to run after `at` (Celery's `expires`: a worker marks it REVOKED instead).
+    pub fn expires(mut self, at: DateTime<Utc>) -> Self {
+        self.expires = Some(at);
         self
     }
 
@@ -598,8 +653,17 @@ impl<'a> CeleryClient<'a> {
         // A backend that delivers results (RabbitMQ's reply queue) names its queue, where a
         // Celery worker on `rpc://` answers.
         let reply_to = self.client.backend().reply_to().unwrap_or_default();
-        let message =
-            message_with_chain(name, id, &args, &kwargs, &self.queue, Value::Null, reply_to);
+        let countdown = self
+            .countdown
+            .and_then(|delay| chrono::Duration::from_std(delay).ok())
+            .map(|delay| self.client.broker().clock().now() + delay);
+        let extras = Extras {
+            reply_to,
+            eta: countdown.or(self.eta),
+            expires: self.expires,
+            ..Extras::default()
+        };
+        let message = message_with(name, id, &args, &kwargs, &self.queue, extras);
         self.client
             .broker()
             .send_celery(&self.queue, message)
