@@ -3,10 +3,10 @@
 //!
 //! - **Intake**: what a Python producer sends there is moved into taskq's queue of the same
 //!   name (its level queue by the message's priority), in Kombu's JSON layout, which taskq's
-//!   worker reads ([`taskq_core::celery`]). Each batch is taken unacknowledged
-//!   (`basic.get`), published with confirms, then acknowledged: a crash in between leaves the
-//!   messages in Celery's queue, which RabbitMQ hands out again (at least once; the copy
-//!   already moved runs under the same task id).
+//!   worker reads ([`taskq_core::celery`]). A consumer with a prefetch receives them
+//!   unacknowledged; each take publishes what arrived with confirms, then acknowledges it: a
+//!   crash in between leaves the messages in Celery's queue, which RabbitMQ hands out again
+//!   (at least once; the copy already moved runs under the same task id).
 //! - **Sending** for Python workers: the message published to Celery's queue as Celery's
 //!   producer publishes it (body, protocol 2 headers, correlation id, reply queue).
 //! - **Replies** (Celery's `rpc://` result backend): see [`crate::replies`].
@@ -15,12 +15,13 @@
 //! guard keep a long task from being redelivered past RabbitMQ's `consumer_timeout`
 //! (celery #6760).
 
-use std::collections::HashSet;
+use std::collections::{hash_map::Entry, HashMap, HashSet};
 
+use futures_util::{FutureExt, StreamExt};
 use lapin::{
     options::{
-        BasicAckOptions, BasicGetOptions, BasicNackOptions, ExchangeDeclareOptions,
-        QueueBindOptions, QueueDeclareOptions,
+        BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+        ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
     },
     types::{AMQPValue, FieldTable},
     BasicProperties, Channel, ExchangeKind,
@@ -36,13 +37,70 @@ use crate::{
     publish::{CeleryProperties, Outgoing},
 };
 
-/// The intake's state: its channel, and the Celery queues this process made sure of.
+/// How many of Celery's messages RabbitMQ pushes to an intake ahead of its takes.
+const INTAKE_PREFETCH: u16 = 1000;
+
+/// Celery's queues as this process uses them: an intake per queue it serves, and the queues
+/// it made sure of.
 #[derive(Debug, Default)]
 pub(crate) struct Celery {
-    /// The channel intake takes on (`basic.get`, then acks); replaced when closed.
-    channel: tokio::sync::Mutex<Option<Channel>>,
+    /// Per Celery queue served: its consumer, opened (again) on the first take after a loss.
+    intakes: tokio::sync::Mutex<HashMap<String, Intake>>,
     /// Celery queues known to exist.
     declared: Mutex<HashSet<String>>,
+}
+
+/// A consumer of one Celery queue on a channel of its own (its delivery tags, its acks):
+/// RabbitMQ pushes up to [`INTAKE_PREFETCH`] messages, held unacknowledged until a take moves
+/// them (a lost connection hands them out again).
+struct Intake {
+    channel: Channel,
+    consumer: lapin::Consumer,
+}
+
+impl std::fmt::Debug for Intake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Intake").finish_non_exhaustive()
+    }
+}
+
+impl Intake {
+    async fn open(link: &Link, queue: &str) -> Result<Self> {
+        let channel = link.channel().await?;
+        channel
+            .basic_qos(INTAKE_PREFETCH, BasicQosOptions::default())
+            .await
+            .map_err(amqp_error)?;
+        let consumer = channel
+            .basic_consume(
+                queue.into(),
+                format!("taskq-celery-intake/{queue}").as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(amqp_error)?;
+        Ok(Self { channel, consumer })
+    }
+
+    /// What RabbitMQ pushed so far, up to `max`, without waiting; `Err` when the consumer
+    /// ended (its channel or connection closed).
+    fn received(&mut self, max: usize) -> Result<Vec<lapin::message::Delivery>> {
+        let mut received = Vec::new();
+        while received.len() < max {
+            match self.consumer.next().now_or_never() {
+                None => break,
+                Some(Some(Ok(delivery))) => received.push(delivery),
+                Some(Some(Err(err))) => return Err(amqp_error(err)),
+                Some(None) => {
+                    return Err(crate::error::refused(
+                        "the Celery intake's consumer ended (its channel closed)",
+                    ))
+                }
+            }
+        }
+        Ok(received)
+    }
 }
 
 impl Celery {
@@ -54,26 +112,31 @@ impl Celery {
         if max == 0 {
             return Ok(0);
         }
-        let channel = self.channel(link).await?;
-        let mut moved = Vec::new();
-        let mut last_tag = None;
-        while moved.len() < max {
-            let got = channel
-                .basic_get(queue.into(), BasicGetOptions { no_ack: false })
-                .await
-                .map_err(amqp_error)?;
-            let Some(got) = got else { break };
-            let delivery = got.delivery;
-            last_tag = Some(delivery.delivery_tag);
-            moved.push(into_taskq_queue(queue, delivery.data, &delivery.properties));
-        }
-        let Some(last_tag) = last_tag else {
+        let mut intakes = self.intakes.lock().await;
+        let intake = match intakes.entry(queue.to_owned()) {
+            Entry::Occupied(open) => open.into_mut(),
+            Entry::Vacant(slot) => slot.insert(Intake::open(link, queue).await?),
+        };
+        let received = match intake.received(max) {
+            Ok(received) => received,
+            Err(err) => {
+                // Opened again on the next take; what it held goes back to Celery's queue.
+                intakes.remove(queue);
+                return Err(err);
+            }
+        };
+        let Some(last_tag) = received.last().map(|d| d.delivery_tag) else {
             return Ok(0);
         };
-        let count = moved.len();
+        let count = received.len();
+        let moved = received
+            .into_iter()
+            .map(|d| into_taskq_queue(queue, d.data, &d.properties))
+            .collect();
         if let Err(err) = link.publish(moved).await {
-            // Back to Celery's queue, all of them: the next round tries again.
-            let _ = channel
+            // Back to Celery's queue, all of them: a later take moves them again.
+            let _ = intake
+                .channel
                 .basic_nack(
                     last_tag,
                     BasicNackOptions {
@@ -84,10 +147,15 @@ impl Celery {
                 .await;
             return Err(err);
         }
-        channel
+        if let Err(err) = intake
+            .channel
             .basic_ack(last_tag, BasicAckOptions { multiple: true })
             .await
-            .map_err(amqp_error)?;
+        {
+            // Published, not acknowledged: RabbitMQ hands them out again (at least once).
+            intakes.remove(queue);
+            return Err(amqp_error(err));
+        }
         Ok(count)
     }
 
@@ -117,30 +185,23 @@ impl Celery {
         link.publish(vec![outgoing]).await
     }
 
-    /// The intake channel, opened (again) when there is none or it closed.
-    async fn channel(&self, link: &Link) -> Result<Channel> {
-        let mut slot = self.channel.lock().await;
-        if let Some(channel) = slot.as_ref().filter(|c| c.status().connected()) {
-            return Ok(channel.clone());
-        }
-        let channel = link.channel().await?;
-        *slot = Some(channel.clone());
-        Ok(channel)
-    }
-
-    /// Makes sure Celery's queue `queue` exists, declaring it as Celery does when it does
-    /// not (a durable classic queue, with a direct exchange of the same name bound to it by
-    /// its name); an existing one is left as it is, whatever its arguments (a quorum queue
-    /// an operator chose stays one).
+    /// Makes sure Celery's queue `queue` exists, declaring it as Celery does (a durable
+    /// classic queue, with a direct exchange of the same name bound to it by its name); one
+    /// that exists with other arguments is used as it is (a quorum queue an operator chose
+    /// stays one).
     async fn ensure_queue(&self, link: &Link, queue: &str) -> Result<()> {
         if self.declared.lock().contains(queue) {
             return Ok(());
         }
-        if link.inspect_queue(queue).await?.is_err() {
-            let channel = link.channel().await?;
-            let declared = declare_as_celery_does(&channel, queue).await;
-            let _ = channel.close(200, "OK".into()).await;
-            declared?;
+        // On a channel of its own: RabbitMQ closes the channel that a refused declaration
+        // was made on.
+        let channel = link.channel().await?;
+        let declared = declare_as_celery_does(&channel, queue).await;
+        let _ = channel.close(200, "OK".into()).await;
+        match declared {
+            Ok(()) => {}
+            Err(err) if crate::link::is_inequivalent(&err) => {}
+            Err(err) => return Err(err),
         }
         self.declared.lock().insert(queue.to_owned());
         Ok(())

@@ -458,7 +458,7 @@ async fn declare_bound(
 }
 
 /// True when RabbitMQ refused a declaration because the queue exists with other arguments.
-fn is_inequivalent(err: &Error) -> bool {
+pub(crate) fn is_inequivalent(err: &Error) -> bool {
     taskq_core::error_chain(err).contains("PRECONDITION_FAILED")
 }
 

@@ -1,10 +1,12 @@
 //! The intake of Celery-protocol queues: moves what Python's Celery sends to the worker's
-//! Celery queues into taskq's queues of the same names ([`Transport::take_celery`], one atomic
-//! move per message), where the fetch loop takes them like any other message.
+//! Celery queues into taskq's queues of the same names ([`Transport::take_celery`]: one
+//! atomic move per message on Redis; confirmed, then acknowledged on RabbitMQ), where the
+//! fetch loop takes them like any other message.
 //!
-//! It polls: Kombu's producers do not wake taskq's idle workers, so an empty round waits
-//! [`IDLE_POLL`] (one command per queue per round; Celery's own Redis consumers block on a
-//! one-second `BRPOP`).
+//! It polls: Celery's producers do not wake taskq's idle workers, so an empty round waits
+//! [`IDLE_POLL`] (on Redis one command per queue per round; Celery's own Redis consumers
+//! block on a one-second `BRPOP`. On RabbitMQ the messages are pushed to the intake's
+//! consumer and a round that finds none sends nothing).
 //!
 //! [`Transport::take_celery`]: taskq_core::Transport::take_celery
 
