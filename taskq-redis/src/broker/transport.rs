@@ -17,6 +17,20 @@ use taskq_core::history::{minute_of, HISTORY_KEPT_MINUTES};
 const HISTORY_KEPT_MS: i64 = HISTORY_KEPT_MINUTES * 60_000;
 use crate::{error::redis_error, keys::QueueKeys, scripts};
 
+impl RedisBroker {
+    /// Celery's queues cannot be served on a cluster: Kombu's lists and taskq's queue fall in
+    /// different slots, and Celery's Redis transport does not run on a cluster either.
+    fn refuse_celery_on_a_cluster(&self) -> Result<()> {
+        if self.shared.server.is_cluster() {
+            return Err(Error::Unsupported {
+                feature: "Celery-protocol queues",
+                reason: "Celery's Redis transport does not run on Redis Cluster: serve Celery's queues from a single Redis or a Sentinel group",
+            });
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Transport for RedisBroker {
     fn clock(&self) -> Clock {
@@ -241,6 +255,7 @@ impl Transport for RedisBroker {
     }
 
     async fn send_celery(&self, queue: &str, message: String) -> Result<()> {
+        self.refuse_celery_on_a_cluster()?;
         // Kombu's consumers take from the right of the queue's list; producers push left.
         let _: i64 = redis::cmd("LPUSH")
             .arg(queue)
@@ -252,14 +267,7 @@ impl Transport for RedisBroker {
     }
 
     async fn take_celery(&self, queue: &str, max: usize) -> Result<usize> {
-        if self.shared.server.is_cluster() {
-            // Kombu's list and taskq's queue fall in different slots; Celery's Redis transport
-            // does not run on a cluster either.
-            return Err(Error::Unsupported {
-                feature: "Celery-protocol queues",
-                reason: "Celery's Redis transport does not run on Redis Cluster: serve Celery's queues from a single Redis or a Sentinel group",
-            });
-        }
+        self.refuse_celery_on_a_cluster()?;
         let keys = QueueKeys::new(queue);
         let mut script = scripts::CELERY_INTAKE.prepare_invoke();
         for list in taskq_core::celery::kombu_priority_lists(queue) {

@@ -139,3 +139,23 @@ async fn credentials_in_a_cluster_url_reach_every_node() {
     let err = refused.expect_err("a wrong password is refused");
     assert!(!err.is_transient(), "{err:?}");
 }
+
+/// Celery's Redis transport does not run on a cluster (its lists and taskq's queue would fall
+/// in different slots): both directions refuse, naming the feature, instead of moving nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn celery_queues_are_refused_on_a_cluster() {
+    let broker = RedisBroker::connect(config()).await.expect("connect");
+    let taken = broker.take_celery("celery", 0).await.unwrap_err();
+    let message = taskq_core::celery::message(
+        "tasks.add",
+        taskq_core::TaskId::new(),
+        &[],
+        &serde_json::Map::new(),
+        "celery",
+    );
+    let sent = broker.send_celery("celery", message).await.unwrap_err();
+    for refused in [taken, sent] {
+        let refused = taskq_core::error_chain(&refused);
+        assert!(refused.contains("Celery-protocol queues"), "{refused}");
+    }
+}
