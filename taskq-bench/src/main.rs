@@ -42,6 +42,11 @@ struct Cli {
     /// Seconds the idle workload observes an idle worker.
     #[arg(long, default_value_t = 5)]
     idle_seconds: u64,
+    /// Idle workers the idle workloads start in this process (each with its own blocking
+    /// connection and background duties, as separate worker processes have); the report is per
+    /// worker.
+    #[arg(long, default_value_t = 1)]
+    idle_workers: usize,
     /// Sign every task with this key (KEY-ID:HEX-SECRET) and make the worker require
     /// signatures, to measure what signing costs.
     #[arg(long)]
@@ -122,10 +127,12 @@ enum Workload {
     /// FairHot without partition keys: the cold tasks wait behind the hot backlog (the
     /// baseline FairHot is judged against).
     FairHotPlain,
-    /// Redis commands per second of an idle worker.
+    /// Redis commands and Redis CPU per second of an idle worker (`--idle-workers` of them:
+    /// the table's tasks column is the workers, `redis c/s` and `redis us/t` are per worker:
+    /// commands per second, and Redis CPU microseconds per second).
     Idle,
-    /// Redis commands per second of an idle worker listening to three queues whose slots fall
-    /// in the thirds of the slot range (one per master of a default 3-master cluster).
+    /// Idle with three queues per worker whose slots fall in the thirds of the slot range (one
+    /// per master of a default 3-master cluster).
     Idle3,
 }
 

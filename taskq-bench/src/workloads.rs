@@ -32,6 +32,7 @@ pub(crate) struct Bench {
     round_trips: usize,
     concurrency: usize,
     idle_seconds: u64,
+    idle_workers: usize,
     w4_seconds: u64,
     w4_share: f64,
     /// Producers sign and workers require signatures with this key.
@@ -78,6 +79,7 @@ impl Bench {
             round_trips: cli.round_trips,
             concurrency: cli.concurrency,
             idle_seconds: cli.idle_seconds,
+            idle_workers: cli.idle_workers.max(1),
             w4_seconds: cli.w4_seconds,
             w4_share: cli.w4_share,
             signing_key: cli.signing_key.clone(),
@@ -521,21 +523,36 @@ impl Bench {
         Ok(row)
     }
 
+    /// `idle_workers` idle workers on `queues`: Redis commands and Redis CPU per second, per
+    /// worker (the tasks column counts the workers).
     async fn idle(&self, queues: &[String]) -> Result<Row, BoxError> {
-        let (stop, running) = self.start_worker(queues)?;
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        let workers = self.idle_workers;
+        let running = (0..workers)
+            .map(|_| self.start_worker(queues))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Past the start-up (registration, first heartbeat and fetch of every worker).
+        tokio::time::sleep(Duration::from_secs(2 + workers as u64 / 50)).await;
         let before = self.costs().await?;
         tokio::time::sleep(Duration::from_secs(self.idle_seconds)).await;
         let mut row = self.row(before, 0).await?;
-        // The two INFO calls of the measurement itself are not the worker's.
+        let per_worker = workers as f64;
+        // The two INFO calls of the measurement itself are not the workers'.
         if let Some(rate) = row.redis_commands_per_second.as_mut() {
-            *rate -= 2.0 / row.seconds;
+            *rate = (*rate - 2.0 / row.seconds) / per_worker;
         }
+        // With no tasks, `row` put the window's whole Redis CPU in the per-task column.
+        row.redis_cpu_us_per_task = row
+            .redis_cpu_us_per_task
+            .map(|us| us / row.seconds / per_worker);
+        row.tasks = workers;
         row.tasks_per_second = 0.0;
         row.process_cpu_us_per_task = 0.0;
-        row.redis_cpu_us_per_task = None;
-        stop.cancel();
-        running.await??;
+        for (stop, _) in &running {
+            stop.cancel();
+        }
+        for (_, run) in running {
+            run.await??;
+        }
         Ok(row)
     }
 

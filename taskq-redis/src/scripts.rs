@@ -79,10 +79,6 @@ script!(FORGET_QUEUE, "forget_queue.lua");
 script!(PARTITIONS, "partitions.lua");
 script!(ENQUEUE_KEYED, "enqueue_keyed.lua");
 
-/// `lua/heartbeat.lua`, sent whole with `EVAL` inside a pipeline (one round trip for all of a
-/// worker's queues, whatever the server's script cache holds).
-pub(crate) const HEARTBEAT_SOURCE: &str = include_str!("../lua/heartbeat.lua");
-
 /// Runs a script flagged `no-writes` with `EVALSHA_RO` (loading it first when the server does
 /// not know it): its keys then count as read-only, so a user whose ACL rules only allow reading
 /// (`%R~`) may run it, and a cluster may route it to a replica.

@@ -130,7 +130,7 @@ pub struct WorkerArgs {
     /// Queues to consume, in order of preference (default: the registered tasks' queues).
     #[arg(long, env = "TASKQ_QUEUES", value_delimiter = ',')]
     pub queues: Vec<String>,
-    /// Queues of Python's Celery to serve as well (Redis): what `send_task` puts there runs the
+    /// Queues of Python's Celery to serve as well (Redis, RabbitMQ): what `send_task` puts there runs the
     /// registered task of that name, its result readable by `AsyncResult.get()`
     /// (docs/celery.md).
     #[arg(long, env = "TASKQ_CELERY_QUEUES", value_delimiter = ',')]

@@ -14,37 +14,56 @@ use crate::{
     server::by_slot,
 };
 
+impl RedisBroker {
+    /// Whether `worker` holds the lease `lease` until `deadline` or later.
+    async fn holds_lease(&self, lease: &str, worker: &WorkerId, deadline: i64) -> Result<bool> {
+        let score: Option<f64> = redis::cmd("ZSCORE")
+            .arg(lease)
+            .arg(worker.as_str())
+            .query_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        Ok(score.is_some_and(|score| score >= deadline as f64))
+    }
+}
+
 #[async_trait]
 impl Membership for RedisBroker {
     async fn heartbeat(&self, worker: &WorkerId, queues: &[String], ttl: Duration) -> Result<()> {
         let deadline = millis(self.now()) + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
         let joining = !self.has_heartbeat(worker);
-        // One round trip for every queue: EVAL (not EVALSHA) in a pipeline, so a server that
-        // lost its script cache after a restart still runs it.
-        // One round trip per slot (for all queues on a single server).
+        // One `ZADD` per queue, no script: the first heartbeat takes the lease, later ones renew
+        // only a lease still held (`XX`), and `CH` says whether it was (an idle worker's cost
+        // is mostly heartbeats, issue 31). One round trip per slot (for all queues on a single
+        // server).
         let leases: Vec<String> = queues.iter().map(|q| QueueKeys::new(q).workers()).collect();
         let groups = by_slot(self.shared.server.is_cluster(), leases, String::as_str);
         let renewals = groups.iter().map(|group| {
             let mut pipe = redis::pipe();
             for lease in group {
-                pipe.cmd("EVAL")
-                    .arg(scripts::HEARTBEAT_SOURCE)
-                    .arg(1)
-                    .arg(lease)
-                    .arg(worker.as_str())
-                    .arg(deadline)
-                    .arg(if joining { "1" } else { "0" });
+                let command = pipe.cmd("ZADD").arg(lease);
+                if !joining {
+                    command.arg("XX");
+                }
+                command.arg("CH").arg(deadline).arg(worker.as_str());
             }
             let mut conn = self.conn();
-            async move { pipe.query_async::<Vec<i64>>(&mut conn).await }
+            async move {
+                let changed: Vec<i64> = pipe.query_async(&mut conn).await?;
+                Ok::<_, redis::RedisError>(group.iter().zip(changed).collect::<Vec<_>>())
+            }
         });
-        let held = futures_util::future::try_join_all(renewals)
+        let renewed = futures_util::future::try_join_all(renewals)
             .await
             .map_err(redis_error)?;
-        if held.iter().flatten().any(|held| *held == 0) {
-            return Err(Error::LeaseLost {
-                worker: worker.to_string(),
-            });
+        for (lease, changed) in renewed.into_iter().flatten() {
+            // Not changed: gone (a reaper recovered the worker), or renewed to the same
+            // millisecond by an earlier call, which the score tells apart.
+            if !joining && changed == 0 && !self.holds_lease(lease, worker, deadline).await? {
+                return Err(Error::LeaseLost {
+                    worker: worker.to_string(),
+                });
+            }
         }
         self.shared.heartbeating.lock().insert(worker.clone());
         Ok(())

@@ -468,6 +468,18 @@ impl Transport for RedisBroker {
                 break;
             }
             let keys = QueueKeys::new(queue);
+            // Most rounds find nothing due: one `ZCOUNT` says so, without the script and the
+            // commands inside it (an idle worker promotes every heartbeat, issue 31).
+            let due: usize = redis::cmd("ZCOUNT")
+                .arg(keys.scheduled())
+                .arg("-inf")
+                .arg(now)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(redis_error)?;
+            if due == 0 {
+                continue;
+            }
             let mut invocation = scripts::PROMOTE_SCHEDULED.prepare_invoke();
             invocation.key(keys.scheduled());
             for key in keys.pending_ascending() {
