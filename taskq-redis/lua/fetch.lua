@@ -40,6 +40,22 @@ local levels_count = stride - 3
 local max = math.min(tonumber(ARGV[1]) or 0, 1000)
 local payloads, levels, queues, partitions, slots = {}, {}, {}, {}, {}
 local any_partitioned = false
+-- Most idle fetches find nothing: one EXISTS over every ready list (and each queue's count of
+-- ready partitioned messages) says so, and the fetch ends there, whatever the number of queues
+-- (an idle worker's cost, issue 31). Nothing moves then, so its lease needs no check: the next
+-- heartbeat finds it gone.
+if ARGV[3] == '0' and max > 0 then
+  local ready = {}
+  for q = 0, queue_count - 1 do
+    for level = 1, levels_count do
+      ready[#ready + 1] = KEYS[q * stride + level]
+    end
+    ready[#ready + 1] = ARGV[4 + q + 1] .. ':part-total'
+  end
+  if redis.call('EXISTS', unpack(ready)) == 0 then
+    return {{}, {}, {}, 0, {}, {}}
+  end
+end
 -- A worker holding messages must be known to reapers even before its first heartbeat, and one
 -- whose lease was recovered must not take more: nothing is fetched into a list no reaper sees.
 -- Every queue's lease is settled before anything moves.

@@ -808,12 +808,81 @@ async fn an_idle_worker_fetches_behind_its_pop_and_lets_its_connection_go() {
 
 /// `fetch.lua` calls (`EVALSHA`) the server has run since its counters were reset.
 async fn fetch_scripts_run(server: &RedisServer) -> u64 {
+    command_calls(server, "evalsha").await
+}
+
+/// How many times the server ran `command` (lower case) since its stats were reset, scripts'
+/// inner calls included (`INFO commandstats`).
+async fn command_calls(server: &RedisServer, command: &str) -> u64 {
+    let prefix = format!("cmdstat_{command}:calls=");
     server_says(server, &["INFO", "commandstats"])
         .await
         .lines()
-        .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
-        .and_then(|rest| rest.split(',').next())
+        .find_map(|line| line.strip_prefix(prefix.as_str()).map(str::to_owned))
+        .and_then(|rest| rest.split(',').next().map(str::to_owned))
         .map_or(0, |calls| calls.parse().unwrap())
+}
+
+/// Issue 31: a worker of three queues that heartbeats and finds nothing sends no command per
+/// queue on its idle fetches (no `LMPOP`, `MGET` or lease `ZSCORE`: one `EXISTS` over every
+/// ready list answers), and an enqueue still wakes it.
+#[tokio::test]
+async fn an_idle_fetch_sends_no_command_per_queue() {
+    let server = RedisServer::start();
+    let broker = RedisBroker::connect(config(&server)).await.unwrap();
+    let queues: Vec<String> = (0..3)
+        .map(|n| format!("q{n}-{}", uuid::Uuid::new_v4()))
+        .collect();
+    let worker = WorkerId::generate();
+    broker
+        .heartbeat(&worker, &queues, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let idle_wait = Duration::from_millis(50);
+    assert!(broker
+        .fetch(&worker, &queues, 10, idle_wait)
+        .await
+        .unwrap()
+        .is_empty());
+
+    let mut admin = admin(&server).await;
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        let none = broker.fetch(&worker, &queues, 10, idle_wait).await.unwrap();
+        assert!(none.is_empty());
+    }
+    let scripts = fetch_scripts_run(&server).await;
+    assert!(
+        scripts >= 5,
+        "every idle round ran its fetch script: {scripts}"
+    );
+    for per_queue in ["lmpop", "mget", "zscore"] {
+        assert_eq!(
+            command_calls(&server, per_queue).await,
+            0,
+            "an idle fetch sent {per_queue}"
+        );
+    }
+    assert_eq!(command_calls(&server, "exists").await, scripts);
+
+    let waiting = fetch_in_background(&broker, &worker, &queues);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let sent = message(&queues[2], 0);
+    let id = sent.id;
+    broker.enqueue(vec![sent]).await.unwrap();
+    let fetched = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("woken by the enqueue")
+        .unwrap();
+    assert_eq!(
+        fetched.iter().map(|d| d.id()).collect::<Vec<_>>(),
+        [Some(id)]
+    );
+    broker.ack(&worker, &fetched).await.unwrap();
 }
 
 #[tokio::test]
