@@ -20,8 +20,8 @@ use std::collections::{hash_map::Entry, HashMap, HashSet};
 use futures_util::{FutureExt, StreamExt};
 use lapin::{
     options::{
-        BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-        ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+        BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, QueueBindOptions,
+        QueueDeclareOptions,
     },
     types::{AMQPValue, FieldTable},
     BasicProperties, Channel, ExchangeKind,
@@ -218,18 +218,7 @@ async fn declare_as_celery_does(channel: &Channel, name: &str) -> Result<()> {
         )
         .await
         .map_err(amqp_error)?;
-    channel
-        .exchange_declare(
-            name.into(),
-            ExchangeKind::Direct,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..ExchangeDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(amqp_error)?;
+    crate::link::declare_exchange(channel, name, ExchangeKind::Direct).await?;
     channel
         .queue_bind(
             name.into(),

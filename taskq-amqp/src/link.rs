@@ -297,23 +297,9 @@ const WORKER_INFO_KEPT: &str = "15m";
 const REVOCATIONS_KEPT: &str = "7D";
 
 async fn declare_shared(channel: &Channel) -> Result<()> {
-    let exchange = |name: &'static str, kind: ExchangeKind| async move {
-        channel
-            .exchange_declare(
-                name.into(),
-                kind,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..ExchangeDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(amqp_error)
-    };
-    exchange(names::DEAD_EXCHANGE, ExchangeKind::Direct).await?;
-    exchange(names::DELIVER_EXCHANGE, ExchangeKind::Topic).await?;
-    exchange(names::CONTROL_EXCHANGE, ExchangeKind::Fanout).await?;
+    declare_exchange(channel, names::DEAD_EXCHANGE, ExchangeKind::Direct).await?;
+    declare_exchange(channel, names::DELIVER_EXCHANGE, ExchangeKind::Topic).await?;
+    declare_exchange(channel, names::CONTROL_EXCHANGE, ExchangeKind::Fanout).await?;
     declare_stream(channel, names::WORKERS_STREAM, WORKER_INFO_KEPT).await?;
     declare_stream(channel, names::REVOCATIONS_STREAM, REVOCATIONS_KEPT).await?;
     channel
@@ -331,18 +317,7 @@ async fn declare_shared(channel: &Channel) -> Result<()> {
 async fn declare_delays(channel: &Channel) -> Result<()> {
     for k in 0..DELAY_LEVELS {
         let level = names::delay_level(k);
-        channel
-            .exchange_declare(
-                level.as_str().into(),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..ExchangeDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(amqp_error)?;
+        declare_exchange(channel, &level, ExchangeKind::Topic).await?;
         let mut arguments = quorum();
         arguments.insert("x-message-ttl".into(), AMQPValue::LongLongInt(1000i64 << k));
         arguments.insert(
@@ -425,6 +400,26 @@ pub(crate) async fn consume_without_acks(
             lapin::options::BasicConsumeOptions {
                 no_ack: true,
                 ..lapin::options::BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(amqp_error)
+}
+
+/// Declares durable exchange `name` of `kind`.
+pub(crate) async fn declare_exchange(
+    channel: &Channel,
+    name: &str,
+    kind: ExchangeKind,
+) -> Result<()> {
+    channel
+        .exchange_declare(
+            name.into(),
+            kind,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
             },
             FieldTable::default(),
         )

@@ -745,6 +745,33 @@ fn fetch_in_background(
     })
 }
 
+/// A message for `queue`, enqueued while `worker` waits in a fetch of `queues`: that fetch
+/// wakes and takes exactly it (asserted), and is returned for the caller to settle.
+async fn woken_by_an_enqueue(
+    broker: &RedisBroker,
+    worker: &WorkerId,
+    queues: &[String],
+    queue: &str,
+) -> Vec<taskq_core::Delivery> {
+    let waiting = fetch_in_background(broker, worker, queues);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sent = message(queue, 0);
+    let id = sent.id;
+    broker.enqueue(vec![sent]).await.unwrap();
+    let fetched = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("woken by the enqueue")
+        .unwrap();
+    assert_eq!(
+        fetched
+            .iter()
+            .map(|d| (d.id(), d.queue()))
+            .collect::<Vec<_>>(),
+        [(Some(id), queue)]
+    );
+    fetched
+}
+
 /// The server's text answer to `command` (e.g. `INFO commandstats`), on a connection of the
 /// test's own.
 async fn server_says(server: &RedisServer, command: &[&str]) -> String {
@@ -776,19 +803,7 @@ async fn an_idle_worker_fetches_behind_its_pop_and_lets_its_connection_go() {
     assert!(none.is_empty());
     assert_eq!(client_count(&server).await, before + 1);
     // A message enqueued while it waits arrives with its wake-up, in that one round trip.
-    let waiting = fetch_in_background(&broker, &worker, &queues);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let sent = message(&q, 0);
-    let id = sent.id;
-    broker.enqueue(vec![sent]).await.unwrap();
-    let fetched = tokio::time::timeout(Duration::from_secs(5), waiting)
-        .await
-        .expect("woken by the enqueue")
-        .unwrap();
-    assert_eq!(
-        fetched.iter().map(|d| d.id()).collect::<Vec<_>>(),
-        [Some(id)]
-    );
+    let fetched = woken_by_an_enqueue(&broker, &worker, &queues, &q).await;
     broker.ack(&worker, &fetched).await.unwrap();
     // The worker ends: its blocking connection goes with it.
     broker.release_worker(&worker).await.unwrap();
@@ -869,19 +884,7 @@ async fn an_idle_fetch_sends_no_command_per_queue() {
     }
     assert_eq!(command_calls(&server, "exists").await, scripts);
 
-    let waiting = fetch_in_background(&broker, &worker, &queues);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let sent = message(&queues[2], 0);
-    let id = sent.id;
-    broker.enqueue(vec![sent]).await.unwrap();
-    let fetched = tokio::time::timeout(Duration::from_secs(5), waiting)
-        .await
-        .expect("woken by the enqueue")
-        .unwrap();
-    assert_eq!(
-        fetched.iter().map(|d| d.id()).collect::<Vec<_>>(),
-        [Some(id)]
-    );
+    let fetched = woken_by_an_enqueue(&broker, &worker, &queues, &queues[2]).await;
     broker.ack(&worker, &fetched).await.unwrap();
 }
 
@@ -915,23 +918,8 @@ async fn an_idle_worker_of_three_queues_is_woken_and_fetches_in_one_script() {
         .query_async::<()>(&mut admin)
         .await
         .unwrap();
-    let waiting = fetch_in_background(&broker, &worker, &queues);
-    tokio::time::sleep(Duration::from_millis(200)).await;
     // A message for the last queue wakes the worker, and the fetch behind its pop takes it.
-    let sent = message(&queues[2], 0);
-    let id = sent.id;
-    broker.enqueue(vec![sent]).await.unwrap();
-    let fetched = tokio::time::timeout(Duration::from_secs(5), waiting)
-        .await
-        .expect("woken by the enqueue")
-        .unwrap();
-    assert_eq!(
-        fetched
-            .iter()
-            .map(|d| (d.id(), d.queue()))
-            .collect::<Vec<_>>(),
-        [(Some(id), queues[2].as_str())]
-    );
+    let fetched = woken_by_an_enqueue(&broker, &worker, &queues, &queues[2]).await;
     assert_eq!(
         fetch_scripts_run(&server).await,
         1,
