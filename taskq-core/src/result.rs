@@ -137,7 +137,7 @@ pub struct TaskResult {
     /// [`REPLY_TO_HEADER`](crate::headers::REPLY_TO_HEADER)); routing, not part of the stored record.
     #[serde(skip)]
     pub reply_to: Option<String>,
-    /// The invocation came in Celery's protocol ([`crate::celery::CELERY_HEADER`]): a backend
+    /// The invocation came in Celery's protocol ([`crate::headers::CELERY_HEADER`]): a backend
     /// that can also writes the record where Celery's client reads it
     /// ([`crate::celery::meta_record`]); routing, not part of the stored record.
     #[serde(skip)]
@@ -168,7 +168,7 @@ impl TaskResult {
     /// invocation's `headers` carry, if any (builder style).
     pub fn replying_as(mut self, headers: &std::collections::BTreeMap<String, String>) -> Self {
         self.reply_to = headers.get(crate::headers::REPLY_TO_HEADER).cloned();
-        self.celery = headers.contains_key(crate::celery::CELERY_HEADER);
+        self.celery = headers.contains_key(crate::headers::CELERY_HEADER);
         self
     }
 

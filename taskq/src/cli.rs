@@ -172,14 +172,7 @@ pub struct WorkerArgs {
     pub outbox: Option<String>,
 }
 
-/// How a worker binary writes its logs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line, with span fields (task id, name, queue, attempt, worker).
-    Json,
-}
+pub use crate::log_format::LogFormat;
 
 impl WorkerArgs {
     /// Installs the `tracing` subscriber for `--log-format`, honouring `RUST_LOG`; does

@@ -48,6 +48,8 @@
 #[cfg(feature = "cli")]
 pub mod cli;
 mod connect;
+#[cfg(feature = "cli")]
+mod log_format;
 #[cfg(all(feature = "cli", feature = "otel"))]
 mod otlp;
 pub mod signal;

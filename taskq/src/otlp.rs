@@ -51,7 +51,10 @@ pub(crate) fn flush() {
 }
 
 /// [`crate::cli::init_logging`] with the OTLP layer beside the log lines.
-pub(crate) fn init_logging(format: crate::cli::LogFormat, endpoint: &str) -> Result<(), BoxError> {
+pub(crate) fn init_logging(
+    format: crate::log_format::LogFormat,
+    endpoint: &str,
+) -> Result<(), BoxError> {
     use tracing_subscriber::{prelude::*, Layer, Registry};
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -61,8 +64,8 @@ pub(crate) fn init_logging(format: crate::cli::LogFormat, endpoint: &str) -> Res
         .with_writer(std::io::stderr);
     // RUST_LOG filters the log lines only: spans go to the collector at info whatever it says.
     let lines: Box<dyn Layer<Registry> + Send + Sync> = match format {
-        crate::cli::LogFormat::Text => lines.with_filter(filter).boxed(),
-        crate::cli::LogFormat::Json => lines
+        crate::log_format::LogFormat::Text => lines.with_filter(filter).boxed(),
+        crate::log_format::LogFormat::Json => lines
             .json()
             .with_current_span(true)
             .with_span_list(true)

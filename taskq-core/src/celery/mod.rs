@@ -20,19 +20,7 @@ mod parts;
 
 pub use parts::CeleryParts;
 
-/// The header a Celery-protocol message keeps in its taskq envelope: the worker then writes
-/// its result where Celery's client reads it.
-pub const CELERY_HEADER: &str = "celery";
-
-/// The header that carries the rest of a Celery chain (its `chain` field, JSON: signatures,
-/// the next one last): after a success, the worker sends the next step with the output first
-/// among its arguments, as a Celery worker does.
-pub const CHAIN_HEADER: &str = "celery-chain";
-
-/// The header that carries a Celery message's `callbacks` (its `link` signatures, JSON): after
-/// a success, the worker sends each with the output first among its arguments, as a Celery
-/// worker does.
-pub const CALLBACKS_HEADER: &str = "celery-callbacks";
+pub use crate::headers::{CALLBACKS_HEADER, CELERY_HEADER, CHAIN_HEADER};
 
 /// The key Celery's Redis result backend keeps task `id`'s result under (also the channel it
 /// announces it on).
