@@ -167,13 +167,7 @@ impl Celery {
             reason,
         })?;
         self.ensure_queue(link, queue).await?;
-        let id = parts
-            .headers
-            .get("id")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .or_else(|| parts.correlation_id.clone())
-            .unwrap_or_default();
+        let id = parts.task_id().unwrap_or_default().to_owned();
         let outgoing = Outgoing::to_queue(queue, parts.body).with_celery_properties(
             table(&parts.headers),
             CeleryProperties {
@@ -256,12 +250,7 @@ fn into_taskq_queue(queue: &str, body: Vec<u8>, properties: &BasicProperties) ->
         .map(|r| r.to_string())
         .filter(|r| !r.is_empty());
     parts.priority = *properties.priority();
-    let id = parts
-        .headers
-        .get("id")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .or_else(|| parts.correlation_id.clone());
+    let id = parts.task_id().map(str::to_owned);
     let level = parts.priority.unwrap_or(0);
     let mut outgoing = Outgoing::to_queue(
         &names::level_queue(queue, level),

@@ -80,3 +80,74 @@ async fn celery_chains_run_across_python_and_taskq_workers_on_rabbitmq() {
     worker.stop().await.unwrap();
     assert_ran(&run, "the chains on RabbitMQ");
 }
+
+/// A Celery queue an operator declared as a quorum queue is used as it is (declaring it as
+/// Celery does would be refused), and a message sent there in Celery's protocol comes out of
+/// taskq's queue with its task id, arguments and headers whole, on the level of its priority.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operators_quorum_celery_queue_is_served_as_it_is() {
+    use taskq_core::Transport;
+    let url = node().fresh_vhost_url();
+    let connection = lapin::DefaultConnectionBuilder::new()
+        .unwrap()
+        .with_uri_str(url.clone())
+        .with_properties(lapin::ConnectionProperties::default())
+        .connect()
+        .await
+        .unwrap();
+    let mut quorum = lapin::types::FieldTable::default();
+    quorum.insert(
+        "x-queue-type".into(),
+        lapin::types::AMQPValue::LongString("quorum".into()),
+    );
+    connection
+        .create_channel()
+        .await
+        .unwrap()
+        .queue_declare(
+            "py-quorum".into(),
+            lapin::options::QueueDeclareOptions::durable(),
+            quorum,
+        )
+        .await
+        .unwrap();
+
+    let broker = AmqpBroker::connect(taskq_amqp::AmqpConfig::new(&url))
+        .await
+        .unwrap();
+    let id = taskq_core::TaskId::new();
+    let mut kwargs = serde_json::Map::new();
+    kwargs.insert("b".into(), 3.into());
+    let message = taskq_core::celery::message("tasks.add", id, &[2.into()], &kwargs, "py-quorum");
+    broker.send_celery("py-quorum", message).await.unwrap();
+    let mut moved = 0;
+    for _ in 0..50 {
+        moved += broker.take_celery("py-quorum", 10).await.unwrap();
+        if moved > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(moved, 1);
+    let worker = taskq_core::WorkerId::generate();
+    let held = broker
+        .fetch(
+            &worker,
+            &["py-quorum".to_owned()],
+            10,
+            std::time::Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 1);
+    let envelope = taskq_core::celery::envelope_from_celery(
+        held[0].payload(),
+        "py-quorum",
+        chrono::Utc::now(),
+        |_| Some(taskq_core::ArgumentShape::new(&["a", "b"], &["a", "b"])),
+    )
+    .unwrap();
+    assert_eq!((envelope.id, envelope.task.as_str()), (id, "tasks.add"));
+    assert_eq!(envelope.args.get(), r#"{"a":2,"b":3}"#);
+    broker.ack(&worker, &held).await.unwrap();
+}

@@ -49,6 +49,14 @@ impl CeleryParts {
         }
     }
 
+    /// The task id: the `id` header, or the correlation id Celery sets to it.
+    pub fn task_id(&self) -> Option<&str> {
+        self.headers
+            .get("id")
+            .and_then(Value::as_str)
+            .or(self.correlation_id.as_deref())
+    }
+
     /// Takes apart a message in Kombu's JSON layout (as [`super::message`] writes it).
     ///
     /// # Errors
@@ -131,6 +139,10 @@ mod tests {
         assert_eq!(envelope.args.get(), r#"{"a":2,"b":3}"#);
         assert_eq!(envelope.attempt, 1);
         assert_eq!(envelope.headers[crate::REPLY_TO_HEADER], "c1b2-reply");
+        assert_eq!(
+            parts.task_id(),
+            Some("0b7f1c36-32a6-4f3c-9a53-2fb0b28c3e4e")
+        );
         assert_eq!(CeleryParts::from_kombu(&kombu).unwrap(), parts);
     }
 }

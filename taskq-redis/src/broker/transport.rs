@@ -15,7 +15,7 @@ use taskq_core::history::{minute_of, HISTORY_KEPT_MINUTES};
 
 /// How long a minute of history is kept, ms.
 const HISTORY_KEPT_MS: i64 = HISTORY_KEPT_MINUTES * 60_000;
-use crate::{error::redis_error, keys::QueueKeys, scripts};
+use crate::{error::redis_error, keys::QueueKeys, scripts, server::by_slot};
 
 impl RedisBroker {
     /// Celery's queues cannot be served on a cluster: Kombu's lists and taskq's queue fall in
@@ -462,22 +462,36 @@ impl Transport for RedisBroker {
 
     async fn promote_scheduled(&self, queues: &[String], limit: usize) -> Result<usize> {
         let now = millis(self.now());
+        // Most rounds find nothing due: one `ZCOUNT` per queue, pipelined (one round trip per
+        // slot), says so without the script and the commands inside it (an idle worker
+        // promotes every heartbeat, issue 31).
+        let scheduled: Vec<String> = queues
+            .iter()
+            .map(|q| QueueKeys::new(q).scheduled())
+            .collect();
+        let groups = by_slot(self.shared.server.is_cluster(), scheduled, String::as_str);
+        let counts = groups.iter().map(|group| {
+            let mut pipe = redis::pipe();
+            for key in group {
+                pipe.cmd("ZCOUNT").arg(key).arg("-inf").arg(now);
+            }
+            let mut conn = self.conn();
+            async move { pipe.query_async::<Vec<usize>>(&mut conn).await }
+        });
+        let counts = futures_util::future::try_join_all(counts)
+            .await
+            .map_err(redis_error)?;
+        let due: std::collections::HashSet<&str> = groups
+            .iter()
+            .flatten()
+            .zip(counts.iter().flatten())
+            .filter(|(_, count)| **count > 0)
+            .map(|(key, _)| key.as_str())
+            .collect();
         let mut moved = 0;
         for queue in queues {
-            if moved >= limit {
-                break;
-            }
             let keys = QueueKeys::new(queue);
-            // Most rounds find nothing due: one `ZCOUNT` says so, without the script and the
-            // commands inside it (an idle worker promotes every heartbeat, issue 31).
-            let due: usize = redis::cmd("ZCOUNT")
-                .arg(keys.scheduled())
-                .arg("-inf")
-                .arg(now)
-                .query_async(&mut self.conn())
-                .await
-                .map_err(redis_error)?;
-            if due == 0 {
+            if moved >= limit || !due.contains(keys.scheduled().as_str()) {
                 continue;
             }
             let mut invocation = scripts::PROMOTE_SCHEDULED.prepare_invoke();
