@@ -51,6 +51,7 @@ mod report;
 mod revocations;
 mod runtime;
 mod settle;
+mod turns;
 
 pub use background::RunningWorker;
 pub use builder::WorkerBuilder;

@@ -11,7 +11,7 @@ use taskq_core::{
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::{lease::Lease, report::Recorder, revocations::Revocations};
+use crate::{lease::Lease, report::Recorder, revocations::Revocations, turns::Turns};
 
 /// Scheduled messages promoted per round; more wait for the next round.
 const PROMOTE_BATCH: usize = 1000;
@@ -53,6 +53,8 @@ pub(crate) struct Maintenance {
     pub(crate) lease_lost: CancellationToken,
     /// This worker's view of its lease, renewed by every successful heartbeat.
     pub(crate) lease: Arc<Lease>,
+    /// When this worker reaps and promotes for its fleet.
+    pub(crate) turns: Turns,
 }
 
 impl Maintenance {
@@ -77,11 +79,20 @@ impl Maintenance {
         }
     }
 
-    /// One heartbeat, one reaper pass (for brokers with a [`Membership`] role) and one
-    /// promotion pass; failures are logged, not fatal.
+    /// One heartbeat; on the worker's turn ([`Turns`]), one reaper pass (for brokers with a
+    /// [`Membership`] role) and one promotion pass. Failures are logged, not fatal.
     pub(crate) async fn round(&self) {
+        let turn = self.turns.mine();
         if let Some(membership) = self.broker.membership() {
-            self.heartbeat_and_reap(membership).await;
+            if !self.heartbeat(membership).await {
+                return;
+            }
+            if turn {
+                self.reap(membership).await;
+            }
+        }
+        if !turn {
+            return;
         }
         if let Err(err) = self
             .broker
@@ -92,24 +103,31 @@ impl Maintenance {
         }
     }
 
-    async fn heartbeat_and_reap(&self, membership: &dyn Membership) {
-        let queues = &self.info.queues;
+    /// Renews the worker's lease; false when it learned the lease is gone (the incarnation
+    /// ends).
+    async fn heartbeat(&self, membership: &dyn Membership) -> bool {
         let sent = tokio::time::Instant::now();
         match membership
-            .heartbeat(&self.worker, queues, self.liveness_ttl)
+            .heartbeat(&self.worker, &self.info.queues, self.liveness_ttl)
             .await
         {
             Ok(()) => self.lease.renewed(sent),
             Err(taskq_core::Error::LeaseLost { .. }) => {
                 self.lease_lost.cancel();
-                return;
+                return false;
             }
             // A failing heartbeat is not a lost lease: the worker keeps working, and the
             // reaper of another worker decides if it is gone.
             Err(err) => tracing::warn!(error = %err, "heartbeat failed"),
         }
+        true
+    }
+
+    /// Recovers the messages of workers whose leases ended; now and then counts the peers to
+    /// space the next turns by.
+    async fn reap(&self, membership: &dyn Membership) {
         match membership
-            .recover_lost_workers(queues, self.max_redeliveries)
+            .recover_lost_workers(&self.info.queues, self.max_redeliveries)
             .await
         {
             Ok(report) if !report.workers.is_empty() => {
@@ -129,6 +147,13 @@ impl Maintenance {
             }
             Ok(_) => {}
             Err(err) => tracing::warn!(error = %err, "reaper pass failed"),
+        }
+        if self.turns.count_due() {
+            match membership.peers(&self.info.queues).await {
+                Ok(Some(peers)) => self.turns.shared_by(peers),
+                Ok(None) => {}
+                Err(err) => tracing::debug!(error = %err, "could not count the peers"),
+            }
         }
     }
 
@@ -197,11 +222,12 @@ impl Maintenance {
         }
     }
 
-    /// Measures the host's clock against the broker's, returns orphaned processing lists,
-    /// publishes the worker's info and refreshes the revoked set (every [`SLOW_EVERY`] rounds,
-    /// and once at start).
+    /// Measures the host's clock against the broker's, returns orphaned processing lists (on
+    /// the worker's turn, [`Turns`]), publishes the worker's info and refreshes the revoked set
+    /// (every [`SLOW_EVERY`] rounds, and once at start).
     pub(crate) async fn slow_round(&self) {
-        if let Some(membership) = self.broker.membership() {
+        let membership = self.broker.membership().filter(|_| self.turns.mine());
+        if let Some(membership) = membership {
             // Twice the lease: a list is orphaned only when no lease could still cover it.
             let grace = self.liveness_ttl * 2;
             match membership

@@ -187,6 +187,7 @@ impl Shared {
             recorder: recorder.clone(),
             lease_lost: lease_lost.clone(),
             lease: lease.clone(),
+            turns: crate::turns::Turns::default(),
         };
         let listener = Listener {
             channel: broker.clone(),

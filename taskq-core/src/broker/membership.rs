@@ -56,6 +56,15 @@ pub trait Membership: Send + Sync + std::fmt::Debug {
         max_redeliveries: u32,
     ) -> Result<RecoveryReport>;
 
+    /// How many workers hold leases on the least shared of `queues` (the caller among them),
+    /// or `None` when the broker does not count them. A worker spaces its reaper and promotion
+    /// passes by this count, so that a fleet makes about the same number of passes whatever
+    /// its size; without a count it makes them every heartbeat.
+    async fn peers(&self, queues: &[String]) -> Result<Option<usize>> {
+        let _ = queues;
+        Ok(None)
+    }
+
     /// Returns the messages of processing lists on `queues` whose worker holds no lease at all
     /// to the head of `pending`, once they have been seen orphaned for at least `grace`, with
     /// poison counting as in [`Membership::recover_lost_workers`]. The lease protocol does not

@@ -107,8 +107,10 @@ local function part_make_ready(prefix, level, payload, plain)
 end
 
 -- `count` messages of partition `key` left workers' hands (settled or recovered): a partition
--- that was at its limit takes turns again at every level where it has ready messages, and an
--- idle one is forgotten.
+-- that was at its limit takes turns again at every level where it has ready messages, and wakes
+-- an idle worker for them (`:wake`; without the token its next message waited for a blocked
+-- fetch to time out, a second per message of a partition with a limit of one); an idle
+-- partition is forgotten.
 local function part_release(prefix, key, count)
   local running = redis.call('HINCRBY', prefix .. ':part-running', key, -count)
   if running <= 0 then
@@ -117,10 +119,16 @@ local function part_release(prefix, key, count)
   end
   local limit = tonumber(redis.call('HGET', prefix .. ':part-limit', key) or '')
   if limit and running < limit and running + count >= limit then
+    local ready = false
     for level = 0, 9 do
       if redis.call('EXISTS', part_list(prefix, level, key)) == 1 then
         part_ring(prefix, level, key)
+        ready = true
       end
+    end
+    if ready then
+      redis.call('LPUSH', prefix .. ':wake', '1')
+      redis.call('LTRIM', prefix .. ':wake', 0, 0)
     end
   end
   if running == 0 and not redis.call('HGET', prefix .. ':part-ready', key) then

@@ -76,14 +76,33 @@ impl Membership for RedisBroker {
     ) -> Result<RecoveryReport> {
         let now = millis(self.now());
         let mut report = RecoveryReport::default();
-        for queue in queues {
-            let lost: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-                .arg(QueueKeys::new(queue).workers())
-                .arg("-inf")
-                .arg(format!("({now}"))
-                .query_async(&mut self.conn())
-                .await
-                .map_err(redis_error)?;
+        // Per queue, the workers whose lease ended, in one round trip per slot.
+        let leases: Vec<(&String, String)> = queues
+            .iter()
+            .map(|queue| (queue, QueueKeys::new(queue).workers()))
+            .collect();
+        let groups = by_slot(self.shared.server.is_cluster(), leases, |(_, lease)| {
+            lease.as_str()
+        });
+        let reads = groups.into_iter().map(|group| {
+            let mut pipe = redis::pipe();
+            for (_, lease) in &group {
+                pipe.cmd("ZRANGEBYSCORE")
+                    .arg(lease)
+                    .arg("-inf")
+                    .arg(format!("({now}"));
+            }
+            let mut conn = self.conn();
+            async move {
+                let lost: Vec<Vec<String>> = pipe.query_async(&mut conn).await?;
+                let queues = group.into_iter().map(|(queue, _)| queue);
+                Ok::<_, redis::RedisError>(queues.zip(lost).collect::<Vec<_>>())
+            }
+        });
+        let read = futures_util::future::try_join_all(reads)
+            .await
+            .map_err(redis_error)?;
+        for (queue, lost) in read.into_iter().flatten() {
             for worker in lost {
                 let (requeued, dead, poisoned) = self
                     .recover(queue, &worker, max_redeliveries, RecoverMode::Lost)
@@ -101,6 +120,23 @@ impl Membership for RedisBroker {
             }
         }
         Ok(report)
+    }
+
+    async fn peers(&self, queues: &[String]) -> Result<Option<usize>> {
+        let leases: Vec<String> = queues.iter().map(|q| QueueKeys::new(q).workers()).collect();
+        let groups = by_slot(self.shared.server.is_cluster(), leases, String::as_str);
+        let counts = groups.iter().map(|group| {
+            let mut pipe = redis::pipe();
+            for lease in group {
+                pipe.cmd("ZCARD").arg(lease);
+            }
+            let mut conn = self.conn();
+            async move { pipe.query_async::<Vec<usize>>(&mut conn).await }
+        });
+        let counts = futures_util::future::try_join_all(counts)
+            .await
+            .map_err(redis_error)?;
+        Ok(counts.into_iter().flatten().min())
     }
 
     async fn sweep_orphans(

@@ -888,6 +888,70 @@ async fn an_idle_fetch_sends_no_command_per_queue() {
     broker.ack(&worker, &fetched).await.unwrap();
 }
 
+/// An ack that frees a slot of a partition with ready messages leaves a wake-up token: the
+/// workers blocked on the queue look again at once, not when their block times out (the
+/// suite's `a_waiting_fetch_is_woken_when_a_partition_slot_frees` passes either way here, its
+/// block timeout being short).
+#[tokio::test]
+async fn a_freed_partition_slot_wakes_an_idle_worker() {
+    let server = RedisServer::start();
+    let broker = RedisBroker::connect(config(&server)).await.unwrap();
+    let q = format!("doc-{}", uuid::Uuid::new_v4());
+    let queues = [q.clone()];
+    let messages = (0..2)
+        .map(|_| taskq_testkit::suite::partitions::partitioned(&q, "doc-9", Some(1), 0))
+        .collect();
+    broker.enqueue(messages).await.unwrap();
+    let worker = WorkerId::generate();
+    let first = broker
+        .fetch(&worker, &queues, 2, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1, "one slot");
+    let mut admin = admin(&server).await;
+    let wake = format!("taskq:{{{q}}}:wake");
+    // The enqueue's token was taken by a worker that found the partition at its limit.
+    redis::cmd("DEL")
+        .arg(&wake)
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(broker.ack(&worker, &first).await.unwrap(), 1);
+    let tokens: usize = redis::cmd("LLEN")
+        .arg(&wake)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(tokens, 1);
+}
+
+/// Issue 31: the peers a worker spaces its reaper passes by are the workers holding leases on
+/// the least shared of its queues.
+#[tokio::test]
+async fn peers_are_the_lease_holders_of_the_least_shared_queue() {
+    let server = RedisServer::start();
+    let broker = RedisBroker::connect(config(&server)).await.unwrap();
+    let shared = format!("shared-{}", uuid::Uuid::new_v4());
+    let lonely = format!("lonely-{}", uuid::Uuid::new_v4());
+    let both = [shared.clone(), lonely.clone()];
+    let live = Duration::from_secs(30);
+    broker
+        .heartbeat(&WorkerId::generate(), &both, live)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        broker
+            .heartbeat(&WorkerId::generate(), std::slice::from_ref(&shared), live)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        broker.peers(std::slice::from_ref(&shared)).await.unwrap(),
+        Some(3)
+    );
+    assert_eq!(broker.peers(&both).await.unwrap(), Some(1));
+}
+
 #[tokio::test]
 async fn an_idle_worker_of_three_queues_is_woken_and_fetches_in_one_script() {
     let server = RedisServer::start();

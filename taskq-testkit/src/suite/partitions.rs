@@ -160,6 +160,23 @@ pub async fn a_partition_at_its_limit_is_skipped_until_a_message_ends(broker: Sh
     assert_eq!(keys, ["one", "two", "two"]);
 }
 
+/// A fetch waiting while a partition's only ready messages wait for its slot is woken when the
+/// slot frees: before, the next message of a partition with a limit of one waited for an idle
+/// worker's blocked fetch to time out (about a second per message).
+pub async fn a_waiting_fetch_is_woken_when_a_partition_slot_frees(broker: Shared) {
+    let q = queue();
+    let queues = [q.clone()];
+    enqueue_partitioned(&broker, &q, "doc-3", Some(1), 2).await;
+    let worker = WorkerId::generate();
+    let first = broker.fetch(&worker, &queues, 2, NO_WAIT).await.unwrap();
+    assert_eq!(first.len(), 1, "one slot");
+    let waiting = waiting_fetch(&broker, &queues, 2);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(broker.ack(&worker, &first).await.unwrap(), 1);
+    let next = woken(waiting).await;
+    assert_eq!(keys_of(&next), ["doc-3"]);
+}
+
 pub async fn a_lost_workers_slots_come_back_with_its_messages(broker: Shared) {
     let q = queue();
     let queues = [q.clone()];

@@ -1,13 +1,13 @@
 //! A task, a producer that insists through failovers, and the final count of results.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use serde::{Deserialize, Serialize};
-use taskq_core::{Client, Run, Task, TaskContext, TaskError, TaskId, TaskState};
+use taskq_core::{Client, Page, Run, Task, TaskContext, TaskError, TaskId, TaskState};
 use taskq_redis::RedisConfig;
 use taskq_worker::{RunningWorker, Worker};
 use tokio::task::JoinHandle;
@@ -30,6 +30,11 @@ impl Run for Echo {
 
 /// Short waits so that tests move quickly; durable writes wait for one replica.
 pub(crate) async fn client(url: &str, durable: bool) -> Client {
+    // Warnings show with a failing test's output (the test writer), never with a passing one.
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_test_writer()
+        .try_init();
     let mut config = RedisConfig::new(url)
         .with_block_timeout(Duration::from_millis(500))
         .with_response_timeout(Duration::from_secs(2));
@@ -124,12 +129,77 @@ pub(crate) fn produce_timed(
 pub(crate) async fn assert_all_succeed(client: &Client, ids: &[TaskId], timeout: Duration) {
     let missing = never_succeeded(client, ids, timeout).await;
     let sample: Vec<_> = missing.iter().take(5).collect();
-    assert!(
-        missing.is_empty(),
-        "{} of {} tasks never succeeded, e.g. {sample:?}",
+    if missing.is_empty() {
+        return;
+    }
+    let whereabouts = whereabouts(client, &missing).await;
+    panic!(
+        "{} of {} tasks never succeeded, e.g. {sample:?}; where they are: {whereabouts}",
         missing.len(),
         ids.len()
     );
+}
+
+/// Where each of `missing` is now, counted by place (its result's state; ready, scheduled,
+/// held by a worker that is or is not live, dead-lettered; nowhere), so that a failure says
+/// which path stranded them.
+async fn whereabouts(client: &Client, missing: &BTreeSet<TaskId>) -> String {
+    let inspector = client.inspector();
+    let mut places: BTreeMap<String, usize> = BTreeMap::new();
+    let mut lists: Vec<(String, String)> = Vec::new();
+    let live: BTreeSet<String> = match inspector.workers().await {
+        Ok(workers) => workers.into_iter().map(|w| w.id).collect(),
+        Err(err) => return format!("(no worker list: {err})"),
+    };
+    for queue in inspector.queues().await.unwrap_or_default() {
+        let all = Page::first(100_000);
+        for payload in inspector.pending(&queue, all).await.unwrap_or_default() {
+            lists.push(("ready".into(), payload));
+        }
+        for message in inspector.scheduled(&queue, all).await.unwrap_or_default() {
+            lists.push(("scheduled".into(), message.payload));
+        }
+        for held in inspector.held(&queue, 100_000).await.unwrap_or_default() {
+            let whose = if live.contains(&held.worker) {
+                "a live"
+            } else {
+                "a gone"
+            };
+            lists.push((
+                format!("held by {whose} worker {}", held.worker),
+                held.payload,
+            ));
+        }
+        for dead in inspector
+            .dead_letters(&queue, all)
+            .await
+            .unwrap_or_default()
+        {
+            if let Some(id) = dead.id {
+                lists.push((format!("dead ({:?})", dead.reason), id.to_string()));
+            }
+        }
+    }
+    for id in missing {
+        let result = match client.backend().get(*id).await {
+            Ok(Some(result)) => format!("{:?}", result.state),
+            Ok(None) => "no result".into(),
+            Err(err) => format!("result unreadable ({err})"),
+        };
+        let text = id.to_string();
+        let found: Vec<&str> = lists
+            .iter()
+            .filter(|(_, payload)| payload.contains(&text))
+            .map(|(place, _)| place.as_str())
+            .collect();
+        let place = if found.is_empty() {
+            "nowhere".to_string()
+        } else {
+            found.join(" + ")
+        };
+        *places.entry(format!("{result}, {place}")).or_default() += 1;
+    }
+    format!("{places:?} (live workers: {live:?})")
 }
 
 /// The ids of `ids` without a SUCCESS result after waiting up to `timeout` for them.

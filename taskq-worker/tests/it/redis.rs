@@ -390,3 +390,90 @@ async fn a_settle_refused_for_missing_replicas_lands_once_they_are_back() {
     assert_eq!((stats.pending, stats.processing), (0, 0), "{stats:?}");
     worker.stop().await.unwrap();
 }
+
+/// Calls of `command` since the last `CONFIG RESETSTAT`, from `INFO commandstats`.
+async fn calls_of(conn: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |calls| calls.parse().unwrap())
+}
+
+/// Issue 31: ten idle workers of one queue take turns at the passes any of them may make for
+/// all (reaping, promoting): the fleet makes about two per heartbeat, not one per worker. A
+/// lost worker's message is still recovered and run, by turns spaced for the fleet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_workers_take_turns_at_reaping_and_still_recover_a_lost_one() {
+    use taskq_core::WorkerId;
+    let server = RedisServer::start();
+    let client = redis_client(&server).await;
+    let queue = format!("turns-{}", uuid::Uuid::new_v4());
+    // A worker that takes a message and dies before the fleet starts: its lease ends 2.5 s in,
+    // once the fleet has counted itself and spaced its turns.
+    let broker = client.broker();
+    let lost = WorkerId::generate();
+    let membership = broker.membership().expect("Redis has leases");
+    membership
+        .heartbeat(
+            &lost,
+            std::slice::from_ref(&queue),
+            Duration::from_millis(2500),
+        )
+        .await
+        .unwrap();
+    let handle = client
+        .enqueue(Stats {
+            values: vec![1.0, 3.0],
+        })
+        .queue(&queue)
+        .await
+        .unwrap();
+    let taken = broker
+        .fetch(&lost, std::slice::from_ref(&queue), 1, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+
+    let workers: Vec<_> = (0..10)
+        .map(|_| start_worker(all_tasks(builder(&client)).queues([queue.clone()])))
+        .collect();
+    // Past the first turns, which count the peers.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut admin = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Each heartbeat is one ZADD; each reaper pass one ZRANGEBYSCORE, each promotion pass one
+    // ZCOUNT. Every worker making both every heartbeat would match the ZADDs one for one.
+    let heartbeats = calls_of(&mut admin, "zadd").await;
+    let reaps = calls_of(&mut admin, "zrangebyscore").await;
+    let promotions = calls_of(&mut admin, "zcount").await;
+    assert!(heartbeats >= 50, "{heartbeats} heartbeats in 3 s");
+    for (pass, calls) in [("reaper", reaps), ("promotion", promotions)] {
+        assert!(
+            calls * 10 <= heartbeats * 4,
+            "{calls} {pass} passes for {heartbeats} heartbeats of ten workers"
+        );
+        assert!(calls > 0, "no {pass} pass in 3 s");
+    }
+    // The lost worker's message was recovered and ran.
+    let summary = handle.wait(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(summary.mean, 2.0);
+    for worker in workers {
+        worker.stop().await.unwrap();
+    }
+}

@@ -306,8 +306,10 @@ impl MemoryBroker {
     }
 
     /// Removes a delivery from `worker`'s processing set (the fence of every transition),
-    /// releasing its partition's slot.
+    /// releasing its partition's slot; wakes waiting fetches when that made a partition's
+    /// ready messages fetchable again.
     fn take_processing(
+        &self,
         state: &mut State,
         worker: &WorkerId,
         delivery: &Delivery,
@@ -315,7 +317,9 @@ impl MemoryBroker {
         let held = state.workers.get_mut(worker)?;
         let (queue, message) = held.processing.remove(&delivery.receipt().raw())?;
         if let Some(queue) = state.queues.get_mut(&*queue) {
-            queue.ready.release(&message);
+            if queue.ready.release(&message) {
+                self.shared.ready.notify_waiters();
+            }
         }
         Some(message)
     }

@@ -150,19 +150,25 @@ impl Ready {
 
     /// A taken message of a partition was settled (acknowledged, retried, requeued,
     /// dead-lettered, recovered): its slot frees, and a partition that was at its limit takes
-    /// its turns again.
-    pub(super) fn release(&mut self, message: &Message) {
+    /// its turns again. True when that made ready messages fetchable (waiting fetches should
+    /// look again).
+    pub(super) fn release(&mut self, message: &Message) -> bool {
         let Some(key) = message.partition.as_ref().filter(|_| message.holds_slot) else {
-            return;
+            return false;
         };
         let Some(partition) = self.partitions.get_mut(key) else {
-            return;
+            return false;
         };
         let was_at_limit = partition.at_limit();
         partition.running = partition.running.saturating_sub(1);
+        let mut fetchable = false;
         if was_at_limit && !partition.at_limit() {
             for level in 0..LEVELS {
-                if !partition.levels[level].is_empty() && self.ringed.insert((level, key.clone())) {
+                if partition.levels[level].is_empty() {
+                    continue;
+                }
+                fetchable = true;
+                if self.ringed.insert((level, key.clone())) {
                     self.rings[level].push_back(Some(key.clone()));
                 }
             }
@@ -170,6 +176,7 @@ impl Ready {
         if partition.ready == 0 && partition.running == 0 {
             self.partitions.remove(key);
         }
+        fetchable
     }
 
     /// Ready messages in level order, highest first; within a level the unpartitioned ones,

@@ -142,7 +142,7 @@ impl Transport for MemoryBroker {
         let mut state = self.lock();
         let mut acked = 0;
         for delivery in deliveries {
-            if let Some(message) = Self::take_processing(&mut state, worker, delivery) {
+            if let Some(message) = self.take_processing(&mut state, worker, delivery) {
                 acked += 1;
                 if let Some(queue) = state.queues.get_mut(delivery.queue()) {
                     queue.redeliveries.remove(&message.id);
@@ -164,7 +164,7 @@ impl Transport for MemoryBroker {
     ) -> Result<bool> {
         let now = self.shared.clock.now();
         let mut state = self.lock();
-        if Self::take_processing(&mut state, worker, delivery).is_none() {
+        if self.take_processing(&mut state, worker, delivery).is_none() {
             return Ok(false);
         }
         if let Some(outcome) = delivery.outcome() {
@@ -186,7 +186,7 @@ impl Transport for MemoryBroker {
         let mut requeued = 0;
         // Reverse order so the first delivery ends up first at the head.
         for delivery in deliveries.iter().rev() {
-            if let Some(message) = Self::take_processing(&mut state, worker, delivery) {
+            if let Some(message) = self.take_processing(&mut state, worker, delivery) {
                 state
                     .queues
                     .entry(delivery.queue().to_owned())
@@ -212,7 +212,7 @@ impl Transport for MemoryBroker {
         let now = self.shared.clock.now();
         let caps = self.shared.config.dead_caps();
         let mut state = self.lock();
-        let Some(message) = Self::take_processing(&mut state, worker, delivery) else {
+        let Some(message) = self.take_processing(&mut state, worker, delivery) else {
             return Ok(false);
         };
         let letter = DeadLetter::new(
