@@ -111,8 +111,12 @@ impl Conn {
         let Some(durable) = durable else {
             return Ok(());
         };
+        let ticket = durable.written();
         let slot = self.slot_of(key);
         let epoch = self.epoch();
+        // One `WAIT` in flight per slot (group commit, see `replicas::Waits`); what is known
+        // of the master is read once the turn comes, so a judgement made meanwhile counts.
+        let mut turn = durable.wait_turn(slot).await;
         let wanted = match durable.wait_for(slot, epoch) {
             Wait::Whole => durable.setting.replicas,
             Wait::Degraded(attached) => attached,
@@ -121,12 +125,21 @@ impl Conn {
         if wanted == 0 {
             return Ok(());
         }
-        // A `WAIT` that did not answer (a client timeout, a reset) is a failed write: its
-        // connection may since lead to another server, whose count would say nothing of it.
-        let acknowledged = self
-            .wait_for_replicas(key, wanted, durable.setting.timeout)
-            .await
-            .map_err(redis_error)?;
+        let acknowledged = match turn.answered(ticket, epoch, wanted) {
+            Some(acknowledged) => acknowledged,
+            None => {
+                // A `WAIT` that did not answer (a client timeout, a reset) is a failed write:
+                // its connection may since lead to another server, whose count would say
+                // nothing of it.
+                let acknowledged = self
+                    .wait_for_replicas(key, wanted, durable.setting.timeout)
+                    .await
+                    .map_err(redis_error)?;
+                turn.record(epoch, wanted, acknowledged);
+                acknowledged
+            }
+        };
+        drop(turn);
         if acknowledged >= wanted {
             return Ok(());
         }
@@ -146,12 +159,12 @@ impl Conn {
         })
     }
 
-    /// The connection a write goes through now: the Sentinel connection's generation (it
-    /// changes when the master moved), 0 elsewhere (the connection stays with its server or,
+    /// The server a write goes through now: behind Sentinel a number that changes when a
+    /// failover moved the connection (not when a call merely timed out), 0 elsewhere (the connection stays with its server or,
     /// on a cluster, a write to a moved slot fails before it is waited for).
     fn epoch(&self) -> u64 {
         match self {
-            Self::Sentinel(conn) => conn.generation(),
+            Self::Sentinel(conn) => conn.server(),
             _ => 0,
         }
     }
@@ -343,8 +356,22 @@ struct SentinelInner {
     response_timeout: Duration,
     /// The master's connection and the address it goes to, with a generation number so
     /// that many failing calls trigger one rediscovery.
-    current: RwLock<(u64, String, ConnectionManager)>,
+    current: RwLock<Current>,
     generation: AtomicU64,
+}
+
+/// The connection calls go through now.
+struct Current {
+    /// Bumped by every rediscovery (one per burst of failing calls).
+    generation: u64,
+    address: String,
+    conn: ConnectionManager,
+    /// Bumped only when a rediscovery moved the connection to another server: what durable
+    /// writes' judgements are tied to. Tying them to the generation voided them at every
+    /// timeout, and the `WAIT`s of a degraded master, queued one behind another on the
+    /// shared connection, made timeouts: each void judgement brought more `WAIT`s, and the
+    /// workers settled nothing for minutes (a Sentinel test held 80 tasks so).
+    server: u64,
 }
 
 impl SentinelConn {
@@ -357,7 +384,12 @@ impl SentinelConn {
             inner: Arc::new(SentinelInner {
                 sentinel,
                 response_timeout,
-                current: RwLock::new((0, address, conn)),
+                current: RwLock::new(Current {
+                    generation: 0,
+                    address,
+                    conn,
+                    server: 0,
+                }),
                 generation: AtomicU64::new(0),
             }),
         })
@@ -378,25 +410,25 @@ impl SentinelConn {
         Ok((address, conn))
     }
 
-    /// The generation of the connection calls go through now.
-    fn generation(&self) -> u64 {
-        self.inner.current.read().0
+    /// Which server the connection leads to now: changes only when a failover moved it.
+    fn server(&self) -> u64 {
+        self.inner.current.read().server
     }
 
-    /// True while the connection is still the one of `generation` and the sentinels still
-    /// name its server as the master.
-    async fn still_named(&self, generation: u64) -> bool {
+    /// True while the connection still leads to the server of `server` and the sentinels
+    /// still name it as the master.
+    async fn still_named(&self, server: u64) -> bool {
         let named = match self.inner.sentinel.lock().await.async_get_client().await {
             Ok(client) => client.get_connection_info().addr().to_string(),
             Err(_) => return false,
         };
         let current = self.inner.current.read();
-        current.0 == generation && current.1 == named
+        current.server == server && current.address == named
     }
 
     fn current(&self) -> (u64, ConnectionManager) {
         let current = self.inner.current.read();
-        (current.0, current.2.clone())
+        (current.generation, current.conn.clone())
     }
 
     /// Asks the sentinels where the master is and reconnects when it moved; one caller per
@@ -413,16 +445,17 @@ impl SentinelConn {
         match Self::open_master(&self.inner.sentinel, self.inner.response_timeout).await {
             Ok((address, conn)) => {
                 let mut current = self.inner.current.write();
-                if current.1 != address {
-                    tracing::warn!(from = %current.1, to = %address, "redis master moved (sentinel failover)");
-                    *current = (seen + 1, address, conn);
-                } else {
-                    current.0 = seen + 1;
+                current.generation = seen + 1;
+                if current.address != address {
+                    tracing::warn!(from = %current.address, to = %address, "redis master moved (sentinel failover)");
+                    current.address = address;
+                    current.conn = conn;
+                    current.server += 1;
                 }
             }
             Err(err) => {
                 tracing::debug!(error = %err, "sentinels did not name a master yet");
-                self.inner.current.write().0 = seen + 1;
+                self.inner.current.write().generation = seen + 1;
             }
         }
     }

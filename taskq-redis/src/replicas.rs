@@ -26,8 +26,12 @@
 //! answers but has lost its replica to the promotion, is never written to without one).
 
 use std::{
+    collections::HashMap,
     ops::RangeInclusive,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -41,11 +45,66 @@ const RECHECK: Duration = Duration::from_secs(1);
 /// The hash slots of a Redis Cluster; a lone master or a Sentinel group serves all of them.
 pub(crate) const ALL_SLOTS: RangeInclusive<u16> = 0..=16383;
 
-/// Durable writes of one broker or backend: the setting, and what is known of degraded masters.
+/// Durable writes of one broker or backend: the setting, what is known of degraded masters,
+/// and the `WAIT`s in flight.
 #[derive(Clone, Debug)]
 pub(crate) struct DurableWrites {
     pub(crate) setting: Durable,
     watch: Arc<Mutex<Vec<Degraded>>>,
+    waits: Arc<Waits>,
+}
+
+/// Group commit of `WAIT`s: one in flight per slot, its answer shared by every write it covers.
+///
+/// A `WAIT` covers every write its connection carried before it, whoever sent them; the writes
+/// of a broker share one multiplexed connection. Each writer sending its own, they queued one
+/// behind another there, each for its whole timeout on a master short of replicas, and held
+/// every other call of the process behind them: calls timed out, and 64 producers landed
+/// nothing for a minute on a promoted master without a replica.
+#[derive(Debug, Default)]
+struct Waits {
+    /// Counts writes that completed; a `WAIT` sent once the count reached `n` covers the
+    /// writes numbered up to `n`.
+    written: AtomicU64,
+    by_slot: Mutex<HashMap<u16, Arc<tokio::sync::Mutex<Option<Answered>>>>>,
+}
+
+/// The last `WAIT` of a slot that answered.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Answered {
+    /// The writes it covers: those numbered up to this.
+    covers: u64,
+    /// The connection it was sent on (see [`DurableWrites::wait_for`]'s epoch).
+    epoch: u64,
+    /// How many replicas it waited for, and how many acknowledged.
+    asked: usize,
+    acknowledged: usize,
+}
+
+/// The right to send a slot's `WAIT` (held while it is in flight) and the last answer there.
+pub(crate) struct WaitTurn {
+    last: tokio::sync::OwnedMutexGuard<Option<Answered>>,
+    written: u64,
+}
+
+impl WaitTurn {
+    /// What a `WAIT` that covers write `ticket` on connection `epoch` answered, if one for at
+    /// least `asked` replicas already did.
+    pub(crate) fn answered(&self, ticket: u64, epoch: u64, asked: usize) -> Option<usize> {
+        self.last
+            .filter(|last| last.covers >= ticket && last.epoch == epoch && last.asked >= asked)
+            .map(|last| last.acknowledged)
+    }
+
+    /// Records the answer of the `WAIT` sent under this turn.
+    pub(crate) fn record(&mut self, epoch: u64, asked: usize, acknowledged: usize) {
+        *self.last = Some(Answered {
+            covers: self.written,
+            epoch,
+            asked,
+            acknowledged,
+        });
+    }
 }
 
 /// A master, by the hash slots it serves, seen with fewer replicas than the setting asks for.
@@ -86,7 +145,24 @@ impl DurableWrites {
                 timeout: setting.timeout.min(response_timeout / 2),
             },
             watch: Arc::default(),
+            waits: Arc::default(),
         })
+    }
+
+    /// Numbers a write that has just completed, for [`WaitTurn::answered`].
+    pub(crate) fn written(&self) -> u64 {
+        self.waits.written.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Waits for the turn to send `slot`'s `WAIT`; a `WAIT` sent under it covers every write
+    /// numbered before the turn was given.
+    pub(crate) async fn wait_turn(&self, slot: u16) -> WaitTurn {
+        let group = self.waits.by_slot.lock().entry(slot).or_default().clone();
+        let last = group.lock_owned().await;
+        WaitTurn {
+            last,
+            written: self.waits.written.load(Ordering::SeqCst),
+        }
     }
 
     /// What a write to `slot`, sent on the connection of `epoch`, waits for.

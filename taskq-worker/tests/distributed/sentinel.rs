@@ -117,3 +117,34 @@ async fn durable_writes_go_on_when_the_master_is_lost_for_good() {
     }
     drop(group);
 }
+
+/// Durable writes from many producers at once on a promoted master without a replica: the
+/// first write's `WAIT` finds none attached and the rest stop waiting. Before, a judgement was
+/// voided by any call that timed out on the shared connection, and the `WAIT`s queued there
+/// (each its full timeout) made such timeouts: every voided judgement brought more `WAIT`s,
+/// and nothing landed for minutes (workers held 80 tasks so in a run of the test above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_durable_writers_on_a_master_without_replicas_are_not_stalled_by_their_waits() {
+    let mut group = SentinelGroup::start();
+    let queue = format!("sentinel-{}", uuid::Uuid::new_v4());
+    let client = client(&group.url(), true).await;
+    let old = group.master_port();
+    group.kill_master();
+    let group = tokio::task::spawn_blocking(move || {
+        group.wait_for_new_master(old, Duration::from_secs(30));
+        group
+    })
+    .await
+    .unwrap();
+    let writers: Vec<_> = (0..64)
+        .map(|n| {
+            let (client, queue) = (client.clone(), queue.clone());
+            tokio::spawn(async move { enqueue_insisting(&client, &queue, n, 0).await })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.expect("every enqueue landed");
+    }
+    assert_named_degraded(&client).await;
+    drop(group);
+}
