@@ -21,8 +21,9 @@
 //! could be acknowledged on the word of the new one: a `WAIT` that did not answer (client
 //! timeout, reset) is a failed write, never "none acknowledged"; a server whose
 //! `INFO replication` does not say `role:master` is never degraded; and behind Sentinel the
-//! judgement holds only for the connection it was made on (its epoch) and only while the
-//! sentinels name that server as the master (so an old master cut off from them, which still
+//! judgement holds only while the connection leads to the server it was made on (its epoch,
+//! changed by a failover that moved the connection) and only while the sentinels name that
+//! server as the master (so an old master cut off from them, which still
 //! answers but has lost its replica to the promotion, is never written to without one).
 
 use std::{
@@ -280,6 +281,29 @@ pub(crate) fn connected_replicas(info: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_wait_answers_for_the_writes_before_it_on_its_connection() {
+        let durable = writes(1);
+        let before = durable.written();
+        let mut turn = durable.wait_turn(0).await;
+        assert_eq!(turn.answered(before, 0, 1), None, "nothing answered yet");
+        turn.record(0, 1, 1);
+        drop(turn);
+        let after = durable.written();
+        let turn = durable.wait_turn(0).await;
+        assert_eq!(turn.answered(before, 0, 1), Some(1));
+        assert_eq!(
+            turn.answered(after, 0, 1),
+            None,
+            "written after it was sent"
+        );
+        assert_eq!(turn.answered(before, 1, 1), None, "another connection");
+        assert_eq!(turn.answered(before, 0, 2), None, "it asked for fewer");
+        drop(turn);
+        let other_slot = durable.wait_turn(7).await;
+        assert_eq!(other_slot.answered(before, 0, 1), None, "another slot");
+    }
 
     fn writes(replicas: usize) -> DurableWrites {
         DurableWrites::new(
