@@ -58,20 +58,13 @@ async fn workers_follow_a_sentinel_failover_and_lose_nothing_with_durable_writes
 /// the sentinels named the new master runs within seconds (the bound in docs/cluster.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_resume_within_seconds_of_a_sentinel_promotion() {
-    let mut group = SentinelGroup::start();
+    let group = SentinelGroup::start();
     let queues = vec![format!("sentinel-{}", uuid::Uuid::new_v4())];
     let client = client(&group.url(), false).await;
     let worker = start_worker(&client, &queues);
     let warm = enqueue_insisting(&client, &queues[0], 0, 0).await;
     assert_all_succeed(&client, &[warm], Duration::from_secs(10)).await;
-    let old = group.master_port();
-    group.kill_master();
-    let group = tokio::task::spawn_blocking(move || {
-        group.wait_for_new_master(old, Duration::from_secs(30));
-        group
-    })
-    .await
-    .unwrap();
+    let group = fail_over(group).await;
     let promoted_at = tokio::time::Instant::now();
     let probe = enqueue_insisting(&client, &queues[0], 1, 0).await;
     assert_all_succeed(&client, &[probe], Duration::from_secs(10)).await;
@@ -90,7 +83,7 @@ async fn workers_resume_within_seconds_of_a_sentinel_promotion() {
 /// from the promotion on and the workers stopped completing anything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn durable_writes_go_on_when_the_master_is_lost_for_good() {
-    let mut group = SentinelGroup::start();
+    let group = SentinelGroup::start();
     let queues = vec![format!("sentinel-{}", uuid::Uuid::new_v4())];
     let client = client(&group.url(), true).await;
     let workers = [
@@ -99,14 +92,7 @@ async fn durable_writes_go_on_when_the_master_is_lost_for_good() {
     ];
     let producer = produce(&client, &queues, 400, Duration::from_millis(5));
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let old = group.master_port();
-    group.kill_master();
-    let group = tokio::task::spawn_blocking(move || {
-        group.wait_for_new_master(old, Duration::from_secs(30));
-        group
-    })
-    .await
-    .unwrap();
+    let group = fail_over(group).await;
     let ids = producer
         .await
         .expect("every enqueue landed on the promoted master");
@@ -125,17 +111,10 @@ async fn durable_writes_go_on_when_the_master_is_lost_for_good() {
 /// and nothing landed for minutes (workers held 80 tasks so in a run of the test above).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_durable_writers_on_a_master_without_replicas_are_not_stalled_by_their_waits() {
-    let mut group = SentinelGroup::start();
+    let group = SentinelGroup::start();
     let queue = format!("sentinel-{}", uuid::Uuid::new_v4());
     let client = client(&group.url(), true).await;
-    let old = group.master_port();
-    group.kill_master();
-    let group = tokio::task::spawn_blocking(move || {
-        group.wait_for_new_master(old, Duration::from_secs(30));
-        group
-    })
-    .await
-    .unwrap();
+    let group = fail_over(group).await;
     let writers: Vec<_> = (0..64)
         .map(|n| {
             let (client, queue) = (client.clone(), queue.clone());
@@ -147,4 +126,16 @@ async fn many_durable_writers_on_a_master_without_replicas_are_not_stalled_by_th
     }
     assert_named_degraded(&client).await;
     drop(group);
+}
+
+/// Kills the master and gives the group back once the sentinels have promoted a replica.
+async fn fail_over(mut group: SentinelGroup) -> SentinelGroup {
+    let old = group.master_port();
+    group.kill_master();
+    tokio::task::spawn_blocking(move || {
+        group.wait_for_new_master(old, Duration::from_secs(30));
+        group
+    })
+    .await
+    .unwrap()
 }
