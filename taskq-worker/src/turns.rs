@@ -1,13 +1,13 @@
 //! Turns at the passes any worker of a queue may make for all of them: reaping lost workers,
-//! promoting due messages, sweeping orphaned processing lists. Every worker making them every heartbeat costs the broker one
-//! pass per worker per heartbeat, most of an idle fleet's load (issue 31); each worker taking
-//! a pass with probability `SHARE / peers` keeps the fleet near `SHARE` passes per heartbeat,
-//! whatever its size.
+//! promoting due messages, sweeping orphaned processing lists. Every worker making them every
+//! heartbeat cost the broker one pass per worker per heartbeat, most of an idle fleet's load
+//! (issue 31); each worker taking a pass with probability `SHARE / peers` keeps the fleet near
+//! `SHARE` passes per heartbeat, whatever its size.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Passes the fleet makes per heartbeat interval on average: with two, a heartbeat passes
-/// without any in about one case in eight (e^-2), two in a row in one in fifty.
+/// without any in about one case in seven (e^-2), two in a row in one in fifty.
 const SHARE: u64 = 2;
 
 /// The most rounds a worker's turns are spaced by on average, however large its fleet: the
