@@ -114,7 +114,7 @@ struct Degraded {
     slots: Vec<RangeInclusive<u16>>,
     attached: usize,
     checked: Instant,
-    /// The connection the count was read on (the Sentinel connection's generation).
+    /// The server the count was read on (behind Sentinel, changed by a failover).
     epoch: u64,
 }
 
