@@ -114,6 +114,10 @@ impl Conn {
         let ticket = durable.written();
         let slot = self.slot_of(key);
         let epoch = self.epoch();
+        if durable.wait_for(slot, epoch) == Wait::Degraded(0) {
+            // Nothing to wait for: no turn to queue for either.
+            return Ok(());
+        }
         // One `WAIT` in flight per slot (group commit, see `replicas::Waits`); what is known
         // of the master is read once the turn comes, so a judgement made meanwhile counts.
         let mut turn = durable.wait_turn(slot).await;

@@ -177,6 +177,24 @@ impl RedisServer {
         self.port
     }
 
+    /// Zeroes the server's command counts (`CONFIG RESETSTAT`), for [`Self::command_calls`].
+    pub fn reset_command_stats(&self) {
+        cluster::redis_cli(self.port, &["CONFIG".into(), "RESETSTAT".into()]);
+    }
+
+    /// How many times the server ran `command` (lower case) since its counts were reset,
+    /// commands inside scripts included (`INFO commandstats`): what tests of a command's cost
+    /// count. Plain-text servers only.
+    pub fn command_calls(&self, command: &str) -> u64 {
+        let stats = cluster::redis_cli(self.port, &["INFO".into(), "commandstats".into()]);
+        let prefix = format!("cmdstat_{command}:calls=");
+        stats
+            .lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |calls| calls.trim().parse().expect("a count"))
+    }
+
     /// Creates (or replaces) ACL user `name` with password `password` and `rules` (Redis ACL
     /// syntax, e.g. `~taskq:*`, `+@read`), through `redis-cli`.
     ///

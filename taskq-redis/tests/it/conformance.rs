@@ -823,19 +823,7 @@ async fn an_idle_worker_fetches_behind_its_pop_and_lets_its_connection_go() {
 
 /// `fetch.lua` calls (`EVALSHA`) the server has run since its counters were reset.
 async fn fetch_scripts_run(server: &RedisServer) -> u64 {
-    command_calls(server, "evalsha").await
-}
-
-/// How many times the server ran `command` (lower case) since its stats were reset, scripts'
-/// inner calls included (`INFO commandstats`).
-async fn command_calls(server: &RedisServer, command: &str) -> u64 {
-    let prefix = format!("cmdstat_{command}:calls=");
-    server_says(server, &["INFO", "commandstats"])
-        .await
-        .lines()
-        .find_map(|line| line.strip_prefix(prefix.as_str()).map(str::to_owned))
-        .and_then(|rest| rest.split(',').next().map(str::to_owned))
-        .map_or(0, |calls| calls.parse().unwrap())
+    server.command_calls("evalsha")
 }
 
 /// Issue 31: a worker of three queues that heartbeats and finds nothing sends no command per
@@ -877,12 +865,12 @@ async fn an_idle_fetch_sends_no_command_per_queue() {
     );
     for per_queue in ["lmpop", "mget", "zscore"] {
         assert_eq!(
-            command_calls(&server, per_queue).await,
+            server.command_calls(per_queue),
             0,
             "an idle fetch sent {per_queue}"
         );
     }
-    assert_eq!(command_calls(&server, "exists").await, scripts);
+    assert_eq!(server.command_calls("exists"), scripts);
 
     let fetched = woken_by_an_enqueue(&broker, &worker, &queues, &queues[2]).await;
     broker.ack(&worker, &fetched).await.unwrap();

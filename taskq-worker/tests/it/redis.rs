@@ -391,21 +391,6 @@ async fn a_settle_refused_for_missing_replicas_lands_once_they_are_back() {
     worker.stop().await.unwrap();
 }
 
-/// Calls of `command` since the last `CONFIG RESETSTAT`, from `INFO commandstats`.
-async fn calls_of(conn: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
-    let stats: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(conn)
-        .await
-        .unwrap();
-    let prefix = format!("cmdstat_{command}:calls=");
-    stats
-        .lines()
-        .find_map(|line| line.strip_prefix(prefix.as_str()))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |calls| calls.parse().unwrap())
-}
-
 /// Issue 31: ten idle workers of one queue take turns at the passes any of them may make for
 /// all (reaping, promoting): the fleet makes about two per heartbeat, not one per worker. A
 /// lost worker's message is still recovered and run, by turns spaced for the fleet.
@@ -446,22 +431,13 @@ async fn idle_workers_take_turns_at_reaping_and_still_recover_a_lost_one() {
         .collect();
     // Past the first turns, which count the peers.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let mut admin = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query_async::<()>(&mut admin)
-        .await
-        .unwrap();
+    server.reset_command_stats();
     tokio::time::sleep(Duration::from_secs(3)).await;
     // Each heartbeat is one ZADD; each reaper pass one ZRANGEBYSCORE, each promotion pass one
     // ZCOUNT. Every worker making both every heartbeat would match the ZADDs one for one.
-    let heartbeats = calls_of(&mut admin, "zadd").await;
-    let reaps = calls_of(&mut admin, "zrangebyscore").await;
-    let promotions = calls_of(&mut admin, "zcount").await;
+    let heartbeats = server.command_calls("zadd");
+    let reaps = server.command_calls("zrangebyscore");
+    let promotions = server.command_calls("zcount");
     assert!(heartbeats >= 50, "{heartbeats} heartbeats in 3 s");
     for (pass, calls) in [("reaper", reaps), ("promotion", promotions)] {
         assert!(
