@@ -23,6 +23,9 @@
 -- ARGV[4]      number of queues
 -- ARGV[5..]    per queue, its key prefix taskq:{q} (for its partitions' keys and its pause
 --              flag taskq:{q}:paused: a paused queue is skipped)
+-- ARGV[#ARGV]  the liveness ttl of a short lease, ms: a parked lease (a deadline more than
+--              twice that ahead: its worker held nothing there, `broker/leases.rs`) is made
+--              short, from the server's time, when messages move into its processing list
 -- returns      {payloads, levels, queues, lost, partitions, slots}: five arrays of equal length,
 --              oldest first within a turn (queues is each message's queue, 1-based in KEYS'
 --              order; partitions its partition, '' for none; slots 1 when it holds a slot of its
@@ -59,12 +62,32 @@ end
 -- A worker holding messages must be known to reapers even before its first heartbeat, and one
 -- whose lease was recovered must not take more: nothing is fetched into a list no reaper sees.
 -- Every queue's lease is settled before anything moves.
+local leases = {}
 for q = 0, queue_count - 1 do
   local workers = KEYS[q * stride + levels_count + 2]
   if ARGV[3] ~= '0' then
     redis.call('ZADD', workers, 'NX', ARGV[3], ARGV[2])
-  elseif not redis.call('ZSCORE', workers, ARGV[2]) then
-    return {{}, {}, {}, 1, {}, {}}
+  else
+    local deadline = redis.call('ZSCORE', workers, ARGV[2])
+    if not deadline then
+      return {{}, {}, {}, 1, {}, {}}
+    end
+    leases[q] = tonumber(deadline)
+  end
+end
+-- The time a parked lease is judged and made short by: the server's, when the script runs (an
+-- idle worker's fetch is sent before its blocking pop, seconds earlier). Read only when
+-- something could move.
+local short_deadline = nil
+local function unpark(q)
+  local ttl = tonumber(ARGV[#ARGV])
+  if not leases[q] or not ttl then return end
+  if not short_deadline then
+    local time = redis.call('TIME')
+    short_deadline = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) + ttl
+  end
+  if leases[q] > short_deadline + ttl then
+    redis.call('ZADD', KEYS[q * stride + levels_count + 2], 'XX', short_deadline, ARGV[2])
   end
 end
 for q = 0, queue_count - 1 do
@@ -126,6 +149,7 @@ for q = 0, queue_count - 1 do
   end
   if #payloads > moved then
     redis.call('SADD', holders, ARGV[2])
+    unpark(q)
   end
 end
 if not any_partitioned then

@@ -57,6 +57,7 @@ script!(REQUEUE, "requeue.lua");
 script!(DEAD_LETTER, "dead_letter.lua");
 script!(PROMOTE_SCHEDULED, "promote_scheduled.lua");
 script!(RECOVER, "recover.lua");
+script!(PARK_LEASE, "park_lease.lua");
 script!(ENQUEUE_UNIQUE, "enqueue_unique.lua");
 script!(REQUEUE_DEAD, "requeue_dead.lua");
 script!(RELEASE_UNIQUE, "release_unique.lua");

@@ -16,10 +16,21 @@ use crate::{lease::Lease, report::Recorder, revocations::Revocations, turns::Tur
 /// Scheduled messages promoted per round; more wait for the next round.
 const PROMOTE_BATCH: usize = 1000;
 
-/// Rounds between two publications of the worker's info and refreshes of the revoked set:
-/// both have faster paths (pub/sub) or tolerate a few seconds, and an idle worker should cost
-/// only a few broker commands per second.
-const SLOW_EVERY: u64 = 5;
+/// Rounds between two orphan sweeps (made on the worker's turn, [`Turns`]).
+const SWEEP_EVERY: u64 = 5;
+
+/// Rounds between two publications of the worker's info: operators read it, nothing decides by
+/// it, and an idle worker should cost under one broker command per second (issue 31). It is kept
+/// for [`INFO_KEPT_FOR`] publications, so a worker that missed one or two is still listed.
+const INFO_EVERY: u64 = 10;
+
+/// Publications of the worker's info its record outlives.
+const INFO_KEPT_FOR: u32 = 3;
+
+/// Rounds between two measurements of the clock skew and refreshes of the revoked set: a
+/// clock drifts by milliseconds an hour, and revocations arrive on the control channel at once
+/// (the refresh only catches those sent while it was down).
+const CLOCK_EVERY: u64 = 30;
 
 /// Rounds between two passes that forget idle queues (an hour at the default heartbeat): the
 /// registry only grows by queue names, so this can be rare.
@@ -55,6 +66,8 @@ pub(crate) struct Maintenance {
     pub(crate) lease: Arc<Lease>,
     /// When this worker reaps and promotes for its fleet.
     pub(crate) turns: Turns,
+    /// The host's clock skew against the broker's as last measured, ms.
+    pub(crate) clock_skew_ms: parking_lot::Mutex<Option<i64>>,
 }
 
 impl Maintenance {
@@ -64,9 +77,7 @@ impl Maintenance {
         loop {
             self.round().await;
             rounds += 1;
-            if rounds.is_multiple_of(SLOW_EVERY) {
-                self.slow_round().await;
-            }
+            self.slow_round(rounds).await;
             if rounds.is_multiple_of(FORGET_EVERY) {
                 if let Err(err) = self.broker.forget_idle_queues(QUEUES_FORGOTTEN_AFTER).await {
                     tracing::warn!(error = %err, "forgetting idle queues failed");
@@ -222,41 +233,57 @@ impl Maintenance {
         }
     }
 
-    /// Measures the host's clock against the broker's, returns orphaned processing lists (on
-    /// the worker's turn, [`Turns`]), publishes the worker's info and refreshes the revoked set
-    /// (every [`SLOW_EVERY`] rounds, and once at start).
-    pub(crate) async fn slow_round(&self) {
-        let membership = self.broker.membership().filter(|_| self.turns.mine());
-        if let Some(membership) = membership {
-            // Twice the lease: a list is orphaned only when no lease could still cover it.
-            let grace = self.liveness_ttl * 2;
-            match membership
-                .sweep_orphans(&self.info.queues, grace, self.max_redeliveries)
-                .await
-            {
-                Ok(report) => {
-                    self.recorder
-                        .recovered(report.requeued + report.dead_lettered);
-                    self.end_poisoned(&report.poisoned).await;
-                }
-                Err(err) => tracing::warn!(error = %err, "orphan sweep failed"),
+    /// The duties of round `round` that are not every round's: returning orphaned processing
+    /// lists (every [`SWEEP_EVERY`] rounds, on the worker's turn, [`Turns`]), publishing the
+    /// worker's info (every [`INFO_EVERY`]), measuring the clock against the broker's and
+    /// refreshing the revoked set (every [`CLOCK_EVERY`]). Round 0 (at start) does all.
+    pub(crate) async fn slow_round(&self, round: u64) {
+        if round.is_multiple_of(SWEEP_EVERY) {
+            self.sweep_orphans().await;
+        }
+        if round.is_multiple_of(CLOCK_EVERY) {
+            *self.clock_skew_ms.lock() = self.measure_clock().await;
+            match self.broker.revoked().await {
+                Ok(ids) => self.revocations.refresh(ids),
+                Err(err) => tracing::warn!(error = %err, "reading revocations failed"),
             }
         }
+        if round.is_multiple_of(INFO_EVERY) {
+            self.publish_info().await;
+        }
+    }
+
+    /// Returns processing lists no lease covers, on the worker's turn.
+    async fn sweep_orphans(&self) {
+        let Some(membership) = self.broker.membership().filter(|_| self.turns.mine()) else {
+            return;
+        };
+        // Twice the lease: a list is orphaned only when no lease could still cover it.
+        let grace = self.liveness_ttl * 2;
+        match membership
+            .sweep_orphans(&self.info.queues, grace, self.max_redeliveries)
+            .await
+        {
+            Ok(report) => {
+                self.recorder
+                    .recovered(report.requeued + report.dead_lettered);
+                self.end_poisoned(&report.poisoned).await;
+            }
+            Err(err) => tracing::warn!(error = %err, "orphan sweep failed"),
+        }
+    }
+
+    /// Publishes what operators see of this worker, kept for [`INFO_KEPT_FOR`] publications.
+    async fn publish_info(&self) {
         let mut info = self.info.clone();
-        info.clock_skew_ms = self.measure_clock().await;
+        info.clock_skew_ms = *self.clock_skew_ms.lock();
         info.in_flight = info.concurrency - self.slots.available_permits().min(info.concurrency);
         self.recorder.in_flight(info.in_flight);
         info.last_heartbeat = self.broker.clock().now();
-        if let Err(err) = self
-            .broker
-            .publish_worker_info(&info, self.liveness_ttl)
-            .await
-        {
+        let kept =
+            (self.heartbeat_interval * INFO_EVERY as u32 * INFO_KEPT_FOR).max(self.liveness_ttl);
+        if let Err(err) = self.broker.publish_worker_info(&info, kept).await {
             tracing::warn!(error = %err, "publishing worker info failed");
-        }
-        match self.broker.revoked().await {
-            Ok(ids) => self.revocations.refresh(ids),
-            Err(err) => tracing::warn!(error = %err, "reading revocations failed"),
         }
     }
 }

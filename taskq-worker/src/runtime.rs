@@ -188,6 +188,7 @@ impl Shared {
             lease_lost: lease_lost.clone(),
             lease: lease.clone(),
             turns: crate::turns::Turns::default(),
+            clock_skew_ms: parking_lot::Mutex::new(None),
         };
         let listener = Listener {
             channel: broker.clone(),
@@ -204,7 +205,7 @@ impl Shared {
         }
         let acker = settler.start_acker();
         maintenance.round().await;
-        maintenance.slow_round().await;
+        maintenance.slow_round(0).await;
         let background_stop = CancellationToken::new();
         let background = [
             tokio::spawn(maintenance.run(background_stop.clone()).in_current_span()),

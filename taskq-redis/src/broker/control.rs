@@ -1,6 +1,6 @@
 //! The Redis broker's control channel: pub/sub on `taskq:control`, revocations in a ZSET.
 
-use std::time::Duration;
+use std::{sync::atomic::Ordering, time::Duration};
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -10,6 +10,9 @@ use taskq_core::{
 
 use super::{millis, RedisBroker};
 use crate::{error::redis_error, keys};
+
+/// Publications of a process between two prunes of the registry of workers.
+const PRUNE_WORKERS_EVERY: u64 = 6;
 
 #[async_trait]
 impl ControlChannel for RedisBroker {
@@ -21,25 +24,38 @@ impl ControlChannel for RedisBroker {
         let ttl_ms = i64::try_from(ttl.as_millis())
             .unwrap_or(i64::MAX / 2)
             .max(1);
-        // The record, then its registry entry (different slots on a cluster).
-        redis::cmd("SET")
+        let now = millis(self.now());
+        // Entries of workers long gone would pile up, one per worker start; any publisher's
+        // prune serves all, so each makes one now and then.
+        let published = self.shared.publications.fetch_add(1, Ordering::Relaxed);
+        let prune = published.is_multiple_of(PRUNE_WORKERS_EVERY);
+        let registry = |pipe: &mut redis::Pipeline| {
+            pipe.zadd(keys::WORKERS, &info.id, now + ttl_ms).ignore();
+            if prune {
+                pipe.cmd("ZREMRANGEBYSCORE")
+                    .arg(keys::WORKERS)
+                    .arg("-inf")
+                    .arg(format!("({now}"))
+                    .ignore();
+            }
+        };
+        // The record, then its registry entry: one round trip on one server, two on a cluster
+        // (different slots).
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
             .arg(keys::worker_info(&info.id))
             .arg(json)
             .arg("PX")
             .arg(ttl_ms)
-            .query_async::<()>(&mut self.conn())
-            .await
-            .map_err(redis_error)?;
-        redis::pipe()
-            .zadd(keys::WORKERS, &info.id, millis(self.now()) + ttl_ms)
-            .ignore()
-            // Entries of workers long gone would pile up, one per worker start.
-            .cmd("ZREMRANGEBYSCORE")
-            .arg(keys::WORKERS)
-            .arg("-inf")
-            .arg(format!("({}", millis(self.now())))
-            .ignore()
-            .query_async::<()>(&mut self.conn())
+            .ignore();
+        if self.shared.server.is_cluster() {
+            pipe.query_async::<()>(&mut self.conn())
+                .await
+                .map_err(redis_error)?;
+            pipe = redis::pipe();
+        }
+        registry(&mut pipe);
+        pipe.query_async::<()>(&mut self.conn())
             .await
             .map_err(redis_error)
     }

@@ -132,18 +132,19 @@ impl RedisBroker {
                 .key(keys.workers())
                 .key(keys.holders());
         }
+        let ttl_ms = self.lease_ttl_ms(worker);
         invocation
             .arg(max)
             .arg(worker.as_str())
-            .arg(if self.has_heartbeat(worker) {
-                0
-            } else {
-                millis(self.now()) + FETCH_LEASE.as_millis() as i64
+            .arg(match ttl_ms {
+                Some(_) => 0,
+                None => millis(self.now()) + FETCH_LEASE.as_millis() as i64,
             })
             .arg(queues.len());
         for queue in queues {
             invocation.arg(QueueKeys::new(queue).prefix());
         }
+        invocation.arg(ttl_ms.unwrap_or(0));
         invocation
     }
 
@@ -276,6 +277,7 @@ impl RedisBroker {
             out.extend(ready);
         }
         self.hold(worker, &out);
+        self.unpark(worker, &out);
         Ok(out)
     }
 }

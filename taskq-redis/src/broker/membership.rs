@@ -6,7 +6,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use taskq_core::{Error, Membership, RecoveryReport, Result, WorkerId};
 
-use super::{millis, parse_poisoned, RecoverMode, RedisBroker};
+use super::{
+    leases::{Leases, Step},
+    millis, parse_poisoned, RecoverMode, RedisBroker,
+};
 use crate::{
     error::redis_error,
     keys::{self, QueueKeys},
@@ -15,37 +18,33 @@ use crate::{
 };
 
 impl RedisBroker {
-    /// Whether `worker` holds the lease `lease` until `deadline` or later.
-    async fn holds_lease(&self, lease: &str, worker: &WorkerId, deadline: i64) -> Result<bool> {
-        let score: Option<f64> = redis::cmd("ZSCORE")
-            .arg(lease)
-            .arg(worker.as_str())
-            .query_async(&mut self.conn())
-            .await
-            .map_err(redis_error)?;
-        Ok(score.is_some_and(|score| score >= deadline as f64))
+    /// Whether `worker` holds messages of `queue`, or may (its last fetch failed after
+    /// moving some).
+    fn may_hold(&self, worker: &WorkerId, queue: &str) -> bool {
+        self.shared.unreconciled.lock().contains(worker)
+            || self
+                .held()
+                .get(worker)
+                .is_some_and(|queues| queues.contains_key(queue))
     }
-}
 
-#[async_trait]
-impl Membership for RedisBroker {
-    async fn heartbeat(&self, worker: &WorkerId, queues: &[String], ttl: Duration) -> Result<()> {
-        let deadline = millis(self.now()) + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
-        let joining = !self.has_heartbeat(worker);
-        // One `ZADD` per queue, no script: the first heartbeat takes the lease, later ones renew
-        // only a lease still held (`XX`), and `CH` says whether it was (an idle worker's cost
-        // is mostly heartbeats, issue 31). One round trip per slot (for all queues on a single
-        // server).
+    /// Renews `worker`'s short leases on `queues` to `deadline`: one `ZADD XX CH` each, no
+    /// script, one round trip per slot (for all queues on a single server).
+    async fn renew(&self, worker: &WorkerId, queues: &[&String], deadline: i64) -> Result<()> {
+        if queues.is_empty() {
+            return Ok(());
+        }
         let leases: Vec<String> = queues.iter().map(|q| QueueKeys::new(q).workers()).collect();
         let groups = by_slot(self.shared.server.is_cluster(), leases, String::as_str);
         let renewals = groups.iter().map(|group| {
             let mut pipe = redis::pipe();
             for lease in group {
-                let command = pipe.cmd("ZADD").arg(lease);
-                if !joining {
-                    command.arg("XX");
-                }
-                command.arg("CH").arg(deadline).arg(worker.as_str());
+                pipe.cmd("ZADD")
+                    .arg(lease)
+                    .arg("XX")
+                    .arg("CH")
+                    .arg(deadline)
+                    .arg(worker.as_str());
             }
             let mut conn = self.conn();
             async move {
@@ -59,13 +58,120 @@ impl Membership for RedisBroker {
         for (lease, changed) in renewed.into_iter().flatten() {
             // Not changed: gone (a reaper recovered the worker), or renewed to the same
             // millisecond by an earlier call, which the score tells apart.
-            if !joining && changed == 0 && !self.holds_lease(lease, worker, deadline).await? {
+            if changed == 0 && !self.holds_lease(lease, worker, deadline).await? {
                 return Err(Error::LeaseLost {
                     worker: worker.to_string(),
                 });
             }
         }
-        self.shared.heartbeating.lock().insert(worker.clone());
+        Ok(())
+    }
+
+    /// Parks `worker`'s lease on `queue` until `parked_until` (`park_lease.lua`), or renews it
+    /// to `deadline` when its processing list holds messages after all.
+    async fn park(
+        &self,
+        worker: &WorkerId,
+        queue: &str,
+        deadline: i64,
+        parked_until: i64,
+        joining: bool,
+    ) -> Result<Parked> {
+        let keys = QueueKeys::new(queue);
+        let outcome: i64 = scripts::PARK_LEASE
+            .key(keys.workers())
+            .key(keys.processing(worker.as_str()))
+            .arg(worker.as_str())
+            .arg(deadline)
+            .arg(parked_until)
+            .arg(if joining { "1" } else { "0" })
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        match outcome {
+            1 => Ok(Parked::Parked),
+            2 => Ok(Parked::Short),
+            _ => Err(Error::LeaseLost {
+                worker: worker.to_string(),
+            }),
+        }
+    }
+
+    /// Whether `worker` holds the lease `lease` until `deadline` or later.
+    async fn holds_lease(&self, lease: &str, worker: &WorkerId, deadline: i64) -> Result<bool> {
+        let score: Option<f64> = redis::cmd("ZSCORE")
+            .arg(lease)
+            .arg(worker.as_str())
+            .query_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        Ok(score.is_some_and(|score| score >= deadline as f64))
+    }
+}
+
+/// What parking a lease did.
+enum Parked {
+    Parked,
+    /// The processing list held messages: the lease was renewed short instead.
+    Short,
+}
+
+#[async_trait]
+impl Membership for RedisBroker {
+    async fn heartbeat(&self, worker: &WorkerId, queues: &[String], ttl: Duration) -> Result<()> {
+        let now = millis(self.now());
+        let holds: Vec<bool> = queues.iter().map(|q| self.may_hold(worker, q)).collect();
+        // A worker's first heartbeat takes its leases, parked (a new worker holds nothing; a
+        // fetch before it may have moved messages, which keep a short one).
+        let (joining, steps, parked_until) = {
+            let heartbeating = self.shared.heartbeating.lock();
+            let fresh;
+            let leases = match heartbeating.get(worker) {
+                Some(leases) => leases,
+                None => {
+                    fresh = Leases::new(ttl);
+                    &fresh
+                }
+            };
+            let joining = !heartbeating.contains_key(worker);
+            let steps: Vec<Step> = queues
+                .iter()
+                .zip(&holds)
+                .map(|(queue, &holds)| match joining {
+                    true => Step::Park,
+                    false => leases.step(queue, holds, now),
+                })
+                .collect();
+            (joining, steps, now + leases.parked_for_ms())
+        };
+        let deadline = now + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 16);
+        let to_renew: Vec<&String> = queues
+            .iter()
+            .zip(&steps)
+            .filter(|(_, step)| **step == Step::Renew)
+            .map(|(queue, _)| queue)
+            .collect();
+        self.renew(worker, &to_renew, deadline).await?;
+        let mut parked = Vec::new();
+        for (queue, _) in queues.iter().zip(&steps).filter(|(_, s)| **s == Step::Park) {
+            let outcome = self
+                .park(worker, queue, deadline, parked_until, joining)
+                .await?;
+            parked.push((queue, outcome));
+        }
+        let mut heartbeating = self.shared.heartbeating.lock();
+        let leases = heartbeating
+            .entry(worker.clone())
+            .or_insert_with(|| Leases::new(ttl));
+        for queue in to_renew {
+            leases.unparked(queue);
+        }
+        for (queue, outcome) in parked {
+            match outcome {
+                Parked::Parked => leases.parked(queue, parked_until),
+                Parked::Short => leases.unparked(queue),
+            }
+        }
         Ok(())
     }
 

@@ -31,6 +31,7 @@ mod catalog;
 mod control;
 mod fetch;
 mod inspector;
+mod leases;
 mod membership;
 mod rate_limiter;
 mod transport;
@@ -81,8 +82,9 @@ struct Shared {
     /// Queues this process added to `taskq:queues`, and when (registered again after
     /// [`REGISTRY_REFRESH`], so that a queue in use is never forgotten as idle).
     known_queues: Mutex<HashMap<String, std::time::Instant>>,
-    /// Workers of this process that sent a heartbeat (fetches need not register them).
-    heartbeating: Mutex<HashSet<WorkerId>>,
+    /// Workers of this process that sent a heartbeat (fetches need not register them), and
+    /// which of their leases are parked.
+    heartbeating: Mutex<HashMap<WorkerId, leases::Leases>>,
     /// Processing lists seen without a lease, and when they were first seen.
     orphans: Mutex<HashMap<String, tokio::time::Instant>>,
     /// The host clock corrected by the offset last measured against the server's `TIME`:
@@ -92,6 +94,8 @@ struct Shared {
     host_clock: Clock,
     /// Server minus host, ms.
     correction: Arc<AtomicI64>,
+    /// Worker info records this process published (it prunes the registry now and then).
+    publications: std::sync::atomic::AtomicU64,
 }
 
 /// How often a producer registers a queue it keeps using: the registry forgets a queue only
@@ -291,11 +295,12 @@ impl RedisBroker {
                 held: Mutex::new(Held::default()),
                 unreconciled: Mutex::new(HashSet::new()),
                 known_queues: Mutex::new(HashMap::new()),
-                heartbeating: Mutex::new(HashSet::new()),
+                heartbeating: Mutex::new(HashMap::new()),
                 orphans: Mutex::new(HashMap::new()),
                 clock: host_clock.clone().corrected(correction.clone()),
                 host_clock,
                 correction,
+                publications: std::sync::atomic::AtomicU64::new(0),
             }),
         };
         broker.sync_clock().await?;
@@ -377,8 +382,24 @@ impl RedisBroker {
         self.shared.clock.now()
     }
 
-    fn has_heartbeat(&self, worker: &WorkerId) -> bool {
-        self.shared.heartbeating.lock().contains(worker)
+    /// The ttl of `worker`'s short leases, ms; `None` before its first heartbeat.
+    fn lease_ttl_ms(&self, worker: &WorkerId) -> Option<i64> {
+        let heartbeating = self.shared.heartbeating.lock();
+        heartbeating.get(worker).map(leases::Leases::ttl_ms)
+    }
+
+    /// The queues `deliveries` came from hold short leases now (`fetch.lua` made any parked
+    /// one short as it moved them).
+    fn unpark(&self, worker: &WorkerId, deliveries: &[Delivery]) {
+        if deliveries.is_empty() {
+            return;
+        }
+        let mut heartbeating = self.shared.heartbeating.lock();
+        if let Some(leases) = heartbeating.get_mut(worker) {
+            for delivery in deliveries {
+                leases.unparked(delivery.queue());
+            }
+        }
     }
 
     /// Whether this process registered `queue` recently enough.

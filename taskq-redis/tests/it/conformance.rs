@@ -940,6 +940,120 @@ async fn peers_are_the_lease_holders_of_the_least_shared_queue() {
     assert_eq!(broker.peers(&both).await.unwrap(), Some(1));
 }
 
+/// Issue 31: a worker holding nothing in a queue parks its lease there (a deadline minutes
+/// ahead, set once), so its idle heartbeats send nothing; the fetch that gives it messages
+/// makes the lease short again in the same script, so it is recovered within its liveness
+/// deadline if it dies holding them.
+#[tokio::test]
+async fn an_idle_lease_is_parked_and_a_fetch_makes_it_short_again() {
+    let server = RedisServer::start();
+    let broker = RedisBroker::connect(config(&server)).await.unwrap();
+    let reaper = RedisBroker::connect(config(&server)).await.unwrap();
+    let queues: Vec<String> = (0..3)
+        .map(|n| format!("parked{n}-{}", uuid::Uuid::new_v4()))
+        .collect();
+    let worker = WorkerId::generate();
+    let ttl = Duration::from_millis(800);
+    let mut admin = admin(&server).await;
+    let lease = |queue: &str| {
+        redis::cmd("ZSCORE")
+            .arg(format!("taskq:{{{queue}}}:workers"))
+            .arg(worker.as_str())
+            .clone()
+    };
+    let ahead_ms = |score: f64| score as i64 - chrono::Utc::now().timestamp_millis();
+
+    broker.heartbeat(&worker, &queues, ttl).await.unwrap();
+    for queue in &queues {
+        let score: f64 = lease(queue).query_async(&mut admin).await.unwrap();
+        assert!(ahead_ms(score) > 60_000, "{queue}: parked minutes ahead");
+    }
+    server.reset_command_stats();
+    for _ in 0..5 {
+        broker.heartbeat(&worker, &queues, ttl).await.unwrap();
+    }
+    assert_eq!(
+        server.command_calls("zadd") + server.command_calls("evalsha"),
+        0,
+        "idle heartbeats renew nothing, on any of the three queues"
+    );
+
+    broker.enqueue(vec![message(&queues[1], 0)]).await.unwrap();
+    let taken = broker
+        .fetch(&worker, &queues, 10, Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+    let score: f64 = lease(&queues[1]).query_async(&mut admin).await.unwrap();
+    assert!(
+        ahead_ms(score) <= ttl.as_millis() as i64 + 100,
+        "the fetch made the lease short: {} ms ahead",
+        ahead_ms(score)
+    );
+    let other: f64 = lease(&queues[0]).query_async(&mut admin).await.unwrap();
+    assert!(
+        ahead_ms(other) > 60_000,
+        "a queue it took nothing from stays parked"
+    );
+
+    // The worker dies holding the message: no more heartbeats. Its short lease lapses and
+    // another process's reaper returns the message.
+    tokio::time::sleep(ttl + Duration::from_millis(300)).await;
+    let report = reaper.recover_lost_workers(&queues, 5).await.unwrap();
+    assert_eq!(report.requeued, 1, "{report:?}");
+    assert_eq!(report.workers, vec![worker.clone()]);
+}
+
+/// A worker that acked all it held parks its lease again at its next heartbeat, and renews it
+/// while it holds something.
+#[tokio::test]
+async fn a_lease_is_renewed_while_messages_are_held_and_parked_once_they_are_not() {
+    let server = RedisServer::start();
+    let broker = RedisBroker::connect(config(&server)).await.unwrap();
+    let queue = format!("renewed-{}", uuid::Uuid::new_v4());
+    let queues = [queue.clone()];
+    let worker = WorkerId::generate();
+    let ttl = Duration::from_millis(800);
+    let admin = admin(&server).await;
+    let ahead_ms = || {
+        let mut admin = admin.clone();
+        let key = format!("taskq:{{{queue}}}:workers");
+        let worker = worker.to_string();
+        async move {
+            let score: f64 = redis::cmd("ZSCORE")
+                .arg(key)
+                .arg(worker)
+                .query_async(&mut admin)
+                .await
+                .unwrap();
+            score as i64 - chrono::Utc::now().timestamp_millis()
+        }
+    };
+    broker.heartbeat(&worker, &queues, ttl).await.unwrap();
+    broker.enqueue(vec![message(&queue, 0)]).await.unwrap();
+    let taken = broker
+        .fetch(&worker, &queues, 10, Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+    // Held past its first deadline, kept by heartbeats.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        broker.heartbeat(&worker, &queues, ttl).await.unwrap();
+        let ahead = ahead_ms().await;
+        assert!(
+            (0..=900).contains(&ahead),
+            "renewed short: {ahead} ms ahead"
+        );
+    }
+    broker.ack(&worker, &taken).await.unwrap();
+    broker.heartbeat(&worker, &queues, ttl).await.unwrap();
+    assert!(
+        ahead_ms().await > 60_000,
+        "parked again once nothing is held"
+    );
+}
+
 #[tokio::test]
 async fn an_idle_worker_of_three_queues_is_woken_and_fetches_in_one_script() {
     let server = RedisServer::start();
