@@ -64,8 +64,14 @@ impl Run for Flaky {
 /// asserting what `AsyncResult` reads; run with the broker URL and the result backend URL.
 /// Prints "ok" at the end.
 pub const PRODUCER: &str = r#"
-import datetime, sys, time
+import datetime, gc, sys, time
 from celery import Celery
+
+# Celery 5.4's Redis result consumer deadlocks when the cyclic garbage collector frees an
+# AsyncResult while the consumer holds its pub/sub lock: its __del__ unsubscribes and waits for
+# the lock the interrupted subscribe holds (seen here: send_task -> subscribe -> __del__ ->
+# unsubscribe, the script stuck for good). The script is short; collect nothing mid-call.
+gc.disable()
 
 app = Celery("producer", broker=sys.argv[1], backend=sys.argv[2])
 
@@ -165,8 +171,10 @@ print("ok")
 /// the result backend URL: a first step on Python (queue `py`) and a second on taskq, and one
 /// that starts on taskq, goes through Python and ends on taskq. Prints "ok" at the end.
 pub const CHAINS: &str = r#"
-import sys
+import gc, sys
 from celery import Celery, chain
+
+gc.disable()  # as in PRODUCER: Celery's result consumer deadlocks in a collection mid-call
 
 app = Celery("producer", broker=sys.argv[1], backend=sys.argv[2])
 steps = chain(app.signature("py.mul", args=(2, 3), queue="py"), app.signature("tasks.add", args=(4,)))
