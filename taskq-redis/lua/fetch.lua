@@ -23,9 +23,10 @@
 -- ARGV[4]      number of queues
 -- ARGV[5..]    per queue, its key prefix taskq:{q} (for its partitions' keys and its pause
 --              flag taskq:{q}:paused: a paused queue is skipped)
--- ARGV[#ARGV]  the liveness ttl of a short lease, ms: a parked lease (a deadline more than
---              twice that ahead: its worker held nothing there, `broker/leases.rs`) is made
---              short, from the server's time, when messages move into its processing list
+-- ARGV[#ARGV-1] a deadline (ms) no short lease reaches: a lease beyond it is parked (its
+--              worker held nothing there, `broker/leases.rs`), and is made short when messages
+--              move into its processing list ('0' before the worker's first heartbeat)
+-- ARGV[#ARGV]  the liveness ttl of a short lease, ms, counted from the server's time then
 -- returns      {payloads, levels, queues, lost, partitions, slots}: five arrays of equal length,
 --              oldest first within a turn (queues is each message's queue, 1-based in KEYS'
 --              order; partitions its partition, '' for none; slots 1 when it holds a slot of its
@@ -75,20 +76,14 @@ for q = 0, queue_count - 1 do
     leases[q] = tonumber(deadline)
   end
 end
--- The time a parked lease is judged and made short by: the server's, when the script runs (an
--- idle worker's fetch is sent before its blocking pop, seconds earlier). Read only when
--- something could move.
-local short_deadline = nil
+-- A parked lease is made short from the server's time when the script runs (an idle worker's
+-- fetch is sent before its blocking pop, seconds earlier); read only then.
 local function unpark(q)
-  local ttl = tonumber(ARGV[#ARGV])
-  if not leases[q] or not ttl then return end
-  if not short_deadline then
-    local time = redis.call('TIME')
-    short_deadline = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) + ttl
-  end
-  if leases[q] > short_deadline + ttl then
-    redis.call('ZADD', KEYS[q * stride + levels_count + 2], 'XX', short_deadline, ARGV[2])
-  end
+  local floor, ttl = tonumber(ARGV[#ARGV - 1]), tonumber(ARGV[#ARGV])
+  if not leases[q] or not floor or floor <= 0 or leases[q] <= floor then return end
+  local time = redis.call('TIME')
+  local deadline = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) + ttl
+  redis.call('ZADD', KEYS[q * stride + levels_count + 2], 'XX', deadline, ARGV[2])
 end
 for q = 0, queue_count - 1 do
   if #payloads >= max then break end

@@ -79,7 +79,7 @@ impl RedisConfig {
             max_queue_length,
             tls,
             url_problem,
-            block_timeout: Duration::from_secs(5),
+            block_timeout: Duration::from_secs(10),
             response_timeout: Duration::from_secs(5),
             max_dead_letters: 10_000,
             max_dead_letter_bytes: DEFAULT_MAX_DEAD_LETTER_BYTES,
@@ -88,7 +88,7 @@ impl RedisConfig {
         }
     }
 
-    /// Longest single blocking wait for work on an idle queue (default 5 s: an idle worker
+    /// Longest single blocking wait for work on an idle queue (default 10 s: an idle worker
     /// pays a blocking pop and a fetch per wait, and a wake-up token ends the wait at once).
     pub fn with_block_timeout(mut self, timeout: Duration) -> Self {
         self.block_timeout = timeout.max(Duration::from_millis(10));

@@ -61,7 +61,7 @@ impl Default for WorkerConfig {
             concurrency: 32,
             prefetch: 32,
             fetch_batch: 64,
-            fetch_wait: Duration::from_secs(5),
+            fetch_wait: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(1),
             liveness_ttl: Duration::from_secs(5),

@@ -132,19 +132,25 @@ impl RedisBroker {
                 .key(keys.workers())
                 .key(keys.holders());
         }
-        let ttl_ms = self.lease_ttl_ms(worker);
+        let now = millis(self.now());
+        let leases = self.lease_terms(worker);
         invocation
             .arg(max)
             .arg(worker.as_str())
-            .arg(match ttl_ms {
+            .arg(match leases {
                 Some(_) => 0,
-                None => millis(self.now()) + FETCH_LEASE.as_millis() as i64,
+                None => now + FETCH_LEASE.as_millis() as i64,
             })
             .arg(queues.len());
         for queue in queues {
             invocation.arg(QueueKeys::new(queue).prefix());
         }
-        invocation.arg(ttl_ms.unwrap_or(0));
+        let (parked_above, ttl) = leases.map_or((0, 0), |(ttl, parked_for)| {
+            // A parked lease is set again when half of its time is left; a short one never
+            // reaches beyond its ttl. A quarter tells them apart with minutes to spare.
+            (now + parked_for / 4, ttl)
+        });
+        invocation.arg(parked_above).arg(ttl);
         invocation
     }
 

@@ -52,7 +52,8 @@ impl Leases {
     }
 
     /// How far ahead a lease is parked, ms: long beside a short lease, so that a fetch tells
-    /// them apart by their deadlines alone (`fetch.lua`: more than twice the ttl ahead).
+    /// them apart by their deadlines alone (`fetch.lua`: beyond a quarter of this ahead, which
+    /// a parked lease always is and a short one never reaches).
     pub(crate) fn parked_for_ms(&self) -> i64 {
         millis_of(PARKED_FOR).max(self.ttl_ms * 8)
     }
@@ -115,8 +116,15 @@ mod tests {
     }
 
     #[test]
-    fn a_parked_lease_is_far_beyond_twice_a_long_ttl() {
-        let leases = Leases::new(Duration::from_secs(3_600));
-        assert!(leases.parked_for_ms() / 2 > 2 * leases.ttl_ms());
+    fn a_fetch_tells_a_parked_lease_from_a_short_one_even_with_a_long_ttl() {
+        for ttl in [TTL, Duration::from_secs(3_600)] {
+            let leases = Leases::new(ttl);
+            let quarter = leases.parked_for_ms() / 4;
+            assert!(quarter >= 2 * leases.ttl_ms(), "a short lease stays below");
+            assert!(
+                leases.parked_for_ms() / 2 > quarter,
+                "a parked one stays above"
+            );
+        }
     }
 }

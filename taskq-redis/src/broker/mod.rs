@@ -382,10 +382,12 @@ impl RedisBroker {
         self.shared.clock.now()
     }
 
-    /// The ttl of `worker`'s short leases, ms; `None` before its first heartbeat.
-    fn lease_ttl_ms(&self, worker: &WorkerId) -> Option<i64> {
+    /// How long `worker`'s short leases last and how far ahead its parked ones are set, ms;
+    /// `None` before its first heartbeat.
+    fn lease_terms(&self, worker: &WorkerId) -> Option<(i64, i64)> {
         let heartbeating = self.shared.heartbeating.lock();
-        heartbeating.get(worker).map(leases::Leases::ttl_ms)
+        let leases = heartbeating.get(worker)?;
+        Some((leases.ttl_ms(), leases.parked_for_ms()))
     }
 
     /// The queues `deliveries` came from hold short leases now (`fetch.lua` made any parked
