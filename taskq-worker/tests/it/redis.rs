@@ -391,10 +391,6 @@ async fn a_settle_refused_for_missing_replicas_lands_once_they_are_back() {
     worker.stop().await.unwrap();
 }
 
-/// Issue 31: ten idle workers of one queue take turns at the passes any of them may make for
-/// all (reaping, promoting): the fleet makes about two per heartbeat, not one per worker. A
-/// lost worker's message is still recovered and run, by turns spaced for the fleet.
-
 /// Issue 31: an idle worker's heartbeats send nothing, however many queues it serves (its
 /// leases are parked: `taskq-redis/src/broker/leases.rs`), and it is still woken at once by a
 /// message on any of them.
@@ -437,6 +433,9 @@ async fn idle_workers_of_three_queues_renew_no_lease_and_still_wake() {
     }
 }
 
+/// Issue 31: ten idle workers of one queue take turns at the passes any of them may make for
+/// all (reaping, promoting): the fleet makes about two per heartbeat, not one per worker. A
+/// lost worker's message is still recovered and run, by turns spaced for the fleet.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_workers_take_turns_at_reaping_and_still_recover_a_lost_one() {
     use taskq_core::WorkerId;
