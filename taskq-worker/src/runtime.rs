@@ -206,6 +206,7 @@ impl Shared {
         let acker = settler.start_acker();
         maintenance.round().await;
         maintenance.slow_round(0).await;
+        let published = maintenance.info.clone();
         let background_stop = CancellationToken::new();
         let background = [
             tokio::spawn(maintenance.run(background_stop.clone()).in_current_span()),
@@ -282,6 +283,10 @@ impl Shared {
         background_stop.cancel();
         for task in background {
             let _ = task.await;
+        }
+        // Operators see it leave at once, not when its record expires.
+        if let Err(err) = broker.withdraw_worker_info(&published).await {
+            tracing::warn!(error = %err, "could not withdraw the worker's info");
         }
         // After a lost lease this returns what the worker still held on queues whose lease it
         // kept (a lease is per queue).

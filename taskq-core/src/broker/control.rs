@@ -46,6 +46,14 @@ pub trait ControlChannel: Send + Sync + std::fmt::Debug {
     /// `ttl`; the worker refreshes it well within that. Every broker keeps it, including those
     /// without a [`Membership`](crate::Membership) role.
     async fn publish_worker_info(&self, info: &WorkerInfo, ttl: Duration) -> Result<()>;
+
+    /// Withdraws the record of a worker that stopped, so that it leaves `taskq workers` now
+    /// rather than when its record would have expired (records outlive a few publications).
+    /// By default the record is published again to expire at once.
+    async fn withdraw_worker_info(&self, info: &WorkerInfo) -> Result<()> {
+        self.publish_worker_info(info, Duration::from_millis(1))
+            .await
+    }
 }
 
 /// Compile-time check that [`ControlChannel`] stays object safe.

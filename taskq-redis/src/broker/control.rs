@@ -60,6 +60,21 @@ impl ControlChannel for RedisBroker {
             .map_err(redis_error)
     }
 
+    async fn withdraw_worker_info(&self, info: &WorkerInfo) -> Result<()> {
+        // The record, then its registry entry (different slots on a cluster).
+        redis::cmd("DEL")
+            .arg(keys::worker_info(&info.id))
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        redis::cmd("ZREM")
+            .arg(keys::WORKERS)
+            .arg(&info.id)
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(redis_error)
+    }
+
     async fn revoke(&self, id: TaskId, terminate: bool, ttl: Duration) -> Result<()> {
         let until = millis(self.now()) + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
         let message =

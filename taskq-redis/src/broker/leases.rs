@@ -15,7 +15,10 @@
 use std::{collections::HashMap, time::Duration};
 
 /// How far ahead a parked lease's deadline is set; it is set again when half of it is left.
-pub(crate) const PARKED_FOR: Duration = Duration::from_secs(600);
+/// Longer costs less (a script per queue per half), shorter forgets sooner a worker killed
+/// while idle: until its parked lease lapses, its peers still count it and space their turns
+/// at reaping and promoting by it (`taskq-worker/src/turns.rs`).
+pub(crate) const PARKED_FOR: Duration = Duration::from_secs(300);
 
 /// One worker's leases as this process last set them.
 #[derive(Debug)]

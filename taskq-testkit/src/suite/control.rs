@@ -87,6 +87,41 @@ pub async fn worker_info_expires(broker: Shared) {
     assert!(!workers.iter().any(|w| w.id == expiring.as_str()));
 }
 
+/// A worker that stops withdraws its record: it leaves the list at once, not when the record
+/// would have expired; another worker's record stays.
+pub async fn a_withdrawn_worker_leaves_the_list_at_once(broker: Shared) {
+    let infos: Vec<taskq_core::WorkerInfo> = (0..2)
+        .map(|_| {
+            taskq_core::WorkerInfo::new(
+                WorkerId::generate().as_str(),
+                "suite-host",
+                vec![queue()],
+                2,
+                broker.clock().now(),
+            )
+        })
+        .collect();
+    for info in &infos {
+        broker
+            .publish_worker_info(info, Duration::from_secs(60))
+            .await
+            .unwrap();
+    }
+    broker.withdraw_worker_info(&infos[0]).await.unwrap();
+    // A broker that reads records from a log may see the withdrawal a moment later.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut workers = broker.workers().await.unwrap();
+    while workers.iter().any(|w| w.id == infos[0].id) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        workers = broker.workers().await.unwrap();
+    }
+    assert!(
+        !workers.iter().any(|w| w.id == infos[0].id),
+        "the withdrawn worker is still listed: {workers:?}"
+    );
+    assert!(workers.iter().any(|w| w.id == infos[1].id), "{workers:?}");
+}
+
 /// Readers at the same time (a worker refreshing its revoked set while another does, the CLI
 /// and the dashboard listing workers) each see everything: a read must not hide from one
 /// reader what another is reading.
