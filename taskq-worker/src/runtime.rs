@@ -284,14 +284,15 @@ impl Shared {
         for task in background {
             let _ = task.await;
         }
-        // Operators see it leave at once, not when its record expires.
-        if let Err(err) = broker.withdraw_worker_info(&published).await {
-            tracing::warn!(error = %err, "could not withdraw the worker's info");
-        }
         // After a lost lease this returns what the worker still held on queues whose lease it
         // kept (a lease is per queue).
         if let Some(membership) = broker.membership() {
             membership.deregister(&id, &config.queues).await?;
+        }
+        // Operators see it leave at once, not when its record expires (after the leases: a
+        // broker that is down fails the deregistration first, without a wait for this).
+        if let Err(err) = broker.withdraw_worker_info(&published).await {
+            tracing::warn!(error = %err, "could not withdraw the worker's info");
         }
         broker.release_worker(&id).await?;
         Ok(ended)

@@ -125,24 +125,18 @@ impl Membership for RedisBroker {
         // fetch before it may have moved messages, which keep a short one).
         let (joining, steps, parked_until) = {
             let heartbeating = self.shared.heartbeating.lock();
-            let fresh;
-            let leases = match heartbeating.get(worker) {
-                Some(leases) => leases,
-                None => {
-                    fresh = Leases::new(ttl);
-                    &fresh
-                }
+            let known = heartbeating.get(worker);
+            let steps: Vec<Step> = match known {
+                Some(leases) => queues
+                    .iter()
+                    .zip(&holds)
+                    .map(|(queue, &holds)| leases.step(queue, holds, now))
+                    .collect(),
+                None => vec![Step::Park; queues.len()],
             };
-            let joining = !heartbeating.contains_key(worker);
-            let steps: Vec<Step> = queues
-                .iter()
-                .zip(&holds)
-                .map(|(queue, &holds)| match joining {
-                    true => Step::Park,
-                    false => leases.step(queue, holds, now),
-                })
-                .collect();
-            (joining, steps, now + leases.parked_for_ms())
+            let parked_for =
+                known.map_or_else(|| Leases::new(ttl).parked_for_ms(), Leases::parked_for_ms);
+            (known.is_none(), steps, now + parked_for)
         };
         let deadline = now + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 16);
         let to_renew: Vec<&String> = queues

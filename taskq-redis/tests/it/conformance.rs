@@ -1004,6 +1004,38 @@ async fn an_idle_lease_is_parked_and_a_fetch_makes_it_short_again() {
     assert_eq!(report.workers, vec![worker.clone()]);
 }
 
+/// A worker that fetched before its first heartbeat holds messages: that heartbeat keeps its
+/// lease short (`park_lease.lua` parks only an empty processing list).
+#[tokio::test]
+async fn a_first_heartbeat_after_a_fetch_keeps_the_lease_short() {
+    let server = RedisServer::start();
+    let broker = RedisBroker::connect(config(&server)).await.unwrap();
+    let queue = format!("early-{}", uuid::Uuid::new_v4());
+    let worker = WorkerId::generate();
+    broker.enqueue(vec![message(&queue, 0)]).await.unwrap();
+    let taken = broker
+        .fetch(&worker, std::slice::from_ref(&queue), 10, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+    let ttl = Duration::from_millis(800);
+    broker
+        .heartbeat(&worker, std::slice::from_ref(&queue), ttl)
+        .await
+        .unwrap();
+    let score: f64 = redis::cmd("ZSCORE")
+        .arg(format!("taskq:{{{queue}}}:workers"))
+        .arg(worker.as_str())
+        .query_async(&mut admin(&server).await)
+        .await
+        .unwrap();
+    let ahead = score as i64 - chrono::Utc::now().timestamp_millis();
+    assert!(
+        (0..=900).contains(&ahead),
+        "short, not parked: {ahead} ms ahead"
+    );
+}
+
 /// A worker that acked all it held parks its lease again at its next heartbeat, and renews it
 /// while it holds something.
 #[tokio::test]
