@@ -9,6 +9,7 @@ pub(crate) fn redis_error(err: redis::RedisError) -> Error {
     // conditions in `passes_by_itself` pass too.
     let transient = is_out_of_memory(&err)
         || passes_by_itself(&err)
+        || waited_on_a_replica(&err)
         || (!matches!(err.retry_method(), redis::RetryMethod::NoRetry) && !is_refused_login(&err));
     Error::Broker {
         transport: "redis",
@@ -45,6 +46,15 @@ fn passes_by_itself(err: &redis::RedisError) -> bool {
                 .iter()
                 .any(|(_, error)| PASSING_CONDITIONS.contains(&error.code()))
         })
+}
+
+/// True when `WAIT` reached a replica: the connection still leads to a master that a failover
+/// demoted, and the next try goes to the new one (as for `READONLY`). Its code is a plain
+/// `ERR`, so the text tells it; treated as final, a settle dead-lettered its message in a
+/// Sentinel failback.
+fn waited_on_a_replica(err: &redis::RedisError) -> bool {
+    err.to_string()
+        .contains("WAIT cannot be used with replica instances")
 }
 
 /// True when the server refused a write for lack of memory, alone or inside a pipeline.
@@ -100,5 +110,29 @@ pub(crate) fn unreachable(url: &str, err: Error) -> Error {
             taskq_core::redacted_url(url)
         )
         .into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_refused_by_a_replica_is_tried_again() {
+        let err = redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+            "An error was signalled by the server",
+            "WAIT cannot be used with replica instances. Please also note that since Redis 4.0 \
+             if a replica is configured to be writable (which is not the default) writes to \
+             replicas are just local and are not propagated."
+                .to_owned(),
+        ));
+        assert!(matches!(
+            redis_error(err),
+            Error::Broker {
+                transient: true,
+                ..
+            }
+        ));
     }
 }
