@@ -913,6 +913,45 @@ async fn a_freed_partition_slot_wakes_an_idle_worker() {
     assert_eq!(tokens, 1);
 }
 
+/// Issue 29: with more partitions ready than a fetch takes, a turn takes two messages (one
+/// `RPOP` for two, the drain's cost over many partitions), and still every partition is served
+/// once before any is served again.
+#[tokio::test]
+async fn a_turn_takes_two_when_more_partitions_wait_than_a_fetch_takes() {
+    use std::collections::HashMap;
+    let server = RedisServer::start();
+    let broker = RedisBroker::connect(config(&server)).await.unwrap();
+    let q = format!("turns-{}", uuid::Uuid::new_v4());
+    let queues = [q.clone()];
+    let keys: Vec<String> = (0..8).map(|k| format!("tenant-{k}")).collect();
+    for key in &keys {
+        let messages = (0..4)
+            .map(|_| taskq_testkit::suite::partitions::partitioned(&q, key, None, 0))
+            .collect();
+        broker.enqueue(messages).await.unwrap();
+    }
+    let worker = WorkerId::generate();
+    let mut first_round: HashMap<String, usize> = HashMap::new();
+    for _ in 0..4 {
+        let got = broker
+            .fetch(&worker, &queues, 4, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 4);
+        let mut this_fetch: HashMap<String, usize> = HashMap::new();
+        for delivery in &got {
+            let key = delivery.partition().unwrap().to_owned();
+            *this_fetch.entry(key.clone()).or_default() += 1;
+            *first_round.entry(key).or_default() += 1;
+        }
+        assert_eq!(this_fetch.len(), 2, "two turns of two: {this_fetch:?}");
+        broker.ack(&worker, &got).await.unwrap();
+    }
+    // Sixteen messages in fetches of four: every one of the eight partitions gave two.
+    assert_eq!(first_round.len(), 8, "{first_round:?}");
+    assert!(first_round.values().all(|&n| n == 2), "{first_round:?}");
+}
+
 /// Issue 31: the peers a worker spaces its reaper passes by are the workers holding leases on
 /// the least shared of its queues.
 #[tokio::test]
