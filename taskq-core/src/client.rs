@@ -183,6 +183,32 @@ impl Client {
         self.edited(|core| core.outcome_keys = Some(keyring))
     }
 
+    /// The same client, whose partitioned invocations into `queue` that name no limit (neither
+    /// [`Enqueue::partition_concurrency`](crate::Enqueue::partition_concurrency) nor their task's
+    /// `partition_concurrency`) get `limit`: at most that many of one partition held by
+    /// workers at once, across the fleet (at least 1). A queue's limit for every tenant,
+    /// without repeating it on every task. See docs/partitions.md.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), taskq_core::Error> {
+    /// use std::time::Duration;
+    /// use taskq_core::{Client, WorkerId};
+    /// let client = Client::in_memory().with_partition_concurrency("exports", 1);
+    /// for _ in 0..3 {
+    ///     client.enqueue_by_name("export.run", &serde_json::json!({}))
+    ///         .queue("exports").partition("tenant-7").await?;
+    /// }
+    /// let queues = ["exports".to_owned()];
+    /// let held = client.broker().fetch(&WorkerId::generate(), &queues, 10, Duration::ZERO).await?;
+    /// assert_eq!(held.len(), 1, "one of tenant-7's three at a time");
+    /// # Ok(()) }
+    /// ```
+    pub fn with_partition_concurrency(self, queue: impl Into<String>, limit: u32) -> Self {
+        self.edited(|core| {
+            Arc::make_mut(&mut core.partition_limits).insert(queue.into(), limit.max(1));
+        })
+    }
+
     /// The broker messages go through.
     pub fn broker(&self) -> &Arc<dyn Broker> {
         &self.core.broker

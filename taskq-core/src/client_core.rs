@@ -4,7 +4,7 @@
 //! size-checks and gives the broker, waiting for room when configured to. The client, the
 //! enqueue builder and the workflow engine sit above it; it knows none of them.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use serde_json::value::RawValue;
 
@@ -43,6 +43,8 @@ pub(crate) struct ClientCore {
     pub(crate) workflow_ttl: Duration,
     /// The keys group members' outcomes must be signed with, when continuing workflows.
     pub(crate) outcome_keys: Option<Keyring>,
+    /// Per queue, the partition limit of partitioned invocations that name none.
+    pub(crate) partition_limits: Arc<HashMap<String, u32>>,
 }
 
 /// Where one guarded or plain enqueue left its invocation.
@@ -68,6 +70,15 @@ impl ClientCore {
             encryption: None,
             workflow_ttl: crate::backend::DEFAULT_RESULT_TTL,
             outcome_keys: None,
+            partition_limits: Arc::default(),
+        }
+    }
+
+    /// Gives a partitioned `envelope` that names no limit its queue's default, if any
+    /// ([`Client::with_partition_concurrency`](crate::Client::with_partition_concurrency)).
+    pub(crate) fn limit_partition(&self, envelope: &mut Envelope) {
+        if envelope.partition.is_some() && envelope.partition_limit.is_none() {
+            envelope.partition_limit = self.partition_limits.get(&envelope.queue).copied();
         }
     }
 
@@ -176,7 +187,11 @@ impl ClientCore {
         // One task, one set of options: every invocation has the same queue and uniqueness.
         let planned = args
             .into_iter()
-            .map(|args| plan(name, args, declared, &call, now, self.encryption()))
+            .map(|args| {
+                let mut planned = plan(name, args, declared, &call, now, self.encryption())?;
+                self.limit_partition(&mut planned.envelope);
+                Ok(planned)
+            })
             .collect::<Result<Vec<_>>>()?;
         let Some(first) = planned.first() else {
             return Ok(Vec::new());

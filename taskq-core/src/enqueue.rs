@@ -417,14 +417,16 @@ impl<'a, O> Enqueue<'a, O> {
             Declared::Known(options) => Some(*options),
             Declared::ByName => core.declared_options(&self.name).await?,
         };
-        plan(
+        let mut planned = plan(
             &self.name,
             self.args?,
             declared.as_ref(),
             &self.call,
             core.clock.now(),
             core.encryption(),
-        )
+        )?;
+        core.limit_partition(&mut planned.envelope);
+        Ok(planned)
     }
 }
 

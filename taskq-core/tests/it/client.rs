@@ -116,6 +116,66 @@ async fn oversized_payload_is_refused_and_nothing_is_enqueued() {
     assert_eq!(client.broker().stats("echo").await.unwrap().pending, 0);
 }
 
+/// A queue's default partition limit reaches partitioned invocations that name none, one at a
+/// time and in bulk; a call's own limit wins; unpartitioned ones and other queues get none.
+#[tokio::test(start_paused = true)]
+async fn a_queues_partition_limit_fills_in_for_invocations_without_one() {
+    let client = Client::in_memory().with_partition_concurrency("echo", 2);
+    client
+        .enqueue(Echo { text: "a".into() })
+        .partition("t1")
+        .await
+        .unwrap();
+    assert_eq!(fetch_one(&client, "echo").await.partition_limit, Some(2));
+    client
+        .enqueue(Echo { text: "b".into() })
+        .partition("t1")
+        .partition_concurrency(5)
+        .await
+        .unwrap();
+    assert_eq!(fetch_one(&client, "echo").await.partition_limit, Some(5));
+    client.enqueue(Echo { text: "c".into() }).await.unwrap();
+    assert_eq!(fetch_one(&client, "echo").await.partition_limit, None);
+    client
+        .enqueue(Echo { text: "d".into() })
+        .queue("other")
+        .partition("t1")
+        .await
+        .unwrap();
+    assert_eq!(fetch_one(&client, "other").await.partition_limit, None);
+
+    let bulk = Client::in_memory().with_partition_concurrency("exports", 1);
+    bulk.enqueue_many((0..3).map(|_| Export {
+        tenant: "t7".into(),
+    }))
+    .await
+    .unwrap();
+    let held = bulk
+        .broker()
+        .fetch(
+            &WorkerId::generate(),
+            &["exports".to_owned()],
+            10,
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 1, "one of the partition's three at a time");
+}
+
+#[derive(Task, Serialize, Deserialize)]
+#[task(name = "client.export", queue = "exports", partition = "tenant")]
+struct Export {
+    tenant: String,
+}
+
+impl Run for Export {
+    type Output = ();
+    async fn run(self, _ctx: TaskContext) -> Result<(), TaskError> {
+        Ok(())
+    }
+}
+
 #[tokio::test]
 async fn enqueue_many_sends_one_batch() {
     let client = Client::in_memory();
