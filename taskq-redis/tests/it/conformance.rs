@@ -125,6 +125,47 @@ async fn broker_resumes_after_the_server_restarts() {
     );
 }
 
+/// Waiters hear of results on one subscriber connection per backend; a restart of the server
+/// closes it, and it is opened again with their subscriptions: a result written after the
+/// restart wakes a waiter that started before it, though its polling fallback is an hour away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_hears_of_a_result_written_after_the_server_restarts() {
+    use chrono::Utc;
+    use taskq_core::{TaskId, TaskResult, TaskState};
+    let mut server = RedisServer::start();
+    let config = config(&server).with_result_poll_interval(Duration::from_secs(3600));
+    let backend = RedisResultBackend::connect(config).await.unwrap();
+    let id = TaskId::new();
+    let waiter = {
+        let backend = backend.clone();
+        tokio::spawn(async move { backend.wait(id, Duration::from_secs(600)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.kill();
+    server.restart();
+    let record = TaskResult::new(id, "restart.task", TaskState::Success, Utc::now());
+    let mut stored = false;
+    for _ in 0..100 {
+        if backend
+            .store(&record, Duration::from_secs(60))
+            .await
+            .is_ok()
+        {
+            stored = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(stored, "the backend did not resume after redis came back");
+    let woken = tokio::time::timeout(Duration::from_secs(30), waiter)
+        .await
+        .expect("the waiter must hear of the result, not wait for its poll")
+        .unwrap()
+        .unwrap()
+        .expect("a record");
+    assert_eq!(woken.state, TaskState::Success);
+}
+
 #[tokio::test]
 async fn durability_warnings_name_the_risky_settings() {
     let server = RedisServer::start();
