@@ -248,9 +248,18 @@ impl RedisBroker {
         // Nothing is recorded as handed out until the whole call succeeds: if a later step
         // fails, the caller gets an error and the next fetch adopts what the server moved.
         let mut out = self.reconcile(worker, queues).await?;
-        let found_empty = self.shared.found_empty.lock().remove(worker);
-        if out.len() < max && !found_empty {
-            out.extend(self.fetch_ready(worker, queues, max - out.len()).await?);
+        // The last fetch took everything ready: whatever became ready since left a wake-up
+        // token, so a waiting fetch goes straight to its pop (whose pipeline fetches), without
+        // a script run and a round trip that would find nothing (in W3, that run also kept
+        // Redis busy just as the next enqueue arrived).
+        let drained_before = self.shared.found_empty.lock().remove(worker);
+        // Whether this call's last fetch took less than it asked for.
+        let mut drained = false;
+        if out.len() < max && !(drained_before && !wait.is_zero()) {
+            let wanted = max - out.len();
+            let ready = self.fetch_ready(worker, queues, wanted).await?;
+            drained = ready.len() < wanted;
+            out.extend(ready);
         }
         // A token may be stale (passed on by a worker that took a full batch, then the rest
         // was taken by others): wait again until something is fetched or the time is up.
@@ -263,7 +272,7 @@ impl RedisBroker {
             let ready = match self.wait_then_fetch(worker, queues, max, left).await? {
                 Some((woke, ready)) => {
                     if !woke && ready.is_empty() {
-                        self.shared.found_empty.lock().insert(worker.clone());
+                        drained = true;
                         break;
                     }
                     ready
@@ -275,12 +284,16 @@ impl RedisBroker {
                     self.fetch_ready(worker, queues, max).await?
                 }
             };
+            drained = ready.len() < max;
             if ready.len() == max {
                 if let Some(first) = ready.first() {
                     self.pass_wake(first.queue()).await?;
                 }
             }
             out.extend(ready);
+        }
+        if drained {
+            self.shared.found_empty.lock().insert(worker.clone());
         }
         self.hold(worker, &out);
         self.unpark(worker, &out);

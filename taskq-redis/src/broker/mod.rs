@@ -70,9 +70,10 @@ struct Shared {
     /// Each single-queue worker's own blocking connection on one server, where its fetch
     /// follows its wake-up pop in one round trip ([`RedisBroker::wait_then_fetch`]).
     blocking: tokio::sync::Mutex<HashMap<WorkerId, Conn>>,
-    /// Workers whose last fetch ended with a pipelined fetch that found the queue empty:
-    /// their next fetch waits at once (anything enqueued since left a wake-up token), instead
-    /// of running the fetch script twice per idle wait.
+    /// Workers whose last fetch took everything ready (less than it asked for, or nothing
+    /// after its wait): their next waiting fetch goes straight to its pop (anything made ready
+    /// since left a wake-up token, and the pop's pipeline fetches), instead of running the
+    /// fetch script once more to find nothing.
     found_empty: Mutex<HashSet<WorkerId>>,
     /// What this process handed to each worker and not yet released, per queue, so that a
     /// fetch whose reply was lost can be reconciled with the processing list.

@@ -954,6 +954,56 @@ async fn a_freed_partition_slot_wakes_an_idle_worker() {
     assert_eq!(tokens, 1);
 }
 
+/// Issue 31: a fetch that took everything ready (less than it asked for) leaves the next
+/// waiting fetch to its pop, whose pipeline fetches once a message is enqueued: one fetch
+/// script run for that message, not a first run that finds nothing and then the pipelined one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_that_took_everything_waits_without_fetching_again() {
+    let server = RedisServer::start();
+    let broker = Arc::new(RedisBroker::connect(config(&server)).await.unwrap());
+    let q = format!("drained-{}", uuid::Uuid::new_v4());
+    let queues = vec![q.clone()];
+    let worker = WorkerId::generate();
+    broker
+        .enqueue(vec![message(&q, 0), message(&q, 0)])
+        .await
+        .unwrap();
+    let first = broker
+        .fetch(&worker, &queues, 10, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 2, "two of the ten asked for: everything ready");
+    broker.ack(&worker, &first).await.unwrap();
+    // The fetch above took the messages without their wake-up token (it did not wait).
+    redis::cmd("DEL")
+        .arg(format!("taskq:{{{q}}}:wake"))
+        .query_async::<()>(&mut admin(&server).await)
+        .await
+        .unwrap();
+    server.reset_command_stats();
+    let waiting = {
+        let (broker, worker, queues) = (broker.clone(), worker.clone(), queues.clone());
+        tokio::spawn(async move {
+            broker
+                .fetch(&worker, &queues, 10, Duration::from_secs(30))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    broker.enqueue(vec![message(&q, 0)]).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the enqueue wakes the waiting fetch")
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        server.command_calls("evalsha"),
+        1,
+        "only the fetch behind the pop ran the script"
+    );
+}
+
 /// Issue 29: with more partitions ready than a fetch takes, a turn takes two messages (one
 /// `RPOP` for two, the drain's cost over many partitions), and still every partition is served
 /// once before any is served again.
