@@ -255,7 +255,8 @@ impl RedisBroker {
         let drained_before = self.shared.found_empty.lock().remove(worker);
         // Whether this call's last fetch took less than it asked for.
         let mut drained = false;
-        if out.len() < max && !(drained_before && !wait.is_zero()) {
+        let straight_to_the_pop = drained_before && !wait.is_zero();
+        if out.len() < max && !straight_to_the_pop {
             let wanted = max - out.len();
             let ready = self.fetch_ready(worker, queues, wanted).await?;
             drained = ready.len() < wanted;
