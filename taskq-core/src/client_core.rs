@@ -17,7 +17,7 @@ use crate::{
     error::{Error, Result},
     headers::REPLY_TO_HEADER,
     id::TaskId,
-    plan::{count_enqueued, plan, CallOptions, Planned},
+    plan::{count_enqueued, plan, CallOptions, Planned, Planning},
     result::TaskResult,
     result_handle::AsyncResult,
     retry::RetryPolicy,
@@ -74,11 +74,12 @@ impl ClientCore {
         }
     }
 
-    /// Gives a partitioned `envelope` that names no limit its queue's default, if any
-    /// ([`Client::with_partition_concurrency`](crate::Client::with_partition_concurrency)).
-    pub(crate) fn limit_partition(&self, envelope: &mut Envelope) {
-        if envelope.partition.is_some() && envelope.partition_limit.is_none() {
-            envelope.partition_limit = self.partition_limits.get(&envelope.queue).copied();
+    /// What this client brings to the plans it makes now.
+    pub(crate) fn planning(&self) -> Planning<'_> {
+        Planning {
+            now: self.clock.now(),
+            encryption: self.encryption(),
+            partition_limits: &self.partition_limits,
         }
     }
 
@@ -182,16 +183,12 @@ impl ClientCore {
         args: Vec<Box<RawValue>>,
         declared: Option<&TaskOptions>,
     ) -> Result<Vec<TaskId>> {
-        let now = self.clock.now();
+        let planning = self.planning();
         let call = CallOptions::default();
         // One task, one set of options: every invocation has the same queue and uniqueness.
         let planned = args
             .into_iter()
-            .map(|args| {
-                let mut planned = plan(name, args, declared, &call, now, self.encryption())?;
-                self.limit_partition(&mut planned.envelope);
-                Ok(planned)
-            })
+            .map(|args| plan(name, args, declared, &call, planning))
             .collect::<Result<Vec<_>>>()?;
         let Some(first) = planned.first() else {
             return Ok(Vec::new());

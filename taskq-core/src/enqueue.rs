@@ -417,16 +417,13 @@ impl<'a, O> Enqueue<'a, O> {
             Declared::Known(options) => Some(*options),
             Declared::ByName => core.declared_options(&self.name).await?,
         };
-        let mut planned = plan(
+        plan(
             &self.name,
             self.args?,
             declared.as_ref(),
             &self.call,
-            core.clock.now(),
-            core.encryption(),
-        )?;
-        core.limit_partition(&mut planned.envelope);
-        Ok(planned)
+            core.planning(),
+        )
     }
 }
 

@@ -2,7 +2,10 @@
 //! name, arguments, the task's declared options, per-call options) into an envelope here, in
 //! one function ([`plan`]), and nowhere else; sending is the client's (see `client_core.rs`).
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
@@ -65,16 +68,31 @@ pub(crate) struct Planned {
     pub(crate) flow: Option<crate::broker::KeyedFlow>,
 }
 
+/// What the client brings to every plan: the time, its keys, its per-queue defaults.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Planning<'a> {
+    pub(crate) now: DateTime<Utc>,
+    pub(crate) encryption: Option<&'a Encryption>,
+    /// Per queue, the partition limit of partitioned invocations that name none
+    /// ([`Client::with_partition_concurrency`](crate::Client::with_partition_concurrency)).
+    pub(crate) partition_limits: &'a HashMap<String, u32>,
+}
+
 /// Builds the envelope of one invocation: `declared` is what the task declares (`None` when a
-/// by-name producer knows nothing of it), `call` what this call says.
+/// by-name producer knows nothing of it), `call` what this call says, `client` what the
+/// client adds.
 pub(crate) fn plan(
     name: &str,
     args: Box<RawValue>,
     declared: Option<&TaskOptions>,
     call: &CallOptions,
-    now: DateTime<Utc>,
-    encryption: Option<&Encryption>,
+    client: Planning<'_>,
 ) -> Result<Planned> {
+    let Planning {
+        now,
+        encryption,
+        partition_limits,
+    } = client;
     let queue = call
         .queue
         .clone()
@@ -112,6 +130,7 @@ pub(crate) fn plan(
         envelope.partition_limit = call
             .partition_concurrency
             .or_else(|| declared.and_then(TaskOptions::partition_concurrency))
+            .or_else(|| partition_limits.get(&envelope.queue).copied())
             .map(|limit| limit.max(1));
     }
     if !call.on_success.is_empty() || !call.on_failure.is_empty() {

@@ -144,9 +144,10 @@ local TURN_LEAST = 2
 
 -- Takes up to `max` messages at `level`, turn by turn: each turn (a partition, or '' for the
 -- unpartitioned list `plain`) gives an equal share of what is left of the batch, TURN_LEAST
--- when that share is less than one, within its partition's room. Returns the payloads (oldest first within a turn), the partition
--- of each ('' for unpartitioned), and for each 1 when it holds one of its partition's slots
--- (the partition has a limit; only those are counted, and only those are released).
+-- when that share is less than one, within its partition's room. Returns the payloads (oldest
+-- first within a turn), the partition of each ('' for unpartitioned), and for each 1 when it
+-- holds one of its partition's slots (the partition has a limit; only those are counted, and
+-- only those are released).
 local function part_take(prefix, level, plain, max)
   local ring = prefix .. ':ring:' .. level
   local ringed = prefix .. ':ringed'

@@ -14,6 +14,29 @@ use crate::{error::redis_error, keys};
 /// Publications of a process between two prunes of the registry of workers.
 const PRUNE_WORKERS_EVERY: u64 = 6;
 
+impl RedisBroker {
+    /// Writes a worker's record, then its registry entry: one round trip on one server, two on
+    /// a cluster (different slots).
+    async fn record_then_registry(
+        &self,
+        record: impl FnOnce(&mut redis::Pipeline),
+        registry: impl FnOnce(&mut redis::Pipeline),
+    ) -> Result<()> {
+        let mut pipe = redis::pipe();
+        record(&mut pipe);
+        if self.shared.server.is_cluster() {
+            pipe.query_async::<()>(&mut self.conn())
+                .await
+                .map_err(redis_error)?;
+            pipe = redis::pipe();
+        }
+        registry(&mut pipe);
+        pipe.query_async::<()>(&mut self.conn())
+            .await
+            .map_err(redis_error)
+    }
+}
+
 #[async_trait]
 impl ControlChannel for RedisBroker {
     async fn publish_worker_info(&self, info: &WorkerInfo, ttl: Duration) -> Result<()> {
@@ -39,40 +62,27 @@ impl ControlChannel for RedisBroker {
                     .ignore();
             }
         };
-        // The record, then its registry entry: one round trip on one server, two on a cluster
-        // (different slots).
-        let mut pipe = redis::pipe();
-        pipe.cmd("SET")
-            .arg(keys::worker_info(&info.id))
-            .arg(json)
-            .arg("PX")
-            .arg(ttl_ms)
-            .ignore();
-        if self.shared.server.is_cluster() {
-            pipe.query_async::<()>(&mut self.conn())
-                .await
-                .map_err(redis_error)?;
-            pipe = redis::pipe();
-        }
-        registry(&mut pipe);
-        pipe.query_async::<()>(&mut self.conn())
-            .await
-            .map_err(redis_error)
+        let record = |pipe: &mut redis::Pipeline| {
+            pipe.cmd("SET")
+                .arg(keys::worker_info(&info.id))
+                .arg(json)
+                .arg("PX")
+                .arg(ttl_ms)
+                .ignore();
+        };
+        self.record_then_registry(record, registry).await
     }
 
     async fn withdraw_worker_info(&self, info: &WorkerInfo) -> Result<()> {
-        // The record, then its registry entry (different slots on a cluster).
-        redis::cmd("DEL")
-            .arg(keys::worker_info(&info.id))
-            .query_async::<()>(&mut self.conn())
-            .await
-            .map_err(redis_error)?;
-        redis::cmd("ZREM")
-            .arg(keys::WORKERS)
-            .arg(&info.id)
-            .query_async::<()>(&mut self.conn())
-            .await
-            .map_err(redis_error)
+        self.record_then_registry(
+            |pipe| {
+                pipe.del(keys::worker_info(&info.id)).ignore();
+            },
+            |pipe| {
+                pipe.zrem(keys::WORKERS, &info.id).ignore();
+            },
+        )
+        .await
     }
 
     async fn revoke(&self, id: TaskId, terminate: bool, ttl: Duration) -> Result<()> {

@@ -107,10 +107,10 @@ impl RedisBroker {
         Ok(out)
     }
 
-    /// Drops `worker`'s own blocking connection and idle mark (the worker ended).
+    /// Drops `worker`'s own blocking connection and drained mark (the worker ended).
     pub(crate) async fn forget_blocking(&self, worker: &WorkerId) {
         self.shared.blocking.lock().await.remove(worker);
-        self.shared.found_empty.lock().remove(worker);
+        self.shared.drained.lock().remove(worker);
     }
 
     /// `fetch.lua` for up to `max` messages of `queues`, taken in that order (on a cluster,
@@ -252,7 +252,7 @@ impl RedisBroker {
         // token, so a waiting fetch goes straight to its pop (whose pipeline fetches), without
         // a script run and a round trip that would find nothing (in W3, that run also kept
         // Redis busy just as the next enqueue arrived).
-        let drained_before = self.shared.found_empty.lock().remove(worker);
+        let drained_before = self.shared.drained.lock().remove(worker);
         // Whether this call's last fetch took less than it asked for.
         let mut drained = false;
         let straight_to_the_pop = drained_before && !wait.is_zero();
@@ -294,7 +294,7 @@ impl RedisBroker {
             out.extend(ready);
         }
         if drained {
-            self.shared.found_empty.lock().insert(worker.clone());
+            self.shared.drained.lock().insert(worker.clone());
         }
         self.hold(worker, &out);
         self.unpark(worker, &out);

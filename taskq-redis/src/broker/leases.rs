@@ -58,7 +58,7 @@ impl Leases {
     /// them apart by their deadlines alone (`fetch.lua`: beyond a quarter of this ahead, which
     /// a parked lease always is and a short one never reaches).
     pub(crate) fn parked_for_ms(&self) -> i64 {
-        millis_of(PARKED_FOR).max(self.ttl_ms * 8)
+        parked_for_ms(self.ttl_ms)
     }
 
     /// The step for `queue` at `now` (ms), when the worker `holds` messages there (or may:
@@ -84,7 +84,13 @@ impl Leases {
     }
 }
 
-fn millis_of(duration: Duration) -> i64 {
+/// [`Leases::parked_for_ms`] for a short lease of `ttl_ms`.
+pub(crate) fn parked_for_ms(ttl_ms: i64) -> i64 {
+    millis_of(PARKED_FOR).max(ttl_ms * 8)
+}
+
+/// `duration` in whole milliseconds.
+pub(crate) fn millis_of(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX / 16)
 }
 

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use taskq_core::{Error, Membership, RecoveryReport, Result, WorkerId};
 
 use super::{
-    leases::{Leases, Step},
+    leases::{self, Leases, Step},
     millis, parse_poisoned, RecoverMode, RedisBroker,
 };
 use crate::{
@@ -134,8 +134,10 @@ impl Membership for RedisBroker {
                     .collect(),
                 None => vec![Step::Park; queues.len()],
             };
-            let parked_for =
-                known.map_or_else(|| Leases::new(ttl).parked_for_ms(), Leases::parked_for_ms);
+            let parked_for = known.map_or_else(
+                || leases::parked_for_ms(leases::millis_of(ttl)),
+                Leases::parked_for_ms,
+            );
             (known.is_none(), steps, now + parked_for)
         };
         let deadline = now + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 16);

@@ -74,7 +74,7 @@ struct Shared {
     /// after its wait): their next waiting fetch goes straight to its pop (anything made ready
     /// since left a wake-up token, and the pop's pipeline fetches), instead of running the
     /// fetch script once more to find nothing.
-    found_empty: Mutex<HashSet<WorkerId>>,
+    drained: Mutex<HashSet<WorkerId>>,
     /// What this process handed to each worker and not yet released, per queue, so that a
     /// fetch whose reply was lost can be reconciled with the processing list.
     held: Mutex<Held>,
@@ -292,7 +292,7 @@ impl RedisBroker {
                 conn,
                 wakers: wake::Wakers::default(),
                 blocking: tokio::sync::Mutex::new(HashMap::new()),
-                found_empty: Mutex::new(HashSet::new()),
+                drained: Mutex::new(HashSet::new()),
                 held: Mutex::new(Held::default()),
                 unreconciled: Mutex::new(HashSet::new()),
                 known_queues: Mutex::new(HashMap::new()),
