@@ -75,8 +75,8 @@ pub use broker::{
     bundle, local_hostname, rank_partitions, tally, unbundle, Broker, ControlChannel,
     ControlMessage, ControlStream, DeadLetter, DeadReason, Delivery, HeldMessage, Histogram,
     Inspector, KeyedFlow, KeyedOutcome, LostWorker, Membership, MemoryBroker, MemoryBrokerConfig,
-    MinuteCounts, OutboundMessage, Outcome, OutcomeFilter, Page, PartitionStats, PayloadFields,
-    QueueStats, RateLimiter, Receipt, RecoveryReport, ScheduledMessage, TaskCatalog,
+    MinuteCounts, OutboundMessage, Outcome, OutcomeFilter, Page, PartitionStats, PassesDue,
+    PayloadFields, QueueStats, RateLimiter, Receipt, RecoveryReport, ScheduledMessage, TaskCatalog,
     TaskDeclaration, TaskNumbers, Transport, WorkerId, WorkerInfo, FETCH_LEASE, LOST_WORKERS_KEPT,
     OUTCOME_ERROR_BYTES, OUTCOME_STATES, RECENT_OUTCOMES_KEPT, RECENT_OUTCOMES_TTL,
 };

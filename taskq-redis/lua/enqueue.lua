@@ -17,7 +17,9 @@
 -- then          per queue: the payloads level by level, oldest first; then due-time, member
 --               pairs; then per run of one partition and level: level, partition, limit ('' for
 --               none), count, and its payloads oldest first
+-- ARGV[#ARGV]   the due index (lib/due.lua; '' on a cluster)
 -- returns       {0} when enqueued, {i, held} when queue i (1-based) would exceed the bound
+--- @include lib/due.lua
 --- @include lib/partitions.lua
 local limit = tonumber(ARGV[1])
 local queues = tonumber(ARGV[2])
@@ -62,9 +64,14 @@ for q = 1, queues do
   local scheduled = count(q, 11)
   if scheduled > 0 then
     local last = next_arg + 2 * scheduled - 1
+    local earliest = tonumber(ARGV[next_arg])
+    for i = next_arg + 2, last, 2 do
+      earliest = math.min(earliest, tonumber(ARGV[i]))
+    end
     for first = next_arg, last, 2 * chunk do
       redis.call('ZADD', KEYS[base + 12], unpack(ARGV, first, math.min(first + 2 * chunk - 1, last)))
     end
+    due_lower(ARGV[#ARGV], KEYS[base + 12], earliest)
     next_arg = last + 1
   end
   for _ = 1, count(q, 13) do

@@ -26,9 +26,11 @@
 -- ARGV[10]     the message's partition ('' for none)
 -- ARGV[11]     the partition's limit ('' for none)
 -- ARGV[12]     most messages (pending + scheduled) the queue may hold; 0 for no bound
+-- ARGV[13]     the due index (lib/due.lua; '' on a cluster)
 -- returns      {'written', id} (this id will run), {'dropped', id} (the window's id),
 --              {'resend', id} (send again carrying this id, or a fresh one when ''), or
 --              {'full', ''} when the queue is at its bound
+--- @include lib/due.lua
 --- @include lib/partitions.lua
 local state, scheduled = KEYS[1], KEYS[2]
 local mode, payload, id, level = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -52,6 +54,7 @@ end
 local function schedule(due)
   local scheduled_member = level .. payload
   redis.call('ZADD', scheduled, due, scheduled_member)
+  due_lower(ARGV[13], scheduled, due)
   return scheduled_member
 end
 

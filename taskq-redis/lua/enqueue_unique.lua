@@ -17,8 +17,10 @@
 -- ARGV[8]      the queue's key prefix taskq:{q} (for its partitions' keys)
 -- ARGV[9]      the message's partition ('' for none)
 -- ARGV[10]     the partition's limit ('' for none)
+-- ARGV[11]     the due index (lib/due.lua; '' on a cluster)
 -- returns      '' when enqueued, '!full' when the queue is at its bound (the key is not set),
 --              else the id of the task holding the key
+--- @include lib/due.lua
 --- @include lib/partitions.lua
 local holder = redis.call('GET', KEYS[1])
 if holder then
@@ -38,6 +40,7 @@ end
 redis.call('SET', KEYS[1], ARGV[6], 'PX', ARGV[2])
 if tonumber(ARGV[3]) > tonumber(ARGV[4]) then
   redis.call('ZADD', KEYS[3], ARGV[3], ARGV[5] .. ARGV[1])
+  due_lower(ARGV[11], KEYS[3], ARGV[3])
 else
   if ARGV[9] ~= '' then
     part_push(ARGV[8], ARGV[5], ARGV[9], ARGV[10], {ARGV[1]}, 1, 1, false)

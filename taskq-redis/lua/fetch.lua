@@ -23,6 +23,8 @@
 -- ARGV[4]      number of queues
 -- ARGV[5..]    per queue, its key prefix taskq:{q} (for its partitions' keys and its pause
 --              flag taskq:{q}:paused: a paused queue is skipped)
+-- ARGV[#ARGV-2] the due index (lib/due.lua; '' on a cluster): a lease made short lowers its
+--              queue's entry, so the fleet's reaper passes over the queue by then
 -- ARGV[#ARGV-1] a deadline (ms) no short lease reaches: a lease beyond it is parked (its
 --              worker held nothing there, `broker/leases.rs`), and is made short when messages
 --              move into its processing list ('0' before the worker's first heartbeat)
@@ -37,6 +39,7 @@
 --
 -- A queue with ready partitioned messages (lib/partitions.lua) is taken level by level, turn
 -- by turn between its partitions and its unpartitioned messages; one without any, as before.
+--- @include lib/due.lua
 --- @include lib/partitions.lua
 local queue_count = tonumber(ARGV[4]) or 1
 local stride = #KEYS / queue_count
@@ -67,7 +70,9 @@ local leases = {}
 for q = 0, queue_count - 1 do
   local workers = KEYS[q * stride + levels_count + 2]
   if ARGV[3] ~= '0' then
-    redis.call('ZADD', workers, 'NX', ARGV[3], ARGV[2])
+    if redis.call('ZADD', workers, 'NX', ARGV[3], ARGV[2]) == 1 then
+      due_lower(ARGV[#ARGV - 2], workers, ARGV[3])
+    end
   else
     local deadline = redis.call('ZSCORE', workers, ARGV[2])
     if not deadline then
@@ -84,6 +89,7 @@ local function unpark(q)
   local time = redis.call('TIME')
   local deadline = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) + ttl
   redis.call('ZADD', KEYS[q * stride + levels_count + 2], 'XX', deadline, ARGV[2])
+  due_lower(ARGV[#ARGV - 2], KEYS[q * stride + levels_count + 2], deadline)
 end
 for q = 0, queue_count - 1 do
   if #payloads >= max then break end

@@ -11,7 +11,10 @@
 -- ARGV[3]      parked deadline, ms
 -- ARGV[4]      '1' for a worker's first heartbeat (the lease is taken), '0' after (it must
 --              still be there: a reaper may have recovered it)
+-- ARGV[5]      the due index (lib/due.lua; '' on a cluster): the lease's deadline lowers its
+--              queue's entry, so a worker that dies parked still leaves the set in time
 -- returns      1 parked, 2 renewed short (its list holds messages), 0 lost
+--- @include lib/due.lua
 local parked = redis.call('LLEN', KEYS[2]) == 0
 local deadline = parked and ARGV[3] or ARGV[2]
 if ARGV[4] == '1' then
@@ -21,4 +24,5 @@ elseif not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
 else
   redis.call('ZADD', KEYS[1], 'XX', deadline, ARGV[1])
 end
+due_lower(ARGV[5], KEYS[1], deadline)
 return parked and 1 or 2

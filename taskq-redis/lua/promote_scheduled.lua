@@ -8,7 +8,9 @@
 -- ARGV[1]      now, ms since the epoch
 -- ARGV[2]      most messages to move
 -- ARGV[3]      the queue's key prefix taskq:{q} (for its partitions' keys)
+-- ARGV[4]      the due index (lib/due.lua; '' on a cluster): the set's entry is written again
 -- returns      number of messages moved
+--- @include lib/due.lua
 --- @include lib/partitions.lua
 local wake = KEYS[#KEYS]
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
@@ -21,4 +23,5 @@ if #due > 0 then
   redis.call('LPUSH', wake, '1')
   redis.call('LTRIM', wake, 0, 0)
 end
+due_settle(ARGV[4], KEYS[1])
 return #due

@@ -18,7 +18,9 @@
 -- KEYS[6]      taskq:{q}:history:<minute> (counts what ended this minute)
 -- ARGV[9]      the next attempt's partition limit ('' for none)
 -- ARGV[10..]   the failed attempt's outcome, as the worker reports it (see lib/outcomes.lua)
+-- ARGV[#ARGV]  the due index (lib/due.lua; '' on a cluster), after the outcome
 -- returns      1 when moved, 0 when this worker no longer held the message
+--- @include lib/due.lua
 --- @include lib/outcomes.lua
 --- @include lib/partitions.lua
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then
@@ -35,6 +37,7 @@ if tonumber(ARGV[3]) <= tonumber(ARGV[4]) then
 else
   -- Promotion reads the partition back from the payload.
   redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5] .. ARGV[2])
+  due_lower(ARGV[#ARGV], KEYS[2], ARGV[3])
 end
 if ARGV[7] ~= '' then
   part_release(ARGV[6], ARGV[7], 1)

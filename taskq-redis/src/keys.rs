@@ -141,6 +141,13 @@ pub(crate) const QUEUES: &str = "taskq:queues";
 /// slot, so that forgetting a queue reads and writes both in one script on a cluster.
 pub(crate) const QUEUES_SEEN: &str = "taskq:queues-seen{taskq:queues}";
 
+/// The due index (ZSET, one server only): a queue's leases (`taskq:{q}:workers`) or scheduled
+/// set -> the earliest score in it, ms. The fleet's reaper and promotion passes read this one
+/// key instead of every queue's sets (an idle worker's cost, issue 31); every path that adds
+/// an earlier score lowers its entry, the pass that served a set writes it again
+/// (`lua/lib/due.lua`). A cluster keeps none: its scripts cannot reach a key of another slot.
+pub(crate) const DUE: &str = "taskq:due";
+
 /// Task name -> its declared options, JSON, as the latest worker published them (HASH).
 pub(crate) const TASKS: &str = "taskq:tasks";
 

@@ -11,6 +11,7 @@ const LIBRARIES: &[(&str, &str)] = &[
         "lib/dead_letters.lua",
         include_str!("../lua/lib/dead_letters.lua"),
     ),
+    ("lib/due.lua", include_str!("../lua/lib/due.lua")),
     ("lib/outcomes.lua", include_str!("../lua/lib/outcomes.lua")),
     (
         "lib/partitions.lua",
@@ -79,6 +80,7 @@ script!(REGISTER_QUEUES, "register_queues.lua");
 script!(FORGET_QUEUE, "forget_queue.lua");
 script!(PARTITIONS, "partitions.lua");
 script!(ENQUEUE_KEYED, "enqueue_keyed.lua");
+script!(SETTLE_DUE, "settle_due.lua");
 
 /// Runs a script flagged `no-writes` with `EVALSHA_RO` (loading it first when the server does
 /// not know it): its keys then count as read-only, so a user whose ACL rules only allow reading

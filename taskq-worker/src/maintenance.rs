@@ -6,7 +6,8 @@ use std::{sync::Arc, time::Duration};
 use chrono::{DateTime, Utc};
 use taskq_core::{
     workflow::{Ending, Finished, Flow},
-    Broker, Client, Envelope, Membership, TaskId, TaskResult, TaskState, WorkerId, WorkerInfo,
+    Broker, Client, Envelope, Membership, PassesDue, TaskId, TaskResult, TaskState, WorkerId,
+    WorkerInfo,
 };
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -16,8 +17,14 @@ use crate::{lease::Lease, report::Recorder, revocations::Revocations, turns::Tur
 /// Scheduled messages promoted per round; more wait for the next round.
 const PROMOTE_BATCH: usize = 1000;
 
-/// Rounds between two orphan sweeps (made on the worker's turn, [`Turns`]).
-const SWEEP_EVERY: u64 = 5;
+/// Rounds between two passes over every queue of the worker, made on its turn ([`Turns`]):
+/// reaping, promotion and the orphan sweep, whatever the broker's index of due passes says
+/// ([`taskq_core::Transport::passes_due`]). The index is written by every path that
+/// schedules a message or shortens a lease; this pass writes it again for anything it missed
+/// (messages scheduled by producers of an older version, data from before it existed), which
+/// then waits at most this long. A minute at the default heartbeat: about 20 commands per
+/// minute for a lone worker of three queues.
+const FULL_PASS_EVERY: u64 = 60;
 
 /// Rounds between two publications of the worker's info: operators read it, nothing decides by
 /// it, and an idle worker should cost under one broker command per second (issue 31). It is kept
@@ -71,11 +78,13 @@ pub(crate) struct Maintenance {
 }
 
 impl Maintenance {
-    /// Runs one round at once, then every heartbeat interval, until `stop` fires.
+    /// Runs one round at once, then every heartbeat interval, until `stop` fires (the round
+    /// at start, which passes over every queue, was made by the caller).
     pub(crate) async fn run(self, stop: CancellationToken) {
         let mut rounds = 0u64;
         loop {
-            self.round().await;
+            let full = rounds > 0 && rounds.is_multiple_of(FULL_PASS_EVERY);
+            self.round(full).await;
             rounds += 1;
             self.slow_round(rounds).await;
             if rounds.is_multiple_of(FORGET_EVERY) {
@@ -90,27 +99,51 @@ impl Maintenance {
         }
     }
 
-    /// One heartbeat; on the worker's turn ([`Turns`]), one reaper pass (for brokers with a
-    /// [`Membership`] role) and one promotion pass. Failures are logged, not fatal.
-    pub(crate) async fn round(&self) {
-        let turn = self.turns.mine();
-        if let Some(membership) = self.broker.membership() {
+    /// One heartbeat; on the worker's turn ([`Turns`]), the reaper passes (for brokers with a
+    /// [`Membership`] role) and promotion passes due on its queues
+    /// ([`taskq_core::Transport::passes_due`]), or when `full` both passes over every queue and
+    /// the orphan sweep. Failures are logged, not fatal.
+    pub(crate) async fn round(&self, full: bool) {
+        let membership = self.broker.membership();
+        if let Some(membership) = membership {
             if !self.heartbeat(membership).await {
                 return;
             }
-            if turn {
-                self.reap(membership).await;
-            }
         }
-        if !turn {
+        if !self.turns.mine() {
             return;
         }
-        if let Err(err) = self
-            .broker
-            .promote_scheduled(&self.info.queues, PROMOTE_BATCH)
-            .await
-        {
-            tracing::warn!(error = %err, "promoting scheduled messages failed");
+        let queues = &self.info.queues;
+        let passes = if full {
+            PassesDue::all(queues)
+        } else {
+            match self.broker.passes_due(queues).await {
+                Ok(passes) => passes,
+                Err(err) => {
+                    tracing::warn!(error = %err, "reading the passes due failed");
+                    return;
+                }
+            }
+        };
+        if let Some(membership) = membership {
+            if !passes.reap.is_empty() {
+                self.reap(membership, &passes.reap).await;
+            }
+            if self.turns.count_due() {
+                self.count_peers(membership).await;
+            }
+        }
+        if !passes.promote.is_empty() {
+            if let Err(err) = self
+                .broker
+                .promote_scheduled(&passes.promote, PROMOTE_BATCH)
+                .await
+            {
+                tracing::warn!(error = %err, "promoting scheduled messages failed");
+            }
+        }
+        if full {
+            self.sweep_orphans().await;
         }
     }
 
@@ -134,11 +167,10 @@ impl Maintenance {
         true
     }
 
-    /// Recovers the messages of workers whose leases ended; now and then counts the peers to
-    /// space the next turns by.
-    async fn reap(&self, membership: &dyn Membership) {
+    /// Recovers the messages of workers whose leases on `queues` ended.
+    async fn reap(&self, membership: &dyn Membership, queues: &[String]) {
         match membership
-            .recover_lost_workers(&self.info.queues, self.max_redeliveries)
+            .recover_lost_workers(queues, self.max_redeliveries)
             .await
         {
             Ok(report) if !report.workers.is_empty() => {
@@ -159,12 +191,14 @@ impl Maintenance {
             Ok(_) => {}
             Err(err) => tracing::warn!(error = %err, "reaper pass failed"),
         }
-        if self.turns.count_due() {
-            match membership.peers(&self.info.queues).await {
-                Ok(Some(peers)) => self.turns.shared_by(peers),
-                Ok(None) => {}
-                Err(err) => tracing::debug!(error = %err, "could not count the peers"),
-            }
+    }
+
+    /// Counts the peers sharing the worker's queues, to space the next turns by.
+    async fn count_peers(&self, membership: &dyn Membership) {
+        match membership.peers(&self.info.queues).await {
+            Ok(Some(peers)) => self.turns.shared_by(peers),
+            Ok(None) => {}
+            Err(err) => tracing::debug!(error = %err, "could not count the peers"),
         }
     }
 
@@ -233,14 +267,10 @@ impl Maintenance {
         }
     }
 
-    /// The duties of round `round` that are not every round's: returning orphaned processing
-    /// lists (every [`SWEEP_EVERY`] rounds, on the worker's turn, [`Turns`]), publishing the
-    /// worker's info (every [`INFO_EVERY`]), measuring the clock against the broker's and
-    /// refreshing the revoked set (every [`CLOCK_EVERY`]). Round 0 (at start) does all.
+    /// The duties of round `round` that are not every round's: publishing the worker's info
+    /// (every [`INFO_EVERY`]), measuring the clock against the broker's and refreshing the
+    /// revoked set (every [`CLOCK_EVERY`]). Round 0 (at start) does all.
     pub(crate) async fn slow_round(&self, round: u64) {
-        if round.is_multiple_of(SWEEP_EVERY) {
-            self.sweep_orphans().await;
-        }
         if round.is_multiple_of(CLOCK_EVERY) {
             *self.clock_skew_ms.lock() = self.measure_clock().await;
             match self.broker.revoked().await {
@@ -253,9 +283,9 @@ impl Maintenance {
         }
     }
 
-    /// Returns processing lists no lease covers, on the worker's turn.
+    /// Returns processing lists no lease covers.
     async fn sweep_orphans(&self) {
-        let Some(membership) = self.broker.membership().filter(|_| self.turns.mine()) else {
+        let Some(membership) = self.broker.membership() else {
             return;
         };
         // Twice the lease: a list is orphaned only when no lease could still cover it.

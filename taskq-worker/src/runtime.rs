@@ -204,7 +204,7 @@ impl Shared {
             tracing::warn!(error = %err, "publishing task declarations failed");
         }
         let acker = settler.start_acker();
-        maintenance.round().await;
+        maintenance.round(true).await;
         maintenance.slow_round(0).await;
         let published = maintenance.info.clone();
         let background_stop = CancellationToken::new();

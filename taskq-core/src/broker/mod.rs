@@ -53,7 +53,7 @@ pub use rate_limiter::RateLimiter;
 pub use transport::Transport;
 pub use types::{
     local_hostname, DeadLetter, DeadReason, Delivery, KeyedFlow, KeyedOutcome, OutboundMessage,
-    PayloadFields, QueueStats, Receipt, RecoveryReport, WorkerId,
+    PassesDue, PayloadFields, QueueStats, Receipt, RecoveryReport, WorkerId,
 };
 
 use std::time::Duration;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{DeadReason, Delivery, KeyedFlow, KeyedOutcome, OutboundMessage, WorkerId};
+use super::{DeadReason, Delivery, KeyedFlow, KeyedOutcome, OutboundMessage, PassesDue, WorkerId};
 use crate::{clock::Clock, error::Result, id::TaskId};
 
 /// Moves messages: enqueue, fetch into a worker's hands, settle (ack, retry, requeue,
@@ -188,6 +188,15 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
     /// Moves up to `limit` due messages of `queues` from `scheduled` to `pending`; returns how
     /// many moved. Safe to run from every worker at once.
     async fn promote_scheduled(&self, queues: &[String], limit: usize) -> Result<usize>;
+
+    /// Which of `queues` need a reaper or a promotion pass now. A broker that keeps an index
+    /// of when each queue next needs one (Redis on one server) answers from it in one read,
+    /// so an idle fleet's passes cost one command whatever its queues (issue 31); the default
+    /// answers every queue. A pass over a queue not named is always safe: workers make one
+    /// over all of their queues now and then, which also writes the index again.
+    async fn passes_due(&self, queues: &[String]) -> Result<PassesDue> {
+        Ok(PassesDue::all(queues))
+    }
 
     /// Measures this host's clock against the broker's and corrects [`Transport::clock`] by
     /// the difference; returns how far the host's clock is ahead (negative: behind), or `None`

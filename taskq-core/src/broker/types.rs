@@ -507,6 +507,47 @@ pub struct RecoveryReport {
     pub poisoned: Vec<(TaskId, String)>,
 }
 
+/// Which of a worker's queues need the fleet's passes now
+/// ([`Transport::passes_due`](super::Transport::passes_due)).
+///
+/// ```
+/// use taskq_core::PassesDue;
+///
+/// let queues = vec!["mail".to_owned(), "video".to_owned()];
+/// let all = PassesDue::all(&queues);
+/// assert_eq!(all.reap, queues);
+/// assert_eq!(all.promote, queues);
+/// assert!(PassesDue::default().is_empty());
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PassesDue {
+    /// Queues where a lease may have ended: a reaper pass
+    /// ([`Membership::recover_lost_workers`](super::Membership::recover_lost_workers)).
+    pub reap: Vec<String>,
+    /// Queues where a scheduled message may be due: a promotion pass
+    /// ([`Transport::promote_scheduled`](super::Transport::promote_scheduled)).
+    pub promote: Vec<String>,
+}
+
+impl PassesDue {
+    /// Both passes over every one of `queues`: always safe, and what a broker that keeps no
+    /// index of due passes answers.
+    #[must_use]
+    pub fn all(queues: &[String]) -> Self {
+        Self {
+            reap: queues.to_vec(),
+            promote: queues.to_vec(),
+        }
+    }
+
+    /// No pass is due.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.reap.is_empty() && self.promote.is_empty()
+    }
+}
+
 /// Per-key flow control of one enqueue ([`Transport::enqueue_keyed`](super::Transport)):
 /// debounce and throttle, each atomic with the enqueue it decides.
 ///

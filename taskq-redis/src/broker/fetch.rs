@@ -150,7 +150,7 @@ impl RedisBroker {
             // reaches beyond its ttl. A quarter tells them apart with minutes to spare.
             (now + parked_for / 4, ttl)
         });
-        invocation.arg(parked_above).arg(ttl);
+        invocation.arg(self.due_index()).arg(parked_above).arg(ttl);
         invocation
     }
 

@@ -85,6 +85,7 @@ impl RedisBroker {
             .arg(deadline)
             .arg(parked_until)
             .arg(if joining { "1" } else { "0" })
+            .arg(self.due_index())
             .invoke_async(&mut self.conn())
             .await
             .map_err(redis_error)?;
@@ -95,6 +96,26 @@ impl RedisBroker {
                 worker: worker.to_string(),
             }),
         }
+    }
+
+    /// Writes the due index's entries of `queues`' leases again after a reaper pass over them
+    /// (`settle_due.lua`): each the earliest deadline left, so the next pass comes when a
+    /// lease may have ended. Nothing on a cluster, which keeps no index.
+    async fn settle_due_leases(&self, queues: &[String]) -> Result<()> {
+        let due_index = self.due_index();
+        if due_index.is_empty() || queues.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = scripts::SETTLE_DUE.prepare_invoke();
+        invocation.key(due_index);
+        for queue in queues {
+            invocation.key(QueueKeys::new(queue).workers());
+        }
+        invocation
+            .invoke_async::<i64>(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        Ok(())
     }
 
     /// Whether `worker` holds the lease `lease` until `deadline` or later.
@@ -221,6 +242,7 @@ impl Membership for RedisBroker {
                 }
             }
         }
+        self.settle_due_leases(queues).await?;
         Ok(report)
     }
 

@@ -186,9 +186,10 @@ impl<'a> QueueBatch<'a> {
             + usize::from(!self.scheduled.is_empty())
     }
 
-    /// Adds this batch's writes to `pipe`: one variadic `LPUSH` per level, one `ZADD`, and a
-    /// wake-up token when something became ready.
-    fn write_into(&self, pipe: &mut redis::Pipeline) {
+    /// Adds this batch's writes to `pipe`: one variadic `LPUSH` per level, one `ZADD` (and its
+    /// entry in the due index `due_index` lowered, `lua/lib/due.lua`), and a wake-up token when
+    /// something became ready.
+    fn write_into(&self, pipe: &mut redis::Pipeline, due_index: &str) {
         let keys = QueueKeys::new(self.queue);
         for (level, payloads) in self.ready.iter().enumerate() {
             if !payloads.is_empty() {
@@ -198,6 +199,15 @@ impl<'a> QueueBatch<'a> {
         if !self.scheduled.is_empty() {
             pipe.zadd_multiple(keys.scheduled(), &self.scheduled)
                 .ignore();
+            let earliest = self.scheduled.iter().map(|(due, _)| *due).min();
+            if let Some(earliest) = earliest.filter(|_| !due_index.is_empty()) {
+                pipe.cmd("ZADD")
+                    .arg(due_index)
+                    .arg("LT")
+                    .arg(earliest)
+                    .arg(keys.scheduled())
+                    .ignore();
+            }
         }
         if self.ready.iter().any(|p| !p.is_empty()) {
             // Wake one idle worker of this queue.
@@ -208,10 +218,11 @@ impl<'a> QueueBatch<'a> {
 }
 
 /// The keys and arguments of `lua/enqueue.lua` for `batches` (12 keys per queue) with the
-/// bound `limit` (0: none).
+/// bound `limit` (0: none) and the due index `due_index`.
 fn enqueue_script_call<'a>(
     batches: &[&QueueBatch<'a>],
     limit: usize,
+    due_index: &'a str,
 ) -> (Vec<String>, Vec<Cow<'a, str>>) {
     let mut keys = Vec::with_capacity(12 * batches.len());
     let mut args: Vec<Cow<'a, str>> = vec![
@@ -248,6 +259,7 @@ fn enqueue_script_call<'a>(
             args.extend(run.payloads.iter().map(|p| Cow::Borrowed(*p)));
         }
     }
+    args.push(Cow::Borrowed(due_index));
     (keys, args)
 }
 
@@ -494,6 +506,15 @@ impl RedisBroker {
         }
     }
 
+    /// The due index (`keys::DUE`) the scripts keep, or '' on a cluster, which keeps none.
+    pub(super) fn due_index(&self) -> &'static str {
+        if self.shared.server.is_cluster() {
+            ""
+        } else {
+            keys::DUE
+        }
+    }
+
     /// Groups deliveries by queue, keeping their order within each queue.
     fn by_queue(deliveries: &[Delivery]) -> Vec<(&str, Vec<&Delivery>)> {
         let mut groups: Vec<(&str, Vec<&Delivery>)> = Vec::new();
@@ -510,7 +531,7 @@ impl RedisBroker {
     /// exceed the bound (nothing of the call landed then).
     async fn enqueue_by_script(&self, batches: &[&QueueBatch<'_>]) -> Result<()> {
         let limit = self.shared.config.max_queue_length().unwrap_or(0);
-        let (keys, args) = enqueue_script_call(batches, limit);
+        let (keys, args) = enqueue_script_call(batches, limit, self.due_index());
         let mut invocation = scripts::ENQUEUE.prepare_invoke();
         for key in &keys {
             invocation.key(key);

@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use taskq_core::{
     tally, Clock, DeadLetter, DeadReason, Delivery, Error, KeyedFlow, KeyedOutcome,
-    OutboundMessage, Result, TaskId, Transport, WorkerId, RECENT_OUTCOMES_KEPT,
+    OutboundMessage, PassesDue, Result, TaskId, Transport, WorkerId, RECENT_OUTCOMES_KEPT,
     RECENT_OUTCOMES_TTL,
 };
 
@@ -96,7 +96,7 @@ impl Transport for RedisBroker {
                 pipe.atomic();
             }
             for batch in &batches {
-                batch.write_into(&mut pipe);
+                batch.write_into(&mut pipe, self.due_index());
             }
             let mut conn = self.conn();
             pipe.query_async::<()>(&mut conn)
@@ -147,6 +147,7 @@ impl Transport for RedisBroker {
             .arg(keys.prefix())
             .arg(partition)
             .arg(partition_limit)
+            .arg(self.due_index())
             .invoke_async(&mut self.conn())
             .await
             .map_err(redis_error)?;
@@ -210,6 +211,7 @@ impl Transport for RedisBroker {
                     .unwrap_or_default(),
             )
             .arg(bound.unwrap_or(0))
+            .arg(self.due_index())
             .invoke_async(&mut self.conn())
             .await
             .map_err(redis_error)?;
@@ -373,6 +375,7 @@ impl Transport for RedisBroker {
                     .unwrap_or_default(),
             );
         outcome_args(&mut invocation, std::iter::once(delivery));
+        invocation.arg(self.due_index());
         let moved: i64 = invocation
             .invoke_async(&mut self.conn())
             .await
@@ -462,9 +465,16 @@ impl Transport for RedisBroker {
 
     async fn promote_scheduled(&self, queues: &[String], limit: usize) -> Result<usize> {
         let now = millis(self.now());
-        // Most rounds find nothing due: one `ZCOUNT` per queue, pipelined (one round trip per
-        // slot), says so without the script and the commands inside it (an idle worker
-        // promotes every heartbeat, issue 31).
+        let due_index = self.due_index();
+        if !due_index.is_empty() {
+            // The due index named these queues (or this is a pass over all): the script
+            // promotes and writes each one's entry again, which a pass over all must do even
+            // where nothing is due yet.
+            return self.promote_each(queues, limit, now, |_| true).await;
+        }
+        // A cluster keeps no index, and most rounds find nothing due: one `ZCOUNT` per queue,
+        // pipelined (one round trip per slot), says so without the script and the commands
+        // inside it (issue 31).
         let scheduled: Vec<String> = queues
             .iter()
             .map(|q| QueueKeys::new(q).scheduled())
@@ -488,26 +498,37 @@ impl Transport for RedisBroker {
             .filter(|(_, count)| **count > 0)
             .map(|(key, _)| key.as_str())
             .collect();
-        let mut moved = 0;
+        self.promote_each(queues, limit, now, |scheduled| due.contains(scheduled))
+            .await
+    }
+
+    async fn passes_due(&self, queues: &[String]) -> Result<PassesDue> {
+        let due_index = self.due_index();
+        if due_index.is_empty() {
+            return Ok(PassesDue::all(queues));
+        }
+        let due: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(due_index)
+            .arg("-inf")
+            .arg(millis(self.now()))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        let mut passes = PassesDue::default();
+        if due.is_empty() {
+            return Ok(passes);
+        }
+        let due: std::collections::HashSet<String> = due.into_iter().collect();
         for queue in queues {
             let keys = QueueKeys::new(queue);
-            if moved >= limit || !due.contains(keys.scheduled().as_str()) {
-                continue;
+            if due.contains(&keys.workers()) {
+                passes.reap.push(queue.clone());
             }
-            let mut invocation = scripts::PROMOTE_SCHEDULED.prepare_invoke();
-            invocation.key(keys.scheduled());
-            for key in keys.pending_ascending() {
-                invocation.key(key);
+            if due.contains(&keys.scheduled()) {
+                passes.promote.push(queue.clone());
             }
-            invocation.key(keys.wake());
-            invocation.arg(now).arg(limit - moved).arg(keys.prefix());
-            let count: usize = invocation
-                .invoke_async(&mut self.conn())
-                .await
-                .map_err(redis_error)?;
-            moved += count;
         }
-        Ok(moved)
+        Ok(passes)
     }
 
     async fn release_worker(&self, worker: &WorkerId) -> Result<()> {
@@ -520,6 +541,43 @@ impl Transport for RedisBroker {
         self.conn()
             .durability_warnings(self.shared.config.durable())
             .await
+    }
+}
+
+impl RedisBroker {
+    /// Runs `promote_scheduled.lua` on each of `queues` whose scheduled set `wanted` names,
+    /// until `limit` messages moved; returns how many did.
+    async fn promote_each(
+        &self,
+        queues: &[String],
+        limit: usize,
+        now: i64,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<usize> {
+        let mut moved = 0;
+        for queue in queues {
+            let keys = QueueKeys::new(queue);
+            if moved >= limit || !wanted(&keys.scheduled()) {
+                continue;
+            }
+            let mut invocation = scripts::PROMOTE_SCHEDULED.prepare_invoke();
+            invocation.key(keys.scheduled());
+            for key in keys.pending_ascending() {
+                invocation.key(key);
+            }
+            invocation.key(keys.wake());
+            invocation
+                .arg(now)
+                .arg(limit - moved)
+                .arg(keys.prefix())
+                .arg(self.due_index());
+            let count: usize = invocation
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(redis_error)?;
+            moved += count;
+        }
+        Ok(moved)
     }
 }
 

@@ -433,6 +433,83 @@ async fn idle_workers_of_three_queues_renew_no_lease_and_still_wake() {
     }
 }
 
+/// Issue 31: a lone idle worker of three queues sends no command per queue on its idle rounds:
+/// its turn reads the due index (one `ZRANGEBYSCORE`) whatever its queues, where it asked every
+/// queue whether a lease had ended (a `ZRANGEBYSCORE` each) and whether a message was due (a
+/// `ZCOUNT` each). With it, a message on any queue still wakes it, a message due in half a
+/// second runs when due, and a worker lost holding a message has it recovered and run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_idle_worker_of_three_queues_sends_no_command_per_queue_and_still_serves_them() {
+    use taskq_core::WorkerId;
+    let server = RedisServer::start();
+    let client = redis_client(&server).await;
+    let queues: Vec<String> = (0..3)
+        .map(|n| format!("lone{n}-{}", uuid::Uuid::new_v4()))
+        .collect();
+    // A worker that takes a message of the third queue and dies: its lease ends 2.5 s in.
+    let broker = client.broker();
+    let lost = WorkerId::generate();
+    let membership = broker.membership().expect("Redis has leases");
+    let third = std::slice::from_ref(&queues[2]);
+    membership
+        .heartbeat(&lost, third, Duration::from_millis(2500))
+        .await
+        .unwrap();
+    let recovered = client
+        .enqueue(Stats {
+            values: vec![5.0, 7.0],
+        })
+        .queue(&queues[2])
+        .await
+        .unwrap();
+    let taken = broker.fetch(&lost, third, 1, Duration::ZERO).await.unwrap();
+    assert_eq!(taken.len(), 1);
+
+    let worker = start_worker(all_tasks(builder(&client)).queues(queues.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    server.reset_command_stats();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // At most 20 rounds in 2 s (every 100 ms). Asking each queue would be 60 and more of
+    // each; one more ZRANGEBYSCORE is the reaper's, on the queue whose lease ended.
+    let rounds = 20;
+    let index_reads = server.command_calls("zrangebyscore");
+    assert!(
+        (1..=rounds + 2).contains(&index_reads),
+        "{index_reads} ZRANGEBYSCOREs in {rounds} idle rounds of three queues"
+    );
+    assert_eq!(
+        server.command_calls("zcount"),
+        0,
+        "promotion asked each queue"
+    );
+
+    let summary = recovered.wait(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(summary.mean, 6.0, "the lost worker's message was recovered");
+    let mut handles = Vec::new();
+    for (n, queue) in queues.iter().enumerate() {
+        let stats = Stats {
+            values: vec![n as f64, 2.0],
+        };
+        handles.push(client.enqueue(stats).queue(queue).await.unwrap());
+    }
+    for (n, handle) in handles.into_iter().enumerate() {
+        let summary = handle.wait(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(summary.mean, (n as f64 + 2.0) / 2.0);
+    }
+    // Due in half a second: the index names it then (a pass over every queue, the fallback,
+    // comes only every 60 rounds).
+    let later = client
+        .enqueue(Stats {
+            values: vec![1.0, 1.0],
+        })
+        .queue(&queues[1])
+        .countdown(Duration::from_millis(500))
+        .await
+        .unwrap();
+    assert_eq!(later.wait(Duration::from_secs(2)).await.unwrap().mean, 1.0);
+    worker.stop().await.unwrap();
+}
+
 /// Issue 31: ten idle workers of one queue take turns at the passes any of them may make for
 /// all (reaping, promoting): the fleet makes about two per heartbeat, not one per worker. A
 /// lost worker's message is still recovered and run, by turns spaced for the fleet.
@@ -475,19 +552,22 @@ async fn idle_workers_take_turns_at_reaping_and_still_recover_a_lost_one() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     server.reset_command_stats();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    // Each reaper pass is one ZRANGEBYSCORE, each promotion pass one ZCOUNT. Ten workers
-    // heartbeat at most 300 times in 3 s (every 100 ms); every worker making both passes every
-    // heartbeat would match them one for one (idle heartbeats send nothing to count).
+    // Each turn reads the due index with one ZRANGEBYSCORE (and the reaper pass the lost
+    // worker's lease makes due, one more). Ten workers heartbeat at most 300 times in 3 s
+    // (every 100 ms); every worker taking a turn every heartbeat would match them one for one
+    // (idle heartbeats send nothing to count).
     let heartbeats = 10 * 3_000 / 100;
-    let reaps = server.command_calls("zrangebyscore");
-    let promotions = server.command_calls("zcount");
-    for (pass, calls) in [("reaper", reaps), ("promotion", promotions)] {
-        assert!(
-            calls * 10 <= heartbeats * 4,
-            "{calls} {pass} passes for {heartbeats} heartbeats of ten workers"
-        );
-        assert!(calls > 0, "no {pass} pass in 3 s");
-    }
+    let turns = server.command_calls("zrangebyscore");
+    assert!(
+        turns * 10 <= heartbeats * 4,
+        "{turns} turns for {heartbeats} heartbeats of ten workers"
+    );
+    assert!(turns > 0, "no turn in 3 s");
+    assert_eq!(
+        server.command_calls("zcount"),
+        0,
+        "promotion asked each queue"
+    );
     // The lost worker's message was recovered and ran.
     let summary = handle.wait(Duration::from_secs(5)).await.unwrap();
     assert_eq!(summary.mean, 2.0);
