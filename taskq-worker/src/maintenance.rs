@@ -193,10 +193,16 @@ impl Maintenance {
         }
     }
 
-    /// Counts the peers sharing the worker's queues, to space the next turns by.
+    /// Counts the peers sharing one of the worker's queues, each in turn, to space the next
+    /// turns by the least shared.
     async fn count_peers(&self, membership: &dyn Membership) {
-        match membership.peers(&self.info.queues).await {
-            Ok(Some(peers)) => self.turns.shared_by(peers),
+        let queues = &self.info.queues;
+        let index = self.turns.next_to_count(queues.len());
+        let Some(queue) = queues.get(index) else {
+            return;
+        };
+        match membership.peers(std::slice::from_ref(queue)).await {
+            Ok(Some(peers)) => self.turns.counted_on(index, queues.len(), peers),
             Ok(None) => {}
             Err(err) => tracing::debug!(error = %err, "could not count the peers"),
         }

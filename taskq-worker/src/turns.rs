@@ -2,9 +2,12 @@
 //! promoting due messages, sweeping orphaned processing lists. Every worker making them every
 //! heartbeat cost the broker one pass per worker per heartbeat, most of an idle fleet's load
 //! (issue 31); each worker taking a pass with probability `SHARE / peers` keeps the fleet near
-//! `SHARE` passes per heartbeat, whatever its size.
+//! `SHARE` passes per heartbeat, whatever its size. The peers are counted on one of the
+//! worker's queues at a time, each in turn, and the least shared spaces the turns.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
 
 /// Passes the fleet makes per heartbeat interval on average: with two, a heartbeat passes
 /// without any in about one case in seven (e^-2), two in a row in one in fifty.
@@ -19,13 +22,25 @@ const MOST_SPACING: u64 = 30;
 /// pair): counting costs a command per queue, which a pass spaced by a fleet affords each time.
 const COUNT_EVERY: u64 = 30;
 
+/// The peers last counted on each of a worker's queues: one queue per count, in turn, so a
+/// count costs one command whatever the queues (issue 31).
+#[derive(Debug, Default)]
+struct Counted {
+    /// Per queue, in the worker's order; `None` until counted.
+    peers: Vec<Option<usize>>,
+    /// The queue the next count is of.
+    next: usize,
+}
+
 /// A worker's turns, spaced by the peers last counted.
 #[derive(Debug)]
 pub(crate) struct Turns {
     /// A pass is taken with probability 1 / `spacing` per round (1: every round).
     spacing: AtomicU64,
-    /// Reaper turns taken, for [`Turns::count_due`].
+    /// Turns taken, for [`Turns::count_due`].
     taken: AtomicU64,
+    /// The peers last counted on each of the worker's queues.
+    counted: Mutex<Counted>,
 }
 
 impl Default for Turns {
@@ -34,6 +49,7 @@ impl Default for Turns {
         Self {
             spacing: AtomicU64::new(1),
             taken: AtomicU64::new(0),
+            counted: Mutex::new(Counted::default()),
         }
     }
 }
@@ -51,6 +67,29 @@ impl Turns {
     pub(crate) fn count_due(&self) -> bool {
         let taken = self.taken.fetch_add(1, Ordering::Relaxed) + 1;
         self.spacing.load(Ordering::Relaxed) > 1 || taken <= 3 || taken.is_multiple_of(COUNT_EVERY)
+    }
+
+    /// Which of the worker's `queues` queues the next count is of: each in turn.
+    pub(crate) fn next_to_count(&self, queues: usize) -> usize {
+        self.counted.lock().next % queues.max(1)
+    }
+
+    /// Records `peers` counted on queue `queue` of the worker's `queues`, and spaces the turns
+    /// by the least shared queue once every queue has a count (every round until then).
+    pub(crate) fn counted_on(&self, queue: usize, queues: usize, peers: usize) {
+        let least = {
+            let mut counted = self.counted.lock();
+            counted.peers.resize(queues, None);
+            if let Some(slot) = counted.peers.get_mut(queue) {
+                *slot = Some(peers);
+            }
+            counted.next = queue + 1;
+            counted.peers.iter().copied().min().flatten()
+        };
+        // `min` of options is `None` while any queue has no count.
+        if let Some(least) = least {
+            self.shared_by(least);
+        }
     }
 
     /// Spaces the turns for `peers` live workers sharing the queues (this one included).
@@ -89,6 +128,29 @@ mod tests {
         assert_eq!(counts, 6);
         turns.shared_by(10);
         assert!((0..100).filter(|_| turns.mine()).all(|_| turns.count_due()));
+    }
+
+    #[test]
+    fn each_queue_is_counted_in_turn_and_the_least_shared_spaces_the_turns() {
+        let turns = Turns::default();
+        let queues = 3;
+        let mut order = Vec::new();
+        for peers in [40, 10, 60] {
+            let queue = turns.next_to_count(queues);
+            order.push(queue);
+            assert_eq!(
+                turns.spacing.load(Ordering::Relaxed),
+                1,
+                "spaced before every queue was counted"
+            );
+            turns.counted_on(queue, queues, peers);
+        }
+        assert_eq!(order, [0, 1, 2]);
+        // Ten peers on the least shared queue: five rounds per turn.
+        assert_eq!(turns.spacing.load(Ordering::Relaxed), 5);
+        assert_eq!(turns.next_to_count(queues), 0);
+        turns.counted_on(0, queues, 4);
+        assert_eq!(turns.spacing.load(Ordering::Relaxed), 2);
     }
 
     #[test]
