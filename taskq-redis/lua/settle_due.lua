@@ -4,7 +4,7 @@
 -- of a queue's).
 --
 -- KEYS[1]      taskq:due
--- KEYS[2..]    the sets served: taskq:{q}:workers (after a reaper pass)
+-- KEYS[2..]    the sets: taskq:{q}:workers after a reaper pass, a forgotten queue's sets
 -- returns      the number of sets settled
 --- @include lib/due.lua
 for i = 2, #KEYS do

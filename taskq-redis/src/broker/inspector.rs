@@ -319,6 +319,7 @@ impl Inspector for RedisBroker {
                 .await
                 .map_err(redis_error)?;
             if removed == 1 {
+                self.settle_due(&[keys.workers(), keys.scheduled()]).await?;
                 forgotten.push(queue);
             }
         }

@@ -98,18 +98,19 @@ impl RedisBroker {
         }
     }
 
-    /// Writes the due index's entries of `queues`' leases again after a reaper pass over them
-    /// (`settle_due.lua`): each the earliest deadline left, so the next pass comes when a
-    /// lease may have ended. Nothing on a cluster, which keeps no index.
-    async fn settle_due_leases(&self, queues: &[String]) -> Result<()> {
+    /// Writes the due index's entries of `sets` again (`settle_due.lua`): each the earliest
+    /// score left, or none for an empty set. After a reaper pass, so the next comes when a
+    /// lease may have ended; after a queue is forgotten, so its entries go. Nothing on a
+    /// cluster, which keeps no index.
+    pub(super) async fn settle_due(&self, sets: &[String]) -> Result<()> {
         let due_index = self.due_index();
-        if due_index.is_empty() || queues.is_empty() {
+        if due_index.is_empty() || sets.is_empty() {
             return Ok(());
         }
         let mut invocation = scripts::SETTLE_DUE.prepare_invoke();
         invocation.key(due_index);
-        for queue in queues {
-            invocation.key(QueueKeys::new(queue).workers());
+        for set in sets {
+            invocation.key(set);
         }
         invocation
             .invoke_async::<i64>(&mut self.conn())
@@ -242,7 +243,8 @@ impl Membership for RedisBroker {
                 }
             }
         }
-        self.settle_due_leases(queues).await?;
+        let leases: Vec<String> = queues.iter().map(|q| QueueKeys::new(q).workers()).collect();
+        self.settle_due(&leases).await?;
         Ok(report)
     }
 

@@ -739,12 +739,28 @@ async fn idle_queues_are_forgotten_and_come_back() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     drain(fresh.clone()).await;
+    // The fetch's lease left the idle queue an entry in the due index; it goes with the queue.
+    let mut admin = admin(&server).await;
+    let idle_lease_entry = format!("taskq:{{{idle}}}:workers");
+    let entries = || {
+        redis::cmd("ZSCORE")
+            .arg("taskq:due")
+            .arg(&idle_lease_entry)
+            .to_owned()
+    };
+    let before: Option<f64> = entries().query_async(&mut admin).await.unwrap();
+    assert!(before.is_some(), "the fetch's lease lowered the entry");
 
     let forgotten = broker
         .forget_idle_queues(Duration::from_millis(300))
         .await
         .unwrap();
     assert_eq!(forgotten, vec![idle.clone()], "only the idle queue goes");
+    let after: Option<f64> = entries().query_async(&mut admin).await.unwrap();
+    assert_eq!(
+        after, None,
+        "a forgotten queue's entry stays in the due index"
+    );
     let listed = broker.queues().await.unwrap();
     for kept in [&busy, &consumed, &dead, &fresh] {
         assert!(listed.contains(kept), "{kept} is kept: {listed:?}");
