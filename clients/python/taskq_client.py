@@ -162,7 +162,11 @@ class Client:
         eta = envelope.get("eta")
         if eta and datetime.datetime.fromisoformat(eta) > now:
             due_ms = int(datetime.datetime.fromisoformat(eta).timestamp() * 1000)
-            pipe.zadd(f"taskq:{{{queue}}}:scheduled", {f"{level}{payload}": due_ms})
+            scheduled = f"taskq:{{{queue}}}:scheduled"
+            pipe.zadd(scheduled, {f"{level}{payload}": due_ms})
+            # Lowers the set's entry in the due index, which workers read to learn that a
+            # message is due (else it waits for their pass over every queue, once a minute).
+            pipe.zadd("taskq:due", {scheduled: due_ms}, lt=True)
         else:
             pipe.lpush(f"taskq:{{{queue}}}:pending:{level}", payload)
         # Wakes one idle worker at once (else it notices within its block timeout).

@@ -91,6 +91,9 @@ class ClientAgainstAWorker(unittest.TestCase):
         self.assertEqual(len(members), 1)
         self.assertTrue(members[0].startswith("9"), "priority clamps to 9")
         self.assertIn(task_id, members[0])
+        due = self.client._redis.zscore(stats_key, members[0])
+        self.assertEqual(self.client._redis.zscore("taskq:due", stats_key), due,
+                         "the due index names the scheduled set at its due time")
 
 
     def test_the_callers_trace_context_goes_into_the_envelope(self):

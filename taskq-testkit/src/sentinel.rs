@@ -163,6 +163,10 @@ impl Drop for SentinelGroup {
     }
 }
 
+/// A sentinel of the group's master. A master is down after 2 s unanswered: with 1 s, a CI
+/// machine loaded by the rest of the suite once made the sentinels fail over a second time,
+/// back to the old master 12 s after the first, while it was still catching up, and the
+/// writes the promoted master took without a replica (durable writes degraded) went with it.
 fn start_sentinel(master_port: u16) -> (u16, Child) {
     let port = crate::free_port();
     let dir = std::env::temp_dir().join(format!(
@@ -174,7 +178,7 @@ fn start_sentinel(master_port: u16) -> (u16, Child) {
     std::fs::write(
         &config,
         format!(
-            "port {port}\nbind 127.0.0.1\ndir {dir}\nsentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 2\nsentinel down-after-milliseconds {MASTER_NAME} 1000\nsentinel failover-timeout {MASTER_NAME} 3000\n",
+            "port {port}\nbind 127.0.0.1\ndir {dir}\nsentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 2\nsentinel down-after-milliseconds {MASTER_NAME} 2000\nsentinel failover-timeout {MASTER_NAME} 3000\n",
             dir = dir.display()
         ),
     )

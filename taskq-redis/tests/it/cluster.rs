@@ -159,3 +159,28 @@ async fn celery_queues_are_refused_on_a_cluster() {
         assert!(refused.contains("Celery-protocol queues"), "{refused}");
     }
 }
+
+/// A cluster keeps no due index (a script writing it beside a queue's keys would cross slots):
+/// every turn passes over every queue, and scheduling writes no index (the scripts would fail
+/// with a cross-slot error if they tried).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_passes_over_every_queue_and_keeps_no_due_index() {
+    let cluster = cluster();
+    let queues: Vec<String> = (0..3).map(|i| cluster.queue_on_master(i, "due")).collect();
+    let broker = RedisBroker::connect(config()).await.unwrap();
+    let later: Vec<_> = queues
+        .iter()
+        .map(|q| {
+            let mut envelope =
+                taskq_core::Envelope::decode(&message(q, 0).payload, 1 << 20).unwrap();
+            envelope.eta = Some(broker.clock().now() + chrono::Duration::seconds(60));
+            taskq_core::OutboundMessage::from_envelope(&envelope, 1 << 20).unwrap()
+        })
+        .collect();
+    broker.enqueue(later).await.unwrap();
+    assert_eq!(
+        broker.passes_due(&queues).await.unwrap(),
+        taskq_core::PassesDue::all(&queues)
+    );
+    assert_eq!(broker.promote_scheduled(&queues, 100).await.unwrap(), 0);
+}

@@ -31,6 +31,15 @@ async fn entry(server: &RedisServer, set: &str) -> Option<i64> {
         .map(|score| score as i64)
 }
 
+/// Asserts that `queue`'s scheduled set has the entry `at` in the due index.
+async fn assert_scheduled_entry(server: &RedisServer, queue: &str, at: DateTime<Utc>) {
+    assert_eq!(
+        entry(server, &scheduled(queue)).await,
+        Some(at.timestamp_millis()),
+        "{queue}'s scheduled set"
+    );
+}
+
 fn scheduled(queue: &str) -> String {
     format!("taskq:{{{queue}}}:scheduled")
 }
@@ -72,18 +81,12 @@ async fn every_path_that_schedules_a_message_lowers_its_due_entry() {
             in_ms(broker, 90_000),
         );
         broker.enqueue(vec![due_at(&q, later)]).await.unwrap();
-        assert_eq!(
-            entry(&server, &scheduled(&q)).await,
-            Some(later.timestamp_millis())
-        );
+        assert_scheduled_entry(&server, &q, later).await;
         broker
             .enqueue(vec![due_at(&q, latest), due_at(&q, earlier)])
             .await
             .unwrap();
-        assert_eq!(
-            entry(&server, &scheduled(&q)).await,
-            Some(earlier.timestamp_millis())
-        );
+        assert_scheduled_entry(&server, &q, earlier).await;
     }
 
     // A unique enqueue (enqueue_unique.lua).
@@ -93,10 +96,7 @@ async fn every_path_that_schedules_a_message_lowers_its_due_entry() {
         .enqueue_unique(due_at(&q, eta), "nightly", Duration::from_secs(60))
         .await
         .unwrap();
-    assert_eq!(
-        entry(&server, &scheduled(&q)).await,
-        Some(eta.timestamp_millis())
-    );
+    assert_scheduled_entry(&server, &q, eta).await;
 
     // A debounced call (enqueue_keyed.lua): due a window after the call.
     let q = queue();
@@ -130,10 +130,7 @@ async fn every_path_that_schedules_a_message_lowers_its_due_entry() {
     next.eta = Some(eta);
     let next = OutboundMessage::from_envelope(&next, 1 << 20).unwrap();
     assert!(plain.retry(&worker, &got[0], next).await.unwrap());
-    assert_eq!(
-        entry(&server, &scheduled(&q)).await,
-        Some(eta.timestamp_millis())
-    );
+    assert_scheduled_entry(&server, &q, eta).await;
 }
 
 /// A promotion pass over a queue writes its entry again: the next due time, or none once the
@@ -169,10 +166,7 @@ async fn passes_due_names_a_queue_once_its_entry_is_due_and_a_pass_settles_it() 
             .unwrap(),
         1
     );
-    assert_eq!(
-        entry(&server, &scheduled(&soon)).await,
-        Some(second.timestamp_millis())
-    );
+    assert_scheduled_entry(&server, &soon, second).await;
     assert!(broker.passes_due(&mine).await.unwrap().is_empty());
     // A pass over all (what a worker makes now and then) removes the entry of a set it
     // finds empty (emptied here as a purge would).

@@ -391,6 +391,22 @@ async fn a_settle_refused_for_missing_replicas_lands_once_they_are_back() {
     worker.stop().await.unwrap();
 }
 
+/// Enqueues a message on each of `queues` and waits for each one's result: an idle worker of
+/// them all was woken for each.
+async fn a_message_on_each_queue_runs(client: &Client, queues: &[String]) {
+    let mut handles = Vec::new();
+    for (n, queue) in queues.iter().enumerate() {
+        let stats = Stats {
+            values: vec![n as f64, 2.0],
+        };
+        handles.push(client.enqueue(stats).queue(queue).await.unwrap());
+    }
+    for (n, handle) in handles.into_iter().enumerate() {
+        let summary = handle.wait(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(summary.mean, (n as f64 + 2.0) / 2.0);
+    }
+}
+
 /// Issue 31: an idle worker's heartbeats send nothing, however many queues it serves (its
 /// leases are parked: `taskq-redis/src/broker/leases.rs`), and it is still woken at once by a
 /// message on any of them.
@@ -417,17 +433,7 @@ async fn idle_workers_of_three_queues_renew_no_lease_and_still_wake() {
         "{zadds} ZADDs: idle heartbeats wrote leases"
     );
     assert_eq!(server.command_calls("llen"), 0, "leases parked again");
-    let mut handles = Vec::new();
-    for (n, queue) in queues.iter().enumerate() {
-        let stats = Stats {
-            values: vec![n as f64, 2.0],
-        };
-        handles.push(client.enqueue(stats).queue(queue).await.unwrap());
-    }
-    for (n, handle) in handles.into_iter().enumerate() {
-        let summary = handle.wait(Duration::from_secs(5)).await.unwrap();
-        assert_eq!(summary.mean, (n as f64 + 2.0) / 2.0);
-    }
+    a_message_on_each_queue_runs(&client, &queues).await;
     for worker in workers {
         worker.stop().await.unwrap();
     }
@@ -485,17 +491,7 @@ async fn a_lone_idle_worker_of_three_queues_sends_no_command_per_queue_and_still
 
     let summary = recovered.wait(Duration::from_secs(5)).await.unwrap();
     assert_eq!(summary.mean, 6.0, "the lost worker's message was recovered");
-    let mut handles = Vec::new();
-    for (n, queue) in queues.iter().enumerate() {
-        let stats = Stats {
-            values: vec![n as f64, 2.0],
-        };
-        handles.push(client.enqueue(stats).queue(queue).await.unwrap());
-    }
-    for (n, handle) in handles.into_iter().enumerate() {
-        let summary = handle.wait(Duration::from_secs(5)).await.unwrap();
-        assert_eq!(summary.mean, (n as f64 + 2.0) / 2.0);
-    }
+    a_message_on_each_queue_runs(&client, &queues).await;
     // Due in half a second: the index names it then (a pass over every queue, the fallback,
     // comes only every 60 rounds).
     let later = client
