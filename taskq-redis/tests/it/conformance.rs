@@ -779,7 +779,7 @@ async fn idle_queues_are_forgotten_and_come_back() {
 }
 
 /// A connection of the test's own, beside the broker's.
-async fn admin(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+pub(crate) async fn admin(server: &RedisServer) -> redis::aio::MultiplexedConnection {
     redis::Client::open(server.url())
         .unwrap()
         .get_multiplexed_async_connection()

@@ -13,15 +13,11 @@ use taskq_core::{
 use taskq_redis::RedisBroker;
 use taskq_testkit::{suite::message, RedisServer};
 
-use crate::conformance::config;
+use crate::conformance::{admin, config};
 
 /// The due index's entry of `set`, ms.
 async fn entry(server: &RedisServer, set: &str) -> Option<i64> {
-    let mut admin = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut admin = admin(server).await;
     redis::cmd("ZSCORE")
         .arg("taskq:due")
         .arg(set)
@@ -170,11 +166,7 @@ async fn passes_due_names_a_queue_once_its_entry_is_due_and_a_pass_settles_it() 
     assert!(broker.passes_due(&mine).await.unwrap().is_empty());
     // A pass over all (what a worker makes now and then) removes the entry of a set it
     // finds empty (emptied here as a purge would).
-    let mut admin = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut admin = admin(&server).await;
     redis::cmd("DEL")
         .arg(scheduled(&soon))
         .query_async::<()>(&mut admin)
