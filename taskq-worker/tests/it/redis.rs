@@ -506,6 +506,85 @@ async fn a_lone_idle_worker_of_three_queues_sends_no_command_per_queue_and_still
     worker.stop().await.unwrap();
 }
 
+/// Issue 31: what the due index cannot name, the pass over every queue every 60 rounds still
+/// serves: a scheduled message without its entry (as a producer of an older version writes
+/// it) is promoted and runs, and a processing list no lease covers (its lease vanished without
+/// a recovery) is swept back and runs. The worker's first round sees both too early (the
+/// message is not due, the list not yet orphaned for its grace), so only the later full pass,
+/// 6 s in at a 100 ms heartbeat, can serve them; without it neither ever runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pass_over_every_queue_serves_what_the_due_index_does_not_name() {
+    use taskq_core::WorkerId;
+    let server = RedisServer::start();
+    let client = redis_client(&server).await;
+    let mut admin = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let queue = format!("unnamed-{}", uuid::Uuid::new_v4());
+    let queues = std::slice::from_ref(&queue);
+    // A processing list whose lease vanished: taken by a worker, then its lease removed.
+    let broker = client.broker();
+    let lost = WorkerId::generate();
+    let membership = broker.membership().expect("Redis has leases");
+    membership
+        .heartbeat(&lost, queues, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let orphaned = client
+        .enqueue(Stats {
+            values: vec![2.0, 2.0],
+        })
+        .queue(&queue)
+        .await
+        .unwrap();
+    assert_eq!(
+        broker
+            .fetch(&lost, queues, 1, Duration::ZERO)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let () = redis::cmd("ZREM")
+        .arg(format!("taskq:{{{queue}}}:workers"))
+        .arg(lost.as_str())
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+
+    let worker = start_worker(all_tasks(builder(&client)).queues([queue.clone()]));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Due in a second, its entry removed at once, as if never written.
+    let unnamed = client
+        .enqueue(Stats {
+            values: vec![3.0, 3.0],
+        })
+        .queue(&queue)
+        .countdown(Duration::from_secs(1))
+        .await
+        .unwrap();
+    let () = redis::cmd("ZREM")
+        .arg("taskq:due")
+        .arg(format!("taskq:{{{queue}}}:scheduled"))
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        orphaned.wait(Duration::from_secs(15)).await.unwrap().mean,
+        2.0,
+        "the orphaned list was swept back and ran"
+    );
+    assert_eq!(
+        unnamed.wait(Duration::from_secs(15)).await.unwrap().mean,
+        3.0,
+        "the unnamed scheduled message was promoted and ran"
+    );
+    worker.stop().await.unwrap();
+}
+
 /// Issue 31: ten idle workers of one queue take turns at the passes any of them may make for
 /// all (reaping, promoting): the fleet makes about two per heartbeat, not one per worker. A
 /// lost worker's message is still recovered and run, by turns spaced for the fleet.
