@@ -2,7 +2,8 @@
 //!
 //! Each final write also publishes on the task's channel. One subscriber connection per
 //! backend serves every waiter of the process: a waiter registers its id, the subscriber task
-//! subscribes to that id's channel, and a message wakes exactly the waiters of that id. A
+//! subscribes to that id's channel, and a message wakes exactly the waiters of that id (once no
+//! one waits on an id, its channel is dropped with others in one request, within a second). A
 //! waiter re-reads the key once subscribed (so a write that happened before cannot be missed)
 //! and every poll interval as a fallback (so a lost connection delays, never strands, it).
 
@@ -59,7 +60,19 @@ struct Shared {
 #[derive(Debug, Default)]
 struct Waiters {
     by_id: Mutex<HashMap<TaskId, Waiting>>,
+    /// Ids whose last waiter left, still subscribed: the subscriber unsubscribes them in
+    /// batches ([`STALE_BATCH`], or every [`STALE_EVERY`]), not one round trip per wait. A
+    /// wait's unsubscription came just as the waiter's caller went on (in W3, with its next
+    /// enqueue): a request at the moment the round trip was busiest.
+    stale: Mutex<Vec<TaskId>>,
 }
+
+/// Stale subscriptions the subscriber lets gather before it unsubscribes them in one request.
+const STALE_BATCH: usize = 64;
+
+/// How long a stale subscription lives at most (it costs a channel name on the server; an
+/// announcement on it, if any came, is dropped).
+const STALE_EVERY: Duration = Duration::from_secs(1);
 
 /// The waiters of one id.
 #[derive(Debug)]
@@ -95,12 +108,22 @@ impl Waiters {
     fn announced(&self, id: &TaskId) -> Option<TaskResult> {
         self.lock().get(id).and_then(|w| w.announced.clone())
     }
+
+    /// The channels of stale ids nobody waits on again, taken from the stale list.
+    fn take_stale(&self) -> Vec<String> {
+        let stale = std::mem::take(&mut *self.stale.lock());
+        let registered = self.lock();
+        stale
+            .into_iter()
+            .filter(|id| !registered.contains_key(id))
+            .map(|id| keys::result_channel(&id.to_string()))
+            .collect()
+    }
 }
 
 #[derive(Debug)]
 enum Command {
     Subscribe(TaskId, oneshot::Sender<()>),
-    Unsubscribe(TaskId),
 }
 
 /// Unregisters a waiter when its wait ends or is dropped.
@@ -122,7 +145,7 @@ impl Drop for Registration<'_> {
         if last {
             waiters.remove(&self.id);
             drop(waiters);
-            self.backend.send(Command::Unsubscribe(self.id));
+            self.backend.shared.waiters.stale.lock().push(self.id);
         }
     }
 }
@@ -510,9 +533,13 @@ async fn subscriber(
             continue;
         }
         // A write may have happened while we were disconnected: let every waiter re-read.
+        // (What was stale went with the old connection.)
         if let Some(registered) = waiters.upgrade() {
+            registered.stale.lock().clear();
             registered.wake_all();
         }
+        let mut tidy = tokio::time::interval(STALE_EVERY);
+        tidy.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
@@ -522,13 +549,19 @@ async fn subscriber(
                             break;
                         }
                         let _ = done.send(());
-                    }
-                    Some(Command::Unsubscribe(id)) => {
-                        if sink.unsubscribe(keys::result_channel(&id.to_string())).await.is_err() {
+                        let Some(registered) = waiters.upgrade() else { return };
+                        let gathered = registered.stale.lock().len() >= STALE_BATCH;
+                        if gathered && unsubscribe_stale(&mut sink, &registered).await.is_err() {
                             break;
                         }
                     }
                 },
+                _ = tidy.tick() => {
+                    let Some(registered) = waiters.upgrade() else { return };
+                    if unsubscribe_stale(&mut sink, &registered).await.is_err() {
+                        break;
+                    }
+                }
                 message = stream.next() => match message {
                     None => break,
                     Some(message) => {
@@ -551,4 +584,16 @@ async fn subscriber(
         }
         tracing::warn!("result subscriber lost its connection; reconnecting");
     }
+}
+
+/// Unsubscribes the stale channels nobody waits on again, in one request.
+async fn unsubscribe_stale(
+    sink: &mut redis::aio::PubSubSink,
+    waiters: &Waiters,
+) -> redis::RedisResult<()> {
+    let channels = waiters.take_stale();
+    if channels.is_empty() {
+        return Ok(());
+    }
+    sink.unsubscribe(channels).await
 }

@@ -5,3 +5,4 @@ mod cluster;
 mod conformance;
 mod due_index;
 mod tls;
+mod waiters;
