@@ -446,30 +446,14 @@ async fn idle_workers_of_three_queues_renew_no_lease_and_still_wake() {
 /// second runs when due, and a worker lost holding a message has it recovered and run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lone_idle_worker_of_three_queues_sends_no_command_per_queue_and_still_serves_them() {
-    use taskq_core::WorkerId;
     let server = RedisServer::start();
     let client = redis_client(&server).await;
     let queues: Vec<String> = (0..3)
         .map(|n| format!("lone{n}-{}", uuid::Uuid::new_v4()))
         .collect();
     // A worker that takes a message of the third queue and dies: its lease ends 2.5 s in.
-    let broker = client.broker();
-    let lost = WorkerId::generate();
-    let membership = broker.membership().expect("Redis has leases");
-    let third = std::slice::from_ref(&queues[2]);
-    membership
-        .heartbeat(&lost, third, Duration::from_millis(2500))
-        .await
-        .unwrap();
-    let recovered = client
-        .enqueue(Stats {
-            values: vec![5.0, 7.0],
-        })
-        .queue(&queues[2])
-        .await
-        .unwrap();
-    let taken = broker.fetch(&lost, third, 1, Duration::ZERO).await.unwrap();
-    assert_eq!(taken.len(), 1);
+    let (_, recovered) =
+        a_worker_dies_holding(&client, &queues[2], Duration::from_millis(2500), [5.0, 7.0]).await;
 
     let worker = start_worker(all_tasks(builder(&client)).queues(queues.clone()));
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -514,7 +498,6 @@ async fn a_lone_idle_worker_of_three_queues_sends_no_command_per_queue_and_still
 /// 6 s in at a 100 ms heartbeat, can serve them; without it neither ever runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pass_over_every_queue_serves_what_the_due_index_does_not_name() {
-    use taskq_core::WorkerId;
     let server = RedisServer::start();
     let client = redis_client(&server).await;
     let mut admin = redis::Client::open(server.url())
@@ -523,30 +506,9 @@ async fn the_pass_over_every_queue_serves_what_the_due_index_does_not_name() {
         .await
         .unwrap();
     let queue = format!("unnamed-{}", uuid::Uuid::new_v4());
-    let queues = std::slice::from_ref(&queue);
     // A processing list whose lease vanished: taken by a worker, then its lease removed.
-    let broker = client.broker();
-    let lost = WorkerId::generate();
-    let membership = broker.membership().expect("Redis has leases");
-    membership
-        .heartbeat(&lost, queues, Duration::from_secs(60))
-        .await
-        .unwrap();
-    let orphaned = client
-        .enqueue(Stats {
-            values: vec![2.0, 2.0],
-        })
-        .queue(&queue)
-        .await
-        .unwrap();
-    assert_eq!(
-        broker
-            .fetch(&lost, queues, 1, Duration::ZERO)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    let (lost, orphaned) =
+        a_worker_dies_holding(&client, &queue, Duration::from_secs(60), [2.0, 2.0]).await;
     let () = redis::cmd("ZREM")
         .arg(format!("taskq:{{{queue}}}:workers"))
         .arg(lost.as_str())
@@ -590,35 +552,13 @@ async fn the_pass_over_every_queue_serves_what_the_due_index_does_not_name() {
 /// lost worker's message is still recovered and run, by turns spaced for the fleet.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_workers_take_turns_at_reaping_and_still_recover_a_lost_one() {
-    use taskq_core::WorkerId;
     let server = RedisServer::start();
     let client = redis_client(&server).await;
     let queue = format!("turns-{}", uuid::Uuid::new_v4());
     // A worker that takes a message and dies before the fleet starts: its lease ends 2.5 s in,
     // once the fleet has counted itself and spaced its turns.
-    let broker = client.broker();
-    let lost = WorkerId::generate();
-    let membership = broker.membership().expect("Redis has leases");
-    membership
-        .heartbeat(
-            &lost,
-            std::slice::from_ref(&queue),
-            Duration::from_millis(2500),
-        )
-        .await
-        .unwrap();
-    let handle = client
-        .enqueue(Stats {
-            values: vec![1.0, 3.0],
-        })
-        .queue(&queue)
-        .await
-        .unwrap();
-    let taken = broker
-        .fetch(&lost, std::slice::from_ref(&queue), 1, Duration::ZERO)
-        .await
-        .unwrap();
-    assert_eq!(taken.len(), 1);
+    let (_, handle) =
+        a_worker_dies_holding(&client, &queue, Duration::from_millis(2500), [1.0, 3.0]).await;
 
     let workers: Vec<_> = (0..10)
         .map(|_| start_worker(all_tasks(builder(&client)).queues([queue.clone()])))
@@ -649,4 +589,32 @@ async fn idle_workers_take_turns_at_reaping_and_still_recover_a_lost_one() {
     for worker in workers {
         worker.stop().await.unwrap();
     }
+}
+
+/// A worker leased on `queue` for `lease` that takes a `Stats` message of `values` and dies
+/// holding it: its id, and the message's handle.
+async fn a_worker_dies_holding(
+    client: &Client,
+    queue: &str,
+    lease: Duration,
+    values: [f64; 2],
+) -> (taskq_core::WorkerId, taskq_core::AsyncResult<Summary>) {
+    let broker = client.broker();
+    let lost = taskq_core::WorkerId::generate();
+    let membership = broker.membership().expect("Redis has leases");
+    let queues = [queue.to_owned()];
+    membership.heartbeat(&lost, &queues, lease).await.unwrap();
+    let handle = client
+        .enqueue(Stats {
+            values: values.to_vec(),
+        })
+        .queue(queue)
+        .await
+        .unwrap();
+    let taken = broker
+        .fetch(&lost, &queues, 1, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1, "the worker took the message");
+    (lost, handle)
 }
