@@ -52,8 +52,8 @@ struct Shared {
     /// Replicas a result write waits for, when durable writes are on.
     durable: Option<crate::replicas::DurableWrites>,
     waiters: Arc<Waiters>,
-    /// Requests to the subscriber task; started on the first wait.
-    commands: Mutex<Option<mpsc::UnboundedSender<Command>>>,
+    /// Subscriptions asked of the subscriber task; started on the first wait.
+    commands: Mutex<Option<mpsc::UnboundedSender<Subscribe>>>,
 }
 
 /// Waiters per task id, shared with the subscriber task.
@@ -121,9 +121,11 @@ impl Waiters {
     }
 }
 
+/// A request to the subscriber task: subscribe to `id`'s channel, then fire `done`.
 #[derive(Debug)]
-enum Command {
-    Subscribe(TaskId, oneshot::Sender<()>),
+struct Subscribe {
+    id: TaskId,
+    done: oneshot::Sender<()>,
 }
 
 /// Unregisters a waiter when its wait ends or is dropped.
@@ -231,7 +233,7 @@ impl RedisResultBackend {
             .await
     }
 
-    fn send(&self, command: Command) {
+    fn send(&self, request: Subscribe) {
         let mut commands = self.shared.commands.lock();
         let alive = commands.as_ref().is_some_and(|tx| !tx.is_closed());
         if !alive {
@@ -244,7 +246,7 @@ impl RedisResultBackend {
             *commands = Some(tx);
         }
         if let Some(tx) = commands.as_ref() {
-            let _ = tx.send(command);
+            let _ = tx.send(request);
         }
     }
 
@@ -265,7 +267,7 @@ impl RedisResultBackend {
         drop(waiters);
         let subscribed = first.then(|| {
             let (tx, rx) = oneshot::channel();
-            self.send(Command::Subscribe(id, tx));
+            self.send(Subscribe { id, done: tx });
             rx
         });
         (notify, Registration { backend: self, id }, subscribed)
@@ -505,7 +507,7 @@ fn group_status(reply: redis::Value) -> Result<GroupStatus> {
 async fn subscriber(
     server: crate::server::Server,
     waiters: std::sync::Weak<Waiters>,
-    mut commands: mpsc::UnboundedReceiver<Command>,
+    mut commands: mpsc::UnboundedReceiver<Subscribe>,
 ) {
     let mut failures = 0u32;
     loop {
@@ -533,9 +535,9 @@ async fn subscriber(
             continue;
         }
         // A write may have happened while we were disconnected: let every waiter re-read.
-        // (What was stale went with the old connection.)
+        // (Ids still on the stale list are unsubscribed as usual: harmless where the new
+        // connection never subscribed them, needed where it did just before they went stale.)
         if let Some(registered) = waiters.upgrade() {
-            registered.stale.lock().clear();
             registered.wake_all();
         }
         let mut tidy = tokio::time::interval(STALE_EVERY);
@@ -544,7 +546,7 @@ async fn subscriber(
             tokio::select! {
                 command = commands.recv() => match command {
                     None => return,
-                    Some(Command::Subscribe(id, done)) => {
+                    Some(Subscribe { id, done }) => {
                         if sink.subscribe(keys::result_channel(&id.to_string())).await.is_err() {
                             break;
                         }

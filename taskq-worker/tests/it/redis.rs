@@ -11,6 +11,15 @@ async fn redis_client(server: &RedisServer) -> Client {
     taskq::connect(&server.url()).await.expect("connect")
 }
 
+/// A plain connection to `server`, for what a test writes or reads beside taskq.
+async fn admin(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typed_results_retries_and_dead_letters_on_redis() {
     let server = RedisServer::start();
@@ -119,11 +128,7 @@ async fn an_envelope_written_by_hand_per_the_protocol_doc_runs() {
         "attempt": 0,
         "created_at": "2026-11-22T10:00:00+00:00",
     });
-    let mut conn = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = admin(&server).await;
     redis::pipe()
         .lpush("taskq:{default}:pending:0", envelope.to_string())
         .lpush("taskq:{default}:wake", "1")
@@ -352,11 +357,7 @@ async fn a_settle_refused_for_missing_replicas_lands_once_they_are_back() {
         .await
         .unwrap();
     assert_eq!(started.recv().await.as_deref(), Some("norep-1"));
-    let admin = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let admin = admin(&server).await;
     let refuse_writes = |on: bool| {
         let mut admin = admin.clone();
         async move {
@@ -500,11 +501,7 @@ async fn a_lone_idle_worker_of_three_queues_sends_no_command_per_queue_and_still
 async fn the_pass_over_every_queue_serves_what_the_due_index_does_not_name() {
     let server = RedisServer::start();
     let client = redis_client(&server).await;
-    let mut admin = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut admin = admin(&server).await;
     let queue = format!("unnamed-{}", uuid::Uuid::new_v4());
     // A processing list whose lease vanished: taken by a worker, then its lease removed.
     let (lost, orphaned) =
