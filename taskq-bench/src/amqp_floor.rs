@@ -1,13 +1,19 @@
-//! The RabbitMQ enqueue floors: a plain lapin publisher with publisher confirms, persistent
-//! messages into a quorum queue of the same node, in the same run, so that taskq's enqueue
-//! (W1, W1c, W1bulk on `amqp://`) is judged against what any confirmed publish costs here.
+//! The RabbitMQ floors: what plain lapin clients do on the same node in the same run, so that
+//! taskq on `amqp://` is judged against this machine today. The enqueue floors publish
+//! persistent messages with publisher confirms into a quorum queue (W1, W1c, W1bulk's shape);
+//! the round-trip floor adds a consumer that takes each message, hands its result over
+//! in-process and acknowledges it (W3's shape, with `results=memory`).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use lapin::{
-    options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions},
+    options::{
+        BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
+        QueueDeclareOptions, QueueDeleteOptions,
+    },
     types::{AMQPValue, FieldTable},
-    BasicProperties, Channel, ConnectionProperties,
+    BasicProperties, Channel, Connection, ConnectionProperties,
 };
 use taskq_core::TaskId;
 
@@ -32,29 +38,9 @@ pub(crate) async fn amqp_floor(
     n: usize,
     publishing: Publishing,
 ) -> Result<Row, BoxError> {
-    let base = url.split('?').next().unwrap_or(url).to_owned();
-    let connection = lapin::DefaultConnectionBuilder::new()?
-        .with_uri_str(base)
-        .with_properties(ConnectionProperties::default())
-        .connect()
-        .await?;
-    let channel = connection.create_channel().await?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    let queue = format!("bench-floor-{}", TaskId::new());
-    let mut arguments = FieldTable::default();
-    arguments.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
-    );
-    channel
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions::durable(),
-            arguments,
-        )
-        .await?;
+    let connection = connect(url).await?;
+    let channel = confirming_channel(&connection).await?;
+    let queue = quorum_queue(&channel).await?;
     let body = vec![b'x'; 300]; // about a taskq envelope's size
     let started = Instant::now();
     match publishing {
@@ -105,6 +91,108 @@ pub(crate) async fn amqp_floor(
         tasks_per_second: n as f64 / seconds,
         ..Row::default()
     })
+}
+
+/// The W3 floor: `round_trips` sequential round trips. The producer publishes a persistent
+/// message with a confirm into a quorum queue (what taskq's enqueue promises) and awaits the
+/// confirm; a consumer on its own channel takes the message, hands the producer its "result"
+/// over an in-process channel (as W3 with `results=memory` gets its result) and acknowledges
+/// the message. The producer's round trip ends when it has both the confirm and the result.
+/// p50 and p99 in the row, as W3 reports them.
+///
+/// The result goes in-process because that is the least a result can cost: a reply through
+/// RabbitMQ itself (direct reply-to) measured 0.5 ms more per round trip here.
+pub(crate) async fn amqp_w3_floor(url: &str, round_trips: usize) -> Result<Row, BoxError> {
+    let connection = connect(url).await?;
+    let producer = confirming_channel(&connection).await?;
+    let queue = quorum_queue(&producer).await?;
+    let consumer_channel = connection.create_channel().await?;
+    let mut requests = consumer_channel
+        .basic_consume(
+            queue.as_str().into(),
+            "floor-consumer".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let (results, mut result) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let consumer = tokio::spawn(async move {
+        while let Some(request) = requests.next().await {
+            let request = request?;
+            if results.send(()).is_err() {
+                break;
+            }
+            request.ack(BasicAckOptions::default()).await?;
+        }
+        Ok::<(), BoxError>(())
+    });
+    let body = vec![b'x'; 300]; // about a taskq envelope's size
+    let mut latencies = Vec::with_capacity(round_trips);
+    for n in 0..round_trips + 20 {
+        let started = Instant::now();
+        publish(&producer, &queue, &body).await?.await?;
+        if result.recv().await.is_none() {
+            consumer.await??;
+            return Err("the floor's consumer ended".into());
+        }
+        if n >= 20 {
+            latencies.push(started.elapsed()); // the first 20 warm up
+        }
+    }
+    drop(result);
+    producer
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await?;
+    let _ = connection.close(200, "done".into()).await;
+    consumer.abort();
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
+    let total: Duration = latencies.iter().sum();
+    Ok(Row {
+        tasks: round_trips,
+        seconds: total.as_secs_f64(),
+        tasks_per_second: round_trips as f64 / total.as_secs_f64(),
+        p50_ms: Some(at(0.50)),
+        p99_ms: Some(at(0.99)),
+        ..Row::default()
+    })
+}
+
+/// A connection to the node at `url` (taskq's own query options stripped).
+async fn connect(url: &str) -> Result<Connection, BoxError> {
+    let base = url.split('?').next().unwrap_or(url).to_owned();
+    Ok(lapin::DefaultConnectionBuilder::new()?
+        .with_uri_str(base)
+        .with_properties(ConnectionProperties::default())
+        .connect()
+        .await?)
+}
+
+/// A channel in confirm mode: every publish is confirmed once the queue has it.
+async fn confirming_channel(connection: &Connection) -> Result<Channel, BoxError> {
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok(channel)
+}
+
+/// A fresh durable quorum queue, as taskq's queues are; its name.
+async fn quorum_queue(channel: &Channel) -> Result<String, BoxError> {
+    let queue = format!("bench-floor-{}", TaskId::new());
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions::durable(),
+            arguments,
+        )
+        .await?;
+    Ok(queue)
 }
 
 async fn publish(

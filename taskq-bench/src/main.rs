@@ -102,6 +102,11 @@ enum Workload {
     FloorAmqpW1c,
     /// RabbitMQ's floor for W1bulk: batches of 1,000, then their confirms.
     FloorAmqpBulk,
+    /// RabbitMQ's floor for W3: a lapin producer publishes with a confirm into a quorum queue
+    /// and awaits it, a consumer takes the message, hands its result over in-process (as W3
+    /// with `results=memory` gets it) and acknowledges it (`amqp://` only). Run it beside w3:
+    /// the report prints W3's p50 over the floor's.
+    FloorAmqpW3,
     /// W3 with a worker of three queues, every task sent to the last one (the worker looks at
     /// the other two first, as a worker of several queues does).
     W3q3,
@@ -286,11 +291,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 .find(|r| r.workload == name)
                 .and_then(|r| r.p50_ms)
         };
-        if let (Some(w3), Some(floor)) = (p50_of("w3"), p50_of("floor")) {
-            println!(
-                "w3 / floor: p50 {w3:.3} / {floor:.3} ms = {:.2}x",
-                w3 / floor
-            );
+        for floor_name in ["floor", "floor-amqp-w3"] {
+            if let (Some(w3), Some(floor)) = (p50_of("w3"), p50_of(floor_name)) {
+                println!(
+                    "w3 / {floor_name}: p50 {w3:.3} / {floor:.3} ms = {:.2}x",
+                    w3 / floor
+                );
+            }
         }
         for row in rows.iter().filter(|row| row.start_p50_ms.is_some()) {
             let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3}"));

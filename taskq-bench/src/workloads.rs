@@ -115,6 +115,9 @@ impl Bench {
             Workload::FloorAmqpW1c => {
                 crate::amqp_floor::amqp_floor(&self.url, self.n, Publishing::Concurrent).await?
             }
+            Workload::FloorAmqpW3 => {
+                crate::amqp_floor::amqp_w3_floor(&self.url, self.round_trips).await?
+            }
             Workload::FloorAmqpBulk => {
                 crate::amqp_floor::amqp_floor(&self.url, self.n, Publishing::Bulk).await?
             }
