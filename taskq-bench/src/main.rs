@@ -39,6 +39,11 @@ struct Cli {
     /// Share of the W2b rate (measured in the same run) W4 offers.
     #[arg(long, default_value_t = 0.5)]
     w4_share: f64,
+    /// Tasks of the drain that measures the W2b rate W4 offers a share of: long enough that
+    /// Redis holds about as many results as W4's window leaves, so that the rate is what a
+    /// worker sustains rather than a burst on a small, cache-hot keyspace.
+    #[arg(long, default_value_t = 200_000)]
+    w4_rate_n: usize,
     /// Seconds the idle workload observes an idle worker.
     #[arg(long, default_value_t = 5)]
     idle_seconds: u64,
