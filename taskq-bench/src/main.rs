@@ -21,7 +21,7 @@ struct Cli {
     /// Where the broker is (`--broker`, TLS files; Redis counters are not collected over TLS).
     #[command(flatten)]
     connection: taskq::cli::ConnectArgs,
-    /// Workloads to run (default: all).
+    /// Workloads to run (default: every one that applies to the broker).
     #[arg(long, value_enum, value_delimiter = ',')]
     workload: Vec<Workload>,
     /// Tasks per throughput workload.
@@ -146,6 +146,22 @@ enum Workload {
     Idle3,
 }
 
+impl Workload {
+    /// Whether a run without `--workload` includes this workload on `broker`: the floors
+    /// speak to one kind of server, and Celery's drain and the idle workloads need Redis.
+    fn runs_by_default_on(self, broker: &str) -> bool {
+        match self {
+            Workload::Floor => broker.starts_with("redis://"),
+            Workload::Celery | Workload::Idle | Workload::Idle3 => broker.starts_with("redis"),
+            Workload::FloorAmqpW1
+            | Workload::FloorAmqpW1c
+            | Workload::FloorAmqpBulk
+            | Workload::FloorAmqpW3 => broker.starts_with("amqp"),
+            _ => true,
+        }
+    }
+}
+
 /// Everything measured for one workload.
 #[derive(Debug, Default, Serialize)]
 struct Row {
@@ -205,7 +221,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .try_init();
     cli.connection.broker = cli.connection.url();
     let workloads = if cli.workload.is_empty() {
-        Workload::value_variants().to_vec()
+        Workload::value_variants()
+            .iter()
+            .copied()
+            .filter(|workload| workload.runs_by_default_on(&cli.connection.broker))
+            .collect()
     } else {
         cli.workload.clone()
     };
@@ -353,4 +373,37 @@ fn table_row(row: &Row) -> String {
         opt(row.redis_cpu_us_per_task, 2),
         opt(row.redis_commands_per_second, 1),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn default_run(broker: &str) -> Vec<Workload> {
+        Workload::value_variants()
+            .iter()
+            .copied()
+            .filter(|workload| workload.runs_by_default_on(broker))
+            .collect()
+    }
+
+    #[test]
+    fn a_run_without_workloads_leaves_out_what_the_broker_cannot_serve() {
+        let memory = default_run("memory://");
+        assert!(memory.contains(&Workload::W3) && memory.contains(&Workload::W4));
+        for foreign in [
+            Workload::Floor,
+            Workload::Celery,
+            Workload::FloorAmqpW1,
+            Workload::FloorAmqpW3,
+        ] {
+            assert!(!memory.contains(&foreign), "{foreign:?} on memory://");
+        }
+        let redis = default_run("redis://127.0.0.1:6379");
+        assert!(redis.contains(&Workload::Floor) && redis.contains(&Workload::Idle));
+        assert!(!redis.contains(&Workload::FloorAmqpBulk));
+        let amqp = default_run("amqp://guest:guest@127.0.0.1:5672/%2f");
+        assert!(amqp.contains(&Workload::FloorAmqpW3) && amqp.contains(&Workload::W2b));
+        assert!(!amqp.contains(&Workload::Floor) && !amqp.contains(&Workload::Celery));
+    }
 }
