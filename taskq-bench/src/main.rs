@@ -148,9 +148,11 @@ enum Workload {
 
 impl Workload {
     /// Whether a run without `--workload` includes this workload on `broker`: the floors
-    /// speak to one kind of server, and Celery's drain and the idle workloads need Redis.
+    /// speak to one kind of server, Celery's drain and the idle workloads need Redis, and
+    /// RabbitMQ carries no workflows (no uniqueness keys), so no chord.
     fn runs_by_default_on(self, broker: &str) -> bool {
         match self {
+            Workload::Chord => !broker.starts_with("amqp"),
             Workload::Floor => broker.starts_with("redis://"),
             Workload::Celery | Workload::Idle | Workload::Idle3 => broker.starts_with("redis"),
             Workload::FloorAmqpW1
@@ -405,5 +407,6 @@ mod tests {
         let amqp = default_run("amqp://guest:guest@127.0.0.1:5672/%2f");
         assert!(amqp.contains(&Workload::FloorAmqpW3) && amqp.contains(&Workload::W2b));
         assert!(!amqp.contains(&Workload::Floor) && !amqp.contains(&Workload::Celery));
+        assert!(!amqp.contains(&Workload::Chord) && memory.contains(&Workload::Chord));
     }
 }
