@@ -4,7 +4,7 @@
 //! the round-trip floor adds a consumer that takes each message, hands its result over
 //! in-process and acknowledges it (W3's shape, with `results=memory`).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_util::StreamExt;
 use lapin::{
@@ -145,17 +145,7 @@ pub(crate) async fn amqp_w3_floor(url: &str, round_trips: usize) -> Result<Row, 
         .await?;
     let _ = connection.close(200, "done".into()).await;
     consumer.abort();
-    latencies.sort();
-    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
-    let total: Duration = latencies.iter().sum();
-    Ok(Row {
-        tasks: round_trips,
-        seconds: total.as_secs_f64(),
-        tasks_per_second: round_trips as f64 / total.as_secs_f64(),
-        p50_ms: Some(at(0.50)),
-        p99_ms: Some(at(0.99)),
-        ..Row::default()
-    })
+    Ok(crate::floor::round_trip_row(latencies))
 }
 
 /// A connection to the node at `url` (taskq's own query options stripped).

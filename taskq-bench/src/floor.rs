@@ -58,15 +58,21 @@ pub(crate) async fn redis_floor(url: &str, round_trips: usize) -> Result<Row, Bo
     producer.lpush(&jobs, "stop").await?;
     let _ = consumer_task.await;
     let _: usize = producer.del(&[&jobs, &replies]).await?;
+    Ok(round_trip_row(latencies))
+}
+
+/// A floor's row from its round trips' latencies: their count, their sum as the time, p50 and
+/// p99, as W3 reports them.
+pub(crate) fn round_trip_row(mut latencies: Vec<Duration>) -> Row {
     latencies.sort();
     let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
     let total: Duration = latencies.iter().sum();
-    Ok(Row {
-        tasks: round_trips,
+    Row {
+        tasks: latencies.len(),
         seconds: total.as_secs_f64(),
-        tasks_per_second: round_trips as f64 / total.as_secs_f64(),
+        tasks_per_second: latencies.len() as f64 / total.as_secs_f64(),
         p50_ms: Some(at(0.50)),
         p99_ms: Some(at(0.99)),
         ..Row::default()
-    })
+    }
 }
