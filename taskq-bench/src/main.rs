@@ -39,9 +39,9 @@ struct Cli {
     /// Share of the W2b rate (measured in the same run) W4 offers.
     #[arg(long, default_value_t = 0.5)]
     w4_share: f64,
-    /// Tasks of the drain that measures the W2b rate W4 offers a share of: long enough that
-    /// Redis holds about as many results as W4's window leaves, so that the rate is what a
-    /// worker sustains rather than a burst on a small, cache-hot keyspace.
+    /// Tasks of the drain that measures the W2b rate W4 offers a share of: seconds long, so
+    /// that the rate is what a worker sustains, not a half-second burst that swings with the
+    /// moment (docs/performance.md).
     #[arg(long, default_value_t = 200_000)]
     w4_rate_n: usize,
     /// Seconds the idle workload observes an idle worker.
@@ -147,6 +147,15 @@ enum Workload {
 }
 
 impl Workload {
+    /// What a run without `--workload` runs on `broker`, in the table's order.
+    fn default_run(broker: &str) -> Vec<Workload> {
+        Workload::value_variants()
+            .iter()
+            .copied()
+            .filter(|workload| workload.runs_by_default_on(broker))
+            .collect()
+    }
+
     /// Whether a run without `--workload` includes this workload on `broker`: the floors
     /// speak to one kind of server, Celery's drain and the idle workloads need Redis, and
     /// RabbitMQ carries no workflows (no uniqueness keys), so no chord.
@@ -223,11 +232,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .try_init();
     cli.connection.broker = cli.connection.url();
     let workloads = if cli.workload.is_empty() {
-        Workload::value_variants()
-            .iter()
-            .copied()
-            .filter(|workload| workload.runs_by_default_on(&cli.connection.broker))
-            .collect()
+        Workload::default_run(&cli.connection.broker)
     } else {
         cli.workload.clone()
     };
@@ -381,17 +386,9 @@ fn table_row(row: &Row) -> String {
 mod tests {
     use super::*;
 
-    fn default_run(broker: &str) -> Vec<Workload> {
-        Workload::value_variants()
-            .iter()
-            .copied()
-            .filter(|workload| workload.runs_by_default_on(broker))
-            .collect()
-    }
-
     #[test]
     fn a_run_without_workloads_leaves_out_what_the_broker_cannot_serve() {
-        let memory = default_run("memory://");
+        let memory = Workload::default_run("memory://");
         assert!(memory.contains(&Workload::W3) && memory.contains(&Workload::W4));
         for foreign in [
             Workload::Floor,
@@ -401,10 +398,10 @@ mod tests {
         ] {
             assert!(!memory.contains(&foreign), "{foreign:?} on memory://");
         }
-        let redis = default_run("redis://127.0.0.1:6379");
+        let redis = Workload::default_run("redis://127.0.0.1:6379");
         assert!(redis.contains(&Workload::Floor) && redis.contains(&Workload::Idle));
         assert!(!redis.contains(&Workload::FloorAmqpBulk));
-        let amqp = default_run("amqp://guest:guest@127.0.0.1:5672/%2f");
+        let amqp = Workload::default_run("amqp://guest:guest@127.0.0.1:5672/%2f");
         assert!(amqp.contains(&Workload::FloorAmqpW3) && amqp.contains(&Workload::W2b));
         assert!(!amqp.contains(&Workload::Floor) && !amqp.contains(&Workload::Celery));
         assert!(!amqp.contains(&Workload::Chord) && memory.contains(&Workload::Chord));
