@@ -310,27 +310,35 @@ pub async fn python_worker_answers(client: &taskq_core::Client) {
 /// the runtime's threads, under a 300-second limit (a script that hangs fails the test instead
 /// of holding CI).
 ///
+/// The script runs from a directory of its own: Python puts a script's directory first on its
+/// import path, so a stray `bisect.py` in the shared temporary directory once replaced the
+/// standard library's inside Celery.
+///
 /// # Panics
 ///
 /// When the virtual environment cannot be made or the script cannot start.
 pub async fn run_script(label: &str, script: &str, args: &[&str]) -> Output {
     let python = venv("celery", &CELERY);
-    let path = std::env::temp_dir().join(format!(
-        "taskq-celery-{label}-{}-{}.py",
+    let dir = std::env::temp_dir().join(format!(
+        "taskq-celery-script-{}-{}",
         std::process::id(),
         uuid::Uuid::new_v4().simple()
     ));
+    std::fs::create_dir_all(&dir).expect("a directory for the Python script");
+    let path = dir.join(format!("taskq-celery-{label}.py"));
     std::fs::write(&path, script).expect("write the Python script");
     let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
     tokio::task::spawn_blocking(move || {
-        Command::new("timeout")
+        let run = Command::new("timeout")
             .arg("300")
             .arg(&python)
             .arg(&path)
             .args(args)
             .stdin(Stdio::null())
             .output()
-            .expect("run a Python script")
+            .expect("run a Python script");
+        let _ = std::fs::remove_dir_all(&dir);
+        run
     })
     .await
     .expect("the script's thread")
