@@ -228,12 +228,7 @@ impl CeleryWorker {
     /// When the virtual environment cannot be made or Python cannot start.
     pub fn start(broker: &str, backend: &str, queue: &str) -> Self {
         let python = venv("celery", &CELERY);
-        let dir = std::env::temp_dir().join(format!(
-            "taskq-celery-tasks-{}-{queue}-{}",
-            std::process::id(),
-            uuid::Uuid::new_v4().simple()
-        ));
-        std::fs::create_dir_all(&dir).expect("a directory for the Python tasks");
+        let dir = own_dir(&format!("tasks-{queue}"));
         std::fs::write(dir.join("tasks.py"), PYTHON_TASKS).expect("write tasks.py");
         let child = Command::new(&python)
             .args(["-m", "celery", "-A", "tasks", "worker", "--pool", "solo"])
@@ -319,12 +314,7 @@ pub async fn python_worker_answers(client: &taskq_core::Client) {
 /// When the virtual environment cannot be made or the script cannot start.
 pub async fn run_script(label: &str, script: &str, args: &[&str]) -> Output {
     let python = venv("celery", &CELERY);
-    let dir = std::env::temp_dir().join(format!(
-        "taskq-celery-script-{}-{}",
-        std::process::id(),
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::create_dir_all(&dir).expect("a directory for the Python script");
+    let dir = own_dir("script");
     let path = dir.join(format!("taskq-celery-{label}.py"));
     std::fs::write(&path, script).expect("write the Python script");
     let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
@@ -342,6 +332,18 @@ pub async fn run_script(label: &str, script: &str, args: &[&str]) -> Output {
     })
     .await
     .expect("the script's thread")
+}
+
+/// A new directory of its own under the temporary directory, for Python to run from: Python
+/// puts the directory it runs from first on its import path, so nothing else may lie there.
+fn own_dir(what: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "taskq-celery-{what}-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).expect("a directory of its own for Python");
+    dir
 }
 
 /// Asserts that a script exited well and printed "ok", showing what it printed if not.

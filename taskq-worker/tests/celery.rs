@@ -75,3 +75,29 @@ async fn celery_chains_run_across_python_and_taskq_workers() {
     worker.stop().await.unwrap();
     assert_ran(&run, "the chains");
 }
+
+/// A script runs from a directory holding nothing but itself: Python puts that directory first
+/// on its import path, and a stray `bisect.py` in the shared temporary directory once replaced
+/// the standard library's inside Celery. Also: the directory is gone after the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_script_imports_nothing_from_the_shared_temporary_directory() {
+    const WHERE: &str = "\
+import os, sys, tempfile
+first = sys.path[0]
+alone = os.listdir(first) == [os.path.basename(sys.argv[0])]
+shared = os.path.realpath(first) == os.path.realpath(tempfile.gettempdir())
+print(first)
+print('ok' if alone and not shared else 'shared')
+";
+    let run = run_script("where", WHERE, &[]).await;
+    assert_ran(&run, "the import path script");
+    let first = String::from_utf8_lossy(&run.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        !std::path::Path::new(&first).exists(),
+        "{first} was left behind"
+    );
+}
