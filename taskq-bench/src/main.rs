@@ -27,8 +27,9 @@ struct Cli {
     /// Tasks per throughput workload.
     #[arg(long, default_value_t = 20_000)]
     n: usize,
-    /// Round trips for the latency workload.
-    #[arg(long, default_value_t = 1_000)]
+    /// Round trips for the latency workload (at least one: its percentiles need a sample).
+    #[arg(long, default_value_t = 1_000,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     round_trips: usize,
     /// Worker concurrency for the drain workloads.
     #[arg(long, default_value_t = 256)]
@@ -385,6 +386,16 @@ fn table_row(row: &Row) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Zero round trips would leave W3 and the floors no sample to take percentiles of (they
+    /// panicked on an empty list): refused when parsed, with the option named.
+    #[test]
+    fn zero_round_trips_are_refused_with_a_clear_error() {
+        let err = Cli::try_parse_from(["taskq-bench", "--round-trips", "0"]).unwrap_err();
+        assert!(err.to_string().contains("--round-trips"), "{err}");
+        let cli = Cli::try_parse_from(["taskq-bench", "--round-trips", "1"]).unwrap();
+        assert_eq!(cli.round_trips, 1);
+    }
 
     #[test]
     fn a_run_without_workloads_leaves_out_what_the_broker_cannot_serve() {
